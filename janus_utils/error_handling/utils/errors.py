@@ -1,0 +1,74 @@
+"""Errors raised by janus_utils' own modules: configuration, files, security, search, the ring."""
+
+from __future__ import annotations
+
+from .._base import JanusError
+
+__all__ = [
+    "ConfigError",
+    "FileHandlerError",
+    "RecordTooLargeError",
+    "RingError",
+    "RingFormatError",
+    "RingFullError",
+    "SearchQueryError",
+    "SecurityError",
+]
+
+
+class ConfigError(JanusError):
+    """A setting passed to configure() or read from the environment is wrong."""
+
+    code = "config_error"
+    title = "Configuration error"
+
+
+class FileHandlerError(JanusError):
+    """A file operation was refused or failed."""
+
+    code = "file_error"
+    title = "File operation failed"
+
+
+class SecurityError(JanusError):
+    """A security check failed."""
+
+    code = "security_error"
+    http_status = 400
+    title = "Security check failed"
+
+
+class SearchQueryError(JanusError):
+    """A log search query is not valid."""
+
+    code = "search_query_error"
+    http_status = 400
+    title = "Invalid search query"
+
+
+class RingError(JanusError):
+    """The shared log ring could not be opened or used."""
+
+    code = "ring_error"
+    title = "Log ring error"
+
+
+class RingFormatError(RingError):
+    """A ring file is not a janus ring, is of another version, or is damaged."""
+
+    code = "ring_format_error"
+    title = "Not a usable log ring file"
+
+
+class RingFullError(RingError):
+    """The ring had no room for a record within the time allowed."""
+
+    code = "ring_full"
+    title = "Log ring full"
+
+
+class RecordTooLargeError(RingError):
+    """A record is larger than the ring can ever hold."""
+
+    code = "record_too_large"
+    title = "Log record too large for the ring"
