@@ -1,0 +1,103 @@
+"""Shared fixtures: janus log databases written the way the production flusher writes them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from janus_utils._schema import COLUMNS, apply_connection_settings, ensure_schema
+
+# The flusher's two statements: the rows, then the FTS index once per batch.
+INSERT_SQL = (
+    f'INSERT INTO "logs" ({", ".join(COLUMNS)}) '
+    f'VALUES ({", ".join("?" for _ in COLUMNS)})'
+)
+FILL_FTS_SQL = (
+    'INSERT INTO "logs_fts"(rowid, message, fields, exception) '
+    'SELECT id, message, fields, exception FROM "logs" WHERE id > ?'
+)
+
+# 2023-11-14T22:13:20Z: a fixed base time so that tests never read the clock.
+BASE_TS = 1_700_000_000 * 1_000_000_000
+
+
+def make_row(message: str = "hello", **values: Any) -> tuple[Any, ...]:
+    """One `logs` row in COLUMNS order; anything not given gets a plain default."""
+    defaults: dict[str, Any] = {
+        "ts": BASE_TS,
+        "level": 20,
+        "logger": "app",
+        "message": message,
+        "pid": 1234,
+        "thread": "MainThread",
+    }
+    unknown = set(values) - set(COLUMNS)
+    if unknown:
+        raise TypeError(f"not a logs column: {sorted(unknown)}")
+    defaults.update(values)
+    return tuple(defaults.get(column) for column in COLUMNS)
+
+
+def open_writer(path: str | os.PathLike[str]) -> apsw.Connection:
+    """A writing connection set up like the flusher's, schema created."""
+    db = apsw.Connection(os.fspath(path))
+    apply_connection_settings(db)
+    ensure_schema(db)
+    return db
+
+
+def write_batch(db: apsw.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Insert one batch in one transaction, then fill the FTS index as the flusher does."""
+    with db:
+        last = db.execute('SELECT coalesce(max(rowid), 0) FROM "logs_fts"').fetchall()[0][0]
+        db.executemany(INSERT_SQL, list(rows))
+        db.execute(FILL_FTS_SQL, (last,))
+
+
+def write_tokens_process(path: str, batches: int, per_batch: int) -> None:
+    """Run in another process: write batches of rows each carrying a unique token."""
+    import time
+
+    db = open_writer(path)
+    try:
+        for b in range(batches):
+            rows = []
+            for i in range(per_batch):
+                n = b * per_batch + i
+                level = 20 if n % 2 == 0 else 10
+                rows.append(make_row(f"token tok{n:06d}", ts=BASE_TS + n, level=level))
+            write_batch(db, rows)
+            time.sleep(0.002)  # let the reader's polls fall between commits
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def make_log_db(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Build a janus log database from rows (made with make_row); returns its path."""
+    counter = 0
+
+    def build(rows: Iterable[tuple[Any, ...]] = (), *, name: str | None = None) -> Path:
+        nonlocal counter
+        counter += 1
+        path = tmp_path / (name or f"logs{counter}.db")
+        db = open_writer(path)
+        try:
+            rows = list(rows)
+            if rows:
+                write_batch(db, rows)
+        finally:
+            db.close()
+        return path
+
+    yield build
+
+
+def rows_from(specs: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """make_row for each mapping: a readable way to write a small corpus."""
+    return [make_row(**dict(spec)) for spec in specs]
