@@ -1,0 +1,665 @@
+/*
+ * janus ring: see ring.h for the contract.  This file explains the "how".
+ *
+ * Layout of the file:
+ *
+ *   [0, 4096)            struct jr_shared: format fields, then the producers'
+ *                        cursor, the consumer's cursor and the counters, each
+ *                        on its own cache line so pushes and reads do not
+ *                        bounce one line between cores.
+ *   [4096, 4096 + cap)   the data area, `cap` a power of two.
+ *
+ * Positions (head, tail, record sequence numbers) are free-running 64-bit byte
+ * counts, masked by cap - 1 to find the byte in the data area.  They never
+ * wrap in practice: at 10 GB/s of logs, 2^64 bytes take 58 years.
+ *
+ * A record is a 16-byte header followed by the payload, padded to 16 bytes:
+ *
+ *   tag    u64  pos ^ TAG_RESV once reserved, pos ^ TAG_DONE once committed
+ *   len    u32  payload length
+ *   flags  u32  FLAG_PAD for the filler that skips the end of the data area
+ *
+ * The tag binds a header to its own position, so a header left over from an
+ * earlier lap of the ring (at pos - k*cap) never looks valid at pos, and the
+ * consumer needs no "empty" marker: anything else in a tag means "not yet".
+ * Released space is zeroed all the same, so that payload bytes of an old lap
+ * can never be read as a header.
+ *
+ * A record never straddles the end of the data area: a producer whose record
+ * would, reserves the rest of the area as a pad record plus its own record at
+ * offset 0, in the same compare-and-swap.  Records are limited to cap / 2 so
+ * that an empty ring always has room (see jr_max_record).
+ */
+#define _GNU_SOURCE
+#include "ring.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TAG_RESV 0x52455356a5c3e1f7ULL /* "RESV" + noise */
+#define TAG_DONE 0x444f4e455a3c1e0bULL /* "DONE" + noise */
+#define FLAG_PAD 1u
+#define CACHE_LINE 64
+
+struct jr_shared {
+    /* format, written once at creation */
+    char magic[8];
+    uint32_t version;
+    uint32_t header_size;
+    uint64_t capacity;
+    uint64_t ring_id;
+    uint64_t created_ns;
+    uint32_t check; /* FNV-1a of the fields above */
+    uint32_t _pad0;
+    char _line0[CACHE_LINE - 48];
+    /* producers: reservation cursor */
+    uint64_t head;
+    char _line1[CACHE_LINE - 8];
+    /* consumer: release cursor */
+    uint64_t tail;
+    char _line2[CACHE_LINE - 8];
+    /* counters, written rarely */
+    uint64_t dropped;
+    uint64_t torn;
+    uint64_t high_water;
+    char _line3[CACHE_LINE - 24];
+};
+
+_Static_assert(sizeof(struct jr_shared) == 4 * CACHE_LINE, "shared header layout");
+_Static_assert(sizeof(struct jr_shared) <= JR_HEADER_SIZE, "shared header fits its page");
+
+struct jr_rec {
+    uint64_t tag;
+    uint32_t len;
+    uint32_t flags;
+};
+
+_Static_assert(sizeof(struct jr_rec) == JR_REC_HEADER, "record header layout");
+
+#define PF_MAX_TOKENS 256
+#define PF_MAX_BYTES 4096
+
+struct jr_ring {
+    int fd;
+    uint8_t *map;
+    size_t map_len;
+    struct jr_shared *sh;
+    uint8_t *data;
+    uint64_t cap;
+    uint64_t mask;
+    int policy;
+    int64_t block_timeout_ns;
+    /* consumer state, local to this handle */
+    uint64_t rpos;
+    uint64_t stall_pos;     /* position the consumer is waiting on, or ~0 */
+    uint64_t stall_head;    /* head when that wait began */
+    int64_t stall_since_ns;
+    int64_t torn_timeout_ns;
+    /* prefilter: bigram bitmap over lowercase ASCII, then exact tokens */
+    int pf_enabled;
+    uint8_t pf_bigram[256][32];
+    uint16_t pf_count;
+    uint16_t pf_off[PF_MAX_TOKENS];
+    uint16_t pf_len[PF_MAX_TOKENS];
+    char pf_bytes[PF_MAX_BYTES];
+};
+
+/* ------------------------------------------------------------------------ */
+/* small helpers                                                             */
+
+static inline uint64_t align_up(uint64_t n) { return (n + (JR_ALIGN - 1)) & ~(uint64_t)(JR_ALIGN - 1); }
+
+static inline struct jr_rec *rec_at(const jr_ring *r, uint64_t pos) {
+    return (struct jr_rec *)(r->data + (pos & r->mask));
+}
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static uint32_t fnv1a(const void *p, size_t n) {
+    const uint8_t *b = p;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static uint32_t header_check(const struct jr_shared *sh) {
+    return fnv1a(sh, offsetof(struct jr_shared, check));
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* ------------------------------------------------------------------------ */
+/* opening                                                                   */
+
+static int validate(const struct jr_shared *sh, uint64_t file_size, uint64_t want_cap) {
+    if (memcmp(sh->magic, JR_MAGIC, 8) != 0)
+        return JR_BAD_MAGIC;
+    if (sh->version != JR_VERSION)
+        return JR_BAD_VERSION;
+    if (sh->check != header_check(sh))
+        return JR_CORRUPT;
+    uint64_t cap = sh->capacity;
+    if (sh->header_size != JR_HEADER_SIZE || cap < JR_MIN_CAPACITY || cap > JR_MAX_CAPACITY ||
+        (cap & (cap - 1)) != 0 || file_size != JR_HEADER_SIZE + cap)
+        return JR_BAD_SIZE;
+    if (want_cap != 0 && want_cap != cap)
+        return JR_SIZE_MISMATCH;
+    return JR_OK;
+}
+
+static int check_cursors(const struct jr_shared *sh) {
+    uint64_t head = __atomic_load_n(&sh->head, __ATOMIC_ACQUIRE);
+    uint64_t tail = __atomic_load_n(&sh->tail, __ATOMIC_ACQUIRE);
+    if (tail > head || head - tail > sh->capacity || (head % JR_ALIGN) || (tail % JR_ALIGN))
+        return JR_CORRUPT;
+    return JR_OK;
+}
+
+/* Create a fresh ring under a temporary name and link it into place, so that
+ * no process ever maps a half-initialised header.  Returns JR_OK, or -EEXIST
+ * style failure through errno when another process won the race. */
+static int create_file(const char *path, uint64_t cap) {
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 64);
+    if (!tmp)
+        return JR_ERRNO;
+    uint64_t rnd = 0;
+    if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        rnd = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32);
+    snprintf(tmp, plen + 64, "%s.%d.%016llx.tmp", path, (int)getpid(), (unsigned long long)rnd);
+
+    int rc = JR_ERRNO;
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        goto out;
+    if (fchmod(fd, 0600) != 0 || ftruncate(fd, (off_t)(JR_HEADER_SIZE + cap)) != 0)
+        goto fail;
+
+    struct jr_shared sh;
+    memset(&sh, 0, sizeof sh);
+    memcpy(sh.magic, JR_MAGIC, 8);
+    sh.version = JR_VERSION;
+    sh.header_size = JR_HEADER_SIZE;
+    sh.capacity = cap;
+    sh.ring_id = rnd;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sh.created_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+    sh.check = header_check(&sh);
+    if (pwrite(fd, &sh, sizeof sh, 0) != (ssize_t)sizeof sh)
+        goto fail;
+    if (link(tmp, path) != 0)
+        goto fail; /* errno == EEXIST: somebody else created it first */
+    rc = JR_OK;
+fail: {
+    int saved = errno;
+    unlink(tmp);
+    close(fd);
+    errno = saved;
+}
+out:
+    free(tmp);
+    return rc;
+}
+
+int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t block_timeout_ns,
+            jr_ring **out) {
+    *out = NULL;
+    if (capacity != 0 && (capacity < JR_MIN_CAPACITY || capacity > JR_MAX_CAPACITY ||
+                          (capacity & (capacity - 1)) != 0))
+        return JR_INVALID;
+    if (policy != JR_POLICY_BLOCK && policy != JR_POLICY_DROP)
+        return JR_INVALID;
+
+    int fd = -1;
+    for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd >= 0 || errno != ENOENT || !create)
+            break;
+        if (capacity == 0) {
+            errno = EINVAL;
+            return JR_INVALID;
+        }
+        if (create_file(path, capacity) != JR_OK && errno != EEXIST)
+            return JR_ERRNO;
+    }
+    if (fd < 0)
+        return JR_ERRNO;
+
+    struct stat st;
+    struct jr_shared hdr;
+    int rc = JR_ERRNO;
+    if (fstat(fd, &st) != 0)
+        goto fail;
+    if ((uint64_t)st.st_size < sizeof hdr) {
+        rc = st.st_size == 0 ? JR_BAD_MAGIC : JR_BAD_SIZE;
+        goto fail;
+    }
+    if (pread(fd, &hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr)
+        goto fail;
+    rc = validate(&hdr, (uint64_t)st.st_size, capacity);
+    if (rc != JR_OK)
+        goto fail;
+
+    jr_ring *r = calloc(1, sizeof *r);
+    if (!r) {
+        rc = JR_ERRNO;
+        goto fail;
+    }
+    r->map_len = (size_t)st.st_size;
+    r->map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (r->map == MAP_FAILED) {
+        free(r);
+        rc = JR_ERRNO;
+        goto fail;
+    }
+    r->fd = fd;
+    r->sh = (struct jr_shared *)r->map;
+    r->data = r->map + JR_HEADER_SIZE;
+    r->cap = hdr.capacity;
+    r->mask = hdr.capacity - 1;
+    r->policy = policy;
+    r->block_timeout_ns = block_timeout_ns;
+    r->torn_timeout_ns = 1000000000LL;
+    r->stall_pos = UINT64_MAX;
+    rc = check_cursors(r->sh);
+    if (rc != JR_OK) {
+        jr_close(r);
+        return rc;
+    }
+    r->rpos = __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE);
+    *out = r;
+    return JR_OK;
+fail: {
+    int saved = errno;
+    close(fd);
+    errno = saved;
+}
+    return rc;
+}
+
+void jr_close(jr_ring *r) {
+    if (!r)
+        return;
+    munmap(r->map, r->map_len);
+    close(r->fd);
+    free(r);
+}
+
+uint64_t jr_max_record(const jr_ring *r) {
+    /* With records of at most cap/2 bytes (header and padding included), an
+     * empty ring always has room: a record that does not fit before the end
+     * of the area starts after its midpoint, so the pad plus the record is at
+     * most cap.  Larger records could wait forever on an empty ring. */
+    return r->cap / 2 - JR_REC_HEADER;
+}
+
+/* ------------------------------------------------------------------------ */
+/* producers: any number of threads and processes, concurrently              */
+
+static void note_high_water(jr_ring *r, uint64_t used) {
+    uint64_t hw = __atomic_load_n(&r->sh->high_water, __ATOMIC_RELAXED);
+    /* Relaxed CAS: the counter is statistics, ordered with nothing else. */
+    while (used > hw &&
+           !__atomic_compare_exchange_n(&r->sh->high_water, &hw, used, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
+/* Try once to reserve `need` bytes.  On success *pos is the record's position
+ * and *pad the size of the filler placed before it (0 if none). */
+static int try_reserve(jr_ring *r, uint64_t need, uint64_t *pos, uint64_t *pad) {
+    struct jr_shared *sh = r->sh;
+    uint64_t head = __atomic_load_n(&sh->head, __ATOMIC_RELAXED);
+    for (;;) {
+        /* Acquire pairs with the consumer's release of the tail: the consumer
+         * has finished reading and zeroing everything before it, so we may
+         * overwrite that space. */
+        uint64_t tail = __atomic_load_n(&sh->tail, __ATOMIC_ACQUIRE);
+        uint64_t off = head & r->mask;
+        uint64_t p = (off + need > r->cap) ? r->cap - off : 0;
+        uint64_t total = p + need;
+        if (head + total - tail > r->cap)
+            return JR_FULL;
+        /* The CAS makes [head, head + total) ours alone; on failure `head` is
+         * reloaded and we recompute against the new value.  Relaxed is enough
+         * for the reservation itself: what we write is published later by the
+         * release store of each record's tag. */
+        if (__atomic_compare_exchange_n(&sh->head, &head, head + total, 1, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+            note_high_water(r, head + total - tail);
+            *pos = head + p;
+            *pad = p;
+            return JR_OK;
+        }
+    }
+}
+
+static void write_pad(jr_ring *r, uint64_t at, uint64_t pad) {
+    struct jr_rec *h = rec_at(r, at);
+    h->len = (uint32_t)(pad - JR_REC_HEADER);
+    h->flags = FLAG_PAD;
+    /* Release: the length is visible before the consumer can see the tag. */
+    __atomic_store_n(&h->tag, at ^ TAG_DONE, __ATOMIC_RELEASE);
+}
+
+static void write_record(jr_ring *r, uint64_t pos, const uint8_t *data, size_t len) {
+    struct jr_rec *h = rec_at(r, pos);
+    h->len = (uint32_t)len;
+    h->flags = 0;
+    /* RESV tells a consumer that finds this record unfinished how long it is,
+     * so a producer killed from here on costs exactly this one record. */
+    __atomic_store_n(&h->tag, pos ^ TAG_RESV, __ATOMIC_RELEASE);
+    memcpy((uint8_t *)(h + 1), data, len);
+    /* Release: the payload is visible before the record reads as committed. */
+    __atomic_store_n(&h->tag, pos ^ TAG_DONE, __ATOMIC_RELEASE);
+}
+
+static int reserve_wait(jr_ring *r, uint64_t need, int policy, int64_t timeout_ns, uint64_t *pos,
+                        uint64_t *pad) {
+    int rc = try_reserve(r, need, pos, pad);
+    if (rc == JR_OK)
+        return rc;
+    if (policy == JR_POLICY_BLOCK && timeout_ns != 0) {
+        /* Full: back off from spinning to yielding to short sleeps, so a
+         * waiting producer leaves the core to the consumer. */
+        int64_t start = now_ns();
+        int64_t sleep_ns = 10000;
+        for (unsigned spin = 0;; spin++) {
+            if (spin < 64)
+                cpu_relax();
+            else if (spin < 128)
+                sched_yield();
+            else {
+                struct timespec ts = {0, sleep_ns};
+                nanosleep(&ts, NULL);
+                if (sleep_ns < 1000000)
+                    sleep_ns *= 2;
+            }
+            rc = try_reserve(r, need, pos, pad);
+            if (rc == JR_OK)
+                return rc;
+            if (timeout_ns > 0 && (spin & 15) == 15 && now_ns() - start >= timeout_ns)
+                break;
+        }
+    }
+    __atomic_fetch_add(&r->sh->dropped, 1, __ATOMIC_RELAXED);
+    return JR_FULL;
+}
+
+int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy, int64_t block_timeout_ns) {
+    if (len > jr_max_record(r))
+        return JR_TOO_LARGE;
+    uint64_t pos, pad;
+    int rc = reserve_wait(r, align_up(JR_REC_HEADER + len), policy, block_timeout_ns, &pos, &pad);
+    if (rc != JR_OK)
+        return rc;
+    if (pad)
+        write_pad(r, pos - pad, pad);
+    write_record(r, pos, data, len);
+    return JR_OK;
+}
+
+int jr_push(jr_ring *r, const uint8_t *data, size_t len) {
+    return jr_push_ex(r, data, len, r->policy, r->block_timeout_ns);
+}
+
+int jr_push_checked(jr_ring *r, const uint8_t *data, size_t len) {
+    if (jr_suspect(r, data, len))
+        return JR_SUSPECT;
+    return jr_push_ex(r, data, len, r->policy, r->block_timeout_ns);
+}
+
+int jr_noop(jr_ring *r, const uint8_t *data, size_t len) {
+    (void)r;
+    (void)data;
+    (void)len;
+    return 0;
+}
+
+int jr_debug_reserve_only(jr_ring *r, size_t len, int write_header) {
+    if (len > jr_max_record(r))
+        return JR_TOO_LARGE;
+    uint64_t pos, pad;
+    int rc = reserve_wait(r, align_up(JR_REC_HEADER + len), JR_POLICY_DROP, 0, &pos, &pad);
+    if (rc != JR_OK)
+        return rc;
+    if (pad)
+        write_pad(r, pos - pad, pad);
+    if (write_header) {
+        struct jr_rec *h = rec_at(r, pos);
+        h->len = (uint32_t)len;
+        h->flags = 0;
+        __atomic_store_n(&h->tag, pos ^ TAG_RESV, __ATOMIC_RELEASE);
+    }
+    return JR_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the secret prefilter                                                      */
+
+static inline uint8_t lower(uint8_t c) { return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c; }
+
+int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
+    if (len > PF_MAX_BYTES)
+        return JR_INVALID;
+    memset(r->pf_bigram, 0, sizeof r->pf_bigram);
+    r->pf_count = 0;
+    memcpy(r->pf_bytes, tokens, len);
+    size_t i = 0;
+    while (i < len) {
+        size_t j = i;
+        while (j < len && tokens[j] != '\0')
+            j++;
+        size_t n = j - i;
+        if (n > 0) {
+            if (n < 2 || r->pf_count >= PF_MAX_TOKENS)
+                return JR_INVALID;
+            uint8_t a = lower((uint8_t)tokens[i]), b = lower((uint8_t)tokens[i + 1]);
+            r->pf_bigram[a][b >> 3] |= (uint8_t)(1u << (b & 7));
+            r->pf_off[r->pf_count] = (uint16_t)i;
+            r->pf_len[r->pf_count] = (uint16_t)n;
+            r->pf_count++;
+        }
+        i = j + 1;
+    }
+    r->pf_enabled = 1;
+    return JR_OK;
+}
+
+static inline int is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+/* The same rule as janus_utils.security.might_contain_secret, over UTF-8:
+ * (a) a token occurs, ASCII case-insensitively; (b) a run of digits, spaces and
+ * dashes holds 13 or more digits (a card number); (c) "://" is followed by "@"
+ * before the next white space (credentials in a URL).  Only ASCII white space
+ * ends (c) here, so this may say "suspect" where the Python rule does not,
+ * never the other way round. */
+int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
+    if (!r->pf_enabled)
+        return 0;
+    unsigned digits = 0;
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = data[i];
+        if (c >= '0' && c <= '9') {
+            if (++digits >= 13)
+                return 1;
+            continue;
+        }
+        if (c != ' ' && c != '-')
+            digits = 0;
+        if (i + 1 >= len)
+            break;
+        uint8_t a = lower(c), b = lower(data[i + 1]);
+        if (c == ':' && b == '/' && i + 2 < len && data[i + 2] == '/') {
+            for (size_t k = i + 3; k < len && !is_space(data[k]); k++)
+                if (data[k] == '@')
+                    return 1;
+        }
+        if (!(r->pf_bigram[a][b >> 3] & (1u << (b & 7))))
+            continue;
+        for (unsigned t = 0; t < r->pf_count; t++) {
+            size_t n = r->pf_len[t];
+            const char *tok = r->pf_bytes + r->pf_off[t];
+            if (n > len - i || (uint8_t)tok[0] != a)
+                continue;
+            size_t k = 1;
+            while (k < n && lower(data[i + k]) == (uint8_t)tok[k])
+                k++;
+            if (k == n)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the consumer: one at a time                                               */
+
+void jr_set_torn_timeout(jr_ring *r, int64_t ns) { r->torn_timeout_ns = ns; }
+
+/* The record at `pos` has not been committed for the torn timeout: find where
+ * the next record starts.  If the producer got as far as the RESV header, its
+ * length says so.  Otherwise scan for the next header that is bound to its own
+ * position (the tag check), up to the head seen when the wait began: every
+ * record reserved before then has had the whole timeout to write its header. */
+static uint64_t scan_next(jr_ring *r, uint64_t from) {
+    for (uint64_t p = from; p < r->stall_head; p += JR_ALIGN) {
+        uint64_t t = __atomic_load_n(&rec_at(r, p)->tag, __ATOMIC_ACQUIRE);
+        if (t == (p ^ TAG_DONE) || t == (p ^ TAG_RESV))
+            return p;
+    }
+    return r->stall_head;
+}
+
+static inline int len_fits(const jr_ring *r, uint64_t pos, uint32_t len) {
+    return len <= r->cap - JR_REC_HEADER - (pos & r->mask);
+}
+
+static uint64_t skip_torn(jr_ring *r, uint64_t pos) {
+    struct jr_rec *h = rec_at(r, pos);
+    uint64_t tag = __atomic_load_n(&h->tag, __ATOMIC_ACQUIRE);
+    if (tag == (pos ^ TAG_RESV) && len_fits(r, pos, h->len))
+        return pos + align_up(JR_REC_HEADER + h->len);
+    return scan_next(r, pos + JR_ALIGN);
+}
+
+int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, size_t *used,
+                uint64_t *next_pos) {
+    uint64_t pos = r->rpos;
+    /* Acquire pairs with the producers' CAS only for the value of head; each
+     * record's own tag, loaded with acquire, is what orders its bytes. */
+    uint64_t head = __atomic_load_n(&r->sh->head, __ATOMIC_ACQUIRE);
+    size_t off = 0;
+    int64_t n = 0;
+    while (pos < head && (size_t)n < max_records) {
+        struct jr_rec *h = rec_at(r, pos);
+        uint64_t tag = __atomic_load_n(&h->tag, __ATOMIC_ACQUIRE);
+        if (tag == (pos ^ TAG_DONE)) {
+            uint32_t len = h->len;
+            if (!len_fits(r, pos, len)) {
+                /* A committed header with an impossible length: only a
+                 * damaged file does that.  Skip it like a torn record. */
+                r->stall_head = head;
+                pos = scan_next(r, pos + JR_ALIGN);
+                __atomic_fetch_add(&r->sh->torn, 1, __ATOMIC_RELAXED);
+                continue;
+            }
+            if (!(h->flags & FLAG_PAD)) {
+                if (off + 16 + len > out_cap) {
+                    if (n == 0) {
+                        *used = 16 + (size_t)len;
+                        return JR_BUFFER_SMALL;
+                    }
+                    break;
+                }
+                uint64_t seq = pos;
+                uint32_t zero = 0;
+                memcpy(out + off, &seq, 8);
+                memcpy(out + off + 8, &len, 4);
+                memcpy(out + off + 12, &zero, 4);
+                memcpy(out + off + 16, h + 1, len);
+                off += 16 + (size_t)len;
+                n++;
+            }
+            pos += align_up(JR_REC_HEADER + len);
+            r->stall_pos = UINT64_MAX;
+            continue;
+        }
+        /* Not committed yet: a producer is writing it, or died doing so. */
+        int64_t now = now_ns();
+        if (r->stall_pos != pos) {
+            r->stall_pos = pos;
+            r->stall_head = head;
+            r->stall_since_ns = now;
+            break;
+        }
+        if (now - r->stall_since_ns < r->torn_timeout_ns)
+            break;
+        pos = skip_torn(r, pos);
+        __atomic_fetch_add(&r->sh->torn, 1, __ATOMIC_RELAXED);
+        r->stall_pos = UINT64_MAX;
+    }
+    r->rpos = pos;
+    *used = off;
+    *next_pos = pos;
+    return n;
+}
+
+int jr_release(jr_ring *r, uint64_t upto) {
+    struct jr_shared *sh = r->sh;
+    uint64_t tail = __atomic_load_n(&sh->tail, __ATOMIC_RELAXED);
+    uint64_t head = __atomic_load_n(&sh->head, __ATOMIC_ACQUIRE);
+    if (upto < tail || upto > head || (upto % JR_ALIGN))
+        return JR_INVALID;
+    /* Zero what we give back, so no byte of this lap can pass for a header in
+     * the next one.  The range is ours until the tail moves past it. */
+    uint64_t n = upto - tail;
+    uint64_t off = tail & r->mask;
+    uint64_t first = n < r->cap - off ? n : r->cap - off;
+    memset(r->data + off, 0, first);
+    memset(r->data, 0, n - first);
+    /* Release: our reads and the zeroing happen before producers reuse it. */
+    __atomic_store_n(&sh->tail, upto, __ATOMIC_RELEASE);
+    if (r->rpos < upto)
+        r->rpos = upto;
+    return JR_OK;
+}
+
+void jr_rewind(jr_ring *r) {
+    r->rpos = __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE);
+    r->stall_pos = UINT64_MAX;
+}
+
+void jr_get_stats(const jr_ring *r, jr_stats *out) {
+    const struct jr_shared *sh = r->sh;
+    out->capacity = r->cap;
+    out->head = __atomic_load_n(&sh->head, __ATOMIC_ACQUIRE);
+    out->tail = __atomic_load_n(&sh->tail, __ATOMIC_ACQUIRE);
+    out->read_pos = r->rpos;
+    out->dropped = __atomic_load_n(&sh->dropped, __ATOMIC_RELAXED);
+    out->torn = __atomic_load_n(&sh->torn, __ATOMIC_RELAXED);
+    out->high_water = __atomic_load_n(&sh->high_water, __ATOMIC_RELAXED);
+    out->ring_id = sh->ring_id;
+}

@@ -1,0 +1,132 @@
+/*
+ * janus ring: a bounded multi-producer, single-consumer ring of variable-length
+ * byte records that lives in a memory-mapped file (MAP_SHARED).
+ *
+ * Any number of threads and processes that open the same file may push at
+ * once: a push reserves space with one compare-and-swap on the shared head,
+ * copies the record and publishes it with a release store.  There is no mutex
+ * and no system call on the push path (only a full ring under the "block"
+ * policy sleeps).  One consumer at a time reads committed records in order and
+ * releases them once it has stored them elsewhere.
+ *
+ * Every record's sequence number is its position: the free-running byte offset
+ * of its header.  It only grows, so a consumer can store "committed up to N"
+ * and resume exactly after it.
+ *
+ * Because the bytes live in the page cache, a record whose push returned
+ * survives a SIGKILL of the process that pushed it (not a power loss).
+ */
+#ifndef JANUS_RING_H
+#define JANUS_RING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Format of the file: a 4096-byte header page, then `capacity` data bytes. */
+#define JR_MAGIC "JANUSRNG"
+#define JR_VERSION 1
+#define JR_HEADER_SIZE 4096
+#define JR_ALIGN 16          /* every record starts on a 16-byte boundary */
+#define JR_REC_HEADER 16     /* tag (8) + length (4) + flags (4) */
+#define JR_MIN_CAPACITY 4096
+#define JR_MAX_CAPACITY ((uint64_t)1 << 40)
+
+/* Full-ring policies. */
+#define JR_POLICY_BLOCK 0    /* wait with backoff until space frees (or timeout) */
+#define JR_POLICY_DROP 1     /* return JR_FULL at once and count the drop */
+
+/* Return codes: 0 is success, negative values are errors. */
+#define JR_OK 0
+#define JR_FULL -1           /* no room: dropped (counted) */
+#define JR_TOO_LARGE -2      /* the record can never fit in this ring */
+#define JR_ERRNO -3          /* a system call failed: errno says why */
+#define JR_BAD_MAGIC -4      /* the file is not a janus ring */
+#define JR_BAD_VERSION -5    /* a janus ring of another format version */
+#define JR_BAD_SIZE -6       /* file size and header disagree, or size not a power of two */
+#define JR_CORRUPT -7        /* header checksum or cursors are damaged */
+#define JR_SUSPECT -8        /* jr_push_checked: the prefilter matched; nothing pushed */
+#define JR_INVALID -9        /* an argument is out of range */
+#define JR_SIZE_MISMATCH -10 /* the file exists with another capacity than asked */
+#define JR_BUFFER_SMALL -11  /* jr_read: the next record does not fit the buffer */
+
+typedef struct jr_ring jr_ring;
+
+typedef struct jr_stats {
+    uint64_t capacity;
+    uint64_t head;        /* end of the last reservation */
+    uint64_t tail;        /* everything before this has been released */
+    uint64_t read_pos;    /* this handle's read cursor */
+    uint64_t dropped;     /* pushes refused because the ring was full */
+    uint64_t torn;        /* records reserved but never committed, skipped */
+    uint64_t high_water;  /* most bytes ever in use at once */
+    uint64_t ring_id;     /* random, chosen when the file was created */
+} jr_stats;
+
+/* --- Opening and closing: any thread, any process. ------------------------ */
+
+/* Open the ring file at `path`, creating it (mode 0600) with `capacity` data
+ * bytes if it does not exist and `create` is set.  capacity == 0 accepts an
+ * existing file's capacity.  Creation is atomic (temp file + link), so several
+ * processes may race to create the same ring. */
+int jr_open(const char *path, uint64_t capacity, int create, int policy,
+            int64_t block_timeout_ns, jr_ring **out);
+void jr_close(jr_ring *r);
+
+/* Maximum payload length one record may have in this ring. */
+uint64_t jr_max_record(const jr_ring *r);
+
+/* --- Producers: any number of threads and processes, concurrently. ------- */
+
+/* Push one record with the ring's policy.  JR_OK once the record is in the
+ * mapped file; JR_FULL if it was dropped; JR_TOO_LARGE if it can never fit. */
+int jr_push(jr_ring *r, const uint8_t *data, size_t len);
+
+/* As jr_push, with an explicit policy and block timeout (< 0: no timeout). */
+int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy,
+               int64_t block_timeout_ns);
+
+/* As jr_push, but first run the secret prefilter over the bytes: if it
+ * matches, push nothing and return JR_SUSPECT so the caller can redact. */
+int jr_push_checked(jr_ring *r, const uint8_t *data, size_t len);
+
+/* Set the prefilter: `tokens` holds lowercase ASCII tokens separated by NUL
+ * bytes, `len` bytes in all.  Call before pushing from other threads. */
+int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len);
+
+/* The prefilter on its own: 1 if `data` may hold a secret, else 0. */
+int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len);
+
+/* An empty call with jr_push's argument shape: the floor of a call from Python. */
+int jr_noop(jr_ring *r, const uint8_t *data, size_t len);
+
+/* --- The consumer: one thread of one process at a time. ------------------ */
+
+/* Copy committed records in order into `out` as [u64 seq][u32 len][u32 0]
+ * [payload] each, packed.  Returns the number of records copied (0 if none is
+ * ready) and sets *used and *next_pos (the position after the last record
+ * read, to pass to jr_release once they are stored).  A record reserved but
+ * not committed within the torn timeout is skipped and counted as torn. */
+int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records,
+                size_t *used, uint64_t *next_pos);
+
+/* Release everything before `upto` (a position jr_read returned, or one stored
+ * with committed records): its space is zeroed and given back to producers. */
+int jr_release(jr_ring *r, uint64_t upto);
+
+/* Move this handle's read cursor back to the tail, to read unreleased records
+ * again (after a failed store). */
+void jr_rewind(jr_ring *r);
+
+/* How long an uncommitted record may block the consumer before it is skipped. */
+void jr_set_torn_timeout(jr_ring *r, int64_t ns);
+
+void jr_get_stats(const jr_ring *r, jr_stats *out);
+
+/* --- Test hook. ---------------------------------------------------------- */
+
+/* Reserve room for a `len`-byte record and never commit it, as a producer
+ * killed between reserve and commit would.  With write_header == 0 the
+ * record's header is not written either (killed right after the reservation). */
+int jr_debug_reserve_only(jr_ring *r, size_t len, int write_header);
+
+#endif

@@ -1,0 +1,286 @@
+"""The Python face of the native ring: the only module that touches the compiled ``lib``."""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from ._ring_cffi import ffi, lib
+from .error_handling.utils.errors import (
+    RecordTooLargeError,
+    RingError,
+    RingFormatError,
+)
+
+__all__ = ["DEFAULT_CAPACITY", "Ring", "RingStats"]
+
+DEFAULT_CAPACITY = 8 * 1024 * 1024
+HEADER_SIZE = lib.JR_HEADER_SIZE
+MIN_CAPACITY = lib.JR_MIN_CAPACITY
+
+# Return codes of jr_push*, as the hot path sees them.
+OK = lib.JR_OK
+FULL = lib.JR_FULL
+TOO_LARGE = lib.JR_TOO_LARGE
+SUSPECT = lib.JR_SUSPECT
+
+_RECORD_HEAD = struct.Struct("<QI4x")  # seq, length, reserved: see jr_read
+
+_FORMAT_ERRORS = {
+    lib.JR_BAD_MAGIC: "is not a janus ring file (wrong magic); remove it or choose another path",
+    lib.JR_BAD_VERSION: "is a janus ring of another format version; drain it with the janus_utils "
+    "version that wrote it, or remove it",
+    lib.JR_BAD_SIZE: "has a size that does not match its header (truncated or damaged); remove it",
+    lib.JR_CORRUPT: "has a damaged header or cursors; remove it (records still in it are lost)",
+}
+
+Policy = Literal["block", "drop"]
+_POLICIES = {"block": lib.JR_POLICY_BLOCK, "drop": lib.JR_POLICY_DROP}
+
+
+@dataclass(frozen=True, slots=True)
+class RingStats:
+    """Counters of one ring file, shared by every process that has it open."""
+
+    capacity: int
+    head: int
+    tail: int
+    read_pos: int
+    dropped: int
+    torn: int
+    high_water: int
+    ring_id: int
+
+    @property
+    def used(self) -> int:
+        """Bytes reserved and not yet released."""
+        return self.head - self.tail
+
+
+def _ns(seconds: float | None) -> int:
+    """Seconds to the C side's nanoseconds; None means "no limit" (-1)."""
+    if seconds is None:
+        return -1
+    if seconds < 0:
+        raise ValueError(f"a timeout must be >= 0 seconds or None, got {seconds}")
+    return int(seconds * 1e9)
+
+
+class Ring:
+    """A memory-mapped multi-producer, single-consumer ring of byte records.
+
+    Any thread or process may ``push``; one consumer at a time ``read``s and
+    ``release``s.  See ``_native/ring.h`` for the guarantees.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        capacity: int | None = DEFAULT_CAPACITY,
+        *,
+        create: bool = True,
+        policy: Policy = "block",
+        block_timeout: float | None = None,
+        torn_timeout: float = 1.0,
+    ) -> None:
+        self.path = os.fspath(path)
+        if policy not in _POLICIES:
+            raise ValueError(f"policy must be 'block' or 'drop', not {policy!r}")
+        cap = 0 if capacity is None else int(capacity)
+        if cap and (cap < MIN_CAPACITY or cap & (cap - 1)):
+            raise ValueError(
+                f"ring capacity must be a power of two >= {MIN_CAPACITY}, got {capacity}"
+            )
+        out = ffi.new("jr_ring **")
+        rc = lib.jr_open(
+            os.fsencode(self.path), cap, int(create), _POLICIES[policy], _ns(block_timeout), out
+        )
+        if rc != OK:
+            raise self._open_error(rc, cap)
+        self._ptr = ffi.gc(out[0], lib.jr_close)
+        lib.jr_set_torn_timeout(self._ptr, _ns(torn_timeout))
+        self.policy: Policy = policy
+        self.max_record = int(lib.jr_max_record(self._ptr))
+        self._buf_size = 1 << 20
+        self._buf = ffi.new("uint8_t[]", self._buf_size)
+        self._used = ffi.new("size_t *")
+        self._next = ffi.new("uint64_t *")
+        self._stats = ffi.new("jr_stats *")
+
+    def _open_error(self, rc: int, cap: int) -> RingError:
+        if rc in _FORMAT_ERRORS:
+            return RingFormatError(f"ring file {self.path!r} {_FORMAT_ERRORS[rc]}")
+        if rc == lib.JR_SIZE_MISMATCH:
+            return RingFormatError(
+                f"ring file {self.path!r} exists with another capacity than {cap} bytes; "
+                "open it with capacity=None to use its own size, or drain and remove it"
+            )
+        if rc == lib.JR_ERRNO:
+            err = ffi.errno
+            return RingError(f"cannot open ring file {self.path!r}: {os.strerror(err)}")
+        return RingError(f"cannot open ring file {self.path!r} (code {rc})")
+
+    # -- producers ---------------------------------------------------------
+
+    def push(self, data: bytes) -> bool:
+        """Append one record.  True once it is in the file; False if the ring was full
+        and the record was dropped (counted in ``stats().dropped``)."""
+        rc = lib.jr_push(self._ptr, data, len(data))
+        if rc == OK:
+            return True
+        return self._push_failed(rc, len(data))
+
+    def push_wait(self, data: bytes, timeout: float | None) -> bool:
+        """As ``push`` but block up to *timeout* seconds for room (None: forever)."""
+        rc = lib.jr_push_ex(self._ptr, data, len(data), lib.JR_POLICY_BLOCK, _ns(timeout))
+        if rc == OK:
+            return True
+        return self._push_failed(rc, len(data))
+
+    def _push_failed(self, rc: int, size: int) -> bool:
+        if rc == FULL:
+            return False
+        if rc == TOO_LARGE:
+            raise RecordTooLargeError(
+                f"a {size}-byte record cannot fit in this ring (at most {self.max_record} "
+                "bytes); shorten it or open the ring with a larger capacity",
+                details={"size": size, "max_record": self.max_record},
+            )
+        raise RingError(f"push failed with code {rc}")
+
+    def pusher(self) -> Callable[[bytes], int]:
+        """A bare ``push(data) -> code`` for the logger's hot path.
+
+        It skips the checks of ``push``: the caller compares the code with
+        ``OK``/``FULL``/``TOO_LARGE`` itself.
+        """
+        fn = lib.jr_push
+        ptr = self._ptr
+
+        def push(data: bytes) -> int:
+            return fn(ptr, data, len(data))
+
+        return push
+
+    def checked_pusher(self) -> Callable[[bytes], int]:
+        """As ``pusher`` but runs the secret prefilter first (code ``SUSPECT``)."""
+        fn = lib.jr_push_checked
+        ptr = self._ptr
+
+        def push(data: bytes) -> int:
+            return fn(ptr, data, len(data))
+
+        return push
+
+    def set_prefilter(self, tokens: Iterable[str]) -> None:
+        """Install the tokens ``jr_push_checked`` looks for (lowercase ASCII, 2+ chars)."""
+        blob = b"\0".join(t.lower().encode("ascii") for t in tokens)
+        if lib.jr_set_prefilter(self._ptr, blob, len(blob)) != OK:
+            raise ValueError("prefilter tokens must be ASCII, 2+ characters, at most 256 of them")
+
+    def suspect(self, data: bytes) -> bool:
+        """True if the prefilter would send *data* to full redaction."""
+        return bool(lib.jr_suspect(self._ptr, data, len(data)))
+
+    # -- the consumer ------------------------------------------------------
+
+    def read(self, max_records: int = 4096) -> tuple[list[tuple[int, bytes]], int]:
+        """Committed records in order, as ``(seq, payload)``, and the position after them.
+
+        Pass that position to ``release`` once the records are stored.  Returns
+        an empty list when nothing is ready.
+        """
+        while True:
+            n = lib.jr_read(
+                self._ptr, self._buf, self._buf_size, max_records, self._used, self._next
+            )
+            if n != lib.JR_BUFFER_SMALL:
+                break
+            # The next record is bigger than the buffer: grow it and try again.
+            self._buf_size = max(self._buf_size * 2, int(self._used[0]))
+            self._buf = ffi.new("uint8_t[]", self._buf_size)
+        used = int(self._used[0])
+        raw = ffi.buffer(self._buf, used)[:]
+        out: list[tuple[int, bytes]] = []
+        off = 0
+        unpack = _RECORD_HEAD.unpack_from
+        for _ in range(n):
+            seq, size = unpack(raw, off)
+            off += 16
+            out.append((seq, raw[off : off + size]))
+            off += size
+        return out, int(self._next[0])
+
+    def release(self, upto: int) -> None:
+        """Give back everything before position *upto* (records already stored)."""
+        if lib.jr_release(self._ptr, upto) != OK:
+            stats = self.stats()
+            raise RingError(
+                f"cannot release up to {upto}: it must be a record boundary between the "
+                f"tail ({stats.tail}) and the head ({stats.head})"
+            )
+
+    def rewind(self) -> None:
+        """Read again from the oldest unreleased record (after a failed store)."""
+        lib.jr_rewind(self._ptr)
+
+    # -- state -------------------------------------------------------------
+
+    def stats(self) -> RingStats:
+        """A snapshot of the shared counters and cursors."""
+        s = self._stats
+        lib.jr_get_stats(self._ptr, s)
+        return RingStats(
+            capacity=s.capacity,
+            head=s.head,
+            tail=s.tail,
+            read_pos=s.read_pos,
+            dropped=s.dropped,
+            torn=s.torn,
+            high_water=s.high_water,
+            ring_id=s.ring_id,
+        )
+
+    @property
+    def head(self) -> int:
+        """The position after the last reservation, in any process."""
+        return self.stats().head
+
+    @property
+    def tail(self) -> int:
+        """Everything before this position has been released by a consumer."""
+        return self.stats().tail
+
+    def close(self) -> None:
+        """Unmap the file.  The ring must not be used afterwards."""
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None:
+            ffi.release(ptr)
+
+    def __enter__(self) -> Ring:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- test hooks --------------------------------------------------------
+
+    def _debug_reserve_only(self, size: int, *, write_header: bool = True) -> None:
+        """Reserve a record and never commit it, like a producer killed mid-push."""
+        rc = lib.jr_debug_reserve_only(self._ptr, size, int(write_header))
+        if rc != OK:
+            raise RingError(f"reserve failed with code {rc}")
+
+
+def noop_call(ring: Ring) -> Callable[[bytes], int]:
+    """An empty native call with the push's argument shape, for benchmarks."""
+    fn = lib.jr_noop
+    ptr = ring._ptr
+
+    def noop(data: bytes) -> int:
+        return fn(ptr, data, len(data))
+
+    return noop

@@ -1,0 +1,33 @@
+"""Build janus_utils: the pure-Python package plus the cffi-compiled ring."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="janus_utils",
+    version="0.1.0",
+    description="SQLite-first structured logging for Python backends, with a lock-free C ring",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["janus_utils", "janus_utils.*"]),
+    package_data={"janus_utils": ["py.typed"]},
+    setup_requires=["cffi>=1.17"],
+    install_requires=["apsw>=3.45", "cffi>=1.17"],
+    cffi_modules=["_native/build_ring.py:ffi"],
+    extras_require={
+        # hypothesis: property tests of sanitize/redaction find inputs no table would.
+        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6"],
+        # The peers a user would compare against, for bench/ only.
+        "bench": [
+            "pytest>=8",
+            "pytest-benchmark>=4",
+            "picologging>=0.9",
+            "loguru>=0.7",
+            "structlog>=24",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["janus-logs = janus_utils.cli:main"],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,470 @@
+"""The native ring through its Python wrapper: order, wraparound, full ring, damage, threads,
+processes and SIGKILL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from janus_utils import _ring
+from janus_utils._ring import Ring
+from janus_utils._ring_cffi import lib
+from janus_utils.error_handling.utils.errors import (
+    RecordTooLargeError,
+    RingError,
+    RingFormatError,
+)
+
+SMALL = 4096
+FORK = multiprocessing.get_context("fork")
+
+
+def drain(ring: Ring, *, want: int, deadline: float = 30.0) -> list[tuple[int, bytes]]:
+    """Read and release until *want* records arrived or the deadline passed."""
+    got: list[tuple[int, bytes]] = []
+    stop = time.monotonic() + deadline
+    while len(got) < want and time.monotonic() < stop:
+        batch, upto = ring.read()
+        got.extend(batch)
+        ring.release(upto)
+        if not batch:
+            time.sleep(0.001)
+    return got
+
+
+def tagged(producer: int, i: int, pad: int = 0) -> bytes:
+    return f"{producer}:{i}:".encode() + b"x" * pad
+
+
+def check_exactly_once(payloads: list[bytes], producers: int, per_producer: int) -> None:
+    """Every producer's records arrived once each and in the order it pushed them."""
+    seen: dict[int, list[int]] = {p: [] for p in range(producers)}
+    for payload in payloads:
+        p, i, _ = payload.split(b":", 2)
+        seen[int(p)].append(int(i))
+    for p in range(producers):
+        assert list(range(per_producer)) == seen[p]
+
+
+class TestBinding:
+    def test_constants_match_header(self) -> None:
+        """The cdef's constants agree with ring.h as compiled."""
+        assert 1 == lib.JR_VERSION
+        assert 4096 == lib.JR_HEADER_SIZE
+        assert 16 == lib.JR_REC_HEADER
+        assert (0, 1) == (lib.JR_POLICY_BLOCK, lib.JR_POLICY_DROP)
+
+    def test_file_is_header_plus_capacity_and_private(self, tmp_path: Path) -> None:
+        """A new ring file is 4096 + capacity bytes, mode 0600, starting with the magic."""
+        path = tmp_path / "r.ring"
+        with Ring(path, 65536):
+            pass
+        assert 4096 + 65536 == path.stat().st_size
+        assert 0o600 == path.stat().st_mode & 0o777
+        assert b"JANUSRNG" == path.read_bytes()[:8]
+
+
+class TestOrderAndBatching:
+    def test_records_come_back_in_push_order(self, tmp_path: Path) -> None:
+        """Records are read in the order they were pushed, with growing sequence numbers."""
+        with Ring(tmp_path / "r.ring", 65536) as ring:
+            sent = [f"record {i}".encode() * (i % 5 + 1) for i in range(200)]
+            for data in sent:
+                assert ring.push(data)
+            got, upto = ring.read()
+            assert sent == [p for _, p in got]
+            seqs = [s for s, _ in got]
+            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+            ring.release(upto)
+            assert ([], upto) == ring.read()
+
+    def test_read_honours_max_records(self, tmp_path: Path) -> None:
+        """A read returns at most max_records; the next read continues after them."""
+        with Ring(tmp_path / "r.ring", 65536) as ring:
+            for i in range(10):
+                ring.push(b"%d" % i)
+            first, upto = ring.read(max_records=4)
+            second, _ = ring.read()
+            assert [b"0", b"1", b"2", b"3"] == [p for _, p in first]
+            assert [b"%d" % i for i in range(4, 10)] == [p for _, p in second]
+            assert second[0][0] == upto
+
+    def test_empty_and_binary_payloads_survive(self, tmp_path: Path) -> None:
+        """Empty records and every byte value round-trip unchanged."""
+        with Ring(tmp_path / "r.ring", 65536) as ring:
+            sent = [b"", bytes(range(256)), b"\0" * 17]
+            for data in sent:
+                ring.push(data)
+            assert sent == [p for _, p in ring.read()[0]]
+
+    def test_rewind_delivers_unreleased_records_again(self, tmp_path: Path) -> None:
+        """After a failed store the consumer rewinds and reads the same records again."""
+        with Ring(tmp_path / "r.ring", 65536) as ring:
+            ring.push(b"a")
+            ring.push(b"b")
+            first, _ = ring.read()
+            ring.rewind()
+            again, _ = ring.read()
+            assert first == again
+
+    def test_release_rejects_a_position_outside_the_ring(self, tmp_path: Path) -> None:
+        """Releasing past the head or off a record boundary is an error, not corruption."""
+        with Ring(tmp_path / "r.ring", 65536) as ring:
+            ring.push(b"a")
+            with pytest.raises(RingError, match="record boundary"):
+                ring.release(10**6)
+            with pytest.raises(RingError):
+                ring.release(8)
+
+
+class TestWraparound:
+    def test_many_laps_keep_every_record_intact(self, tmp_path: Path) -> None:
+        """Varying record sizes wrap a small ring hundreds of times without a byte lost."""
+        with Ring(tmp_path / "r.ring", SMALL, policy="drop") as ring:
+            sizes = [0, 1, 7, 15, 16, 17, 100, 333, 1000, 2000 - 16]
+            sent = got = 0
+            for i in range(3000):
+                data = struct.pack("<I", i) + bytes([i % 251]) * sizes[i % len(sizes)]
+                while not ring.push(data):
+                    batch, upto = ring.read()
+                    for _, payload in batch:
+                        n = struct.unpack_from("<I", payload)[0]
+                        assert n == got
+                        expected_size = 4 + sizes[n % len(sizes)]
+                        assert payload == struct.pack("<I", n) + bytes([n % 251]) * (expected_size - 4)
+                        got += 1
+                    ring.release(upto)
+                sent += 1
+            batch, upto = ring.read()
+            got += len(batch)
+            ring.release(upto)
+            stats = ring.stats()
+            assert sent == got
+            assert stats.head > 200 * SMALL  # really went round many times
+            assert 0 == stats.torn
+
+
+class TestFullRing:
+    def test_drop_policy_refuses_at_once_and_counts(self, tmp_path: Path) -> None:
+        """With policy 'drop' a full ring refuses the push and counts every drop."""
+        with Ring(tmp_path / "r.ring", SMALL, policy="drop") as ring:
+            pushed = 0
+            while ring.push(b"y" * 100):
+                pushed += 1
+            for _ in range(4):
+                assert not ring.push(b"y" * 100)
+            assert 5 == ring.stats().dropped
+            assert pushed * 128 <= SMALL
+            _, upto = ring.read()
+            ring.release(upto)
+            assert ring.push(b"y" * 100)
+
+    def test_block_policy_times_out_and_counts(self, tmp_path: Path) -> None:
+        """With policy 'block' and a timeout, a push into a full ring gives up and counts."""
+        with Ring(tmp_path / "r.ring", SMALL, policy="block", block_timeout=0.05) as ring:
+            while ring.push_wait(b"z" * 100, 0):
+                pass
+            assert not ring.push(b"z" * 100)
+            assert 2 == ring.stats().dropped
+
+    def test_block_policy_waits_for_the_consumer(self, tmp_path: Path) -> None:
+        """A blocked producer resumes once a consumer frees space; nothing is dropped."""
+        with Ring(tmp_path / "r.ring", SMALL, policy="block") as ring:
+            while ring.push_wait(b"f" * 100, 0):
+                pass
+            dropped_before = ring.stats().dropped
+            done = threading.Event()
+
+            def producer() -> None:
+                for i in range(500):
+                    ring.push(b"%d" % i)
+                done.set()
+
+            t = threading.Thread(target=producer)
+            t.start()
+            got = []
+            while not done.is_set() or got[-1:] != [b"499"]:
+                batch, upto = ring.read()
+                got.extend(p for p, in [(p,) for _, p in batch] if not p.startswith(b"f"))
+                ring.release(upto)
+            t.join()
+            assert [b"%d" % i for i in range(500)] == got
+            assert dropped_before == ring.stats().dropped
+
+    def test_high_water_mark_tracks_the_peak(self, tmp_path: Path) -> None:
+        """The high-water counter keeps the most bytes ever in use."""
+        with Ring(tmp_path / "r.ring", 65536) as ring:
+            for _ in range(10):
+                ring.push(b"h" * 84)  # 100 bytes with header: 112 aligned
+            _, upto = ring.read()
+            ring.release(upto)
+            ring.push(b"h")
+            assert 10 * 112 == ring.stats().high_water
+
+
+class TestOversize:
+    def test_record_larger_than_ring_is_refused_clearly(self, tmp_path: Path) -> None:
+        """A record that can never fit raises RecordTooLargeError naming the limit."""
+        with Ring(tmp_path / "r.ring", SMALL) as ring:
+            with pytest.raises(RecordTooLargeError, match=str(ring.max_record)):
+                ring.push(b"x" * (ring.max_record + 1))
+            assert 0 == ring.stats().head
+
+    def test_largest_record_fits_an_empty_ring_at_any_offset(self, tmp_path: Path) -> None:
+        """max_record bytes fit whatever the offset of the head, even after wrapping."""
+        with Ring(tmp_path / "r.ring", SMALL, policy="drop") as ring:
+            for shift in range(0, ring.max_record, 48):
+                ring.push(b"s" * shift)
+                ring.release(ring.read()[1])  # empty again, head moved by `shift`
+                assert ring.push(b"L" * ring.max_record)
+                got, upto = ring.read()
+                assert b"L" * ring.max_record == got[-1][1]
+                ring.release(upto)
+
+
+class TestDamagedFiles:
+    def test_other_file_is_not_a_ring(self, tmp_path: Path) -> None:
+        """A file of another format gives RingFormatError, not a crash."""
+        path = tmp_path / "r.ring"
+        path.write_bytes(b"SQLite format 3\0" + b"\0" * (4096 + SMALL - 16))
+        with pytest.raises(RingFormatError, match="not a janus ring"):
+            Ring(path, None)
+
+    def test_empty_file_is_not_a_ring(self, tmp_path: Path) -> None:
+        """An empty file at the path is refused with a clear error."""
+        path = tmp_path / "r.ring"
+        path.touch()
+        with pytest.raises(RingFormatError):
+            Ring(path, SMALL)
+
+    def test_flipped_header_byte_is_corrupt(self, tmp_path: Path) -> None:
+        """A changed capacity field fails the header checksum."""
+        path = tmp_path / "r.ring"
+        Ring(path, SMALL).close()
+        raw = bytearray(path.read_bytes())
+        raw[17] ^= 0x01  # inside the capacity field
+        path.write_bytes(bytes(raw))
+        with pytest.raises(RingFormatError, match="damaged"):
+            Ring(path, None)
+
+    def test_other_version_is_refused(self, tmp_path: Path) -> None:
+        """A ring of another format version is refused, saying so."""
+        path = tmp_path / "r.ring"
+        Ring(path, SMALL).close()
+        raw = bytearray(path.read_bytes())
+        raw[8:12] = struct.pack("<I", 99)
+        path.write_bytes(bytes(raw))
+        with pytest.raises(RingFormatError, match="another format version"):
+            Ring(path, None)
+
+    def test_truncated_file_is_refused(self, tmp_path: Path) -> None:
+        """A file shorter than its header says is refused before it is mapped."""
+        path = tmp_path / "r.ring"
+        Ring(path, SMALL).close()
+        os.truncate(path, 4096 + SMALL // 2)
+        with pytest.raises(RingFormatError, match="size"):
+            Ring(path, None)
+
+    def test_damaged_cursors_are_refused(self, tmp_path: Path) -> None:
+        """A tail beyond the head is reported as damage."""
+        path = tmp_path / "r.ring"
+        Ring(path, SMALL).close()
+        raw = bytearray(path.read_bytes())
+        raw[128:136] = struct.pack("<Q", 4096)  # the tail
+        path.write_bytes(bytes(raw))
+        with pytest.raises(RingFormatError, match="damaged"):
+            Ring(path, None)
+
+    def test_capacity_mismatch_is_explained(self, tmp_path: Path) -> None:
+        """Asking for another capacity than the file has says how to proceed."""
+        path = tmp_path / "r.ring"
+        Ring(path, SMALL).close()
+        with pytest.raises(RingFormatError, match="capacity=None"):
+            Ring(path, SMALL * 2)
+        with Ring(path, None) as ring:
+            assert SMALL == ring.stats().capacity
+
+    def test_bad_arguments_are_refused(self, tmp_path: Path) -> None:
+        """Capacities that are not powers of two and unknown policies are ValueErrors."""
+        with pytest.raises(ValueError, match="power of two"):
+            Ring(tmp_path / "r.ring", 5000)
+        with pytest.raises(ValueError, match="policy"):
+            Ring(tmp_path / "r.ring", SMALL, policy="spin")  # type: ignore[arg-type]
+
+    def test_missing_file_without_create(self, tmp_path: Path) -> None:
+        """Opening a missing ring without create names the OS error."""
+        with pytest.raises(RingError, match="No such file"):
+            Ring(tmp_path / "absent.ring", SMALL, create=False)
+
+
+class TestReopen:
+    def test_reopen_after_writer_closed(self, tmp_path: Path) -> None:
+        """Records pushed by a closed handle are read by the next one to open the file."""
+        path = tmp_path / "r.ring"
+        with Ring(path, 65536) as writer:
+            for i in range(50):
+                writer.push(b"w%d" % i)
+        with Ring(path, None) as reader:
+            assert [b"w%d" % i for i in range(50)] == [p for _, p in reader.read()[0]]
+
+    def test_unreleased_records_are_delivered_to_the_next_consumer(self, tmp_path: Path) -> None:
+        """A consumer that read but did not release leaves the records to its successor."""
+        path = tmp_path / "r.ring"
+        with Ring(path, 65536) as first:
+            first.push(b"a")
+            first.push(b"b")
+            batch, _ = first.read()
+            first.release(batch[1][0])  # "a" stored, "b" not yet
+        with Ring(path, None) as second:
+            assert [b"b"] == [p for _, p in second.read()[0]]
+
+
+class TestPrefilter:
+    TOKENS = ("password", "token", "bearer", "eyj")
+
+    def test_tokens_digits_and_url_credentials_are_suspect(self, tmp_path: Path) -> None:
+        """Token (any case), 13+ digit runs and user:pass@ URLs are suspect; clean text is not."""
+        with Ring(tmp_path / "r.ring", SMALL) as ring:
+            ring.set_prefilter(self.TOKENS)
+            assert ring.suspect(b"my PassWord is")
+            assert ring.suspect(b"Authorization: BEARER abc")
+            assert ring.suspect(b"card 4111 1111 1111 1111 ok")
+            assert ring.suspect(b"postgres://bob:pw@db/x")
+            assert not ring.suspect(b"user 42 logged in from 10.0.0.1")
+            assert not ring.suspect(b"order 123456789012 shipped")
+            assert not ring.suspect(b"https://example.com/x then user@example.com")
+
+    def test_checked_push_pushes_nothing_when_suspect(self, tmp_path: Path) -> None:
+        """push_checked returns SUSPECT and leaves the ring untouched for suspect bytes."""
+        with Ring(tmp_path / "r.ring", SMALL) as ring:
+            ring.set_prefilter(self.TOKENS)
+            push = ring.checked_pusher()
+            assert _ring.SUSPECT == push(b"token=abc")
+            assert _ring.OK == push(b"hello")
+            assert [b"hello"] == [p for _, p in ring.read()[0]]
+
+
+# --- threads and processes -------------------------------------------------
+
+PER_PRODUCER = 20_000
+
+
+def _process_producer(path: str, producer: int, count: int) -> None:
+    ring = Ring(path, None)
+    for i in range(count):
+        if not ring.push(tagged(producer, i, pad=i % 40)):
+            raise SystemExit(3)
+    ring.close()
+
+
+class TestConcurrency:
+    def test_four_threads_every_record_exactly_once_in_order(self, tmp_path: Path) -> None:
+        """4 producer threads through a small ring: each record once, in each producer's order."""
+        with Ring(tmp_path / "r.ring", 65536) as ring:
+            threads = [
+                threading.Thread(
+                    target=lambda p=p: [ring.push(tagged(p, i, pad=i % 40)) for i in range(PER_PRODUCER)]
+                )
+                for p in range(4)
+            ]
+            for t in threads:
+                t.start()
+            got = drain(ring, want=4 * PER_PRODUCER)
+            for t in threads:
+                t.join()
+            assert 4 * PER_PRODUCER == len(got)
+            check_exactly_once([p for _, p in got], 4, PER_PRODUCER)
+            assert (0, 0) == (ring.stats().dropped, ring.stats().torn)
+
+    def test_four_processes_every_record_exactly_once_in_order(self, tmp_path: Path) -> None:
+        """4 producer processes through one ring file: each record once, in order."""
+        path = str(tmp_path / "r.ring")
+        with Ring(path, 65536) as ring:
+            procs = [FORK.Process(target=_process_producer, args=(path, p, PER_PRODUCER)) for p in range(4)]
+            for p in procs:
+                p.start()
+            got = drain(ring, want=4 * PER_PRODUCER, deadline=60)
+            for p in procs:
+                p.join()
+            assert [0, 0, 0, 0] == [p.exitcode for p in procs]
+            assert 4 * PER_PRODUCER == len(got)
+            check_exactly_once([p for _, p in got], 4, PER_PRODUCER)
+
+    def test_forked_child_keeps_using_the_parents_ring(self, tmp_path: Path) -> None:
+        """After fork() the child pushes through the inherited handle into the same ring."""
+        with Ring(tmp_path / "r.ring", 65536) as ring:
+            ring.push(b"parent")
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - child
+                ok = ring.push(b"child")
+                os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+            assert 0 == os.waitstatus_to_exitcode(status)
+            assert [b"parent", b"child"] == [p for _, p in ring.read()[0]]
+
+
+# --- SIGKILL ---------------------------------------------------------------
+
+
+def _push_forever(path: str, progress: multiprocessing.sharedctypes.Synchronized) -> None:  # type: ignore[name-defined]
+    ring = Ring(path, None, policy="block")
+    i = 0
+    while True:
+        ring.push(tagged(0, i, pad=i % 60))
+        progress.value = i  # only after the push returned
+        i += 1
+
+
+def _reserve_then_die(path: str, write_header: bool) -> None:
+    ring = Ring(path, None)
+    ring.push(b"before")
+    ring._debug_reserve_only(50, write_header=write_header)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TestKill:
+    def test_sigkill_loses_no_record_whose_push_returned(self, tmp_path: Path) -> None:
+        """A producer SIGKILLed mid-stream: the next consumer gets every returned push, once."""
+        path = str(tmp_path / "r.ring")
+        Ring(path, 1 << 22).close()
+        progress = FORK.Value("q", -1, lock=False)
+        child = FORK.Process(target=_push_forever, args=(path, progress))
+        child.start()
+        while progress.value < 20_000:
+            time.sleep(0.005)
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        assert -signal.SIGKILL == child.exitcode
+        returned = progress.value
+        with Ring(path, None, torn_timeout=0.05) as ring:
+            got = drain(ring, want=returned + 1)
+            time.sleep(0.1)
+            got += drain(ring, want=1, deadline=0.3)  # a last push may have completed too
+        numbers = [int(p.split(b":")[1]) for _, p in got]
+        assert list(range(len(numbers))) == numbers
+        assert len(numbers) in (returned + 1, returned + 2)
+
+    @pytest.mark.parametrize("write_header", [True, False], ids=["after-header", "before-header"])
+    def test_sigkill_between_reserve_and_commit_costs_one_record(
+        self, tmp_path: Path, write_header: bool
+    ) -> None:
+        """A producer killed holding a reservation: that record is skipped and counted, the rest flow."""
+        path = str(tmp_path / "r.ring")
+        Ring(path, 65536).close()
+        child = FORK.Process(target=_reserve_then_die, args=(path, write_header))
+        child.start()
+        child.join()
+        assert -signal.SIGKILL == child.exitcode
+        with Ring(path, None, torn_timeout=0.05) as ring:
+            for i in range(3):
+                ring.push(b"after %d" % i)
+            got = drain(ring, want=4)
+            assert [b"before", b"after 0", b"after 1", b"after 2"] == [p for _, p in got]
+            assert 1 == ring.stats().torn
