@@ -1,0 +1,571 @@
+"""janus-logs: search, follow, summarize and export a janus log database from the shell.
+
+A thin layer over :class:`janus_utils.store.LogStore`, one function per command.
+Exit codes follow grep: 0 something was found, 1 nothing was, 2 bad usage or
+an error (one line on stderr, ``janus-logs: error: ...``, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import importlib.util
+import json
+import os
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
+from typing import IO, Any
+
+import apsw
+
+from ._levels import LEVELS
+from ._timeparse import format_ts, ts_datetime
+from .error_handling import JanusError
+from .store import FieldValue, LogStore, Record, StoreStats
+
+__all__ = ["main"]
+
+PROG = "janus-logs"
+DEFAULT_DB = "./janus-logs.db"
+
+# Exported in this column order; "fields" as JSON text in CSV.
+EXPORT_COLUMNS = tuple(key for key in Record(0, 0, 0, "", "").to_dict())
+
+_PROGRESS_EVERY = 10_000  # an export shows progress (on a tty) once it is this large
+
+# C0/C1 controls, DEL, zero-width and bidi controls, line/paragraph separators,
+# BOM, lone surrogates: anything that can move the cursor, hide or reorder text.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _sanitize_line(text: str) -> str:
+    """*text* safe to print on one terminal line: controls shown as escapes like ``\\x1b``."""
+    return _UNSAFE.sub(_escape_char, text)
+
+
+def _json_line(data: Any) -> str:
+    # JSON already escapes C0 controls; the other unsafe characters are valid raw
+    # in JSON text, so they are escaped here too ("\u202e" reads the same to a parser).
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+# ---------------------------------------------------------------- colours
+_RESET = "\x1b[0m"
+_LEVEL_COLOURS = {5: "\x1b[2m", 10: "\x1b[2m", 20: "\x1b[32m", 30: "\x1b[33m", 40: "\x1b[31m", 50: "\x1b[1;31m"}
+_DIM = "\x1b[2m"
+_BOLD = "\x1b[1m"
+
+
+def _use_colour(stream: IO[str]) -> bool:
+    """ANSI colours only on a terminal, and never when NO_COLOR is set (no-color.org)."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _paint(text: str, code: str, colour: bool) -> str:
+    return f"{code}{text}{_RESET}" if colour and code else text
+
+
+# ---------------------------------------------------------------- records as text
+def _logfmt_value(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if text and not any(char in text for char in ' ="\\') and not _UNSAFE.search(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _format_record(record: Record, colour: bool) -> str:
+    """``TIME LEVEL logger: message key=value ...``; every stored string sanitized."""
+    level = f"{record.level_name:<8}"
+    parts = [
+        _paint(format_ts(record.ts, digits=3), _DIM, colour),
+        _paint(level, _LEVEL_COLOURS.get(record.level, ""), colour),
+        _paint(_sanitize_line(record.logger) + ":", _BOLD, colour),
+        _sanitize_line(record.message),
+    ]
+    pairs: list[tuple[str, object]] = [
+        (name, value)
+        for name, value in (
+            ("user", record.user_id),
+            ("agent", record.agent_id),
+            ("request", record.request_id),
+        )
+        if value is not None
+    ]
+    pairs.extend(record.fields.items())
+    if record.exception:
+        lines = [line for line in record.exception.splitlines() if line.strip()]
+        if lines:
+            pairs.append(("exc", lines[-1].strip()))
+    for key, value in pairs:
+        key_text = _sanitize_line(_logfmt_value(key).replace("=", "_"))
+        parts.append(_paint(key_text + "=", _DIM, colour) + _sanitize_line(_logfmt_value(value)))
+    return " ".join(parts)
+
+
+class _Printer:
+    """Records to a stream, as text lines or one JSON object per line."""
+
+    def __init__(self, stream: IO[str], as_json: bool) -> None:
+        self.stream = stream
+        self.as_json = as_json
+        self.colour = not as_json and _use_colour(stream)
+        self.count = 0
+
+    def write(self, record: Record) -> None:
+        if self.as_json:
+            line = _json_line(record.to_dict())
+        else:
+            line = _format_record(record, self.colour)
+        self.stream.write(line + "\n")
+        self.count += 1
+
+
+# ---------------------------------------------------------------- arguments
+def _field_arg(text: str) -> tuple[str, FieldValue]:
+    """``key=value``; a value that reads as a JSON number, true, false or null is one."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, like status=500, not {text!r}")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return key, value
+    if parsed is None or isinstance(parsed, (bool, int, float, str)):
+        return key, parsed
+    return key, value
+
+
+def _count_arg(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, not {number}")
+    return number
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, like 0.5, not {text!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, not {text!r}")
+    return number
+
+
+def _common_options(db_default: str) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("which records")
+    group.add_argument(
+        "--db",
+        default=db_default,
+        metavar="PATH",
+        help=f"the log database (default: $JANUS_LOG_DB, else {DEFAULT_DB}; now {db_default})",
+    )
+    group.add_argument("--since", metavar="TIME", help="from TIME: 15m, 2h, 7d, yesterday, 2024-05-01T12:00Z, epoch seconds")
+    group.add_argument("--until", metavar="TIME", help="before TIME, same forms as --since")
+    group.add_argument("--level", metavar="LEVEL", help="this level and above: DEBUG, INFO, WARNING, ERROR, CRITICAL or a number")
+    group.add_argument("--logger", metavar="NAME", help="this logger and its children (app matches app and app.db)")
+    group.add_argument("--user", metavar="ID", help="records of this user_id")
+    group.add_argument("--agent", metavar="ID", help="records of this agent_id")
+    group.add_argument("--request", metavar="ID", help="records of this request_id")
+    group.add_argument(
+        "--field",
+        action="append",
+        type=_field_arg,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a JSON field equals VALUE (repeatable); numbers, true, false, null compare "
+        'as such, quote to compare as text: status=\'"500"\'',
+    )
+    group.add_argument("--json", action="store_true", help="one JSON object per line")
+    return common
+
+
+def _examples(*lines: str) -> str:
+    return "Example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    db_default = os.environ.get("JANUS_LOG_DB") or DEFAULT_DB
+    common = _common_options(db_default)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Search, follow, summarize and export a janus log database.",
+        epilog=_examples(
+            f"{PROG} search 'timeout OR refused' --level WARNING --since 1h",
+            f"{PROG} tail -f --logger app.db",
+            f"{PROG} stats",
+            f"{PROG} export --format csv --since yesterday -o logs.csv",
+            "",
+            "Exit status: 0 records found, 1 none found, 2 bad usage or an error.",
+        ),
+        formatter_class=formatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    search = commands.add_parser(
+        "search",
+        parents=[common],
+        help="full-text search with filters",
+        description=textwrap.dedent(
+            """\
+            Full-text search over message, fields and exception, newest first.
+            QUERY keeps AND, OR, NOT, "phrases", prefix* and NEAR(a b, 5);
+            other punctuation is searched as words (db-01, user:42).  A column
+            can be chosen: message:timeout.  --raw passes FTS5 syntax as is.
+            Snippets (in --json) mark each hit as [hit]."""
+        ),
+        epilog=_examples(
+            f"{PROG} search timeout",
+            f'{PROG} search \'"connection reset" OR refused\' --level ERROR --since 2h',
+            f"{PROG} search 'pay*' --user u42 --field status=500 --json",
+        ),
+        formatter_class=formatter,
+    )
+    search.add_argument("query", nargs="?", metavar="QUERY", help="words to find; none to list by filters alone")
+    search.add_argument("--limit", type=_count_arg, default=100, metavar="N", help="at most N records (default 100)")
+    search.add_argument(
+        "--order",
+        choices=("newest", "oldest", "rank"),
+        default="newest",
+        help="newest first (default), oldest first, or best match first (needs QUERY)",
+    )
+    search.add_argument("--raw", action="store_true", help="QUERY is FTS5 syntax, passed unchanged")
+    search.set_defaults(handler=_search)
+
+    tail = commands.add_parser(
+        "tail",
+        parents=[common],
+        help="the last records; -f to follow new ones",
+        description="The last N records, oldest first; with -f, every new record as it is committed.",
+        epilog=_examples(f"{PROG} tail -n 50", f"{PROG} tail -f --level WARNING", "Ctrl-C stops -f."),
+        formatter_class=formatter,
+    )
+    tail.add_argument("-n", "--limit", type=_count_arg, default=20, metavar="N", help="how many records to show first (default 20)")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records until Ctrl-C")
+    tail.add_argument("--interval", type=_seconds_arg, default=0.1, metavar="SECONDS", help="how often -f looks for new records (default 0.1)")
+    tail.set_defaults(handler=_tail)
+
+    stats = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="counts by level and logger, records over time, size",
+        description="Counts by level and logger, records over time, the database size and, "
+        "when this process writes the database, the flusher's counters.",
+        epilog=_examples(f"{PROG} stats", f"{PROG} stats --since 24h --logger app", f"{PROG} stats --json"),
+        formatter_class=formatter,
+    )
+    stats.add_argument("--limit", type=_count_arg, default=10, metavar="N", help="how many loggers to list (default 10)")
+    stats.set_defaults(handler=_stats)
+
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write matching records as NDJSON, CSV or JSON",
+        description="Every matching record, oldest first, streamed to stdout or a file.",
+        epilog=_examples(
+            f"{PROG} export > all.ndjson",
+            f"{PROG} export --format csv --since 7d --level ERROR -o errors.csv",
+            f"{PROG} export timeout --format json",
+        ),
+        formatter_class=formatter,
+    )
+    export.add_argument("query", nargs="?", metavar="QUERY", help="only records matching QUERY (as in search)")
+    export.add_argument("--format", choices=("ndjson", "csv", "json"), default=None, help="ndjson (default), csv or json (one array)")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    export.add_argument("--limit", type=_count_arg, default=None, metavar="N", help="at most N records (default all)")
+    export.add_argument("--raw", action="store_true", help="QUERY is FTS5 syntax, passed unchanged")
+    export.set_defaults(handler=_export)
+    return parser
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "level": args.level,
+        "logger": args.logger,
+        "user_id": args.user,
+        "agent_id": args.agent,
+        "request_id": args.request,
+        "since": args.since,
+        "until": args.until,
+        "fields": dict(args.field) or None,
+    }
+
+
+# ---------------------------------------------------------------- commands
+def _search(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    records = store.search(
+        args.query, limit=args.limit, order=args.order, raw=args.raw, **_filters(args)
+    )
+    printer = _Printer(out, args.json)
+    for record in records:
+        printer.write(record)
+    if records and len(records) == args.limit and _isatty(err):
+        err.write(f"({len(records)} shown: the limit; --limit N for more)\n")
+    return 0 if records else 1
+
+
+def _tail(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    printer = _Printer(out, args.json)
+    records = store.tail(args.limit, args.follow, poll_interval=args.interval, **_filters(args))
+    try:
+        for record in records:
+            printer.write(record)
+            out.flush()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:
+            close()
+    return 0 if printer.count or args.follow else 1
+
+
+def _size(number: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if number < 1024 or unit == "GiB":
+            return f"{number:.0f} {unit}" if unit == "B" else f"{number:.1f} {unit}"
+        number /= 1024
+    raise AssertionError("unreachable")
+
+
+_BUCKETS = ((60, "1m"), (3600, "1h"), (86400, "1d"))
+_HISTOGRAM_ROWS = 24
+_BAR_WIDTH = 40
+
+
+def _over_time(store: LogStore, stats: StoreStats, args: argparse.Namespace) -> tuple[str, list[tuple[int, int]]]:
+    """(bucket name, [(bucket start ts, count)]) for the last _HISTOGRAM_ROWS buckets, gaps as 0."""
+    if stats.first_ts is None or stats.last_ts is None:
+        return "1h", []
+    span_s = (stats.last_ts - stats.first_ts) / 1e9
+    seconds, name = next(((s, n) for s, n in _BUCKETS if span_s / s <= _HISTOGRAM_ROWS), _BUCKETS[-1])
+    width = seconds * 1_000_000_000
+    last_start = stats.last_ts - stats.last_ts % width
+    first_start = max(stats.first_ts - stats.first_ts % width, last_start - (_HISTOGRAM_ROWS - 1) * width)
+    filters = _filters(args)
+    if first_start > stats.first_ts - stats.first_ts % width:
+        # More history than rows: show the newest.  first_start is after
+        # first_ts, itself after any --since, so this only narrows.
+        filters["since"] = ts_datetime(first_start)
+    counts = {
+        int(start.timestamp()) * 1_000_000_000: sum(values.values())
+        for start, values in store.histogram(name, "level", **filters)
+    }
+    rows = [(start, counts.get(start, 0)) for start in range(first_start, last_start + 1, width)]
+    return name, rows
+
+
+def _flusher_counters(db_path: str) -> dict[str, Any] | None:
+    """This process's flusher counters when it writes *db_path*; None otherwise."""
+    try:
+        if importlib.util.find_spec("janus_utils.logger") is None:
+            return None
+        module = importlib.import_module("janus_utils.logger")
+    except ImportError:  # a partial install: the counters are optional
+        return None
+    stats = getattr(module, "stats", None)
+    if not callable(stats):
+        return None
+    counters = stats()
+    if not isinstance(counters, dict) or not counters.get("configured"):
+        return None
+    configured = counters.get("db_path")
+    if not isinstance(configured, str) or os.path.realpath(configured) != os.path.realpath(db_path):
+        return None
+    return {
+        key: value
+        for key, value in counters.items()
+        if key not in ("configured", "db_path") and isinstance(value, (int, float, str)) and not isinstance(value, bool)
+    }
+
+
+def _stats(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    filters = _filters(args)
+    stats = store.stats(**filters)
+    counters = _flusher_counters(store.path)
+    bucket, rows = _over_time(store, stats, args)
+    if args.json:
+        data = stats.to_dict()
+        data["by_logger"] = dict(list(stats.by_logger.items())[: args.limit])
+        data["over_time"] = {"bucket": bucket, "counts": [{"ts": ts, "time": format_ts(ts, digits=0), "count": n} for ts, n in rows]}
+        if counters is not None:
+            data["flusher"] = counters
+        out.write(_json_line(data) + "\n")
+        return 0 if stats.records else 1
+    colour = _use_colour(out)
+
+    def heading(text: str) -> str:
+        return _paint(f"{text:<10}", _BOLD, colour)
+
+    lines = [
+        f"{heading('database')}{_sanitize_line(store.path)}  {_size(stats.db_bytes)} (+ WAL {_size(stats.wal_bytes)})",
+    ]
+    if stats.first_ts is not None and stats.last_ts is not None:
+        lines.append(
+            f"{heading('records')}{stats.records:,} from {format_ts(stats.first_ts, digits=0)} "
+            f"to {format_ts(stats.last_ts, digits=0)}"
+        )
+    else:
+        lines.append(f"{heading('records')}0")
+    if stats.by_level:
+        lines.append(heading("levels") + "  ".join(
+            _paint(name, _LEVEL_COLOURS.get(LEVELS.get(name, 0), ""), colour) + f" {n:,}"
+            for name, n in stats.by_level.items()
+        ))
+    if stats.by_logger:
+        shown = list(stats.by_logger.items())[: args.limit]
+        lines.append(heading("loggers") + f"(top {len(shown)} of {len(stats.by_logger)})")
+        number_width = max(len(f"{n:,}") for _, n in shown) if shown else 0
+        lines.extend(f"  {n:>{number_width},}  {_sanitize_line(name)}" for name, n in shown)
+    if rows:
+        lines.append(heading("over time") + f"(per {bucket}, UTC)")
+        peak = max(n for _, n in rows) or 1
+        for start, n in rows:
+            bar = "#" * (round(n / peak * _BAR_WIDTH) if n else 0)
+            lines.append(f"  {format_ts(start, digits=0)[:16]}Z  {bar:<{_BAR_WIDTH}}  {n:,}")
+    if counters:
+        lines.append(heading("flusher") + " ".join(f"{k}={_sanitize_line(_logfmt_value(v))}" for k, v in counters.items()))
+    out.write("\n".join(lines) + "\n")
+    return 0 if stats.records else 1
+
+
+class _Progress:
+    """``exported N records`` on stderr, only on a terminal and once the export is large."""
+
+    def __init__(self, err: IO[str]) -> None:
+        self.err = err
+        self.enabled = _isatty(err)
+        self.shown = False
+
+    def update(self, count: int) -> None:
+        if self.enabled and count % _PROGRESS_EVERY == 0:
+            self.err.write(f"\rexported {count:,} records")
+            self.err.flush()
+            self.shown = True
+
+    def done(self, count: int) -> None:
+        if self.shown:
+            self.err.write(f"\rexported {count:,} records\n")
+            self.err.flush()
+
+
+def _write_export(records: Iterable[Record], fmt: str, stream: IO[str], progress: _Progress) -> int:
+    count = 0
+    if fmt == "csv":
+        # On a terminal the cells are sanitized; in a file they stay exact.
+        clean: Callable[[str], str] = _sanitize_line if _isatty(stream) else (lambda text: text)
+        writer = csv.writer(stream)
+        writer.writerow(EXPORT_COLUMNS)
+        for record in records:
+            data = record.to_dict()
+            data["fields"] = json.dumps(data["fields"], ensure_ascii=False) if data["fields"] else ""
+            writer.writerow(["" if data.get(c) is None else clean(str(data[c])) for c in EXPORT_COLUMNS])
+            count += 1
+            progress.update(count)
+    elif fmt == "json":
+        stream.write("[")
+        for record in records:
+            stream.write(("\n" if count == 0 else ",\n") + _json_line(record.to_dict()))
+            count += 1
+            progress.update(count)
+        stream.write("\n]\n" if count else "]\n")
+    else:
+        for record in records:
+            stream.write(_json_line(record.to_dict()) + "\n")
+            count += 1
+            progress.update(count)
+    progress.done(count)
+    return count
+
+
+def _export(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    fmt = args.format or "ndjson"
+    if args.json and args.format not in (None, "ndjson"):
+        raise _UsageError(f"--json means --format ndjson; it cannot be used with --format {args.format}")
+    records = store.export(args.query, raw=args.raw, limit=args.limit, **_filters(args))
+    progress = _Progress(err)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as stream:
+            count = _write_export(records, fmt, stream, progress)
+    else:
+        count = _write_export(records, fmt, out, progress)
+    return 0 if count else 1
+
+
+# ---------------------------------------------------------------- main
+class _UsageError(Exception):
+    """A combination of options that argparse cannot check by itself."""
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _error(err: IO[str], message: str) -> int:
+    text = " ".join(message.split()) or "failed"
+    err.write(f"{PROG}: error: {_sanitize_line(text)}\n")
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``janus-logs`` with *argv* (default: sys.argv[1:]); returns the exit status."""
+    out, err = sys.stdout, sys.stderr
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) and usage errors (2): already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help(err)
+        return 2
+    try:
+        with LogStore(args.db) as store:
+            code: int = args.handler(store, args, out, err)
+            out.flush()
+            return code
+    except JanusError as exc:
+        return _error(err, exc.message)
+    except _UsageError as exc:
+        return _error(err, str(exc))
+    except BrokenPipeError:
+        # The reader (head, less) went away: stop quietly, as grep does.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        return _error(err, f"{exc.strerror or exc}:{where}" if where else str(exc.strerror or exc))
+    except apsw.Error as exc:
+        return _error(err, f"{type(exc).__name__}: {exc}")
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,869 @@
+"""Read, search and follow a janus log database while the flusher is writing it.
+
+:class:`LogStore` opens the database read-only.  In WAL mode a reader never
+blocks the writer and the writer never blocks a reader, so a LogStore can run
+beside a live application: every statement is its own short read transaction
+and every result is fetched whole before it is handed out, so no snapshot is
+held open while the caller works (a held snapshot would stop checkpoints from
+recycling the WAL).  The schema is never created or migrated from here.
+
+Times: ``since``/``until`` take what :mod:`janus_utils._timeparse` reads (a
+datetime, epoch seconds, ISO 8601, ``"15m"``, ``"yesterday"``...); a naive time
+is UTC.  ``since`` is inclusive and ``until`` exclusive, so windows can be laid
+end to end.
+
+Order: without a query "newest" and "oldest" sort by ``ts``.  With a query they
+follow the record id, the order the flusher committed records in, which is the
+time order for everything the flusher writes; walking the full-text index by
+id lets SQLite stop after the first *limit* matches instead of sorting them all.
+
+One LogStore is meant for one thread at a time; open one per thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal, TypedDict, Unpack
+
+import apsw
+
+from ._fts import escape_query, quote_all
+from ._levels import level_name, parse_level
+from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE
+from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
+from .error_handling.utils.errors import FileHandlerError, SearchQueryError
+
+__all__ = [
+    "HISTOGRAM_BY",
+    "HISTOGRAM_NONE",
+    "HISTOGRAM_OTHER",
+    "SNIPPET_END",
+    "SNIPPET_START",
+    "FieldValue",
+    "Filters",
+    "Histogram",
+    "LogStore",
+    "Order",
+    "Record",
+    "StoreStats",
+]
+
+# snippet(): the matched words are wrapped in these, the cut-off ends marked
+# with an ellipsis; about this many words are shown around the best hit.
+SNIPPET_START = "["
+SNIPPET_END = "]"
+SNIPPET_ELLIPSIS = "…"
+SNIPPET_WORDS = 12
+
+Order = Literal["newest", "oldest", "rank"]
+_ORDERS = ("newest", "oldest", "rank")
+
+FieldValue = str | int | float | bool | None
+"""What a ``fields={"key": value}`` filter compares with: a JSON scalar."""
+
+# histogram(by=...): the only columns it may group by, never user text.
+HISTOGRAM_BY: dict[str, str] = {"level": "level", "logger": "logger", "user_id": "user_id"}
+HISTOGRAM_OTHER = "(other)"  # the values outside the top N, summed
+HISTOGRAM_NONE = "(none)"  # records without a user_id
+
+Histogram = list[tuple[datetime, dict[str, int]]]
+"""(bucket start as an aware UTC datetime, {value: count}), oldest bucket first."""
+
+
+class Filters(TypedDict, total=False):
+    """The filters every LogStore query method takes as keyword arguments."""
+
+    level: int | str | None  # minimum level: "WARNING", "warn", 30
+    logger: str | None  # the logger and its children: "svc" is svc and svc.db, not svcx
+    user_id: str | None
+    agent_id: str | None
+    request_id: str | None
+    since: TimeSpec | None  # inclusive
+    until: TimeSpec | None  # exclusive
+    fields: Mapping[str, FieldValue] | None  # equality on keys of the JSON fields
+
+
+_T = f'"{TABLE}"'
+_F = f'"{FTS_TABLE}"'
+_RECORD_COLUMNS = ("id", *COLUMNS)
+_SELECT_RECORD = ", ".join(f'{_T}."{column}"' for column in _RECORD_COLUMNS)
+
+# A filter that matches fewer rows than this through its index makes a full-text
+# search start from those rows instead of walking the index's matches.
+_NARROW = 256
+_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One log record as stored.  ``fields`` is the parsed JSON object ({} when none).
+
+    A ``fields`` text that is not a JSON object is kept as ``{"_unparsed": text}``.
+    ``snippet`` is set by a full-text search: the best-matching passage with
+    each hit between SNIPPET_START and SNIPPET_END (``[`` and ``]``).
+    """
+
+    id: int
+    ts: int
+    level: int
+    logger: str
+    message: str
+    user_id: str | None = None
+    agent_id: str | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    pid: int | None = None
+    thread: str | None = None
+    exception: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    snippet: str | None = None
+
+    def __hash__(self) -> int:
+        # fields is a dict, so the generated hash would fail; id and ts identify a record.
+        return hash((self.id, self.ts))
+
+    @property
+    def level_name(self) -> str:
+        return level_name(self.level)
+
+    @property
+    def time(self) -> datetime:
+        """``ts`` as an aware UTC datetime (microseconds; ``ts`` keeps the nanoseconds)."""
+        return ts_datetime(self.ts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; ``time`` is ISO 8601 UTC, ``snippet`` only after a query."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "ts": self.ts,
+            "time": format_ts(self.ts),
+            "level": self.level,
+            "level_name": self.level_name,
+            "logger": self.logger,
+            "message": self.message,
+            "user_id": self.user_id,
+            "agent_id": self.agent_id,
+            "request_id": self.request_id,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "pid": self.pid,
+            "thread": self.thread,
+            "fields": self.fields,
+            "exception": self.exception,
+        }
+        if self.snippet is not None:
+            data["snippet"] = self.snippet
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What ``janus-logs stats`` shows: counts, the time covered and the size on disk."""
+
+    records: int
+    by_level: dict[str, int]  # level name -> count, lowest level first
+    by_logger: dict[str, int]  # logger -> count, most records first
+    first_ts: int | None
+    last_ts: int | None
+    db_bytes: int  # page_count * page_size
+    wal_bytes: int  # the -wal file, 0 when there is none
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "by_level": self.by_level,
+            "by_logger": self.by_logger,
+            "first_ts": self.first_ts,
+            "first_time": format_ts(self.first_ts) if self.first_ts is not None else None,
+            "last_ts": self.last_ts,
+            "last_time": format_ts(self.last_ts) if self.last_ts is not None else None,
+            "db_bytes": self.db_bytes,
+            "wal_bytes": self.wal_bytes,
+        }
+
+
+def _parse_fields(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"_unparsed": text}
+    return value if isinstance(value, dict) else {"_unparsed": text}
+
+
+def _record(row: tuple[Any, ...], snippet: str | None = None) -> Record:
+    values = dict(zip(_RECORD_COLUMNS, row))
+    values["fields"] = _parse_fields(values["fields"])
+    return Record(**values, snippet=snippet)
+
+
+def _text(value: object, name: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise SearchQueryError(f"{name} must be text, not {type(value).__name__}")
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SearchQueryError(f"{name} {text!r} is not valid Unicode text") from exc
+    return text
+
+
+class _Selection:
+    """One compiled request: the full-text expression, the filters and how to run them."""
+
+    __slots__ = ("driver", "fts", "params", "probes", "query", "raw", "where")
+
+    def __init__(self) -> None:
+        self.query: str | None = None  # the text as given, for messages
+        self.fts: str | None = None  # the MATCH expression; "" when nothing is searchable
+        self.raw = False
+        self.where: list[str] = []  # conditions on the logs row
+        self.params: list[Any] = []
+        # Conditions an index answers alone, tried to pick where a search starts.
+        self.probes: list[tuple[str, list[Any]]] = []
+        self.driver: str | None = None  # "fts" or "logs" once chosen
+
+    def add(self, condition: str, *params: Any, probe: bool = False) -> None:
+        self.where.append(condition)
+        self.params.extend(params)
+        if probe:
+            self.probes.append((condition, list(params)))
+
+
+class LogStore:
+    """A read-only view of a janus log database: search, count, tail and stats.
+
+    ``LogStore(path)`` raises FileHandlerError when the file is missing, is not
+    a SQLite database or is not a janus log database.  Every method raises
+    SearchQueryError for a bad argument or query and FileHandlerError when
+    reading fails; no SQLite error escapes as it is.  Use it as a context
+    manager or call close().
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
+        self.path = os.fspath(path)
+        self._busy_timeout_ms = busy_timeout_ms
+        self._db: apsw.Connection | None = None
+        self._json_path_escapes: bool | None = None
+        if not os.path.isfile(self.path):
+            what = "is a directory" if os.path.isdir(self.path) else "does not exist"
+            raise FileHandlerError(
+                f"no log database at {self.path}: it {what}; check the path "
+                "(janus-logs takes it from --db or JANUS_LOG_DB)",
+                details={"path": self.path},
+            )
+        try:
+            self._db = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
+        except apsw.Error as exc:
+            raise self._read_error(exc) from exc
+        try:
+            # A WAL reader waits only while the writer recovers or resets the
+            # WAL index; this bounds how long that may take.
+            self._db.setbusytimeout(busy_timeout_ms)
+            self._fts_columns = self._check_schema()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Close the connection; closing twice is harmless."""
+        if self._db is not None:
+            db, self._db = self._db, None
+            db.close()
+
+    def __enter__(self) -> LogStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._db is None else "open"
+        return f"<LogStore {self.path!r} {state}>"
+
+    # ------------------------------------------------------------ errors
+    def _read_error(self, exc: apsw.Error) -> FileHandlerError:
+        details = {"path": self.path, "sqlite_error": type(exc).__name__}
+        if isinstance(exc, apsw.NotADBError):
+            message = f"{self.path} is not a SQLite database, so not a janus log database"
+        elif isinstance(exc, apsw.BusyError):
+            message = (
+                f"the log database {self.path} stayed locked for more than "
+                f"{self._busy_timeout_ms} ms: try again"
+            )
+        elif isinstance(exc, apsw.CorruptError):
+            message = f"the log database {self.path} is damaged: {exc}"
+        elif isinstance(exc, (apsw.CantOpenError, apsw.PermissionsError, apsw.ReadOnlyError)):
+            message = f"cannot open the log database {self.path} for reading: {exc}"
+        else:
+            message = f"reading the log database {self.path} failed: {exc}"
+        return FileHandlerError(message, details=details)
+
+    @contextmanager
+    def _reading(self, selection: _Selection | None = None) -> Iterator[apsw.Connection]:
+        if self._db is None:
+            raise FileHandlerError(f"this LogStore ({self.path}) is closed")
+        try:
+            yield self._db
+        except apsw.SQLError as exc:
+            if selection is not None and selection.fts:
+                hint = (
+                    "check the FTS5 syntax (quotes, parentheses, AND/OR/NOT, NEAR), "
+                    "or search without raw mode to have the text made safe"
+                    if selection.raw
+                    else "rephrase it with plain words"
+                )
+                reason = str(exc).removeprefix("SQLError: ")
+                raise SearchQueryError(
+                    f"invalid full-text query {selection.query!r} ({reason}): {hint}",
+                    details={"query": selection.query, "fts": selection.fts},
+                ) from exc
+            raise self._read_error(exc) from exc
+        except apsw.Error as exc:
+            raise self._read_error(exc) from exc
+
+    def _rows(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        # fetchall: the read transaction ends before the rows are handed out.
+        with self._reading() as db:
+            return db.execute(sql, params).fetchall()
+
+    def _check_schema(self) -> tuple[str, ...]:
+        with self._reading() as db:
+            version = int(db.execute("PRAGMA user_version").fetchall()[0][0])  # type: ignore[arg-type]
+            names = {
+                row[0]
+                for row in db.execute(
+                    "SELECT name FROM sqlite_schema WHERE name IN (?, ?)", (TABLE, FTS_TABLE)
+                )
+            }
+            columns = tuple(str(row[1]) for row in db.execute(f"PRAGMA table_info({_F})"))
+        if version > SCHEMA_VERSION:
+            raise FileHandlerError(
+                f"{self.path} has log schema version {version}, newer than this "
+                f"janus_utils reads ({SCHEMA_VERSION}): upgrade janus_utils",
+                details={"path": self.path, "version": version},
+            )
+        if version < 1 or names != {TABLE, FTS_TABLE}:
+            raise FileHandlerError(
+                f"{self.path} is a SQLite database but not a janus log database "
+                f"(no {TABLE!r} and {FTS_TABLE!r} tables)",
+                details={"path": self.path},
+            )
+        return columns
+
+    # ------------------------------------------------------------ compiling
+    def _select(self, query: str | None, raw: bool, filters: Filters) -> _Selection:
+        unknown = sorted(set(filters) - set(Filters.__annotations__))
+        if unknown:
+            raise TypeError(
+                f"unknown filter {', '.join(unknown)}: use {', '.join(Filters.__annotations__)}"
+            )
+        selection = self._filters(**filters)
+        if query is not None:
+            if not isinstance(query, str):
+                raise SearchQueryError(f"query must be text, not {type(query).__name__}")
+            if query.strip():
+                selection.query = query
+                selection.raw = raw
+                if raw:
+                    selection.fts = _text(query, "query")
+                else:
+                    selection.fts = escape_query(query, self._fts_columns)
+        return selection
+
+    def _filters(
+        self,
+        *,
+        level: int | str | None = None,
+        logger: str | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        request_id: str | None = None,
+        since: TimeSpec | None = None,
+        until: TimeSpec | None = None,
+        fields: Mapping[str, FieldValue] | None = None,
+    ) -> _Selection:
+        selection = _Selection()
+        if level is not None:
+            try:
+                number = parse_level(level)
+            except ValueError as exc:
+                raise SearchQueryError(str(exc), details={"level": repr(level)}) from exc
+            selection.add(f'{_T}."level" >= ?', number, probe=True)
+        if logger is not None:
+            name = _text(logger, "logger").rstrip(".")
+            if not name:
+                raise SearchQueryError("logger must be a logger name like 'app' or 'app.db'")
+            # The logger or its children, as ranges so that the index is used:
+            # every name starting "app." sorts between "app." and "app/".
+            selection.add(
+                f'({_T}."logger" = ? OR ({_T}."logger" >= ? AND {_T}."logger" < ?))',
+                name,
+                name + ".",
+                name + "/",
+                probe=True,
+            )
+        for column, wanted in (("user_id", user_id), ("agent_id", agent_id), ("request_id", request_id)):
+            if wanted is not None:
+                selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=True)
+        now = datetime.now(timezone.utc)  # one clock reading for since and until
+        low = parse_time(since, now=now) if since is not None else None
+        high = parse_time(until, now=now) if until is not None else None
+        if low is not None and high is not None and low >= high:
+            raise SearchQueryError(
+                f"since ({format_ts(low)}) must be before until ({format_ts(high)})"
+            )
+        if low is not None:
+            selection.add(f'{_T}."ts" >= ?', low, probe=True)
+        if high is not None:
+            selection.add(f'{_T}."ts" < ?', high, probe=True)
+        if fields:
+            if not isinstance(fields, Mapping):
+                raise SearchQueryError("fields must be a mapping like {'status': 500}")
+            for key, value in fields.items():
+                self._field_filter(selection, key, value)
+        return selection
+
+    def _field_filter(self, selection: _Selection, key: object, value: object) -> None:
+        path = self._json_path(key)
+        # A damaged fields text must not make json_extract fail the whole search.
+        fields = f'CASE WHEN json_valid({_T}."fields") THEN {_T}."fields" END'
+        if value is None:
+            selection.add(f"json_type({fields}, ?) = 'null'", path)
+        elif isinstance(value, bool):
+            selection.add(f"json_type({fields}, ?) = ?", path, "true" if value else "false")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            selection.add(f"json_type({fields}, ?) IN ('integer', 'real')", path)
+            selection.add(f"json_extract({fields}, ?) = ?", path, value)
+        elif isinstance(value, str):
+            selection.add(f"json_type({fields}, ?) = 'text'", path)
+            selection.add(f"json_extract({fields}, ?) = ?", path, _text(value, f"fields[{key!r}]"))
+        else:
+            raise SearchQueryError(
+                f"fields[{key!r}] must be text, a number, true/false or None, "
+                f"not {type(value).__name__}"
+            )
+
+    def _json_path(self, key: object) -> str:
+        if not isinstance(key, str):
+            raise SearchQueryError(f"field names must be text, not {type(key).__name__}")
+        _text(key, "field name")
+        label = json.dumps(key, ensure_ascii=False)
+        if label[1:-1] != key and not self._escapes_in_json_paths():
+            raise SearchQueryError(
+                f"field name {key!r} has a quote, backslash or control character, "
+                "which this SQLite cannot match in a JSON path: filter on another field"
+            )
+        # The key goes in as a quoted label of a bound path, so "." "[" "$" in it
+        # are plain characters, and nothing of it reaches the SQL text.
+        return "$." + label
+
+    def _escapes_in_json_paths(self) -> bool:
+        if self._json_path_escapes is None:
+            found = self._rows(r"""SELECT json_extract('{"a\"b": 1}', '$."a\"b"')""")
+            self._json_path_escapes = found[0][0] == 1
+        return self._json_path_escapes
+
+    # ------------------------------------------------------------ running
+    def _choose_driver(self, selection: _Selection) -> tuple[str, list[Any]]:
+        """Where a full-text search starts: the index's matches, or a narrow filter's rows."""
+        if selection.driver is None:
+            selection.driver = "fts"
+            best: tuple[int, str, list[Any]] | None = None
+            for condition, params in selection.probes:
+                found = self._rows(
+                    f"SELECT count(*) FROM (SELECT 1 FROM {_T} WHERE {condition} LIMIT ?)",
+                    [*params, _NARROW + 1],
+                )[0][0]
+                if found <= _NARROW and (best is None or found < best[0]):
+                    best = (found, condition, params)
+            if best is not None:
+                selection.driver = "logs"
+                selection.probes = [(best[1], best[2])]
+        if selection.driver == "logs":
+            return selection.probes[0]
+        return ("", [])
+
+    def _sql(
+        self,
+        selection: _Selection,
+        columns: str,
+        *,
+        column_params: tuple[Any, ...] = (),
+        after_id: int | None = None,
+        upto_id: int | None = None,
+        order: str | None = None,
+        limit: int | None = None,
+        group: str | None = None,
+    ) -> tuple[str, list[Any]]:
+        """One SELECT over the selection; *order* is one of _ORDERS, "id" or "id_desc"."""
+        params: list[Any] = list(column_params)
+        where: list[str] = []
+        if selection.fts is None:
+            source = f"FROM {_T}"
+            id_column = f'{_T}."id"'
+        else:
+            narrow, narrow_params = self._choose_driver(selection)
+            if narrow:
+                # Start from the few rows of a narrow filter, check each against
+                # the index: the subquery makes SQLite use that filter's index.
+                source = f'FROM {_T} CROSS JOIN {_F} ON {_F}."rowid" = {_T}."id"'
+                id_column = f'{_T}."id"'
+                where.append(f'{_T}."id" IN (SELECT "id" FROM {_T} WHERE {narrow})')
+                params.extend(narrow_params)
+            else:
+                # Walk the index's matches by rowid: newest first costs no sort.
+                source = f'FROM {_F} CROSS JOIN {_T} ON {_T}."id" = {_F}."rowid"'
+                id_column = f'{_F}."rowid"'
+            where.append(f"{_F} MATCH ?")
+            params.append(selection.fts)
+        where.extend(selection.where)
+        params.extend(selection.params)
+        if after_id is not None:
+            where.append(f"{id_column} > ?")
+            params.append(after_id)
+        if upto_id is not None:
+            where.append(f"{id_column} <= ?")
+            params.append(upto_id)
+        sql = [f"SELECT {columns}", source]
+        if where:
+            sql.append("WHERE " + "\n  AND ".join(where))
+        if group:
+            sql.append(f"GROUP BY {group}")
+        if order == "rank":
+            sql.append(f'ORDER BY {_F}."rank"')
+        elif order == "id":
+            sql.append(f"ORDER BY {id_column}")
+        elif order == "id_desc":
+            sql.append(f"ORDER BY {id_column} DESC")
+        elif order is not None:
+            direction = "DESC" if order == "newest" else "ASC"
+            if selection.fts is None:
+                sql.append(f'ORDER BY {_T}."ts" {direction}, {_T}."id" {direction}')
+            else:
+                sql.append(f"ORDER BY {id_column} {direction}")
+        if limit is not None:
+            sql.append("LIMIT ?")
+            params.append(limit)
+        return "\n".join(sql), params
+
+    def _run(self, selection: _Selection, build: Callable[[], tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:
+        """Run *build*'s SQL; an escaped query SQLite still refuses is retried fully quoted."""
+        if selection.fts == "":
+            return []  # a query with nothing searchable in it matches nothing
+        try:
+            with self._reading(selection) as db:
+                sql, params = build()
+                return db.execute(sql, params).fetchall()
+        except SearchQueryError:
+            if selection.raw or selection.query is None:
+                raise
+            fallback = quote_all(selection.query)
+            if fallback == selection.fts:
+                raise
+            selection.fts = fallback
+            if not fallback:
+                return []
+            with self._reading(selection) as db:
+                sql, params = build()
+                return db.execute(sql, params).fetchall()
+
+    def _records(
+        self,
+        selection: _Selection,
+        *,
+        order: str,
+        limit: int | None,
+        after_id: int | None = None,
+        upto_id: int | None = None,
+    ) -> list[Record]:
+        columns = _SELECT_RECORD
+        column_params: tuple[Any, ...] = ()
+        if selection.fts:
+            columns += f", snippet({_F}, -1, ?, ?, ?, ?)"
+            column_params = (SNIPPET_START, SNIPPET_END, SNIPPET_ELLIPSIS, SNIPPET_WORDS)
+        rows = self._run(
+            selection,
+            lambda: self._sql(
+                selection,
+                columns,
+                column_params=column_params,
+                after_id=after_id,
+                upto_id=upto_id,
+                order=order,
+                limit=limit,
+            ),
+        )
+        if selection.fts:
+            return [_record(row[:-1], row[-1]) for row in rows]
+        return [_record(row) for row in rows]
+
+    def _max_id(self) -> int:
+        return int(self._rows(f'SELECT coalesce(max("id"), 0) FROM {_T}')[0][0])
+
+    # ------------------------------------------------------------ public API
+    def search(
+        self,
+        query: str | None = None,
+        *,
+        level: int | str | None = None,
+        logger: str | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        request_id: str | None = None,
+        since: TimeSpec | None = None,
+        until: TimeSpec | None = None,
+        fields: Mapping[str, FieldValue] | None = None,
+        limit: int | None = 100,
+        order: Order = "newest",
+        raw: bool = False,
+    ) -> list[Record]:
+        """The records matching *query* and every filter, *limit* of them (None: all).
+
+        *query* is full-text (FTS5) over message, fields and exception.  By
+        default it is made safe (see janus_utils._fts): words, "phrases",
+        AND/OR/NOT, prefix* and NEAR() work, stray punctuation is searched as
+        words.  ``raw=True`` passes FTS5 syntax through unchanged; an invalid
+        raw query raises SearchQueryError.  A blank query means no text filter.
+        *order* is "newest" (default), "oldest" or "rank" (best match first,
+        needs a query).
+        """
+        _check_limit(limit, "limit", none_ok=True)
+        if order not in _ORDERS:
+            raise SearchQueryError(f"order must be one of {', '.join(_ORDERS)}, not {order!r}")
+        selection = self._select(
+            query,
+            raw,
+            Filters(
+                level=level,
+                logger=logger,
+                user_id=user_id,
+                agent_id=agent_id,
+                request_id=request_id,
+                since=since,
+                until=until,
+                fields=fields,
+            ),
+        )
+        if order == "rank" and selection.fts is None:
+            raise SearchQueryError(
+                "order='rank' sorts by relevance to a query: give a query, "
+                "or use order='newest' or 'oldest'"
+            )
+        if limit == 0:
+            return []
+        return self._records(selection, order=order, limit=limit)
+
+    def count(self, query: str | None = None, *, raw: bool = False, **filters: Unpack[Filters]) -> int:
+        """How many records match; the same query and filters as search()."""
+        selection = self._select(query, raw, filters)
+        rows = self._run(selection, lambda: self._sql(selection, "count(*)"))
+        return int(rows[0][0]) if rows else 0
+
+    def histogram(
+        self,
+        bucket: str = "1h",
+        by: str = "level",
+        *,
+        query: str | None = None,
+        raw: bool = False,
+        top: int = 10,
+        **filters: Unpack[Filters],
+    ) -> Histogram:
+        """Counts per time bucket and value of *by*, oldest bucket first, empty buckets left out.
+
+        *bucket* is a duration ("1m", "1h", "1d", also "5m"...); buckets are
+        aligned to the epoch, UTC.  *by* is "level" (keys are level names),
+        "logger" or "user_id" (HISTOGRAM_NONE for records without one).  Values
+        outside the *top* most frequent overall are summed as HISTOGRAM_OTHER.
+        """
+        column = HISTOGRAM_BY.get(by)
+        if column is None:
+            raise SearchQueryError(f"by must be one of {', '.join(HISTOGRAM_BY)}, not {by!r}")
+        width = parse_duration(bucket) if isinstance(bucket, str) else 0
+        if width <= 0:
+            raise SearchQueryError(f"bucket must be a duration like '1m', '1h' or '1d', not {bucket!r}")
+        _check_limit(top, "top")
+        selection = self._select(query, raw, filters)
+        value = f'{_T}."{column}"'
+        # Python's floor division: ts below the epoch still falls in its bucket.
+        start = f'({_T}."ts" - (({_T}."ts" % ?) + ?) % ?)'
+        rows = self._run(
+            selection,
+            lambda: self._sql(
+                selection,
+                f"{start} AS bucket_start, {value}, count(*)",
+                column_params=(width, width, width),
+                group=f"bucket_start, {value}",
+            ),
+        )
+        totals: dict[str, int] = {}
+        named: list[tuple[int, str, int]] = []
+        for bucket_start, raw_value, number in rows:
+            if raw_value is None:
+                name = HISTOGRAM_NONE
+            elif by == "level":
+                name = level_name(raw_value)
+            else:
+                name = str(raw_value)
+            totals[name] = totals.get(name, 0) + number
+            named.append((bucket_start, name, number))
+        kept = set(sorted(totals, key=lambda name: (-totals[name], name))[:top])
+        buckets: dict[int, dict[str, int]] = {}
+        for bucket_start, name, number in named:
+            key = name if name in kept else HISTOGRAM_OTHER
+            counts = buckets.setdefault(bucket_start, {})
+            counts[key] = counts.get(key, 0) + number
+        return [(ts_datetime(start_ts), buckets[start_ts]) for start_ts in sorted(buckets)]
+
+    def tail(
+        self,
+        n: int = 20,
+        follow: bool = False,
+        *,
+        poll_interval: float = 0.1,
+        cursor: int | None = None,
+        **filters: Unpack[Filters],
+    ) -> Iterator[Record]:
+        """The last *n* matching records oldest first, then with *follow* each new one.
+
+        Like ``tail -f``: with ``follow=True`` the generator polls every
+        *poll_interval* seconds (each poll a fresh read, so new WAL commits are
+        seen) and never ends by itself; stop iterating, or close() it, to stop.
+        The cursor is the id of the last record seen: ``tail(cursor=record.id)``
+        yields every matching record after it (*n* is then ignored), so a
+        follower can resume where it stopped without gaps or repeats.
+        The last *n* are counted when tail() is called, and everything
+        committed after that is followed.  Filters are those of search();
+        errors in them raise here, not on the first next().
+        """
+        _check_limit(n, "n")
+        if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int)):
+            raise SearchQueryError(f"cursor must be a record id (an int), not {cursor!r}")
+        if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)) or not poll_interval > 0:
+            raise SearchQueryError(f"poll_interval must be a positive number of seconds, not {poll_interval!r}")
+        selection = self._select(None, False, filters)
+        # The starting point is now, not the first next(): records committed
+        # between the call and the first next() are followed, not lost.
+        start = self._max_id() if cursor is None else None
+        return self._tail(selection, n, follow, float(poll_interval), cursor, start)
+
+    def _tail(
+        self,
+        selection: _Selection,
+        n: int,
+        follow: bool,
+        poll_interval: float,
+        cursor: int | None,
+        start: int | None,
+    ) -> Iterator[Record]:
+        if start is not None:
+            position = start
+            if n:
+                newest = self._records(selection, order="id_desc", limit=n, upto_id=position)
+                yield from reversed(newest)
+        else:
+            assert cursor is not None
+            position = cursor
+        while True:
+            # Rows up to max(id) are committed and no later commit can take a
+            # smaller id (prune removes only the oldest), so after reading them
+            # the position moves past rows the filters skipped as well.
+            newest_id = self._max_id()
+            while position < newest_id:
+                batch = self._records(
+                    selection, order="id", limit=_BATCH, after_id=position, upto_id=newest_id
+                )
+                position = batch[-1].id if len(batch) == _BATCH else newest_id
+                yield from batch
+            if not follow:
+                return
+            time.sleep(poll_interval)
+
+    def export(
+        self,
+        query: str | None = None,
+        *,
+        raw: bool = False,
+        limit: int | None = None,
+        batch_size: int = _BATCH,
+        **filters: Unpack[Filters],
+    ) -> Iterator[Record]:
+        """Every matching record, oldest (lowest id) first, read in batches.
+
+        Records committed after the export started are not included.  Each
+        batch is its own short read, so a long export never holds the WAL.
+        """
+        _check_limit(limit, "limit", none_ok=True)
+        _check_limit(batch_size, "batch_size")
+        if batch_size == 0:
+            raise SearchQueryError("batch_size must be at least 1")
+        selection = self._select(query, raw, filters)
+        upto = self._max_id()
+        return self._export(selection, limit, batch_size, upto)
+
+    def _export(self, selection: _Selection, limit: int | None, batch_size: int, upto: int) -> Iterator[Record]:
+        position = 0
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = batch_size if remaining is None else min(batch_size, remaining)
+            batch = self._records(selection, order="id", limit=size, after_id=position, upto_id=upto)
+            yield from batch
+            if len(batch) < size:
+                return
+            position = batch[-1].id
+            if remaining is not None:
+                remaining -= len(batch)
+
+    def stats(
+        self, query: str | None = None, *, raw: bool = False, **filters: Unpack[Filters]
+    ) -> StoreStats:
+        """Counts by level and logger, the first and last ts, and the size on disk."""
+        selection = self._select(query, raw, filters)
+        by_level_rows = self._run(
+            selection, lambda: self._sql(selection, f'{_T}."level", count(*)', group=f'{_T}."level"')
+        )
+        by_logger_rows = self._run(
+            selection, lambda: self._sql(selection, f'{_T}."logger", count(*)', group=f'{_T}."logger"')
+        )
+        if selection.where or selection.fts is not None:
+            bounds = self._run(
+                selection, lambda: self._sql(selection, f'min({_T}."ts"), max({_T}."ts")')
+            )
+        else:
+            # Separate subqueries: each is one index lookup, together a full scan.
+            bounds = self._rows(f'SELECT (SELECT min("ts") FROM {_T}), (SELECT max("ts") FROM {_T})')
+        first_ts, last_ts = bounds[0] if bounds else (None, None)
+        page_count = self._rows("PRAGMA page_count")[0][0]
+        page_size = self._rows("PRAGMA page_size")[0][0]
+        try:
+            wal_bytes = os.path.getsize(self.path + "-wal")
+        except OSError:
+            wal_bytes = 0
+        by_level = {level_name(level): number for level, number in sorted(by_level_rows)}
+        by_logger = dict(sorted(by_logger_rows, key=lambda row: (-row[1], row[0])))
+        return StoreStats(
+            records=sum(by_level.values()),
+            by_level=by_level,
+            by_logger=by_logger,
+            first_ts=first_ts,
+            last_ts=last_ts,
+            db_bytes=page_count * page_size,
+            wal_bytes=wal_bytes,
+        )
+
+
+def _check_limit(value: object, name: str, *, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SearchQueryError(f"{name} must be a whole number, 0 or more, not {value!r}")

@@ -1,0 +1,265 @@
+"""Tests of janus_utils._fts: user text made a safe FTS5 query that keeps its syntax."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from conftest import BASE_TS, make_row
+from janus_utils._fts import escape_query, quote_all
+from janus_utils.error_handling.utils.errors import SearchQueryError
+from janus_utils.store import LogStore
+
+COLUMNS = ("message", "fields", "exception")
+
+# A small known corpus; the tests check which of these a query finds.
+CORPUS = {
+    "reset": dict(message="connection reset by peer"),
+    "refused": dict(message="connection refused"),
+    "paid": dict(message="payment accepted for order 42", fields='{"status": 200}'),
+    "declined": dict(message="payment declined: card expired", fields='{"status": 402}'),
+    "login": dict(message="user login ok"),
+    "failed": dict(
+        message="user login failed",
+        exception="Traceback (most recent call last):\nValueError: bad password",
+    ),
+    "db": dict(message="db-01 timeout after 30s"),
+    "emoji": dict(message="deploy finished 🚀 naïve café"),
+}
+
+
+@pytest.fixture
+def corpus(make_log_db: Callable[..., Path]) -> Iterator[tuple[LogStore, dict[int, str]]]:
+    """A LogStore over CORPUS and the record id of each corpus key."""
+    keys = list(CORPUS)
+    rows = [make_row(ts=BASE_TS + i, **CORPUS[key]) for i, key in enumerate(keys)]
+    with LogStore(make_log_db(rows)) as store:
+        yield store, {i + 1: key for i, key in enumerate(keys)}
+
+
+def found(corpus: tuple[LogStore, dict[int, str]], query: str, **kw: Any) -> set[str]:
+    store, names = corpus
+    return {names[record.id] for record in store.search(query, limit=None, **kw)}
+
+
+class TestEscapeQuery:
+    def test_plain_words_become_phrases_anded(self) -> None:
+        """Each bare word is quoted, the words AND-ed."""
+        assert '"connection" AND "reset"' == escape_query("connection reset")
+
+    def test_operators_kept(self) -> None:
+        """Uppercase AND, OR, NOT stay operators; compound operands get parentheses."""
+        assert '"a" OR ("b" NOT "c")' == escape_query("a OR b NOT c")
+
+    def test_lowercase_operators_are_words(self) -> None:
+        """and/or/not in lower case are searched as words, as FTS5 does."""
+        assert '"a" AND "or" AND "b"' == escape_query("a or b")
+
+    def test_phrase_kept(self) -> None:
+        """A balanced "phrase" stays one phrase."""
+        assert '"login failed"' == escape_query('"login failed"')
+
+    def test_doubled_quote_inside_phrase(self) -> None:
+        """"" inside a phrase is a quote character, kept doubled."""
+        assert '"say ""hi"""' == escape_query('"say ""hi"""')
+
+    def test_prefix_kept(self) -> None:
+        """term* and "phrase"* stay prefix queries."""
+        assert '"pay"* AND "log in"*' == escape_query('pay* "log in"*')
+
+    def test_near_kept(self) -> None:
+        """NEAR(a b, N) is kept with its distance."""
+        assert 'NEAR("a" "b", 3)' == escape_query("NEAR(a b, 3)")
+
+    def test_known_column_filter_kept(self) -> None:
+        """message:term stays a column filter when message is an index column."""
+        assert '"message":"timeout"' == escape_query("message:timeout", COLUMNS)
+
+    def test_unknown_column_is_quoted(self) -> None:
+        """user:42 is not a column: it is searched as the words user and 42."""
+        assert '"user:42"' == escape_query("user:42", COLUMNS)
+
+    def test_punctuation_quoted(self) -> None:
+        """Hyphens, carets and the like are quoted, not read as syntax."""
+        assert '"db-01" AND "^x" AND "c++"' == escape_query("db-01 ^x c++")
+
+    def test_unbalanced_quote_dropped(self) -> None:
+        """An unbalanced quote is a separator."""
+        assert '"login" AND "failed"' == escape_query('"login failed')
+
+    def test_stray_operators_dropped(self) -> None:
+        """Operators with nothing to join are dropped."""
+        assert '"a"' == escape_query("OR a AND")
+
+    def test_unbalanced_parens_dropped(self) -> None:
+        """A parenthesis without its pair is dropped; balanced ones group."""
+        assert '("a" OR "b") AND "c"' == escape_query("((a OR b) c")
+
+    def test_nothing_searchable_is_empty(self) -> None:
+        """Text without letters or digits gives the empty query."""
+        assert "" == escape_query(' -- * ^ ( ) "" OR ')
+
+    def test_nul_and_controls_are_separators(self) -> None:
+        """NUL would end the query early in SQLite: it separates words instead."""
+        assert '"a" AND "b"' == escape_query("a\x00b")
+
+    def test_quote_all_fallback(self) -> None:
+        """quote_all makes every word a phrase, operators included, implicitly AND-ed."""
+        assert '"a" "OR" "b(c"' == quote_all("a OR b(c")
+
+
+class TestQuerySemantics:
+    """Escaped queries keep their meaning: checked by what they find in CORPUS."""
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ("connection", {"reset", "refused"}),
+            ("connection reset", {"reset"}),
+            ("connection AND reset", {"reset"}),
+            ("connection OR payment", {"reset", "refused", "paid", "declined"}),
+            ("connection NOT reset", {"refused"}),
+            ("login AND NOT failed", {"login"}),
+            ('"login failed"', {"failed"}),
+            ('"failed login"', set()),
+            ("pay*", {"paid", "declined"}),
+            ('"payment acc"*', {"paid"}),
+            ("NEAR(connection peer, 2)", {"reset"}),
+            ("NEAR(connection peer, 1)", set()),
+            ("(connection OR payment) NOT (refused OR declined)", {"reset", "paid"}),
+            ("message:payment", {"paid", "declined"}),
+            ("exception:password", {"failed"}),
+            ("fields:402", {"declined"}),
+            ("db-01", {"db"}),
+            ("payment declined:", {"declined"}),
+            ("connection or payment", set()),
+            ("café", {"emoji"}),
+            ("🚀 deploy", {"emoji"}),
+            ("'login'", {"login", "failed"}),
+        ],
+    )
+    def test_query_finds(self, corpus: tuple[LogStore, dict[int, str]], query: str, expected: set[str]) -> None:
+        """The escaped query finds exactly the records its syntax means."""
+        assert expected == found(corpus, query)
+
+    def test_raw_mode_passes_syntax(self, corpus: tuple[LogStore, dict[int, str]]) -> None:
+        """raw=True passes FTS5 syntax unchanged: ^ anchors to the column start."""
+        assert {"login", "failed"} == found(corpus, "^user", raw=True)
+
+    def test_safe_mode_does_not_anchor(self, corpus: tuple[LogStore, dict[int, str]]) -> None:
+        """In safe mode ^ is punctuation: ^login is the word login anywhere."""
+        assert {"login", "failed"} == found(corpus, "^login")
+
+
+HOSTILE = [
+    '"',
+    '""',
+    '"unbalanced',
+    "unbalanced)",
+    "((((",
+    "))))",
+    "()",
+    "-",
+    "-term",
+    "a - b",
+    ":",
+    "column:term",
+    "message:",
+    "{message}:x",
+    "*",
+    "**",
+    "*term",
+    "te*rm",
+    "^",
+    "^term",
+    "+",
+    "a + b",
+    "NEAR(",
+    "NEAR()",
+    "NEAR(a b,",
+    "NEAR(a b, x)",
+    "NEAR(a OR b)",
+    "AND",
+    "OR OR",
+    "NOT",
+    "NOT NOT NOT",
+    "a NOT",
+    "'; DROP TABLE logs; --",
+    "1' OR '1'='1",
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "x\udfffy",
+    "emoji 😀🎉",
+    "日本語 テキスト",
+    "ünïcödé",
+    "\u202eevil",
+    "",
+    "   ",
+    "\t\n\r",
+    ",",
+    ",,,",
+    "a,b,c",
+    "x" * 5000,
+    "word " * 1000,
+    "(" * 2500 + ")" * 2500,
+    "a NOT " * 800 + "b",
+    "NEAR(" * 1000,
+    '"a" "b" "c' * 300,
+]
+
+
+class TestHostileQueries:
+    @pytest.mark.parametrize("query", HOSTILE, ids=lambda q: repr(q)[:30])
+    def test_safe_mode_never_raises(self, corpus: tuple[LogStore, dict[int, str]], query: str) -> None:
+        """Safe mode turns any text into a query SQLite accepts."""
+        store, _ = corpus
+        assert isinstance(store.search(query), list)
+        assert isinstance(store.count(query), int)
+
+    @pytest.mark.parametrize("query", HOSTILE, ids=lambda q: repr(q)[:30])
+    def test_raw_mode_raises_only_search_query_error(
+        self, corpus: tuple[LogStore, dict[int, str]], query: str
+    ) -> None:
+        """Raw mode either runs or raises SearchQueryError, never a bare SQLite error."""
+        store, _ = corpus
+        try:
+            result = store.search(query, raw=True)
+        except SearchQueryError:
+            return
+        assert isinstance(result, list)
+
+    @pytest.mark.parametrize("query", HOSTILE, ids=lambda q: repr(q)[:30])
+    def test_escape_query_is_idempotent_and_safe(self, query: str) -> None:
+        """Escaping an escaped query changes nothing: the output is its own syntax."""
+        once = escape_query(query, COLUMNS)
+        assert once == escape_query(once, COLUMNS)
+
+    def test_sql_injection_is_only_words(self, corpus: tuple[LogStore, dict[int, str]]) -> None:
+        """SQL in the query is searched as words; the logs table is still there."""
+        store, _ = corpus
+        assert [] == store.search("'; DROP TABLE logs; --")
+        assert len(CORPUS) == store.count()
+
+
+class TestRawErrors:
+    @pytest.mark.parametrize("query", ['"unterminated', "NOT a", "a AND", "nosuchcolumn:x", "NEAR(a b,", "()"])
+    def test_invalid_raw_query_is_search_query_error(
+        self, corpus: tuple[LogStore, dict[int, str]], query: str
+    ) -> None:
+        """An invalid raw query raises SearchQueryError naming the query."""
+        store, _ = corpus
+        with pytest.raises(SearchQueryError) as caught:
+            store.search(query, raw=True)
+        assert query in caught.value.message
+
+    def test_raw_error_from_count_and_export(self, corpus: tuple[LogStore, dict[int, str]]) -> None:
+        """count() and export() report an invalid raw query the same way."""
+        store, _ = corpus
+        with pytest.raises(SearchQueryError):
+            store.count('"x', raw=True)
+        with pytest.raises(SearchQueryError):
+            list(store.export('"x', raw=True))

@@ -1,0 +1,670 @@
+"""Tests of janus_utils.store (LogStore, Record) and janus_utils._timeparse."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import apsw
+import pytest
+
+import conftest
+from conftest import BASE_TS, make_row, open_writer, write_batch
+from janus_utils._timeparse import format_ts, parse_duration, parse_time
+from janus_utils.error_handling import JanusError
+from janus_utils.error_handling.utils.errors import FileHandlerError, SearchQueryError
+from janus_utils.store import HISTOGRAM_NONE, HISTOGRAM_OTHER, SNIPPET_END, SNIPPET_START, LogStore, Record
+
+T = TypeVar("T")
+MINUTE = 60 * 1_000_000_000
+NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+NOW_NS = 1_714_564_800 * 1_000_000_000
+
+
+def next_within(iterator: Iterator[T], seconds: float = 30.0) -> T:
+    """next(iterator), failing the test instead of hanging if nothing ever comes."""
+    box: list[tuple[bool, Any]] = []
+
+    def advance() -> None:
+        try:
+            box.append((True, next(iterator)))
+        except BaseException as exc:  # handed to the test thread
+            box.append((False, exc))
+
+    thread = threading.Thread(target=advance, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not box:
+        pytest.fail(f"no record within {seconds} s: the follower never saw the commit")
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
+
+
+# Nine records one minute apart, written the way the flusher writes them.
+CORPUS: list[dict[str, Any]] = [
+    dict(message="connection reset by peer", logger="app.net", level=40),
+    dict(message="connection refused", logger="app.net", level=30),
+    dict(message="payment accepted", logger="app.pay", user_id="u1", fields=json.dumps({"status": 200, "order": 42})),
+    dict(message="payment declined", logger="app.pay", level=30, user_id="u2", fields=json.dumps({"status": 402, "card": "visa"})),
+    dict(message="user login ok", logger="app", user_id="u1", request_id="r1"),
+    dict(
+        message="user login failed",
+        logger="app.auth",
+        level=30,
+        user_id="u2",
+        request_id="r2",
+        exception="Traceback (most recent call last):\nValueError: bad password",
+    ),
+    dict(message="cache warm", logger="appx", level=10),
+    dict(message="db timeout", logger="app.db", level=50, agent_id="a1", fields=json.dumps({"host": "db-01", "retry": True, 'we"ird.key': "yes"})),
+    dict(message="slow query", logger="app.db", level=30, fields=json.dumps({"ms": 1500.5, "note": None, "code": "200"})),
+]
+
+
+@pytest.fixture
+def corpus_db(make_log_db: Callable[..., Path]) -> Path:
+    """A database holding CORPUS, record i at BASE_TS + i minutes (ids 1..9)."""
+    return make_log_db([make_row(ts=BASE_TS + i * MINUTE, **spec) for i, spec in enumerate(CORPUS)])
+
+
+@pytest.fixture
+def store(corpus_db: Path) -> Iterator[LogStore]:
+    """A LogStore over corpus_db, closed afterwards."""
+    with LogStore(corpus_db) as opened:
+        yield opened
+
+
+def ids(records: list[Record]) -> list[int]:
+    return [record.id for record in records]
+
+
+class TestTimeParsing:
+    @pytest.mark.parametrize(
+        ("text", "before_now"),
+        [
+            ("30s", timedelta(seconds=30)),
+            ("15m", timedelta(minutes=15)),
+            ("2h", timedelta(hours=2)),
+            ("7d", timedelta(days=7)),
+            ("1w", timedelta(weeks=1)),
+            ("1.5h", timedelta(minutes=90)),
+            ("15min", timedelta(minutes=15)),
+            ("2 hours", timedelta(hours=2)),
+            ("3 days ago", timedelta(days=3)),
+            ("  10M ", timedelta(minutes=10)),
+            ("now", timedelta(0)),
+        ],
+    )
+    def test_relative(self, text: str, before_now: timedelta) -> None:
+        """A duration means that long before now."""
+        expected = NOW_NS - int(before_now.total_seconds()) * 1_000_000_000
+        assert expected == parse_time(text, now=NOW)
+
+    def test_today_and_yesterday(self) -> None:
+        """today and yesterday are UTC midnights."""
+        midnight = 1_714_521_600 * 1_000_000_000
+        assert (midnight, midnight - 86_400 * 1_000_000_000) == (
+            parse_time("today", now=NOW),
+            parse_time("Yesterday", now=NOW),
+        )
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            ("2024-05-01T12:00:00Z", NOW_NS),
+            ("2024-05-01T14:00:00+02:00", NOW_NS),
+            ("2024-05-01 12:00", NOW_NS),
+            ("2024-05-01T12:00:00.000000123Z", NOW_NS + 123),
+            ("2024-05-01", NOW_NS - 12 * 3600 * 1_000_000_000),
+            ("1714564800", NOW_NS),
+            ("1714564800.5", NOW_NS + 500_000_000),
+            (1714564800, NOW_NS),
+            (1714564800.25, NOW_NS + 250_000_000),
+            (NOW, NOW_NS),
+            (datetime(2024, 5, 1, 12, 0), NOW_NS),
+            (datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2))), NOW_NS),
+        ],
+    )
+    def test_absolute(self, value: Any, expected: int) -> None:
+        """ISO 8601, epoch seconds and datetimes; naive means UTC."""
+        assert expected == parse_time(value, now=NOW)
+
+    @pytest.mark.parametrize("value", ["", "soon", "5 parsecs", "2024-13-01", "-", "1e400", True, None, [1], float("nan"), 10**20])
+    def test_bad_values_name_the_accepted_forms(self, value: Any) -> None:
+        """Anything else raises SearchQueryError listing the accepted forms."""
+        with pytest.raises(SearchQueryError) as caught:
+            parse_time(value, now=NOW)
+        assert "15m" in caught.value.message and "ISO 8601" in caught.value.message
+
+    def test_duration(self) -> None:
+        """parse_duration reads the histogram bucket sizes."""
+        assert [60, 3600, 86400] == [parse_duration(t) // 1_000_000_000 for t in ("1m", "1h", "1d")]
+
+    def test_format_round_trips(self) -> None:
+        """format_ts with nine digits reads back as the same ts."""
+        assert NOW_NS + 123 == parse_time(format_ts(NOW_NS + 123, digits=9))
+
+
+class TestOpening:
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A missing file is a FileHandlerError naming the path; nothing is created."""
+        path = tmp_path / "nope.db"
+        with pytest.raises(FileHandlerError) as caught:
+            LogStore(path)
+        assert str(path) in caught.value.message and not path.exists()
+
+    def test_directory(self, tmp_path: Path) -> None:
+        """A directory is refused clearly."""
+        with pytest.raises(FileHandlerError, match="is a directory"):
+            LogStore(tmp_path)
+
+    def test_not_sqlite(self, tmp_path: Path) -> None:
+        """A file that is not SQLite says so."""
+        path = tmp_path / "text.db"
+        path.write_text("hello, I am not a database" * 100)
+        with pytest.raises(FileHandlerError, match="not a SQLite database"):
+            LogStore(path)
+
+    def test_sqlite_but_not_janus(self, tmp_path: Path) -> None:
+        """Another application's SQLite database is refused, not migrated."""
+        path = tmp_path / "other.db"
+        db = apsw.Connection(str(path))
+        db.execute("CREATE TABLE t(x)")
+        db.close()
+        with pytest.raises(FileHandlerError, match="not a janus log database"):
+            LogStore(path)
+        db = apsw.Connection(str(path))
+        try:
+            assert [("t",)] == db.execute("SELECT name FROM sqlite_schema").fetchall()
+        finally:
+            db.close()
+
+    def test_newer_schema(self, make_log_db: Callable[..., Path]) -> None:
+        """A schema newer than this janus_utils asks for an upgrade."""
+        path = make_log_db()
+        db = apsw.Connection(str(path))
+        db.execute("PRAGMA user_version=99")
+        db.close()
+        with pytest.raises(FileHandlerError, match="upgrade janus_utils"):
+            LogStore(path)
+
+    def test_errors_are_janus_errors(self, tmp_path: Path) -> None:
+        """Opening errors derive from JanusError."""
+        with pytest.raises(JanusError):
+            LogStore(tmp_path / "missing.db")
+
+    def test_closed_store(self, corpus_db: Path) -> None:
+        """Using a closed store raises FileHandlerError; closing twice is fine."""
+        store = LogStore(corpus_db)
+        store.close()
+        store.close()
+        with pytest.raises(FileHandlerError, match="closed"):
+            store.search()
+
+    def test_context_manager_closes(self, corpus_db: Path) -> None:
+        """Leaving the with block closes the store."""
+        with LogStore(corpus_db) as store:
+            assert 9 == store.count()
+        assert "closed" in repr(store)
+
+    def test_read_only(self, corpus_db: Path) -> None:
+        """The connection is read-only: nothing can be written through it."""
+        with LogStore(corpus_db) as store:
+            assert store._db is not None
+            with pytest.raises(apsw.ReadOnlyError):
+                store._db.execute("DELETE FROM logs")
+            assert 9 == store.count()
+
+    def test_reader_not_blocked_by_open_write_transaction(self, corpus_db: Path) -> None:
+        """While the writer is mid-transaction the reader sees the last commit, at once."""
+        writer = open_writer(corpus_db)
+        try:
+            with LogStore(corpus_db, busy_timeout_ms=100) as store:
+                writer.execute("BEGIN IMMEDIATE")
+                writer.executemany(conftest.INSERT_SQL, [make_row("uncommitted")])
+                assert 9 == store.count()
+                assert [] == store.search("uncommitted")
+                writer.execute("COMMIT")
+                assert 10 == store.count()
+        finally:
+            writer.close()
+
+
+class TestRecord:
+    def test_to_dict(self, store: LogStore) -> None:
+        """to_dict has every column, the level name, ISO time and parsed fields."""
+        record = store.search(request_id="r1")[0]
+        assert {
+            "id": 5,
+            "ts": BASE_TS + 4 * MINUTE,
+            "time": "2023-11-14T22:17:20.000000Z",
+            "level": 20,
+            "level_name": "INFO",
+            "logger": "app",
+            "message": "user login ok",
+            "user_id": "u1",
+            "agent_id": None,
+            "request_id": "r1",
+            "trace_id": None,
+            "span_id": None,
+            "pid": 1234,
+            "thread": "MainThread",
+            "fields": {},
+            "exception": None,
+        } == record.to_dict()
+
+    def test_time_is_utc_datetime(self, store: LogStore) -> None:
+        """Record.time is an aware UTC datetime."""
+        record = store.search(request_id="r1")[0]
+        assert datetime(2023, 11, 14, 22, 17, 20, tzinfo=timezone.utc) == record.time
+
+    def test_fields_parsed(self, store: LogStore) -> None:
+        """fields come back as a dict."""
+        assert {"status": 402, "card": "visa"} == store.search(user_id="u2", logger="app.pay")[0].fields
+
+    def test_unparsable_fields_kept(self, make_log_db: Callable[..., Path]) -> None:
+        """A fields text that is not a JSON object is kept under _unparsed."""
+        with LogStore(make_log_db([make_row(fields="not json"), make_row(fields="[1]")])) as store:
+            assert [{"_unparsed": "[1]"}, {"_unparsed": "not json"}] == [r.fields for r in store.search()]
+
+    def test_snippet_marks_hits(self, store: LogStore) -> None:
+        """A query's snippet wraps each hit in SNIPPET_START and SNIPPET_END."""
+        record = store.search("refused")[0]
+        assert f"connection {SNIPPET_START}refused{SNIPPET_END}" == record.snippet
+        assert "snippet" in record.to_dict()
+
+    def test_no_snippet_without_query(self, store: LogStore) -> None:
+        """Without a query there is no snippet key."""
+        assert "snippet" not in store.search(limit=1)[0].to_dict()
+
+    def test_frozen(self, store: LogStore) -> None:
+        """Records are immutable."""
+        record = store.search(limit=1)[0]
+        with pytest.raises(AttributeError):
+            record.message = "changed"  # type: ignore[misc]
+
+
+class TestFilters:
+    def test_no_filter_newest_first(self, store: LogStore) -> None:
+        """By default the newest records come first."""
+        assert [9, 8, 7, 6, 5, 4, 3, 2, 1] == ids(store.search())
+
+    def test_oldest_first(self, store: LogStore) -> None:
+        """order='oldest' reverses it."""
+        assert [1, 2, 3] == ids(store.search(order="oldest", limit=3))
+
+    @pytest.mark.parametrize(("level", "expected"), [("ERROR", [8, 1]), ("error", [8, 1]), (40, [8, 1]), ("40", [8, 1]), ("CRIT", [8]), ("WARN", [9, 8, 6, 4, 2, 1])])
+    def test_level_minimum(self, store: LogStore, level: Any, expected: list[int]) -> None:
+        """level is a minimum, by name, alias or number."""
+        assert expected == ids(store.search(level=level))
+
+    @pytest.mark.parametrize(
+        ("logger", "expected"),
+        [("app", [9, 8, 6, 5, 4, 3, 2, 1]), ("app.", [9, 8, 6, 5, 4, 3, 2, 1]), ("app.db", [9, 8]), ("appx", [7]), ("app.d", []), ("ap", [])],
+    )
+    def test_logger_prefix(self, store: LogStore, logger: str, expected: list[int]) -> None:
+        """logger matches the name and its dotted children only."""
+        assert expected == ids(store.search(logger=logger))
+
+    def test_user_agent_request(self, store: LogStore) -> None:
+        """user_id, agent_id and request_id are equality filters."""
+        assert ([5, 3], [8], [6]) == (
+            ids(store.search(user_id="u1")),
+            ids(store.search(agent_id="a1")),
+            ids(store.search(request_id="r2")),
+        )
+
+    def test_since_until(self, store: LogStore) -> None:
+        """since is inclusive and until exclusive, in any accepted form."""
+        since = datetime(2023, 11, 14, 22, 15, 20, tzinfo=timezone.utc)  # record 3
+        until = "2023-11-14T22:18:20Z"  # record 6, excluded
+        assert [5, 4, 3] == ids(store.search(since=since, until=until))
+        assert [2, 1] == ids(store.search(until=(BASE_TS + 2 * MINUTE) / 1e9))
+
+    def test_relative_since(self, make_log_db: Callable[..., Path]) -> None:
+        """since='1h' keeps records of the last hour."""
+        now = datetime.now(timezone.utc)
+        recent = parse_time(now - timedelta(minutes=10))
+        old = parse_time(now - timedelta(hours=3))
+        with LogStore(make_log_db([make_row("old", ts=old), make_row("recent", ts=recent)])) as store:
+            assert ["recent"] == [r.message for r in store.search(since="1h")]
+
+    @pytest.mark.parametrize(
+        ("fields", "expected"),
+        [
+            ({"status": 402}, [4]),
+            ({"status": 402.0}, [4]),
+            ({"status": "402"}, []),
+            ({"code": "200"}, [9]),
+            ({"code": 200}, []),
+            ({"ms": 1500.5}, [9]),
+            ({"retry": True}, [8]),
+            ({"retry": 1}, []),
+            ({"note": None}, [9]),
+            ({"card": "visa", "status": 402}, [4]),
+            ({"card": "visa", "status": 200}, []),
+            ({'we"ird.key': "yes"}, [8]),
+            ({"missing": None}, []),
+        ],
+    )
+    def test_fields(self, store: LogStore, fields: dict[str, Any], expected: list[int]) -> None:
+        """fields compares JSON values with their type; keys are plain text."""
+        assert expected == ids(store.search(fields=fields))
+
+    def test_combination(self, store: LogStore) -> None:
+        """Every filter applies at once, with a query too."""
+        assert [6] == ids(
+            store.search(
+                "login",
+                level="WARNING",
+                logger="app",
+                user_id="u2",
+                request_id="r2",
+                since=BASE_TS / 1e9,
+                until="2023-11-15",
+            )
+        )
+        assert [4] == ids(store.search("payment", logger="app.pay", fields={"status": 402}, level=30))
+
+    def test_limit(self, store: LogStore) -> None:
+        """limit caps the results; None means all and 0 none."""
+        assert (2, 9, 0) == (len(store.search(limit=2)), len(store.search(limit=None)), len(store.search(limit=0)))
+
+    def test_query_newest_and_oldest(self, store: LogStore) -> None:
+        """With a query, newest and oldest follow the record id."""
+        assert ([2, 1], [1, 2]) == (ids(store.search("connection")), ids(store.search("connection", order="oldest")))
+
+    def test_rank_order(self, make_log_db: Callable[..., Path]) -> None:
+        """order='rank' puts the best match first."""
+        rows = [make_row("timeout once among many other words here"), make_row("timeout timeout timeout")]
+        with LogStore(make_log_db(rows)) as store:
+            assert [2, 1] == ids(store.search("timeout", order="rank"))
+
+    def test_blank_query_means_no_text_filter(self, store: LogStore) -> None:
+        """A blank query lists records by the filters alone."""
+        assert 9 == len(store.search("   "))
+
+    def test_query_with_nothing_searchable_finds_nothing(self, store: LogStore) -> None:
+        """Punctuation alone matches nothing, without an error."""
+        assert ([], 0) == (store.search("-- *"), store.count("-- *"))
+
+
+class TestBadArguments:
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            dict(level="LOUD"),
+            dict(level=-1),
+            dict(level=True),
+            dict(logger=""),
+            dict(logger="."),
+            dict(logger="bad\ud800"),
+            dict(user_id=3.5),
+            dict(since="whenever"),
+            dict(since="1h", until="2h"),
+            dict(order="random"),
+            dict(order="rank"),
+            dict(limit=-1),
+            dict(limit="10"),
+            dict(fields={"a": [1, 2]}),
+            dict(fields={"a": {"b": 1}}),
+            dict(fields={1: "x"}),
+            dict(fields=["a"]),
+            dict(query=b"bytes"),
+            dict(query="bad\ud800", raw=True),
+        ],
+        ids=repr,
+    )
+    def test_search_query_error(self, store: LogStore, kwargs: dict[str, Any]) -> None:
+        """Every bad argument is a SearchQueryError with a message saying what to do."""
+        with pytest.raises(SearchQueryError):
+            store.search(**kwargs)
+
+    def test_unknown_filter(self, store: LogStore) -> None:
+        """An unknown filter name is a TypeError naming it."""
+        with pytest.raises(TypeError, match="colour"):
+            store.count(colour="red")  # type: ignore[call-arg]
+
+    def test_tail_validates_before_iterating(self, store: LogStore) -> None:
+        """tail() checks its arguments when called, not at the first next()."""
+        with pytest.raises(SearchQueryError):
+            store.tail(level="LOUD")
+        with pytest.raises(SearchQueryError):
+            store.tail(poll_interval=0)
+        with pytest.raises(SearchQueryError):
+            store.tail(cursor="5")  # type: ignore[arg-type]
+
+
+class TestSearchDrivers:
+    """A full-text search starts from the index or from a narrow filter: same answers."""
+
+    @pytest.fixture
+    def big(self, make_log_db: Callable[..., Path]) -> Iterator[LogStore]:
+        rows = [
+            make_row(
+                f"common word {'rare' if i % 50 == 0 else 'plain'}",
+                ts=BASE_TS + i,
+                user_id="many",
+                request_id="narrow" if i % 100 == 0 else f"r{i}",
+                level=40 if i % 3 == 0 else 20,
+            )
+            for i in range(600)
+        ]
+        with LogStore(make_log_db(rows)) as store:
+            yield store
+
+    def test_narrow_filter(self, big: LogStore) -> None:
+        """A request_id with few rows gives the same newest matches as a brute-force check."""
+        found = big.search("common", request_id="narrow", level="ERROR")
+        expected = [i + 1 for i in range(599, -1, -1) if i % 100 == 0 and i % 3 == 0]
+        assert expected == ids(found)
+
+    def test_broad_filter(self, big: LogStore) -> None:
+        """A user_id with many rows walks the index newest first."""
+        found = big.search("rare", user_id="many", limit=5)
+        assert [i + 1 for i in range(599, -1, -1) if i % 50 == 0][:5] == ids(found)
+
+    def test_narrow_rank_and_count(self, big: LogStore) -> None:
+        """rank order and count work from a narrow filter too."""
+        assert (6, 6) == (len(big.search("common", request_id="narrow", order="rank")), big.count("common", request_id="narrow"))
+
+    def test_newest_search_needs_no_sort(self, big: LogStore) -> None:
+        """The newest-first full-text plan walks the index by rowid: no temporary sort."""
+        from janus_utils.store import _SELECT_RECORD, Filters
+
+        selection = big._select("rare", False, Filters(level=20, logger="app"))
+        sql, params = big._sql(selection, _SELECT_RECORD, order="newest", limit=100)
+        assert big._db is not None
+        plan = " | ".join(row[3] for row in big._db.execute("EXPLAIN QUERY PLAN " + sql, params))
+        assert plan.startswith("SCAN logs_fts") and "TEMP B-TREE" not in plan, plan
+
+
+class TestCountHistogramStats:
+    def test_count(self, store: LogStore) -> None:
+        """count takes the same query and filters as search."""
+        assert (9, 2, 3, 1) == (
+            store.count(),
+            store.count("connection"),
+            store.count(logger="app.pay", level=20) + store.count(agent_id="a1"),
+            store.count("payment", fields={"status": 200}),
+        )
+
+    def test_histogram_by_level(self, store: LogStore) -> None:
+        """Buckets are aligned to the epoch and hold counts per level name."""
+        histogram = store.histogram("5m", "level")
+        start = datetime(2023, 11, 14, 22, 10, tzinfo=timezone.utc)
+        assert [
+            (start, {"ERROR": 1, "WARNING": 1}),
+            (start + timedelta(minutes=5), {"INFO": 2, "WARNING": 2, "DEBUG": 1}),
+            (start + timedelta(minutes=10), {"CRITICAL": 1, "WARNING": 1}),
+        ] == histogram
+
+    def test_histogram_by_user_top(self, store: LogStore) -> None:
+        """Values beyond top are summed as HISTOGRAM_OTHER, missing ones are HISTOGRAM_NONE."""
+        histogram = store.histogram("1h", "user_id", top=1)
+        assert [{HISTOGRAM_NONE: 5, HISTOGRAM_OTHER: 4}] == [counts for _, counts in histogram]
+
+    def test_histogram_by_logger_filtered(self, store: LogStore) -> None:
+        """Filters and a query apply to the histogram."""
+        histogram = store.histogram("1d", "logger", query="payment OR login", level=30)
+        assert [{"app.pay": 1, "app.auth": 1}] == [counts for _, counts in histogram]
+
+    @pytest.mark.parametrize("kwargs", [dict(by="message"), dict(by="level; DROP"), dict(bucket="0m"), dict(bucket="soon"), dict(top=-1)])
+    def test_histogram_bad_arguments(self, store: LogStore, kwargs: dict[str, Any]) -> None:
+        """by is whitelisted and bucket must be a positive duration."""
+        with pytest.raises(SearchQueryError):
+            store.histogram(**kwargs)
+
+    def test_stats(self, store: LogStore) -> None:
+        """stats counts by level and logger and gives the time span and size."""
+        stats = store.stats()
+        assert 9 == stats.records
+        assert {"DEBUG": 1, "INFO": 2, "WARNING": 4, "ERROR": 1, "CRITICAL": 1} == stats.by_level
+        assert ("app.db", 2) == next(iter(stats.by_logger.items()))
+        assert (BASE_TS, BASE_TS + 8 * MINUTE) == (stats.first_ts, stats.last_ts)
+        assert stats.db_bytes > 0 and stats.wal_bytes >= 0
+        assert "2023-11-14T22:13:20.000000Z" == stats.to_dict()["first_time"]
+
+    def test_stats_filtered_and_empty(self, store: LogStore, make_log_db: Callable[..., Path]) -> None:
+        """stats takes filters; an empty database has no time span."""
+        assert {"app.pay": 2} == store.stats(logger="app.pay").by_logger
+        with LogStore(make_log_db()) as empty:
+            stats = empty.stats()
+            assert (0, None, None) == (stats.records, stats.first_ts, stats.last_ts)
+
+
+class TestTail:
+    def test_last_n_oldest_first(self, store: LogStore) -> None:
+        """tail(n) is the last n records, oldest first, and then it ends."""
+        assert [7, 8, 9] == ids(list(store.tail(3)))
+
+    def test_filters(self, store: LogStore) -> None:
+        """tail takes search's filters."""
+        assert [3, 4] == ids(list(store.tail(5, logger="app.pay")))
+
+    def test_cursor_resumes_after(self, store: LogStore) -> None:
+        """tail(cursor=id) yields every record after that id, n ignored."""
+        assert [6, 7, 8, 9] == ids(list(store.tail(1, cursor=5)))
+
+    def test_zero_and_empty(self, store: LogStore, make_log_db: Callable[..., Path]) -> None:
+        """n=0 gives nothing; an empty database gives nothing."""
+        with LogStore(make_log_db()) as empty:
+            assert ([], []) == (list(store.tail(0)), list(empty.tail(5)))
+
+    def test_follow_sees_new_commit(self, corpus_db: Path) -> None:
+        """With follow, a record committed after the tail started is yielded."""
+        writer = open_writer(corpus_db)
+        try:
+            with LogStore(corpus_db) as store:
+                follower = store.tail(1, follow=True, poll_interval=0.01)
+                assert 9 == next_within(follower).id
+                write_batch(writer, [make_row("fresh record")])
+                assert "fresh record" == next_within(follower).message
+                write_batch(writer, [make_row("skipped", level=10), make_row("wanted", level=40)])
+                assert "skipped" == next_within(follower).message
+                follower.close()
+        finally:
+            writer.close()
+
+    def test_follow_with_filter_skips_non_matching(self, corpus_db: Path) -> None:
+        """A filtered follower yields only matching new records."""
+        writer = open_writer(corpus_db)
+        try:
+            with LogStore(corpus_db) as store:
+                follower = store.tail(0, follow=True, poll_interval=0.01, level="ERROR")
+                write_batch(writer, [make_row("quiet", level=10)] * 3 + [make_row("loud", level=40)])
+                assert "loud" == next_within(follower).message
+                follower.close()
+        finally:
+            writer.close()
+
+    def test_close_stops_and_store_stays_usable(self, store: LogStore) -> None:
+        """Closing the generator stops it; the store keeps working."""
+        follower = store.tail(2, follow=True)
+        assert 8 == next(follower).id
+        follower.close()
+        with pytest.raises(StopIteration):
+            next(follower)
+        assert 9 == store.count()
+
+    def test_follow_concurrent_writer_process(self, make_log_db: Callable[..., Path]) -> None:
+        """Against a writer process, follow yields every committed record exactly once."""
+        path = make_log_db()
+        batches, per_batch = 20, 100
+        context = multiprocessing.get_context("spawn")
+        writer = context.Process(target=conftest.write_tokens_process, args=(str(path), batches, per_batch))
+        with LogStore(path) as store:
+            everything = store.tail(0, follow=True, cursor=0, poll_interval=0.01)
+            info_only = store.tail(0, follow=True, cursor=0, poll_interval=0.01, level="INFO")
+            writer.start()
+            try:
+                seen = [next_within(everything).message.split()[1] for _ in range(batches * per_batch)]
+                seen_info = [next_within(info_only).message.split()[1] for _ in range(batches * per_batch // 2)]
+            finally:
+                everything.close()
+                info_only.close()
+                writer.join(60)
+        assert 0 == writer.exitcode
+        assert [f"tok{n:06d}" for n in range(batches * per_batch)] == seen
+        assert [f"tok{n:06d}" for n in range(0, batches * per_batch, 2)] == seen_info
+
+
+class TestExport:
+    def test_everything_oldest_first(self, store: LogStore) -> None:
+        """export yields every record by id, in batches of any size."""
+        assert list(range(1, 10)) == ids(list(store.export(batch_size=2)))
+
+    def test_query_filters_limit(self, store: LogStore) -> None:
+        """export takes a query, filters and a limit."""
+        assert ([3, 4], [1], [4]) == (
+            ids(list(store.export("payment"))),
+            ids(list(store.export(limit=1))),
+            ids(list(store.export("payment OR login", level=30, logger="app.pay", batch_size=1))),
+        )
+
+    def test_stops_at_records_present_at_start(self, corpus_db: Path) -> None:
+        """Records committed during an export are left for the next one."""
+        writer = open_writer(corpus_db)
+        try:
+            with LogStore(corpus_db) as store:
+                exported = store.export(batch_size=4)
+                first = next(exported)
+                write_batch(writer, [make_row("late")])
+                assert list(range(1, 10)) == [first.id, *ids(list(exported))]
+        finally:
+            writer.close()
+
+    def test_bad_batch_size(self, store: LogStore) -> None:
+        """batch_size must be at least 1."""
+        with pytest.raises(SearchQueryError):
+            store.export(batch_size=0)
+
+
+class TestNoBareSqliteErrors:
+    def test_damaged_fields_do_not_break_field_filters(self, make_log_db: Callable[..., Path]) -> None:
+        """A row whose fields is not JSON is skipped by a fields filter, not an error."""
+        rows = [make_row(fields="{broken"), make_row(fields='{"a": 1}')]
+        with LogStore(make_log_db(rows)) as store:
+            assert [2] == ids(store.search(fields={"a": 1}))
+
+    def test_database_deleted_under_reader(self, corpus_db: Path) -> None:
+        """A database replaced by garbage gives a JanusError, not an apsw error."""
+        with LogStore(corpus_db) as store:
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(str(corpus_db) + suffix):
+                    os.remove(str(corpus_db) + suffix)
+            with open(corpus_db, "r+b") as handle:
+                handle.write(b"\x00" * 4096 * 4)
+            try:
+                store.search()
+                store.stats()
+            except JanusError:
+                pass
