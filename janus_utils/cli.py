@@ -13,7 +13,6 @@ import importlib
 import importlib.util
 import json
 import os
-import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +24,7 @@ import apsw
 from ._levels import LEVELS
 from ._timeparse import format_ts, ts_datetime
 from .error_handling import JanusError
+from .security import sanitize
 from .store import FieldValue, LogStore, Record, StoreStats
 
 __all__ = ["main"]
@@ -37,30 +37,10 @@ EXPORT_COLUMNS = tuple(key for key in Record(0, 0, 0, "", "").to_dict())
 
 _PROGRESS_EVERY = 10_000  # an export shows progress (on a tty) once it is this large
 
-# C0/C1 controls, DEL, zero-width and bidi controls, line/paragraph separators,
-# BOM, lone surrogates: anything that can move the cursor, hide or reorder text.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape_char(match: re.Match[str]) -> str:
-    char = match.group()
-    if char in _NAMED:
-        return _NAMED[char]
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def _sanitize_line(text: str) -> str:
-    """*text* safe to print on one terminal line: controls shown as escapes like ``\\x1b``."""
-    return _UNSAFE.sub(_escape_char, text)
-
-
 def _json_line(data: Any) -> str:
-    # JSON already escapes C0 controls; the other unsafe characters are valid raw
-    # in JSON text, so they are escaped here too ("\u202e" reads the same to a parser).
-    text = json.dumps(data, ensure_ascii=False, default=str)
-    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    # ensure_ascii escapes every control, separator and bidi character, so a
+    # record is one line and nothing in it can drive a terminal.
+    return json.dumps(data, ensure_ascii=True, default=str)
 
 
 # ---------------------------------------------------------------- colours
@@ -87,7 +67,7 @@ def _paint(text: str, code: str, colour: bool) -> str:
 # ---------------------------------------------------------------- records as text
 def _logfmt_value(value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    if text and not any(char in text for char in ' ="\\') and not _UNSAFE.search(text):
+    if text and not any(char in text for char in ' ="\\') and sanitize(text) == text:
         return text
     return json.dumps(text, ensure_ascii=False)
 
@@ -98,8 +78,8 @@ def _format_record(record: Record, colour: bool) -> str:
     parts = [
         _paint(format_ts(record.ts, digits=3), _DIM, colour),
         _paint(level, _LEVEL_COLOURS.get(record.level, ""), colour),
-        _paint(_sanitize_line(record.logger) + ":", _BOLD, colour),
-        _sanitize_line(record.message),
+        _paint(sanitize(record.logger) + ":", _BOLD, colour),
+        sanitize(record.message),
     ]
     pairs: list[tuple[str, object]] = [
         (name, value)
@@ -116,8 +96,8 @@ def _format_record(record: Record, colour: bool) -> str:
         if lines:
             pairs.append(("exc", lines[-1].strip()))
     for key, value in pairs:
-        key_text = _sanitize_line(_logfmt_value(key).replace("=", "_"))
-        parts.append(_paint(key_text + "=", _DIM, colour) + _sanitize_line(_logfmt_value(value)))
+        key_text = sanitize(_logfmt_value(key).replace("=", "_"))
+        parts.append(_paint(key_text + "=", _DIM, colour) + sanitize(_logfmt_value(value)))
     return " ".join(parts)
 
 
@@ -338,9 +318,7 @@ def _tail(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str])
     except KeyboardInterrupt:
         return 0
     finally:
-        close = getattr(records, "close", None)
-        if close is not None:
-            close()
+        records.close()
     return 0 if printer.count or args.follow else 1
 
 
@@ -422,7 +400,7 @@ def _stats(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]
         return _paint(f"{text:<10}", _BOLD, colour)
 
     lines = [
-        f"{heading('database')}{_sanitize_line(store.path)}  {_size(stats.db_bytes)} (+ WAL {_size(stats.wal_bytes)})",
+        f"{heading('database')}{sanitize(store.path)}  {_size(stats.db_bytes)} (+ WAL {_size(stats.wal_bytes)})",
     ]
     if stats.first_ts is not None and stats.last_ts is not None:
         lines.append(
@@ -440,7 +418,7 @@ def _stats(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]
         shown = list(stats.by_logger.items())[: args.limit]
         lines.append(heading("loggers") + f"(top {len(shown)} of {len(stats.by_logger)})")
         number_width = max(len(f"{n:,}") for _, n in shown) if shown else 0
-        lines.extend(f"  {n:>{number_width},}  {_sanitize_line(name)}" for name, n in shown)
+        lines.extend(f"  {n:>{number_width},}  {sanitize(name)}" for name, n in shown)
     if rows:
         lines.append(heading("over time") + f"(per {bucket}, UTC)")
         peak = max(n for _, n in rows) or 1
@@ -448,7 +426,7 @@ def _stats(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]
             bar = "#" * (round(n / peak * _BAR_WIDTH) if n else 0)
             lines.append(f"  {format_ts(start, digits=0)[:16]}Z  {bar:<{_BAR_WIDTH}}  {n:,}")
     if counters:
-        lines.append(heading("flusher") + " ".join(f"{k}={_sanitize_line(_logfmt_value(v))}" for k, v in counters.items()))
+        lines.append(heading("flusher") + " ".join(f"{k}={sanitize(_logfmt_value(v))}" for k, v in counters.items()))
     out.write("\n".join(lines) + "\n")
     return 0 if stats.records else 1
 
@@ -477,7 +455,7 @@ def _write_export(records: Iterable[Record], fmt: str, stream: IO[str], progress
     count = 0
     if fmt == "csv":
         # On a terminal the cells are sanitized; in a file they stay exact.
-        clean: Callable[[str], str] = _sanitize_line if _isatty(stream) else (lambda text: text)
+        clean: Callable[[str], str] = sanitize if _isatty(stream) else (lambda text: text)
         writer = csv.writer(stream)
         writer.writerow(EXPORT_COLUMNS)
         for record in records:
@@ -530,7 +508,7 @@ def _isatty(stream: IO[str]) -> bool:
 
 def _error(err: IO[str], message: str) -> int:
     text = " ".join(message.split()) or "failed"
-    err.write(f"{PROG}: error: {_sanitize_line(text)}\n")
+    err.write(f"{PROG}: error: {sanitize(text)}\n")
     return 2
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -733,7 +733,7 @@ class LogStore:
         poll_interval: float = 0.1,
         cursor: int | None = None,
         **filters: Unpack[Filters],
-    ) -> Iterator[Record]:
+    ) -> Generator[Record, None, None]:
         """The last *n* matching records oldest first, then with *follow* each new one.
 
         Like ``tail -f``: with ``follow=True`` the generator polls every
@@ -765,7 +765,7 @@ class LogStore:
         poll_interval: float,
         cursor: int | None,
         start: int | None,
-    ) -> Iterator[Record]:
+    ) -> Generator[Record, None, None]:
         if start is not None:
             position = start
             if n:
@@ -797,7 +797,7 @@ class LogStore:
         limit: int | None = None,
         batch_size: int = _BATCH,
         **filters: Unpack[Filters],
-    ) -> Iterator[Record]:
+    ) -> Generator[Record, None, None]:
         """Every matching record, oldest (lowest id) first, read in batches.
 
         Records committed after the export started are not included.  Each
@@ -811,7 +811,9 @@ class LogStore:
         upto = self._max_id()
         return self._export(selection, limit, batch_size, upto)
 
-    def _export(self, selection: _Selection, limit: int | None, batch_size: int, upto: int) -> Iterator[Record]:
+    def _export(
+        self, selection: _Selection, limit: int | None, batch_size: int, upto: int
+    ) -> Generator[Record, None, None]:
         position = 0
         remaining = limit
         while remaining is None or remaining > 0:

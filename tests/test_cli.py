@@ -18,7 +18,7 @@ import pytest
 
 from conftest import BASE_TS, make_row, open_writer, write_batch
 from janus_utils import cli
-from janus_utils.cli import _flusher_counters, _sanitize_line, _use_colour, main
+from janus_utils.cli import _flusher_counters, _format_record, _use_colour, main
 from janus_utils.store import LogStore, Record
 
 MINUTE = 60 * 1_000_000_000
@@ -186,9 +186,10 @@ class TestSanitizing:
         ("text", "expected"),
         [("plain", "plain"), ("a\nb", "a\\nb"), ("\x1b[2J", "\\x1b[2J"), ("\u202e", "\\u202e"), ("\ud800", "\\ud800"), ("ünï 😀", "ünï 😀")],
     )
-    def test_sanitize_line(self, text: str, expected: str) -> None:
-        """Controls become visible escapes; ordinary Unicode is kept."""
-        assert expected == _sanitize_line(text)
+    def test_message_escapes(self, text: str, expected: str) -> None:
+        """Controls in a message become visible escapes; ordinary Unicode is kept."""
+        line = _format_record(Record(1, BASE_TS, 20, "app", text), colour=False)
+        assert f"2023-11-14T22:13:20.000Z INFO     app: {expected}" == line
 
     def test_no_colour_when_not_a_tty(self, run: Callable[..., tuple[int, str, str]], db: str) -> None:
         """Captured output has no ANSI codes."""
