@@ -104,9 +104,13 @@ struct jr_ring {
     uint64_t stall_head;    /* head when that wait began */
     int64_t stall_since_ns;
     int64_t torn_timeout_ns;
-    /* prefilter: bigram bitmap over lowercase ASCII, then exact tokens */
+    /* prefilter: one byte per possible pair of bytes (64 KiB), saying whether
+     * the pair may start a token (either case), starts with a digit, or is
+     * ":/"; then the tokens, sorted by first byte so a hit compares only the
+     * few tokens that start with that byte */
     int pf_enabled;
-    uint8_t pf_bigram[256][32];
+    uint8_t *pf_pair;
+    uint16_t pf_first[257]; /* tokens starting with byte c: [pf_first[c], pf_first[c+1]) */
     uint16_t pf_count;
     uint16_t pf_off[PF_MAX_TOKENS];
     uint16_t pf_len[PF_MAX_TOKENS];
@@ -305,6 +309,7 @@ void jr_close(jr_ring *r) {
         return;
     munmap(r->map, r->map_len);
     close(r->fd);
+    free(r->pf_pair);
     free(r);
 }
 
@@ -461,29 +466,64 @@ int jr_debug_reserve_only(jr_ring *r, size_t len, int write_header) {
 
 static inline uint8_t lower(uint8_t c) { return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c; }
 
+#define PP_TOKEN 1u /* the pair starts some token, ignoring ASCII case */
+#define PP_DIGIT 2u /* the first byte is 0-9 */
+#define PP_SEP 4u   /* the first byte is ' ' or '-': kept inside a card number */
+#define PP_URL 8u   /* ":/" may start "://" */
+
+static inline unsigned pair_at(const uint8_t *p) { return (unsigned)p[0] | ((unsigned)p[1] << 8); }
+
 int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
     if (len > PF_MAX_BYTES)
         return JR_INVALID;
-    memset(r->pf_bigram, 0, sizeof r->pf_bigram);
-    r->pf_count = 0;
-    memcpy(r->pf_bytes, tokens, len);
-    size_t i = 0;
-    while (i < len) {
+    uint16_t off[PF_MAX_TOKENS], n_of[PF_MAX_TOKENS];
+    unsigned count = 0;
+    for (size_t i = 0; i < len;) {
         size_t j = i;
         while (j < len && tokens[j] != '\0')
             j++;
-        size_t n = j - i;
-        if (n > 0) {
-            if (n < 2 || r->pf_count >= PF_MAX_TOKENS)
+        if (j > i) {
+            if (j - i < 2 || count >= PF_MAX_TOKENS)
                 return JR_INVALID;
-            uint8_t a = lower((uint8_t)tokens[i]), b = lower((uint8_t)tokens[i + 1]);
-            r->pf_bigram[a][b >> 3] |= (uint8_t)(1u << (b & 7));
-            r->pf_off[r->pf_count] = (uint16_t)i;
-            r->pf_len[r->pf_count] = (uint16_t)n;
-            r->pf_count++;
+            off[count] = (uint16_t)i;
+            n_of[count] = (uint16_t)(j - i);
+            count++;
         }
         i = j + 1;
     }
+    if (!r->pf_pair && !(r->pf_pair = malloc(65536)))
+        return JR_ERRNO;
+    uint8_t *pp = r->pf_pair;
+    memset(pp, 0, 65536);
+    for (unsigned b = 0; b < 256; b++) {
+        for (unsigned d = '0'; d <= '9'; d++)
+            pp[d | (b << 8)] |= PP_DIGIT;
+        pp[' ' | (b << 8)] |= PP_SEP;
+        pp['-' | (b << 8)] |= PP_SEP;
+    }
+    pp[':' | ('/' << 8)] |= PP_URL;
+    for (unsigned i = 0; i < len; i++)
+        r->pf_bytes[i] = (char)lower((uint8_t)tokens[i]);
+    /* counting sort of the tokens by first byte */
+    unsigned n = 0;
+    for (unsigned c = 0; c < 256; c++) {
+        r->pf_first[c] = (uint16_t)n;
+        for (unsigned t = 0; t < count; t++) {
+            uint8_t a = (uint8_t)r->pf_bytes[off[t]], b = (uint8_t)r->pf_bytes[off[t] + 1];
+            if (a != c)
+                continue;
+            r->pf_off[n] = off[t];
+            r->pf_len[n] = n_of[t];
+            n++;
+            uint8_t A = (a >= 'a' && a <= 'z') ? a - 32 : a, B = (b >= 'a' && b <= 'z') ? b - 32 : b;
+            pp[a | (b << 8)] |= PP_TOKEN;
+            pp[A | (b << 8)] |= PP_TOKEN;
+            pp[a | (B << 8)] |= PP_TOKEN;
+            pp[A | (B << 8)] |= PP_TOKEN;
+        }
+    }
+    r->pf_first[256] = (uint16_t)n;
+    r->pf_count = (uint16_t)n;
     r->pf_enabled = 1;
     return JR_OK;
 }
@@ -495,39 +535,48 @@ static inline int is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\
  * dashes holds 13 or more digits (a card number); (c) "://" is followed by "@"
  * before the next white space (credentials in a URL).  Only ASCII white space
  * ends (c) here, so this may say "suspect" where the Python rule does not,
- * never the other way round. */
+ * never the other way round.
+ *
+ * One table load per byte decides whether anything starts here; almost all
+ * bytes of ordinary text need nothing more. */
 int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
-    if (!r->pf_enabled)
+    if (!r->pf_enabled || len == 0)
         return 0;
+    const uint8_t *pp = r->pf_pair;
     unsigned digits = 0;
+    /* The last byte is paired with a NUL, which continues no token. */
     for (size_t i = 0; i < len; i++) {
-        uint8_t c = data[i];
-        if (c >= '0' && c <= '9') {
+        unsigned k = pp[i + 1 < len ? pair_at(data + i) : data[i]];
+        if (k == 0) {
+            digits = 0;
+            continue;
+        }
+        if (k & PP_DIGIT) {
             if (++digits >= 13)
                 return 1;
             continue;
         }
-        if (c != ' ' && c != '-')
+        if (!(k & PP_SEP))
             digits = 0;
-        if (i + 1 >= len)
-            break;
-        uint8_t a = lower(c), b = lower(data[i + 1]);
-        if (c == ':' && b == '/' && i + 2 < len && data[i + 2] == '/') {
-            for (size_t k = i + 3; k < len && !is_space(data[k]); k++)
-                if (data[k] == '@')
-                    return 1;
-        }
-        if (!(r->pf_bigram[a][b >> 3] & (1u << (b & 7))))
+        if (k & PP_URL) {
+            if (i + 2 < len && data[i + 2] == '/')
+                for (size_t m = i + 3; m < len && !is_space(data[m]); m++)
+                    if (data[m] == '@')
+                        return 1;
             continue;
-        for (unsigned t = 0; t < r->pf_count; t++) {
+        }
+        if (!(k & PP_TOKEN))
+            continue;
+        uint8_t a = lower(data[i]);
+        for (unsigned t = r->pf_first[a]; t < r->pf_first[a + 1]; t++) {
             size_t n = r->pf_len[t];
             const char *tok = r->pf_bytes + r->pf_off[t];
-            if (n > len - i || (uint8_t)tok[0] != a)
+            if (n > len - i)
                 continue;
-            size_t k = 1;
-            while (k < n && lower(data[i + k]) == (uint8_t)tok[k])
-                k++;
-            if (k == n)
+            size_t m = 1;
+            while (m < n && lower(data[i + m]) == (uint8_t)tok[m])
+                m++;
+            if (m == n)
                 return 1;
         }
     }

@@ -1,6 +1,82 @@
-"""janus_utils: SQLite-first structured logging and the utilities a Python backend needs."""
+"""janus_utils: SQLite-first structured logging and the utilities a Python backend needs.
+
+    import janus_utils as ju
+    ju.configure(db_path="janus-logs.db")
+    log = ju.get_logger(__name__)
+    log.info("user %s logged in", uid, user_id=uid)
+
+Names are imported on first use, so ``import janus_utils`` stays cheap for
+code that only wants, say, ``janus_utils.security``.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "JanusError",
+    "JanusHandler",
+    "LogStore",
+    "Logger",
+    "Record",
+    "StoreStats",
+    "add_record_listener",
+    "configure",
+    "flush",
+    "get_logger",
+    "is_configured",
+    "log_context",
+    "security",
+    "shutdown",
+    "stats",
+]
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "JanusError": ".error_handling",
+    "JanusHandler": ".logger",
+    "LogStore": ".store",
+    "Logger": ".logger",
+    "Record": ".store",
+    "StoreStats": ".store",
+    "add_record_listener": ".logger",
+    "configure": ".logger",
+    "flush": ".logger",
+    "get_logger": ".logger",
+    "is_configured": ".logger",
+    "log_context": ".logger",
+    "shutdown": ".logger",
+    "stats": ".logger",
+}
+_SUBMODULES = {"security", "file_handler", "logger", "error_handling", "retention", "store"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'janus_utils' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import security
+    from .error_handling import JanusError
+    from .store import LogStore, Record, StoreStats
+    from .logger import (
+        JanusHandler,
+        Logger,
+        add_record_listener,
+        configure,
+        flush,
+        get_logger,
+        is_configured,
+        log_context,
+        shutdown,
+        stats,
+    )

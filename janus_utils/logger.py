@@ -1,0 +1,1165 @@
+"""The one logging entry point of a backend: log calls become committed, searchable SQLite rows.
+
+A log call checks its level, formats the message, redacts what the prefilter
+flags, encodes a compact tuple with ``marshal`` and pushes it into the shared
+ring file beside the database.  That is all it does: no I/O, no lock, no JSON.
+One flusher per database, elected with a file lock among every process that
+configured it, drains the ring and commits batches through apsw with the FTS5
+index filled once per batch.  The ring position committed is stored in the
+same transaction, so a crash anywhere never loses or repeats a record.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import contextvars
+import json
+import logging
+import marshal
+import os
+import sys
+import threading
+import time
+import traceback
+import weakref
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import apsw
+
+from . import _ring, _schema, security
+from ._levels import LEVELS, level_name, parse_level
+from .error_handling.utils.errors import ConfigError, RingFormatError
+from .file_handler import FileLock
+
+__all__ = [
+    "JanusHandler",
+    "Logger",
+    "configure",
+    "flush",
+    "get_logger",
+    "is_configured",
+    "log_context",
+    "shutdown",
+    "stats",
+]
+
+TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL = (LEVELS[n] for n in LEVELS)
+
+# The record as it travels through the ring: a marshal'd tuple, defined once.
+# (format, ts_ns, level, logger, message, fields | None, exception | None, pid, thread)
+_FORMAT = 1
+_KNOWN_FIELDS = ("user_id", "agent_id", "request_id", "trace_id", "span_id")
+_TRUNCATED = "…[truncated {} chars]"
+_PRIMITIVES = (str, int, float, bool, type(None))
+
+_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
+    "janus_log_context", default={}
+)
+_ctx_get = _context.get
+_MARSHAL_VERSION = 2  # no back-references: faster, and a cycle fails loudly
+_time_ns = time.time_ns
+_current_thread = threading.current_thread
+_pid = os.getpid()
+_tls = threading.local()
+
+
+def _dumps(record: tuple[Any, ...]) -> bytes:
+    return marshal.dumps(record, _MARSHAL_VERSION)
+
+
+def _thread_name() -> str:
+    """The calling thread's name as of its first log call (cached per thread)."""
+    name = _tls.name = _current_thread().name
+    return name
+
+
+# --------------------------------------------------------------------------
+# configuration
+
+
+@dataclass(frozen=True)
+class Config:
+    """What ``configure()`` was given, checked and normalised."""
+
+    db_path: str
+    level: int = INFO
+    levels: dict[str, int] = field(default_factory=dict)
+    console: bool = True
+    console_level: int = WARNING
+    console_format: Literal["logfmt", "json"] = "logfmt"
+    console_stream: Any = None  # a text stream; None means sys.stderr at write time
+    capture_stdlib: bool = False
+    ring_size: int = _ring.DEFAULT_CAPACITY
+    on_full: Literal["block", "drop"] = "block"
+    block_timeout: float | None = 5.0
+    batch_size: int = 2000
+    idle_interval: float = 0.05
+    election_interval: float = 0.2
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    max_message_chars: int = 64 * 1024
+    redact: bool = True
+    redact_keys: tuple[str, ...] = ()
+    hash_fields: tuple[str, ...] = ()
+    hash_key: bytes | None = None
+    retention: Any = None  # a retention.RetentionPolicy, applied by the flusher
+    archive_dir: str | None = None
+
+
+def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
+    if db_path is None:
+        db_path = os.environ.get("JANUS_LOG_DB", "janus-logs.db")
+    path = os.path.abspath(os.fspath(db_path))
+    try:
+        kw["level"] = parse_level(kw.get("level", INFO))
+        kw["console_level"] = parse_level(kw.get("console_level", WARNING))
+        kw["levels"] = {name: parse_level(lv) for name, lv in (kw.get("levels") or {}).items()}
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if kw.get("on_full", "block") not in ("block", "drop"):
+        raise ConfigError(f"on_full must be 'block' or 'drop', not {kw['on_full']!r}")
+    if kw.get("console_format", "logfmt") not in ("logfmt", "json"):
+        raise ConfigError(
+            f"console_format must be 'logfmt' or 'json', not {kw['console_format']!r}"
+        )
+    sync = str(kw.get("synchronous", "NORMAL")).upper()
+    if sync not in ("NORMAL", "FULL"):
+        raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {kw['synchronous']!r}")
+    kw["synchronous"] = sync
+    size = kw.get("ring_size", _ring.DEFAULT_CAPACITY)
+    if not isinstance(size, int) or size < 65536 or size & (size - 1):
+        raise ConfigError(f"ring_size must be a power of two of at least 65536 bytes, got {size!r}")
+    if int(kw.get("max_message_chars", 1)) < 1:
+        raise ConfigError("max_message_chars must be at least 1")
+    hash_fields = tuple(kw.get("hash_fields") or ())
+    kw["hash_fields"] = hash_fields
+    key = kw.get("hash_key")
+    if key is None:
+        key = security.hash_key_from_env()
+    if isinstance(key, str):
+        key = key.encode()
+    if hash_fields and not key:
+        raise ConfigError(
+            "hash_fields needs a key: pass hash_key=... to configure() or set JANUS_LOG_HASH_KEY"
+        )
+    kw["hash_key"] = key or None
+    kw["redact_keys"] = tuple(kw.get("redact_keys") or ())
+    if kw.get("archive_dir") is not None:
+        kw["archive_dir"] = os.fspath(kw["archive_dir"])
+    unknown = set(kw) - set(Config.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"configure() got unknown option(s): {', '.join(sorted(unknown))}")
+    return Config(db_path=path, **kw)
+
+
+# --------------------------------------------------------------------------
+# the caller's side: encoding a record
+
+
+def _safe_str(obj: object) -> str:
+    """str(obj), or a description of it when its __str__ and __repr__ raise."""
+    try:
+        return str(obj)
+    except Exception:
+        try:
+            return repr(obj)
+        except Exception:
+            return f"<unprintable {type(obj).__name__} object>"
+
+
+def _safe_value(obj: object, depth: int = 0, seen: set[int] | None = None) -> object:
+    """A marshal-able copy of a field value: containers kept, other objects as text."""
+    if isinstance(obj, _PRIMITIVES) and type(obj) in _PRIMITIVES:
+        return obj
+    if depth > 32:
+        return "[depth limit]"
+    seen = seen or set()
+    if id(obj) in seen:
+        return "[cycle]"
+    if isinstance(obj, Mapping):
+        seen = seen | {id(obj)}
+        try:
+            items = list(obj.items())
+        except Exception:
+            return _safe_str(obj)
+        return {_safe_str(k): _safe_value(v, depth + 1, seen) for k, v in items}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        seen = seen | {id(obj)}
+        return [_safe_value(v, depth + 1, seen) for v in obj]
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "backslashreplace")
+    return _safe_str(obj)
+
+
+def _format_message(msg: object, args: tuple[Any, ...]) -> str:
+    if args:
+        if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+            args = args[0]  # type: ignore[assignment]  # "%(name)s" style, as stdlib
+        try:
+            return (msg if type(msg) is str else _safe_str(msg)) % args
+        except Exception:
+            # As stdlib's "--- Logging error ---" case, but stored: the template
+            # and its arguments, so nothing the caller meant to log is lost.
+            return f"{_safe_str(msg)} [bad format args: {_safe_str(_safe_value(args))}]"
+    return msg if type(msg) is str else _safe_str(msg)
+
+
+def _exception_text(exc_info: object) -> str | None:
+    if not exc_info:
+        return None
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    elif not isinstance(exc_info, tuple):
+        exc_info = sys.exc_info()
+    if exc_info[0] is None:  # type: ignore[index]
+        return None
+    try:
+        return "".join(traceback.format_exception(*exc_info)).rstrip("\n")  # type: ignore[misc]
+    except Exception:
+        return _safe_str(exc_info[1])  # type: ignore[index]
+
+
+class _Emitter:
+    """Everything a log call needs, bound into one object per configured process."""
+
+    def __init__(self, pipeline: _Pipeline) -> None:
+        cfg = pipeline.cfg
+        self.pipeline = pipeline
+        # The hot path calls the native push itself: fn(ptr, data, len(data)).
+        self.push_fn, self.ptr = pipeline.ring.raw_push(checked=cfg.redact)
+        self.push_plain = pipeline.ring.pusher()
+        self.redactor = pipeline.redactor
+        self.max_chars = cfg.max_message_chars
+        self.console_level = cfg.console_level if cfg.console else 10**9
+        self.console_q = pipeline.console_q
+        self.hash_fields = frozenset(cfg.hash_fields) if cfg.hash_fields else None
+        self.hash_key = cfg.hash_key
+        self.block_timeout = cfg.block_timeout
+        self.listeners = _listeners
+
+    def emit(
+        self,
+        ts: int,
+        level: int,
+        name: str,
+        message: str,
+        fields: dict[str, Any] | None,
+        exc: str | None,
+        thread: str,
+    ) -> None:
+        """Encode and push one record (the stdlib bridge's path; Logger inlines it)."""
+        if len(message) > self.max_chars:
+            message = self.truncate(message)
+        if self.hash_fields is not None and fields:
+            fields = self.hash(fields)
+        record = (_FORMAT, ts, level, name, message, fields, exc, _pid, thread)
+        try:
+            data = _dumps(record)
+        except Exception:
+            record, data = self.safe_encode(record)
+        rc = self.push_fn(self.ptr, data, len(data))
+        if rc:
+            record = self.slow(rc, record)
+        if level >= self.console_level or self.listeners:
+            self.after(record)
+
+    def truncate(self, message: str) -> str:
+        cut = len(message) - self.max_chars
+        self.pipeline.truncated += 1
+        return message[: self.max_chars] + _TRUNCATED.format(cut)
+
+    @staticmethod
+    def safe_encode(record: tuple[Any, ...]) -> tuple[tuple[Any, ...], bytes]:
+        """Encode a record whose fields marshal refused (objects, cycles, deep nesting)."""
+        fmt, ts, level, name, message, fields, exc, pid, thread = record
+        fields = _safe_value(fields) if fields else None
+        record = (fmt, ts, level, name, message, fields, exc, pid, thread)
+        return record, _dumps(record)
+
+    def hash(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if self.hash_fields.isdisjoint(fields):  # type: ignore[union-attr]
+            return fields
+        out = dict(fields)
+        for key in self.hash_fields.intersection(fields):  # type: ignore[union-attr]
+            if out[key] is not None:
+                out[key] = security.hash_identifier(_safe_str(out[key]), self.hash_key)  # type: ignore[arg-type]
+        return out
+
+    def slow(self, rc: int, record: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The push did not go through at once: redact, wait, truncate or count."""
+        if rc == _ring.SUSPECT:
+            _, ts, level, name, message, fields, exc, pid, thread = record
+            red = self.redactor
+            message = red.redact_text(message)
+            fields = red.redact_value(fields) if fields else fields
+            exc = red.redact_text(exc) if exc else exc
+            record = (_FORMAT, ts, level, name, message, fields, exc, pid, thread)
+            data = _dumps(record)
+            rc = self.push_plain(data)
+        if rc == _ring.TOO_LARGE:
+            # Only records far beyond max_message_chars get here (huge fields or
+            # tracebacks): keep the record, cut what made it too big.
+            _, ts, level, name, message, fields, exc, pid, thread = record
+            budget = max(self.pipeline.ring.max_record // 8, 1024)
+            fields_text = _safe_str(fields)
+            if len(fields_text) > budget:
+                fields = {"_truncated_fields": fields_text[:budget] + _TRUNCATED.format(len(fields_text) - budget)}
+            if exc and len(exc) > budget:
+                exc = exc[:budget] + _TRUNCATED.format(len(exc) - budget)
+            if len(message) > budget:
+                message = message[:budget] + _TRUNCATED.format(len(message) - budget)
+            record = (_FORMAT, ts, level, name, message, fields, exc, pid, thread)
+            self.pipeline.truncated += 1
+            rc = self.push_plain(_dumps(record))
+        if rc == _ring.FULL:
+            # The ring applied its policy (block up to block_timeout, or drop)
+            # and counted the drop in the shared counters.
+            self.pipeline.warn_dropped()
+        return record
+
+    def after(self, record: tuple[Any, ...]) -> None:
+        if record[2] >= self.console_level:
+            q = self.console_q
+            if len(q) < q.maxlen:  # type: ignore[operator]
+                q.append(record)
+            else:
+                self.pipeline.console_dropped += 1
+        for listener in tuple(self.listeners):
+            try:
+                listener(_record_dict(record))
+            except Exception:
+                pass
+
+
+def _record_dict(record: tuple[Any, ...]) -> dict[str, Any]:
+    """The caller-side view of a record, as listeners (the pytest fixture) see it."""
+    _, ts, level, name, message, fields, exc, pid, thread = record
+    fields = dict(fields or {})
+    out = {
+        "ts": ts,
+        "level": level,
+        "level_name": level_name(level),
+        "logger": name,
+        "message": message,
+        "exception": exc,
+        "pid": pid,
+        "thread": thread,
+    }
+    for key in _KNOWN_FIELDS:
+        out[key] = fields.pop(key, None)
+    out["fields"] = fields
+    return out
+
+
+_emitter: _Emitter | None = None
+_listeners: list[Any] = []
+
+
+def add_record_listener(listener: Any) -> Any:
+    """Call ``listener(record_dict)`` for every record this process logs, after redaction.
+
+    Returns a function that removes it.  The ``janus_logs`` pytest fixture uses this.
+    """
+    _listeners.append(listener)
+
+    def remove() -> None:
+        with contextlib.suppress(ValueError):
+            _listeners.remove(listener)
+
+    return remove
+
+
+def _last_resort(level: int, name: str, message: str, exc: str | None) -> None:
+    """Before configure(): WARNING and above go to stderr, as stdlib's lastResort does."""
+    if level >= WARNING:
+        line = f"{level_name(level)} {name}: {security.sanitize(message)}"
+        if exc:
+            line += " | " + security.sanitize(exc)
+        print(line, file=sys.stderr)
+
+
+def _split_special(fields: dict[str, Any]) -> str | None:
+    """Take stdlib's exc_info/stack_info/stacklevel out of the fields."""
+    exc = _exception_text(fields.pop("exc_info", None))
+    fields.pop("stack_info", None)
+    fields.pop("stacklevel", None)
+    return exc
+
+
+def _make_level_method(level: int, *, exception: bool = False) -> Any:
+    """One logging method with the whole caller-side path inline.
+
+    Every Python frame costs on the hot path, so the level check, formatting,
+    field merging, encoding and the native push all happen in this one
+    function; rare cases (odd arguments, a suspect or oversize record, a
+    console line) call out.
+    """
+
+    def method(self: Logger, msg: object, *args: Any, **fields: Any) -> None:
+        if self._level > level:
+            return
+        try:
+            if exception:
+                fields.setdefault("exc_info", True)
+            exc = _split_special(fields) if fields and not _SPECIAL.isdisjoint(fields) else None
+            if args:
+                if type(msg) is str and (len(args) != 1 or type(args[0]) is not dict):
+                    try:
+                        message = msg % args
+                    except Exception:
+                        message = _format_message(msg, args)
+                else:
+                    message = _format_message(msg, args)
+            elif type(msg) is str:
+                message = msg
+            else:
+                message = _safe_str(msg)
+            ctx = _ctx_get()
+            bound = self._bound
+            if ctx or bound:
+                fields = {**ctx, **bound, **fields}
+            em = _emitter
+            if em is None:
+                _last_resort(level, self.name, message, exc)
+                return
+            if len(message) > em.max_chars:
+                message = em.truncate(message)
+            if fields and em.hash_fields is not None:
+                fields = em.hash(fields)
+            try:
+                thread = _tls.name
+            except AttributeError:
+                thread = _thread_name()
+            record = (_FORMAT, _time_ns(), level, self.name, message, fields or None, exc, _pid, thread)
+            try:
+                data = _dumps(record)
+            except Exception:
+                record, data = em.safe_encode(record)
+            rc = em.push_fn(em.ptr, data, len(data))
+            if rc:
+                record = em.slow(rc, record)
+            if level >= em.console_level or _listeners:
+                em.after(record)
+        except Exception as err:  # a logging call must never break the application
+            _report_internal_error(err)
+
+    method.__name__ = "exception" if exception else level_name(level).lower()
+    method.__doc__ = (
+        "Record at ERROR with the traceback of the exception being handled."
+        if exception
+        else f"Record at {level_name(level)}: printf-style *args, keywords are fields."
+    )
+    return method
+
+
+_SPECIAL = frozenset(("exc_info", "stack_info", "stacklevel"))
+
+
+def _report_internal_error(err: BaseException) -> None:
+    p = _pipeline
+    if p is not None:
+        p.last_error = f"log call failed: {type(err).__name__}: {err}"
+        p.internal_errors += 1
+
+
+# --------------------------------------------------------------------------
+# the public logger
+
+
+class Logger:
+    """A named logger; ``bind()`` gives one that adds fields to every record."""
+
+    __slots__ = ("name", "_level", "_bound", "__weakref__")
+
+    def __init__(self, name: str, level: int, bound: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self._level = level
+        self._bound: dict[str, Any] = bound or {}
+        _all_loggers.add(self)
+
+    def __repr__(self) -> str:
+        return f"<janus Logger {self.name!r} level={level_name(self._level)}>"
+
+    @property
+    def level(self) -> int:
+        """The lowest level this logger records."""
+        return self._level
+
+    def is_enabled_for(self, level: int | str) -> bool:
+        """True if a record at *level* would be recorded."""
+        return parse_level(level) >= self._level
+
+    def bind(self, **fields: Any) -> Logger:
+        """A logger with the same name that adds *fields* to every record."""
+        return Logger(self.name, self._level, {**self._bound, **fields})
+
+    trace = _make_level_method(TRACE)
+    debug = _make_level_method(DEBUG)
+    info = _make_level_method(INFO)
+    warning = _make_level_method(WARNING)
+    warn = warning
+    error = _make_level_method(ERROR)
+    critical = _make_level_method(CRITICAL)
+    exception = _make_level_method(ERROR, exception=True)
+
+    def log(self, level: int | str, msg: object, *args: Any, **fields: Any) -> None:
+        """Record at *level* (a number or a name)."""
+        lv = level if type(level) is int else parse_level(level)
+        if lv >= self._level:
+            (_LOG_METHODS.get(lv) or _make_level_method(lv))(self, msg, *args, **fields)
+
+
+_LOG_METHODS = {lv: getattr(Logger, level_name(lv).lower()) for lv in (TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL)}
+
+
+_all_loggers: weakref.WeakSet[Logger] = weakref.WeakSet()
+_named: dict[str, Logger] = {}
+_named_lock = threading.Lock()
+_level_default = INFO
+_level_overrides: dict[str, int] = {}
+
+
+def _effective_level(name: str) -> int:
+    """The level for *name*: the longest configured dotted prefix wins."""
+    best, best_len = _level_default, -1
+    for prefix, lv in _level_overrides.items():
+        if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best_len:
+            best, best_len = lv, len(prefix)
+    return best
+
+
+def get_logger(name: str | None = None) -> Logger:
+    """The logger named *name* (use ``__name__``); the same object for the same name."""
+    name = name or "app"
+    log = _named.get(name)
+    if log is None:
+        with _named_lock:
+            log = _named.get(name)
+            if log is None:
+                log = _named[name] = Logger(name, _effective_level(name))
+    return log
+
+
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Add *fields* to every record logged inside the block, in this context.
+
+    A contextvars context: it follows asyncio tasks created inside the block.
+    Threads and executors start with an empty context unless the caller runs
+    them with ``contextvars.copy_context().run``.
+    """
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+# --------------------------------------------------------------------------
+# the stdlib bridge
+
+_STD_ATTRS = frozenset(
+    vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))
+) | {"message", "asctime", "taskName"}
+
+
+class JanusHandler(logging.Handler):
+    """A ``logging.Handler`` that sends stdlib records through janus_utils.
+
+    ``extra=`` keys become fields and ``exc_info`` becomes the exception text.
+    Usable in ``logging.config.dictConfig`` as ``{"class": "janus_utils.JanusHandler"}``.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            try:
+                message = record.getMessage()
+            except Exception:
+                message = _format_message(record.msg, ())
+                message += f" [bad format args: {_safe_str(_safe_value(record.args))}]"
+            fields = {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS}
+            ctx = _ctx_get()
+            if ctx:
+                fields = {**ctx, **fields}
+            exc = _exception_text(record.exc_info) if record.exc_info else None
+            if exc is None and record.exc_text:
+                exc = record.exc_text
+            em = _emitter
+            if em is None:
+                _last_resort(record.levelno, record.name, message, exc)
+                return
+            em.emit(
+                int(record.created * 1e9),
+                record.levelno,
+                record.name,
+                message,
+                fields or None,
+                exc,
+                record.threadName or _current_thread().name,
+            )
+        except Exception as err:
+            _report_internal_error(err)
+
+
+# --------------------------------------------------------------------------
+# the flusher side: decoding and storing
+
+
+def _clean_text(s: object) -> str | None:
+    """Text SQLite and every reader can take: no lone surrogates, no NUL."""
+    if s is None:
+        return None
+    if type(s) is not str:
+        s = _safe_str(s)
+    if not s.isascii():  # type: ignore[union-attr]
+        try:
+            s.encode("utf-8")  # type: ignore[union-attr]
+        except UnicodeEncodeError:
+            s = s.encode("utf-8", "backslashreplace").decode("utf-8")  # type: ignore[union-attr]
+    if "\0" in s:  # type: ignore[operator]
+        s = s.replace("\0", "\\x00")  # type: ignore[union-attr]
+    return s  # type: ignore[return-value]
+
+
+def _json_default(obj: object) -> object:
+    return _safe_str(obj)
+
+
+def _fields_json(fields: dict[str, Any]) -> str:
+    try:
+        text = json.dumps(fields, ensure_ascii=False, default=_json_default)
+    except (ValueError, TypeError, RecursionError):  # cycles, odd keys
+        text = json.dumps(_safe_value(fields), ensure_ascii=False, default=_json_default)
+    return _clean_text(text)  # type: ignore[return-value]
+
+
+def _id_text(value: object) -> str | None:
+    if value is None:
+        return None
+    return _clean_text(value if type(value) is str else _safe_str(value))
+
+
+def decode_row(payload: bytes) -> tuple[Any, ...]:
+    """One ring payload as a row of ``_schema.COLUMNS``; never raises."""
+    try:
+        rec = marshal.loads(payload)
+        fmt, ts, level, name, message, fields, exc, pid, thread = rec
+        if fmt != _FORMAT:
+            raise ValueError(f"record format {fmt}")
+        fields = dict(fields) if fields else {}
+        known = [_id_text(fields.pop(k, None)) for k in _KNOWN_FIELDS]
+        return (
+            int(ts),
+            int(level),
+            _clean_text(name),
+            _clean_text(message),
+            *known,
+            int(pid) if pid is not None else None,
+            _clean_text(thread),
+            _clean_text(exc),
+            _fields_json(fields) if fields else None,
+        )
+    except Exception as err:
+        return (
+            time.time_ns(),
+            ERROR,
+            "janus.ring",
+            f"undecodable log record ({len(payload)} bytes): {type(err).__name__}",
+            None, None, None, None, None, None, None, None,
+            _fields_json({"raw": payload[:256].hex()}),
+        )
+
+
+_INSERT = (
+    f'INSERT INTO "{_schema.TABLE}" ({", ".join(_schema.COLUMNS)}) '
+    f"VALUES ({', '.join('?' for _ in _schema.COLUMNS)})"
+)
+_INDEX = (
+    f'INSERT INTO "{_schema.FTS_TABLE}"(rowid, message, fields, exception) '
+    f'SELECT id, message, fields, exception FROM "{_schema.TABLE}" WHERE id > ?'
+)
+_SAVE_POS = 'INSERT OR REPLACE INTO "janus_ring_state"(ring_id, committed_upto) VALUES (?, ?)'
+
+
+def open_database(path: str, *, synchronous: str = "NORMAL") -> apsw.Connection:
+    """Open (creating 0600) and migrate the log database for writing."""
+    if not os.path.exists(path):
+        # SQLite gives the -wal and -shm files the database file's mode.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
+        os.close(fd)
+    db = apsw.Connection(path)
+    _schema.apply_connection_settings(db)
+    db.execute(f"PRAGMA synchronous={synchronous}")
+    # Checkpoints are run by the flusher when idle, not by whichever commit
+    # crosses 1,000 pages (that commit would stall).
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    _schema.ensure_schema(db)
+    return db
+
+
+# --------------------------------------------------------------------------
+# the per-process pipeline
+
+
+class _Pipeline:
+    """The ring, the flusher thread and the counters of one configured process."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        directory = os.path.dirname(cfg.db_path)
+        if not os.path.isdir(directory):
+            raise ConfigError(
+                f"the directory of db_path does not exist: {directory!r}; create it first"
+            )
+        self.ring_path = cfg.db_path + "-ring"
+        self.lock_path = cfg.db_path + "-flusher.lock"
+        self.last_error: str | None = None
+        ring_args = dict(policy=cfg.on_full, block_timeout=cfg.block_timeout)
+        try:
+            self.ring = _ring.Ring(self.ring_path, cfg.ring_size, **ring_args)  # type: ignore[arg-type]
+        except RingFormatError as err:
+            if "another capacity" not in str(err):
+                raise
+            # Other processes may have the ring mapped: keep its size rather
+            # than replace it under them.  Resizing needs every process stopped.
+            self.ring = _ring.Ring(self.ring_path, None, **ring_args)  # type: ignore[arg-type]
+            self.last_error = (
+                f"ring {self.ring_path} exists with {self.ring.stats().capacity} bytes, not "
+                f"ring_size={cfg.ring_size}; using it as it is (remove it while no process "
+                "uses it to resize)"
+            )
+        self.redactor = security.Redactor(extra_keys=cfg.redact_keys)
+        if cfg.redact:
+            self.ring.set_prefilter(self.redactor.prefilter_tokens)
+        self.ring_id = f"{self.ring.stats().ring_id:016x}"
+        self.console_q: deque[tuple[Any, ...]] = deque(maxlen=10_000)
+        self.lock = FileLock(self.lock_path)
+        self.db: apsw.Connection | None = None
+        self.db_lock = threading.Lock()  # held around each batch and across fork
+        self.leader = False
+        self.wake = threading.Event()
+        self.stopping = False
+        self.thread: threading.Thread | None = None
+        # counters (this process)
+        self.committed = 0
+        self.batches = 0
+        self.retries = 0
+        self.truncated = 0
+        self.console_dropped = 0
+        self.internal_errors = 0
+        self._last_report = 0.0
+        self._backoff = 0.0
+        self._batches_since_checkpoint = 0
+        self._drop_warned_at = 0
+        self.pruner = None
+        if cfg.retention is not None:
+            from .retention import AutoPruner
+
+            self.pruner = AutoPruner(cfg.retention, archive_dir=cfg.archive_dir)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        # Leftovers of a crashed run are committed before configure() returns
+        # when this process can become the flusher at once.
+        if self.lock.acquire(blocking=False):
+            self._become_leader()
+            while self._flush_once() > 0:
+                pass
+        self._start_thread()
+
+    def _start_thread(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="janus-flusher", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        self.stopping = True
+        self.wake.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+        with self.db_lock:
+            if self.leader:
+                with contextlib.suppress(Exception):
+                    while self._flush_locked() > 0:
+                        pass
+                self._checkpoint()
+            self._write_console()
+            if self.db is not None:
+                with contextlib.suppress(Exception):
+                    self.db.close()
+                self.db = None
+            if self.leader:
+                self.lock.release()
+                self.leader = False
+        self.ring.close()
+
+    # -- the flusher thread ------------------------------------------------
+
+    def _run(self) -> None:
+        cfg = self.cfg
+        while not self.stopping:
+            try:
+                if not self.leader:
+                    if self.lock.acquire(blocking=False):
+                        self._become_leader()
+                    else:
+                        self._write_console()
+                        self.wake.wait(cfg.election_interval)
+                        self.wake.clear()
+                        continue
+                n = self._flush_once()
+                self._write_console()
+                if n < 0:  # a failed write: back off, the records stay in the ring
+                    self.wake.wait(self._backoff)
+                elif n == 0:
+                    self._idle()
+                    self.wake.wait(cfg.idle_interval)
+                    self.wake.clear()
+            except Exception as err:  # the flusher must outlive any single failure
+                self._report(f"flusher error: {type(err).__name__}: {err}")
+                time.sleep(0.1)
+
+    def _become_leader(self) -> None:
+        with self.db_lock:
+            self.leader = True
+            self._open_db()
+            self.ring.rewind()
+
+    def _open_db(self) -> None:
+        """Open the database and skip ring records it already holds (exactly once)."""
+        self.db = open_database(self.cfg.db_path, synchronous=self.cfg.synchronous)
+        row = self.db.execute(
+            'SELECT committed_upto FROM "janus_ring_state" WHERE ring_id = ?', (self.ring_id,)
+        ).fetchall()
+        if row:
+            stats = self.ring.stats()
+            upto = row[0][0]
+            if stats.tail < upto <= stats.head:
+                # The last flusher committed these rows but died before it
+                # released them from the ring: release them now, unread.
+                self.ring.release(upto)
+        self.ring.rewind()
+
+    def _flush_once(self) -> int:
+        with self.db_lock:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        """Commit one batch.  Returns rows committed, 0 if none ready, -1 on failure."""
+        if self.db is None:
+            if not self.leader:
+                return 0
+            try:
+                self._open_db()
+            except Exception as err:
+                return self._failed(err)
+        batch, upto = self.ring.read(self.cfg.batch_size)
+        if not batch:
+            if upto != self.ring.stats().tail:  # only torn records were skipped
+                self.ring.release(upto)
+            return 0
+        rows = [decode_row(payload) for _, payload in batch]
+        db = self.db
+        assert db is not None
+        try:
+            with db:
+                last = db.execute(f'SELECT max(id) FROM "{_schema.TABLE}"').fetchall()[0][0] or 0
+                db.executemany(_INSERT, rows)
+                db.execute(_INDEX, (last,))
+                db.execute(_SAVE_POS, (self.ring_id, upto))
+        except apsw.Error as err:
+            self.ring.rewind()
+            return self._failed(err)
+        self.ring.release(upto)
+        self.committed += len(rows)
+        self.batches += 1
+        self._batches_since_checkpoint += 1
+        self._backoff = 0.0
+        if self._batches_since_checkpoint >= 64:
+            self._checkpoint()
+        return len(rows)
+
+    def _failed(self, err: BaseException) -> int:
+        self.retries += 1
+        self._backoff = min(max(self._backoff * 2, 0.05), 5.0)
+        self._report(f"cannot write to {self.cfg.db_path}: {type(err).__name__}: {err}")
+        if not isinstance(err, apsw.BusyError) and self.db is not None:
+            # Reopen on the next try: the file may have been replaced or fixed.
+            with contextlib.suppress(Exception):
+                self.db.close()
+            self.db = None
+        return -1
+
+    def _idle(self) -> None:
+        with self.db_lock:
+            if self._batches_since_checkpoint:
+                self._checkpoint()
+            if self.pruner is not None and self.db is not None:
+                try:
+                    self.pruner.maybe_prune(self.db)
+                except Exception as err:
+                    self._report(f"retention failed: {type(err).__name__}: {err}")
+
+    def _checkpoint(self) -> None:
+        if self.db is None:
+            return
+        self._batches_since_checkpoint = 0
+        with contextlib.suppress(apsw.Error):
+            self.db.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+
+    def _report(self, message: str) -> None:
+        """Note a problem in stats() and on stderr, at most once every 10 s."""
+        self.last_error = message
+        now = time.monotonic()
+        if now - self._last_report >= 10.0:
+            self._last_report = now
+            with contextlib.suppress(Exception):
+                print(f"janus_utils: {security.sanitize(message)}", file=sys.stderr)
+
+    def warn_dropped(self) -> None:
+        dropped = self.ring.stats().dropped
+        if dropped >= self._drop_warned_at * 2 or dropped - self._drop_warned_at >= 10_000:
+            self._drop_warned_at = max(dropped, 1)
+            self._report(f"log ring full: {dropped} records dropped so far (on_full={self.cfg.on_full!r})")
+
+    # -- console -----------------------------------------------------------
+
+    def _write_console(self) -> None:
+        q = self.console_q
+        if not q:
+            return
+        stream = self.cfg.console_stream or sys.stderr
+        fmt = _console_json if self.cfg.console_format == "json" else _console_logfmt
+        color = self.cfg.console_format == "logfmt" and _isatty(stream)
+        lines = []
+        while q:
+            try:
+                lines.append(fmt(q.popleft(), color))
+            except IndexError:
+                break
+            except Exception as err:
+                self._report(f"console formatting failed: {err}")
+        with contextlib.suppress(Exception):
+            stream.write("".join(lines))
+            stream.flush()
+
+    # -- fork --------------------------------------------------------------
+
+    def before_fork(self) -> None:
+        # No SQLite connection may cross fork(): close it with no batch in
+        # flight; the parent reopens it on its next batch.
+        self.db_lock.acquire()
+        if self.db is not None:
+            with contextlib.suppress(Exception):
+                self.db.close()
+            self.db = None
+
+    def after_fork_parent(self) -> None:
+        self.db_lock.release()
+
+    def after_fork_child(self) -> None:
+        # The child shares the ring mapping but has no flusher thread, and the
+        # lock it inherited is not its own (FileLock drops it at fork).
+        self.db_lock = threading.Lock()
+        self.leader = False
+        self.lock = FileLock(self.lock_path)
+        self.wake = threading.Event()
+        self.committed = self.batches = self.retries = 0
+        self.console_q.clear()
+        if not self.stopping:
+            self._start_thread()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty()) and "NO_COLOR" not in os.environ
+    except Exception:
+        return False
+
+
+_COLORS = {10: "\x1b[2m", 20: "\x1b[32m", 30: "\x1b[33m", 40: "\x1b[31m", 50: "\x1b[1;31m"}
+
+
+def _iso(ts: int) -> str:
+    secs, ns = divmod(ts, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+
+
+def _logfmt_value(value: object) -> str:
+    text = security.sanitize(value if isinstance(value, str) else _safe_str(value))
+    if text and not any(c in text for c in ' ="') :
+        return text
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+def _console_logfmt(record: tuple[Any, ...], color: bool) -> str:
+    """One logfmt line: readable, greppable, and parseable by logfmt tools."""
+    _, ts, level, name, message, fields, exc, pid, thread = record
+    lname = level_name(level)
+    if color:
+        lname = _COLORS.get(level, "") + lname + "\x1b[0m"
+    parts = [f"ts={_iso(ts)}", f"level={lname}", f"logger={_logfmt_value(name)}",
+             f"msg={_logfmt_value(message)}"]
+    for key, value in (fields or {}).items():
+        parts.append(f"{_logfmt_value(key).replace('=', '_')}={_logfmt_value(value)}")
+    if exc:
+        parts.append(f"exception={_logfmt_value(exc)}")
+    return " ".join(parts) + "\n"
+
+
+def _console_json(record: tuple[Any, ...], color: bool) -> str:
+    d = _record_dict(record)
+    d["time"] = _iso(d["ts"])
+    # ensure_ascii escapes every control character and U+2028/9: one line, always.
+    return json.dumps(d, ensure_ascii=True, default=_json_default) + "\n"
+
+
+# --------------------------------------------------------------------------
+# module-level API
+
+_pipeline: _Pipeline | None = None
+_config_lock = threading.RLock()
+_stdlib_handler: JanusHandler | None = None
+
+
+def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> Config:
+    """Set up logging into *db_path* for this process; call once per process.
+
+    Every worker process of a server may call it with the same path: one of
+    them becomes the flusher, the others push into the shared ring.  Calling it
+    again reconfigures (after flushing what the old setup held).
+
+    Options: ``level``, ``levels`` ({"dotted.prefix": level}), ``console``,
+    ``console_level``, ``console_format`` ("logfmt" | "json"), ``console_stream``,
+    ``capture_stdlib``, ``ring_size``, ``on_full`` ("block" | "drop"),
+    ``block_timeout``, ``batch_size``, ``synchronous`` ("NORMAL" | "FULL"),
+    ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
+    ``hash_key``, ``retention``, ``archive_dir``.
+    """
+    global _pipeline, _emitter, _level_default, _level_overrides
+    cfg = _check_config(db_path, **options)
+    with _config_lock:
+        if _pipeline is not None:
+            shutdown()
+        pipeline = _Pipeline(cfg)
+        _level_default = cfg.level
+        _level_overrides = dict(cfg.levels)
+        for log in list(_all_loggers):
+            log._level = _effective_level(log.name)
+        _pipeline = pipeline
+        _emitter = _Emitter(pipeline)
+        pipeline.start()
+        _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
+    return cfg
+
+
+def _set_stdlib_capture(enabled: bool, level: int) -> None:
+    global _stdlib_handler
+    root = logging.getLogger()
+    if _stdlib_handler is not None:
+        root.removeHandler(_stdlib_handler)
+        _stdlib_handler = None
+    if enabled:
+        _stdlib_handler = JanusHandler(level)
+        root.addHandler(_stdlib_handler)
+        if root.level > level or root.level == logging.NOTSET:
+            root.setLevel(level)
+
+
+def is_configured() -> bool:
+    """True between configure() and shutdown()."""
+    return _pipeline is not None
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until everything logged before the call is committed; True if it was.
+
+    Works in every process sharing the database: it waits for the flusher,
+    whichever process runs it.  False if *timeout* seconds passed first.
+    """
+    p = _pipeline
+    if p is None:
+        return True
+    target = p.ring.stats().head
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.0005
+    while p.ring.stats().tail < target:
+        p.wake.set()
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    p._write_console()
+    return True
+
+
+def shutdown(timeout: float | None = 10.0) -> None:
+    """Flush and stop the flusher; later log calls go to stderr (WARNING+) only."""
+    global _pipeline, _emitter
+    with _config_lock:
+        p = _pipeline
+        if p is None:
+            return
+        # Flush while the flusher thread still runs: in a process that is not
+        # the flusher it may still take over if the flusher's process is gone.
+        flush(timeout)
+        _emitter = None
+        _pipeline = None
+        _set_stdlib_capture(False, 0)
+        p.stop(timeout)
+
+
+def stats() -> dict[str, Any]:
+    """Counters: committed, dropped, torn, retries, last error, ring fill, and more."""
+    p = _pipeline
+    if p is None:
+        return {"configured": False}
+    r = p.ring.stats()
+    return {
+        "configured": True,
+        "db_path": p.cfg.db_path,
+        "leader": p.leader,
+        "committed": p.committed,
+        "batches": p.batches,
+        "dropped": r.dropped,
+        "torn": r.torn,
+        "retries": p.retries,
+        "truncated": p.truncated,
+        "console_dropped": p.console_dropped,
+        "internal_errors": p.internal_errors,
+        "last_error": p.last_error,
+        "ring_capacity": r.capacity,
+        "ring_used": r.used,
+        "ring_fill": r.used / r.capacity,
+        "ring_high_water": r.high_water,
+    }
+
+
+def _before_fork() -> None:
+    p = _pipeline
+    if p is not None:
+        p.before_fork()
+
+
+def _after_fork_parent() -> None:
+    p = _pipeline
+    if p is not None:
+        p.after_fork_parent()
+
+
+def _after_fork_child() -> None:
+    global _pid
+    _pid = os.getpid()
+    p = _pipeline
+    if p is not None:
+        p.after_fork_child()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
+)
+atexit.register(shutdown)
