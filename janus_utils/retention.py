@@ -1,0 +1,1013 @@
+"""Log retention: delete old records by age, level, count or size, archiving them first.
+
+How a prune works, and why it is crash-safe:
+
+1. The rows to remove are chosen oldest first (by ``ts``, then ``id``): first
+   those older than the age for their level, then the oldest others until the
+   row count is under ``max_rows`` and the database under ``max_bytes``.
+2. They are handled in chunks of ``chunk_rows``.  With an archive directory,
+   each chunk is written to gzip NDJSON files (one per UTC day of ``ts``)
+   through a temp file that is fsynced and renamed into place, with a
+   ``.sha256`` sidecar, *before* anything is deleted.
+3. Then one short write transaction removes the chunk from the full-text
+   index (FTS5 ``'delete'`` with the original values) and from ``logs``.
+
+A prune killed at any point therefore leaves every record in the database, in
+a complete archive, or in both; never in neither.  A record in both is
+harmless: a re-run finds the archive it wrote before and reuses it, and
+:func:`import_archive` skips ids it already has.
+
+Concurrency: each chunk is its own transaction, so the flusher waits at most one
+chunk.  Two prunes on one database at once are safe (a chunk deletes only rows
+still identical to what was archived) but may archive some rows twice.
+
+The full-text index must be filled in the same transaction as the rows it
+indexes: deleting a row that was never indexed would damage the index.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import itertools
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from ._levels import level_name, parse_level
+from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE, apply_connection_settings, ensure_schema
+from .error_handling.utils.errors import ConfigError, FileHandlerError
+from .file_handler import (
+    NDJSONGzipWriter,
+    atomic_write,
+    ensure_private_dir,
+    iter_ndjson_gz,
+    remove_stale_temp_files,
+    sha256_file,
+    sidecar_path,
+)
+
+__all__ = [
+    "ARCHIVE_PATTERN",
+    "AutoPruner",
+    "PruneSummary",
+    "RetentionPolicy",
+    "import_archive",
+    "iter_archive_records",
+    "list_archives",
+    "merge_index",
+    "parse_age",
+    "parse_size",
+    "prune",
+    "prune_path",
+    "reclaim_space",
+    "search_archives",
+]
+
+NS_PER_SECOND = 1_000_000_000
+NS_PER_DAY = 86_400 * NS_PER_SECOND
+
+# Every column of a stored row, in archive order: the id first, then the schema's.
+ALL_COLUMNS: tuple[str, ...] = ("id", *COLUMNS)
+_REQUIRED = frozenset({"id", "ts", "level", "logger", "message"})
+
+# janus-logs-<UTC day>.<lowest id>-<highest id>[.<n>].ndjson.gz
+ARCHIVE_PATTERN = re.compile(
+    r"^janus-logs-(?P<day>\d{4}-\d{2}-\d{2})\.(?P<low>\d+)-(?P<high>\d+)(?:\.(?P<n>\d+))?\.ndjson\.gz$"
+)
+
+_AGE_UNITS = {
+    "s": NS_PER_SECOND,
+    "m": 60 * NS_PER_SECOND,
+    "h": 3_600 * NS_PER_SECOND,
+    "d": NS_PER_DAY,
+    "w": 7 * NS_PER_DAY,
+}
+_AGE_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
+
+Progress = Callable[["PruneSummary"], None]
+
+
+# --------------------------------------------------------------------------- #
+# Friendly values
+# --------------------------------------------------------------------------- #
+
+
+def parse_age(value: str | int | _dt.timedelta) -> int:
+    """Turn ``"45s"``, ``"90m"``, ``"12h"``, ``"30d"`` or ``"1w"`` into nanoseconds.
+
+    An ``int`` is taken as nanoseconds already; a ``timedelta`` is converted.
+    Ages must be positive whole numbers of their unit.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"an age must be like '30d', not {value!r}")
+    if isinstance(value, _dt.timedelta):
+        ns = (value.days * 86_400 + value.seconds) * NS_PER_SECOND + value.microseconds * 1000
+    elif isinstance(value, int):
+        ns = value
+    elif isinstance(value, str):
+        match = _AGE_RE.match(value)
+        if match is None:
+            raise ConfigError(
+                f"cannot read the age {value!r}: write a whole number and a unit, "
+                "s (seconds), m (minutes), h (hours), d (days) or w (weeks), e.g. '30d'"
+            )
+        ns = int(match[1]) * _AGE_UNITS[match[2].lower()]
+    else:
+        raise ConfigError(f"an age must be a string like '30d', not {type(value).__name__}")
+    if ns <= 0:
+        raise ConfigError(f"an age must be more than zero, got {value!r}")
+    return ns
+
+
+def parse_size(value: str | int) -> int:
+    """Turn ``"500MB"``, ``"2GiB"``, ``"10kb"`` or an ``int`` of bytes into bytes.
+
+    KB/MB/GB/TB are powers of 1000, KiB/MiB/GiB/TiB powers of 1024; case does
+    not matter.  Bare ``K``/``M``/``G`` are refused as ambiguous.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"a size must be like '500MB', not {value!r}")
+    if isinstance(value, int):
+        size = value
+    elif isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        unit = match[2].lower() if match else ""
+        if match is None or (unit and unit not in _SIZE_UNITS):
+            raise ConfigError(
+                f"cannot read the size {value!r}: write a whole number and a unit, "
+                "B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), "
+                "e.g. '500MB'"
+            )
+        size = int(match[1]) * _SIZE_UNITS.get(unit, 1)
+    else:
+        raise ConfigError(f"a size must be a string like '500MB' or an int, not {type(value).__name__}")
+    if size <= 0:
+        raise ConfigError(f"a size must be more than zero, got {value!r}")
+    return size
+
+
+def _parse_level(level: int | str) -> int:
+    try:
+        return parse_level(level)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- #
+# Policy and summary
+# --------------------------------------------------------------------------- #
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """What to keep: an age limit (per level if wanted), a row limit and a size limit.
+
+    Ages are nanoseconds.  ``per_level`` maps a level number to the age its
+    records are kept for, overriding ``max_age`` for exactly that level; levels
+    without an override use ``max_age`` (kept forever by age if it is None).
+    """
+
+    max_age: int | None = None
+    max_rows: int | None = None
+    max_bytes: int | None = None
+    per_level: Mapping[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("max_age", "max_bytes"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ConfigError(f"{name} must be a positive int or None, got {value!r}")
+        rows = self.max_rows
+        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 0):
+            raise ConfigError(f"max_rows must be a whole number of rows (0 or more), got {rows!r}")
+        for level, age in self.per_level.items():
+            if isinstance(level, bool) or not isinstance(level, int) or isinstance(age, bool) or not isinstance(age, int) or age <= 0:
+                raise ConfigError(
+                    f"per_level must map level numbers to positive ages in ns, got {level!r}: {age!r}; "
+                    "use RetentionPolicy.from_config() for names like 'ERROR': '365d'"
+                )
+
+    @classmethod
+    def from_config(
+        cls,
+        max_age: str | int | _dt.timedelta | None = None,
+        max_rows: int | None = None,
+        max_bytes: str | int | None = None,
+        per_level: Mapping[int | str, str | int | _dt.timedelta] | None = None,
+    ) -> RetentionPolicy:
+        """Build a policy from friendly values: ``max_age="30d"``, ``per_level={"ERROR": "365d"}``."""
+        levels: dict[int, int] = {}
+        for level, age in (per_level or {}).items():
+            number = _parse_level(level)
+            if number in levels:
+                raise ConfigError(f"per_level names level {level!r} twice: give each level once")
+            levels[number] = parse_age(age)
+        return cls(
+            max_age=None if max_age is None else parse_age(max_age),
+            max_rows=max_rows,
+            max_bytes=None if max_bytes is None else parse_size(max_bytes),
+            per_level=levels,
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the policy would never remove anything."""
+        return self.max_age is None and self.max_rows is None and self.max_bytes is None and not self.per_level
+
+    def age_for(self, level: int) -> int | None:
+        """How long records of *level* are kept, in ns (None: not limited by age)."""
+        return self.per_level.get(level, self.max_age)
+
+
+@dataclass
+class PruneSummary:
+    """What a prune removed (or, with ``dry_run``, would remove)."""
+
+    rows: int = 0
+    per_level: dict[int, int] = field(default_factory=dict)
+    oldest_ts: int | None = None
+    newest_ts: int | None = None
+    archives: list[Path] = field(default_factory=list)
+    dry_run: bool = False
+    bytes_estimate: int = 0  # database bytes the removed rows took, from the average row size
+    chunks: int = 0
+    pages_reclaimed: int = 0
+
+    def _add(self, level: int, count: int, oldest: int | None, newest: int | None) -> None:
+        if count <= 0:
+            return
+        self.rows += count
+        self.per_level[level] = self.per_level.get(level, 0) + count
+        if oldest is not None and (self.oldest_ts is None or oldest < self.oldest_ts):
+            self.oldest_ts = oldest
+        if newest is not None and (self.newest_ts is None or newest > self.newest_ts):
+            self.newest_ts = newest
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view, levels by name (for the CLI and for logging the summary)."""
+        return {
+            "rows": self.rows,
+            "per_level": {level_name(level): n for level, n in sorted(self.per_level.items())},
+            "oldest_ts": self.oldest_ts,
+            "newest_ts": self.newest_ts,
+            "archives": [str(p) for p in self.archives],
+            "dry_run": self.dry_run,
+            "bytes_estimate": self.bytes_estimate,
+            "chunks": self.chunks,
+            "pages_reclaimed": self.pages_reclaimed,
+        }
+
+
+# --------------------------------------------------------------------------- #
+# SQL
+# --------------------------------------------------------------------------- #
+
+_COLS_SQL = ", ".join(f'"{c}"' for c in ALL_COLUMNS)
+_IDS = 'SELECT "value" FROM json_each(?)'
+
+_SELECT_BY_IDS = f'SELECT {_COLS_SQL} FROM "{TABLE}" WHERE "id" IN ({_IDS})'
+_OLDEST_ROWS = (
+    f'SELECT {_COLS_SQL} FROM "{TABLE}" WHERE "id" IN '
+    f'(SELECT "id" FROM "{TABLE}" ORDER BY "ts", "id" LIMIT ?) ORDER BY "ts", "id"'
+)
+# The external-content index forgets a row only when told its original values.
+_FTS_DELETE = (
+    f'INSERT INTO "{FTS_TABLE}"("{FTS_TABLE}", "rowid", "message", "fields", "exception") '
+    f'SELECT \'delete\', "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" IN ({_IDS})'
+)
+_DELETE = f'DELETE FROM "{TABLE}" WHERE "id" IN ({_IDS})'
+_INSERT = f'INSERT INTO "{TABLE}" ({_COLS_SQL}) VALUES ({", ".join("?" * len(ALL_COLUMNS))})'
+_FTS_INSERT = (
+    f'INSERT INTO "{FTS_TABLE}"("rowid", "message", "fields", "exception") '
+    f'SELECT "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" IN ({_IDS})'
+)
+# One index-only range per level, each already in (ts, id) order thanks to the
+# ("level", "ts") index, merged and cut to the chunk: cheap even when old rows
+# of long-kept levels sit in front of the expired ones.
+_EXPIRED_RANGE = (
+    f'SELECT "ts", "id" FROM (SELECT "ts", "id" FROM "{TABLE}" '
+    'WHERE "level" = ? AND "ts" < ? ORDER BY "ts", "id" LIMIT ?)'
+)
+
+
+def _expired_rows_sql(rule_count: int) -> str:
+    ranges = " UNION ALL ".join([_EXPIRED_RANGE] * rule_count)
+    return (
+        f'SELECT {_COLS_SQL} FROM "{TABLE}" WHERE "id" IN '
+        f'(SELECT "id" FROM ({ranges}) ORDER BY "ts", "id" LIMIT ?) ORDER BY "ts", "id"'
+    )
+
+
+@contextmanager
+def _write_transaction(db: apsw.Connection) -> Iterator[None]:
+    """A short write transaction; BEGIN IMMEDIATE so the busy timeout applies up front."""
+    if db.in_transaction:
+        with db:  # nested in the caller's transaction: a savepoint
+            yield
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _scalar(db: apsw.Connection, sql: str, bindings: tuple[Any, ...] = ()) -> Any:
+    row = db.execute(sql, bindings).fetchone()
+    return None if row is None else row[0]
+
+
+def _first_row(db: apsw.Connection, sql: str, bindings: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    return tuple(db.execute(sql, bindings).fetchall()[0])
+
+
+def _levels_present(db: apsw.Connection) -> list[int]:
+    """The distinct levels in the table: one index seek each, not a scan."""
+    levels: list[int] = []
+    level = _scalar(db, f'SELECT min("level") FROM "{TABLE}"')
+    while level is not None:
+        levels.append(level)
+        level = _scalar(db, f'SELECT min("level") FROM "{TABLE}" WHERE "level" > ?', (level,))
+    return levels
+
+
+def _used_bytes(db: apsw.Connection) -> int:
+    """Bytes of the database file in use: pages minus free pages (the WAL is not counted)."""
+    page_size = _scalar(db, "PRAGMA page_size")
+    pages = _scalar(db, "PRAGMA page_count")
+    free = _scalar(db, "PRAGMA freelist_count")
+    return int((pages - free) * page_size)
+
+
+def _row_count(db: apsw.Connection) -> int:
+    return int(_scalar(db, f'SELECT count(*) FROM "{TABLE}"'))
+
+
+def reclaim_space(db: apsw.Connection, *, max_pages: int | None = None, step_pages: int = 1024) -> int:
+    """Give free pages back to the file system with ``PRAGMA incremental_vacuum``.
+
+    Works only on databases in ``auto_vacuum=INCREMENTAL`` mode (set before the
+    tables are created, or followed by one VACUUM); elsewhere it returns 0 and
+    freed pages are simply reused by later inserts.  Runs in steps of
+    *step_pages*, each its own short transaction, up to *max_pages* in all.
+    Returns the number of pages released.
+    """
+    if _scalar(db, "PRAGMA auto_vacuum") != 2:
+        return 0
+    released = 0
+    while max_pages is None or released < max_pages:
+        free = _scalar(db, "PRAGMA freelist_count")
+        want = min(free, step_pages) if max_pages is None else min(free, step_pages, max_pages - released)
+        if want <= 0:
+            break
+        with _write_transaction(db):
+            # One page per step of the statement: it must be run to the end.
+            db.execute(f"PRAGMA incremental_vacuum({int(want)})").fetchall()
+        now_free = _scalar(db, "PRAGMA freelist_count")
+        if now_free >= free:
+            break
+        released += free - now_free
+    return released
+
+
+def merge_index(db: apsw.Connection, *, step_pages: int = 500, max_steps: int | None = None) -> int:
+    """Fold the full-text index's delete markers away with FTS5 ``'merge'``, in short steps.
+
+    Deleting from an FTS5 index adds delete markers: until segments are merged
+    the index grows rather than shrinks (measured: 200K rows, half deleted, the
+    index went from 9.8 to 13 MB, and to 4.9 MB after merging).  Each step
+    merges about *step_pages* pages in its own transaction; stops when a step
+    finds nothing to do or after *max_steps*.  Returns the steps that did work.
+    """
+    steps = 0
+    while max_steps is None or steps < max_steps:
+        before = db.total_changes()
+        with _write_transaction(db):
+            # Negative: merge even levels with fewer than 'usermerge' segments.
+            db.execute(f'INSERT INTO "{FTS_TABLE}"("{FTS_TABLE}", "rank") VALUES (\'merge\', ?)', (-step_pages,))
+        if db.total_changes() - before < 2:  # FTS5's documented "no work done" signal
+            break
+        steps += 1
+    return steps
+
+
+# --------------------------------------------------------------------------- #
+# Archive records
+# --------------------------------------------------------------------------- #
+
+
+def _json_default(value: Any) -> Any:
+    # SQLite is dynamically typed: a BLOB stored in a TEXT column must survive too.
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$base64": base64.b64encode(bytes(value)).decode("ascii")}
+    raise TypeError(f"a {type(value).__name__} value cannot be archived")
+
+
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"$base64"}:
+        return base64.b64decode(value["$base64"])
+    return value
+
+
+def _decode_record(record: dict[str, Any]) -> dict[str, Any]:
+    for key, value in record.items():
+        if type(value) is dict:
+            record[key] = _decode_value(value)
+    return record
+
+
+def _record_row(record: dict[str, Any], path: Path) -> tuple[Any, ...]:
+    """An archived record as a row tuple in ALL_COLUMNS order, checked."""
+    unknown = set(record) - set(ALL_COLUMNS)
+    if unknown:
+        raise FileHandlerError(
+            f"{str(path)!r} has columns this janus_utils does not know ({', '.join(sorted(unknown))}): "
+            "it was written by a newer version; upgrade janus_utils to import it"
+        )
+    missing = _REQUIRED - set(record)
+    if missing:
+        raise FileHandlerError(
+            f"a record in {str(path)!r} lacks {', '.join(sorted(missing))}: "
+            "this is not a janus log archive, or it is damaged"
+        )
+    if not isinstance(record["id"], int) or isinstance(record["id"], bool):
+        raise FileHandlerError(f"a record in {str(path)!r} has a non-integer id {record['id']!r}")
+    return tuple(_decode_value(record.get(c)) for c in ALL_COLUMNS)
+
+
+def _day_of(ts: int) -> str:
+    return (_dt.date(1970, 1, 1) + _dt.timedelta(days=ts // NS_PER_DAY)).isoformat()
+
+
+def _archive_sort_key(path: Path) -> tuple[str, int, int, int]:
+    match = ARCHIVE_PATTERN.match(path.name)
+    assert match is not None
+    return (match["day"], int(match["low"]), int(match["high"]), int(match["n"] or 0))
+
+
+def list_archives(archive_dir: str | Path) -> list[Path]:
+    """The complete archives in *archive_dir*, oldest day first (temp files never match)."""
+    directory = Path(archive_dir)
+    if not directory.is_dir():
+        raise FileHandlerError(f"{str(directory)!r} is not a directory: pass the archive directory")
+    found = [p for p in directory.iterdir() if ARCHIVE_PATTERN.match(p.name) and p.is_file()]
+    return sorted(found, key=_archive_sort_key)
+
+
+# --------------------------------------------------------------------------- #
+# The pruning engine
+# --------------------------------------------------------------------------- #
+
+
+class _Engine:
+    """One prune's view of the database: its cutoffs, and how to remove one chunk."""
+
+    def __init__(
+        self,
+        db: apsw.Connection,
+        policy: RetentionPolicy,
+        archive_dir: Path | None,
+        now_ns: int,
+    ) -> None:
+        self.db = db
+        self.policy = policy
+        self.archive_dir = archive_dir
+        self.now_ns = now_ns
+        self.rules: list[tuple[int, int]] = []  # (level, cutoff ts): older is expired
+        for level in _levels_present(db):
+            age = policy.age_for(level)
+            if age is not None:
+                self.rules.append((level, now_ns - age))
+
+    # -- choosing rows ------------------------------------------------------
+
+    def expired_rows(self, limit: int) -> list[tuple[Any, ...]]:
+        """Up to *limit* of the oldest rows past the age for their level."""
+        if not self.rules:
+            return []
+        bindings: list[Any] = []
+        for level, cutoff in self.rules:
+            bindings += [level, cutoff, limit]
+        bindings.append(limit)
+        return self.db.execute(_expired_rows_sql(len(self.rules)), bindings).fetchall()
+
+    def oldest_rows(self, limit: int) -> list[tuple[Any, ...]]:
+        return self.db.execute(_OLDEST_ROWS, (limit,)).fetchall()
+
+    # -- removing rows ------------------------------------------------------
+
+    def remove(self, rows: list[tuple[Any, ...]], summary: PruneSummary) -> int:
+        """Archive (if asked) then delete *rows*; returns how many were deleted."""
+        if self.archive_dir is not None:
+            summary.archives.extend(self._archive_rows(rows))
+        deleted = self._delete_rows(rows)
+        gone = set(deleted)
+        per_level: dict[int, list[int]] = {}
+        for row in rows:
+            if row[0] in gone:
+                per_level.setdefault(row[2], []).append(row[1])
+        for level, stamps in per_level.items():
+            summary._add(level, len(stamps), min(stamps), max(stamps))
+        summary.chunks += 1
+        return len(deleted)
+
+    def _delete_rows(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        """One transaction: drop from the index and the table the rows still as archived."""
+        ids = json.dumps([row[0] for row in rows])
+        wanted = {row[0]: row for row in rows}
+        with _write_transaction(self.db):
+            # Only rows still identical to what was read (and archived) go: another
+            # prune may have removed some, and an id may even have been reused since.
+            current = self.db.execute(_SELECT_BY_IDS, (ids,)).fetchall()
+            same = [row[0] for row in current if wanted.get(row[0]) == row]
+            if same:
+                same_ids = json.dumps(same)
+                self.db.execute(_FTS_DELETE, (same_ids,))
+                self.db.execute(_DELETE, (same_ids,))
+        return same
+
+    def _archive_rows(self, rows: list[tuple[Any, ...]]) -> list[Path]:
+        """Write *rows* (ordered by ts) to one complete archive per UTC day."""
+        assert self.archive_dir is not None
+        written: list[Path] = []
+        for day, group in itertools.groupby(rows, key=lambda r: r[1] // NS_PER_DAY):
+            written.append(self._archive_day(_day_of(day * NS_PER_DAY), list(group)))
+        return written
+
+    def _archive_day(self, day: str, rows: list[tuple[Any, ...]]) -> Path:
+        assert self.archive_dir is not None
+        ids = [row[0] for row in rows]
+        stem = f"janus-logs-{day}.{min(ids)}-{max(ids)}"
+        for n in itertools.count():
+            path = self.archive_dir / (f"{stem}.ndjson.gz" if n == 0 else f"{stem}.{n}.ndjson.gz")
+            if path.exists():
+                # A re-run after a crash between archiving and deleting finds
+                # its own earlier archive here: reuse it rather than write a copy.
+                if _archive_holds(path, rows):
+                    return path
+                continue
+            try:
+                with NDJSONGzipWriter(path, default=_json_default) as writer:
+                    writer.write_many(dict(zip(ALL_COLUMNS, row)) for row in rows)
+            except FileHandlerError as exc:
+                if exc.code == "file_exists":  # another prune won the name just now
+                    continue
+                raise
+            return path
+        raise AssertionError("unreachable")
+
+
+def _archive_holds(path: Path, rows: list[tuple[Any, ...]]) -> bool:
+    """Whether the archive at *path* is complete and holds exactly these *rows*."""
+    try:
+        archived = {r[0]: r for r in (_record_row(rec, path) for rec in iter_ndjson_gz(path))}
+    except FileHandlerError:
+        return False  # damaged or foreign: leave it alone, pick another name
+    if len(archived) != len(rows) or any(archived.get(row[0]) != tuple(row) for row in rows):
+        return False
+    if not sidecar_path(path).exists():
+        # Killed between the rename and the checksum: the data is complete
+        # (it was fsynced before the rename and just read back whole).
+        atomic_write(sidecar_path(path), f"{sha256_file(path)}  {path.name}\n")
+    return True
+
+
+def _row_limit(policy: RetentionPolicy, count: int, used: int, *, low_water: float = 1.0) -> int | None:
+    """The row count to get down to, from max_rows and (via the average row size) max_bytes.
+
+    Translating bytes into rows once per run is what makes the size limit
+    converge: freed pages and FTS5 delete markers show up in the file size only
+    later, so re-measuring after every chunk would keep deleting.
+    """
+    limits: list[int] = []
+    if policy.max_rows is not None:
+        limits.append(policy.max_rows)
+    if policy.max_bytes is not None and count > 0 and used > policy.max_bytes:
+        limits.append(math.floor(low_water * policy.max_bytes * count / used))
+    return min(limits) if limits else None
+
+
+def _resolve_policy(
+    older_than: str | int | _dt.timedelta | None,
+    max_rows: int | None,
+    max_bytes: str | int | None,
+    per_level: Mapping[int | str, str | int | _dt.timedelta] | None,
+) -> RetentionPolicy:
+    policy = RetentionPolicy.from_config(
+        max_age=older_than, max_rows=max_rows, max_bytes=max_bytes, per_level=per_level
+    )
+    if policy.is_empty:
+        raise ConfigError(
+            "nothing to prune by: give older_than (e.g. '30d'), max_rows, max_bytes (e.g. '500MB') "
+            "or per_level (e.g. {'DEBUG': '1d'})"
+        )
+    return policy
+
+
+def _check_chunk_rows(chunk_rows: int) -> int:
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ConfigError(f"chunk_rows must be a whole number of rows, 1 or more, got {chunk_rows!r}")
+    return chunk_rows
+
+
+def prune(
+    db: apsw.Connection,
+    *,
+    older_than: str | int | _dt.timedelta | None = None,
+    max_rows: int | None = None,
+    max_bytes: str | int | None = None,
+    per_level: Mapping[int | str, str | int | _dt.timedelta] | None = None,
+    archive_dir: str | Path | None = None,
+    dry_run: bool = False,
+    chunk_rows: int = 5000,
+    now_ns: int | None = None,
+    progress: Progress | None = None,
+) -> PruneSummary:
+    """Remove old log records, oldest first, in short transactions; archive them first if asked.
+
+    Rows go if older than *older_than* (or the *per_level* age for their
+    level, e.g. ``{"ERROR": "365d", "DEBUG": "1d"}``), then the oldest others
+    until at most *max_rows* remain, then until the database is under
+    *max_bytes* (estimated from page counts and the average row size, so
+    approximate).  With *archive_dir* every removed row is first written,
+    every column kept, to a complete gzip NDJSON archive there.  With *dry_run*
+    nothing changes and the summary says what would go.  *progress* is called
+    with the running summary after each committed chunk.
+
+    Example: ``prune(db, older_than="30d", per_level={"ERROR": "365d"}, archive_dir="archive")``
+    """
+    policy = _resolve_policy(older_than, max_rows, max_bytes, per_level)
+    chunk_rows = _check_chunk_rows(chunk_rows)
+    now = time.time_ns() if now_ns is None else now_ns
+    directory = None if archive_dir is None else Path(archive_dir)
+    if directory is not None and not dry_run:
+        ensure_private_dir(directory)
+        remove_stale_temp_files(directory)
+    engine = _Engine(db, policy, directory, now)
+    count = _row_count(db)
+    used = _used_bytes(db)
+    row_bytes = used / count if count else 0.0
+    limit = _row_limit(policy, count, used)
+    summary = _plan(engine, count, limit) if dry_run else _run(engine, limit, chunk_rows, progress)
+    summary.bytes_estimate = round(summary.rows * row_bytes)
+    return summary
+
+
+def _run(engine: _Engine, limit: int | None, chunk_rows: int, progress: Progress | None) -> PruneSummary:
+    summary = PruneSummary()
+    while rows := engine.expired_rows(chunk_rows):
+        engine.remove(rows, summary)
+        if progress is not None:
+            progress(summary)
+    if limit is not None:
+        # Counted again: the age phase removed rows and the flusher added some.
+        excess = _row_count(engine.db) - limit
+        while excess > 0 and (rows := engine.oldest_rows(min(chunk_rows, excess))):
+            engine.remove(rows, summary)
+            excess -= len(rows)  # progress even if another prune took some of them
+            if progress is not None:
+                progress(summary)
+    if summary.rows:
+        merge_index(engine.db)
+        summary.pages_reclaimed = reclaim_space(engine.db)
+    return summary
+
+
+def _plan(engine: _Engine, count: int, limit: int | None) -> PruneSummary:
+    """The dry run: the same choice of rows, counted with read-only queries."""
+    db = engine.db
+    summary = PruneSummary(dry_run=True)
+    for level, cutoff in engine.rules:
+        n, oldest, newest = _first_row(
+            db,
+            f'SELECT count(*), min("ts"), max("ts") FROM "{TABLE}" WHERE "level" = ? AND "ts" < ?',
+            (level, cutoff),
+        )
+        summary._add(level, n, oldest, newest)
+    if limit is not None and count - summary.rows > limit:
+        expired = " OR ".join(['("level" = ? AND "ts" < ?)'] * len(engine.rules)) or "0"
+        bindings: list[Any] = [v for rule in engine.rules for v in rule]
+        bindings.append(count - summary.rows - limit)
+        for level, n, oldest, newest in db.execute(
+            f'SELECT "level", count(*), min("ts"), max("ts") FROM '
+            f'(SELECT "level", "ts" FROM "{TABLE}" WHERE NOT ({expired}) ORDER BY "ts", "id" LIMIT ?) '
+            'GROUP BY "level"',
+            bindings,
+        ):
+            summary._add(level, n, oldest, newest)
+    summary.chunks = 0
+    return summary
+
+
+def prune_path(path: str | Path, **kwargs: Any) -> PruneSummary:
+    """:func:`prune` on the log database at *path*, opening and closing its own connection."""
+    db = _open_existing(Path(path))
+    try:
+        return prune(db, **kwargs)
+    finally:
+        db.close()
+
+
+def _open_existing(path: Path) -> apsw.Connection:
+    if not path.is_file():
+        raise FileHandlerError(f"no log database at {str(path)!r}: check the --db path")
+    try:
+        db = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+    except apsw.Error as exc:
+        raise FileHandlerError(f"cannot open the log database {str(path)!r}: {exc}") from exc
+    try:
+        apply_connection_settings(db)
+        found = _scalar(db, "PRAGMA user_version")
+        if not found:
+            raise FileHandlerError(f"{str(path)!r} is not a janus log database (no log schema in it)")
+        if found > SCHEMA_VERSION:
+            raise FileHandlerError(
+                f"{str(path)!r} has log schema version {found}, newer than this janus_utils "
+                f"understands ({SCHEMA_VERSION}): upgrade janus_utils"
+            )
+        ensure_schema(db)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+# --------------------------------------------------------------------------- #
+# Automatic pruning from the flusher
+# --------------------------------------------------------------------------- #
+
+
+class AutoPruner:
+    """Enforces a policy a little at a time from the flusher thread, between batches.
+
+    :meth:`maybe_prune` looks every *every_n_batches* calls and removes at most
+    one chunk of *chunk_rows* rows; while it is catching up on a backlog it
+    looks at every call.  When nothing is due it costs a handful of index
+    seeks: it never counts the table unless an upper bound on the row count
+    (from ``max(id) - min(id)`` and its own bookkeeping) says a limit may be
+    passed.  The size limit is applied with hysteresis: once over *max_bytes*
+    it prunes down to 90 % of it and measures again only after the table has
+    grown.  Use it from one thread; errors (a full archive disk) propagate to
+    the caller, which should report them and carry on writing.
+    """
+
+    LOW_WATER = 0.9
+
+    def __init__(
+        self,
+        policy: RetentionPolicy,
+        archive_dir: str | Path | None = None,
+        every_n_batches: int = 100,
+        chunk_rows: int = 1000,
+        *,
+        vacuum_pages: int = 256,
+        merge_pages: int = 256,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if policy.is_empty:
+            raise ConfigError("this retention policy removes nothing: set max_age, per_level, max_rows or max_bytes")
+        if isinstance(every_n_batches, bool) or not isinstance(every_n_batches, int) or every_n_batches < 1:
+            raise ConfigError(f"every_n_batches must be 1 or more, got {every_n_batches!r}")
+        self.policy = policy
+        self.archive_dir = None if archive_dir is None else Path(archive_dir)
+        self.every_n_batches = every_n_batches
+        self.chunk_rows = _check_chunk_rows(chunk_rows)
+        self.vacuum_pages = vacuum_pages
+        self.merge_pages = merge_pages
+        self.clock = clock
+        self._calls = 0
+        self._backlog = False
+        self._dir_ready = False
+        self._count: int | None = None  # exact row count when last known...
+        self._count_max_id = 0  # ...and max(id) then: growth since is bounded by ids issued
+        self._bytes_target: int | None = None  # rows to get down to for max_bytes
+        self._bytes_recheck_at = 0  # estimated count at which to measure the size again
+
+    def maybe_prune(self, db: apsw.Connection) -> PruneSummary | None:
+        """Remove one chunk if the policy says something is due; None when nothing was done."""
+        self._calls += 1
+        if not self._backlog and (self._calls - 1) % self.every_n_batches:
+            return None
+        summary = self._one_chunk(db)
+        self._backlog = summary is not None
+        return summary
+
+    def _engine(self, db: apsw.Connection) -> _Engine:
+        if self.archive_dir is not None and not self._dir_ready:
+            ensure_private_dir(self.archive_dir)
+            remove_stale_temp_files(self.archive_dir)
+            self._dir_ready = True
+        return _Engine(db, self.policy, self.archive_dir, self.clock())
+
+    def _one_chunk(self, db: apsw.Connection) -> PruneSummary | None:
+        engine = self._engine(db)
+        rows = engine.expired_rows(self.chunk_rows)
+        if not rows:
+            excess = self._excess(db)
+            if excess <= 0:
+                return None
+            rows = engine.oldest_rows(min(self.chunk_rows, excess))
+            if not rows:
+                return None
+        summary = PruneSummary()
+        deleted = engine.remove(rows, summary)
+        if self._count is not None:
+            self._count = max(0, self._count - deleted)
+        if deleted:
+            merge_index(db, step_pages=self.merge_pages, max_steps=1)
+            summary.pages_reclaimed = reclaim_space(db, max_pages=self.vacuum_pages)
+        return summary
+
+    def _estimated_count(self, db: apsw.Connection) -> int:
+        """An upper bound on the row count, without counting."""
+        low, high = _first_row(db, f'SELECT min("id"), max("id") FROM "{TABLE}"')
+        if high is None:
+            self._count, self._count_max_id = 0, 0
+            return 0
+        bound = int(high - low + 1)
+        if self._count is not None and high >= self._count_max_id:
+            bound = min(bound, self._count + int(high) - self._count_max_id)
+        return bound
+
+    def _exact_count(self, db: apsw.Connection) -> int:
+        with db:  # one read snapshot for both numbers
+            self._count_max_id = int(_scalar(db, f'SELECT max("id") FROM "{TABLE}"') or 0)
+            count = self._count = _row_count(db)
+        return count
+
+    def _excess(self, db: apsw.Connection) -> int:
+        """How many oldest rows max_rows and max_bytes want gone now (0: none)."""
+        policy = self.policy
+        if policy.max_rows is None and policy.max_bytes is None:
+            return 0
+        estimate = self._estimated_count(db)
+        count: int | None = None
+        excess = 0
+        if policy.max_rows is not None and estimate > policy.max_rows:
+            count = self._exact_count(db)
+            excess = count - policy.max_rows
+        if policy.max_bytes is not None:
+            if self._bytes_target is None and estimate >= self._bytes_recheck_at:
+                used = _used_bytes(db)
+                if used > policy.max_bytes:
+                    count = self._exact_count(db) if count is None else count
+                    self._bytes_target = _row_limit(
+                        RetentionPolicy(max_bytes=policy.max_bytes), count, used, low_water=self.LOW_WATER
+                    )
+            if self._bytes_target is not None:
+                count = self._exact_count(db) if count is None else count
+                if count > self._bytes_target:
+                    excess = max(excess, count - self._bytes_target)
+                else:
+                    # Reached: measure again once the table has grown by 5 % of the
+                    # target, by when freed pages show in the page counts.
+                    self._bytes_recheck_at = count + max(self.chunk_rows, self._bytes_target // 20)
+                    self._bytes_target = None
+        return excess
+
+
+# --------------------------------------------------------------------------- #
+# Archives: import, read, search
+# --------------------------------------------------------------------------- #
+
+
+def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2000) -> int:
+    """Load an archive back into the database, keeping ids; returns the rows inserted.
+
+    The checksum sidecar, if present, is verified before anything is read.
+    Rows whose id is already there with identical content are skipped, so
+    importing twice inserts nothing the second time; the full-text index is
+    filled for exactly the rows inserted.  One archive imports whole or not at
+    all (one transaction).  An id held by a *different* record is refused
+    (code ``archive_id_conflict``): import into another database instead.
+    """
+    archive = Path(path)
+    if not archive.is_file():
+        raise FileHandlerError(f"no archive at {str(archive)!r}: check the path")
+    records = iter_ndjson_gz(archive, verify=True)
+    inserted = 0
+    with _write_transaction(db):
+        while batch := list(itertools.islice(records, batch_rows)):
+            rows: dict[int, tuple[Any, ...]] = {}
+            for record in batch:
+                row = _record_row(record, archive)
+                if rows.setdefault(row[0], row) != row:
+                    raise _conflict(archive, row[0])
+            ids = json.dumps(list(rows))
+            for existing in db.execute(_SELECT_BY_IDS, (ids,)).fetchall():
+                row_id = int(existing[0])  # type: ignore[arg-type]  # an INTEGER PRIMARY KEY
+                if rows.pop(row_id) != existing:
+                    raise _conflict(archive, row_id)
+            if not rows:
+                continue
+            db.executemany(_INSERT, list(rows.values()))
+            db.execute(_FTS_INSERT, (json.dumps(list(rows)),))
+            inserted += len(rows)
+    return inserted
+
+
+def _conflict(archive: Path, row_id: int) -> FileHandlerError:
+    return FileHandlerError(
+        f"id {row_id} in {str(archive)!r} already belongs to a different record in this database "
+        "(ids were reused after the table was emptied); nothing was imported: import into a "
+        "separate database instead",
+        code="archive_id_conflict",
+    )
+
+
+def iter_archive_records(
+    archive_dir: str | Path,
+    *,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    verify: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Stream the records of every archive in *archive_dir*, oldest day first.
+
+    *since_ns* is inclusive, *until_ns* exclusive; archives whose day lies
+    outside the range are not opened.  Within a day records come archive by
+    archive, so they are only roughly in time order.  With *verify* each
+    archive is checked against its sidecar first.
+    """
+    for path in list_archives(archive_dir):
+        match = ARCHIVE_PATTERN.match(path.name)
+        assert match is not None
+        day_start = (_dt.date.fromisoformat(match["day"]) - _dt.date(1970, 1, 1)).days * NS_PER_DAY
+        if until_ns is not None and day_start >= until_ns:
+            continue
+        if since_ns is not None and day_start + NS_PER_DAY <= since_ns:
+            continue
+        for record in iter_ndjson_gz(path, verify=verify):
+            ts = record.get("ts")
+            if since_ns is not None and (ts is None or ts < since_ns):
+                continue
+            if until_ns is not None and (ts is None or ts >= until_ns):
+                continue
+            yield _decode_record(record)
+
+
+def search_archives(
+    archive_dir: str | Path,
+    text: str | None = None,
+    level: int | str | None = None,
+    logger: str | None = None,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    limit: int | None = 100,
+) -> list[dict[str, Any]]:
+    """A fallback search over archived records, by streaming every archive in the range.
+
+    No index is used: each whitespace-separated term of *text* must occur,
+    case-insensitively, as a substring of the message, fields or exception (no
+    FTS5 syntax, no ranking).  *level* is a minimum (``"WARNING"`` finds
+    WARNING and above); *logger* matches that logger and its children
+    (``"app"`` finds ``app.db``).  Results come in archive order, oldest
+    first, at most *limit* of them (None: all).
+    """
+    terms = text.lower().split() if text else []
+    min_level = None if level is None else _parse_level(level)
+    found: list[dict[str, Any]] = []
+    if limit is not None and limit <= 0:
+        return found
+    for record in iter_archive_records(archive_dir, since_ns=since_ns, until_ns=until_ns):
+        if min_level is not None and (record.get("level") or 0) < min_level:
+            continue
+        if logger is not None:
+            name = record.get("logger") or ""
+            if name != logger and not name.startswith(logger + "."):
+                continue
+        if terms:
+            haystack = "\n".join(
+                str(record[key]) for key in ("message", "fields", "exception") if record.get(key) is not None
+            ).lower()
+            if not all(term in haystack for term in terms):
+                continue
+        found.append(record)
+        if limit is not None and len(found) >= limit:
+            break
+    return found
