@@ -39,7 +39,9 @@ COLUMNS: tuple[str, ...] = (
 _V1 = textwrap.dedent(
     f"""
     CREATE TABLE IF NOT EXISTS "{TABLE}" (
-        "id" INTEGER PRIMARY KEY,
+        -- AUTOINCREMENT: ids are never reused after a prune, so archives,
+        -- tail cursors and imports always mean the same record by an id.
+        "id" INTEGER PRIMARY KEY AUTOINCREMENT,
         "ts" INTEGER NOT NULL,
         "level" INTEGER NOT NULL,
         "logger" TEXT NOT NULL,

@@ -149,10 +149,28 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
     kw["redact_keys"] = tuple(kw.get("redact_keys") or ())
     if kw.get("archive_dir") is not None:
         kw["archive_dir"] = os.fspath(kw["archive_dir"])
+    if kw.get("retention") is not None:
+        kw["retention"] = _retention_policy(kw["retention"])
     unknown = set(kw) - set(Config.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"configure() got unknown option(s): {', '.join(sorted(unknown))}")
     return Config(db_path=path, **kw)
+
+
+def _retention_policy(value: Any) -> Any:
+    """Accept a RetentionPolicy, an age like "30d", or a dict of from_config() options."""
+    from .retention import RetentionPolicy
+
+    if isinstance(value, RetentionPolicy):
+        return value
+    if isinstance(value, str):
+        return RetentionPolicy.from_config(max_age=value)
+    if isinstance(value, Mapping):
+        return RetentionPolicy.from_config(**value)
+    raise ConfigError(
+        "retention must be an age like '30d', a dict such as "
+        "{'max_age': '30d', 'per_level': {'ERROR': '365d'}}, or a RetentionPolicy"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -692,6 +710,9 @@ def open_database(path: str, *, synchronous: str = "NORMAL") -> apsw.Connection:
         os.fchmod(fd, 0o600)
         os.close(fd)
     db = apsw.Connection(path)
+    # Lets retention give pages back (incremental_vacuum).  It only takes
+    # effect on a new, empty file, before WAL is switched on.
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     _schema.apply_connection_settings(db)
     db.execute(f"PRAGMA synchronous={synchronous}")
     # Checkpoints are run by the flusher when idle, not by whichever commit
@@ -759,7 +780,9 @@ class _Pipeline:
         if cfg.retention is not None:
             from .retention import AutoPruner
 
-            self.pruner = AutoPruner(cfg.retention, archive_dir=cfg.archive_dir)
+            # Consulted after every batch and when idle; it does at most one
+            # small chunk per call, so writes never stall behind a prune.
+            self.pruner = AutoPruner(cfg.retention, archive_dir=cfg.archive_dir, every_n_batches=50)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -881,6 +904,8 @@ class _Pipeline:
         self._backoff = 0.0
         if self._batches_since_checkpoint >= 64:
             self._checkpoint()
+        if self.pruner is not None:
+            self._prune_step()
         return len(rows)
 
     def _failed(self, err: BaseException) -> int:
@@ -898,11 +923,16 @@ class _Pipeline:
         with self.db_lock:
             if self._batches_since_checkpoint:
                 self._checkpoint()
-            if self.pruner is not None and self.db is not None:
-                try:
-                    self.pruner.maybe_prune(self.db)
-                except Exception as err:
-                    self._report(f"retention failed: {type(err).__name__}: {err}")
+            if self.pruner is not None:
+                self._prune_step()
+
+    def _prune_step(self) -> None:
+        if self.db is None:
+            return
+        try:
+            self.pruner.maybe_prune(self.db)  # type: ignore[union-attr]
+        except Exception as err:
+            self._report(f"retention failed: {type(err).__name__}: {err}")
 
     def _checkpoint(self) -> None:
         if self.db is None:

@@ -592,3 +592,40 @@ class TestProcesses:
         ju.get_logger("fork").info("parent after")
         assert ju.flush(timeout=30)
         assert ["parent before", "from child", "parent after"] == messages(janus)
+
+
+class TestRetention:
+    def test_flusher_prunes_by_age_and_archives_first(self, db_path: Path, tmp_path: Path) -> None:
+        """configure(retention=...) makes the flusher prune old rows, archiving them first."""
+        old_ts = time.time_ns() - 10 * 86400 * 10**9
+        db = jlog.open_database(str(db_path))
+        with db:
+            db.executemany(
+                "INSERT INTO logs(ts, level, logger, message) VALUES (?, 20, 'old', ?)",
+                [(old_ts + i, f"ancient-{i}") for i in range(300)],
+            )
+            db.execute("INSERT INTO logs_fts(rowid, message, fields, exception) "
+                       "SELECT id, message, fields, exception FROM logs")
+        db.close()
+        archives = tmp_path / "archive"
+        ju.configure(db_path, console=False, retention={"max_age": "7d", "per_level": {"ERROR": "30d"}},
+                     archive_dir=archives)
+        try:
+            ju.get_logger("new").info("fresh")
+            ju.flush(timeout=10)
+            deadline = time.monotonic() + 60
+            while query(db_path, "SELECT count(*) FROM logs WHERE logger = 'old'")[0][0] and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            ju.shutdown()
+        assert ["fresh"] == messages(db_path)
+        assert [] == query(db_path, "SELECT rowid FROM logs_fts WHERE logs_fts MATCH 'ancient'")
+        from janus_utils.retention import iter_archive_records
+
+        archived = sorted(r["message"] for r in iter_archive_records(archives))
+        assert sorted(f"ancient-{i}" for i in range(300)) == archived
+
+    def test_bad_retention_is_a_config_error(self, db_path: Path) -> None:
+        """An unusable retention value is refused at configure()."""
+        with pytest.raises(ConfigError):
+            ju.configure(db_path, retention=42)
