@@ -17,6 +17,7 @@ import contextvars
 import json
 import logging
 import marshal
+import math
 import os
 import sys
 import threading
@@ -190,7 +191,9 @@ def _safe_str(obj: object) -> str:
 
 def _safe_value(obj: object, depth: int = 0, seen: set[int] | None = None) -> object:
     """A marshal-able copy of a field value: containers kept, other objects as text."""
-    if isinstance(obj, _PRIMITIVES) and type(obj) in _PRIMITIVES:
+    if type(obj) in _PRIMITIVES:
+        if type(obj) is float and not math.isfinite(obj):  # type: ignore[arg-type]
+            return repr(obj)  # JSON has no NaN or Infinity
         return obj
     if depth > 32:
         return "[depth limit]"
@@ -646,39 +649,67 @@ def _json_default(obj: object) -> object:
     return _safe_str(obj)
 
 
+# The C encoder, built once (json.dumps builds one per call, which costs more
+# than the encoding of a small dict).  No cycle check: a cycle ends in
+# RecursionError and takes the safe path; NaN is refused so the stored text is
+# always valid JSON for json_extract().
+_c_encoder = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, _json_default, json.encoder.c_encode_basestring,  # type: ignore[attr-defined]
+    None, ": ", ", ", False, False, False,
+)
+
+
 def _fields_json(fields: dict[str, Any]) -> str:
     try:
-        text = json.dumps(fields, ensure_ascii=False, default=_json_default)
-    except (ValueError, TypeError, RecursionError):  # cycles, odd keys
-        text = json.dumps(_safe_value(fields), ensure_ascii=False, default=_json_default)
-    return _clean_text(text)  # type: ignore[return-value]
+        text = "".join(_c_encoder(fields, 0))
+    except (ValueError, TypeError, RecursionError):  # cycles, NaN, odd keys
+        text = "".join(_c_encoder(_safe_value(fields), 0))
+    return _text(text)  # type: ignore[return-value]
 
 
 def _id_text(value: object) -> str | None:
     if value is None:
         return None
-    return _clean_text(value if type(value) is str else _safe_str(value))
+    if type(value) is str:
+        return value if value.isascii() and "\0" not in value else _clean_text(value)
+    return _clean_text(_safe_str(value))
+
+
+def _text(value: object) -> str | None:
+    """Like _clean_text, with the common case (ASCII, no NUL) first."""
+    if type(value) is str and value.isascii() and "\0" not in value:
+        return value
+    return _clean_text(value)
 
 
 def decode_row(payload: bytes) -> tuple[Any, ...]:
     """One ring payload as a row of ``_schema.COLUMNS``; never raises."""
     try:
-        rec = marshal.loads(payload)
-        fmt, ts, level, name, message, fields, exc, pid, thread = rec
+        fmt, ts, level, name, message, fields, exc, pid, thread = marshal.loads(payload)
         if fmt != _FORMAT:
             raise ValueError(f"record format {fmt}")
-        fields = dict(fields) if fields else {}
-        known = [_id_text(fields.pop(k, None)) for k in _KNOWN_FIELDS]
+        if fields:
+            pop = fields.pop  # a fresh dict from marshal: ours to change
+            uid, aid, rid, tid, sid = (
+                pop("user_id", None), pop("agent_id", None), pop("request_id", None),
+                pop("trace_id", None), pop("span_id", None),
+            )
+            known = (_id_text(uid), _id_text(aid), _id_text(rid), _id_text(tid), _id_text(sid))
+            fields_text = _fields_json(fields) if fields else None
+        else:
+            known = (None, None, None, None, None)
+            fields_text = None
+        # ts, level and pid are ints: only this module writes records.
         return (
-            int(ts),
-            int(level),
-            _clean_text(name),
-            _clean_text(message),
+            ts,
+            level,
+            _text(name),
+            _text(message),
             *known,
-            int(pid) if pid is not None else None,
-            _clean_text(thread),
-            _clean_text(exc),
-            _fields_json(fields) if fields else None,
+            pid,
+            _text(thread),
+            None if exc is None else _text(exc),
+            fields_text,
         )
     except Exception as err:
         return (
