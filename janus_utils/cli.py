@@ -1,8 +1,10 @@
-"""janus-logs: search, follow, summarize and export a janus log database from the shell.
+"""janus-logs: search, follow, summarize, export and prune a janus log database from the shell.
 
-A thin layer over :class:`janus_utils.store.LogStore`, one function per command.
-Exit codes follow grep: 0 something was found, 1 nothing was, 2 bad usage or
-an error (one line on stderr, ``janus-logs: error: ...``, no traceback).
+A thin layer over :class:`janus_utils.store.LogStore` and
+:mod:`janus_utils.retention`, one function per command.  Exit codes follow
+grep: 0 something was found (or removed, or imported), 1 nothing was, 2 bad
+usage or an error (one line on stderr, ``janus-logs: error: ...``, no
+traceback).
 """
 
 from __future__ import annotations
@@ -16,16 +18,21 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
-from datetime import timedelta
+from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import IO, Any
 
 import apsw
 
-from ._levels import LEVELS
-from ._timeparse import format_ts, ts_datetime
+from ._levels import LEVELS, level_name, parse_level
+from ._schema import COLUMNS
+from ._timeparse import format_ts, parse_time, ts_datetime
 from .error_handling import JanusError
+from .retention import PruneSummary, import_archive, list_archives, prune_path, search_archives
 from .security import sanitize
 from .store import FieldValue, LogStore, Record, StoreStats
+from .store import _record as _record_from_row  # the one place a stored row becomes a Record
 
 __all__ = ["main"]
 
@@ -35,7 +42,13 @@ DEFAULT_DB = "./janus-logs.db"
 # Exported in this column order; "fields" as JSON text in CSV.
 EXPORT_COLUMNS = tuple(key for key in Record(0, 0, 0, "", "").to_dict())
 
-_PROGRESS_EVERY = 10_000  # an export shows progress (on a tty) once it is this large
+_PROGRESS_EVERY = 10_000  # an export or prune shows progress (on a tty) once it is this large
+
+# Ends the text line of a record found in an archive (in --json: "archived": true).
+ARCHIVED_MARK = "[archived]"
+
+# A prune lists at most this many archive files; --json lists them all.
+_ARCHIVES_LISTED = 10
 
 def _json_line(data: Any) -> str:
     # ensure_ascii escapes every control, separator and bidi character, so a
@@ -110,11 +123,18 @@ class _Printer:
         self.colour = not as_json and _use_colour(stream)
         self.count = 0
 
-    def write(self, record: Record) -> None:
+    def write(self, record: Record, *, archived: bool = False) -> None:
+        """One record; *archived* marks one read from an archive rather than the database."""
         if self.as_json:
-            line = _json_line(record.to_dict())
+            data = record.to_dict()
+            if archived:
+                data["archived"] = True
+            line = _json_line(data)
         else:
             line = _format_record(record, self.colour)
+            if archived:
+                # Last, so the time stays the first column for sort and cut.
+                line += " " + _paint(ARCHIVED_MARK, _DIM, self.colour)
         self.stream.write(line + "\n")
         self.count += 1
 
@@ -144,6 +164,21 @@ def _count_arg(text: str) -> int:
     return number
 
 
+def _positive_arg(text: str) -> int:
+    number = _count_arg(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError("expected 1 or more, not 0")
+    return number
+
+
+def _level_age_arg(text: str) -> tuple[str, str]:
+    """``LEVEL=AGE``; both are checked by the retention policy, which knows the levels."""
+    level, sep, age = text.partition("=")
+    if not sep or not level.strip() or not age.strip():
+        raise argparse.ArgumentTypeError(f"expected LEVEL=AGE, like ERROR=365d, not {text!r}")
+    return level.strip(), age.strip()
+
+
 def _seconds_arg(text: str) -> float:
     try:
         number = float(text)
@@ -154,15 +189,19 @@ def _seconds_arg(text: str) -> float:
     return number
 
 
-def _common_options(db_default: str) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("which records")
+def _db_option(group: argparse._ActionsContainer, db_default: str) -> None:
     group.add_argument(
         "--db",
         default=db_default,
         metavar="PATH",
         help=f"the log database (default: $JANUS_LOG_DB, else {DEFAULT_DB}; now {db_default})",
     )
+
+
+def _common_options(db_default: str) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("which records")
+    _db_option(group, db_default)
     group.add_argument("--since", metavar="TIME", help="from TIME: 15m, 2h, 7d, yesterday, 2024-05-01T12:00Z, epoch seconds")
     group.add_argument("--until", metavar="TIME", help="before TIME, same forms as --since")
     group.add_argument("--level", metavar="LEVEL", help="this level and above: DEBUG, INFO, WARNING, ERROR, CRITICAL or a number")
@@ -193,14 +232,16 @@ def _build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Search, follow, summarize and export a janus log database.",
+        description="Search, follow, summarize, export and prune a janus log database.",
         epilog=_examples(
             f"{PROG} search 'timeout OR refused' --level WARNING --since 1h",
             f"{PROG} tail -f --logger app.db",
             f"{PROG} stats",
             f"{PROG} export --format csv --since yesterday -o logs.csv",
+            f"{PROG} prune --older-than 30d --archive-dir archive",
+            f"{PROG} archive import archive --db restored.db",
             "",
-            "Exit status: 0 records found, 1 none found, 2 bad usage or an error.",
+            "Exit status: 0 records found (removed, imported), 1 none, 2 bad usage or an error.",
         ),
         formatter_class=formatter,
     )
@@ -216,12 +257,20 @@ def _build_parser() -> argparse.ArgumentParser:
             QUERY keeps AND, OR, NOT, "phrases", prefix* and NEAR(a b, 5);
             other punctuation is searched as words (db-01, user:42).  A column
             can be chosen: message:timeout.  --raw passes FTS5 syntax as is.
-            Snippets (in --json) mark each hit as [hit]."""
+            Snippets (in --json) mark each hit as [hit].
+
+            With --archives DIR the archives a prune wrote are searched too,
+            after the database (or alone, when --db does not exist).  They
+            have no index: each word of QUERY must occur in the message,
+            fields or exception (no OR, NOT, "phrases" or prefix*), and
+            their matches come in archive order, oldest first, each marked
+            [archived] ("archived": true in --json).  --limit counts both."""
         ),
         epilog=_examples(
             f"{PROG} search timeout",
             f'{PROG} search \'"connection reset" OR refused\' --level ERROR --since 2h',
             f"{PROG} search 'pay*' --user u42 --field status=500 --json",
+            f"{PROG} search timeout --archives archive --since 90d",
         ),
         formatter_class=formatter,
     )
@@ -234,6 +283,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="newest first (default), oldest first, or best match first (needs QUERY)",
     )
     search.add_argument("--raw", action="store_true", help="QUERY is FTS5 syntax, passed unchanged")
+    search.add_argument(
+        "--archives",
+        metavar="DIR",
+        help="also search the archives in DIR (written by prune --archive-dir); "
+        "takes QUERY, --level, --logger, --since and --until",
+    )
     search.set_defaults(handler=_search)
 
     tail = commands.add_parser(
@@ -279,7 +334,107 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--limit", type=_count_arg, default=None, metavar="N", help="at most N records (default all)")
     export.add_argument("--raw", action="store_true", help="QUERY is FTS5 syntax, passed unchanged")
     export.set_defaults(handler=_export)
+
+    _add_prune(commands, db_default, formatter)
+    _add_archive(commands, db_default, formatter)
     return parser
+
+
+def _add_prune(commands: argparse._SubParsersAction[argparse.ArgumentParser], db_default: str, formatter: type[argparse.HelpFormatter]) -> None:
+    prune = commands.add_parser(
+        "prune",
+        help="delete old records, archiving them first if asked",
+        description=textwrap.dedent(
+            """\
+            Delete records oldest first: those older than --older-than (or the
+            --level-age for their level), then the oldest others until at most
+            --max-rows remain and the database is under --max-bytes.  With
+            --archive-dir every record is written to a gzip NDJSON archive
+            (one per UTC day, with a .sha256 file) before it is deleted;
+            'archive import' loads archives back.  Runs in short transactions,
+            so an application may keep logging meanwhile.  --dry-run shows
+            what would go and changes nothing."""
+        ),
+        epilog=_examples(
+            f"{PROG} prune --older-than 30d --level-age ERROR=365d --archive-dir archive",
+            f"{PROG} prune --max-rows 1000000 --max-bytes 500MB --dry-run",
+            f"{PROG} prune --level-age DEBUG=1d --json",
+            "",
+            "Exit status: 0 records removed (or would be), 1 nothing to prune, 2 an error.",
+        ),
+        formatter_class=formatter,
+    )
+    limits = prune.add_argument_group("what to remove (at least one)")
+    limits.add_argument("--older-than", metavar="AGE", help="records older than AGE: 45s, 90m, 12h, 30d or 1w")
+    limits.add_argument("--max-rows", type=_count_arg, metavar="N", help="then the oldest until at most N records remain")
+    limits.add_argument(
+        "--max-bytes",
+        metavar="SIZE",
+        help="then the oldest until the database is under SIZE: 500MB, 2GiB (approximate)",
+    )
+    limits.add_argument(
+        "--level-age",
+        action="append",
+        type=_level_age_arg,
+        default=[],
+        metavar="LEVEL=AGE",
+        help="keep LEVEL for AGE instead of --older-than (repeatable): ERROR=365d, DEBUG=1d",
+    )
+    options = prune.add_argument_group("how")
+    _db_option(options, db_default)
+    options.add_argument("--archive-dir", metavar="DIR", help="archive every record to DIR before deleting it")
+    options.add_argument(
+        "--chunk-rows",
+        type=_positive_arg,
+        metavar="N",
+        help="records per transaction (default 5000): smaller keeps writers waiting less",
+    )
+    options.add_argument("--dry-run", action="store_true", help="only count what would be removed")
+    options.add_argument("--json", action="store_true", help="the summary as one JSON object")
+    prune.set_defaults(run=_prune)
+
+
+def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser], db_default: str, formatter: type[argparse.HelpFormatter]) -> None:
+    archive = commands.add_parser(
+        "archive",
+        help="work with the archives prune writes",
+        description="Work with the gzip NDJSON archives that prune --archive-dir writes.",
+        epilog=_examples(f"{PROG} archive import archive --db restored.db"),
+        formatter_class=formatter,
+    )
+    archive.set_defaults(run=_no_subcommand(archive))
+    actions = archive.add_subparsers(dest="archive_command", metavar="ACTION")
+    load = actions.add_parser(
+        "import",
+        help="load archived records back into a database",
+        description=textwrap.dedent(
+            """\
+            Load archived records back into the database, which is created
+            if it does not exist.  A directory means every archive in it,
+            oldest first.  Each archive is checked against its .sha256 file
+            and imported whole or not at all; records already in the
+            database are skipped, so importing twice inserts nothing."""
+        ),
+        epilog=_examples(
+            f"{PROG} archive import archive --db restored.db",
+            f"{PROG} archive import archive/janus-logs-2024-05-01.1-5000.ndjson.gz",
+            "",
+            "Exit status: 0 records inserted, 1 none (all were there already), 2 an error.",
+        ),
+        formatter_class=formatter,
+    )
+    load.add_argument("paths", nargs="+", metavar="FILE_OR_DIR", help="archive files, or directories of them")
+    _db_option(load, db_default)
+    load.add_argument("--json", action="store_true", help="the counts as one JSON object")
+    load.set_defaults(run=_archive_import)
+
+
+def _no_subcommand(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace, IO[str], IO[str]], int]:
+    def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+        parser.print_help(err)
+        return 2
+
+    return run
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
@@ -296,16 +451,52 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- commands
-def _search(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    records = store.search(
-        args.query, limit=args.limit, order=args.order, raw=args.raw, **_filters(args)
-    )
+def _search(store: LogStore | None, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    """The database's matches, then (with --archives) the archives'; *store* is None for archives only."""
+    if args.archives is not None:
+        since_ns, until_ns = _check_archive_search(args)
     printer = _Printer(out, args.json)
-    for record in records:
-        printer.write(record)
-    if records and len(records) == args.limit and _isatty(err):
-        err.write(f"({len(records)} shown: the limit; --limit N for more)\n")
-    return 0 if records else 1
+    if store is not None:
+        for record in store.search(args.query, limit=args.limit, order=args.order, raw=args.raw, **_filters(args)):
+            printer.write(record)
+    if args.archives is not None and printer.count < args.limit:
+        out.flush()  # the database's matches show while the archives are read
+        found = search_archives(
+            args.archives, args.query, args.level, args.logger, since_ns, until_ns, args.limit - printer.count
+        )
+        for data in found:
+            printer.write(_archived_record(data), archived=True)
+    if printer.count and printer.count == args.limit and _isatty(err):
+        err.write(f"({printer.count} shown: the limit; --limit N for more)\n")
+    return 0 if printer.count else 1
+
+
+def _check_archive_search(args: argparse.Namespace) -> tuple[int | None, int | None]:
+    """Refuse what archives cannot be searched by, before anything is printed; (since, until) in ns."""
+    if args.raw:
+        raise _UsageError("--raw is FTS5 syntax, which archives have no index for: drop --raw or --archives")
+    unsupported = [
+        option
+        for option, value in (("--user", args.user), ("--agent", args.agent), ("--request", args.request), ("--field", args.field))
+        if value
+    ]
+    if unsupported:
+        raise _UsageError(
+            f"{', '.join(unsupported)} cannot be used with --archives: archives are searched by "
+            "QUERY, --level, --logger, --since and --until only"
+        )
+    list_archives(args.archives)  # a missing directory is an error now, not after the database's matches
+    now = datetime.now(timezone.utc)  # one clock reading for both, as the database search does
+    since = parse_time(args.since, now=now) if args.since is not None else None
+    until = parse_time(args.until, now=now) if args.until is not None else None
+    if since is not None and until is not None and since >= until:
+        raise _UsageError(f"--since ({format_ts(since)}) must be before --until ({format_ts(until)})")
+    return since, until
+
+
+def _archived_record(data: dict[str, Any]) -> Record:
+    """An archive's record (every column, fields as JSON text) as the Record the printer takes."""
+    return _record_from_row(tuple(data.get(column) for column in ("id", *COLUMNS)))
 
 
 def _tail(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
@@ -320,6 +511,10 @@ def _tail(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str])
     finally:
         records.close()
     return 0 if printer.count or args.follow else 1
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 def _size(number: float) -> str:
@@ -432,22 +627,26 @@ def _stats(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]
 
 
 class _Progress:
-    """``exported N records`` on stderr, only on a terminal and once the export is large."""
+    """``exported N records`` on stderr, only on a terminal and once the work is large."""
 
-    def __init__(self, err: IO[str]) -> None:
+    def __init__(self, err: IO[str], verb: str = "exported") -> None:
         self.err = err
+        self.verb = verb
         self.enabled = _isatty(err)
         self.shown = False
+        self.next_at = _PROGRESS_EVERY
 
     def update(self, count: int) -> None:
-        if self.enabled and count % _PROGRESS_EVERY == 0:
-            self.err.write(f"\rexported {count:,} records")
+        # >= rather than ==: a prune's count grows a chunk at a time.
+        if self.enabled and count >= self.next_at:
+            self.err.write(f"\r{self.verb} {count:,} records")
             self.err.flush()
             self.shown = True
+            self.next_at = count - count % _PROGRESS_EVERY + _PROGRESS_EVERY
 
     def done(self, count: int) -> None:
         if self.shown:
-            self.err.write(f"\rexported {count:,} records\n")
+            self.err.write(f"\r{self.verb} {count:,} records\n")
             self.err.flush()
 
 
@@ -494,6 +693,126 @@ def _export(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str
     return 0 if count else 1
 
 
+# ---------------------------------------------------------------- retention
+def _prune(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    if args.older_than is None and args.max_rows is None and args.max_bytes is None and not args.level_age:
+        raise _UsageError(
+            "nothing to prune by: give --older-than AGE (e.g. 30d), --max-rows N, "
+            "--max-bytes SIZE (e.g. 500MB) or --level-age LEVEL=AGE (e.g. DEBUG=1d)"
+        )
+    per_level: dict[int | str, str] = {}
+    given: dict[int | str, str] = {}
+    for level, age in args.level_age:
+        try:
+            key: int | str = parse_level(level)
+        except ValueError:
+            key = level  # the policy says what is wrong with it
+        if key in given:
+            twice = level if given[key] == level else f"{given[key]} and {level}"
+            raise _UsageError(f"--level-age gives one level twice ({twice}): give each level once")
+        given[key] = level
+        per_level[level] = age
+    options: dict[str, Any] = {}
+    if args.chunk_rows is not None:  # else the library's default
+        options["chunk_rows"] = args.chunk_rows
+    progress = _Progress(err, "removed")
+    summary = prune_path(
+        args.db,
+        older_than=args.older_than,
+        max_rows=args.max_rows,
+        max_bytes=args.max_bytes,
+        per_level=per_level or None,
+        archive_dir=args.archive_dir,
+        dry_run=args.dry_run,
+        progress=lambda running: progress.update(running.rows),
+        **options,
+    )
+    progress.done(summary.rows)
+    if args.json:
+        out.write(_json_line(summary.to_dict()) + "\n")
+    else:
+        out.write("\n".join(_prune_lines(summary, args.archive_dir, _use_colour(out))) + "\n")
+    return 0 if summary.rows else 1
+
+
+def _prune_lines(summary: PruneSummary, archive_dir: str | None, colour: bool) -> list[str]:
+    """The summary as text: what went (or would go), by level, when from and to, where archived."""
+    if not summary.rows:
+        return ["nothing would be removed" if summary.dry_run else "nothing to prune: no record is past the limits"]
+
+    def heading(text: str) -> str:
+        return _paint(f"{text:<14}", _BOLD, colour)
+
+    verb = "would remove" if summary.dry_run else "removed"
+    lines = [f"{heading(verb)}{_plural(summary.rows, 'record')} (about {_size(summary.bytes_estimate)})"]
+    if summary.oldest_ts is not None and summary.newest_ts is not None:
+        lines.append(f"{heading('from')}{format_ts(summary.oldest_ts, digits=3)} to {format_ts(summary.newest_ts, digits=3)}")
+    lines.append(heading("levels") + "  ".join(
+        _paint(level_name(level), _LEVEL_COLOURS.get(level, ""), colour) + f" {n:,}"
+        for level, n in sorted(summary.per_level.items())
+    ))
+    if summary.dry_run:
+        lines.append("(dry run: nothing was changed)")
+    elif archive_dir is not None:
+        lines.append(heading("archived to") + f"{_plural(len(summary.archives), 'file')} in {sanitize(archive_dir)}")
+        lines.extend(f"  {sanitize(path.name)}" for path in summary.archives[:_ARCHIVES_LISTED])
+        if len(summary.archives) > _ARCHIVES_LISTED:
+            lines.append(f"  ... and {len(summary.archives) - _ARCHIVES_LISTED:,} more (--json lists all)")
+    return lines
+
+
+def _archives_to_import(paths: Sequence[str]) -> list[tuple[str, list[Path]]]:
+    """Every argument checked before anything is imported: (argument, its archives)."""
+    found: list[tuple[str, list[Path]]] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found.append((text, list_archives(path)))
+        elif not path.is_file():
+            raise _UsageError(f"no archive at {text}: give an archive file or the directory prune wrote")
+        elif path.name.endswith(".sha256"):
+            raise _UsageError(
+                f"{text} is a checksum file, not an archive: give the .ndjson.gz file, "
+                "or the directory instead of DIR/*"
+            )
+        else:
+            found.append((text, [path]))
+    return found
+
+
+def _archive_import(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    groups = _archives_to_import(args.paths)
+    archives = [archive for _, group in groups for archive in group]
+    results: list[tuple[Path, int]] = []
+    if archives:
+        # Imported here: the logger (ring, flusher) is needed by this command only.
+        from .logger import open_database
+
+        db = open_database(args.db)
+        try:
+            for archive in archives:
+                inserted = import_archive(db, archive)
+                results.append((archive, inserted))
+                if not args.json:
+                    # Each archive is committed on its own: say so as it happens.
+                    out.write(f"{sanitize(str(archive))}: {inserted:,} inserted\n")
+                    out.flush()
+        finally:
+            db.close()
+    total = sum(inserted for _, inserted in results)
+    if args.json:
+        data = {
+            "db": args.db,
+            "archives": [{"path": str(archive), "inserted": inserted} for archive, inserted in results],
+            "inserted": total,
+        }
+        out.write(_json_line(data) + "\n")
+    else:
+        out.writelines(f"{sanitize(text)}: no archives in this directory\n" for text, group in groups if not group)
+        out.write(f"{total:,} inserted from {_plural(len(results), 'archive')} into {sanitize(args.db)}\n")
+    return 0 if total else 1
+
+
 # ---------------------------------------------------------------- main
 class _UsageError(Exception):
     """A combination of options that argparse cannot check by itself."""
@@ -512,6 +831,13 @@ def _error(err: IO[str], message: str) -> int:
     return 2
 
 
+def _open_store(args: argparse.Namespace) -> AbstractContextManager[LogStore | None]:
+    """The database a command reads; none when only archives are to be searched."""
+    if getattr(args, "archives", None) is not None and not os.path.exists(args.db):
+        return nullcontext()
+    return LogStore(args.db)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``janus-logs`` with *argv* (default: sys.argv[1:]); returns the exit status."""
     out, err = sys.stdout, sys.stderr
@@ -524,10 +850,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(err)
         return 2
     try:
-        with LogStore(args.db) as store:
-            code: int = args.handler(store, args, out, err)
-            out.flush()
-            return code
+        if hasattr(args, "run"):  # a command that opens what it needs itself
+            code: int = args.run(args, out, err)
+        else:
+            with _open_store(args) as store:
+                code = args.handler(store, args, out, err)
+        out.flush()
+        return code
     except JanusError as exc:
         return _error(err, exc.message)
     except _UsageError as exc:
