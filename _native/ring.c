@@ -533,9 +533,7 @@ static inline int is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\
 /* The same rule as janus_utils.security.might_contain_secret, over UTF-8:
  * (a) a token occurs, ASCII case-insensitively; (b) a run of digits, spaces and
  * dashes holds 13 or more digits (a card number); (c) "://" is followed by "@"
- * before the next white space (credentials in a URL).  Only ASCII white space
- * ends (c) here, so this may say "suspect" where the Python rule does not,
- * never the other way round.
+ * before the next ASCII white space (credentials in a URL).
  *
  * One table load per byte decides whether anything starts here; almost all
  * bytes of ordinary text need nothing more. */
@@ -544,6 +542,7 @@ int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
         return 0;
     const uint8_t *pp = r->pf_pair;
     unsigned digits = 0;
+    size_t url_seen = 0; /* "://" scans have covered [.., url_seen) */
     /* The last byte is paired with a NUL, which continues no token. */
     for (size_t i = 0; i < len; i++) {
         unsigned k = pp[i + 1 < len ? pair_at(data + i) : data[i]];
@@ -559,10 +558,16 @@ int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
         if (!(k & PP_SEP))
             digits = 0;
         if (k & PP_URL) {
-            if (i + 2 < len && data[i + 2] == '/')
-                for (size_t m = i + 3; m < len && !is_space(data[m]); m++)
+            /* Each "://" looks ahead to the next white space; a later "://"
+             * before that space would look at the same bytes again, so skip
+             * it (keeps hostile "a://a://a://..." input linear). */
+            if (i >= url_seen && i + 2 < len && data[i + 2] == '/') {
+                size_t m = i + 3;
+                for (; m < len && !is_space(data[m]); m++)
                     if (data[m] == '@')
                         return 1;
+                url_seen = m;
+            }
             continue;
         }
         if (!(k & PP_TOKEN))

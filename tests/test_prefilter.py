@@ -59,3 +59,9 @@ class TestPrefilterAgreesWithPython:
         for text in ["user 42 logged in from 10.0.0.1", "GET /orders/17 200 in 12 ms",
                      "cache miss for key-less lookup", "https://example.com/docs?page=2"]:
             assert not ring.suspect(text.encode()), text
+
+    def test_many_url_schemes_stay_linear_and_correct(self, ring: Ring) -> None:
+        """Repeated '://' with no '@' is not suspect; an '@' after any of them is."""
+        assert not ring.suspect(b"https://u:" * 40_000)
+        assert ring.suspect(b"https://u:" * 1000 + b"p@h")
+        assert not ring.suspect(b"x://ab c@d")
