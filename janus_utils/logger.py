@@ -253,6 +253,7 @@ class _Emitter:
         self.push_fn, self.ptr = pipeline.ring.raw_push(checked=cfg.redact)
         self.push_plain = pipeline.ring.pusher()
         self.redactor = pipeline.redactor
+        self.redact = cfg.redact
         self.max_chars = cfg.max_message_chars
         self.console_level = cfg.console_level if cfg.console else 10**9
         self.console_q = pipeline.console_q
@@ -288,9 +289,14 @@ class _Emitter:
             self.after(record)
 
     def truncate(self, message: str) -> str:
-        cut = len(message) - self.max_chars
+        total = len(message)
+        if self.redact:
+            # Redact before cutting: a secret cut in half (a card number, a
+            # JWT) would no longer be recognised.  The margin covers a secret
+            # that straddles the cut, a PEM key included.
+            message = self.redactor.redact_text(message[: self.max_chars + 16384])
         self.pipeline.truncated += 1
-        return message[: self.max_chars] + _TRUNCATED.format(cut)
+        return message[: self.max_chars] + _TRUNCATED.format(total - self.max_chars)
 
     @staticmethod
     def safe_encode(record: tuple[Any, ...]) -> tuple[tuple[Any, ...], bytes]:
@@ -318,7 +324,10 @@ class _Emitter:
             fields = red.redact_value(fields) if fields else fields
             exc = red.redact_text(exc) if exc else exc
             record = (_FORMAT, ts, level, name, message, fields, exc, pid, thread)
-            data = _dumps(record)
+            try:
+                data = _dumps(record)
+            except Exception:
+                record, data = self.safe_encode(record)
             rc = self.push_plain(data)
         if rc == _ring.TOO_LARGE:
             # Only records far beyond max_message_chars get here (huge fields or

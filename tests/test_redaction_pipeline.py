@@ -170,3 +170,22 @@ class TestCleanRecordsPassUnchanged:
         finally:
             conn.close()
         assert CLEAN == [m for (m,) in got]
+
+
+class TestTruncationKeepsRedaction:
+    def test_secret_at_the_cut_is_redacted_whole(self, tmp_path: Path) -> None:
+        """A card number straddling the truncation point is redacted, not cut in half."""
+        db = tmp_path / "cut.db"
+        ju.configure(db, console=False, max_message_chars=100)
+        try:
+            ju.get_logger("cut").info("x" * 90 + " card 4111 1111 1111 1111 " + "y" * 1000)
+            assert ju.flush(timeout=30)
+        finally:
+            ju.shutdown()
+        conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            ((message,),) = conn.execute("SELECT message FROM logs").fetchall()
+        finally:
+            conn.close()
+        assert "4111" not in message and "1111" not in message
+        assert message.endswith("chars]")
