@@ -1,0 +1,4 @@
+"""Errors of optional integrations; see :mod:`.errors`."""
+
+from .errors import *  # noqa: F403
+from .errors import __all__ as __all__
