@@ -28,6 +28,10 @@ setup(
     },
     entry_points={
         "console_scripts": ["janus-logs = janus_utils.cli:main"],
+        # The janus_logs fixture, for every project whose tests run with janus_utils installed.
+        "pytest11": [
+            "janus_utils.error_handling.tests.plugin = janus_utils.error_handling.tests.plugin"
+        ],
     },
     zip_safe=False,
 )

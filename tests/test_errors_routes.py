@@ -34,7 +34,7 @@ from janus_utils.error_handling import (
 )
 
 # The janus_logs fixture, until the package's pytest11 entry point loads it everywhere.
-from janus_utils.error_handling.tests.plugin import JanusLogs, janus_logs  # noqa: F401
+from janus_utils.error_handling.tests.plugin import JanusLogs
 
 SECRET = "sk_live_internal_detail"  # must never reach a client
 

@@ -15,7 +15,7 @@ import janus_utils as ju
 from janus_utils.error_handling import TestSetupError
 
 # The janus_logs fixture, until the package's pytest11 entry point loads it everywhere.
-from janus_utils.error_handling.tests.plugin import JanusLogs, capture_janus_logs, janus_logs  # noqa: F401
+from janus_utils.error_handling.tests.plugin import JanusLogs, capture_janus_logs
 
 RECORD_KEYS = {
     "ts", "level", "level_name", "logger", "message", "exception", "pid", "thread",
