@@ -200,6 +200,10 @@ static int create_file(const char *path, uint64_t cap) {
         goto out;
     if (fchmod(fd, 0600) != 0 || ftruncate(fd, (off_t)(JR_HEADER_SIZE + cap)) != 0)
         goto fail;
+    /* Allocate the blocks now: a sparse file would allocate them on the first
+     * write to each page, inside a producer's push.  Not every file system
+     * can (tmpfs before 3.5, some network file systems); then it stays sparse. */
+    (void)posix_fallocate(fd, 0, (off_t)(JR_HEADER_SIZE + cap));
 
     struct jr_shared sh;
     memset(&sh, 0, sizeof sh);
@@ -273,7 +277,8 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
         goto fail;
     }
     r->map_len = (size_t)st.st_size;
-    r->map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    /* MAP_POPULATE maps every page up front, so no push takes a page fault. */
+    r->map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
     if (r->map == MAP_FAILED) {
         free(r);
         rc = JR_ERRNO;
