@@ -1,0 +1,184 @@
+"""End to end: records from 4 threads until they are committed and full-text searchable.
+
+janus_utils runs with its defaults (8 MiB ring, batches of 2,000): the
+producers block on the flusher when the ring fills, so the time is the whole
+pipeline's.  A round ends when ``flush()`` returns; every record is then in
+``logs`` and in ``logs_fts`` (the flusher fills both in one transaction), which
+is checked after the round, untimed.
+
+The reference is the floor for this schema: a bare apsw ``executemany`` of the
+same rows, pre-built as the flusher would build them, with the same FTS fill
+statement per batch of 2,000, WAL and synchronous=NORMAL, into a fresh database.
+
+Context, not goals: stdlib FileHandler (a file, not searchable) and the naive
+SQLite handler (one commit per record, a plain table without indexes or FTS,
+``JANUS_BENCH_E2E_NAIVE_RECORDS`` records, default 100,000).
+
+Records: ``JANUS_BENCH_E2E_RECORDS`` (default 1,000,000; quick 20,000);
+rounds: ``JANUS_BENCH_E2E_ROUNDS`` (default 2; quick 1).  Each round starts
+from a fresh database.  rows/s = records / the round's time, in extra_info.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+from janus_utils import _ring, _schema
+from janus_utils.logger import _INDEX, _INSERT, decode_row
+
+from . import _sizes
+from ._peers import Janus, Peer, ThreadedBurst, peer
+from ._sizes import AGENT, IP, MESSAGE, THREADS, user_ids
+
+
+class _Round:
+    """One fresh directory, peer and parked threads per round; closed even if the benchmark is disabled."""
+
+    def __init__(self, key: str, records: int, root: Path) -> None:
+        self.key = key
+        self.records = records
+        self.root = root
+        self.per_thread = [user_ids(records // THREADS, start=n * (records // THREADS)) for n in range(THREADS)]
+        self.peer: Peer | None = None
+        self.parked: ThreadedBurst | None = None
+        self.seconds: list[float] = []
+        self.ran = False
+
+    def setup(self) -> None:
+        self.teardown()
+        self.work = self.root / "round"
+        self.work.mkdir()
+        # janus with its defaults: the ring of 8 MiB, not the producer benchmarks' 64 MiB.
+        self.peer = Janus(ring_size=_ring.DEFAULT_CAPACITY) if self.key == "janus" else peer(self.key)
+        self.peer.open(self.work)
+        self.parked = ThreadedBurst(self.peer.burst, self.per_thread)
+
+    def run(self) -> None:
+        assert self.peer is not None and self.parked is not None
+        started = time.perf_counter()
+        self.parked.go()
+        self.peer.drain()
+        self.seconds.append(time.perf_counter() - started)
+        self.ran = True
+
+    def check(self) -> None:
+        """Untimed: every record arrived (and, for janus, is found by a full-text search)."""
+        if self.key == "janus":
+            import janus_utils as ju
+
+            path = self.peer.path  # type: ignore[union-attr]
+            with ju.LogStore(path) as store:
+                assert store.count() == self.records
+                for ids in self.per_thread:
+                    for uid in (ids[0], ids[-1]):
+                        found = store.search(uid, logger="svc.auth")
+                        assert [r.user_id for r in found] == [uid], (uid, found)
+        elif self.key == "stdlib_file":
+            with open(self.work / "stdlib.log", "rb") as lines:
+                assert sum(1 for _ in lines) == self.records
+        elif self.key == "sqlite_naive":
+            db = apsw.Connection(str(self.work / "sqlite_naive.db"))
+            try:
+                assert db.execute('SELECT count(*) FROM "logs"').fetchall()[0][0] == self.records
+            finally:
+                db.close()
+
+    def teardown(self, *args: Any) -> None:
+        if self.ran:
+            self.ran = False
+            self.check()
+        if self.peer is not None:
+            self.peer.close()
+            self.peer = None
+        self.parked = None
+        shutil.rmtree(self.root / "round", ignore_errors=True)
+
+
+def _janus_rows(records: int) -> list[tuple[Any, ...]]:
+    """The rows the flusher would insert for these records, built by its own decode_row."""
+    thread = threading.current_thread().name
+    pid = os.getpid()
+    rows = []
+    for uid in user_ids(records):
+        fields = {"user_id": uid, "ip": IP, "agent_id": AGENT}
+        record = (1, time.time_ns(), 20, "svc.auth", MESSAGE % uid, fields, None, pid, thread)
+        rows.append(decode_row(marshal.dumps(record, 2)))
+    return rows
+
+
+class _ApswRound:
+    """The floor: bare executemany of pre-built rows, the FTS fill per batch, into a fresh db."""
+
+    def __init__(self, records: int, root: Path) -> None:
+        self.records = records
+        self.root = root
+        self.rows = _janus_rows(records)
+        self.db: apsw.Connection | None = None
+        self.seconds: list[float] = []
+
+    def setup(self) -> None:
+        self.teardown()
+        work = self.root / "round"
+        work.mkdir()
+        self.db = apsw.Connection(str(work / "bare.db"))
+        _schema.apply_connection_settings(self.db)  # WAL, synchronous=NORMAL
+        _schema.ensure_schema(self.db)
+
+    def run(self) -> None:
+        db = self.db
+        assert db is not None
+        started = time.perf_counter()
+        batch = _sizes.E2E_BATCH
+        for start in range(0, len(self.rows), batch):
+            with db:
+                db.executemany(_INSERT, self.rows[start : start + batch])
+                db.execute(_INDEX, (start,))  # ids are 1..N: this batch is id > start
+        self.seconds.append(time.perf_counter() - started)
+        assert db.execute('SELECT count(*) FROM "logs_fts" WHERE "logs_fts" MATCH ?', (self.rows[-1][4],)).fetchall()[0][0] == 1
+
+    def teardown(self, *args: Any) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        shutil.rmtree(self.root / "round", ignore_errors=True)
+
+
+def _report(benchmark: Any, key: str, records: int, seconds: list[float]) -> None:
+    benchmark.extra_info.update({"peer": key, "records": records, "threads": 1 if key == "apsw_executemany" else THREADS})
+    if seconds:
+        best = min(seconds)
+        benchmark.extra_info["best_rows_per_s"] = round(records / best)
+        print(f"\nend to end {key}: {records:,} records, best {best:.2f} s = {records / best:,.0f} rows/s")
+
+
+@pytest.mark.benchmark(group="end-to-end")
+@pytest.mark.parametrize("key", ["janus", "stdlib_file", "sqlite_naive"])
+def test_end_to_end(benchmark: Any, key: str, tmp_path: Path) -> None:
+    """4 threads log the records; the round ends when all are written (committed, searchable)."""
+    records = _sizes.E2E_NAIVE_RECORDS if key == "sqlite_naive" else _sizes.E2E_RECORDS
+    one = _Round(key, records - records % THREADS, tmp_path)
+    try:
+        benchmark.pedantic(one.run, setup=one.setup, teardown=one.teardown, rounds=_sizes.E2E_ROUNDS)
+    finally:
+        one.teardown()
+    _report(benchmark, key, one.records, one.seconds)
+
+
+@pytest.mark.benchmark(group="end-to-end")
+def test_end_to_end_apsw_executemany(benchmark: Any, tmp_path: Path) -> None:
+    """The same rows through bare apsw executemany + FTS fill per 2,000: the floor for this schema."""
+    one = _ApswRound(_sizes.E2E_RECORDS - _sizes.E2E_RECORDS % THREADS, tmp_path)
+    try:
+        benchmark.pedantic(one.run, setup=one.setup, teardown=one.teardown, rounds=_sizes.E2E_ROUNDS)
+    finally:
+        one.teardown()
+    _report(benchmark, "apsw_executemany", one.records, one.seconds)
