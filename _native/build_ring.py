@@ -39,6 +39,7 @@ ffi.cdef(
     #define JR_INVALID -9
     #define JR_SIZE_MISMATCH -10
     #define JR_BUFFER_SMALL -11
+    #define JR_INSECURE -12
 
     typedef struct jr_ring jr_ring;
 

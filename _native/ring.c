@@ -34,6 +34,8 @@
 #include "ring.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
@@ -48,6 +50,9 @@
 #define TAG_RESV 0x52455356a5c3e1f7ULL /* "RESV" + noise */
 #define TAG_DONE 0x444f4e455a3c1e0bULL /* "DONE" + noise */
 #define FLAG_PAD 1u
+/* flags = (producer pid << 1) | FLAG_PAD: the pid lets the consumer tell a
+ * producer that died mid-push from one that is only slow. */
+#define FLAG_PID_SHIFT 1
 #define CACHE_LINE 64
 
 struct jr_shared {
@@ -146,6 +151,16 @@ static uint32_t header_check(const struct jr_shared *sh) {
     return fnv1a(sh, offsetof(struct jr_shared, check));
 }
 
+/* The producer's pid, for record headers; kept without a system call on the
+ * push path and refreshed in a forked child. */
+static pid_t cached_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+static void refresh_pid(void) { __atomic_store_n(&cached_pid, getpid(), __ATOMIC_RELAXED); }
+static void init_pid(void) {
+    refresh_pid();
+    pthread_atfork(NULL, NULL, refresh_pid);
+}
+
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -181,6 +196,30 @@ static int check_cursors(const struct jr_shared *sh) {
     return JR_OK;
 }
 
+/* Give the file all its blocks now.  A sparse file would allocate them on the
+ * first write to each page, inside a producer's push, and on a full disk that
+ * write would raise SIGBUS in the application.  Where the file system cannot
+ * fallocate, a fresh file gets its zeros written; an existing one (live
+ * records) is left as it is. */
+static int allocate(int fd, off_t size, int fresh) {
+    int e = posix_fallocate(fd, 0, size);
+    if (e == 0)
+        return JR_OK;
+    if (e != EOPNOTSUPP && e != EINVAL) {
+        errno = e;
+        return JR_ERRNO;
+    }
+    if (!fresh)
+        return JR_OK;
+    static const char zeros[65536];
+    for (off_t off = 0; off < size; off += (off_t)sizeof zeros) {
+        size_t n = (size_t)(size - off) < sizeof zeros ? (size_t)(size - off) : sizeof zeros;
+        if (pwrite(fd, zeros, n, off) != (ssize_t)n)
+            return JR_ERRNO;
+    }
+    return JR_OK;
+}
+
 /* Create a fresh ring under a temporary name and link it into place, so that
  * no process ever maps a half-initialised header.  Returns JR_OK, or -EEXIST
  * style failure through errno when another process won the race. */
@@ -200,10 +239,8 @@ static int create_file(const char *path, uint64_t cap) {
         goto out;
     if (fchmod(fd, 0600) != 0 || ftruncate(fd, (off_t)(JR_HEADER_SIZE + cap)) != 0)
         goto fail;
-    /* Allocate the blocks now: a sparse file would allocate them on the first
-     * write to each page, inside a producer's push.  Not every file system
-     * can (tmpfs before 3.5, some network file systems); then it stays sparse. */
-    (void)posix_fallocate(fd, 0, (off_t)(JR_HEADER_SIZE + cap));
+    if (allocate(fd, (off_t)(JR_HEADER_SIZE + cap), 1) != JR_OK)
+        goto fail;
 
     struct jr_shared sh;
     memset(&sh, 0, sizeof sh);
@@ -241,9 +278,11 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
     if (policy != JR_POLICY_BLOCK && policy != JR_POLICY_DROP)
         return JR_INVALID;
 
+    pthread_once(&pid_once, init_pid);
     int fd = -1;
     for (int attempt = 0; attempt < 3 && fd < 0; attempt++) {
-        fd = open(path, O_RDWR | O_CLOEXEC);
+        /* O_NOFOLLOW: a symlink planted at the path is refused (ELOOP). */
+        fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
         if (fd >= 0 || errno != ENOENT || !create)
             break;
         if (capacity == 0) {
@@ -261,6 +300,10 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
     int rc = JR_ERRNO;
     if (fstat(fd, &st) != 0)
         goto fail;
+    if (!S_ISREG(st.st_mode)) {
+        rc = JR_INSECURE;
+        goto fail;
+    }
     if ((uint64_t)st.st_size < sizeof hdr) {
         rc = st.st_size == 0 ? JR_BAD_MAGIC : JR_BAD_SIZE;
         goto fail;
@@ -268,6 +311,15 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
     if (pread(fd, &hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr)
         goto fail;
     rc = validate(&hdr, (uint64_t)st.st_size, capacity);
+    if (rc != JR_OK)
+        goto fail;
+    /* The ring carries log records and the consumer trusts its layout: only a
+     * file of ours that nobody else can read or write will do. */
+    if (st.st_uid != geteuid() || (st.st_mode & 077)) {
+        rc = JR_INSECURE;
+        goto fail;
+    }
+    rc = allocate(fd, (off_t)st.st_size, 0);
     if (rc != JR_OK)
         goto fail;
 
@@ -323,7 +375,8 @@ uint64_t jr_max_record(const jr_ring *r) {
      * empty ring always has room: a record that does not fit before the end
      * of the area starts after its midpoint, so the pad plus the record is at
      * most cap.  Larger records could wait forever on an empty ring. */
-    return r->cap / 2 - JR_REC_HEADER;
+    uint64_t half = r->cap / 2 - JR_REC_HEADER;
+    return half < UINT32_MAX - JR_REC_HEADER ? half : UINT32_MAX - JR_REC_HEADER; /* len is 32 bits */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -347,6 +400,12 @@ static int try_reserve(jr_ring *r, uint64_t need, uint64_t *pos, uint64_t *pad) 
          * has finished reading and zeroing everything before it, so we may
          * overwrite that space. */
         uint64_t tail = __atomic_load_n(&sh->tail, __ATOMIC_ACQUIRE);
+        if (tail > head) {
+            /* Our head is older than a release the consumer made since: the
+             * ring is not full, our view is stale.  Look again. */
+            head = __atomic_load_n(&sh->head, __ATOMIC_RELAXED);
+            continue;
+        }
         uint64_t off = head & r->mask;
         uint64_t p = (off + need > r->cap) ? r->cap - off : 0;
         uint64_t total = p + need;
@@ -377,7 +436,7 @@ static void write_pad(jr_ring *r, uint64_t at, uint64_t pad) {
 static void write_record(jr_ring *r, uint64_t pos, const uint8_t *data, size_t len) {
     struct jr_rec *h = rec_at(r, pos);
     h->len = (uint32_t)len;
-    h->flags = 0;
+    h->flags = (uint32_t)__atomic_load_n(&cached_pid, __ATOMIC_RELAXED) << FLAG_PID_SHIFT;
     /* RESV tells a consumer that finds this record unfinished how long it is,
      * so a producer killed from here on costs exactly this one record. */
     __atomic_store_n(&h->tag, pos ^ TAG_RESV, __ATOMIC_RELEASE);
@@ -460,7 +519,7 @@ int jr_debug_reserve_only(jr_ring *r, size_t len, int write_header) {
     if (write_header) {
         struct jr_rec *h = rec_at(r, pos);
         h->len = (uint32_t)len;
-        h->flags = 0;
+        h->flags = (uint32_t)__atomic_load_n(&cached_pid, __ATOMIC_RELAXED) << FLAG_PID_SHIFT;
         __atomic_store_n(&h->tag, pos ^ TAG_RESV, __ATOMIC_RELEASE);
     }
     return JR_OK;
@@ -558,10 +617,11 @@ int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
         if (k & PP_DIGIT) {
             if (++digits >= 13)
                 return 1;
-            continue;
-        }
-        if (!(k & PP_SEP))
+            if (!(k & PP_TOKEN))
+                continue; /* a token may start with a digit ("2fa") */
+        } else if (!(k & PP_SEP)) {
             digits = 0;
+        }
         if (k & PP_URL) {
             /* Each "://" looks ahead to the next white space; a later "://"
              * before that space would look at the same bytes again, so skip
@@ -598,11 +658,8 @@ int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
 
 void jr_set_torn_timeout(jr_ring *r, int64_t ns) { r->torn_timeout_ns = ns; }
 
-/* The record at `pos` has not been committed for the torn timeout: find where
- * the next record starts.  If the producer got as far as the RESV header, its
- * length says so.  Otherwise scan for the next header that is bound to its own
- * position (the tag check), up to the head seen when the wait began: every
- * record reserved before then has had the whole timeout to write its header. */
+/* The first position from `from` on that holds a header bound to itself (the
+ * tag check), or the head seen when the consumer began to wait. */
 static uint64_t scan_next(jr_ring *r, uint64_t from) {
     for (uint64_t p = from; p < r->stall_head; p += JR_ALIGN) {
         uint64_t t = __atomic_load_n(&rec_at(r, p)->tag, __ATOMIC_ACQUIRE);
@@ -612,16 +669,45 @@ static uint64_t scan_next(jr_ring *r, uint64_t from) {
     return r->stall_head;
 }
 
-static inline int len_fits(const jr_ring *r, uint64_t pos, uint32_t len) {
-    return len <= r->cap - JR_REC_HEADER - (pos & r->mask);
+/* A record at pos of this length ends inside the data area and before limit. */
+static inline int len_fits(const jr_ring *r, uint64_t pos, uint32_t len, uint64_t limit) {
+    return len <= r->cap - JR_REC_HEADER - (pos & r->mask) &&
+           pos + align_up(JR_REC_HEADER + (uint64_t)len) <= limit;
 }
 
+/* Is the producer that reserved this record still running?  A live producer
+ * is only slow (descheduled, stopped, throttled): skipping its record would
+ * lose it and let its late write land on whoever reuses the space. */
+static int producer_alive(uint32_t flags) {
+    pid_t pid = (pid_t)(flags >> FLAG_PID_SHIFT);
+    if (pid <= 0)
+        return 0;
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+/* Where the record after the uncommitted one at pos starts, or pos itself if
+ * it must be waited for.  If its producer got as far as the RESV header, the
+ * length says where it ends, and the pid whether the producer is dead.
+ * Without a header (a producer killed right after its reservation) scan for
+ * the next header bound to its own position, up to the head seen when the
+ * wait began: every record reserved before then has had the whole timeout
+ * to write its header. */
 static uint64_t skip_torn(jr_ring *r, uint64_t pos) {
     struct jr_rec *h = rec_at(r, pos);
     uint64_t tag = __atomic_load_n(&h->tag, __ATOMIC_ACQUIRE);
-    if (tag == (pos ^ TAG_RESV) && len_fits(r, pos, h->len))
+    if (tag == (pos ^ TAG_RESV) && len_fits(r, pos, h->len, r->stall_head)) {
+        if (producer_alive(h->flags))
+            return pos;
         return pos + align_up(JR_REC_HEADER + h->len);
+    }
     return scan_next(r, pos + JR_ALIGN);
+}
+
+/* The shared cursors are in a file: check them before trusting them, so a
+ * damaged or hostile file can stop the consumer but never make it read or
+ * write outside the mapping. */
+static inline int cursors_sane(const jr_ring *r, uint64_t tail, uint64_t head, uint64_t pos) {
+    return tail <= pos && pos <= head && head - tail <= r->cap && !(head % JR_ALIGN);
 }
 
 int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, size_t *used,
@@ -630,6 +716,11 @@ int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, si
     /* Acquire pairs with the producers' CAS only for the value of head; each
      * record's own tag, loaded with acquire, is what orders its bytes. */
     uint64_t head = __atomic_load_n(&r->sh->head, __ATOMIC_ACQUIRE);
+    uint64_t tail = __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE);
+    *used = 0;
+    *next_pos = pos;
+    if (!cursors_sane(r, tail, head, pos))
+        return JR_CORRUPT;
     size_t off = 0;
     int64_t n = 0;
     while (pos < head && (size_t)n < max_records) {
@@ -637,7 +728,7 @@ int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, si
         uint64_t tag = __atomic_load_n(&h->tag, __ATOMIC_ACQUIRE);
         if (tag == (pos ^ TAG_DONE)) {
             uint32_t len = h->len;
-            if (!len_fits(r, pos, len)) {
+            if (!len_fits(r, pos, len, head)) {
                 /* A committed header with an impossible length: only a
                  * damaged file does that.  Skip it like a torn record. */
                 r->stall_head = head;
@@ -676,7 +767,13 @@ int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, si
         }
         if (now - r->stall_since_ns < r->torn_timeout_ns)
             break;
-        pos = skip_torn(r, pos);
+        uint64_t next = skip_torn(r, pos);
+        if (next == pos) {
+            /* Its producer lives: wait again, from now. */
+            r->stall_since_ns = now;
+            break;
+        }
+        pos = next;
         __atomic_fetch_add(&r->sh->torn, 1, __ATOMIC_RELAXED);
         r->stall_pos = UINT64_MAX;
     }
@@ -690,10 +787,13 @@ int jr_release(jr_ring *r, uint64_t upto) {
     struct jr_shared *sh = r->sh;
     uint64_t tail = __atomic_load_n(&sh->tail, __ATOMIC_RELAXED);
     uint64_t head = __atomic_load_n(&sh->head, __ATOMIC_ACQUIRE);
+    if (!cursors_sane(r, tail, head, tail))
+        return JR_CORRUPT;
     if (upto < tail || upto > head || (upto % JR_ALIGN))
         return JR_INVALID;
     /* Zero what we give back, so no byte of this lap can pass for a header in
-     * the next one.  The range is ours until the tail moves past it. */
+     * the next one.  The range is ours until the tail moves past it, and at
+     * most cap bytes long (checked above). */
     uint64_t n = upto - tail;
     uint64_t off = tail & r->mask;
     uint64_t first = n < r->cap - off ? n : r->cap - off;

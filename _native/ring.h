@@ -48,6 +48,7 @@
 #define JR_INVALID -9        /* an argument is out of range */
 #define JR_SIZE_MISMATCH -10 /* the file exists with another capacity than asked */
 #define JR_BUFFER_SMALL -11  /* jr_read: the next record does not fit the buffer */
+#define JR_INSECURE -12      /* not a regular file of ours, or readable by others */
 
 typedef struct jr_ring jr_ring;
 

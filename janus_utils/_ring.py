@@ -118,6 +118,12 @@ class Ring:
                 f"ring file {self.path!r} exists with another capacity than {cap} bytes; "
                 "open it with capacity=None to use its own size, or drain and remove it"
             )
+        if rc == lib.JR_INSECURE:
+            return RingFormatError(
+                f"ring file {self.path!r} is not a regular file owned by this user with "
+                "mode 0600; refusing to use it (another user could read or forge log "
+                "records): remove it, or put the database in a private directory"
+            )
         if rc == lib.JR_ERRNO:
             err = ffi.errno
             return RingError(f"cannot open ring file {self.path!r}: {os.strerror(err)}")
@@ -205,6 +211,10 @@ class Ring:
             n = lib.jr_read(
                 self._ptr, self._buf, self._buf_size, max_records, self._used, self._next
             )
+            if n == lib.JR_CORRUPT:
+                raise RingFormatError(
+                    f"ring file {self.path!r} {_FORMAT_ERRORS[lib.JR_CORRUPT]}"
+                )
             if n != lib.JR_BUFFER_SMALL:
                 break
             # The next record is bigger than the buffer: grow it and try again.
@@ -224,7 +234,10 @@ class Ring:
 
     def release(self, upto: int) -> None:
         """Give back everything before position *upto* (records already stored)."""
-        if lib.jr_release(self._ptr, upto) != OK:
+        rc = lib.jr_release(self._ptr, upto)
+        if rc == lib.JR_CORRUPT:
+            raise RingFormatError(f"ring file {self.path!r} {_FORMAT_ERRORS[lib.JR_CORRUPT]}")
+        if rc != OK:
             stats = self.stats()
             raise RingError(
                 f"cannot release up to {upto}: it must be a record boundary between the "

@@ -65,3 +65,12 @@ class TestPrefilterAgreesWithPython:
         assert not ring.suspect(b"https://u:" * 40_000)
         assert ring.suspect(b"https://u:" * 1000 + b"p@h")
         assert not ring.suspect(b"x://ab c@d")
+
+    def test_tokens_may_start_with_a_digit(self, tmp_path: Path) -> None:
+        """A configured key like '2fa' is found although its first byte is a digit."""
+        redactor = security.Redactor(extra_keys=("2fa",))
+        with Ring(tmp_path / "d.ring", 1 << 16) as r:
+            r.set_prefilter(redactor.prefilter_tokens)
+            text = "login 2fa=918273"
+            assert redactor.might_contain_secret(text)
+            assert r.suspect(text.encode())

@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -282,6 +283,36 @@ class TestDamagedFiles:
         with pytest.raises(RingFormatError, match="damaged"):
             Ring(path, None)
 
+    def test_file_others_can_read_is_refused(self, tmp_path: Path) -> None:
+        """A ring readable by group or others is refused: records could leak or be forged."""
+        path = tmp_path / "r.ring"
+        Ring(path, SMALL).close()
+        path.chmod(0o644)
+        with pytest.raises(RingFormatError, match="0600"):
+            Ring(path, None)
+
+    def test_symlink_at_the_path_is_refused(self, tmp_path: Path) -> None:
+        """A symlink planted where the ring should be is not followed."""
+        target = tmp_path / "elsewhere.ring"
+        Ring(target, SMALL).close()
+        link = tmp_path / "r.ring"
+        link.symlink_to(target)
+        with pytest.raises(RingError):
+            Ring(link, None)
+
+    def test_hostile_cursors_stop_the_consumer_safely(self, tmp_path: Path) -> None:
+        """A head moved far past the tail after open gives RingFormatError, not a wild write."""
+        path = tmp_path / "r.ring"
+        with Ring(path, SMALL) as ring:
+            ring.push(b"ok")
+            with open(path, "r+b") as f:  # another writer damages the shared header
+                f.seek(64)
+                f.write(struct.pack("<Q", 4 * SMALL))
+            with pytest.raises(RingFormatError, match="damaged"):
+                ring.read()
+            with pytest.raises(RingFormatError, match="damaged"):
+                ring.release(16)
+
     def test_capacity_mismatch_is_explained(self, tmp_path: Path) -> None:
         """Asking for another capacity than the file has says how to proceed."""
         path = tmp_path / "r.ring"
@@ -429,7 +460,35 @@ def _reserve_then_die(path: str, write_header: bool) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _reserve_then_wait(path: str, reserved: Any, go: Any) -> None:
+    ring = Ring(path, None)
+    ring._debug_reserve_only(50)
+    reserved.set()
+    go.wait(60)  # alive, but never commits: a stopped or starved producer
+
+
 class TestKill:
+    def test_live_producer_is_waited_for_not_skipped(self, tmp_path: Path) -> None:
+        """An uncommitted record of a producer that is alive is never skipped; once it dies, it is."""
+        path = str(tmp_path / "r.ring")
+        Ring(path, 65536).close()
+        reserved, go = FORK.Event(), FORK.Event()
+        child = FORK.Process(target=_reserve_then_wait, args=(path, reserved, go))
+        child.start()
+        assert reserved.wait(30)
+        with Ring(path, None, torn_timeout=0.01) as ring:
+            ring.push(b"after")
+            for _ in range(20):  # well past the torn timeout, again and again
+                assert ([], 0) == ring.read()
+                time.sleep(0.005)
+            assert 0 == ring.stats().torn
+            os.kill(child.pid, signal.SIGKILL)
+            child.join()
+            got = drain(ring, want=1)
+            assert [b"after"] == [p for _, p in got]
+            assert 1 == ring.stats().torn
+
+
     def test_sigkill_loses_no_record_whose_push_returned(self, tmp_path: Path) -> None:
         """A producer SIGKILLed mid-stream: the next consumer gets every returned push, once."""
         path = str(tmp_path / "r.ring")
