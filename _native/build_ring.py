@@ -63,6 +63,7 @@ ffi.cdef(
     int jr_push(jr_ring *r, const uint8_t *data, size_t len);
     int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy,
                    int64_t block_timeout_ns);
+    int jr_set_policy(jr_ring *r, int policy, int64_t block_timeout_ns);
     int jr_push_checked(jr_ring *r, const uint8_t *data, size_t len);
     int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len);
     int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len);

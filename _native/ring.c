@@ -93,6 +93,18 @@ _Static_assert(sizeof(struct jr_rec) == JR_REC_HEADER, "record header layout");
 #define PF_MAX_TOKENS 256
 #define PF_MAX_BYTES 4096
 
+/* One byte per possible pair of bytes (64 KiB) saying whether the pair may
+ * start a token (either case), starts with a digit, or is ":/"; then the
+ * tokens, sorted by first byte so a hit compares only the few tokens that
+ * start with that byte. */
+struct jr_prefilter {
+    uint8_t pair[65536];
+    uint16_t first[257]; /* tokens starting with byte c: [first[c], first[c+1]) */
+    uint16_t off[PF_MAX_TOKENS];
+    uint16_t len[PF_MAX_TOKENS];
+    char bytes[PF_MAX_BYTES];
+};
+
 struct jr_ring {
     int fd;
     uint8_t *map;
@@ -109,17 +121,8 @@ struct jr_ring {
     uint64_t stall_head;    /* head when that wait began */
     int64_t stall_since_ns;
     int64_t torn_timeout_ns;
-    /* prefilter: one byte per possible pair of bytes (64 KiB), saying whether
-     * the pair may start a token (either case), starts with a digit, or is
-     * ":/"; then the tokens, sorted by first byte so a hit compares only the
-     * few tokens that start with that byte */
-    int pf_enabled;
-    uint8_t *pf_pair;
-    uint16_t pf_first[257]; /* tokens starting with byte c: [pf_first[c], pf_first[c+1]) */
-    uint16_t pf_count;
-    uint16_t pf_off[PF_MAX_TOKENS];
-    uint16_t pf_len[PF_MAX_TOKENS];
-    char pf_bytes[PF_MAX_BYTES];
+    /* the secret prefilter, replaced whole by jr_set_prefilter (see there) */
+    struct jr_prefilter *pf;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -366,7 +369,7 @@ void jr_close(jr_ring *r) {
         return;
     munmap(r->map, r->map_len);
     close(r->fd);
-    free(r->pf_pair);
+    free(__atomic_load_n(&r->pf, __ATOMIC_ACQUIRE));
     free(r);
 }
 
@@ -490,14 +493,25 @@ int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy, int64_t 
     return JR_OK;
 }
 
+int jr_set_policy(jr_ring *r, int policy, int64_t block_timeout_ns) {
+    if (policy != JR_POLICY_BLOCK && policy != JR_POLICY_DROP)
+        return JR_INVALID;
+    /* Relaxed: a push that races this uses the old policy or the new one. */
+    __atomic_store_n(&r->policy, policy, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->block_timeout_ns, block_timeout_ns, __ATOMIC_RELAXED);
+    return JR_OK;
+}
+
 int jr_push(jr_ring *r, const uint8_t *data, size_t len) {
-    return jr_push_ex(r, data, len, r->policy, r->block_timeout_ns);
+    return jr_push_ex(r, data, len, __atomic_load_n(&r->policy, __ATOMIC_RELAXED),
+                      __atomic_load_n(&r->block_timeout_ns, __ATOMIC_RELAXED));
 }
 
 int jr_push_checked(jr_ring *r, const uint8_t *data, size_t len) {
     if (jr_suspect(r, data, len))
         return JR_SUSPECT;
-    return jr_push_ex(r, data, len, r->policy, r->block_timeout_ns);
+    return jr_push_ex(r, data, len, __atomic_load_n(&r->policy, __ATOMIC_RELAXED),
+                      __atomic_load_n(&r->block_timeout_ns, __ATOMIC_RELAXED));
 }
 
 int jr_noop(jr_ring *r, const uint8_t *data, size_t len) {
@@ -537,6 +551,10 @@ static inline uint8_t lower(uint8_t c) { return (c >= 'A' && c <= 'Z') ? (uint8_
 
 static inline unsigned pair_at(const uint8_t *p) { return (unsigned)p[0] | ((unsigned)p[1] << 8); }
 
+/* Builds a new table and swaps it in with one atomic store, so producers
+ * pushing meanwhile see the old rules or the new ones, never half of each.
+ * The old table is not freed: a producer may still be scanning it, and a
+ * process changes its rules only when it is configured again. */
 int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
     if (len > PF_MAX_BYTES)
         return JR_INVALID;
@@ -555,10 +573,10 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
         }
         i = j + 1;
     }
-    if (!r->pf_pair && !(r->pf_pair = malloc(65536)))
+    struct jr_prefilter *pf = calloc(1, sizeof *pf);
+    if (!pf)
         return JR_ERRNO;
-    uint8_t *pp = r->pf_pair;
-    memset(pp, 0, 65536);
+    uint8_t *pp = pf->pair;
     for (unsigned b = 0; b < 256; b++) {
         for (unsigned d = '0'; d <= '9'; d++)
             pp[d | (b << 8)] |= PP_DIGIT;
@@ -567,17 +585,17 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
     }
     pp[':' | ('/' << 8)] |= PP_URL;
     for (unsigned i = 0; i < len; i++)
-        r->pf_bytes[i] = (char)lower((uint8_t)tokens[i]);
+        pf->bytes[i] = (char)lower((uint8_t)tokens[i]);
     /* counting sort of the tokens by first byte */
     unsigned n = 0;
     for (unsigned c = 0; c < 256; c++) {
-        r->pf_first[c] = (uint16_t)n;
+        pf->first[c] = (uint16_t)n;
         for (unsigned t = 0; t < count; t++) {
-            uint8_t a = (uint8_t)r->pf_bytes[off[t]], b = (uint8_t)r->pf_bytes[off[t] + 1];
+            uint8_t a = (uint8_t)pf->bytes[off[t]], b = (uint8_t)pf->bytes[off[t] + 1];
             if (a != c)
                 continue;
-            r->pf_off[n] = off[t];
-            r->pf_len[n] = n_of[t];
+            pf->off[n] = off[t];
+            pf->len[n] = n_of[t];
             n++;
             uint8_t A = (a >= 'a' && a <= 'z') ? a - 32 : a, B = (b >= 'a' && b <= 'z') ? b - 32 : b;
             pp[a | (b << 8)] |= PP_TOKEN;
@@ -586,9 +604,9 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
             pp[A | (B << 8)] |= PP_TOKEN;
         }
     }
-    r->pf_first[256] = (uint16_t)n;
-    r->pf_count = (uint16_t)n;
-    r->pf_enabled = 1;
+    pf->first[256] = (uint16_t)n;
+    /* Release: the table is complete before any producer can load it. */
+    __atomic_store_n(&r->pf, pf, __ATOMIC_RELEASE);
     return JR_OK;
 }
 
@@ -602,9 +620,10 @@ static inline int is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\
  * One table load per byte decides whether anything starts here; almost all
  * bytes of ordinary text need nothing more. */
 int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
-    if (!r->pf_enabled || len == 0)
+    const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
+    if (!pf || len == 0)
         return 0;
-    const uint8_t *pp = r->pf_pair;
+    const uint8_t *pp = pf->pair;
     unsigned digits = 0;
     size_t url_seen = 0; /* "://" scans have covered [.., url_seen) */
     /* The last byte is paired with a NUL, which continues no token. */
@@ -638,9 +657,9 @@ int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
         if (!(k & PP_TOKEN))
             continue;
         uint8_t a = lower(data[i]);
-        for (unsigned t = r->pf_first[a]; t < r->pf_first[a + 1]; t++) {
-            size_t n = r->pf_len[t];
-            const char *tok = r->pf_bytes + r->pf_off[t];
+        for (unsigned t = pf->first[a]; t < pf->first[a + 1]; t++) {
+            size_t n = pf->len[t];
+            const char *tok = pf->bytes + pf->off[t];
             if (n > len - i)
                 continue;
             size_t m = 1;

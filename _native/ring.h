@@ -82,6 +82,9 @@ uint64_t jr_max_record(const jr_ring *r);
  * mapped file; JR_FULL if it was dropped; JR_TOO_LARGE if it can never fit. */
 int jr_push(jr_ring *r, const uint8_t *data, size_t len);
 
+/* Change the full-ring policy of this handle (pushes already waiting keep theirs). */
+int jr_set_policy(jr_ring *r, int policy, int64_t block_timeout_ns);
+
 /* As jr_push, with an explicit policy and block timeout (< 0: no timeout). */
 int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy,
                int64_t block_timeout_ns);
@@ -90,8 +93,9 @@ int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy,
  * matches, push nothing and return JR_SUSPECT so the caller can redact. */
 int jr_push_checked(jr_ring *r, const uint8_t *data, size_t len);
 
-/* Set the prefilter: `tokens` holds lowercase ASCII tokens separated by NUL
- * bytes, `len` bytes in all.  Call before pushing from other threads. */
+/* Set the prefilter: `tokens` holds ASCII tokens separated by NUL bytes,
+ * `len` bytes in all.  Safe while other threads push: the new rules replace
+ * the old ones at once. */
 int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len);
 
 /* The prefilter on its own: 1 if `data` may hold a secret, else 0. */

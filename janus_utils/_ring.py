@@ -189,6 +189,13 @@ class Ring:
         """
         return (lib.jr_push_checked if checked else lib.jr_push), self._ptr
 
+    def set_policy(self, policy: Policy, block_timeout: float | None = None) -> None:
+        """Change what a push does when the ring is full (see ``__init__``)."""
+        if policy not in _POLICIES:
+            raise ValueError(f"policy must be 'block' or 'drop', not {policy!r}")
+        lib.jr_set_policy(self._ptr, _POLICIES[policy], _ns(block_timeout))
+        self.policy = policy
+
     def set_prefilter(self, tokens: Iterable[str]) -> None:
         """Install the tokens ``jr_push_checked`` looks for (lowercase ASCII, 2+ chars)."""
         blob = b"\0".join(t.lower().encode("ascii") for t in tokens)

@@ -323,8 +323,11 @@ class _Emitter:
             _, ts, level, name, message, fields, exc, pid, thread = record
             red = self.redactor
             message = red.redact_text(message)
-            fields = red.redact_value(fields) if fields else fields
+            # _safe_value first: bytes become text the redactor can read.
+            fields = red.redact_value(_safe_value(fields)) if fields else fields
             exc = red.redact_text(exc) if exc else exc
+            name = red.redact_text(name)
+            thread = red.redact_text(thread)
             record = (_FORMAT, ts, level, name, message, fields, exc, pid, thread)
             try:
                 data = _dumps(record)
@@ -407,10 +410,8 @@ def add_record_listener(listener: Any) -> Any:
 def _last_resort(level: int, name: str, message: str, exc: str | None) -> None:
     """Before configure(): WARNING and above go to stderr, as stdlib's lastResort does."""
     if level >= WARNING:
-        line = f"{level_name(level)} {name}: {security.sanitize(message)}"
-        if exc:
-            line += " | " + security.sanitize(exc)
-        print(line, file=sys.stderr)
+        text = f"{level_name(level)} {name}: {message}" + (f" | {exc}" if exc else "")
+        print(security.sanitize(security.redact_text(text)), file=sys.stderr)
 
 
 def _split_special(fields: dict[str, Any]) -> str | None:
@@ -430,7 +431,7 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
     console line) call out.
     """
 
-    def method(self: Logger, msg: object, *args: Any, **fields: Any) -> None:
+    def method(self: Logger, msg: object, /, *args: Any, **fields: Any) -> None:
         if self._level > level:
             return
         try:
@@ -537,9 +538,16 @@ class Logger:
     critical = _make_level_method(CRITICAL)
     exception = _make_level_method(ERROR, exception=True)
 
-    def log(self, level: int | str, msg: object, *args: Any, **fields: Any) -> None:
-        """Record at *level* (a number or a name)."""
-        lv = level if type(level) is int else parse_level(level)
+    def log(self, level: int | str, msg: object, /, *args: Any, **fields: Any) -> None:
+        """Record at *level* (a number or a name); an unknown level is recorded at ERROR."""
+        if type(level) is int:
+            lv = level
+        else:
+            try:
+                lv = parse_level(int(level) if isinstance(level, float) else level)
+            except (ValueError, TypeError, OverflowError):
+                fields["invalid_level"] = _safe_str(level)
+                lv = ERROR
         if lv >= self._level:
             (_LOG_METHODS.get(lv) or _make_level_method(lv))(self, msg, *args, **fields)
 
@@ -693,6 +701,18 @@ def _text(value: object) -> str | None:
     return _clean_text(value)
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _coerce_level(level: object) -> int:
+    """A level SQLite can store from whatever a stdlib record carried."""
+    try:
+        number = int(level)  # type: ignore[call-overload]
+    except Exception:
+        return ERROR
+    return min(max(number, 0), _INT64_MAX)
+
+
 def decode_row(payload: bytes) -> tuple[Any, ...]:
     """One ring payload as a row of ``_schema.COLUMNS``; never raises."""
     try:
@@ -710,14 +730,17 @@ def decode_row(payload: bytes) -> tuple[Any, ...]:
         else:
             known = (None, None, None, None, None)
             fields_text = None
-        # ts, level and pid are ints: only this module writes records.
+        if type(ts) is not int or not _INT64_MIN <= ts <= _INT64_MAX:
+            ts = time.time_ns()
+        if type(level) is not int or not 0 <= level <= _INT64_MAX:
+            level = _coerce_level(level)
         return (
             ts,
             level,
-            _text(name),
-            _text(message),
+            _text(name) if name is not None else "root",
+            _text(message) if message is not None else "",
             *known,
-            pid,
+            pid if type(pid) is int and 0 <= pid <= _INT64_MAX else None,
             _text(thread),
             None if exc is None else _text(exc),
             fields_text,
@@ -741,6 +764,34 @@ _INDEX = (
     f'INSERT INTO "{_schema.FTS_TABLE}"(rowid, message, fields, exception) '
     f'SELECT id, message, fields, exception FROM "{_schema.TABLE}" WHERE id > ?'
 )
+# Errors that say nothing about the rows: retry the same batch later.
+_TRANSIENT = (
+    apsw.BusyError,
+    apsw.LockedError,
+    apsw.IOError,
+    apsw.FullError,
+    apsw.CantOpenError,
+    apsw.ReadOnlyError,
+    apsw.NotADBError,
+    apsw.CorruptError,
+    apsw.ConnectionClosedError,
+)
+
+
+def _unstorable_row(row: tuple[Any, ...], err: BaseException) -> tuple[Any, ...]:
+    """A storable stand-in for a row SQLite refused, keeping what can be kept."""
+    ts, level, name, message, *_ = row
+    fields = {"refused_by_sqlite": f"{type(err).__name__}: {err}", "original": _safe_str(row)[:4096]}
+    return (
+        time.time_ns() if type(ts) is not int else ts,
+        ERROR,
+        _text(name) if isinstance(name, str) else "janus.flusher",
+        _text(message) if isinstance(message, str) else "unstorable log record",
+        None, None, None, None, None, None, None, None,
+        _fields_json(fields),
+    )
+
+
 _CHECKPOINT_AFTER_IDLE = 1.0  # seconds without a commit before the WAL is checkpointed
 _SAVE_POS = 'INSERT OR REPLACE INTO "janus_ring_state"(ring_id, committed_upto) VALUES (?, ?)'
 
@@ -769,6 +820,33 @@ def open_database(path: str, *, synchronous: str = "NORMAL") -> apsw.Connection:
 # the per-process pipeline
 
 
+_rings: dict[str, _ring.Ring] = {}
+
+
+def _open_ring(path: str, cfg: Config) -> _ring.Ring:
+    """The process's one handle on the ring at *path*, opened on first use.
+
+    A ring stays mapped until the process exits: a log call that started
+    before shutdown() or a new configure() may still be pushing through it,
+    and unmapping it then would crash the process.  A late record lands in
+    the shared file and is committed by the next flusher.
+    """
+    ring = _rings.get(path)
+    if ring is None:
+        try:
+            ring = _ring.Ring(path, cfg.ring_size, policy=cfg.on_full, block_timeout=cfg.block_timeout)
+        except RingFormatError as err:
+            if "another capacity" not in str(err):
+                raise
+            # Other processes may have the ring mapped: keep its size rather
+            # than replace it under them.  Resizing needs every process stopped.
+            ring = _ring.Ring(path, None, policy=cfg.on_full, block_timeout=cfg.block_timeout)
+        _rings[path] = ring
+    else:
+        ring.set_policy(cfg.on_full, cfg.block_timeout)
+    return ring
+
+
 class _Pipeline:
     """The ring, the flusher thread and the counters of one configured process."""
 
@@ -782,15 +860,8 @@ class _Pipeline:
         self.ring_path = cfg.db_path + "-ring"
         self.lock_path = cfg.db_path + "-flusher.lock"
         self.last_error: str | None = None
-        ring_args = dict(policy=cfg.on_full, block_timeout=cfg.block_timeout)
-        try:
-            self.ring = _ring.Ring(self.ring_path, cfg.ring_size, **ring_args)  # type: ignore[arg-type]
-        except RingFormatError as err:
-            if "another capacity" not in str(err):
-                raise
-            # Other processes may have the ring mapped: keep its size rather
-            # than replace it under them.  Resizing needs every process stopped.
-            self.ring = _ring.Ring(self.ring_path, None, **ring_args)  # type: ignore[arg-type]
+        self.ring = _open_ring(self.ring_path, cfg)
+        if self.ring.stats().capacity != cfg.ring_size:
             self.last_error = (
                 f"ring {self.ring_path} exists with {self.ring.stats().capacity} bytes, not "
                 f"ring_size={cfg.ring_size}; using it as it is (remove it while no process "
@@ -798,7 +869,14 @@ class _Pipeline:
             )
         self.redactor = security.Redactor(extra_keys=cfg.redact_keys)
         if cfg.redact:
-            self.ring.set_prefilter(self.redactor.prefilter_tokens)
+            try:
+                self.ring.set_prefilter(self.redactor.prefilter_tokens)
+            except ValueError:
+                raise ConfigError(
+                    f"redact_keys adds too many prefilter tokens "
+                    f"({len(self.redactor.prefilter_tokens)}; at most 256): use fewer or "
+                    "shorter key words"
+                ) from None
         self.ring_id = f"{self.ring.stats().ring_id:016x}"
         self.console_q: deque[tuple[Any, ...]] = deque(maxlen=10_000)
         self.lock = FileLock(self.lock_path)
@@ -815,6 +893,7 @@ class _Pipeline:
         self.truncated = 0
         self.console_dropped = 0
         self.internal_errors = 0
+        self.unstorable = 0
         self._last_report = 0.0
         self._backoff = 0.0
         self._batches_since_checkpoint = 0
@@ -834,10 +913,33 @@ class _Pipeline:
         # Leftovers of a crashed run are committed before configure() returns
         # when this process can become the flusher at once.
         if self.lock.acquire(blocking=False):
-            self._become_leader()
-            while self._flush_once() > 0:
-                pass
+            try:
+                self._become_leader()
+                with self.db_lock:
+                    self._drain_to(self.ring.stats().head)
+            except Exception as err:
+                # Never hold the election lock without a flusher thread: other
+                # processes would wait for us for ever.
+                self.leader = False
+                if self.db is not None:
+                    with contextlib.suppress(Exception):
+                        self.db.close()
+                    self.db = None
+                self.lock.release()
+                raise ConfigError(
+                    f"cannot use {self.cfg.db_path} as a log database: {type(err).__name__}: {err}"
+                ) from err
         self._start_thread()
+
+    def _drain_to(self, target: int) -> None:
+        """Commit batches until everything before ring position *target* is stored.
+
+        Bounded by *target*, so a steady stream of new records cannot keep
+        configure() or shutdown() running.
+        """
+        while self.ring.stats().tail < target:
+            if self._flush_locked() <= 0:
+                return
 
     def _start_thread(self) -> None:
         self.thread = threading.Thread(target=self._run, name="janus-flusher", daemon=True)
@@ -851,8 +953,7 @@ class _Pipeline:
         with self.db_lock:
             if self.leader:
                 with contextlib.suppress(Exception):
-                    while self._flush_locked() > 0:
-                        pass
+                    self._drain_to(self.ring.stats().head)
                 self._checkpoint()
             self._write_console()
             if self.db is not None:
@@ -862,7 +963,7 @@ class _Pipeline:
             if self.leader:
                 self.lock.release()
                 self.leader = False
-        self.ring.close()
+        # The ring stays mapped (see _open_ring).
 
     # -- the flusher thread ------------------------------------------------
 
@@ -881,7 +982,7 @@ class _Pipeline:
                 n = self._flush_once()
                 self._write_console()
                 if n < 0:  # a failed write: back off, the records stay in the ring
-                    self.wake.wait(self._backoff)
+                    self._sleep(self._backoff)
                 elif n < cfg.batch_size:  # caught up: let the next batch gather
                     if n == 0:
                         self._idle()
@@ -889,6 +990,13 @@ class _Pipeline:
             except Exception as err:  # the flusher must outlive any single failure
                 self._report(f"flusher error: {type(err).__name__}: {err}")
                 time.sleep(0.1)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep through a backoff; only stopping cuts it short (not flush())."""
+        end = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < end:
+            time.sleep(min(0.05, max(end - time.monotonic(), 0)))
+        self.wake.clear()
 
     def _gather(self) -> None:
         """Wait until the next commit is due: commit_interval passed, the ring a
@@ -953,14 +1061,19 @@ class _Pipeline:
         db = self.db
         assert db is not None
         try:
-            with db:
-                last = db.execute(f'SELECT max(id) FROM "{_schema.TABLE}"').fetchall()[0][0] or 0
-                db.executemany(_INSERT, rows)
-                db.execute(_INDEX, (last,))
-                db.execute(_SAVE_POS, (self.ring_id, upto))
-        except apsw.Error as err:
+            self._commit(db, rows, upto, one_by_one=False)
+        except _TRANSIENT as err:
             self.ring.rewind()
             return self._failed(err)
+        except Exception:
+            # SQLite refused a row (a constraint, a value out of range): store
+            # the batch row by row, each refused row replaced by a record
+            # saying why, so one bad record never blocks or loses the others.
+            try:
+                self._commit(db, rows, upto, one_by_one=True)
+            except Exception as err:
+                self.ring.rewind()
+                return self._failed(err)
         self.ring.release(upto)
         self.committed += len(rows)
         self.batches += 1
@@ -972,6 +1085,25 @@ class _Pipeline:
         if self.pruner is not None:
             self._prune_step()
         return len(rows)
+
+    def _commit(self, db: apsw.Connection, rows: list[tuple[Any, ...]], upto: int, *, one_by_one: bool) -> None:
+        """Insert *rows*, index them and store the ring position, in one transaction."""
+        with db:
+            last = db.execute(f'SELECT max(id) FROM "{_schema.TABLE}"').fetchall()[0][0] or 0
+            if not one_by_one:
+                db.executemany(_INSERT, rows)
+            else:
+                for row in rows:
+                    try:
+                        with db:  # a savepoint: a refused row leaves nothing behind
+                            db.execute(_INSERT, row)
+                    except _TRANSIENT:
+                        raise
+                    except Exception as err:
+                        db.execute(_INSERT, _unstorable_row(row, err))
+                        self.unstorable += 1
+            db.execute(_INDEX, (last,))
+            db.execute(_SAVE_POS, (self.ring_id, upto))
 
     def _failed(self, err: BaseException) -> int:
         self.retries += 1
@@ -1144,18 +1276,29 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     global _pipeline, _emitter, _level_default, _level_overrides
     cfg = _check_config(db_path, **options)
     with _config_lock:
+        # Everything that can fail on bad settings happens before the old
+        # setup is stopped; only the database itself can still fail after.
+        pipeline = _Pipeline(cfg)
         if _pipeline is not None:
             shutdown()
-        pipeline = _Pipeline(cfg)
         _level_default = cfg.level
         _level_overrides = dict(cfg.levels)
-        for log in list(_all_loggers):
+        for log in _loggers_snapshot():
             log._level = _effective_level(log.name)
+        pipeline.start()
         _pipeline = pipeline
         _emitter = _Emitter(pipeline)
-        pipeline.start()
         _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
     return cfg
+
+
+def _loggers_snapshot() -> list[Logger]:
+    """Every live Logger; bind() in another thread may add one meanwhile."""
+    while True:
+        try:
+            return list(_all_loggers)
+        except RuntimeError:  # "set changed size during iteration": look again
+            continue
 
 
 def _set_stdlib_capture(enabled: bool, level: int) -> None:
@@ -1232,6 +1375,7 @@ def stats() -> dict[str, Any]:
         "truncated": p.truncated,
         "console_dropped": p.console_dropped,
         "internal_errors": p.internal_errors,
+        "unstorable": p.unstorable,
         "last_error": p.last_error,
         "ring_capacity": r.capacity,
         "ring_used": r.used,
@@ -1240,22 +1384,31 @@ def stats() -> dict[str, Any]:
     }
 
 
+_forking: _Pipeline | None = None  # the pipeline before_fork locked
+
+
 def _before_fork() -> None:
-    p = _pipeline
+    global _forking
+    p = _forking = _pipeline
     if p is not None:
         p.before_fork()
 
 
 def _after_fork_parent() -> None:
-    p = _pipeline
+    global _forking
+    p, _forking = _forking, None
     if p is not None:
         p.after_fork_parent()
 
 
 def _after_fork_child() -> None:
-    global _pid
+    global _pid, _forking, _config_lock, _named_lock
     _pid = os.getpid()
-    p = _pipeline
+    # Another thread of the parent may have held these at fork(): in the
+    # child that thread does not exist and would never release them.
+    _config_lock = threading.RLock()
+    _named_lock = threading.Lock()
+    p, _forking = _forking, None
     if p is not None:
         p.after_fork_child()
 

@@ -330,6 +330,89 @@ class TestBadInput:
         assert "truncated" in fields
 
 
+class TestRobustness:
+    def test_msg_and_self_are_ordinary_field_names(self, janus: Path) -> None:
+        """msg= and self= keywords are fields, not clashes with the call's parameters."""
+        ju.get_logger("kw").info("sent", msg="m-42", self="s")
+        ju.flush(timeout=10)
+        assert [('{"msg": "m-42", "self": "s"}',)] == query(janus, "SELECT fields FROM logs")
+
+    def test_unknown_level_is_recorded_not_raised(self, janus: Path) -> None:
+        """log() with an unknown level name records at ERROR with the level kept as a field."""
+        ju.get_logger("lv").log("NOTICE", "odd level")
+        ju.get_logger("lv").log(2**64, "huge level")
+        ju.flush(timeout=10)
+        got = query(janus, "SELECT level, message, fields FROM logs ORDER BY id")
+        assert (40, "odd level", '{"invalid_level": "NOTICE"}') == got[0]
+        assert ("huge level", 2**63 - 1) == (got[1][1], got[1][0])
+
+    def test_stdlib_record_without_a_name_is_stored(self, janus: Path) -> None:
+        """A LogRecord rebuilt without a name (a socket or queue receiver) does not stall the flusher."""
+        handler = ju.JanusHandler()
+        handler.handle(logging.makeLogRecord({"msg": "from the wire", "levelno": 20, "name": None}))
+        ju.get_logger("after").info("after it")
+        assert ju.flush(timeout=10)
+        assert [("root", "from the wire"), ("after", "after it")] == query(
+            janus, "SELECT logger, message FROM logs ORDER BY id"
+        )
+
+    def test_a_row_sqlite_refuses_is_replaced_and_the_batch_kept(
+        self, janus: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """One row SQLite refuses becomes a record saying why; its neighbours are stored."""
+        real = jlog.decode_row
+
+        def decode(payload: bytes) -> tuple[Any, ...]:
+            row = real(payload)
+            return row[:2] + (None,) + row[3:] if row[3] == "poison" else row  # NULL logger
+
+        monkeypatch.setattr(jlog, "decode_row", decode)
+        log = ju.get_logger("batch")
+        log.info("before")
+        log.info("poison")
+        log.info("after")
+        assert ju.flush(timeout=10)
+        got = query(janus, "SELECT level, message, fields FROM logs ORDER BY id")
+        assert ["before", "poison", "after"] == [m for _, m, _ in got]
+        assert 40 == got[1][0] and "refused_by_sqlite" in got[1][2]
+        assert 1 == ju.stats()["unstorable"]
+
+    def test_a_call_racing_shutdown_cannot_crash(self, db_path: Path) -> None:
+        """A log call that picked up the pipeline just before shutdown() still pushes safely."""
+        ju.configure(db_path, console=False)
+        emitter = jlog._emitter
+        assert emitter is not None
+        ju.shutdown()
+        emitter.emit(time.time_ns(), 20, "late", "after shutdown", None, None, "T")
+        ju.configure(db_path, console=False)  # commits what the ring holds first
+        try:
+            assert "after shutdown" in messages(db_path)
+        finally:
+            ju.shutdown()
+
+    def test_failed_configure_leaves_no_lock_behind(self, tmp_path: Path) -> None:
+        """A database that cannot be opened fails configure() and frees the flusher election."""
+        bad = tmp_path / "not-a-db.db"
+        bad.write_bytes(b"this is not sqlite" * 300)
+        bad.chmod(0o600)
+        with pytest.raises(ConfigError, match="cannot use"):
+            ju.configure(bad, console=False)
+        assert not ju.is_configured()
+        from janus_utils.file_handler import FileLock
+
+        other = FileLock(f"{bad}-flusher.lock")
+        assert other.acquire(blocking=False)
+        other.release()
+
+    def test_reconfigure_with_bad_options_keeps_the_old_setup(self, janus: Path) -> None:
+        """configure() with options that fail keeps the working configuration."""
+        with pytest.raises(ConfigError):
+            ju.configure(janus, redact_keys=tuple(f"k{i}a b-c" for i in range(200)))
+        ju.get_logger("still").info("still logging")
+        assert ju.flush(timeout=10)
+        assert ["still logging"] == messages(janus)
+
+
 class TestFiles:
     def test_database_wal_shm_ring_and_lock_are_owner_only(self, db_path: Path) -> None:
         """Every file the logger creates is 0600, whatever the umask."""
@@ -418,7 +501,7 @@ class TestConfigure:
         ju.get_logger("s").info("x")
         ju.flush(timeout=10)
         s = ju.stats()
-        assert {"committed", "dropped", "torn", "retries", "last_error", "ring_fill"} <= set(s)
+        assert {"committed", "dropped", "torn", "retries", "last_error", "ring_fill", "unstorable"} <= set(s)
         assert (1, True) == (s["committed"], s["leader"])
 
     def test_log_before_configure_goes_to_stderr(self, capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,10 +85,22 @@ CASES: list[Case] = [
     ("stdextra-aa27", lambda log, std: std.info("legacy", extra={"password": "stdextra-aa27"})),
     ("stdmsg-bb28", lambda log, std: std.warning("legacy token=%s", "stdmsg-bb28")),
     ("stdexc-cc29", lambda log, std: std.error("legacy", exc_info=_raise_with("secret=stdexc-cc29"))),
+    # bytes values, logger and thread names are part of the record too
+    ("hunter2bytes", lambda log, std: log.info("raw", body=b"password=hunter2bytes&user=bob")),
+    ("hunter3name", lambda log, std: ju.get_logger("auth.password=hunter3name").warning("named")),
+    ("hunter4thread", lambda log, std: _in_thread("w password=hunter4thread", lambda: log.warning("t"))),
     # console-level records (WARNING+) must be clean on the console too
     ("console-dd30", lambda log, std: log.error("alert password=console-dd30")),
     ("console-ee31", lambda log, std: log.critical("alert", api_key="console-ee31")),
 ]
+
+
+def _in_thread(name: str, call: Callable[[], None]) -> None:
+    import threading
+
+    t = threading.Thread(target=call, name=name)
+    t.start()
+    t.join()
 
 
 def _in_context(log: Any, **fields: Any) -> None:
@@ -189,3 +201,11 @@ class TestTruncationKeepsRedaction:
             conn.close()
         assert "4111" not in message and "1111" not in message
         assert message.endswith("chars]")
+
+
+class TestBeforeConfigure:
+    def test_last_resort_output_is_redacted(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """Before configure(), the stderr fallback redacts too."""
+        ju.get_logger("early").warning("login failed password=hunter5early")
+        err = capsys.readouterr().err
+        assert "hunter5early" not in err and "[REDACTED:password]" in err
