@@ -886,6 +886,8 @@ class _Pipeline:
         self.wake = threading.Event()
         self.stopping = False
         self.thread: threading.Thread | None = None
+        self.console_thread: threading.Thread | None = None
+        self.console_lock = threading.Lock()
         # counters (this process)
         self.committed = 0
         self.batches = 0
@@ -944,18 +946,25 @@ class _Pipeline:
     def _start_thread(self) -> None:
         self.thread = threading.Thread(target=self._run, name="janus-flusher", daemon=True)
         self.thread.start()
+        if self.cfg.console:
+            self.console_thread = threading.Thread(
+                target=self._console_loop, name="janus-console", daemon=True
+            )
+            self.console_thread.start()
 
     def stop(self, timeout: float | None = 10.0) -> None:
         self.stopping = True
         self.wake.set()
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout)
+        if self.console_thread is not None:
+            self.console_thread.join(timeout)
+        self._write_console()
         with self.db_lock:
             if self.leader:
                 with contextlib.suppress(Exception):
                     self._drain_to(self.ring.stats().head)
                 self._checkpoint()
-            self._write_console()
             if self.db is not None:
                 with contextlib.suppress(Exception):
                     self.db.close()
@@ -975,12 +984,10 @@ class _Pipeline:
                     if self.lock.acquire(blocking=False):
                         self._become_leader()
                     else:
-                        self._write_console()
                         self.wake.wait(cfg.election_interval)
                         self.wake.clear()
                         continue
                 n = self._flush_once()
-                self._write_console()
                 if n < 0:  # a failed write: back off, the records stay in the ring
                     self._sleep(self._backoff)
                 elif n < cfg.batch_size:  # caught up: let the next batch gather
@@ -1160,10 +1167,22 @@ class _Pipeline:
 
     # -- console -----------------------------------------------------------
 
+    def _console_loop(self) -> None:
+        """Write console lines in their own thread: a slow or blocked stderr
+        (a full pipe nobody reads) must never hold up the commits."""
+        while not self.stopping:
+            self._write_console()
+            time.sleep(0.05)
+
     def _write_console(self) -> None:
         q = self.console_q
         if not q:
             return
+        with self.console_lock:  # one writer at a time keeps lines in order
+            self._write_console_locked()
+
+    def _write_console_locked(self) -> None:
+        q = self.console_q
         stream = self.cfg.console_stream or sys.stderr
         fmt = _console_json if self.cfg.console_format == "json" else _console_logfmt
         color = self.cfg.console_format == "logfmt" and _isatty(stream)
@@ -1197,6 +1216,7 @@ class _Pipeline:
         # The child shares the ring mapping but has no flusher thread, and the
         # lock it inherited is not its own (FileLock drops it at fork).
         self.db_lock = threading.Lock()
+        self.console_lock = threading.Lock()
         self.leader = False
         self.lock = FileLock(self.lock_path)
         self.wake = threading.Event()
