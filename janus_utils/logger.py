@@ -152,8 +152,6 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         kw["archive_dir"] = os.fspath(kw["archive_dir"])
     if kw.get("retention") is not None:
         kw["retention"] = _retention_policy(kw["retention"])
-    if "idle_interval" in kw:  # TEMP alias while bench/ moves to commit_interval
-        kw["commit_interval"] = kw.pop("idle_interval")
     unknown = set(kw) - set(Config.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"configure() got unknown option(s): {', '.join(sorted(unknown))}")
