@@ -124,7 +124,8 @@ def _by_group(data: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     groups: dict[str, dict[str, dict[str, Any]]] = {}
     for bench in data.get("benchmarks", []):
         name = bench["name"]
-        key = name if bench.get("group") == "janus-self" else _key(bench)
+        # janus's own groups hold several benchmarks of one peer: key them by name.
+        key = name if bench.get("group") in ("janus-self", "janus-watch") else _key(bench)
         groups.setdefault(bench.get("group") or "", {})[key] = bench
     return groups
 
@@ -226,7 +227,7 @@ def figures(data: dict[str, Any], memory: list[dict[str, Any]] | None, machine: 
         tables.append(table)
         if "janus" in rate and "apsw_executemany" in rate:
             r = rate["janus"] / rate["apsw_executemany"]
-            goals.append(("end to end: janus ≥ 0.6× bare apsw executemany", fmt_ratio(r), r >= 0.6))
+            goals.append(("end to end: janus ≥ 0.6× bare apsw executemany", f"{r:.3f}×", r >= 0.6))
 
     search = groups.get("search", {})
     if search and "janus" in search:
@@ -377,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
 
     env = environment()
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text(encoding="utf-8")).get("janus_environment")
+        env = [tuple(pair) for pair in saved] if saved else env  # type: ignore[misc]
     if not args.markdown:
         print("\n".join(["Environment", "-----------"] + [f"{k:17} {v}" for k, v in env]), flush=True)
         print(file=sys.stderr)
@@ -385,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         data = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
         memory = data.get("janus_memory")
+        if data.get("janus_quick"):
+            args.quick = True
     else:
         with tempfile.TemporaryDirectory(prefix="janus-bench-") as tmp:
             json_path = Path(args.save_json).resolve() if args.save_json else Path(tmp) / "run.json"
@@ -402,9 +408,11 @@ def main(argv: list[str] | None = None) -> int:
             for kind in _memory.KINDS:
                 print(f"memory burst: {kind} ...", file=sys.stderr, flush=True)
                 memory.append(_memory.measure(kind))
-            if args.save_json:
-                data["janus_memory"] = memory
-                Path(args.save_json).write_text(json.dumps(data, indent=1), encoding="utf-8")
+        if args.save_json:
+            data["janus_memory"] = memory
+            data["janus_environment"] = env
+            data["janus_quick"] = os.environ.get("JANUS_BENCH_QUICK") == "1"
+            Path(args.save_json).write_text(json.dumps(data, indent=1), encoding="utf-8")
 
     tables, goals = figures(data, memory, machine_name(env))
     report = render(env, tables, goals, markdown=args.markdown, quick=args.quick or os.environ.get("JANUS_BENCH_QUICK") == "1")
