@@ -259,7 +259,6 @@ class _Emitter:
         self.console_q = pipeline.console_q
         self.hash_fields = frozenset(cfg.hash_fields) if cfg.hash_fields else None
         self.hash_key = cfg.hash_key
-        self.block_timeout = cfg.block_timeout
         self.listeners = _listeners
 
     def emit(
