@@ -191,12 +191,11 @@ static int validate(const struct jr_shared *sh, uint64_t file_size, uint64_t wan
     return JR_OK;
 }
 
-static int check_cursors(const struct jr_shared *sh) {
-    uint64_t head = __atomic_load_n(&sh->head, __ATOMIC_ACQUIRE);
-    uint64_t tail = __atomic_load_n(&sh->tail, __ATOMIC_ACQUIRE);
-    if (tail > head || head - tail > sh->capacity || (head % JR_ALIGN) || (tail % JR_ALIGN))
-        return JR_CORRUPT;
-    return JR_OK;
+/* The shared cursors are in a file: check them before trusting them, so a
+ * damaged or hostile file can stop the consumer but never make it read or
+ * write outside the mapping. */
+static inline int cursors_sane(const jr_ring *r, uint64_t tail, uint64_t head, uint64_t pos) {
+    return tail <= pos && pos <= head && head - tail <= r->cap && !((head | tail) % JR_ALIGN);
 }
 
 /* Give the file all its blocks now.  A sparse file would allocate them on the
@@ -348,12 +347,13 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
     r->block_timeout_ns = block_timeout_ns;
     r->torn_timeout_ns = 1000000000LL;
     r->stall_pos = UINT64_MAX;
-    rc = check_cursors(r->sh);
-    if (rc != JR_OK) {
+    uint64_t tail = __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE);
+    uint64_t head = __atomic_load_n(&r->sh->head, __ATOMIC_ACQUIRE);
+    if (!cursors_sane(r, tail, head, tail)) {
         jr_close(r);
-        return rc;
+        return JR_CORRUPT;
     }
-    r->rpos = __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE);
+    r->rpos = tail;
     *out = r;
     return JR_OK;
 fail: {
@@ -720,13 +720,6 @@ static uint64_t skip_torn(jr_ring *r, uint64_t pos) {
         return pos + align_up(JR_REC_HEADER + h->len);
     }
     return scan_next(r, pos + JR_ALIGN);
-}
-
-/* The shared cursors are in a file: check them before trusting them, so a
- * damaged or hostile file can stop the consumer but never make it read or
- * write outside the mapping. */
-static inline int cursors_sane(const jr_ring *r, uint64_t tail, uint64_t head, uint64_t pos) {
-    return tail <= pos && pos <= head && head - tail <= r->cap && !(head % JR_ALIGN);
 }
 
 int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, size_t *used,

@@ -110,7 +110,8 @@ int jr_noop(jr_ring *r, const uint8_t *data, size_t len);
  * [payload] each, packed.  Returns the number of records copied (0 if none is
  * ready) and sets *used and *next_pos (the position after the last record
  * read, to pass to jr_release once they are stored).  A record reserved but
- * not committed within the torn timeout is skipped and counted as torn. */
+ * not committed within the torn timeout is skipped and counted as torn once
+ * its producer's process is gone; a live producer's record is waited for. */
 int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records,
                 size_t *used, uint64_t *next_pos);
 

@@ -111,6 +111,7 @@ class Ring:
         self._stats = ffi.new("jr_stats *")
 
     def _open_error(self, rc: int, cap: int) -> RingError:
+        """The error for a native code from opening or, for JR_CORRUPT, any later call."""
         if rc in _FORMAT_ERRORS:
             return RingFormatError(f"ring file {self.path!r} {_FORMAT_ERRORS[rc]}")
         if rc == lib.JR_SIZE_MISMATCH:
@@ -219,9 +220,7 @@ class Ring:
                 self._ptr, self._buf, self._buf_size, max_records, self._used, self._next
             )
             if n == lib.JR_CORRUPT:
-                raise RingFormatError(
-                    f"ring file {self.path!r} {_FORMAT_ERRORS[lib.JR_CORRUPT]}"
-                )
+                raise self._open_error(n, 0)
             if n != lib.JR_BUFFER_SMALL:
                 break
             # The next record is bigger than the buffer: grow it and try again.
@@ -243,7 +242,7 @@ class Ring:
         """Give back everything before position *upto* (records already stored)."""
         rc = lib.jr_release(self._ptr, upto)
         if rc == lib.JR_CORRUPT:
-            raise RingFormatError(f"ring file {self.path!r} {_FORMAT_ERRORS[lib.JR_CORRUPT]}")
+            raise self._open_error(rc, 0)
         if rc != OK:
             stats = self.stats()
             raise RingError(

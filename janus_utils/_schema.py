@@ -6,6 +6,8 @@ import textwrap
 
 import apsw
 
+from .error_handling.db.errors import MigrationError
+
 __all__ = [
     "COLUMNS",
     "FTS_TABLE",
@@ -87,11 +89,15 @@ _V1 = textwrap.dedent(
 MIGRATIONS: dict[int, str] = {0: _V1}
 
 
-def apply_connection_settings(db: apsw.Connection, *, busy_timeout_ms: int = 5000) -> None:
-    """WAL, NORMAL sync, a busy timeout: the settings every janus connection uses."""
+def apply_connection_settings(
+    db: apsw.Connection, *, busy_timeout_ms: int = 5000, synchronous: str = "NORMAL"
+) -> None:
+    """WAL, NORMAL sync (FULL for audit logs), a busy timeout: every janus connection's settings."""
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
     db.setbusytimeout(busy_timeout_ms)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute("PRAGMA foreign_keys=ON")
 
 
@@ -99,7 +105,7 @@ def ensure_schema(db: apsw.Connection) -> int:
     """Create or migrate the schema to SCHEMA_VERSION; returns the version found before."""
     found = db.execute("PRAGMA user_version").fetchall()[0][0]
     if found > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise MigrationError(
             f"this database has log schema version {found}, newer than this "
             f"janus_utils understands ({SCHEMA_VERSION}): upgrade janus_utils"
         )

@@ -259,7 +259,6 @@ class _Emitter:
         self.console_q = pipeline.console_q
         self.hash_fields = frozenset(cfg.hash_fields) if cfg.hash_fields else None
         self.hash_key = cfg.hash_key
-        self.listeners = _listeners
 
     def emit(
         self,
@@ -284,7 +283,7 @@ class _Emitter:
         rc = self.push_fn(self.ptr, data, len(data))
         if rc:
             record = self.slow(rc, record)
-        if level >= self.console_level or self.listeners:
+        if level >= self.console_level or _listeners:
             self.after(record)
 
     def truncate(self, message: str) -> str:
@@ -359,7 +358,7 @@ class _Emitter:
                 q.append(record)
             else:
                 self.pipeline.console_dropped += 1
-        for listener in tuple(self.listeners):
+        for listener in tuple(_listeners):
             try:
                 listener(_record_dict(record))
             except Exception:
@@ -683,14 +682,6 @@ def _fields_json(fields: dict[str, Any]) -> str:
     return _text(text)  # type: ignore[return-value]
 
 
-def _id_text(value: object) -> str | None:
-    if value is None:
-        return None
-    if type(value) is str:
-        return value if value.isascii() and "\0" not in value else _clean_text(value)
-    return _clean_text(_safe_str(value))
-
-
 def _text(value: object) -> str | None:
     """Like _clean_text, with the common case (ASCII, no NUL) first."""
     if type(value) is str and value.isascii() and "\0" not in value:
@@ -722,7 +713,7 @@ def decode_row(payload: bytes) -> tuple[Any, ...]:
                 pop("user_id", None), pop("agent_id", None), pop("request_id", None),
                 pop("trace_id", None), pop("span_id", None),
             )
-            known = (_id_text(uid), _id_text(aid), _id_text(rid), _id_text(tid), _id_text(sid))
+            known = (_text(uid), _text(aid), _text(rid), _text(tid), _text(sid))
             fields_text = _fields_json(fields) if fields else None
         else:
             known = (None, None, None, None, None)
@@ -739,7 +730,7 @@ def decode_row(payload: bytes) -> tuple[Any, ...]:
             *known,
             pid if type(pid) is int and 0 <= pid <= _INT64_MAX else None,
             _text(thread),
-            None if exc is None else _text(exc),
+            _text(exc),
             fields_text,
         )
     except Exception as err:
@@ -804,8 +795,7 @@ def open_database(path: str, *, synchronous: str = "NORMAL") -> apsw.Connection:
     # Lets retention give pages back (incremental_vacuum).  It only takes
     # effect on a new, empty file, before WAL is switched on.
     db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-    _schema.apply_connection_settings(db)
-    db.execute(f"PRAGMA synchronous={synchronous}")
+    _schema.apply_connection_settings(db, synchronous=synchronous)
     # Checkpoints are run by the flusher when idle, not by whichever commit
     # crosses 1,000 pages (that commit would stall).
     db.execute("PRAGMA wal_autocheckpoint=0")
