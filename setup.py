@@ -1,6 +1,6 @@
-"""Build janus_utils: the pure-Python package plus the cffi-compiled ring."""
+"""Build janus_utils: the Python package, the cffi-compiled ring and the C log-call encoder."""
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 setup(
     name="janus_utils",
@@ -14,6 +14,16 @@ setup(
     setup_requires=["cffi>=1.17"],
     install_requires=["apsw>=3.45", "cffi>=1.17"],
     cffi_modules=["_native/build_ring.py:ffi"],
+    # The common log call in C; it reaches the ring through the cffi module.
+    ext_modules=[
+        Extension(
+            "janus_utils._speedups",
+            sources=["_native/speedups.c"],
+            depends=["_native/ring.h"],
+            include_dirs=["_native"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+        )
+    ],
     extras_require={
         # hypothesis: property tests of sanitize/redaction find inputs no table would.
         "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6"],

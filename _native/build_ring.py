@@ -26,6 +26,7 @@ ffi.cdef(
 
     #define JR_POLICY_BLOCK 0
     #define JR_POLICY_DROP 1
+    #define JR_POLICY_TRY 2
 
     #define JR_OK 0
     #define JR_FULL -1

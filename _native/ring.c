@@ -476,7 +476,8 @@ static int reserve_wait(jr_ring *r, uint64_t need, int policy, int64_t timeout_n
                 break;
         }
     }
-    __atomic_fetch_add(&r->sh->dropped, 1, __ATOMIC_RELAXED);
+    if (policy != JR_POLICY_TRY)
+        __atomic_fetch_add(&r->sh->dropped, 1, __ATOMIC_RELAXED);
     return JR_FULL;
 }
 

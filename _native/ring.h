@@ -34,6 +34,8 @@
 /* Full-ring policies. */
 #define JR_POLICY_BLOCK 0    /* wait with backoff until space frees (or timeout) */
 #define JR_POLICY_DROP 1     /* return JR_FULL at once and count the drop */
+#define JR_POLICY_TRY 2      /* jr_push_ex only: return JR_FULL at once, not counted
+                                (the caller will push again another way) */
 
 /* Return codes: 0 is success, negative values are errors. */
 #define JR_OK 0

@@ -190,6 +190,21 @@ class Ring:
         """
         return (lib.jr_push_checked if checked else lib.jr_push), self._ptr
 
+    def native(self) -> tuple[int, int, int]:
+        """``(ring, jr_push_ex, jr_suspect)`` as addresses, for C code that pushes itself.
+
+        ``janus_utils._speedups`` calls the ring through these; the ring
+        address stays valid while this Ring is open.
+        """
+        def address(cdata: Any) -> int:
+            return int(ffi.cast("uintptr_t", cdata))
+
+        return (
+            address(self._ptr),
+            address(ffi.addressof(lib, "jr_push_ex")),
+            address(ffi.addressof(lib, "jr_suspect")),
+        )
+
     def set_policy(self, policy: Policy, block_timeout: float | None = None) -> None:
         """Change what a push does when the ring is full (see ``__init__``)."""
         if policy not in _POLICIES:

@@ -1,8 +1,11 @@
 """The one logging entry point of a backend: log calls become committed, searchable SQLite rows.
 
 A log call checks its level, formats the message, redacts what the prefilter
-flags, encodes a compact tuple with ``marshal`` and pushes it into the shared
-ring file beside the database.  That is all it does: no I/O, no lock, no JSON.
+flags, encodes a compact tuple in ``marshal``'s format and pushes it into the
+shared ring file beside the database.  That is all it does: no I/O, no lock, no
+JSON.  The common call (plain fields, nothing suspect) runs in C, in
+``_speedups``; everything else takes the Python path below, which the C code
+mirrors byte for byte.
 One flusher per database, elected with a file lock among every process that
 configured it, drains the ring and commits batches through apsw with the FTS5
 index filled once per batch.  The ring position committed is stored in the
@@ -35,6 +38,11 @@ from . import _ring, _schema, security
 from ._levels import LEVELS, level_name, parse_level
 from .error_handling.utils.errors import ConfigError, RingFormatError
 from .file_handler import FileLock
+
+try:
+    from . import _speedups
+except ImportError:  # a build without the C encoder: the Python path does everything
+    _speedups = None  # type: ignore[assignment]
 
 __all__ = [
     "JanusHandler",
@@ -255,10 +263,28 @@ class _Emitter:
         self.redactor = pipeline.redactor
         self.redact = cfg.redact
         self.max_chars = cfg.max_message_chars
-        self.console_level = cfg.console_level if cfg.console else 10**9
+        # With the console off no level reaches it, not even an out-of-range one.
+        self.console_level: float = cfg.console_level if cfg.console else math.inf
         self.console_q = pipeline.console_q
         self.hash_fields = frozenset(cfg.hash_fields) if cfg.hash_fields else None
         self.hash_key = cfg.hash_key
+        self.native = self._native(pipeline)
+        self.fast = self.native.push if self.native is not None else None
+
+    def _native(self, pipeline: _Pipeline) -> Any:
+        """The C encoder for this setup, or None where only the Python path applies."""
+        if (
+            _speedups is None
+            or _speedups.FORMAT != _FORMAT
+            or self.hash_fields is not None  # hashing named fields is Python's
+            or os.environ.get("JANUS_UTILS_NO_SPEEDUPS")
+        ):
+            return None
+        ring, push, suspect = pipeline.ring.native()
+        return _speedups.Emitter(
+            ring, push, suspect, pipeline.ring, self.redact, _pid, self.max_chars,
+            min(self.console_level, sys.maxsize), _listeners, _context, _format_message, _thread_name,
+        )
 
     def emit(
         self,
@@ -271,11 +297,15 @@ class _Emitter:
         thread: str,
     ) -> None:
         """Encode and push one record (the stdlib bridge's path; Logger inlines it)."""
+        self.emit_record((_FORMAT, ts, level, name, message, fields, exc, _pid, thread))
+
+    def emit_record(self, record: tuple[Any, ...]) -> None:
+        _, ts, level, name, message, fields, exc, pid, thread = record
         if len(message) > self.max_chars:
             message = self.truncate(message)
+            record = (_FORMAT, ts, level, name, message, fields, exc, pid, thread)
         if self.hash_fields is not None and fields:
-            fields = self.hash(fields)
-        record = (_FORMAT, ts, level, name, message, fields, exc, _pid, thread)
+            record = (_FORMAT, ts, level, name, message, self.hash(fields), exc, pid, thread)
         try:
             data = _dumps(record)
         except Exception:
@@ -284,6 +314,14 @@ class _Emitter:
         if rc:
             record = self.slow(rc, record)
         if level >= self.console_level or _listeners:
+            self.after(record)
+
+    def finish(self, result: tuple[bool, tuple[Any, ...]]) -> None:
+        """Complete a call the C encoder handed back (see ``_speedups.Emitter.push``)."""
+        pushed, record = result
+        if not pushed:
+            self.emit_record(record)
+        elif record[2] >= self.console_level or _listeners:
             self.after(record)
 
     def truncate(self, message: str) -> str:
@@ -386,7 +424,17 @@ def _record_dict(record: tuple[Any, ...]) -> dict[str, Any]:
 
 
 _emitter: _Emitter | None = None
+_fast: Any = None  # _emitter.fast: the C push, or None
 _listeners: list[Any] = []
+
+
+def _finish(result: tuple[bool, tuple[Any, ...]]) -> None:
+    em = _emitter
+    if em is not None:
+        em.finish(result)
+    else:  # shut down while the call was in C
+        _, _, level, name, message, _, exc, _, _ = result[1]
+        _last_resort(level, name, message, exc)
 
 
 def add_record_listener(listener: Any) -> Any:
@@ -431,6 +479,15 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
         if self._level > level:
             return
         try:
+            fast = _fast
+            if fast is not None and not exception:
+                # The common call, in C; NotImplemented means "not plain data".
+                result = fast(level, self.name, self._bound, msg, args, fields)
+                if result is None:
+                    return
+                if result is not NotImplemented:
+                    _finish(result)
+                    return
             if exception:
                 fields.setdefault("exc_info", True)
             exc = _split_special(fields) if fields and not _SPECIAL.isdisjoint(fields) else None
@@ -1280,7 +1337,7 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
     ``hash_key``, ``retention``, ``archive_dir``.
     """
-    global _pipeline, _emitter, _level_default, _level_overrides
+    global _pipeline, _emitter, _fast, _level_default, _level_overrides
     cfg = _check_config(db_path, **options)
     with _config_lock:
         # Everything that can fail on bad settings happens before the old
@@ -1295,6 +1352,7 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
         pipeline.start()
         _pipeline = pipeline
         _emitter = _Emitter(pipeline)
+        _fast = _emitter.fast
         _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
     return cfg
 
@@ -1350,7 +1408,7 @@ def flush(timeout: float | None = None) -> bool:
 
 def shutdown(timeout: float | None = 10.0) -> None:
     """Flush and stop the flusher; later log calls go to stderr (WARNING+) only."""
-    global _pipeline, _emitter
+    global _pipeline, _emitter, _fast
     with _config_lock:
         p = _pipeline
         if p is None:
@@ -1358,6 +1416,7 @@ def shutdown(timeout: float | None = 10.0) -> None:
         # Flush while the flusher thread still runs: in a process that is not
         # the flusher it may still take over if the flusher's process is gone.
         flush(timeout)
+        _fast = None
         _emitter = None
         _pipeline = None
         _set_stdlib_capture(False, 0)
@@ -1411,6 +1470,9 @@ def _after_fork_parent() -> None:
 def _after_fork_child() -> None:
     global _pid, _forking, _config_lock, _named_lock
     _pid = os.getpid()
+    em = _emitter
+    if em is not None and em.native is not None:
+        em.native.pid = _pid
     # Another thread of the parent may have held these at fork(): in the
     # child that thread does not exist and would never release them.
     _config_lock = threading.RLock()

@@ -101,3 +101,16 @@ def make_log_db(tmp_path: Path) -> Iterator[Callable[..., Path]]:
 def rows_from(specs: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
     """make_row for each mapping: a readable way to write a small corpus."""
     return [make_row(**dict(spec)) for spec in specs]
+
+
+@pytest.fixture(params=["c", "python"])
+def log_call_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once with log calls through the C encoder, once through the Python path.
+
+    ``configure()`` reads the switch, so it holds for every setup the test makes.
+    """
+    if request.param == "python":
+        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
+    else:
+        monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
+    return str(request.param)

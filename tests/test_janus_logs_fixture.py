@@ -17,6 +17,9 @@ from janus_utils.error_handling import TestSetupError
 # The janus_logs fixture, until the package's pytest11 entry point loads it everywhere.
 from janus_utils.error_handling.tests.plugin import JanusLogs, capture_janus_logs
 
+# Every test here runs through both encoders of a log call (see conftest.log_call_path).
+pytestmark = pytest.mark.usefixtures("log_call_path")
+
 RECORD_KEYS = {
     "ts", "level", "level_name", "logger", "message", "exception", "pid", "thread",
     "user_id", "agent_id", "request_id", "trace_id", "span_id", "fields",

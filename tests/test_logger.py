@@ -26,6 +26,9 @@ from janus_utils.error_handling.utils.errors import ConfigError
 
 FORK = multiprocessing.get_context("fork")
 
+# Every test here runs through both encoders of a log call (see conftest.log_call_path).
+pytestmark = pytest.mark.usefixtures("log_call_path")
+
 
 def query(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)

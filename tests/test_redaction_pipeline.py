@@ -13,7 +13,11 @@ import pytest
 
 import janus_utils as ju
 
+# Every test here runs through both encoders of a log call (see conftest.log_call_path).
+pytestmark = pytest.mark.usefixtures("log_call_path")
+
 JWT = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+
 PEM = (
     "-----BEGIN RSA PRIVATE KEY-----\n"
     "MIIEowIBAAKCAQEAqSECRETPEMBODYzq8h1Xb3cd\n"

@@ -60,7 +60,7 @@ class TestBinding:
         assert 1 == lib.JR_VERSION
         assert 4096 == lib.JR_HEADER_SIZE
         assert 16 == lib.JR_REC_HEADER
-        assert (0, 1) == (lib.JR_POLICY_BLOCK, lib.JR_POLICY_DROP)
+        assert (0, 1, 2) == (lib.JR_POLICY_BLOCK, lib.JR_POLICY_DROP, lib.JR_POLICY_TRY)
 
     def test_file_is_header_plus_capacity_and_private(self, tmp_path: Path) -> None:
         """A new ring file is 4096 + capacity bytes, mode 0600, starting with the magic."""

@@ -1,0 +1,327 @@
+"""The C encoder of a log call: the same bytes and rows as the Python path, or a hand-back."""
+
+from __future__ import annotations
+
+import enum
+import marshal
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import janus_utils as ju
+from janus_utils import _speedups
+from janus_utils import logger as jlog
+
+# --- the encoder alone -------------------------------------------------------
+
+text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+plain = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | text
+fields = st.none() | st.dictionaries(text, plain, max_size=6)
+records = st.tuples(
+    st.just(1), st.integers(0, 2**63 - 1), st.integers(-(2**63), 2**63 - 1), text, text, fields,
+    st.none() | text, st.integers(0, 2**31 - 1), text,
+)
+
+
+class TestEncode:
+    @settings(max_examples=400, deadline=None)
+    @given(records)
+    def test_plain_records_encode_as_marshal_does(self, record: tuple[Any, ...]) -> None:
+        """Byte for byte what marshal.dumps(record, 2) writes: the flusher cannot tell."""
+        assert marshal.dumps(record, 2) == _speedups.encode(record)
+
+    @pytest.mark.parametrize(
+        "value",
+        [2**63, -(2**63) - 1, 2**64, -(2**31) - 1, 2**31, -(2**31), 2**31 - 1, 0, -1,
+         0.0, -0.0, float("nan"), float("-inf"), "", "\x00", "é☃😀"],
+    )
+    def test_edges_of_ints_floats_and_text(self, value: Any) -> None:
+        """Where marshal switches int forms, signed zero, NaN, NUL and multi-byte UTF-8."""
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            with pytest.raises(ValueError):
+                _speedups.encode(value)
+        else:
+            assert marshal.dumps(value, 2) == _speedups.encode(value)
+
+    @pytest.mark.parametrize(
+        "value, error",
+        [
+            ("lone \udc80 surrogate", ValueError),  # marshal's surrogatepass is Python's job
+            ([1, 2], TypeError),
+            ({"nested": {"a": 1}}, ValueError),
+            ({1: "int key"}, ValueError),
+            (type("S", (str,), {})("str subclass"), TypeError),
+            ("x" * (_speedups.MAX_RECORD + 1), ValueError),
+        ],
+    )
+    def test_what_it_does_not_write_is_refused(self, value: Any, error: type[Exception]) -> None:
+        """Anything outside plain data raises, so the log call falls back rather than guessing."""
+        with pytest.raises(error):
+            _speedups.encode(value)
+
+
+# --- the two paths side by side ---------------------------------------------
+
+
+class Boom:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+class Name(str):
+    pass
+
+
+def corpus() -> None:
+    """Every kind of call: the plain ones the C path takes and each kind it hands back."""
+    log = ju.get_logger("svc.users")
+    log.info("plain")
+    log.info("user %s logged in", 42, user_id=42, ip="10.0.0.1", agent_id="planner-7")
+    log.warning("%d items at %.2f", 3, 2.5, ratio=0.25, ok=True, nothing=None, neg=-7)
+    log.debug("ints", small=2**31 - 1, big=2**40, bigger=-(2**62), huge=2**70)
+    log.info("héllo ☃ %s", "😀", emoji="🚀", accent="é")
+    log.info("lone \udc80 surrogate", field="also \ud800 here")
+    log.info("nul\x00byte", value="a\x00b")
+    with ju.log_context(user_id=1, k="ctx", shared="ctx", c=1, request_id="r-1"):
+        # call beats bound beats context; keys keep their first position
+        log.bind(k="bound", shared="bound", b=2, agent_id="b-1").info("repeated keys", k="call", a=3)
+        log.info("context only")
+    log.bind(agent_id="b-2").info("bound only")
+    log.info("nested", tags=["a", "b"], meta={"x": 1}, pair=(1, 2))
+    log.info("foreign values", colour=Colour.RED, name=Name("n"), raw=b"\xff")
+    log.info(Name("str subclass message %s"), 1)
+    log.info("%(a)s-%(b)s", {"a": 1, "b": 2})
+    log.info("%d", "not a number")
+    log.info("%s and %s", "only one")
+    log.info("v=%s", Boom())
+    log.info(123)
+    log.info(Boom())
+    log.info("x" * 500)  # over max_message_chars below
+    log.info("y" * 5000 + " %s", "z")  # under it, over the C path's buffer
+    log.info("password=hunter2 token %s", "abc", api_key="sk-live-1234567890abcdef")
+    log.info("card 4111 1111 1111 1111", url="https://bob:secret@example.com/x")
+    log.error("floats", nan=float("nan"), inf=float("inf"))
+    log.log(2**64, "huge level")
+    log.log("NOTICE", "odd level")
+    log.info("special keys", exc_info=False, stack_info=False)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("caught %s", "it")
+
+
+COMPARED = "level, logger, message, user_id, agent_id, request_id, trace_id, span_id, pid, thread, exception, fields"
+
+
+def run_corpus(db_path: Path) -> list[tuple[Any, ...]]:
+    ju.configure(db_path, level="DEBUG", console=False, max_message_chars=1000)
+    try:
+        corpus()
+        assert ju.flush(timeout=30)
+    finally:
+        ju.shutdown()
+    db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return db.execute(f"SELECT {COMPARED} FROM logs ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+class TestSameRowsBothWays:
+    def test_corpus_stores_the_same_rows_through_c_and_python(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every column but id and ts is the same, whichever path each call took."""
+        monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
+        through_c = run_corpus(tmp_path / "c.db")
+        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
+        through_python = run_corpus(tmp_path / "py.db")
+        assert 28 == len(through_python)
+        for c_row, py_row in zip(through_c, through_python):
+            assert py_row == c_row
+        assert len(through_python) == len(through_c)
+
+    def test_secrets_are_redacted_on_the_c_path(self, tmp_path: Path) -> None:
+        """A suspect record goes back to Python for redaction; nothing secret is stored."""
+        db_path = tmp_path / "c.db"
+        ju.configure(db_path, console=False)
+        try:
+            assert jlog._fast is not None
+            ju.get_logger("s").info("login with password=hunter2", api_key="sk-live-1234567890abcdef")
+            assert ju.flush(timeout=10)
+        finally:
+            ju.shutdown()
+        raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+        assert b"hunter2" not in raw
+        assert b"sk-live-1234567890abcdef" not in raw
+
+
+# --- which path a call takes --------------------------------------------------
+
+
+@pytest.fixture
+def encodes(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Any, ...]]]:
+    """The records the Python encoder saw; the C path leaves this list empty."""
+    seen: list[tuple[Any, ...]] = []
+    real = jlog._dumps
+
+    def counting(record: tuple[Any, ...]) -> bytes:
+        seen.append(record)
+        return real(record)
+
+    monkeypatch.setattr(jlog, "_dumps", counting)
+    yield seen
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "app-logs.db"
+
+
+@pytest.fixture
+def configured(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    def configure(**options: Any) -> None:
+        ju.configure(db_path, console=False, **options)
+
+    yield configure
+    ju.shutdown()
+
+
+class TestWhichPath:
+    def test_plain_calls_never_reach_the_python_encoder(
+        self, configured: Callable[..., None], encodes: list[tuple[Any, ...]]
+    ) -> None:
+        """Plain template, args and fields: encoded and pushed in C."""
+        configured()
+        log = ju.get_logger("p")
+        with ju.log_context(request_id="r-9"):
+            for i in range(100):
+                log.bind(agent_id="a").info("n=%d", i, user_id=i, ok=True, ratio=0.5, none=None)
+        assert ju.flush(timeout=10)
+        assert [] == encodes
+        assert 100 == ju.stats()["committed"]
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda log: log.info("nested", tags=["a"]),
+            lambda log: log.info(b"bytes message"),
+            lambda log: log.info("%s", 1, huge=2**70),
+            lambda log: log.info("secret password=hunter2"),
+            lambda log: log.info("x" * 70_000),
+            lambda log: log.info("lone \udc80"),
+        ],
+        ids=["nested-field", "non-str-message", "int-over-64-bits", "suspect", "too-long", "surrogate"],
+    )
+    def test_other_calls_are_handed_to_python_and_stored_once(
+        self, configured: Callable[..., None], encodes: list[tuple[Any, ...]], call: Any
+    ) -> None:
+        """Each kind of call C does not finish reaches the Python encoder, and is one row."""
+        configured()
+        call(ju.get_logger("p"))
+        assert ju.flush(timeout=10)
+        assert encodes  # redaction encodes twice: before and after
+        assert {"p"} == {r[3] for r in encodes}
+        assert 1 == ju.stats()["committed"]
+
+    def test_switch_and_hash_fields_keep_everything_in_python(
+        self, configured: Callable[..., None], encodes: list[tuple[Any, ...]],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """JANUS_UTILS_NO_SPEEDUPS, and hash_fields (Python's job), turn the C path off."""
+        configured(hash_fields=("user_id",), hash_key=b"k" * 32)
+        assert jlog._fast is None
+        ju.get_logger("p").info("hashed", user_id=7)
+        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
+        configured()
+        assert jlog._fast is None
+        ju.get_logger("p").info("pure")
+        assert ju.flush(timeout=10)
+        assert ["hashed", "pure"] == [r[4] for r in encodes]
+
+
+# --- a full ring, with the GIL held in C ---------------------------------------
+
+
+class TestFullRing:
+    def test_full_ring_waits_with_the_gil_released(self, db_path: Path) -> None:
+        """The C push never waits: a full ring goes to the Python push, which lets the
+        flusher thread of this same process drain while the caller waits; nothing drops."""
+        ju.configure(db_path, console=False, ring_size=1 << 16, block_timeout=60)
+        try:
+            log = ju.get_logger("full")
+            log.info("first")
+            assert ju.flush(timeout=10)
+            blocker = apsw.Connection(str(db_path))
+            blocker.setbusytimeout(0)
+            blocker.execute("BEGIN EXCLUSIVE")
+            unblock = threading.Timer(0.5, lambda: (blocker.execute("COMMIT"), blocker.close()))
+            unblock.start()
+            for i in range(3000):  # ~120 bytes each: several times the 64 KiB ring
+                log.info("token-%05d", i, user_id=i)
+            unblock.join()
+            assert ju.flush(timeout=30)
+            s = ju.stats()
+        finally:
+            ju.shutdown()
+        assert (0, 3001) == (s["dropped"], s["committed"])
+        db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+        got = [m for (m,) in db.execute("SELECT message FROM logs WHERE message LIKE 'token-%' ORDER BY id")]
+        db.close()
+        assert [f"token-{i:05d}" for i in range(3000)] == got
+
+    def test_full_ring_with_drop_counts_each_drop_once(self, db_path: Path) -> None:
+        """on_full="drop": what C could not push is dropped by the Python push and counted once."""
+        ju.configure(db_path, console=False, ring_size=1 << 16, on_full="drop")
+        try:
+            blocker = apsw.Connection(str(db_path))
+            blocker.setbusytimeout(0)
+            blocker.execute("BEGIN EXCLUSIVE")
+            for i in range(3000):
+                ju.get_logger("drop").info("token-%05d", i)
+            dropped = ju.stats()["dropped"]
+            blocker.execute("COMMIT")
+            blocker.close()
+            assert ju.flush(timeout=30)
+            committed = ju.stats()["committed"]
+        finally:
+            ju.shutdown()
+        assert dropped > 0
+        assert 3000 == dropped + committed
+
+
+# --- fork -------------------------------------------------------------------------
+
+
+def test_forked_child_records_carry_the_childs_pid(db_path: Path) -> None:
+    """The C encoder writes the pid it is given; after fork() that is the child's."""
+    ju.configure(db_path, console=False)
+    try:
+        ju.get_logger("fork").info("parent")
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            ju.get_logger("fork").info("child")
+            os._exit(0 if ju.flush(timeout=30) else 1)
+        _, status = os.waitpid(pid, 0)
+        assert 0 == os.waitstatus_to_exitcode(status)
+        assert ju.flush(timeout=30)
+    finally:
+        ju.shutdown()
+    db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    got = db.execute("SELECT message, pid FROM logs ORDER BY id").fetchall()
+    db.close()
+    assert [("parent", os.getpid()), ("child", pid)] == got
