@@ -18,6 +18,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 #include <time.h>
 
 #include "ring.h"
@@ -449,9 +450,399 @@ static PyTypeObject EmitterType = {
     .tp_members = Emitter_members,
 };
 
+/* ------------------------------------------------------------------------ */
+/* the flusher's decoder                                                     */
+
+/* decode_rows(raw, count, fallback) -> list of rows, as logger.decode_row
+ * makes them (the columns of _schema.COLUMNS).  raw is what jr_read wrote:
+ * count records, each a 16-byte head (seq u64, length u32, 4 spare bytes)
+ * and its payload.  A payload this parser does not take whole (another
+ * format, nested or foreign values, text that needs cleaning, a repeated
+ * key) is handed to fallback(payload_bytes), the Python decode_row, so the
+ * rows are the same either way; tests/test_speedups.py checks that. */
+
+#define MAX_FIELDS 32
+
+typedef struct {
+    const uint8_t *p;
+    const uint8_t *end;
+} rbuf;
+
+/* A parsed value: kind is a marshal type code; for M_UNICODE s/n point into
+ * the payload; for M_INT/M_LONG i holds it; for M_FLOAT d does. */
+typedef struct {
+    char kind;
+    const char *s;
+    Py_ssize_t n;
+    long long i;
+    double d;
+} val;
+
+static int get_u32(rbuf *r, uint32_t *out) {
+    if (r->end - r->p < 4)
+        return -1;
+    *out = (uint32_t)r->p[0] | (uint32_t)r->p[1] << 8 | (uint32_t)r->p[2] << 16 |
+           (uint32_t)r->p[3] << 24;
+    r->p += 4;
+    return 0;
+}
+
+/* One plain value; -1 for anything else (the record then falls back). */
+static int get_val(rbuf *r, val *v) {
+    if (r->p >= r->end)
+        return -1;
+    v->kind = (char)*r->p++;
+    uint32_t u;
+    switch (v->kind) {
+    case M_NONE:
+    case M_TRUE:
+    case M_FALSE:
+        return 0;
+    case M_INT:
+        if (get_u32(r, &u))
+            return -1;
+        v->i = (int32_t)u;
+        return 0;
+    case M_LONG: {
+        if (get_u32(r, &u))
+            return -1;
+        int32_t n = (int32_t)u;
+        uint32_t digits = n < 0 ? (uint32_t)0 - (uint32_t)n : (uint32_t)n;
+        if (digits == 0 || digits > 5 || r->end - r->p < 2 * (Py_ssize_t)digits)
+            return -1;
+        uint64_t m = 0;
+        for (uint32_t k = 0; k < digits; k++) {
+            uint64_t d = (uint64_t)r->p[2 * k] | (uint64_t)r->p[2 * k + 1] << 8;
+            if (d >= 1u << 15 || (k == 4 && d > 0xf) || (k == digits - 1 && d == 0))
+                return -1; /* over 64 bits, or not normalised (marshal refuses that) */
+            m |= d << (15 * k);
+        }
+        r->p += 2 * digits;
+        if (n > 0 ? m > (uint64_t)INT64_MAX : m > (uint64_t)INT64_MAX + 1)
+            return -1;
+        v->i = n > 0 ? (long long)m : (long long)((uint64_t)0 - m);
+        return 0;
+    }
+    case M_FLOAT:
+        if (r->end - r->p < 8)
+            return -1;
+        v->d = PyFloat_Unpack8((const char *)r->p, 1);
+        r->p += 8;
+        return 0;
+    case M_UNICODE:
+        if (get_u32(r, &u) || (uint64_t)(r->end - r->p) < u)
+            return -1;
+        v->s = (const char *)r->p;
+        v->n = (Py_ssize_t)u;
+        r->p += u;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+/* _text() of a str: kept when it is UTF-8 without NUL; else the record falls back. */
+static PyObject *text_of(const char *s, Py_ssize_t n) {
+    if (memchr(s, 0, (size_t)n) != NULL)
+        return NULL;
+    PyObject *o = PyUnicode_DecodeUTF8(s, n, NULL);
+    if (o == NULL)
+        PyErr_Clear(); /* a lone surrogate, kept by surrogatepass: Python cleans it */
+    return o;
+}
+
+static int fmt_int(char *out, long long i) { return snprintf(out, 24, "%lld", i); }
+
+/* str(v) for a known field (user_id, ...): None stays None. */
+static PyObject *known_text(const val *v) {
+    char num[24];
+    switch (v->kind) {
+    case M_NONE:
+        return Py_NewRef(Py_None);
+    case M_TRUE:
+        return PyUnicode_FromString("True");
+    case M_FALSE:
+        return PyUnicode_FromString("False");
+    case M_INT:
+    case M_LONG:
+        return PyUnicode_FromStringAndSize(num, fmt_int(num, v->i));
+    case M_FLOAT: {
+        char *r = PyOS_double_to_string(v->d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (r == NULL)
+            return NULL;
+        PyObject *o = PyUnicode_FromString(r);
+        PyMem_Free(r);
+        return o;
+    }
+    default:
+        return text_of(v->s, v->n);
+    }
+}
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+static int sb_put(sbuf *b, const char *s, size_t n) {
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *p = PyMem_Realloc(b->p, cap);
+        if (p == NULL)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+/* A JSON string as json.dumps(ensure_ascii=False) writes it: quote, backslash
+ * and control characters escaped, everything else as is. */
+static int json_str(sbuf *b, const char *s, Py_ssize_t n) {
+    static const char hex[] = "0123456789abcdef";
+    if (sb_put(b, "\"", 1))
+        return -1;
+    Py_ssize_t run = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (sb_put(b, s + run, (size_t)(k - run)))
+            return -1;
+        run = k + 1;
+        char e[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t en = 2;
+        switch (c) {
+        case '"': e[1] = '"'; break;
+        case '\\': e[1] = '\\'; break;
+        case '\b': e[1] = 'b'; break;
+        case '\f': e[1] = 'f'; break;
+        case '\n': e[1] = 'n'; break;
+        case '\r': e[1] = 'r'; break;
+        case '\t': e[1] = 't'; break;
+        default:
+            e[1] = 'u', e[2] = '0', e[3] = '0', e[4] = hex[c >> 4], e[5] = hex[c & 0xf];
+            en = 6;
+        }
+        if (sb_put(b, e, en))
+            return -1;
+    }
+    if (sb_put(b, s + run, (size_t)(n - run)))
+        return -1;
+    return sb_put(b, "\"", 1);
+}
+
+/* A JSON value as logger._fields_json writes it; -1 also for NaN and the
+ * infinities, which it refuses (the record falls back). */
+static int json_val(sbuf *b, const val *v) {
+    char num[24];
+    switch (v->kind) {
+    case M_NONE:
+        return sb_put(b, "null", 4);
+    case M_TRUE:
+        return sb_put(b, "true", 4);
+    case M_FALSE:
+        return sb_put(b, "false", 5);
+    case M_INT:
+    case M_LONG:
+        return sb_put(b, num, (size_t)fmt_int(num, v->i));
+    case M_FLOAT: {
+        if (!isfinite(v->d))
+            return -1;
+        char *r = PyOS_double_to_string(v->d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+        if (r == NULL) {
+            PyErr_Clear();
+            return -1;
+        }
+        int rc = sb_put(b, r, strlen(r));
+        PyMem_Free(r);
+        return rc;
+    }
+    default:
+        return json_str(b, v->s, v->n);
+    }
+}
+
+static const char *const known_keys[5] = {"user_id", "agent_id", "request_id", "trace_id",
+                                          "span_id"};
+
+static int known_index(const val *k) {
+    for (int i = 0; i < 5; i++)
+        if ((size_t)k->n == strlen(known_keys[i]) && memcmp(k->s, known_keys[i], (size_t)k->n) == 0)
+            return i;
+    return -1;
+}
+
+/* Last record's logger and thread names: most batches repeat a few. */
+typedef struct {
+    const char *s;
+    Py_ssize_t n;
+    PyObject *o; /* borrowed from a row in the result list */
+} name_cache;
+
+static PyObject *cached_text(name_cache *c, const val *v) {
+    if (c->o != NULL && c->n == v->n && memcmp(c->s, v->s, (size_t)v->n) == 0)
+        return Py_NewRef(c->o);
+    PyObject *o = text_of(v->s, v->n);
+    if (o != NULL)
+        c->s = v->s, c->n = v->n, c->o = o;
+    return o;
+}
+
+/* One payload as a row, or NULL (no error set) to fall back. */
+static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cache *names,
+                            name_cache *threads) {
+    rbuf r = {p, p + n};
+    uint32_t items;
+    val fmt, ts, level, name, message, exc, pid, thread;
+    val keys[MAX_FIELDS], vals[MAX_FIELDS];
+    int nfields = -1; /* -1: fields is None */
+    if (r.p >= r.end || *r.p++ != M_TUPLE || get_u32(&r, &items) || items != RECORD_ITEMS ||
+        get_val(&r, &fmt) || fmt.kind != M_INT || fmt.i != RECORD_FORMAT || get_val(&r, &ts) ||
+        get_val(&r, &level) || get_val(&r, &name) || get_val(&r, &message))
+        return NULL;
+    if (r.p < r.end && *r.p == M_DICT) {
+        r.p++;
+        nfields = 0;
+        for (;;) {
+            if (r.p >= r.end)
+                return NULL;
+            if (*r.p == M_NULL) {
+                r.p++;
+                break;
+            }
+            if (nfields == MAX_FIELDS || get_val(&r, &keys[nfields]) ||
+                keys[nfields].kind != M_UNICODE || get_val(&r, &vals[nfields]))
+                return NULL;
+            nfields++;
+        }
+    } else if (r.p >= r.end || *r.p++ != M_NONE) {
+        return NULL;
+    }
+    if (get_val(&r, &exc) || get_val(&r, &pid) || get_val(&r, &thread) || r.p != r.end)
+        return NULL;
+    /* What decode_row keeps as is; anything else it repairs, and so does it. */
+    if ((ts.kind != M_INT && ts.kind != M_LONG) || (level.kind != M_INT && level.kind != M_LONG) ||
+        level.i < 0 || (pid.kind != M_INT && pid.kind != M_LONG) || pid.i < 0 ||
+        (name.kind != M_UNICODE && name.kind != M_NONE) ||
+        (message.kind != M_UNICODE && message.kind != M_NONE) ||
+        (exc.kind != M_UNICODE && exc.kind != M_NONE) ||
+        (thread.kind != M_UNICODE && thread.kind != M_NONE))
+        return NULL;
+    for (int a = 0; a < nfields; a++) /* a repeated key: marshal.loads keeps the last value */
+        for (int b = a + 1; b < nfields; b++)
+            if (keys[a].n == keys[b].n && memcmp(keys[a].s, keys[b].s, (size_t)keys[a].n) == 0)
+                return NULL;
+
+    PyObject *known[5] = {NULL, NULL, NULL, NULL, NULL};
+    PyObject *row = PyTuple_New(13), *fields_text = NULL;
+    if (row == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    json->len = 0;
+    int others = 0;
+    for (int f = 0; f < nfields; f++) {
+        int k = known_index(&keys[f]);
+        if (k >= 0) {
+            if ((known[k] = known_text(&vals[f])) == NULL)
+                goto fallback;
+            continue;
+        }
+        if (sb_put(json, others ? ", " : "{", others ? 2 : 1) || json_str(json, keys[f].s, keys[f].n) ||
+            sb_put(json, ": ", 2) || json_val(json, &vals[f]))
+            goto fallback;
+        others++;
+    }
+    if (others) {
+        if (sb_put(json, "}", 1) || (fields_text = PyUnicode_DecodeUTF8(json->p, (Py_ssize_t)json->len, NULL)) == NULL)
+            goto fallback;
+    }
+    PyObject *cols[13];
+    cols[0] = PyLong_FromLongLong(ts.i);
+    cols[1] = PyLong_FromLongLong(level.i);
+    cols[2] = name.kind == M_NONE ? PyUnicode_FromString("root") : cached_text(names, &name);
+    cols[3] = message.kind == M_NONE ? PyUnicode_FromString("") : text_of(message.s, message.n);
+    for (int k = 0; k < 5; k++)
+        cols[4 + k] = known[k] ? known[k] : Py_NewRef(Py_None);
+    cols[9] = PyLong_FromLongLong(pid.i);
+    cols[10] = thread.kind == M_NONE ? Py_NewRef(Py_None) : cached_text(threads, &thread);
+    cols[11] = exc.kind == M_NONE ? Py_NewRef(Py_None) : text_of(exc.s, exc.n);
+    cols[12] = fields_text ? fields_text : Py_NewRef(Py_None);
+    int ok = 1;
+    for (int c = 0; c < 13; c++) {
+        if (cols[c] == NULL)
+            ok = 0;
+        PyTuple_SET_ITEM(row, c, cols[c]); /* a NULL slot is fine for Py_DECREF below */
+    }
+    if (ok)
+        return row;
+    if (cols[2] == names->o)
+        names->o = NULL;
+    if (cols[10] == threads->o)
+        threads->o = NULL;
+    PyErr_Clear();
+    Py_DECREF(row);
+    return NULL;
+fallback:
+    PyErr_Clear();
+    for (int k = 0; k < 5; k++)
+        Py_XDECREF(known[k]);
+    Py_XDECREF(fields_text);
+    Py_DECREF(row);
+    return NULL;
+}
+
+static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer raw;
+    Py_ssize_t count;
+    PyObject *fallback;
+    if (!PyArg_ParseTuple(args, "y*nO:decode_rows", &raw, &count, &fallback))
+        return NULL;
+    PyObject *rows = PyList_New(0);
+    sbuf json = {NULL, 0, 0};
+    name_cache names = {NULL, 0, NULL}, threads = {NULL, 0, NULL};
+    const uint8_t *p = raw.buf, *end = p + raw.len;
+    for (Py_ssize_t k = 0; rows != NULL && k < count; k++) {
+        if (end - p < 16) {
+            PyErr_SetString(PyExc_ValueError, "decode_rows: the buffer holds fewer records than count");
+            Py_CLEAR(rows);
+            break;
+        }
+        Py_ssize_t len = (Py_ssize_t)((uint32_t)p[8] | (uint32_t)p[9] << 8 | (uint32_t)p[10] << 16 |
+                                      (uint32_t)p[11] << 24);
+        p += 16;
+        if (end - p < len) {
+            PyErr_SetString(PyExc_ValueError, "decode_rows: a record runs past the buffer");
+            Py_CLEAR(rows);
+            break;
+        }
+        PyObject *row = decode_one(p, len, &json, &names, &threads);
+        if (row == NULL) {
+            PyObject *payload = PyBytes_FromStringAndSize((const char *)p, len);
+            row = payload ? PyObject_CallOneArg(fallback, payload) : NULL;
+            Py_XDECREF(payload);
+        }
+        if (row == NULL || PyList_Append(rows, row) < 0)
+            Py_CLEAR(rows);
+        Py_XDECREF(row);
+        p += len;
+    }
+    PyMem_Free(json.p);
+    PyBuffer_Release(&raw);
+    return rows;
+}
+
 static PyMethodDef module_methods[] = {
     {"encode", py_encode, METH_O,
      "encode(obj) -> bytes: marshal.dumps(obj, 2), for the plain records this module writes."},
+    {"decode_rows", py_decode_rows, METH_VARARGS,
+     "decode_rows(raw, count, fallback) -> rows: jr_read's output as logger.decode_row makes rows."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -230,6 +230,24 @@ class Ring:
         Pass that position to ``release`` once the records are stored.  Returns
         an empty list when nothing is ready.
         """
+        n, view, upto = self.read_raw(max_records)
+        raw = view[:]
+        out: list[tuple[int, bytes]] = []
+        off = 0
+        unpack = _RECORD_HEAD.unpack_from
+        for _ in range(n):
+            seq, size = unpack(raw, off)
+            off += 16
+            out.append((seq, raw[off : off + size]))
+            off += size
+        return out, upto
+
+    def read_raw(self, max_records: int = 4096) -> tuple[int, Any, int]:
+        """As ``read``, unsplit: ``(count, buffer, position after them)``.
+
+        The buffer holds each record as a 16-byte head (seq u64, length u32,
+        4 spare bytes) and its payload, and is only valid until the next read.
+        """
         while True:
             n = lib.jr_read(
                 self._ptr, self._buf, self._buf_size, max_records, self._used, self._next
@@ -241,17 +259,7 @@ class Ring:
             # The next record is bigger than the buffer: grow it and try again.
             self._buf_size = max(self._buf_size * 2, int(self._used[0]))
             self._buf = ffi.new("uint8_t[]", self._buf_size)
-        used = int(self._used[0])
-        raw = ffi.buffer(self._buf, used)[:]
-        out: list[tuple[int, bytes]] = []
-        off = 0
-        unpack = _RECORD_HEAD.unpack_from
-        for _ in range(n):
-            seq, size = unpack(raw, off)
-            off += 16
-            out.append((seq, raw[off : off + size]))
-            off += size
-        return out, int(self._next[0])
+        return n, ffi.buffer(self._buf, int(self._used[0])), int(self._next[0])
 
     def release(self, upto: int) -> None:
         """Give back everything before position *upto* (records already stored)."""

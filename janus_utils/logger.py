@@ -41,8 +41,17 @@ from .file_handler import FileLock
 
 try:
     from . import _speedups
-except ImportError:  # a build without the C encoder: the Python path does everything
+except ImportError:  # a build without the C module: the Python path does everything
     _speedups = None  # type: ignore[assignment]
+
+
+def _native_enabled() -> bool:
+    """Whether log calls and the flusher use ``_speedups`` (JANUS_UTILS_NO_SPEEDUPS=1: no)."""
+    return (
+        _speedups is not None
+        and _speedups.FORMAT == _FORMAT
+        and not os.environ.get("JANUS_UTILS_NO_SPEEDUPS")
+    )
 
 __all__ = [
     "JanusHandler",
@@ -273,12 +282,7 @@ class _Emitter:
 
     def _native(self, pipeline: _Pipeline) -> Any:
         """The C encoder for this setup, or None where only the Python path applies."""
-        if (
-            _speedups is None
-            or _speedups.FORMAT != _FORMAT
-            or self.hash_fields is not None  # hashing named fields is Python's
-            or os.environ.get("JANUS_UTILS_NO_SPEEDUPS")
-        ):
+        if not _native_enabled() or self.hash_fields is not None:  # hashing fields is Python's
             return None
         ring, push, suspect = pipeline.ring.native()
         return _speedups.Emitter(
@@ -905,6 +909,7 @@ class _Pipeline:
         self.lock_path = cfg.db_path + "-flusher.lock"
         self.last_error: str | None = None
         self.ring = _open_ring(self.ring_path, cfg)
+        self.decode_rows = _speedups.decode_rows if _native_enabled() else None
         if self.ring.stats().capacity != cfg.ring_size:
             self.last_error = (
                 f"ring {self.ring_path} exists with {self.ring.stats().capacity} bytes, not "
@@ -1103,12 +1108,16 @@ class _Pipeline:
                 self._open_db()
             except Exception as err:
                 return self._failed(err)
-        batch, upto = self.ring.read(self.cfg.batch_size)
-        if not batch:
+        if self.decode_rows is not None:
+            n, raw, upto = self.ring.read_raw(self.cfg.batch_size)
+            rows = self.decode_rows(raw, n, decode_row) if n > 0 else []
+        else:
+            batch, upto = self.ring.read(self.cfg.batch_size)
+            rows = [decode_row(payload) for _, payload in batch]
+        if not rows:
             if upto != self.ring.stats().tail:  # only torn records were skipped
                 self.ring.release(upto)
             return 0
-        rows = [decode_row(payload) for _, payload in batch]
         db = self.db
         assert db is not None
         try:

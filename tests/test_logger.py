@@ -370,6 +370,7 @@ class TestRobustness:
             return row[:2] + (None,) + row[3:] if row[3] == "poison" else row  # NULL logger
 
         monkeypatch.setattr(jlog, "decode_row", decode)
+        monkeypatch.setattr(jlog._pipeline, "decode_rows", None)  # every row through decode()
         log = ju.get_logger("batch")
         log.info("before")
         log.info("poison")

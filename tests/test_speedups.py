@@ -67,6 +67,86 @@ class TestEncode:
             _speedups.encode(value)
 
 
+# --- the flusher's decoder ---------------------------------------------------
+
+wild_text = text | st.text(
+    alphabet=st.sampled_from(["a", "é", "\x00", "\n", '"', "\\", "\x1f", "\x7f", "\ud800", "\udfff", "😀"]),
+    max_size=8,
+)
+wild_int = st.integers() | st.integers(-(2**63), 2**63 - 1)
+wild_plain = st.none() | st.booleans() | wild_int | st.floats() | wild_text
+wild_value = st.recursive(
+    wild_plain | st.binary(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=6,
+)
+key = st.sampled_from(["user_id", "agent_id", "request_id", "trace_id", "span_id"]) | text
+wild_records = st.tuples(
+    st.just(1) | st.integers(0, 3), wild_int, wild_int, st.none() | wild_text, st.none() | wild_text,
+    st.none() | st.dictionaries(key, wild_plain, max_size=6) | st.dictionaries(key, wild_value, max_size=4),
+    st.none() | wild_text, wild_int | st.none(), st.none() | wild_text,
+)
+
+
+def ring_buffer(*payloads: bytes) -> bytes:
+    """Records as jr_read lays them out: a 16-byte head (seq, length) and the payload."""
+    out = b""
+    for seq, payload in enumerate(payloads):
+        out += seq.to_bytes(8, "little") + len(payload).to_bytes(4, "little") + bytes(4) + payload
+    return out
+
+
+def same_row(a: tuple[Any, ...], b: tuple[Any, ...], ts: Any = 0) -> bool:
+    """Rows are equal; where the record had no usable ts (or was undecodable) the row
+    is stamped with the time of decoding, which differs between the two decodes."""
+    if a[2] == b[2] == "janus.ring" or not -(2**63) <= ts < 2**63:
+        return a[1:] == b[1:]
+    return a == b
+
+
+class TestDecode:
+    @settings(max_examples=600, deadline=None)
+    @given(st.lists(wild_records, min_size=1, max_size=4))
+    def test_rows_are_those_decode_row_makes(self, records: list[tuple[Any, ...]]) -> None:
+        """Whatever a record holds, C decodes it as decode_row does, in order, or hands it over."""
+        payloads = [marshal.dumps(r, 2) for r in records]
+        got = _speedups.decode_rows(ring_buffer(*payloads), len(payloads), jlog.decode_row)
+        want = [jlog.decode_row(p) for p in payloads]
+        assert len(want) == len(got)
+        for r, w, g in zip(records, want, got):
+            assert same_row(w, g, r[1]), (w, g)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=64))
+    def test_garbage_is_an_undecodable_row_as_in_python(self, payload: bytes) -> None:
+        """Bytes that are no record make the same 'undecodable' row as decode_row does."""
+        (got,) = _speedups.decode_rows(ring_buffer(payload), 1, jlog.decode_row)
+        assert same_row(jlog.decode_row(payload), got)
+
+    def test_repeated_keys_keep_the_last_value_as_marshal_does(self) -> None:
+        """The C encoder writes context, bound and call fields in turn; the last one wins."""
+        record = (1, 5, 20, "n", "m", None, None, 7, "T")
+        payload = _speedups.encode(record)
+        # Splice a dict with a repeated key in place of None (the 6th item).
+        fields = b"{" + _speedups.encode("k")[0:] + _speedups.encode("first") + _speedups.encode(
+            "user_id") + _speedups.encode(1) + _speedups.encode("k") + _speedups.encode("last") + b"0"
+        head = _speedups.encode((1, 5, 20, "n", "m"))[5:]
+        tail = _speedups.encode((None, 7, "T"))[5:]
+        spliced = payload[:5] + head + fields + tail
+        assert marshal.loads(spliced)[5] == {"k": "last", "user_id": 1}
+        (got,) = _speedups.decode_rows(ring_buffer(spliced), 1, jlog.decode_row)
+        assert jlog.decode_row(spliced) == got
+        assert ('{"k": "last"}', "1") == (got[12], got[4])
+
+    def test_a_short_buffer_is_an_error_not_a_crash(self) -> None:
+        """count beyond what the buffer holds, or a length past its end, raise ValueError."""
+        payload = marshal.dumps((1, 5, 20, "n", "m", None, None, 7, "T"), 2)
+        with pytest.raises(ValueError):
+            _speedups.decode_rows(ring_buffer(payload), 2, jlog.decode_row)
+        with pytest.raises(ValueError):
+            _speedups.decode_rows(ring_buffer(payload)[:-1], 1, jlog.decode_row)
+
+
 # --- the two paths side by side ---------------------------------------------
 
 
