@@ -115,25 +115,34 @@ class Janus(Peer):
 def _slow_down_janus(extra: int) -> Callable[[], None] | None:
     """A deliberately slower build for the regression gate: *extra* more encodings per call.
 
-    The log call looks up ``janus_utils.logger._dumps`` as a global on every
-    call, so replacing it here slows exactly the caller's path, and nothing
-    in janus_utils/ needs changing.
+    A log call looks up ``janus_utils.logger._fast`` (the C path) and
+    ``_dumps`` (the Python path) as globals on every call, so wrapping them
+    here slows exactly the caller's path, and nothing in janus_utils/ changes.
     """
     if extra <= 0:
         return None
     from janus_utils import logger as jl
 
-    original = jl._dumps
+    dumps, fast = jl._dumps, jl._fast
 
-    def slower(record: tuple[Any, ...]) -> bytes:
+    def slower_dumps(record: tuple[Any, ...]) -> bytes:
         for _ in range(extra):
             marshal.dumps(record, 2)
-        return original(record)
+        return dumps(record)
 
-    jl._dumps = slower
+    def slower_fast(level: int, name: str, bound: Any, msg: Any, args: Any, fields: Any) -> Any:
+        for _ in range(extra):
+            marshal.dumps((1, level, name, msg, args, fields), 2)
+        return fast(level, name, bound, msg, args, fields)
+
+    jl._dumps = slower_dumps
+    if fast is not None:
+        jl._fast = slower_fast
 
     def undo() -> None:
-        jl._dumps = original
+        jl._dumps = dumps
+        if fast is not None and jl._fast is slower_fast:
+            jl._fast = fast
 
     return undo
 

@@ -16,7 +16,7 @@ import pytest
 
 from janus_utils import _ring
 from janus_utils._ring import Ring
-from janus_utils._ring_cffi import lib
+from janus_utils._ring_cffi import ffi, lib
 from janus_utils.error_handling.utils.errors import (
     RecordTooLargeError,
     RingError,
@@ -166,6 +166,21 @@ class TestFullRing:
             _, upto = ring.read()
             ring.release(upto)
             assert ring.push(b"y" * 100)
+
+    def test_try_policy_refuses_at_once_without_counting(self, tmp_path: Path) -> None:
+        """JR_POLICY_TRY (the C encoder's push) never waits and counts no drop: the
+        caller pushes again through the ring's own policy, which counts."""
+        with Ring(tmp_path / "r.ring", SMALL, policy="block") as ring:
+            ptr, data = ring.native()[0], b"t" * 100
+            handle = ffi.cast("jr_ring *", ptr)
+            while lib.jr_push_ex(handle, data, len(data), lib.JR_POLICY_TRY, 0) == lib.JR_OK:
+                pass
+            for _ in range(3):
+                assert lib.JR_FULL == lib.jr_push_ex(handle, data, len(data), lib.JR_POLICY_TRY, 0)
+            assert 0 == ring.stats().dropped
+            _, upto = ring.read()
+            ring.release(upto)
+            assert lib.JR_OK == lib.jr_push_ex(handle, data, len(data), lib.JR_POLICY_TRY, 0)
 
     def test_block_policy_times_out_and_counts(self, tmp_path: Path) -> None:
         """With policy 'block' and a timeout, a push into a full ring gives up and counts."""
