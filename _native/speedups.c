@@ -47,7 +47,37 @@ typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
 #define RECORD_ITEMS 9
 
 static PyObject *thread_key;  /* per-thread cache of the thread's name */
-static PyObject *special_keys[3];
+
+/* The secret prefilter, run on each string as it is written: a secret lies
+ * within one string (message, field name or value), and the strings that
+ * repeat call after call (field names, the logger's and thread's names,
+ * constant values) are scanned once.  A string the prefilter passed is held
+ * in `clean`, so its address cannot be reused by another object while the
+ * verdict is kept. */
+#define CLEAN_SLOTS 64
+#define CLEAN_MAX 256 /* longer strings are scanned every time, not kept */
+
+typedef struct {
+    jr_ring *ring;
+    suspect_fn suspect;
+    PyObject *clean[CLEAN_SLOTS];
+} scanner;
+
+static int suspect_str(scanner *sc, PyObject *s, const char *u, Py_ssize_t n) {
+    PyObject **slot = &sc->clean[((uintptr_t)s >> 4) & (CLEAN_SLOTS - 1)];
+    if (*slot == s)
+        return 0;
+    if (sc->suspect(sc->ring, (const uint8_t *)u, (size_t)n))
+        return 1;
+    if (n <= CLEAN_MAX)
+        Py_XSETREF(*slot, Py_NewRef(s));
+    return 0;
+}
+
+static void scanner_clear(scanner *sc) {
+    for (int i = 0; i < CLEAN_SLOTS; i++)
+        Py_CLEAR(sc->clean[i]);
+}
 
 /* ------------------------------------------------------------------------ */
 /* the encoder                                                               */
@@ -55,6 +85,8 @@ static PyObject *special_keys[3];
 typedef struct {
     uint8_t *p;
     uint8_t *end;
+    scanner *scan;  /* NULL: no prefilter */
+    int suspect;    /* the prefilter flagged a string */
 } wbuf;
 
 /* Each writer returns 0, or -1 when the buffer is too small or the value is
@@ -117,6 +149,8 @@ static int put_str(wbuf *b, PyObject *s) {
     }
     if (n > INT32_MAX || put_byte(b, M_UNICODE) || put_u32(b, (uint32_t)n))
         return -1;
+    if (b->scan != NULL && !b->suspect && suspect_str(b->scan, s, u, n))
+        b->suspect = 1;
     return put(b, u, (size_t)n);
 }
 
@@ -172,6 +206,26 @@ static int plain_dict(PyObject *d) {
     return 1;
 }
 
+/* stdlib's exc_info, stack_info and stacklevel: the Python path handles them. */
+static int is_special(PyObject *k) {
+    Py_ssize_t n = PyUnicode_GET_LENGTH(k);
+    if ((n != 8 && n != 10) || !PyUnicode_IS_ASCII(k))
+        return 0;
+    const char *s = (const char *)PyUnicode_DATA(k);
+    return n == 8 ? memcmp(s, "exc_info", 8) == 0
+                  : memcmp(s, "stack_info", 10) == 0 || memcmp(s, "stacklevel", 10) == 0;
+}
+
+/* plain_dict, for the call's own fields: also no key stdlib gives a meaning. */
+static int plain_call_fields(PyObject *d) {
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(d, &pos, &k, &v))
+        if (!PyUnicode_CheckExact(k) || !is_plain(v) || is_special(k))
+            return 0;
+    return 1;
+}
+
 /* encode(obj) -> bytes: marshal.dumps(obj, 2) for the subset this module
  * writes (tuples and dicts of plain values).  For tests and tools. */
 static PyObject *put_any(wbuf *b, PyObject *obj, int depth);
@@ -179,7 +233,7 @@ static PyObject *put_any(wbuf *b, PyObject *obj, int depth);
 static PyObject *py_encode(PyObject *module, PyObject *obj) {
     (void)module;
     uint8_t buf[STACK_BUF];
-    wbuf b = {buf, buf + sizeof buf};
+    wbuf b = {buf, buf + sizeof buf, NULL, 0};
     if (put_any(&b, obj, 0) == NULL)
         return NULL;
     return PyBytes_FromStringAndSize((const char *)buf, b.p - buf);
@@ -217,7 +271,7 @@ typedef struct {
     PyObject_HEAD
     jr_ring *ring;
     push_fn push;
-    suspect_fn suspect;
+    scanner scan;
     int check;               /* run the secret prefilter */
     long pid;                /* written into records; logger.py resets it after fork */
     Py_ssize_t max_chars;    /* longer messages are truncated by the Python path */
@@ -256,7 +310,9 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     }
     self->ring = (jr_ring *)(uintptr_t)ring;
     self->push = (push_fn)(uintptr_t)push;
-    self->suspect = (suspect_fn)(uintptr_t)suspect;
+    scanner_clear(&self->scan);
+    self->scan.ring = self->ring;
+    self->scan.suspect = (suspect_fn)(uintptr_t)suspect;
     self->check = check;
     self->pid = pid;
     self->max_chars = max_chars;
@@ -279,6 +335,7 @@ static int Emitter_traverse(Emitter *self, visitproc visit, void *arg) {
 }
 
 static int Emitter_clear(Emitter *self) {
+    scanner_clear(&self->scan);
     Py_CLEAR(self->keepalive);
     Py_CLEAR(self->listeners);
     Py_CLEAR(self->context);
@@ -353,6 +410,10 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
         PyErr_SetString(PyExc_TypeError, "push(level, name, bound, msg, args, fields)");
         return NULL;
     }
+    if (self->ring == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Emitter.push: the Emitter was not initialised");
+        return NULL;
+    }
     PyObject *name = argv[1], *bound = argv[2], *msg = argv[3], *args = argv[4], *fields = argv[5];
     int overflow = 0;
     long level = PyLong_CheckExact(argv[0]) ? PyLong_AsLongAndOverflow(argv[0], &overflow) : 0;
@@ -361,18 +422,11 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
     if (overflow || !PyLong_CheckExact(argv[0]) || !PyUnicode_CheckExact(msg) || !PyUnicode_CheckExact(name) || !PyDict_CheckExact(bound) ||
         !PyTuple_CheckExact(args) || !PyDict_CheckExact(fields))
         Py_RETURN_NOTIMPLEMENTED;
-    if (PyDict_GET_SIZE(fields)) {
-        for (int i = 0; i < 3; i++) {
-            int has = PyDict_Contains(fields, special_keys[i]);
-            if (has)
-                return has < 0 ? NULL : Py_NewRef(Py_NotImplemented);
-        }
-    }
     PyObject *ctx;
     if (PyContextVar_Get(self->context, NULL, &ctx) < 0)
         return NULL;
     if (ctx == NULL || !PyDict_CheckExact(ctx) || !plain_dict(ctx) || !plain_dict(bound) ||
-        !plain_dict(fields)) {
+        !plain_call_fields(fields)) {
         Py_XDECREF(ctx);
         Py_RETURN_NOTIMPLEMENTED;
     }
@@ -390,7 +444,7 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
     long long ts = (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
 
     uint8_t buf[STACK_BUF];
-    wbuf b = {buf, buf + sizeof buf};
+    wbuf b = {buf, buf + sizeof buf, self->check ? &self->scan : NULL, 0};
     int have_fields = PyDict_GET_SIZE(ctx) || PyDict_GET_SIZE(bound) || PyDict_GET_SIZE(fields);
     /* Fields are written ctx, bound, call in turn: marshal.loads keeps the
      * last value of a repeated key, as {**ctx, **bound, **fields} does. */
@@ -403,7 +457,7 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
                        : put_byte(&b, M_NONE)) ||
           put_byte(&b, M_NONE) || put_int(&b, self->pid) || put_str(&b, thread));
     size_t len = (size_t)(b.p - buf);
-    if (pushed && self->check && self->suspect(self->ring, buf, len))
+    if (b.suspect)
         pushed = 0;
     /* JR_POLICY_TRY: never wait here, with the GIL held; a full ring goes
      * back to the Python path, whose push waits with the GIL released. */
@@ -852,15 +906,11 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    static const char *specials[3] = {"exc_info", "stack_info", "stacklevel"};
     if (PyType_Ready(&EmitterType) < 0)
         return NULL;
     thread_key = PyUnicode_InternFromString("janus_utils.thread_name");
     if (thread_key == NULL)
         return NULL;
-    for (int i = 0; i < 3; i++)
-        if ((special_keys[i] = PyUnicode_InternFromString(specials[i])) == NULL)
-            return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;

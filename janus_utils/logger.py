@@ -1452,6 +1452,7 @@ def stats() -> dict[str, Any]:
         "internal_errors": p.internal_errors,
         "unstorable": p.unstorable,
         "last_error": p.last_error,
+        "speedups": _fast is not None,  # log calls of plain data go through C
         "ring_capacity": r.capacity,
         "ring_used": r.used,
         "ring_fill": r.used / r.capacity,
