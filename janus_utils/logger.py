@@ -751,6 +751,7 @@ def _text(value: object) -> str | None:
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_PAYLOAD_HEAD = b"(\x09\x00\x00\x00"  # marshal's tuple code and a count of 9
 
 
 def _coerce_level(level: object) -> int:
@@ -765,6 +766,10 @@ def _coerce_level(level: object) -> int:
 def decode_row(payload: bytes) -> tuple[Any, ...]:
     """One ring payload as a row of ``_schema.COLUMNS``; never raises."""
     try:
+        # A record is a 9-tuple; checking the head first keeps marshal from
+        # sizing a damaged payload's first container by its garbage count.
+        if payload[:5] != _PAYLOAD_HEAD:
+            raise ValueError("not a record tuple")
         fmt, ts, level, name, message, fields, exc, pid, thread = marshal.loads(payload)
         if fmt != _FORMAT:
             raise ValueError(f"record format {fmt}")
@@ -1134,9 +1139,11 @@ class _Pipeline:
             except Exception as err:
                 self.ring.rewind()
                 return self._failed(err)
-        self.ring.release(upto)
+        # Counted before the release: flush() returns once the ring's tail
+        # passes its target, and stats() read right after must include these.
         self.committed += len(rows)
         self.batches += 1
+        self.ring.release(upto)
         self._last_commit = time.monotonic()
         self._batches_since_checkpoint += 1
         self._backoff = 0.0
