@@ -46,7 +46,7 @@ typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
 #define RECORD_FORMAT 1
 #define RECORD_ITEMS 9
 
-static PyObject *thread_key;  /* per-thread cache of the thread's name */
+static PyObject *name_attr; /* "name" */
 
 /* The secret prefilter, run on each string as it is written: a secret lies
  * within one string (message, field name or value), and the strings that
@@ -63,13 +63,13 @@ typedef struct {
     PyObject *clean[CLEAN_SLOTS];
 } scanner;
 
-static int suspect_str(scanner *sc, PyObject *s, const char *u, Py_ssize_t n) {
+static int suspect_str(scanner *sc, PyObject *s, const char *u, Py_ssize_t n, int remember) {
     PyObject **slot = &sc->clean[((uintptr_t)s >> 4) & (CLEAN_SLOTS - 1)];
     if (*slot == s)
         return 0;
     if (sc->suspect(sc->ring, (const uint8_t *)u, (size_t)n))
         return 1;
-    if (n <= CLEAN_MAX)
+    if (remember && n <= CLEAN_MAX)
         Py_XSETREF(*slot, Py_NewRef(s));
     return 0;
 }
@@ -134,7 +134,9 @@ static int put_int(wbuf *b, long long x) {
     return put(b, digits, (size_t)(2 * n));
 }
 
-static int put_str(wbuf *b, PyObject *s) {
+/* A str; `remember` lets the prefilter keep its verdict (not for the
+ * formatted message, a new object every call). */
+static int put_text(wbuf *b, PyObject *s, int remember) {
     Py_ssize_t n;
     const char *u;
     if (PyUnicode_IS_ASCII(s)) {
@@ -149,10 +151,12 @@ static int put_str(wbuf *b, PyObject *s) {
     }
     if (n > INT32_MAX || put_byte(b, M_UNICODE) || put_u32(b, (uint32_t)n))
         return -1;
-    if (b->scan != NULL && !b->suspect && suspect_str(b->scan, s, u, n))
+    if (b->scan != NULL && !b->suspect && suspect_str(b->scan, s, u, n, remember))
         b->suspect = 1;
     return put(b, u, (size_t)n);
 }
+
+static inline int put_str(wbuf *b, PyObject *s) { return put_text(b, s, 1); }
 
 /* The value kinds a record written here may hold, exact types only (a str or
  * int subclass is not plain: marshal refuses it, and so does this). */
@@ -187,11 +191,13 @@ static int put_value(wbuf *b, PyObject *v) {
     return -1;
 }
 
+/* The dict's items.  Keys are checked again here: formatting ran Python code
+ * since plain_dict() looked, and it may have added any key to a bound dict. */
 static int put_items(wbuf *b, PyObject *d) {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(d, &pos, &k, &v))
-        if (put_str(b, k) || put_value(b, v))
+        if (!PyUnicode_CheckExact(k) || put_str(b, k) || put_value(b, v))
             return -1;
     return 0;
 }
@@ -280,22 +286,23 @@ typedef struct {
     PyObject *listeners;     /* a list: when not empty, every record is handed back */
     PyObject *context;       /* the ContextVar of log_context() */
     PyObject *format_message; /* the Python path's formatter, for odd arguments */
-    PyObject *thread_name;   /* () -> the calling thread's name */
+    PyObject *thread_name;   /* () -> the calling thread's name, cached in tls.name */
+    PyObject *tls;           /* the Python path's threading.local, shared with it */
 } Emitter;
 
 static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"ring", "push", "suspect", "keepalive", "check", "pid", "max_chars",
                             "console_level", "listeners", "context", "format_message",
-                            "thread_name", NULL};
+                            "thread_name", "tls", NULL};
     unsigned long long ring, push, suspect;
-    PyObject *keepalive, *listeners, *context, *format_message, *thread_name;
+    PyObject *keepalive, *listeners, *context, *format_message, *thread_name, *tls;
     int check;
     long pid, console_level;
     Py_ssize_t max_chars;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOO:Emitter", names, &ring, &push,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOOO:Emitter", names, &ring, &push,
                                      &suspect, &keepalive, &check, &pid, &max_chars,
                                      &console_level, &PyList_Type, &listeners, &context,
-                                     &format_message, &thread_name))
+                                     &format_message, &thread_name, &tls))
         return -1;
     if (!ring || !push || !suspect) {
         PyErr_SetString(PyExc_ValueError, "Emitter: ring, push and suspect must not be NULL");
@@ -322,6 +329,7 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     Py_XSETREF(self->context, Py_NewRef(context));
     Py_XSETREF(self->format_message, Py_NewRef(format_message));
     Py_XSETREF(self->thread_name, Py_NewRef(thread_name));
+    Py_XSETREF(self->tls, Py_NewRef(tls));
     return 0;
 }
 
@@ -331,16 +339,19 @@ static int Emitter_traverse(Emitter *self, visitproc visit, void *arg) {
     Py_VISIT(self->context);
     Py_VISIT(self->format_message);
     Py_VISIT(self->thread_name);
+    Py_VISIT(self->tls);
     return 0;
 }
 
 static int Emitter_clear(Emitter *self) {
+    self->ring = NULL; /* push() refuses from now on */
     scanner_clear(&self->scan);
     Py_CLEAR(self->keepalive);
     Py_CLEAR(self->listeners);
     Py_CLEAR(self->context);
     Py_CLEAR(self->format_message);
     Py_CLEAR(self->thread_name);
+    Py_CLEAR(self->tls);
     return 0;
 }
 
@@ -350,20 +361,14 @@ static void Emitter_dealloc(Emitter *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* The calling thread's name, cached in the thread state as of its first call. */
+/* The calling thread's name as of its first log call: tls.name, the cache
+ * the Python path keeps too (per greenlet where threading is patched). */
 static PyObject *thread_of(Emitter *self) {
-    PyObject *tsd = PyThreadState_GetDict();
-    if (tsd != NULL) {
-        PyObject *name = PyDict_GetItemWithError(tsd, thread_key);
-        if (name != NULL)
-            return Py_NewRef(name);
-        if (PyErr_Occurred())
-            return NULL;
-    }
-    PyObject *name = PyObject_CallNoArgs(self->thread_name);
-    if (name != NULL && tsd != NULL && PyDict_SetItem(tsd, thread_key, name) < 0)
-        Py_CLEAR(name);
-    return name;
+    PyObject *name = PyObject_GetAttr(self->tls, name_attr);
+    if (name != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
+        return name;
+    PyErr_Clear();
+    return PyObject_CallNoArgs(self->thread_name);
 }
 
 static PyObject *format(Emitter *self, PyObject *msg, PyObject *args) {
@@ -411,7 +416,7 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
         return NULL;
     }
     if (self->ring == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Emitter.push: the Emitter was not initialised");
+        PyErr_SetString(PyExc_RuntimeError, "Emitter.push: the Emitter is not initialised");
         return NULL;
     }
     PyObject *name = argv[1], *bound = argv[2], *msg = argv[3], *args = argv[4], *fields = argv[5];
@@ -434,9 +439,12 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
      * every outcome returns the record rather than NotImplemented. */
     PyObject *message = format(self, msg, args);
     PyObject *thread = message ? thread_of(self) : NULL;
-    if (thread == NULL) {
-        Py_DECREF(ctx);
+    /* {**ctx, **bound, **fields}, after formatting as in the Python path. */
+    PyObject *merged = thread ? merged_fields(ctx, bound, fields) : NULL;
+    Py_DECREF(ctx);
+    if (merged == NULL) {
         Py_XDECREF(message);
+        Py_XDECREF(thread);
         return NULL;
     }
     struct timespec now;
@@ -445,16 +453,14 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
 
     uint8_t buf[STACK_BUF];
     wbuf b = {buf, buf + sizeof buf, self->check ? &self->scan : NULL, 0};
-    int have_fields = PyDict_GET_SIZE(ctx) || PyDict_GET_SIZE(bound) || PyDict_GET_SIZE(fields);
-    /* Fields are written ctx, bound, call in turn: marshal.loads keeps the
-     * last value of a repeated key, as {**ctx, **bound, **fields} does. */
     int pushed =
         PyUnicode_GET_LENGTH(message) <= self->max_chars && PyUnicode_CheckExact(thread) &&
         !(put_byte(&b, M_TUPLE) || put_u32(&b, RECORD_ITEMS) || put_int(&b, RECORD_FORMAT) ||
-          put_int(&b, ts) || put_int(&b, level) || put_str(&b, name) || put_str(&b, message) ||
-          (have_fields ? (put_byte(&b, M_DICT) || put_items(&b, ctx) || put_items(&b, bound) ||
-                          put_items(&b, fields) || put_byte(&b, M_NULL))
-                       : put_byte(&b, M_NONE)) ||
+          put_int(&b, ts) || put_int(&b, level) || put_str(&b, name) ||
+          put_text(&b, message, 0) ||
+          (merged != Py_None
+               ? (put_byte(&b, M_DICT) || put_items(&b, merged) || put_byte(&b, M_NULL))
+               : put_byte(&b, M_NONE)) ||
           put_byte(&b, M_NONE) || put_int(&b, self->pid) || put_str(&b, thread));
     size_t len = (size_t)(b.p - buf);
     if (b.suspect)
@@ -465,15 +471,13 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
         pushed = 0;
     PyObject *result = Py_None;
     if (!pushed || level >= self->console_level || PyList_GET_SIZE(self->listeners)) {
-        PyObject *merged = merged_fields(ctx, bound, fields);
-        PyObject *record = merged ? Py_BuildValue("(iLlOONOlO)", RECORD_FORMAT, ts, level, name, message,
-                                                  merged, Py_None, self->pid, thread)
-                                  : NULL;
+        PyObject *record = Py_BuildValue("(iLlOONOlO)", RECORD_FORMAT, ts, level, name, message,
+                                         merged, Py_None, self->pid, thread);
         result = record ? Py_BuildValue("(ON)", pushed ? Py_True : Py_False, record) : NULL;
     } else {
+        Py_DECREF(merged);
         Py_INCREF(result);
     }
-    Py_DECREF(ctx);
     Py_DECREF(message);
     Py_DECREF(thread);
     return result;
@@ -733,17 +737,19 @@ static int known_index(const val *k) {
 
 /* Last record's logger and thread names: most batches repeat a few. */
 typedef struct {
-    const char *s;
+    const char *s; /* into the buffer being decoded */
     Py_ssize_t n;
-    PyObject *o; /* borrowed from a row in the result list */
+    PyObject *o;
 } name_cache;
 
 static PyObject *cached_text(name_cache *c, const val *v) {
     if (c->o != NULL && c->n == v->n && memcmp(c->s, v->s, (size_t)v->n) == 0)
         return Py_NewRef(c->o);
     PyObject *o = text_of(v->s, v->n);
-    if (o != NULL)
-        c->s = v->s, c->n = v->n, c->o = o;
+    if (o != NULL) {
+        c->s = v->s, c->n = v->n;
+        Py_XSETREF(c->o, Py_NewRef(o));
+    }
     return o;
 }
 
@@ -835,10 +841,6 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cac
     }
     if (ok)
         return row;
-    if (cols[2] == names->o)
-        names->o = NULL;
-    if (cols[10] == threads->o)
-        threads->o = NULL;
     PyErr_Clear();
     Py_DECREF(row);
     return NULL;
@@ -888,6 +890,8 @@ static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
         p += len;
     }
     PyMem_Free(json.p);
+    Py_XDECREF(names.o);
+    Py_XDECREF(threads.o);
     PyBuffer_Release(&raw);
     return rows;
 }
@@ -903,13 +907,14 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "janus_utils._speedups",
     "The log call's encoder in C; see _native/speedups.c.", -1, module_methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyType_Ready(&EmitterType) < 0)
         return NULL;
-    thread_key = PyUnicode_InternFromString("janus_utils.thread_name");
-    if (thread_key == NULL)
+    name_attr = PyUnicode_InternFromString("name");
+    if (name_attr == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)

@@ -286,8 +286,9 @@ class _Emitter:
             return None
         ring, push, suspect = pipeline.ring.native()
         return _speedups.Emitter(
-            ring, push, suspect, pipeline.ring, self.redact, _pid, self.max_chars,
-            min(self.console_level, sys.maxsize), _listeners, _context, _format_message, _thread_name,
+            ring, push, suspect, pipeline.ring, self.redact, _pid,
+            min(self.max_chars, sys.maxsize), min(self.console_level, sys.maxsize),
+            _listeners, _context, _format_message, _thread_name, _tls,
         )
 
     def emit(
@@ -1359,6 +1360,7 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
         # Everything that can fail on bad settings happens before the old
         # setup is stopped; only the database itself can still fail after.
         pipeline = _Pipeline(cfg)
+        emitter = _Emitter(pipeline)
         if _pipeline is not None:
             shutdown()
         _level_default = cfg.level
@@ -1367,8 +1369,8 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
             log._level = _effective_level(log.name)
         pipeline.start()
         _pipeline = pipeline
-        _emitter = _Emitter(pipeline)
-        _fast = _emitter.fast
+        _emitter = emitter
+        _fast = emitter.fast
         _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
     return cfg
 

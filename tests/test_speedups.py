@@ -78,7 +78,7 @@ class TestEmitterObject:
         """A null ring address, or a context that is not a ContextVar, is a clear error."""
         ok = dict(ring=1, push=1, suspect=1, keepalive=None, check=True, pid=1, max_chars=10,
                   console_level=30, listeners=[], context=jlog._context,
-                  format_message=jlog._format_message, thread_name=jlog._thread_name)
+                  format_message=jlog._format_message, thread_name=jlog._thread_name, tls=jlog._tls)
         with pytest.raises(ValueError, match="NULL"):
             _speedups.Emitter(**{**ok, "ring": 0})
         with pytest.raises(TypeError, match="ContextVar"):
@@ -184,6 +184,17 @@ class Name(str):
     pass
 
 
+class AddsKey:
+    """An argument whose __str__ adds a key no log call could pass to a bound dict."""
+
+    def __init__(self, bound: dict[Any, Any]) -> None:
+        self.bound = bound
+
+    def __str__(self) -> str:
+        self.bound[(1, 2)] = "tuple key"
+        return "adds-key"
+
+
 def corpus() -> None:
     """Every kind of call: the plain ones the C path takes and each kind it hands back."""
     log = ju.get_logger("svc.users")
@@ -199,6 +210,8 @@ def corpus() -> None:
         log.bind(k="bound", shared="bound", b=2, agent_id="b-1").info("repeated keys", k="call", a=3)
         log.info("context only")
     log.bind(agent_id="b-2").info("bound only")
+    sneaky = log.bind(a=1)
+    sneaky.info("formatting changed the fields: %s", AddsKey(sneaky._bound))
     log.info("nested", tags=["a", "b"], meta={"x": 1}, pair=(1, 2))
     log.info("foreign values", colour=Colour.RED, name=Name("n"), raw=b"\xff")
     log.info(Name("str subclass message %s"), 1)
@@ -253,7 +266,7 @@ class TestSameRowsBothWays:
         through_c = run_corpus(tmp_path / "c.db")
         monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
         through_python = run_corpus(tmp_path / "py.db")
-        assert 34 == len(through_python)
+        assert 35 == len(through_python)
         for c_row, py_row in zip(through_c, through_python):
             assert py_row == c_row
         assert len(through_python) == len(through_c)
@@ -361,6 +374,54 @@ class TestWhichPath:
         ju.get_logger("p").info("pure")
         assert ju.flush(timeout=10)
         assert ["hashed", "pure"] == [r[4] for r in encodes]
+
+
+class TestCallDetails:
+    def test_an_overridden_value_never_reaches_the_ring_file(self, db_path: Path) -> None:
+        """Context, bound and call fields are merged before encoding: a value the call
+        overrides is not written to disk at all, not even in the ring."""
+        ju.configure(db_path, console=False, commit_interval=3600)
+        try:
+            with ju.log_context(marker="CONTEXT-VALUE-1"):
+                ju.get_logger("o").bind(marker="BOUND-VALUE-2").info("m", marker="CALL-VALUE-3")
+            ring = Path(f"{db_path}-ring").read_bytes()  # before any commit zeroes it
+            assert b"CALL-VALUE-3" in ring
+            assert b"CONTEXT-VALUE-1" not in ring and b"BOUND-VALUE-2" not in ring
+            assert ju.flush(timeout=10)
+        finally:
+            ju.shutdown()
+
+    def test_a_thread_keeps_the_name_of_its_first_call_whichever_path(self, db_path: Path) -> None:
+        """The C path and the Python path share one per-thread name cache."""
+        ju.configure(db_path, console=False)
+        try:
+            def work() -> None:
+                log = ju.get_logger("t")
+                log.info("python path", nested=[1])
+                threading.current_thread().name = "renamed"
+                log.info("c path")
+
+            t = threading.Thread(target=work, name="first-name")
+            t.start()
+            t.join()
+            assert ju.flush(timeout=10)
+        finally:
+            ju.shutdown()
+        db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+        got = db.execute("SELECT message, thread FROM logs ORDER BY id").fetchall()
+        db.close()
+        assert [("python path", "first-name"), ("c path", "first-name")] == got
+
+    def test_a_huge_max_message_chars_is_accepted(self, db_path: Path) -> None:
+        """max_message_chars beyond a C long (no limit, in effect) configures and logs."""
+        ju.configure(db_path, console=False, max_message_chars=2**64)
+        try:
+            assert jlog._fast is not None
+            ju.get_logger("h").info("fine")
+            assert ju.flush(timeout=10)
+            assert 1 == ju.stats()["committed"]
+        finally:
+            ju.shutdown()
 
 
 # --- a full ring, with the GIL held in C ---------------------------------------
