@@ -19,6 +19,14 @@ import janus_utils as ju
 from janus_utils import _speedups
 from janus_utils import logger as jlog
 
+def query(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
 # --- the encoder alone -------------------------------------------------------
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
@@ -250,11 +258,7 @@ def run_corpus(db_path: Path) -> list[tuple[Any, ...]]:
         assert ju.flush(timeout=30)
     finally:
         ju.shutdown()
-    db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return db.execute(f"SELECT {COMPARED} FROM logs ORDER BY id").fetchall()
-    finally:
-        db.close()
+    return query(db_path, f"SELECT {COMPARED} FROM logs ORDER BY id")
 
 
 class TestSameRowsBothWays:
@@ -407,9 +411,7 @@ class TestCallDetails:
             assert ju.flush(timeout=10)
         finally:
             ju.shutdown()
-        db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
-        got = db.execute("SELECT message, thread FROM logs ORDER BY id").fetchall()
-        db.close()
+        got = query(db_path, "SELECT message, thread FROM logs ORDER BY id")
         assert [("python path", "first-name"), ("c path", "first-name")] == got
 
     def test_a_huge_max_message_chars_is_accepted(self, db_path: Path) -> None:
@@ -449,9 +451,7 @@ class TestFullRing:
         finally:
             ju.shutdown()
         assert (0, 3001) == (s["dropped"], s["committed"])
-        db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
-        got = [m for (m,) in db.execute("SELECT message FROM logs WHERE message LIKE 'token-%' ORDER BY id")]
-        db.close()
+        got = [m for (m,) in query(db_path, "SELECT message FROM logs WHERE message LIKE 'token-%' ORDER BY id")]
         assert [f"token-{i:05d}" for i in range(3000)] == got
 
     def test_full_ring_with_drop_counts_each_drop_once(self, db_path: Path) -> None:
@@ -491,7 +491,5 @@ def test_forked_child_records_carry_the_childs_pid(db_path: Path) -> None:
         assert ju.flush(timeout=30)
     finally:
         ju.shutdown()
-    db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
-    got = db.execute("SELECT message, pid FROM logs ORDER BY id").fetchall()
-    db.close()
+    got = query(db_path, "SELECT message, pid FROM logs ORDER BY id")
     assert [("parent", os.getpid()), ("child", pid)] == got
