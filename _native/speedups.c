@@ -53,30 +53,38 @@ static PyObject *name_attr; /* "name" */
  * repeat call after call (field names, the logger's and thread's names,
  * constant values) are scanned once.  A string the prefilter passed is held
  * in `clean`, so its address cannot be reused by another object while the
- * verdict is kept. */
+ * verdict is kept.  Names always take their slot; a value only takes a slot
+ * no name holds, so values that change every call cannot push names out. */
 #define CLEAN_SLOTS 64
 #define CLEAN_MAX 256 /* longer strings are scanned every time, not kept */
+
+enum { FORGET, KEEP_VALUE, KEEP_NAME };
 
 typedef struct {
     jr_ring *ring;
     suspect_fn suspect;
     PyObject *clean[CLEAN_SLOTS];
+    char is_name[CLEAN_SLOTS];
 } scanner;
 
-static int suspect_str(scanner *sc, PyObject *s, const char *u, Py_ssize_t n, int remember) {
-    PyObject **slot = &sc->clean[((uintptr_t)s >> 4) & (CLEAN_SLOTS - 1)];
-    if (*slot == s)
+static int suspect_str(scanner *sc, PyObject *s, const char *u, Py_ssize_t n, int keep) {
+    size_t i = ((uintptr_t)s >> 4) & (CLEAN_SLOTS - 1);
+    if (sc->clean[i] == s)
         return 0;
     if (sc->suspect(sc->ring, (const uint8_t *)u, (size_t)n))
         return 1;
-    if (remember && n <= CLEAN_MAX)
-        Py_XSETREF(*slot, Py_NewRef(s));
+    if (keep != FORGET && n <= CLEAN_MAX && (keep == KEEP_NAME || !sc->is_name[i])) {
+        Py_XSETREF(sc->clean[i], Py_NewRef(s));
+        sc->is_name[i] = keep == KEEP_NAME;
+    }
     return 0;
 }
 
 static void scanner_clear(scanner *sc) {
-    for (int i = 0; i < CLEAN_SLOTS; i++)
+    for (int i = 0; i < CLEAN_SLOTS; i++) {
         Py_CLEAR(sc->clean[i]);
+        sc->is_name[i] = 0;
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -134,11 +142,13 @@ static int put_int(wbuf *b, long long x) {
     return put(b, digits, (size_t)(2 * n));
 }
 
-/* A str; `remember` lets the prefilter keep its verdict (not for the
- * formatted message, a new object every call). */
-static int put_text(wbuf *b, PyObject *s, int remember) {
+/* A str; `keep` says whether the prefilter may remember its verdict (FORGET
+ * for the formatted message, a new object every call). */
+static int put_text(wbuf *b, PyObject *s, int keep) {
     Py_ssize_t n;
     const char *u;
+    if (PyUnicode_GET_LENGTH(s) > b->end - b->p)
+        return -1; /* cannot fit: not worth a UTF-8 copy attached to the string */
     if (PyUnicode_IS_ASCII(s)) {
         u = (const char *)PyUnicode_DATA(s);
         n = PyUnicode_GET_LENGTH(s);
@@ -151,12 +161,12 @@ static int put_text(wbuf *b, PyObject *s, int remember) {
     }
     if (n > INT32_MAX || put_byte(b, M_UNICODE) || put_u32(b, (uint32_t)n))
         return -1;
-    if (b->scan != NULL && !b->suspect && suspect_str(b->scan, s, u, n, remember))
+    if (b->scan != NULL && !b->suspect && suspect_str(b->scan, s, u, n, keep))
         b->suspect = 1;
     return put(b, u, (size_t)n);
 }
 
-static inline int put_str(wbuf *b, PyObject *s) { return put_text(b, s, 1); }
+static inline int put_str(wbuf *b, PyObject *s) { return put_text(b, s, KEEP_NAME); }
 
 /* The value kinds a record written here may hold, exact types only (a str or
  * int subclass is not plain: marshal refuses it, and so does this). */
@@ -173,7 +183,7 @@ static int put_value(wbuf *b, PyObject *v) {
     if (v == Py_False)
         return put_byte(b, M_FALSE);
     if (PyUnicode_CheckExact(v))
-        return put_str(b, v);
+        return put_text(b, v, KEEP_VALUE);
     if (PyLong_CheckExact(v)) {
         int overflow;
         long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
@@ -280,6 +290,7 @@ typedef struct {
     scanner scan;
     int check;               /* run the secret prefilter */
     long pid;                /* written into records; logger.py resets it after fork */
+    char closed;             /* set by shutdown(): hand every call back */
     Py_ssize_t max_chars;    /* longer messages are truncated by the Python path */
     long console_level;      /* records at or above it are handed back for the console */
     PyObject *keepalive;     /* the Ring whose mapping `ring` points into */
@@ -391,10 +402,14 @@ static PyObject *format(Emitter *self, PyObject *msg, PyObject *args) {
 }
 
 static PyObject *merged_fields(PyObject *ctx, PyObject *bound, PyObject *fields) {
-    if (PyDict_GET_SIZE(ctx) == 0 && PyDict_GET_SIZE(bound) == 0)
+    int no_ctx = ctx == NULL || (PyDict_CheckExact(ctx) && PyDict_GET_SIZE(ctx) == 0);
+    if (no_ctx && PyDict_GET_SIZE(bound) == 0)
         return Py_NewRef(PyDict_GET_SIZE(fields) ? fields : Py_None);
-    PyObject *d = PyDict_Copy(ctx);
-    if (d == NULL || PyDict_Update(d, bound) < 0 || PyDict_Update(d, fields) < 0) {
+    /* ctx was a plain dict before formatting; whatever it is now, merge it as
+     * {**ctx} would (a value that is not plain sends the record to Python). */
+    PyObject *d = PyDict_New();
+    if (d == NULL || (!no_ctx && PyDict_Update(d, ctx) < 0) || PyDict_Update(d, bound) < 0 ||
+        PyDict_Update(d, fields) < 0) {
         Py_XDECREF(d);
         return NULL;
     }
@@ -424,24 +439,30 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
     long level = PyLong_CheckExact(argv[0]) ? PyLong_AsLongAndOverflow(argv[0], &overflow) : 0;
     if (level == -1 && PyErr_Occurred())
         return NULL;
-    if (overflow || !PyLong_CheckExact(argv[0]) || !PyUnicode_CheckExact(msg) || !PyUnicode_CheckExact(name) || !PyDict_CheckExact(bound) ||
-        !PyTuple_CheckExact(args) || !PyDict_CheckExact(fields))
+    if (self->closed || overflow || !PyLong_CheckExact(argv[0]) || !PyUnicode_CheckExact(msg) ||
+        !PyUnicode_CheckExact(name) || !PyDict_CheckExact(bound) || !PyTuple_CheckExact(args) ||
+        !PyDict_CheckExact(fields))
         Py_RETURN_NOTIMPLEMENTED;
     PyObject *ctx;
     if (PyContextVar_Get(self->context, NULL, &ctx) < 0)
         return NULL;
-    if (ctx == NULL || !PyDict_CheckExact(ctx) || !plain_dict(ctx) || !plain_dict(bound) ||
-        !plain_call_fields(fields)) {
-        Py_XDECREF(ctx);
+    int plain = ctx != NULL && PyDict_CheckExact(ctx) && plain_dict(ctx) && plain_dict(bound) &&
+                plain_call_fields(fields);
+    Py_XDECREF(ctx);
+    if (!plain)
         Py_RETURN_NOTIMPLEMENTED;
-    }
     /* From here on the call has side effects (formatting runs __str__), so
-     * every outcome returns the record rather than NotImplemented. */
+     * every outcome returns the record rather than NotImplemented.  What
+     * formatting may change (the context, this setup) is read again after
+     * it, as the Python path reads it. */
     PyObject *message = format(self, msg, args);
     PyObject *thread = message ? thread_of(self) : NULL;
-    /* {**ctx, **bound, **fields}, after formatting as in the Python path. */
+    if (thread != NULL && PyContextVar_Get(self->context, NULL, &ctx) < 0)
+        Py_CLEAR(thread);
+    /* {**ctx, **bound, **fields} */
     PyObject *merged = thread ? merged_fields(ctx, bound, fields) : NULL;
-    Py_DECREF(ctx);
+    if (thread != NULL)
+        Py_XDECREF(ctx);
     if (merged == NULL) {
         Py_XDECREF(message);
         Py_XDECREF(thread);
@@ -454,10 +475,11 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
     uint8_t buf[STACK_BUF];
     wbuf b = {buf, buf + sizeof buf, self->check ? &self->scan : NULL, 0};
     int pushed =
-        PyUnicode_GET_LENGTH(message) <= self->max_chars && PyUnicode_CheckExact(thread) &&
+        !self->closed && PyUnicode_GET_LENGTH(message) <= self->max_chars &&
+        PyUnicode_CheckExact(thread) &&
         !(put_byte(&b, M_TUPLE) || put_u32(&b, RECORD_ITEMS) || put_int(&b, RECORD_FORMAT) ||
           put_int(&b, ts) || put_int(&b, level) || put_str(&b, name) ||
-          put_text(&b, message, 0) ||
+          put_text(&b, message, FORGET) ||
           (merged != Py_None
                ? (put_byte(&b, M_DICT) || put_items(&b, merged) || put_byte(&b, M_NULL))
                : put_byte(&b, M_NONE)) ||
@@ -491,6 +513,8 @@ static PyMethodDef Emitter_methods[] = {
 
 static PyMemberDef Emitter_members[] = {
     {"pid", T_LONG, offsetof(Emitter, pid), 0, "the pid written into records"},
+    {"closed", T_BOOL, offsetof(Emitter, closed), 0,
+     "True once its setup is shut down: push hands every call back"},
     {NULL, 0, 0, 0, NULL},
 };
 

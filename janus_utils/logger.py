@@ -150,8 +150,9 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
     size = kw.get("ring_size", _ring.DEFAULT_CAPACITY)
     if not isinstance(size, int) or size < 65536 or size & (size - 1):
         raise ConfigError(f"ring_size must be a power of two of at least 65536 bytes, got {size!r}")
-    if int(kw.get("max_message_chars", 1)) < 1:
-        raise ConfigError("max_message_chars must be at least 1")
+    chars = kw.get("max_message_chars", 1)
+    if type(chars) is not int or chars < 1:
+        raise ConfigError(f"max_message_chars must be an integer of at least 1, got {chars!r}")
     hash_fields = tuple(kw.get("hash_fields") or ())
     kw["hash_fields"] = hash_fields
     key = kw.get("hash_key")
@@ -437,7 +438,7 @@ def _finish(result: tuple[bool, tuple[Any, ...]]) -> None:
     em = _emitter
     if em is not None:
         em.finish(result)
-    else:  # shut down while the call was in C
+    elif not result[0]:  # shut down while the call was in C, before its push
         _, _, level, name, message, _, exc, _, _ = result[1]
         _last_resort(level, name, message, exc)
 
@@ -1434,6 +1435,8 @@ def shutdown(timeout: float | None = 10.0) -> None:
         # Flush while the flusher thread still runs: in a process that is not
         # the flusher it may still take over if the flusher's process is gone.
         flush(timeout)
+        if _emitter is not None and _emitter.native is not None:
+            _emitter.native.closed = True  # a call in C hands its record back
         _fast = None
         _emitter = None
         _pipeline = None

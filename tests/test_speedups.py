@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import janus_utils as ju
-from janus_utils import _speedups
+from janus_utils.error_handling.utils.errors import ConfigError
+from janus_utils import _ring, _speedups
 from janus_utils import logger as jlog
 
 def query(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -192,6 +193,16 @@ class Name(str):
     pass
 
 
+class SetsContext:
+    """An argument whose __str__ sets the log context: read after formatting, both ways."""
+
+    token: Any = None
+
+    def __str__(self) -> str:
+        SetsContext.token = jlog._context.set({"request_id": "set-by-str", "extra": 1})
+        return "sets-context"
+
+
 class AddsKey:
     """An argument whose __str__ adds a key no log call could pass to a bound dict."""
 
@@ -220,6 +231,8 @@ def corpus() -> None:
     log.bind(agent_id="b-2").info("bound only")
     sneaky = log.bind(a=1)
     sneaky.info("formatting changed the fields: %s", AddsKey(sneaky._bound))
+    log.info("formatting set the context: %s", SetsContext())
+    jlog._context.reset(SetsContext.token)
     log.info("nested", tags=["a", "b"], meta={"x": 1}, pair=(1, 2))
     log.info("foreign values", colour=Colour.RED, name=Name("n"), raw=b"\xff")
     log.info(Name("str subclass message %s"), 1)
@@ -270,7 +283,7 @@ class TestSameRowsBothWays:
         through_c = run_corpus(tmp_path / "c.db")
         monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
         through_python = run_corpus(tmp_path / "py.db")
-        assert 35 == len(through_python)
+        assert 36 == len(through_python)
         for c_row, py_row in zip(through_c, through_python):
             assert py_row == c_row
         assert len(through_python) == len(through_c)
@@ -381,19 +394,51 @@ class TestWhichPath:
 
 
 class TestCallDetails:
-    def test_an_overridden_value_never_reaches_the_ring_file(self, db_path: Path) -> None:
-        """Context, bound and call fields are merged before encoding: a value the call
-        overrides is not written to disk at all, not even in the ring."""
-        ju.configure(db_path, console=False, commit_interval=3600)
-        try:
-            with ju.log_context(marker="CONTEXT-VALUE-1"):
-                ju.get_logger("o").bind(marker="BOUND-VALUE-2").info("m", marker="CALL-VALUE-3")
-            ring = Path(f"{db_path}-ring").read_bytes()  # before any commit zeroes it
-            assert b"CALL-VALUE-3" in ring
-            assert b"CONTEXT-VALUE-1" not in ring and b"BOUND-VALUE-2" not in ring
-            assert ju.flush(timeout=10)
-        finally:
-            ju.shutdown()
+    def test_fields_are_merged_before_encoding(self, tmp_path: Path) -> None:
+        """Context, bound and call fields are merged before encoding: the bytes are
+        marshal's, and a value the call overrides never reaches the ring file."""
+        with _ring.Ring(tmp_path / "r.ring", 1 << 16) as ring:
+            addr, push, suspect = ring.native()
+            em = _speedups.Emitter(
+                addr, push, suspect, ring, True, 4242, 1000, 10**9, [], jlog._context,
+                jlog._format_message, jlog._thread_name, jlog._tls,
+            )
+            token = jlog._context.set({"k": "CONTEXT-VALUE", "c": 1})
+            try:
+                assert em.push(20, "n", {"k": "BOUND-VALUE", "b": 2}, "m %s", ("x",), {"k": "CALL"}) is None
+            finally:
+                jlog._context.reset(token)
+            ((_, payload),), _ = ring.read()
+        record = marshal.loads(payload)
+        assert marshal.dumps(record, 2) == payload
+        assert ("m x", {"k": "CALL", "c": 1, "b": 2}, 4242) == (record[4], record[5], record[7])
+        assert b"CONTEXT-VALUE" not in payload and b"BOUND-VALUE" not in payload
+
+    @pytest.mark.parametrize("log_call_path", ["c", "python"], indirect=True)
+    def test_a_call_whose_argument_shuts_down_goes_to_stderr(
+        self, db_path: Path, log_call_path: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Formatting that shuts logging down: the record is not pushed into the old
+        ring; like any call after shutdown() it goes to stderr."""
+
+        class ShutsDown:
+            def __str__(self) -> str:
+                ju.shutdown()
+                return "shut"
+
+        ju.configure(db_path, console=False)
+        ju.get_logger("s").warning("before")
+        ju.get_logger("s").warning("during %s", ShutsDown())
+        assert not ju.is_configured()
+        ju.configure(db_path, console=False)  # commits whatever the ring holds
+        ju.shutdown()
+        assert [("before",)] == query(db_path, "SELECT message FROM logs")
+        assert "during shut" in capsys.readouterr().err
+
+    def test_max_message_chars_must_be_an_integer(self, db_path: Path) -> None:
+        """A float limit is a clear ConfigError, not a failure at the first long message."""
+        with pytest.raises(ConfigError, match="max_message_chars"):
+            ju.configure(db_path, max_message_chars=1000.0)
 
     def test_a_thread_keeps_the_name_of_its_first_call_whichever_path(self, db_path: Path) -> None:
         """The C path and the Python path share one per-thread name cache."""
