@@ -475,10 +475,11 @@ def _split_special(fields: dict[str, Any]) -> str | None:
 def _make_level_method(level: int, *, exception: bool = False) -> Any:
     """One logging method with the whole caller-side path inline.
 
-    Every Python frame costs on the hot path, so the level check, formatting,
-    field merging, encoding and the native push all happen in this one
-    function; rare cases (odd arguments, a suspect or oversize record, a
-    console line) call out.
+    The common call goes to the C encoder (``_fast``) right after the level
+    check.  Every Python frame costs on the hot path, so for the rest the
+    formatting, field merging, encoding and the native push all happen in
+    this one function; rare cases (odd arguments, a suspect or oversize
+    record, a console line) call out.
     """
 
     def method(self: Logger, msg: object, /, *args: Any, **fields: Any) -> None:
