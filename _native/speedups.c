@@ -201,8 +201,9 @@ static int put_value(wbuf *b, PyObject *v) {
     return -1;
 }
 
-/* The dict's items.  Keys are checked again here: formatting ran Python code
- * since plain_dict() looked, and it may have added any key to a bound dict. */
+/* The dict's items.  Keys and values are checked here, once: a key that is not
+ * a str or a value that is not plain (in a bound or context dict, or added by
+ * formatting, which runs Python code) sends the record to the Python path. */
 static int put_items(wbuf *b, PyObject *d) {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
@@ -210,16 +211,6 @@ static int put_items(wbuf *b, PyObject *d) {
         if (!PyUnicode_CheckExact(k) || put_str(b, k) || put_value(b, v))
             return -1;
     return 0;
-}
-
-/* True if every key of d is a str and every value plain. */
-static int plain_dict(PyObject *d) {
-    Py_ssize_t pos = 0;
-    PyObject *k, *v;
-    while (PyDict_Next(d, &pos, &k, &v))
-        if (!PyUnicode_CheckExact(k) || !is_plain(v))
-            return 0;
-    return 1;
 }
 
 /* stdlib's exc_info, stack_info and stacklevel: the Python path handles them. */
@@ -232,14 +223,15 @@ static int is_special(PyObject *k) {
                   : memcmp(s, "stack_info", 10) == 0 || memcmp(s, "stacklevel", 10) == 0;
 }
 
-/* plain_dict, for the call's own fields: also no key stdlib gives a meaning. */
-static int plain_call_fields(PyObject *d) {
+/* True if the call's own fields hold a key stdlib gives a meaning: the Python
+ * path reads those before formatting. */
+static int has_special_key(PyObject *d) {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(d, &pos, &k, &v))
-        if (!PyUnicode_CheckExact(k) || !is_plain(v) || is_special(k))
-            return 0;
-    return 1;
+        if (!PyUnicode_Check(k) || is_special(k))
+            return 1;
+    return 0;
 }
 
 /* encode(obj) -> bytes: marshal.dumps(obj, 2) for the subset this module
@@ -264,7 +256,7 @@ static PyObject *put_any(wbuf *b, PyObject *obj, int depth) {
             if (put_any(b, PyTuple_GET_ITEM(obj, i), depth + 1) == NULL)
                 return NULL;
     } else if (PyDict_CheckExact(obj) && depth <= 1) {
-        rc = !plain_dict(obj) || put_byte(b, M_DICT) || put_items(b, obj) || put_byte(b, M_NULL);
+        rc = put_byte(b, M_DICT) || put_items(b, obj) || put_byte(b, M_NULL);
     } else if (is_plain(obj)) {
         rc = put_value(b, obj);
     } else {
@@ -405,8 +397,8 @@ static PyObject *merged_fields(PyObject *ctx, PyObject *bound, PyObject *fields)
     int no_ctx = ctx == NULL || (PyDict_CheckExact(ctx) && PyDict_GET_SIZE(ctx) == 0);
     if (no_ctx && PyDict_GET_SIZE(bound) == 0)
         return Py_NewRef(PyDict_GET_SIZE(fields) ? fields : Py_None);
-    /* ctx was a plain dict before formatting; whatever it is now, merge it as
-     * {**ctx} would (a value that is not plain sends the record to Python). */
+    /* Merged as {**ctx} would merge it; what is not plain data is found
+     * while encoding and sends the record to Python. */
     PyObject *d = PyDict_New();
     if (d == NULL || (!no_ctx && PyDict_Update(d, ctx) < 0) || PyDict_Update(d, bound) < 0 ||
         PyDict_Update(d, fields) < 0) {
@@ -424,7 +416,9 @@ static PyObject *merged_fields(PyObject *ctx, PyObject *bound, PyObject *fields)
  *   -> None: pushed, nothing left to do;
  *   -> (pushed, record): the Python path finishes (pushes it if not pushed,
  *      hands it to the console and listeners);
- *   -> NotImplemented: not plain data; the Python path does the whole call. */
+ *   -> NotImplemented: a call the Python path treats differently from its
+ *      start (a template that is not a str, stdlib's exc_info and the like,
+ *      a level beyond a C long); it does the whole call. */
 static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t argc) {
     if (argc != 6) {
         PyErr_SetString(PyExc_TypeError, "push(level, name, bound, msg, args, fields)");
@@ -441,28 +435,20 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
         return NULL;
     if (self->closed || overflow || !PyLong_CheckExact(argv[0]) || !PyUnicode_CheckExact(msg) ||
         !PyUnicode_CheckExact(name) || !PyDict_CheckExact(bound) || !PyTuple_CheckExact(args) ||
-        !PyDict_CheckExact(fields))
-        Py_RETURN_NOTIMPLEMENTED;
-    PyObject *ctx;
-    if (PyContextVar_Get(self->context, NULL, &ctx) < 0)
-        return NULL;
-    int plain = ctx != NULL && PyDict_CheckExact(ctx) && plain_dict(ctx) && plain_dict(bound) &&
-                plain_call_fields(fields);
-    Py_XDECREF(ctx);
-    if (!plain)
+        !PyDict_CheckExact(fields) || has_special_key(fields))
         Py_RETURN_NOTIMPLEMENTED;
     /* From here on the call has side effects (formatting runs __str__), so
-     * every outcome returns the record rather than NotImplemented.  What
-     * formatting may change (the context, this setup) is read again after
-     * it, as the Python path reads it. */
+     * every outcome returns the record rather than NotImplemented.  The
+     * context and this setup's state are read after formatting, as the
+     * Python path reads them. */
+    PyObject *ctx = NULL;
     PyObject *message = format(self, msg, args);
     PyObject *thread = message ? thread_of(self) : NULL;
     if (thread != NULL && PyContextVar_Get(self->context, NULL, &ctx) < 0)
         Py_CLEAR(thread);
     /* {**ctx, **bound, **fields} */
     PyObject *merged = thread ? merged_fields(ctx, bound, fields) : NULL;
-    if (thread != NULL)
-        Py_XDECREF(ctx);
+    Py_XDECREF(ctx);
     if (merged == NULL) {
         Py_XDECREF(message);
         Py_XDECREF(thread);

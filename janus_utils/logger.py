@@ -302,10 +302,11 @@ class _Emitter:
         exc: str | None,
         thread: str,
     ) -> None:
-        """Encode and push one record (the stdlib bridge's path; Logger inlines it)."""
+        """Encode and push one record (the stdlib bridge's path)."""
         self.emit_record((_FORMAT, ts, level, name, message, fields, exc, _pid, thread))
 
     def emit_record(self, record: tuple[Any, ...]) -> None:
+        """Truncate, hash, encode and push *record*; redact, wait or count as the push asks."""
         _, ts, level, name, message, fields, exc, pid, thread = record
         if len(message) > self.max_chars:
             message = self.truncate(message)
@@ -473,13 +474,11 @@ def _split_special(fields: dict[str, Any]) -> str | None:
 
 
 def _make_level_method(level: int, *, exception: bool = False) -> Any:
-    """One logging method with the whole caller-side path inline.
+    """One logging method: the level check, then the C encoder (``_fast``).
 
-    The common call goes to the C encoder (``_fast``) right after the level
-    check.  Every Python frame costs on the hot path, so for the rest the
-    formatting, field merging, encoding and the native push all happen in
-    this one function; rare cases (odd arguments, a suspect or oversize
-    record, a console line) call out.
+    Calls the C encoder does not take (odd arguments, stdlib's exc_info,
+    ``exception()``, no C module) are formatted and merged here and encoded
+    by ``_Emitter.emit_record``, the same code that finishes what C hands back.
     """
 
     def method(self: Logger, msg: object, /, *args: Any, **fields: Any) -> None:
@@ -488,7 +487,7 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
         try:
             fast = _fast
             if fast is not None and not exception:
-                # The common call, in C; NotImplemented means "not plain data".
+                # The common call, in C; NotImplemented: this call is the Python path's.
                 result = fast(level, self.name, self._bound, msg, args, fields)
                 if result is None:
                     return
@@ -518,24 +517,11 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
             if em is None:
                 _last_resort(level, self.name, message, exc)
                 return
-            if len(message) > em.max_chars:
-                message = em.truncate(message)
-            if fields and em.hash_fields is not None:
-                fields = em.hash(fields)
             try:
                 thread = _tls.name
             except AttributeError:
                 thread = _thread_name()
-            record = (_FORMAT, _time_ns(), level, self.name, message, fields or None, exc, _pid, thread)
-            try:
-                data = _dumps(record)
-            except Exception:
-                record, data = em.safe_encode(record)
-            rc = em.push_fn(em.ptr, data, len(data))
-            if rc:
-                record = em.slow(rc, record)
-            if level >= em.console_level or _listeners:
-                em.after(record)
+            em.emit_record((_FORMAT, _time_ns(), level, self.name, message, fields or None, exc, _pid, thread))
         except Exception as err:  # a logging call must never break the application
             _report_internal_error(err)
 
