@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._lazy import lazy_getattr
+
 __all__ = [
     "JanusError",
     "JanusHandler",
@@ -53,15 +55,13 @@ _EXPORTS = {
 _SUBMODULES = {"security", "file_handler", "logger", "error_handling", "retention", "store"}
 
 
+_exported = lazy_getattr(__name__, globals(), _EXPORTS)
+
+
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'janus_utils' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+    return _exported(name)
 
 
 if TYPE_CHECKING:  # pragma: no cover

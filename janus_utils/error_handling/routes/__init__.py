@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..._lazy import lazy_getattr
 
 from .errors import MethodNotAllowed, RouteNotFound
 
@@ -17,16 +18,11 @@ __all__ = [
     "register_error_handlers",
 ]
 
-_MIDDLEWARE = frozenset(__all__) - {"MethodNotAllowed", "RouteNotFound"}
-
-
-def __getattr__(name: str) -> Any:
-    # The middleware is imported on first use, as in the parent package.
-    if name not in _MIDDLEWARE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(".middleware", __name__), name)
-    globals()[name] = value
-    return value
+# The middleware is imported on first use, as in the parent package.
+__getattr__ = lazy_getattr(
+    __name__, globals(),
+    {name: ".middleware" for name in __all__ if name not in ("MethodNotAllowed", "RouteNotFound")},
+)
 
 
 if TYPE_CHECKING:  # pragma: no cover
