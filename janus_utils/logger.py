@@ -279,7 +279,6 @@ class _Emitter:
         self.hash_fields = frozenset(cfg.hash_fields) if cfg.hash_fields else None
         self.hash_key = cfg.hash_key
         self.native = self._native(pipeline)
-        self.fast = self.native.push if self.native is not None else None
 
     def _native(self, pipeline: _Pipeline) -> Any:
         """The C encoder for this setup, or None where only the Python path applies."""
@@ -431,7 +430,7 @@ def _record_dict(record: tuple[Any, ...]) -> dict[str, Any]:
 
 
 _emitter: _Emitter | None = None
-_fast: Any = None  # _emitter.fast: the C push, or None
+_fast: Any = None  # _emitter.native.push: the C path, or None
 _listeners: list[Any] = []
 
 
@@ -1358,7 +1357,7 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
         pipeline.start()
         _pipeline = pipeline
         _emitter = emitter
-        _fast = emitter.fast
+        _fast = emitter.native.push if emitter.native is not None else None
         _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
     return cfg
 
