@@ -42,7 +42,7 @@ typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
 #define M_DICT '{'
 
 /* The record: (format, ts, level, logger, message, fields, exception, pid,
- * thread).  logger.py uses this module only while its _FORMAT is FORMAT. */
+ * thread).  _record.py uses this module only while its FORMAT is FORMAT. */
 #define RECORD_FORMAT 1
 #define RECORD_ITEMS 9
 
@@ -521,7 +521,7 @@ static PyTypeObject EmitterType = {
 /* ------------------------------------------------------------------------ */
 /* the flusher's decoder                                                     */
 
-/* decode_rows(raw, count, fallback) -> list of rows, as logger.decode_row
+/* decode_rows(raw, count, fallback) -> list of rows, as _record.decode_row
  * makes them (the columns of _schema.COLUMNS).  raw is what jr_read wrote:
  * count records, each a 16-byte head (seq u64, length u32, 4 spare bytes)
  * and its payload.  A payload this parser does not take whole (another
@@ -910,7 +910,7 @@ static PyMethodDef module_methods[] = {
     {"encode", py_encode, METH_O,
      "encode(obj) -> bytes: marshal.dumps(obj, 2), for the plain records this module writes."},
     {"decode_rows", py_decode_rows, METH_VARARGS,
-     "decode_rows(raw, count, fallback) -> rows: jr_read's output as logger.decode_row makes rows."},
+     "decode_rows(raw, count, fallback) -> rows: jr_read's output as _record.decode_row makes rows."},
     {NULL, NULL, 0, NULL},
 };
 

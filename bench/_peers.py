@@ -116,14 +116,14 @@ def _slow_down_janus(extra: int) -> Callable[[], None] | None:
     """A deliberately slower build for the regression gate: *extra* more encodings per call.
 
     A log call looks up ``janus_utils.logger._fast`` (the C path) and
-    ``_dumps`` (the Python path) as globals on every call, so wrapping them
+    ``dumps`` (the Python path) as globals on every call, so wrapping them
     here slows exactly the caller's path, and nothing in janus_utils/ changes.
     """
     if extra <= 0:
         return None
     from janus_utils import logger as jl
 
-    dumps, fast = jl._dumps, jl._fast
+    dumps, fast = jl.dumps, jl._fast
 
     def slower_dumps(record: tuple[Any, ...]) -> bytes:
         for _ in range(extra):
@@ -135,12 +135,12 @@ def _slow_down_janus(extra: int) -> Callable[[], None] | None:
             marshal.dumps((1, level, name, msg, args, fields), 2)
         return fast(level, name, bound, msg, args, fields)
 
-    jl._dumps = slower_dumps
+    jl.dumps = slower_dumps
     if fast is not None:
         jl._fast = slower_fast
 
     def undo() -> None:
-        jl._dumps = dumps
+        jl.dumps = dumps
         if fast is not None and jl._fast is slower_fast:
             jl._fast = fast
 

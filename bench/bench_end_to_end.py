@@ -33,7 +33,8 @@ import apsw
 import pytest
 
 from janus_utils import _ring, _schema
-from janus_utils.logger import _INDEX, _INSERT, decode_row
+from janus_utils._flusher import _INDEX, _INSERT
+from janus_utils._record import decode_row
 
 from . import _sizes
 from ._peers import Janus, Peer, ThreadedBurst, peer

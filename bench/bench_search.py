@@ -33,7 +33,7 @@ import pytest
 
 import janus_utils as ju
 from janus_utils._schema import COLUMNS, apply_connection_settings, ensure_schema
-from janus_utils.logger import _INDEX, _INSERT
+from janus_utils._flusher import _INDEX, _INSERT
 
 from . import _sizes
 

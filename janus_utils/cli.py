@@ -786,7 +786,7 @@ def _archive_import(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int
     results: list[tuple[Path, int]] = []
     if archives:
         # Imported here: the logger (ring, flusher) is needed by this command only.
-        from .logger import open_database
+        from ._flusher import open_database
 
         db = open_database(args.db)
         try:

@@ -1,15 +1,16 @@
 """The one logging entry point of a backend: log calls become committed, searchable SQLite rows.
 
-A log call checks its level, formats the message, redacts what the prefilter
-flags, encodes a compact tuple in ``marshal``'s format and pushes it into the
-shared ring file beside the database.  That is all it does: no I/O, no lock, no
-JSON.  The common call (plain fields, nothing suspect) runs in C, in
-``_speedups``; everything else takes the Python path below, which the C code
-mirrors byte for byte.
-One flusher per database, elected with a file lock among every process that
-configured it, drains the ring and commits batches through apsw with the FTS5
-index filled once per batch.  The ring position committed is stored in the
-same transaction, so a crash anywhere never loses or repeats a record.
+This module is the public face: ``configure``, ``Logger``, ``log_context``,
+``flush``, ``stats``, ``shutdown`` and the stdlib bridge.  A log call checks
+its level, formats the message, redacts what the prefilter flags, encodes the
+record (``_record``) and pushes it into the shared ring file beside the
+database.  That is all it does: no I/O, no lock, no JSON.  The common call
+(plain fields, nothing suspect) runs in C, in ``_speedups``; everything else
+takes the Python path below, which the C code mirrors byte for byte.
+
+Where a record goes next: ``_flusher`` (one flusher per database, elected
+among the processes that configured it, commits ring batches through apsw)
+and ``_console`` (lines on stderr, written by their own thread).
 """
 
 from __future__ import annotations
@@ -17,41 +18,33 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
-import json
 import logging
-import marshal
 import math
 import os
 import sys
 import threading
 import time
-import traceback
 import weakref
-from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import apsw
-
-from . import _ring, _schema, security
+from . import _ring, security
+from ._flusher import Flusher
 from ._levels import LEVELS, level_name, parse_level
-from .error_handling.utils.errors import ConfigError, RingFormatError
-from .file_handler import FileLock
-
-try:
-    from . import _speedups
-except ImportError:  # a build without the C module: the Python path does everything
-    _speedups = None  # type: ignore[assignment]
-
-
-def _native_enabled() -> bool:
-    """Whether log calls and the flusher use ``_speedups`` (JANUS_UTILS_NO_SPEEDUPS=1: no)."""
-    return (
-        _speedups is not None
-        and _speedups.FORMAT == _FORMAT
-        and not os.environ.get("JANUS_UTILS_NO_SPEEDUPS")
-    )
+from ._record import (
+    FORMAT,
+    TRUNCATED,
+    dumps,
+    exception_text,
+    format_message,
+    native_enabled,
+    record_dict,
+    safe_str,
+    safe_value,
+    speedups,
+)
+from .error_handling.utils.errors import ConfigError
 
 __all__ = [
     "JanusHandler",
@@ -67,26 +60,15 @@ __all__ = [
 
 TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL = (LEVELS[n] for n in LEVELS)
 
-# The record as it travels through the ring: a marshal'd tuple, defined once.
-# (format, ts_ns, level, logger, message, fields | None, exception | None, pid, thread)
-_FORMAT = 1
-_KNOWN_FIELDS = ("user_id", "agent_id", "request_id", "trace_id", "span_id")
-_TRUNCATED = "…[truncated {} chars]"
-_PRIMITIVES = (str, int, float, bool, type(None))
 
 _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
     "janus_log_context", default={}
 )
 _ctx_get = _context.get
-_MARSHAL_VERSION = 2  # no back-references: faster, and a cycle fails loudly
 _time_ns = time.time_ns
 _current_thread = threading.current_thread
 _pid = os.getpid()
 _tls = threading.local()
-
-
-def _dumps(record: tuple[Any, ...]) -> bytes:
-    return marshal.dumps(record, _MARSHAL_VERSION)
 
 
 def _thread_name() -> str:
@@ -196,99 +178,47 @@ def _retention_policy(value: Any) -> Any:
 # the caller's side: encoding a record
 
 
-def _safe_str(obj: object) -> str:
-    """str(obj), or a description of it when its __str__ and __repr__ raise."""
-    try:
-        return str(obj)
-    except Exception:
-        try:
-            return repr(obj)
-        except Exception:
-            return f"<unprintable {type(obj).__name__} object>"
-
-
-def _safe_value(obj: object, depth: int = 0, seen: set[int] | None = None) -> object:
-    """A marshal-able copy of a field value: containers kept, other objects as text."""
-    if type(obj) in _PRIMITIVES:
-        if type(obj) is float and not math.isfinite(obj):  # type: ignore[arg-type]
-            return repr(obj)  # JSON has no NaN or Infinity
-        return obj
-    if depth > 32:
-        return "[depth limit]"
-    seen = seen or set()
-    if id(obj) in seen:
-        return "[cycle]"
-    if isinstance(obj, Mapping):
-        seen = seen | {id(obj)}
-        try:
-            items = list(obj.items())
-        except Exception:
-            return _safe_str(obj)
-        return {_safe_str(k): _safe_value(v, depth + 1, seen) for k, v in items}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        seen = seen | {id(obj)}
-        return [_safe_value(v, depth + 1, seen) for v in obj]
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", "backslashreplace")
-    return _safe_str(obj)
-
-
-def _format_message(msg: object, args: tuple[Any, ...]) -> str:
-    if args:
-        if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
-            args = args[0]  # type: ignore[assignment]  # "%(name)s" style, as stdlib
-        try:
-            return (msg if type(msg) is str else _safe_str(msg)) % args
-        except Exception:
-            # As stdlib's "--- Logging error ---" case, but stored: the template
-            # and its arguments, so nothing the caller meant to log is lost.
-            return f"{_safe_str(msg)} [bad format args: {_safe_str(_safe_value(args))}]"
-    return msg if type(msg) is str else _safe_str(msg)
-
-
-def _exception_text(exc_info: object) -> str | None:
-    if not exc_info:
-        return None
-    if isinstance(exc_info, BaseException):
-        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
-    elif not isinstance(exc_info, tuple):
-        exc_info = sys.exc_info()
-    if exc_info[0] is None:  # type: ignore[index]
-        return None
-    try:
-        return "".join(traceback.format_exception(*exc_info)).rstrip("\n")  # type: ignore[misc]
-    except Exception:
-        return _safe_str(exc_info[1])  # type: ignore[index]
-
-
 class _Emitter:
     """Everything a log call needs, bound into one object per configured process."""
 
-    def __init__(self, pipeline: _Pipeline) -> None:
-        cfg = pipeline.cfg
-        self.pipeline = pipeline
+    def __init__(self, flusher: Flusher) -> None:
+        cfg = flusher.cfg
+        self.flusher = flusher
+        self.ring = ring = flusher.ring
+        self.redactor = security.Redactor(extra_keys=cfg.redact_keys)
+        if cfg.redact:
+            try:
+                ring.set_prefilter(self.redactor.prefilter_tokens)
+            except ValueError:
+                raise ConfigError(
+                    f"redact_keys adds too many prefilter tokens "
+                    f"({len(self.redactor.prefilter_tokens)}; at most 256): use fewer or "
+                    "shorter key words"
+                ) from None
         # The hot path calls the native push itself: fn(ptr, data, len(data)).
-        self.push_fn, self.ptr = pipeline.ring.raw_push(checked=cfg.redact)
-        self.push_plain = pipeline.ring.pusher()
-        self.redactor = pipeline.redactor
+        self.push_fn, self.ptr = ring.raw_push(checked=cfg.redact)
+        self.push_plain = ring.pusher()
         self.redact = cfg.redact
         self.max_chars = cfg.max_message_chars
         # With the console off no level reaches it, not even an out-of-range one.
         self.console_level: float = cfg.console_level if cfg.console else math.inf
-        self.console_q = pipeline.console_q
+        self.console = flusher.console
         self.hash_fields = frozenset(cfg.hash_fields) if cfg.hash_fields else None
         self.hash_key = cfg.hash_key
-        self.native = self._native(pipeline)
+        # counters (this process's log calls)
+        self.truncated = 0
+        self.internal_errors = 0
+        self.native = self._native()
 
-    def _native(self, pipeline: _Pipeline) -> Any:
+    def _native(self) -> Any:
         """The C encoder for this setup, or None where only the Python path applies."""
-        if not _native_enabled() or self.hash_fields is not None:  # hashing fields is Python's
+        if not native_enabled() or self.hash_fields is not None:  # hashing fields is Python's
             return None
-        ring, push, suspect = pipeline.ring.native()
-        return _speedups.Emitter(
-            ring, push, suspect, pipeline.ring, self.redact, _pid,
+        ring, push, suspect = self.ring.native()
+        return speedups.Emitter(
+            ring, push, suspect, self.ring, self.redact, _pid,
             min(self.max_chars, sys.maxsize), min(self.console_level, sys.maxsize),
-            _listeners, _context, _format_message, _thread_name, _tls,
+            _listeners, _context, format_message, _thread_name, _tls,
         )
 
     def emit(
@@ -302,18 +232,18 @@ class _Emitter:
         thread: str,
     ) -> None:
         """Encode and push one record (the stdlib bridge's path)."""
-        self.emit_record((_FORMAT, ts, level, name, message, fields, exc, _pid, thread))
+        self.emit_record((FORMAT, ts, level, name, message, fields, exc, _pid, thread))
 
     def emit_record(self, record: tuple[Any, ...]) -> None:
         """Truncate, hash, encode and push *record*; redact, wait or count as the push asks."""
         _, ts, level, name, message, fields, exc, pid, thread = record
         if len(message) > self.max_chars:
             message = self.truncate(message)
-            record = (_FORMAT, ts, level, name, message, fields, exc, pid, thread)
+            record = (FORMAT, ts, level, name, message, fields, exc, pid, thread)
         if self.hash_fields is not None and fields:
-            record = (_FORMAT, ts, level, name, message, self.hash(fields), exc, pid, thread)
+            record = (FORMAT, ts, level, name, message, self.hash(fields), exc, pid, thread)
         try:
-            data = _dumps(record)
+            data = dumps(record)
         except Exception:
             record, data = self.safe_encode(record)
         rc = self.push_fn(self.ptr, data, len(data))
@@ -323,7 +253,7 @@ class _Emitter:
             self.after(record)
 
     def finish(self, result: tuple[bool, tuple[Any, ...]]) -> None:
-        """Complete a call the C encoder handed back (see ``_speedups.Emitter.push``)."""
+        """Complete a call the C encoder handed back (see ``speedups.Emitter.push``)."""
         pushed, record = result
         if not pushed:
             self.emit_record(record)
@@ -337,16 +267,16 @@ class _Emitter:
             # JWT) would no longer be recognised.  The margin covers a secret
             # that straddles the cut, a PEM key included.
             message = self.redactor.redact_text(message[: self.max_chars + 16384])
-        self.pipeline.truncated += 1
-        return message[: self.max_chars] + _TRUNCATED.format(total - self.max_chars)
+        self.truncated += 1
+        return message[: self.max_chars] + TRUNCATED.format(total - self.max_chars)
 
     @staticmethod
     def safe_encode(record: tuple[Any, ...]) -> tuple[tuple[Any, ...], bytes]:
         """Encode a record whose fields marshal refused (objects, cycles, deep nesting)."""
         fmt, ts, level, name, message, fields, exc, pid, thread = record
-        fields = _safe_value(fields) if fields else None
+        fields = safe_value(fields) if fields else None
         record = (fmt, ts, level, name, message, fields, exc, pid, thread)
-        return record, _dumps(record)
+        return record, dumps(record)
 
     def hash(self, fields: dict[str, Any]) -> dict[str, Any]:
         if self.hash_fields.isdisjoint(fields):  # type: ignore[union-attr]
@@ -354,7 +284,7 @@ class _Emitter:
         out = dict(fields)
         for key in self.hash_fields.intersection(fields):  # type: ignore[union-attr]
             if out[key] is not None:
-                out[key] = security.hash_identifier(_safe_str(out[key]), self.hash_key)  # type: ignore[arg-type]
+                out[key] = security.hash_identifier(safe_str(out[key]), self.hash_key)  # type: ignore[arg-type]
         return out
 
     def slow(self, rc: int, record: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -363,14 +293,14 @@ class _Emitter:
             _, ts, level, name, message, fields, exc, pid, thread = record
             red = self.redactor
             message = red.redact_text(message)
-            # _safe_value first: bytes become text the redactor can read.
-            fields = red.redact_value(_safe_value(fields)) if fields else fields
+            # safe_value first: bytes become text the redactor can read.
+            fields = red.redact_value(safe_value(fields)) if fields else fields
             exc = red.redact_text(exc) if exc else exc
             name = red.redact_text(name)
             thread = red.redact_text(thread)
-            record = (_FORMAT, ts, level, name, message, fields, exc, pid, thread)
+            record = (FORMAT, ts, level, name, message, fields, exc, pid, thread)
             try:
-                data = _dumps(record)
+                data = dumps(record)
             except Exception:
                 record, data = self.safe_encode(record)
             rc = self.push_plain(data)
@@ -378,55 +308,31 @@ class _Emitter:
             # Only records far beyond max_message_chars get here (huge fields or
             # tracebacks): keep the record, cut what made it too big.
             _, ts, level, name, message, fields, exc, pid, thread = record
-            budget = max(self.pipeline.ring.max_record // 8, 1024)
-            fields_text = _safe_str(fields)
+            budget = max(self.ring.max_record // 8, 1024)
+            fields_text = safe_str(fields)
             if len(fields_text) > budget:
-                fields = {"_truncated_fields": fields_text[:budget] + _TRUNCATED.format(len(fields_text) - budget)}
+                fields = {"_truncated_fields": fields_text[:budget] + TRUNCATED.format(len(fields_text) - budget)}
             if exc and len(exc) > budget:
-                exc = exc[:budget] + _TRUNCATED.format(len(exc) - budget)
+                exc = exc[:budget] + TRUNCATED.format(len(exc) - budget)
             if len(message) > budget:
-                message = message[:budget] + _TRUNCATED.format(len(message) - budget)
-            record = (_FORMAT, ts, level, name, message, fields, exc, pid, thread)
-            self.pipeline.truncated += 1
-            rc = self.push_plain(_dumps(record))
+                message = message[:budget] + TRUNCATED.format(len(message) - budget)
+            record = (FORMAT, ts, level, name, message, fields, exc, pid, thread)
+            self.truncated += 1
+            rc = self.push_plain(dumps(record))
         if rc == _ring.FULL:
             # The ring applied its policy (block up to block_timeout, or drop)
             # and counted the drop in the shared counters.
-            self.pipeline.warn_dropped()
+            self.flusher.warn_dropped()
         return record
 
     def after(self, record: tuple[Any, ...]) -> None:
         if record[2] >= self.console_level:
-            q = self.console_q
-            if len(q) < q.maxlen:  # type: ignore[operator]
-                q.append(record)
-            else:
-                self.pipeline.console_dropped += 1
+            self.console.put(record)
         for listener in tuple(_listeners):
             try:
-                listener(_record_dict(record))
+                listener(record_dict(record))
             except Exception:
                 pass
-
-
-def _record_dict(record: tuple[Any, ...]) -> dict[str, Any]:
-    """The caller-side view of a record, as listeners (the pytest fixture) see it."""
-    _, ts, level, name, message, fields, exc, pid, thread = record
-    fields = dict(fields or {})
-    out = {
-        "ts": ts,
-        "level": level,
-        "level_name": level_name(level),
-        "logger": name,
-        "message": message,
-        "exception": exc,
-        "pid": pid,
-        "thread": thread,
-    }
-    for key in _KNOWN_FIELDS:
-        out[key] = fields.pop(key, None)
-    out["fields"] = fields
-    return out
 
 
 _emitter: _Emitter | None = None
@@ -466,7 +372,7 @@ def _last_resort(level: int, name: str, message: str, exc: str | None) -> None:
 
 def _split_special(fields: dict[str, Any]) -> str | None:
     """Take stdlib's exc_info/stack_info/stacklevel out of the fields."""
-    exc = _exception_text(fields.pop("exc_info", None))
+    exc = exception_text(fields.pop("exc_info", None))
     fields.pop("stack_info", None)
     fields.pop("stacklevel", None)
     return exc
@@ -501,13 +407,13 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
                     try:
                         message = msg % args
                     except Exception:
-                        message = _format_message(msg, args)
+                        message = format_message(msg, args)
                 else:
-                    message = _format_message(msg, args)
+                    message = format_message(msg, args)
             elif type(msg) is str:
                 message = msg
             else:
-                message = _safe_str(msg)
+                message = safe_str(msg)
             ctx = _ctx_get()
             bound = self._bound
             if ctx or bound:
@@ -520,7 +426,7 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
                 thread = _tls.name
             except AttributeError:
                 thread = _thread_name()
-            em.emit_record((_FORMAT, _time_ns(), level, self.name, message, fields or None, exc, _pid, thread))
+            em.emit_record((FORMAT, _time_ns(), level, self.name, message, fields or None, exc, _pid, thread))
         except Exception as err:  # a logging call must never break the application
             _report_internal_error(err)
 
@@ -537,10 +443,10 @@ _SPECIAL = frozenset(("exc_info", "stack_info", "stacklevel"))
 
 
 def _report_internal_error(err: BaseException) -> None:
-    p = _pipeline
-    if p is not None:
-        p.last_error = f"log call failed: {type(err).__name__}: {err}"
-        p.internal_errors += 1
+    em = _emitter
+    if em is not None:
+        em.flusher.last_error = f"log call failed: {type(err).__name__}: {err}"
+        em.internal_errors += 1
 
 
 # --------------------------------------------------------------------------
@@ -591,7 +497,7 @@ class Logger:
             try:
                 lv = parse_level(int(level) if isinstance(level, float) else level)
             except (ValueError, TypeError, OverflowError):
-                fields["invalid_level"] = _safe_str(level)
+                fields["invalid_level"] = safe_str(level)
                 lv = ERROR
         if lv >= self._level:
             (_LOG_METHODS.get(lv) or _make_level_method(lv))(self, msg, *args, **fields)
@@ -663,13 +569,13 @@ class JanusHandler(logging.Handler):
             try:
                 message = record.getMessage()
             except Exception:
-                message = _format_message(record.msg, ())
-                message += f" [bad format args: {_safe_str(_safe_value(record.args))}]"
+                message = format_message(record.msg, ())
+                message += f" [bad format args: {safe_str(safe_value(record.args))}]"
             fields = {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS}
             ctx = _ctx_get()
             if ctx:
                 fields = {**ctx, **fields}
-            exc = _exception_text(record.exc_info) if record.exc_info else None
+            exc = exception_text(record.exc_info) if record.exc_info else None
             if exc is None and record.exc_text:
                 exc = record.exc_text
             em = _emitter
@@ -690,638 +596,9 @@ class JanusHandler(logging.Handler):
 
 
 # --------------------------------------------------------------------------
-# the flusher side: decoding and storing
-
-
-def _clean_text(s: object) -> str | None:
-    """Text SQLite and every reader can take: no lone surrogates, no NUL."""
-    if s is None:
-        return None
-    if type(s) is not str:
-        s = _safe_str(s)
-    if not s.isascii():  # type: ignore[union-attr]
-        try:
-            s.encode("utf-8")  # type: ignore[union-attr]
-        except UnicodeEncodeError:
-            s = s.encode("utf-8", "backslashreplace").decode("utf-8")  # type: ignore[union-attr]
-    if "\0" in s:  # type: ignore[operator]
-        s = s.replace("\0", "\\x00")  # type: ignore[union-attr]
-    return s  # type: ignore[return-value]
-
-
-def _json_default(obj: object) -> object:
-    return _safe_str(obj)
-
-
-# The C encoder, built once (json.dumps builds one per call, which costs more
-# than the encoding of a small dict).  No cycle check: a cycle ends in
-# RecursionError and takes the safe path; NaN is refused so the stored text is
-# always valid JSON for json_extract().
-_c_encoder = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-    None, _json_default, json.encoder.c_encode_basestring,  # type: ignore[attr-defined]
-    None, ": ", ", ", False, False, False,
-)
-
-
-def _fields_json(fields: dict[str, Any]) -> str:
-    try:
-        text = "".join(_c_encoder(fields, 0))
-    except (ValueError, TypeError, RecursionError):  # cycles, NaN, odd keys
-        text = "".join(_c_encoder(_safe_value(fields), 0))
-    return _text(text)  # type: ignore[return-value]
-
-
-def _text(value: object) -> str | None:
-    """Like _clean_text, with the common case (ASCII, no NUL) first."""
-    if type(value) is str and value.isascii() and "\0" not in value:
-        return value
-    return _clean_text(value)
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_PAYLOAD_HEAD = b"(\x09\x00\x00\x00"  # marshal's tuple code and a count of 9
-
-
-def _coerce_level(level: object) -> int:
-    """A level SQLite can store from whatever a stdlib record carried."""
-    try:
-        number = int(level)  # type: ignore[call-overload]
-    except Exception:
-        return ERROR
-    return min(max(number, 0), _INT64_MAX)
-
-
-def decode_row(payload: bytes) -> tuple[Any, ...]:
-    """One ring payload as a row of ``_schema.COLUMNS``; never raises."""
-    try:
-        # A record is a 9-tuple; checking the head first keeps marshal from
-        # sizing a damaged payload's first container by its garbage count.
-        if payload[:5] != _PAYLOAD_HEAD:
-            raise ValueError("not a record tuple")
-        fmt, ts, level, name, message, fields, exc, pid, thread = marshal.loads(payload)
-        if fmt != _FORMAT:
-            raise ValueError(f"record format {fmt}")
-        if fields:
-            pop = fields.pop  # a fresh dict from marshal: ours to change
-            uid, aid, rid, tid, sid = (
-                pop("user_id", None), pop("agent_id", None), pop("request_id", None),
-                pop("trace_id", None), pop("span_id", None),
-            )
-            known = (_text(uid), _text(aid), _text(rid), _text(tid), _text(sid))
-            fields_text = _fields_json(fields) if fields else None
-        else:
-            known = (None, None, None, None, None)
-            fields_text = None
-        if type(ts) is not int or not _INT64_MIN <= ts <= _INT64_MAX:
-            ts = time.time_ns()
-        if type(level) is not int or not 0 <= level <= _INT64_MAX:
-            level = _coerce_level(level)
-        return (
-            ts,
-            level,
-            _text(name) if name is not None else "root",
-            _text(message) if message is not None else "",
-            *known,
-            pid if type(pid) is int and 0 <= pid <= _INT64_MAX else None,
-            _text(thread),
-            _text(exc),
-            fields_text,
-        )
-    except Exception as err:
-        return (
-            time.time_ns(),
-            ERROR,
-            "janus.ring",
-            f"undecodable log record ({len(payload)} bytes): {type(err).__name__}",
-            None, None, None, None, None, None, None, None,
-            _fields_json({"raw": payload[:256].hex()}),
-        )
-
-
-_INSERT = (
-    f'INSERT INTO "{_schema.TABLE}" ({", ".join(_schema.COLUMNS)}) '
-    f"VALUES ({', '.join('?' for _ in _schema.COLUMNS)})"
-)
-_INDEX = (
-    f'INSERT INTO "{_schema.FTS_TABLE}"(rowid, message, fields, exception) '
-    f'SELECT id, message, fields, exception FROM "{_schema.TABLE}" WHERE id > ?'
-)
-# Errors that say nothing about the rows: retry the same batch later.
-_TRANSIENT = (
-    apsw.BusyError,
-    apsw.LockedError,
-    apsw.IOError,
-    apsw.FullError,
-    apsw.CantOpenError,
-    apsw.ReadOnlyError,
-    apsw.NotADBError,
-    apsw.CorruptError,
-    apsw.ConnectionClosedError,
-)
-
-
-def _unstorable_row(row: tuple[Any, ...], err: BaseException) -> tuple[Any, ...]:
-    """A storable stand-in for a row SQLite refused, keeping what can be kept."""
-    ts, level, name, message, *_ = row
-    fields = {"refused_by_sqlite": f"{type(err).__name__}: {err}", "original": _safe_str(row)[:4096]}
-    return (
-        time.time_ns() if type(ts) is not int else ts,
-        ERROR,
-        _text(name) if isinstance(name, str) else "janus.flusher",
-        _text(message) if isinstance(message, str) else "unstorable log record",
-        None, None, None, None, None, None, None, None,
-        _fields_json(fields),
-    )
-
-
-_CHECKPOINT_AFTER_IDLE = 1.0  # seconds without a commit before the WAL is checkpointed
-_SAVE_POS = 'INSERT OR REPLACE INTO "janus_ring_state"(ring_id, committed_upto) VALUES (?, ?)'
-
-
-def open_database(path: str, *, synchronous: str = "NORMAL") -> apsw.Connection:
-    """Open (creating 0600) and migrate the log database for writing."""
-    if not os.path.exists(path):
-        # SQLite gives the -wal and -shm files the database file's mode.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.fchmod(fd, 0o600)
-        os.close(fd)
-    db = apsw.Connection(path)
-    # Lets retention give pages back (incremental_vacuum).  It only takes
-    # effect on a new, empty file, before WAL is switched on.
-    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-    _schema.apply_connection_settings(db, synchronous=synchronous)
-    # Checkpoints are run by the flusher when idle, not by whichever commit
-    # crosses 1,000 pages (that commit would stall).
-    db.execute("PRAGMA wal_autocheckpoint=0")
-    _schema.ensure_schema(db)
-    return db
-
-
-# --------------------------------------------------------------------------
-# the per-process pipeline
-
-
-_rings: dict[str, _ring.Ring] = {}
-
-
-def _open_ring(path: str, cfg: Config) -> _ring.Ring:
-    """The process's one handle on the ring at *path*, opened on first use.
-
-    A ring stays mapped until the process exits: a log call that started
-    before shutdown() or a new configure() may still be pushing through it,
-    and unmapping it then would crash the process.  A late record lands in
-    the shared file and is committed by the next flusher.
-    """
-    ring = _rings.get(path)
-    if ring is None:
-        try:
-            ring = _ring.Ring(path, cfg.ring_size, policy=cfg.on_full, block_timeout=cfg.block_timeout)
-        except RingFormatError as err:
-            if "another capacity" not in str(err):
-                raise
-            # Other processes may have the ring mapped: keep its size rather
-            # than replace it under them.  Resizing needs every process stopped.
-            ring = _ring.Ring(path, None, policy=cfg.on_full, block_timeout=cfg.block_timeout)
-        _rings[path] = ring
-    else:
-        ring.set_policy(cfg.on_full, cfg.block_timeout)
-    return ring
-
-
-class _Pipeline:
-    """The ring, the flusher thread and the counters of one configured process."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        directory = os.path.dirname(cfg.db_path)
-        if not os.path.isdir(directory):
-            raise ConfigError(
-                f"the directory of db_path does not exist: {directory!r}; create it first"
-            )
-        self.ring_path = cfg.db_path + "-ring"
-        self.lock_path = cfg.db_path + "-flusher.lock"
-        self.last_error: str | None = None
-        self.ring = _open_ring(self.ring_path, cfg)
-        self.decode_rows = _speedups.decode_rows if _native_enabled() else None
-        if self.ring.stats().capacity != cfg.ring_size:
-            self.last_error = (
-                f"ring {self.ring_path} exists with {self.ring.stats().capacity} bytes, not "
-                f"ring_size={cfg.ring_size}; using it as it is (remove it while no process "
-                "uses it to resize)"
-            )
-        self.redactor = security.Redactor(extra_keys=cfg.redact_keys)
-        if cfg.redact:
-            try:
-                self.ring.set_prefilter(self.redactor.prefilter_tokens)
-            except ValueError:
-                raise ConfigError(
-                    f"redact_keys adds too many prefilter tokens "
-                    f"({len(self.redactor.prefilter_tokens)}; at most 256): use fewer or "
-                    "shorter key words"
-                ) from None
-        self.ring_id = f"{self.ring.stats().ring_id:016x}"
-        self.console_q: deque[tuple[Any, ...]] = deque(maxlen=10_000)
-        self.lock = FileLock(self.lock_path)
-        self.db: apsw.Connection | None = None
-        self.db_lock = threading.Lock()  # held around each batch and across fork
-        self.leader = False
-        self.wake = threading.Event()
-        self.stopping = False
-        self.thread: threading.Thread | None = None
-        self.console_thread: threading.Thread | None = None
-        self.console_lock = threading.Lock()
-        # counters (this process)
-        self.committed = 0
-        self.batches = 0
-        self.retries = 0
-        self.truncated = 0
-        self.console_dropped = 0
-        self.internal_errors = 0
-        self.unstorable = 0
-        self._last_report = 0.0
-        self._backoff = 0.0
-        self._batches_since_checkpoint = 0
-        self._last_commit = 0.0
-        self._drop_warned_at = 0
-        self.pruner = None
-        if cfg.retention is not None:
-            from .retention import AutoPruner
-
-            # Consulted after every batch and when idle; it does at most one
-            # small chunk per call, so writes never stall behind a prune.
-            self.pruner = AutoPruner(cfg.retention, archive_dir=cfg.archive_dir, every_n_batches=50)
-
-    # -- lifecycle ---------------------------------------------------------
-
-    def start(self) -> None:
-        # Leftovers of a crashed run are committed before configure() returns
-        # when this process can become the flusher at once.
-        if self.lock.acquire(blocking=False):
-            try:
-                self._become_leader()
-                with self.db_lock:
-                    self._drain_to(self.ring.stats().head)
-            except Exception as err:
-                # Never hold the election lock without a flusher thread: other
-                # processes would wait for us for ever.
-                self.leader = False
-                if self.db is not None:
-                    with contextlib.suppress(Exception):
-                        self.db.close()
-                    self.db = None
-                self.lock.release()
-                raise ConfigError(
-                    f"cannot use {self.cfg.db_path} as a log database: {type(err).__name__}: {err}"
-                ) from err
-        self._start_thread()
-
-    def _drain_to(self, target: int) -> None:
-        """Commit batches until everything before ring position *target* is stored.
-
-        Bounded by *target*, so a steady stream of new records cannot keep
-        configure() or shutdown() running.
-        """
-        while self.ring.stats().tail < target:
-            if self._flush_locked() <= 0:
-                return
-
-    def _start_thread(self) -> None:
-        self.thread = threading.Thread(target=self._run, name="janus-flusher", daemon=True)
-        self.thread.start()
-        if self.cfg.console:
-            self.console_thread = threading.Thread(
-                target=self._console_loop, name="janus-console", daemon=True
-            )
-            self.console_thread.start()
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        self.stopping = True
-        self.wake.set()
-        if self.thread is not None and self.thread is not threading.current_thread():
-            self.thread.join(timeout)
-        if self.console_thread is not None:
-            self.console_thread.join(timeout)
-        self._write_console()
-        with self.db_lock:
-            if self.leader:
-                with contextlib.suppress(Exception):
-                    self._drain_to(self.ring.stats().head)
-                self._checkpoint()
-            if self.db is not None:
-                with contextlib.suppress(Exception):
-                    self.db.close()
-                self.db = None
-            if self.leader:
-                self.lock.release()
-                self.leader = False
-        # The ring stays mapped (see _open_ring).
-
-    # -- the flusher thread ------------------------------------------------
-
-    def _run(self) -> None:
-        cfg = self.cfg
-        while not self.stopping:
-            try:
-                if not self.leader:
-                    if self.lock.acquire(blocking=False):
-                        self._become_leader()
-                    else:
-                        self.wake.wait(cfg.election_interval)
-                        self.wake.clear()
-                        continue
-                n = self._flush_once()
-                if n < 0:  # a failed write: back off, the records stay in the ring
-                    self._sleep(self._backoff)
-                elif n < cfg.batch_size:  # caught up: let the next batch gather
-                    if n == 0:
-                        self._idle()
-                    self._gather()
-            except Exception as err:  # the flusher must outlive any single failure
-                self._report(f"flusher error: {type(err).__name__}: {err}")
-                time.sleep(0.1)
-
-    def _sleep(self, seconds: float) -> None:
-        """Sleep through a backoff; only stopping cuts it short (not flush())."""
-        end = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < end:
-            time.sleep(min(0.05, max(end - time.monotonic(), 0)))
-        self.wake.clear()
-
-    def _gather(self) -> None:
-        """Wait until the next commit is due: commit_interval passed, the ring a
-        quarter full, or flush()/shutdown() asked.
-
-        Committing on size or time, rather than chasing every record, makes
-        bigger transactions (cheaper per row, fewer FTS segments) and keeps the
-        flusher from taking the GIL from the application at every log call.
-        """
-        deadline = time.monotonic() + self.cfg.commit_interval
-        full = self.ring.stats().capacity // 4
-        while not self.stopping:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            if self.wake.wait(min(remaining, 0.01)):
-                self.wake.clear()
-                return
-            if self.ring.stats().used >= full:
-                return
-
-    def _become_leader(self) -> None:
-        with self.db_lock:
-            self.leader = True
-            self._open_db()
-            self.ring.rewind()
-
-    def _open_db(self) -> None:
-        """Open the database and skip ring records it already holds (exactly once)."""
-        self.db = open_database(self.cfg.db_path, synchronous=self.cfg.synchronous)
-        row = self.db.execute(
-            'SELECT committed_upto FROM "janus_ring_state" WHERE ring_id = ?', (self.ring_id,)
-        ).fetchall()
-        if row:
-            stats = self.ring.stats()
-            upto = row[0][0]
-            if stats.tail < upto <= stats.head:
-                # The last flusher committed these rows but died before it
-                # released them from the ring: release them now, unread.
-                self.ring.release(upto)
-        self.ring.rewind()
-
-    def _flush_once(self) -> int:
-        with self.db_lock:
-            return self._flush_locked()
-
-    def _flush_locked(self) -> int:
-        """Commit one batch.  Returns rows committed, 0 if none ready, -1 on failure."""
-        if self.db is None:
-            if not self.leader:
-                return 0
-            try:
-                self._open_db()
-            except Exception as err:
-                return self._failed(err)
-        if self.decode_rows is not None:
-            n, raw, upto = self.ring.read_raw(self.cfg.batch_size)
-            rows = self.decode_rows(raw, n, decode_row) if n > 0 else []
-        else:
-            batch, upto = self.ring.read(self.cfg.batch_size)
-            rows = [decode_row(payload) for _, payload in batch]
-        if not rows:
-            if upto != self.ring.stats().tail:  # only torn records were skipped
-                self.ring.release(upto)
-            return 0
-        db = self.db
-        assert db is not None
-        try:
-            self._commit(db, rows, upto, one_by_one=False)
-        except _TRANSIENT as err:
-            self.ring.rewind()
-            return self._failed(err)
-        except Exception:
-            # SQLite refused a row (a constraint, a value out of range): store
-            # the batch row by row, each refused row replaced by a record
-            # saying why, so one bad record never blocks or loses the others.
-            try:
-                self._commit(db, rows, upto, one_by_one=True)
-            except Exception as err:
-                self.ring.rewind()
-                return self._failed(err)
-        # Counted before the release: flush() returns once the ring's tail
-        # passes its target, and stats() read right after must include these.
-        self.committed += len(rows)
-        self.batches += 1
-        self.ring.release(upto)
-        self._last_commit = time.monotonic()
-        self._batches_since_checkpoint += 1
-        self._backoff = 0.0
-        if self._batches_since_checkpoint >= 64:
-            self._checkpoint()
-        if self.pruner is not None:
-            self._prune_step()
-        return len(rows)
-
-    def _commit(self, db: apsw.Connection, rows: list[tuple[Any, ...]], upto: int, *, one_by_one: bool) -> None:
-        """Insert *rows*, index them and store the ring position, in one transaction."""
-        with db:
-            last = db.execute(f'SELECT max(id) FROM "{_schema.TABLE}"').fetchall()[0][0] or 0
-            if not one_by_one:
-                db.executemany(_INSERT, rows)
-            else:
-                for row in rows:
-                    try:
-                        with db:  # a savepoint: a refused row leaves nothing behind
-                            db.execute(_INSERT, row)
-                    except _TRANSIENT:
-                        raise
-                    except Exception as err:
-                        db.execute(_INSERT, _unstorable_row(row, err))
-                        self.unstorable += 1
-            db.execute(_INDEX, (last,))
-            db.execute(_SAVE_POS, (self.ring_id, upto))
-
-    def _failed(self, err: BaseException) -> int:
-        self.retries += 1
-        self._backoff = min(max(self._backoff * 2, 0.05), 5.0)
-        self._report(f"cannot write to {self.cfg.db_path}: {type(err).__name__}: {err}")
-        if not isinstance(err, apsw.BusyError) and self.db is not None:
-            # Reopen on the next try: the file may have been replaced or fixed.
-            with contextlib.suppress(Exception):
-                self.db.close()
-            self.db = None
-        return -1
-
-    def _idle(self) -> None:
-        with self.db_lock:
-            # Checkpoint once the application has been quiet for a while: a
-            # checkpoint copies and syncs the whole WAL, which would compete
-            # with a burst that is just starting.  Under steady load the
-            # every-64-batches checkpoint in _flush_locked bounds the WAL.
-            quiet = time.monotonic() - self._last_commit >= _CHECKPOINT_AFTER_IDLE
-            if self._batches_since_checkpoint and quiet:
-                self._checkpoint()
-            if self.pruner is not None:
-                self._prune_step()
-
-    def _prune_step(self) -> None:
-        if self.db is None:
-            return
-        try:
-            self.pruner.maybe_prune(self.db)  # type: ignore[union-attr]
-        except Exception as err:
-            self._report(f"retention failed: {type(err).__name__}: {err}")
-
-    def _checkpoint(self) -> None:
-        if self.db is None:
-            return
-        self._batches_since_checkpoint = 0
-        with contextlib.suppress(apsw.Error):
-            self.db.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
-
-    def _report(self, message: str) -> None:
-        """Note a problem in stats() and on stderr, at most once every 10 s."""
-        self.last_error = message
-        now = time.monotonic()
-        if now - self._last_report >= 10.0:
-            self._last_report = now
-            with contextlib.suppress(Exception):
-                print(f"janus_utils: {security.sanitize(message)}", file=sys.stderr)
-
-    def warn_dropped(self) -> None:
-        dropped = self.ring.stats().dropped
-        if dropped >= self._drop_warned_at * 2 or dropped - self._drop_warned_at >= 10_000:
-            self._drop_warned_at = max(dropped, 1)
-            self._report(f"log ring full: {dropped} records dropped so far (on_full={self.cfg.on_full!r})")
-
-    # -- console -----------------------------------------------------------
-
-    def _console_loop(self) -> None:
-        """Write console lines in their own thread: a slow or blocked stderr
-        (a full pipe nobody reads) must never hold up the commits."""
-        while not self.stopping:
-            self._write_console()
-            time.sleep(0.05)
-
-    def _write_console(self) -> None:
-        q = self.console_q
-        if not q:
-            return
-        with self.console_lock:  # one writer at a time keeps lines in order
-            self._write_console_locked()
-
-    def _write_console_locked(self) -> None:
-        q = self.console_q
-        stream = self.cfg.console_stream or sys.stderr
-        fmt = _console_json if self.cfg.console_format == "json" else _console_logfmt
-        color = self.cfg.console_format == "logfmt" and _isatty(stream)
-        lines = []
-        while q:
-            try:
-                lines.append(fmt(q.popleft(), color))
-            except IndexError:
-                break
-            except Exception as err:
-                self._report(f"console formatting failed: {err}")
-        with contextlib.suppress(Exception):
-            stream.write("".join(lines))
-            stream.flush()
-
-    # -- fork --------------------------------------------------------------
-
-    def before_fork(self) -> None:
-        # No SQLite connection may cross fork(): close it with no batch in
-        # flight; the parent reopens it on its next batch.
-        self.db_lock.acquire()
-        if self.db is not None:
-            with contextlib.suppress(Exception):
-                self.db.close()
-            self.db = None
-
-    def after_fork_parent(self) -> None:
-        self.db_lock.release()
-
-    def after_fork_child(self) -> None:
-        # The child shares the ring mapping but has no flusher thread, and the
-        # lock it inherited is not its own (FileLock drops it at fork).
-        self.db_lock = threading.Lock()
-        self.console_lock = threading.Lock()
-        self.leader = False
-        self.lock = FileLock(self.lock_path)
-        self.wake = threading.Event()
-        self.committed = self.batches = self.retries = 0
-        self.console_q.clear()
-        if not self.stopping:
-            self._start_thread()
-
-
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty()) and "NO_COLOR" not in os.environ
-    except Exception:
-        return False
-
-
-_COLORS = {10: "\x1b[2m", 20: "\x1b[32m", 30: "\x1b[33m", 40: "\x1b[31m", 50: "\x1b[1;31m"}
-
-
-def _iso(ts: int) -> str:
-    secs, ns = divmod(ts, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
-
-
-def _logfmt_value(value: object) -> str:
-    text = security.sanitize(value if isinstance(value, str) else _safe_str(value))
-    if text and not any(c in text for c in ' ="') :
-        return text
-    return '"' + text.replace('"', '\\"') + '"'
-
-
-def _console_logfmt(record: tuple[Any, ...], color: bool) -> str:
-    """One logfmt line: readable, greppable, and parseable by logfmt tools."""
-    _, ts, level, name, message, fields, exc, pid, thread = record
-    lname = level_name(level)
-    if color:
-        lname = _COLORS.get(level, "") + lname + "\x1b[0m"
-    parts = [f"ts={_iso(ts)}", f"level={lname}", f"logger={_logfmt_value(name)}",
-             f"msg={_logfmt_value(message)}"]
-    for key, value in (fields or {}).items():
-        parts.append(f"{_logfmt_value(key).replace('=', '_')}={_logfmt_value(value)}")
-    if exc:
-        parts.append(f"exception={_logfmt_value(exc)}")
-    return " ".join(parts) + "\n"
-
-
-def _console_json(record: tuple[Any, ...], color: bool) -> str:
-    d = _record_dict(record)
-    d["time"] = _iso(d["ts"])
-    # ensure_ascii escapes every control character and U+2028/9: one line, always.
-    return json.dumps(d, ensure_ascii=True, default=_json_default) + "\n"
-
-
-# --------------------------------------------------------------------------
 # module-level API
 
-_pipeline: _Pipeline | None = None
+_flusher: Flusher | None = None
 _config_lock = threading.RLock()
 _stdlib_handler: JanusHandler | None = None
 
@@ -1341,21 +618,21 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
     ``hash_key``, ``retention``, ``archive_dir``.
     """
-    global _pipeline, _emitter, _fast, _level_default, _level_overrides
+    global _flusher, _emitter, _fast, _level_default, _level_overrides
     cfg = _check_config(db_path, **options)
     with _config_lock:
         # Everything that can fail on bad settings happens before the old
         # setup is stopped; only the database itself can still fail after.
-        pipeline = _Pipeline(cfg)
-        emitter = _Emitter(pipeline)
-        if _pipeline is not None:
+        flusher = Flusher(cfg)
+        emitter = _Emitter(flusher)
+        if _flusher is not None:
             shutdown()
         _level_default = cfg.level
         _level_overrides = dict(cfg.levels)
         for log in _loggers_snapshot():
             log._level = _effective_level(log.name)
-        pipeline.start()
-        _pipeline = pipeline
+        flusher.start()
+        _flusher = flusher
         _emitter = emitter
         _fast = emitter.native.push if emitter.native is not None else None
         _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
@@ -1386,7 +663,7 @@ def _set_stdlib_capture(enabled: bool, level: int) -> None:
 
 def is_configured() -> bool:
     """True between configure() and shutdown()."""
-    return _pipeline is not None
+    return _flusher is not None
 
 
 def flush(timeout: float | None = None) -> bool:
@@ -1395,7 +672,7 @@ def flush(timeout: float | None = None) -> bool:
     Works in every process sharing the database: it waits for the flusher,
     whichever process runs it.  False if *timeout* seconds passed first.
     """
-    p = _pipeline
+    p = _flusher
     if p is None:
         return True
     target = p.ring.stats().head
@@ -1407,15 +684,15 @@ def flush(timeout: float | None = None) -> bool:
             return False
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
-    p._write_console()
+    p.console.write()
     return True
 
 
 def shutdown(timeout: float | None = 10.0) -> None:
     """Flush and stop the flusher; later log calls go to stderr (WARNING+) only."""
-    global _pipeline, _emitter, _fast
+    global _flusher, _emitter, _fast
     with _config_lock:
-        p = _pipeline
+        p = _flusher
         if p is None:
             return
         # Flush while the flusher thread still runs: in a process that is not
@@ -1425,14 +702,14 @@ def shutdown(timeout: float | None = 10.0) -> None:
             _emitter.native.closed = True  # a call in C hands its record back
         _fast = None
         _emitter = None
-        _pipeline = None
+        _flusher = None
         _set_stdlib_capture(False, 0)
         p.stop(timeout)
 
 
 def stats() -> dict[str, Any]:
     """Counters: committed, dropped, torn, retries, last error, ring fill, and more."""
-    p = _pipeline
+    p, em = _flusher, _emitter
     if p is None:
         return {"configured": False}
     r = p.ring.stats()
@@ -1445,9 +722,9 @@ def stats() -> dict[str, Any]:
         "dropped": r.dropped,
         "torn": r.torn,
         "retries": p.retries,
-        "truncated": p.truncated,
-        "console_dropped": p.console_dropped,
-        "internal_errors": p.internal_errors,
+        "truncated": em.truncated if em is not None else 0,
+        "console_dropped": p.console.dropped,
+        "internal_errors": em.internal_errors if em is not None else 0,
         "unstorable": p.unstorable,
         "last_error": p.last_error,
         "speedups": _fast is not None,  # log calls of plain data go through C
@@ -1458,12 +735,12 @@ def stats() -> dict[str, Any]:
     }
 
 
-_forking: _Pipeline | None = None  # the pipeline before_fork locked
+_forking: Flusher | None = None  # the flusher before_fork locked
 
 
 def _before_fork() -> None:
     global _forking
-    p = _forking = _pipeline
+    p = _forking = _flusher
     if p is not None:
         p.before_fork()
 

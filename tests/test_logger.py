@@ -21,6 +21,7 @@ import apsw
 import pytest
 
 import janus_utils as ju
+from janus_utils import _flusher as jflusher
 from janus_utils import logger as jlog
 from janus_utils.error_handling.utils.errors import ConfigError
 
@@ -363,14 +364,14 @@ class TestRobustness:
         self, janus: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """One row SQLite refuses becomes a record saying why; its neighbours are stored."""
-        real = jlog.decode_row
+        real = jflusher.decode_row
 
         def decode(payload: bytes) -> tuple[Any, ...]:
             row = real(payload)
             return row[:2] + (None,) + row[3:] if row[3] == "poison" else row  # NULL logger
 
-        monkeypatch.setattr(jlog, "decode_row", decode)
-        monkeypatch.setattr(jlog._pipeline, "decode_rows", None)  # every row through decode()
+        monkeypatch.setattr(jflusher, "decode_row", decode)
+        monkeypatch.setattr(jlog._flusher, "decode_rows", None)  # every row through decode()
         log = ju.get_logger("batch")
         log.info("before")
         log.info("poison")
@@ -649,7 +650,7 @@ class TestProcesses:
         if pid == 0:  # pragma: no cover - child
             try:
                 ju.configure(db_path, console=False)
-                p = jlog._pipeline
+                p = jlog._flusher
                 assert p is not None
                 p.stopping = True  # no more flushing: the records stay in the ring
                 p.wake.set()
@@ -685,7 +686,7 @@ class TestRetention:
     def test_flusher_prunes_by_age_and_archives_first(self, db_path: Path, tmp_path: Path) -> None:
         """configure(retention=...) makes the flusher prune old rows, archiving them first."""
         old_ts = time.time_ns() - 10 * 86400 * 10**9
-        db = jlog.open_database(str(db_path))
+        db = jflusher.open_database(str(db_path))
         with db:
             db.executemany(
                 "INSERT INTO logs(ts, level, logger, message) VALUES (?, 20, 'old', ?)",

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import janus_utils as ju
 from janus_utils.error_handling.utils.errors import ConfigError
 from janus_utils import _ring, _speedups
+from janus_utils import _record as jrec
 from janus_utils import logger as jlog
 
 def query(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -87,7 +88,7 @@ class TestEmitterObject:
         """A null ring address, or a context that is not a ContextVar, is a clear error."""
         ok = dict(ring=1, push=1, suspect=1, keepalive=None, check=True, pid=1, max_chars=10,
                   console_level=30, listeners=[], context=jlog._context,
-                  format_message=jlog._format_message, thread_name=jlog._thread_name, tls=jlog._tls)
+                  format_message=jlog.format_message, thread_name=jlog._thread_name, tls=jlog._tls)
         with pytest.raises(ValueError, match="NULL"):
             _speedups.Emitter(**{**ok, "ring": 0})
         with pytest.raises(TypeError, match="ContextVar"):
@@ -137,8 +138,8 @@ class TestDecode:
     def test_rows_are_those_decode_row_makes(self, records: list[tuple[Any, ...]]) -> None:
         """Whatever a record holds, C decodes it as decode_row does, in order, or hands it over."""
         payloads = [marshal.dumps(r, 2) for r in records]
-        got = _speedups.decode_rows(ring_buffer(*payloads), len(payloads), jlog.decode_row)
-        want = [jlog.decode_row(p) for p in payloads]
+        got = _speedups.decode_rows(ring_buffer(*payloads), len(payloads), jrec.decode_row)
+        want = [jrec.decode_row(p) for p in payloads]
         assert len(want) == len(got)
         for r, w, g in zip(records, want, got):
             assert same_row(w, g, r[1]), (w, g)
@@ -147,8 +148,8 @@ class TestDecode:
     @given(st.binary(max_size=64))
     def test_garbage_is_an_undecodable_row_as_in_python(self, payload: bytes) -> None:
         """Bytes that are no record make the same 'undecodable' row as decode_row does."""
-        (got,) = _speedups.decode_rows(ring_buffer(payload), 1, jlog.decode_row)
-        assert same_row(jlog.decode_row(payload), got)
+        (got,) = _speedups.decode_rows(ring_buffer(payload), 1, jrec.decode_row)
+        assert same_row(jrec.decode_row(payload), got)
 
     def test_repeated_keys_keep_the_last_value_as_marshal_does(self) -> None:
         """The C encoder writes context, bound and call fields in turn; the last one wins."""
@@ -161,17 +162,17 @@ class TestDecode:
         tail = _speedups.encode((None, 7, "T"))[5:]
         spliced = payload[:5] + head + fields + tail
         assert marshal.loads(spliced)[5] == {"k": "last", "user_id": 1}
-        (got,) = _speedups.decode_rows(ring_buffer(spliced), 1, jlog.decode_row)
-        assert jlog.decode_row(spliced) == got
+        (got,) = _speedups.decode_rows(ring_buffer(spliced), 1, jrec.decode_row)
+        assert jrec.decode_row(spliced) == got
         assert ('{"k": "last"}', "1") == (got[12], got[4])
 
     def test_a_short_buffer_is_an_error_not_a_crash(self) -> None:
         """count beyond what the buffer holds, or a length past its end, raise ValueError."""
         payload = marshal.dumps((1, 5, 20, "n", "m", None, None, 7, "T"), 2)
         with pytest.raises(ValueError):
-            _speedups.decode_rows(ring_buffer(payload), 2, jlog.decode_row)
+            _speedups.decode_rows(ring_buffer(payload), 2, jrec.decode_row)
         with pytest.raises(ValueError):
-            _speedups.decode_rows(ring_buffer(payload)[:-1], 1, jlog.decode_row)
+            _speedups.decode_rows(ring_buffer(payload)[:-1], 1, jrec.decode_row)
 
 
 # --- the two paths side by side ---------------------------------------------
@@ -316,13 +317,13 @@ class TestSameRowsBothWays:
 def encodes(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[Any, ...]]]:
     """The records the Python encoder saw; the C path leaves this list empty."""
     seen: list[tuple[Any, ...]] = []
-    real = jlog._dumps
+    real = jlog.dumps
 
     def counting(record: tuple[Any, ...]) -> bytes:
         seen.append(record)
         return real(record)
 
-    monkeypatch.setattr(jlog, "_dumps", counting)
+    monkeypatch.setattr(jlog, "dumps", counting)
     yield seen
 
 
@@ -401,7 +402,7 @@ class TestCallDetails:
             addr, push, suspect = ring.native()
             em = _speedups.Emitter(
                 addr, push, suspect, ring, True, 4242, 1000, 10**9, [], jlog._context,
-                jlog._format_message, jlog._thread_name, jlog._tls,
+                jlog.format_message, jlog._thread_name, jlog._tls,
             )
             token = jlog._context.set({"k": "CONTEXT-VALUE", "c": 1})
             try:
