@@ -2,6 +2,13 @@
 
 from setuptools import Extension, find_packages, setup
 
+# janus-logs serve: Starlette (a small, well-kept ASGI toolkit: routing, static
+# files, streaming responses for server-sent events) run by uvicorn, its usual
+# server; /metrics needs prometheus-client.
+WEB = ["starlette>=0.40", "uvicorn>=0.30", "prometheus-client>=0.20"]
+# janus_utils.metrics alone, for an application that serves its own /metrics.
+METRICS = ["prometheus-client>=0.20"]
+
 setup(
     name="janus_utils",
     version="0.1.0",
@@ -10,7 +17,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["janus_utils", "janus_utils.*"]),
-    package_data={"janus_utils": ["py.typed"]},
+    package_data={"janus_utils": ["py.typed"], "janus_utils.web": ["static/*"]},
     setup_requires=["cffi>=1.17"],
     install_requires=["apsw>=3.45", "cffi>=1.17"],
     cffi_modules=["_native/build_ring.py:ffi"],
@@ -26,7 +33,11 @@ setup(
     ],
     extras_require={
         # hypothesis: property tests of sanitize/redaction find inputs no table would.
-        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6"],
+        # The console's tests drive Debian's chromium through playwright (never
+        # its own browser download) and call the server with httpx.
+        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", *WEB, "playwright>=1.40", "httpx>=0.27"],
+        "web": WEB,
+        "metrics": METRICS,
         # The peers a user would compare against, for bench/ only.
         "bench": [
             "pytest>=8",
