@@ -107,6 +107,7 @@ class Config:
     hash_key: bytes | None = None
     retention: Any = None  # a retention.RetentionPolicy, applied by the flusher
     archive_dir: str | None = None
+    alerts: tuple[Any, ...] = ()  # alerts.Alert rules, evaluated by one process per database
 
 
 def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
@@ -152,6 +153,12 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         kw["archive_dir"] = os.fspath(kw["archive_dir"])
     if kw.get("retention") is not None:
         kw["retention"] = _retention_policy(kw["retention"])
+    if kw.get("alerts"):
+        from .alerts import check_rules
+
+        kw["alerts"] = check_rules(kw["alerts"])
+    else:
+        kw.pop("alerts", None)
     unknown = set(kw) - set(Config.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"configure() got unknown option(s): {', '.join(sorted(unknown))}")
@@ -599,6 +606,7 @@ class JanusHandler(logging.Handler):
 # module-level API
 
 _flusher: Flusher | None = None
+_alerts: Any = None  # the AlertEngine, when configure() was given alerts
 _config_lock = threading.RLock()
 _stdlib_handler: JanusHandler | None = None
 
@@ -616,9 +624,10 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
     ``synchronous`` ("NORMAL" | "FULL"),
     ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
-    ``hash_key``, ``retention``, ``archive_dir``.
+    ``hash_key``, ``retention``, ``archive_dir``, ``alerts`` (a list of
+    ``Alert`` rules, see ``janus_utils.alerts``).
     """
-    global _flusher, _emitter, _fast, _level_default, _level_overrides
+    global _flusher, _emitter, _fast, _level_default, _level_overrides, _alerts
     cfg = _check_config(db_path, **options)
     with _config_lock:
         # Everything that can fail on bad settings happens before the old
@@ -636,6 +645,11 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
         _emitter = emitter
         _fast = emitter.native.push if emitter.native is not None else None
         _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
+        if cfg.alerts:
+            from .alerts import AlertEngine
+
+            _alerts = AlertEngine(cfg.db_path, cfg.alerts)
+            _alerts.start()
     return cfg
 
 
@@ -690,11 +704,14 @@ def flush(timeout: float | None = None) -> bool:
 
 def shutdown(timeout: float | None = 10.0) -> None:
     """Flush and stop the flusher; later log calls go to stderr (WARNING+) only."""
-    global _flusher, _emitter, _fast
+    global _flusher, _emitter, _fast, _alerts
     with _config_lock:
         p = _flusher
         if p is None:
             return
+        if _alerts is not None:
+            engine, _alerts = _alerts, None
+            engine.stop(timeout)
         # Flush while the flusher thread still runs: in a process that is not
         # the flusher it may still take over if the flusher's process is gone.
         flush(timeout)
@@ -732,6 +749,7 @@ def stats() -> dict[str, Any]:
         "ring_used": r.used,
         "ring_fill": r.used / r.capacity,
         "ring_high_water": r.high_water,
+        **({"alerts": _alerts.stats()} if _alerts is not None else {}),
     }
 
 
