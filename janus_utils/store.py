@@ -684,6 +684,7 @@ class LogStore:
         query: str | None = None,
         raw: bool = False,
         top: int = 10,
+        after_id: int | None = None,
         **filters: Unpack[Filters],
     ) -> Histogram:
         """Counts per time bucket and value of *by*, oldest bucket first, empty buckets left out.
@@ -692,6 +693,9 @@ class LogStore:
         aligned to the epoch, UTC.  *by* is "level" (keys are level names),
         "logger" or "user_id" (HISTOGRAM_NONE for records without one).  Values
         outside the *top* most frequent overall are summed as HISTOGRAM_OTHER.
+        *after_id* counts only records committed after that record id: the
+        newest N records of a big database are a primary-key range, which is
+        far cheaper to count than a time range.
         """
         column = HISTOGRAM_BY.get(by)
         if column is None:
@@ -710,6 +714,7 @@ class LogStore:
                 selection,
                 f"{start} AS bucket_start, {value}, count(*)",
                 column_params=(width, width, width),
+                after_id=after_id,
                 group=f"bucket_start, {value}",
             ),
         )
