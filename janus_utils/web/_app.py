@@ -18,6 +18,7 @@ make any HTML-parsing sink in the script throw.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
 import time
@@ -30,8 +31,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._levels import level_name
@@ -81,6 +81,10 @@ NEIGHBOURS = 5  # records shown before and after an opened one
 # HISTOGRAM_BUCKETS buckets over the selection's time span.
 BUCKETS = ("1s", "5s", "10s", "30s", "1m", "5m", "10m", "30m", "1h", "3h", "6h", "12h", "1d", "7d", "30d")
 HISTOGRAM_BUCKETS = 60
+# Without a since, the histogram covers the time of the newest this-many
+# records of the database (whatever the filters): counting a 10,000,000-row
+# selection takes seconds, this tens of milliseconds.
+HISTOGRAM_RECENT_ROWS = 50_000
 _FILTER_PARAMS = {
     "level": "level",
     "logger": "logger",
@@ -202,8 +206,18 @@ class _Console:
         self.settings = settings
         self.stores = _Stores(settings.db_path)
         self.live_views = 0
-        self.static = resources.files(__package__) / "static"
-        self.index = (self.static / "index.html").read_bytes()
+        folder = resources.files(__package__) / "static"
+        # The assets are read once and served from memory under a name that
+        # carries their hash, so a browser may keep them for good: an upgrade
+        # changes the name the page asks for.
+        self.assets: dict[str, tuple[bytes, str]] = {}
+        index = (folder / "index.html").read_text(encoding="utf-8")
+        for name, kind in (("console.js", "text/javascript"), ("console.css", "text/css")):
+            body = (folder / name).read_bytes()
+            self.assets[name] = (body, f"{kind}; charset=utf-8")
+            versioned = f"/static/{name}?v={hashlib.sha256(body).hexdigest()[:16]}"
+            index = index.replace(f"/static/{name}", versioned)
+        self.index = index.encode("utf-8")
         self.collector: Any = None
 
     # -- helpers -----------------------------------------------------
@@ -224,6 +238,13 @@ class _Console:
     # -- pages -------------------------------------------------------
     async def page(self, request: Request) -> Response:
         return Response(self.index, media_type="text/html; charset=utf-8", headers={"cache-control": "no-cache"})
+
+    async def asset(self, request: Request) -> Response:
+        found = self.assets.get(request.path_params["name"])
+        if found is None:
+            return _plain(404, "no such file")
+        body, kind = found
+        return Response(body, media_type=kind, headers={"cache-control": "public, max-age=31536000, immutable"})
 
     # -- the API -----------------------------------------------------
     async def records(self, request: Request) -> Response:
@@ -253,21 +274,36 @@ class _Console:
 
         def work(store: LogStore) -> dict[str, Any]:
             started = time.perf_counter()
-            span = _span(store, query, filters)
+            recent_since = after_id = None
+            if "since" not in filters:
+                newest = store.newest_id()
+                # Ids follow commit order: the newest HISTOGRAM_RECENT_ROWS
+                # records are a primary-key range.  If the first of them was
+                # pruned, so was everything older, and the rest is small.
+                start = newest - HISTOGRAM_RECENT_ROWS
+                first = store.get(start + 1) if start > 0 else None
+                if first is not None:
+                    recent_since, after_id = first.ts, start
+            if recent_since is None:
+                span = _span(store, query, filters)
+            else:  # the buckets only need the span roughly: no search for it
+                span = recent_since, max(store.newest_ts() or recent_since, recent_since)
             if span is None:
-                return {"bucket": None, "buckets": [], "took_ms": 0}
+                return {"bucket": None, "buckets": [], "recent_since": recent_since, "took_ms": 0}
             low, high = span
             bucket = next(
                 (b for b in BUCKETS if (high - low) / parse_duration(b) <= HISTOGRAM_BUCKETS),
                 BUCKETS[-1],
             )
-            found = store.histogram(bucket, "level", query=query, top=10, **filters)
+            found = store.histogram(bucket, "level", query=query, top=10, after_id=after_id, **filters)
             return {
                 "bucket": bucket,
                 "bucket_ns": parse_duration(bucket),
                 "buckets": [
                     {"ts": int(start.timestamp()) * 1_000_000_000, "counts": counts} for start, counts in found
                 ],
+                "recent_since": recent_since,
+                "recent_rows": HISTOGRAM_RECENT_ROWS if recent_since is not None else None,
                 "took_ms": round((time.perf_counter() - started) * 1000, 2),
             }
 
@@ -500,7 +536,7 @@ def create_app(
         Route("/api/histogram", console.histogram, methods=["GET"]),
         Route("/api/record/{record_id}", console.record, methods=["GET"]),
         Route("/api/live", console.live, methods=["GET"]),
-        Mount("/static", app=StaticFiles(directory=str(console.static)), name="static"),
+        Route("/static/{name}", console.asset, methods=["GET", "HEAD"]),
     ]
     if settings.metrics:
         routes.append(Route("/metrics", console.metrics, methods=["GET"]))

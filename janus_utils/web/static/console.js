@@ -125,16 +125,19 @@
     closeLive();
     status('searching…');
     const p = params();
+    performance.mark('search-sent');
+    // The histogram is asked for at once, beside the records: it is the slower of the two.
+    loadHistogram(p, seq, controller.signal);
     try {
       const data = await getJSON('/api/records?' + p, controller.signal);
       if (seq !== state.seq) return;
       renderRecords(data.records);
+      performance.mark('records-shown');
       state.cursor = data.cursor;
       notice('');
       status(data.records.length.toLocaleString() + ' newest · ' + data.took_ms + ' ms');
       $('records').dataset.loaded = String(seq);
       startLive();
-      loadHistogram(p, seq, controller.signal);
     } catch (err) {
       if (err.name === 'AbortError' || seq !== state.seq) return;
       status('');
@@ -219,6 +222,7 @@
       const data = await getJSON('/api/histogram?' + p, signal);
       if (seq !== state.seq) return;
       drawHistogram(data);
+      performance.mark('histogram-shown');
     } catch (err) {
       if (err.name === 'AbortError' || seq !== state.seq) return;
       $('histogram-note').textContent = err.message;
@@ -287,7 +291,12 @@
     label(2, 'start', new Date(first / 1e6).toISOString().slice(0, 16).replace('T', ' '));
     label(width - 2, 'end', new Date((first + count * step) / 1e6).toISOString().slice(0, 16).replace('T', ' '));
     chart.dataset.total = String(total);
-    $('histogram-note').textContent = total.toLocaleString() + ' records, per ' + data.bucket + ' (' + data.took_ms + ' ms)';
+    let note = total.toLocaleString() + ' records, per ' + data.bucket;
+    if (data.recent_since) {
+      note += ' since ' + new Date(data.recent_since / 1e6).toISOString().slice(0, 19).replace('T', ' ') +
+        ' (the time of the newest ' + data.recent_rows.toLocaleString() + ' records; set since to count further back)';
+    }
+    $('histogram-note').textContent = note + ' · ' + data.took_ms + ' ms';
   }
 
   // ------------------------------------------------------------ live view
