@@ -78,10 +78,14 @@ def run_serve(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[
     )
 
 
-def file_digest(path: Path) -> dict[str, str | None]:
-    """SHA-256 of the database and of its WAL (None when there is no WAL)."""
-    digests: dict[str, str | None] = {}
+def file_digest(path: Path) -> dict[str, str]:
+    """SHA-256 of the database file and of its WAL's content.
+
+    A reader of a WAL database may create an empty -wal (and the -shm index)
+    beside it; an empty WAL holds no change, so it hashes as a missing one.
+    """
+    digests: dict[str, str] = {}
     for suffix in ("", "-wal"):
         target = Path(str(path) + suffix)
-        digests[suffix or "db"] = hashlib.sha256(target.read_bytes()).hexdigest() if target.exists() else None
+        digests[suffix or "db"] = hashlib.sha256(target.read_bytes() if target.exists() else b"").hexdigest()
     return digests

@@ -159,7 +159,18 @@ class TestReadOnly:
     def test_page_has_no_inline_script(self, served: Served) -> None:
         """The page's only script is the packaged file: nothing inline for a CSP to allow."""
         html = httpx.get(served.url).text
-        assert (1, True) == (html.count("<script"), '<script src="/static/console.js" defer></script>' in html)
+        assert (1, True) == (html.count("<script"), '<script src="/static/console.js?v=' in html)
+
+    def test_assets_are_versioned_and_cached(self, served: Served) -> None:
+        """The page names its assets by content hash, so they may be cached for good."""
+        html = httpx.get(served.url).text
+        name = html.split('<script src="/', 1)[1].split('"', 1)[0]
+        answer = httpx.get(served.url + name)
+        assert (200, "immutable", True) == (
+            answer.status_code,
+            answer.headers["cache-control"].rsplit(", ", 1)[-1],
+            answer.headers["content-type"].startswith("text/javascript"),
+        )
 
 
 class TestAPI:
