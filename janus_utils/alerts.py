@@ -284,12 +284,17 @@ class AlertEngine:
             thread.start()
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        """Stop evaluating; give queued notifications up to *timeout* seconds to go out."""
+        """Evaluate once more, stop, and give notifications up to *timeout* seconds to go out."""
         deadline = None if timeout is None else time.monotonic() + timeout
         evaluator = self.threads[0] if self.threads else None
         self._stop_evaluating = True
         if evaluator is not None and evaluator is not threading.current_thread():
             evaluator.join(timeout)
+        if self.leader:
+            # What was committed since the last look (the records logged just
+            # before shutdown) is evaluated once more, not left to nobody.
+            with self.store_lock, contextlib.suppress(Exception):
+                self.evaluate_once()
         # Let what is queued go out, then stop the notifier.
         while (self.pending.qsize() or self._in_flight) and (deadline is None or time.monotonic() < deadline):
             time.sleep(0.02)

@@ -709,12 +709,14 @@ def shutdown(timeout: float | None = 10.0) -> None:
         p = _flusher
         if p is None:
             return
-        if _alerts is not None:
-            engine, _alerts = _alerts, None
-            engine.stop(timeout)
         # Flush while the flusher thread still runs: in a process that is not
         # the flusher it may still take over if the flusher's process is gone.
         flush(timeout)
+        if _alerts is not None:
+            # After the flush: the last records are evaluated, and what they
+            # fire gets up to *timeout* to be delivered.
+            engine, _alerts = _alerts, None
+            engine.stop(timeout)
         if _emitter is not None and _emitter.native is not None:
             _emitter.native.closed = True  # a call in C hands its record back
         _fast = None

@@ -270,3 +270,12 @@ class TestNotifier:
         time.sleep(1.5)
         state = json.loads(Path(str(db) + "-alerts.json").read_text())
         assert (1, ["errs"], 0o600) == (len(got), list(state["last_fired"]), os.stat(str(db) + "-alerts.json").st_mode & 0o777)
+
+    def test_shutdown_evaluates_the_last_records(self, tmp_path: Path) -> None:
+        """Records logged just before shutdown() are evaluated, and their notification delivered."""
+        got: list[dict[str, Any]] = []
+        ju.configure(tmp_path / "last.db", console=False,
+                     alerts=[Alert("errs", level="ERROR", threshold=1, notify=got.append)])
+        ju.get_logger("svc").error("the very last record")
+        ju.shutdown()
+        assert ["the very last record"] == [s["message"] for n in got for s in n["samples"]]
