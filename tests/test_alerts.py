@@ -279,3 +279,67 @@ class TestNotifier:
         ju.get_logger("svc").error("the very last record")
         ju.shutdown()
         assert ["the very last record"] == [s["message"] for n in got for s in n["samples"]]
+
+
+@pytest.mark.slow
+class TestElection:
+    def test_another_process_takes_over_when_the_evaluator_dies(self, tmp_path: Path, shutdown_after: None) -> None:
+        """SIGKILL the evaluating process: a waiting one takes the alert lock and fires the rule."""
+        db = tmp_path / "failover.db"
+        script = textwrap.dedent(
+            f"""
+            import time
+            import janus_utils as ju
+            ju.configure({str(db)!r}, console=False, alerts=[ju.Alert(
+                "errs", level="ERROR", threshold=1, notify=lambda n: None)])
+            while not ju.stats()["alerts"]["evaluating"]:
+                time.sleep(0.05)
+            print("evaluating", flush=True)
+            time.sleep(600)
+            """
+        )
+        leader = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+        try:
+            assert "evaluating" == leader.stdout.readline().strip()  # type: ignore[union-attr]
+            got: list[dict[str, Any]] = []
+            ju.configure(db, console=False, alerts=[Alert("errs", level="ERROR", threshold=1, notify=got.append)])
+            waiting = ju.stats()["alerts"]["evaluating"]
+            leader.kill()
+            leader.wait(10)
+            took_over = _wait(lambda: ju.stats()["alerts"]["evaluating"], 5)
+            ju.get_logger("svc").error("after the failover")
+            ju.flush()
+            fired = _wait(lambda: len(got) == 1, 5)
+        finally:
+            if leader.poll() is None:
+                leader.kill()
+                leader.wait(10)
+        assert (False, True, True) == (waiting, took_over, fired)
+
+    def test_a_forked_child_evaluates_once_the_parent_stops(self, tmp_path: Path) -> None:
+        """After fork() the child runs its own alert threads (no lock, no connection of the parent's),
+        and takes over evaluating when the parent shuts down."""
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        messages = ctx.Queue()
+        db = tmp_path / "fork.db"
+        ju.configure(db, console=False, alerts=[Alert(
+            "errs", level="ERROR", threshold=1, notify=lambda n: messages.put(n["samples"][0]["message"]))])
+        assert _wait(lambda: ju.stats()["alerts"]["evaluating"], 5)
+
+        def child() -> None:
+            if not _wait(lambda: ju.stats()["alerts"]["evaluating"], 10):
+                messages.put("the child never took over")
+                return
+            ju.get_logger("svc").error("logged by the child %s", os.getpid())
+            ju.shutdown()
+
+        process = ctx.Process(target=child)
+        process.start()
+        ju.shutdown()  # releases the alert lock: the child takes over
+        try:
+            message = messages.get(timeout=20)
+        finally:
+            process.join(20)
+        assert (f"logged by the child {process.pid}", 0) == (message, process.exitcode)
