@@ -60,6 +60,7 @@ Notifier = Callable[[dict[str, Any]], Any]
 
 SAMPLE_CHARS = 4096  # a sample record's message and exception are cut to this many characters
 _NS = 1_000_000_000
+_COMMIT_MARGIN_NS = 10 * _NS  # how far out of ts order records of several processes may be committed
 
 
 def _seconds(value: object, name: str) -> float:
@@ -371,11 +372,20 @@ class AlertEngine:
             last = self.last_fired.get(rule.name)
             if last is not None and now - last < rule.cooldown_s:
                 continue
-            since = _ts_text(int((now - rule.window_s) * _NS))
-            count = store.count(rule.query, since=since, **rule.filters)
+            start_ns = int((now - rule.window_s) * _NS)
+            since = _ts_text(start_ns)
+            # Count from the id where the window starts: the work is the
+            # window's rows, however many older records the query matches.
+            # The margin covers records committed a little out of ts order.
+            first = store.search(since=_ts_text(start_ns - _COMMIT_MARGIN_NS), order="oldest", limit=1)
+            if not first:
+                continue
+            found, count, _ = store.after(
+                first[0].id - 1, rule.query, limit=max(rule.samples, 1), since=since, **rule.filters
+            )
             if count < rule.threshold:
                 continue
-            found = store.search(rule.query, since=since, limit=rule.samples, **rule.filters) if rule.samples else []
+            found = found[: rule.samples]
             self.last_fired[rule.name] = now
             self._save_state()
             payload = {
