@@ -97,6 +97,7 @@ class TestRules:
         assert all(messages) and "http:// or https://" in messages[1]
 
     def test_configure_takes_only_alerts_with_distinct_names(self, tmp_path: Path) -> None:
+        """configure(alerts=...) takes Alert objects only, each with its own name."""
         rule = Alert("a", notify="http://127.0.0.1:1/")
         with pytest.raises(ConfigError, match="two alerts are named"):
             ju.configure(tmp_path / "x.db", console=False, alerts=[rule, rule])
@@ -104,6 +105,7 @@ class TestRules:
             ju.configure(tmp_path / "x.db", console=False, alerts=["errors > 5"])
 
     def test_durations(self) -> None:
+        """Windows and cooldowns are durations or seconds, and read back as durations."""
         rule = Alert("a", notify="http://x/", window="90s", cooldown=600)
         assert (90.0, 600.0, "90s", "10m") == (rule.window_s, rule.cooldown_s, rule.describe()["window"], rule.describe()["cooldown"])
 

@@ -30,10 +30,12 @@ class TestGet:
         assert (7, "tick 7", BASE_TS + 7) == (record.id, record.message, record.ts) if record else None
 
     def test_missing_is_none(self, db: Path) -> None:
+        """An id never stored (or pruned) is None, not an error."""
         with LogStore(db) as store:
             assert store.get(999) is None
 
     def test_not_an_int_is_refused(self, db: Path) -> None:
+        """An id that is not an int is a SearchQueryError saying so."""
         with LogStore(db) as store, pytest.raises(JanusError, match="record id"):
             store.get("7")  # type: ignore[arg-type]
 
@@ -58,6 +60,7 @@ class TestAfter:
         assert ([15, 9], 2) == ([r.id for r in records], matched)
 
     def test_nothing_new(self, db: Path) -> None:
+        """At the newest id: no records, nothing matched, the same cursor."""
         with LogStore(db) as store:
             assert ([], 0, 20) == store.after(20)
 

@@ -213,6 +213,7 @@ class TestAPI:
         )
 
     def test_unknown_record_is_404(self, served: Served) -> None:
+        """A record id that is not in the database is a 404 with a reason."""
         assert 404 == httpx.get(served.url + "api/record/999").status_code
 
     def test_histogram_counts_the_selection(self, served: Served) -> None:
