@@ -167,6 +167,16 @@ class TestFirstScreen:
         bars = page.page.locator("#histogram g.bucket").count()
         assert (newest, str(total), True) == (ids, page.page.get_attribute("#histogram", "data-total"), bars > 10)
 
+    def test_first_requests_are_preloaded_once(self, page: Page) -> None:
+        """The page preloads its first two requests (with the address's filters) and the script uses them."""
+        page.open("?level=WARNING&q=" + urllib.parse.quote("payment failed"))
+        page.page.wait_for_function("() => performance.getEntriesByName('histogram-shown').length > 0")
+        fetched = page.page.evaluate(
+            "() => performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)"
+            ".filter(p => p.startsWith('/api/'))"
+        )
+        assert ["/api/histogram", "/api/records"] == sorted(fetched)
+
 
 class TestSearch:
     def test_typing_a_query_searches_as_you_type(self, page: Page, seeded: tuple[Served, Path]) -> None:

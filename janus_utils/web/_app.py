@@ -237,7 +237,17 @@ class _Console:
 
     # -- pages -------------------------------------------------------
     async def page(self, request: Request) -> Response:
-        return Response(self.index, media_type="text/html; charset=utf-8", headers={"cache-control": "no-cache"})
+        # The page's first two requests start with the page rather than after
+        # its script: the same URLs the script builds from the address.
+        selection = _form_encode(
+            (name, request.query_params.get(name, "").strip()) for name in ("q", *_FILTER_PARAMS)
+        )
+        preload = "".join(
+            f'<link rel="preload" href="/api/{what}?{selection}" as="fetch" crossorigin>\n'
+            for what in ("records", "histogram")
+        ).encode()
+        body = self.index.replace(b"<!--preload-->\n", preload, 1)
+        return Response(body, media_type="text/html; charset=utf-8", headers={"cache-control": "no-cache"})
 
     async def asset(self, request: Request) -> Response:
         found = self.assets.get(request.path_params["name"])
@@ -498,6 +508,27 @@ class _Gate:
         if request.url.path == "/" and "token" in request.query_params:
             given.append(request.query_params["token"])
         return any(constant_time_equals(value.encode(), self.token) for value in given)
+
+
+def _form_encode(pairs: Iterable[tuple[str, str]]) -> str:
+    """What the page's URLSearchParams.toString() makes of *pairs* (empty values left out).
+
+    Only letters, digits and ``*-._`` stay as they are, a space is ``+``: the
+    result needs no HTML escaping in an attribute.
+    """
+
+    def encode(text: str) -> str:
+        out = []
+        for char in text:
+            if char.isascii() and (char.isalnum() or char in "*-._"):
+                out.append(char)
+            elif char == " ":
+                out.append("+")
+            else:
+                out.extend(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+        return "".join(out)
+
+    return "&".join(f"{encode(name)}={encode(value)}" for name, value in pairs if value)
 
 
 def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> Response:

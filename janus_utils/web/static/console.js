@@ -106,7 +106,8 @@
 
   // ------------------------------------------------------------ fetching
   async function getJSON(url, signal) {
-    const response = await fetch(url, { signal, headers: { accept: 'application/json' }, credentials: 'same-origin' });
+    // Plain options: the page's preloads of the first two requests must match them.
+    const response = await fetch(url, { signal, credentials: 'same-origin' });
     let data = null;
     try {
       data = await response.json();
