@@ -5,7 +5,9 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -224,6 +226,32 @@ class TestAPI:
             for name, n in bucket["counts"].items():
                 totals[name] = totals.get(name, 0) + n
         assert {"ERROR": 1, "WARNING": 1} == totals
+
+    def test_histogram_of_a_big_database_covers_the_newest_records(self, tmp_path: Path) -> None:
+        """Without since, a histogram counts the newest HISTOGRAM_RECENT_ROWS records and says
+        from when; a user, agent or request id is counted whole."""
+        from janus_utils.web import _app
+
+        db = tmp_path / "big.db"
+        writer = open_writer(db)
+        try:
+            write_batch(writer, [make_row("x", ts=BASE_TS + n * 10**9, user_id="u1" if n % 2 else None) for n in range(300)])
+        finally:
+            writer.close()
+        app = _app.create_app(str(db), histogram_recent_rows=100)
+
+        async def ask() -> tuple[Any, Any]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                recent = (await client.get("/api/histogram")).json()
+                narrow = (await client.get("/api/histogram", params={"user": "u1"})).json()
+            return recent, narrow
+
+        recent, narrow = anyio.run(ask)
+        total = lambda data: sum(sum(b["counts"].values()) for b in data["buckets"])  # noqa: E731
+        assert (100, BASE_TS + 200 * 10**9, 150, None) == (
+            total(recent), recent["recent_since"], total(narrow), narrow["recent_since"]
+        )
 
     def test_live_stream_starts_with_hello(self, served: Served) -> None:
         """/api/live is a server-sent event stream that names its cursor first."""

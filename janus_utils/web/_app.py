@@ -108,6 +108,7 @@ class ConsoleSettings:
     live_batch: int = 25  # at most this many records per look: a flood is sampled
     max_live_views: int = 32
     heartbeat: float = 15.0  # an SSE comment this often keeps proxies from closing the stream
+    histogram_recent_rows: int = HISTOGRAM_RECENT_ROWS  # see HISTOGRAM_RECENT_ROWS
     metrics: bool = True
 
 
@@ -285,12 +286,14 @@ class _Console:
         def work(store: LogStore) -> dict[str, Any]:
             started = time.perf_counter()
             recent_since = after_id = None
-            if "since" not in filters:
+            # A user, agent or request id is an index's few rows: counted whole.
+            narrow = any(name in filters for name in ("user_id", "agent_id", "request_id"))
+            if "since" not in filters and not narrow:
                 newest = store.newest_id()
-                # Ids follow commit order: the newest HISTOGRAM_RECENT_ROWS
+                # Ids follow commit order: the newest histogram_recent_rows
                 # records are a primary-key range.  If the first of them was
                 # pruned, so was everything older, and the rest is small.
-                start = newest - HISTOGRAM_RECENT_ROWS
+                start = newest - self.settings.histogram_recent_rows
                 first = store.get(start + 1) if start > 0 else None
                 if first is not None:
                     recent_since, after_id = first.ts, start
@@ -313,7 +316,7 @@ class _Console:
                     {"ts": int(start.timestamp()) * 1_000_000_000, "counts": counts} for start, counts in found
                 ],
                 "recent_since": recent_since,
-                "recent_rows": HISTOGRAM_RECENT_ROWS if recent_since is not None else None,
+                "recent_rows": self.settings.histogram_recent_rows if recent_since is not None else None,
                 "took_ms": round((time.perf_counter() - started) * 1000, 2),
             }
 
