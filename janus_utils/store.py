@@ -706,6 +706,9 @@ class LogStore:
         _check_limit(top, "top")
         selection = self._select(query, raw, filters)
         value = f'{_T}."{column}"'
+        # Closing the id range as well makes SQLite walk it rather than an
+        # index of a broad filter (level >= WARNING is millions of rows).
+        upto_id = self._max_id() if after_id is not None else None
         # Python's floor division: ts below the epoch still falls in its bucket.
         start = f'({_T}."ts" - (({_T}."ts" % ?) + ?) % ?)'
         rows = self._run(
@@ -715,6 +718,7 @@ class LogStore:
                 f"{start} AS bucket_start, {value}, count(*)",
                 column_params=(width, width, width),
                 after_id=after_id,
+                upto_id=upto_id,
                 group=f"bucket_start, {value}",
             ),
         )

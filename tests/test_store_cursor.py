@@ -96,3 +96,12 @@ class TestTraceFilter:
         with LogStore(db) as store:
             assert [4, 3] == [r.id for r in store.search(trace_id="abc")]
             assert 2 == store.count(trace_id="abc", since=str((BASE_TS) // 10**9))
+
+
+class TestHistogramAfter:
+    def test_counts_only_records_after_the_id(self, db: Path) -> None:
+        """histogram(after_id=...) counts the records committed after that id, with the filters."""
+        with LogStore(db) as store:
+            everything = store.histogram("1h", "level", after_id=15)
+            errors = store.histogram("1h", "level", after_id=15, level="ERROR")
+        assert ([{"INFO": 3, "ERROR": 2}], [{"ERROR": 2}]) == ([c for _, c in everything], [c for _, c in errors])
