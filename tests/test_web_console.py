@@ -341,7 +341,7 @@ class TestHostileRecords:
             "<script>window.__pwned = 1</script>",
             '<img src=x onerror="window.__pwned = 2">',
             '<a href="javascript:window.__pwned=3">',
-            "\u241b[31mRED\u241b[0m \u241b]0;owned title\u2407",  # ESC and BEL as visible pictures
+            "\\x1b[31mRED\\x1b[0m \\x1b]0;owned title\\x07",  # ESC and BEL as visible escapes
             "invoice <U+202E>gnp.exe",  # the override is shown, not obeyed
             "… (1,000,016 characters)",
         ))
@@ -366,7 +366,7 @@ class TestHostileRecords:
         assert (len(HOSTILE["big"]), "<svg onload=window.__pwned=5>", "<U+202E>ecart", 0) == (
             view["message"], view["key"], view["trace"], view["injected"]
         )
-        assert "<script>window.__pwned=6</script>\n\u241b[2J cleared" == view["exception"]
+        assert "<script>window.__pwned=6</script>\n\\x1b[2J cleared" == view["exception"]
 
 
 # ---------------------------------------------------------------- the live view

@@ -30,21 +30,18 @@
   };
 
   // ------------------------------------------------------------ untrusted text
-  const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f]/g;
+  // Control characters (ANSI escapes, BEL, NUL...) are shown as \x1b-style
+  // escapes and bidi controls as <U+202E>: plain ASCII that every font has,
+  // so an escape sequence is seen for what it is and an override reorders nothing.
+  const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
   const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-
-  function picture(ch) {
-    const code = ch.charCodeAt(0);
-    return code === 0x7f ? '\u2421' : String.fromCharCode(0x2400 + code);
-  }
+  const hex = (ch, width) => ch.charCodeAt(0).toString(16).toUpperCase().padStart(width, '0');
 
   function visible(value, oneLine) {
     if (value === null || value === undefined) return '';
     let text = typeof value === 'string' ? value : JSON.stringify(value);
-    text = text.replace(CONTROL, picture)
-      .replace(BIDI, (ch) => '<U+' + ch.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0') + '>');
-    if (oneLine) text = text.replace(/\r?\n|\t/g, (ch) => (ch === '\t' ? ' ' : ' \u21b5 '));
-    return text;
+    if (oneLine) text = text.replace(/[\t\n]/g, (ch) => (ch === '\t' ? '\\t' : '\\n'));
+    return text.replace(CONTROL, (ch) => '\\x' + hex(ch, 2).toLowerCase()).replace(BIDI, (ch) => '<U+' + hex(ch, 4) + '>');
   }
 
   function el(tag, cls, text) {
