@@ -17,12 +17,15 @@ How it runs:
   for a lock beside the database (``<db>-alerts.lock``); the holder evaluates,
   the others wait to take over if its process dies.  It is a lock of its own,
   not the flusher's: the process that holds the flusher lock may not have
-  configured any alert, and evaluating never delays a commit.
+  configured any alert, and evaluating never delays a commit.  The rules that
+  run are the evaluating process's: give every process the same ones.
 * Sliding windows: after new records are committed, each rule counts the
   matching records of the last *window* (by their ts).  At *threshold* it
   fires, then stays quiet for *cooldown*: a storm of 10,000 errors sends one
   notification per cooldown.  When each rule last fired is kept in
   ``<db>-alerts.json``, so a new evaluator after a failover keeps the cooldown.
+  It is written when a rule fires, before the notification goes out: a
+  process killed in between loses that notification rather than sending two.
 * Notifications go out from their own thread: a JSON POST to a URL, or a call
   of a function, with the rule, the count, the window and a few sample records
   as stored (redacted before they were stored).  A failed one is retried with
