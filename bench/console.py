@@ -1,6 +1,6 @@
 """The web console measured in a real browser: first screen on 10,000,000 rows, search, live tail.
 
-    python -m bench.console                  # seeds the database if missing (~12 min), then measures
+    python -m bench.console                  # seeds the database if missing (12-20 min), then measures
     python -m bench.console --rows 1000000   # a smaller database
     python -m bench.console --db big.db      # an existing janus database (written to by the live part)
     python -m bench.console --screenshot docs/console.png   # the README's picture, on a small seeded db
