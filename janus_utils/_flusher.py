@@ -128,9 +128,7 @@ class Flusher:
                 "uses it to resize)"
             )
         self.ring_id = f"{self.ring.stats().ring_id:016x}"
-        self.console = Console(
-            stream=cfg.console_stream, fmt=cfg.console_format, enabled=cfg.console, report=self._report
-        )
+        self.console = Console.for_config(cfg, report=self._report)
         self.lock = FileLock(self.lock_path)
         self.db: apsw.Connection | None = None
         self.db_lock = threading.Lock()  # held around each batch and across fork

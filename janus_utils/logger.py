@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import _ring, security
+from ._console import TRACEBACK_RULES
 from ._flusher import Flusher
 from ._levels import LEVELS, level_name, parse_level
 from ._record import (
@@ -92,6 +93,7 @@ class Config:
     console_level: int = WARNING
     console_format: Literal["logfmt", "json"] = "logfmt"
     console_stream: Any = None  # a text stream; None means sys.stderr at write time
+    console_tracebacks: Literal["5xx", "all", "none"] = "5xx"
     capture_stdlib: bool = False
     ring_size: int = _ring.DEFAULT_CAPACITY
     on_full: Literal["block", "drop"] = "block"
@@ -124,6 +126,11 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
     if kw.get("console_format", "logfmt") not in ("logfmt", "json"):
         raise ConfigError(
             f"console_format must be 'logfmt' or 'json', not {kw['console_format']!r}"
+        )
+    if kw.get("console_tracebacks", "5xx") not in TRACEBACK_RULES:
+        raise ConfigError(
+            f"console_tracebacks must be one of {', '.join(map(repr, TRACEBACK_RULES))}, "
+            f"not {kw['console_tracebacks']!r}"
         )
     sync = str(kw.get("synchronous", "NORMAL")).upper()
     if sync not in ("NORMAL", "FULL"):
@@ -612,6 +619,7 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
 
     Options: ``level``, ``levels`` ({"dotted.prefix": level}), ``console``,
     ``console_level``, ``console_format`` ("logfmt" | "json"), ``console_stream``,
+    ``console_tracebacks`` ("5xx" | "all" | "none"),
     ``capture_stdlib``, ``ring_size``, ``on_full`` ("block" | "drop"),
     ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
     ``synchronous`` ("NORMAL" | "FULL"),
