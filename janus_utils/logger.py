@@ -24,12 +24,13 @@ import os
 import sys
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import _ring, security
+from . import _otel, _ring, security
 from ._console import TRACEBACK_RULES
 from ._flusher import Flusher
 from ._levels import LEVELS, level_name, parse_level
@@ -378,11 +379,29 @@ def _last_resort(level: int, name: str, message: str, exc: str | None) -> None:
 
 
 def _split_special(fields: dict[str, Any]) -> str | None:
-    """Take stdlib's exc_info/stack_info/stacklevel out of the fields."""
+    """Take stdlib's exc_info/stack_info/stacklevel out of the fields.
+
+    The returned text is the traceback, then the caller's stack for
+    ``stack_info=True``, as stdlib's Formatter joins them.
+    """
     exc = exception_text(fields.pop("exc_info", None))
-    fields.pop("stack_info", None)
-    fields.pop("stacklevel", None)
+    stack_info = fields.pop("stack_info", None)
+    stacklevel = fields.pop("stacklevel", 1)
+    if stack_info:
+        stack = _stack_text(stacklevel)
+        exc = f"{exc}\n{stack}" if exc else stack
     return exc
+
+
+def _stack_text(stacklevel: object) -> str:
+    """The caller's stack as stdlib prints it for ``stack_info=True``."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back  # type: ignore[assignment]
+    skip = stacklevel - 1 if type(stacklevel) is int and stacklevel > 1 else 0
+    while skip and frame is not None and frame.f_back is not None:
+        frame, skip = frame.f_back, skip - 1
+    return "Stack (most recent call last):\n" + "".join(traceback.format_stack(frame)).rstrip("\n")
 
 
 def _make_level_method(level: int, *, exception: bool = False) -> Any:
@@ -423,6 +442,8 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
                 message = safe_str(msg)
             ctx = _ctx_get()
             bound = self._bound
+            if _trace_ids is not None:
+                _add_trace_ids(fields, bound, ctx)
             if ctx or bound:
                 fields = {**ctx, **bound, **fields}
             em = _emitter
@@ -447,6 +468,30 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
 
 
 _SPECIAL = frozenset(("exc_info", "stack_info", "stacklevel"))
+
+# OpenTelemetry: set by configure() when opentelemetry-api is installed (see _otel).
+_trace_ids: _otel.TraceIds | None = None
+
+
+def _add_trace_ids(fields: dict[str, Any], bound: Mapping[str, Any], ctx: Mapping[str, Any]) -> None:
+    """Add the active span's trace_id/span_id to *fields*, unless the call already has a trace_id.
+
+    Both paths add them to the call's own fields before merging, so the C
+    and the Python path encode the same bytes.
+    """
+    ids = _trace_ids() if _trace_ids is not None else None
+    if ids is not None and "trace_id" not in fields and "trace_id" not in bound and "trace_id" not in ctx:
+        fields.update(ids)
+
+
+def _traced(push: Any) -> Any:
+    """The C push with the active span's ids added first (only when OpenTelemetry is installed)."""
+
+    def fast(level: int, name: str, bound: dict[str, Any], msg: object, args: tuple[Any, ...], fields: dict[str, Any]) -> Any:
+        _add_trace_ids(fields, bound, _ctx_get())
+        return push(level, name, bound, msg, args, fields)
+
+    return fast
 
 
 def _report_internal_error(err: BaseException) -> None:
@@ -559,20 +604,51 @@ def log_context(**fields: Any) -> Iterator[None]:
 # --------------------------------------------------------------------------
 # the stdlib bridge
 
+_STORED = "_janus_stored"  # set on a LogRecord once a JanusHandler has pushed it
 _STD_ATTRS = frozenset(
     vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))
-) | {"message", "asctime", "taskName"}
+) | {"message", "asctime", "taskName", _STORED}
+_stdlib_duplicates = 0
 
 
 class JanusHandler(logging.Handler):
     """A ``logging.Handler`` that sends stdlib records through janus_utils.
 
-    ``extra=`` keys become fields and ``exc_info`` becomes the exception text.
-    Usable in ``logging.config.dictConfig`` as ``{"class": "janus_utils.JanusHandler"}``.
+    ``extra=`` keys become fields; ``exc_info`` and ``stack_info`` become the
+    exception text.  Usable alone in ``logging.config.dictConfig``::
+
+        "handlers": {"janus": {"class": "janus_utils.JanusHandler",
+                               "db_path": "app-logs.db", "level": "INFO"}}
+
+    *db_path* and the other keywords are ``configure()``'s: when janus_utils
+    is not configured yet, the handler configures it with them; when it is,
+    they are ignored (the explicit ``configure()`` call wins).  Records below
+    the configured level for their logger (``level``, ``levels``) are not
+    stored.  A record that reaches several JanusHandlers (one from
+    ``capture_stdlib=True`` on the root logger and one from dictConfig, say)
+    is stored once; ``stats()["stdlib_duplicates"]`` counts the extra copies.
     """
+
+    def __init__(
+        self,
+        level: int | str = logging.NOTSET,
+        *,
+        db_path: str | os.PathLike[str] | None = None,
+        **configure_options: Any,
+    ) -> None:
+        super().__init__(level)
+        if not is_configured():
+            configure(db_path, **configure_options)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            name = record.name
+            log = _named.get(name)
+            if record.levelno < (log._level if log is not None else _effective_level(name)):
+                return
+            if record.__dict__.get(_STORED):
+                _count_duplicate()
+                return
             try:
                 message = record.getMessage()
             except Exception:
@@ -580,15 +656,20 @@ class JanusHandler(logging.Handler):
                 message += f" [bad format args: {safe_str(safe_value(record.args))}]"
             fields = {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS}
             ctx = _ctx_get()
+            if _trace_ids is not None:
+                _add_trace_ids(fields, {}, ctx)
             if ctx:
                 fields = {**ctx, **fields}
             exc = exception_text(record.exc_info) if record.exc_info else None
             if exc is None and record.exc_text:
                 exc = record.exc_text
+            if record.stack_info:
+                exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
             em = _emitter
             if em is None:
                 _last_resort(record.levelno, record.name, message, exc)
                 return
+            record.__dict__[_STORED] = True
             em.emit(
                 int(record.created * 1e9),
                 record.levelno,
@@ -600,6 +681,19 @@ class JanusHandler(logging.Handler):
             )
         except Exception as err:
             _report_internal_error(err)
+
+
+def _count_duplicate() -> None:
+    global _stdlib_duplicates
+    _stdlib_duplicates += 1
+    if _stdlib_duplicates == 1:
+        with contextlib.suppress(Exception):
+            print(
+                "janus_utils: a stdlib record reached a second JanusHandler (capture_stdlib=True "
+                "and a JanusHandler in dictConfig, or JanusHandlers on a logger and its parent); "
+                "it is stored once. Keep one of them to save the work.",
+                file=sys.stderr,
+            )
 
 
 # --------------------------------------------------------------------------
@@ -626,7 +720,7 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
     ``hash_key``, ``retention``, ``archive_dir``.
     """
-    global _flusher, _emitter, _fast, _level_default, _level_overrides
+    global _flusher, _emitter, _fast, _level_default, _level_overrides, _trace_ids
     cfg = _check_config(db_path, **options)
     with _config_lock:
         # Everything that can fail on bad settings happens before the old
@@ -642,7 +736,10 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
         flusher.start()
         _flusher = flusher
         _emitter = emitter
-        _fast = emitter.native.push if emitter.native is not None else None
+        _trace_ids = _otel.trace_ids_reader()
+        _fast = None
+        if emitter.native is not None:
+            _fast = emitter.native.push if _trace_ids is None else _traced(emitter.native.push)
         _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
     return cfg
 
@@ -664,7 +761,9 @@ def _set_stdlib_capture(enabled: bool, level: int) -> None:
         _stdlib_handler = None
     if enabled:
         _stdlib_handler = JanusHandler(level)
-        root.addHandler(_stdlib_handler)
+        # First among the root's handlers: a handler added later (the
+        # janus_logs fixture's) sees the record already stored.
+        root.handlers.insert(0, _stdlib_handler)
         if root.level > level or root.level == logging.NOTSET:
             root.setLevel(level)
 
@@ -732,6 +831,7 @@ def stats() -> dict[str, Any]:
         "retries": p.retries,
         "truncated": em.truncated if em is not None else 0,
         "console_dropped": p.console.dropped,
+        "stdlib_duplicates": _stdlib_duplicates,
         "internal_errors": em.internal_errors if em is not None else 0,
         "unstorable": p.unstorable,
         "last_error": p.last_error,
