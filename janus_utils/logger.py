@@ -242,8 +242,11 @@ class _Emitter:
         """Encode and push one record (the stdlib bridge's path)."""
         self.emit_record((FORMAT, ts, level, name, message, fields, exc, _pid, thread))
 
-    def emit_record(self, record: tuple[Any, ...]) -> None:
-        """Truncate, hash, encode and push *record*; redact, wait or count as the push asks."""
+    def emit_record(self, record: tuple[Any, ...], notify: bool = True) -> None:
+        """Truncate, hash, encode and push *record*; redact, wait or count as the push asks.
+
+        *notify* False: the record listeners (the janus_logs fixture) have it already.
+        """
         _, ts, level, name, message, fields, exc, pid, thread = record
         if len(message) > self.max_chars:
             message = self.truncate(message)
@@ -258,7 +261,7 @@ class _Emitter:
         if rc:
             record = self.slow(rc, record)
         if level >= self.console_level or _listeners:
-            self.after(record)
+            self.after(record, notify)
 
     def finish(self, result: tuple[bool, tuple[Any, ...]]) -> None:
         """Complete a call the C encoder handed back (see ``speedups.Emitter.push``)."""
@@ -333,9 +336,11 @@ class _Emitter:
             self.flusher.warn_dropped()
         return record
 
-    def after(self, record: tuple[Any, ...]) -> None:
+    def after(self, record: tuple[Any, ...], notify: bool = True) -> None:
         if record[2] >= self.console_level:
             self.console.put(record)
+        if not notify:
+            return
         for listener in tuple(_listeners):
             try:
                 listener(record_dict(record))
@@ -607,7 +612,7 @@ def log_context(**fields: Any) -> Iterator[None]:
 _STORED = "_janus_stored"  # set on a LogRecord once a JanusHandler has pushed it
 _STD_ATTRS = frozenset(
     vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))
-) | {"message", "asctime", "taskName", _STORED}
+) | {"message", "asctime", "taskName", _STORED, "_janus_listened"}
 _stdlib_duplicates = 0
 
 
@@ -649,38 +654,50 @@ class JanusHandler(logging.Handler):
             if record.__dict__.get(_STORED):
                 _count_duplicate()
                 return
-            try:
-                message = record.getMessage()
-            except Exception:
-                message = format_message(record.msg, ())
-                message += f" [bad format args: {safe_str(safe_value(record.args))}]"
-            fields = {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS}
-            ctx = _ctx_get()
-            if _trace_ids is not None:
-                _add_trace_ids(fields, {}, ctx)
-            if ctx:
-                fields = {**ctx, **fields}
-            exc = exception_text(record.exc_info) if record.exc_info else None
-            if exc is None and record.exc_text:
-                exc = record.exc_text
-            if record.stack_info:
-                exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
+            rec = stdlib_record(record)
             em = _emitter
             if em is None:
-                _last_resort(record.levelno, record.name, message, exc)
+                _last_resort(rec[2], rec[3], rec[4], rec[6])
                 return
             record.__dict__[_STORED] = True
-            em.emit(
-                int(record.created * 1e9),
-                record.levelno,
-                record.name,
-                message,
-                fields or None,
-                exc,
-                record.threadName or _current_thread().name,
-            )
+            # A record the janus_logs fixture saw first is not handed to it again.
+            em.emit_record(rec, notify=not record.__dict__.get(LISTENED))
         except Exception as err:
             _report_internal_error(err)
+
+
+LISTENED = "_janus_listened"  # set on a LogRecord the janus_logs fixture captured itself
+
+
+def stdlib_record(record: logging.LogRecord) -> tuple[Any, ...]:
+    """The janus record tuple for a stdlib ``LogRecord`` (before redaction), as JanusHandler pushes it."""
+    try:
+        message = record.getMessage()
+    except Exception:
+        message = format_message(record.msg, ())
+        message += f" [bad format args: {safe_str(safe_value(record.args))}]"
+    fields = {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS}
+    ctx = _ctx_get()
+    if _trace_ids is not None:
+        _add_trace_ids(fields, {}, ctx)
+    if ctx:
+        fields = {**ctx, **fields}
+    exc = exception_text(record.exc_info) if record.exc_info else None
+    if exc is None and record.exc_text:
+        exc = record.exc_text
+    if record.stack_info:
+        exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
+    return (
+        FORMAT,
+        int(record.created * 1e9),
+        record.levelno,
+        record.name,
+        message,
+        fields or None,
+        exc,
+        _pid,
+        record.threadName or _current_thread().name,
+    )
 
 
 def _count_duplicate() -> None:
