@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["janus_utils", "janus_utils.*"]),
-    package_data={"janus_utils": ["py.typed"]},
+    package_data={"janus_utils": ["py.typed"], "janus_utils.integrations": ["uvicorn_log_config.json"]},
     setup_requires=["cffi>=1.17"],
     install_requires=["apsw>=3.45", "cffi>=1.17"],
     cffi_modules=["_native/build_ring.py:ffi"],
