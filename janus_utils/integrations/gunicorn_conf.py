@@ -4,9 +4,9 @@
 
 or, in your own ``gunicorn.conf.py``::
 
-    from janus_utils.integrations.gunicorn_conf import logconfig
+    from janus_utils.integrations.gunicorn_conf import janus_logconfig
 
-    logconfig_dict = logconfig(db_path="/var/log/app/logs.db")
+    logconfig_dict = janus_logconfig(db_path="/var/log/app/logs.db")
 
 gunicorn's loggers do not propagate to the root logger, so ``capture_stdlib``
 never sees them.  This config hands ``gunicorn.error`` (boot, worker
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["logconfig", "logconfig_dict"]
+__all__ = ["janus_logconfig", "logconfig_dict"]
 
 
-def logconfig(**configure_options: Any) -> dict[str, Any]:
+def janus_logconfig(**configure_options: Any) -> dict[str, Any]:
     """A gunicorn ``logconfig_dict``; *configure_options* go to ``configure()`` (``db_path=...``)."""
     janus = {"class": "janus_utils.JanusHandler", **configure_options}
     return {
@@ -45,4 +45,4 @@ def logconfig(**configure_options: Any) -> dict[str, Any]:
     }
 
 
-logconfig_dict = logconfig()
+logconfig_dict = janus_logconfig()
