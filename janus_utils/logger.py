@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import _otel, _ring, security
+from . import _otel, _resource, _ring, security
 from ._console import TRACEBACK_RULES
 from ._flusher import Flusher
 from ._levels import LEVELS, level_name, parse_level
@@ -110,6 +110,8 @@ class Config:
     hash_key: bytes | None = None
     retention: Any = None  # a retention.RetentionPolicy, applied by the flusher
     archive_dir: str | None = None
+    service: str | None = None  # None: $OTEL_SERVICE_NAME (see _check_config)
+    host: str | None = None  # None: this machine's hostname
 
 
 def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
@@ -156,6 +158,13 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         )
     kw["hash_key"] = key or None
     kw["redact_keys"] = tuple(kw.get("redact_keys") or ())
+    for key, default in (("service", _resource.default_service), ("host", _resource.default_host)):
+        value = kw.get(key)
+        if value is None:
+            value = default()
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 256):
+            raise ConfigError(f"{key} must be a name of 1 to 256 characters, not {value!r}")
+        kw[key] = value
     if kw.get("archive_dir") is not None:
         kw["archive_dir"] = os.fspath(kw["archive_dir"])
     if kw.get("retention") is not None:
@@ -735,7 +744,8 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
     ``synchronous`` ("NORMAL" | "FULL"),
     ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
-    ``hash_key``, ``retention``, ``archive_dir``.
+    ``hash_key``, ``retention``, ``archive_dir``, ``service`` (default
+    ``$OTEL_SERVICE_NAME``), ``host`` (default: the hostname).
     """
     global _flusher, _emitter, _fast, _level_default, _level_overrides, _trace_ids
     cfg = _check_config(db_path, **options)
@@ -751,6 +761,7 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
         for log in _loggers_snapshot():
             log._level = _effective_level(log.name)
         flusher.start()
+        _announce(emitter)
         _flusher = flusher
         _emitter = emitter
         _trace_ids = _otel.trace_ids_reader()
@@ -759,6 +770,13 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
             _fast = emitter.native.push if _trace_ids is None else _traced(emitter.native.push)
         _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
     return cfg
+
+
+def _announce(emitter: _Emitter) -> None:
+    """Tell the flusher this process's service and host, before any record of its own."""
+    cfg = emitter.flusher.cfg
+    with contextlib.suppress(Exception):
+        emitter.push_plain(_resource.announcement(_pid, cfg.service, cfg.host))
 
 
 def _loggers_snapshot() -> list[Logger]:
@@ -890,6 +908,8 @@ def _after_fork_child() -> None:
     p, _forking = _forking, None
     if p is not None:
         p.after_fork_child()
+    if em is not None:
+        _announce(em)
 
 
 os.register_at_fork(
