@@ -17,7 +17,7 @@ fastapi = pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 with warnings.catch_warnings():  # starlette asks for httpx2; httpx is what FastAPI's docs install
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
 
 from janus_utils.integrations import bind_request  # noqa: E402
