@@ -42,6 +42,7 @@ def trace_ids_reader() -> TraceIds | None:
     cache: tuple[Any, dict[str, str] | None] = (None, None)
 
     def trace_ids() -> dict[str, str] | None:
+        """The ids of the active span, or None (no span, or an invalid one)."""
         nonlocal cache
         ctx = current()
         if not ctx:  # the empty context: no span, no baggage
@@ -64,4 +65,5 @@ def trace_ids_reader() -> TraceIds | None:
         cache = (ctx, ids)  # one assignment: a thread reads the old pair or the new
         return ids
 
+    trace_ids.current = current  # type: ignore[attr-defined]  # falsy: no span, nothing to add
     return trace_ids
