@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import _ring, _schema, security
+from . import _resource, _ring, _schema, security
 from ._console import Console
 from ._record import decode_row, native_enabled, speedups, unstorable_row
 from .error_handling.utils.errors import ConfigError, RingFormatError
@@ -128,10 +128,9 @@ class Flusher:
                 "uses it to resize)"
             )
         self.ring_id = f"{self.ring.stats().ring_id:016x}"
-        self.console = Console(
-            stream=cfg.console_stream, fmt=cfg.console_format, enabled=cfg.console, report=self._report
-        )
+        self.console = Console.for_config(cfg, report=self._report)
         self.lock = FileLock(self.lock_path)
+        self.resources = _resource.Resources(cfg.service, cfg.host)
         self.db: apsw.Connection | None = None
         self.db_lock = threading.Lock()  # held around each batch and across fork
         self.leader = False
@@ -275,6 +274,7 @@ class Flusher:
     def _open_db(self) -> None:
         """Open the database and skip ring records it already holds (exactly once)."""
         self.db = open_database(self.cfg.db_path, synchronous=self.cfg.synchronous)
+        self.resources.load(self.db)
         row = self.db.execute(
             'SELECT committed_upto FROM "janus_ring_state" WHERE ring_id = ?', (self.ring_id,)
         ).fetchall()
@@ -306,7 +306,8 @@ class Flusher:
         else:
             batch, upto = self.ring.read(self.cfg.batch_size)
             rows = [decode_row(payload) for _, payload in batch]
-        if not rows:
+        rows = self.resources.label(rows)
+        if not rows and not self.resources.pending:  # an announcement alone is still stored
             if upto != self.ring.stats().tail:  # only torn records were skipped
                 self.ring.release(upto)
             return 0
@@ -338,7 +339,7 @@ class Flusher:
             self._checkpoint()
         if self.pruner is not None:
             self._prune_step()
-        return len(rows)
+        return len(rows) or 1  # 1: an announcement alone was committed; more may follow
 
     def _commit(self, db: apsw.Connection, rows: list[tuple[Any, ...]], upto: int, *, one_by_one: bool) -> None:
         """Insert *rows*, index them and store the ring position, in one transaction."""
@@ -357,6 +358,7 @@ class Flusher:
                         db.execute(_INSERT, unstorable_row(row, err))
                         self.unstorable += 1
             db.execute(_INDEX, (last,))
+            self.resources.save(db)
             db.execute(_SAVE_POS, (self.ring_id, upto))
 
     def _failed(self, err: BaseException) -> int:

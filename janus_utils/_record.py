@@ -4,7 +4,7 @@ A record travels through the ring as a ``marshal``'d 9-tuple
 ``(format, ts_ns, level, logger, message, fields | None, exception | None, pid, thread)``.
 The caller's side builds it (``format_message``, ``safe_value``,
 ``exception_text``, ``dumps``); the flusher turns each payload into a row of
-``_schema.COLUMNS`` with ``decode_row``.  ``_speedups`` (when built) does the
+``_schema.DECODED_COLUMNS`` with ``decode_row``.  ``_speedups`` (when built) does the
 common cases of both in C, byte for byte the same.
 """
 
@@ -197,7 +197,7 @@ def _coerce_level(level: object) -> int:
 
 
 def decode_row(payload: bytes) -> tuple[Any, ...]:
-    """One ring payload as a row of ``_schema.COLUMNS``; never raises."""
+    """One ring payload as a row of ``_schema.DECODED_COLUMNS``; never raises."""
     try:
         # A record is a 9-tuple; checking the head first keeps marshal from
         # sizing a damaged payload's first container by its garbage count.
@@ -254,5 +254,6 @@ def unstorable_row(row: tuple[Any, ...], err: BaseException) -> tuple[Any, ...]:
         storable_text(message) if isinstance(message, str) else "unstorable log record",
         None, None, None, None, None, None, None, None,
         fields_json(fields),
+        *row[13:],  # service and host, when the flusher added them
     )
 

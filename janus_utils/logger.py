@@ -24,12 +24,14 @@ import os
 import sys
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import _ring, security
+from . import _otel, _resource, _ring, security
+from ._console import TRACEBACK_RULES
 from ._flusher import Flusher
 from ._levels import LEVELS, level_name, parse_level
 from ._record import (
@@ -92,6 +94,7 @@ class Config:
     console_level: int = WARNING
     console_format: Literal["logfmt", "json"] = "logfmt"
     console_stream: Any = None  # a text stream; None means sys.stderr at write time
+    console_tracebacks: Literal["5xx", "all", "none"] = "5xx"
     capture_stdlib: bool = False
     ring_size: int = _ring.DEFAULT_CAPACITY
     on_full: Literal["block", "drop"] = "block"
@@ -107,6 +110,8 @@ class Config:
     hash_key: bytes | None = None
     retention: Any = None  # a retention.RetentionPolicy, applied by the flusher
     archive_dir: str | None = None
+    service: str | None = None  # None: $OTEL_SERVICE_NAME (see _check_config)
+    host: str | None = None  # None: this machine's hostname
 
 
 def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
@@ -124,6 +129,11 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
     if kw.get("console_format", "logfmt") not in ("logfmt", "json"):
         raise ConfigError(
             f"console_format must be 'logfmt' or 'json', not {kw['console_format']!r}"
+        )
+    if kw.get("console_tracebacks", "5xx") not in TRACEBACK_RULES:
+        raise ConfigError(
+            f"console_tracebacks must be one of {', '.join(map(repr, TRACEBACK_RULES))}, "
+            f"not {kw['console_tracebacks']!r}"
         )
     sync = str(kw.get("synchronous", "NORMAL")).upper()
     if sync not in ("NORMAL", "FULL"):
@@ -148,6 +158,13 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         )
     kw["hash_key"] = key or None
     kw["redact_keys"] = tuple(kw.get("redact_keys") or ())
+    for key, default in (("service", _resource.default_service), ("host", _resource.default_host)):
+        value = kw.get(key)
+        if value is None:
+            value = default()
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 256):
+            raise ConfigError(f"{key} must be a name of 1 to 256 characters, not {value!r}")
+        kw[key] = value
     if kw.get("archive_dir") is not None:
         kw["archive_dir"] = os.fspath(kw["archive_dir"])
     if kw.get("retention") is not None:
@@ -234,8 +251,11 @@ class _Emitter:
         """Encode and push one record (the stdlib bridge's path)."""
         self.emit_record((FORMAT, ts, level, name, message, fields, exc, _pid, thread))
 
-    def emit_record(self, record: tuple[Any, ...]) -> None:
-        """Truncate, hash, encode and push *record*; redact, wait or count as the push asks."""
+    def emit_record(self, record: tuple[Any, ...], notify: bool = True) -> None:
+        """Truncate, hash, encode and push *record*; redact, wait or count as the push asks.
+
+        *notify* False: the record listeners (the janus_logs fixture) have it already.
+        """
         _, ts, level, name, message, fields, exc, pid, thread = record
         if len(message) > self.max_chars:
             message = self.truncate(message)
@@ -250,7 +270,7 @@ class _Emitter:
         if rc:
             record = self.slow(rc, record)
         if level >= self.console_level or _listeners:
-            self.after(record)
+            self.after(record, notify)
 
     def finish(self, result: tuple[bool, tuple[Any, ...]]) -> None:
         """Complete a call the C encoder handed back (see ``speedups.Emitter.push``)."""
@@ -325,9 +345,11 @@ class _Emitter:
             self.flusher.warn_dropped()
         return record
 
-    def after(self, record: tuple[Any, ...]) -> None:
+    def after(self, record: tuple[Any, ...], notify: bool = True) -> None:
         if record[2] >= self.console_level:
             self.console.put(record)
+        if not notify:
+            return
         for listener in tuple(_listeners):
             try:
                 listener(record_dict(record))
@@ -371,11 +393,29 @@ def _last_resort(level: int, name: str, message: str, exc: str | None) -> None:
 
 
 def _split_special(fields: dict[str, Any]) -> str | None:
-    """Take stdlib's exc_info/stack_info/stacklevel out of the fields."""
+    """Take stdlib's exc_info/stack_info/stacklevel out of the fields.
+
+    The returned text is the traceback, then the caller's stack for
+    ``stack_info=True``, as stdlib's Formatter joins them.
+    """
     exc = exception_text(fields.pop("exc_info", None))
-    fields.pop("stack_info", None)
-    fields.pop("stacklevel", None)
+    stack_info = fields.pop("stack_info", None)
+    stacklevel = fields.pop("stacklevel", 1)
+    if stack_info:
+        stack = _stack_text(stacklevel)
+        exc = f"{exc}\n{stack}" if exc else stack
     return exc
+
+
+def _stack_text(stacklevel: object) -> str:
+    """The caller's stack as stdlib prints it for ``stack_info=True``."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back  # type: ignore[assignment]
+    skip = stacklevel - 1 if type(stacklevel) is int and stacklevel > 1 else 0
+    while skip and frame is not None and frame.f_back is not None:
+        frame, skip = frame.f_back, skip - 1
+    return "Stack (most recent call last):\n" + "".join(traceback.format_stack(frame)).rstrip("\n")
 
 
 def _make_level_method(level: int, *, exception: bool = False) -> Any:
@@ -416,6 +456,8 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
                 message = safe_str(msg)
             ctx = _ctx_get()
             bound = self._bound
+            if _trace_ids is not None:
+                _add_trace_ids(fields, bound, ctx)
             if ctx or bound:
                 fields = {**ctx, **bound, **fields}
             em = _emitter
@@ -440,6 +482,35 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
 
 
 _SPECIAL = frozenset(("exc_info", "stack_info", "stacklevel"))
+
+# OpenTelemetry: set by configure() when opentelemetry-api is installed (see _otel).
+_trace_ids: _otel.TraceIds | None = None
+
+
+def _add_trace_ids(fields: dict[str, Any], bound: Mapping[str, Any], ctx: Mapping[str, Any]) -> None:
+    """Add the active span's trace_id/span_id to *fields*, unless the call already has a trace_id.
+
+    Both paths add them to the call's own fields before merging, so the C
+    and the Python path encode the same bytes.
+    """
+    ids = _trace_ids() if _trace_ids is not None else None
+    if ids is not None and "trace_id" not in fields and "trace_id" not in bound and "trace_id" not in ctx:
+        fields.update(ids)
+
+
+def _traced(push: Any, current: Any) -> Any:
+    """The C push with the active span's ids added first (only when OpenTelemetry is installed).
+
+    *current* reads OpenTelemetry's context, which is empty (falsy) while no
+    span is active: then the call costs one more frame and one ContextVar read.
+    """
+
+    def fast(level: int, name: str, bound: dict[str, Any], msg: object, args: tuple[Any, ...], fields: dict[str, Any]) -> Any:
+        if current():
+            _add_trace_ids(fields, bound, _ctx_get())
+        return push(level, name, bound, msg, args, fields)
+
+    return fast
 
 
 def _report_internal_error(err: BaseException) -> None:
@@ -552,47 +623,108 @@ def log_context(**fields: Any) -> Iterator[None]:
 # --------------------------------------------------------------------------
 # the stdlib bridge
 
+_STORED = "_janus_stored"  # set on a LogRecord once a JanusHandler has pushed it
 _STD_ATTRS = frozenset(
     vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))
-) | {"message", "asctime", "taskName"}
+) | {"message", "asctime", "taskName", _STORED, "_janus_listened"}
+_stdlib_duplicates = 0
 
 
 class JanusHandler(logging.Handler):
     """A ``logging.Handler`` that sends stdlib records through janus_utils.
 
-    ``extra=`` keys become fields and ``exc_info`` becomes the exception text.
-    Usable in ``logging.config.dictConfig`` as ``{"class": "janus_utils.JanusHandler"}``.
+    ``extra=`` keys become fields; ``exc_info`` and ``stack_info`` become the
+    exception text.  Usable alone in ``logging.config.dictConfig``::
+
+        "handlers": {"janus": {"class": "janus_utils.JanusHandler",
+                               "db_path": "app-logs.db", "level": "INFO"}}
+
+    *db_path* and the other keywords are ``configure()``'s: when janus_utils
+    is not configured yet, the handler configures it with them; when it is,
+    they are ignored (the explicit ``configure()`` call wins).  Records below
+    the configured level for their logger (``level``, ``levels``) are not
+    stored.  A record that reaches several JanusHandlers (one from
+    ``capture_stdlib=True`` on the root logger and one from dictConfig, say)
+    is stored once; ``stats()["stdlib_duplicates"]`` counts the extra copies.
     """
+
+    def __init__(
+        self,
+        level: int | str = logging.NOTSET,
+        *,
+        db_path: str | os.PathLike[str] | None = None,
+        **configure_options: Any,
+    ) -> None:
+        super().__init__(level)
+        if not is_configured():
+            configure(db_path, **configure_options)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            try:
-                message = record.getMessage()
-            except Exception:
-                message = format_message(record.msg, ())
-                message += f" [bad format args: {safe_str(safe_value(record.args))}]"
-            fields = {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS}
-            ctx = _ctx_get()
-            if ctx:
-                fields = {**ctx, **fields}
-            exc = exception_text(record.exc_info) if record.exc_info else None
-            if exc is None and record.exc_text:
-                exc = record.exc_text
+            name = record.name
+            log = _named.get(name)
+            if record.levelno < (log._level if log is not None else _effective_level(name)):
+                return
+            if record.__dict__.get(_STORED):
+                _count_duplicate()
+                return
+            rec = stdlib_record(record)
             em = _emitter
             if em is None:
-                _last_resort(record.levelno, record.name, message, exc)
+                _last_resort(rec[2], rec[3], rec[4], rec[6])
                 return
-            em.emit(
-                int(record.created * 1e9),
-                record.levelno,
-                record.name,
-                message,
-                fields or None,
-                exc,
-                record.threadName or _current_thread().name,
-            )
+            record.__dict__[_STORED] = True
+            # A record the janus_logs fixture saw first is not handed to it again.
+            em.emit_record(rec, notify=not record.__dict__.get(LISTENED))
         except Exception as err:
             _report_internal_error(err)
+
+
+LISTENED = "_janus_listened"  # set on a LogRecord the janus_logs fixture captured itself
+
+
+def stdlib_record(record: logging.LogRecord) -> tuple[Any, ...]:
+    """The janus record tuple for a stdlib ``LogRecord`` (before redaction), as JanusHandler pushes it."""
+    try:
+        message = record.getMessage()
+    except Exception:
+        message = format_message(record.msg, ())
+        message += f" [bad format args: {safe_str(safe_value(record.args))}]"
+    fields = {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS}
+    ctx = _ctx_get()
+    if _trace_ids is not None:
+        _add_trace_ids(fields, {}, ctx)
+    if ctx:
+        fields = {**ctx, **fields}
+    exc = exception_text(record.exc_info) if record.exc_info else None
+    if exc is None and record.exc_text:
+        exc = record.exc_text
+    if record.stack_info:
+        exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
+    return (
+        FORMAT,
+        int(record.created * 1e9),
+        record.levelno,
+        record.name,
+        message,
+        fields or None,
+        exc,
+        _pid,
+        record.threadName or _current_thread().name,
+    )
+
+
+def _count_duplicate() -> None:
+    global _stdlib_duplicates
+    _stdlib_duplicates += 1
+    if _stdlib_duplicates == 1:
+        with contextlib.suppress(Exception):
+            print(
+                "janus_utils: a stdlib record reached a second JanusHandler (capture_stdlib=True "
+                "and a JanusHandler in dictConfig, or JanusHandlers on a logger and its parent); "
+                "it is stored once. Keep one of them to save the work.",
+                file=sys.stderr,
+            )
 
 
 # --------------------------------------------------------------------------
@@ -612,13 +744,15 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
 
     Options: ``level``, ``levels`` ({"dotted.prefix": level}), ``console``,
     ``console_level``, ``console_format`` ("logfmt" | "json"), ``console_stream``,
+    ``console_tracebacks`` ("5xx" | "all" | "none"),
     ``capture_stdlib``, ``ring_size``, ``on_full`` ("block" | "drop"),
     ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
     ``synchronous`` ("NORMAL" | "FULL"),
     ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
-    ``hash_key``, ``retention``, ``archive_dir``.
+    ``hash_key``, ``retention``, ``archive_dir``, ``service`` (default
+    ``$OTEL_SERVICE_NAME``), ``host`` (default: the hostname).
     """
-    global _flusher, _emitter, _fast, _level_default, _level_overrides
+    global _flusher, _emitter, _fast, _level_default, _level_overrides, _trace_ids
     cfg = _check_config(db_path, **options)
     with _config_lock:
         # Everything that can fail on bad settings happens before the old
@@ -632,11 +766,26 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
         for log in _loggers_snapshot():
             log._level = _effective_level(log.name)
         flusher.start()
+        _announce(emitter)
         _flusher = flusher
         _emitter = emitter
-        _fast = emitter.native.push if emitter.native is not None else None
+        _trace_ids = _otel.trace_ids_reader()
+        _fast = None
+        if emitter.native is not None:
+            _fast = (
+                emitter.native.push
+                if _trace_ids is None
+                else _traced(emitter.native.push, _trace_ids.current)  # type: ignore[attr-defined]
+            )
         _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
     return cfg
+
+
+def _announce(emitter: _Emitter) -> None:
+    """Tell the flusher this process's service and host, before any record of its own."""
+    cfg = emitter.flusher.cfg
+    with contextlib.suppress(Exception):
+        emitter.push_plain(_resource.announcement(_pid, cfg.service, cfg.host))
 
 
 def _loggers_snapshot() -> list[Logger]:
@@ -656,7 +805,9 @@ def _set_stdlib_capture(enabled: bool, level: int) -> None:
         _stdlib_handler = None
     if enabled:
         _stdlib_handler = JanusHandler(level)
-        root.addHandler(_stdlib_handler)
+        # First among the root's handlers: a handler added later (the
+        # janus_logs fixture's) sees the record already stored.
+        root.handlers.insert(0, _stdlib_handler)
         if root.level > level or root.level == logging.NOTSET:
             root.setLevel(level)
 
@@ -724,6 +875,7 @@ def stats() -> dict[str, Any]:
         "retries": p.retries,
         "truncated": em.truncated if em is not None else 0,
         "console_dropped": p.console.dropped,
+        "stdlib_duplicates": _stdlib_duplicates,
         "internal_errors": em.internal_errors if em is not None else 0,
         "unstorable": p.unstorable,
         "last_error": p.last_error,
@@ -765,6 +917,8 @@ def _after_fork_child() -> None:
     p, _forking = _forking, None
     if p is not None:
         p.after_fork_child()
+    if em is not None:
+        _announce(em)
 
 
 os.register_at_fork(

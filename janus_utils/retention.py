@@ -43,7 +43,15 @@ from typing import Any
 import apsw
 
 from ._levels import level_name, parse_level
-from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE, apply_connection_settings, ensure_schema
+from ._schema import (
+    COLUMNS,
+    FTS_TABLE,
+    SCHEMA_VERSION,
+    TABLE,
+    apply_connection_settings,
+    database_id,
+    ensure_schema,
+)
 from .error_handling.utils.errors import ConfigError, FileHandlerError
 from .file_handler import (
     NDJSONGzipWriter,
@@ -79,9 +87,12 @@ NS_PER_DAY = 86_400 * NS_PER_SECOND
 ALL_COLUMNS: tuple[str, ...] = ("id", *COLUMNS)
 _REQUIRED = frozenset({"id", "ts", "level", "logger", "message"})
 
-# janus-logs-<UTC day>.<lowest id>-<highest id>[.<n>].ndjson.gz
+# janus-logs-<UTC day>.<database id>.<lowest id>-<highest id>[.<n>].ndjson.gz; the
+# database id (16 hex digits, random per database) keeps the archives of two hosts
+# apart; archives of older versions lack it.
 ARCHIVE_PATTERN = re.compile(
-    r"^janus-logs-(?P<day>\d{4}-\d{2}-\d{2})\.(?P<low>\d+)-(?P<high>\d+)(?:\.(?P<n>\d+))?\.ndjson\.gz$"
+    r"^janus-logs-(?P<day>\d{4}-\d{2}-\d{2})\.(?:(?P<db>[0-9a-f]{16})\.)?"
+    r"(?P<low>\d+)-(?P<high>\d+)(?:\.(?P<n>\d+))?\.ndjson\.gz$"
 )
 
 _AGE_UNITS = {
@@ -464,10 +475,10 @@ def _day_of(ts: int) -> str:
     return (_dt.date(1970, 1, 1) + _dt.timedelta(days=ts // NS_PER_DAY)).isoformat()
 
 
-def _archive_sort_key(path: Path) -> tuple[str, int, int, int]:
+def _archive_sort_key(path: Path) -> tuple[str, str, int, int, int]:
     match = ARCHIVE_PATTERN.match(path.name)
     assert match is not None
-    return (match["day"], int(match["low"]), int(match["high"]), int(match["n"] or 0))
+    return (match["day"], match["db"] or "", int(match["low"]), int(match["high"]), int(match["n"] or 0))
 
 
 def list_archives(archive_dir: str | Path) -> list[Path]:
@@ -498,6 +509,7 @@ class _Engine:
         self.policy = policy
         self.archive_dir = archive_dir
         self.now_ns = now_ns
+        self.db_id = database_id(db)
         self.rules: list[tuple[int, int]] = []  # (level, cutoff ts): older is expired
         for level in _levels_present(db):
             age = policy.age_for(level)
@@ -562,7 +574,8 @@ class _Engine:
     def _archive_day(self, day: str, rows: list[tuple[Any, ...]]) -> Path:
         assert self.archive_dir is not None
         ids = [row[0] for row in rows]
-        stem = f"janus-logs-{day}.{min(ids)}-{max(ids)}"
+        origin = f"{self.db_id}." if self.db_id else ""
+        stem = f"janus-logs-{day}.{origin}{min(ids)}-{max(ids)}"
         for n in itertools.count():
             path = self.archive_dir / (f"{stem}.ndjson.gz" if n == 0 else f"{stem}.{n}.ndjson.gz")
             if path.exists():
@@ -905,11 +918,21 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
     filled for exactly the rows inserted.  One archive imports whole or not at
     all (one transaction).  An id held by a *different* record is refused
     (code ``archive_id_conflict``): import into another database instead.
+
+    An archive of another database (its name carries that database's id, as
+    every archive written by this version does) is imported with new ids, so
+    the archives of several hosts can be gathered in one database; a record
+    already there (same ts, pid, host, logger and message) is skipped.
     """
     archive = Path(path)
     if not archive.is_file():
         raise FileHandlerError(f"no archive at {str(archive)!r}: check the path")
     records = iter_ndjson_gz(archive, verify=True)
+    match = ARCHIVE_PATTERN.match(archive.name)
+    origin = match["db"] if match else None
+    here = database_id(db)
+    if origin and here and origin != here:
+        return _import_foreign(db, archive, records, batch_rows)
     inserted = 0
     with _write_transaction(db):
         while batch := list(itertools.islice(records, batch_rows)):
@@ -927,6 +950,42 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
                 continue
             db.executemany(_INSERT, list(rows.values()))
             db.execute(_FTS_INSERT, (json.dumps(list(rows)),))
+            inserted += len(rows)
+    return inserted
+
+
+# A record of another database, already here: same time, process, host and text.
+_SAME_RECORD = (
+    f'SELECT 1 FROM "{TABLE}" WHERE "ts" = ? AND "pid" IS ? AND "host" IS ? '
+    f'AND "logger" = ? AND "message" = ? LIMIT 1'
+)
+_INSERT_NEW_ID = f'INSERT INTO "{TABLE}" ({", ".join(COLUMNS)}) VALUES ({", ".join("?" * len(COLUMNS))})'
+_FTS_AFTER = (
+    f'INSERT INTO "{FTS_TABLE}"("rowid", "message", "fields", "exception") '
+    f'SELECT "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" > ?'
+)
+
+
+def _import_foreign(db: apsw.Connection, archive: Path, records: Iterator[dict[str, Any]], batch_rows: int) -> int:
+    """Import another database's archive: its ids mean nothing here, so rows get new ones.
+
+    A record already present (the same ts, pid, host, logger and message) is
+    skipped, so importing twice inserts nothing the second time.
+    """
+    inserted = 0
+    with _write_transaction(db):
+        while batch := list(itertools.islice(records, batch_rows)):
+            rows = []
+            for record in batch:
+                row = dict(zip(ALL_COLUMNS, _record_row(record, archive)))
+                key = (row["ts"], row["pid"], row["host"], row["logger"], row["message"])
+                if not db.execute(_SAME_RECORD, key).fetchall():
+                    rows.append(tuple(row[c] for c in COLUMNS))
+            if not rows:
+                continue
+            last = db.execute(f'SELECT coalesce(max("id"), 0) FROM "{TABLE}"').fetchall()[0][0]
+            db.executemany(_INSERT_NEW_ID, rows)
+            db.execute(_FTS_AFTER, (last,))
             inserted += len(rows)
     return inserted
 
