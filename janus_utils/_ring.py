@@ -127,7 +127,9 @@ class Ring:
             )
         if rc == lib.JR_ERRNO:
             err = ffi.errno
-            return RingError(f"cannot open ring file {self.path!r}: {os.strerror(err)}")
+            return RingError(
+                f"cannot open ring file {self.path!r}: {os.strerror(err)}", details={"errno": err}
+            )
         return RingError(f"cannot open ring file {self.path!r} (code {rc})")
 
     # -- producers ---------------------------------------------------------

@@ -541,7 +541,10 @@ class TestWriteFailures:
             ju.shutdown()
         assert ["first"] + [f"during {i}" for i in range(100)] == messages(db_path)
         assert s["retries"] >= 1
-        assert "cannot write" in s["last_error"]
+        # Recovered: nothing is wrong now, but the problem is still on record.
+        assert s["last_error"] is None
+        assert s["errors"] >= 1 and s["last_error_at"] is not None
+        assert "cannot write" in s["recent_errors"][-1][1]
 
 
 # --- processes and SIGKILL -------------------------------------------------
