@@ -53,6 +53,7 @@ class RingStats:
     torn: int
     high_water: int
     ring_id: int
+    torn_bytes: int = 0  # bytes skipped with the torn records (exact; torn may be an estimate)
 
     @property
     def used(self) -> int:
@@ -294,6 +295,7 @@ class Ring:
             torn=s.torn,
             high_water=s.high_water,
             ring_id=s.ring_id,
+            torn_bytes=s.torn_bytes,
         )
 
     @property

@@ -1014,6 +1014,7 @@ def stats() -> dict[str, Any]:
         "batches": p.batches,
         "dropped": r.dropped,
         "torn": r.torn,
+        "torn_bytes": r.torn_bytes,
         "retries": p.retries,
         "truncated": em.truncated if em is not None else 0,
         "console_dropped": p.console.dropped,

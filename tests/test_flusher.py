@@ -24,6 +24,7 @@ import pytest
 
 import janus_utils as ju
 from janus_utils import _flusher as jflusher
+from janus_utils import _ring
 from janus_utils import logger as jlog
 
 MiB = 1 << 20
@@ -351,3 +352,39 @@ class TestExit:
             assert list(range(len(got))) == got, f"thread {k}: a gap"
             assert len(got) > before_exit[k], f"thread {k}: lost records logged before exit"
         assert sum(before_exit) > 1000  # the threads did log flat out
+
+
+class TestErrorsAndDamageInStats:
+    def test_ring_damage_counts_the_records_lost(self, db_path: Path) -> None:
+        """1,000 records damaged in the ring of a crashed run: torn says ~1,000 (bytes exact), the rest land once."""
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child: leave 3,000 records in the ring, then die
+            try:
+                ju.configure(db_path, console=False)
+                p = jlog._flusher
+                assert p is not None
+                p.stopping = True
+                p.wake.set()
+                p.thread.join()
+                for i in range(3000):
+                    ju.get_logger("crash").info("left-%d", i)
+            finally:
+                os.kill(os.getpid(), signal.SIGKILL)
+        os.waitpid(pid, 0)
+        ring_path = Path(str(db_path) + "-ring")
+        with _ring.Ring(ring_path, None) as ring:  # where records 1,000 and 2,000 start
+            seqs = [seq for seq, _ in ring.read(3000)[0]]
+        assert 3000 == len(seqs)
+        with open(ring_path, "r+b") as f:
+            f.seek(_ring.HEADER_SIZE + seqs[1000] % (ring_path.stat().st_size - _ring.HEADER_SIZE))
+            f.write(bytes(seqs[2000] - seqs[1000]))
+        ju.configure(db_path, console=False)
+        try:
+            assert ju.flush(timeout=60)
+            s = ju.stats()
+        finally:
+            ju.shutdown()
+        stored = messages(db_path)
+        assert [f"left-{i}" for i in (*range(1000), *range(2000, 3000))] == stored
+        assert seqs[2000] - seqs[1000] == s["torn_bytes"]
+        assert 950 <= s["torn"] <= 1050, s["torn"]
