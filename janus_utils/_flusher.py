@@ -191,9 +191,19 @@ class Flusher:
         if cfg.retention is not None:
             from .retention import AutoPruner
 
-            # Consulted after every batch and when idle; it does at most one
-            # small chunk per call, so writes never stall behind a prune.
-            self.pruner = AutoPruner(cfg.retention, archive_dir=cfg.archive_dir, every_n_batches=50)
+            # Consulted after every batch and when idle.  Each call removes
+            # at most what the batches since its last call added plus one
+            # batch's worth, so it keeps pace with the flusher while no
+            # commit waits long behind it.  With a row or size limit it looks
+            # after every batch: the table then stays within max_rows plus
+            # the rows of one batch.
+            limited = cfg.retention.max_rows is not None or cfg.retention.max_bytes is not None
+            self.pruner = AutoPruner(
+                cfg.retention,
+                archive_dir=cfg.archive_dir,
+                every_n_batches=1 if limited else 50,
+                chunk_rows=max(cfg.batch_size, 1000),
+            )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -505,6 +515,9 @@ class Flusher:
                 self._checkpoint()
             if self.pruner is not None:
                 self._prune_step()
+                if quiet and self.db is not None:
+                    with contextlib.suppress(apsw.Error):
+                        self.pruner.tidy(self.db)  # FTS merge, free pages back
 
     def _prune_step(self) -> None:
         if self.db is None:

@@ -388,3 +388,42 @@ class TestErrorsAndDamageInStats:
         assert [f"left-{i}" for i in (*range(1000), *range(2000, 3000))] == stored
         assert seqs[2000] - seqs[1000] == s["torn_bytes"]
         assert 950 <= s["torn"] <= 1050, s["torn"]
+
+
+RETENTION_UNDER_LOAD = """
+import json, sys, threading
+import apsw
+import janus_utils as ju
+db, count, archive = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None
+ju.configure(db, console=False, retention={"max_rows": 5000}, archive_dir=archive)
+info = ju.get_logger("load").info
+for i in range(count):  # flat out, one thread: tokens in time order
+    info("tok-%d", i)
+assert ju.flush(timeout=120)
+check = apsw.Connection(db, flags=apsw.SQLITE_OPEN_READONLY)
+after_flush = check.execute("SELECT count(*) FROM logs").fetchall()[0][0]
+check.close()
+s = ju.stats()
+ju.shutdown()
+print(json.dumps({"after_flush": after_flush, "last_error": s["last_error"], "errors": s["errors"]}))
+"""
+
+
+class TestRetentionUnderLoad:
+    @pytest.mark.parametrize("archived", [False, True], ids=["deleted", "archived"])
+    def test_max_rows_holds_while_logging_flat_out(self, db_path: Path, tmp_path: Path, archived: bool) -> None:
+        """max_rows=5000 at full speed: after flush() at most 5,000 + one batch (2,000) rows, after
+        shutdown() exactly the newest 5,000; every other token archived (when asked), none twice."""
+        count = 30_000 if archived else 60_000
+        archive = tmp_path / "archive" if archived else None
+        done = run_python(RETENTION_UNDER_LOAD, str(db_path), str(count), str(archive or ""))
+        assert 0 == done.returncode, done.stderr[-3000:]
+        out = json.loads(done.stdout.splitlines()[-1])
+        assert (None, 0) == (out["last_error"], out["errors"])
+        assert 5000 <= out["after_flush"] <= 5000 + 2000  # max_rows + batch_size
+        assert [f"tok-{i}" for i in range(count - 5000, count)] == messages(db_path)
+        if archive is not None:
+            from janus_utils.retention import iter_archive_records
+
+            archived_tokens = [r["message"] for r in iter_archive_records(archive)]
+            assert_each_once(archived_tokens + messages(db_path), "tok", count)
