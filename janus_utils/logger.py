@@ -923,7 +923,8 @@ def flush(timeout: float | None = None) -> bool:
     """Wait until everything logged before the call is committed; True if it was.
 
     Works in every process sharing the database: it waits for the flusher,
-    whichever process runs it.  False if *timeout* seconds passed first.
+    whichever process runs it.  False if *timeout* seconds passed first, and
+    at once while configure() waits for room to create the ring file.
     """
     p = _flusher
     if p is None:
