@@ -38,7 +38,7 @@ from typing import Any
 
 from . import security
 from ._levels import level_name
-from ._record import json_default, record_dict, safe_str
+from ._record import json_default, record_dict, safe_str, safe_value
 
 __all__ = ["TRACEBACK_RULES", "Console", "render_json", "render_logfmt"]
 
@@ -313,4 +313,7 @@ def render_json(record: tuple[Any, ...], color: bool, tracebacks: str = "5xx") -
     if d["exception"] and not show_traceback(record[5], tracebacks):
         d["exception"] = None
     # ensure_ascii escapes every control character and U+2028/9: one line, always.
-    return json.dumps(d, ensure_ascii=True, default=json_default) + "\n"
+    try:
+        return json.dumps(d, ensure_ascii=True, default=json_default) + "\n"
+    except (ValueError, TypeError, RecursionError):  # NaN, odd keys, huge ints, deep nesting
+        return json.dumps(safe_value(d), ensure_ascii=True, default=json_default) + "\n"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import errno
 import logging
 import math
 import os
@@ -32,7 +33,7 @@ from typing import Any, Literal
 
 from . import _otel, _resource, _ring, security
 from ._console import TRACEBACK_RULES
-from ._flusher import Flusher
+from ._flusher import Flusher, _remaining
 from ._levels import LEVELS, level_name, parse_level
 from ._record import (
     FORMAT,
@@ -46,7 +47,7 @@ from ._record import (
     safe_value,
     speedups,
 )
-from .error_handling.utils.errors import ConfigError
+from .error_handling.utils.errors import ConfigError, RingError
 
 __all__ = [
     "JanusHandler",
@@ -103,6 +104,7 @@ class Config:
     commit_interval: float = 0.05
     election_interval: float = 0.2
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    exit_timeout: float | None = 2.0  # how long interpreter exit waits for commits
     max_message_chars: int = 64 * 1024
     redact: bool = True
     redact_keys: tuple[str, ...] = ()
@@ -142,6 +144,11 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
     size = kw.get("ring_size", _ring.DEFAULT_CAPACITY)
     if not isinstance(size, int) or size < 65536 or size & (size - 1):
         raise ConfigError(f"ring_size must be a power of two of at least 65536 bytes, got {size!r}")
+    exit_timeout = kw.get("exit_timeout", 2.0)
+    if exit_timeout is not None and (
+        isinstance(exit_timeout, bool) or not isinstance(exit_timeout, (int, float)) or not exit_timeout >= 0
+    ):
+        raise ConfigError(f"exit_timeout must be a number of seconds >= 0, or None, got {exit_timeout!r}")
     chars = kw.get("max_message_chars", 1)
     if type(chars) is not int or chars < 1:
         raise ConfigError(f"max_message_chars must be an integer of at least 1, got {chars!r}")
@@ -387,6 +394,9 @@ def add_record_listener(listener: Any) -> Any:
 
 def _last_resort(level: int, name: str, message: str, exc: str | None) -> None:
     """Before configure(): WARNING and above go to stderr, as stdlib's lastResort does."""
+    pending = _pending
+    if pending is not None:
+        pending.not_stored += 1
     if level >= WARNING:
         text = f"{level_name(level)} {name}: {message}" + (f" | {exc}" if exc else "")
         print(security.sanitize(security.redact_text(text)), file=sys.stderr)
@@ -516,7 +526,7 @@ def _traced(push: Any, current: Any) -> Any:
 def _report_internal_error(err: BaseException) -> None:
     em = _emitter
     if em is not None:
-        em.flusher.last_error = f"log call failed: {type(err).__name__}: {err}"
+        em.flusher._report(f"log call failed: {type(err).__name__}: {err}", echo=False)
         em.internal_errors += 1
 
 
@@ -747,38 +757,56 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``console_tracebacks`` ("5xx" | "all" | "none"),
     ``capture_stdlib``, ``ring_size``, ``on_full`` ("block" | "drop"),
     ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
-    ``synchronous`` ("NORMAL" | "FULL"),
+    ``synchronous`` ("NORMAL" | "FULL"), ``exit_timeout`` (seconds),
     ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
     ``hash_key``, ``retention``, ``archive_dir``, ``service`` (default
     ``$OTEL_SERVICE_NAME``), ``host`` (default: the hostname).
+
+    A database that is locked or on a full disk does not make it raise: the
+    flusher retries in the background while records wait in the ring.  If the
+    ring file itself cannot be created for want of space, it returns all the
+    same: records at WARNING and above go to stderr, ``stats()`` says why,
+    and the setup completes by itself once there is room.
     """
-    global _flusher, _emitter, _fast, _level_default, _level_overrides, _trace_ids
     cfg = _check_config(db_path, **options)
     with _config_lock:
-        # Everything that can fail on bad settings happens before the old
-        # setup is stopped; only the database itself can still fail after.
-        flusher = Flusher(cfg)
-        emitter = _Emitter(flusher)
-        if _flusher is not None:
-            shutdown()
-        _level_default = cfg.level
-        _level_overrides = dict(cfg.levels)
-        for log in _loggers_snapshot():
-            log._level = _effective_level(log.name)
-        flusher.start()
-        _announce(emitter)
-        _flusher = flusher
-        _emitter = emitter
-        _trace_ids = _otel.trace_ids_reader()
-        _fast = None
-        if emitter.native is not None:
-            _fast = (
-                emitter.native.push
-                if _trace_ids is None
-                else _traced(emitter.native.push, _trace_ids.current)  # type: ignore[attr-defined]
-            )
-        _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
+        try:
+            _install(cfg)
+        except RingError as err:
+            if err.details.get("errno") not in _NO_ROOM:
+                raise
+            _wait_for_room(cfg, err)
     return cfg
+
+
+# A ring file that cannot be created for these reasons can be later.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+_ROOM_RETRY = 1.0  # seconds between tries to create the ring on a full disk
+
+
+def _install(cfg: Config) -> None:
+    """Replace the current setup (if any) by one for *cfg*; under _config_lock."""
+    global _flusher, _emitter, _fast, _trace_ids
+    # Everything that can fail on bad settings happens before the old
+    # setup is stopped; only the database itself can still fail after.
+    flusher = Flusher(cfg)
+    emitter = _Emitter(flusher)
+    if _flusher is not None or _pending is not None:
+        shutdown()
+    _set_levels(cfg)
+    flusher.start()
+    _announce(emitter)
+    _flusher = flusher
+    _emitter = emitter
+    _trace_ids = _otel.trace_ids_reader()
+    _fast = None
+    if emitter.native is not None:
+        _fast = (
+            emitter.native.push
+            if _trace_ids is None
+            else _traced(emitter.native.push, _trace_ids.current)  # type: ignore[attr-defined]
+        )
+    _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
 
 
 def _announce(emitter: _Emitter) -> None:
@@ -786,6 +814,80 @@ def _announce(emitter: _Emitter) -> None:
     cfg = emitter.flusher.cfg
     with contextlib.suppress(Exception):
         emitter.push_plain(_resource.announcement(_pid, cfg.service, cfg.host))
+
+
+def _set_levels(cfg: Config) -> None:
+    global _level_default, _level_overrides
+    _level_default = cfg.level
+    _level_overrides = dict(cfg.levels)
+    for log in _loggers_snapshot():
+        log._level = _effective_level(log.name)
+
+
+class _Pending:
+    """A configure() that waits for room on a full disk to create the ring file.
+
+    Meanwhile log calls take the path they take before configure(): WARNING
+    and above go to stderr, the rest are counted in ``not_stored``.
+    """
+
+    def __init__(self, cfg: Config, err: RingError) -> None:
+        self.cfg = cfg
+        self.error = (
+            f"{err.message}: records at WARNING and above go to stderr, others are not "
+            f"kept, until there is room for the ring ({cfg.ring_size} bytes); retrying "
+            f"every {_ROOM_RETRY:g} s"
+        )
+        self.since = time.time()
+        self.not_stored = 0
+        self.cancelled = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._retry, name="janus-configure", daemon=True).start()
+
+    def _retry(self) -> None:
+        global _pending
+        while not self.cancelled.wait(_ROOM_RETRY):
+            with _config_lock:
+                if _pending is not self or self.cancelled.is_set():
+                    return
+                try:
+                    _install(self.cfg)
+                except RingError as err:
+                    if err.details.get("errno") in _NO_ROOM:
+                        continue
+                    self._give_up(err)
+                    return
+                except Exception as err:
+                    self._give_up(err)
+                    return
+                _pending = None
+                _say(f"ring {self.cfg.db_path}-ring created; logging to the database "
+                     f"({self.not_stored} records were not kept meanwhile)")
+                return
+
+    def _give_up(self, err: BaseException) -> None:
+        self.error = f"configure() gave up: {type(err).__name__}: {err}"
+        _say(self.error)
+
+
+_pending: _Pending | None = None
+
+
+def _wait_for_room(cfg: Config, err: RingError) -> None:
+    global _pending
+    if _flusher is not None or _pending is not None:
+        shutdown()
+    _set_levels(cfg)
+    _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
+    _pending = _Pending(cfg, err)
+    _say(_pending.error)
+    _pending.start()
+
+
+def _say(message: str) -> None:
+    with contextlib.suppress(Exception):
+        print(f"janus_utils: {security.sanitize(message)}", file=sys.stderr)
 
 
 def _loggers_snapshot() -> list[Logger]:
@@ -814,18 +916,19 @@ def _set_stdlib_capture(enabled: bool, level: int) -> None:
 
 def is_configured() -> bool:
     """True between configure() and shutdown()."""
-    return _flusher is not None
+    return _flusher is not None or _pending is not None
 
 
 def flush(timeout: float | None = None) -> bool:
     """Wait until everything logged before the call is committed; True if it was.
 
     Works in every process sharing the database: it waits for the flusher,
-    whichever process runs it.  False if *timeout* seconds passed first.
+    whichever process runs it.  False if *timeout* seconds passed first, and
+    at once while configure() waits for room to create the ring file.
     """
     p = _flusher
     if p is None:
-        return True
+        return _pending is None  # waiting for room for the ring: nothing is stored
     target = p.ring.stats().head
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.0005
@@ -840,12 +943,25 @@ def flush(timeout: float | None = None) -> bool:
 
 
 def shutdown(timeout: float | None = 10.0) -> None:
-    """Flush and stop the flusher; later log calls go to stderr (WARNING+) only."""
-    global _flusher, _emitter, _fast
+    """Flush and stop the flusher; later log calls go to stderr (WARNING+) only.
+
+    Waits at most *timeout* seconds in all (None: as long as it takes), and
+    only for records logged before the call: threads that go on logging do
+    not make it wait longer.  Records it could not commit in time stay in the
+    ring file, and are committed by the next process that configures the
+    database; stderr says how many.
+    """
+    global _flusher, _emitter, _fast, _pending
     with _config_lock:
+        if _pending is not None:
+            _pending.cancelled.set()
+            _pending = None
         p = _flusher
         if p is None:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        target = p.ring.stats().head
+        p.set_deadline(deadline)  # a commit waiting for a lock gives up in time
         # Flush while the flusher thread still runs: in a process that is not
         # the flusher it may still take over if the flusher's process is gone.
         flush(timeout)
@@ -855,13 +971,40 @@ def shutdown(timeout: float | None = 10.0) -> None:
         _emitter = None
         _flusher = None
         _set_stdlib_capture(False, 0)
-        p.stop(timeout)
+        left = p.stop(_remaining(deadline), target=target)
+        if left:
+            _say_left(p, target, left)
+
+
+def _say_left(p: Flusher, target: int, left: int) -> None:
+    count = p.records_left(target)
+    what = f"{left:,} bytes of records" if count is None else f"{count:,} records ({left:,} bytes)"
+    why = p.last_error or "no time left"
+    _say(
+        f"{what} logged before shutdown are not committed yet ({why}); they stay in "
+        f"{p.ring_path} and the next process that configures {p.cfg.db_path} commits them"
+    )
+
+
+def _at_exit() -> None:
+    """Interpreter exit: shutdown(), bounded by configure(exit_timeout=...)."""
+    p = _flusher
+    shutdown(p.cfg.exit_timeout if p is not None else 0.0)
 
 
 def stats() -> dict[str, Any]:
     """Counters: committed, dropped, torn, retries, last error, ring fill, and more."""
-    p, em = _flusher, _emitter
+    p, em, pending = _flusher, _emitter, _pending
     if p is None:
+        if pending is not None:
+            return {
+                "configured": False,
+                "pending": True,
+                "db_path": pending.cfg.db_path,
+                "last_error": pending.error,
+                "last_error_at": pending.since,
+                "not_stored": pending.not_stored,
+            }
         return {"configured": False}
     r = p.ring.stats()
     return {
@@ -872,6 +1015,7 @@ def stats() -> dict[str, Any]:
         "batches": p.batches,
         "dropped": r.dropped,
         "torn": r.torn,
+        "torn_bytes": r.torn_bytes,
         "retries": p.retries,
         "truncated": em.truncated if em is not None else 0,
         "console_dropped": p.console.dropped,
@@ -879,6 +1023,9 @@ def stats() -> dict[str, Any]:
         "internal_errors": em.internal_errors if em is not None else 0,
         "unstorable": p.unstorable,
         "last_error": p.last_error,
+        "last_error_at": p.last_error_at,
+        "errors": p.errors,
+        "recent_errors": list(p.recent_errors),
         "speedups": _fast is not None,  # log calls of plain data go through C
         "ring_capacity": r.capacity,
         "ring_used": r.used,
@@ -919,9 +1066,11 @@ def _after_fork_child() -> None:
         p.after_fork_child()
     if em is not None:
         _announce(em)
+    if _pending is not None:
+        _pending.start()  # the child has no retry thread of its own
 
 
 os.register_at_fork(
     before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
 )
-atexit.register(shutdown)
+atexit.register(_at_exit)

@@ -776,20 +776,36 @@ def _open_existing(path: Path) -> apsw.Connection:
 
 
 class AutoPruner:
-    """Enforces a policy a little at a time from the flusher thread, between batches.
+    """Enforces a policy from the flusher thread, after each batch, keeping pace with it.
 
-    :meth:`maybe_prune` looks every *every_n_batches* calls and removes at most
-    one chunk of *chunk_rows* rows; while it is catching up on a backlog it
-    looks at every call.  When nothing is due it costs a handful of index
-    seeks: it never counts the table unless an upper bound on the row count
-    (from ``max(id) - min(id)`` and its own bookkeeping) says a limit may be
-    passed.  The size limit is applied with hysteresis: once over *max_bytes*
-    it prunes down to 90 % of it and measures again only after the table has
-    grown.  Use it from one thread; errors (a full archive disk) propagate to
-    the caller, which should report them and carry on writing.
+    :meth:`maybe_prune` looks every *every_n_batches* calls (every call while
+    it is working off a backlog) and removes what is due, oldest first: up to
+    as many rows as were added since it last looked, plus one chunk of
+    *chunk_rows* (and at most four chunks in one call).  So it never falls
+    behind the flusher, and a backlog shrinks by a chunk each time.  Called
+    after each batch with a row limit, the table stays within max_rows plus
+    the rows of the last batch.
+
+    When nothing is due it costs a handful of index seeks: it counts the
+    table only when an upper bound on the row count (from ``max(id) -
+    min(id)`` and its own bookkeeping) says a limit may be passed, and only
+    once while no other connection writes (``PRAGMA data_version``): its
+    bookkeeping is exact then.  Without an archive directory it reads only
+    the ids, timestamps and levels of the rows it removes.  The size limit is
+    applied with hysteresis: once over *max_bytes* it prunes down to 90 % of
+    it and measures again only after the table has grown.
+
+    Deleting from the full-text index leaves delete markers; one merge step
+    of *merge_pages* pages runs for every ten chunks removed, and
+    :meth:`tidy`, for when the flusher is quiet, merges further and gives
+    free pages back to the file system.  Use it from one thread; errors (a
+    full archive disk) propagate to the caller, which should report them and
+    carry on writing.
     """
 
     LOW_WATER = 0.9
+    MAX_CHUNKS_PER_CALL = 4
+    CHUNKS_PER_MERGE = 10
 
     def __init__(
         self,
@@ -816,19 +832,43 @@ class AutoPruner:
         self._calls = 0
         self._backlog = False
         self._dir_ready = False
+        self._by_age = policy.max_age is not None or bool(policy.per_level)
+        self._last_high: int | None = None  # max(id) when it last looked
         self._count: int | None = None  # exact row count when last known...
         self._count_max_id = 0  # ...and max(id) then: growth since is bounded by ids issued
+        self._count_db: apsw.Connection | None = None  # ...on this connection...
+        self._count_version: int | None = None  # ...while data_version was this
         self._bytes_target: int | None = None  # rows to get down to for max_bytes
         self._bytes_recheck_at = 0  # estimated count at which to measure the size again
+        self._removed_since_merge = 0
+        self._untidy = False  # rows were removed since tidy() last finished
 
     def maybe_prune(self, db: apsw.Connection) -> PruneSummary | None:
-        """Remove one chunk if the policy says something is due; None when nothing was done."""
+        """Remove what the policy says is due, within this call's limit; None when nothing was done."""
         self._calls += 1
         if not self._backlog and (self._calls - 1) % self.every_n_batches:
             return None
-        summary = self._one_chunk(db)
+        high = int(_scalar(db, f'SELECT max("id") FROM "{TABLE}"') or 0)
+        added = 0 if self._last_high is None else max(high - self._last_high, 0)
+        self._last_high = high
+        limit = min(self.chunk_rows + added, self.MAX_CHUNKS_PER_CALL * self.chunk_rows)
+        summary = self._prune_up_to(db, limit)
         self._backlog = summary is not None
         return summary
+
+    def tidy(self, db: apsw.Connection) -> bool:
+        """A little upkeep after removals, for when the flusher is quiet; False once there is none left.
+
+        One FTS5 merge step and up to *vacuum_pages* free pages given back
+        (in auto_vacuum=INCREMENTAL databases) per call, each in its own
+        short transaction.
+        """
+        if not self._untidy:
+            return False
+        merged = merge_index(db, step_pages=self.merge_pages, max_steps=1)
+        reclaimed = reclaim_space(db, max_pages=self.vacuum_pages)
+        self._untidy = bool(merged or reclaimed)
+        return self._untidy
 
     def _engine(self, db: apsw.Connection) -> _Engine:
         if self.archive_dir is not None and not self._dir_ready:
@@ -837,40 +877,80 @@ class AutoPruner:
             self._dir_ready = True
         return _Engine(db, self.policy, self.archive_dir, self.clock())
 
-    def _one_chunk(self, db: apsw.Connection) -> PruneSummary | None:
-        engine = self._engine(db)
-        rows = engine.expired_rows(self.chunk_rows)
-        if not rows:
-            excess = self._excess(db)
-            if excess <= 0:
-                return None
-            rows = engine.oldest_rows(min(self.chunk_rows, excess))
-            if not rows:
-                return None
+    def _prune_up_to(self, db: apsw.Connection, limit: int) -> PruneSummary | None:
+        """Expired rows first, then the oldest over the row and size limits: at most *limit* rows."""
         summary = PruneSummary()
-        deleted = engine.remove(rows, summary)
-        if self._count is not None:
-            self._count = max(0, self._count - deleted)
-        if deleted:
+        engine = self._engine(db) if self._by_age or self.archive_dir is not None else None
+        if engine is not None and engine.rules:
+            self._remove(db, engine, self._expired(db, engine, limit), summary)
+        room = limit - summary.rows
+        if room > 0:
+            excess = self._excess(db)
+            if excess > 0:
+                self._remove(db, engine, self._oldest(db, engine, min(room, excess)), summary)
+        if not summary.chunks:
+            return None
+        self._untidy = True
+        self._removed_since_merge += summary.rows
+        if self._removed_since_merge >= self.CHUNKS_PER_MERGE * self.chunk_rows:
+            self._removed_since_merge = 0
             merge_index(db, step_pages=self.merge_pages, max_steps=1)
-            summary.pages_reclaimed = reclaim_space(db, max_pages=self.vacuum_pages)
         return summary
 
-    def _estimated_count(self, db: apsw.Connection) -> int:
-        """An upper bound on the row count, without counting."""
+    def _expired(self, db: apsw.Connection, engine: _Engine, limit: int) -> list[tuple[Any, ...]]:
+        if self.archive_dir is not None:
+            return engine.expired_rows(limit)
+        bindings: list[Any] = []
+        for level, cutoff in engine.rules:
+            bindings += [level, cutoff, limit]
+        bindings.append(limit)
+        return db.execute(_expired_keys_sql(len(engine.rules)), bindings).fetchall()
+
+    def _oldest(self, db: apsw.Connection, engine: _Engine | None, limit: int) -> list[tuple[Any, ...]]:
+        if self.archive_dir is not None:
+            assert engine is not None
+            return engine.oldest_rows(limit)
+        return db.execute(_OLDEST_KEYS, (limit,)).fetchall()
+
+    def _remove(
+        self, db: apsw.Connection, engine: _Engine | None, rows: list[tuple[Any, ...]], summary: PruneSummary
+    ) -> None:
+        """Archive (with an archive directory) and delete *rows*: full rows, or (id, ts, level) keys."""
+        if not rows:
+            return
+        if self.archive_dir is not None:
+            assert engine is not None
+            deleted = engine.remove(rows, summary)
+        else:
+            deleted = _remove_keys(db, rows, summary)
+        if self._count is not None:
+            self._count = max(0, self._count - deleted)
+
+    def _estimated_count(self, db: apsw.Connection) -> tuple[int, bool]:
+        """An upper bound on the row count, without counting, and whether it is exact.
+
+        It is exact when this connection counted before and no other one has
+        written since: only its own rows (contiguous new ids) and removals
+        changed the count.
+        """
         low, high = _first_row(db, f'SELECT min("id"), max("id") FROM "{TABLE}"')
         if high is None:
-            self._count, self._count_max_id = 0, 0
-            return 0
+            self._count = None  # empty: count again, ids may restart from any point
+            return 0, True
         bound = int(high - low + 1)
+        exact = False
         if self._count is not None and high >= self._count_max_id:
-            bound = min(bound, self._count + int(high) - self._count_max_id)
-        return bound
+            kept = self._count + int(high) - self._count_max_id
+            exact = self._count_db is db and _scalar(db, "PRAGMA data_version") == self._count_version
+            bound = min(bound, kept)
+        return bound, exact
 
     def _exact_count(self, db: apsw.Connection) -> int:
         with db:  # one read snapshot for both numbers
             self._count_max_id = int(_scalar(db, f'SELECT max("id") FROM "{TABLE}"') or 0)
             count = self._count = _row_count(db)
+        self._count_db = db
+        self._count_version = _scalar(db, "PRAGMA data_version")
         return count
 
     def _excess(self, db: apsw.Connection) -> int:
@@ -878,11 +958,11 @@ class AutoPruner:
         policy = self.policy
         if policy.max_rows is None and policy.max_bytes is None:
             return 0
-        estimate = self._estimated_count(db)
-        count: int | None = None
+        estimate, exact = self._estimated_count(db)
+        count: int | None = estimate if exact else None
         excess = 0
         if policy.max_rows is not None and estimate > policy.max_rows:
-            count = self._exact_count(db)
+            count = self._exact_count(db) if count is None else count
             excess = count - policy.max_rows
         if policy.max_bytes is not None:
             if self._bytes_target is None and estimate >= self._bytes_recheck_at:
@@ -902,6 +982,39 @@ class AutoPruner:
                     self._bytes_recheck_at = count + max(self.chunk_rows, self._bytes_target // 20)
                     self._bytes_target = None
         return excess
+
+
+# The auto-pruner without an archive needs only these of the rows it removes.
+_KEYS = '"id", "ts", "level"'
+_OLDEST_KEYS = f'SELECT {_KEYS} FROM "{TABLE}" ORDER BY "ts", "id" LIMIT ?'
+_PRESENT_IDS = f'SELECT "id" FROM "{TABLE}" WHERE "id" IN ({_IDS})'
+
+
+def _expired_keys_sql(rule_count: int) -> str:
+    ranges = " UNION ALL ".join([_EXPIRED_RANGE] * rule_count)
+    return (
+        f'SELECT {_KEYS} FROM "{TABLE}" WHERE "id" IN '
+        f'(SELECT "id" FROM ({ranges}) ORDER BY "ts", "id" LIMIT ?) ORDER BY "ts", "id"'
+    )
+
+
+def _remove_keys(db: apsw.Connection, keys: list[tuple[Any, ...]], summary: PruneSummary) -> int:
+    """Delete the rows of these (id, ts, level) keys still there, index first; one transaction."""
+    wanted = {key[0]: key for key in keys}
+    with _write_transaction(db):
+        # Another prune may have taken some since they were chosen.
+        ids = json.dumps([row[0] for row in db.execute(_PRESENT_IDS, (json.dumps(list(wanted)),))])
+        db.execute(_FTS_DELETE, (ids,))
+        db.execute(_DELETE, (ids,))
+    gone = json.loads(ids)
+    per_level: dict[int, list[int]] = {}
+    for row_id in gone:
+        _, ts, level = wanted[row_id]
+        per_level.setdefault(level, []).append(ts)
+    for level, stamps in per_level.items():
+        summary._add(level, len(stamps), min(stamps), max(stamps))
+    summary.chunks += 1
+    return len(gone)
 
 
 # --------------------------------------------------------------------------- #
