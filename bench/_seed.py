@@ -105,8 +105,10 @@ def rows(count: int, *, start_ts: int, end_ts: int, seed: int = 7) -> Iterator[t
             "thread": f"worker-{n % 8}",
             "exception": exc,
             "fields": json.dumps(fields),
+            "service": "shop-api" if logger.startswith("svc") else "shop-worker",
+            "host": f"web-{n % 3 + 1}",
         }
-        yield tuple(values[c] for c in COLUMNS)
+        yield tuple(values.get(c) for c in COLUMNS)
 
 
 def seed_database(path: str | os.PathLike[str], count: int, *, span_s: float = 7 * 86400,

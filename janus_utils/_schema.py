@@ -10,16 +10,18 @@ from .error_handling.db.errors import MigrationError
 
 __all__ = [
     "COLUMNS",
+    "DECODED_COLUMNS",
     "FTS_TABLE",
     "SCHEMA_VERSION",
     "TABLE",
     "apply_connection_settings",
+    "database_id",
     "ensure_schema",
 ]
 
 TABLE = "logs"
 FTS_TABLE = "logs_fts"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Column order of an inserted row (``id`` is assigned by SQLite).
 COLUMNS: tuple[str, ...] = (
@@ -36,7 +38,12 @@ COLUMNS: tuple[str, ...] = (
     "thread",
     "exception",  # formatted traceback text, or NULL
     "fields",  # every other field as a JSON object, or NULL (OTel Attributes)
+    "service",  # the service that logged it (OTel service.name), from configure(service=...)
+    "host",  # the machine it was logged on (OTel host.name)
 )
+# What a ring record decodes to (_record.decode_row, _speedups.decode_rows); the
+# flusher appends service and host, which the process announced (_resource).
+DECODED_COLUMNS = COLUMNS[:13]
 
 _V1 = textwrap.dedent(
     f"""
@@ -85,8 +92,41 @@ _V1 = textwrap.dedent(
     """
 )
 
+_V2 = textwrap.dedent(
+    f"""
+    -- Which service and host a record comes from, so that the logs of several
+    -- hosts (and their archives) can be told apart.  Older rows keep NULL.
+    ALTER TABLE "{TABLE}" ADD COLUMN "service" TEXT;
+    ALTER TABLE "{TABLE}" ADD COLUMN "host" TEXT;
+    CREATE INDEX IF NOT EXISTS "{TABLE}_service_ts" ON "{TABLE}" ("service", "ts")
+        WHERE "service" IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS "{TABLE}_host_ts" ON "{TABLE}" ("host", "ts")
+        WHERE "host" IS NOT NULL;
+    -- Each process's service and host, as it announced them through the ring.
+    CREATE TABLE IF NOT EXISTS "janus_processes" (
+        "pid" INTEGER PRIMARY KEY,
+        "service" TEXT,
+        "host" TEXT,
+        "announced_ts" INTEGER NOT NULL
+    );
+    -- This database's identity: archive names carry it, so archives of two
+    -- databases never share a name, and an import knows whose ids it holds.
+    CREATE TABLE IF NOT EXISTS "janus_meta" ("key" TEXT PRIMARY KEY, "value" TEXT NOT NULL);
+    INSERT OR IGNORE INTO "janus_meta"("key", "value") VALUES ('db_id', lower(hex(randomblob(8))));
+    """
+)
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _V1}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2}
+
+
+def database_id(db: apsw.Connection) -> str | None:
+    """The database's random identity (16 hex digits), or None before schema version 2."""
+    try:
+        rows = db.execute("""SELECT "value" FROM "janus_meta" WHERE "key" = 'db_id'""").fetchall()
+    except apsw.SQLError:
+        return None
+    return str(rows[0][0]) if rows else None
 
 
 def apply_connection_settings(

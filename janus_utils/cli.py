@@ -209,6 +209,8 @@ def _common_options(db_default: str) -> argparse.ArgumentParser:
     group.add_argument("--user", metavar="ID", help="records of this user_id")
     group.add_argument("--agent", metavar="ID", help="records of this agent_id")
     group.add_argument("--request", metavar="ID", help="records of this request_id")
+    group.add_argument("--service", metavar="NAME", help="records of this service (configure(service=...))")
+    group.add_argument("--host", metavar="NAME", help="records logged on this host")
     group.add_argument(
         "--field",
         action="append",
@@ -490,6 +492,8 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         "user_id": args.user,
         "agent_id": args.agent,
         "request_id": args.request,
+        "service": args.service,
+        "host": args.host,
         "since": args.since,
         "until": args.until,
         "fields": dict(args.field) or None,
@@ -523,7 +527,10 @@ def _check_archive_search(args: argparse.Namespace) -> tuple[int | None, int | N
         raise _UsageError("--raw is FTS5 syntax, which archives have no index for: drop --raw or --archives")
     unsupported = [
         option
-        for option, value in (("--user", args.user), ("--agent", args.agent), ("--request", args.request), ("--field", args.field))
+        for option, value in (
+            ("--user", args.user), ("--agent", args.agent), ("--request", args.request),
+            ("--service", args.service), ("--host", args.host), ("--field", args.field),
+        )
         if value
     ]
     if unsupported:

@@ -424,6 +424,10 @@
     term(list, 'span_id', r.span_id);
     term(list, 'pid', r.pid);
     term(list, 'thread', r.thread);
+    // Columns this page does not name (newer schemas add some): shown all the same.
+    const named = new Set(['id', 'ts', 'time', 'level', 'level_name', 'logger', 'message', 'user_id', 'agent_id',
+      'request_id', 'trace_id', 'span_id', 'pid', 'thread', 'fields', 'exception', 'snippet']);
+    for (const [key, value] of Object.entries(r)) if (!named.has(key)) term(list, key, value);
     for (const [key, value] of Object.entries(r.fields || {})) term(list, key, value);
     const exc = $('detail-exception');
     exc.textContent = r.exception ? visible(r.exception, false) : '';
