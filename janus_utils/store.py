@@ -839,7 +839,7 @@ class LogStore:
         """The record with this id, or None when there is none (never stored, or pruned)."""
         if isinstance(record_id, bool) or not isinstance(record_id, int):
             raise SearchQueryError(f"a record id is an int, not {record_id!r}")
-        rows = self._rows(f"SELECT {_SELECT_RECORD} FROM {_T} WHERE {_T}.\"id\" = ?", (record_id,))
+        rows = self._rows(f"SELECT {self._select_record} FROM {_T} WHERE {_T}.\"id\" = ?", (record_id,))
         return _record(rows[0]) if rows else None
 
     def after(

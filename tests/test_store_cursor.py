@@ -105,3 +105,29 @@ class TestHistogramAfter:
             everything = store.histogram("1h", "level", after_id=15)
             errors = store.histogram("1h", "level", after_id=15, level="ERROR")
         assert ([{"INFO": 3, "ERROR": 2}], [{"ERROR": 2}]) == ([c for _, c in everything], [c for _, c in errors])
+
+
+class TestVersion1:
+    def test_cursor_reads_on_a_version_1_database(self, tmp_path: Path) -> None:
+        """get(), after() and histogram(after_id=) read a database from before service/host, unmigrated."""
+        import apsw
+
+        from janus_utils import _schema
+
+        db = tmp_path / "v1.db"
+        conn = apsw.Connection(str(db))
+        _schema.apply_connection_settings(conn)
+        with conn:
+            conn.execute(_schema.MIGRATIONS[0])
+            conn.execute("PRAGMA user_version=1")
+            for n in range(3):
+                conn.execute('INSERT INTO logs(ts, level, logger, message) VALUES (?, 40, "old", ?)', (BASE_TS + n, f"m{n}"))
+        conn.close()
+        with LogStore(db) as store:
+            record = store.get(2)
+            found, matched, cursor = store.after(1)
+            buckets = store.histogram("1h", "level", after_id=1)
+        assert ("m1", None, [3, 2], 2, 3, [{"ERROR": 2}]) == (
+            record.message if record else None, record.service if record else "?",
+            [r.id for r in found], matched, cursor, [c for _, c in buckets],
+        )
