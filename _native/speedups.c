@@ -48,7 +48,8 @@ typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
 
 static PyObject *name_attr; /* "name" */
 
-/* The secret prefilter, run on each string as it is written: a secret lies
+/* The secret prefilter, run on each string as it is written (and on each
+ * int field, for card numbers): a secret lies
  * within one string (message, field name or value), and the strings that
  * repeat call after call (field names, the logger's and thread's names,
  * constant values) are scanned once.  A string the prefilter passed is held
@@ -189,6 +190,11 @@ static int put_value(wbuf *b, PyObject *v) {
         long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
         if (overflow)
             return -1;
+        /* A card number as an int: the prefilter's rule (d).  One compare
+         * for any int below 13 digits. */
+        if (b->scan != NULL && !b->suspect && x >= 1000000000000LL &&
+            jr_card_number((uint64_t)x))
+            b->suspect = 1;
         return put_int(b, x);
     }
     if (PyFloat_CheckExact(v)) {

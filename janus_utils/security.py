@@ -8,27 +8,37 @@ Four groups of helpers, all pure Python and standard library only:
   separators and terminal escape sequences become visible escapes such as
   ``\\n`` and ``\\x1b``.  :func:`safe_filename` turns a name into one safe
   file name.
-* :class:`Redactor` removes secrets: by key (``password=...``, ``{"token": ...}``)
-  and by the shape of the value (JWTs, cloud and chat tokens, private keys,
-  passwords in URLs, card numbers).  Removed text becomes a marker that names
-  what was there: ``[REDACTED:jwt]``, ``[REDACTED:password]``.
+* :class:`Redactor` removes secrets: by key (``password=...``, ``{"token": ...}``,
+  ``("Authorization", ...)`` pairs, ``--password VALUE``) and by the shape of
+  the value (JWTs, cloud, payment, AI and chat tokens, private keys, passwords
+  in URLs and connection strings, card numbers in text and as int fields).
+  Removed text becomes a marker that names what was there:
+  ``[REDACTED:jwt]``, ``[REDACTED:password]``.  Personal data (e-mail
+  addresses, IBANs, SSNs) only with ``Redactor(pii=True)``.
 * :func:`hash_identifier`, :func:`constant_time_equals`, :func:`random_token`.
 
 The prefilter contract
 ----------------------
 Redaction runs on the log call's hot path, so a cheap test,
 :func:`might_contain_secret`, decides whether a text needs the full pass.  The C
-ring applies the same rule to the encoded record, so the rule is part of the
-API and must stay exactly this:
+ring applies the same rule to each string of the encoded record, so the rule
+is part of the API and must stay exactly this:
 
 ``might_contain_secret(text)`` is true iff
 
 (a) the text, with ASCII letters lowercased, contains one of
-    :data:`PREFILTER_TOKENS`; or
-(b) it holds a run of characters drawn from ``0-9``, space and ``-`` with at
-    least 13 digits in it; or
-(c) it holds ``://`` followed by ``@`` before the next ASCII white-space
-    character (space, ``\\t``, ``\\n``, ``\\v``, ``\\f``, ``\\r``).
+    :data:`PREFILTER_TOKENS`.  A token written ``^tok`` counts only where it
+    starts a word (the character before it, if any, is not an ASCII letter or
+    digit), one written ``tok$`` only where it ends one (likewise the
+    character after it); or
+(b) it holds a run of characters drawn from ``0-9``, space, tab, ``-`` and
+    ``.`` with at least 13 digits in it; or
+(c) it holds ``/`` followed by ``@`` before the next ASCII white-space
+    character (space, ``\\t``, ``\\n``, ``\\v``, ``\\f``, ``\\r``): credentials in
+    a URL, Oracle's ``user/password@db``.
+
+For a record (the C encoder, and the checked push of the Python path) one
+rule more: (d) an int field value that :func:`is_card_number` accepts.
 
 Guarantee: when it is false, :meth:`Redactor.redact_text` returns the text
 unchanged.  Every pattern of the engine (``janus_utils._redact``, which this
@@ -51,19 +61,29 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import _redact
-from ._redact import DEFAULT_SENSITIVE_KEYS, PREFILTER_TOKENS, might_contain_secret
+from ._redact import (
+    DEFAULT_SENSITIVE_KEYS,
+    DEFAULT_STATUS_KEYS,
+    PII_KEYS,
+    PREFILTER_TOKENS,
+    is_card_number,
+    might_contain_secret,
+)
 from .error_handling.api.errors import ValidationError
 from .error_handling.utils.errors import ConfigError
 
 __all__ = [
     "DEFAULT_REDACTOR",
     "DEFAULT_SENSITIVE_KEYS",
+    "DEFAULT_STATUS_KEYS",
     "HASH_KEY_ENV",
+    "PII_KEYS",
     "PREFILTER_TOKENS",
     "Redactor",
     "constant_time_equals",
     "hash_identifier",
     "hash_key_from_env",
+    "is_card_number",
     "is_sensitive_key",
     "might_contain_secret",
     "random_hex",
