@@ -121,6 +121,7 @@ class Config:
     max_message_chars: int = 64 * 1024
     redact: bool = True
     redact_keys: tuple[str, ...] = ()
+    redact_pii: bool = False
     hash_fields: tuple[str, ...] = ()
     hash_key: bytes | None = None
     retention: Any = None  # a retention.RetentionPolicy, applied by the flusher
@@ -909,7 +910,7 @@ class _Pipeline:
                 f"ring_size={cfg.ring_size}; using it as it is (remove it while no process "
                 "uses it to resize)"
             )
-        self.redactor = security.Redactor(extra_keys=cfg.redact_keys)
+        self.redactor = security.Redactor(extra_keys=cfg.redact_keys, pii=cfg.redact_pii)
         if cfg.redact:
             try:
                 self.ring.set_prefilter(self.redactor.prefilter_tokens)
@@ -1338,7 +1339,7 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``capture_stdlib``, ``ring_size``, ``on_full`` ("block" | "drop"),
     ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
     ``synchronous`` ("NORMAL" | "FULL"),
-    ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
+    ``max_message_chars``, ``redact``, ``redact_keys``, ``redact_pii``, ``hash_fields``,
     ``hash_key``, ``retention``, ``archive_dir``.
     """
     global _pipeline, _emitter, _fast, _level_default, _level_overrides
