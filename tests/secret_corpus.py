@@ -504,31 +504,34 @@ def log_case(case: Case | Clean, log: Any, std: logging.Logger, workdir: Path) -
 def run(db_path: str, workdir: str, *, pii: bool = False) -> dict[str, Any]:
     """Log every case (CASES and CLEAN, or PII) into *db_path*; called in a process of its own.
 
-    The console (INFO and above, so every record) goes to stderr.  Before
-    shutdown the database, its WAL and the ring are copied byte for byte to
-    ``<db>.snapshot``, while the WAL still holds what was committed.
+    The console (INFO and above, so every record) goes to stderr.  The flusher
+    is held idle while the cases are logged, so ``<db>.ring-snapshot`` holds
+    the ring file with every record as it was pushed (the flusher zeroes what
+    it has committed).  After the flush ``<db>.snapshot`` holds the database
+    and its WAL byte for byte, taken while the WAL still holds the commits.
     """
     import janus_utils as ju
-    from janus_utils import logger as janus_logger
 
     directory = Path(workdir)
     options: dict[str, Any] = {"redact_pii": True} if pii else {}
-    ju.configure(db_path, console_level="INFO", capture_stdlib=True, commit_interval=0.01, **options)
+    # commit_interval: the flusher commits when flush() asks (or a quarter of the ring fills).
+    ju.configure(db_path, console_level="INFO", capture_stdlib=True, commit_interval=3600, **options)
     log = ju.get_logger("corpus")
     std = logging.getLogger("legacy.std")
     cases: list[Case | Clean] = list(PII) if pii else [*CASES, *CLEAN]
     try:
         for case in cases:
             log_case(case, log, std, directory)
+        Path(f"{db_path}.ring-snapshot").write_bytes(Path(f"{db_path}-ring").read_bytes())
         if not ju.flush(timeout=60):
             raise RuntimeError("flush timed out")
         snapshot = b"".join(
             Path(f"{db_path}{suffix}").read_bytes()
-            for suffix in ("", "-wal", "-ring")
+            for suffix in ("", "-wal")
             if Path(f"{db_path}{suffix}").exists()
         )
         Path(f"{db_path}.snapshot").write_bytes(snapshot)
-        native = janus_logger._native_enabled()
+        native = bool(ju.stats()["speedups"])
     finally:
         ju.shutdown()
     return {"cases": len(cases), "native": native}
