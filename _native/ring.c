@@ -107,7 +107,7 @@ struct jr_prefilter {
 };
 
 #define PF_START 1u /* "^tok": no ASCII letter or digit right before it */
-#define PF_END 2u   /* "tok$": none right after it */
+#define PF_END 2u   /* "tok$": what may follow a key word right after it (is_key_end) */
 
 struct jr_ring {
     int fd;
@@ -558,6 +558,13 @@ static inline int is_word(uint8_t c) {
     return (uint8_t)((c | 32) - 'a') < 26 || (uint8_t)(c - '0') < 10;
 }
 
+/* What may follow a key word in a pair: key=, key:, "key", 'key', \"key\",
+ * --key value, and the separators a key's spelling may end with. */
+static inline int is_key_end(uint8_t c) {
+    return c == ' ' || c == '\t' || c == '=' || c == ':' || c == '"' || c == '\'' ||
+           c == '\\' || c == '_' || c == '-' || c == '.';
+}
+
 static inline unsigned pair_at(const uint8_t *p) { return (unsigned)p[0] | ((unsigned)p[1] << 8); }
 
 /* Builds a new table and swaps it in with one atomic store, so producers
@@ -649,14 +656,16 @@ static inline int is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\
 
 /* The same rule as janus_utils.security.might_contain_secret, over UTF-8:
  * (a) a token occurs, ASCII case-insensitively ("^tok" only where no ASCII
- * letter or digit comes right before it, "tok$" only where none comes right
- * after); (b) a run of digits, spaces, tabs, dashes and dots holds 13 or more
- * digits (a card number); (c) "/" is followed by "@" before the next ASCII
- * white space (credentials in a URL, Oracle's user/password@db).
+ * letter or digit comes right before it, "tok$" only where what may follow a
+ * key word comes right after, see is_key_end); (b) a run of digits, spaces,
+ * tabs, dashes and dots holds 13 or more digits (a card number); (c) "/" is
+ * followed by "@" before the next ASCII white space (credentials in a URL,
+ * Oracle's user/password@db).  With `key` the data is a key of its own (a
+ * dict key, an item of a list of pairs): its end counts as a key word's end.
  *
  * One table load per byte decides whether anything starts here; almost all
  * bytes of ordinary text need nothing more. */
-int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
+static int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key) {
     const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
     if (!pf || len == 0)
         return 0;
@@ -706,7 +715,7 @@ int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
                 continue;
             if ((pf->anchor[t] & PF_START) && i > 0 && is_word(data[i - 1]))
                 continue;
-            if ((pf->anchor[t] & PF_END) && i + n < len && is_word(data[i + n]))
+            if ((pf->anchor[t] & PF_END) && (i + n < len ? !is_key_end(data[i + n]) : !key))
                 continue;
             return 1;
         }
@@ -714,12 +723,22 @@ int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
     return 0;
 }
 
+int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
+    return suspect(r, data, len, 0);
+}
+
+int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len) {
+    return suspect(r, data, len, 1);
+}
+
 /* The prefilter over a whole record as janus_utils.logger encodes it:
  * marshal version 2 (no references), a tuple whose fields are nested
  * containers of plain values.  Each string is checked on its own, as the C
- * encoder checks it, so a key such as "pin" ends where its string ends; an
- * int inside a container below the top (a field value, not the record's
- * timestamp or pid) is checked with the card rule.  Returns 1 suspect, 0
+ * encoder checks it; a dict key, and a string in a list or tuple of the
+ * fields (a header pair's name, an argv option), as a key, so that "pin"
+ * ends where its string ends.  An int inside a container below the top (a
+ * field value, not the record's timestamp or pid) is checked with the card
+ * rule.  Returns 1 suspect, 0
  * clean, -1 for bytes this does not read (a type it does not know, a
  * truncated value, nesting deeper than 64): the caller treats those as
  * suspect, and the Python redactor decides. */
@@ -740,7 +759,7 @@ static int take_u32(mscan *s, uint32_t *out) {
     return 0;
 }
 
-static int scan_value(mscan *s, int depth) {
+static int scan_value(mscan *s, int depth, int key) {
     if (s->p >= s->end || depth > SCAN_MAX_DEPTH)
         return -1;
     uint8_t type = *s->p++;
@@ -790,7 +809,7 @@ static int scan_value(mscan *s, int depth) {
     case 'u': case 't': case 's': /* str (UTF-8), an interned str, bytes */
         if (take_u32(s, &n) || (size_t)(s->end - s->p) < n)
             return -1;
-        if (jr_suspect(s->ring, s->p, n))
+        if (suspect(s->ring, s->p, n, key))
             return 1;
         s->p += n;
         return 0;
@@ -798,7 +817,7 @@ static int scan_value(mscan *s, int depth) {
         if (take_u32(s, &n))
             return -1;
         for (uint32_t k = 0; k < n; k++) {
-            int rc = scan_value(s, depth + 1);
+            int rc = scan_value(s, depth + 1, depth >= 1);
             if (rc)
                 return rc;
         }
@@ -811,9 +830,9 @@ static int scan_value(mscan *s, int depth) {
                 s->p++;
                 return 0;
             }
-            int rc = scan_value(s, depth + 1);
+            int rc = scan_value(s, depth + 1, 1);
             if (!rc)
-                rc = scan_value(s, depth + 1);
+                rc = scan_value(s, depth + 1, 0);
             if (rc)
                 return rc;
         }
@@ -826,7 +845,7 @@ int jr_suspect_record(const jr_ring *r, const uint8_t *data, size_t len) {
     if (!__atomic_load_n(&r->pf, __ATOMIC_ACQUIRE))
         return 0;
     mscan s = {r, data, data + len};
-    int rc = scan_value(&s, 0);
+    int rc = scan_value(&s, 0, 0);
     return rc != 0 || s.p != s.end;
 }
 

@@ -96,16 +96,19 @@ int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy,
 int jr_push_checked(jr_ring *r, const uint8_t *data, size_t len);
 
 /* Set the prefilter: `tokens` holds ASCII tokens separated by NUL bytes,
- * `len` bytes in all; "^tok" must start a word, "tok$" end one.  Safe while
+ * `len` bytes in all; "^tok" must start a word, "tok$" end a key word.  Safe while
  * other threads push: the new rules replace the old ones at once. */
 int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len);
 
-/* The prefilter on its own: 1 if `data` may hold a secret, else 0. */
+/* The prefilter on its own: 1 if `data` may hold a secret, else 0.
+ * jr_suspect_key: the same for a key (a dict key, a header pair's name),
+ * whose end also ends a key word. */
 int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len);
+int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len);
 
 /* The prefilter over a record as the logger encodes it (marshal version 2):
- * jr_suspect on each string, jr_card_number on each int below the top, and
- * 1 for bytes it does not read.  jr_push_record_checked: as jr_push_checked
+ * jr_suspect on each string (jr_suspect_key on keys), jr_card_number on each
+ * int below the top, and 1 for bytes it does not read.  jr_push_record_checked: as jr_push_checked
  * with this test. */
 int jr_suspect_record(const jr_ring *r, const uint8_t *data, size_t len);
 int jr_push_record_checked(jr_ring *r, const uint8_t *data, size_t len);

@@ -115,8 +115,11 @@ PII_KEYS: frozenset[str] = frozenset(
 # Key words that would otherwise make a prefilter token matching common words
 # ("ping", "mapping", "passed", "author", "inside").  A key is sensitive only if
 # its normalised form ends with the word, so in any spelling of such a key the
-# word ends a word of the text: the token for these carries "$" (see below).
+# word is followed by what may follow a key: the token for these carries "$".
 _WORD_END_KEYS = frozenset({"pin", "pass", "pw", "auth", "sid"})
+# What may follow a key word in a pair (key=, key:, "key", 'key', \"key\",
+# --key value, key_, key-, key.): a "tok$" token counts only before one of these.
+_KEY_END = " \t=:\"'\\_-."
 
 _STATUS_WORDS = frozenset(
     {
@@ -129,7 +132,8 @@ _STATUS_WORDS = frozenset(
 
 # Text that each value pattern below requires; see the prefilter contract in
 # janus_utils.security.  "^" before a token: it must start a word there (the
-# character before is not an ASCII letter or digit); "$" after: it must end one.
+# character before is not an ASCII letter or digit); "$" after: it must end a
+# key word (one of _KEY_END follows, or it ends a dict key).
 _PATTERN_TOKENS: tuple[str, ...] = (
     "-----begin",  # PEM private key
     "akia",  # AWS access key id
@@ -222,7 +226,7 @@ def _normalise_word(word: str) -> str:
 
 
 def _split_token(token: str) -> tuple[str, bool, bool]:
-    """``(text, starts a word, ends a word)`` of a prefilter token such as ``"^sk-"``."""
+    """``(text, starts a word, ends a key word)`` of a prefilter token such as ``"^sk-"``."""
     starts = token.startswith("^") and len(token) > 1
     ends = token.endswith("$") and len(token) > 1 + starts
     return token[1 if starts else 0 : len(token) - 1 if ends else len(token)], starts, ends
@@ -243,7 +247,7 @@ def _implies(token: str, other: str) -> bool:
             other_starts if start == 0 else not _is_word_char(other_text[start - 1])
         )
         right_ok = not ends or (
-            other_ends if end == len(other_text) else not _is_word_char(other_text[end])
+            other_ends if end == len(other_text) else other_text[end] in _KEY_END
         )
         if left_ok and right_ok:
             return True
@@ -328,7 +332,7 @@ class _Prefilter:
             anchored.append(
                 ("(?<![a-z0-9])" if starts else "")
                 + re.escape(text)
-                + ("(?![a-z0-9])" if ends else "")
+                + ("(?=[" + re.escape(_KEY_END) + "])" if ends else "")
             )
         self.plain = _group_by_prefix(plain)
         self.plain_bytes = tuple(

@@ -225,6 +225,10 @@ class Ring:
         """True if the prefilter would send the text *data* (UTF-8) to full redaction."""
         return bool(lib.jr_suspect(self._ptr, data, len(data)))
 
+    def suspect_key(self, data: bytes) -> bool:
+        """As ``suspect``, for a key (a dict key): its end also ends a key word ("pin$")."""
+        return bool(lib.jr_suspect_key(self._ptr, data, len(data)))
+
     def suspect_record(self, data: bytes) -> bool:
         """True if the prefilter would send the encoded record *data* to full redaction."""
         return bool(lib.jr_suspect_record(self._ptr, data, len(data)))

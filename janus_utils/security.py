@@ -29,8 +29,10 @@ is part of the API and must stay exactly this:
 (a) the text, with ASCII letters lowercased, contains one of
     :data:`PREFILTER_TOKENS`.  A token written ``^tok`` counts only where it
     starts a word (the character before it, if any, is not an ASCII letter or
-    digit), one written ``tok$`` only where it ends one (likewise the
-    character after it); or
+    digit); one written ``tok$`` only where it ends a key word: what may
+    follow a key comes right after it (space, tab, ``=``, ``:``, ``"``,
+    ``'``, ``\\``, ``_``, ``-`` or ``.``), or, when the text is a key of its
+    own (a dict key, the name of a header pair), the text ends there; or
 (b) it holds a run of characters drawn from ``0-9``, space, tab, ``-`` and
     ``.`` with at least 13 digits in it; or
 (c) it holds ``/`` followed by ``@`` before the next ASCII white-space

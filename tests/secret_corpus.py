@@ -392,8 +392,16 @@ def luhn_valid(digits: str) -> bool:
 # -- the prefilter rule, written out -------------------------------------------
 
 
-def token_matches(token: str, low: bytes) -> bool:
-    """Rule (a) for one token, written out: "^" and "$" anchor it to a word's start or end."""
+KEY_END = b" \t=:\"'\\_-."  # what may follow a key word: key=, key:, "key", --key value, key_
+
+
+def token_matches(token: str, low: bytes, *, key: bool = False) -> bool:
+    """Rule (a) for one token, written out.
+
+    "^tok" counts where no ASCII letter or digit comes right before it; "tok$"
+    where one of KEY_END comes right after it, or (for a key, *key*) where the
+    text ends.
+    """
     starts = token.startswith("^") and len(token) > 1
     ends = token.endswith("$") and len(token) > 1 + starts
     text = token[1 if starts else 0 : len(token) - 1 if ends else len(token)].encode()
@@ -401,9 +409,9 @@ def token_matches(token: str, low: bytes) -> bool:
     while start != -1:
         before = low[start - 1 : start]
         after = low[start + len(text) : start + len(text) + 1]
-        if (not starts or not (before.isascii() and before.isalnum())) and (
-            not ends or not (after.isascii() and after.isalnum())
-        ):
+        left = not starts or not (before.isascii() and before.isalnum())
+        right = not ends or (after in KEY_END if after else key)
+        if left and right:
             return True
         start = low.find(text, start + 1)
     return False

@@ -90,31 +90,46 @@ class TestWordAnchors:
     TOKENS = ("^sk-", "pin$", "^aws$", "token")
 
     @pytest.mark.parametrize(
-        ("text", "expected"),
+        ("text", "as_text", "as_key"),
         [
-            (b"key sk-abc", True),
-            (b"sk-abc", True),
-            (b"task-abc", False),
-            (b"_sk-abc", True),  # "_" is not a letter or digit
-            (b"pin=1234", True),
-            (b"PIN: 1", True),
-            (b"user_pin", True),
-            (b"userPin", True),
-            (b"ping mapping shipping", False),
-            (b"pin", True),
-            (b"aws", True),
-            (b"laws", False),
-            (b"awsome", False),
-            (b"aws-cli", True),
-            (b"tokens", True),
+            (b"key sk-abc", True, True),
+            (b"sk-abc", True, True),
+            (b"task-abc", False, False),
+            (b"_sk-abc", True, True),  # "_" is not a letter or digit
+            (b"pin=1234", True, True),
+            (b"PIN: 1", True, True),
+            (b'"pin": 1', True, True),
+            (b"--pin 1234", True, True),
+            (b"user_pin=1", True, True),
+            (b"ping mapping shipping", False, False),
+            (b"pinned", False, False),
+            (b"pin", False, True),  # as a key, its end ends the word
+            (b"userPin", False, True),
+            (b"svc.pin", False, True),
+            (b"enter your pin", False, True),
+            (b"aws", False, True),
+            (b"aws_key=x", True, True),
+            (b"laws: x", False, False),
+            (b"tokens", True, True),
         ],
     )
-    def test_c_and_python_read_anchors_alike(self, tmp_path: Path, text: bytes, expected: bool) -> None:
-        """"^tok" must start a word and "tok$" end one, in C as in Python."""
+    def test_c_and_python_read_anchors_alike(
+        self, tmp_path: Path, text: bytes, as_text: bool, as_key: bool
+    ) -> None:
+        """"^tok" must start a word; "tok$" must be followed by what may follow a key
+        word (= : quote space ...), or end a key.  C and Python agree."""
         with Ring(tmp_path / "a.ring", 1 << 16) as r:
             r.set_prefilter(self.TOKENS)
-            assert expected == r.suspect(text)
-        assert expected == _redact._Prefilter(self.TOKENS)(text.decode())
+            assert (as_text, as_key) == (r.suspect(text), r.suspect_key(text))
+        assert as_text == _redact._Prefilter(self.TOKENS)(text.decode())
+        low = text.lower()
+        assert as_text == any(secret_corpus.token_matches(t, low) for t in self.TOKENS)
+        assert as_key == any(secret_corpus.token_matches(t, low, key=True) for t in self.TOKENS)
+
+    def test_no_token_holds_a_colon(self) -> None:
+        """The C encoder checks a field name as if ':' followed it: no token may contain one."""
+        for redactor in (security.DEFAULT_REDACTOR, security.Redactor(pii=True)):
+            assert [] == [t for t in redactor.prefilter_tokens if ":" in t]
 
     def test_one_byte_tokens(self, tmp_path: Path) -> None:
         """A one-character token (what pii=True adds: "@" and the digits) is found anywhere."""
@@ -142,6 +157,16 @@ class TestRecordCheck:
         assert not ring.suspect(data)  # "pinu" in the raw bytes: the anchor does not hold
         assert ring.suspect_record(data)
         assert not ring.suspect_record(_record("ok", {"ping": "1234"}))
+
+    def test_keys_and_list_items_are_keys_values_are_text(self, ring: Ring) -> None:
+        """A dict key and a list item (a header pair's name, an argv option) may be a key;
+        a value, the message and the logger's name are text."""
+        assert ring.suspect_record(_record("ok", {"headers": [["x-pin", "1"]]}))
+        assert ring.suspect_record(_record("ok", {"argv": ["unlock", "--pin", "1"]}))
+        assert not ring.suspect_record(_record("ok", {"component": "pin"}))
+        assert not ring.suspect_record(_record("enter your pin", None))
+        data = marshal.dumps((1, 0, 20, "svc.auth", "ok", None, None, 1, "t"), 2)
+        assert not ring.suspect_record(data)
 
     @pytest.mark.parametrize(
         ("fields", "expected"),
@@ -219,6 +244,22 @@ class TestEveryCorpusCaseIsCaughtByBothPrefilters:
         )
         result = em.push(20, "corpus", {}, message, (), fields or {})
         assert result is not None and result[0] is False
+
+
+class TestCEncoderFieldNames:
+    def test_field_names_are_checked_as_keys(self, ring: Ring) -> None:
+        """A field named "pin" is handed back; "pin" as a value or in the logger's name is pushed,
+        also when the very same str object was seen as a value first."""
+        addr, push, suspect = ring.native()
+        em = _speedups.Emitter(
+            addr, push, suspect, ring, True, 1, 10**6, 10**9, [], jlog._context,
+            jlog._format_message, jlog._thread_name, jlog._tls,
+        )
+        word = "pin"
+        assert em.push(20, "svc.auth", {}, "ok", (), {"component": word}) is None
+        handed_back = em.push(20, "svc", {}, "ok", (), {word: "1234"})
+        assert handed_back is not None and handed_back[0] is False
+        assert em.push(20, "svc", {}, "ok", (), {"component": word}) is None
 
 
 def _as_record_parts(case: secret_corpus.Case) -> tuple[str, dict[str, object] | None]:

@@ -566,8 +566,11 @@ class TestRedactorConfig:
             spellings.add(parts[0] + "".join(part.capitalize() for part in parts[1:]))
             for spelling in spellings:
                 low = spelling.lower()
-                # As a key the spelling is followed by ":", "=" or a quote.
-                assert any(token_matches(token, f"{low}=".encode()) for token in PREFILTER_TOKENS), spelling
+                # As a key the spelling ends a dict key, or ":", "=" or a quote follows it.
+                for text, key in ((low, True), (f"{low}=", False), (f'"{low}"', False)):
+                    assert any(
+                        token_matches(token, text.encode(), key=key) for token in PREFILTER_TOKENS
+                    ), spelling
 
     def test_extra_keys_extend_tokens_and_redaction(self) -> None:
         """Configured extra keys are redacted and their words join the prefilter."""
