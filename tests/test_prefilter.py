@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import marshal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import secret_corpus
@@ -12,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from janus_utils import _redact, _speedups, security
-from janus_utils import logger as jlog
 from janus_utils._ring import Ring
 
 FRAGMENTS = [
@@ -84,6 +86,16 @@ class TestPrefilterAgreesWithPython:
 def _record(message: str, fields: object) -> bytes:
     """A record as the logger encodes it (the Python path's marshal bytes)."""
     return marshal.dumps((1, 1_700_000_000_000_000_000, 20, "svc", message, fields, None, 1, "t"), 2)
+
+
+def _emitter(ring: Ring) -> Any:
+    """A C encoder pushing into *ring* with the prefilter on, as the logger sets one up."""
+    addr, push, suspect = ring.native()
+    return _speedups.Emitter(
+        addr, push, suspect, ring, True, 1, 10**6, 10**9, [],
+        contextvars.ContextVar("test_context", default={}),
+        lambda msg, args: msg % args, lambda: "t", threading.local(),
+    )
 
 
 class TestWordAnchors:
@@ -225,9 +237,7 @@ class TestEveryCorpusCaseIsCaughtByBothPrefilters:
     def test_record_check_flags_it(self, ring: Ring, case: secret_corpus.Case) -> None:
         """The Python path's checked push flags the record each corpus case makes."""
         message, fields = _as_record_parts(case)
-        assert ring.suspect_record(marshal.dumps(
-            (1, 0, 20, "corpus", message, jlog._safe_value(fields) if fields else None, None, 1, "t"), 2
-        ))
+        assert ring.suspect_record(marshal.dumps((1, 0, 20, "corpus", message, fields, None, 1, "t"), 2))
 
     @pytest.mark.parametrize(
         "case",
@@ -237,12 +247,7 @@ class TestEveryCorpusCaseIsCaughtByBothPrefilters:
     def test_c_encoder_hands_it_back(self, ring: Ring, case: secret_corpus.Case) -> None:
         """The C encoder does not push a corpus case: it hands the record back for redaction."""
         message, fields = _as_record_parts(case)
-        addr, push, suspect = ring.native()
-        em = _speedups.Emitter(
-            addr, push, suspect, ring, True, 1, 10**6, 10**9, [], jlog._context,
-            jlog._format_message, jlog._thread_name, jlog._tls,
-        )
-        result = em.push(20, "corpus", {}, message, (), fields or {})
+        result = _emitter(ring).push(20, "corpus", {}, message, (), fields or {})
         assert result is not None and result[0] is False
 
 
@@ -250,11 +255,7 @@ class TestCEncoderFieldNames:
     def test_field_names_are_checked_as_keys(self, ring: Ring) -> None:
         """A field named "pin" is handed back; "pin" as a value or in the logger's name is pushed,
         also when the very same str object was seen as a value first."""
-        addr, push, suspect = ring.native()
-        em = _speedups.Emitter(
-            addr, push, suspect, ring, True, 1, 10**6, 10**9, [], jlog._context,
-            jlog._format_message, jlog._thread_name, jlog._tls,
-        )
+        em = _emitter(ring)
         word = "pin"
         assert em.push(20, "svc.auth", {}, "ok", (), {"component": word}) is None
         handed_back = em.push(20, "svc", {}, "ok", (), {word: "1234"})
