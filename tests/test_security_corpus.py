@@ -574,8 +574,19 @@ SETTINGS = settings(
 # Pieces that make up secrets, near-misses and their surroundings.  Mixed with
 # random text they put pattern edges (separators, quotes, case, look-alike
 # Unicode letters, partial triggers) next to each other.
+# One short text per family of the shared corpus, so that the new patterns'
+# edges (anchors, separators, contexts) are mixed and mutated too.
+_SHARED_SHORT = list(
+    {
+        case.family: case.value
+        for case in secret_corpus.CASES
+        if isinstance(case.value, str) and len(case.value) <= 120
+    }.values()
+)
+
 FRAGMENTS = sorted(
     {piece for case in SECRETS for piece in (case.text, *case.secrets, *case.text.split())}
+    | {piece for text in _SHARED_SHORT for piece in (text, *text.split())}
     | set(CLEAN)
     | {
         "password",
@@ -645,6 +656,24 @@ FRAGMENTS = sorted(
         "[REDACTED:jwt]",
         "[REDACTED:password]",
         "[REDACTED:",
+        "pin",
+        "Pass",
+        "auth",
+        "sid",
+        "sk-",
+        "SG.",
+        "aws ",
+        "sig=",
+        "--pin ",
+        "('",
+        "', '",
+        "..",
+        "mailgun ",
+        "Digest ",
+        "response=",
+        "Cookie: a=1; ",
+        "scott/tiger@orcl",
+        "@v4",
         "\u212a",
         "\u017f",
         "\u0130",
@@ -779,7 +808,9 @@ def _mutations(text: str) -> list[str]:
 
 
 class TestGuaranteeOnMutatedSecrets:
-    @pytest.mark.parametrize("text", [case.text for case in SECRETS if len(case.text) <= 120])
+    @pytest.mark.parametrize(
+        "text", [case.text for case in SECRETS if len(case.text) <= 120] + _SHARED_SHORT
+    )
     def test_mutations(self, text: str) -> None:
         """Near-miss variants of every short corpus secret still obey the prefilter guarantee."""
         broken = [
