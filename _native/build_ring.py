@@ -69,6 +69,9 @@ ffi.cdef(
     int jr_push_checked(jr_ring *r, const uint8_t *data, size_t len);
     int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len);
     int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len);
+    int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len);
+    int jr_suspect_record(const jr_ring *r, const uint8_t *data, size_t len);
+    int jr_push_record_checked(jr_ring *r, const uint8_t *data, size_t len);
     int jr_noop(jr_ring *r, const uint8_t *data, size_t len);
 
     /* the consumer: one thread of one process at a time */

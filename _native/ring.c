@@ -95,16 +95,20 @@ _Static_assert(sizeof(struct jr_rec) == JR_REC_HEADER, "record header layout");
 #define PF_MAX_BYTES 4096
 
 /* One byte per possible pair of bytes (64 KiB) saying whether the pair may
- * start a token (either case), starts with a digit, or is ":/"; then the
- * tokens, sorted by first byte so a hit compares only the few tokens that
- * start with that byte. */
+ * start a token (either case), starts with a digit, a separator of digit
+ * groups, or a "/"; then the tokens, sorted by first byte so a hit compares
+ * only the few tokens that start with that byte. */
 struct jr_prefilter {
     uint8_t pair[65536];
     uint16_t first[257]; /* tokens starting with byte c: [first[c], first[c+1]) */
     uint16_t off[PF_MAX_TOKENS];
     uint16_t len[PF_MAX_TOKENS];
+    uint8_t anchor[PF_MAX_TOKENS]; /* PF_START, PF_END */
     char bytes[PF_MAX_BYTES];
 };
+
+#define PF_START 1u /* "^tok": no ASCII letter or digit right before it */
+#define PF_END 2u   /* "tok$": what may follow a key word right after it (is_key_end) */
 
 struct jr_ring {
     int fd;
@@ -550,8 +554,19 @@ static inline uint8_t lower(uint8_t c) { return (c >= 'A' && c <= 'Z') ? (uint8_
 
 #define PP_TOKEN 1u /* the pair starts some token, ignoring ASCII case */
 #define PP_DIGIT 2u /* the first byte is 0-9 */
-#define PP_SEP 4u   /* the first byte is ' ' or '-': kept inside a card number */
-#define PP_URL 8u   /* ":/" may start "://" */
+#define PP_SEP 4u   /* the first byte is ' ', tab, '-' or '.': kept inside a card number */
+#define PP_SLASH 8u /* the first byte is '/': an '@' may follow (rule (c)) */
+
+static inline int is_word(uint8_t c) {
+    return (uint8_t)((c | 32) - 'a') < 26 || (uint8_t)(c - '0') < 10;
+}
+
+/* What may follow a key word in a pair: key=, key:, "key", 'key', \"key\",
+ * --key value, and the separators a key's spelling may end with. */
+static inline int is_key_end(uint8_t c) {
+    return c == ' ' || c == '\t' || c == '=' || c == ':' || c == '"' || c == '\'' ||
+           c == '\\' || c == '_' || c == '-' || c == '.';
+}
 
 static inline unsigned pair_at(const uint8_t *p) { return (unsigned)p[0] | ((unsigned)p[1] << 8); }
 
@@ -563,16 +578,29 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
     if (len > PF_MAX_BYTES)
         return JR_INVALID;
     uint16_t off[PF_MAX_TOKENS], n_of[PF_MAX_TOKENS];
+    uint8_t anchor[PF_MAX_TOKENS];
     unsigned count = 0;
     for (size_t i = 0; i < len;) {
         size_t j = i;
         while (j < len && tokens[j] != '\0')
             j++;
         if (j > i) {
-            if (j - i < 2 || count >= PF_MAX_TOKENS)
+            /* "^tok" and "tok$" carry anchors; the token is what is left. */
+            size_t a = i, b = j;
+            uint8_t flags = 0;
+            if (b - a > 1 && tokens[a] == '^') {
+                flags |= PF_START;
+                a++;
+            }
+            if (b - a > 1 && tokens[b - 1] == '$') {
+                flags |= PF_END;
+                b--;
+            }
+            if (count >= PF_MAX_TOKENS)
                 return JR_INVALID;
-            off[count] = (uint16_t)i;
-            n_of[count] = (uint16_t)(j - i);
+            off[count] = (uint16_t)a;
+            n_of[count] = (uint16_t)(b - a);
+            anchor[count] = flags;
             count++;
         }
         i = j + 1;
@@ -585,9 +613,11 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
         for (unsigned d = '0'; d <= '9'; d++)
             pp[d | (b << 8)] |= PP_DIGIT;
         pp[' ' | (b << 8)] |= PP_SEP;
+        pp['\t' | (b << 8)] |= PP_SEP;
         pp['-' | (b << 8)] |= PP_SEP;
+        pp['.' | (b << 8)] |= PP_SEP;
+        pp['/' | (b << 8)] |= PP_SLASH;
     }
-    pp[':' | ('/' << 8)] |= PP_URL;
     for (unsigned i = 0; i < len; i++)
         pf->bytes[i] = (char)lower((uint8_t)tokens[i]);
     /* counting sort of the tokens by first byte */
@@ -595,13 +625,24 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
     for (unsigned c = 0; c < 256; c++) {
         pf->first[c] = (uint16_t)n;
         for (unsigned t = 0; t < count; t++) {
-            uint8_t a = (uint8_t)pf->bytes[off[t]], b = (uint8_t)pf->bytes[off[t] + 1];
+            uint8_t a = (uint8_t)pf->bytes[off[t]];
             if (a != c)
                 continue;
             pf->off[n] = off[t];
             pf->len[n] = n_of[t];
+            pf->anchor[n] = anchor[t];
             n++;
-            uint8_t A = (a >= 'a' && a <= 'z') ? a - 32 : a, B = (b >= 'a' && b <= 'z') ? b - 32 : b;
+            uint8_t A = (a >= 'a' && a <= 'z') ? a - 32 : a;
+            if (n_of[t] == 1) {
+                /* A one-byte token ("@", a digit): every pair it starts. */
+                for (unsigned x = 0; x < 256; x++) {
+                    pp[a | (x << 8)] |= PP_TOKEN;
+                    pp[A | (x << 8)] |= PP_TOKEN;
+                }
+                continue;
+            }
+            uint8_t b = (uint8_t)pf->bytes[off[t] + 1];
+            uint8_t B = (b >= 'a' && b <= 'z') ? b - 32 : b;
             pp[a | (b << 8)] |= PP_TOKEN;
             pp[A | (b << 8)] |= PP_TOKEN;
             pp[a | (B << 8)] |= PP_TOKEN;
@@ -617,19 +658,23 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
 static inline int is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
 /* The same rule as janus_utils.security.might_contain_secret, over UTF-8:
- * (a) a token occurs, ASCII case-insensitively; (b) a run of digits, spaces and
- * dashes holds 13 or more digits (a card number); (c) "://" is followed by "@"
- * before the next ASCII white space (credentials in a URL).
+ * (a) a token occurs, ASCII case-insensitively ("^tok" only where no ASCII
+ * letter or digit comes right before it, "tok$" only where what may follow a
+ * key word comes right after, see is_key_end); (b) a run of digits, spaces,
+ * tabs, dashes and dots holds 13 or more digits (a card number); (c) "/" is
+ * followed by "@" before the next ASCII white space (credentials in a URL,
+ * Oracle's user/password@db).  With `key` the data is a key of its own (a
+ * dict key, an item of a list of pairs): its end counts as a key word's end.
  *
  * One table load per byte decides whether anything starts here; almost all
  * bytes of ordinary text need nothing more. */
-int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
+static int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key) {
     const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
     if (!pf || len == 0)
         return 0;
     const uint8_t *pp = pf->pair;
     unsigned digits = 0;
-    size_t url_seen = 0; /* "://" scans have covered [.., url_seen) */
+    size_t slash_seen = 0; /* "/" scans have covered [.., slash_seen) */
     /* The last byte is paired with a NUL, which continues no token. */
     for (size_t i = 0; i < len; i++) {
         unsigned k = pp[i + 1 < len ? pair_at(data + i) : data[i]];
@@ -645,16 +690,16 @@ int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
         } else if (!(k & PP_SEP)) {
             digits = 0;
         }
-        if (k & PP_URL) {
-            /* Each "://" looks ahead to the next white space; a later "://"
+        if (k & PP_SLASH) {
+            /* Each "/" looks ahead to the next white space; a later "/"
              * before that space would look at the same bytes again, so skip
-             * it (keeps hostile "a://a://a://..." input linear). */
-            if (i >= url_seen && i + 2 < len && data[i + 2] == '/') {
-                size_t m = i + 3;
+             * it (keeps hostile "a/a/a/..." input linear). */
+            if (i >= slash_seen) {
+                size_t m = i + 1;
                 for (; m < len && !is_space(data[m]); m++)
                     if (data[m] == '@')
                         return 1;
-                url_seen = m;
+                slash_seen = m;
             }
             continue;
         }
@@ -669,11 +714,149 @@ int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
             size_t m = 1;
             while (m < n && lower(data[i + m]) == (uint8_t)tok[m])
                 m++;
-            if (m == n)
-                return 1;
+            if (m < n)
+                continue;
+            if ((pf->anchor[t] & PF_START) && i > 0 && is_word(data[i - 1]))
+                continue;
+            if ((pf->anchor[t] & PF_END) && (i + n < len ? !is_key_end(data[i + n]) : !key))
+                continue;
+            return 1;
         }
     }
     return 0;
+}
+
+int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
+    return suspect(r, data, len, 0);
+}
+
+int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len) {
+    return suspect(r, data, len, 1);
+}
+
+/* The prefilter over a whole record as janus_utils.logger encodes it:
+ * marshal version 2 (no references), a tuple whose fields are nested
+ * containers of plain values.  Each string is checked on its own, as the C
+ * encoder checks it; a dict key, and a string in a list or tuple of the
+ * fields (a header pair's name, an argv option), as a key, so that "pin"
+ * ends where its string ends.  An int inside a container below the top (a
+ * field value, not the record's timestamp or pid) is checked with the card
+ * rule.  Returns 1 suspect, 0
+ * clean, -1 for bytes this does not read (a type it does not know, a
+ * truncated value, nesting deeper than 64): the caller treats those as
+ * suspect, and the Python redactor decides. */
+#define SCAN_MAX_DEPTH 64
+
+typedef struct {
+    const jr_ring *ring;
+    const uint8_t *p;
+    const uint8_t *end;
+} mscan;
+
+static int take_u32(mscan *s, uint32_t *out) {
+    if (s->end - s->p < 4)
+        return -1;
+    *out = (uint32_t)s->p[0] | (uint32_t)s->p[1] << 8 | (uint32_t)s->p[2] << 16 |
+           (uint32_t)s->p[3] << 24;
+    s->p += 4;
+    return 0;
+}
+
+static int scan_value(mscan *s, int depth, int key) {
+    if (s->p >= s->end || depth > SCAN_MAX_DEPTH)
+        return -1;
+    uint8_t type = *s->p++;
+    uint32_t n;
+    switch (type) {
+    case 'N': case 'T': case 'F': case 'S': case '.': /* None, bools, StopIteration, Ellipsis */
+        return 0;
+    case 'i':
+        if (s->end - s->p < 4)
+            return -1;
+        s->p += 4; /* 32 bits: too short for a card number */
+        return 0;
+    case 'g':
+        if (s->end - s->p < 8)
+            return -1;
+        s->p += 8;
+        return 0;
+    case 'y':
+        if (s->end - s->p < 16)
+            return -1;
+        s->p += 16;
+        return 0;
+    case 'l': { /* a signed count of 15-bit digits, least significant first */
+        if (take_u32(s, &n))
+            return -1;
+        int32_t count = (int32_t)n;
+        uint32_t ndig = count < 0 ? (uint32_t)0 - (uint32_t)count : (uint32_t)count;
+        if ((size_t)(s->end - s->p) / 2 < ndig)
+            return -1;
+        if (depth >= 2 && count > 0 && ndig <= 5) {
+            uint64_t v = 0;
+            int fits = 1;
+            for (uint32_t k = ndig; k-- > 0;) {
+                uint64_t d = (uint64_t)s->p[2 * k] | (uint64_t)(s->p[2 * k + 1] & 0x7f) << 8;
+                if (v >> 49) { /* another 15 bits would pass 64: beyond any card */
+                    fits = 0;
+                    break;
+                }
+                v = v << 15 | d;
+            }
+            if (fits && jr_card_number(v))
+                return 1;
+        }
+        s->p += 2 * (size_t)ndig;
+        return 0;
+    }
+    case 'u': case 't': case 's': /* str (UTF-8), an interned str, bytes */
+        if (take_u32(s, &n) || (size_t)(s->end - s->p) < n)
+            return -1;
+        if (suspect(s->ring, s->p, n, key))
+            return 1;
+        s->p += n;
+        return 0;
+    case '(': case '[': case '<': case '>': /* tuple, list, set, frozenset */
+        if (take_u32(s, &n))
+            return -1;
+        for (uint32_t k = 0; k < n; k++) {
+            int rc = scan_value(s, depth + 1, depth >= 1);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    case '{': /* key, value, ... then '0' */
+        for (;;) {
+            if (s->p >= s->end)
+                return -1;
+            if (*s->p == '0') {
+                s->p++;
+                return 0;
+            }
+            int rc = scan_value(s, depth + 1, 1);
+            if (!rc)
+                rc = scan_value(s, depth + 1, 0);
+            if (rc)
+                return rc;
+        }
+    default:
+        return -1;
+    }
+}
+
+int jr_suspect_record(const jr_ring *r, const uint8_t *data, size_t len) {
+    if (!__atomic_load_n(&r->pf, __ATOMIC_ACQUIRE))
+        return 0;
+    mscan s = {r, data, data + len};
+    int rc = scan_value(&s, 0, 0);
+    return rc != 0 || s.p != s.end;
+}
+
+int jr_push_record_checked(jr_ring *r, const uint8_t *data, size_t len) {
+    if (jr_suspect_record(r, data, len))
+        return JR_SUSPECT;
+    return jr_push_ex(r, data, len, __atomic_load_n(&r->policy, __ATOMIC_RELAXED),
+                      __atomic_load_n(&r->block_timeout_ns, __ATOMIC_RELAXED));
 }
 
 /* ------------------------------------------------------------------------ */

@@ -98,12 +98,38 @@ int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy,
 int jr_push_checked(jr_ring *r, const uint8_t *data, size_t len);
 
 /* Set the prefilter: `tokens` holds ASCII tokens separated by NUL bytes,
- * `len` bytes in all.  Safe while other threads push: the new rules replace
- * the old ones at once. */
+ * `len` bytes in all; "^tok" must start a word, "tok$" end a key word.  Safe while
+ * other threads push: the new rules replace the old ones at once. */
 int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len);
 
-/* The prefilter on its own: 1 if `data` may hold a secret, else 0. */
+/* The prefilter on its own: 1 if `data` may hold a secret, else 0.
+ * jr_suspect_key: the same for a key (a dict key, a header pair's name),
+ * whose end also ends a key word. */
 int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len);
+int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len);
+
+/* The prefilter over a record as the logger encodes it (marshal version 2):
+ * jr_suspect on each string (jr_suspect_key on keys), jr_card_number on each
+ * int below the top, and 1 for bytes it does not read.  jr_push_record_checked: as jr_push_checked
+ * with this test. */
+int jr_suspect_record(const jr_ring *r, const uint8_t *data, size_t len);
+int jr_push_record_checked(jr_ring *r, const uint8_t *data, size_t len);
+
+/* An int field that reads as a card number: 13-19 digits, the first 2-6 (an
+ * issuer), Luhn-valid; janus_utils._redact.is_card_number is the same rule.
+ * Inline so that the C encoder (speedups.c) applies it too. */
+static inline int jr_card_number(uint64_t v) {
+    if (v < 1000000000000ULL || v >= 10000000000000000000ULL)
+        return 0;
+    unsigned sum = 0, digit = 0, odd = 0;
+    for (; v; v /= 10, odd ^= 1) {
+        digit = (unsigned)(v % 10);
+        unsigned d = odd ? 2 * digit : digit;
+        sum += d > 9 ? d - 9 : d;
+    }
+    /* digit is now the leading one */
+    return digit >= 2 && digit <= 6 && sum % 10 == 0;
+}
 
 /* An empty call with jr_push's argument shape: the floor of a call from Python. */
 int jr_noop(jr_ring *r, const uint8_t *data, size_t len);

@@ -48,13 +48,20 @@ typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
 
 static PyObject *name_attr; /* "name" */
 
-/* The secret prefilter, run on each string as it is written: a secret lies
+/* The secret prefilter, run on each string as it is written (and on each
+ * int field, for card numbers): a secret lies
  * within one string (message, field name or value), and the strings that
  * repeat call after call (field names, the logger's and thread's names,
  * constant values) are scanned once.  A string the prefilter passed is held
  * in `clean`, so its address cannot be reused by another object while the
  * verdict is kept.  Names always take their slot; a value only takes a slot
- * no name holds, so values that change every call cannot push names out. */
+ * no name holds, so values that change every call cannot push names out.
+ *
+ * A field name is checked as a key: its end may end a key word ("pin" is
+ * one, in the logger's name "svc.pin" it is not).  The ring exports the
+ * text rule only, so the name is scanned as if followed by ':', which may
+ * follow a key word and is in no token.  A key verdict covers the text one,
+ * not the reverse, so a slot remembers which it holds (`as_key`). */
 #define CLEAN_SLOTS 64
 #define CLEAN_MAX 256 /* longer strings are scanned every time, not kept */
 
@@ -65,17 +72,28 @@ typedef struct {
     suspect_fn suspect;
     PyObject *clean[CLEAN_SLOTS];
     char is_name[CLEAN_SLOTS];
+    char as_key[CLEAN_SLOTS];
 } scanner;
 
-static int suspect_str(scanner *sc, PyObject *s, const char *u, Py_ssize_t n, int keep) {
+static int suspect_key(scanner *sc, const char *u, Py_ssize_t n) {
+    uint8_t key[CLEAN_MAX + 1];
+    if (n > CLEAN_MAX)
+        return 1; /* a field name this long is the Python path's to check */
+    memcpy(key, u, (size_t)n);
+    key[n] = ':';
+    return sc->suspect(sc->ring, key, (size_t)n + 1);
+}
+
+static int suspect_str(scanner *sc, PyObject *s, const char *u, Py_ssize_t n, int keep, int as_key) {
     size_t i = ((uintptr_t)s >> 4) & (CLEAN_SLOTS - 1);
-    if (sc->clean[i] == s)
+    if (sc->clean[i] == s && (sc->as_key[i] || !as_key))
         return 0;
-    if (sc->suspect(sc->ring, (const uint8_t *)u, (size_t)n))
+    if (as_key ? suspect_key(sc, u, n) : sc->suspect(sc->ring, (const uint8_t *)u, (size_t)n))
         return 1;
     if (keep != FORGET && n <= CLEAN_MAX && (keep == KEEP_NAME || !sc->is_name[i])) {
         Py_XSETREF(sc->clean[i], Py_NewRef(s));
         sc->is_name[i] = keep == KEEP_NAME;
+        sc->as_key[i] = (char)as_key;
     }
     return 0;
 }
@@ -84,6 +102,7 @@ static void scanner_clear(scanner *sc) {
     for (int i = 0; i < CLEAN_SLOTS; i++) {
         Py_CLEAR(sc->clean[i]);
         sc->is_name[i] = 0;
+        sc->as_key[i] = 0;
     }
 }
 
@@ -143,8 +162,9 @@ static int put_int(wbuf *b, long long x) {
 }
 
 /* A str; `keep` says whether the prefilter may remember its verdict (FORGET
- * for the formatted message, a new object every call). */
-static int put_text(wbuf *b, PyObject *s, int keep) {
+ * for the formatted message, a new object every call), `as_key` whether it
+ * is checked as a field name. */
+static int put_text(wbuf *b, PyObject *s, int keep, int as_key) {
     Py_ssize_t n;
     const char *u;
     if (PyUnicode_GET_LENGTH(s) > b->end - b->p)
@@ -161,12 +181,13 @@ static int put_text(wbuf *b, PyObject *s, int keep) {
     }
     if (n > INT32_MAX || put_byte(b, M_UNICODE) || put_u32(b, (uint32_t)n))
         return -1;
-    if (b->scan != NULL && !b->suspect && suspect_str(b->scan, s, u, n, keep))
+    if (b->scan != NULL && !b->suspect && suspect_str(b->scan, s, u, n, keep, as_key))
         b->suspect = 1;
     return put(b, u, (size_t)n);
 }
 
-static inline int put_str(wbuf *b, PyObject *s) { return put_text(b, s, KEEP_NAME); }
+static inline int put_str(wbuf *b, PyObject *s) { return put_text(b, s, KEEP_NAME, 0); }
+static inline int put_key(wbuf *b, PyObject *s) { return put_text(b, s, KEEP_NAME, 1); }
 
 /* The value kinds a record written here may hold, exact types only (a str or
  * int subclass is not plain: marshal refuses it, and so does this). */
@@ -183,12 +204,17 @@ static int put_value(wbuf *b, PyObject *v) {
     if (v == Py_False)
         return put_byte(b, M_FALSE);
     if (PyUnicode_CheckExact(v))
-        return put_text(b, v, KEEP_VALUE);
+        return put_text(b, v, KEEP_VALUE, 0);
     if (PyLong_CheckExact(v)) {
         int overflow;
         long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
         if (overflow)
             return -1;
+        /* A card number as an int: the prefilter's rule (d).  One compare
+         * for any int below 13 digits. */
+        if (b->scan != NULL && !b->suspect && x >= 1000000000000LL &&
+            jr_card_number((uint64_t)x))
+            b->suspect = 1;
         return put_int(b, x);
     }
     if (PyFloat_CheckExact(v)) {
@@ -208,7 +234,7 @@ static int put_items(wbuf *b, PyObject *d) {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (PyDict_Next(d, &pos, &k, &v))
-        if (!PyUnicode_CheckExact(k) || put_str(b, k) || put_value(b, v))
+        if (!PyUnicode_CheckExact(k) || put_key(b, k) || put_value(b, v))
             return -1;
     return 0;
 }
@@ -465,7 +491,7 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
         PyUnicode_CheckExact(thread) &&
         !(put_byte(&b, M_TUPLE) || put_u32(&b, RECORD_ITEMS) || put_int(&b, RECORD_FORMAT) ||
           put_int(&b, ts) || put_int(&b, level) || put_str(&b, name) ||
-          put_text(&b, message, FORGET) ||
+          put_text(&b, message, FORGET, 0) ||
           (merged != Py_None
                ? (put_byte(&b, M_DICT) || put_items(&b, merged) || put_byte(&b, M_NULL))
                : put_byte(&b, M_NONE)) ||

@@ -125,7 +125,7 @@ def _by_group(data: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     for bench in data.get("benchmarks", []):
         name = bench["name"]
         # janus's own groups hold several benchmarks of one peer: key them by name.
-        key = name if bench.get("group") in ("janus-self", "janus-watch") else _key(bench)
+        key = name if bench.get("group") in ("janus-self", "janus-watch", "prefilter") else _key(bench)
         groups.setdefault(bench.get("group") or "", {})[key] = bench
     return groups
 
@@ -296,7 +296,28 @@ def figures(data: dict[str, Any], memory: list[dict[str, Any]] | None, machine: 
             table.add(short, fmt_time(stats["median"]), fmt_time(stats["median"] / n),
                       f"{stats['iqr'] / stats['median']:.0%}", str(stats["rounds"]))
         tables.append(table)
-    known = {"producer-1-thread", "producer-4-threads", "below-level", "end-to-end", "search", *gates}
+    prefilter = groups.get("prefilter", {})
+    on, off = prefilter.get("test_prefilter_redact_on"), prefilter.get("test_prefilter_redact_off")
+    if on and off:
+        table = Table(
+            "prefilter: the same clean call with redaction on and off (C encoder, flusher idle)",
+            ["setup", "per call, median", "IQR ÷ median", "rounds"],
+        )
+        for bench in (on, off):
+            stats = bench["stats"]
+            table.add(bench["extra_info"]["label"], fmt_time(_per_call(bench)),
+                      f"{stats['iqr'] / stats['median']:.0%}", str(stats["rounds"]))
+        delta = _per_call(on) - _per_call(off)
+        table.add("difference of the medians", fmt_time(delta), "", "")
+        paired = [b["extra_info"].get("paired_delta") for b in (on, off)]
+        if None not in paired:
+            # Each round against the other setup's round just before it; the
+            # off benchmark's differences run the other way.
+            delta = (paired[0] - paired[1]) / 2
+            table.add("median of paired round differences", fmt_time(delta), "", "")
+        tables.append(table)
+        goals.append(("prefilter: cost on a clean record ≤ 0.15 µs", fmt_time(delta), delta <= 150e-9))
+    known = {"producer-1-thread", "producer-4-threads", "below-level", "end-to-end", "search", "prefilter", *gates}
     other = [bench for group, found in sorted(groups.items()) if group not in known for bench in found.values()]
     if other:
         table = Table("Other janus benchmarks (absolute only)", ["benchmark", "median", "note"])

@@ -35,6 +35,8 @@ THREADS = 4
 
 # The regression gate: fixed rounds, so that a run and its baseline compare like with like.
 SELF_ROUNDS = _int("JANUS_BENCH_SELF_ROUNDS", 40, 3)
+# The prefilter's cost: rounds of CALLS calls with redaction on, and as many off.
+PREFILTER_ROUNDS = _int("JANUS_BENCH_PREFILTER_ROUNDS", 25, 3)
 
 # End to end: records from 4 threads until committed and searchable.
 E2E_RECORDS = _int("JANUS_BENCH_E2E_RECORDS", 1_000_000, 20_000)

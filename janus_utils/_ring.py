@@ -189,9 +189,12 @@ class Ring:
         """``(fn, handle)`` for the logger's hot path: ``fn(handle, data, len(data))``.
 
         One Python frame fewer than ``pusher()``; the handle stays valid while
-        this Ring is open.  Codes as for ``pusher``.
+        this Ring is open.  Codes as for ``pusher``.  With *checked*, ``data``
+        must be a record as the logger encodes it: the prefilter runs on each
+        of its strings and int fields (``suspect_record``) and ``SUSPECT``
+        means nothing was pushed.
         """
-        return (lib.jr_push_checked if checked else lib.jr_push), self._ptr
+        return (lib.jr_push_record_checked if checked else lib.jr_push), self._ptr
 
     def native(self) -> tuple[int, int, int]:
         """``(ring, jr_push_ex, jr_suspect)`` as addresses, for C code that pushes itself.
@@ -216,14 +219,22 @@ class Ring:
         self.policy = policy
 
     def set_prefilter(self, tokens: Iterable[str]) -> None:
-        """Install the tokens ``jr_push_checked`` looks for (lowercase ASCII, 2+ chars)."""
+        """Install the prefilter's tokens (lowercase ASCII; "^tok", "tok$" anchor to a word)."""
         blob = b"\0".join(t.lower().encode("ascii") for t in tokens)
         if lib.jr_set_prefilter(self._ptr, blob, len(blob)) != OK:
-            raise ValueError("prefilter tokens must be ASCII, 2+ characters, at most 256 of them")
+            raise ValueError("prefilter tokens must be ASCII, at most 256 of them in 4096 bytes")
 
     def suspect(self, data: bytes) -> bool:
-        """True if the prefilter would send *data* to full redaction."""
+        """True if the prefilter would send the text *data* (UTF-8) to full redaction."""
         return bool(lib.jr_suspect(self._ptr, data, len(data)))
+
+    def suspect_key(self, data: bytes) -> bool:
+        """As ``suspect``, for a key (a dict key): its end also ends a key word ("pin$")."""
+        return bool(lib.jr_suspect_key(self._ptr, data, len(data)))
+
+    def suspect_record(self, data: bytes) -> bool:
+        """True if the prefilter would send the encoded record *data* to full redaction."""
+        return bool(lib.jr_suspect_record(self._ptr, data, len(data)))
 
     # -- the consumer ------------------------------------------------------
 

@@ -108,6 +108,7 @@ class Config:
     max_message_chars: int = 64 * 1024
     redact: bool = True
     redact_keys: tuple[str, ...] = ()
+    redact_pii: bool = False
     hash_fields: tuple[str, ...] = ()
     hash_key: bytes | None = None
     retention: Any = None  # a retention.RetentionPolicy, applied by the flusher
@@ -216,7 +217,7 @@ class _Emitter:
         cfg = flusher.cfg
         self.flusher = flusher
         self.ring = ring = flusher.ring
-        self.redactor = security.Redactor(extra_keys=cfg.redact_keys)
+        self.redactor = security.Redactor(extra_keys=cfg.redact_keys, pii=cfg.redact_pii)
         if cfg.redact:
             try:
                 ring.set_prefilter(self.redactor.prefilter_tokens)
@@ -766,7 +767,7 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``capture_stdlib``, ``ring_size``, ``on_full`` ("block" | "drop"),
     ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
     ``synchronous`` ("NORMAL" | "FULL"), ``exit_timeout`` (seconds),
-    ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
+    ``max_message_chars``, ``redact``, ``redact_keys``, ``redact_pii``, ``hash_fields``,
     ``hash_key``, ``retention``, ``archive_dir``, ``service`` (default
     ``$OTEL_SERVICE_NAME``), ``host`` (default: the hostname), ``alerts`` (a
     list of ``Alert`` rules, see ``janus_utils.alerts``).

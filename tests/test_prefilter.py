@@ -1,16 +1,20 @@
-"""The native prefilter never lets through text that the Python redactor would change."""
+"""The native prefilter never lets through text or a record that the Python redactor would change."""
 
 from __future__ import annotations
 
+import contextvars
 import marshal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import secret_corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from janus_utils import security
+from janus_utils import _redact, _speedups, security
 from janus_utils._ring import Ring
 
 FRAGMENTS = [
@@ -74,3 +78,208 @@ class TestPrefilterAgreesWithPython:
             text = "login 2fa=918273"
             assert redactor.might_contain_secret(text)
             assert r.suspect(text.encode())
+
+
+# --- word anchors, one-byte tokens, and the record check -------------------------
+
+
+def _record(message: str, fields: object) -> bytes:
+    """A record as the logger encodes it (the Python path's marshal bytes)."""
+    return marshal.dumps((1, 1_700_000_000_000_000_000, 20, "svc", message, fields, None, 1, "t"), 2)
+
+
+def _emitter(ring: Ring) -> Any:
+    """A C encoder pushing into *ring* with the prefilter on, as the logger sets one up."""
+    addr, push, suspect = ring.native()
+    return _speedups.Emitter(
+        addr, push, suspect, ring, True, 1, 10**6, 10**9, [],
+        contextvars.ContextVar("test_context", default={}),
+        lambda msg, args: msg % args, lambda: "t", threading.local(),
+    )
+
+
+class TestWordAnchors:
+    TOKENS = ("^sk-", "pin$", "^aws$", "token")
+
+    @pytest.mark.parametrize(
+        ("text", "as_text", "as_key"),
+        [
+            (b"key sk-abc", True, True),
+            (b"sk-abc", True, True),
+            (b"task-abc", False, False),
+            (b"_sk-abc", True, True),  # "_" is not a letter or digit
+            (b"pin=1234", True, True),
+            (b"PIN: 1", True, True),
+            (b'"pin": 1', True, True),
+            (b"--pin 1234", True, True),
+            (b"user_pin=1", True, True),
+            (b"ping mapping shipping", False, False),
+            (b"pinned", False, False),
+            (b"pin", False, True),  # as a key, its end ends the word
+            (b"userPin", False, True),
+            (b"svc.pin", False, True),
+            (b"enter your pin", False, True),
+            (b"aws", False, True),
+            (b"aws_key=x", True, True),
+            (b"laws: x", False, False),
+            (b"tokens", True, True),
+        ],
+    )
+    def test_c_and_python_read_anchors_alike(
+        self, tmp_path: Path, text: bytes, as_text: bool, as_key: bool
+    ) -> None:
+        """"^tok" must start a word; "tok$" must be followed by what may follow a key
+        word (= : quote space ...), or end a key.  C and Python agree."""
+        with Ring(tmp_path / "a.ring", 1 << 16) as r:
+            r.set_prefilter(self.TOKENS)
+            assert (as_text, as_key) == (r.suspect(text), r.suspect_key(text))
+        assert as_text == _redact._Prefilter(self.TOKENS)(text.decode())
+        low = text.lower()
+        assert as_text == any(secret_corpus.token_matches(t, low) for t in self.TOKENS)
+        assert as_key == any(secret_corpus.token_matches(t, low, key=True) for t in self.TOKENS)
+
+    def test_no_token_holds_a_colon(self) -> None:
+        """The C encoder checks a field name as if ':' followed it: no token may contain one."""
+        for redactor in (security.DEFAULT_REDACTOR, security.Redactor(pii=True)):
+            assert [] == [t for t in redactor.prefilter_tokens if ":" in t]
+
+    def test_one_byte_tokens(self, tmp_path: Path) -> None:
+        """A one-character token (what pii=True adds: "@" and the digits) is found anywhere."""
+        with Ring(tmp_path / "o.ring", 1 << 16) as r:
+            r.set_prefilter(("@", "7", "password"))
+            assert r.suspect(b"mail bob@example.org")
+            assert r.suspect(b"x7")
+            assert r.suspect(b"7")
+            assert not r.suspect(b"nothing here")
+
+    def test_pii_redactor_tokens_install(self, tmp_path: Path) -> None:
+        """A pii=True redactor's tokens fit the C table and flag e-mail addresses and digits."""
+        redactor = security.Redactor(pii=True)
+        with Ring(tmp_path / "p.ring", 1 << 16) as r:
+            r.set_prefilter(redactor.prefilter_tokens)
+            assert r.suspect(b"mail erin@example.org")
+            assert r.suspect(b"ssn 536-90-4399")
+            assert not r.suspect(b"no personal data")
+
+
+class TestRecordCheck:
+    def test_each_string_is_checked_on_its_own(self, ring: Ring) -> None:
+        """A key such as "pin" ends where its string ends; in the bytes a type code follows it."""
+        data = _record("ok", {"pin": "1234"})
+        assert not ring.suspect(data)  # "pinu" in the raw bytes: the anchor does not hold
+        assert ring.suspect_record(data)
+        assert not ring.suspect_record(_record("ok", {"ping": "1234"}))
+
+    def test_keys_and_list_items_are_keys_values_are_text(self, ring: Ring) -> None:
+        """A dict key and a list item (a header pair's name, an argv option) may be a key;
+        a value, the message and the logger's name are text."""
+        assert ring.suspect_record(_record("ok", {"headers": [["x-pin", "1"]]}))
+        assert ring.suspect_record(_record("ok", {"argv": ["unlock", "--pin", "1"]}))
+        assert not ring.suspect_record(_record("ok", {"component": "pin"}))
+        assert not ring.suspect_record(_record("enter your pin", None))
+        data = marshal.dumps((1, 0, 20, "svc.auth", "ok", None, None, 1, "t"), 2)
+        assert not ring.suspect_record(data)
+
+    @pytest.mark.parametrize(
+        ("fields", "expected"),
+        [
+            ({"n": 4111111111111111}, True),
+            ({"n": 4111111111111112}, False),  # Luhn-invalid
+            ({"n": 1710498153123}, False),  # epoch milliseconds: issuer digit 1
+            ({"n": -4111111111111111}, False),
+            ({"n": [1, {"deep": 5555555555554444}]}, True),
+            ({"n": 2**70}, False),
+            ({"n": 378282246310005}, True),
+            ({4111111111111111: "x"}, True),  # an int key too
+            (None, False),
+        ],
+    )
+    def test_int_fields_with_the_card_rule(self, ring: Ring, fields: object, expected: bool) -> None:
+        """Ints inside the fields are checked as card numbers; the record's own ints are not."""
+        assert expected == ring.suspect_record(_record("ok", fields))
+
+    def test_the_timestamp_is_not_a_field(self, ring: Ring) -> None:
+        """A Luhn-valid timestamp (it will happen after 2033) does not flag the record."""
+        data = marshal.dumps((1, 4111111111111111, 20, "svc", "ok", None, None, 1, "t"), 2)
+        assert not ring.suspect_record(data)
+
+    @pytest.mark.parametrize("data", [b"", b"(", b"\x00\x01", b"(\x09\x00\x00\x00i", _record("ok", None) + b"x"])
+    def test_bytes_it_cannot_read_are_suspect(self, ring: Ring, data: bytes) -> None:
+        """Anything but a whole record it reads goes to the Python redactor."""
+        assert ring.suspect_record(data)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(value=st.one_of(
+        st.integers(min_value=-(2**80), max_value=2**80),
+        st.integers(min_value=10**12, max_value=10**19),
+        st.sampled_from([4111111111111111, 5555555555554444, 378282246310005, 6011111111111117]),
+    ))
+    def test_the_c_card_rule_is_the_python_one(self, ring: Ring, value: int) -> None:
+        """jr_card_number and is_card_number agree on every int."""
+        assert security.is_card_number(value) == ring.suspect_record(_record("ok", {"n": value}))
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(text=texts, key=texts)
+    def test_native_clean_record_means_redaction_changes_nothing(self, ring: Ring, text: str, key: str) -> None:
+        """A record the record check passes holds nothing the redactor would change, keys included."""
+        fields = {key: text, "list": [text, (key, text)]}
+        try:
+            data = _record(text, fields)
+        except ValueError:
+            return
+        if not ring.suspect_record(data):
+            assert text == security.redact_text(text)
+            assert fields == security.redact_value(fields)
+
+
+class TestEveryCorpusCaseIsCaughtByBothPrefilters:
+    @pytest.mark.parametrize("case", secret_corpus.CASES, ids=[c.id for c in secret_corpus.CASES])
+    def test_record_check_flags_it(self, ring: Ring, case: secret_corpus.Case) -> None:
+        """The Python path's checked push flags the record each corpus case makes."""
+        message, fields = _as_record_parts(case)
+        assert ring.suspect_record(marshal.dumps((1, 0, 20, "corpus", message, fields, None, 1, "t"), 2))
+
+    @pytest.mark.parametrize(
+        "case",
+        [c for c in secret_corpus.CASES if c.form in ("message", "argument", "field", "int_field", "dict_field")],
+        ids=lambda c: c.id,
+    )
+    def test_c_encoder_hands_it_back(self, ring: Ring, case: secret_corpus.Case) -> None:
+        """The C encoder does not push a corpus case: it hands the record back for redaction."""
+        message, fields = _as_record_parts(case)
+        result = _emitter(ring).push(20, "corpus", {}, message, (), fields or {})
+        assert result is not None and result[0] is False
+
+
+class TestCEncoderFieldNames:
+    def test_field_names_are_checked_as_keys(self, ring: Ring) -> None:
+        """A field named "pin" is handed back; "pin" as a value or in the logger's name is pushed,
+        also when the very same str object was seen as a value first."""
+        em = _emitter(ring)
+        word = "pin"
+        assert em.push(20, "svc.auth", {}, "ok", (), {"component": word}) is None
+        handed_back = em.push(20, "svc", {}, "ok", (), {word: "1234"})
+        assert handed_back is not None and handed_back[0] is False
+        assert em.push(20, "svc", {}, "ok", (), {"component": word}) is None
+
+
+def _as_record_parts(case: secret_corpus.Case) -> tuple[str, dict[str, object] | None]:
+    """The message and fields a corpus case's log call makes (tracebacks: the line as text)."""
+    form, value = case.form, case.value
+    if form == "argument":
+        return f"configured with {value}", None
+    if form == "field":
+        return "event", {"detail": value}
+    if form == "int_field":
+        return "charge", {"amount_ref": value}
+    if form == "nested":
+        return "payload", {"body": {"items": [{"note": value}], "n": 1}}
+    if form == "nested_int":
+        return "payload", {"body": {"items": [{"ref": value}]}}
+    if form == "headers":
+        return "request", {"headers": value}
+    if form == "argv":
+        return "started", {"argv": value}
+    if form in ("dict_field", "bound", "stdlib_extra"):
+        return "config", dict(value)
+    return str(value), None  # message, exception, traceback, stdlib: the text itself

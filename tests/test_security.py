@@ -7,6 +7,7 @@ import unicodedata
 import uuid
 
 import pytest
+from secret_corpus import token_matches
 
 from janus_utils import security
 from janus_utils.error_handling.api.errors import ValidationError
@@ -559,13 +560,17 @@ class TestRedactorConfig:
 
     def test_every_spelling_of_every_key_word_holds_a_token(self) -> None:
         """A key word written with _, -, ., space or camelCase always contains a token."""
-        for word in DEFAULT_REDACTOR.keys:
+        for word in DEFAULT_REDACTOR.keys | DEFAULT_REDACTOR.status_keys:
             parts = word.split("_")
             spellings = {sep.join(parts) for sep in ("_", "-", ".", " ", "")}
             spellings.add(parts[0] + "".join(part.capitalize() for part in parts[1:]))
             for spelling in spellings:
                 low = spelling.lower()
-                assert any(token in low for token in PREFILTER_TOKENS), spelling
+                # As a key the spelling ends a dict key, or ":", "=" or a quote follows it.
+                for text, key in ((low, True), (f"{low}=", False), (f'"{low}"', False)):
+                    assert any(
+                        token_matches(token, text.encode(), key=key) for token in PREFILTER_TOKENS
+                    ), spelling
 
     def test_extra_keys_extend_tokens_and_redaction(self) -> None:
         """Configured extra keys are redacted and their words join the prefilter."""

@@ -15,6 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import secret_corpus
+from secret_corpus import reference_prefilter as _reference_prefilter
 from janus_utils.security import (
     DEFAULT_REDACTOR,
     PREFILTER_TOKENS,
@@ -478,37 +480,17 @@ CLEAN: list[str] = [
 ]
 
 
+def reference_prefilter(text: str, tokens: tuple[str, ...] = PREFILTER_TOKENS) -> bool:
+    """The prefilter rule written out over UTF-8 bytes, as the C port does it."""
+    return _reference_prefilter(text, tokens)
+
+
 def luhn_valid(digits: str) -> bool:
     total = 0
     for index, char in enumerate(reversed(digits)):
         digit = int(char) * (2 if index % 2 else 1)
         total += digit - 9 if digit > 9 else digit
     return total % 10 == 0
-
-
-def reference_prefilter(text: str, tokens: tuple[str, ...] = PREFILTER_TOKENS) -> bool:
-    """The prefilter rule written out over UTF-8 bytes, as the C port does it."""
-    data = text.encode("utf-8", errors="surrogatepass")
-    low = bytes(b + 32 if 65 <= b <= 90 else b for b in data)
-    if any(token.encode() in low for token in tokens):
-        return True
-    digits = 0
-    for byte in data:
-        if 48 <= byte <= 57:
-            digits += 1
-            if digits >= 13:
-                return True
-        elif byte not in b" -":
-            digits = 0
-    start = data.find(b"://")
-    while start != -1:
-        for byte in data[start + 3 :]:
-            if byte in b" \t\n\r\x0b\x0c":
-                break
-            if byte == 64:  # '@'
-                return True
-        start = data.find(b"://", start + 1)
-    return False
 
 
 class TestSecretCorpus:
@@ -592,8 +574,19 @@ SETTINGS = settings(
 # Pieces that make up secrets, near-misses and their surroundings.  Mixed with
 # random text they put pattern edges (separators, quotes, case, look-alike
 # Unicode letters, partial triggers) next to each other.
+# One short text per family of the shared corpus, so that the new patterns'
+# edges (anchors, separators, contexts) are mixed and mutated too.
+_SHARED_SHORT = list(
+    {
+        case.family: case.value
+        for case in secret_corpus.CASES
+        if isinstance(case.value, str) and len(case.value) <= 120
+    }.values()
+)
+
 FRAGMENTS = sorted(
     {piece for case in SECRETS for piece in (case.text, *case.secrets, *case.text.split())}
+    | {piece for text in _SHARED_SHORT for piece in (text, *text.split())}
     | set(CLEAN)
     | {
         "password",
@@ -663,6 +656,24 @@ FRAGMENTS = sorted(
         "[REDACTED:jwt]",
         "[REDACTED:password]",
         "[REDACTED:",
+        "pin",
+        "Pass",
+        "auth",
+        "sid",
+        "sk-",
+        "SG.",
+        "aws ",
+        "sig=",
+        "--pin ",
+        "('",
+        "', '",
+        "..",
+        "mailgun ",
+        "Digest ",
+        "response=",
+        "Cookie: a=1; ",
+        "scott/tiger@orcl",
+        "@v4",
         "\u212a",
         "\u017f",
         "\u0130",
@@ -797,7 +808,9 @@ def _mutations(text: str) -> list[str]:
 
 
 class TestGuaranteeOnMutatedSecrets:
-    @pytest.mark.parametrize("text", [case.text for case in SECRETS if len(case.text) <= 120])
+    @pytest.mark.parametrize(
+        "text", [case.text for case in SECRETS if len(case.text) <= 120] + _SHARED_SHORT
+    )
     def test_mutations(self, text: str) -> None:
         """Near-miss variants of every short corpus secret still obey the prefilter guarantee."""
         broken = [
@@ -807,3 +820,133 @@ class TestGuaranteeOnMutatedSecrets:
             and DEFAULT_REDACTOR._redact_unfiltered(variant) != variant
         ]
         assert [] == broken
+
+
+# -- the shared corpus (tests/secret_corpus.py), unit by unit ---------------------
+
+TEXT_FORMS = ("message", "argument", "field", "nested", "exception", "traceback", "stdlib")
+TEXT_CASES = [case for case in secret_corpus.CASES if case.form in TEXT_FORMS]
+VALUE_CASES = [case for case in secret_corpus.CASES if case.form not in TEXT_FORMS]
+
+# Every family issue 18 names, plus the ones redaction always had.
+FAMILIES = {
+    "stripe", "openai", "anthropic", "google", "sendgrid", "npm", "huggingface", "gitlab",
+    "digitalocean", "shopify", "pypi", "mailgun", "slack_webhook", "aws_secret", "card", "azure",
+    "oracle", "cookie", "header_tuples", "argv", "docker_auth", "digest", "key_names", "classic",
+}  # fmt: skip
+
+
+def _leaks(case: secret_corpus.Case, out: str) -> list[str]:
+    return [needle for needle in case.secrets if needle in out]
+
+
+class TestSharedCorpus:
+    def test_corpus_covers_every_family(self) -> None:
+        """Well past the 140 cases of the report, every family it names, and near misses."""
+        assert len(secret_corpus.CASES) + len(secret_corpus.CLEAN) > 200
+        assert len(secret_corpus.CASES) > 140
+        assert FAMILIES == {case.family for case in secret_corpus.CASES}
+        assert len(secret_corpus.CLEAN) >= 40
+
+    def test_card_numbers_are_luhn_valid(self) -> None:
+        """The int card numbers really are card numbers, so the card rule is what is tested."""
+        for case in secret_corpus.CASES:
+            if case.form in ("int_field", "nested_int"):
+                assert secret_corpus.luhn_valid(str(case.value)), case.id
+
+    @pytest.mark.parametrize("case", TEXT_CASES, ids=lambda c: c.id)
+    def test_text_is_redacted(self, case: secret_corpus.Case) -> None:
+        """No part of the secret is left, the prefilter (both written and coded) sends it on, and
+        redacting again changes nothing."""
+        out = redact_text(case.value)
+        assert [] == _leaks(case, out)
+        assert "[REDACTED:" in out
+        assert might_contain_secret(case.value)
+        assert reference_prefilter(case.value)
+        assert out == redact_text(out)
+
+    @pytest.mark.parametrize("case", VALUE_CASES, ids=lambda c: c.id)
+    def test_values_are_redacted(self, case: secret_corpus.Case) -> None:
+        """Int fields, header pairs, argv lists and dict fields come back without the secret."""
+        out = redact_value(case.value)
+        assert [] == _leaks(case, repr(out))
+        assert out == redact_value(out)
+
+    @pytest.mark.parametrize("clean", secret_corpus.CLEAN, ids=lambda c: c.id)
+    def test_near_misses_are_unchanged(self, clean: secret_corpus.Clean) -> None:
+        """Words holding a key word, SHAs, UUIDs, refs, numbers that are no card: untouched."""
+        if isinstance(clean.value, str):
+            assert clean.value == redact_text(clean.value)
+            assert clean.value == DEFAULT_REDACTOR._redact_unfiltered(clean.value)
+        else:
+            assert clean.value == redact_value(clean.value)
+
+    @pytest.mark.parametrize("case", secret_corpus.PII, ids=lambda c: c.id)
+    def test_personal_data_only_when_asked(self, case: secret_corpus.Case) -> None:
+        """E-mail addresses, IBANs and SSNs stay by default and go with pii=True."""
+        value = case.value
+        redact = Redactor(pii=True).redact_value
+        assert value == redact_value(value)
+        assert [] == _leaks(case, repr(redact(value)))
+        if isinstance(value, str):
+            assert Redactor(pii=True).might_contain_secret(value)
+
+
+class TestNewRules:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("auth: ok, retries: 2", "auth: ok, retries: 2"),
+            ("proxy auth=abcdef123456", "proxy auth=[REDACTED:auth]"),
+            ("lint pass: true", "lint pass: true"),
+            ("ftp pass=hunter22", "ftp pass=[REDACTED:pass]"),
+            ("pin=1234 otp: 987654 pw=x1", "pin=[REDACTED:pin] otp: [REDACTED:otp] pw=[REDACTED:pw]"),
+            ("Cookie: theme=dark; lang=en", "Cookie: [REDACTED:cookie]; lang=en"),
+            (
+                "Cookie: theme=dark; JSESSIONID=0123456789ABCDEF; remember=a8Fk29dkLq01Zp",
+                "Cookie: [REDACTED:cookie]; JSESSIONID=[REDACTED:jsessionid]; remember=[REDACTED:cookie]",
+            ),
+            ("run --password s3cr3t --verbose", "run --password [REDACTED:password] --verbose"),
+            ("[('X-Api-Key', 'k1k2k3'), ('Accept', 'json')]", "[('X-Api-Key', '[REDACTED:api_key]'), ('Accept', 'json')]"),
+            ("sqlplus scott/tiger@orcl", "sqlplus scott/[REDACTED:password]@orcl"),
+            ("uses: actions/checkout@main", "uses: actions/checkout@main"),
+            ("api_key=sk_live_" + "a1" * 12, "api_key=[REDACTED:api_key]"),
+            ("key sk_live_" + "a1" * 12, "key [REDACTED:stripe_key]"),
+            ("card 4111  1111  1111  1111 ok", "card [REDACTED:card] ok"),
+            ("card 4111.1111.1111.1111 ok", "card [REDACTED:card] ok"),
+            ("ratio 0.5444444444444444", "ratio 0.5444444444444444"),
+        ],
+    )
+    def test_text(self, text: str, expected: str) -> None:
+        """The rules issue 18 asked for, each with the marker it leaves."""
+        assert expected == redact_text(text)
+
+    def test_status_keys_are_not_sensitive_keys(self) -> None:
+        """auth and pass hold secrets unless a status: is_sensitive_key says no, secret_kind decides."""
+        assert not DEFAULT_REDACTOR.is_sensitive_key("auth")
+        assert "auth" == DEFAULT_REDACTOR.secret_kind("basic_auth", "bob:pw")
+        assert DEFAULT_REDACTOR.secret_kind("auth", "ok") is None
+        assert DEFAULT_REDACTOR.secret_kind("auth", True) is None
+        assert {"auth": "ok", "pass": "[REDACTED:pass]"} == redact_value({"auth": "ok", "pass": "x9"})
+
+    def test_positional_secrets(self) -> None:
+        """Pairs and argv options in lists; a pattern's own marker is kept where it found one."""
+        value = {
+            "headers": [("Authorization", "Bearer x"), ("Authorization", "Bearer " + "a1" * 12)],
+            "argv": ["app", "--db-password", "pw1", "-v", "plain"],
+            "pair": ["token", 42],
+            "not_pairs": ["password", "email", "name"],
+        }
+        assert {
+            "headers": [("Authorization", "[REDACTED:authorization]"), ("Authorization", "Bearer [REDACTED:bearer]")],
+            "argv": ["app", "--db-password", "[REDACTED:password]", "-v", "plain"],
+            "pair": ["token", "[REDACTED:token]"],
+            "not_pairs": ["password", "email", "name"],
+        } == redact_value(value)
+
+    def test_card_ints(self) -> None:
+        """An int that is a card number is redacted as a value and as a key; other ints stay."""
+        assert {"a": "[REDACTED:card]", "b": 4111111111111112, "[REDACTED:card]": 1, "c": True} == redact_value(
+            {"a": 4111111111111111, "b": 4111111111111112, 5555555555554444: 1, "c": True}
+        )
+        assert Redactor(patterns=False).redact_value(4111111111111111) == 4111111111111111

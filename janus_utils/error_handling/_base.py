@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .._redact import DEFAULT_REDACTOR
+
 __all__ = ["InternalError", "JanusError", "cause_chain", "exception_name"]
 
 # The problem "type" of every error: a URN built from its stable code, so that
@@ -141,8 +143,6 @@ class JanusError(Exception):
         *instance* names this occurrence (a request path, say); *members* are
         further extension members, such as the ``error_id`` the HTTP layer adds.
         """
-        from ..security import DEFAULT_REDACTOR  # security imports this package
-
         extras = self.problem_members()
         if self._shows(self.expose_message):
             detail = self.message

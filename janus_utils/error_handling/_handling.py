@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, TypeVar, cast, overload
 
 from .._levels import parse_level
+from .._redact import DEFAULT_REDACTOR
 from ._base import InternalError, JanusError, _safe_str, cause_chain, exception_name
 from .db.errors import translate as translate_db_error
 
@@ -80,7 +81,10 @@ def error_id(exc: BaseException) -> str:
 
 def _resolve_logger(logger: Any) -> Any:
     if logger is None or isinstance(logger, str):
-        from .. import logger as janus_logger  # the logger module imports this package
+        # On first use: the logger loads apsw and the ring, which a caller that
+        # passes its own stdlib logger never needs.  (No cycle: the logger
+        # imports this package's errors, never this module.)
+        from .. import logger as janus_logger
 
         return janus_logger.get_logger(logger or DEFAULT_LOGGER)
     return logger
@@ -107,8 +111,6 @@ def log_error(
     """
     if is_logged(exc):
         return False
-    from ..security import DEFAULT_REDACTOR  # security imports this package
-
     if isinstance(exc, JanusError):
         status, code, text, details = exc.http_status, exc.code, exc.message, exc.details
         default_level = exc.log_level

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..error_handling._base import JanusError
 from ..error_handling.routes.errors import MethodNotAllowed
-from ..error_handling.routes.middleware import _WERKZEUG_ERRORS, _path_uri
+from ..error_handling.routes._problem import STATUS_ERRORS, path_uri
 from ..logger import _context, get_logger
 
 __all__ = [
@@ -58,7 +58,7 @@ class Request:
     def __init__(self, request_id: str, method: str | None, path: str, remote_addr: str | None) -> None:
         self.request_id = request_id
         self.method = method or "-"
-        self.path = _path_uri(path)
+        self.path = path_uri(path)
         self.remote_addr = remote_addr
         self.started = time.perf_counter()
         self.fields: dict[str, Any] = {}  # added by bind_request(): user_id and the like
@@ -128,7 +128,7 @@ def bind_request(**fields: Any) -> None:
 
 def error_for_status(status: int, detail: str | None = None, headers: Any = None) -> JanusError:
     """The janus error for a framework's own HTTP error (a route miss, a 405, an abort(4xx))."""
-    cls = _WERKZEUG_ERRORS.get(status)
+    cls = STATUS_ERRORS.get(status)
     if cls is MethodNotAllowed:
         allow = ""
         if headers:

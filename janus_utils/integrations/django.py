@@ -41,7 +41,7 @@ from ..error_handling._base import JanusError
 from ..error_handling._handling import DEFAULT, ErrorHandler
 from ..error_handling.api.errors import BadRequest, Forbidden, NotFound
 from ..error_handling.routes.errors import MethodNotAllowed, RouteNotFound
-from ..error_handling.routes.middleware import PROBLEM_CONTENT_TYPE, problem_response
+from ..error_handling.routes._problem import PROBLEM_CONTENT_TYPE, problem_response
 from ._request import current_request
 from .wsgi import start_request
 

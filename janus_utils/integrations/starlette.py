@@ -33,7 +33,7 @@ from typing import Any
 from ..error_handling._base import JanusError
 from ..error_handling._handling import DEFAULT, ErrorHandler, Translator
 from ..error_handling.api.errors import NotFound, ValidationError
-from ..error_handling.routes.middleware import PROBLEM_CONTENT_TYPE, problem_response
+from ..error_handling.routes._problem import PROBLEM_CONTENT_TYPE, path_uri, problem_response
 from ._request import REQUEST_ID_HEADER, Request, error_for_status, request_id_from
 
 __all__ = ["JanusMiddleware", "install", "register_exception_handlers"]
@@ -70,10 +70,8 @@ def _handlers(handler: ErrorHandler) -> dict[Any, Callable[..., Any]]:
     """The exception handlers, by exception class, for Starlette's exception layer."""
     from starlette.exceptions import HTTPException
 
-    from ._request import _path_uri
-
     def render(request: Any, error: BaseException) -> Any:
-        path = _path_uri(_path(request.scope))
+        path = path_uri(_path(request.scope))
         error = handler.process(error, http_method=request.method, http_path=path)
         return _problem(error, path)
 

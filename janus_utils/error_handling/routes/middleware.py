@@ -15,18 +15,16 @@ the app (which logs before the middleware sees it) carries them too.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import quote
 
-from .._base import InternalError, JanusError
-from .._handling import DEFAULT, ErrorHandler, Translator, error_id
-from ..api.errors import BadRequest, Conflict, Forbidden, RateLimited, Unauthorized
+from .._base import JanusError
+from .._handling import DEFAULT, ErrorHandler, Translator
 from ..extensions.errors import ExtensionLoadError
-from .errors import MethodNotAllowed, RouteNotFound
+from ._problem import PROBLEM_CONTENT_TYPE, STATUS_ERRORS, path_uri, problem_response
+from .errors import MethodNotAllowed
 
 __all__ = [
     "ASGIErrorMiddleware",
@@ -36,10 +34,6 @@ __all__ = [
     "register_error_handlers",
 ]
 
-PROBLEM_CONTENT_TYPE = "application/problem+json"
-
-# Characters left as they are when a request path becomes the "instance" URI.
-_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,31 +45,11 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[..., Iterable[bytes]]
 
 
-def problem_response(
-    exc: BaseException, *, instance: str | None = None
-) -> tuple[int, list[tuple[str, str]], bytes]:
-    """``(status, headers, body)`` of the problem response for *exc*.
-
-    A JanusError gives its own; anything else a generic 500 that names only
-    the error id.  The body is ASCII JSON.
-    """
-    public = exc if isinstance(exc, JanusError) else InternalError()
-    body = public.to_dict(instance=instance, error_id=error_id(exc))
-    data = json.dumps(body, ensure_ascii=True, separators=(",", ":"), default=str).encode("ascii")
-    headers = [("Content-Type", PROBLEM_CONTENT_TYPE), ("Content-Length", str(len(data)))]
-    headers.extend(public.headers.items())
-    return public.http_status, headers, data
-
-
 def _status_line(status: int) -> str:
     try:
         return f"{status} {HTTPStatus(status).phrase}"
     except ValueError:
         return f"{status} Error"
-
-
-def _path_uri(path: str) -> str:
-    return quote(path, safe=_PATH_SAFE)
 
 
 @contextlib.contextmanager
@@ -152,7 +126,7 @@ class WSGIErrorMiddleware:
 def _environ_path(environ: dict[str, Any]) -> str:
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     # PATH_INFO holds the raw bytes decoded as latin-1 (PEP 3333).
-    return _path_uri(path.encode("latin-1", "replace").decode("utf-8", "replace"))
+    return path_uri(path.encode("latin-1", "replace").decode("utf-8", "replace"))
 
 
 # --------------------------------------------------------------------------
@@ -200,7 +174,7 @@ class ASGIErrorMiddleware:
                 state["complete"] = True
             await send(message)
 
-        path = _path_uri(scope.get("root_path", "") + scope.get("path", ""))
+        path = path_uri(scope.get("root_path", "") + scope.get("path", ""))
         try:
             with _request_context(scope.get("method"), path):
                 await self.app(scope, receive, watched_send)
@@ -227,22 +201,10 @@ class ASGIErrorMiddleware:
 # --------------------------------------------------------------------------
 # Flask
 
-# werkzeug status -> the janus error it becomes
-_WERKZEUG_ERRORS: dict[int, type[JanusError]] = {
-    400: BadRequest,
-    401: Unauthorized,
-    403: Forbidden,
-    404: RouteNotFound,
-    405: MethodNotAllowed,
-    409: Conflict,
-    429: RateLimited,
-}
-
-
 def _from_werkzeug(exc: Any) -> JanusError:
     """The janus error for a werkzeug HTTPException (a routing miss, an abort(4xx))."""
     status = int(exc.code)
-    cls = _WERKZEUG_ERRORS.get(status)
+    cls = STATUS_ERRORS.get(status)
     if cls is MethodNotAllowed:
         error: JanusError = MethodNotAllowed(allowed=getattr(exc, "valid_methods", None) or ())
     elif cls is not None:
@@ -278,7 +240,7 @@ def register_error_handlers(
             if exc.code is None or exc.code < 400:
                 return exc  # a redirect is a response, not an error
             exc = _from_werkzeug(exc)
-        path = _path_uri(flask.request.path)
+        path = path_uri(flask.request.path)
         error = handler.process(exc, http_method=flask.request.method, http_path=path)
         status, headers, body = problem_response(error, instance=path)
         return flask.Response(body, status=status, headers=headers)
@@ -289,7 +251,7 @@ def register_error_handlers(
         from ...logger import _context
 
         flask.g._janus_context = _context.set(
-            {**_context.get(), "http_method": flask.request.method, "http_path": _path_uri(flask.request.path)}
+            {**_context.get(), "http_method": flask.request.method, "http_path": path_uri(flask.request.path)}
         )
 
     def exit_context(exc: BaseException | None) -> None:
