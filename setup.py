@@ -2,6 +2,13 @@
 
 from setuptools import Extension, find_packages, setup
 
+# janus-logs serve: Starlette (a small, well-kept ASGI toolkit: routing, static
+# files, streaming responses for server-sent events) run by uvicorn, its usual
+# server; /metrics needs prometheus-client.
+WEB = ["starlette>=0.40", "uvicorn>=0.30", "prometheus-client>=0.20"]
+# janus_utils.metrics alone, for an application that serves its own /metrics.
+METRICS = ["prometheus-client>=0.20"]
+
 setup(
     name="janus_utils",
     version="0.1.0",
@@ -10,7 +17,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["janus_utils", "janus_utils.*"]),
-    package_data={"janus_utils": ["py.typed"], "janus_utils.integrations": ["uvicorn_log_config.json"]},
+    package_data={
+        "janus_utils": ["py.typed"],
+        "janus_utils.integrations": ["uvicorn_log_config.json"],
+        "janus_utils.web": ["static/*"],
+    },
     setup_requires=["cffi>=1.17"],
     install_requires=["apsw>=3.45", "cffi>=1.17"],
     cffi_modules=["_native/build_ring.py:ffi"],
@@ -26,21 +37,25 @@ setup(
     ],
     extras_require={
         # hypothesis: property tests of sanitize/redaction find inputs no table would.
-        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6"],
+        # The console's tests drive Debian's chromium through playwright (never
+        # its own browser download); the README's test command adds [web].
+        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "playwright>=1.40", "httpx>=0.27"],
         # The frameworks and servers janus_utils.integrations wires, for users and for the
         # tests that start them (httpx drives them; the OpenTelemetry SDK makes the spans
         # whose ids records must carry).  Tested with Flask 3.1, FastAPI 0.165,
-        # Starlette 1.10, uvicorn 0.54, gunicorn 27, Django 5.2.
+        # Starlette 1.10, uvicorn 0.54, gunicorn 27, Django 5.2.  Also janus-logs
+        # serve's own server (WEB above).
         "web": [
             "flask>=3",
             "fastapi>=0.110",
-            "uvicorn>=0.30",
             "gunicorn>=22",
             "django>=4.2",
             "httpx>=0.27",
             "opentelemetry-api>=1.20",
             "opentelemetry-sdk>=1.20",
+            *WEB,
         ],
+        "metrics": METRICS,
         # The peers a user would compare against, for bench/ only.
         "bench": [
             "pytest>=8",

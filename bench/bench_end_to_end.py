@@ -32,7 +32,7 @@ from typing import Any
 import apsw
 import pytest
 
-from janus_utils import _ring, _schema
+from janus_utils import _resource, _ring, _schema
 from janus_utils._flusher import _INDEX, _INSERT
 from janus_utils._record import decode_row
 
@@ -113,7 +113,8 @@ def _janus_rows(records: int) -> list[tuple[Any, ...]]:
         fields = {"user_id": uid, "ip": IP, "agent_id": AGENT}
         record = (1, time.time_ns(), 20, "svc.auth", MESSAGE % uid, fields, None, pid, thread)
         rows.append(decode_row(marshal.dumps(record, 2)))
-    return rows
+    # The flusher appends each row's service and host (the schema's last two columns).
+    return _resource.Resources(_resource.default_service(), _resource.default_host()).label(rows)
 
 
 class _ApswRound:

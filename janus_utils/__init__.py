@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ._lazy import lazy_getattr
 
 __all__ = [
+    "Alert",
     "JanusError",
     "JanusHandler",
     "LogStore",
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
+    "Alert": ".alerts",
     "JanusError": ".error_handling",
     "JanusHandler": ".logger",
     "LogStore": ".store",
@@ -52,7 +54,7 @@ _EXPORTS = {
     "shutdown": ".logger",
     "stats": ".logger",
 }
-_SUBMODULES = {"security", "file_handler", "logger", "error_handling", "retention", "store"}
+_SUBMODULES = {"alerts", "security", "file_handler", "logger", "error_handling", "metrics", "retention", "store", "web"}
 
 
 _exported = lazy_getattr(__name__, globals(), _EXPORTS)
@@ -66,6 +68,7 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import security
+    from .alerts import Alert
     from .error_handling import JanusError
     from .store import LogStore, Record, StoreStats
     from .logger import (

@@ -339,6 +339,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_prune(commands, db_default, formatter)
     _add_archive(commands, db_default, formatter)
+    _add_serve(commands, db_default, formatter)
     return parser
 
 
@@ -429,6 +430,51 @@ def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser], 
     _db_option(load, db_default)
     load.add_argument("--json", action="store_true", help="the counts as one JSON object")
     load.set_defaults(run=_archive_import)
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser], db_default: str, formatter: type[argparse.HelpFormatter]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="a read-only web console and /metrics for Prometheus",
+        description=textwrap.dedent(
+            """\
+            Serve a web console over the database: search (the query language
+            of 'search'), filters, a histogram, a live tail and every field of
+            a record; and /metrics for Prometheus.  Nothing it serves writes.
+            It binds 127.0.0.1; a non-loopback --host needs --token-file, and
+            with a token every request must carry it (open /?token=... once,
+            or send 'Authorization: Bearer ...').  Needs the web extra:
+            pip install 'janus_utils[web]'."""
+        ),
+        epilog=_examples(
+            f"{PROG} serve --db app.db",
+            f"{PROG} serve --db app.db --port 9000",
+            f"{PROG} serve --db app.db --host 0.0.0.0 --token-file token",
+        ),
+        formatter_class=formatter,
+    )
+    _db_option(serve, db_default)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=_count_arg, default=8765, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--token-file", metavar="FILE", help="a file holding the token every request must carry")
+    serve.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    missing = [name for name in ("starlette", "uvicorn", "prometheus_client") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise _UsageError(
+            f"serve needs {', '.join(missing)}: install the web extra, pip install 'janus_utils[web]'"
+        )
+    from .web import check_bind, read_token, serve
+
+    token = read_token(args.token_file, warn=err) if args.token_file else None
+    check_bind(args.host, token)
+    try:
+        serve(args.db, host=args.host, port=args.port, token=token, out=out)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _no_subcommand(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace, IO[str], IO[str]], int]:

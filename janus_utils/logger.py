@@ -115,6 +115,7 @@ class Config:
     archive_dir: str | None = None
     service: str | None = None  # None: $OTEL_SERVICE_NAME (see _check_config)
     host: str | None = None  # None: this machine's hostname
+    alerts: tuple[Any, ...] = ()  # alerts.Alert rules, evaluated by one process per database
 
 
 def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
@@ -177,6 +178,12 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         kw["archive_dir"] = os.fspath(kw["archive_dir"])
     if kw.get("retention") is not None:
         kw["retention"] = _retention_policy(kw["retention"])
+    if kw.get("alerts"):
+        from .alerts import check_rules
+
+        kw["alerts"] = check_rules(kw["alerts"])
+    else:
+        kw.pop("alerts", None)
     unknown = set(kw) - set(Config.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"configure() got unknown option(s): {', '.join(sorted(unknown))}")
@@ -742,6 +749,7 @@ def _count_duplicate() -> None:
 # module-level API
 
 _flusher: Flusher | None = None
+_alerts: Any = None  # the AlertEngine, when configure() was given alerts
 _config_lock = threading.RLock()
 _stdlib_handler: JanusHandler | None = None
 
@@ -761,7 +769,8 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``synchronous`` ("NORMAL" | "FULL"), ``exit_timeout`` (seconds),
     ``max_message_chars``, ``redact``, ``redact_keys``, ``redact_pii``, ``hash_fields``,
     ``hash_key``, ``retention``, ``archive_dir``, ``service`` (default
-    ``$OTEL_SERVICE_NAME``), ``host`` (default: the hostname).
+    ``$OTEL_SERVICE_NAME``), ``host`` (default: the hostname), ``alerts`` (a
+    list of ``Alert`` rules, see ``janus_utils.alerts``).
 
     A database that is locked or on a full disk does not make it raise: the
     flusher retries in the background while records wait in the ring.  If the
@@ -787,7 +796,7 @@ _ROOM_RETRY = 1.0  # seconds between tries to create the ring on a full disk
 
 def _install(cfg: Config) -> None:
     """Replace the current setup (if any) by one for *cfg*; under _config_lock."""
-    global _flusher, _emitter, _fast, _trace_ids
+    global _flusher, _emitter, _fast, _trace_ids, _alerts
     # Everything that can fail on bad settings happens before the old
     # setup is stopped; only the database itself can still fail after.
     flusher = Flusher(cfg)
@@ -808,6 +817,11 @@ def _install(cfg: Config) -> None:
             else _traced(emitter.native.push, _trace_ids.current)  # type: ignore[attr-defined]
         )
     _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
+    if cfg.alerts:
+        from .alerts import AlertEngine
+
+        _alerts = AlertEngine(cfg.db_path, cfg.alerts)
+        _alerts.start()
 
 
 def _announce(emitter: _Emitter) -> None:
@@ -952,7 +966,7 @@ def shutdown(timeout: float | None = 10.0) -> None:
     ring file, and are committed by the next process that configures the
     database; stderr says how many.
     """
-    global _flusher, _emitter, _fast, _pending
+    global _flusher, _emitter, _fast, _pending, _alerts
     with _config_lock:
         if _pending is not None:
             _pending.cancelled.set()
@@ -966,6 +980,11 @@ def shutdown(timeout: float | None = 10.0) -> None:
         # Flush while the flusher thread still runs: in a process that is not
         # the flusher it may still take over if the flusher's process is gone.
         flush(timeout)
+        if _alerts is not None:
+            # After the flush: the last records are evaluated, and what they
+            # fire gets up to *timeout* to be delivered.
+            engine, _alerts = _alerts, None
+            engine.stop(_remaining(deadline))
         if _emitter is not None and _emitter.native is not None:
             _emitter.native.closed = True  # a call in C hands its record back
         _fast = None
@@ -1032,6 +1051,7 @@ def stats() -> dict[str, Any]:
         "ring_used": r.used,
         "ring_fill": r.used / r.capacity,
         "ring_high_water": r.high_water,
+        **({"alerts": _alerts.stats()} if _alerts is not None else {}),
     }
 
 

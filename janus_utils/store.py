@@ -88,6 +88,7 @@ class Filters(TypedDict, total=False):
     request_id: str | None
     service: str | None  # the service that logged it (configure(service=...))
     host: str | None  # the machine it was logged on
+    trace_id: str | None  # not indexed: bound it with since/until on a big database
     since: TimeSpec | None  # inclusive
     until: TimeSpec | None  # exclusive
     fields: Mapping[str, FieldValue] | None  # equality on keys of the JSON fields
@@ -408,6 +409,7 @@ class LogStore:
         request_id: str | None = None,
         service: str | None = None,
         host: str | None = None,
+        trace_id: str | None = None,
         since: TimeSpec | None = None,
         until: TimeSpec | None = None,
         fields: Mapping[str, FieldValue] | None = None,
@@ -441,6 +443,9 @@ class LogStore:
                     selection.add("0")
                 else:
                     selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=True)
+        if trace_id is not None:
+            # No index: never a probe, which would scan the whole table.
+            selection.add(f'{_T}."trace_id" = ?', _text(trace_id, "trace_id"))
         now = datetime.now(timezone.utc)  # one clock reading for since and until
         low = parse_time(since, now=now) if since is not None else None
         high = parse_time(until, now=now) if until is not None else None
@@ -648,6 +653,7 @@ class LogStore:
         request_id: str | None = None,
         service: str | None = None,
         host: str | None = None,
+        trace_id: str | None = None,
         since: TimeSpec | None = None,
         until: TimeSpec | None = None,
         fields: Mapping[str, FieldValue] | None = None,
@@ -679,6 +685,7 @@ class LogStore:
                 request_id=request_id,
                 service=service,
                 host=host,
+                trace_id=trace_id,
                 since=since,
                 until=until,
                 fields=fields,
@@ -707,6 +714,7 @@ class LogStore:
         query: str | None = None,
         raw: bool = False,
         top: int = 10,
+        after_id: int | None = None,
         **filters: Unpack[Filters],
     ) -> Histogram:
         """Counts per time bucket and value of *by*, oldest bucket first, empty buckets left out.
@@ -715,6 +723,9 @@ class LogStore:
         aligned to the epoch, UTC.  *by* is "level" (keys are level names),
         "logger" or "user_id" (HISTOGRAM_NONE for records without one).  Values
         outside the *top* most frequent overall are summed as HISTOGRAM_OTHER.
+        *after_id* counts only records committed after that record id: the
+        newest N records of a big database are a primary-key range, which is
+        far cheaper to count than a time range.
         """
         column = HISTOGRAM_BY.get(by)
         if column is None:
@@ -725,6 +736,9 @@ class LogStore:
         _check_limit(top, "top")
         selection = self._select(query, raw, filters)
         value = f'{_T}."{column}"'
+        # Closing the id range as well makes SQLite walk it rather than an
+        # index of a broad filter (level >= WARNING is millions of rows).
+        upto_id = self._max_id() if after_id is not None else None
         # Python's floor division: ts below the epoch still falls in its bucket.
         start = f'({_T}."ts" - (({_T}."ts" % ?) + ?) % ?)'
         rows = self._run(
@@ -733,6 +747,8 @@ class LogStore:
                 selection,
                 f"{start} AS bucket_start, {value}, count(*)",
                 column_params=(width, width, width),
+                after_id=after_id,
+                upto_id=upto_id,
                 group=f"bucket_start, {value}",
             ),
         )
@@ -818,6 +834,73 @@ class LogStore:
             if not follow:
                 return
             time.sleep(poll_interval)
+
+    def get(self, record_id: int) -> Record | None:
+        """The record with this id, or None when there is none (never stored, or pruned)."""
+        if isinstance(record_id, bool) or not isinstance(record_id, int):
+            raise SearchQueryError(f"a record id is an int, not {record_id!r}")
+        rows = self._rows(f"SELECT {self._select_record} FROM {_T} WHERE {_T}.\"id\" = ?", (record_id,))
+        return _record(rows[0]) if rows else None
+
+    def after(
+        self,
+        cursor: int,
+        query: str | None = None,
+        *,
+        limit: int = 100,
+        raw: bool = False,
+        **filters: Unpack[Filters],
+    ) -> tuple[list[Record], int, int]:
+        """What a live view shows next: records committed after the record id *cursor*.
+
+        Returns ``(records, matched, new_cursor)``: the newest *limit* matching
+        records with an id above *cursor*, newest first; how many match in all
+        (more than *limit* means the caller is shown a sample); and the id to
+        pass next time, so that nothing committed later is missed or repeated.
+        Unlike tail(), it takes a full-text *query* and never reads more than
+        *limit* records, however many arrived.
+        """
+        if isinstance(cursor, bool) or not isinstance(cursor, int):
+            raise SearchQueryError(f"cursor must be a record id (an int), not {cursor!r}")
+        _check_limit(limit, "limit")
+        selection = self._select(query, raw, filters)
+        newest = self._max_id()
+        if newest <= cursor or limit == 0:
+            return [], 0, max(newest, cursor)
+        records = self._records(selection, order="id_desc", limit=limit, after_id=cursor, upto_id=newest)
+        matched = len(records)
+        if matched == limit:
+            rows = self._run(
+                selection, lambda: self._sql(selection, "count(*)", after_id=cursor, upto_id=newest)
+            )
+            matched = int(rows[0][0]) if rows else matched
+        return records, matched, newest
+
+    def counts_after(self, cursor: int) -> tuple[dict[tuple[int, str], int], int]:
+        """Records committed after the record id *cursor*, counted by (level, logger).
+
+        Returns the counts and the newest id, the cursor for next time: what a
+        metrics exporter adds to its counters on each scrape.  Reads only the
+        new rows (a range of the primary key).
+        """
+        if isinstance(cursor, bool) or not isinstance(cursor, int):
+            raise SearchQueryError(f"cursor must be a record id (an int), not {cursor!r}")
+        newest = self._max_id()
+        if newest <= cursor:
+            return {}, max(newest, cursor)
+        rows = self._rows(
+            f'SELECT "level", "logger", count(*) FROM {_T} WHERE "id" > ? AND "id" <= ? GROUP BY "level", "logger"',
+            (cursor, newest),
+        )
+        return {(int(level), str(logger)): int(n) for level, logger, n in rows}, newest
+
+    def newest_id(self) -> int:
+        """The id of the last record committed (0 for an empty database): a cursor for after()."""
+        return self._max_id()
+
+    def newest_ts(self) -> int | None:
+        """The ts of the newest record (one index lookup), or None for an empty database."""
+        return self._rows(f'SELECT max("ts") FROM {_T}')[0][0]
 
     def export(
         self,
