@@ -425,13 +425,19 @@ class Flusher:
                 return self._failed(err)
         if self._disk_full and not self._make_room():
             return -1  # still full: the records wait in the ring
-        if self.decode_rows is not None:
-            n, raw, upto = self.ring.read_raw(self.cfg.batch_size)
-            rows = self.decode_rows(raw, n, decode_row) if n > 0 else []
-        else:
-            batch, upto = self.ring.read(self.cfg.batch_size)
-            rows = [decode_row(payload) for _, payload in batch]
-        rows = self.resources.label(rows)
+        try:
+            if self.decode_rows is not None:
+                n, raw, upto = self.ring.read_raw(self.cfg.batch_size)
+                rows = self.decode_rows(raw, n, decode_row) if n > 0 else []
+            else:
+                batch, upto = self.ring.read(self.cfg.batch_size)
+                rows = [decode_row(payload) for _, payload in batch]
+            rows = self.resources.label(rows)
+        except BaseException:
+            # The batch was read but will not be committed: read it again
+            # next time, or the release after the next batch would drop it.
+            self.ring.rewind()
+            raise
         if not rows and not self.resources.pending:  # an announcement alone is still stored
             if upto != self.ring.stats().tail:  # only torn records were skipped
                 self.ring.release(upto)

@@ -430,3 +430,35 @@ class TestRetentionUnderLoad:
 
             archived_tokens = [r["message"] for r in iter_archive_records(archive)]
             assert_each_once(archived_tokens + messages(db_path), "tok", count)
+
+
+class TestBatchFailures:
+    def test_a_batch_that_fails_before_its_commit_is_read_again(
+        self, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An error between reading a batch and committing it loses none of its records."""
+        ju.configure(db_path, console=False, commit_interval=3600)
+        try:
+            p = jlog._flusher
+            assert p is not None
+            real = p.resources.label
+            failures = [1]
+
+            def label_once_failing(rows: list[Any]) -> list[Any]:
+                if failures and rows:
+                    failures.pop()
+                    raise RuntimeError("labelling failed")
+                return real(rows)
+
+            monkeypatch.setattr(p.resources, "label", label_once_failing)
+            log = ju.get_logger("again")
+            for i in range(500):
+                log.info("again-%d", i)
+            assert ju.flush(timeout=30)
+            for i in range(500, 1000):
+                log.info("again-%d", i)
+            assert ju.flush(timeout=30)
+            assert not failures  # the failure did happen
+        finally:
+            ju.shutdown()
+        assert [f"again-{i}" for i in range(1000)] == [m for m in messages(db_path) if m.startswith("again-")]
