@@ -10,6 +10,8 @@ from .error_handling.db.errors import MigrationError
 
 __all__ = [
     "COLUMNS",
+    "META_TABLE",
+    "SHIP_CURSOR_TABLE",
     "FTS_TABLE",
     "SCHEMA_VERSION",
     "TABLE",
@@ -19,7 +21,9 @@ __all__ = [
 
 TABLE = "logs"
 FTS_TABLE = "logs_fts"
-SCHEMA_VERSION = 1
+META_TABLE = "janus_meta"
+SHIP_CURSOR_TABLE = "janus_ship_cursor"
+SCHEMA_VERSION = 2
 
 # Column order of an inserted row (``id`` is assigned by SQLite).
 COLUMNS: tuple[str, ...] = (
@@ -85,8 +89,33 @@ _V1 = textwrap.dedent(
     """
 )
 
+_V2 = textwrap.dedent(
+    f"""
+    -- Facts about this database itself.  "db_id" is random, made once: with
+    -- the host name and a record id it names a record across a fleet, so a
+    -- sink can tell a re-sent record from a new one.
+    CREATE TABLE IF NOT EXISTS "{META_TABLE}" (
+        "key" TEXT PRIMARY KEY,
+        "value" TEXT NOT NULL
+    );
+    INSERT OR IGNORE INTO "{META_TABLE}"("key", "value") VALUES ('db_id', lower(hex(randomblob(16))));
+    -- How far each sink (janus_utils.ship) has got.  Every id up to
+    -- "shipped_upto" is acknowledged by the sink; "batch_upto" closes the
+    -- batch in flight (shipped_upto < id <= batch_upto), written before it
+    -- is sent, so a batch re-sent after a crash holds exactly the same rows.
+    CREATE TABLE IF NOT EXISTS "{SHIP_CURSOR_TABLE}" (
+        "sink" TEXT PRIMARY KEY,
+        "shipped_upto" INTEGER NOT NULL DEFAULT 0,
+        "batch_upto" INTEGER NOT NULL DEFAULT 0,
+        "updated_ns" INTEGER NOT NULL DEFAULT 0,
+        "state" TEXT NOT NULL DEFAULT 'new',
+        "last_error" TEXT
+    );
+    """
+)
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _V1}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2}
 
 
 def apply_connection_settings(
