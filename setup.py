@@ -26,7 +26,14 @@ setup(
     ],
     extras_require={
         # hypothesis: property tests of sanitize/redaction find inputs no table would.
-        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6"],
+        # opentelemetry-proto: the shipping tests decode every OTLP request with it.
+        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "opentelemetry-proto>=1.20"],
+        # Shipping to OpenTelemetry: the OTLP message classes, to read a
+        # receiver's answers (requests are encoded by janus_utils.ship.otlp).
+        "otlp": ["opentelemetry-proto>=1.20"],
+        # Shipping to ClickHouse goes over its HTTP interface with the standard
+        # library: nothing to install; the extra exists so that the spelling works.
+        "clickhouse": [],
         # The peers a user would compare against, for bench/ only.
         "bench": [
             "pytest>=8",
