@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 from ._lazy import lazy_getattr
 
 __all__ = [
+    "ClickHouseExporter",
+    "ClickHouseStore",
     "JanusError",
     "JanusHandler",
     "LogStore",
     "Logger",
+    "OTLPExporter",
     "Record",
     "StoreStats",
     "add_record_listener",
@@ -37,10 +40,13 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
+    "ClickHouseExporter": ".ship",
+    "ClickHouseStore": ".clickhouse_store",
     "JanusError": ".error_handling",
     "JanusHandler": ".logger",
     "LogStore": ".store",
     "Logger": ".logger",
+    "OTLPExporter": ".ship",
     "Record": ".store",
     "StoreStats": ".store",
     "add_record_listener": ".logger",
@@ -52,7 +58,7 @@ _EXPORTS = {
     "shutdown": ".logger",
     "stats": ".logger",
 }
-_SUBMODULES = {"security", "file_handler", "logger", "error_handling", "retention", "store"}
+_SUBMODULES = {"security", "file_handler", "logger", "error_handling", "retention", "store", "ship"}
 
 
 _exported = lazy_getattr(__name__, globals(), _EXPORTS)
@@ -65,8 +71,10 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import security
+    from . import security, ship
+    from .clickhouse_store import ClickHouseStore
     from .error_handling import JanusError
+    from .ship import ClickHouseExporter, OTLPExporter
     from .store import LogStore, Record, StoreStats
     from .logger import (
         JanusHandler,

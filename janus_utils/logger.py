@@ -107,6 +107,7 @@ class Config:
     hash_key: bytes | None = None
     retention: Any = None  # a retention.RetentionPolicy, applied by the flusher
     archive_dir: str | None = None
+    ship: tuple[Any, ...] = ()  # janus_utils.ship exporters: one shipper thread each
 
 
 def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
@@ -152,10 +153,30 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         kw["archive_dir"] = os.fspath(kw["archive_dir"])
     if kw.get("retention") is not None:
         kw["retention"] = _retention_policy(kw["retention"])
+    if kw.get("ship"):
+        kw["ship"] = _ship_exporters(kw["ship"])
     unknown = set(kw) - set(Config.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"configure() got unknown option(s): {', '.join(sorted(unknown))}")
     return Config(db_path=path, **kw)
+
+
+def _ship_exporters(value: Any) -> tuple[Any, ...]:
+    """ship=[OTLPExporter(...), ClickHouseExporter(...)]: each a sink, each named once."""
+    from .ship import Exporter
+
+    exporters = (value,) if isinstance(value, Exporter) else tuple(value)
+    names: set[str] = set()
+    for exporter in exporters:
+        if not isinstance(exporter, Exporter):
+            raise ConfigError(
+                f"ship takes exporters such as ju.OTLPExporter(...) or ju.ClickHouseExporter(...), "
+                f"not {type(exporter).__name__}"
+            )
+        if exporter.name in names:
+            raise ConfigError(f"ship names the sink {exporter.name} twice: give each sink once")
+        names.add(exporter.name)
+    return exporters
 
 
 def _retention_policy(value: Any) -> Any:
@@ -599,6 +620,7 @@ class JanusHandler(logging.Handler):
 # module-level API
 
 _flusher: Flusher | None = None
+_shippers: list[Any] = []  # janus_utils.ship.Shipper, one per configured sink
 _config_lock = threading.RLock()
 _stdlib_handler: JanusHandler | None = None
 
@@ -616,9 +638,11 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
     ``synchronous`` ("NORMAL" | "FULL"),
     ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
-    ``hash_key``, ``retention``, ``archive_dir``.
+    ``hash_key``, ``retention``, ``archive_dir``, ``ship`` (exporters from
+    janus_utils.ship: committed records are shipped to them from threads of
+    their own; see ``stats()["ship"]``).
     """
-    global _flusher, _emitter, _fast, _level_default, _level_overrides
+    global _flusher, _emitter, _fast, _level_default, _level_overrides, _shippers
     cfg = _check_config(db_path, **options)
     with _config_lock:
         # Everything that can fail on bad settings happens before the old
@@ -636,6 +660,10 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
         _emitter = emitter
         _fast = emitter.native.push if emitter.native is not None else None
         _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
+        if cfg.ship:
+            from .ship import Shipper
+
+            _shippers = [Shipper(cfg.db_path, exporter).start() for exporter in cfg.ship]
     return cfg
 
 
@@ -689,8 +717,12 @@ def flush(timeout: float | None = None) -> bool:
 
 
 def shutdown(timeout: float | None = 10.0) -> None:
-    """Flush and stop the flusher; later log calls go to stderr (WARNING+) only."""
-    global _flusher, _emitter, _fast
+    """Flush and stop the flusher; later log calls go to stderr (WARNING+) only.
+
+    Shippers this process runs get a moment (at most 2 s) to send what was
+    committed; what they leave is shipped by the next shipper of the database.
+    """
+    global _flusher, _emitter, _fast, _shippers
     with _config_lock:
         p = _flusher
         if p is None:
@@ -698,6 +730,11 @@ def shutdown(timeout: float | None = 10.0) -> None:
         # Flush while the flusher thread still runs: in a process that is not
         # the flusher it may still take over if the flusher's process is gone.
         flush(timeout)
+        shippers, _shippers = _shippers, []
+        for shipper in shippers:
+            shipper.drain(min(2.0, timeout) if timeout is not None else 2.0)
+        for shipper in shippers:
+            shipper.stop(timeout)
         if _emitter is not None and _emitter.native is not None:
             _emitter.native.closed = True  # a call in C hands its record back
         _fast = None
@@ -732,6 +769,10 @@ def stats() -> dict[str, Any]:
         "ring_used": r.used,
         "ring_fill": r.used / r.capacity,
         "ring_high_water": r.high_water,
+        # Per sink: shipped id, lag in rows and seconds, state, last error, retries.
+        "ship": {shipper.sink: shipper.stats() for shipper in _shippers},
+        # Rows retention would have removed but kept, not yet shipped (ship_wait).
+        "retention_held": p.pruner.held_back if p.pruner is not None else 0,
     }
 
 
