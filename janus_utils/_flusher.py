@@ -154,7 +154,9 @@ class Flusher:
 
             # Consulted after every batch and when idle; it does at most one
             # small chunk per call, so writes never stall behind a prune.
-            self.pruner = AutoPruner(cfg.retention, archive_dir=cfg.archive_dir, every_n_batches=50)
+            self.pruner = AutoPruner(
+                cfg.retention, archive_dir=cfg.archive_dir, every_n_batches=50, report=self._report
+            )
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -28,6 +28,7 @@ indexes: deleting a row that was never indexed would damage the index.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
 import itertools
 import json
@@ -193,6 +194,8 @@ class RetentionPolicy:
     max_rows: int | None = None
     max_bytes: int | None = None
     per_level: Mapping[int, int] = field(default_factory=dict)
+    # Keep rows a sink (janus_utils.ship) has not shipped yet, whatever their age.
+    ship_wait: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_age", "max_bytes"):
@@ -216,8 +219,14 @@ class RetentionPolicy:
         max_rows: int | None = None,
         max_bytes: str | int | None = None,
         per_level: Mapping[int | str, str | int | _dt.timedelta] | None = None,
+        ship_wait: bool = True,
     ) -> RetentionPolicy:
-        """Build a policy from friendly values: ``max_age="30d"``, ``per_level={"ERROR": "365d"}``."""
+        """Build a policy from friendly values: ``max_age="30d"``, ``per_level={"ERROR": "365d"}``.
+
+        ``ship_wait=False`` lets retention delete rows no sink has shipped yet.
+        """
+        if not isinstance(ship_wait, bool):
+            raise ConfigError(f"ship_wait must be True or False, not {ship_wait!r}")
         levels: dict[int, int] = {}
         for level, age in (per_level or {}).items():
             number = _parse_level(level)
@@ -229,6 +238,7 @@ class RetentionPolicy:
             max_rows=max_rows,
             max_bytes=None if max_bytes is None else parse_size(max_bytes),
             per_level=levels,
+            ship_wait=ship_wait,
         )
 
     @property
@@ -254,6 +264,7 @@ class PruneSummary:
     bytes_estimate: int = 0  # database bytes the removed rows took, from the average row size
     chunks: int = 0
     pages_reclaimed: int = 0
+    held_back: int = 0  # rows due for removal but kept: a sink has not shipped them (ship_wait)
 
     def _add(self, level: int, count: int, oldest: int | None, newest: int | None) -> None:
         if count <= 0:
@@ -277,6 +288,7 @@ class PruneSummary:
             "bytes_estimate": self.bytes_estimate,
             "chunks": self.chunks,
             "pages_reclaimed": self.pages_reclaimed,
+            "held_back": self.held_back,
         }
 
 
@@ -503,8 +515,23 @@ class _Engine:
             age = policy.age_for(level)
             if age is not None:
                 self.rules.append((level, now_ns - age))
+        # Rows above the lowest shipping cursor are kept for the sinks (ship_wait).
+        self.ship_floor: tuple[int, str] | None = None
+        if policy.ship_wait:
+            from .ship._shipper import unshipped_floor
+
+            self.ship_floor = unshipped_floor(db)
+        self.held_back = 0  # rows the last choice kept for a sink
 
     # -- choosing rows ------------------------------------------------------
+
+    def _not_unshipped(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        if self.ship_floor is None:
+            return rows
+        floor = self.ship_floor[0]
+        kept = [row for row in rows if row[0] <= floor]
+        self.held_back = len(rows) - len(kept)
+        return kept
 
     def expired_rows(self, limit: int) -> list[tuple[Any, ...]]:
         """Up to *limit* of the oldest rows past the age for their level."""
@@ -514,10 +541,21 @@ class _Engine:
         for level, cutoff in self.rules:
             bindings += [level, cutoff, limit]
         bindings.append(limit)
-        return self.db.execute(_expired_rows_sql(len(self.rules)), bindings).fetchall()
+        return self._not_unshipped(self.db.execute(_expired_rows_sql(len(self.rules)), bindings).fetchall())
 
     def oldest_rows(self, limit: int) -> list[tuple[Any, ...]]:
-        return self.db.execute(_OLDEST_ROWS, (limit,)).fetchall()
+        return self._not_unshipped(self.db.execute(_OLDEST_ROWS, (limit,)).fetchall())
+
+    def count_held(self) -> int:
+        """How many rows past their age are kept for a sink (the row and size limits: the last chunk's)."""
+        if self.ship_floor is None or not self.held_back:
+            return 0
+        if not self.rules:
+            return self.held_back
+        expired = " OR ".join(['("level" = ? AND "ts" < ?)'] * len(self.rules))
+        bindings = [self.ship_floor[0], *(value for rule in self.rules for value in rule)]
+        held = _scalar(self.db, f'SELECT count(*) FROM "{TABLE}" WHERE "id" > ? AND ({expired})', tuple(bindings))
+        return max(int(held), self.held_back)
 
     # -- removing rows ------------------------------------------------------
 
@@ -647,6 +685,7 @@ def prune(
     chunk_rows: int = 5000,
     now_ns: int | None = None,
     progress: Progress | None = None,
+    ship_wait: bool = True,
 ) -> PruneSummary:
     """Remove old log records, oldest first, in short transactions; archive them first if asked.
 
@@ -654,7 +693,8 @@ def prune(
     level, e.g. ``{"ERROR": "365d", "DEBUG": "1d"}``), then the oldest others
     until at most *max_rows* remain, then until the database is under
     *max_bytes* (estimated from page counts and the average row size, so
-    approximate).  With *archive_dir* every removed row is first written,
+    approximate).  Rows a sink (janus_utils.ship) has not shipped yet are
+    kept, and counted in ``held_back``, unless *ship_wait* is False.  With *archive_dir* every removed row is first written,
     every column kept, to a complete gzip NDJSON archive there.  With *dry_run*
     nothing changes and the summary says what would go.  *progress* is called
     with the running summary after each committed chunk.
@@ -662,6 +702,8 @@ def prune(
     Example: ``prune(db, older_than="30d", per_level={"ERROR": "365d"}, archive_dir="archive")``
     """
     policy = _resolve_policy(older_than, max_rows, max_bytes, per_level)
+    if not ship_wait:
+        policy = dataclasses.replace(policy, ship_wait=False)
     chunk_rows = _check_chunk_rows(chunk_rows)
     now = time.time_ns() if now_ns is None else now_ns
     directory = None if archive_dir is None else Path(archive_dir)
@@ -695,6 +737,7 @@ def _run(engine: _Engine, limit: int | None, chunk_rows: int, progress: Progress
     if summary.rows:
         merge_index(engine.db)
         summary.pages_reclaimed = reclaim_space(engine.db)
+    summary.held_back = engine.count_held()
     return summary
 
 
@@ -788,6 +831,7 @@ class AutoPruner:
         vacuum_pages: int = 256,
         merge_pages: int = 256,
         clock: Callable[[], int] = time.time_ns,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         if policy.is_empty:
             raise ConfigError("this retention policy removes nothing: set max_age, per_level, max_rows or max_bytes")
@@ -807,6 +851,10 @@ class AutoPruner:
         self._count_max_id = 0  # ...and max(id) then: growth since is bounded by ids issued
         self._bytes_target: int | None = None  # rows to get down to for max_bytes
         self._bytes_recheck_at = 0  # estimated count at which to measure the size again
+        # Rows due for removal but kept because a sink has not shipped them.
+        self.held_back = 0
+        self.report = report
+        self._held_reported_at: float | None = None
 
     def maybe_prune(self, db: apsw.Connection) -> PruneSummary | None:
         """Remove one chunk if the policy says something is due; None when nothing was done."""
@@ -826,6 +874,28 @@ class AutoPruner:
 
     def _one_chunk(self, db: apsw.Connection) -> PruneSummary | None:
         engine = self._engine(db)
+        try:
+            return self._chunk(db, engine)
+        finally:
+            self._note_held(engine)
+
+    def _note_held(self, engine: _Engine) -> None:
+        """Say (once, then every 10 minutes) that rows are kept for a sink."""
+        self.held_back = engine.count_held()
+        if not self.held_back:
+            self._held_reported_at = None
+            return
+        now = time.monotonic()
+        if self.report is not None and (self._held_reported_at is None or now - self._held_reported_at >= 600):
+            self._held_reported_at = now
+            assert engine.ship_floor is not None
+            shipped, sink = engine.ship_floor
+            self.report(
+                f"retention keeps {self.held_back:,} rows it would remove: not shipped yet to {sink} "
+                f"(shipped up to id {shipped}); they go once shipped, or set retention ship_wait=False"
+            )
+
+    def _chunk(self, db: apsw.Connection, engine: _Engine) -> PruneSummary | None:
         rows = engine.expired_rows(self.chunk_rows)
         if not rows:
             excess = self._excess(db)
