@@ -501,7 +501,14 @@ class Shipper:
         pause = random.uniform(self._backoff / 2, self._backoff)
         if retry_after is not None:
             pause = max(pause, min(retry_after, 60.0))
-        self._stopping.wait(pause)
+        end = time.monotonic() + pause
+        while True:
+            # The lag keeps growing while the sink is away: keep stats() telling.
+            with contextlib.suppress(apsw.Error), self._db_lock:
+                self.max_id, self.lag_rows, self.lag_seconds = _lag(self._conn(), self.shipped_upto)
+            left = end - time.monotonic()
+            if left <= 0 or self._stopping.wait(min(left, 0.5)):
+                return
 
     def _recovered(self) -> None:
         seconds = time.monotonic() - (self.failing_since or time.monotonic())
