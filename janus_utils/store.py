@@ -107,6 +107,7 @@ class Record:
     A ``fields`` text that is not a JSON object is kept as ``{"_unparsed": text}``.
     ``snippet`` is set by a full-text search: the best-matching passage with
     each hit between SNIPPET_START and SNIPPET_END (``[`` and ``]``).
+    ``host`` is set for records read from a fleet table (ClickHouseStore).
     """
 
     id: int
@@ -124,6 +125,7 @@ class Record:
     exception: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     snippet: str | None = None
+    host: str | None = None
 
     def __hash__(self) -> int:
         # fields is a dict, so the generated hash would fail; id and ts identify a record.
@@ -160,6 +162,8 @@ class Record:
         }
         if self.snippet is not None:
             data["snippet"] = self.snippet
+        if self.host is not None:
+            data["host"] = self.host
         return data
 
 
