@@ -203,6 +203,8 @@ class ClickHouseCluster:
                     "maxClientCnxns=100",
                     "admin.enableServer=false",
                     "4lw.commands.whitelist=srvr,ruok",
+                    # A throwaway test server: no fsync per transaction.
+                    "forceSync=no",
                     # Short sessions: a SIGKILLed replica's ephemeral nodes go quickly.
                     "minSessionTimeout=2000",
                     "maxSessionTimeout=10000",

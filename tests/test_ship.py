@@ -461,3 +461,29 @@ def test_configure_refuses_what_is_not_an_exporter(tmp_path: Path) -> None:
     exporter = OTLPExporter("http://127.0.0.1:1")
     with pytest.raises(ConfigError, match="twice"):
         ju.configure(db_path=str(tmp_path / "x.db"), ship=[exporter, exporter])
+
+
+def test_clickhouse_batches_built_in_sqlite_equal_the_python_encoder(tmp_path: Path) -> None:
+    """The SQL json_object() path and ClickHouseExporter.encode give the same bytes, escapes included."""
+    from janus_utils.ship import ClickHouseExporter
+
+    rows = [
+        make_row("plain"),
+        make_row('quote " back \\ slash \n nl \t tab \x01 ctl é 漢字 😀 \u2028 \x7f', user_id="ü",
+                 fields=json.dumps({"a": 'b"c', "n": [1, 2.5]}), exception="E\r\nx", pid=None, thread=None),
+        make_row("x", ts=-5, level=0, pid=2**40, trace_id=TRACE, span_id=SPAN, request_id="r", agent_id="a"),
+    ]
+    path = str(tmp_path / "a.db")
+    db = open_writer(path)
+    write_batch(db, rows)
+    stored = db.execute('SELECT id, ts, level, logger, message, user_id, agent_id, request_id, trace_id, span_id, '
+                        'pid, thread, exception, fields FROM logs ORDER BY id').fetchall()
+    identity = Identity('hö"st', "0123abcd")
+    exporter = ClickHouseExporter("http://127.0.0.1:1", "logs")
+    sql, (host, db_id) = exporter.select_encoded(identity)  # type: ignore[misc]
+    count, last, text = db.execute(
+        sql, {"host": host, "db_id": db_id, "after": 0, "upto": 2**63 - 1, "limit": 100}
+    ).fetchall()[0]
+    db.close()
+    assert (count, last) == (3, 3)
+    assert text.encode() == exporter.encode(stored, identity)

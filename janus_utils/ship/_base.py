@@ -75,6 +75,15 @@ class Exporter:
     def encode(self, rows: list[tuple[Any, ...]], identity: Identity) -> bytes:
         raise NotImplementedError
 
+    def select_encoded(self, identity: Identity) -> tuple[str, tuple[Any, ...]] | None:
+        """An SQL query that encodes a batch inside SQLite, or None to encode rows in Python.
+
+        The query takes ``(after, limit)`` then ``(after, upto, limit)``...: see
+        ``_shipper.Shipper._read``; it returns one row ``(count, last id,
+        first ts, body text)`` for the rows ``id > after`` (and ``<= upto``).
+        """
+        return None
+
     def send(self, body: bytes) -> int:
         """Deliver one encoded batch; returns how many records the sink said it rejected.
 

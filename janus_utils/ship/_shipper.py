@@ -224,6 +224,7 @@ class Shipper:
         self._db: apsw.Connection | None = None
         self._db_lock = threading.Lock()  # held around every use of _db, and across fork
         self._sink_open = False
+        self._encoded_sql: tuple[str, tuple[Any, ...]] | None = None
         self._backoff = 0.0
         self._pending: Batch | None = None
         self._next: Batch | None = None
@@ -361,6 +362,7 @@ class Shipper:
             db = self._conn()
             db.execute(_REGISTER, (self.sink, time.time_ns()))
             self.identity = read_identity(db, self.host)
+            self._encoded_sql = self.exporter.select_encoded(self.identity)
             row = db.execute(f'SELECT "shipped_upto", "batch_upto", "state" FROM {_C} WHERE "sink" = ?', (self.sink,)).fetchall()
         self.shipped_upto, self.batch_upto, _ = row[0]
         self._written_upto = self.batch_upto
@@ -405,6 +407,24 @@ class Shipper:
     # ------------------------------------------------------------ one batch
     def _read(self, db: apsw.Connection, after: int, upto: int | None) -> Batch | None:
         """Rows after *after* (up to *upto* when re-sending a batch), encoded; None if there are none."""
+        assert self.identity is not None
+        if self._encoded_sql is not None:
+            sql, (host, db_id) = self._encoded_sql
+            bindings = {
+                "host": host,
+                "db_id": db_id,
+                "after": after,
+                "upto": upto if upto is not None else 2**63 - 1,
+                "limit": -1 if upto is not None else self.exporter.batch_size,
+            }
+            count, last, text = db.execute(sql, bindings).fetchall()[0]
+            if not count:
+                return Batch(after, upto, 0, b"", 0) if upto is not None and upto > after else None
+            try:
+                body = text.encode("utf-8")
+            except UnicodeEncodeError:
+                body = text.encode("utf-8", "replace")
+            return Batch(after, last if upto is None else upto, count, body, 0)
         if upto is not None:
             rows = db.execute(_SELECT_RANGE, (after, upto)).fetchall()
         else:
