@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -411,7 +411,7 @@ class OTLPReceiver:
     ``faults`` makes it answer 503/429, stall, or drop connections mid-request.
     """
 
-    def __init__(self, faults: Faults | None = None, *, decode: bool = True) -> None:
+    def __init__(self, faults: Faults | None = None, *, decode: bool = True, port: int = 0) -> None:
         from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
 
         self._pb = logs_service_pb2
@@ -438,7 +438,11 @@ class OTLPReceiver:
             def do_POST(self) -> None:
                 receiver._handle(self)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            def do_GET(self) -> None:  # /count: for a receiver in another process
+                body = str(receiver.record_count).encode()
+                receiver._answer(self, 200, body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="otlp-receiver", daemon=True)
@@ -554,7 +558,8 @@ class OTLPReceiver:
             pass
 
 
-@contextlib.contextmanager
-def clickhouse_cluster() -> Iterator[ClickHouseCluster]:
-    with ClickHouseCluster() as cluster:
-        yield cluster
+def serve_otlp(port: int, ready: Any) -> None:
+    """Run a counting (not decoding) receiver on *port* until killed: for a separate process."""
+    receiver = OTLPReceiver(decode=False, port=port)
+    ready.set()
+    receiver.server.serve_forever()

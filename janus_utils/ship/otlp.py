@@ -113,12 +113,13 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
+
+
 def _ld(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field: tag, length, payload."""
     n = len(payload)
-    if n < 0x80:
-        return tag + bytes((n,)) + payload
-    return tag + _varint(n) + payload
+    return tag + (_ONE_BYTE[n] if n < 0x80 else _varint(n)) + payload
 
 
 def _any_bytes(value: Any, depth: int = 0) -> bytes:
@@ -160,7 +161,7 @@ def _str_attr(key: bytes, value: str) -> bytes:
     return _ld(b"\x32", key + _ld(b"\x12", _ld(b"\x0a", value.encode("utf-8", "replace"))))
 
 
-_attr_cache: dict[tuple[bytes, str], bytes] = {}
+_attr_cache: dict[tuple[Any, Any], bytes] = {}
 
 
 def _cached_attr(key: bytes, value: str) -> bytes:
@@ -168,10 +169,24 @@ def _cached_attr(key: bytes, value: str) -> bytes:
     found = _attr_cache.get((key, value))
     if found is None:
         found = _str_attr(key, value)
-        if len(_attr_cache) >= 4096:
+        if len(_attr_cache) >= 8192:
             _attr_cache.clear()
         _attr_cache[(key, value)] = found
     return found
+
+
+def _field_attr(key: str, value: Any) -> bytes:
+    """A field as a LogRecord attribute; short text and numbers repeat, so they are cached."""
+    if type(value) in (str, int, bool) and (type(value) is not str or len(value) <= 64):
+        cache_key = (key, value if type(value) is str else (type(value), value))
+        found = _attr_cache.get(cache_key)
+        if found is None:
+            found = _ld(b"\x32", _key_value(key, value))
+            if len(_attr_cache) >= 8192:
+                _attr_cache.clear()
+            _attr_cache[cache_key] = found
+        return found
+    return _ld(b"\x32", _key_value(key, value))
 
 
 _UID = _key("log.record.uid")
@@ -397,7 +412,7 @@ class OTLPExporter(Exporter):
                 if seen is _MAPPED:
                     seen = set(_MAPPED)
                 seen.add(key)
-                add(_ld(b"\x32", _key_value(key, value)))
+                add(_field_attr(key, value))
         if trace_bytes is not None:
             add(b"\x4a\x10" + trace_bytes)
         if span_bytes is not None:
