@@ -42,7 +42,7 @@ from ._sizes import MESSAGE, user_ids
 
 SHIP_ROWS = _sizes._int("JANUS_BENCH_SHIP_ROWS", 500_000, 20_000)
 SHIP_ROUNDS = _sizes._int("JANUS_BENCH_SHIP_ROUNDS", 3, 1)
-CH_BATCH = _sizes._int("JANUS_BENCH_SHIP_BATCH", 50_000, 5_000)
+CH_BATCH = _sizes._int("JANUS_BENCH_SHIP_BATCH", 20_000, 5_000)  # the exporter's default
 OTLP_RECORDS = _sizes._int("JANUS_BENCH_OTLP_RECORDS", 200_000, 5_000)
 STEADY_RATE = 10_000
 STEADY_S = float(os.environ.get("JANUS_BENCH_STEADY_S", "2" if _sizes.QUICK else "30"))

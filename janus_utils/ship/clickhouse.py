@@ -208,7 +208,7 @@ class ClickHouseExporter(Exporter):
         create: bool = True,
         name: str | None = None,
         host: str | None = None,
-        batch_size: int = 10_000,
+        batch_size: int = 20_000,
         timeout: float = 30.0,
         compression: str | None = "auto",
         ca_file: str | None = None,
