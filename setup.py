@@ -43,6 +43,8 @@ setup(
             "structlog>=24",
             # structlog's documented fastest setup renders with orjson.
             "orjson>=3",
+            # bench_ship.py's OTLP receiver decodes requests with it.
+            "opentelemetry-proto>=1.20",
         ],
     },
     entry_points={

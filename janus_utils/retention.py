@@ -745,11 +745,13 @@ def _plan(engine: _Engine, count: int, limit: int | None) -> PruneSummary:
     """The dry run: the same choice of rows, counted with read-only queries."""
     db = engine.db
     summary = PruneSummary(dry_run=True)
+    # Rows not shipped yet would be kept (ship_wait): leave them out of the count too.
+    floor = engine.ship_floor[0] if engine.ship_floor is not None else 2**63 - 1
     for level, cutoff in engine.rules:
         n, oldest, newest = _first_row(
             db,
-            f'SELECT count(*), min("ts"), max("ts") FROM "{TABLE}" WHERE "level" = ? AND "ts" < ?',
-            (level, cutoff),
+            f'SELECT count(*), min("ts"), max("ts") FROM "{TABLE}" WHERE "level" = ? AND "ts" < ? AND "id" <= ?',
+            (level, cutoff, floor),
         )
         summary._add(level, n, oldest, newest)
     if limit is not None and count - summary.rows > limit:

@@ -381,6 +381,7 @@ class TestRetention:
         db = open_for_shipping(path)
         db.execute("INSERT INTO janus_ship_cursor(sink, shipped_upto, batch_upto, updated_ns, state) VALUES ('otlp+http://x', 40, 40, 0, 'ok')")
         db.close()
+        assert prune_path(path, older_than="1d", dry_run=True).rows == 40
         summary = prune_path(path, older_than="1d")
         assert (summary.rows, summary.held_back) == (40, 60)
         summary = prune_path(path, older_than="1d", ship_wait=False)

@@ -514,7 +514,6 @@ class Shipper:
         self.last_error = message
         if self.failing_since is None:
             self.failing_since = time.monotonic()
-        self._sink_open = self._sink_open and "database" not in message
         self._report(message)
         self._save_state("retrying", message)
         self._backoff = min(self.max_backoff, max(0.1, self._backoff * 2))

@@ -175,9 +175,12 @@ def _cached_attr(key: bytes, value: str) -> bytes:
     return found
 
 
+_CACHEABLE = frozenset((str, int, bool))
+
+
 def _field_attr(key: str, value: Any) -> bytes:
     """A field as a LogRecord attribute; short text and numbers repeat, so they are cached."""
-    if type(value) in (str, int, bool) and (type(value) is not str or len(value) <= 64):
+    if type(value) in _CACHEABLE and (type(value) is not str or len(value) <= 64):
         cache_key = (key, value if type(value) is str else (type(value), value))
         found = _attr_cache.get(cache_key)
         if found is None:
@@ -363,15 +366,15 @@ class OTLPExporter(Exporter):
             attrs["process.pid"] = clamp(pid)
         return b"".join(_ld(b"\x0a", _key_value(key, value)) for key, value in attrs.items())
 
-    def record_bytes(self, row: tuple[Any, ...], identity: Identity) -> bytes:
+    def record_bytes(self, row: tuple[Any, ...], identity: Identity, uid_prefix: str | None = None) -> bytes:
         """One stored row as an encoded OTLP LogRecord."""
         rid, ts, level, _logger, message, user, agent, request, trace, span, _pid, thread, exc, fields = row
-        time_ns = _FIXED64(max(ts, 0))
+        time_ns = _FIXED64(ts if ts > 0 else 0)
         parts = [
             b"\x09" + time_ns,
             _SEVERITY.get(level) or _severity_bytes(level),
             _ld(b"\x2a", _ld(b"\x0a", message.encode("utf-8", "replace"))),
-            _str_attr(_UID, f"{identity.db_id}-{rid}"),
+            _str_attr(_UID, (uid_prefix or identity.db_id + "-") + str(rid)),
         ]
         add = parts.append
         seen = _MAPPED
@@ -383,12 +386,15 @@ class OTLPExporter(Exporter):
             add(_cached_attr(_AGENT, agent))
         if request is not None:
             add(_str_attr(_REQUEST, request))
-        trace_bytes = _hex_bytes(trace, 16)
-        if trace is not None and trace_bytes is None:
-            add(_str_attr(_TRACE, trace))
-        span_bytes = _hex_bytes(span, 8)
-        if span is not None and span_bytes is None:
-            add(_str_attr(_SPAN, span))
+        trace_bytes = span_bytes = None
+        if trace is not None:
+            trace_bytes = _hex_bytes(trace, 16)
+            if trace_bytes is None:
+                add(_str_attr(_TRACE, trace))
+        if span is not None:
+            span_bytes = _hex_bytes(span, 8)
+            if span_bytes is None:
+                add(_str_attr(_SPAN, span))
         if exc:
             kind, detail = _exception_parts(exc)
             if kind:
@@ -423,12 +429,16 @@ class OTLPExporter(Exporter):
     def request_bytes(self, rows: list[tuple[Any, ...]], identity: Identity) -> bytes:
         """An encoded ExportLogsServiceRequest: one resource per pid, one scope per logger, first-seen order."""
         groups: dict[Any, dict[str, list[bytes]]] = {}
+        uid_prefix = identity.db_id + "-"
+        encode = self.record_bytes
         for row in rows:
-            by_scope = groups.setdefault(row[10], {})
+            by_scope = groups.get(row[10])
+            if by_scope is None:
+                by_scope = groups[row[10]] = {}
             records = by_scope.get(row[3])
             if records is None:
                 records = by_scope[row[3]] = []
-            records.append(_ld(b"\x12", self.record_bytes(row, identity)))
+            records.append(_ld(b"\x12", encode(row, identity, uid_prefix)))
         out = []
         for pid, scopes in groups.items():
             body = [_ld(b"\x0a", self._resource_bytes(identity, pid))]
