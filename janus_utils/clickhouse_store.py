@@ -197,7 +197,7 @@ class ClickHouseStore:
         self.table = check_name(table, "table")
         endpoints = []
         for one in [url] if isinstance(url, str) else list(url):
-            endpoint, url_user, url_password = Endpoint.parse(one, default_port=8123, what="ClickHouse url")
+            endpoint, url_user, url_password = Endpoint.parse(one, default_port=8123, tls_port=8443, what="ClickHouse url")
             endpoints.append(endpoint)
             user, password = user or url_user, password or url_password
             warn_plain_http(endpoint, "ClickHouse server")

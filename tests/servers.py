@@ -384,6 +384,7 @@ class Faults:
     lost_answer_rate: float = 0.0  # take the records, then close the connection without answering
     stall_seconds: float = 5.0
     status: int | None = None  # answer every request with this status (e.g. 400)
+    reject: int = 0  # claim this many records of each request rejected (OTLP partial success)
     down: bool = False  # refuse: close at once without reading
     seed: int = 1234
     rng: random.Random = field(init=False)
@@ -541,7 +542,11 @@ class OTLPReceiver:
             with contextlib.suppress(OSError):
                 h.connection.shutdown(socket.SHUT_RDWR)
             return
-        response = self._pb.ExportLogsServiceResponse().SerializeToString()
+        answer = self._pb.ExportLogsServiceResponse()
+        if faults.reject:
+            answer.partial_success.rejected_log_records = faults.reject
+            answer.partial_success.error_message = "too old"
+        response = answer.SerializeToString()
         self._answer(h, 200, response, "application/x-protobuf")
 
     @staticmethod

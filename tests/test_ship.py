@@ -257,6 +257,15 @@ class TestDelivery:
             server.shutdown()
             server.server_close()
 
+    def test_a_partial_success_is_counted_not_retried(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Records a receiver says it rejected are counted and reported; the batch is not sent again."""
+        path = db_with(tmp_path, 30)
+        with OTLPReceiver(Faults(reject=2)) as receiver:
+            shipper = Shipper(path, OTLPExporter(receiver.endpoint, batch_size=10))
+            assert shipper.run_until_caught_up(10)
+            assert (receiver.requests, shipper.rejected) == (3, 6)
+        assert "the sink rejected 2 of 10 records" in capsys.readouterr().err
+
     def test_auth_headers_are_sent(self, tmp_path: Path, otlp_receiver: OTLPReceiver) -> None:
         path = db_with(tmp_path, 3)
         exporter = OTLPExporter(otlp_receiver.endpoint, headers={"Authorization": "Bearer s3cret"})

@@ -18,7 +18,7 @@ from typing import Any
 from ..error_handling.utils.errors import ConfigError
 from ._base import Exporter, Identity
 from ._shipper import Shipper, SinkStatus, sink_status, unshipped_floor
-from .clickhouse import ClickHouseExporter, parse_clickhouse_url
+from .clickhouse import ClickHouseExporter
 from .otlp import OTLPExporter
 
 __all__ = [

@@ -95,10 +95,6 @@ class Exporter:
     def close(self) -> None:
         """Drop connections; open() is called again before the next send."""
 
-    def copy(self) -> Exporter:
-        """A fresh exporter with the same settings (each shipper thread owns its connections)."""
-        return self
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 

@@ -65,13 +65,18 @@ class Endpoint:
     path: str = ""
 
     @classmethod
-    def parse(cls, url: str, *, default_port: int, what: str) -> tuple[Endpoint, str | None, str | None]:
-        """(endpoint, user, password) from ``http(s)://[user:pass@]host[:port][/path]``."""
+    def parse(
+        cls, url: str, *, default_port: int, what: str, tls_port: int | None = None
+    ) -> tuple[Endpoint, str | None, str | None]:
+        """(endpoint, user, password) from ``http(s)://[user:pass@]host[:port][/path]``.
+
+        A URL without a port gets *default_port*, or *tls_port* for https.
+        """
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{what} must be an http:// or https:// URL like http://127.0.0.1:{default_port}, not {url!r}")
         try:
-            port = parts.port or default_port
+            port = parts.port or (tls_port if parts.scheme == "https" and tls_port else default_port)
         except ValueError:
             raise ConfigError(f"{what} has a port that is not a number: {url!r}") from None
         user = urllib.parse.unquote(parts.username) if parts.username else None

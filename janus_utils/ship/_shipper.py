@@ -476,7 +476,11 @@ class Shipper:
         self._pending = following
         self.shipped += batch.count
         self.batches += 1
-        self.rejected += rejected
+        if rejected:
+            # OTLP partial success: the receiver dropped these for good.
+            self.rejected += rejected
+            self._report(f"the sink rejected {rejected} of {batch.count} records (ids {batch.after + 1}-{batch.upto}); "
+                         f"{self.rejected} so far")
         if self.failing_since is not None:
             self._recovered()
         self._backoff = 0.0
@@ -496,8 +500,8 @@ class Shipper:
                 self._next = None  # read it again after the send
         try:
             return future.result()
-        except BaseException:
-            self._next = None  # the batch is retried first; the next is read again after
+        except ShipError:
+            self._next = None
             raise
 
     def _idle(self, wait: bool) -> None:
@@ -562,7 +566,8 @@ class Shipper:
         if kind == last_kind and now - last_at < _REPORT_EVERY:
             return
         self._reported = (kind, now)
-        self._write(f"janus_utils: ship to {self.sink}: {message} (retrying with backoff)")
+        suffix = "" if message.startswith("the sink rejected") else " (retrying with backoff)"
+        self._write(f"janus_utils: ship to {self.sink}: {message}{suffix}")
 
     def _write(self, line: str) -> None:
         with contextlib.suppress(Exception):

@@ -232,7 +232,7 @@ class ClickHouseExporter(Exporter):
             raise ConfigError("url must name at least one ClickHouse server")
         self.endpoints: list[Endpoint] = []
         for one in urls:
-            endpoint, url_user, url_password = Endpoint.parse(one, default_port=8123, what="ClickHouse url")
+            endpoint, url_user, url_password = Endpoint.parse(one, default_port=8123, tls_port=8443, what="ClickHouse url")
             self.endpoints.append(endpoint)
             user = user or url_user
             password = password or url_password
@@ -391,6 +391,3 @@ class ClickHouseExporter(Exporter):
         if response.status != 200:
             raise _classify(response.status, response.body, f"insert into {self.database}.{self.table}")
         return 0
-
-    def copy(self) -> ClickHouseExporter:
-        return self

@@ -52,7 +52,7 @@ from typing import Any
 from .._levels import OTEL_SEVERITY, level_name
 from ..error_handling.utils.errors import ConfigError, ShipError
 from ._base import Exporter, Identity, check_batch_size, check_timeout, clamp
-from ._http import Endpoint, HTTPClient, Retry, is_loopback, retry_after, warn_plain_http
+from ._http import Endpoint, HTTPClient, Retry, retry_after, warn_plain_http
 
 __all__ = ["GENAI_FIELDS", "OTLPExporter", "severity_number"]
 
@@ -498,9 +498,3 @@ class OTLPExporter(Exporter):
         # again would not change that (OTLP spec), so they are counted.
         return int(response.partial_success.rejected_log_records)
 
-    def copy(self) -> OTLPExporter:
-        return self
-
-
-def is_local(exporter: OTLPExporter) -> bool:
-    return is_loopback(exporter.endpoint.host)
