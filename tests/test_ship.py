@@ -497,3 +497,17 @@ def test_clickhouse_batches_built_in_sqlite_equal_the_python_encoder(tmp_path: P
     db.close()
     assert (count, last) == (3, 3)
     assert text.encode() == exporter.encode(stored, identity)
+
+
+def test_a_batch_sqlite_cannot_encode_is_encoded_in_python(tmp_path: Path, clickhouse: Any) -> None:
+    """A BLOB in a text column (not written by janus, but possible): the batch still ships."""
+    from janus_utils.ship import ClickHouseExporter
+
+    path = db_with(tmp_path, 5)
+    db = open_writer(path)
+    db.execute("UPDATE logs SET message = x'6869' WHERE id = 3")
+    db.close()
+    table = "t_blob"
+    clickhouse.drop_table(f"default.{table}")
+    assert Shipper(path, ClickHouseExporter(clickhouse.urls[0], table)).run_until_caught_up(30)
+    assert clickhouse.replicas[0].query(f"SELECT message FROM default.{table} WHERE id = 3").strip() == "hi"

@@ -35,7 +35,13 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
-def clamp(value: int) -> int:
+def clamp(value: Any) -> int:
+    """*value* as a 64-bit integer: clamped, and (for an odd stored value) converted as SQLite's CAST would."""
+    if type(value) is not int:
+        try:
+            value = int(value)
+        except (TypeError, ValueError, OverflowError):
+            return 0
     return INT64_MIN if value < INT64_MIN else INT64_MAX if value > INT64_MAX else value
 
 

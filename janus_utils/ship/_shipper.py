@@ -409,22 +409,10 @@ class Shipper:
         """Rows after *after* (up to *upto* when re-sending a batch), encoded; None if there are none."""
         assert self.identity is not None
         if self._encoded_sql is not None:
-            sql, (host, db_id) = self._encoded_sql
-            bindings = {
-                "host": host,
-                "db_id": db_id,
-                "after": after,
-                "upto": upto if upto is not None else 2**63 - 1,
-                "limit": -1 if upto is not None else self.exporter.batch_size,
-            }
-            count, last, text = db.execute(sql, bindings).fetchall()[0]
-            if not count:
-                return Batch(after, upto, 0, b"", 0) if upto is not None and upto > after else None
             try:
-                body = text.encode("utf-8")
-            except UnicodeEncodeError:
-                body = text.encode("utf-8", "replace")
-            return Batch(after, last if upto is None else upto, count, body, 0)
+                return self._read_encoded(db, after, upto)
+            except apsw.SQLError:
+                pass  # a value SQLite cannot put in JSON (a BLOB): this batch is encoded in Python
         if upto is not None:
             rows = db.execute(_SELECT_RANGE, (after, upto)).fetchall()
         else:
@@ -434,9 +422,28 @@ class Shipper:
                 # The batch's rows are gone (pruned without waiting): skip its range.
                 return Batch(after, upto, 0, b"", 0)
             return None
-        assert self.identity is not None
         body = self.exporter.encode(rows, self.identity)
         return Batch(after, rows[-1][0] if upto is None else upto, len(rows), body, rows[0][1])
+
+    def _read_encoded(self, db: apsw.Connection, after: int, upto: int | None) -> Batch | None:
+        """_read with the batch built inside SQLite (the exporter's select_encoded)."""
+        assert self._encoded_sql is not None
+        sql, (host, db_id) = self._encoded_sql
+        bindings = {
+            "host": host,
+            "db_id": db_id,
+            "after": after,
+            "upto": upto if upto is not None else 2**63 - 1,
+            "limit": -1 if upto is not None else self.exporter.batch_size,
+        }
+        count, last, text = db.execute(sql, bindings).fetchall()[0]
+        if not count:
+            return Batch(after, upto, 0, b"", 0) if upto is not None and upto > after else None
+        try:
+            body = text.encode("utf-8")
+        except UnicodeEncodeError:
+            body = text.encode("utf-8", "replace")
+        return Batch(after, last if upto is None else upto, count, body, 0)
 
     def _ship_one(self, *, wait_idle: bool) -> None:
         if not self._sink_open:
