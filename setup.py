@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["janus_utils", "janus_utils.*"]),
-    package_data={"janus_utils": ["py.typed"]},
+    package_data={"janus_utils": ["py.typed"], "janus_utils.integrations": ["uvicorn_log_config.json"]},
     setup_requires=["cffi>=1.17"],
     install_requires=["apsw>=3.45", "cffi>=1.17"],
     cffi_modules=["_native/build_ring.py:ffi"],
@@ -34,6 +34,20 @@ setup(
         # Shipping to ClickHouse goes over its HTTP interface with the standard
         # library: nothing to install; the extra exists so that the spelling works.
         "clickhouse": [],
+        # The frameworks and servers janus_utils.integrations wires, for users and for the
+        # tests that start them (httpx drives them; the OpenTelemetry SDK makes the spans
+        # whose ids records must carry).  Tested with Flask 3.1, FastAPI 0.165,
+        # Starlette 1.10, uvicorn 0.54, gunicorn 27, Django 5.2.
+        "web": [
+            "flask>=3",
+            "fastapi>=0.110",
+            "uvicorn>=0.30",
+            "gunicorn>=22",
+            "django>=4.2",
+            "httpx>=0.27",
+            "opentelemetry-api>=1.20",
+            "opentelemetry-sdk>=1.20",
+        ],
         # The peers a user would compare against, for bench/ only.
         "bench": [
             "pytest>=8",

@@ -53,6 +53,7 @@ ffi.cdef(
         uint64_t torn;
         uint64_t high_water;
         uint64_t ring_id;
+        uint64_t torn_bytes;
     } jr_stats;
 
     int jr_open(const char *path, uint64_t capacity, int create, int policy,

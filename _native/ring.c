@@ -74,9 +74,10 @@ struct jr_shared {
     char _line2[CACHE_LINE - 8];
     /* counters, written rarely */
     uint64_t dropped;
-    uint64_t torn;
+    uint64_t torn;       /* records lost: see count_lost */
     uint64_t high_water;
-    char _line3[CACHE_LINE - 24];
+    uint64_t torn_bytes; /* bytes skipped; zero in files made before it existed */
+    char _line3[CACHE_LINE - 32];
 };
 
 _Static_assert(sizeof(struct jr_shared) == 4 * CACHE_LINE, "shared header layout");
@@ -121,6 +122,8 @@ struct jr_ring {
     uint64_t stall_head;    /* head when that wait began */
     int64_t stall_since_ns;
     int64_t torn_timeout_ns;
+    uint64_t seen_bytes;    /* records read (their aligned size), for count_lost */
+    uint64_t seen_records;
     /* the secret prefilter, replaced whole by jr_set_prefilter (see there) */
     struct jr_prefilter *pf;
 };
@@ -707,20 +710,45 @@ static int producer_alive(uint32_t flags) {
 
 /* Where the record after the uncommitted one at pos starts, or pos itself if
  * it must be waited for.  If its producer got as far as the RESV header, the
- * length says where it ends, and the pid whether the producer is dead.
- * Without a header (a producer killed right after its reservation) scan for
- * the next header bound to its own position, up to the head seen when the
- * wait began: every record reserved before then has had the whole timeout
- * to write its header. */
-static uint64_t skip_torn(jr_ring *r, uint64_t pos) {
+ * length says where it ends (*one = 1: exactly one record is lost), and the
+ * pid whether the producer is dead.  Without a header (a producer killed
+ * right after its reservation, or damage) scan for the next header bound to
+ * its own position, up to the head seen when the wait began: every record
+ * reserved before then has had the whole timeout to write its header. */
+static uint64_t skip_torn(jr_ring *r, uint64_t pos, int *one) {
     struct jr_rec *h = rec_at(r, pos);
     uint64_t tag = __atomic_load_n(&h->tag, __ATOMIC_ACQUIRE);
+    *one = 0;
     if (tag == (pos ^ TAG_RESV) && len_fits(r, pos, h->len, r->stall_head)) {
         if (producer_alive(h->flags))
             return pos;
+        *one = 1;
         return pos + align_up(JR_REC_HEADER + h->len);
     }
     return scan_next(r, pos + JR_ALIGN);
+}
+
+/* Count the records lost in [from, to), skipped by the consumer.  With one
+ * set a RESV header said it was a single record.  Otherwise the headers in
+ * it are gone (damage, or a producer killed before writing its header): the
+ * count is an estimate, the bytes over the average size of the records this
+ * consumer has read (or of the record after the gap when it has read none),
+ * and at least 1.  torn_bytes is exact either way. */
+static void count_lost(jr_ring *r, uint64_t from, uint64_t to, int one) {
+    uint64_t bytes = to - from, lost = 1;
+    if (!one) {
+        uint64_t avg = r->seen_records ? r->seen_bytes / r->seen_records : 0;
+        if (avg == 0 && to < r->stall_head) {
+            struct jr_rec *h = rec_at(r, to);
+            if (len_fits(r, to, h->len, r->stall_head))
+                avg = align_up(JR_REC_HEADER + (uint64_t)h->len);
+        }
+        if (avg != 0 && (bytes + avg / 2) / avg > 1)
+            lost = (bytes + avg / 2) / avg;
+    }
+    /* Relaxed: statistics, ordered with nothing else. */
+    __atomic_fetch_add(&r->sh->torn, lost, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&r->sh->torn_bytes, bytes, __ATOMIC_RELAXED);
 }
 
 int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, size_t *used,
@@ -745,8 +773,9 @@ int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, si
                 /* A committed header with an impossible length: only a
                  * damaged file does that.  Skip it like a torn record. */
                 r->stall_head = head;
-                pos = scan_next(r, pos + JR_ALIGN);
-                __atomic_fetch_add(&r->sh->torn, 1, __ATOMIC_RELAXED);
+                uint64_t next = scan_next(r, pos + JR_ALIGN);
+                count_lost(r, pos, next, 0);
+                pos = next;
                 continue;
             }
             if (!(h->flags & FLAG_PAD)) {
@@ -765,6 +794,8 @@ int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, si
                 memcpy(out + off + 16, h + 1, len);
                 off += 16 + (size_t)len;
                 n++;
+                r->seen_bytes += align_up(JR_REC_HEADER + len);
+                r->seen_records++;
             }
             pos += align_up(JR_REC_HEADER + len);
             r->stall_pos = UINT64_MAX;
@@ -780,14 +811,15 @@ int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, si
         }
         if (now - r->stall_since_ns < r->torn_timeout_ns)
             break;
-        uint64_t next = skip_torn(r, pos);
+        int one;
+        uint64_t next = skip_torn(r, pos, &one);
         if (next == pos) {
             /* Its producer lives: wait again, from now. */
             r->stall_since_ns = now;
             break;
         }
+        count_lost(r, pos, next, one);
         pos = next;
-        __atomic_fetch_add(&r->sh->torn, 1, __ATOMIC_RELAXED);
         r->stall_pos = UINT64_MAX;
     }
     r->rpos = pos;
@@ -832,6 +864,7 @@ void jr_get_stats(const jr_ring *r, jr_stats *out) {
     out->read_pos = r->rpos;
     out->dropped = __atomic_load_n(&sh->dropped, __ATOMIC_RELAXED);
     out->torn = __atomic_load_n(&sh->torn, __ATOMIC_RELAXED);
+    out->torn_bytes = __atomic_load_n(&sh->torn_bytes, __ATOMIC_RELAXED);
     out->high_water = __atomic_load_n(&sh->high_water, __ATOMIC_RELAXED);
     out->ring_id = sh->ring_id;
 }

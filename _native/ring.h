@@ -60,9 +60,11 @@ typedef struct jr_stats {
     uint64_t tail;        /* everything before this has been released */
     uint64_t read_pos;    /* this handle's read cursor */
     uint64_t dropped;     /* pushes refused because the ring was full */
-    uint64_t torn;        /* records reserved but never committed, skipped */
+    uint64_t torn;        /* records lost: reserved but never committed, or damaged,
+                             and skipped (for damage an estimate, see torn_bytes) */
     uint64_t high_water;  /* most bytes ever in use at once */
     uint64_t ring_id;     /* random, chosen when the file was created */
+    uint64_t torn_bytes;  /* bytes of the ring skipped with those records (exact) */
 } jr_stats;
 
 /* --- Opening and closing: any thread, any process. ------------------------ */

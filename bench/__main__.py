@@ -305,7 +305,9 @@ def figures(data: dict[str, Any], memory: list[dict[str, Any]] | None, machine: 
         table = Table("Other janus benchmarks (absolute only)", ["benchmark", "median", "note"])
         for bench in sorted(other, key=lambda b: (b.get("group") or "", b["name"])):
             info = bench.get("extra_info") or {}
-            note = f"{info['rows_per_s']:,} rows/s on {info['table_rows']:,} rows" if "rows_per_s" in info else ""
+            note = info.get("note") or (
+                f"{info['rows_per_s']:,} rows/s on {info['table_rows']:,} rows" if "rows_per_s" in info else ""
+            )
             table.add(bench["name"], fmt_time(bench["stats"]["median"]), note)
         tables.append(table)
     return tables, goals

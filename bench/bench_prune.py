@@ -1,4 +1,4 @@
-"""Prune throughput (rows/s) on a large log database, with and without archiving.
+"""Prune throughput (rows/s): on a large log database, and from the flusher while logging.
 
 The database is built once per session (default 1,000,000 rows; ``JANUS_BENCH_ROWS``
 to change it, ``JANUS_BENCH_QUICK=1`` for 20,000) and copied before every round,
@@ -6,6 +6,12 @@ because a prune is destructive.  Each round removes the older half of the rows
 by age, in the default chunks of 5,000, including the FTS5 index upkeep and the
 index merge that follows.  ``JANUS_BENCH_ROUNDS`` sets the rounds (default 1,
 3 when quick).  rows/s is in ``extra_info``.
+
+``test_auto_prune_keeps_pace_with_ingest``: 4 threads log ``JANUS_BENCH_INGEST``
+records (default 300,000; quick 20,000) as fast as they can with
+``retention={"max_rows": 20000}`` (quick 2,000), until ``flush()``.  It reports
+ingest with and without the row limit, the rows pruned per second, and the
+rows left after flush(), which must stay within max_rows plus one batch.
 
 Run: ``PYTHONPATH=. python -m pytest bench/bench_prune.py -q -p no:cacheprovider``
 """
@@ -24,6 +30,7 @@ from typing import Any
 import apsw
 import pytest
 
+import janus_utils as ju
 from janus_utils import retention
 from janus_utils._schema import COLUMNS, apply_connection_settings, ensure_schema
 
@@ -161,3 +168,71 @@ def test_prune_without_archive(benchmark: Any, template: Path) -> None:
 def test_prune_with_archive(benchmark: Any, template: Path) -> None:
     """The same, each chunk first written to fsynced gzip NDJSON with a sha256 sidecar."""
     _measure(benchmark, template, archive=True)
+
+
+INGEST = int(os.environ.get("JANUS_BENCH_INGEST", "20000" if QUICK else "300000"))
+MAX_ROWS = 2000 if QUICK else 20_000
+BATCH = 2000  # configure()'s default batch_size
+
+
+def _ingest(directory: Path, retention_policy: dict[str, Any] | None) -> tuple[float, int]:
+    """Log INGEST records from 4 threads until flush(); (seconds, rows left after flush())."""
+    import threading
+
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir()
+    path = directory / "ingest.db"
+    ju.configure(path, console=False, retention=retention_policy)
+    log = ju.get_logger("svc.ingest")
+
+    def produce(thread: int) -> None:
+        info = log.info
+        for n in range(INGEST // 4):
+            info("user %s logged in from %s", n, "10.0.0.1", user_id=n, thread=thread)
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ju.flush(timeout=600)
+    seconds = time.perf_counter() - started
+    check = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows = check.execute('SELECT count(*) FROM "logs"').fetchall()[0][0]
+    finally:
+        check.close()
+    ju.shutdown()
+    return seconds, rows
+
+
+@pytest.mark.benchmark(group="prune")
+def test_auto_prune_keeps_pace_with_ingest(benchmark: Any, tmp_path: Path) -> None:
+    """Logging flat out with max_rows: the flusher prunes as fast as it ingests."""
+    unlimited, _ = _ingest(tmp_path / "unlimited", None)
+    runs: list[tuple[float, int]] = []
+
+    def run() -> None:
+        runs.append(_ingest(tmp_path / "limited", {"max_rows": MAX_ROWS}))
+
+    benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
+    seconds, rows = min(runs)
+    pruned = INGEST - rows
+    note = (
+        f"{INGEST / seconds:,.0f} rec/s ingested with max_rows={MAX_ROWS:,} ({INGEST / unlimited:,.0f} without), "
+        f"{pruned / seconds:,.0f} rows/s pruned, {rows:,} rows after flush()"
+    )
+    benchmark.extra_info.update(
+        {
+            "records": INGEST,
+            "max_rows": MAX_ROWS,
+            "ingest_per_s": round(INGEST / seconds),
+            "ingest_per_s_unlimited": round(INGEST / unlimited),
+            "pruned_per_s": round(pruned / seconds),
+            "rows_after_flush": rows,
+            "note": note,
+        }
+    )
+    print("\nauto-prune: " + note)
+    assert rows <= MAX_ROWS + BATCH

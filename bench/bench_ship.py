@@ -79,7 +79,7 @@ def source_db(tmp_path_factory: pytest.TempPathFactory) -> str:
             insert,
             (
                 (now + i, 20, "bench.ship", MESSAGE % uid, uid, _sizes.AGENT, None, None, None, 4242, "MainThread", None,
-                 f'{{"user_id": "{uid}", "ip": "{_sizes.IP}", "agent_id": "{_sizes.AGENT}"}}')
+                 f'{{"user_id": "{uid}", "ip": "{_sizes.IP}", "agent_id": "{_sizes.AGENT}"}}', "bench", "bench-host")
                 for i, uid in enumerate(ids)
             ),
         )

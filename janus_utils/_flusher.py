@@ -4,13 +4,15 @@ Every process that configured a database runs a ``Flusher``; they elect one
 leader with a file lock beside the database.  The leader reads the ring in
 batches, turns each payload into a row (``_record.decode_row``), and commits
 the rows, their FTS5 index entries and the ring position in one transaction,
-so a crash anywhere never loses or repeats a record.  When idle it
-checkpoints the WAL and runs retention a small chunk at a time.  The others
-wait for the lock, ready to take over if the leader's process dies.
+so a crash anywhere never loses or repeats a record.  It checkpoints the WAL
+when it has grown (sooner on a disk running out of room) and when idle, and
+runs retention after each batch.  The others wait for the lock, ready to take
+over if the leader's process dies.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import sys
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import _ring, _schema, security
+from . import _resource, _ring, _schema, security
 from ._console import Console
 from ._record import decode_row, native_enabled, speedups, unstorable_row
 from .error_handling.utils.errors import ConfigError, RingFormatError
@@ -54,7 +56,25 @@ _TRANSIENT = (
 )
 
 
+# Errors configure() leaves to the flusher thread instead of raising: another
+# program holds the database, or the disk is full for now.  Records wait in the
+# ring meanwhile; a retry with backoff commits them once the cause is gone.
+_WAIT_AT_START = (apsw.BusyError, apsw.LockedError, apsw.FullError, apsw.IOError)
+
 _CHECKPOINT_AFTER_IDLE = 1.0  # seconds without a commit before the WAL is checkpointed
+# Under steady load, checkpoint once the WAL holds this many pages (16 MiB of
+# 4 KiB pages: measured, SQLite's 1,000 cost a quarter or more of the commit
+# rate in checkpoints and their syncs), and on a disk running out of room once
+# it holds a quarter of the free space (but at least _CHECKPOINT_MIN_PAGES).
+# The WAL can only be reused from its start after a checkpoint, and a
+# checkpoint needs room in the database file for what the WAL holds: a WAL
+# left to grow under load fills a small disk so that no checkpoint, and so no
+# commit, can run again until more is freed than the WAL holds.
+_CHECKPOINT_PAGES = 4000
+_CHECKPOINT_MIN_PAGES = 64
+_BUSY_WAIT = 5.0  # seconds one statement waits for a lock another program holds
+_START_WAIT = 1.0  # at most this long in configure() for leftovers of a crashed run
+_STOP_GRACE = 0.25  # how far past its timeout stop() waits for the thread to end
 _SAVE_POS = 'INSERT OR REPLACE INTO "janus_ring_state"(ring_id, committed_upto) VALUES (?, ?)'
 
 
@@ -66,9 +86,14 @@ def open_database(path: str, *, synchronous: str = "NORMAL") -> apsw.Connection:
         os.fchmod(fd, 0o600)
         os.close(fd)
     db = apsw.Connection(path)
+    # Before any statement: a database another connection holds must be
+    # waited for, not refused at once.
+    db.setbusytimeout(int(_BUSY_WAIT * 1000))
     # Lets retention give pages back (incremental_vacuum).  It only takes
-    # effect on a new, empty file, before WAL is switched on.
-    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    # effect on a new, empty file, before WAL is switched on; on any other it
+    # would wait for the write lock for nothing.
+    if db.execute("PRAGMA page_count").fetchall()[0][0] == 0:
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
     _schema.apply_connection_settings(db, synchronous=synchronous)
     # Checkpoints are run by the flusher when idle, not by whichever commit
     # crosses 1,000 pages (that commit would stall).
@@ -118,20 +143,25 @@ class Flusher:
             )
         self.ring_path = cfg.db_path + "-ring"
         self.lock_path = cfg.db_path + "-flusher.lock"
+        # What is wrong now (None once it is resolved), and what went wrong before.
         self.last_error: str | None = None
+        self.last_error_at: float | None = None  # time.time() of the latest problem
+        self.errors = 0
+        self.recent_errors: collections.deque[tuple[float, str]] = collections.deque(maxlen=10)
+        self._problem = ""  # what clears last_error: "write", "retention" or "event"
         self.ring = open_ring(self.ring_path, cfg)
         self.decode_rows = speedups.decode_rows if native_enabled() else None
         if self.ring.stats().capacity != cfg.ring_size:
-            self.last_error = (
+            self._report(
                 f"ring {self.ring_path} exists with {self.ring.stats().capacity} bytes, not "
                 f"ring_size={cfg.ring_size}; using it as it is (remove it while no process "
-                "uses it to resize)"
+                "uses it to resize)",
+                echo=False,
             )
         self.ring_id = f"{self.ring.stats().ring_id:016x}"
-        self.console = Console(
-            stream=cfg.console_stream, fmt=cfg.console_format, enabled=cfg.console, report=self._report
-        )
+        self.console = Console.for_config(cfg, report=self._report)
         self.lock = FileLock(self.lock_path)
+        self.resources = _resource.Resources(cfg.service, cfg.host)
         self.db: apsw.Connection | None = None
         self.db_lock = threading.Lock()  # held around each batch and across fork
         self.leader = False
@@ -146,16 +176,35 @@ class Flusher:
         self._last_report = 0.0
         self._backoff = 0.0
         self._batches_since_checkpoint = 0
+        self._wal_pages = 0  # pages in the WAL after the last commit (the WAL hook)
+        self._page_size = 4096
+        self._checkpoint_at = _CHECKPOINT_PAGES
+        self._disk_full = False  # the last write failed with SQLITE_FULL
+        self._deadline: float | None = None  # lock waits end here (stop() and configure())
+        self._busy_since = 0.0
+        self._exit_lock = threading.Lock()
+        self._thread_done = False
+        self._orphaned = False  # stop() gave up waiting: the thread closes up itself
+        self._stopped_as_leader = False
         self._last_commit = 0.0
         self._drop_warned_at = 0
         self.pruner = None
         if cfg.retention is not None:
             from .retention import AutoPruner
 
-            # Consulted after every batch and when idle; it does at most one
-            # small chunk per call, so writes never stall behind a prune.
+            # Consulted after every batch and when idle.  Each call removes
+            # at most what the batches since its last call added plus one
+            # batch's worth, so it keeps pace with the flusher while no
+            # commit waits long behind it.  With a row or size limit it looks
+            # after every batch: the table then stays within max_rows plus
+            # the rows of one batch.
+            limited = cfg.retention.max_rows is not None or cfg.retention.max_bytes is not None
             self.pruner = AutoPruner(
-                cfg.retention, archive_dir=cfg.archive_dir, every_n_batches=50, report=self._report
+                cfg.retention,
+                archive_dir=cfg.archive_dir,
+                every_n_batches=1 if limited else 50,
+                chunk_rows=max(cfg.batch_size, 1000),
+                report=self._report,
             )
 
     # -- lifecycle ---------------------------------------------------------
@@ -165,9 +214,15 @@ class Flusher:
         # when this process can become the flusher at once.
         if self.lock.acquire(blocking=False):
             try:
-                self._become_leader()
-                with self.db_lock:
-                    self._drain_to(self.ring.stats().head)
+                try:
+                    self._become_leader()
+                except _WAIT_AT_START as err:
+                    # Nothing the caller could change: stay the flusher and
+                    # let the thread retry; the records wait in the ring.
+                    self._failed(err)
+                else:
+                    with self.db_lock:
+                        self._drain_to(self.ring.stats().head, time.monotonic() + _START_WAIT)
             except Exception as err:
                 # Never hold the election lock without a flusher thread: other
                 # processes would wait for us for ever.
@@ -183,43 +238,108 @@ class Flusher:
         self._start_thread()
         self.console.start()
 
-    def _drain_to(self, target: int) -> None:
+    def _drain_to(self, target: int, deadline: float | None = None) -> None:
         """Commit batches until everything before ring position *target* is stored.
 
         Bounded by *target*, so a steady stream of new records cannot keep
-        configure() or shutdown() running.
+        configure() or shutdown() running, and by *deadline* (a monotonic
+        time, which also ends lock waits): what is left stays in the ring.
         """
-        while self.ring.stats().tail < target:
-            if self._flush_locked() <= 0:
-                return
+        self._deadline = deadline
+        try:
+            while self.ring.stats().tail < target:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                if self._flush_locked() <= 0:
+                    return
+        finally:
+            self._deadline = None
 
     def _start_thread(self) -> None:
         self.thread = threading.Thread(target=self._run, name="janus-flusher", daemon=True)
         self.thread.start()
 
-    def stop(self, timeout: float | None = 10.0) -> None:
+    def stop(self, timeout: float | None = 10.0, *, target: int | None = None) -> int:
+        """Stop the thread and commit what was logged before ring position *target*.
+
+        *target* defaults to the ring's head now: records pushed later (by
+        threads still logging) never lengthen the wait.  Everything, lock
+        waits included, ends within *timeout* seconds; what is not committed
+        by then stays in the ring, where the next flusher of the database
+        commits it.  Returns the bytes of records before *target* left there.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if target is None:
+            target = self.ring.stats().head
+        self._deadline = deadline  # a commit waiting for a lock gives up at the deadline
         self.stopping = True
         self.wake.set()
         if self.thread is not None and self.thread is not threading.current_thread():
-            self.thread.join(timeout)
-        self.console.stop(timeout)
-        with self.db_lock:
-            if self.leader:
-                with contextlib.suppress(Exception):
-                    self._drain_to(self.ring.stats().head)
-                self._checkpoint()
-            if self.db is not None:
-                with contextlib.suppress(Exception):
-                    self.db.close()
-                self.db = None
-            if self.leader:
-                self.lock.release()
-                self.leader = False
+            # A little past the deadline: a commit that gave up on a lock at
+            # the deadline needs a moment to return.
+            self.thread.join(None if deadline is None else _remaining(deadline) + _STOP_GRACE)
+        self.console.stop(_remaining(deadline))
+        with self._exit_lock:
+            # Past the deadline the thread may still be in a commit: it then
+            # closes the database and gives up the lock itself when it ends.
+            self._orphaned = self.thread is not None and not self._thread_done
+        if not self._orphaned:
+            with self.db_lock:
+                if self.leader:
+                    with contextlib.suppress(Exception):
+                        self._drain_to(target, deadline)
+                    self._checkpoint()
+                    self._stopped_as_leader = True
+                self._close_locked()
         # The ring stays mapped (see _open_ring).
+        return max(target - self.ring.stats().tail, 0)
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """From now on, a commit waiting for a lock gives up at *deadline* (monotonic)."""
+        self._deadline = deadline
+
+    def _close_locked(self) -> None:
+        if self.db is not None:
+            with contextlib.suppress(Exception):
+                self.db.close()
+            self.db = None
+        if self.leader:
+            self.lock.release()
+            self.leader = False
+
+    def records_left(self, target: int) -> int | None:
+        """How many records before *target* stop() left in the ring.
+
+        Counted by reading them (nothing is released), which only the process
+        that was the flusher may do: elsewhere None.
+        """
+        if not self._stopped_as_leader:
+            return None
+        count = 0
+        with self.db_lock, contextlib.suppress(Exception):
+            self.ring.rewind()
+            while self.ring.stats().read_pos < target:
+                batch, _ = self.ring.read(self.cfg.batch_size)
+                if not batch:
+                    break
+                count += sum(1 for seq, _ in batch if seq < target)
+            self.ring.rewind()
+        return count
 
     # -- the flusher thread ------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            with self._exit_lock:
+                self._thread_done = True
+                orphaned = self._orphaned
+            if orphaned:  # stop() could not wait for this thread's last commit
+                with self.db_lock:
+                    self._close_locked()
+
+    def _loop(self) -> None:
         cfg = self.cfg
         while not self.stopping:
             try:
@@ -277,6 +397,8 @@ class Flusher:
     def _open_db(self) -> None:
         """Open the database and skip ring records it already holds (exactly once)."""
         self.db = open_database(self.cfg.db_path, synchronous=self.cfg.synchronous)
+        self.resources.load(self.db)
+        self._watch(self.db)
         row = self.db.execute(
             'SELECT committed_upto FROM "janus_ring_state" WHERE ring_id = ?', (self.ring_id,)
         ).fetchall()
@@ -302,13 +424,16 @@ class Flusher:
                 self._open_db()
             except Exception as err:
                 return self._failed(err)
+        if self._disk_full and not self._make_room():
+            return -1  # still full: the records wait in the ring
         if self.decode_rows is not None:
             n, raw, upto = self.ring.read_raw(self.cfg.batch_size)
             rows = self.decode_rows(raw, n, decode_row) if n > 0 else []
         else:
             batch, upto = self.ring.read(self.cfg.batch_size)
             rows = [decode_row(payload) for _, payload in batch]
-        if not rows:
+        rows = self.resources.label(rows)
+        if not rows and not self.resources.pending:  # an announcement alone is still stored
             if upto != self.ring.stats().tail:  # only torn records were skipped
                 self.ring.release(upto)
             return 0
@@ -336,11 +461,14 @@ class Flusher:
         self._last_commit = time.monotonic()
         self._batches_since_checkpoint += 1
         self._backoff = 0.0
-        if self._batches_since_checkpoint >= 64:
+        self._disk_full = False
+        if self._problem in ("write", "event"):
+            self.last_error = None  # a commit went through: nothing is wrong now
+        if self._checkpoint_due():
             self._checkpoint()
         if self.pruner is not None:
             self._prune_step()
-        return len(rows)
+        return len(rows) or 1  # 1: an announcement alone was committed; more may follow
 
     def _commit(self, db: apsw.Connection, rows: list[tuple[Any, ...]], upto: int, *, one_by_one: bool) -> None:
         """Insert *rows*, index them and store the ring position, in one transaction."""
@@ -359,12 +487,18 @@ class Flusher:
                         db.execute(_INSERT, unstorable_row(row, err))
                         self.unstorable += 1
             db.execute(_INDEX, (last,))
+            self.resources.save(db)
             db.execute(_SAVE_POS, (self.ring_id, upto))
 
     def _failed(self, err: BaseException) -> int:
         self.retries += 1
         self._backoff = min(max(self._backoff * 2, 0.05), 5.0)
-        self._report(f"cannot write to {self.cfg.db_path}: {type(err).__name__}: {err}")
+        self._report(f"cannot write to {self.cfg.db_path}: {type(err).__name__}: {err}", kind="write")
+        if isinstance(err, apsw.FullError):
+            # Keep the connection: closing it would checkpoint into the full
+            # disk.  The next try checkpoints first (see _make_room).
+            self._disk_full = True
+            return -1
         if not isinstance(err, apsw.BusyError) and self.db is not None:
             # Reopen on the next try: the file may have been replaced or fixed.
             with contextlib.suppress(Exception):
@@ -377,12 +511,15 @@ class Flusher:
             # Checkpoint once the application has been quiet for a while: a
             # checkpoint copies and syncs the whole WAL, which would compete
             # with a burst that is just starting.  Under steady load the
-            # every-64-batches checkpoint in _flush_locked bounds the WAL.
+            # checkpoint by WAL size in _flush_locked bounds the WAL.
             quiet = time.monotonic() - self._last_commit >= _CHECKPOINT_AFTER_IDLE
             if self._batches_since_checkpoint and quiet:
                 self._checkpoint()
             if self.pruner is not None:
                 self._prune_step()
+                if quiet and self.db is not None:
+                    with contextlib.suppress(apsw.Error):
+                        self.pruner.tidy(self.db)  # FTS merge, free pages back
 
     def _prune_step(self) -> None:
         if self.db is None:
@@ -390,20 +527,117 @@ class Flusher:
         try:
             self.pruner.maybe_prune(self.db)  # type: ignore[union-attr]
         except Exception as err:
-            self._report(f"retention failed: {type(err).__name__}: {err}")
+            self._report(f"retention failed: {type(err).__name__}: {err}", kind="retention")
+        else:
+            if self._problem == "retention":
+                self.last_error = None
 
-    def _checkpoint(self) -> None:
-        if self.db is None:
-            return
-        self._batches_since_checkpoint = 0
-        with contextlib.suppress(apsw.Error):
-            self.db.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+    # -- the WAL and lock waits ----------------------------------------------
 
-    def _report(self, message: str) -> None:
-        """Note a problem in stats() and on stderr, at most once every 10 s."""
-        self.last_error = message
+    def _watch(self, db: apsw.Connection) -> None:
+        """Count the WAL's pages after each commit, and wait for locks our way."""
+        self._wal_pages = 0
+        self._checkpoint_at = _CHECKPOINT_PAGES
+        self._page_size = db.execute("PRAGMA page_size").fetchall()[0][0]
+        db.set_wal_hook(self._wal_hook)
+        db.set_busy_handler(self._busy)
+
+    def _wal_hook(self, db: apsw.Connection, name: str, pages: int) -> int:
+        self._wal_pages = pages
+        return apsw.SQLITE_OK
+
+    def _checkpoint_due(self) -> bool:
+        pages = self._wal_pages
+        if pages >= self._checkpoint_at:
+            return True
+        if pages < _CHECKPOINT_MIN_PAGES:
+            return False
+        try:
+            fs = os.statvfs(os.path.dirname(self.cfg.db_path))
+        except OSError:
+            return False
+        return pages * self._page_size * 4 >= fs.f_bavail * fs.f_frsize
+
+    def _busy(self, tries: int) -> bool:
+        """SQLite's busy handler: wait for another program's lock, with backoff.
+
+        Up to _BUSY_WAIT seconds per statement, as a busy timeout would; but
+        never past ``_deadline``, so stop() and configure() stay bounded even
+        while a commit is already waiting.
+        """
         now = time.monotonic()
-        if now - self._last_report >= 10.0:
+        if tries == 0:
+            self._busy_since = now
+        end = self._busy_since + _BUSY_WAIT
+        deadline = self._deadline
+        if deadline is not None:
+            end = min(end, deadline)
+        if now >= end:
+            return False
+        time.sleep(min(0.001 * (tries + 1), 0.025, end - now))
+        return True
+
+    def _checkpoint(self) -> bool:
+        """A passive checkpoint (it never waits); False if the disk is too full for it."""
+        if self.db is None:
+            return True
+        self._batches_since_checkpoint = 0
+        try:
+            frames, done = self.db.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+        except apsw.FullError as err:
+            # No commit until this works: each would grow the WAL into the
+            # room the checkpoint needs, and a WAL that is never checkpointed
+            # is never reused, so the disk would stay full for good.
+            self._disk_full = True
+            self._report(f"cannot checkpoint {self.cfg.db_path}: {type(err).__name__}: {err}", kind="write")
+            return False
+        except apsw.Error:
+            return True
+        # Complete: the next commit starts the WAL over.  Not complete (a
+        # reader still uses its end): try again once it has grown as much again.
+        self._checkpoint_at = _CHECKPOINT_PAGES if done >= frames else frames + _CHECKPOINT_PAGES
+        return True
+
+    def _make_room(self) -> bool:
+        """After SQLITE_FULL: checkpoint before anything else; False while the disk is still full.
+
+        Retrying the commit alone would append to a WAL that cannot be reused
+        until it is checkpointed.  A failed checkpoint costs nothing: what it
+        wrote into the database file is what the next attempt needs there.
+        """
+        if not self._checkpoint():
+            self.retries += 1
+            self._backoff = min(max(self._backoff * 2, 0.05), 5.0)
+            return False
+        # Give the WAL file's blocks back too, if no reader holds it (no wait).
+        with contextlib.suppress(apsw.Error), self._no_wait():
+            self.db.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)  # type: ignore[union-attr]
+        self._disk_full = False
+        return True
+
+    @contextlib.contextmanager
+    def _no_wait(self) -> Any:
+        saved, self._deadline = self._deadline, time.monotonic()
+        try:
+            yield
+        finally:
+            self._deadline = saved
+
+    def _report(self, message: str, *, kind: str = "event", echo: bool = True) -> None:
+        """Note a problem in stats() and (with *echo*) on stderr, at most once every 10 s.
+
+        *kind* says what resolves it: "write" and "event" problems are cleared
+        from ``last_error`` by the next commit, "retention" ones by the next
+        prune that works.  ``errors``, ``last_error_at`` and ``recent_errors``
+        keep them.
+        """
+        self.last_error = message
+        self._problem = kind
+        self.errors += 1
+        self.last_error_at = time.time()
+        self.recent_errors.append((self.last_error_at, message))
+        now = time.monotonic()
+        if echo and now - self._last_report >= 10.0:
             self._last_report = now
             with contextlib.suppress(Exception):
                 print(f"janus_utils: {security.sanitize(message)}", file=sys.stderr)
@@ -435,7 +669,14 @@ class Flusher:
         self.leader = False
         self.lock = FileLock(self.lock_path)
         self.wake = threading.Event()
+        self._exit_lock = threading.Lock()
+        self._thread_done = False
         self.committed = self.batches = self.retries = 0
         if not self.stopping:
             self._start_thread()
         self.console.after_fork_child()
+
+
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds until *deadline* (a monotonic time), at least 0; None for no deadline."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)

@@ -4,7 +4,7 @@ A record travels through the ring as a ``marshal``'d 9-tuple
 ``(format, ts_ns, level, logger, message, fields | None, exception | None, pid, thread)``.
 The caller's side builds it (``format_message``, ``safe_value``,
 ``exception_text``, ``dumps``); the flusher turns each payload into a row of
-``_schema.COLUMNS`` with ``decode_row``.  ``_speedups`` (when built) does the
+``_schema.DECODED_COLUMNS`` with ``decode_row``.  ``_speedups`` (when built) does the
 common cases of both in C, byte for byte the same.
 """
 
@@ -53,22 +53,64 @@ def native_enabled() -> bool:
     )
 
 
+# Python refuses to write an int of more than sys.get_int_max_str_digits()
+# decimal digits (4,300 by default): the conversion takes quadratic time.
+# Such an int is stored as the text of its hexadecimal form, which takes
+# linear time and is exact: "0x1f...", "-0x1f...".  At most INT_HEX_DIGITS
+# hex digits are kept (about 5,000 decimal digits), the rest cut with the
+# TRUNCATED marker, so one field cannot swell a row.  Below 2,100 bits an int
+# is always printable: the limit cannot be set under 640 digits.
+INT_HEX_DIGITS = 4300
+_PRINTABLE_BITS = 2100
+
+
+def int_text(n: int) -> str:
+    """An int Python will not print in decimal, as bounded hexadecimal text."""
+    text = hex(n)
+    keep = INT_HEX_DIGITS + text.index("x") + 1
+    if len(text) > keep:
+        return text[:keep] + TRUNCATED.format(len(text) - keep)
+    return text
+
+
+def printable_int(n: int) -> int | str:
+    """*n* itself, or int_text(n) when Python would refuse to write it in decimal."""
+    if n.bit_length() <= _PRINTABLE_BITS:
+        return n
+    try:
+        int.__repr__(n)
+    except ValueError:
+        return int_text(n)
+    return n
+
+
 def safe_str(obj: object) -> str:
     """str(obj), or a description of it when its __str__ and __repr__ raise."""
     try:
         return str(obj)
     except Exception:
-        try:
-            return repr(obj)
+        pass
+    if isinstance(obj, int):  # past Python's int-to-text digit limit
+        return int_text(obj)
+    try:
+        return repr(obj)
+    except Exception:
+        pass
+    if isinstance(obj, (Mapping, list, tuple, set, frozenset)):
+        try:  # a container of such ints
+            return str(safe_value(obj))
         except Exception:
-            return f"<unprintable {type(obj).__name__} object>"
+            pass
+    return f"<unprintable {type(obj).__name__} object>"
 
 
 def safe_value(obj: object, depth: int = 0, seen: set[int] | None = None) -> object:
-    """A marshal-able copy of a field value: containers kept, other objects as text."""
+    """A marshal-able, JSON-able copy of a field value: containers kept, other objects as text."""
     if type(obj) in PRIMITIVES:
         if type(obj) is float and not math.isfinite(obj):  # type: ignore[arg-type]
             return repr(obj)  # JSON has no NaN or Infinity
+        if type(obj) is int:
+            return printable_int(obj)  # type: ignore[arg-type]
         return obj
     if depth > 32:
         return "[depth limit]"
@@ -197,7 +239,7 @@ def _coerce_level(level: object) -> int:
 
 
 def decode_row(payload: bytes) -> tuple[Any, ...]:
-    """One ring payload as a row of ``_schema.COLUMNS``; never raises."""
+    """One ring payload as a row of ``_schema.DECODED_COLUMNS``; never raises."""
     try:
         # A record is a 9-tuple; checking the head first keeps marshal from
         # sizing a damaged payload's first container by its garbage count.
@@ -254,5 +296,6 @@ def unstorable_row(row: tuple[Any, ...], err: BaseException) -> tuple[Any, ...]:
         storable_text(message) if isinstance(message, str) else "unstorable log record",
         None, None, None, None, None, None, None, None,
         fields_json(fields),
+        *row[13:],  # service and host, when the flusher added them
     )
 

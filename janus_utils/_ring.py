@@ -53,6 +53,7 @@ class RingStats:
     torn: int
     high_water: int
     ring_id: int
+    torn_bytes: int = 0  # bytes skipped with the torn records (exact; torn may be an estimate)
 
     @property
     def used(self) -> int:
@@ -127,7 +128,9 @@ class Ring:
             )
         if rc == lib.JR_ERRNO:
             err = ffi.errno
-            return RingError(f"cannot open ring file {self.path!r}: {os.strerror(err)}")
+            return RingError(
+                f"cannot open ring file {self.path!r}: {os.strerror(err)}", details={"errno": err}
+            )
         return RingError(f"cannot open ring file {self.path!r} (code {rc})")
 
     # -- producers ---------------------------------------------------------
@@ -292,6 +295,7 @@ class Ring:
             torn=s.torn,
             high_water=s.high_water,
             ring_id=s.ring_id,
+            torn_bytes=s.torn_bytes,
         )
 
     @property

@@ -10,20 +10,22 @@ from .error_handling.db.errors import MigrationError
 
 __all__ = [
     "COLUMNS",
+    "DECODED_COLUMNS",
     "META_TABLE",
     "SHIP_CURSOR_TABLE",
     "FTS_TABLE",
     "SCHEMA_VERSION",
     "TABLE",
     "apply_connection_settings",
+    "database_id",
     "ensure_schema",
 ]
 
 TABLE = "logs"
 FTS_TABLE = "logs_fts"
-META_TABLE = "janus_meta"
-SHIP_CURSOR_TABLE = "janus_ship_cursor"
-SCHEMA_VERSION = 2
+META_TABLE = "janus_meta"  # this database's identity (db_id) and other facts about it
+SHIP_CURSOR_TABLE = "janus_ship_cursor"  # how far each sink (janus_utils.ship) has got
+SCHEMA_VERSION = 3
 
 # Column order of an inserted row (``id`` is assigned by SQLite).
 COLUMNS: tuple[str, ...] = (
@@ -40,7 +42,12 @@ COLUMNS: tuple[str, ...] = (
     "thread",
     "exception",  # formatted traceback text, or NULL
     "fields",  # every other field as a JSON object, or NULL (OTel Attributes)
+    "service",  # the service that logged it (OTel service.name), from configure(service=...)
+    "host",  # the machine it was logged on (OTel host.name)
 )
+# What a ring record decodes to (_record.decode_row, _speedups.decode_rows); the
+# flusher appends service and host, which the process announced (_resource).
+DECODED_COLUMNS = COLUMNS[:13]
 
 _V1 = textwrap.dedent(
     f"""
@@ -91,18 +98,36 @@ _V1 = textwrap.dedent(
 
 _V2 = textwrap.dedent(
     f"""
-    -- Facts about this database itself.  "db_id" is random, made once: with
-    -- the host name and a record id it names a record across a fleet, so a
-    -- sink can tell a re-sent record from a new one.
-    CREATE TABLE IF NOT EXISTS "{META_TABLE}" (
-        "key" TEXT PRIMARY KEY,
-        "value" TEXT NOT NULL
+    -- Which service and host a record comes from, so that the logs of several
+    -- hosts (and their archives) can be told apart.  Older rows keep NULL.
+    ALTER TABLE "{TABLE}" ADD COLUMN "service" TEXT;
+    ALTER TABLE "{TABLE}" ADD COLUMN "host" TEXT;
+    CREATE INDEX IF NOT EXISTS "{TABLE}_service_ts" ON "{TABLE}" ("service", "ts")
+        WHERE "service" IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS "{TABLE}_host_ts" ON "{TABLE}" ("host", "ts")
+        WHERE "host" IS NOT NULL;
+    -- Each process's service and host, as it announced them through the ring.
+    CREATE TABLE IF NOT EXISTS "janus_processes" (
+        "pid" INTEGER PRIMARY KEY,
+        "service" TEXT,
+        "host" TEXT,
+        "announced_ts" INTEGER NOT NULL
     );
-    INSERT OR IGNORE INTO "{META_TABLE}"("key", "value") VALUES ('db_id', lower(hex(randomblob(16))));
+    -- This database's identity: archive names carry it, so archives of two
+    -- databases never share a name, and an import knows whose ids it holds.
+    CREATE TABLE IF NOT EXISTS "janus_meta" ("key" TEXT PRIMARY KEY, "value" TEXT NOT NULL);
+    INSERT OR IGNORE INTO "janus_meta"("key", "value") VALUES ('db_id', lower(hex(randomblob(8))));
+    """
+)
+
+_V3 = textwrap.dedent(
+    f"""
     -- How far each sink (janus_utils.ship) has got.  Every id up to
     -- "shipped_upto" is acknowledged by the sink; "batch_upto" closes the
     -- batch in flight (shipped_upto < id <= batch_upto), written before it
     -- is sent, so a batch re-sent after a crash holds exactly the same rows.
+    -- With the database's db_id ("{META_TABLE}") and a row's host and id, a
+    -- record is named across a fleet.
     CREATE TABLE IF NOT EXISTS "{SHIP_CURSOR_TABLE}" (
         "sink" TEXT PRIMARY KEY,
         "shipped_upto" INTEGER NOT NULL DEFAULT 0,
@@ -115,7 +140,16 @@ _V2 = textwrap.dedent(
 )
 
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3}
+
+
+def database_id(db: apsw.Connection) -> str | None:
+    """The database's random identity (16 hex digits), or None before schema version 2."""
+    try:
+        rows = db.execute("""SELECT "value" FROM "janus_meta" WHERE "key" = 'db_id'""").fetchall()
+    except apsw.SQLError:
+        return None
+    return str(rows[0][0]) if rows else None
 
 
 def apply_connection_settings(

@@ -97,7 +97,6 @@ def _format_record(record: Record, colour: bool) -> str:
     pairs: list[tuple[str, object]] = [
         (name, value)
         for name, value in (
-            ("host", record.host),  # set for records of a fleet (search --source)
             ("user", record.user_id),
             ("agent", record.agent_id),
             ("request", record.request_id),
@@ -210,6 +209,8 @@ def _common_options(db_default: str) -> argparse.ArgumentParser:
     group.add_argument("--user", metavar="ID", help="records of this user_id")
     group.add_argument("--agent", metavar="ID", help="records of this agent_id")
     group.add_argument("--request", metavar="ID", help="records of this request_id")
+    group.add_argument("--service", metavar="NAME", help="records of this service (configure(service=...))")
+    group.add_argument("--host", metavar="NAME", help="records logged on this host")
     group.add_argument(
         "--field",
         action="append",
@@ -289,7 +290,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--source",
         metavar="URL",
         help="search the ClickHouse table hosts ship into instead of --db: "
-        "clickhouse://HOST:8123/DATABASE.TABLE (same query, filters and output, with host=)",
+        "clickhouse://HOST:8123/DATABASE.TABLE (same query, filters and output)",
     )
     search.add_argument(
         "--archives",
@@ -460,6 +461,8 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         "user_id": args.user,
         "agent_id": args.agent,
         "request_id": args.request,
+        "service": args.service,
+        "host": args.host,
         "since": args.since,
         "until": args.until,
         "fields": dict(args.field) or None,
@@ -493,7 +496,10 @@ def _check_archive_search(args: argparse.Namespace) -> tuple[int | None, int | N
         raise _UsageError("--raw is FTS5 syntax, which archives have no index for: drop --raw or --archives")
     unsupported = [
         option
-        for option, value in (("--user", args.user), ("--agent", args.agent), ("--request", args.request), ("--field", args.field))
+        for option, value in (
+            ("--user", args.user), ("--agent", args.agent), ("--request", args.request),
+            ("--service", args.service), ("--host", args.host), ("--field", args.field),
+        )
         if value
     ]
     if unsupported:

@@ -18,7 +18,8 @@ exception.  Where the results can differ from a local search:
 - ``order="rank"`` needs FTS5's ranking and is refused;
 - a ``fields={"k": v}`` filter matches the first key ``k`` at any depth of
   the JSON (``visitParamExtractRaw``), not only at the top;
-- ``id`` is the record's id in its own database; ``(host, id)`` names it.
+- ``id`` is the record's id in its own database; ``host`` is always set
+  (the database's host for rows stored before records carried one).
   ``tail(cursor=...)`` takes a ``ts`` (nanoseconds), as ids of different
   hosts do not compare, and ``follow`` looks back ``lookback`` seconds for
   records that arrived late (shipping lag).
@@ -63,7 +64,7 @@ from .store import (
 __all__ = ["ClickHouseStore"]
 
 _SELECT = (
-    "host, db_id, id, ts, level, logger, message, user_id, agent_id, request_id, "
+    "host, service, db_id, id, ts, level, logger, message, user_id, agent_id, request_id, "
     "trace_id, span_id, pid, thread, exception, fields"
 )
 _NOT_TOKEN = r"[^\pL\pN]"  # re2: what separates FTS5 unicode61 tokens
@@ -260,7 +261,7 @@ class ClickHouseStore:
             if not name:
                 raise SearchQueryError("logger must be a logger name like 'app' or 'app.db'")
             where.append(f"(logger = {_lit(name)} OR startsWith(logger, {_lit(name + '.')}))")
-        for column in ("user_id", "agent_id", "request_id"):
+        for column in ("user_id", "agent_id", "request_id", "service", "host"):
             wanted = filters.get(column)
             if wanted is not None:
                 value = _lit(_text(wanted, column))
@@ -340,6 +341,7 @@ class ClickHouseStore:
             thread=row.get("thread"),
             exception=row.get("exception"),
             fields=_parse_fields(fields_text),
+            service=row.get("service"),
             host=row.get("host"),
         )
         if compiler is not None:
@@ -358,6 +360,8 @@ class ClickHouseStore:
         user_id: str | None = None,
         agent_id: str | None = None,
         request_id: str | None = None,
+        service: str | None = None,
+        host: str | None = None,
         since: TimeSpec | None = None,
         until: TimeSpec | None = None,
         fields: Mapping[str, FieldValue] | None = None,
@@ -378,8 +382,8 @@ class ClickHouseStore:
             query,
             raw,
             dict(
-                level=level, logger=logger, user_id=user_id, agent_id=agent_id,
-                request_id=request_id, since=since, until=until, fields=fields,
+                level=level, logger=logger, user_id=user_id, agent_id=agent_id, request_id=request_id,
+                service=service, host=host, since=since, until=until, fields=fields,
             ),
         )
         if limit == 0:

@@ -18,19 +18,22 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import errno
 import logging
 import math
 import os
 import sys
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import _ring, security
-from ._flusher import Flusher
+from . import _otel, _resource, _ring, security
+from ._console import TRACEBACK_RULES
+from ._flusher import Flusher, _remaining
 from ._levels import LEVELS, level_name, parse_level
 from ._record import (
     FORMAT,
@@ -44,7 +47,7 @@ from ._record import (
     safe_value,
     speedups,
 )
-from .error_handling.utils.errors import ConfigError
+from .error_handling.utils.errors import ConfigError, RingError
 
 __all__ = [
     "JanusHandler",
@@ -92,6 +95,7 @@ class Config:
     console_level: int = WARNING
     console_format: Literal["logfmt", "json"] = "logfmt"
     console_stream: Any = None  # a text stream; None means sys.stderr at write time
+    console_tracebacks: Literal["5xx", "all", "none"] = "5xx"
     capture_stdlib: bool = False
     ring_size: int = _ring.DEFAULT_CAPACITY
     on_full: Literal["block", "drop"] = "block"
@@ -100,6 +104,7 @@ class Config:
     commit_interval: float = 0.05
     election_interval: float = 0.2
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    exit_timeout: float | None = 2.0  # how long interpreter exit waits for commits
     max_message_chars: int = 64 * 1024
     redact: bool = True
     redact_keys: tuple[str, ...] = ()
@@ -107,6 +112,8 @@ class Config:
     hash_key: bytes | None = None
     retention: Any = None  # a retention.RetentionPolicy, applied by the flusher
     archive_dir: str | None = None
+    service: str | None = None  # None: $OTEL_SERVICE_NAME (see _check_config)
+    host: str | None = None  # None: this machine's hostname
     ship: tuple[Any, ...] = ()  # janus_utils.ship exporters: one shipper thread each
 
 
@@ -126,6 +133,11 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         raise ConfigError(
             f"console_format must be 'logfmt' or 'json', not {kw['console_format']!r}"
         )
+    if kw.get("console_tracebacks", "5xx") not in TRACEBACK_RULES:
+        raise ConfigError(
+            f"console_tracebacks must be one of {', '.join(map(repr, TRACEBACK_RULES))}, "
+            f"not {kw['console_tracebacks']!r}"
+        )
     sync = str(kw.get("synchronous", "NORMAL")).upper()
     if sync not in ("NORMAL", "FULL"):
         raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', not {kw['synchronous']!r}")
@@ -133,6 +145,11 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
     size = kw.get("ring_size", _ring.DEFAULT_CAPACITY)
     if not isinstance(size, int) or size < 65536 or size & (size - 1):
         raise ConfigError(f"ring_size must be a power of two of at least 65536 bytes, got {size!r}")
+    exit_timeout = kw.get("exit_timeout", 2.0)
+    if exit_timeout is not None and (
+        isinstance(exit_timeout, bool) or not isinstance(exit_timeout, (int, float)) or not exit_timeout >= 0
+    ):
+        raise ConfigError(f"exit_timeout must be a number of seconds >= 0, or None, got {exit_timeout!r}")
     chars = kw.get("max_message_chars", 1)
     if type(chars) is not int or chars < 1:
         raise ConfigError(f"max_message_chars must be an integer of at least 1, got {chars!r}")
@@ -149,6 +166,13 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         )
     kw["hash_key"] = key or None
     kw["redact_keys"] = tuple(kw.get("redact_keys") or ())
+    for key, default in (("service", _resource.default_service), ("host", _resource.default_host)):
+        value = kw.get(key)
+        if value is None:
+            value = default()
+        if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 256):
+            raise ConfigError(f"{key} must be a name of 1 to 256 characters, not {value!r}")
+        kw[key] = value
     if kw.get("archive_dir") is not None:
         kw["archive_dir"] = os.fspath(kw["archive_dir"])
     if kw.get("retention") is not None:
@@ -255,8 +279,11 @@ class _Emitter:
         """Encode and push one record (the stdlib bridge's path)."""
         self.emit_record((FORMAT, ts, level, name, message, fields, exc, _pid, thread))
 
-    def emit_record(self, record: tuple[Any, ...]) -> None:
-        """Truncate, hash, encode and push *record*; redact, wait or count as the push asks."""
+    def emit_record(self, record: tuple[Any, ...], notify: bool = True) -> None:
+        """Truncate, hash, encode and push *record*; redact, wait or count as the push asks.
+
+        *notify* False: the record listeners (the janus_logs fixture) have it already.
+        """
         _, ts, level, name, message, fields, exc, pid, thread = record
         if len(message) > self.max_chars:
             message = self.truncate(message)
@@ -271,7 +298,7 @@ class _Emitter:
         if rc:
             record = self.slow(rc, record)
         if level >= self.console_level or _listeners:
-            self.after(record)
+            self.after(record, notify)
 
     def finish(self, result: tuple[bool, tuple[Any, ...]]) -> None:
         """Complete a call the C encoder handed back (see ``speedups.Emitter.push``)."""
@@ -346,9 +373,11 @@ class _Emitter:
             self.flusher.warn_dropped()
         return record
 
-    def after(self, record: tuple[Any, ...]) -> None:
+    def after(self, record: tuple[Any, ...], notify: bool = True) -> None:
         if record[2] >= self.console_level:
             self.console.put(record)
+        if not notify:
+            return
         for listener in tuple(_listeners):
             try:
                 listener(record_dict(record))
@@ -386,17 +415,38 @@ def add_record_listener(listener: Any) -> Any:
 
 def _last_resort(level: int, name: str, message: str, exc: str | None) -> None:
     """Before configure(): WARNING and above go to stderr, as stdlib's lastResort does."""
+    pending = _pending
+    if pending is not None:
+        pending.not_stored += 1
     if level >= WARNING:
         text = f"{level_name(level)} {name}: {message}" + (f" | {exc}" if exc else "")
         print(security.sanitize(security.redact_text(text)), file=sys.stderr)
 
 
 def _split_special(fields: dict[str, Any]) -> str | None:
-    """Take stdlib's exc_info/stack_info/stacklevel out of the fields."""
+    """Take stdlib's exc_info/stack_info/stacklevel out of the fields.
+
+    The returned text is the traceback, then the caller's stack for
+    ``stack_info=True``, as stdlib's Formatter joins them.
+    """
     exc = exception_text(fields.pop("exc_info", None))
-    fields.pop("stack_info", None)
-    fields.pop("stacklevel", None)
+    stack_info = fields.pop("stack_info", None)
+    stacklevel = fields.pop("stacklevel", 1)
+    if stack_info:
+        stack = _stack_text(stacklevel)
+        exc = f"{exc}\n{stack}" if exc else stack
     return exc
+
+
+def _stack_text(stacklevel: object) -> str:
+    """The caller's stack as stdlib prints it for ``stack_info=True``."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back  # type: ignore[assignment]
+    skip = stacklevel - 1 if type(stacklevel) is int and stacklevel > 1 else 0
+    while skip and frame is not None and frame.f_back is not None:
+        frame, skip = frame.f_back, skip - 1
+    return "Stack (most recent call last):\n" + "".join(traceback.format_stack(frame)).rstrip("\n")
 
 
 def _make_level_method(level: int, *, exception: bool = False) -> Any:
@@ -437,6 +487,8 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
                 message = safe_str(msg)
             ctx = _ctx_get()
             bound = self._bound
+            if _trace_ids is not None:
+                _add_trace_ids(fields, bound, ctx)
             if ctx or bound:
                 fields = {**ctx, **bound, **fields}
             em = _emitter
@@ -462,11 +514,40 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
 
 _SPECIAL = frozenset(("exc_info", "stack_info", "stacklevel"))
 
+# OpenTelemetry: set by configure() when opentelemetry-api is installed (see _otel).
+_trace_ids: _otel.TraceIds | None = None
+
+
+def _add_trace_ids(fields: dict[str, Any], bound: Mapping[str, Any], ctx: Mapping[str, Any]) -> None:
+    """Add the active span's trace_id/span_id to *fields*, unless the call already has a trace_id.
+
+    Both paths add them to the call's own fields before merging, so the C
+    and the Python path encode the same bytes.
+    """
+    ids = _trace_ids() if _trace_ids is not None else None
+    if ids is not None and "trace_id" not in fields and "trace_id" not in bound and "trace_id" not in ctx:
+        fields.update(ids)
+
+
+def _traced(push: Any, current: Any) -> Any:
+    """The C push with the active span's ids added first (only when OpenTelemetry is installed).
+
+    *current* reads OpenTelemetry's context, which is empty (falsy) while no
+    span is active: then the call costs one more frame and one ContextVar read.
+    """
+
+    def fast(level: int, name: str, bound: dict[str, Any], msg: object, args: tuple[Any, ...], fields: dict[str, Any]) -> Any:
+        if current():
+            _add_trace_ids(fields, bound, _ctx_get())
+        return push(level, name, bound, msg, args, fields)
+
+    return fast
+
 
 def _report_internal_error(err: BaseException) -> None:
     em = _emitter
     if em is not None:
-        em.flusher.last_error = f"log call failed: {type(err).__name__}: {err}"
+        em.flusher._report(f"log call failed: {type(err).__name__}: {err}", echo=False)
         em.internal_errors += 1
 
 
@@ -573,47 +654,108 @@ def log_context(**fields: Any) -> Iterator[None]:
 # --------------------------------------------------------------------------
 # the stdlib bridge
 
+_STORED = "_janus_stored"  # set on a LogRecord once a JanusHandler has pushed it
 _STD_ATTRS = frozenset(
     vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))
-) | {"message", "asctime", "taskName"}
+) | {"message", "asctime", "taskName", _STORED, "_janus_listened"}
+_stdlib_duplicates = 0
 
 
 class JanusHandler(logging.Handler):
     """A ``logging.Handler`` that sends stdlib records through janus_utils.
 
-    ``extra=`` keys become fields and ``exc_info`` becomes the exception text.
-    Usable in ``logging.config.dictConfig`` as ``{"class": "janus_utils.JanusHandler"}``.
+    ``extra=`` keys become fields; ``exc_info`` and ``stack_info`` become the
+    exception text.  Usable alone in ``logging.config.dictConfig``::
+
+        "handlers": {"janus": {"class": "janus_utils.JanusHandler",
+                               "db_path": "app-logs.db", "level": "INFO"}}
+
+    *db_path* and the other keywords are ``configure()``'s: when janus_utils
+    is not configured yet, the handler configures it with them; when it is,
+    they are ignored (the explicit ``configure()`` call wins).  Records below
+    the configured level for their logger (``level``, ``levels``) are not
+    stored.  A record that reaches several JanusHandlers (one from
+    ``capture_stdlib=True`` on the root logger and one from dictConfig, say)
+    is stored once; ``stats()["stdlib_duplicates"]`` counts the extra copies.
     """
+
+    def __init__(
+        self,
+        level: int | str = logging.NOTSET,
+        *,
+        db_path: str | os.PathLike[str] | None = None,
+        **configure_options: Any,
+    ) -> None:
+        super().__init__(level)
+        if not is_configured():
+            configure(db_path, **configure_options)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            try:
-                message = record.getMessage()
-            except Exception:
-                message = format_message(record.msg, ())
-                message += f" [bad format args: {safe_str(safe_value(record.args))}]"
-            fields = {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS}
-            ctx = _ctx_get()
-            if ctx:
-                fields = {**ctx, **fields}
-            exc = exception_text(record.exc_info) if record.exc_info else None
-            if exc is None and record.exc_text:
-                exc = record.exc_text
+            name = record.name
+            log = _named.get(name)
+            if record.levelno < (log._level if log is not None else _effective_level(name)):
+                return
+            if record.__dict__.get(_STORED):
+                _count_duplicate()
+                return
+            rec = stdlib_record(record)
             em = _emitter
             if em is None:
-                _last_resort(record.levelno, record.name, message, exc)
+                _last_resort(rec[2], rec[3], rec[4], rec[6])
                 return
-            em.emit(
-                int(record.created * 1e9),
-                record.levelno,
-                record.name,
-                message,
-                fields or None,
-                exc,
-                record.threadName or _current_thread().name,
-            )
+            record.__dict__[_STORED] = True
+            # A record the janus_logs fixture saw first is not handed to it again.
+            em.emit_record(rec, notify=not record.__dict__.get(LISTENED))
         except Exception as err:
             _report_internal_error(err)
+
+
+LISTENED = "_janus_listened"  # set on a LogRecord the janus_logs fixture captured itself
+
+
+def stdlib_record(record: logging.LogRecord) -> tuple[Any, ...]:
+    """The janus record tuple for a stdlib ``LogRecord`` (before redaction), as JanusHandler pushes it."""
+    try:
+        message = record.getMessage()
+    except Exception:
+        message = format_message(record.msg, ())
+        message += f" [bad format args: {safe_str(safe_value(record.args))}]"
+    fields = {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS}
+    ctx = _ctx_get()
+    if _trace_ids is not None:
+        _add_trace_ids(fields, {}, ctx)
+    if ctx:
+        fields = {**ctx, **fields}
+    exc = exception_text(record.exc_info) if record.exc_info else None
+    if exc is None and record.exc_text:
+        exc = record.exc_text
+    if record.stack_info:
+        exc = f"{exc}\n{record.stack_info}" if exc else record.stack_info
+    return (
+        FORMAT,
+        int(record.created * 1e9),
+        record.levelno,
+        record.name,
+        message,
+        fields or None,
+        exc,
+        _pid,
+        record.threadName or _current_thread().name,
+    )
+
+
+def _count_duplicate() -> None:
+    global _stdlib_duplicates
+    _stdlib_duplicates += 1
+    if _stdlib_duplicates == 1:
+        with contextlib.suppress(Exception):
+            print(
+                "janus_utils: a stdlib record reached a second JanusHandler (capture_stdlib=True "
+                "and a JanusHandler in dictConfig, or JanusHandlers on a logger and its parent); "
+                "it is stored once. Keep one of them to save the work.",
+                file=sys.stderr,
+            )
 
 
 # --------------------------------------------------------------------------
@@ -634,37 +776,146 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
 
     Options: ``level``, ``levels`` ({"dotted.prefix": level}), ``console``,
     ``console_level``, ``console_format`` ("logfmt" | "json"), ``console_stream``,
+    ``console_tracebacks`` ("5xx" | "all" | "none"),
     ``capture_stdlib``, ``ring_size``, ``on_full`` ("block" | "drop"),
     ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
-    ``synchronous`` ("NORMAL" | "FULL"),
+    ``synchronous`` ("NORMAL" | "FULL"), ``exit_timeout`` (seconds),
     ``max_message_chars``, ``redact``, ``redact_keys``, ``hash_fields``,
-    ``hash_key``, ``retention``, ``archive_dir``, ``ship`` (exporters from
-    janus_utils.ship: committed records are shipped to them from threads of
-    their own; see ``stats()["ship"]``).
+    ``hash_key``, ``retention``, ``archive_dir``, ``service`` (default
+    ``$OTEL_SERVICE_NAME``), ``host`` (default: the hostname), ``ship``
+    (exporters from janus_utils.ship: committed records are shipped to them
+    from threads of their own; see ``stats()["ship"]``).
+
+    A database that is locked or on a full disk does not make it raise: the
+    flusher retries in the background while records wait in the ring.  If the
+    ring file itself cannot be created for want of space, it returns all the
+    same: records at WARNING and above go to stderr, ``stats()`` says why,
+    and the setup completes by itself once there is room.
     """
-    global _flusher, _emitter, _fast, _level_default, _level_overrides, _shippers
     cfg = _check_config(db_path, **options)
     with _config_lock:
-        # Everything that can fail on bad settings happens before the old
-        # setup is stopped; only the database itself can still fail after.
-        flusher = Flusher(cfg)
-        emitter = _Emitter(flusher)
-        if _flusher is not None:
-            shutdown()
-        _level_default = cfg.level
-        _level_overrides = dict(cfg.levels)
-        for log in _loggers_snapshot():
-            log._level = _effective_level(log.name)
-        flusher.start()
-        _flusher = flusher
-        _emitter = emitter
-        _fast = emitter.native.push if emitter.native is not None else None
-        _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
-        if cfg.ship:
-            from .ship import Shipper
-
-            _shippers = [Shipper(cfg.db_path, exporter).start() for exporter in cfg.ship]
+        try:
+            _install(cfg)
+        except RingError as err:
+            if err.details.get("errno") not in _NO_ROOM:
+                raise
+            _wait_for_room(cfg, err)
     return cfg
+
+
+# A ring file that cannot be created for these reasons can be later.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+_ROOM_RETRY = 1.0  # seconds between tries to create the ring on a full disk
+
+
+def _install(cfg: Config) -> None:
+    """Replace the current setup (if any) by one for *cfg*; under _config_lock."""
+    global _flusher, _emitter, _fast, _trace_ids, _shippers
+    # Everything that can fail on bad settings happens before the old
+    # setup is stopped; only the database itself can still fail after.
+    flusher = Flusher(cfg)
+    emitter = _Emitter(flusher)
+    if _flusher is not None or _pending is not None:
+        shutdown()
+    _set_levels(cfg)
+    flusher.start()
+    _announce(emitter)
+    _flusher = flusher
+    _emitter = emitter
+    _trace_ids = _otel.trace_ids_reader()
+    _fast = None
+    if emitter.native is not None:
+        _fast = (
+            emitter.native.push
+            if _trace_ids is None
+            else _traced(emitter.native.push, _trace_ids.current)  # type: ignore[attr-defined]
+        )
+    _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
+    if cfg.ship:
+        from .ship import Shipper
+
+        _shippers = [Shipper(cfg.db_path, exporter).start() for exporter in cfg.ship]
+
+
+def _announce(emitter: _Emitter) -> None:
+    """Tell the flusher this process's service and host, before any record of its own."""
+    cfg = emitter.flusher.cfg
+    with contextlib.suppress(Exception):
+        emitter.push_plain(_resource.announcement(_pid, cfg.service, cfg.host))
+
+
+def _set_levels(cfg: Config) -> None:
+    global _level_default, _level_overrides
+    _level_default = cfg.level
+    _level_overrides = dict(cfg.levels)
+    for log in _loggers_snapshot():
+        log._level = _effective_level(log.name)
+
+
+class _Pending:
+    """A configure() that waits for room on a full disk to create the ring file.
+
+    Meanwhile log calls take the path they take before configure(): WARNING
+    and above go to stderr, the rest are counted in ``not_stored``.
+    """
+
+    def __init__(self, cfg: Config, err: RingError) -> None:
+        self.cfg = cfg
+        self.error = (
+            f"{err.message}: records at WARNING and above go to stderr, others are not "
+            f"kept, until there is room for the ring ({cfg.ring_size} bytes); retrying "
+            f"every {_ROOM_RETRY:g} s"
+        )
+        self.since = time.time()
+        self.not_stored = 0
+        self.cancelled = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._retry, name="janus-configure", daemon=True).start()
+
+    def _retry(self) -> None:
+        global _pending
+        while not self.cancelled.wait(_ROOM_RETRY):
+            with _config_lock:
+                if _pending is not self or self.cancelled.is_set():
+                    return
+                try:
+                    _install(self.cfg)
+                except RingError as err:
+                    if err.details.get("errno") in _NO_ROOM:
+                        continue
+                    self._give_up(err)
+                    return
+                except Exception as err:
+                    self._give_up(err)
+                    return
+                _pending = None
+                _say(f"ring {self.cfg.db_path}-ring created; logging to the database "
+                     f"({self.not_stored} records were not kept meanwhile)")
+                return
+
+    def _give_up(self, err: BaseException) -> None:
+        self.error = f"configure() gave up: {type(err).__name__}: {err}"
+        _say(self.error)
+
+
+_pending: _Pending | None = None
+
+
+def _wait_for_room(cfg: Config, err: RingError) -> None:
+    global _pending
+    if _flusher is not None or _pending is not None:
+        shutdown()
+    _set_levels(cfg)
+    _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
+    _pending = _Pending(cfg, err)
+    _say(_pending.error)
+    _pending.start()
+
+
+def _say(message: str) -> None:
+    with contextlib.suppress(Exception):
+        print(f"janus_utils: {security.sanitize(message)}", file=sys.stderr)
 
 
 def _loggers_snapshot() -> list[Logger]:
@@ -684,25 +935,28 @@ def _set_stdlib_capture(enabled: bool, level: int) -> None:
         _stdlib_handler = None
     if enabled:
         _stdlib_handler = JanusHandler(level)
-        root.addHandler(_stdlib_handler)
+        # First among the root's handlers: a handler added later (the
+        # janus_logs fixture's) sees the record already stored.
+        root.handlers.insert(0, _stdlib_handler)
         if root.level > level or root.level == logging.NOTSET:
             root.setLevel(level)
 
 
 def is_configured() -> bool:
     """True between configure() and shutdown()."""
-    return _flusher is not None
+    return _flusher is not None or _pending is not None
 
 
 def flush(timeout: float | None = None) -> bool:
     """Wait until everything logged before the call is committed; True if it was.
 
     Works in every process sharing the database: it waits for the flusher,
-    whichever process runs it.  False if *timeout* seconds passed first.
+    whichever process runs it.  False if *timeout* seconds passed first, and
+    at once while configure() waits for room to create the ring file.
     """
     p = _flusher
     if p is None:
-        return True
+        return _pending is None  # waiting for room for the ring: nothing is stored
     target = p.ring.stats().head
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.0005
@@ -719,35 +973,74 @@ def flush(timeout: float | None = None) -> bool:
 def shutdown(timeout: float | None = 10.0) -> None:
     """Flush and stop the flusher; later log calls go to stderr (WARNING+) only.
 
-    Shippers this process runs get a moment (at most 2 s) to send what was
-    committed; what they leave is shipped by the next shipper of the database.
+    Waits at most *timeout* seconds in all (None: as long as it takes), and
+    only for records logged before the call: threads that go on logging do
+    not make it wait longer.  Records it could not commit in time stay in the
+    ring file, and are committed by the next process that configures the
+    database; stderr says how many.  Shippers this process runs get a moment
+    (at most 2 s, within *timeout*) to send what was committed; what they
+    leave is shipped by the next shipper of the database.
     """
-    global _flusher, _emitter, _fast, _shippers
+    global _flusher, _emitter, _fast, _pending, _shippers
     with _config_lock:
+        if _pending is not None:
+            _pending.cancelled.set()
+            _pending = None
         p = _flusher
         if p is None:
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        target = p.ring.stats().head
+        p.set_deadline(deadline)  # a commit waiting for a lock gives up in time
         # Flush while the flusher thread still runs: in a process that is not
         # the flusher it may still take over if the flusher's process is gone.
         flush(timeout)
         shippers, _shippers = _shippers, []
         for shipper in shippers:
-            shipper.drain(min(2.0, timeout) if timeout is not None else 2.0)
+            left_s = _remaining(deadline)
+            shipper.drain(2.0 if left_s is None else min(2.0, left_s))
         for shipper in shippers:
-            shipper.stop(timeout)
+            shipper.stop(_remaining(deadline))
         if _emitter is not None and _emitter.native is not None:
             _emitter.native.closed = True  # a call in C hands its record back
         _fast = None
         _emitter = None
         _flusher = None
         _set_stdlib_capture(False, 0)
-        p.stop(timeout)
+        left = p.stop(_remaining(deadline), target=target)
+        if left:
+            _say_left(p, target, left)
+
+
+def _say_left(p: Flusher, target: int, left: int) -> None:
+    count = p.records_left(target)
+    what = f"{left:,} bytes of records" if count is None else f"{count:,} records ({left:,} bytes)"
+    why = p.last_error or "no time left"
+    _say(
+        f"{what} logged before shutdown are not committed yet ({why}); they stay in "
+        f"{p.ring_path} and the next process that configures {p.cfg.db_path} commits them"
+    )
+
+
+def _at_exit() -> None:
+    """Interpreter exit: shutdown(), bounded by configure(exit_timeout=...)."""
+    p = _flusher
+    shutdown(p.cfg.exit_timeout if p is not None else 0.0)
 
 
 def stats() -> dict[str, Any]:
     """Counters: committed, dropped, torn, retries, last error, ring fill, and more."""
-    p, em = _flusher, _emitter
+    p, em, pending = _flusher, _emitter, _pending
     if p is None:
+        if pending is not None:
+            return {
+                "configured": False,
+                "pending": True,
+                "db_path": pending.cfg.db_path,
+                "last_error": pending.error,
+                "last_error_at": pending.since,
+                "not_stored": pending.not_stored,
+            }
         return {"configured": False}
     r = p.ring.stats()
     return {
@@ -758,12 +1051,17 @@ def stats() -> dict[str, Any]:
         "batches": p.batches,
         "dropped": r.dropped,
         "torn": r.torn,
+        "torn_bytes": r.torn_bytes,
         "retries": p.retries,
         "truncated": em.truncated if em is not None else 0,
         "console_dropped": p.console.dropped,
+        "stdlib_duplicates": _stdlib_duplicates,
         "internal_errors": em.internal_errors if em is not None else 0,
         "unstorable": p.unstorable,
         "last_error": p.last_error,
+        "last_error_at": p.last_error_at,
+        "errors": p.errors,
+        "recent_errors": list(p.recent_errors),
         "speedups": _fast is not None,  # log calls of plain data go through C
         "ring_capacity": r.capacity,
         "ring_used": r.used,
@@ -806,9 +1104,13 @@ def _after_fork_child() -> None:
     p, _forking = _forking, None
     if p is not None:
         p.after_fork_child()
+    if em is not None:
+        _announce(em)
+    if _pending is not None:
+        _pending.start()  # the child has no retry thread of its own
 
 
 os.register_at_fork(
     before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
 )
-atexit.register(shutdown)
+atexit.register(_at_exit)

@@ -44,7 +44,15 @@ from typing import Any
 import apsw
 
 from ._levels import level_name, parse_level
-from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE, apply_connection_settings, ensure_schema
+from ._schema import (
+    COLUMNS,
+    FTS_TABLE,
+    SCHEMA_VERSION,
+    TABLE,
+    apply_connection_settings,
+    database_id,
+    ensure_schema,
+)
 from .error_handling.utils.errors import ConfigError, FileHandlerError
 from .file_handler import (
     NDJSONGzipWriter,
@@ -80,9 +88,12 @@ NS_PER_DAY = 86_400 * NS_PER_SECOND
 ALL_COLUMNS: tuple[str, ...] = ("id", *COLUMNS)
 _REQUIRED = frozenset({"id", "ts", "level", "logger", "message"})
 
-# janus-logs-<UTC day>.<lowest id>-<highest id>[.<n>].ndjson.gz
+# janus-logs-<UTC day>.<database id>.<lowest id>-<highest id>[.<n>].ndjson.gz; the
+# database id (16 hex digits, random per database) keeps the archives of two hosts
+# apart; archives of older versions lack it.
 ARCHIVE_PATTERN = re.compile(
-    r"^janus-logs-(?P<day>\d{4}-\d{2}-\d{2})\.(?P<low>\d+)-(?P<high>\d+)(?:\.(?P<n>\d+))?\.ndjson\.gz$"
+    r"^janus-logs-(?P<day>\d{4}-\d{2}-\d{2})\.(?:(?P<db>[0-9a-f]{16})\.)?"
+    r"(?P<low>\d+)-(?P<high>\d+)(?:\.(?P<n>\d+))?\.ndjson\.gz$"
 )
 
 _AGE_UNITS = {
@@ -476,10 +487,10 @@ def _day_of(ts: int) -> str:
     return (_dt.date(1970, 1, 1) + _dt.timedelta(days=ts // NS_PER_DAY)).isoformat()
 
 
-def _archive_sort_key(path: Path) -> tuple[str, int, int, int]:
+def _archive_sort_key(path: Path) -> tuple[str, str, int, int, int]:
     match = ARCHIVE_PATTERN.match(path.name)
     assert match is not None
-    return (match["day"], int(match["low"]), int(match["high"]), int(match["n"] or 0))
+    return (match["day"], match["db"] or "", int(match["low"]), int(match["high"]), int(match["n"] or 0))
 
 
 def list_archives(archive_dir: str | Path) -> list[Path]:
@@ -510,6 +521,7 @@ class _Engine:
         self.policy = policy
         self.archive_dir = archive_dir
         self.now_ns = now_ns
+        self.db_id = database_id(db)
         self.rules: list[tuple[int, int]] = []  # (level, cutoff ts): older is expired
         for level in _levels_present(db):
             age = policy.age_for(level)
@@ -521,7 +533,8 @@ class _Engine:
             from .ship._shipper import unshipped_floor
 
             self.ship_floor = unshipped_floor(db)
-        self.held_back = 0  # rows the last choice kept for a sink
+        self.last_held = 0  # rows the last choice kept for a sink
+        self.held_any = False  # some choice kept rows for a sink
 
     # -- choosing rows ------------------------------------------------------
 
@@ -530,7 +543,8 @@ class _Engine:
             return rows
         floor = self.ship_floor[0]
         kept = [row for row in rows if row[0] <= floor]
-        self.held_back = len(rows) - len(kept)
+        self.last_held = len(rows) - len(kept)
+        self.held_any = self.held_any or self.last_held > 0
         return kept
 
     def expired_rows(self, limit: int) -> list[tuple[Any, ...]]:
@@ -547,15 +561,14 @@ class _Engine:
         return self._not_unshipped(self.db.execute(_OLDEST_ROWS, (limit,)).fetchall())
 
     def count_held(self) -> int:
-        """How many rows past their age are kept for a sink (the row and size limits: the last chunk's)."""
-        if self.ship_floor is None or not self.held_back:
+        """How many rows past their age are kept for a sink (with only row and size limits: the last choice's)."""
+        if self.ship_floor is None or not self.held_any:
             return 0
         if not self.rules:
-            return self.held_back
+            return self.last_held
         expired = " OR ".join(['("level" = ? AND "ts" < ?)'] * len(self.rules))
         bindings = [self.ship_floor[0], *(value for rule in self.rules for value in rule)]
-        held = _scalar(self.db, f'SELECT count(*) FROM "{TABLE}" WHERE "id" > ? AND ({expired})', tuple(bindings))
-        return max(int(held), self.held_back)
+        return int(_scalar(self.db, f'SELECT count(*) FROM "{TABLE}" WHERE "id" > ? AND ({expired})', tuple(bindings)))
 
     # -- removing rows ------------------------------------------------------
 
@@ -600,7 +613,8 @@ class _Engine:
     def _archive_day(self, day: str, rows: list[tuple[Any, ...]]) -> Path:
         assert self.archive_dir is not None
         ids = [row[0] for row in rows]
-        stem = f"janus-logs-{day}.{min(ids)}-{max(ids)}"
+        origin = f"{self.db_id}." if self.db_id else ""
+        stem = f"janus-logs-{day}.{origin}{min(ids)}-{max(ids)}"
         for n in itertools.count():
             path = self.archive_dir / (f"{stem}.ndjson.gz" if n == 0 else f"{stem}.{n}.ndjson.gz")
             if path.exists():
@@ -694,8 +708,9 @@ def prune(
     until at most *max_rows* remain, then until the database is under
     *max_bytes* (estimated from page counts and the average row size, so
     approximate).  Rows a sink (janus_utils.ship) has not shipped yet are
-    kept, and counted in ``held_back``, unless *ship_wait* is False.  With *archive_dir* every removed row is first written,
-    every column kept, to a complete gzip NDJSON archive there.  With *dry_run*
+    kept, and counted in ``held_back``, unless *ship_wait* is False.  With
+    *archive_dir* every removed row is first written, every column kept, to
+    a complete gzip NDJSON archive there.  With *dry_run*
     nothing changes and the summary says what would go.  *progress* is called
     with the running summary after each committed chunk.
 
@@ -807,21 +822,45 @@ def _open_existing(path: Path) -> apsw.Connection:
 # --------------------------------------------------------------------------- #
 
 
-class AutoPruner:
-    """Enforces a policy a little at a time from the flusher thread, between batches.
+def _apart_unshipped(rows: list[tuple[Any, ...]], floor: tuple[int, str] | None) -> tuple[list[tuple[Any, ...]], int]:
+    """(the rows a sink has shipped, how many others there were): rows or keys, the id first."""
+    if floor is None:
+        return rows, 0
+    kept = [row for row in rows if row[0] <= floor[0]]
+    return kept, len(rows) - len(kept)
 
-    :meth:`maybe_prune` looks every *every_n_batches* calls and removes at most
-    one chunk of *chunk_rows* rows; while it is catching up on a backlog it
-    looks at every call.  When nothing is due it costs a handful of index
-    seeks: it never counts the table unless an upper bound on the row count
-    (from ``max(id) - min(id)`` and its own bookkeeping) says a limit may be
-    passed.  The size limit is applied with hysteresis: once over *max_bytes*
-    it prunes down to 90 % of it and measures again only after the table has
-    grown.  Use it from one thread; errors (a full archive disk) propagate to
-    the caller, which should report them and carry on writing.
+
+class AutoPruner:
+    """Enforces a policy from the flusher thread, after each batch, keeping pace with it.
+
+    :meth:`maybe_prune` looks every *every_n_batches* calls (every call while
+    it is working off a backlog) and removes what is due, oldest first: up to
+    as many rows as were added since it last looked, plus one chunk of
+    *chunk_rows* (and at most four chunks in one call).  So it never falls
+    behind the flusher, and a backlog shrinks by a chunk each time.  Called
+    after each batch with a row limit, the table stays within max_rows plus
+    the rows of the last batch.
+
+    When nothing is due it costs a handful of index seeks: it counts the
+    table only when an upper bound on the row count (from ``max(id) -
+    min(id)`` and its own bookkeeping) says a limit may be passed, and only
+    once while no other connection writes (``PRAGMA data_version``): its
+    bookkeeping is exact then.  Without an archive directory it reads only
+    the ids, timestamps and levels of the rows it removes.  The size limit is
+    applied with hysteresis: once over *max_bytes* it prunes down to 90 % of
+    it and measures again only after the table has grown.
+
+    Deleting from the full-text index leaves delete markers; one merge step
+    of *merge_pages* pages runs for every ten chunks removed, and
+    :meth:`tidy`, for when the flusher is quiet, merges further and gives
+    free pages back to the file system.  Use it from one thread; errors (a
+    full archive disk) propagate to the caller, which should report them and
+    carry on writing.
     """
 
     LOW_WATER = 0.9
+    MAX_CHUNKS_PER_CALL = 4
+    CHUNKS_PER_MERGE = 10
 
     def __init__(
         self,
@@ -849,23 +888,47 @@ class AutoPruner:
         self._calls = 0
         self._backlog = False
         self._dir_ready = False
+        self._by_age = policy.max_age is not None or bool(policy.per_level)
+        self._last_high: int | None = None  # max(id) when it last looked
         self._count: int | None = None  # exact row count when last known...
         self._count_max_id = 0  # ...and max(id) then: growth since is bounded by ids issued
+        self._count_db: apsw.Connection | None = None  # ...on this connection...
+        self._count_version: int | None = None  # ...while data_version was this
         self._bytes_target: int | None = None  # rows to get down to for max_bytes
         self._bytes_recheck_at = 0  # estimated count at which to measure the size again
+        self._removed_since_merge = 0
+        self._untidy = False  # rows were removed since tidy() last finished
         # Rows due for removal but kept because a sink has not shipped them.
         self.held_back = 0
         self.report = report
         self._held_reported_at: float | None = None
 
     def maybe_prune(self, db: apsw.Connection) -> PruneSummary | None:
-        """Remove one chunk if the policy says something is due; None when nothing was done."""
+        """Remove what the policy says is due, within this call's limit; None when nothing was done."""
         self._calls += 1
         if not self._backlog and (self._calls - 1) % self.every_n_batches:
             return None
-        summary = self._one_chunk(db)
+        high = int(_scalar(db, f'SELECT max("id") FROM "{TABLE}"') or 0)
+        added = 0 if self._last_high is None else max(high - self._last_high, 0)
+        self._last_high = high
+        limit = min(self.chunk_rows + added, self.MAX_CHUNKS_PER_CALL * self.chunk_rows)
+        summary = self._prune_up_to(db, limit)
         self._backlog = summary is not None
         return summary
+
+    def tidy(self, db: apsw.Connection) -> bool:
+        """A little upkeep after removals, for when the flusher is quiet; False once there is none left.
+
+        One FTS5 merge step and up to *vacuum_pages* free pages given back
+        (in auto_vacuum=INCREMENTAL databases) per call, each in its own
+        short transaction.
+        """
+        if not self._untidy:
+            return False
+        merged = merge_index(db, step_pages=self.merge_pages, max_steps=1)
+        reclaimed = reclaim_space(db, max_pages=self.vacuum_pages)
+        self._untidy = bool(merged or reclaimed)
+        return self._untidy
 
     def _engine(self, db: apsw.Connection) -> _Engine:
         if self.archive_dir is not None and not self._dir_ready:
@@ -874,62 +937,117 @@ class AutoPruner:
             self._dir_ready = True
         return _Engine(db, self.policy, self.archive_dir, self.clock())
 
-    def _one_chunk(self, db: apsw.Connection) -> PruneSummary | None:
-        engine = self._engine(db)
-        try:
-            return self._chunk(db, engine)
-        finally:
-            self._note_held(engine)
+    def _prune_up_to(self, db: apsw.Connection, limit: int) -> PruneSummary | None:
+        """Expired rows first, then the oldest over the row and size limits: at most *limit* rows.
 
-    def _note_held(self, engine: _Engine) -> None:
-        """Say (once, then every 10 minutes) that rows are kept for a sink."""
-        self.held_back = engine.count_held()
-        if not self.held_back:
+        Rows a sink has not shipped yet are kept (ship_wait), counted in held_back.
+        """
+        summary = PruneSummary()
+        engine = self._engine(db) if self._by_age or self.archive_dir is not None else None
+        if engine is not None:
+            floor = engine.ship_floor
+        elif self.policy.ship_wait:
+            from .ship._shipper import unshipped_floor
+
+            floor = unshipped_floor(db)
+        else:
+            floor = None
+        held = 0
+        if engine is not None and engine.rules:
+            rows, kept = _apart_unshipped(self._expired(db, engine, limit), floor)
+            held += kept
+            self._remove(db, engine, rows, summary)
+        room = limit - summary.rows
+        if room > 0:
+            excess = self._excess(db)
+            if excess > 0:
+                rows, kept = _apart_unshipped(self._oldest(db, engine, min(room, excess)), floor)
+                held += kept
+                self._remove(db, engine, rows, summary)
+        self._note_held(engine, floor, held + (engine.last_held if engine is not None else 0))
+        if not summary.chunks:
+            return None
+        self._untidy = True
+        self._removed_since_merge += summary.rows
+        if self._removed_since_merge >= self.CHUNKS_PER_MERGE * self.chunk_rows:
+            self._removed_since_merge = 0
+            merge_index(db, step_pages=self.merge_pages, max_steps=1)
+        return summary
+
+    def _note_held(self, engine: _Engine | None, floor: tuple[int, str] | None, held: int) -> None:
+        """Keep held_back current; say (once, then every 10 minutes) that rows are kept for a sink."""
+        if floor is None or not held:
+            self.held_back = 0
             self._held_reported_at = None
             return
+        if engine is not None:
+            engine.held_any = True
+            engine.last_held = max(engine.last_held, held)
+            held = engine.count_held() or held
+        self.held_back = held
         now = time.monotonic()
         if self.report is not None and (self._held_reported_at is None or now - self._held_reported_at >= 600):
             self._held_reported_at = now
-            assert engine.ship_floor is not None
-            shipped, sink = engine.ship_floor
+            shipped, sink = floor
             self.report(
-                f"retention keeps {self.held_back:,} rows it would remove: not shipped yet to {sink} "
+                f"retention keeps {held:,} rows it would remove: not shipped yet to {sink} "
                 f"(shipped up to id {shipped}); they go once shipped, or set retention ship_wait=False"
             )
 
-    def _chunk(self, db: apsw.Connection, engine: _Engine) -> PruneSummary | None:
-        rows = engine.expired_rows(self.chunk_rows)
+    def _expired(self, db: apsw.Connection, engine: _Engine, limit: int) -> list[tuple[Any, ...]]:
+        if self.archive_dir is not None:
+            return engine.expired_rows(limit)
+        bindings: list[Any] = []
+        for level, cutoff in engine.rules:
+            bindings += [level, cutoff, limit]
+        bindings.append(limit)
+        return db.execute(_expired_keys_sql(len(engine.rules)), bindings).fetchall()
+
+    def _oldest(self, db: apsw.Connection, engine: _Engine | None, limit: int) -> list[tuple[Any, ...]]:
+        if self.archive_dir is not None:
+            assert engine is not None
+            return engine.oldest_rows(limit)
+        return db.execute(_OLDEST_KEYS, (limit,)).fetchall()
+
+    def _remove(
+        self, db: apsw.Connection, engine: _Engine | None, rows: list[tuple[Any, ...]], summary: PruneSummary
+    ) -> None:
+        """Archive (with an archive directory) and delete *rows*: full rows, or (id, ts, level) keys."""
         if not rows:
-            excess = self._excess(db)
-            if excess <= 0:
-                return None
-            rows = engine.oldest_rows(min(self.chunk_rows, excess))
-            if not rows:
-                return None
-        summary = PruneSummary()
-        deleted = engine.remove(rows, summary)
+            return
+        if self.archive_dir is not None:
+            assert engine is not None
+            deleted = engine.remove(rows, summary)
+        else:
+            deleted = _remove_keys(db, rows, summary)
         if self._count is not None:
             self._count = max(0, self._count - deleted)
-        if deleted:
-            merge_index(db, step_pages=self.merge_pages, max_steps=1)
-            summary.pages_reclaimed = reclaim_space(db, max_pages=self.vacuum_pages)
-        return summary
 
-    def _estimated_count(self, db: apsw.Connection) -> int:
-        """An upper bound on the row count, without counting."""
+    def _estimated_count(self, db: apsw.Connection) -> tuple[int, bool]:
+        """An upper bound on the row count, without counting, and whether it is exact.
+
+        It is exact when this connection counted before and no other one has
+        written since: only its own rows (contiguous new ids) and removals
+        changed the count.
+        """
         low, high = _first_row(db, f'SELECT min("id"), max("id") FROM "{TABLE}"')
         if high is None:
-            self._count, self._count_max_id = 0, 0
-            return 0
+            self._count = None  # empty: count again, ids may restart from any point
+            return 0, True
         bound = int(high - low + 1)
+        exact = False
         if self._count is not None and high >= self._count_max_id:
-            bound = min(bound, self._count + int(high) - self._count_max_id)
-        return bound
+            kept = self._count + int(high) - self._count_max_id
+            exact = self._count_db is db and _scalar(db, "PRAGMA data_version") == self._count_version
+            bound = min(bound, kept)
+        return bound, exact
 
     def _exact_count(self, db: apsw.Connection) -> int:
         with db:  # one read snapshot for both numbers
             self._count_max_id = int(_scalar(db, f'SELECT max("id") FROM "{TABLE}"') or 0)
             count = self._count = _row_count(db)
+        self._count_db = db
+        self._count_version = _scalar(db, "PRAGMA data_version")
         return count
 
     def _excess(self, db: apsw.Connection) -> int:
@@ -937,11 +1055,11 @@ class AutoPruner:
         policy = self.policy
         if policy.max_rows is None and policy.max_bytes is None:
             return 0
-        estimate = self._estimated_count(db)
-        count: int | None = None
+        estimate, exact = self._estimated_count(db)
+        count: int | None = estimate if exact else None
         excess = 0
         if policy.max_rows is not None and estimate > policy.max_rows:
-            count = self._exact_count(db)
+            count = self._exact_count(db) if count is None else count
             excess = count - policy.max_rows
         if policy.max_bytes is not None:
             if self._bytes_target is None and estimate >= self._bytes_recheck_at:
@@ -963,6 +1081,39 @@ class AutoPruner:
         return excess
 
 
+# The auto-pruner without an archive needs only these of the rows it removes.
+_KEYS = '"id", "ts", "level"'
+_OLDEST_KEYS = f'SELECT {_KEYS} FROM "{TABLE}" ORDER BY "ts", "id" LIMIT ?'
+_PRESENT_IDS = f'SELECT "id" FROM "{TABLE}" WHERE "id" IN ({_IDS})'
+
+
+def _expired_keys_sql(rule_count: int) -> str:
+    ranges = " UNION ALL ".join([_EXPIRED_RANGE] * rule_count)
+    return (
+        f'SELECT {_KEYS} FROM "{TABLE}" WHERE "id" IN '
+        f'(SELECT "id" FROM ({ranges}) ORDER BY "ts", "id" LIMIT ?) ORDER BY "ts", "id"'
+    )
+
+
+def _remove_keys(db: apsw.Connection, keys: list[tuple[Any, ...]], summary: PruneSummary) -> int:
+    """Delete the rows of these (id, ts, level) keys still there, index first; one transaction."""
+    wanted = {key[0]: key for key in keys}
+    with _write_transaction(db):
+        # Another prune may have taken some since they were chosen.
+        ids = json.dumps([row[0] for row in db.execute(_PRESENT_IDS, (json.dumps(list(wanted)),))])
+        db.execute(_FTS_DELETE, (ids,))
+        db.execute(_DELETE, (ids,))
+    gone = json.loads(ids)
+    per_level: dict[int, list[int]] = {}
+    for row_id in gone:
+        _, ts, level = wanted[row_id]
+        per_level.setdefault(level, []).append(ts)
+    for level, stamps in per_level.items():
+        summary._add(level, len(stamps), min(stamps), max(stamps))
+    summary.chunks += 1
+    return len(gone)
+
+
 # --------------------------------------------------------------------------- #
 # Archives: import, read, search
 # --------------------------------------------------------------------------- #
@@ -977,11 +1128,21 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
     filled for exactly the rows inserted.  One archive imports whole or not at
     all (one transaction).  An id held by a *different* record is refused
     (code ``archive_id_conflict``): import into another database instead.
+
+    An archive of another database (its name carries that database's id, as
+    every archive written by this version does) is imported with new ids, so
+    the archives of several hosts can be gathered in one database; a record
+    already there (same ts, pid, host, logger and message) is skipped.
     """
     archive = Path(path)
     if not archive.is_file():
         raise FileHandlerError(f"no archive at {str(archive)!r}: check the path")
     records = iter_ndjson_gz(archive, verify=True)
+    match = ARCHIVE_PATTERN.match(archive.name)
+    origin = match["db"] if match else None
+    here = database_id(db)
+    if origin and here and origin != here:
+        return _import_foreign(db, archive, records, batch_rows)
     inserted = 0
     with _write_transaction(db):
         while batch := list(itertools.islice(records, batch_rows)):
@@ -999,6 +1160,42 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
                 continue
             db.executemany(_INSERT, list(rows.values()))
             db.execute(_FTS_INSERT, (json.dumps(list(rows)),))
+            inserted += len(rows)
+    return inserted
+
+
+# A record of another database, already here: same time, process, host and text.
+_SAME_RECORD = (
+    f'SELECT 1 FROM "{TABLE}" WHERE "ts" = ? AND "pid" IS ? AND "host" IS ? '
+    f'AND "logger" = ? AND "message" = ? LIMIT 1'
+)
+_INSERT_NEW_ID = f'INSERT INTO "{TABLE}" ({", ".join(COLUMNS)}) VALUES ({", ".join("?" * len(COLUMNS))})'
+_FTS_AFTER = (
+    f'INSERT INTO "{FTS_TABLE}"("rowid", "message", "fields", "exception") '
+    f'SELECT "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" > ?'
+)
+
+
+def _import_foreign(db: apsw.Connection, archive: Path, records: Iterator[dict[str, Any]], batch_rows: int) -> int:
+    """Import another database's archive: its ids mean nothing here, so rows get new ones.
+
+    A record already present (the same ts, pid, host, logger and message) is
+    skipped, so importing twice inserts nothing the second time.
+    """
+    inserted = 0
+    with _write_transaction(db):
+        while batch := list(itertools.islice(records, batch_rows)):
+            rows = []
+            for record in batch:
+                row = dict(zip(ALL_COLUMNS, _record_row(record, archive)))
+                key = (row["ts"], row["pid"], row["host"], row["logger"], row["message"])
+                if not db.execute(_SAME_RECORD, key).fetchall():
+                    rows.append(tuple(row[c] for c in COLUMNS))
+            if not rows:
+                continue
+            last = db.execute(f'SELECT coalesce(max("id"), 0) FROM "{TABLE}"').fetchall()[0][0]
+            db.executemany(_INSERT_NEW_ID, rows)
+            db.execute(_FTS_AFTER, (last,))
             inserted += len(rows)
     return inserted
 

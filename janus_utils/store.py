@@ -68,7 +68,9 @@ FieldValue = str | int | float | bool | None
 """What a ``fields={"key": value}`` filter compares with: a JSON scalar."""
 
 # histogram(by=...): the only columns it may group by, never user text.
-HISTOGRAM_BY: dict[str, str] = {"level": "level", "logger": "logger", "user_id": "user_id"}
+HISTOGRAM_BY: dict[str, str] = {
+    "level": "level", "logger": "logger", "user_id": "user_id", "service": "service", "host": "host",
+}
 HISTOGRAM_OTHER = "(other)"  # the values outside the top N, summed
 HISTOGRAM_NONE = "(none)"  # records without a user_id
 
@@ -84,6 +86,8 @@ class Filters(TypedDict, total=False):
     user_id: str | None
     agent_id: str | None
     request_id: str | None
+    service: str | None  # the service that logged it (configure(service=...))
+    host: str | None  # the machine it was logged on
     since: TimeSpec | None  # inclusive
     until: TimeSpec | None  # exclusive
     fields: Mapping[str, FieldValue] | None  # equality on keys of the JSON fields
@@ -93,6 +97,7 @@ _T = f'"{TABLE}"'
 _F = f'"{FTS_TABLE}"'
 _RECORD_COLUMNS = ("id", *COLUMNS)
 _SELECT_RECORD = ", ".join(f'{_T}."{column}"' for column in _RECORD_COLUMNS)
+_ADDED_IN_V2 = ("service", "host")  # a version 1 database (read, never migrated here) lacks them
 
 # A filter that matches fewer rows than this through its index makes a full-text
 # search start from those rows instead of walking the index's matches.
@@ -107,7 +112,6 @@ class Record:
     A ``fields`` text that is not a JSON object is kept as ``{"_unparsed": text}``.
     ``snippet`` is set by a full-text search: the best-matching passage with
     each hit between SNIPPET_START and SNIPPET_END (``[`` and ``]``).
-    ``host`` is set for records read from a fleet table (ClickHouseStore).
     """
 
     id: int
@@ -124,8 +128,9 @@ class Record:
     thread: str | None = None
     exception: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
-    snippet: str | None = None
+    service: str | None = None
     host: str | None = None
+    snippet: str | None = None
 
     def __hash__(self) -> int:
         # fields is a dict, so the generated hash would fail; id and ts identify a record.
@@ -159,11 +164,11 @@ class Record:
             "thread": self.thread,
             "fields": self.fields,
             "exception": self.exception,
+            "service": self.service,
+            "host": self.host,
         }
         if self.snippet is not None:
             data["snippet"] = self.snippet
-        if self.host is not None:
-            data["host"] = self.host
         return data
 
 
@@ -350,6 +355,15 @@ class LogStore:
                 )
             }
             columns = tuple(str(row[1]) for row in db.execute(f"PRAGMA table_info({_F})"))
+            table_columns = {str(row[1]) for row in db.execute(f"PRAGMA table_info({_T})")}
+        self._has_resources = all(column in table_columns for column in _ADDED_IN_V2)
+        self._select_record = (
+            _SELECT_RECORD
+            if self._has_resources
+            else ", ".join(
+                "NULL" if column in _ADDED_IN_V2 else f'{_T}."{column}"' for column in _RECORD_COLUMNS
+            )
+        )
         if version > SCHEMA_VERSION:
             raise FileHandlerError(
                 f"{self.path} has log schema version {version}, newer than this "
@@ -392,6 +406,8 @@ class LogStore:
         user_id: str | None = None,
         agent_id: str | None = None,
         request_id: str | None = None,
+        service: str | None = None,
+        host: str | None = None,
         since: TimeSpec | None = None,
         until: TimeSpec | None = None,
         fields: Mapping[str, FieldValue] | None = None,
@@ -419,6 +435,12 @@ class LogStore:
         for column, wanted in (("user_id", user_id), ("agent_id", agent_id), ("request_id", request_id)):
             if wanted is not None:
                 selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=True)
+        for column, wanted in (("service", service), ("host", host)):
+            if wanted is not None:
+                if not self._has_resources:  # a version 1 database: no record has one
+                    selection.add("0")
+                else:
+                    selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=True)
         now = datetime.now(timezone.utc)  # one clock reading for since and until
         low = parse_time(since, now=now) if since is not None else None
         high = parse_time(until, now=now) if until is not None else None
@@ -590,7 +612,7 @@ class LogStore:
         after_id: int | None = None,
         upto_id: int | None = None,
     ) -> list[Record]:
-        columns = _SELECT_RECORD
+        columns = self._select_record
         column_params: tuple[Any, ...] = ()
         if selection.fts:
             columns += f", snippet({_F}, -1, ?, ?, ?, ?)"
@@ -624,6 +646,8 @@ class LogStore:
         user_id: str | None = None,
         agent_id: str | None = None,
         request_id: str | None = None,
+        service: str | None = None,
+        host: str | None = None,
         since: TimeSpec | None = None,
         until: TimeSpec | None = None,
         fields: Mapping[str, FieldValue] | None = None,
@@ -653,6 +677,8 @@ class LogStore:
                 user_id=user_id,
                 agent_id=agent_id,
                 request_id=request_id,
+                service=service,
+                host=host,
                 since=since,
                 until=until,
                 fields=fields,

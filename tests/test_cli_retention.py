@@ -17,7 +17,9 @@ import apsw
 import pytest
 
 from conftest import make_row, open_writer, write_batch
+
 from janus_utils import cli
+from janus_utils._schema import database_id
 from janus_utils._timeparse import format_ts
 from janus_utils.cli import ARCHIVED_MARK, main
 
@@ -77,6 +79,14 @@ def _rows(path: str | Path) -> list[tuple[Any, ...]]:
     db = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         return db.execute('SELECT * FROM "logs" ORDER BY "id"').fetchall()
+    finally:
+        db.close()
+
+
+def _db_id(path: str | Path) -> str | None:
+    db = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return database_id(db)
     finally:
         db.close()
 
@@ -162,20 +172,22 @@ class TestPrune:
         code, out, _ = run("prune", "--db", db, "--older-than", "30d", "--archive-dir", str(archive_dir))
         names = sorted(path.name for path in archive_dir.iterdir())
         old_day, mid_day = (format_ts(ts, digits=0)[:10] for ts in (OLD, MID))
+        origin = _db_id(db)
         expected = [
-            f"janus-logs-{old_day}.1-3.ndjson.gz",
-            f"janus-logs-{old_day}.1-3.ndjson.gz.sha256",
-            f"janus-logs-{mid_day}.4-5.ndjson.gz",
-            f"janus-logs-{mid_day}.4-5.ndjson.gz.sha256",
+            f"janus-logs-{old_day}.{origin}.1-3.ndjson.gz",
+            f"janus-logs-{old_day}.{origin}.1-3.ndjson.gz.sha256",
+            f"janus-logs-{mid_day}.{origin}.4-5.ndjson.gz",
+            f"janus-logs-{mid_day}.{origin}.4-5.ndjson.gz.sha256",
         ]
         assert (0, expected) == (code, names)
         assert f"archived to   2 files in {archive_dir}" in out.splitlines()
-        assert f"  janus-logs-{mid_day}.4-5.ndjson.gz" == out.splitlines()[-1]
+        assert f"  janus-logs-{mid_day}.{origin}.4-5.ndjson.gz" == out.splitlines()[-1]
 
     def test_archive_dir_json(self, run: Run, db: str, archive_dir: Path) -> None:
         """--json lists the archive paths written."""
         _, out, _ = run("prune", "--db", db, "--max-rows", "5", "--archive-dir", str(archive_dir), "--json")
-        assert [f"janus-logs-{format_ts(OLD, digits=0)[:10]}.1-2.ndjson.gz"] == [Path(p).name for p in json.loads(out)["archives"]]
+        name = f"janus-logs-{format_ts(OLD, digits=0)[:10]}.{_db_id(db)}.1-2.ndjson.gz"
+        assert [name] == [Path(p).name for p in json.loads(out)["archives"]]
 
     def test_chunk_rows(self, run: Run, db: str) -> None:
         """--chunk-rows sets how many records each transaction removes."""

@@ -184,6 +184,9 @@ class TestWSGIServer:
         assert (409, "integrity_error") == (status, body["code"])
         assert 1 == len(janus_logs.records)
         assert body["error_id"] == janus_logs.records[0]["fields"]["error_id"]
+        # Logged by the view's layer, before the middleware saw it: the request is in the context.
+        fields = janus_logs.records[0]["fields"]
+        assert ("POST", "/users") == (fields["http_method"], fields["http_path"])
 
     def test_headers_of_the_error_are_sent(self, wsgi_server: str, janus_logs: JanusLogs) -> None:
         """Allow on a 405 and Retry-After on a 429 reach the client."""
@@ -352,6 +355,8 @@ class TestASGI:
         status, _, raw = request("/users", "POST")
         assert (409, "integrity_error") == (status, json.loads(raw)["code"])
         assert 1 == len(janus_logs.records)
+        fields = janus_logs.records[0]["fields"]
+        assert ("POST", "/users") == (fields["http_method"], fields["http_path"])
 
     def test_success_passes_through(self, janus_logs: JanusLogs) -> None:
         """A working route is untouched and nothing is logged."""
@@ -448,6 +453,8 @@ class TestFlask:
         response = flask_client.post("/users")
         assert (409, "integrity_error") == (response.status_code, response.get_json()["code"])
         assert 1 == len(janus_logs.records)
+        fields = janus_logs.records[0]["fields"]
+        assert ("POST", "/users") == (fields["http_method"], fields["http_path"])
 
     def test_redirects_pass_through(self, flask_client: Any, janus_logs: JanusLogs) -> None:
         """A redirect is a response, not an error."""

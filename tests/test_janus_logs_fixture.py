@@ -88,9 +88,61 @@ class TestAssertions:
             janus_logs.assert_logged(contains="crashed")
         assert (
             "no record matches (level=ERROR, contains='crashed')\n"
-            "1 record(s) captured:\n"
-            "  INFO svc: started {'port': 8000}"
+            "1 record(s) captured; the closest:\n"
+            "  INFO svc: started {'port': 8000}\n"
+            "      differs: level=INFO (wanted ERROR), message='started' (wanted it to contain 'crashed')"
         ) == str(info.value)
+
+    def test_failure_shows_the_differing_fields(self, janus_logs: JanusLogs) -> None:
+        """The closest records come first, each with the keys that differed and their values."""
+        log = ju.get_logger("svc")
+        log.warning("refund", user_id=41, order=7)
+        log.warning("refund", user_id=42, order=8)
+        log.info("unrelated")
+        with pytest.raises(AssertionError) as info:
+            janus_logs.assert_logged(level="WARNING", contains="refund", user_id="42", order=9)
+        lines = str(info.value).splitlines()
+        assert "3 record(s) captured; the closest:" == lines[1]
+        assert "  WARNING svc: refund [user_id=42] {'order': 8}" == lines[2]
+        assert "      differs: order=8 (wanted 9)" == lines[3]
+        assert "differs: user_id=41 (wanted '42'), order=7 (wanted 9)" in lines[5]
+
+    def test_values_compare_as_logstore_does(self, janus_logs: JanusLogs) -> None:
+        """user_id=42 matches "42" and back; JSON fields match by JSON value."""
+        log = ju.get_logger("svc")
+        log.warning("a", user_id=42, request_id="7", count=5, tags=("x", "y"), ok=True)
+        janus_logs.assert_logged(level="WARNING", user_id="42")
+        janus_logs.assert_logged(level="WARNING", request_id=7)
+        janus_logs.assert_logged(level="WARNING", count=5.0, tags=["x", "y"], ok=True)
+        assert [] == janus_logs.find(count="5")
+        assert [] == janus_logs.find(ok=1)
+        assert [] == janus_logs.find(user_id=None)
+        with ju.LogStore(janus_logs.db_path) as store:  # type: ignore[arg-type]
+            ju.flush()
+            assert 1 == store.count(user_id="42", fields={"count": 5.0})
+            assert 0 == store.count(fields={"count": "5"})
+
+
+class TestStdlib:
+    def test_stdlib_records_are_captured(self, janus_logs: JanusLogs) -> None:
+        """A stdlib logging record in the test is captured, extra= as fields."""
+        import logging
+
+        logging.getLogger("lib.payments").warning("card declined %s", "x", extra={"user_id": 3})
+        record = janus_logs.assert_logged_once(level="WARNING", logger="lib.payments", user_id="3")
+        assert "card declined x" == record["message"]
+
+    def test_captured_by_janus_is_seen_once(self, tmp_path: Path) -> None:
+        """With capture_stdlib=True a stdlib record is captured once, not by both paths."""
+        import logging
+
+        ju.configure(tmp_path / "c.db", console=False, capture_stdlib=True)
+        try:
+            with capture_janus_logs(tmp_path) as logs:
+                logging.getLogger("lib").error("once")
+                logs.assert_logged_once(contains="once")
+        finally:
+            ju.shutdown()
 
     def test_assert_logged_once(self, janus_logs: JanusLogs) -> None:
         """assert_logged_once fails when a matching record appears twice."""

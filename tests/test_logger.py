@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import io
 import json
 import logging
@@ -308,6 +309,51 @@ class TestBadInput:
         assert "[cycle]" in json.dumps(fields[8])
         assert 0 == ju.stats()["internal_errors"]
 
+    def test_one_hostile_field_never_costs_the_record(self, janus: Path, console: io.StringIO) -> None:
+        """Whatever one field holds, the record keeps its level, logger, message and other fields."""
+        class Colour(enum.IntEnum):
+            RED = 1
+
+        def nest(depth: int) -> Any:
+            value: Any = 0
+            for _ in range(depth):
+                value = [value]
+            return value
+
+        big = 10**5000  # past Python's 4,300-digit int-to-text limit
+        hostile = {
+            "big int": big, "negative big int": -big, "huge int": 10**100_000, "in a list": [big],
+            "in a dict": {"n": big}, "in a tuple": (big,), "in a set": {big}, "as a key": {big: 1},
+            "in a tuple key": {(1, big): 2},
+            "odd keys": {None: 1, True: 2, 1.5: 3, float("nan"): 4, float("inf"): 5, (1, 2): 6, b"k": 7},
+            "nan": float("nan"), "-inf": float("-inf"), "largest float": 1.7976931348623157e308,
+            "complex": complex(float("inf"), float("nan")), "nested 1,500 deep": nest(1500),
+            "nested 5,000 deep": nest(5000), "bytes": b"\xff\x00", "surrogate": "\ud800", "enum": Colour.RED,
+            "code": (lambda: 0).__code__, "ellipsis": ..., "many keys": {str(i): i for i in range(5000)},
+        }
+        log = ju.get_logger("hostile")
+        for n, (name, value) in enumerate(hostile.items()):
+            log.warning("case %d", n, case=name, value=value)
+            log.warning("known %d", n, case=name, user_id=value)
+        assert ju.flush(timeout=30)
+        got = query(janus, "SELECT level, logger, message, user_id, fields FROM logs ORDER BY id")
+        assert 2 * len(hostile) == len(got)
+        for n, name in enumerate(hostile):
+            for (level, logger, message, _, fields), kind in zip(got[2 * n : 2 * n + 2], ("case", "known")):
+                assert (30, "hostile", f"{kind} {n}") == (level, logger, message), name
+                assert name == json.loads(fields)["case"]
+        value_of = {m: (u, json.loads(f).get("value")) for _, _, m, u, f in got}
+        # Past the digit limit an int is stored exactly, as hexadecimal text...
+        assert big == int(value_of["case 0"][1], 16) == int(value_of["known 0"][0], 16)
+        assert -big == int(value_of["case 1"][1], 16)
+        assert [hex(big)] == value_of["case 3"][1]
+        # ...up to 4,300 hex digits: beyond, cut with the usual marker.
+        assert value_of["case 2"][1].startswith(hex(10**100_000)[:4302] + "…[truncated ")
+        assert "[depth limit]" in json.dumps(value_of["case 15"][1])
+        ju.shutdown()
+        assert "console formatting failed" not in console.getvalue()
+        assert 2 * len(hostile) == console.getvalue().count("logger=hostile")
+
     def test_huge_message_is_truncated_with_a_marker(self, db_path: Path) -> None:
         """A 10 MB message is stored cut to the limit with a visible marker."""
         ju.configure(db_path, console=False, max_message_chars=1000)
@@ -465,6 +511,19 @@ class TestConsole:
         record = json.loads(line)
         assert ("hello\u2028world", "5", "INFO") == (record["message"], str(record["user_id"]), record["level_name"])
 
+    def test_json_console_line_survives_a_hostile_field(self, db_path: Path) -> None:
+        """A field JSON cannot take as is (a huge int, NaN, a tuple key) still makes its line."""
+        out = io.StringIO()
+        ju.configure(db_path, console_stream=out, console_format="json")
+        try:
+            ju.get_logger("j").warning("odd", n=10**5000, f=float("nan"), d={(1, 2): 3})
+            assert ju.flush(timeout=10)
+        finally:
+            ju.shutdown()
+        (line,) = out.getvalue().splitlines()
+        record = json.loads(line)
+        assert ("odd", 10**5000) == (record["message"], int(record["fields"]["n"], 16))
+
     def test_below_console_level_stays_off_the_console(self, janus: Path, console: io.StringIO) -> None:
         """INFO is stored but not printed with the default console_level WARNING."""
         ju.get_logger("q").info("quiet")
@@ -541,7 +600,10 @@ class TestWriteFailures:
             ju.shutdown()
         assert ["first"] + [f"during {i}" for i in range(100)] == messages(db_path)
         assert s["retries"] >= 1
-        assert "cannot write" in s["last_error"]
+        # Recovered: nothing is wrong now, but the problem is still on record.
+        assert s["last_error"] is None
+        assert s["errors"] >= 1 and s["last_error_at"] is not None
+        assert "cannot write" in s["recent_errors"][-1][1]
 
 
 # --- processes and SIGKILL -------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 from janus_utils import file_handler as fh
 from janus_utils import retention as rt
-from janus_utils._schema import apply_connection_settings, ensure_schema
+from janus_utils._schema import apply_connection_settings, database_id, ensure_schema
 from janus_utils.error_handling.utils.errors import ConfigError, FileHandlerError
 
 DAY = rt.NS_PER_DAY
@@ -429,10 +429,12 @@ class TestArchive:
         day = lambda n: utc_day(midnight - n * DAY)  # noqa: E731
         summary = rt.prune(varied_db, older_than="1h", archive_dir=tmp_path / "arch", now_ns=NOW)
         names = [p.name for p in summary.archives]
+        origin = database_id(varied_db)
+        assert origin is not None and 16 == len(origin)
         assert [
-            f"janus-logs-{day(3)}.1-2.ndjson.gz",
-            f"janus-logs-{day(2)}.3-5.ndjson.gz",
-            f"janus-logs-{day(1)}.6-6.ndjson.gz",
+            f"janus-logs-{day(3)}.{origin}.1-2.ndjson.gz",
+            f"janus-logs-{day(2)}.{origin}.3-5.ndjson.gz",
+            f"janus-logs-{day(1)}.{origin}.6-6.ndjson.gz",
         ] == names
         assert [True] * 3 == [fh.verify_sha256(p) for p in summary.archives]
 
@@ -544,12 +546,12 @@ class TestArchive:
         dry = rt.prune(aged_db, older_than="39d", archive_dir=arch, now_ns=NOW, dry_run=True)
         assert 4 == dry.rows
         day = utc_day(NOW - 40 * DAY + HOUR)
-        squatter = arch / f"janus-logs-{day}.1-4.ndjson.gz"
+        squatter = arch / f"janus-logs-{day}.{database_id(aged_db)}.1-4.ndjson.gz"
         fh.ensure_private_dir(arch)
         with fh.NDJSONGzipWriter(squatter) as writer:
             writer.write({"id": 999, "ts": 0, "level": 20, "logger": "x", "message": "other"})
         summary = rt.prune(aged_db, older_than="39d", archive_dir=arch, now_ns=NOW)
-        assert ([f"janus-logs-{day}.1-4.1.ndjson.gz"], [999]) == (
+        assert ([f"janus-logs-{day}.{database_id(aged_db)}.1-4.1.ndjson.gz"], [999]) == (
             [p.name for p in summary.archives],
             [r["id"] for r in fh.iter_ndjson_gz(squatter)],
         )

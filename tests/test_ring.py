@@ -541,4 +541,33 @@ class TestKill:
                 ring.push(b"after %d" % i)
             got = drain(ring, want=4)
             assert [b"before", b"after 0", b"after 1", b"after 2"] == [p for _, p in got]
-            assert 1 == ring.stats().torn
+            assert 80 == ring.stats().torn_bytes  # the 50-byte record, its header and padding
+            if write_header:
+                assert 1 == ring.stats().torn  # the header said it was one record
+            else:
+                # No header: estimated from the bytes and the 32-byte record read before.
+                assert 3 == ring.stats().torn
+
+
+def _push_numbered(ring: Ring, count: int, size: int) -> None:
+    for i in range(count):
+        ring.push(b"%08d" % i + b"." * (size - 8))
+
+
+class TestDamageIsCounted:
+    """Records lost to damage are counted as records (estimated) and bytes (exact), not as one."""
+
+    @pytest.mark.parametrize("first", [1000, 0], ids=["in-the-middle", "before-anything-read"])
+    def test_a_damaged_stretch_counts_the_records_it_held(self, tmp_path: Path, first: int) -> None:
+        """1,000 records zeroed in the file: 1,000 counted lost, the 2,000 others read once each."""
+        path = tmp_path / "r.ring"
+        size = 48  # + 16-byte header = 64 bytes a record
+        with Ring(path, 1 << 20, torn_timeout=0.01) as ring:
+            _push_numbered(ring, 3000, size)
+            with open(path, "r+b") as f:  # zero 1,000 records, headers and all
+                f.seek(_ring.HEADER_SIZE + first * 64)
+                f.write(bytes(1000 * 64))
+            got = drain(ring, want=2000)
+            kept = [i for i in range(3000) if not first <= i < first + 1000]
+            assert [b"%08d" % i for i in kept] == [p[:8] for _, p in got]
+            assert (1000, 64_000) == (ring.stats().torn, ring.stats().torn_bytes)

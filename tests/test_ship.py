@@ -27,6 +27,7 @@ import janus_utils as ju  # noqa: E402
 from janus_utils import cli  # noqa: E402
 from janus_utils.error_handling import ConfigError  # noqa: E402
 from janus_utils.ship import Identity, OTLPExporter, Shipper, exporter_from_url  # noqa: E402
+from janus_utils.ship._base import ROW_COLUMNS  # noqa: E402
 from janus_utils.ship._http import Endpoint, warn_plain_http  # noqa: E402
 from janus_utils.ship._shipper import open_for_shipping, read_identity, sink_status  # noqa: E402
 from janus_utils.ship.otlp import severity_number  # noqa: E402
@@ -95,6 +96,8 @@ class TestMapping:
                     span_id=SPAN,
                     pid=4321,
                     thread="worker-1",
+                    service="checkout-api",
+                    host="web-3",
                     exception="Traceback (most recent call last):\n  ...\nValueError: card declined",
                     fields=json.dumps({"amount": 12.5, "tries": 3, "ok": False, "tags": ["a", 1], "meta": {"k": None}, "model": "m-1"}),
                 ),
@@ -107,10 +110,11 @@ class TestMapping:
         first, second = otlp_receiver.records
         identity = read_identity(open_for_shipping(str(path)))
         record = first.record
+        # The row's own service and host (configure(service=..., host=...)) make its resource.
         assert first.resource == {
             "deployment.environment": "test",
-            "service.name": "checkout",
-            "host.name": identity.host,
+            "service.name": "checkout-api",
+            "host.name": "web-3",
             "process.pid": 4321,
         }
         assert first.scope == "svc.pay"
@@ -137,14 +141,19 @@ class TestMapping:
         assert (second.record.severity_number, second.record.severity_text) == (11, "LEVEL25")
         assert second.record.trace_id == b"" and second.attributes["janus.trace_id"] == "not-hex"
         assert second.attributes["janus.span_id"] == "xyz"
-        assert second.resource["process.pid"] == 1
+        # A row without them: the exporter's service and the database's host.
+        assert second.resource == {
+            "deployment.environment": "test",
+            "service.name": "checkout",
+            "host.name": identity.host,
+            "process.pid": 1,
+        }
 
     def test_the_same_rows_encode_to_the_same_bytes(self, tmp_path: Path) -> None:
         """Deterministic batches: what makes a re-sent batch recognisable."""
         path = db_with(tmp_path, 500, user_id="u1", fields='{"b": 1, "a": [1, 2]}')
         db = open_for_shipping(path)
-        rows = db.execute('SELECT id, ts, level, logger, message, user_id, agent_id, request_id, trace_id, '
-                          'span_id, pid, thread, exception, fields FROM logs ORDER BY id').fetchall()
+        rows = db.execute(f'SELECT {", ".join(ROW_COLUMNS)} FROM logs ORDER BY id').fetchall()
         identity = Identity("h", "d")
         exporter = OTLPExporter("http://127.0.0.1:1", compression="gzip")
         assert exporter.encode(rows, identity) == exporter.encode(list(rows), identity)
@@ -482,13 +491,13 @@ def test_clickhouse_batches_built_in_sqlite_equal_the_python_encoder(tmp_path: P
         make_row("plain"),
         make_row('quote " back \\ slash \n nl \t tab \x01 ctl é 漢字 😀 \u2028 \x7f', user_id="ü",
                  fields=json.dumps({"a": 'b"c', "n": [1, 2.5]}), exception="E\r\nx", pid=None, thread=None),
-        make_row("x", ts=-5, level=0, pid=2**40, trace_id=TRACE, span_id=SPAN, request_id="r", agent_id="a"),
+        make_row("x", ts=-5, level=0, pid=2**40, trace_id=TRACE, span_id=SPAN, request_id="r", agent_id="a",
+                 service="svc", host="web-9"),
     ]
     path = str(tmp_path / "a.db")
     db = open_writer(path)
     write_batch(db, rows)
-    stored = db.execute('SELECT id, ts, level, logger, message, user_id, agent_id, request_id, trace_id, span_id, '
-                        'pid, thread, exception, fields FROM logs ORDER BY id').fetchall()
+    stored = db.execute(f'SELECT {", ".join(ROW_COLUMNS)} FROM logs ORDER BY id').fetchall()
     identity = Identity('hö"st', "0123abcd")
     exporter = ClickHouseExporter("http://127.0.0.1:1", "logs")
     sql, (host, db_id) = exporter.select_encoded(identity)  # type: ignore[misc]

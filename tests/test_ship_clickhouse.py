@@ -190,6 +190,8 @@ def fleet(clickhouse: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
                     request_id=f"r{i}",
                     fields=json.dumps({"status": 500 if i % 8 == 0 else 200, "tenant": "acme" if i % 2 else "globex"}),
                     exception="Traceback\nTimeoutError: gateway timeout" if i % 50 == 0 else None,
+                    service="shop",
+                    host=host,
                 )
             )
         path = small_db(tmp_path_factory.mktemp(host) / "app.db", rows)
@@ -202,16 +204,20 @@ def fleet(clickhouse: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 class TestFleet:
     def test_search_source_returns_both_hosts_like_a_local_search(self, fleet: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-        """Same exit codes, same lines plus host=, records of both hosts."""
+        """Same exit codes, same lines as the local searches put together, records of both hosts."""
         assert cli.main(["search", "payment timeout", "--source", fleet["url"], "--limit", "1000", "--order", "oldest"]) == 0
         remote = capsys.readouterr().out.splitlines()
-        assert any("host=web-1" in line for line in remote) and any("host=web-2" in line for line in remote)
         local_lines = []
         for host in ("web-1", "web-2"):
             assert cli.main(["search", "payment timeout", "--db", fleet["paths"][host], "--limit", "1000", "--order", "oldest"]) == 0
             local_lines += capsys.readouterr().out.splitlines()
-        assert [line.replace(" host=web-1", "").replace(" host=web-2", "") for line in remote] == local_lines
+        assert remote == local_lines
         assert len(remote) == 80
+        assert cli.main(["search", "payment timeout", "--source", fleet["url"], "--limit", "1000", "--json"]) == 0
+        hosts = {json.loads(line)["host"] for line in capsys.readouterr().out.splitlines()}
+        assert hosts == {"web-1", "web-2"}
+        assert cli.main(["search", "payment timeout", "--source", fleet["url"], "--host", "web-2", "--json"]) == 0
+        assert {json.loads(line)["host"] for line in capsys.readouterr().out.splitlines()} == {"web-2"}
         # JSON lines: the same objects plus "host".
         assert cli.main(["search", "payment timeout", "--source", fleet["url"], "--user", "u0", "--json", "--limit", "1"]) == 0
         data = json.loads(capsys.readouterr().out)
@@ -238,6 +244,7 @@ class TestFleet:
             (None, {"fields": {"tenant": "acme"}, "level": "WARNING"}),
             (None, {"agent_id": "planner-7", "since": BASE_TS // 10**9 + 100, "until": BASE_TS // 10**9 + 700}),
             (None, {"request_id": "r10"}),
+            ("timeout", {"host": "web-1", "service": "shop"}),
         ],
     )
     def test_clickhouse_store_answers_like_logstore(self, fleet: dict[str, Any], query: str | None, filters: dict[str, Any]) -> None:
@@ -264,7 +271,7 @@ class TestFleet:
             local = store.search(request_id="r40")[0]
         with ju.ClickHouseStore(fleet["url"]) as fleet_store:
             remote = [r for r in fleet_store.search(request_id="r40") if r.host == "web-2"][0]
-        assert remote.to_dict() == {**local.to_dict(), "host": "web-2"}
+        assert remote.to_dict() == local.to_dict()
 
     def test_tail_and_its_cursor(self, fleet: dict[str, Any]) -> None:
         with ju.ClickHouseStore(fleet["url"]) as fleet_store:

@@ -259,6 +259,8 @@ class TestRecord:
             "thread": "MainThread",
             "fields": {},
             "exception": None,
+            "service": None,
+            "host": None,
         } == record.to_dict()
 
     def test_time_is_utc_datetime(self, store: LogStore) -> None:

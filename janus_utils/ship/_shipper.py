@@ -71,15 +71,20 @@ def lock_path(db_path: str, sink: str) -> str:
 
 
 def read_identity(db: apsw.Connection, host: str | None = None) -> Identity:
-    """The database's (host, db_id); the host name is stored the first time it is asked for.
+    """The database's (host, db_id).  Rows carry their own host (configure(host=...));
+    this host is for rows stored before they did, and is stored the first
+    time it is asked for.
 
     Stored rather than read from the machine each time: a container that gets
     a new name at every restart would otherwise send its in-flight batch again
     under another name, and the sink could not tell it was the same.
     """
     db.execute(f"INSERT OR IGNORE INTO {_M}(\"key\", \"value\") VALUES ('host', ?)", (default_host(),))
-    values = dict(db.execute(f'SELECT "key", "value" FROM {_M} WHERE "key" IN (\'host\', \'db_id\')').fetchall())
-    return Identity(host=host or str(values["host"]), db_id=str(values["db_id"]))
+    stored = db.execute(f'SELECT "value" FROM {_M} WHERE "key" = \'host\'').fetchall()
+    db_id = _schema.database_id(db)
+    if db_id is None:
+        raise ConfigError("this log database has no db_id (schema older than version 2): open it with configure() first")
+    return Identity(host=host or str(stored[0][0]), db_id=db_id)
 
 
 def open_for_shipping(db_path: str) -> apsw.Connection:
@@ -238,6 +243,10 @@ class Shipper:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> Shipper:
+        # Registered before start() returns: from now on retention keeps
+        # what this sink has not shipped (the thread would be a moment late).
+        with contextlib.suppress(Exception), self._db_lock:
+            self._conn().execute(_REGISTER, (self.sink, time.time_ns()))
         self._started = True
         self._stopping.clear()
         self.thread = threading.Thread(target=self._run, name=f"janus-ship-{self.exporter.kind}", daemon=True)

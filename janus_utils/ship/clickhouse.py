@@ -38,6 +38,7 @@ __all__ = ["COLUMN_TYPES", "ClickHouseExporter", "ddl", "parse_clickhouse_url"]
 # a batch's bytes depend on the rows alone.
 COLUMN_TYPES: tuple[tuple[str, str], ...] = (
     ("host", "String"),
+    ("service", "Nullable(String)"),
     ("db_id", "String"),
     ("id", "UInt64"),
     ("ts", "Int64"),
@@ -61,6 +62,7 @@ DDL = textwrap.dedent(
     CREATE TABLE IF NOT EXISTS `{database}`.`{table}`{on_cluster}
     (
         `host` String,
+        `service` Nullable(String),
         `db_id` String,
         `id` UInt64,
         `ts` Int64,
@@ -337,13 +339,21 @@ class ClickHouseExporter(Exporter):
         return bool(self.engine and self.engine.startswith("Replicated"))
 
     def encode(self, rows: list[tuple[Any, ...]], identity: Identity) -> bytes:
-        """JSON lines, keys and separators fixed: the same rows always give the same bytes."""
-        head = '{"host":' + _enc(identity.host) + ',"db_id":' + _enc(identity.db_id) + ',"id":'
+        """JSON lines, keys and separators fixed: the same rows always give the same bytes.
+
+        ``host`` is the row's own (configure(host=...)), or the database's
+        identity host for rows stored before records carried one.
+        """
+        default_host = _enc(identity.host)
+        db_id = _enc(identity.db_id)
         lines = []
         append = lines.append
-        for rid, ts, level, logger, message, user, agent, request, trace, span, pid, thread, exc, fields in rows:
+        for (
+            rid, ts, level, logger, message, user, agent, request, trace, span, pid, thread, exc, fields, service, host
+        ) in rows:
             append(
-                f'{head}{rid},"ts":{clamp(ts)},"level":{clamp(level)},"logger":{_text(logger)},'
+                f'{{"host":{default_host if host is None else _text(host)},"service":{_text(service)},'
+                f'"db_id":{db_id},"id":{rid},"ts":{clamp(ts)},"level":{clamp(level)},"logger":{_text(logger)},'
                 f'"message":{_text(message)},"user_id":{_text(user)},"agent_id":{_text(agent)},'
                 f'"request_id":{_text(request)},"trace_id":{_text(trace)},"span_id":{_text(span)},'
                 f'"pid":{"null" if pid is None else clamp(pid)},"thread":{_text(thread)},'
@@ -368,7 +378,8 @@ class ClickHouseExporter(Exporter):
         columns = ", ".join(
             f"'{name}', {expr}"
             for name, expr in (
-                ("host", ":host"),
+                ("host", 'coalesce("host", :host)'),
+                ("service", '"service"'),
                 ("db_id", ":db_id"),
                 ("id", '"id"'),
                 ("ts", 'CAST("ts" AS INTEGER)'),

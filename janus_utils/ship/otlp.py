@@ -12,7 +12,10 @@ Each record becomes one ``LogRecord`` of the OpenTelemetry log data model:
 ``span_id``        hex of that length, else attributes ``janus.trace_id`` /
                    ``janus.span_id``
 ``logger``         the instrumentation scope's name
-``pid``            resource attribute ``process.pid`` (one resource per pid)
+``service``        resource attribute ``service.name`` (else the exporter's)
+``host``           resource attribute ``host.name`` (else the database's)
+``pid``            resource attribute ``process.pid`` (one resource per
+                   service, host and pid)
 ``thread``         ``thread.name``
 ``user_id``        ``enduser.id``
 ``agent_id``       ``gen_ai.agent.id``; an agent record's ``agent_name``,
@@ -22,8 +25,7 @@ Each record becomes one ``LogRecord`` of the OpenTelemetry log data model:
 ``exception``      ``exception.stacktrace``, with ``exception.type`` and
                    ``exception.message`` read from its last line
 ``fields``         one attribute per key (nested values as maps and arrays)
-(identity)         ``log.record.uid`` = ``<db_id>-<id>``; resource
-                   attributes ``service.name``, ``host.name``, ``process.pid``
+(identity)         ``log.record.uid`` = ``<db_id>-<id>``
 =================  ==========================================================
 
 At least once: a batch whose answer was lost is sent again, and a receiver
@@ -359,16 +361,18 @@ class OTLPExporter(Exporter):
             self._client = None
 
     # ------------------------------------------------------------ encoding
-    def _resource_bytes(self, identity: Identity, pid: int | None) -> bytes:
+    def _resource_bytes(self, identity: Identity, service: str | None, host: str | None, pid: int | None) -> bytes:
         attrs = dict(self.resource_attributes)
-        attrs["host.name"] = identity.host
+        if service is not None:  # the row's configure(service=...) wins over the exporter's
+            attrs["service.name"] = service
+        attrs["host.name"] = host if host is not None else identity.host
         if pid is not None:
             attrs["process.pid"] = clamp(pid)
         return b"".join(_ld(b"\x0a", _key_value(key, value)) for key, value in attrs.items())
 
     def record_bytes(self, row: tuple[Any, ...], identity: Identity, uid_prefix: str | None = None) -> bytes:
         """One stored row as an encoded OTLP LogRecord."""
-        rid, ts, level, _logger, message, user, agent, request, trace, span, _pid, thread, exc, fields = row
+        rid, ts, level, _logger, message, user, agent, request, trace, span, _pid, thread, exc, fields = row[:14]
         time_ns = _FIXED64(ts if ts > 0 else 0)
         parts = [
             b"\x09" + time_ns,
@@ -427,21 +431,25 @@ class OTLPExporter(Exporter):
         return b"".join(parts)
 
     def request_bytes(self, rows: list[tuple[Any, ...]], identity: Identity) -> bytes:
-        """An encoded ExportLogsServiceRequest: one resource per pid, one scope per logger, first-seen order."""
+        """An encoded ExportLogsServiceRequest: one resource per (service, host, pid), one scope per logger.
+
+        Both in the order first seen, so the same rows give the same bytes.
+        """
         groups: dict[Any, dict[str, list[bytes]]] = {}
         uid_prefix = identity.db_id + "-"
         encode = self.record_bytes
         for row in rows:
-            by_scope = groups.get(row[10])
+            resource = (row[14], row[15], row[10])
+            by_scope = groups.get(resource)
             if by_scope is None:
-                by_scope = groups[row[10]] = {}
+                by_scope = groups[resource] = {}
             records = by_scope.get(row[3])
             if records is None:
                 records = by_scope[row[3]] = []
             records.append(_ld(b"\x12", encode(row, identity, uid_prefix)))
         out = []
-        for pid, scopes in groups.items():
-            body = [_ld(b"\x0a", self._resource_bytes(identity, pid))]
+        for (service, host, pid), scopes in groups.items():
+            body = [_ld(b"\x0a", self._resource_bytes(identity, service, host, pid))]
             for scope, records in scopes.items():
                 scope_name = _ld(b"\x0a", _ld(b"\x0a", scope.encode("utf-8", "replace")))
                 body.append(_ld(b"\x12", scope_name + b"".join(records)))

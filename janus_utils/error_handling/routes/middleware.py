@@ -6,11 +6,17 @@ it: no message, no traceback, only its kind and an ``error_id``.  The same id
 is a field of the log record, which holds the traceback.  Each error is
 logged once, even when a ``handle_errors`` layer inside the app logged it
 first.  Every problem body's ``instance`` is the request path.
+
+Each layer puts ``http_method`` and ``http_path`` into the log context
+before the app runs, so an error logged by a ``handle_errors`` layer inside
+the app (which logs before the middleware sees it) carries them too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from http import HTTPStatus
 from typing import Any
@@ -72,6 +78,15 @@ def _path_uri(path: str) -> str:
     return quote(path, safe=_PATH_SAFE)
 
 
+@contextlib.contextmanager
+def _request_context(method: str | None, path: str) -> Iterator[None]:
+    """http_method and http_path on every record logged while the request is handled."""
+    from ...logger import log_context  # the logger module imports this package
+
+    with log_context(http_method=method, http_path=path):
+        yield
+
+
 # --------------------------------------------------------------------------
 # WSGI
 
@@ -93,7 +108,8 @@ class WSGIErrorMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
-            result = self.app(environ, start_response)
+            with _request_context(environ.get("REQUEST_METHOD"), _environ_path(environ)):
+                result = self.app(environ, start_response)
         except Exception as exc:
             return self._error(environ, start_response, exc)
         if isinstance(result, (list, tuple)):
@@ -122,9 +138,7 @@ class WSGIErrorMiddleware:
     def _error(
         self, environ: dict[str, Any], start_response: StartResponse, exc: Exception
     ) -> list[bytes]:
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-        # PATH_INFO holds the raw bytes decoded as latin-1 (PEP 3333).
-        path = _path_uri(path.encode("latin-1", "replace").decode("utf-8", "replace"))
+        path = _environ_path(environ)
         error = self.handler.process(
             exc, http_method=environ.get("REQUEST_METHOD"), http_path=path
         )
@@ -133,6 +147,12 @@ class WSGIErrorMiddleware:
         # re-raises the original exception if they are gone already.
         start_response(_status_line(status), headers, (type(exc), exc, exc.__traceback__))
         return [body]
+
+
+def _environ_path(environ: dict[str, Any]) -> str:
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    # PATH_INFO holds the raw bytes decoded as latin-1 (PEP 3333).
+    return _path_uri(path.encode("latin-1", "replace").decode("utf-8", "replace"))
 
 
 # --------------------------------------------------------------------------
@@ -147,6 +167,13 @@ class ASGIErrorMiddleware:
     exception is logged and re-raised so the server drops the connection
     rather than present a cut body as complete.  If the response was already
     complete, it is only logged.
+
+    Given a Starlette or FastAPI app, it installs itself inside the app (outside
+    it, Starlette's own error layer would answer a plain-text 500 first) and
+    registers exception handlers for HTTPException, route misses, 405 and
+    FastAPI's validation errors; in ``app.add_middleware(ASGIErrorMiddleware)``
+    it registers them on Starlette's exception layer below it.  Both forms
+    then answer the same (see ``janus_utils.integrations.starlette``).
     """
 
     def __init__(
@@ -154,9 +181,14 @@ class ASGIErrorMiddleware:
     ) -> None:
         self.app = app
         self.handler = ErrorHandler(translate=translate, logger=logger)
+        self.passthrough = False
+        if "starlette" in sys.modules:  # only a Starlette app can need it, and it imported starlette
+            from ...integrations.starlette import adopt
+
+            self.passthrough = adopt(app, ASGIErrorMiddleware, logger=logger, translate=translate)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") != "http":
+        if self.passthrough or scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
         state = {"started": False, "complete": False}
@@ -168,10 +200,11 @@ class ASGIErrorMiddleware:
                 state["complete"] = True
             await send(message)
 
+        path = _path_uri(scope.get("root_path", "") + scope.get("path", ""))
         try:
-            await self.app(scope, receive, watched_send)
+            with _request_context(scope.get("method"), path):
+                await self.app(scope, receive, watched_send)
         except Exception as exc:
-            path = _path_uri(scope.get("root_path", "") + scope.get("path", ""))
             error = self.handler.process(exc, http_method=scope.get("method"), http_path=path)
             if state["complete"]:
                 return
@@ -251,4 +284,23 @@ def register_error_handlers(
         return flask.Response(body, status=status, headers=headers)
 
     app.register_error_handler(Exception, handle)
+
+    def enter_context() -> None:
+        from ...logger import _context
+
+        flask.g._janus_context = _context.set(
+            {**_context.get(), "http_method": flask.request.method, "http_path": _path_uri(flask.request.path)}
+        )
+
+    def exit_context(exc: BaseException | None) -> None:
+        from ...logger import _context
+
+        token = flask.g.pop("_janus_context", None)
+        if token is not None:
+            with contextlib.suppress(ValueError):
+                _context.reset(token)
+
+    # First: the request's records carry method and path from the first hook on.
+    app.before_request_funcs.setdefault(None, []).insert(0, enter_context)
+    app.teardown_request(exit_context)
     return app
