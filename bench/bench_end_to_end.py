@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import socket
 import shutil
 import threading
 import time
@@ -105,14 +106,19 @@ class _Round:
 
 
 def _janus_rows(records: int) -> list[tuple[Any, ...]]:
-    """The rows the flusher would insert for these records, built by its own decode_row."""
+    """The rows the flusher would insert for these records, built by its own decode_row.
+
+    The flusher appends each row's service and host (from its process's
+    announcement) to what decode_row gives: so does the floor.
+    """
     thread = threading.current_thread().name
     pid = os.getpid()
+    resource = (None, socket.gethostname())
     rows = []
     for uid in user_ids(records):
         fields = {"user_id": uid, "ip": IP, "agent_id": AGENT}
         record = (1, time.time_ns(), 20, "svc.auth", MESSAGE % uid, fields, None, pid, thread)
-        rows.append(decode_row(marshal.dumps(record, 2)))
+        rows.append(decode_row(marshal.dumps(record, 2)) + resource)
     return rows
 
 
