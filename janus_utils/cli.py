@@ -242,6 +242,8 @@ def _build_parser() -> argparse.ArgumentParser:
             f"{PROG} export --format csv --since yesterday -o logs.csv",
             f"{PROG} prune --older-than 30d --archive-dir archive",
             f"{PROG} archive import archive --db restored.db",
+            f"{PROG} ship --to clickhouse://127.0.0.1:8123/default.logs",
+            f"{PROG} search timeout --source clickhouse://127.0.0.1:8123/default.logs",
             "",
             "Exit status: 0 records found (removed, imported), 1 none, 2 bad usage or an error.",
         ),
