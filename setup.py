@@ -39,7 +39,17 @@ setup(
         # hypothesis: property tests of sanitize/redaction find inputs no table would.
         # The console's tests drive Debian's chromium through playwright (never
         # its own browser download); the README's test command adds [web].
-        "test": ["pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "playwright>=1.40", "httpx>=0.27"],
+        # opentelemetry-proto: the shipping tests decode every OTLP request with it.
+        "test": [
+            "pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "playwright>=1.40", "httpx>=0.27",
+            "opentelemetry-proto>=1.20",
+        ],
+        # Shipping to OpenTelemetry: the OTLP message classes, to read a
+        # receiver's answers (requests are encoded by janus_utils.ship.otlp).
+        "otlp": ["opentelemetry-proto>=1.20"],
+        # Shipping to ClickHouse goes over its HTTP interface with the standard
+        # library: nothing to install; the extra exists so that the spelling works.
+        "clickhouse": [],
         # The frameworks and servers janus_utils.integrations wires, for users and for the
         # tests that start them (httpx drives them; the OpenTelemetry SDK makes the spans
         # whose ids records must carry).  Tested with Flask 3.1, FastAPI 0.165,
@@ -65,6 +75,8 @@ setup(
             "structlog>=24",
             # structlog's documented fastest setup renders with orjson.
             "orjson>=3",
+            # bench_ship.py's OTLP receiver decodes requests with it.
+            "opentelemetry-proto>=1.20",
         ],
     },
     entry_points={

@@ -317,7 +317,10 @@ def figures(data: dict[str, Any], memory: list[dict[str, Any]] | None, machine: 
             table.add("median of paired round differences", fmt_time(delta), "", "")
         tables.append(table)
         goals.append(("prefilter: cost on a clean record ≤ 0.15 µs", fmt_time(delta), delta <= 150e-9))
-    known = {"producer-1-thread", "producer-4-threads", "below-level", "end-to-end", "search", "prefilter", *gates}
+    ship_tables, ship_goals = ship_figures(groups, machine)
+    tables += ship_tables
+    goals += ship_goals
+    known = {"producer-1-thread", "producer-4-threads", "below-level", "end-to-end", "search", "prefilter", *gates, *SHIP_GROUPS}
     other = [bench for group, found in sorted(groups.items()) if group not in known for bench in found.values()]
     if other:
         table = Table("Other janus benchmarks (absolute only)", ["benchmark", "median", "note"])
@@ -328,6 +331,59 @@ def figures(data: dict[str, Any], memory: list[dict[str, Any]] | None, machine: 
             )
             table.add(bench["name"], fmt_time(bench["stats"]["median"]), note)
         tables.append(table)
+    return tables, goals
+
+
+SHIP_GROUPS = ("ship-clickhouse", "ship-otlp", "ship-lag", "ship-sink-down")
+
+
+def ship_figures(groups: dict[str, dict[str, dict[str, Any]]], machine: str) -> tuple[list[Table], list[tuple[str, str, bool | None]]]:
+    """Shipping (bench_ship.py): throughput beside a bare insert, OTLP, lag, log calls with a sink down."""
+    tables: list[Table] = []
+    goals: list[tuple[str, str, bool | None]] = []
+    by_name = {name: bench for group in SHIP_GROUPS for name, bench in groups.get(group, {}).items()}
+    bare = by_name.get("test_ship_clickhouse_bare_insert")
+    shipper = by_name.get("test_ship_clickhouse_shipper")
+    otlp = by_name.get("test_ship_otlp_shipper")
+
+    def rate(bench: dict[str, Any]) -> float:
+        return float(bench["extra_info"]["rows"]) / bench["stats"]["median"]
+
+    if bare or shipper or otlp:
+        table = Table("Shipping throughput (loopback)", ["pipeline", "rows", "rows/s (median)", "÷ bare insert"])
+        for bench in (bare, shipper, otlp):
+            if bench:
+                info = bench["extra_info"]
+                ratio = fmt_ratio(rate(bench) / rate(bare)) if bare and bench is not otlp else ""
+                table.add(info["what"], f"{info['rows']:,}", fmt_rate(rate(bench)), ratio)
+        tables.append(table)
+    if bare and shipper:
+        r = rate(shipper) / rate(bare)
+        goals.append(("ship: ClickHouse shipper ≥ 0.5× a bare JSONEachRow insert", fmt_ratio(r), r >= 0.5))
+        goals.append(("ship: ClickHouse shipper ≥ 100,000 rows/s", fmt_rate(rate(shipper)), rate(shipper) >= 100_000))
+    if otlp:
+        goals.append(("ship: OTLP ≥ 30,000 records/s", fmt_rate(rate(otlp)), rate(otlp) >= 30_000))
+    lag = by_name.get("test_ship_lag_at_steady_10k")
+    if lag:
+        info = lag["extra_info"]
+        table = Table("Shipping lag at a steady 10,000 records/s (ClickHouse sink, same process)",
+                      ["records", "rate", "lag median", "lag p99", "lag max"])
+        table.add(f"{info['records']:,}", f"{info['rate']:,}/s", f"{info['lag_median_s']} s", f"{info['lag_p99_s']} s", f"{info['lag_max_s']} s")
+        tables.append(table)
+        goals.append(("ship: lag at 10,000 records/s < 1 s", f"{info['lag_max_s']} s", info["lag_max_s"] < 1.0))
+    plain = by_name.get("test_ship_log_calls_no_sink")
+    down = by_name.get("test_ship_log_calls_sink_down")
+    if plain and down:
+        info = down["extra_info"]
+        table = Table(
+            f"A sink down for {info['outage_s']} s: log call cost",
+            ["setup", f"per call, median ({machine})", "lag when it came back", "caught up in"],
+        )
+        table.add("no sink", fmt_time(_per_call(plain)), "", "")
+        table.add("OTLP sink down", fmt_time(_per_call(down)), f"{info['lag_rows_peak']:,} rows", f"{info['catch_up_s']} s")
+        tables.append(table)
+        r = _per_call(down) / _per_call(plain)
+        goals.append(("ship: log calls with a sink down ≤ 1.2× no sink", fmt_ratio(r), r <= 1.2))
     return tables, goals
 
 

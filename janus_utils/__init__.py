@@ -18,10 +18,13 @@ from ._lazy import lazy_getattr
 
 __all__ = [
     "Alert",
+    "ClickHouseExporter",
+    "ClickHouseStore",
     "JanusError",
     "JanusHandler",
     "LogStore",
     "Logger",
+    "OTLPExporter",
     "Record",
     "StoreStats",
     "add_record_listener",
@@ -39,10 +42,13 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "Alert": ".alerts",
+    "ClickHouseExporter": ".ship",
+    "ClickHouseStore": ".clickhouse_store",
     "JanusError": ".error_handling",
     "JanusHandler": ".logger",
     "LogStore": ".store",
     "Logger": ".logger",
+    "OTLPExporter": ".ship",
     "Record": ".store",
     "StoreStats": ".store",
     "add_record_listener": ".logger",
@@ -54,7 +60,7 @@ _EXPORTS = {
     "shutdown": ".logger",
     "stats": ".logger",
 }
-_SUBMODULES = {"alerts", "security", "file_handler", "logger", "error_handling", "metrics", "retention", "store", "web"}
+_SUBMODULES = {"alerts", "security", "file_handler", "logger", "error_handling", "metrics", "retention", "ship", "store", "web"}
 
 
 _exported = lazy_getattr(__name__, globals(), _EXPORTS)
@@ -67,9 +73,11 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import security
+    from . import security, ship
     from .alerts import Alert
+    from .clickhouse_store import ClickHouseStore
     from .error_handling import JanusError
+    from .ship import ClickHouseExporter, OTLPExporter
     from .store import LogStore, Record, StoreStats
     from .logger import (
         JanusHandler,

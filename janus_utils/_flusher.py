@@ -204,6 +204,7 @@ class Flusher:
                 archive_dir=cfg.archive_dir,
                 every_n_batches=1 if limited else 50,
                 chunk_rows=max(cfg.batch_size, 1000),
+                report=self._report,
             )
 
     # -- lifecycle ---------------------------------------------------------

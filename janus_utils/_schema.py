@@ -11,6 +11,8 @@ from .error_handling.db.errors import MigrationError
 __all__ = [
     "COLUMNS",
     "DECODED_COLUMNS",
+    "META_TABLE",
+    "SHIP_CURSOR_TABLE",
     "FTS_TABLE",
     "SCHEMA_VERSION",
     "TABLE",
@@ -21,7 +23,9 @@ __all__ = [
 
 TABLE = "logs"
 FTS_TABLE = "logs_fts"
-SCHEMA_VERSION = 2
+META_TABLE = "janus_meta"  # this database's identity (db_id) and other facts about it
+SHIP_CURSOR_TABLE = "janus_ship_cursor"  # how far each sink (janus_utils.ship) has got
+SCHEMA_VERSION = 3
 
 # Column order of an inserted row (``id`` is assigned by SQLite).
 COLUMNS: tuple[str, ...] = (
@@ -116,8 +120,27 @@ _V2 = textwrap.dedent(
     """
 )
 
+_V3 = textwrap.dedent(
+    f"""
+    -- How far each sink (janus_utils.ship) has got.  Every id up to
+    -- "shipped_upto" is acknowledged by the sink; "batch_upto" closes the
+    -- batch in flight (shipped_upto < id <= batch_upto), written before it
+    -- is sent, so a batch re-sent after a crash holds exactly the same rows.
+    -- With the database's db_id ("{META_TABLE}") and a row's host and id, a
+    -- record is named across a fleet.
+    CREATE TABLE IF NOT EXISTS "{SHIP_CURSOR_TABLE}" (
+        "sink" TEXT PRIMARY KEY,
+        "shipped_upto" INTEGER NOT NULL DEFAULT 0,
+        "batch_upto" INTEGER NOT NULL DEFAULT 0,
+        "updated_ns" INTEGER NOT NULL DEFAULT 0,
+        "state" TEXT NOT NULL DEFAULT 'new',
+        "last_error" TEXT
+    );
+    """
+)
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3}
 
 
 def database_id(db: apsw.Connection) -> str | None:

@@ -242,6 +242,8 @@ def _build_parser() -> argparse.ArgumentParser:
             f"{PROG} export --format csv --since yesterday -o logs.csv",
             f"{PROG} prune --older-than 30d --archive-dir archive",
             f"{PROG} archive import archive --db restored.db",
+            f"{PROG} ship --to clickhouse://127.0.0.1:8123/default.logs",
+            f"{PROG} search timeout --source clickhouse://127.0.0.1:8123/default.logs",
             "",
             "Exit status: 0 records found (removed, imported), 1 none, 2 bad usage or an error.",
         ),
@@ -273,6 +275,7 @@ def _build_parser() -> argparse.ArgumentParser:
             f'{PROG} search \'"connection reset" OR refused\' --level ERROR --since 2h',
             f"{PROG} search 'pay*' --user u42 --field status=500 --json",
             f"{PROG} search timeout --archives archive --since 90d",
+            f"{PROG} search 'payment timeout' --source clickhouse://127.0.0.1:8123/default.logs --user 42",
         ),
         formatter_class=formatter,
     )
@@ -285,6 +288,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="newest first (default), oldest first, or best match first (needs QUERY)",
     )
     search.add_argument("--raw", action="store_true", help="QUERY is FTS5 syntax, passed unchanged")
+    search.add_argument(
+        "--source",
+        metavar="URL",
+        help="search the ClickHouse table hosts ship into instead of --db: "
+        "clickhouse://HOST:8123/DATABASE.TABLE (same query, filters and output)",
+    )
     search.add_argument(
         "--archives",
         metavar="DIR",
@@ -340,6 +349,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_prune(commands, db_default, formatter)
     _add_archive(commands, db_default, formatter)
     _add_serve(commands, db_default, formatter)
+    from .ship import _cli as ship_cli  # the ship command lives with the shippers
+
+    ship_cli.add_parser(commands, db_default, formatter, PROG)
     return parser
 
 
@@ -393,6 +405,11 @@ def _add_prune(commands: argparse._SubParsersAction[argparse.ArgumentParser], db
         help="records per transaction (default 5000): smaller keeps writers waiting less",
     )
     options.add_argument("--dry-run", action="store_true", help="only count what would be removed")
+    options.add_argument(
+        "--no-ship-wait",
+        action="store_true",
+        help="also remove records a sink (janus-logs ship) has not shipped yet; by default they are kept",
+    )
     options.add_argument("--json", action="store_true", help="the summary as one JSON object")
     prune.set_defaults(run=_prune)
 
@@ -777,6 +794,7 @@ def _prune(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         per_level=per_level or None,
         archive_dir=args.archive_dir,
         dry_run=args.dry_run,
+        ship_wait=not args.no_ship_wait,
         progress=lambda running: progress.update(running.rows),
         **options,
     )
@@ -790,8 +808,13 @@ def _prune(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 def _prune_lines(summary: PruneSummary, archive_dir: str | None, colour: bool) -> list[str]:
     """The summary as text: what went (or would go), by level, when from and to, where archived."""
+    held = (
+        [f"kept {summary.held_back:,} records not shipped yet (janus-logs ship --status; --no-ship-wait removes them)"]
+        if summary.held_back
+        else []
+    )
     if not summary.rows:
-        return ["nothing would be removed" if summary.dry_run else "nothing to prune: no record is past the limits"]
+        return ["nothing would be removed" if summary.dry_run else "nothing to prune: no record is past the limits", *held]
 
     def heading(text: str) -> str:
         return _paint(f"{text:<14}", _BOLD, colour)
@@ -811,7 +834,7 @@ def _prune_lines(summary: PruneSummary, archive_dir: str | None, colour: bool) -
         lines.extend(f"  {sanitize(path.name)}" for path in summary.archives[:_ARCHIVES_LISTED])
         if len(summary.archives) > _ARCHIVES_LISTED:
             lines.append(f"  ... and {len(summary.archives) - _ARCHIVES_LISTED:,} more (--json lists all)")
-    return lines
+    return lines + held
 
 
 def _archives_to_import(paths: Sequence[str]) -> list[tuple[str, list[Path]]]:
@@ -884,8 +907,17 @@ def _error(err: IO[str], message: str) -> int:
     return 2
 
 
-def _open_store(args: argparse.Namespace) -> AbstractContextManager[LogStore | None]:
-    """The database a command reads; none when only archives are to be searched."""
+def _open_store(args: argparse.Namespace) -> AbstractContextManager[Any]:
+    """The database a command reads; none when only archives are to be searched.
+
+    With ``search --source`` a ClickHouseStore, which answers search() like a LogStore.
+    """
+    if getattr(args, "source", None) is not None:
+        if getattr(args, "archives", None) is not None:
+            raise _UsageError("--source searches a ClickHouse table, --archives local archives: give one of them")
+        from .clickhouse_store import ClickHouseStore
+
+        return ClickHouseStore(args.source)
     if getattr(args, "archives", None) is not None and not os.path.exists(args.db):
         return nullcontext()
     return LogStore(args.db)

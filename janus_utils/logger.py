@@ -116,6 +116,7 @@ class Config:
     service: str | None = None  # None: $OTEL_SERVICE_NAME (see _check_config)
     host: str | None = None  # None: this machine's hostname
     alerts: tuple[Any, ...] = ()  # alerts.Alert rules, evaluated by one process per database
+    ship: tuple[Any, ...] = ()  # janus_utils.ship exporters: one shipper thread each
 
 
 def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
@@ -184,10 +185,30 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         kw["alerts"] = check_rules(kw["alerts"])
     else:
         kw.pop("alerts", None)
+    if kw.get("ship"):
+        kw["ship"] = _ship_exporters(kw["ship"])
     unknown = set(kw) - set(Config.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"configure() got unknown option(s): {', '.join(sorted(unknown))}")
     return Config(db_path=path, **kw)
+
+
+def _ship_exporters(value: Any) -> tuple[Any, ...]:
+    """ship=[OTLPExporter(...), ClickHouseExporter(...)]: each a sink, each named once."""
+    from .ship import Exporter
+
+    exporters = (value,) if isinstance(value, Exporter) else tuple(value)
+    names: set[str] = set()
+    for exporter in exporters:
+        if not isinstance(exporter, Exporter):
+            raise ConfigError(
+                f"ship takes exporters such as ju.OTLPExporter(...) or ju.ClickHouseExporter(...), "
+                f"not {type(exporter).__name__}"
+            )
+        if exporter.name in names:
+            raise ConfigError(f"ship names the sink {exporter.name} twice: give each sink once")
+        names.add(exporter.name)
+    return exporters
 
 
 def _retention_policy(value: Any) -> Any:
@@ -750,6 +771,7 @@ def _count_duplicate() -> None:
 
 _flusher: Flusher | None = None
 _alerts: Any = None  # the AlertEngine, when configure() was given alerts
+_shippers: list[Any] = []  # janus_utils.ship.Shipper, one per configured sink
 _config_lock = threading.RLock()
 _stdlib_handler: JanusHandler | None = None
 
@@ -770,7 +792,9 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``max_message_chars``, ``redact``, ``redact_keys``, ``redact_pii``, ``hash_fields``,
     ``hash_key``, ``retention``, ``archive_dir``, ``service`` (default
     ``$OTEL_SERVICE_NAME``), ``host`` (default: the hostname), ``alerts`` (a
-    list of ``Alert`` rules, see ``janus_utils.alerts``).
+    list of ``Alert`` rules, see ``janus_utils.alerts``), ``ship``
+    (exporters from janus_utils.ship: committed records are shipped to them
+    from threads of their own; see ``stats()["ship"]``).
 
     A database that is locked or on a full disk does not make it raise: the
     flusher retries in the background while records wait in the ring.  If the
@@ -796,7 +820,7 @@ _ROOM_RETRY = 1.0  # seconds between tries to create the ring on a full disk
 
 def _install(cfg: Config) -> None:
     """Replace the current setup (if any) by one for *cfg*; under _config_lock."""
-    global _flusher, _emitter, _fast, _trace_ids, _alerts
+    global _flusher, _emitter, _fast, _trace_ids, _alerts, _shippers
     # Everything that can fail on bad settings happens before the old
     # setup is stopped; only the database itself can still fail after.
     flusher = Flusher(cfg)
@@ -822,6 +846,10 @@ def _install(cfg: Config) -> None:
 
         _alerts = AlertEngine(cfg.db_path, cfg.alerts)
         _alerts.start()
+    if cfg.ship:
+        from .ship import Shipper
+
+        _shippers = [Shipper(cfg.db_path, exporter).start() for exporter in cfg.ship]
 
 
 def _announce(emitter: _Emitter) -> None:
@@ -964,9 +992,11 @@ def shutdown(timeout: float | None = 10.0) -> None:
     only for records logged before the call: threads that go on logging do
     not make it wait longer.  Records it could not commit in time stay in the
     ring file, and are committed by the next process that configures the
-    database; stderr says how many.
+    database; stderr says how many.  Shippers this process runs get a moment
+    (at most 2 s, within *timeout*) to send what was committed; what they
+    leave is shipped by the next shipper of the database.
     """
-    global _flusher, _emitter, _fast, _pending, _alerts
+    global _flusher, _emitter, _fast, _pending, _alerts, _shippers
     with _config_lock:
         if _pending is not None:
             _pending.cancelled.set()
@@ -980,6 +1010,12 @@ def shutdown(timeout: float | None = 10.0) -> None:
         # Flush while the flusher thread still runs: in a process that is not
         # the flusher it may still take over if the flusher's process is gone.
         flush(timeout)
+        shippers, _shippers = _shippers, []
+        for shipper in shippers:
+            left_s = _remaining(deadline)
+            shipper.drain(2.0 if left_s is None else min(2.0, left_s))
+        for shipper in shippers:
+            shipper.stop(_remaining(deadline))
         if _alerts is not None:
             # After the flush: the last records are evaluated, and what they
             # fire gets up to *timeout* to be delivered.
@@ -1052,6 +1088,10 @@ def stats() -> dict[str, Any]:
         "ring_fill": r.used / r.capacity,
         "ring_high_water": r.high_water,
         **({"alerts": _alerts.stats()} if _alerts is not None else {}),
+        # Per sink: shipped id, lag in rows and seconds, state, last error, retries.
+        "ship": {shipper.sink: shipper.stats() for shipper in _shippers},
+        # Rows retention would have removed but kept, not yet shipped (ship_wait).
+        "retention_held": p.pruner.held_back if p.pruner is not None else 0,
     }
 
 

@@ -28,6 +28,7 @@ indexes: deleting a row that was never indexed would damage the index.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as _dt
 import itertools
 import json
@@ -204,6 +205,8 @@ class RetentionPolicy:
     max_rows: int | None = None
     max_bytes: int | None = None
     per_level: Mapping[int, int] = field(default_factory=dict)
+    # Keep rows a sink (janus_utils.ship) has not shipped yet, whatever their age.
+    ship_wait: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_age", "max_bytes"):
@@ -227,8 +230,14 @@ class RetentionPolicy:
         max_rows: int | None = None,
         max_bytes: str | int | None = None,
         per_level: Mapping[int | str, str | int | _dt.timedelta] | None = None,
+        ship_wait: bool = True,
     ) -> RetentionPolicy:
-        """Build a policy from friendly values: ``max_age="30d"``, ``per_level={"ERROR": "365d"}``."""
+        """Build a policy from friendly values: ``max_age="30d"``, ``per_level={"ERROR": "365d"}``.
+
+        ``ship_wait=False`` lets retention delete rows no sink has shipped yet.
+        """
+        if not isinstance(ship_wait, bool):
+            raise ConfigError(f"ship_wait must be True or False, not {ship_wait!r}")
         levels: dict[int, int] = {}
         for level, age in (per_level or {}).items():
             number = _parse_level(level)
@@ -240,6 +249,7 @@ class RetentionPolicy:
             max_rows=max_rows,
             max_bytes=None if max_bytes is None else parse_size(max_bytes),
             per_level=levels,
+            ship_wait=ship_wait,
         )
 
     @property
@@ -265,6 +275,7 @@ class PruneSummary:
     bytes_estimate: int = 0  # database bytes the removed rows took, from the average row size
     chunks: int = 0
     pages_reclaimed: int = 0
+    held_back: int = 0  # rows due for removal but kept: a sink has not shipped them (ship_wait)
 
     def _add(self, level: int, count: int, oldest: int | None, newest: int | None) -> None:
         if count <= 0:
@@ -288,6 +299,7 @@ class PruneSummary:
             "bytes_estimate": self.bytes_estimate,
             "chunks": self.chunks,
             "pages_reclaimed": self.pages_reclaimed,
+            "held_back": self.held_back,
         }
 
 
@@ -515,8 +527,25 @@ class _Engine:
             age = policy.age_for(level)
             if age is not None:
                 self.rules.append((level, now_ns - age))
+        # Rows above the lowest shipping cursor are kept for the sinks (ship_wait).
+        self.ship_floor: tuple[int, str] | None = None
+        if policy.ship_wait:
+            from .ship._shipper import unshipped_floor
+
+            self.ship_floor = unshipped_floor(db)
+        self.last_held = 0  # rows the last choice kept for a sink
+        self.held_any = False  # some choice kept rows for a sink
 
     # -- choosing rows ------------------------------------------------------
+
+    def _not_unshipped(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        if self.ship_floor is None:
+            return rows
+        floor = self.ship_floor[0]
+        kept = [row for row in rows if row[0] <= floor]
+        self.last_held = len(rows) - len(kept)
+        self.held_any = self.held_any or self.last_held > 0
+        return kept
 
     def expired_rows(self, limit: int) -> list[tuple[Any, ...]]:
         """Up to *limit* of the oldest rows past the age for their level."""
@@ -526,10 +555,20 @@ class _Engine:
         for level, cutoff in self.rules:
             bindings += [level, cutoff, limit]
         bindings.append(limit)
-        return self.db.execute(_expired_rows_sql(len(self.rules)), bindings).fetchall()
+        return self._not_unshipped(self.db.execute(_expired_rows_sql(len(self.rules)), bindings).fetchall())
 
     def oldest_rows(self, limit: int) -> list[tuple[Any, ...]]:
-        return self.db.execute(_OLDEST_ROWS, (limit,)).fetchall()
+        return self._not_unshipped(self.db.execute(_OLDEST_ROWS, (limit,)).fetchall())
+
+    def count_held(self) -> int:
+        """How many rows past their age are kept for a sink (with only row and size limits: the last choice's)."""
+        if self.ship_floor is None or not self.held_any:
+            return 0
+        if not self.rules:
+            return self.last_held
+        expired = " OR ".join(['("level" = ? AND "ts" < ?)'] * len(self.rules))
+        bindings = [self.ship_floor[0], *(value for rule in self.rules for value in rule)]
+        return int(_scalar(self.db, f'SELECT count(*) FROM "{TABLE}" WHERE "id" > ? AND ({expired})', tuple(bindings)))
 
     # -- removing rows ------------------------------------------------------
 
@@ -660,6 +699,7 @@ def prune(
     chunk_rows: int = 5000,
     now_ns: int | None = None,
     progress: Progress | None = None,
+    ship_wait: bool = True,
 ) -> PruneSummary:
     """Remove old log records, oldest first, in short transactions; archive them first if asked.
 
@@ -667,14 +707,18 @@ def prune(
     level, e.g. ``{"ERROR": "365d", "DEBUG": "1d"}``), then the oldest others
     until at most *max_rows* remain, then until the database is under
     *max_bytes* (estimated from page counts and the average row size, so
-    approximate).  With *archive_dir* every removed row is first written,
-    every column kept, to a complete gzip NDJSON archive there.  With *dry_run*
+    approximate).  Rows a sink (janus_utils.ship) has not shipped yet are
+    kept, and counted in ``held_back``, unless *ship_wait* is False.  With
+    *archive_dir* every removed row is first written, every column kept, to
+    a complete gzip NDJSON archive there.  With *dry_run*
     nothing changes and the summary says what would go.  *progress* is called
     with the running summary after each committed chunk.
 
     Example: ``prune(db, older_than="30d", per_level={"ERROR": "365d"}, archive_dir="archive")``
     """
     policy = _resolve_policy(older_than, max_rows, max_bytes, per_level)
+    if not ship_wait:
+        policy = dataclasses.replace(policy, ship_wait=False)
     chunk_rows = _check_chunk_rows(chunk_rows)
     now = time.time_ns() if now_ns is None else now_ns
     directory = None if archive_dir is None else Path(archive_dir)
@@ -708,6 +752,7 @@ def _run(engine: _Engine, limit: int | None, chunk_rows: int, progress: Progress
     if summary.rows:
         merge_index(engine.db)
         summary.pages_reclaimed = reclaim_space(engine.db)
+    summary.held_back = engine.count_held()
     return summary
 
 
@@ -715,11 +760,13 @@ def _plan(engine: _Engine, count: int, limit: int | None) -> PruneSummary:
     """The dry run: the same choice of rows, counted with read-only queries."""
     db = engine.db
     summary = PruneSummary(dry_run=True)
+    # Rows not shipped yet would be kept (ship_wait): leave them out of the count too.
+    floor = engine.ship_floor[0] if engine.ship_floor is not None else 2**63 - 1
     for level, cutoff in engine.rules:
         n, oldest, newest = _first_row(
             db,
-            f'SELECT count(*), min("ts"), max("ts") FROM "{TABLE}" WHERE "level" = ? AND "ts" < ?',
-            (level, cutoff),
+            f'SELECT count(*), min("ts"), max("ts") FROM "{TABLE}" WHERE "level" = ? AND "ts" < ? AND "id" <= ?',
+            (level, cutoff, floor),
         )
         summary._add(level, n, oldest, newest)
     if limit is not None and count - summary.rows > limit:
@@ -775,6 +822,14 @@ def _open_existing(path: Path) -> apsw.Connection:
 # --------------------------------------------------------------------------- #
 
 
+def _apart_unshipped(rows: list[tuple[Any, ...]], floor: tuple[int, str] | None) -> tuple[list[tuple[Any, ...]], int]:
+    """(the rows a sink has shipped, how many others there were): rows or keys, the id first."""
+    if floor is None:
+        return rows, 0
+    kept = [row for row in rows if row[0] <= floor[0]]
+    return kept, len(rows) - len(kept)
+
+
 class AutoPruner:
     """Enforces a policy from the flusher thread, after each batch, keeping pace with it.
 
@@ -817,6 +872,7 @@ class AutoPruner:
         vacuum_pages: int = 256,
         merge_pages: int = 256,
         clock: Callable[[], int] = time.time_ns,
+        report: Callable[[str], None] | None = None,
     ) -> None:
         if policy.is_empty:
             raise ConfigError("this retention policy removes nothing: set max_age, per_level, max_rows or max_bytes")
@@ -842,6 +898,10 @@ class AutoPruner:
         self._bytes_recheck_at = 0  # estimated count at which to measure the size again
         self._removed_since_merge = 0
         self._untidy = False  # rows were removed since tidy() last finished
+        # Rows due for removal but kept because a sink has not shipped them.
+        self.held_back = 0
+        self.report = report
+        self._held_reported_at: float | None = None
 
     def maybe_prune(self, db: apsw.Connection) -> PruneSummary | None:
         """Remove what the policy says is due, within this call's limit; None when nothing was done."""
@@ -878,16 +938,33 @@ class AutoPruner:
         return _Engine(db, self.policy, self.archive_dir, self.clock())
 
     def _prune_up_to(self, db: apsw.Connection, limit: int) -> PruneSummary | None:
-        """Expired rows first, then the oldest over the row and size limits: at most *limit* rows."""
+        """Expired rows first, then the oldest over the row and size limits: at most *limit* rows.
+
+        Rows a sink has not shipped yet are kept (ship_wait), counted in held_back.
+        """
         summary = PruneSummary()
         engine = self._engine(db) if self._by_age or self.archive_dir is not None else None
+        if engine is not None:
+            floor = engine.ship_floor
+        elif self.policy.ship_wait:
+            from .ship._shipper import unshipped_floor
+
+            floor = unshipped_floor(db)
+        else:
+            floor = None
+        held = 0
         if engine is not None and engine.rules:
-            self._remove(db, engine, self._expired(db, engine, limit), summary)
+            rows, kept = _apart_unshipped(self._expired(db, engine, limit), floor)
+            held += kept
+            self._remove(db, engine, rows, summary)
         room = limit - summary.rows
         if room > 0:
             excess = self._excess(db)
             if excess > 0:
-                self._remove(db, engine, self._oldest(db, engine, min(room, excess)), summary)
+                rows, kept = _apart_unshipped(self._oldest(db, engine, min(room, excess)), floor)
+                held += kept
+                self._remove(db, engine, rows, summary)
+        self._note_held(engine, floor, held + (engine.last_held if engine is not None else 0))
         if not summary.chunks:
             return None
         self._untidy = True
@@ -896,6 +973,26 @@ class AutoPruner:
             self._removed_since_merge = 0
             merge_index(db, step_pages=self.merge_pages, max_steps=1)
         return summary
+
+    def _note_held(self, engine: _Engine | None, floor: tuple[int, str] | None, held: int) -> None:
+        """Keep held_back current; say (once, then every 10 minutes) that rows are kept for a sink."""
+        if floor is None or not held:
+            self.held_back = 0
+            self._held_reported_at = None
+            return
+        if engine is not None:
+            engine.held_any = True
+            engine.last_held = max(engine.last_held, held)
+            held = engine.count_held() or held
+        self.held_back = held
+        now = time.monotonic()
+        if self.report is not None and (self._held_reported_at is None or now - self._held_reported_at >= 600):
+            self._held_reported_at = now
+            shipped, sink = floor
+            self.report(
+                f"retention keeps {held:,} rows it would remove: not shipped yet to {sink} "
+                f"(shipped up to id {shipped}); they go once shipped, or set retention ship_wait=False"
+            )
 
     def _expired(self, db: apsw.Connection, engine: _Engine, limit: int) -> list[tuple[Any, ...]]:
         if self.archive_dir is not None:

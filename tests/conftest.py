@@ -114,3 +114,26 @@ def log_call_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     else:
         monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
     return str(request.param)
+
+
+# ---------------------------------------------------------------- real servers for the shipping tests
+@pytest.fixture(scope="session")
+def clickhouse() -> Iterator[Any]:
+    """ZooKeeper and two ClickHouse replicas (cluster ``janus_test``) on loopback, for the session."""
+    from servers import ClickHouseCluster, clickhouse_missing
+
+    missing = clickhouse_missing()
+    if missing:
+        pytest.skip(f"ClickHouse tests need the Debian packages clickhouse-server and zookeeper: {missing}")
+    with ClickHouseCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[Any]:
+    """A loopback OTLP/HTTP receiver decoding every request with opentelemetry-proto."""
+    pytest.importorskip("opentelemetry.proto", reason="the OTLP tests need opentelemetry-proto (the [test] extra)")
+    from servers import OTLPReceiver
+
+    with OTLPReceiver() as receiver:
+        yield receiver

@@ -51,6 +51,7 @@ from .utils.errors import (
     RingFullError,
     SearchQueryError,
     SecurityError,
+    ShipError,
 )
 
 __all__ = [
@@ -84,6 +85,7 @@ __all__ = [
     "RouteNotFound",
     "SearchQueryError",
     "SecurityError",
+    "ShipError",
     "TestSetupError",
     "Unauthorized",
     "UpstreamError",

@@ -13,6 +13,7 @@ __all__ = [
     "RingFullError",
     "SearchQueryError",
     "SecurityError",
+    "ShipError",
 ]
 
 
@@ -72,3 +73,10 @@ class RecordTooLargeError(RingError):
 
     code = "record_too_large"
     title = "Log record too large for the ring"
+
+
+class ShipError(JanusError):
+    """A sink refused records in a way that retrying will not fix (janus_utils.ship)."""
+
+    code = "ship_error"
+    title = "Shipping to a sink failed"
