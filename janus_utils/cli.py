@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import textwrap
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ from ._levels import LEVELS, level_name, parse_level
 from ._schema import COLUMNS
 from ._timeparse import format_ts, parse_time, ts_datetime
 from .error_handling import JanusError
+from .file_handler import sqlite_path
 from .retention import PruneSummary, import_archive, list_archives, prune_path, search_archives
 from .security import sanitize
 from .store import FieldValue, LogStore, Record, StoreStats
@@ -144,23 +146,41 @@ def _field_arg(text: str) -> tuple[str, FieldValue]:
     """``key=value``; a value that reads as a JSON number, true, false or null is one."""
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, like status=500, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, like status=500, not {_shown(text)}")
     try:
         parsed = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to be a scalar
         return key, value
     if parsed is None or isinstance(parsed, (bool, int, float, str)):
         return key, parsed
     return key, value
 
 
+# SQLite's integers are 64-bit: a count past this cannot be bound to a query.
+_MAX_COUNT = 2**63 - 1
+# The longest pause between polls: time.sleep() refuses much larger numbers.
+_MAX_INTERVAL = 86_400.0
+
+
+def _shown(text: str) -> str:
+    """A value typed by the user, quoted and cut to fit one line of a message."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= 40 else f"{quoted[:40]}... ({len(text)} chars)"
+
+
 def _count_arg(text: str) -> int:
+    digits = text.strip().lstrip("+-").lstrip("0")
+    if digits.isdigit() and len(digits) > 19:  # before int() meets its 4300-digit limit
+        wanted = "0 or more" if text.strip().startswith("-") else f"at most {_MAX_COUNT}"
+        raise argparse.ArgumentTypeError(f"expected {wanted}, not {_shown(text)}")
     try:
         number = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {_shown(text)}") from None
     if number < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, not {number}")
+        raise argparse.ArgumentTypeError(f"expected 0 or more, not {_shown(text)}")
+    if number > _MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected at most {_MAX_COUNT}, not {_shown(text)}")
     return number
 
 
@@ -175,7 +195,7 @@ def _level_age_arg(text: str) -> tuple[str, str]:
     """``LEVEL=AGE``; both are checked by the retention policy, which knows the levels."""
     level, sep, age = text.partition("=")
     if not sep or not level.strip() or not age.strip():
-        raise argparse.ArgumentTypeError(f"expected LEVEL=AGE, like ERROR=365d, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected LEVEL=AGE, like ERROR=365d, not {_shown(text)}")
     return level.strip(), age.strip()
 
 
@@ -183,9 +203,11 @@ def _seconds_arg(text: str) -> float:
     try:
         number = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, like 0.5, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected seconds, like 0.5, not {_shown(text)}") from None
     if not number > 0:
-        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, not {_shown(text)}")
+    if not number <= _MAX_INTERVAL:  # inf too
+        raise argparse.ArgumentTypeError(f"expected at most {_MAX_INTERVAL:.0f} seconds (a day), not {_shown(text)}")
     return number
 
 
@@ -228,11 +250,19 @@ def _examples(*lines: str) -> str:
     return "Example:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, where the help is), exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        text = sanitize(" ".join(message.split()))
+        self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     db_default = os.environ.get("JANUS_LOG_DB") or DEFAULT_DB
     common = _common_options(db_default)
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Search, follow, summarize, export and prune a janus log database.",
         epilog=_examples(
@@ -834,6 +864,7 @@ def _archives_to_import(paths: Sequence[str]) -> list[tuple[str, list[Path]]]:
 
 
 def _archive_import(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    db_path = sqlite_path(args.db)  # refused now rather than after the archives are listed
     groups = _archives_to_import(args.paths)
     archives = [archive for _, group in groups for archive in group]
     results: list[tuple[Path, int]] = []
@@ -841,7 +872,7 @@ def _archive_import(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int
         # Imported here: the logger (ring, flusher) is needed by this command only.
         from ._flusher import open_database
 
-        db = open_database(args.db)
+        db = open_database(db_path)
         try:
             for archive in archives:
                 inserted = import_archive(db, archive)
@@ -894,22 +925,8 @@ def _open_store(args: argparse.Namespace) -> AbstractContextManager[LogStore | N
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``janus-logs`` with *argv* (default: sys.argv[1:]); returns the exit status."""
     out, err = sys.stdout, sys.stderr
-    parser = _build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) and usage errors (2): already printed
-        return exc.code if isinstance(exc.code, int) else 2
-    if args.command is None:
-        parser.print_help(err)
-        return 2
-    try:
-        if hasattr(args, "run"):  # a command that opens what it needs itself
-            code: int = args.run(args, out, err)
-        else:
-            with _open_store(args) as store:
-                code = args.handler(store, args, out, err)
-        out.flush()
-        return code
+        return _main(argv, out, err)
     except JanusError as exc:
         return _error(err, exc.message)
     except _UsageError as exc:
@@ -929,3 +946,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(err, f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         return 130
+    except MemoryError:
+        return _error(err, "out of memory: narrow the command (--since, --limit) or free memory")
+    except Exception as exc:  # the promise is one line and exit 2, even for a bug
+        return _error(
+            err,
+            f"unexpected {type(exc).__name__}: {str(exc)[:200]} "
+            "(a bug in janus-logs: please report it with the command that caused it)",
+        )
+
+
+def _main(argv: Sequence[str] | None, out: IO[str], err: IO[str]) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) and usage errors (2): already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help(err)
+        return 2
+    if hasattr(args, "run"):  # a command that opens what it needs itself
+        code: int = args.run(args, out, err)
+    else:
+        with _open_store(args) as store:
+            code = args.handler(store, args, out, err)
+    out.flush()
+    return code

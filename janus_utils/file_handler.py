@@ -47,6 +47,7 @@ __all__ = [
     "safe_join",
     "sha256_file",
     "sidecar_path",
+    "sqlite_path",
     "verify_sha256",
 ]
 
@@ -278,6 +279,27 @@ def safe_join(base: PathLike, *parts: PathLike) -> Path:
             f"outside {str(root)!r}"
         )
     return resolved
+
+
+def sqlite_path(path: PathLike) -> str:
+    """*path* as the text SQLite opens: refused (FileHandlerError) unless it is valid UTF-8.
+
+    Python keeps undecodable bytes of a file name as lone surrogates, which
+    SQLite's UTF-8 file names cannot carry.
+    """
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise FileHandlerError(
+            f"the database path {shown!r} is not valid UTF-8, which SQLite needs: "
+            "rename the file or use a path in UTF-8",
+            details={"path": shown},
+        ) from None
+    return text
 
 
 def read_limited(path: PathLike, max_bytes: int) -> bytes:

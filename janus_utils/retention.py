@@ -61,6 +61,7 @@ from .file_handler import (
     remove_stale_temp_files,
     sha256_file,
     sidecar_path,
+    sqlite_path,
 )
 
 __all__ = [
@@ -82,6 +83,8 @@ __all__ = [
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_SECOND
+# SQLite's integers are 64-bit: ids, ts, levels, ages and sizes must fit.
+MAX_INT64 = 2**63 - 1
 
 # Every column of a stored row, in archive order: the id first, then the schema's.
 ALL_COLUMNS: tuple[str, ...] = ("id", *COLUMNS)
@@ -141,14 +144,19 @@ def parse_age(value: str | int | _dt.timedelta) -> int:
         match = _AGE_RE.match(value)
         if match is None:
             raise ConfigError(
-                f"cannot read the age {value!r}: write a whole number and a unit, "
+                f"cannot read the age {_shown(value)}: write a whole number and a unit, "
                 "s (seconds), m (minutes), h (hours), d (days) or w (weeks), e.g. '30d'"
             )
-        ns = int(match[1]) * _AGE_UNITS[match[2].lower()]
+        ns = _whole_number(match[1]) * _AGE_UNITS[match[2].lower()]
     else:
         raise ConfigError(f"an age must be a string like '30d', not {type(value).__name__}")
     if ns <= 0:
-        raise ConfigError(f"an age must be more than zero, got {value!r}")
+        raise ConfigError(f"an age must be more than zero, got {_shown(value)}")
+    if ns > MAX_INT64:
+        raise ConfigError(
+            f"the age {_shown(value)} is too long: at most 106751d (292 years), "
+            "what 64-bit nanoseconds hold"
+        )
     return ns
 
 
@@ -167,23 +175,49 @@ def parse_size(value: str | int) -> int:
         unit = match[2].lower() if match else ""
         if match is None or (unit and unit not in _SIZE_UNITS):
             raise ConfigError(
-                f"cannot read the size {value!r}: write a whole number and a unit, "
+                f"cannot read the size {_shown(value)}: write a whole number and a unit, "
                 "B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), "
                 "e.g. '500MB'"
             )
-        size = int(match[1]) * _SIZE_UNITS.get(unit, 1)
+        size = _whole_number(match[1]) * _SIZE_UNITS.get(unit, 1)
     else:
         raise ConfigError(f"a size must be a string like '500MB' or an int, not {type(value).__name__}")
     if size <= 0:
-        raise ConfigError(f"a size must be more than zero, got {value!r}")
+        raise ConfigError(f"a size must be more than zero, got {_shown(value)}")
+    if size > MAX_INT64:
+        raise ConfigError(f"the size {_shown(value)} is too large: at most 8EiB, what SQLite can count")
     return size
+
+
+def _long_digits(value: object) -> bool:
+    return isinstance(value, str) and value.strip().isdigit() and len(value.strip()) > 20
+
+
+def _is_int_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _whole_number(digits: str) -> int:
+    """Decimal *digits* as an int; past 2**63 only "too large" matters, so no huge int is built."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else MAX_INT64 + 1
+
+
+def _shown(value: object) -> str:
+    """*value* for a message: its repr, cut to one readable line."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} chars)"
 
 
 def _parse_level(level: int | str) -> int:
     try:
-        return parse_level(level)
+        # Long digit strings are refused before int() meets its 4300-digit limit.
+        number = MAX_INT64 + 1 if _long_digits(level) else parse_level(level)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    if number > MAX_INT64:
+        raise ConfigError(f"level {_shown(level)} is too large: a level is a number below 2**63, like 40")
+    return number
 
 
 # --------------------------------------------------------------------------- #
@@ -208,15 +242,16 @@ class RetentionPolicy:
     def __post_init__(self) -> None:
         for name in ("max_age", "max_bytes"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"{name} must be a positive int or None, got {value!r}")
+            if value is not None and not _is_int_in(value, 1, MAX_INT64):
+                raise ConfigError(f"{name} must be a positive int below 2**63 or None, got {_shown(value)}")
         rows = self.max_rows
-        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 0):
-            raise ConfigError(f"max_rows must be a whole number of rows (0 or more), got {rows!r}")
+        if rows is not None and not _is_int_in(rows, 0, MAX_INT64):
+            raise ConfigError(f"max_rows must be a whole number of rows (0 or more, below 2**63), got {_shown(rows)}")
         for level, age in self.per_level.items():
-            if isinstance(level, bool) or not isinstance(level, int) or isinstance(age, bool) or not isinstance(age, int) or age <= 0:
+            if not _is_int_in(level, 0, MAX_INT64) or not _is_int_in(age, 1, MAX_INT64):
                 raise ConfigError(
-                    f"per_level must map level numbers to positive ages in ns, got {level!r}: {age!r}; "
+                    f"per_level must map level numbers to positive ages in ns (below 2**63), "
+                    f"got {_shown(level)}: {_shown(age)}; "
                     "use RetentionPolicy.from_config() for names like 'ERROR': '365d'"
                 )
 
@@ -750,11 +785,14 @@ def _open_existing(path: Path) -> apsw.Connection:
     if not path.is_file():
         raise FileHandlerError(f"no log database at {str(path)!r}: check the --db path")
     try:
-        db = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        db = apsw.Connection(sqlite_path(path), flags=apsw.SQLITE_OPEN_READWRITE)
     except apsw.Error as exc:
         raise FileHandlerError(f"cannot open the log database {str(path)!r}: {exc}") from exc
     try:
-        apply_connection_settings(db)
+        try:
+            apply_connection_settings(db)
+        except apsw.NotADBError as exc:
+            raise FileHandlerError(f"{str(path)!r} is not a SQLite database, so not a janus log database") from exc
         found = _scalar(db, "PRAGMA user_version")
         if not found:
             raise FileHandlerError(f"{str(path)!r} is not a janus log database (no log schema in it)")

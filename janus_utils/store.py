@@ -38,6 +38,7 @@ from ._levels import level_name, parse_level
 from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.utils.errors import FileHandlerError, SearchQueryError
+from .file_handler import sqlite_path
 
 __all__ = [
     "HISTOGRAM_BY",
@@ -104,6 +105,7 @@ _ADDED_IN_V2 = ("service", "host")  # a version 1 database (read, never migrated
 # search start from those rows instead of walking the index's matches.
 _NARROW = 256
 _BATCH = 1000
+_MAX_INT64 = 2**63 - 1  # SQLite's integers: a bound parameter must fit
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,12 +261,17 @@ class LogStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
-        self.path = os.fspath(path)
+        self.path = sqlite_path(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._db: apsw.Connection | None = None
         self._json_path_escapes: bool | None = None
         if not os.path.isfile(self.path):
-            what = "is a directory" if os.path.isdir(self.path) else "does not exist"
+            if os.path.isdir(self.path):
+                what = "is a directory"
+            elif os.path.lexists(self.path):
+                what = "is not a regular file (a symlink loop, a pipe or a device?)"
+            else:
+                what = "does not exist"
             raise FileHandlerError(
                 f"no log database at {self.path}: it {what}; check the path "
                 "(janus-logs takes it from --db or JANUS_LOG_DB)",
@@ -416,10 +423,7 @@ class LogStore:
     ) -> _Selection:
         selection = _Selection()
         if level is not None:
-            try:
-                number = parse_level(level)
-            except ValueError as exc:
-                raise SearchQueryError(str(exc), details={"level": repr(level)}) from exc
+            number = _level_number(level)
             selection.add(f'{_T}."level" >= ?', number, probe=True)
         if logger is not None:
             name = _text(logger, "logger").rstrip(".")
@@ -977,8 +981,23 @@ class LogStore:
         )
 
 
+def _level_number(level: int | str) -> int:
+    """A level filter as a number SQLite can compare: 0 to 2**63 - 1."""
+    text = level.strip() if isinstance(level, str) else ""
+    try:
+        # A long digit string is refused before int() meets its 4300-digit limit.
+        number = _MAX_INT64 + 1 if text.isdigit() and len(text) > 20 else parse_level(level)
+    except ValueError as exc:
+        raise SearchQueryError(str(exc), details={"level": repr(level)[:40]}) from exc
+    if number > _MAX_INT64:
+        raise SearchQueryError(
+            f"level {repr(level)[:40]} is too large: give a level name like WARNING or a number below 2**63"
+        )
+    return number
+
+
 def _check_limit(value: object, name: str, *, none_ok: bool = False) -> None:
     if value is None and none_ok:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SearchQueryError(f"{name} must be a whole number, 0 or more, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT64:
+        raise SearchQueryError(f"{name} must be a whole number from 0 to 2**63 - 1, not {repr(value)[:40]}")

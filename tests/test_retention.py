@@ -159,6 +159,12 @@ class TestParseAge:
         with pytest.raises(ConfigError, match=r"d \(days\).*'30d'"):
             rt.parse_age("30 days")
 
+    @pytest.mark.parametrize("text", ["10000000000w", "1" * 5000 + "d", 2**63, dt.timedelta(days=999_999_999)])
+    def test_longer_than_64_bit_nanoseconds(self, text: Any) -> None:
+        """An age past 2**63 - 1 ns (292 years) is refused, saying the limit, even with 5000 digits."""
+        with pytest.raises(ConfigError, match=r"too long: at most 106751d"):
+            rt.parse_age(text)
+
 
 class TestParseSize:
     @pytest.mark.parametrize(
@@ -181,6 +187,12 @@ class TestParseSize:
     def test_invalid(self, text: Any) -> None:
         """Ambiguous units, fractions and non-positive sizes are ConfigErrors."""
         with pytest.raises(ConfigError):
+            rt.parse_size(text)
+
+    @pytest.mark.parametrize("text", ["9" * 5000, "9000000 TiB", 2**63])
+    def test_larger_than_sqlite_counts(self, text: Any) -> None:
+        """A size past 2**63 - 1 bytes is refused, saying the limit."""
+        with pytest.raises(ConfigError, match="too large: at most 8EiB"):
             rt.parse_size(text)
 
 
@@ -210,6 +222,22 @@ class TestRetentionPolicy:
         """Naming one level twice (WARN and WARNING) is refused."""
         with pytest.raises(ConfigError, match="twice"):
             rt.RetentionPolicy.from_config(per_level={"WARN": "1d", "WARNING": "2d"})
+
+    @pytest.mark.parametrize(
+        "config",
+        [dict(per_level={"9" * 30: "1d"}), dict(per_level={2**63: "1d"}), dict(per_level={"9" * 5000: "1d"})],
+        ids=["30-digits", "2**63", "5000-digits"],
+    )
+    def test_level_past_64_bits(self, config: dict[str, Any]) -> None:
+        """A level number SQLite cannot hold is a ConfigError saying so."""
+        with pytest.raises(ConfigError, match="too large"):
+            rt.RetentionPolicy.from_config(**config)
+
+    @pytest.mark.parametrize("values", [dict(max_age=2**63), dict(max_bytes=2**63), dict(max_rows=2**63), dict(per_level={40: 2**63})])
+    def test_raw_values_past_64_bits(self, values: dict[str, Any]) -> None:
+        """ns and byte counts given as ints must fit SQLite's integers too."""
+        with pytest.raises(ConfigError, match="2\\*\\*63"):
+            rt.RetentionPolicy(**values)
 
     @pytest.mark.parametrize("rows", [-1, 1.5, True])
     def test_bad_max_rows(self, rows: Any) -> None:

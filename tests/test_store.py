@@ -148,6 +148,18 @@ class TestTimeParsing:
         """parse_duration reads the histogram bucket sizes."""
         assert [60, 3600, 86400] == [parse_duration(t) // 1_000_000_000 for t in ("1m", "1h", "1d")]
 
+    @pytest.mark.parametrize("text", ["9" * 400 + "d", "106752d", "1" + "0" * 30 + "s"])
+    def test_duration_past_64_bits(self, text: str) -> None:
+        """A duration 64-bit nanoseconds cannot hold is refused with the limit, not an OverflowError."""
+        with pytest.raises(SearchQueryError, match=r"too long: at most 106751d"):
+            parse_duration(text)
+
+    def test_since_of_400_nines_days(self) -> None:
+        """--since '999...d' (400 nines) is a SearchQueryError, and its message stays short."""
+        with pytest.raises(SearchQueryError) as caught:
+            parse_time("9" * 400 + "d", now=NOW)
+        assert len(caught.value.message) < 200
+
     def test_format_round_trips(self) -> None:
         """format_ts with nine digits reads back as the same ts."""
         assert NOW_NS + 123 == parse_time(format_ts(NOW_NS + 123, digits=9))
@@ -160,6 +172,11 @@ class TestOpening:
         with pytest.raises(FileHandlerError) as caught:
             LogStore(path)
         assert str(path) in caught.value.message and not path.exists()
+
+    def test_non_utf8_path(self, tmp_path: Path) -> None:
+        """A path SQLite cannot be given (not UTF-8) is a FileHandlerError saying so."""
+        with pytest.raises(FileHandlerError, match="not valid UTF-8"):
+            LogStore(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.db"))
 
     def test_directory(self, tmp_path: Path) -> None:
         """A directory is refused clearly."""
@@ -416,6 +433,9 @@ class TestBadArguments:
             dict(order="rank"),
             dict(limit=-1),
             dict(limit="10"),
+            dict(limit=2**63),
+            dict(level=2**63),
+            dict(level="9" * 5000),
             dict(fields={"a": [1, 2]}),
             dict(fields={"a": {"b": 1}}),
             dict(fields={1: "x"}),
