@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -16,8 +20,19 @@ from conftest import BASE_TS, make_row, open_writer, write_batch
 Argv = Sequence[str | bytes]
 
 
-def run_cli(argv: Argv, cwd: Path, env: dict[str, str | bytes] | None = None) -> subprocess.CompletedProcess[bytes]:
-    """``python -m janus_utils ARGV`` in *cwd*; stdin closed, so nothing can wait on it."""
+def run_cli(
+    argv: Argv, cwd: Path, env: dict[str, str | bytes] | None = None, *, memory_limit: int | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``python -m janus_utils ARGV`` in *cwd*; stdin closed, so nothing can wait on it.
+
+    *memory_limit* caps the process's address space (RLIMIT_AS): reading more
+    than that into memory fails instead of succeeding slowly.
+    """
+
+    def limit() -> None:
+        if memory_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
     environment: dict[str | bytes, str | bytes] = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     environment.pop("JANUS_LOG_DB", None)
     environment.update(env or {})
@@ -28,6 +43,7 @@ def run_cli(argv: Argv, cwd: Path, env: dict[str, str | bytes] | None = None) ->
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=120,
+        preexec_fn=limit,
     )
 
 
@@ -47,7 +63,64 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "text.db").write_text("not a database\n" * 100)
     os.symlink("loop-b", root / "loop-a")
     os.symlink("loop-a", root / "loop-b")
+    for name, (content, sidecar) in ARCHIVES.items():
+        _write_archive(root / f"arch-{name}", content, sidecar)
     return root
+
+
+ARCHIVE_NAME = "janus-logs-2023-11-14.1-1.ndjson.gz"
+GOOD_RECORD = {"id": 1, "ts": BASE_TS, "level": 20, "logger": "app", "message": "restored"}
+
+
+def _gzip_bomb() -> bytes:
+    """One line of 2 GiB once decompressed, 2 MB on disk: gzip members of 16 MiB, repeated."""
+    member = gzip.compress(b"a" * (16 << 20), compresslevel=9)
+    return gzip.compress(b'{"id": 1, "message": "') + member * 128
+
+
+def _write_archive(directory: Path, content: bytes | None, sidecar: str) -> None:
+    """An archive directory holding *content* under an archive's name (None: a FIFO there)."""
+    directory.mkdir()
+    path = directory / ARCHIVE_NAME
+    if content is None:
+        os.mkfifo(path)
+    else:
+        path.write_bytes(content)
+    side = directory / (ARCHIVE_NAME + ".sha256")
+    if sidecar == "good" and content is not None:
+        side.write_text(f"{hashlib.sha256(content).hexdigest()}  {ARCHIVE_NAME}\n")
+    elif sidecar == "fifo":
+        os.mkfifo(side)
+    elif sidecar == "loop":
+        os.symlink(side.name, side)
+
+
+def _line(text: bytes) -> bytes:
+    return gzip.compress(text + b"\n")
+
+
+# name -> (archive bytes, its .sha256: "good", "none", "fifo" or "loop"), and what
+# importing or searching it must say.  The bomb needs its content made lazily.
+ARCHIVES: dict[str, tuple[bytes | None, str]] = {
+    "non-utf8": (_line(b'{"id": 1, "ts": 1, "level": 20, "logger": "\xff\xfe", "message": "m"}'), "good"),
+    "deep-json": (_line(b'{"id": 1, "fields": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"), "good"),
+    "5000-digits": (_line(b'{"id": ' + b"9" * 5000 + b"}"), "good"),
+    "not-an-object": (_line(b"[1, 2, 3]"), "good"),
+    "truncated": (_line(json.dumps(GOOD_RECORD).encode() * 500)[:-30], "none"),
+    "not-gzip": (b"this is not gzip\n", "none"),
+    "checksum-differs": (_line(json.dumps(GOOD_RECORD).encode()), "fifo"),
+    "sidecar-loop": (_line(json.dumps(GOOD_RECORD).encode()), "loop"),
+}
+ARCHIVE_ERRORS = {
+    "non-utf8": "line 1 of",
+    "deep-json": "nested too deeply",
+    "5000-digits": "not valid JSON",
+    "not-an-object": "not a JSON object",
+    "truncated": "truncated or damaged",
+    "not-gzip": "truncated or damaged",
+    "checksum-differs": "not a regular file",
+    "sidecar-loop": "sha256",
+}
 
 
 # (argv, what the one error line must say).  Each names the database itself
@@ -113,6 +186,43 @@ class TestHostileInput:
         assert "Traceback" not in err and err.startswith("janus-logs") and ": error: " in err
         # Said by the check that knows the value, not the last-resort handler.
         assert expected in err and "unexpected" not in err, err
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("name", sorted(ARCHIVE_ERRORS))
+    @pytest.mark.parametrize("command", ["import", "search"])
+    def test_hostile_archive(self, workdir: Path, name: str, command: str) -> None:
+        """A damaged or hostile archive is one error line naming it, exit 2, whether imported or searched."""
+        directory = f"arch-{name}"
+        if command == "import":
+            argv = ["archive", "import", directory, "--db", f"imported-{name}.db"]
+        else:
+            argv = ["search", "--archives", directory, "--db", "missing.db"]
+        result = run_cli(argv, workdir)
+        err = result.stderr.decode("utf-8", "replace")
+        assert (2, 1) == (result.returncode, len(err.splitlines())), err
+        assert "Traceback" not in err and "unexpected" not in err and ARCHIVE_ERRORS[name] in err, err
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("command", ["import", "search"])
+    def test_gzip_bomb_is_not_read_into_memory(self, tmp_path: Path, command: str) -> None:
+        """One 2 GiB line under a 1 GiB address-space limit: refused after 64 MiB, not a MemoryError."""
+        _write_archive(tmp_path / "bomb", _gzip_bomb(), "good")
+        if command == "import":
+            argv = ["archive", "import", "bomb", "--db", "bombed.db"]
+        else:
+            argv = ["search", "--archives", "bomb", "--db", "missing.db"]
+        result = run_cli(argv, tmp_path, memory_limit=1 << 30)
+        err = result.stderr.decode("utf-8", "replace")
+        assert (2, 1) == (result.returncode, len(err.splitlines())), err
+        assert "longer than 67,108,864 bytes" in err and "Traceback" not in err
+
+    @pytest.mark.slow
+    def test_fifo_named_like_an_archive(self, tmp_path: Path) -> None:
+        """A FIFO given as the archive is refused at once, not waited on."""
+        _write_archive(tmp_path / "pipes", None, "none")
+        result = run_cli(["archive", "import", f"pipes/{ARCHIVE_NAME}", "--db", "x.db"], tmp_path)
+        err = result.stderr.decode("utf-8", "replace")
+        assert (2, 1, True) == (result.returncode, len(err.splitlines()), "no archive at" in err)
 
     @pytest.mark.slow
     def test_non_utf8_database_from_the_environment(self, workdir: Path) -> None:

@@ -487,6 +487,60 @@ class TestNDJSONGzip:
         with pytest.raises(FileHandlerError, match="not a JSON object"):
             list(fh.iter_ndjson_gz(path))
 
+    @pytest.mark.parametrize(
+        ("line", "message"),
+        [
+            (b'{"a": "\xff\xfe"}', "line 2 of .* is not UTF-8"),
+            (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "line 2 of .* nested too deeply"),
+            (b'{"a": ' + b"9" * 5000 + b"}", "line 2 of .* not valid JSON"),
+            (b'{"a": 1', "line 2 of .* not valid JSON"),
+        ],
+        ids=["not-utf8", "nested-100000-deep", "int-of-5000-digits", "unterminated"],
+    )
+    def test_bad_line_is_error_naming_it(self, tmp_path: Path, line: bytes, message: str) -> None:
+        """A line that is not UTF-8 JSON, or JSON too deep or too big for Python, names its line."""
+        path = tmp_path / "a.ndjson.gz"
+        path.write_bytes(gzip.compress(b'{"ok": 1}\n' + line + b"\n"))
+        with pytest.raises(FileHandlerError, match=message):
+            list(fh.iter_ndjson_gz(path))
+
+    def test_line_longer_than_the_limit_is_not_read_whole(self, tmp_path: Path) -> None:
+        """A line past max_line_bytes is refused; one exactly at it (newline aside) is read."""
+        path = tmp_path / "a.ndjson.gz"
+        at_limit = b'{"a": "' + b"x" * 91 + b'"}'  # 100 bytes
+        path.write_bytes(gzip.compress(at_limit + b"\n" + at_limit + b"y\n"))
+        seen: list[dict[str, object]] = []
+        with pytest.raises(FileHandlerError, match="line 2 of .* longer than 100 bytes") as caught:
+            for record in fh.iter_ndjson_gz(path, max_line_bytes=100):
+                seen.append(record)
+        assert ("line_too_long", [{"a": "x" * 91}]) == (caught.value.code, seen)
+
+    def test_line_numbers_count_blank_lines(self, tmp_path: Path) -> None:
+        """iter_ndjson_gz_lines numbers lines as an editor does, blank ones included."""
+        path = tmp_path / "a.ndjson.gz"
+        path.write_bytes(gzip.compress(b'{"a": 1}\n\n{"a": 2}\n'))
+        assert [(1, {"a": 1}), (3, {"a": 2})] == list(fh.iter_ndjson_gz_lines(path))
+
+    def test_fifo_is_refused_without_waiting(self, tmp_path: Path) -> None:
+        """A FIFO in an archive's place is not a regular file: refused, never opened for a writer."""
+        path = tmp_path / "a.ndjson.gz"
+        os.mkfifo(path)
+        with pytest.raises(FileHandlerError, match="not a regular file"):
+            list(fh.iter_ndjson_gz(path))
+
+    @pytest.mark.parametrize("kind", ["fifo", "loop", "dangling"])
+    def test_unreadable_sidecar_is_refused_not_skipped(self, tmp_path: Path, kind: str) -> None:
+        """A sidecar that is a FIFO or a broken link is an error, not a reason to skip the check."""
+        path = self.write(tmp_path / "a.ndjson.gz", self.RECORDS)
+        side = fh.sidecar_path(path)
+        side.unlink()
+        if kind == "fifo":
+            os.mkfifo(side)
+        else:
+            os.symlink(side.name if kind == "loop" else "missing-target", side)
+        with pytest.raises(FileHandlerError, match="sha256"):
+            list(fh.iter_ndjson_gz(path))
+
     def test_unserialisable_value_is_error(self, tmp_path: Path) -> None:
         """A value JSON cannot hold raises FileHandlerError and nothing is published."""
         with pytest.raises(FileHandlerError, match="as JSON"):
