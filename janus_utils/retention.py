@@ -58,6 +58,7 @@ from .file_handler import (
     atomic_write,
     ensure_private_dir,
     iter_ndjson_gz,
+    iter_ndjson_gz_lines,
     remove_stale_temp_files,
     sha256_file,
     sidecar_path,
@@ -67,6 +68,7 @@ from .file_handler import (
 __all__ = [
     "ARCHIVE_PATTERN",
     "AutoPruner",
+    "MAX_IMPORTED_ID",
     "PruneSummary",
     "RetentionPolicy",
     "import_archive",
@@ -85,6 +87,11 @@ NS_PER_SECOND = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_SECOND
 # SQLite's integers are 64-bit: ids, ts, levels, ages and sizes must fit.
 MAX_INT64 = 2**63 - 1
+# The highest id import accepts.  The flusher's AUTOINCREMENT continues after
+# the highest id in the table and fails for good at 2**63 - 1: an imported id
+# near that would stop all logging.  2**53 leaves 99.9 % of the id space (at a
+# million records a second, 290,000 years) and keeps ids exact for JSON readers.
+MAX_IMPORTED_ID = 2**53
 
 # Every column of a stored row, in archive order: the id first, then the schema's.
 ALL_COLUMNS: tuple[str, ...] = ("id", *COLUMNS)
@@ -475,8 +482,12 @@ def _json_default(value: Any) -> Any:
 
 
 def _decode_value(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"$base64"}:
-        return base64.b64decode(value["$base64"])
+    """A ``{"$base64": ...}`` value as its bytes; one that is not valid base64 is kept as it is."""
+    if isinstance(value, dict) and set(value) == {"$base64"} and isinstance(value["$base64"], str):
+        try:
+            return base64.b64decode(value["$base64"], validate=True)
+        except ValueError:  # binascii.Error
+            return value
     return value
 
 
@@ -487,23 +498,95 @@ def _decode_record(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _record_row(record: dict[str, Any], path: Path) -> tuple[Any, ...]:
-    """An archived record as a row tuple in ALL_COLUMNS order, checked."""
+# What import accepts, column by column: exactly what the flusher and prune
+# write.  Text columns may also hold bytes (a BLOB, archived as $base64).
+_TEXT_REQUIRED = ("logger", "message")
+
+
+def _column_problem(column: str, value: Any) -> str | None:
+    """Why *value* cannot be stored in *column*; None when it can."""
+    if isinstance(value, dict) and set(value) == {"$base64"}:
+        return f"{column} is marked $base64 but is not valid base64"
+    if column in ("id", "ts", "level", "pid"):
+        if column == "pid" and value is None:
+            return None
+        low, high, what = {
+            "id": (1, MAX_IMPORTED_ID, "a record id, 1 to 2**53"),
+            "ts": (0, MAX_INT64, "UTC nanoseconds since 1970, 0 to 2**63 - 1"),
+            "level": (0, MAX_INT64, "a level number such as 20 or 40 (0 to 2**63 - 1)"),
+            "pid": (0, MAX_INT64, "a process id, or null"),
+        }[column]
+        if not _is_int_in(value, low, high):
+            return f"{column} {_shown(value)} is not {what}"
+        return None
+    if column == "fields":
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _is_utf8(value):
+            return f"fields {_shown(value)} is not JSON object text"
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            parsed = None
+        return None if isinstance(parsed, dict) else f"fields {_shown(value)} is not JSON object text"
+    if value is None and column in _TEXT_REQUIRED:
+        return f"{column} is null, but every record has one"
+    if value is None or isinstance(value, bytes) or (isinstance(value, str) and _is_utf8(value)):
+        return None
+    return f"{column} {_shown(value)} is not text" + (" (it has a lone surrogate)" if isinstance(value, str) else "")
+
+
+def _stored_int(value: Any) -> int:
+    """A ts or level as read from a row; a damaged row's "yesterday" or "HIGH" counts as 0, as LogStore reads it."""
+    if type(value) is int:
+        return value
+    if isinstance(value, float) and math.isfinite(value) and abs(value) <= MAX_INT64:
+        return int(value)
+    return 0
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return value if isinstance(value, str) else json.dumps(value, default=repr)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _record_row(record: dict[str, Any], path: Path, line: int | None = None) -> tuple[Any, ...]:
+    """An archived record as a row tuple in ALL_COLUMNS order, every column checked."""
+    where = f"{str(path)!r}" if line is None else f"line {line} of {str(path)!r}"
     unknown = set(record) - set(ALL_COLUMNS)
     if unknown:
         raise FileHandlerError(
-            f"{str(path)!r} has columns this janus_utils does not know ({', '.join(sorted(unknown))}): "
+            f"{where} has columns this janus_utils does not know ({', '.join(sorted(unknown))}): "
             "it was written by a newer version; upgrade janus_utils to import it"
         )
     missing = _REQUIRED - set(record)
     if missing:
         raise FileHandlerError(
-            f"a record in {str(path)!r} lacks {', '.join(sorted(missing))}: "
+            f"a record at {where} lacks {', '.join(sorted(missing))}: "
             "this is not a janus log archive, or it is damaged"
         )
-    if not isinstance(record["id"], int) or isinstance(record["id"], bool):
-        raise FileHandlerError(f"a record in {str(path)!r} has a non-integer id {record['id']!r}")
-    return tuple(_decode_value(record.get(c)) for c in ALL_COLUMNS)
+    row = tuple(_decode_value(record.get(c)) for c in ALL_COLUMNS)
+    for column, value in zip(ALL_COLUMNS, row):
+        problem = _column_problem(column, value)
+        if problem is not None:
+            raise FileHandlerError(
+                f"{where}: {problem}; nothing from this archive was imported "
+                "(janus never writes such a record: the archive was changed or made elsewhere)",
+                code="archive_invalid_record",
+                details={"path": str(path), "line": line, "column": column},
+            )
+    return row
 
 
 def _day_of(ts: int) -> str:
@@ -577,7 +660,7 @@ class _Engine:
         per_level: dict[int, list[int]] = {}
         for row in rows:
             if row[0] in gone:
-                per_level.setdefault(row[2], []).append(row[1])
+                per_level.setdefault(_stored_int(row[2]), []).append(_stored_int(row[1]))
         for level, stamps in per_level.items():
             summary._add(level, len(stamps), min(stamps), max(stamps))
         summary.chunks += 1
@@ -602,7 +685,7 @@ class _Engine:
         """Write *rows* (ordered by ts) to one complete archive per UTC day."""
         assert self.archive_dir is not None
         written: list[Path] = []
-        for day, group in itertools.groupby(rows, key=lambda r: r[1] // NS_PER_DAY):
+        for day, group in itertools.groupby(rows, key=lambda r: _stored_int(r[1]) // NS_PER_DAY):
             written.append(self._archive_day(_day_of(day * NS_PER_DAY), list(group)))
         return written
 
@@ -1064,11 +1147,19 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
     """Load an archive back into the database, keeping ids; returns the rows inserted.
 
     The checksum sidecar, if present, is verified before anything is read.
-    Rows whose id is already there with identical content are skipped, so
-    importing twice inserts nothing the second time; the full-text index is
-    filled for exactly the rows inserted.  One archive imports whole or not at
-    all (one transaction).  An id held by a *different* record is refused
-    (code ``archive_id_conflict``): import into another database instead.
+    Every column of every record is checked against what janus writes: ids
+    from 1 to MAX_IMPORTED_ID (2**53, far below the 2**63 - 1 at which the
+    flusher could assign no more), ts and level non-negative integers, text
+    columns text (or $base64 bytes), fields JSON object text.  One archive
+    imports whole or not at all (one transaction): a record that fails a
+    check refuses the whole archive (code ``archive_invalid_record``, the
+    message names its line and column), so a bad record can never reach the
+    database.  Rows whose id is already there with identical content are
+    skipped, so importing twice inserts nothing the second time; the
+    full-text index is filled for exactly the rows inserted.  An id held by
+    a *different* record is refused (code ``archive_id_conflict``): import
+    into another database instead.  Ids above the database's highest move
+    its id sequence forward: the flusher continues after them.
 
     An archive of another database (its name carries that database's id, as
     every archive written by this version does) is imported with new ids, so
@@ -1078,7 +1169,7 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
     archive = Path(path)
     if not archive.is_file():
         raise FileHandlerError(f"no archive at {str(archive)!r}: check the path")
-    records = iter_ndjson_gz(archive, verify=True)
+    records = iter_ndjson_gz_lines(archive, verify=True)
     match = ARCHIVE_PATTERN.match(archive.name)
     origin = match["db"] if match else None
     here = database_id(db)
@@ -1088,8 +1179,8 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
     with _write_transaction(db):
         while batch := list(itertools.islice(records, batch_rows)):
             rows: dict[int, tuple[Any, ...]] = {}
-            for record in batch:
-                row = _record_row(record, archive)
+            for line, record in batch:
+                row = _record_row(record, archive, line)
                 if rows.setdefault(row[0], row) != row:
                     raise _conflict(archive, row[0])
             ids = json.dumps(list(rows))
@@ -1117,7 +1208,9 @@ _FTS_AFTER = (
 )
 
 
-def _import_foreign(db: apsw.Connection, archive: Path, records: Iterator[dict[str, Any]], batch_rows: int) -> int:
+def _import_foreign(
+    db: apsw.Connection, archive: Path, records: Iterator[tuple[int, dict[str, Any]]], batch_rows: int
+) -> int:
     """Import another database's archive: its ids mean nothing here, so rows get new ones.
 
     A record already present (the same ts, pid, host, logger and message) is
@@ -1127,8 +1220,8 @@ def _import_foreign(db: apsw.Connection, archive: Path, records: Iterator[dict[s
     with _write_transaction(db):
         while batch := list(itertools.islice(records, batch_rows)):
             rows = []
-            for record in batch:
-                row = dict(zip(ALL_COLUMNS, _record_row(record, archive)))
+            for line, record in batch:
+                row = dict(zip(ALL_COLUMNS, _record_row(record, archive, line)))
                 key = (row["ts"], row["pid"], row["host"], row["logger"], row["message"])
                 if not db.execute(_SAME_RECORD, key).fetchall():
                     rows.append(tuple(row[c] for c in COLUMNS))
@@ -1174,9 +1267,11 @@ def iter_archive_records(
             continue
         for record in iter_ndjson_gz(path, verify=verify):
             ts = record.get("ts")
-            if since_ns is not None and (ts is None or ts < since_ns):
+            if type(ts) is not int and (since_ns is not None or until_ns is not None):
+                continue  # a damaged record has no time to be in a range by
+            if since_ns is not None and ts < since_ns:
                 continue
-            if until_ns is not None and (ts is None or ts >= until_ns):
+            if until_ns is not None and ts >= until_ns:
                 continue
             yield _decode_record(record)
 
@@ -1205,15 +1300,17 @@ def search_archives(
     if limit is not None and limit <= 0:
         return found
     for record in iter_archive_records(archive_dir, since_ns=since_ns, until_ns=until_ns):
-        if min_level is not None and (record.get("level") or 0) < min_level:
+        # A damaged record's level reads as 0 and its logger as text, as LogStore reads them.
+        level = record.get("level")
+        if min_level is not None and (level if type(level) is int else 0) < min_level:
             continue
         if logger is not None:
-            name = record.get("logger") or ""
+            name = _as_text(record.get("logger"))
             if name != logger and not name.startswith(logger + "."):
                 continue
         if terms:
             haystack = "\n".join(
-                str(record[key]) for key in ("message", "fields", "exception") if record.get(key) is not None
+                _as_text(record[key]) for key in ("message", "fields", "exception") if record.get(key) is not None
             ).lower()
             if not all(term in haystack for term in terms):
                 continue

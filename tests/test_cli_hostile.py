@@ -6,45 +6,15 @@ import gzip
 import hashlib
 import json
 import os
-import resource
 import shutil
-import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from conftest import BASE_TS, make_row, open_writer, write_batch
+from conftest import BASE_TS, make_row, open_writer, run_cli, write_batch
 
 Argv = Sequence[str | bytes]
-
-
-def run_cli(
-    argv: Argv, cwd: Path, env: dict[str, str | bytes] | None = None, *, memory_limit: int | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    """``python -m janus_utils ARGV`` in *cwd*; stdin closed, so nothing can wait on it.
-
-    *memory_limit* caps the process's address space (RLIMIT_AS): reading more
-    than that into memory fails instead of succeeding slowly.
-    """
-
-    def limit() -> None:
-        if memory_limit is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
-
-    environment: dict[str | bytes, str | bytes] = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    environment.pop("JANUS_LOG_DB", None)
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "janus_utils", *argv],
-        cwd=cwd,
-        env=environment,  # type: ignore[arg-type]  # bytes values are how a non-UTF-8 variable is passed
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=120,
-        preexec_fn=limit,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import io
 import json
 import os
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -16,7 +19,7 @@ from typing import Any
 import apsw
 import pytest
 
-from conftest import make_row, open_writer, write_batch
+from conftest import make_row, open_writer, run_cli, write_batch
 
 from janus_utils import cli
 from janus_utils._schema import database_id
@@ -338,6 +341,44 @@ class TestArchiveImport:
         """archive without an action prints its help on stderr and exits 2."""
         code, _, err = run("archive")
         assert (2, True) == (code, "import" in err)
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize(
+        ("column", "value", "reason"),
+        [("id", 2**63 - 1, "id 9223372036854775807 is not a record id"), ("ts", "yesterday", "ts 'yesterday'"), ("level", "HIGH", "level 'HIGH'")],
+    )
+    def test_bad_record_refused_and_logging_goes_on(self, tmp_path: Path, column: str, value: Any, reason: str) -> None:
+        """The issue's archives: refused whole (exit 2, line and reason), and a real logger still commits after."""
+        archive = tmp_path / "archive"
+        archive.mkdir()
+        name = "janus-logs-2024-05-01.1-2.ndjson.gz"
+        good = {"id": 1, "ts": 1_714_564_800 * SECOND, "level": 20, "logger": "app", "message": "restored"}
+        data = gzip.compress((json.dumps(good) + "\n" + json.dumps({**good, "id": 2, column: value}) + "\n").encode())
+        (archive / name).write_bytes(data)
+        (archive / (name + ".sha256")).write_text(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+
+        imported = run_cli(["archive", "import", "archive", "--db", "app.db"], tmp_path)
+        logged = subprocess.run(
+            [sys.executable, "-c", LOG_ONE_RECORD, str(tmp_path / "app.db")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        err = imported.stderr.decode()
+        assert (2, 1, True) == (imported.returncode, len(err.splitlines()), f"line 2 of 'archive/{name}': {reason}" in err), err
+        assert ("True\n", ["logged after the refused import"]) == (logged.stdout, [row[4] for row in _rows(tmp_path / "app.db")])
+
+
+# A real application: configure, log one record, wait for the commit, print flush()'s answer.
+LOG_ONE_RECORD = """
+import sys
+import janus_utils as ju
+ju.configure(db_path=sys.argv[1], console=False)
+ju.get_logger("app").info("logged after the refused import")
+print(ju.flush())
+ju.shutdown()
+"""
 
 
 class TestSearchArchives:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import hashlib
 import json
 import math
 import os
@@ -593,6 +595,116 @@ class TestArchive:
         stale.write_bytes(b"partial")
         rt.prune(aged_db, older_than="30d", archive_dir=arch, now_ns=NOW)
         assert not stale.exists()
+
+
+def write_archive(directory: Path, records: list[dict[str, Any]], name: str = "janus-logs-2027-01-14.1-9.ndjson.gz") -> Path:
+    """An archive (with its .sha256) holding *records* exactly as given, as a foreign tool would write it."""
+    directory.mkdir(exist_ok=True)
+    data = gzip.compress("".join(json.dumps(record) + "\n" for record in records).encode("ascii"))
+    (directory / name).write_bytes(data)
+    fh.sidecar_path(directory / name).write_text(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+    return directory / name
+
+
+GOOD = {"id": 7, "ts": NOW - DAY, "level": 20, "logger": "app", "message": "fine", "fields": '{"a": 1}'}
+
+
+class TestImportValidation:
+    @pytest.mark.parametrize(
+        ("column", "value", "reason"),
+        [
+            ("id", 2**63 - 1, "not a record id, 1 to 2\\*\\*53"),
+            ("id", 2**53 + 1, "not a record id"),
+            ("id", 0, "not a record id"),
+            ("id", -5, "not a record id"),
+            ("id", "7", "not a record id"),
+            ("id", 7.0, "not a record id"),
+            ("ts", "yesterday", "ts 'yesterday' is not UTC nanoseconds"),
+            ("ts", -1, "ts -1 is not UTC nanoseconds"),
+            ("ts", 2**63, "is not UTC nanoseconds"),
+            ("ts", 1.5, "is not UTC nanoseconds"),
+            ("ts", None, "is not UTC nanoseconds"),
+            ("level", "HIGH", "level 'HIGH' is not a level number"),
+            ("level", -10, "is not a level number"),
+            ("level", True, "is not a level number"),
+            ("pid", "1234", "is not a process id"),
+            ("logger", None, "logger is null"),
+            ("message", ["a"], "message \\['a'\\] is not text"),
+            ("message", {"$base64": "!!!"}, "not valid base64"),
+            ("message", {"$base64": 5}, "not valid base64"),
+            ("user_id", 42, "user_id 42 is not text"),
+            ("thread", "bad\ud800", "lone surrogate"),
+            ("fields", {"a": 1}, "is not JSON object text"),
+            ("fields", "[1, 2]", "is not JSON object text"),
+            ("fields", "not json", "is not JSON object text"),
+            ("fields", "[" * 100_000, "is not JSON object text"),
+        ],
+        ids=lambda value: repr(value)[:20],
+    )
+    def test_bad_column_refuses_the_archive_naming_line_and_column(
+        self, tmp_path: Path, db: apsw.Connection, column: str, value: Any, reason: str
+    ) -> None:
+        """A record janus would never write refuses the whole archive; its line and why are said."""
+        add_rows(db, [row(NOW, message="already here")])
+        before = all_rows(db)
+        sequence = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'logs'").fetchall()
+        path = write_archive(tmp_path / "arch", [dict(GOOD, id=2), {**GOOD, "id": 3, column: value}])
+        with pytest.raises(FileHandlerError, match=f"line 2 of .*: .*{reason}.*nothing from this archive") as caught:
+            rt.import_archive(db, path)
+        after = (all_rows(db), db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'logs'").fetchall())
+        assert ("archive_invalid_record", column, (before, sequence)) == (
+            caught.value.code,
+            caught.value.details["column"],
+            after,
+        )
+
+    def test_highest_id_accepted_leaves_room_for_the_flusher(self, tmp_path: Path, db: apsw.Connection) -> None:
+        """An id of 2**53 imports, and later records are numbered after it, far below the limit."""
+        path = write_archive(tmp_path / "arch", [dict(GOOD, id=rt.MAX_IMPORTED_ID)])
+        assert 1 == rt.import_archive(db, path)
+        add_rows(db, [row(NOW, message="logged after the import")])
+        check_fts(db)
+        assert [rt.MAX_IMPORTED_ID, rt.MAX_IMPORTED_ID + 1] == [r[0] for r in all_rows(db)]
+
+    def test_null_optional_columns_and_blobs_are_accepted(self, tmp_path: Path, db: apsw.Connection) -> None:
+        """Only id, ts, level, logger and message are needed; text columns may be $base64 bytes."""
+        blob = {"$base64": "AP9yYXc="}
+        path = write_archive(tmp_path / "arch", [dict(GOOD, fields=None, pid=None, user_id=blob, exception=None)])
+        assert 1 == rt.import_archive(db, path)
+        assert b"\x00\xffraw" == all_rows(db)[0][5]
+
+
+class TestDamagedRowsInTheDatabase:
+    """Rows an older import let in: prune and archive search must not stop at them."""
+
+    @pytest.fixture
+    def damaged_db(self, db: apsw.Connection) -> apsw.Connection:
+        add_rows(db, [row(NOW - 3 * DAY, message="good old"), row(NOW, message="good new")])
+        with db:
+            for ts, level, message in (("yesterday", 20, "bad ts"), (NOW - 2 * DAY, "HIGH", "bad level"), (1.5, 40, "real ts")):
+                db.execute(
+                    "INSERT INTO logs(ts, level, logger, message) VALUES (?, ?, 'app', ?)", (ts, level, message)
+                )
+            db.execute("INSERT INTO logs_fts(rowid, message) SELECT id, message FROM logs WHERE id > 2")
+        return db
+
+    def test_prune_everything_with_archive(self, tmp_path: Path, damaged_db: apsw.Connection) -> None:
+        """max_rows=0 removes and archives damaged rows too; a level that is not a number counts as 0."""
+        summary = rt.prune(damaged_db, max_rows=0, archive_dir=tmp_path / "arch", now_ns=NOW)
+        archived = sorted(r["message"] for r in archived_records(tmp_path / "arch"))
+        assert (5, [], ["bad level", "bad ts", "good new", "good old", "real ts"], 1) == (
+            summary.rows,
+            all_rows(damaged_db),
+            archived,
+            summary.per_level[0],
+        )
+        json.dumps(summary.to_dict())
+
+    def test_archive_search_skips_what_it_cannot_compare(self, tmp_path: Path, damaged_db: apsw.Connection) -> None:
+        """Searching archives with damaged records: a level filter and a time range pass them over."""
+        rt.prune(damaged_db, max_rows=0, archive_dir=tmp_path / "arch", now_ns=NOW)
+        found = rt.search_archives(tmp_path / "arch", None, level="INFO", since_ns=NOW - 10 * DAY)
+        assert ["good old", "good new"] == [r["message"] for r in found]
 
 
 class TestArchiveReading:
