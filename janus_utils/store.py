@@ -23,6 +23,7 @@ One LogStore is meant for one thread at a time; open one per thread.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -44,6 +45,7 @@ __all__ = [
     "HISTOGRAM_BY",
     "HISTOGRAM_NONE",
     "HISTOGRAM_OTHER",
+    "LEVEL_INVALID",
     "SNIPPET_END",
     "SNIPPET_START",
     "FieldValue",
@@ -74,6 +76,8 @@ HISTOGRAM_BY: dict[str, str] = {
 }
 HISTOGRAM_OTHER = "(other)"  # the values outside the top N, summed
 HISTOGRAM_NONE = "(none)"  # records without a user_id
+# stats() and histogram(by="level") name a level that is not an integer (a damaged row) so.
+LEVEL_INVALID = "(invalid)"
 
 Histogram = list[tuple[datetime, dict[str, int]]]
 """(bucket start as an aware UTC datetime, {value: count}), oldest bucket first."""
@@ -201,20 +205,82 @@ class StoreStats:
         }
 
 
-def _parse_fields(text: str | None) -> dict[str, Any]:
+def _parse_fields(text: str | bytes | None) -> dict[str, Any]:
     if not text:
         return {}
+    if not isinstance(text, str):
+        text = _as_text(text)
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {"_unparsed": text}
     return value if isinstance(value, dict) else {"_unparsed": text}
+
+
+# Where each column sits in a row of _RECORD_COLUMNS, for the type check below.
+_TS, _LEVEL, _PID = (_RECORD_COLUMNS.index(name) for name in ("ts", "level", "pid"))
+_TEXTS = tuple(_RECORD_COLUMNS.index(name) for name in COLUMNS if name not in ("ts", "level", "pid", "fields"))
+_INVALID = "_invalid"  # the fields key that keeps what a damaged row really held
 
 
 def _record(row: tuple[Any, ...], snippet: str | None = None) -> Record:
     values = dict(zip(_RECORD_COLUMNS, row))
     values["fields"] = _parse_fields(values["fields"])
+    if not _well_typed(row):
+        _repair(values)
     return Record(**values, snippet=snippet)
+
+
+def _well_typed(row: tuple[Any, ...]) -> bool:
+    """Whether every column holds what the flusher writes (the common case, checked cheaply)."""
+    ts = row[_TS]
+    return (
+        type(ts) is int
+        and -_MAX_INT64 - 1 <= ts <= _MAX_INT64  # an archive's JSON may hold any int
+        and type(row[_LEVEL]) is int
+        and (row[_PID] is None or type(row[_PID]) is int)
+        and all(row[i] is None or type(row[i]) is str for i in _TEXTS)
+    )
+
+
+def _repair(values: dict[str, Any]) -> None:
+    """Make a damaged row a Record that every reader can print, keeping the bad values in fields.
+
+    A row written by something else (an old import, another program) may hold
+    "yesterday" as its ts or "HIGH" as its level: such a value reads as 0 (a
+    pid as None), and what the row really held is kept in
+    ``fields["_invalid"]``, so one bad row neither stops a search nor hides.
+    A BLOB in a text column reads as text, undecodable bytes escaped.
+    """
+    invalid: dict[str, str] = {}
+    for column in ("ts", "level", "pid"):
+        value = values[column]
+        if (type(value) is int and (column != "ts" or abs(value) <= _MAX_INT64)) or (column == "pid" and value is None):
+            continue
+        invalid[column] = value if isinstance(value, str) else repr(value)
+        values[column] = None if column == "pid" else _as_int(value)
+    for column in COLUMNS:
+        value = values[column]
+        if column not in ("ts", "level", "pid", "fields") and value is not None and type(value) is not str:
+            values[column] = _as_text(value)
+    for column in ("logger", "message"):
+        if values[column] is None:
+            values[column] = ""
+    if invalid:
+        values["fields"] = {**values["fields"], _INVALID: invalid}
+
+
+def _as_int(value: object) -> int:
+    """A ts or level SQLite returned as REAL (or worse) as the int a Record needs; 0 when none fits."""
+    if isinstance(value, float) and math.isfinite(value) and abs(value) <= _MAX_INT64:
+        return int(value)
+    return 0
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
 
 
 def _text(value: object, name: str) -> str:
@@ -759,12 +825,14 @@ class LogStore:
         totals: dict[str, int] = {}
         named: list[tuple[int, str, int]] = []
         for bucket_start, raw_value, number in rows:
+            if type(bucket_start) is not int:  # a damaged row's ts, read by SQLite as a number
+                bucket_start = _as_int(bucket_start)
             if raw_value is None:
                 name = HISTOGRAM_NONE
             elif by == "level":
-                name = level_name(raw_value)
+                name = _level_label(raw_value)
             else:
-                name = str(raw_value)
+                name = _as_text(raw_value)
             totals[name] = totals.get(name, 0) + number
             named.append((bucket_start, name, number))
         kept = set(sorted(totals, key=lambda name: (-totals[name], name))[:top])
@@ -954,13 +1022,18 @@ class LogStore:
         by_logger_rows = self._run(
             selection, lambda: self._sql(selection, f'{_T}."logger", count(*)', group=f'{_T}."logger"')
         )
+        # Only integer ts count: a damaged row's "yesterday" sorts after every number.
         if selection.where or selection.fts is not None:
-            bounds = self._run(
-                selection, lambda: self._sql(selection, f'min({_T}."ts"), max({_T}."ts")')
-            )
+            valid = f"""CASE WHEN typeof({_T}."ts") = 'integer' THEN {_T}."ts" END"""
+            bounds = self._run(selection, lambda: self._sql(selection, f"min({valid}), max({valid})"))
         else:
             # Separate subqueries: each is one index lookup, together a full scan.
-            bounds = self._rows(f'SELECT (SELECT min("ts") FROM {_T}), (SELECT max("ts") FROM {_T})')
+            first, last = (
+                f"""(SELECT "ts" FROM {_T} WHERE "ts" BETWEEN ? AND ? AND typeof("ts") = 'integer'
+                    ORDER BY "ts" {direction} LIMIT 1)"""
+                for direction in ("ASC", "DESC")
+            )
+            bounds = self._rows(f"SELECT {first}, {last}", (-_MAX_INT64 - 1, _MAX_INT64) * 2)
         first_ts, last_ts = bounds[0] if bounds else (None, None)
         page_count = self._rows("PRAGMA page_count")[0][0]
         page_size = self._rows("PRAGMA page_size")[0][0]
@@ -968,8 +1041,15 @@ class LogStore:
             wal_bytes = os.path.getsize(self.path + "-wal")
         except OSError:
             wal_bytes = 0
-        by_level = {level_name(level): number for level, number in sorted(by_level_rows)}
-        by_logger = dict(sorted(by_logger_rows, key=lambda row: (-row[1], row[0])))
+        by_level: dict[str, int] = {}
+        for level, number in sorted(by_level_rows, key=_level_order):
+            name = _level_label(level)
+            by_level[name] = by_level.get(name, 0) + number
+        loggers: dict[str, int] = {}
+        for name, number in by_logger_rows:
+            text = name if type(name) is str else _as_text(name)
+            loggers[text] = loggers.get(text, 0) + number
+        by_logger = dict(sorted(loggers.items(), key=lambda item: (-item[1], item[0])))
         return StoreStats(
             records=sum(by_level.values()),
             by_level=by_level,
@@ -979,6 +1059,16 @@ class LogStore:
             db_bytes=page_count * page_size,
             wal_bytes=wal_bytes,
         )
+
+
+def _level_order(row: tuple[Any, ...]) -> tuple[int, Any]:
+    """Sorts stored levels: numbers by value, then anything a damaged row holds."""
+    level = row[0]
+    return (0, level) if type(level) is int else (1, repr(level))
+
+
+def _level_label(level: object) -> str:
+    return level_name(level) if type(level) is int else LEVEL_INVALID
 
 
 def _level_number(level: int | str) -> int:

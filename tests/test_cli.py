@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import BASE_TS, make_row, open_writer, write_batch
+from conftest import BASE_TS, make_row, open_writer, run_cli, write_batch
 from janus_utils import cli
 from janus_utils.cli import _flusher_counters, _format_record, _use_colour, main
 from janus_utils.store import LogStore, Record
@@ -354,3 +354,48 @@ class TestExport:
     def test_json_with_other_format(self, run: Callable[..., tuple[int, str, str]], db: str) -> None:
         """--json with --format csv is a usage error."""
         assert 2 == run("export", "--db", db, "--json", "--format", "csv")[0]
+
+
+class TestDamagedRows:
+    """A database holding rows an older import let in, read by real janus-logs processes."""
+
+    @pytest.fixture
+    def damaged(self, make_log_db: Callable[..., Path]) -> Path:
+        return make_log_db(
+            [
+                make_row("good record", ts=BASE_TS),
+                make_row("bad ts record", ts="yesterday"),
+                make_row("bad level record", ts=BASE_TS + MINUTE, level="HIGH"),
+                make_row("blob record", ts=BASE_TS + 2 * MINUTE, logger=b"\xffapp", pid="x"),
+            ],
+            name="damaged.db",
+        )
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["search"],
+            ["search", "record"],
+            ["tail"],
+            ["stats"],
+            ["stats", "--json"],
+            ["export"],
+            ["export", "--format", "csv"],
+            ["export", "--format", "json"],
+        ],
+        ids=" ".join,
+    )
+    def test_every_reader_shows_the_whole_database(self, damaged: Path, argv: list[str]) -> None:
+        """One bad row no longer stops search, tail, stats or export: exit 0, every record there."""
+        result = run_cli([*argv, "--db", damaged.name], damaged.parent)
+        out = result.stdout.decode()
+        assert (0, b"") == (result.returncode, result.stderr)
+        if argv == ["stats", "--json"]:
+            data = json.loads(out)
+            assert (4, 1, BASE_TS + 2 * MINUTE) == (data["records"], data["by_level"]["(invalid)"], data["last_ts"])
+        elif argv[0] == "stats":
+            assert "records   4 from 2023-11-14T22:13:20Z to 2023-11-14T22:15:20Z" in out and "(invalid) 1" in out
+        else:
+            assert all(f"{word} record" in out for word in ("good", "bad ts", "bad level", "blob"))
+            assert "yesterday" in out and "HIGH" in out  # what the row held is shown, not hidden

@@ -19,7 +19,7 @@ from conftest import BASE_TS, make_row, open_writer, write_batch
 from janus_utils._timeparse import format_ts, parse_duration, parse_time
 from janus_utils.error_handling import JanusError
 from janus_utils.error_handling.utils.errors import FileHandlerError, SearchQueryError
-from janus_utils.store import HISTOGRAM_NONE, HISTOGRAM_OTHER, SNIPPET_END, SNIPPET_START, LogStore, Record
+from janus_utils.store import HISTOGRAM_NONE, HISTOGRAM_OTHER, LEVEL_INVALID, SNIPPET_END, SNIPPET_START, LogStore, Record
 
 T = TypeVar("T")
 MINUTE = 60 * 1_000_000_000
@@ -309,6 +309,61 @@ class TestRecord:
         record = store.search(limit=1)[0]
         with pytest.raises(AttributeError):
             record.message = "changed"  # type: ignore[misc]
+
+
+class TestDamagedRows:
+    """Rows an older import let in ("yesterday" as ts, "HIGH" as level): every reader still works."""
+
+    @pytest.fixture
+    def damaged(self, make_log_db: Callable[..., Path]) -> Iterator[LogStore]:
+        rows = [
+            make_row("good one", ts=BASE_TS),
+            make_row("bad ts", ts="yesterday"),
+            make_row("bad level", ts=BASE_TS + MINUTE, level="HIGH"),
+            make_row("real ts", ts=1.5, level=20.5),
+            make_row("blob logger", ts=BASE_TS + 2 * MINUTE, logger=b"\xffapp", user_id=b"\x00u", pid="x"),
+            make_row("deep fields", ts=BASE_TS + 3 * MINUTE, fields="[" * 100_000 + "]" * 100_000),
+        ]
+        with LogStore(make_log_db(rows)) as store:
+            yield store
+
+    def test_search_reads_every_row_and_keeps_what_was_wrong(self, damaged: LogStore) -> None:
+        """A damaged value reads as 0 (pid as None) and the stored value is kept in fields["_invalid"]."""
+        records = {r.message: r for r in damaged.search(order="oldest")}
+        assert (0, 0, {"ts": "yesterday"}) == (records["bad ts"].ts, records["bad ts"].level - 20, records["bad ts"].fields["_invalid"])
+        assert (BASE_TS + MINUTE, 0, {"level": "HIGH"}) == (
+            records["bad level"].ts,
+            records["bad level"].level,
+            records["bad level"].fields["_invalid"],
+        )
+        assert (1, 20, {"ts": "1.5", "level": "20.5"}) == (
+            records["real ts"].ts,
+            records["real ts"].level,
+            records["real ts"].fields["_invalid"],
+        )
+        blob = records["blob logger"]
+        assert ("\\xffapp", "\x00u", None, {"pid": "x"}) == (blob.logger, blob.user_id, blob.pid, blob.fields["_invalid"])
+        assert "_unparsed" in records["deep fields"].fields
+        json.dumps([r.to_dict() for r in records.values()])
+
+    def test_full_text_search_tail_and_export(self, damaged: LogStore) -> None:
+        """The query path, tail and export read damaged rows as search does."""
+        assert {"bad ts", "bad level"} == {r.message for r in damaged.search("bad")}
+        assert 6 == len(list(damaged.tail(10))) == len(list(damaged.export()))
+
+    def test_stats_and_histogram(self, damaged: LogStore) -> None:
+        """stats counts a level that is not an integer as LEVEL_INVALID; times come from integer ts only."""
+        stats = damaged.stats()
+        assert (6, 2, BASE_TS, BASE_TS + 3 * MINUTE) == (
+            stats.records,
+            stats.by_level[LEVEL_INVALID],
+            stats.first_ts,
+            stats.last_ts,
+        )
+        assert {"app": 5, "\\xffapp": 1} == stats.by_logger
+        filtered = damaged.stats(since=BASE_TS // 1_000_000_000)
+        assert (BASE_TS, BASE_TS + 3 * MINUTE) == (filtered.first_ts, filtered.last_ts)
+        assert 6 == sum(sum(counts.values()) for _, counts in damaged.histogram("1h", "level"))
 
 
 class TestFilters:
