@@ -30,7 +30,7 @@ from ._levels import LEVELS, level_name, parse_level
 from ._schema import COLUMNS
 from ._timeparse import format_ts, parse_time, ts_datetime
 from .error_handling import JanusError
-from .file_handler import sqlite_path
+from .file_handler import atomic_output, sqlite_path
 from .retention import PruneSummary, import_archive, list_archives, prune_path, search_archives
 from .security import sanitize
 from .store import FieldValue, LogStore, Record, StoreStats
@@ -352,17 +352,34 @@ def _build_parser() -> argparse.ArgumentParser:
         "export",
         parents=[common],
         help="write matching records as NDJSON, CSV or JSON",
-        description="Every matching record, oldest first, streamed to stdout or a file.",
+        description=textwrap.dedent(
+            """\
+            Every matching record, oldest first, streamed to stdout or a file.
+            -o FILE writes a new file readable by its owner only (0600), through
+            a temp file renamed into place once complete; an existing FILE is
+            replaced only with --force, and a symlink never written through."""
+        ),
         epilog=_examples(
             f"{PROG} export > all.ndjson",
             f"{PROG} export --format csv --since 7d --level ERROR -o errors.csv",
+            f"{PROG} export --since 1d -o today.ndjson --force",
             f"{PROG} export timeout --format json",
         ),
         formatter_class=formatter,
     )
     export.add_argument("query", nargs="?", metavar="QUERY", help="only records matching QUERY (as in search)")
     export.add_argument("--format", choices=("ndjson", "csv", "json"), default=None, help="ndjson (default), csv or json (one array)")
-    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE instead of stdout: a new file, 0600, that appears only once complete",
+    )
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace FILE if it exists (a regular file only, atomically, never through a symlink)",
+    )
     export.add_argument("--limit", type=_count_arg, default=None, metavar="N", help="at most N records (default all)")
     export.add_argument("--raw", action="store_true", help="QUERY is FTS5 syntax, passed unchanged")
     export.set_defaults(handler=_export)
@@ -766,14 +783,33 @@ def _export(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str
     fmt = args.format or "ndjson"
     if args.json and args.format not in (None, "ndjson"):
         raise _UsageError(f"--json means --format ndjson; it cannot be used with --format {args.format}")
+    if args.force and not args.output:
+        raise _UsageError("--force replaces the file -o names: give -o FILE, or drop --force")
     records = store.export(args.query, raw=args.raw, limit=args.limit, **_filters(args))
     progress = _Progress(err)
     if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as stream:
-            count = _write_export(records, fmt, stream, progress)
+        _check_not_the_database(args.output, store.path)
+        try:
+            with atomic_output(args.output, overwrite=args.force, newline="") as stream:
+                count = _write_export(records, fmt, stream, progress)
+        except JanusError as exc:
+            if exc.code == "file_exists":
+                raise _UsageError(f"{args.output} already exists: choose another name, or pass --force to replace it") from exc
+            raise
     else:
         count = _write_export(records, fmt, out, progress)
     return 0 if count else 1
+
+
+def _check_not_the_database(output: str, db_path: str) -> None:
+    """Refuse an -o that names the database or one of its files: --force would replace it."""
+    database = os.path.realpath(db_path)
+    names = {database, *(database + suffix for suffix in ("-wal", "-shm", "-journal", "-ring", "-flusher.lock"))}
+    same = os.path.realpath(output) in names
+    if not same and os.path.exists(output):
+        same = os.path.samefile(output, db_path)
+    if same:
+        raise _UsageError(f"{output} is the log database or one of its files: export to another file")
 
 
 # ---------------------------------------------------------------- retention

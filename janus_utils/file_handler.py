@@ -28,9 +28,10 @@ import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from .error_handling.utils.errors import FileHandlerError
 
@@ -38,6 +39,7 @@ __all__ = [
     "FileLock",
     "NDJSONGzipWriter",
     "NDJSON_MAX_LINE_BYTES",
+    "atomic_output",
     "atomic_write",
     "ensure_private_dir",
     "fsync_dir",
@@ -193,6 +195,78 @@ def atomic_write(path: PathLike, data: bytes | str, mode: int = 0o600, *, overwr
         raise
     fsync_dir(target.parent)
     return target
+
+
+@contextmanager
+def atomic_output(
+    path: PathLike, *, overwrite: bool = False, mode: int = 0o600, encoding: str = "utf-8", newline: str | None = None
+) -> Iterator[IO[str]]:
+    """A text stream whose content appears at *path* only once it is complete, for output of any size.
+
+    What is written goes to a temp file beside *path* (created ``O_EXCL |
+    O_NOFOLLOW`` with *mode*, 0600 by default, whatever the umask); leaving
+    the block normally fsyncs it and moves it into place atomically, then
+    fsyncs the directory.  Leaving with an exception removes the temp file
+    and leaves *path* as it was.
+
+    Nothing is ever written through a symlink: an existing *path* that is a
+    symlink is refused (code ``symlink_refused``).  With ``overwrite=False``
+    an existing *path* is refused before anything is written (code
+    ``file_exists``), and again at the end without a check-then-rename race;
+    with ``overwrite=True`` only a regular file is replaced (code
+    ``not_a_regular_file`` otherwise), by a rename that replaces the
+    directory entry, so a symlink planted meanwhile is replaced, not followed.
+    """
+    target = Path(path)
+    _check_output_target(target, overwrite)
+    temp, fd = _create_temp(target, mode)
+    try:
+        with open(fd, "w", encoding=encoding, newline=newline, closefd=False) as stream:
+            yield stream
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        _check_output_target(target, overwrite)
+        _publish(temp, target, overwrite=overwrite)
+    except OSError as exc:
+        _unlink_quietly(temp)
+        raise FileHandlerError(
+            f"cannot write {str(target)!r} ({exc.strerror}): check free space and permissions; "
+            "the previous content, if any, is unchanged"
+        ) from exc
+    except BaseException:
+        _unlink_quietly(temp)
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    fsync_dir(target.parent)
+
+
+def _check_output_target(target: Path, overwrite: bool) -> None:
+    try:
+        info = os.lstat(target)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise FileHandlerError(f"cannot inspect {str(target)!r} ({exc.strerror})") from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise FileHandlerError(
+            f"{str(target)!r} is a symlink: output is never written through one (it may point at "
+            "another user's file); give the path of a real file",
+            code="symlink_refused",
+        )
+    if not overwrite:
+        raise FileHandlerError(
+            f"{str(target)!r} already exists and will not be overwritten: "
+            "choose another name or remove the existing file first",
+            code="file_exists",
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise FileHandlerError(
+            f"{str(target)!r} is not a regular file (a directory, pipe or device): it will not be replaced",
+            code="not_a_regular_file",
+        )
 
 
 def remove_stale_temp_files(directory: PathLike, *, min_age_s: float = 0.0) -> list[Path]:

@@ -152,6 +152,56 @@ class TestAtomicWrite:
         assert ([], [live.name]) == (fh.remove_stale_temp_files(tmp_path), temp_files(tmp_path))
 
 
+class TestAtomicOutput:
+    def test_appears_only_when_complete_and_private(self, tmp_path: Path, open_umask: None) -> None:
+        """Nothing is at the path while writing; after, the content is there, 0600 under umask 000."""
+        target = tmp_path / "out.csv"
+        with fh.atomic_output(target) as stream:
+            stream.write("a,b\n")
+            during = target.exists()
+        assert (False, "a,b\n", 0o600, []) == (during, target.read_text(), mode_of(target), temp_files(tmp_path))
+
+    def test_exception_leaves_the_old_content(self, tmp_path: Path) -> None:
+        """A failure part way removes the temp file; an existing file keeps its content."""
+        target = tmp_path / "out.csv"
+        target.write_text("old\n")
+        with pytest.raises(RuntimeError):
+            with fh.atomic_output(target, overwrite=True) as stream:
+                stream.write("new")
+                raise RuntimeError("boom")
+        assert ("old\n", []) == (target.read_text(), temp_files(tmp_path))
+
+    def test_existing_file_refused_before_writing(self, tmp_path: Path) -> None:
+        """Without overwrite an existing file is refused at once (code file_exists)."""
+        target = tmp_path / "out.csv"
+        target.write_text("old\n")
+        with pytest.raises(FileHandlerError) as caught:
+            with fh.atomic_output(target):
+                pytest.fail("the body must not run")
+        assert ("file_exists", "old\n") == (caught.value.code, target.read_text())
+
+    @pytest.mark.parametrize("overwrite", [False, True])
+    def test_symlink_never_written_through(self, tmp_path: Path, overwrite: bool) -> None:
+        """A symlink at the path is refused, even with overwrite; its target is untouched."""
+        victim = tmp_path / "victim"
+        victim.write_text("precious\n")
+        (tmp_path / "out.csv").symlink_to(victim)
+        with pytest.raises(FileHandlerError) as caught:
+            with fh.atomic_output(tmp_path / "out.csv", overwrite=overwrite) as stream:
+                stream.write("x")
+        assert ("symlink_refused", "precious\n") == (caught.value.code, victim.read_text())
+
+    def test_symlink_planted_while_writing_is_replaced_not_followed(self, tmp_path: Path) -> None:
+        """A symlink that appears during the write is caught by the second check; the victim is untouched."""
+        victim = tmp_path / "victim"
+        victim.write_text("precious\n")
+        with pytest.raises(FileHandlerError):
+            with fh.atomic_output(tmp_path / "out.csv", overwrite=True) as stream:
+                stream.write("x")
+                (tmp_path / "out.csv").symlink_to(victim)
+        assert ("precious\n", []) == (victim.read_text(), temp_files(tmp_path))
+
+
 class TestSafeJoin:
     def test_joins_inside_base(self, tmp_path: Path) -> None:
         """Plain relative parts are joined under the base."""
