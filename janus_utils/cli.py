@@ -357,7 +357,11 @@ def _build_parser() -> argparse.ArgumentParser:
             Every matching record, oldest first, streamed to stdout or a file.
             -o FILE writes a new file readable by its owner only (0600), through
             a temp file renamed into place once complete; an existing FILE is
-            replaced only with --force, and a symlink never written through."""
+            replaced only with --force, and a symlink never written through.
+            CSV cells that begin with = + - @ or a tab or carriage return get a
+            leading ' so that spreadsheets show them rather than run them as
+            formulas (OWASP, CSV injection); ndjson and json keep every value
+            exact."""
         ),
         epilog=_examples(
             f"{PROG} export > all.ndjson",
@@ -750,17 +754,26 @@ class _Progress:
             self.err.flush()
 
 
+# A cell starting with one of these is a formula to a spreadsheet (OWASP, CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(text: str) -> str:
+    """*text* as a CSV cell no spreadsheet runs: a leading ' before a formula's first character."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def _write_export(records: Iterable[Record], fmt: str, stream: IO[str], progress: _Progress) -> int:
     count = 0
     if fmt == "csv":
-        # On a terminal the cells are sanitized; in a file they stay exact.
+        # On a terminal the cells are sanitized; in a file they stay exact but for formulas.
         clean: Callable[[str], str] = sanitize if _isatty(stream) else (lambda text: text)
         writer = csv.writer(stream)
         writer.writerow(EXPORT_COLUMNS)
         for record in records:
             data = record.to_dict()
             data["fields"] = json.dumps(data["fields"], ensure_ascii=False) if data["fields"] else ""
-            writer.writerow(["" if data.get(c) is None else clean(str(data[c])) for c in EXPORT_COLUMNS])
+            writer.writerow(["" if data.get(c) is None else _csv_cell(clean(str(data[c]))) for c in EXPORT_COLUMNS])
             count += 1
             progress.update(count)
     elif fmt == "json":

@@ -479,3 +479,19 @@ class TestExportToFile:
         """An export that fails part way (a bad raw query) leaves no file and no temp file."""
         code, err = self.export(workdir, db, "--raw", '"unbalanced', "-o", "failed.csv")
         assert (2, True, []) == (code, "invalid full-text query" in err, [p.name for p in workdir.iterdir() if "failed" in p.name])
+
+    @pytest.mark.slow
+    def test_csv_formulas_are_escaped(self, make_log_db: Callable[..., Path]) -> None:
+        """Cells starting = + - @ tab or CR get a leading quote; others are exact (OWASP CSV injection)."""
+        hostile = ['=HYPERLINK("http://evil","click")', "=1+1", "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3", "\tTAB", "\rCR"]
+        path = make_log_db(
+            [make_row(text, ts=BASE_TS + i) for i, text in enumerate(hostile)]
+            + [make_row("plain = text", logger="=evil.logger", user_id="@u", ts=BASE_TS + 99)],
+            name="formulas.db",
+        )
+        code, _ = self.export(path.parent, path.name, "--format", "csv", "-o", "formulas.csv")
+        with open(path.parent / "formulas.csv", newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        assert 0 == code
+        assert ["'" + text for text in hostile] + ["plain = text"] == [row["message"] for row in rows]
+        assert ("'=evil.logger", "'@u") == (rows[-1]["logger"], rows[-1]["user_id"])
