@@ -33,7 +33,7 @@ from .error_handling import JanusError
 from .file_handler import atomic_output, sqlite_path
 from .retention import PruneSummary, import_archive, list_archives, prune_path, search_archives
 from .security import sanitize
-from .store import FieldValue, LogStore, Record, StoreStats
+from .store import DEFAULT_TIMEOUT, FieldValue, LogStore, Record, StoreStats
 from .store import _record as _record_from_row  # the one place a stored row becomes a Record
 
 __all__ = ["main"]
@@ -191,6 +191,16 @@ def _positive_arg(text: str) -> int:
     return number
 
 
+def _timeout_arg(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, like 30, not {_shown(text)}") from None
+    if not 0 <= number <= _MAX_INTERVAL:  # nan and inf too
+        raise argparse.ArgumentTypeError(f"expected 0 (no limit) to {_MAX_INTERVAL:.0f} seconds, not {_shown(text)}")
+    return number or None
+
+
 def _level_age_arg(text: str) -> tuple[str, str]:
     """``LEVEL=AGE``; both are checked by the retention policy, which knows the levels."""
     level, sep, age = text.partition("=")
@@ -243,6 +253,13 @@ def _common_options(db_default: str) -> argparse.ArgumentParser:
         'as such, quote to compare as text: status=\'"500"\'',
     )
     group.add_argument("--json", action="store_true", help="one JSON object per line")
+    group.add_argument(
+        "--timeout",
+        type=_timeout_arg,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"stop a query that runs longer than this (default {DEFAULT_TIMEOUT:g}; 0 for no limit)",
+    )
     return common
 
 
@@ -254,7 +271,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (what was wrong, where the help is), exit 2."""
 
     def error(self, message: str) -> typing.NoReturn:
-        text = sanitize(" ".join(message.split()))
+        text = _one_line(message)
         self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
 
 
@@ -958,9 +975,16 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
+_MESSAGE_CHARS = 1000  # an error line is cut here: argparse echoes whole arguments, of any size
+
+
+def _one_line(message: str) -> str:
+    text = sanitize(" ".join(message.split())) or "failed"
+    return text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS] + f"... ({len(text):,} chars)"
+
+
 def _error(err: IO[str], message: str) -> int:
-    text = " ".join(message.split()) or "failed"
-    err.write(f"{PROG}: error: {sanitize(text)}\n")
+    err.write(f"{PROG}: error: {_one_line(message)}\n")
     return 2
 
 
@@ -968,7 +992,7 @@ def _open_store(args: argparse.Namespace) -> AbstractContextManager[LogStore | N
     """The database a command reads; none when only archives are to be searched."""
     if getattr(args, "archives", None) is not None and not os.path.exists(args.db):
         return nullcontext()
-    return LogStore(args.db)
+    return LogStore(args.db, timeout=args.timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

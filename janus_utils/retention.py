@@ -42,6 +42,7 @@ from typing import Any
 
 import apsw
 
+from ._fts import check_query_size
 from ._levels import level_name, parse_level
 from ._schema import (
     COLUMNS,
@@ -1292,8 +1293,11 @@ def search_archives(
     FTS5 syntax, no ranking).  *level* is a minimum (``"WARNING"`` finds
     WARNING and above); *logger* matches that logger and its children
     (``"app"`` finds ``app.db``).  Results come in archive order, oldest
-    first, at most *limit* of them (None: all).
+    first, at most *limit* of them (None: all).  A *text* longer or with more
+    words than a search may take raises SearchQueryError, as LogStore does.
     """
+    if text:
+        check_query_size(text)  # each term is a substring scan of every record read
     terms = text.lower().split() if text else []
     min_level = None if level is None else _parse_level(level)
     found: list[dict[str, Any]] = []

@@ -34,7 +34,7 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import apsw
 
-from ._fts import escape_query, quote_all
+from ._fts import check_query_size, escape_query, quote_all
 from ._levels import level_name, parse_level
 from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
@@ -42,6 +42,7 @@ from .error_handling.utils.errors import FileHandlerError, SearchQueryError
 from .file_handler import sqlite_path
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "HISTOGRAM_BY",
     "HISTOGRAM_NONE",
     "HISTOGRAM_OTHER",
@@ -110,6 +111,8 @@ _ADDED_IN_V2 = ("service", "host")  # a version 1 database (read, never migrated
 _NARROW = 256
 _BATCH = 1000
 _MAX_INT64 = 2**63 - 1  # SQLite's integers: a bound parameter must fit
+DEFAULT_TIMEOUT = 30.0  # seconds one statement may run before it is stopped
+_PROGRESS_STEPS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,9 +327,23 @@ class LogStore:
     SearchQueryError for a bad argument or query and FileHandlerError when
     reading fails; no SQLite error escapes as it is.  Use it as a context
     manager or call close().
+
+    A query larger than MAX_QUERY_CHARS, MAX_QUERY_TERMS or MAX_PREFIX_TERMS
+    (see janus_utils._fts) is refused before it runs (code
+    ``query_too_large``), and no single statement runs longer than *timeout*
+    seconds (default 30; None for no limit): it is stopped and raises
+    SearchQueryError with code ``search_timeout``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> None:
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
+        ):
+            raise SearchQueryError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+        self.timeout = timeout
+        self._deadline: float | None = None
         self.path = sqlite_path(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._db: apsw.Connection | None = None
@@ -351,6 +368,9 @@ class LogStore:
             # A WAL reader waits only while the writer recovers or resets the
             # WAL index; this bounds how long that may take.
             self._db.setbusytimeout(busy_timeout_ms)
+            # Called every _PROGRESS_STEPS virtual-machine steps, FTS5's index
+            # reads included: how a statement past its deadline is stopped.
+            self._db.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
             self._fts_columns = self._check_schema()
         except BaseException:
             self.close()
@@ -391,12 +411,24 @@ class LogStore:
             message = f"reading the log database {self.path} failed: {exc}"
         return FileHandlerError(message, details=details)
 
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() > self._deadline
+
     @contextmanager
     def _reading(self, selection: _Selection | None = None) -> Iterator[apsw.Connection]:
         if self._db is None:
             raise FileHandlerError(f"this LogStore ({self.path}) is closed")
+        if self.timeout is not None:
+            self._deadline = time.monotonic() + self.timeout
         try:
             yield self._db
+        except apsw.InterruptError as exc:
+            raise SearchQueryError(
+                f"the search ran longer than {self.timeout:g} s and was stopped: narrow it with a "
+                "time range, a level or a logger, search for fewer prefix* terms, or allow a longer timeout",
+                code="search_timeout",
+                details={"timeout": self.timeout},
+            ) from exc
         except apsw.SQLError as exc:
             if selection is not None and selection.fts:
                 hint = (
@@ -413,6 +445,8 @@ class LogStore:
             raise self._read_error(exc) from exc
         except apsw.Error as exc:
             raise self._read_error(exc) from exc
+        finally:
+            self._deadline = None
 
     def _rows(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         # fetchall: the read transaction ends before the rows are handed out.
@@ -464,12 +498,14 @@ class LogStore:
             if not isinstance(query, str):
                 raise SearchQueryError(f"query must be text, not {type(query).__name__}")
             if query.strip():
+                check_query_size(query)  # the length, before the text is parsed at all
                 selection.query = query
                 selection.raw = raw
                 if raw:
                     selection.fts = _text(query, "query")
                 else:
                     selection.fts = escape_query(query, self._fts_columns)
+                check_query_size(query, selection.fts)
         return selection
 
     def _filters(
@@ -665,8 +701,8 @@ class LogStore:
             with self._reading(selection) as db:
                 sql, params = build()
                 return db.execute(sql, params).fetchall()
-        except SearchQueryError:
-            if selection.raw or selection.query is None:
+        except SearchQueryError as exc:
+            if selection.raw or selection.query is None or exc.code == "search_timeout":
                 raise
             fallback = quote_all(selection.query)
             if fallback == selection.fts:

@@ -119,6 +119,15 @@ REFUSED: list[tuple[Argv, str]] = [
     (["search", "--field", "nokey"], "expected KEY=VALUE"),
     (["search", "--order", "sideways"], "invalid choice"),
     (["frobnicate"], "invalid choice"),
+    # searches too large to run: refused at once, with the limit
+    (["search", " ".join(["a*"] * 5000)], "5,000 prefix* terms; a search takes at most 8"),
+    (["search", "--raw", " ".join(["a*"] * 800)], "800 prefix* terms"),
+    (["export", "x" * 100_000], "100,000 characters long; a search takes at most 10,000"),
+    (["search", "--raw", "x" * 100_000], "100,000 characters long"),
+    (["search", " ".join(f"w{n}" for n in range(1500)), "--archives", "a-directory", "--db", "missing.db"], "1,500 words"),
+    (["stats", "--raw", "x " * 50_000], "unrecognized arguments: --raw x x x"),
+    (["search", "--timeout", "-1"], "expected 0 (no limit) to 86400 seconds"),
+    (["tail", "--timeout", "nan"], "expected 0 (no limit)"),
     # bytes that are not UTF-8, in argv and in the environment
     ([b"search", b"--user", b"\xff\xfe"], "not valid Unicode"),
     ([b"search", b"--raw", b"caf\xe9"], "not valid Unicode"),
