@@ -1,4 +1,4 @@
-"""janus-logs: search, follow, summarize, export and prune a janus log database from the shell.
+"""janus-logs: search, follow, summarize, export, prune and erase a janus log database from the shell.
 
 A thin layer over :class:`janus_utils.store.LogStore` and
 :mod:`janus_utils.retention`, one function per command.  Exit codes follow
@@ -31,7 +31,7 @@ from ._schema import COLUMNS
 from ._timeparse import format_ts, parse_time, ts_datetime
 from .error_handling import JanusError
 from .file_handler import atomic_output, sqlite_path
-from .retention import PruneSummary, import_archive, list_archives, prune_path, search_archives
+from .retention import PruneSummary, erase_path, import_archive, list_archives, prune_path, search_archives
 from .security import sanitize
 from .store import DEFAULT_TIMEOUT, FieldValue, LogStore, Record, StoreStats
 from .store import _record as _record_from_row  # the one place a stored row becomes a Record
@@ -281,7 +281,7 @@ def _build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog=PROG,
-        description="Search, follow, summarize, export and prune a janus log database.",
+        description="Search, follow, summarize, export, prune and erase a janus log database.",
         epilog=_examples(
             f"{PROG} search 'timeout OR refused' --level WARNING --since 1h",
             f"{PROG} tail -f --logger app.db",
@@ -289,6 +289,7 @@ def _build_parser() -> argparse.ArgumentParser:
             f"{PROG} export --format csv --since yesterday -o logs.csv",
             f"{PROG} prune --older-than 30d --archive-dir archive",
             f"{PROG} archive import archive --db restored.db",
+            f"{PROG} erase --user 42 --archive-dir archive",
             "",
             "Exit status: 0 records found (removed, imported), 1 none, 2 bad usage or an error.",
         ),
@@ -406,6 +407,7 @@ def _build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     _add_prune(commands, db_default, formatter)
+    _add_erase(commands, db_default, formatter)
     _add_archive(commands, db_default, formatter)
     _add_serve(commands, db_default, formatter)
     return parser
@@ -424,12 +426,19 @@ def _add_prune(commands: argparse._SubParsersAction[argparse.ArgumentParser], db
             (one per UTC day, with a .sha256 file) before it is deleted;
             'archive import' loads archives back.  Runs in short transactions,
             so an application may keep logging meanwhile.  --dry-run shows
-            what would go and changes nothing."""
+            what would go and changes nothing.
+
+            A deleted record's text stays in the database file and its WAL
+            until overwritten.  --secure erases it: deletes with secure_delete,
+            then rewrites the full-text index and the whole database (VACUUM:
+            the free space earlier prunes left goes too; the database is locked
+            meanwhile and needs its size free on disk) and empties the WAL."""
         ),
         epilog=_examples(
             f"{PROG} prune --older-than 30d --level-age ERROR=365d --archive-dir archive",
             f"{PROG} prune --max-rows 1000000 --max-bytes 500MB --dry-run",
             f"{PROG} prune --level-age DEBUG=1d --json",
+            f"{PROG} prune --older-than 90d --secure",
             "",
             "Exit status: 0 records removed (or would be), 1 nothing to prune, 2 an error.",
         ),
@@ -461,8 +470,44 @@ def _add_prune(commands: argparse._SubParsersAction[argparse.ArgumentParser], db
         help="records per transaction (default 5000): smaller keeps writers waiting less",
     )
     options.add_argument("--dry-run", action="store_true", help="only count what would be removed")
+    options.add_argument(
+        "--secure",
+        action="store_true",
+        help="erase the removed text from the database file and WAL, not only unlink it (slower)",
+    )
     options.add_argument("--json", action="store_true", help="the summary as one JSON object")
     prune.set_defaults(run=_prune)
+
+
+def _add_erase(commands: argparse._SubParsersAction[argparse.ArgumentParser], db_default: str, formatter: type[argparse.HelpFormatter]) -> None:
+    erase = commands.add_parser(
+        "erase",
+        help="erase every record of one user, from the database and its archives",
+        description=textwrap.dedent(
+            """\
+            Erase every record whose user_id is ID, for a user's right to
+            erasure: deleted with secure_delete, then the full-text index and
+            the whole database are rewritten and the WAL emptied, so the text
+            is left nowhere in the database's files (this also clears what
+            earlier ordinary prunes left).  With --archive-dir every archive
+            there that holds such a record is rewritten without it (one left
+            empty is deleted).  Archives in other directories, backups and
+            other copies are not touched: erase from each separately.  Records
+            that only mention the user in their text are not matched."""
+        ),
+        epilog=_examples(
+            f"{PROG} erase --user 42 --archive-dir archive",
+            f"{PROG} erase --user u-7f3a --db app.db --json",
+            "",
+            "Exit status: 0 records erased, 1 none found (the files are scrubbed all the same), 2 an error.",
+        ),
+        formatter_class=formatter,
+    )
+    erase.add_argument("--user", required=True, metavar="ID", help="the user_id whose records go")
+    _db_option(erase, db_default)
+    erase.add_argument("--archive-dir", metavar="DIR", help="also rewrite the archives in DIR without them")
+    erase.add_argument("--json", action="store_true", help="the summary as one JSON object")
+    erase.set_defaults(run=_erase)
 
 
 def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser], db_default: str, formatter: type[argparse.HelpFormatter]) -> None:
@@ -873,6 +918,7 @@ def _prune(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         per_level=per_level or None,
         archive_dir=args.archive_dir,
         dry_run=args.dry_run,
+        secure=args.secure,
         progress=lambda running: progress.update(running.rows),
         **options,
     )
@@ -887,7 +933,10 @@ def _prune(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 def _prune_lines(summary: PruneSummary, archive_dir: str | None, colour: bool) -> list[str]:
     """The summary as text: what went (or would go), by level, when from and to, where archived."""
     if not summary.rows:
-        return ["nothing would be removed" if summary.dry_run else "nothing to prune: no record is past the limits"]
+        if summary.dry_run:
+            return ["nothing would be removed"]
+        scrubbed = " (the database was rewritten and its WAL emptied all the same)" if summary.secure else ""
+        return ["nothing to prune: no record is past the limits" + scrubbed]
 
     def heading(text: str) -> str:
         return _paint(f"{text:<14}", _BOLD, colour)
@@ -900,6 +949,8 @@ def _prune_lines(summary: PruneSummary, archive_dir: str | None, colour: bool) -
         _paint(level_name(level), _LEVEL_COLOURS.get(level, ""), colour) + f" {n:,}"
         for level, n in sorted(summary.per_level.items())
     ))
+    if summary.secure:
+        lines.append("(secure: deleted text overwritten, database rewritten, WAL emptied)")
     if summary.dry_run:
         lines.append("(dry run: nothing was changed)")
     elif archive_dir is not None:
@@ -908,6 +959,34 @@ def _prune_lines(summary: PruneSummary, archive_dir: str | None, colour: bool) -
         if len(summary.archives) > _ARCHIVES_LISTED:
             lines.append(f"  ... and {len(summary.archives) - _ARCHIVES_LISTED:,} more (--json lists all)")
     return lines
+
+
+def _erase(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    summary = erase_path(args.db, user_id=args.user, archive_dir=args.archive_dir)
+    found = summary.rows + summary.archived_rows
+    if args.json:
+        out.write(_json_line(summary.to_dict()) + "\n")
+        return 0 if found else 1
+    colour = _use_colour(out)
+
+    def heading(text: str) -> str:
+        return _paint(f"{text:<10}", _BOLD, colour)
+
+    user = sanitize(summary.user_id)
+    lines = [
+        f"{heading('erased')}{_plural(summary.rows, 'record')} of user {user} from {sanitize(args.db)} "
+        "(deleted text overwritten, database rewritten, WAL emptied)"
+    ]
+    if args.archive_dir is None:
+        lines.append(f"{heading('archives')}not searched: give --archive-dir DIR to erase from the archives prune wrote")
+    else:
+        lines.append(
+            f"{heading('archives')}{_plural(summary.archived_rows, 'record')} erased in {sanitize(args.archive_dir)}: "
+            f"{_plural(len(summary.archives_rewritten), 'archive')} rewritten, {len(summary.archives_removed):,} removed"
+        )
+        lines.extend(f"  {sanitize(path.name)}" for path in [*summary.archives_rewritten, *summary.archives_removed])
+    out.write("\n".join(lines) + "\n")
+    return 0 if found else 1
 
 
 def _archives_to_import(paths: Sequence[str]) -> list[tuple[str, list[Path]]]:

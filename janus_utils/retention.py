@@ -23,6 +23,17 @@ still identical to what was archived) but may archive some rows twice.
 
 The full-text index must be filled in the same transaction as the rows it
 indexes: deleting a row that was never indexed would damage the index.
+
+Erasure.  An ordinary delete leaves the deleted text in the database file (in
+freed space and in the full-text index's old segments) and in the WAL until
+they are overwritten.  ``prune(secure=True)`` and :func:`erase` (one user's
+records) delete with ``PRAGMA secure_delete`` and then :func:`scrub`: the
+index is rewritten without the deleted entries (FTS5 ``'optimize'``), the
+whole database is rewritten (``VACUUM``, which also clears what earlier
+ordinary deletes left) and the WAL is checkpointed and emptied.  This is
+erasure from the files; copies made elsewhere (backups, snapshots, the disk
+blocks a file once used, the ring file of records not yet overwritten) are
+out of its reach.
 """
 
 from __future__ import annotations
@@ -58,6 +69,7 @@ from .file_handler import (
     NDJSONGzipWriter,
     atomic_write,
     ensure_private_dir,
+    fsync_dir,
     iter_ndjson_gz,
     iter_ndjson_gz_lines,
     remove_stale_temp_files,
@@ -69,9 +81,12 @@ from .file_handler import (
 __all__ = [
     "ARCHIVE_PATTERN",
     "AutoPruner",
+    "EraseSummary",
     "MAX_IMPORTED_ID",
     "PruneSummary",
     "RetentionPolicy",
+    "erase",
+    "erase_path",
     "import_archive",
     "iter_archive_records",
     "list_archives",
@@ -81,6 +96,7 @@ __all__ = [
     "prune",
     "prune_path",
     "reclaim_space",
+    "scrub",
     "search_archives",
 ]
 
@@ -308,6 +324,7 @@ class PruneSummary:
     bytes_estimate: int = 0  # database bytes the removed rows took, from the average row size
     chunks: int = 0
     pages_reclaimed: int = 0
+    secure: bool = False  # deleted with secure_delete, then scrubbed (prune(secure=True))
 
     def _add(self, level: int, count: int, oldest: int | None, newest: int | None) -> None:
         if count <= 0:
@@ -331,6 +348,7 @@ class PruneSummary:
             "bytes_estimate": self.bytes_estimate,
             "chunks": self.chunks,
             "pages_reclaimed": self.pages_reclaimed,
+            "secure": self.secure,
         }
 
 
@@ -779,6 +797,7 @@ def prune(
     chunk_rows: int = 5000,
     now_ns: int | None = None,
     progress: Progress | None = None,
+    secure: bool = False,
 ) -> PruneSummary:
     """Remove old log records, oldest first, in short transactions; archive them first if asked.
 
@@ -789,7 +808,10 @@ def prune(
     approximate).  With *archive_dir* every removed row is first written,
     every column kept, to a complete gzip NDJSON archive there.  With *dry_run*
     nothing changes and the summary says what would go.  *progress* is called
-    with the running summary after each committed chunk.
+    with the running summary after each committed chunk.  With *secure* the
+    removed text is erased from the database's files, not only unlinked:
+    secure_delete, then :func:`scrub` (which raises FileHandlerError, code
+    ``scrub_incomplete``, if a reader kept the WAL from being emptied).
 
     Example: ``prune(db, older_than="30d", per_level={"ERROR": "365d"}, archive_dir="archive")``
     """
@@ -805,9 +827,61 @@ def prune(
     used = _used_bytes(db)
     row_bytes = used / count if count else 0.0
     limit = _row_limit(policy, count, used)
-    summary = _plan(engine, count, limit) if dry_run else _run(engine, limit, chunk_rows, progress)
+    if dry_run:
+        summary = _plan(engine, count, limit)
+    else:
+        with _secure_delete(db, secure):
+            summary = _run(engine, limit, chunk_rows, progress)
+            summary.secure = secure
+            if secure:
+                # Even when nothing was due now: what earlier ordinary prunes left goes too.
+                scrub(db)
     summary.bytes_estimate = round(summary.rows * row_bytes)
     return summary
+
+
+@contextmanager
+def _secure_delete(db: apsw.Connection, on: bool) -> Iterator[None]:
+    """``PRAGMA secure_delete`` for the block: deleted content is overwritten with zeros."""
+    if not on:
+        yield
+        return
+    before = _scalar(db, "PRAGMA secure_delete")
+    db.execute("PRAGMA secure_delete=ON")
+    try:
+        yield
+    finally:
+        db.execute(f"PRAGMA secure_delete={int(before)}")
+
+
+# How often scrub() tries to empty the WAL; each try waits up to the busy timeout for readers.
+_CHECKPOINT_TRIES = 3
+
+
+def scrub(db: apsw.Connection) -> None:
+    """Leave no copy of deleted records in the database file, its index or its WAL.
+
+    Rewrites the full-text index without its deleted entries (FTS5
+    ``'optimize'``), rewrites the whole database (``VACUUM``: the free space
+    earlier deletes left is not copied) and checkpoints the WAL into it and
+    empties it (``wal_checkpoint(TRUNCATE)``).  The database is locked for
+    writing meanwhile (the flusher waits, records stay in the ring); VACUUM
+    needs free disk space the size of the database.  Raises FileHandlerError
+    (code ``scrub_incomplete``) when readers kept the WAL from being emptied:
+    old copies are then still in ``<db>-wal``; run it again once they are gone.
+    """
+    with _write_transaction(db):
+        db.execute(f'INSERT INTO "{FTS_TABLE}"("{FTS_TABLE}") VALUES (\'optimize\')')
+    db.execute("VACUUM")
+    for _ in range(_CHECKPOINT_TRIES):
+        busy, _log, _done = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+        if not busy:
+            return
+    raise FileHandlerError(
+        f"the records are deleted, but copies remain in {db.filename}-wal while another connection "
+        "reads the database: run the command again when no search or tail is running",
+        code="scrub_incomplete",
+    )
 
 
 def _run(engine: _Engine, limit: int | None, chunk_rows: int, progress: Progress | None) -> PruneSummary:
@@ -861,6 +935,110 @@ def prune_path(path: str | Path, **kwargs: Any) -> PruneSummary:
     db = _open_existing(Path(path))
     try:
         return prune(db, **kwargs)
+    finally:
+        db.close()
+
+
+@dataclass
+class EraseSummary:
+    """What :func:`erase` removed: records from the database, and from the archives it rewrote."""
+
+    user_id: str
+    rows: int = 0  # records erased from the database
+    archived_rows: int = 0  # records removed from archives
+    archives_rewritten: list[Path] = field(default_factory=list)
+    archives_removed: list[Path] = field(default_factory=list)  # held nothing else: deleted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "rows": self.rows,
+            "archived_rows": self.archived_rows,
+            "archives_rewritten": [str(p) for p in self.archives_rewritten],
+            "archives_removed": [str(p) for p in self.archives_removed],
+        }
+
+
+def erase(
+    db: apsw.Connection, *, user_id: str | int, archive_dir: str | Path | None = None, chunk_rows: int = 5000
+) -> EraseSummary:
+    """Erase every record whose ``user_id`` is *user_id*: from the database's files, and from archives.
+
+    The records are deleted with secure_delete and the database is then
+    scrubbed (see :func:`scrub`), so their text is left nowhere in the
+    database file, its full-text index or its WAL; scrub runs even when no
+    record matches, clearing what earlier ordinary deletes left behind.  With
+    *archive_dir*, every archive there holding such a record is rewritten
+    without it (its old .sha256 removed first, so a crash part way leaves an
+    archive without a checksum, never one that fails it), and an archive left
+    empty is deleted.  Archives elsewhere, and copies of any file, are not
+    touched: erase from each archive directory, and from backups, separately.
+    Records that only mention the user in their text are not matched.
+
+    Example: ``erase(db, user_id="42", archive_dir="archive")``
+    """
+    user = _user_text(user_id)
+    chunk_rows = _check_chunk_rows(chunk_rows)
+    directory = None if archive_dir is None else Path(archive_dir)
+    archives = [] if directory is None else list_archives(directory)  # a wrong path fails before anything goes
+    summary = EraseSummary(user)
+    with _secure_delete(db, True):
+        # Until none is left: the flusher may commit more of this user's records meanwhile.
+        while ids := [row[0] for row in db.execute(_USER_IDS, (user, chunk_rows))]:
+            id_list = json.dumps(ids)
+            with _write_transaction(db):
+                db.execute(_FTS_DELETE, (id_list,))
+                db.execute(_DELETE, (id_list,))
+            summary.rows += len(ids)
+        scrub(db)
+    for path in archives:
+        _erase_from_archive(path, user, summary)
+    return summary
+
+
+_USER_IDS = f'SELECT "id" FROM "{TABLE}" WHERE "user_id" = ? ORDER BY "id" LIMIT ?'
+
+
+def _user_text(user_id: object) -> str:
+    """A user_id as the logger stores it (text); an int is taken as its digits."""
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
+        raise ConfigError(f"user_id must be text (or an int), not {type(user_id).__name__}")
+    text = str(user_id)
+    if not text or not _is_utf8(text):
+        raise ConfigError(f"user_id must be a user's id as logged, like '42', not {_shown(user_id)}")
+    return text
+
+
+def _erase_from_archive(path: Path, user: str, summary: EraseSummary) -> None:
+    """Rewrite the archive at *path* without *user*'s records (two passes: nothing is held in memory)."""
+
+    def theirs(record: dict[str, Any]) -> bool:
+        return _as_text(_decode_value(record.get("user_id"))) == user
+
+    found = sum(1 for record in iter_ndjson_gz(path) if theirs(record))
+    if not found:
+        return
+    total = sum(1 for _ in iter_ndjson_gz(path, verify=False))
+    side = sidecar_path(path)
+    if side.exists():
+        side.unlink()  # first: a crash from here on leaves an archive read unverified, not a mismatch
+    if found == total:
+        path.unlink()
+        summary.archives_removed.append(path)
+    else:
+        kept = (record for record in iter_ndjson_gz(path, verify=False) if not theirs(record))
+        with NDJSONGzipWriter(path, overwrite=True) as writer:
+            writer.write_many(kept)
+        summary.archives_rewritten.append(path)
+    fsync_dir(path.parent)
+    summary.archived_rows += found
+
+
+def erase_path(path: str | Path, **kwargs: Any) -> EraseSummary:
+    """:func:`erase` on the log database at *path*, opening and closing its own connection."""
+    db = _open_existing(Path(path))
+    try:
+        return erase(db, **kwargs)
     finally:
         db.close()
 

@@ -381,6 +381,81 @@ ju.shutdown()
 """
 
 
+MARKER = "zanzibarquokka7f3a9c"  # what user 42 logged: a word found nowhere else
+
+# A real application: 300 records, every tenth of them user 42's, carrying MARKER.
+LOG_USERS = f"""
+import sys
+import janus_utils as ju
+ju.configure(db_path=sys.argv[1], console=False)
+log = ju.get_logger("shop")
+for n in range(300):
+    if n % 10 == 0:
+        log.info("order %s shipped to {MARKER}", n, user_id="42", street="{MARKER} road")
+    else:
+        log.info("order %s shipped", n, user_id="7")
+print(ju.flush())
+ju.shutdown()
+"""
+
+
+def _leaks(db_path: Path, text: str) -> list[str]:
+    """Which of the database's files (db, -wal, -shm) still hold *text*, raw bytes grepped."""
+    found = []
+    for suffix in ("", "-wal", "-shm"):
+        file = Path(f"{db_path}{suffix}")
+        if file.exists() and text.encode() in file.read_bytes():
+            found.append(suffix or "db")
+    return found
+
+
+class TestErase:
+    @pytest.mark.slow
+    def test_erase_a_user_logged_by_a_real_application(self, tmp_path: Path) -> None:
+        """erase --user 42: gone from the db file, WAL and archives; user 7's records all still there."""
+        db_path = tmp_path / "app.db"
+        logged = subprocess.run(
+            [sys.executable, "-c", LOG_USERS, str(db_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert ("True\n", ["db"]) == (logged.stdout, _leaks(db_path, MARKER)), logged.stderr
+        # An ordinary prune first: half of user 42's records to archives, their residue left in the file.
+        pruned = run_cli(["prune", "--db", "app.db", "--max-rows", "150", "--archive-dir", "archive"], tmp_path)
+        reader = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            reader.execute("SELECT count(*) FROM logs").fetchall()  # now idle, it keeps the -wal file in place
+            erased = run_cli(["erase", "--user", "42", "--db", "app.db", "--archive-dir", "archive", "--json"], tmp_path)
+            leaks = _leaks(db_path, MARKER)
+            wal_size = os.path.getsize(f"{db_path}-wal")
+        finally:
+            reader.close()
+        again = run_cli(["erase", "--user", "42", "--db", "app.db", "--archive-dir", "archive"], tmp_path)
+        summary = json.loads(erased.stdout)
+        archived = b"".join(gzip.open(p).read() for p in (tmp_path / "archive").glob("*.ndjson.gz"))
+        assert (0, 0, b"") == (pruned.returncode, erased.returncode, erased.stderr)
+        assert (15, 15, [], 0, False) == (summary["rows"], summary["archived_rows"], leaks, wal_size, MARKER.encode() in archived)
+        assert (1, 270) == (again.returncode, len(_rows(db_path)) + archived.count(b"\n"))
+        assert "0 records of user 42" in again.stdout.decode()
+
+    @pytest.mark.slow
+    def test_secure_prune_of_everything(self, make_log_db: Callable[..., Path]) -> None:
+        """The issue's case: prune to 0 rows with --secure, and the Stripe key is in none of the files."""
+        key = "sk_live_51Hx0" + MARKER
+        db_path = make_log_db([make_row(f"charged card with {key}", fields=json.dumps({"key": key})), make_row("other")])
+        reader = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            reader.execute("SELECT count(*) FROM logs").fetchall()  # now idle, it keeps the -wal file in place
+            result = run_cli(["prune", "--db", db_path.name, "--max-rows", "0", "--secure"], db_path.parent)
+            leaks = _leaks(db_path, MARKER) + _leaks(db_path, MARKER.lower())
+        finally:
+            reader.close()
+        out = result.stdout.decode()
+        assert (0, [], [], True) == (result.returncode, _rows(db_path), leaks, "WAL emptied" in out)
+
+
 class TestSearchArchives:
     def test_database_first_then_archives(self, run: Run, db: str, pruned: list[tuple[Any, ...]], archive_dir: Path) -> None:
         """Database matches come first, then archive matches, each marked archived."""

@@ -707,6 +707,156 @@ class TestDamagedRowsInTheDatabase:
         assert ["good old", "good new"] == [r["message"] for r in found]
 
 
+SECRET = "sk_live_51Hx0quokkaZanzibar7f3a9c"  # a Stripe-like key: tokens sk, live, 51hx0quokkazanzibar7f3a9c
+
+
+def file_bytes(db_path: Path) -> dict[str, bytes]:
+    """The raw bytes of the database file, its WAL and its shared-memory index, as they are on disk."""
+    return {suffix: Path(f"{db_path}{suffix}").read_bytes() for suffix in ("", "-wal", "-shm") if Path(f"{db_path}{suffix}").exists()}
+
+
+def leaks(db_path: Path, text: str) -> list[str]:
+    """Where *text* (as written, or lowercased as the index keeps it) is still found in the files."""
+    needles = {text.encode(), text.lower().encode(), text.split("_")[-1].lower().encode()}
+    return sorted(name or "db" for name, data in file_bytes(db_path).items() if any(n in data for n in needles))
+
+
+def shadow_leaks(db: apsw.Connection, text: str) -> list[str]:
+    """The FTS5 shadow tables that still hold *text*'s last token, read through SQL."""
+    token = text.split("_")[-1].lower().encode()
+    found = []
+    for table, column in (("logs_fts_data", "block"), ("logs_fts_idx", "term")):
+        for (value,) in db.execute(f"SELECT {column} FROM {table}"):
+            if value is not None and token in (value if isinstance(value, bytes) else str(value).encode()):
+                found.append(table)
+                break
+    return found
+
+
+@pytest.fixture
+def secret_db(tmp_path: Path) -> Iterator[tuple[apsw.Connection, Path]]:
+    """Twenty batches the way the flusher writes them, user 42's records holding SECRET; a reader stays open."""
+    path = tmp_path / "secret.db"
+    db = open_db(path, incremental=True)
+    reader = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)  # keeps the -wal file in place
+    try:
+        for batch in range(20):
+            add_rows(
+                db,
+                [
+                    row(NOW - DAY + batch * 100 + n, message=f"charged with {SECRET}" if n % 9 == 0 else f"served {batch} {n}",
+                        user_id="42" if n % 9 == 0 else "7", fields=json.dumps({"key": SECRET}) if n % 9 == 0 else None)
+                    for n in range(100)
+                ],
+            )
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        yield db, path
+    finally:
+        reader.close()
+        db.close()
+
+
+class TestErasure:
+    def test_ordinary_prune_leaves_the_text_on_disk(self, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """The issue's finding, kept as the control: after a prune to 0 rows the key is still in the files."""
+        db, path = secret_db
+        rt.prune(db, max_rows=0, now_ns=NOW)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert ([], True) == (all_rows(db), bool(leaks(path, SECRET) or shadow_leaks(db, SECRET)))
+
+    def test_secure_prune_leaves_it_nowhere(self, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """prune(secure=True) to 0 rows: not in the db file, the WAL or the FTS shadow tables."""
+        db, path = secret_db
+        assert leaks(path, SECRET)  # it was there
+        summary = rt.prune(db, max_rows=0, now_ns=NOW, secure=True)
+        check_fts(db)
+        assert (2000, True, [], [], [], 0) == (
+            summary.rows,
+            summary.secure,
+            all_rows(db),
+            leaks(path, SECRET),
+            shadow_leaks(db, SECRET),
+            os.path.getsize(f"{path}-wal"),
+        )
+
+    def test_secure_prune_clears_what_an_ordinary_one_left(self, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """A later secure prune with nothing due still scrubs the text an ordinary prune left behind."""
+        db, path = secret_db
+        rt.prune(db, max_rows=0, now_ns=NOW)
+        summary = rt.prune(db, max_rows=0, now_ns=NOW, secure=True)
+        assert (0, [], []) == (summary.rows, leaks(path, SECRET), shadow_leaks(db, SECRET))
+
+    def test_erase_one_user(self, tmp_path: Path, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """erase(user_id=42) removes exactly that user's records, leaves no trace of them, keeps the rest searchable."""
+        db, path = secret_db
+        summary = rt.erase(db, user_id=42)
+        check_fts(db)
+        assert (240, 1760, {"7"}, [], []) == (
+            summary.rows,
+            len(all_rows(db)),
+            {r[5] for r in all_rows(db)},
+            leaks(path, SECRET),
+            shadow_leaks(db, SECRET),
+        )
+        assert (1760, 0) == (fts_count(db, '"served"'), fts_count(db, '"charged"'))
+
+    def test_erase_rewrites_the_archives(self, tmp_path: Path, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """Archives holding the user's records are rewritten without them, checksums valid; one left empty goes."""
+        db, path = secret_db
+        arch = tmp_path / "arch"
+        rt.prune(db, max_rows=1000, archive_dir=arch, chunk_rows=500, now_ns=NOW)
+        only_theirs = write_archive(arch, [dict(GOOD, id=90_001, user_id="42", message=SECRET)], "janus-logs-2027-01-10.90001-90001.ndjson.gz")
+        summary = rt.erase(db, user_id="42", archive_dir=arch)
+        remaining = [r for p in rt.list_archives(arch) for r in fh.iter_ndjson_gz(p)]
+        # The 1,000 oldest went to two archives: 120 of them user 42's, plus the one only_theirs holds.
+        assert (120, 121, [only_theirs], 2, True) == (
+            summary.rows,
+            summary.archived_rows,
+            summary.archives_removed,
+            len(summary.archives_rewritten),
+            all(fh.verify_sha256(p) for p in rt.list_archives(arch)),
+        )
+        assert (880, set(), False) == (
+            len(remaining),
+            {r["user_id"] for r in remaining} - {"7"},
+            any(SECRET.encode() in gzip.open(p).read() for p in rt.list_archives(arch)),
+        )
+        fresh = open_db(tmp_path / "restored.db")
+        try:
+            assert 880 == sum(rt.import_archive(fresh, p) for p in rt.list_archives(arch))
+        finally:
+            fresh.close()
+
+    def test_erase_with_nobody_to_erase_still_scrubs(self, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """An unknown user erases nothing; the files are scrubbed of earlier deletes all the same."""
+        db, path = secret_db
+        rt.prune(db, max_rows=0, now_ns=NOW)
+        assert (0, []) == (rt.erase(db, user_id="nobody").rows, leaks(path, SECRET))
+
+    def test_reader_holding_the_wal_is_reported(self, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """A reader in a transaction keeps old copies in the WAL: erase deletes, then says so (scrub_incomplete)."""
+        db, path = secret_db
+        db.setbusytimeout(10)
+        holder = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            holder.execute("BEGIN")
+            holder.execute("SELECT count(*) FROM logs").fetchall()
+            with pytest.raises(FileHandlerError) as caught:
+                rt.erase(db, user_id="42")
+            holder.execute("COMMIT")
+        finally:
+            holder.close()
+        assert ("scrub_incomplete", 1760) == (caught.value.code, len(all_rows(db)))
+        rt.scrub(db)  # once the reader is gone
+        assert [] == leaks(path, SECRET)
+
+    @pytest.mark.parametrize("user", ["", True, None, 4.2, "bad\ud800"])
+    def test_bad_user_id(self, db: apsw.Connection, user: Any) -> None:
+        """user_id must be a user's id as logged."""
+        with pytest.raises(ConfigError, match="user_id"):
+            rt.erase(db, user_id=user)
+
+
 class TestArchiveReading:
     @pytest.fixture
     def arch(self, tmp_path: Path, aged_db: apsw.Connection) -> Path:
