@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import importlib
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -1074,9 +1076,19 @@ def _open_store(args: argparse.Namespace) -> AbstractContextManager[LogStore | N
     return LogStore(args.db, timeout=args.timeout)
 
 
+class _ClosedStream(io.StringIO):
+    """Stands in for a standard stream the shell closed (``>&-``): writing to it is an OSError."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed: redirect it to a file, or use -o FILE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``janus-logs`` with *argv* (default: sys.argv[1:]); returns the exit status."""
-    out, err = sys.stdout, sys.stderr
+    # Python sets a stream the shell closed to None: output then fails with one
+    # line on stderr, and with stderr closed too the exit status still tells.
+    out = sys.stdout if sys.stdout is not None else _ClosedStream()
+    err = sys.stderr if sys.stderr is not None else io.StringIO()
     try:
         return _main(argv, out, err)
     except JanusError as exc:

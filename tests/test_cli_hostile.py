@@ -6,7 +6,10 @@ import gzip
 import hashlib
 import json
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -202,6 +205,35 @@ class TestHostileInput:
         result = run_cli(["archive", "import", f"pipes/{ARCHIVE_NAME}", "--db", "x.db"], tmp_path)
         err = result.stderr.decode("utf-8", "replace")
         assert (2, 1, True) == (result.returncode, len(err.splitlines()), "no archive at" in err)
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize(("redirect", "message"), [(">&-", "standard output is closed"), ("> /dev/full", "No space left")])
+    def test_output_that_cannot_be_written(self, workdir: Path, redirect: str, message: str) -> None:
+        """Standard output closed by the shell, or on a full disk: one error line, exit 2."""
+        result = subprocess.run(
+            f"{shlex.quote(sys.executable)} -m janus_utils export --db good.db {redirect}",
+            shell=True,
+            cwd=workdir,
+            capture_output=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            timeout=120,
+        )
+        err = result.stderr.decode()
+        assert (2, 1, True) == (result.returncode, len(err.splitlines()), message in err), err
+
+    @pytest.mark.slow
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+    @pytest.mark.parametrize("what", ["database", "archive"])
+    def test_unreadable_file(self, tmp_path: Path, workdir: Path, what: str) -> None:
+        """A database or an archive this user may not read: one error line, exit 2."""
+        shutil.copy(workdir / "good.db", tmp_path / "locked.db")
+        _write_archive(tmp_path / "arch", _line(json.dumps(GOOD_RECORD).encode()), "none")
+        locked = tmp_path / "locked.db" if what == "database" else tmp_path / "arch" / ARCHIVE_NAME
+        locked.chmod(0)
+        argv = ["search", "--db", "locked.db"] if what == "database" else ["archive", "import", "arch", "--db", "new.db"]
+        result = run_cli(argv, tmp_path)
+        err = result.stderr.decode()
+        assert (2, 1, False) == (result.returncode, len(err.splitlines()), "Traceback" in err or "unexpected" in err), err
 
     @pytest.mark.slow
     def test_non_utf8_database_from_the_environment(self, workdir: Path) -> None:
