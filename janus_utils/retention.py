@@ -1310,7 +1310,7 @@ def _remove_keys(db: apsw.Connection, keys: list[tuple[Any, ...]], summary: Prun
     per_level: dict[int, list[int]] = {}
     for row_id in gone:
         _, ts, level = wanted[row_id]
-        per_level.setdefault(level, []).append(ts)
+        per_level.setdefault(_stored_int(level), []).append(_stored_int(ts))
     for level, stamps in per_level.items():
         summary._add(level, len(stamps), min(stamps), max(stamps))
     summary.chunks += 1

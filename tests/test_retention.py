@@ -700,6 +700,17 @@ class TestDamagedRowsInTheDatabase:
         )
         json.dumps(summary.to_dict())
 
+    @pytest.mark.parametrize("archive", [False, True], ids=["keys-only", "archived"])
+    def test_auto_pruner_removes_them_too(self, tmp_path: Path, damaged_db: apsw.Connection, archive: bool) -> None:
+        """The flusher's pruner does not stop at a damaged row: max_rows=0 empties the table."""
+        pruner = rt.AutoPruner(
+            rt.RetentionPolicy(max_rows=0), archive_dir=tmp_path / "arch" if archive else None, every_n_batches=1
+        )
+        removed = 0
+        while (summary := pruner.maybe_prune(damaged_db)) is not None:
+            removed += summary.rows
+        assert (5, []) == (removed, all_rows(damaged_db))
+
     def test_archive_search_skips_what_it_cannot_compare(self, tmp_path: Path, damaged_db: apsw.Connection) -> None:
         """Searching archives with damaged records: a level filter and a time range pass them over."""
         rt.prune(damaged_db, max_rows=0, archive_dir=tmp_path / "arch", now_ns=NOW)
