@@ -1000,7 +1000,12 @@ class LogStore:
             f'SELECT "level", "logger", count(*) FROM {_T} WHERE "id" > ? AND "id" <= ? GROUP BY "level", "logger"',
             (cursor, newest),
         )
-        return {(int(level), str(logger)): int(n) for level, logger, n in rows}, newest
+        counts: dict[tuple[int, str], int] = {}
+        for level, logger, n in rows:
+            # A damaged row's level reads as 0 and its logger as text, as in every Record.
+            key = (level if type(level) is int else _as_int(level), logger if type(logger) is str else _as_text(logger))
+            counts[key] = counts.get(key, 0) + int(n)
+        return counts, newest
 
     def newest_id(self) -> int:
         """The id of the last record committed (0 for an empty database): a cursor for after()."""

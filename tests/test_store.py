@@ -365,6 +365,13 @@ class TestDamagedRows:
         assert (BASE_TS, BASE_TS + 3 * MINUTE) == (filtered.first_ts, filtered.last_ts)
         assert 6 == sum(sum(counts.values()) for _, counts in damaged.histogram("1h", "level"))
 
+    def test_cursor_reads(self, damaged: LogStore) -> None:
+        """get(), after() and counts_after() (the console's and the metrics' reads) take damaged rows too."""
+        counts, newest = damaged.counts_after(0)
+        records, matched, _ = damaged.after(0)
+        assert (6, 6, {"level": "HIGH"}) == (newest, matched, damaged.get(3).fields["_invalid"])  # type: ignore[union-attr]
+        assert (6, 1, 1) == (sum(counts.values()), counts[(0, "app")], counts[(20, "\\xffapp")])
+
 
 class TestFilters:
     def test_no_filter_newest_first(self, store: LogStore) -> None:
