@@ -193,6 +193,13 @@ def _positive_arg(text: str) -> int:
     return number
 
 
+def _port_arg(text: str) -> int:
+    number = _count_arg(text)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, not {_shown(text)}")
+    return number
+
+
 def _timeout_arg(text: str) -> float | None:
     try:
         number = float(text)
@@ -570,12 +577,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser], db
     )
     _db_option(serve, db_default)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=_count_arg, default=8765, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--port", type=_port_arg, default=8765, help="port (default 8765; 0 picks a free one)")
     serve.add_argument("--token-file", metavar="FILE", help="a file holding the token every request must carry")
     serve.set_defaults(run=_serve)
 
 
 def _serve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    if args.token_file and os.path.exists(args.token_file) and not os.path.isfile(args.token_file):
+        # Opening a FIFO would wait for a writer, and a device would be read as a token.
+        raise _UsageError(f"the token file {args.token_file} is not a regular file: put the token in a file")
     missing = [name for name in ("starlette", "uvicorn", "prometheus_client") if importlib.util.find_spec(name) is None]
     if missing:
         raise _UsageError(

@@ -131,6 +131,10 @@ REFUSED: list[tuple[Argv, str]] = [
     (["stats", "--raw", "x " * 50_000], "unrecognized arguments: --raw x x x"),
     (["search", "--timeout", "-1"], "expected 0 (no limit) to 86400 seconds"),
     (["tail", "--timeout", "nan"], "expected 0 (no limit)"),
+    # the console's server: a port past 65535, a token "file" that is a pipe or a device
+    (["serve", "--port", "99999"], "expected a port from 0 to 65535"),
+    (["serve", "--token-file", "a-fifo", "--host", "0.0.0.0"], "a-fifo is not a regular file"),
+    (["serve", "--token-file", "/dev/zero", "--host", "0.0.0.0"], "/dev/zero is not a regular file"),
     # bytes that are not UTF-8, in argv and in the environment
     ([b"search", b"--user", b"\xff\xfe"], "not valid Unicode"),
     ([b"search", b"--raw", b"caf\xe9"], "not valid Unicode"),
