@@ -55,11 +55,21 @@ _NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
 _FRACTION = re.compile(r"(\d{2}:\d{2}:\d{2})[.,](\d+)")
 
 
+# The longest duration a 64-bit count of nanoseconds holds.
+_MAX_DURATION = "106751d (292 years)"
+_SHOWN_CHARS = 40  # a value echoed in a message is cut to this: one readable line
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}... ({len(text)} chars)"
+
+
 def _bad(value: object, why: str = "") -> SearchQueryError:
     detail = f" ({why})" if why else ""
     return SearchQueryError(
-        f"cannot read {value!r} as a time{detail}: use {ACCEPTED_FORMS}",
-        details={"value": repr(value)},
+        f"cannot read {_shown(value)} as a time{detail}: use {ACCEPTED_FORMS}",
+        details={"value": _shown(value)},
     )
 
 
@@ -83,11 +93,18 @@ def parse_duration(text: str) -> int:
     match = _DURATION.fullmatch(text.strip().lower())
     if match is None or match.group(2) not in _UNITS:
         raise SearchQueryError(
-            f"cannot read {text!r} as a duration: use a number and a unit, "
+            f"cannot read {_shown(text)} as a duration: use a number and a unit, "
             "like 30s, 15m, 2h, 7d or 1w",
-            details={"value": repr(text)},
+            details={"value": _shown(text)},
         )
-    return round(float(match.group(1)) * _UNITS[match.group(2)])
+    # float() reads any number of digits (400 nines is inf): check before rounding.
+    ns = float(match.group(1)) * _UNITS[match.group(2)]
+    if not ns <= _MAX_NS:
+        raise SearchQueryError(
+            f"the duration {_shown(text)} is too long: at most {_MAX_DURATION}",
+            details={"value": _shown(text)},
+        )
+    return round(ns)
 
 
 def _parse_iso(text: str) -> int:

@@ -1,4 +1,4 @@
-"""janus-logs: search, follow, summarize, export and prune a janus log database from the shell.
+"""janus-logs: search, follow, summarize, export, prune and erase a janus log database from the shell.
 
 A thin layer over :class:`janus_utils.store.LogStore` and
 :mod:`janus_utils.retention`, one function per command.  Exit codes follow
@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import importlib
 import importlib.util
+import io
 import json
 import os
 import sys
 import textwrap
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
@@ -29,9 +32,10 @@ from ._levels import LEVELS, level_name, parse_level
 from ._schema import COLUMNS
 from ._timeparse import format_ts, parse_time, ts_datetime
 from .error_handling import JanusError
-from .retention import PruneSummary, import_archive, list_archives, prune_path, search_archives
+from .file_handler import atomic_output, sqlite_path
+from .retention import PruneSummary, erase_path, import_archive, list_archives, prune_path, search_archives
 from .security import sanitize
-from .store import FieldValue, LogStore, Record, StoreStats
+from .store import DEFAULT_TIMEOUT, FieldValue, LogStore, Record, StoreStats
 from .store import _record as _record_from_row  # the one place a stored row becomes a Record
 
 __all__ = ["main"]
@@ -144,23 +148,41 @@ def _field_arg(text: str) -> tuple[str, FieldValue]:
     """``key=value``; a value that reads as a JSON number, true, false or null is one."""
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, like status=500, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, like status=500, not {_shown(text)}")
     try:
         parsed = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to be a scalar
         return key, value
     if parsed is None or isinstance(parsed, (bool, int, float, str)):
         return key, parsed
     return key, value
 
 
+# SQLite's integers are 64-bit: a count past this cannot be bound to a query.
+_MAX_COUNT = 2**63 - 1
+# The longest pause between polls: time.sleep() refuses much larger numbers.
+_MAX_INTERVAL = 86_400.0
+
+
+def _shown(text: str) -> str:
+    """A value typed by the user, quoted and cut to fit one line of a message."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= 40 else f"{quoted[:40]}... ({len(text)} chars)"
+
+
 def _count_arg(text: str) -> int:
+    digits = text.strip().lstrip("+-").lstrip("0")
+    if digits.isdigit() and len(digits) > 19:  # before int() meets its 4300-digit limit
+        wanted = "0 or more" if text.strip().startswith("-") else f"at most {_MAX_COUNT}"
+        raise argparse.ArgumentTypeError(f"expected {wanted}, not {_shown(text)}")
     try:
         number = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {_shown(text)}") from None
     if number < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, not {number}")
+        raise argparse.ArgumentTypeError(f"expected 0 or more, not {_shown(text)}")
+    if number > _MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"expected at most {_MAX_COUNT}, not {_shown(text)}")
     return number
 
 
@@ -171,11 +193,28 @@ def _positive_arg(text: str) -> int:
     return number
 
 
+def _port_arg(text: str) -> int:
+    number = _count_arg(text)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, not {_shown(text)}")
+    return number
+
+
+def _timeout_arg(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, like 30, not {_shown(text)}") from None
+    if not 0 <= number <= _MAX_INTERVAL:  # nan and inf too
+        raise argparse.ArgumentTypeError(f"expected 0 (no limit) to {_MAX_INTERVAL:.0f} seconds, not {_shown(text)}")
+    return number or None
+
+
 def _level_age_arg(text: str) -> tuple[str, str]:
     """``LEVEL=AGE``; both are checked by the retention policy, which knows the levels."""
     level, sep, age = text.partition("=")
     if not sep or not level.strip() or not age.strip():
-        raise argparse.ArgumentTypeError(f"expected LEVEL=AGE, like ERROR=365d, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected LEVEL=AGE, like ERROR=365d, not {_shown(text)}")
     return level.strip(), age.strip()
 
 
@@ -183,9 +222,11 @@ def _seconds_arg(text: str) -> float:
     try:
         number = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, like 0.5, not {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected seconds, like 0.5, not {_shown(text)}") from None
     if not number > 0:
-        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected more than 0 seconds, not {_shown(text)}")
+    if not number <= _MAX_INTERVAL:  # inf too
+        raise argparse.ArgumentTypeError(f"expected at most {_MAX_INTERVAL:.0f} seconds (a day), not {_shown(text)}")
     return number
 
 
@@ -221,6 +262,13 @@ def _common_options(db_default: str) -> argparse.ArgumentParser:
         'as such, quote to compare as text: status=\'"500"\'',
     )
     group.add_argument("--json", action="store_true", help="one JSON object per line")
+    group.add_argument(
+        "--timeout",
+        type=_timeout_arg,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"stop a query that runs longer than this (default {DEFAULT_TIMEOUT:g}; 0 for no limit)",
+    )
     return common
 
 
@@ -228,13 +276,21 @@ def _examples(*lines: str) -> str:
     return "Example:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, where the help is), exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        text = _one_line(message)
+        self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     db_default = os.environ.get("JANUS_LOG_DB") or DEFAULT_DB
     common = _common_options(db_default)
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
-        description="Search, follow, summarize, export and prune a janus log database.",
+        description="Search, follow, summarize, export, prune and erase a janus log database.",
         epilog=_examples(
             f"{PROG} search 'timeout OR refused' --level WARNING --since 1h",
             f"{PROG} tail -f --logger app.db",
@@ -244,6 +300,7 @@ def _build_parser() -> argparse.ArgumentParser:
             f"{PROG} archive import archive --db restored.db",
             f"{PROG} ship --to clickhouse://127.0.0.1:8123/default.logs",
             f"{PROG} search timeout --source clickhouse://127.0.0.1:8123/default.logs",
+            f"{PROG} erase --user 42 --archive-dir archive",
             "",
             "Exit status: 0 records found (removed, imported), 1 none, 2 bad usage or an error.",
         ),
@@ -331,22 +388,44 @@ def _build_parser() -> argparse.ArgumentParser:
         "export",
         parents=[common],
         help="write matching records as NDJSON, CSV or JSON",
-        description="Every matching record, oldest first, streamed to stdout or a file.",
+        description=textwrap.dedent(
+            """\
+            Every matching record, oldest first, streamed to stdout or a file.
+            -o FILE writes a new file readable by its owner only (0600), through
+            a temp file renamed into place once complete; an existing FILE is
+            replaced only with --force, and a symlink never written through.
+            CSV cells that begin with = + - @ or a tab or carriage return get a
+            leading ' so that spreadsheets show them rather than run them as
+            formulas (OWASP, CSV injection); ndjson and json keep every value
+            exact."""
+        ),
         epilog=_examples(
             f"{PROG} export > all.ndjson",
             f"{PROG} export --format csv --since 7d --level ERROR -o errors.csv",
+            f"{PROG} export --since 1d -o today.ndjson --force",
             f"{PROG} export timeout --format json",
         ),
         formatter_class=formatter,
     )
     export.add_argument("query", nargs="?", metavar="QUERY", help="only records matching QUERY (as in search)")
     export.add_argument("--format", choices=("ndjson", "csv", "json"), default=None, help="ndjson (default), csv or json (one array)")
-    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE instead of stdout: a new file, 0600, that appears only once complete",
+    )
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace FILE if it exists (a regular file only, atomically, never through a symlink)",
+    )
     export.add_argument("--limit", type=_count_arg, default=None, metavar="N", help="at most N records (default all)")
     export.add_argument("--raw", action="store_true", help="QUERY is FTS5 syntax, passed unchanged")
     export.set_defaults(handler=_export)
 
     _add_prune(commands, db_default, formatter)
+    _add_erase(commands, db_default, formatter)
     _add_archive(commands, db_default, formatter)
     _add_serve(commands, db_default, formatter)
     from .ship import _cli as ship_cli  # the ship command lives with the shippers
@@ -368,12 +447,19 @@ def _add_prune(commands: argparse._SubParsersAction[argparse.ArgumentParser], db
             (one per UTC day, with a .sha256 file) before it is deleted;
             'archive import' loads archives back.  Runs in short transactions,
             so an application may keep logging meanwhile.  --dry-run shows
-            what would go and changes nothing."""
+            what would go and changes nothing.
+
+            A deleted record's text stays in the database file and its WAL
+            until overwritten.  --secure erases it: deletes with secure_delete,
+            then rewrites the full-text index and the whole database (VACUUM:
+            the free space earlier prunes left goes too; the database is locked
+            meanwhile and needs its size free on disk) and empties the WAL."""
         ),
         epilog=_examples(
             f"{PROG} prune --older-than 30d --level-age ERROR=365d --archive-dir archive",
             f"{PROG} prune --max-rows 1000000 --max-bytes 500MB --dry-run",
             f"{PROG} prune --level-age DEBUG=1d --json",
+            f"{PROG} prune --older-than 90d --secure",
             "",
             "Exit status: 0 records removed (or would be), 1 nothing to prune, 2 an error.",
         ),
@@ -410,8 +496,44 @@ def _add_prune(commands: argparse._SubParsersAction[argparse.ArgumentParser], db
         action="store_true",
         help="also remove records a sink (janus-logs ship) has not shipped yet; by default they are kept",
     )
+    options.add_argument(
+        "--secure",
+        action="store_true",
+        help="erase the removed text from the database file and WAL, not only unlink it (slower)",
+    )
     options.add_argument("--json", action="store_true", help="the summary as one JSON object")
     prune.set_defaults(run=_prune)
+
+
+def _add_erase(commands: argparse._SubParsersAction[argparse.ArgumentParser], db_default: str, formatter: type[argparse.HelpFormatter]) -> None:
+    erase = commands.add_parser(
+        "erase",
+        help="erase every record of one user, from the database and its archives",
+        description=textwrap.dedent(
+            """\
+            Erase every record whose user_id is ID, for a user's right to
+            erasure: deleted with secure_delete, then the full-text index and
+            the whole database are rewritten and the WAL emptied, so the text
+            is left nowhere in the database's files (this also clears what
+            earlier ordinary prunes left).  With --archive-dir every archive
+            there that holds such a record is rewritten without it (one left
+            empty is deleted).  Archives in other directories, backups and
+            other copies are not touched: erase from each separately.  Records
+            that only mention the user in their text are not matched."""
+        ),
+        epilog=_examples(
+            f"{PROG} erase --user 42 --archive-dir archive",
+            f"{PROG} erase --user u-7f3a --db app.db --json",
+            "",
+            "Exit status: 0 records erased, 1 none found (the files are scrubbed all the same), 2 an error.",
+        ),
+        formatter_class=formatter,
+    )
+    erase.add_argument("--user", required=True, metavar="ID", help="the user_id whose records go")
+    _db_option(erase, db_default)
+    erase.add_argument("--archive-dir", metavar="DIR", help="also rewrite the archives in DIR without them")
+    erase.add_argument("--json", action="store_true", help="the summary as one JSON object")
+    erase.set_defaults(run=_erase)
 
 
 def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser], db_default: str, formatter: type[argparse.HelpFormatter]) -> None:
@@ -472,12 +594,15 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser], db
     )
     _db_option(serve, db_default)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=_count_arg, default=8765, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--port", type=_port_arg, default=8765, help="port (default 8765; 0 picks a free one)")
     serve.add_argument("--token-file", metavar="FILE", help="a file holding the token every request must carry")
     serve.set_defaults(run=_serve)
 
 
 def _serve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    if args.token_file and os.path.exists(args.token_file) and not os.path.isfile(args.token_file):
+        # Opening a FIFO would wait for a writer, and a device would be read as a token.
+        raise _UsageError(f"the token file {args.token_file} is not a regular file: put the token in a file")
     missing = [name for name in ("starlette", "uvicorn", "prometheus_client") if importlib.util.find_spec(name) is None]
     if missing:
         raise _UsageError(
@@ -720,17 +845,26 @@ class _Progress:
             self.err.flush()
 
 
+# A cell starting with one of these is a formula to a spreadsheet (OWASP, CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(text: str) -> str:
+    """*text* as a CSV cell no spreadsheet runs: a leading ' before a formula's first character."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def _write_export(records: Iterable[Record], fmt: str, stream: IO[str], progress: _Progress) -> int:
     count = 0
     if fmt == "csv":
-        # On a terminal the cells are sanitized; in a file they stay exact.
+        # On a terminal the cells are sanitized; in a file they stay exact but for formulas.
         clean: Callable[[str], str] = sanitize if _isatty(stream) else (lambda text: text)
         writer = csv.writer(stream)
         writer.writerow(EXPORT_COLUMNS)
         for record in records:
             data = record.to_dict()
             data["fields"] = json.dumps(data["fields"], ensure_ascii=False) if data["fields"] else ""
-            writer.writerow(["" if data.get(c) is None else clean(str(data[c])) for c in EXPORT_COLUMNS])
+            writer.writerow(["" if data.get(c) is None else _csv_cell(clean(str(data[c]))) for c in EXPORT_COLUMNS])
             count += 1
             progress.update(count)
     elif fmt == "json":
@@ -753,14 +887,33 @@ def _export(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str
     fmt = args.format or "ndjson"
     if args.json and args.format not in (None, "ndjson"):
         raise _UsageError(f"--json means --format ndjson; it cannot be used with --format {args.format}")
+    if args.force and not args.output:
+        raise _UsageError("--force replaces the file -o names: give -o FILE, or drop --force")
     records = store.export(args.query, raw=args.raw, limit=args.limit, **_filters(args))
     progress = _Progress(err)
     if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as stream:
-            count = _write_export(records, fmt, stream, progress)
+        _check_not_the_database(args.output, store.path)
+        try:
+            with atomic_output(args.output, overwrite=args.force, newline="") as stream:
+                count = _write_export(records, fmt, stream, progress)
+        except JanusError as exc:
+            if exc.code == "file_exists":
+                raise _UsageError(f"{args.output} already exists: choose another name, or pass --force to replace it") from exc
+            raise
     else:
         count = _write_export(records, fmt, out, progress)
     return 0 if count else 1
+
+
+def _check_not_the_database(output: str, db_path: str) -> None:
+    """Refuse an -o that names the database or one of its files: --force would replace it."""
+    database = os.path.realpath(db_path)
+    names = {database, *(database + suffix for suffix in ("-wal", "-shm", "-journal", "-ring", "-flusher.lock"))}
+    same = os.path.realpath(output) in names
+    if not same and os.path.exists(output):
+        same = os.path.samefile(output, db_path)
+    if same:
+        raise _UsageError(f"{output} is the log database or one of its files: export to another file")
 
 
 # ---------------------------------------------------------------- retention
@@ -795,6 +948,7 @@ def _prune(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         archive_dir=args.archive_dir,
         dry_run=args.dry_run,
         ship_wait=not args.no_ship_wait,
+        secure=args.secure,
         progress=lambda running: progress.update(running.rows),
         **options,
     )
@@ -814,7 +968,10 @@ def _prune_lines(summary: PruneSummary, archive_dir: str | None, colour: bool) -
         else []
     )
     if not summary.rows:
-        return ["nothing would be removed" if summary.dry_run else "nothing to prune: no record is past the limits", *held]
+        if summary.dry_run:
+            return ["nothing would be removed", *held]
+        scrubbed = " (the database was rewritten and its WAL emptied all the same)" if summary.secure else ""
+        return ["nothing to prune: no record is past the limits" + scrubbed, *held]
 
     def heading(text: str) -> str:
         return _paint(f"{text:<14}", _BOLD, colour)
@@ -827,6 +984,8 @@ def _prune_lines(summary: PruneSummary, archive_dir: str | None, colour: bool) -
         _paint(level_name(level), _LEVEL_COLOURS.get(level, ""), colour) + f" {n:,}"
         for level, n in sorted(summary.per_level.items())
     ))
+    if summary.secure:
+        lines.append("(secure: deleted text overwritten, database rewritten, WAL emptied)")
     if summary.dry_run:
         lines.append("(dry run: nothing was changed)")
     elif archive_dir is not None:
@@ -835,6 +994,34 @@ def _prune_lines(summary: PruneSummary, archive_dir: str | None, colour: bool) -
         if len(summary.archives) > _ARCHIVES_LISTED:
             lines.append(f"  ... and {len(summary.archives) - _ARCHIVES_LISTED:,} more (--json lists all)")
     return lines + held
+
+
+def _erase(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    summary = erase_path(args.db, user_id=args.user, archive_dir=args.archive_dir)
+    found = summary.rows + summary.archived_rows
+    if args.json:
+        out.write(_json_line(summary.to_dict()) + "\n")
+        return 0 if found else 1
+    colour = _use_colour(out)
+
+    def heading(text: str) -> str:
+        return _paint(f"{text:<10}", _BOLD, colour)
+
+    user = sanitize(summary.user_id)
+    lines = [
+        f"{heading('erased')}{_plural(summary.rows, 'record')} of user {user} from {sanitize(args.db)} "
+        "(deleted text overwritten, database rewritten, WAL emptied)"
+    ]
+    if args.archive_dir is None:
+        lines.append(f"{heading('archives')}not searched: give --archive-dir DIR to erase from the archives prune wrote")
+    else:
+        lines.append(
+            f"{heading('archives')}{_plural(summary.archived_rows, 'record')} erased in {sanitize(args.archive_dir)}: "
+            f"{_plural(len(summary.archives_rewritten), 'archive')} rewritten, {len(summary.archives_removed):,} removed"
+        )
+        lines.extend(f"  {sanitize(path.name)}" for path in [*summary.archives_rewritten, *summary.archives_removed])
+    out.write("\n".join(lines) + "\n")
+    return 0 if found else 1
 
 
 def _archives_to_import(paths: Sequence[str]) -> list[tuple[str, list[Path]]]:
@@ -857,6 +1044,7 @@ def _archives_to_import(paths: Sequence[str]) -> list[tuple[str, list[Path]]]:
 
 
 def _archive_import(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    db_path = sqlite_path(args.db)  # refused now rather than after the archives are listed
     groups = _archives_to_import(args.paths)
     archives = [archive for _, group in groups for archive in group]
     results: list[tuple[Path, int]] = []
@@ -864,7 +1052,7 @@ def _archive_import(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int
         # Imported here: the logger (ring, flusher) is needed by this command only.
         from ._flusher import open_database
 
-        db = open_database(args.db)
+        db = open_database(db_path)
         try:
             for archive in archives:
                 inserted = import_archive(db, archive)
@@ -901,9 +1089,16 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
+_MESSAGE_CHARS = 1000  # an error line is cut here: argparse echoes whole arguments, of any size
+
+
+def _one_line(message: str) -> str:
+    text = sanitize(" ".join(message.split())) or "failed"
+    return text if len(text) <= _MESSAGE_CHARS else text[:_MESSAGE_CHARS] + f"... ({len(text):,} chars)"
+
+
 def _error(err: IO[str], message: str) -> int:
-    text = " ".join(message.split()) or "failed"
-    err.write(f"{PROG}: error: {sanitize(text)}\n")
+    err.write(f"{PROG}: error: {_one_line(message)}\n")
     return 2
 
 
@@ -920,28 +1115,24 @@ def _open_store(args: argparse.Namespace) -> AbstractContextManager[Any]:
         return ClickHouseStore(args.source)
     if getattr(args, "archives", None) is not None and not os.path.exists(args.db):
         return nullcontext()
-    return LogStore(args.db)
+    return LogStore(args.db, timeout=args.timeout)
+
+
+class _ClosedStream(io.StringIO):
+    """Stands in for a standard stream the shell closed (``>&-``): writing to it is an OSError."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed: redirect it to a file, or use -o FILE")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``janus-logs`` with *argv* (default: sys.argv[1:]); returns the exit status."""
-    out, err = sys.stdout, sys.stderr
-    parser = _build_parser()
+    # Python sets a stream the shell closed to None: output then fails with one
+    # line on stderr, and with stderr closed too the exit status still tells.
+    out = sys.stdout if sys.stdout is not None else _ClosedStream()
+    err = sys.stderr if sys.stderr is not None else io.StringIO()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) and usage errors (2): already printed
-        return exc.code if isinstance(exc.code, int) else 2
-    if args.command is None:
-        parser.print_help(err)
-        return 2
-    try:
-        if hasattr(args, "run"):  # a command that opens what it needs itself
-            code: int = args.run(args, out, err)
-        else:
-            with _open_store(args) as store:
-                code = args.handler(store, args, out, err)
-        out.flush()
-        return code
+        return _main(argv, out, err)
     except JanusError as exc:
         return _error(err, exc.message)
     except _UsageError as exc:
@@ -961,3 +1152,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(err, f"{type(exc).__name__}: {exc}")
     except KeyboardInterrupt:
         return 130
+    except MemoryError:
+        return _error(err, "out of memory: narrow the command (--since, --limit) or free memory")
+    except Exception as exc:  # the promise is one line and exit 2, even for a bug
+        return _error(
+            err,
+            f"unexpected {type(exc).__name__}: {str(exc)[:200]} "
+            "(a bug in janus-logs: please report it with the command that caused it)",
+        )
+
+
+def _main(argv: Sequence[str] | None, out: IO[str], err: IO[str]) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) and usage errors (2): already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    if args.command is None:
+        parser.print_help(err)
+        return 2
+    if hasattr(args, "run"):  # a command that opens what it needs itself
+        code: int = args.run(args, out, err)
+    else:
+        with _open_store(args) as store:
+            code = args.handler(store, args, out, err)
+    out.flush()
+    return code

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -27,19 +28,23 @@ import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 from .error_handling.utils.errors import FileHandlerError
 
 __all__ = [
     "FileLock",
     "NDJSONGzipWriter",
+    "NDJSON_MAX_LINE_BYTES",
+    "atomic_output",
     "atomic_write",
     "ensure_private_dir",
     "fsync_dir",
     "iter_ndjson_gz",
+    "iter_ndjson_gz_lines",
     "open_private",
     "private_file",
     "read_limited",
@@ -47,6 +52,7 @@ __all__ = [
     "safe_join",
     "sha256_file",
     "sidecar_path",
+    "sqlite_path",
     "verify_sha256",
 ]
 
@@ -191,6 +197,78 @@ def atomic_write(path: PathLike, data: bytes | str, mode: int = 0o600, *, overwr
     return target
 
 
+@contextmanager
+def atomic_output(
+    path: PathLike, *, overwrite: bool = False, mode: int = 0o600, encoding: str = "utf-8", newline: str | None = None
+) -> Iterator[IO[str]]:
+    """A text stream whose content appears at *path* only once it is complete, for output of any size.
+
+    What is written goes to a temp file beside *path* (created ``O_EXCL |
+    O_NOFOLLOW`` with *mode*, 0600 by default, whatever the umask); leaving
+    the block normally fsyncs it and moves it into place atomically, then
+    fsyncs the directory.  Leaving with an exception removes the temp file
+    and leaves *path* as it was.
+
+    Nothing is ever written through a symlink: an existing *path* that is a
+    symlink is refused (code ``symlink_refused``).  With ``overwrite=False``
+    an existing *path* is refused before anything is written (code
+    ``file_exists``), and again at the end without a check-then-rename race;
+    with ``overwrite=True`` only a regular file is replaced (code
+    ``not_a_regular_file`` otherwise), by a rename that replaces the
+    directory entry, so a symlink planted meanwhile is replaced, not followed.
+    """
+    target = Path(path)
+    _check_output_target(target, overwrite)
+    temp, fd = _create_temp(target, mode)
+    try:
+        with open(fd, "w", encoding=encoding, newline=newline, closefd=False) as stream:
+            yield stream
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        _check_output_target(target, overwrite)
+        _publish(temp, target, overwrite=overwrite)
+    except OSError as exc:
+        _unlink_quietly(temp)
+        raise FileHandlerError(
+            f"cannot write {str(target)!r} ({exc.strerror}): check free space and permissions; "
+            "the previous content, if any, is unchanged"
+        ) from exc
+    except BaseException:
+        _unlink_quietly(temp)
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    fsync_dir(target.parent)
+
+
+def _check_output_target(target: Path, overwrite: bool) -> None:
+    try:
+        info = os.lstat(target)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise FileHandlerError(f"cannot inspect {str(target)!r} ({exc.strerror})") from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise FileHandlerError(
+            f"{str(target)!r} is a symlink: output is never written through one (it may point at "
+            "another user's file); give the path of a real file",
+            code="symlink_refused",
+        )
+    if not overwrite:
+        raise FileHandlerError(
+            f"{str(target)!r} already exists and will not be overwritten: "
+            "choose another name or remove the existing file first",
+            code="file_exists",
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise FileHandlerError(
+            f"{str(target)!r} is not a regular file (a directory, pipe or device): it will not be replaced",
+            code="not_a_regular_file",
+        )
+
+
 def remove_stale_temp_files(directory: PathLike, *, min_age_s: float = 0.0) -> list[Path]:
     """Remove temp files left in *directory* by writers of this module that have died.
 
@@ -278,6 +356,27 @@ def safe_join(base: PathLike, *parts: PathLike) -> Path:
             f"outside {str(root)!r}"
         )
     return resolved
+
+
+def sqlite_path(path: PathLike) -> str:
+    """*path* as the text SQLite opens: refused (FileHandlerError) unless it is valid UTF-8.
+
+    Python keeps undecodable bytes of a file name as lone surrogates, which
+    SQLite's UTF-8 file names cannot carry.
+    """
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise FileHandlerError(
+            f"the database path {shown!r} is not valid UTF-8, which SQLite needs: "
+            "rename the file or use a path in UTF-8",
+            details={"path": shown},
+        ) from None
+    return text
 
 
 def read_limited(path: PathLike, max_bytes: int) -> bytes:
@@ -580,7 +679,7 @@ def _read_sidecar(path: Path) -> str | None:
     try:
         text = read_limited(side, 4096).decode("ascii")
     except FileHandlerError:
-        if not side.exists():
+        if not os.path.lexists(side):  # a dangling or looping link is a damaged sidecar, not none
             return None
         raise
     except UnicodeDecodeError:
@@ -755,49 +854,121 @@ def verify_sha256(path: PathLike) -> bool | None:
         return None
     actual = sha256_file(target)
     if actual != expected:
-        raise FileHandlerError(
-            f"{str(target)!r} does not match its checksum in {sidecar_path(target).name} "
-            f"(expected {expected}, found {actual}): the file is damaged or was changed; "
-            "restore it from a backup",
-            code="checksum_mismatch",
-        )
+        raise _checksum_mismatch(target, expected, actual)
     return True
 
 
-def iter_ndjson_gz(path: PathLike, verify: bool = True) -> Iterator[dict[str, Any]]:
+def _checksum_mismatch(target: Path, expected: str, actual: str) -> FileHandlerError:
+    return FileHandlerError(
+        f"{str(target)!r} does not match its checksum in {sidecar_path(target).name} "
+        f"(expected {expected}, found {actual}): the file is damaged or was changed; "
+        "restore it from a backup",
+        code="checksum_mismatch",
+    )
+
+
+# The longest line iter_ndjson_gz reads, decompressed.  A record is bounded by
+# the ring it came through (8 MiB by default); this leaves room for JSON's
+# escapes and bigger rings, and keeps a gzip bomb's one huge line from being
+# read into memory.
+NDJSON_MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+def iter_ndjson_gz(
+    path: PathLike, verify: bool = True, *, max_line_bytes: int = NDJSON_MAX_LINE_BYTES
+) -> Iterator[dict[str, Any]]:
     """Yield the JSON objects of a gzip NDJSON file, one per line.
 
     With *verify*, the file is first checked against its ``.sha256`` sidecar if
     there is one; a mismatch is a FileHandlerError and nothing is yielded.  A
-    truncated or damaged gzip stream, a line that is not JSON or not an object
-    are FileHandlerErrors too.
+    truncated or damaged gzip stream, a line that is not UTF-8 JSON, is not an
+    object, is nested too deeply or is longer than *max_line_bytes* once
+    decompressed (read no further than that) are FileHandlerErrors too.
     """
+    for _, obj in iter_ndjson_gz_lines(path, verify, max_line_bytes=max_line_bytes):
+        yield obj
+
+
+def iter_ndjson_gz_lines(
+    path: PathLike, verify: bool = True, *, max_line_bytes: int = NDJSON_MAX_LINE_BYTES
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`iter_ndjson_gz` with each object's line number (from 1), to say where a bad record is."""
     target = Path(path)
-    if verify:
-        verify_sha256(target)
-    line_number = 0
+    handle = _open_regular(target)
+    with handle:
+        if verify:
+            _verify_handle(handle, target)
+        line_number = 0
+        try:
+            with gzip.GzipFile(filename=target.name, mode="rb", fileobj=handle) as stream:
+                while line := stream.readline(max_line_bytes + 1):
+                    line_number += 1
+                    if len(line) > max_line_bytes and not line.endswith(b"\n"):
+                        raise FileHandlerError(
+                            f"line {line_number} of {str(target)!r} is longer than {max_line_bytes:,} bytes "
+                            "decompressed: it is not a janus record (a damaged or hostile file)",
+                            code="line_too_long",
+                        )
+                    if line.strip():
+                        yield line_number, _ndjson_object(line, line_number, target)
+        except (OSError, EOFError, zlib.error) as exc:
+            detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise FileHandlerError(
+                f"cannot read {str(target)!r} as gzip after line {line_number} ({detail}): "
+                "the file is truncated or damaged; restore it from a backup"
+            ) from exc
+
+
+def _open_regular(target: Path) -> io.BufferedReader:
+    """Open *target* for reading, refusing (without waiting on) a pipe, device or directory."""
     try:
-        with gzip.open(target, "rb") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise FileHandlerError(
-                        f"line {line_number} of {str(target)!r} is not a JSON object: "
-                        "this is not a janus NDJSON file"
-                    )
-                yield obj
-    except FileHandlerError:
+        # O_NONBLOCK: opening a FIFO must not hang waiting for a writer.
+        fd = os.open(target, os.O_RDONLY | _O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise FileHandlerError(f"cannot open {str(target)!r} ({exc.strerror})") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileHandlerError(f"{str(target)!r} is not a regular file: pass an archive file")
+        os.set_blocking(fd, True)
+        return open(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
         raise
-    except json.JSONDecodeError as exc:
+
+
+def _verify_handle(handle: io.BufferedReader, target: Path) -> None:
+    """verify_sha256 on the open file, so the bytes checked are the bytes then read."""
+    expected = _read_sidecar(target)
+    if expected is None:
+        return
+    digest = hashlib.sha256()
+    try:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+        handle.seek(0)
+    except OSError as exc:
+        raise FileHandlerError(f"cannot read {str(target)!r} to checksum it ({exc.strerror})") from exc
+    if digest.hexdigest() != expected:
+        raise _checksum_mismatch(target, expected, digest.hexdigest())
+
+
+def _ndjson_object(line: bytes, line_number: int, target: Path) -> dict[str, Any]:
+    where = f"line {line_number} of {str(target)!r}"
+    try:
+        obj = json.loads(line)
+    except UnicodeDecodeError as exc:
         raise FileHandlerError(
-            f"line {line_number + 1} of {str(target)!r} is not valid JSON ({exc.msg}): "
-            "the file is damaged; restore it from a backup"
-        ) from exc
-    except (OSError, EOFError, zlib.error) as exc:
-        detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            f"{where} is not UTF-8 (byte {exc.start}): the file is damaged or not a janus archive"
+        ) from None
+    except RecursionError:
         raise FileHandlerError(
-            f"cannot read {str(target)!r} as gzip after line {line_number} ({detail}): "
-            "the file is truncated or damaged; restore it from a backup"
-        ) from exc
+            f"{where} is JSON nested too deeply to read: it is not a janus record (a damaged or hostile file)"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, and ints past Python's 4300-digit limit
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).split(";")[0]
+        raise FileHandlerError(
+            f"{where} is not valid JSON ({reason}): the file is damaged; restore it from a backup"
+        ) from None
+    if not isinstance(obj, dict):
+        raise FileHandlerError(f"{where} is not a JSON object: this is not a janus NDJSON file")
+    return obj

@@ -23,6 +23,17 @@ still identical to what was archived) but may archive some rows twice.
 
 The full-text index must be filled in the same transaction as the rows it
 indexes: deleting a row that was never indexed would damage the index.
+
+Erasure.  An ordinary delete leaves the deleted text in the database file (in
+freed space and in the full-text index's old segments) and in the WAL until
+they are overwritten.  ``prune(secure=True)`` and :func:`erase` (one user's
+records) delete with ``PRAGMA secure_delete`` and then :func:`scrub`: the
+index is rewritten without the deleted entries (FTS5 ``'optimize'``), the
+whole database is rewritten (``VACUUM``, which also clears what earlier
+ordinary deletes left) and the WAL is checkpointed and emptied.  This is
+erasure from the files; copies made elsewhere (backups, snapshots, the disk
+blocks a file once used, the ring file of records not yet overwritten) are
+out of its reach.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ from typing import Any
 
 import apsw
 
+from ._fts import check_query_size
 from ._levels import level_name, parse_level
 from ._schema import (
     COLUMNS,
@@ -58,17 +70,24 @@ from .file_handler import (
     NDJSONGzipWriter,
     atomic_write,
     ensure_private_dir,
+    fsync_dir,
     iter_ndjson_gz,
+    iter_ndjson_gz_lines,
     remove_stale_temp_files,
     sha256_file,
     sidecar_path,
+    sqlite_path,
 )
 
 __all__ = [
     "ARCHIVE_PATTERN",
     "AutoPruner",
+    "EraseSummary",
+    "MAX_IMPORTED_ID",
     "PruneSummary",
     "RetentionPolicy",
+    "erase",
+    "erase_path",
     "import_archive",
     "iter_archive_records",
     "list_archives",
@@ -78,11 +97,19 @@ __all__ = [
     "prune",
     "prune_path",
     "reclaim_space",
+    "scrub",
     "search_archives",
 ]
 
 NS_PER_SECOND = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_SECOND
+# SQLite's integers are 64-bit: ids, ts, levels, ages and sizes must fit.
+MAX_INT64 = 2**63 - 1
+# The highest id import accepts.  The flusher's AUTOINCREMENT continues after
+# the highest id in the table and fails for good at 2**63 - 1: an imported id
+# near that would stop all logging.  2**53 leaves 99.9 % of the id space (at a
+# million records a second, 290,000 years) and keeps ids exact for JSON readers.
+MAX_IMPORTED_ID = 2**53
 
 # Every column of a stored row, in archive order: the id first, then the schema's.
 ALL_COLUMNS: tuple[str, ...] = ("id", *COLUMNS)
@@ -142,14 +169,19 @@ def parse_age(value: str | int | _dt.timedelta) -> int:
         match = _AGE_RE.match(value)
         if match is None:
             raise ConfigError(
-                f"cannot read the age {value!r}: write a whole number and a unit, "
+                f"cannot read the age {_shown(value)}: write a whole number and a unit, "
                 "s (seconds), m (minutes), h (hours), d (days) or w (weeks), e.g. '30d'"
             )
-        ns = int(match[1]) * _AGE_UNITS[match[2].lower()]
+        ns = _whole_number(match[1]) * _AGE_UNITS[match[2].lower()]
     else:
         raise ConfigError(f"an age must be a string like '30d', not {type(value).__name__}")
     if ns <= 0:
-        raise ConfigError(f"an age must be more than zero, got {value!r}")
+        raise ConfigError(f"an age must be more than zero, got {_shown(value)}")
+    if ns > MAX_INT64:
+        raise ConfigError(
+            f"the age {_shown(value)} is too long: at most 106751d (292 years), "
+            "what 64-bit nanoseconds hold"
+        )
     return ns
 
 
@@ -168,23 +200,49 @@ def parse_size(value: str | int) -> int:
         unit = match[2].lower() if match else ""
         if match is None or (unit and unit not in _SIZE_UNITS):
             raise ConfigError(
-                f"cannot read the size {value!r}: write a whole number and a unit, "
+                f"cannot read the size {_shown(value)}: write a whole number and a unit, "
                 "B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), "
                 "e.g. '500MB'"
             )
-        size = int(match[1]) * _SIZE_UNITS.get(unit, 1)
+        size = _whole_number(match[1]) * _SIZE_UNITS.get(unit, 1)
     else:
         raise ConfigError(f"a size must be a string like '500MB' or an int, not {type(value).__name__}")
     if size <= 0:
-        raise ConfigError(f"a size must be more than zero, got {value!r}")
+        raise ConfigError(f"a size must be more than zero, got {_shown(value)}")
+    if size > MAX_INT64:
+        raise ConfigError(f"the size {_shown(value)} is too large: at most 8EiB, what SQLite can count")
     return size
+
+
+def _long_digits(value: object) -> bool:
+    return isinstance(value, str) and value.strip().isdigit() and len(value.strip()) > 20
+
+
+def _is_int_in(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _whole_number(digits: str) -> int:
+    """Decimal *digits* as an int; past 2**63 only "too large" matters, so no huge int is built."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else MAX_INT64 + 1
+
+
+def _shown(value: object) -> str:
+    """*value* for a message: its repr, cut to one readable line."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} chars)"
 
 
 def _parse_level(level: int | str) -> int:
     try:
-        return parse_level(level)
+        # Long digit strings are refused before int() meets its 4300-digit limit.
+        number = MAX_INT64 + 1 if _long_digits(level) else parse_level(level)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    if number > MAX_INT64:
+        raise ConfigError(f"level {_shown(level)} is too large: a level is a number below 2**63, like 40")
+    return number
 
 
 # --------------------------------------------------------------------------- #
@@ -211,15 +269,16 @@ class RetentionPolicy:
     def __post_init__(self) -> None:
         for name in ("max_age", "max_bytes"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise ConfigError(f"{name} must be a positive int or None, got {value!r}")
+            if value is not None and not _is_int_in(value, 1, MAX_INT64):
+                raise ConfigError(f"{name} must be a positive int below 2**63 or None, got {_shown(value)}")
         rows = self.max_rows
-        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 0):
-            raise ConfigError(f"max_rows must be a whole number of rows (0 or more), got {rows!r}")
+        if rows is not None and not _is_int_in(rows, 0, MAX_INT64):
+            raise ConfigError(f"max_rows must be a whole number of rows (0 or more, below 2**63), got {_shown(rows)}")
         for level, age in self.per_level.items():
-            if isinstance(level, bool) or not isinstance(level, int) or isinstance(age, bool) or not isinstance(age, int) or age <= 0:
+            if not _is_int_in(level, 0, MAX_INT64) or not _is_int_in(age, 1, MAX_INT64):
                 raise ConfigError(
-                    f"per_level must map level numbers to positive ages in ns, got {level!r}: {age!r}; "
+                    f"per_level must map level numbers to positive ages in ns (below 2**63), "
+                    f"got {_shown(level)}: {_shown(age)}; "
                     "use RetentionPolicy.from_config() for names like 'ERROR': '365d'"
                 )
 
@@ -276,6 +335,7 @@ class PruneSummary:
     chunks: int = 0
     pages_reclaimed: int = 0
     held_back: int = 0  # rows due for removal but kept: a sink has not shipped them (ship_wait)
+    secure: bool = False  # deleted with secure_delete, then scrubbed (prune(secure=True))
 
     def _add(self, level: int, count: int, oldest: int | None, newest: int | None) -> None:
         if count <= 0:
@@ -300,6 +360,7 @@ class PruneSummary:
             "chunks": self.chunks,
             "pages_reclaimed": self.pages_reclaimed,
             "held_back": self.held_back,
+            "secure": self.secure,
         }
 
 
@@ -452,8 +513,12 @@ def _json_default(value: Any) -> Any:
 
 
 def _decode_value(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"$base64"}:
-        return base64.b64decode(value["$base64"])
+    """A ``{"$base64": ...}`` value as its bytes; one that is not valid base64 is kept as it is."""
+    if isinstance(value, dict) and set(value) == {"$base64"} and isinstance(value["$base64"], str):
+        try:
+            return base64.b64decode(value["$base64"], validate=True)
+        except ValueError:  # binascii.Error
+            return value
     return value
 
 
@@ -464,23 +529,95 @@ def _decode_record(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _record_row(record: dict[str, Any], path: Path) -> tuple[Any, ...]:
-    """An archived record as a row tuple in ALL_COLUMNS order, checked."""
+# What import accepts, column by column: exactly what the flusher and prune
+# write.  Text columns may also hold bytes (a BLOB, archived as $base64).
+_TEXT_REQUIRED = ("logger", "message")
+
+
+def _column_problem(column: str, value: Any) -> str | None:
+    """Why *value* cannot be stored in *column*; None when it can."""
+    if isinstance(value, dict) and set(value) == {"$base64"}:
+        return f"{column} is marked $base64 but is not valid base64"
+    if column in ("id", "ts", "level", "pid"):
+        if column == "pid" and value is None:
+            return None
+        low, high, what = {
+            "id": (1, MAX_IMPORTED_ID, "a record id, 1 to 2**53"),
+            "ts": (0, MAX_INT64, "UTC nanoseconds since 1970, 0 to 2**63 - 1"),
+            "level": (0, MAX_INT64, "a level number such as 20 or 40 (0 to 2**63 - 1)"),
+            "pid": (0, MAX_INT64, "a process id, or null"),
+        }[column]
+        if not _is_int_in(value, low, high):
+            return f"{column} {_shown(value)} is not {what}"
+        return None
+    if column == "fields":
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _is_utf8(value):
+            return f"fields {_shown(value)} is not JSON object text"
+        try:
+            parsed = json.loads(value)
+        except (ValueError, RecursionError):
+            parsed = None
+        return None if isinstance(parsed, dict) else f"fields {_shown(value)} is not JSON object text"
+    if value is None and column in _TEXT_REQUIRED:
+        return f"{column} is null, but every record has one"
+    if value is None or isinstance(value, bytes) or (isinstance(value, str) and _is_utf8(value)):
+        return None
+    return f"{column} {_shown(value)} is not text" + (" (it has a lone surrogate)" if isinstance(value, str) else "")
+
+
+def _stored_int(value: Any) -> int:
+    """A ts or level as read from a row; a damaged row's "yesterday" or "HIGH" counts as 0, as LogStore reads it."""
+    if type(value) is int:
+        return value
+    if isinstance(value, float) and math.isfinite(value) and abs(value) <= MAX_INT64:
+        return int(value)
+    return 0
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return value if isinstance(value, str) else json.dumps(value, default=repr)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _record_row(record: dict[str, Any], path: Path, line: int | None = None) -> tuple[Any, ...]:
+    """An archived record as a row tuple in ALL_COLUMNS order, every column checked."""
+    where = f"{str(path)!r}" if line is None else f"line {line} of {str(path)!r}"
     unknown = set(record) - set(ALL_COLUMNS)
     if unknown:
         raise FileHandlerError(
-            f"{str(path)!r} has columns this janus_utils does not know ({', '.join(sorted(unknown))}): "
+            f"{where} has columns this janus_utils does not know ({', '.join(sorted(unknown))}): "
             "it was written by a newer version; upgrade janus_utils to import it"
         )
     missing = _REQUIRED - set(record)
     if missing:
         raise FileHandlerError(
-            f"a record in {str(path)!r} lacks {', '.join(sorted(missing))}: "
+            f"a record at {where} lacks {', '.join(sorted(missing))}: "
             "this is not a janus log archive, or it is damaged"
         )
-    if not isinstance(record["id"], int) or isinstance(record["id"], bool):
-        raise FileHandlerError(f"a record in {str(path)!r} has a non-integer id {record['id']!r}")
-    return tuple(_decode_value(record.get(c)) for c in ALL_COLUMNS)
+    row = tuple(_decode_value(record.get(c)) for c in ALL_COLUMNS)
+    for column, value in zip(ALL_COLUMNS, row):
+        problem = _column_problem(column, value)
+        if problem is not None:
+            raise FileHandlerError(
+                f"{where}: {problem}; nothing from this archive was imported "
+                "(janus never writes such a record: the archive was changed or made elsewhere)",
+                code="archive_invalid_record",
+                details={"path": str(path), "line": line, "column": column},
+            )
+    return row
 
 
 def _day_of(ts: int) -> str:
@@ -581,7 +718,7 @@ class _Engine:
         per_level: dict[int, list[int]] = {}
         for row in rows:
             if row[0] in gone:
-                per_level.setdefault(row[2], []).append(row[1])
+                per_level.setdefault(_stored_int(row[2]), []).append(_stored_int(row[1]))
         for level, stamps in per_level.items():
             summary._add(level, len(stamps), min(stamps), max(stamps))
         summary.chunks += 1
@@ -606,7 +743,7 @@ class _Engine:
         """Write *rows* (ordered by ts) to one complete archive per UTC day."""
         assert self.archive_dir is not None
         written: list[Path] = []
-        for day, group in itertools.groupby(rows, key=lambda r: r[1] // NS_PER_DAY):
+        for day, group in itertools.groupby(rows, key=lambda r: _stored_int(r[1]) // NS_PER_DAY):
             written.append(self._archive_day(_day_of(day * NS_PER_DAY), list(group)))
         return written
 
@@ -700,6 +837,7 @@ def prune(
     now_ns: int | None = None,
     progress: Progress | None = None,
     ship_wait: bool = True,
+    secure: bool = False,
 ) -> PruneSummary:
     """Remove old log records, oldest first, in short transactions; archive them first if asked.
 
@@ -712,7 +850,10 @@ def prune(
     *archive_dir* every removed row is first written, every column kept, to
     a complete gzip NDJSON archive there.  With *dry_run*
     nothing changes and the summary says what would go.  *progress* is called
-    with the running summary after each committed chunk.
+    with the running summary after each committed chunk.  With *secure* the
+    removed text is erased from the database's files, not only unlinked:
+    secure_delete, then :func:`scrub` (which raises FileHandlerError, code
+    ``scrub_incomplete``, if a reader kept the WAL from being emptied).
 
     Example: ``prune(db, older_than="30d", per_level={"ERROR": "365d"}, archive_dir="archive")``
     """
@@ -730,9 +871,61 @@ def prune(
     used = _used_bytes(db)
     row_bytes = used / count if count else 0.0
     limit = _row_limit(policy, count, used)
-    summary = _plan(engine, count, limit) if dry_run else _run(engine, limit, chunk_rows, progress)
+    if dry_run:
+        summary = _plan(engine, count, limit)
+    else:
+        with _secure_delete(db, secure):
+            summary = _run(engine, limit, chunk_rows, progress)
+            summary.secure = secure
+            if secure:
+                # Even when nothing was due now: what earlier ordinary prunes left goes too.
+                scrub(db)
     summary.bytes_estimate = round(summary.rows * row_bytes)
     return summary
+
+
+@contextmanager
+def _secure_delete(db: apsw.Connection, on: bool) -> Iterator[None]:
+    """``PRAGMA secure_delete`` for the block: deleted content is overwritten with zeros."""
+    if not on:
+        yield
+        return
+    before = _scalar(db, "PRAGMA secure_delete")
+    db.execute("PRAGMA secure_delete=ON")
+    try:
+        yield
+    finally:
+        db.execute(f"PRAGMA secure_delete={int(before)}")
+
+
+# How often scrub() tries to empty the WAL; each try waits up to the busy timeout for readers.
+_CHECKPOINT_TRIES = 3
+
+
+def scrub(db: apsw.Connection) -> None:
+    """Leave no copy of deleted records in the database file, its index or its WAL.
+
+    Rewrites the full-text index without its deleted entries (FTS5
+    ``'optimize'``), rewrites the whole database (``VACUUM``: the free space
+    earlier deletes left is not copied) and checkpoints the WAL into it and
+    empties it (``wal_checkpoint(TRUNCATE)``).  The database is locked for
+    writing meanwhile (the flusher waits, records stay in the ring); VACUUM
+    needs free disk space the size of the database.  Raises FileHandlerError
+    (code ``scrub_incomplete``) when readers kept the WAL from being emptied:
+    old copies are then still in ``<db>-wal``; run it again once they are gone.
+    """
+    with _write_transaction(db):
+        db.execute(f'INSERT INTO "{FTS_TABLE}"("{FTS_TABLE}") VALUES (\'optimize\')')
+    db.execute("VACUUM")
+    for _ in range(_CHECKPOINT_TRIES):
+        busy, _log, _done = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+        if not busy:
+            return
+    raise FileHandlerError(
+        f"the records are deleted, but copies remain in {db.filename}-wal while another connection "
+        "reads the database: run the command again when no search or tail is running",
+        code="scrub_incomplete",
+    )
 
 
 def _run(engine: _Engine, limit: int | None, chunk_rows: int, progress: Progress | None) -> PruneSummary:
@@ -793,15 +986,122 @@ def prune_path(path: str | Path, **kwargs: Any) -> PruneSummary:
         db.close()
 
 
+@dataclass
+class EraseSummary:
+    """What :func:`erase` removed: records from the database, and from the archives it rewrote."""
+
+    user_id: str
+    rows: int = 0  # records erased from the database
+    archived_rows: int = 0  # records removed from archives
+    archives_rewritten: list[Path] = field(default_factory=list)
+    archives_removed: list[Path] = field(default_factory=list)  # held nothing else: deleted
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "rows": self.rows,
+            "archived_rows": self.archived_rows,
+            "archives_rewritten": [str(p) for p in self.archives_rewritten],
+            "archives_removed": [str(p) for p in self.archives_removed],
+        }
+
+
+def erase(
+    db: apsw.Connection, *, user_id: str | int, archive_dir: str | Path | None = None, chunk_rows: int = 5000
+) -> EraseSummary:
+    """Erase every record whose ``user_id`` is *user_id*: from the database's files, and from archives.
+
+    The records are deleted with secure_delete and the database is then
+    scrubbed (see :func:`scrub`), so their text is left nowhere in the
+    database file, its full-text index or its WAL; scrub runs even when no
+    record matches, clearing what earlier ordinary deletes left behind.  With
+    *archive_dir*, every archive there holding such a record is rewritten
+    without it (its old .sha256 removed first, so a crash part way leaves an
+    archive without a checksum, never one that fails it), and an archive left
+    empty is deleted.  Archives elsewhere, and copies of any file, are not
+    touched: erase from each archive directory, and from backups, separately.
+    Records that only mention the user in their text are not matched.
+
+    Example: ``erase(db, user_id="42", archive_dir="archive")``
+    """
+    user = _user_text(user_id)
+    chunk_rows = _check_chunk_rows(chunk_rows)
+    directory = None if archive_dir is None else Path(archive_dir)
+    archives = [] if directory is None else list_archives(directory)  # a wrong path fails before anything goes
+    summary = EraseSummary(user)
+    with _secure_delete(db, True):
+        # Until none is left: the flusher may commit more of this user's records meanwhile.
+        while ids := [row[0] for row in db.execute(_USER_IDS, (user, chunk_rows))]:
+            id_list = json.dumps(ids)
+            with _write_transaction(db):
+                db.execute(_FTS_DELETE, (id_list,))
+                db.execute(_DELETE, (id_list,))
+            summary.rows += len(ids)
+        scrub(db)
+    for path in archives:
+        _erase_from_archive(path, user, summary)
+    return summary
+
+
+_USER_IDS = f'SELECT "id" FROM "{TABLE}" WHERE "user_id" = ? ORDER BY "id" LIMIT ?'
+
+
+def _user_text(user_id: object) -> str:
+    """A user_id as the logger stores it (text); an int is taken as its digits."""
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
+        raise ConfigError(f"user_id must be text (or an int), not {type(user_id).__name__}")
+    text = str(user_id)
+    if not text or not _is_utf8(text):
+        raise ConfigError(f"user_id must be a user's id as logged, like '42', not {_shown(user_id)}")
+    return text
+
+
+def _erase_from_archive(path: Path, user: str, summary: EraseSummary) -> None:
+    """Rewrite the archive at *path* without *user*'s records (two passes: nothing is held in memory)."""
+
+    def theirs(record: dict[str, Any]) -> bool:
+        return _as_text(_decode_value(record.get("user_id"))) == user
+
+    found = sum(1 for record in iter_ndjson_gz(path) if theirs(record))
+    if not found:
+        return
+    total = sum(1 for _ in iter_ndjson_gz(path, verify=False))
+    side = sidecar_path(path)
+    if side.exists():
+        side.unlink()  # first: a crash from here on leaves an archive read unverified, not a mismatch
+    if found == total:
+        path.unlink()
+        summary.archives_removed.append(path)
+    else:
+        kept = (record for record in iter_ndjson_gz(path, verify=False) if not theirs(record))
+        with NDJSONGzipWriter(path, overwrite=True) as writer:
+            writer.write_many(kept)
+        summary.archives_rewritten.append(path)
+    fsync_dir(path.parent)
+    summary.archived_rows += found
+
+
+def erase_path(path: str | Path, **kwargs: Any) -> EraseSummary:
+    """:func:`erase` on the log database at *path*, opening and closing its own connection."""
+    db = _open_existing(Path(path))
+    try:
+        return erase(db, **kwargs)
+    finally:
+        db.close()
+
+
 def _open_existing(path: Path) -> apsw.Connection:
     if not path.is_file():
         raise FileHandlerError(f"no log database at {str(path)!r}: check the --db path")
     try:
-        db = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READWRITE)
+        db = apsw.Connection(sqlite_path(path), flags=apsw.SQLITE_OPEN_READWRITE)
     except apsw.Error as exc:
         raise FileHandlerError(f"cannot open the log database {str(path)!r}: {exc}") from exc
     try:
-        apply_connection_settings(db)
+        try:
+            apply_connection_settings(db)
+        except apsw.NotADBError as exc:
+            raise FileHandlerError(f"{str(path)!r} is not a SQLite database, so not a janus log database") from exc
         found = _scalar(db, "PRAGMA user_version")
         if not found:
             raise FileHandlerError(f"{str(path)!r} is not a janus log database (no log schema in it)")
@@ -1107,7 +1407,7 @@ def _remove_keys(db: apsw.Connection, keys: list[tuple[Any, ...]], summary: Prun
     per_level: dict[int, list[int]] = {}
     for row_id in gone:
         _, ts, level = wanted[row_id]
-        per_level.setdefault(level, []).append(ts)
+        per_level.setdefault(_stored_int(level), []).append(_stored_int(ts))
     for level, stamps in per_level.items():
         summary._add(level, len(stamps), min(stamps), max(stamps))
     summary.chunks += 1
@@ -1123,11 +1423,19 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
     """Load an archive back into the database, keeping ids; returns the rows inserted.
 
     The checksum sidecar, if present, is verified before anything is read.
-    Rows whose id is already there with identical content are skipped, so
-    importing twice inserts nothing the second time; the full-text index is
-    filled for exactly the rows inserted.  One archive imports whole or not at
-    all (one transaction).  An id held by a *different* record is refused
-    (code ``archive_id_conflict``): import into another database instead.
+    Every column of every record is checked against what janus writes: ids
+    from 1 to MAX_IMPORTED_ID (2**53, far below the 2**63 - 1 at which the
+    flusher could assign no more), ts and level non-negative integers, text
+    columns text (or $base64 bytes), fields JSON object text.  One archive
+    imports whole or not at all (one transaction): a record that fails a
+    check refuses the whole archive (code ``archive_invalid_record``, the
+    message names its line and column), so a bad record can never reach the
+    database.  Rows whose id is already there with identical content are
+    skipped, so importing twice inserts nothing the second time; the
+    full-text index is filled for exactly the rows inserted.  An id held by
+    a *different* record is refused (code ``archive_id_conflict``): import
+    into another database instead.  Ids above the database's highest move
+    its id sequence forward: the flusher continues after them.
 
     An archive of another database (its name carries that database's id, as
     every archive written by this version does) is imported with new ids, so
@@ -1137,7 +1445,7 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
     archive = Path(path)
     if not archive.is_file():
         raise FileHandlerError(f"no archive at {str(archive)!r}: check the path")
-    records = iter_ndjson_gz(archive, verify=True)
+    records = iter_ndjson_gz_lines(archive, verify=True)
     match = ARCHIVE_PATTERN.match(archive.name)
     origin = match["db"] if match else None
     here = database_id(db)
@@ -1147,8 +1455,8 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
     with _write_transaction(db):
         while batch := list(itertools.islice(records, batch_rows)):
             rows: dict[int, tuple[Any, ...]] = {}
-            for record in batch:
-                row = _record_row(record, archive)
+            for line, record in batch:
+                row = _record_row(record, archive, line)
                 if rows.setdefault(row[0], row) != row:
                     raise _conflict(archive, row[0])
             ids = json.dumps(list(rows))
@@ -1176,7 +1484,9 @@ _FTS_AFTER = (
 )
 
 
-def _import_foreign(db: apsw.Connection, archive: Path, records: Iterator[dict[str, Any]], batch_rows: int) -> int:
+def _import_foreign(
+    db: apsw.Connection, archive: Path, records: Iterator[tuple[int, dict[str, Any]]], batch_rows: int
+) -> int:
     """Import another database's archive: its ids mean nothing here, so rows get new ones.
 
     A record already present (the same ts, pid, host, logger and message) is
@@ -1186,8 +1496,8 @@ def _import_foreign(db: apsw.Connection, archive: Path, records: Iterator[dict[s
     with _write_transaction(db):
         while batch := list(itertools.islice(records, batch_rows)):
             rows = []
-            for record in batch:
-                row = dict(zip(ALL_COLUMNS, _record_row(record, archive)))
+            for line, record in batch:
+                row = dict(zip(ALL_COLUMNS, _record_row(record, archive, line)))
                 key = (row["ts"], row["pid"], row["host"], row["logger"], row["message"])
                 if not db.execute(_SAME_RECORD, key).fetchall():
                     rows.append(tuple(row[c] for c in COLUMNS))
@@ -1233,9 +1543,11 @@ def iter_archive_records(
             continue
         for record in iter_ndjson_gz(path, verify=verify):
             ts = record.get("ts")
-            if since_ns is not None and (ts is None or ts < since_ns):
+            if type(ts) is not int and (since_ns is not None or until_ns is not None):
+                continue  # a damaged record has no time to be in a range by
+            if since_ns is not None and ts < since_ns:
                 continue
-            if until_ns is not None and (ts is None or ts >= until_ns):
+            if until_ns is not None and ts >= until_ns:
                 continue
             yield _decode_record(record)
 
@@ -1256,23 +1568,28 @@ def search_archives(
     FTS5 syntax, no ranking).  *level* is a minimum (``"WARNING"`` finds
     WARNING and above); *logger* matches that logger and its children
     (``"app"`` finds ``app.db``).  Results come in archive order, oldest
-    first, at most *limit* of them (None: all).
+    first, at most *limit* of them (None: all).  A *text* longer or with more
+    words than a search may take raises SearchQueryError, as LogStore does.
     """
+    if text:
+        check_query_size(text)  # each term is a substring scan of every record read
     terms = text.lower().split() if text else []
     min_level = None if level is None else _parse_level(level)
     found: list[dict[str, Any]] = []
     if limit is not None and limit <= 0:
         return found
     for record in iter_archive_records(archive_dir, since_ns=since_ns, until_ns=until_ns):
-        if min_level is not None and (record.get("level") or 0) < min_level:
+        # A damaged record's level reads as 0 and its logger as text, as LogStore reads them.
+        level = record.get("level")
+        if min_level is not None and (level if type(level) is int else 0) < min_level:
             continue
         if logger is not None:
-            name = record.get("logger") or ""
+            name = _as_text(record.get("logger"))
             if name != logger and not name.startswith(logger + "."):
                 continue
         if terms:
             haystack = "\n".join(
-                str(record[key]) for key in ("message", "fields", "exception") if record.get(key) is not None
+                _as_text(record[key]) for key in ("message", "fields", "exception") if record.get(key) is not None
             ).lower()
             if not all(term in haystack for term in terms):
                 continue

@@ -23,6 +23,7 @@ One LogStore is meant for one thread at a time; open one per thread.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -33,16 +34,19 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import apsw
 
-from ._fts import escape_query, quote_all
+from ._fts import check_query_size, escape_query, quote_all
 from ._levels import level_name, parse_level
 from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.utils.errors import FileHandlerError, SearchQueryError
+from .file_handler import sqlite_path
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "HISTOGRAM_BY",
     "HISTOGRAM_NONE",
     "HISTOGRAM_OTHER",
+    "LEVEL_INVALID",
     "SNIPPET_END",
     "SNIPPET_START",
     "FieldValue",
@@ -73,6 +77,8 @@ HISTOGRAM_BY: dict[str, str] = {
 }
 HISTOGRAM_OTHER = "(other)"  # the values outside the top N, summed
 HISTOGRAM_NONE = "(none)"  # records without a user_id
+# stats() and histogram(by="level") name a level that is not an integer (a damaged row) so.
+LEVEL_INVALID = "(invalid)"
 
 Histogram = list[tuple[datetime, dict[str, int]]]
 """(bucket start as an aware UTC datetime, {value: count}), oldest bucket first."""
@@ -104,6 +110,9 @@ _ADDED_IN_V2 = ("service", "host")  # a version 1 database (read, never migrated
 # search start from those rows instead of walking the index's matches.
 _NARROW = 256
 _BATCH = 1000
+_MAX_INT64 = 2**63 - 1  # SQLite's integers: a bound parameter must fit
+DEFAULT_TIMEOUT = 30.0  # seconds one statement may run before it is stopped
+_PROGRESS_STEPS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,20 +208,82 @@ class StoreStats:
         }
 
 
-def _parse_fields(text: str | None) -> dict[str, Any]:
+def _parse_fields(text: str | bytes | None) -> dict[str, Any]:
     if not text:
         return {}
+    if not isinstance(text, str):
+        text = _as_text(text)
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {"_unparsed": text}
     return value if isinstance(value, dict) else {"_unparsed": text}
+
+
+# Where each column sits in a row of _RECORD_COLUMNS, for the type check below.
+_TS, _LEVEL, _PID = (_RECORD_COLUMNS.index(name) for name in ("ts", "level", "pid"))
+_TEXTS = tuple(_RECORD_COLUMNS.index(name) for name in COLUMNS if name not in ("ts", "level", "pid", "fields"))
+_INVALID = "_invalid"  # the fields key that keeps what a damaged row really held
 
 
 def _record(row: tuple[Any, ...], snippet: str | None = None) -> Record:
     values = dict(zip(_RECORD_COLUMNS, row))
     values["fields"] = _parse_fields(values["fields"])
+    if not _well_typed(row):
+        _repair(values)
     return Record(**values, snippet=snippet)
+
+
+def _well_typed(row: tuple[Any, ...]) -> bool:
+    """Whether every column holds what the flusher writes (the common case, checked cheaply)."""
+    ts = row[_TS]
+    return (
+        type(ts) is int
+        and -_MAX_INT64 - 1 <= ts <= _MAX_INT64  # an archive's JSON may hold any int
+        and type(row[_LEVEL]) is int
+        and (row[_PID] is None or type(row[_PID]) is int)
+        and all(row[i] is None or type(row[i]) is str for i in _TEXTS)
+    )
+
+
+def _repair(values: dict[str, Any]) -> None:
+    """Make a damaged row a Record that every reader can print, keeping the bad values in fields.
+
+    A row written by something else (an old import, another program) may hold
+    "yesterday" as its ts or "HIGH" as its level: such a value reads as 0 (a
+    pid as None), and what the row really held is kept in
+    ``fields["_invalid"]``, so one bad row neither stops a search nor hides.
+    A BLOB in a text column reads as text, undecodable bytes escaped.
+    """
+    invalid: dict[str, str] = {}
+    for column in ("ts", "level", "pid"):
+        value = values[column]
+        if (type(value) is int and (column != "ts" or abs(value) <= _MAX_INT64)) or (column == "pid" and value is None):
+            continue
+        invalid[column] = value if isinstance(value, str) else repr(value)
+        values[column] = None if column == "pid" else _as_int(value)
+    for column in COLUMNS:
+        value = values[column]
+        if column not in ("ts", "level", "pid", "fields") and value is not None and type(value) is not str:
+            values[column] = _as_text(value)
+    for column in ("logger", "message"):
+        if values[column] is None:
+            values[column] = ""
+    if invalid:
+        values["fields"] = {**values["fields"], _INVALID: invalid}
+
+
+def _as_int(value: object) -> int:
+    """A ts or level SQLite returned as REAL (or worse) as the int a Record needs; 0 when none fits."""
+    if isinstance(value, float) and math.isfinite(value) and abs(value) <= _MAX_INT64:
+        return int(value)
+    return 0
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
 
 
 def _text(value: object, name: str) -> str:
@@ -256,15 +327,34 @@ class LogStore:
     SearchQueryError for a bad argument or query and FileHandlerError when
     reading fails; no SQLite error escapes as it is.  Use it as a context
     manager or call close().
+
+    A query larger than MAX_QUERY_CHARS, MAX_QUERY_TERMS or MAX_PREFIX_TERMS
+    (see janus_utils._fts) is refused before it runs (code
+    ``query_too_large``), and no single statement runs longer than *timeout*
+    seconds (default 30; None for no limit): it is stopped and raises
+    SearchQueryError with code ``search_timeout``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
-        self.path = os.fspath(path)
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> None:
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
+        ):
+            raise SearchQueryError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+        self.timeout = timeout
+        self._deadline: float | None = None
+        self.path = sqlite_path(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._db: apsw.Connection | None = None
         self._json_path_escapes: bool | None = None
         if not os.path.isfile(self.path):
-            what = "is a directory" if os.path.isdir(self.path) else "does not exist"
+            if os.path.isdir(self.path):
+                what = "is a directory"
+            elif os.path.lexists(self.path):
+                what = "is not a regular file (a symlink loop, a pipe or a device?)"
+            else:
+                what = "does not exist"
             raise FileHandlerError(
                 f"no log database at {self.path}: it {what}; check the path "
                 "(janus-logs takes it from --db or JANUS_LOG_DB)",
@@ -278,6 +368,9 @@ class LogStore:
             # A WAL reader waits only while the writer recovers or resets the
             # WAL index; this bounds how long that may take.
             self._db.setbusytimeout(busy_timeout_ms)
+            # Called every _PROGRESS_STEPS virtual-machine steps, FTS5's index
+            # reads included: how a statement past its deadline is stopped.
+            self._db.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
             self._fts_columns = self._check_schema()
         except BaseException:
             self.close()
@@ -318,12 +411,24 @@ class LogStore:
             message = f"reading the log database {self.path} failed: {exc}"
         return FileHandlerError(message, details=details)
 
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() > self._deadline
+
     @contextmanager
     def _reading(self, selection: _Selection | None = None) -> Iterator[apsw.Connection]:
         if self._db is None:
             raise FileHandlerError(f"this LogStore ({self.path}) is closed")
+        if self.timeout is not None:
+            self._deadline = time.monotonic() + self.timeout
         try:
             yield self._db
+        except apsw.InterruptError as exc:
+            raise SearchQueryError(
+                f"the search ran longer than {self.timeout:g} s and was stopped: narrow it with a "
+                "time range, a level or a logger, search for fewer prefix* terms, or allow a longer timeout",
+                code="search_timeout",
+                details={"timeout": self.timeout},
+            ) from exc
         except apsw.SQLError as exc:
             if selection is not None and selection.fts:
                 hint = (
@@ -340,6 +445,8 @@ class LogStore:
             raise self._read_error(exc) from exc
         except apsw.Error as exc:
             raise self._read_error(exc) from exc
+        finally:
+            self._deadline = None
 
     def _rows(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         # fetchall: the read transaction ends before the rows are handed out.
@@ -391,12 +498,14 @@ class LogStore:
             if not isinstance(query, str):
                 raise SearchQueryError(f"query must be text, not {type(query).__name__}")
             if query.strip():
+                check_query_size(query)  # the length, before the text is parsed at all
                 selection.query = query
                 selection.raw = raw
                 if raw:
                     selection.fts = _text(query, "query")
                 else:
                     selection.fts = escape_query(query, self._fts_columns)
+                check_query_size(query, selection.fts)
         return selection
 
     def _filters(
@@ -416,10 +525,7 @@ class LogStore:
     ) -> _Selection:
         selection = _Selection()
         if level is not None:
-            try:
-                number = parse_level(level)
-            except ValueError as exc:
-                raise SearchQueryError(str(exc), details={"level": repr(level)}) from exc
+            number = _level_number(level)
             selection.add(f'{_T}."level" >= ?', number, probe=True)
         if logger is not None:
             name = _text(logger, "logger").rstrip(".")
@@ -595,8 +701,8 @@ class LogStore:
             with self._reading(selection) as db:
                 sql, params = build()
                 return db.execute(sql, params).fetchall()
-        except SearchQueryError:
-            if selection.raw or selection.query is None:
+        except SearchQueryError as exc:
+            if selection.raw or selection.query is None or exc.code == "search_timeout":
                 raise
             fallback = quote_all(selection.query)
             if fallback == selection.fts:
@@ -755,12 +861,14 @@ class LogStore:
         totals: dict[str, int] = {}
         named: list[tuple[int, str, int]] = []
         for bucket_start, raw_value, number in rows:
+            if type(bucket_start) is not int:  # a damaged row's ts, read by SQLite as a number
+                bucket_start = _as_int(bucket_start)
             if raw_value is None:
                 name = HISTOGRAM_NONE
             elif by == "level":
-                name = level_name(raw_value)
+                name = _level_label(raw_value)
             else:
-                name = str(raw_value)
+                name = _as_text(raw_value)
             totals[name] = totals.get(name, 0) + number
             named.append((bucket_start, name, number))
         kept = set(sorted(totals, key=lambda name: (-totals[name], name))[:top])
@@ -892,7 +1000,12 @@ class LogStore:
             f'SELECT "level", "logger", count(*) FROM {_T} WHERE "id" > ? AND "id" <= ? GROUP BY "level", "logger"',
             (cursor, newest),
         )
-        return {(int(level), str(logger)): int(n) for level, logger, n in rows}, newest
+        counts: dict[tuple[int, str], int] = {}
+        for level, logger, n in rows:
+            # A damaged row's level reads as 0 and its logger as text, as in every Record.
+            key = (level if type(level) is int else _as_int(level), logger if type(logger) is str else _as_text(logger))
+            counts[key] = counts.get(key, 0) + int(n)
+        return counts, newest
 
     def newest_id(self) -> int:
         """The id of the last record committed (0 for an empty database): a cursor for after()."""
@@ -950,13 +1063,18 @@ class LogStore:
         by_logger_rows = self._run(
             selection, lambda: self._sql(selection, f'{_T}."logger", count(*)', group=f'{_T}."logger"')
         )
+        # Only integer ts count: a damaged row's "yesterday" sorts after every number.
         if selection.where or selection.fts is not None:
-            bounds = self._run(
-                selection, lambda: self._sql(selection, f'min({_T}."ts"), max({_T}."ts")')
-            )
+            valid = f"""CASE WHEN typeof({_T}."ts") = 'integer' THEN {_T}."ts" END"""
+            bounds = self._run(selection, lambda: self._sql(selection, f"min({valid}), max({valid})"))
         else:
             # Separate subqueries: each is one index lookup, together a full scan.
-            bounds = self._rows(f'SELECT (SELECT min("ts") FROM {_T}), (SELECT max("ts") FROM {_T})')
+            first, last = (
+                f"""(SELECT "ts" FROM {_T} WHERE "ts" BETWEEN ? AND ? AND typeof("ts") = 'integer'
+                    ORDER BY "ts" {direction} LIMIT 1)"""
+                for direction in ("ASC", "DESC")
+            )
+            bounds = self._rows(f"SELECT {first}, {last}", (-_MAX_INT64 - 1, _MAX_INT64) * 2)
         first_ts, last_ts = bounds[0] if bounds else (None, None)
         page_count = self._rows("PRAGMA page_count")[0][0]
         page_size = self._rows("PRAGMA page_size")[0][0]
@@ -964,8 +1082,15 @@ class LogStore:
             wal_bytes = os.path.getsize(self.path + "-wal")
         except OSError:
             wal_bytes = 0
-        by_level = {level_name(level): number for level, number in sorted(by_level_rows)}
-        by_logger = dict(sorted(by_logger_rows, key=lambda row: (-row[1], row[0])))
+        by_level: dict[str, int] = {}
+        for level, number in sorted(by_level_rows, key=_level_order):
+            name = _level_label(level)
+            by_level[name] = by_level.get(name, 0) + number
+        loggers: dict[str, int] = {}
+        for name, number in by_logger_rows:
+            text = name if type(name) is str else _as_text(name)
+            loggers[text] = loggers.get(text, 0) + number
+        by_logger = dict(sorted(loggers.items(), key=lambda item: (-item[1], item[0])))
         return StoreStats(
             records=sum(by_level.values()),
             by_level=by_level,
@@ -977,8 +1102,33 @@ class LogStore:
         )
 
 
+def _level_order(row: tuple[Any, ...]) -> tuple[int, Any]:
+    """Sorts stored levels: numbers by value, then anything a damaged row holds."""
+    level = row[0]
+    return (0, level) if type(level) is int else (1, repr(level))
+
+
+def _level_label(level: object) -> str:
+    return level_name(level) if type(level) is int else LEVEL_INVALID
+
+
+def _level_number(level: int | str) -> int:
+    """A level filter as a number SQLite can compare: 0 to 2**63 - 1."""
+    text = level.strip() if isinstance(level, str) else ""
+    try:
+        # A long digit string is refused before int() meets its 4300-digit limit.
+        number = _MAX_INT64 + 1 if text.isdigit() and len(text) > 20 else parse_level(level)
+    except ValueError as exc:
+        raise SearchQueryError(str(exc), details={"level": repr(level)[:40]}) from exc
+    if number > _MAX_INT64:
+        raise SearchQueryError(
+            f"level {repr(level)[:40]} is too large: give a level name like WARNING or a number below 2**63"
+        )
+    return number
+
+
 def _check_limit(value: object, name: str, *, none_ok: bool = False) -> None:
     if value is None and none_ok:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SearchQueryError(f"{name} must be a whole number, 0 or more, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT64:
+        raise SearchQueryError(f"{name} must be a whole number from 0 to 2**63 - 1, not {repr(value)[:40]}")

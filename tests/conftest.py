@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import resource
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +60,33 @@ def write_batch(db: apsw.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
         last = db.execute('SELECT coalesce(max(rowid), 0) FROM "logs_fts"').fetchall()[0][0]
         db.executemany(INSERT_SQL, list(rows))
         db.execute(FILL_FTS_SQL, (last,))
+
+
+def run_cli(
+    argv: Sequence[str | bytes], cwd: Path, env: dict[str, str | bytes] | None = None, *, memory_limit: int | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``python -m janus_utils ARGV`` in *cwd*; stdin closed, so nothing can wait on it.
+
+    *memory_limit* caps the process's address space (RLIMIT_AS): reading more
+    than that into memory fails instead of succeeding slowly.
+    """
+
+    def limit() -> None:
+        if memory_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
+    environment: dict[str | bytes, str | bytes] = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    environment.pop("JANUS_LOG_DB", None)
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "janus_utils", *argv],
+        cwd=cwd,
+        env=environment,  # type: ignore[arg-type]  # bytes values are how a non-UTF-8 variable is passed
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+        preexec_fn=limit,
+    )
 
 
 def write_tokens_process(path: str, batches: int, per_batch: int) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import BASE_TS, make_row, open_writer, write_batch
+from conftest import BASE_TS, make_row, open_writer, run_cli, write_batch
 from janus_utils import cli
 from janus_utils.cli import _flusher_counters, _format_record, _use_colour, main
 from janus_utils.store import LogStore, Record
@@ -354,3 +355,143 @@ class TestExport:
     def test_json_with_other_format(self, run: Callable[..., tuple[int, str, str]], db: str) -> None:
         """--json with --format csv is a usage error."""
         assert 2 == run("export", "--db", db, "--json", "--format", "csv")[0]
+
+
+class TestDamagedRows:
+    """A database holding rows an older import let in, read by real janus-logs processes."""
+
+    @pytest.fixture
+    def damaged(self, make_log_db: Callable[..., Path]) -> Path:
+        return make_log_db(
+            [
+                make_row("good record", ts=BASE_TS),
+                make_row("bad ts record", ts="yesterday"),
+                make_row("bad level record", ts=BASE_TS + MINUTE, level="HIGH"),
+                make_row("blob record", ts=BASE_TS + 2 * MINUTE, logger=b"\xffapp", pid="x"),
+            ],
+            name="damaged.db",
+        )
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize(
+        "argv",
+        [
+            ["search"],
+            ["search", "record"],
+            ["tail"],
+            ["stats"],
+            ["stats", "--json"],
+            ["export"],
+            ["export", "--format", "csv"],
+            ["export", "--format", "json"],
+        ],
+        ids=" ".join,
+    )
+    def test_every_reader_shows_the_whole_database(self, damaged: Path, argv: list[str]) -> None:
+        """One bad row no longer stops search, tail, stats or export: exit 0, every record there."""
+        result = run_cli([*argv, "--db", damaged.name], damaged.parent)
+        out = result.stdout.decode()
+        assert (0, b"") == (result.returncode, result.stderr)
+        if argv == ["stats", "--json"]:
+            data = json.loads(out)
+            assert (4, 1, BASE_TS + 2 * MINUTE) == (data["records"], data["by_level"]["(invalid)"], data["last_ts"])
+        elif argv[0] == "stats":
+            assert "records   4 from 2023-11-14T22:13:20Z to 2023-11-14T22:15:20Z" in out and "(invalid) 1" in out
+        else:
+            assert all(f"{word} record" in out for word in ("good", "bad ts", "bad level", "blob"))
+            assert "yesterday" in out and "HIGH" in out  # what the row held is shown, not hidden
+
+
+class TestExportToFile:
+    """export -o through a real process: no symlink followed, nothing replaced unasked, 0600, no formulas."""
+
+    @pytest.fixture
+    def workdir(self, db: str) -> Path:
+        return Path(db).parent
+
+    def export(self, workdir: Path, db: str, *argv: str, umask: int = 0o022) -> tuple[int, str]:
+        old = os.umask(umask)
+        try:
+            result = run_cli(["export", "--db", db, *argv], workdir)
+        finally:
+            os.umask(old)
+        err = result.stderr.decode()
+        assert len(err.splitlines()) <= 1 and "Traceback" not in err, err
+        return result.returncode, err
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("force", [[], ["--force"]], ids=["plain", "force"])
+    def test_planted_symlink_is_not_followed(self, workdir: Path, db: str, force: list[str]) -> None:
+        """-o naming a symlink to a 0600 file is refused, with or without --force; the file is untouched."""
+        victim = workdir / "shadow"
+        victim.write_text("root:secret\n")
+        victim.chmod(0o600)
+        (workdir / "out.csv").symlink_to(victim)
+        code, err = self.export(workdir, db, "-o", "out.csv", *force)
+        assert (2, True, "root:secret\n", 0o600, True) == (
+            code,
+            "is a symlink" in err,
+            victim.read_text(),
+            stat.S_IMODE(victim.stat().st_mode),
+            (workdir / "out.csv").is_symlink(),
+        )
+
+    @pytest.mark.slow
+    def test_existing_file_needs_force_then_is_replaced_atomically(self, workdir: Path, db: str) -> None:
+        """An existing file is refused without --force; with it, a new 0600 file takes its place."""
+        target = workdir / "out.ndjson"
+        target.write_text("keep me\n")
+        target.chmod(0o644)
+        code, err = self.export(workdir, db, "-o", "out.ndjson")
+        refused = (code, "--force" in err, target.read_text())
+        inode = target.stat().st_ino
+        code, err = self.export(workdir, db, "-o", "out.ndjson", "--force")
+        lines = target.read_text().splitlines()
+        assert ((2, True, "keep me\n"), 0, 4, 0o600) == (refused, code, len(lines), stat.S_IMODE(target.stat().st_mode))
+        assert inode != target.stat().st_ino  # a new file renamed into place, not the old one rewritten
+
+    @pytest.mark.slow
+    def test_new_file_is_private_whatever_the_umask(self, workdir: Path, db: str) -> None:
+        """Under umask 000 the export is still 0600, like the archives; no temp file is left."""
+        code, _ = self.export(workdir, db, "-o", "new.csv", "--format", "csv", umask=0)
+        leftovers = [p.name for p in workdir.iterdir() if p.name.endswith(".tmp")]
+        assert (0, 0o600, []) == (code, stat.S_IMODE((workdir / "new.csv").stat().st_mode), leftovers)
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("kind", ["directory", "fifo"])
+    def test_force_never_replaces_what_is_not_a_file(self, workdir: Path, db: str, kind: str) -> None:
+        """--force onto a directory or a FIFO is refused at once (a FIFO is not opened and waited on)."""
+        target = workdir / "special"
+        target.mkdir() if kind == "directory" else os.mkfifo(target)
+        code, err = self.export(workdir, db, "-o", "special", "--force")
+        assert (2, True, True) == (code, "not a regular file" in err, target.is_dir() if kind == "directory" else target.is_fifo())
+
+    @pytest.mark.slow
+    def test_force_never_replaces_the_database(self, workdir: Path, db: str) -> None:
+        """-o naming the database (or its WAL) with --force is refused; the database still reads."""
+        code, err = self.export(workdir, db, "-o", Path(db).name, "--force")
+        wal_code, _ = self.export(workdir, db, "-o", Path(db).name + "-wal", "--force")
+        assert (2, True, 2) == (code, "is the log database" in err, wal_code)
+        assert 4 == len(LogStore(db).search())
+
+    @pytest.mark.slow
+    def test_failed_export_leaves_nothing(self, workdir: Path, db: str) -> None:
+        """An export that fails part way (a bad raw query) leaves no file and no temp file."""
+        code, err = self.export(workdir, db, "--raw", '"unbalanced', "-o", "failed.csv")
+        assert (2, True, []) == (code, "invalid full-text query" in err, [p.name for p in workdir.iterdir() if "failed" in p.name])
+
+    @pytest.mark.slow
+    def test_csv_formulas_are_escaped(self, make_log_db: Callable[..., Path]) -> None:
+        """Cells starting = + - @ tab or CR get a leading quote; others are exact (OWASP CSV injection)."""
+        hostile = ['=HYPERLINK("http://evil","click")', "=1+1", "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3", "\tTAB", "\rCR"]
+        path = make_log_db(
+            [make_row(text, ts=BASE_TS + i) for i, text in enumerate(hostile)]
+            + [make_row("plain = text", logger="=evil.logger", user_id="@u", ts=BASE_TS + 99)],
+            name="formulas.db",
+        )
+        code, _ = self.export(path.parent, path.name, "--format", "csv", "-o", "formulas.csv")
+        with open(path.parent / "formulas.csv", newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        assert 0 == code
+        assert ["'" + text for text in hostile] + ["plain = text"] == [row["message"] for row in rows]
+        assert ("'=evil.logger", "'@u") == (rows[-1]["logger"], rows[-1]["user_id"])

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import io
 import json
 import os
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -16,7 +19,7 @@ from typing import Any
 import apsw
 import pytest
 
-from conftest import make_row, open_writer, write_batch
+from conftest import make_row, open_writer, run_cli, write_batch
 
 from janus_utils import cli
 from janus_utils._schema import database_id
@@ -338,6 +341,119 @@ class TestArchiveImport:
         """archive without an action prints its help on stderr and exits 2."""
         code, _, err = run("archive")
         assert (2, True) == (code, "import" in err)
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize(
+        ("column", "value", "reason"),
+        [("id", 2**63 - 1, "id 9223372036854775807 is not a record id"), ("ts", "yesterday", "ts 'yesterday'"), ("level", "HIGH", "level 'HIGH'")],
+    )
+    def test_bad_record_refused_and_logging_goes_on(self, tmp_path: Path, column: str, value: Any, reason: str) -> None:
+        """The issue's archives: refused whole (exit 2, line and reason), and a real logger still commits after."""
+        archive = tmp_path / "archive"
+        archive.mkdir()
+        name = "janus-logs-2024-05-01.1-2.ndjson.gz"
+        good = {"id": 1, "ts": 1_714_564_800 * SECOND, "level": 20, "logger": "app", "message": "restored"}
+        data = gzip.compress((json.dumps(good) + "\n" + json.dumps({**good, "id": 2, column: value}) + "\n").encode())
+        (archive / name).write_bytes(data)
+        (archive / (name + ".sha256")).write_text(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+
+        imported = run_cli(["archive", "import", "archive", "--db", "app.db"], tmp_path)
+        logged = subprocess.run(
+            [sys.executable, "-c", LOG_ONE_RECORD, str(tmp_path / "app.db")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        err = imported.stderr.decode()
+        assert (2, 1, True) == (imported.returncode, len(err.splitlines()), f"line 2 of 'archive/{name}': {reason}" in err), err
+        assert ("True\n", ["logged after the refused import"]) == (logged.stdout, [row[4] for row in _rows(tmp_path / "app.db")])
+
+
+# A real application: configure, log one record, wait for the commit, print flush()'s answer.
+LOG_ONE_RECORD = """
+import sys
+import janus_utils as ju
+ju.configure(db_path=sys.argv[1], console=False)
+ju.get_logger("app").info("logged after the refused import")
+print(ju.flush())
+ju.shutdown()
+"""
+
+
+MARKER = "zanzibarquokka7f3a9c"  # what user 42 logged: a word found nowhere else
+
+# A real application: 300 records, every tenth of them user 42's, carrying MARKER.
+LOG_USERS = f"""
+import sys
+import janus_utils as ju
+ju.configure(db_path=sys.argv[1], console=False)
+log = ju.get_logger("shop")
+for n in range(300):
+    if n % 10 == 0:
+        log.info("order %s shipped to {MARKER}", n, user_id="42", street="{MARKER} road")
+    else:
+        log.info("order %s shipped", n, user_id="7")
+print(ju.flush())
+ju.shutdown()
+"""
+
+
+def _leaks(db_path: Path, text: str) -> list[str]:
+    """Which of the database's files (db, -wal, -shm) still hold *text*, raw bytes grepped."""
+    found = []
+    for suffix in ("", "-wal", "-shm"):
+        file = Path(f"{db_path}{suffix}")
+        if file.exists() and text.encode() in file.read_bytes():
+            found.append(suffix or "db")
+    return found
+
+
+class TestErase:
+    @pytest.mark.slow
+    def test_erase_a_user_logged_by_a_real_application(self, tmp_path: Path) -> None:
+        """erase --user 42: gone from the db file, WAL and archives; user 7's records all still there."""
+        db_path = tmp_path / "app.db"
+        logged = subprocess.run(
+            [sys.executable, "-c", LOG_USERS, str(db_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        assert ("True\n", ["db"]) == (logged.stdout, _leaks(db_path, MARKER)), logged.stderr
+        # An ordinary prune first: half of user 42's records to archives, their residue left in the file.
+        pruned = run_cli(["prune", "--db", "app.db", "--max-rows", "150", "--archive-dir", "archive"], tmp_path)
+        reader = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            reader.execute("SELECT count(*) FROM logs").fetchall()  # now idle, it keeps the -wal file in place
+            erased = run_cli(["erase", "--user", "42", "--db", "app.db", "--archive-dir", "archive", "--json"], tmp_path)
+            leaks = _leaks(db_path, MARKER)
+            wal_size = os.path.getsize(f"{db_path}-wal")
+        finally:
+            reader.close()
+        again = run_cli(["erase", "--user", "42", "--db", "app.db", "--archive-dir", "archive"], tmp_path)
+        summary = json.loads(erased.stdout)
+        archived = b"".join(gzip.open(p).read() for p in (tmp_path / "archive").glob("*.ndjson.gz"))
+        assert (0, 0, b"") == (pruned.returncode, erased.returncode, erased.stderr)
+        assert (15, 15, [], 0, False) == (summary["rows"], summary["archived_rows"], leaks, wal_size, MARKER.encode() in archived)
+        assert (1, 270) == (again.returncode, len(_rows(db_path)) + archived.count(b"\n"))
+        assert "0 records of user 42" in again.stdout.decode()
+
+    @pytest.mark.slow
+    def test_secure_prune_of_everything(self, make_log_db: Callable[..., Path]) -> None:
+        """The issue's case: prune to 0 rows with --secure, and the Stripe key is in none of the files."""
+        key = "sk_live_51Hx0" + MARKER
+        db_path = make_log_db([make_row(f"charged card with {key}", fields=json.dumps({"key": key})), make_row("other")])
+        reader = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            reader.execute("SELECT count(*) FROM logs").fetchall()  # now idle, it keeps the -wal file in place
+            result = run_cli(["prune", "--db", db_path.name, "--max-rows", "0", "--secure"], db_path.parent)
+            leaks = _leaks(db_path, MARKER) + _leaks(db_path, MARKER.lower())
+        finally:
+            reader.close()
+        out = result.stdout.decode()
+        assert (0, [], [], True) == (result.returncode, _rows(db_path), leaks, "WAL emptied" in out)
 
 
 class TestSearchArchives:

@@ -152,6 +152,56 @@ class TestAtomicWrite:
         assert ([], [live.name]) == (fh.remove_stale_temp_files(tmp_path), temp_files(tmp_path))
 
 
+class TestAtomicOutput:
+    def test_appears_only_when_complete_and_private(self, tmp_path: Path, open_umask: None) -> None:
+        """Nothing is at the path while writing; after, the content is there, 0600 under umask 000."""
+        target = tmp_path / "out.csv"
+        with fh.atomic_output(target) as stream:
+            stream.write("a,b\n")
+            during = target.exists()
+        assert (False, "a,b\n", 0o600, []) == (during, target.read_text(), mode_of(target), temp_files(tmp_path))
+
+    def test_exception_leaves_the_old_content(self, tmp_path: Path) -> None:
+        """A failure part way removes the temp file; an existing file keeps its content."""
+        target = tmp_path / "out.csv"
+        target.write_text("old\n")
+        with pytest.raises(RuntimeError):
+            with fh.atomic_output(target, overwrite=True) as stream:
+                stream.write("new")
+                raise RuntimeError("boom")
+        assert ("old\n", []) == (target.read_text(), temp_files(tmp_path))
+
+    def test_existing_file_refused_before_writing(self, tmp_path: Path) -> None:
+        """Without overwrite an existing file is refused at once (code file_exists)."""
+        target = tmp_path / "out.csv"
+        target.write_text("old\n")
+        with pytest.raises(FileHandlerError) as caught:
+            with fh.atomic_output(target):
+                pytest.fail("the body must not run")
+        assert ("file_exists", "old\n") == (caught.value.code, target.read_text())
+
+    @pytest.mark.parametrize("overwrite", [False, True])
+    def test_symlink_never_written_through(self, tmp_path: Path, overwrite: bool) -> None:
+        """A symlink at the path is refused, even with overwrite; its target is untouched."""
+        victim = tmp_path / "victim"
+        victim.write_text("precious\n")
+        (tmp_path / "out.csv").symlink_to(victim)
+        with pytest.raises(FileHandlerError) as caught:
+            with fh.atomic_output(tmp_path / "out.csv", overwrite=overwrite) as stream:
+                stream.write("x")
+        assert ("symlink_refused", "precious\n") == (caught.value.code, victim.read_text())
+
+    def test_symlink_planted_while_writing_is_replaced_not_followed(self, tmp_path: Path) -> None:
+        """A symlink that appears during the write is caught by the second check; the victim is untouched."""
+        victim = tmp_path / "victim"
+        victim.write_text("precious\n")
+        with pytest.raises(FileHandlerError):
+            with fh.atomic_output(tmp_path / "out.csv", overwrite=True) as stream:
+                stream.write("x")
+                (tmp_path / "out.csv").symlink_to(victim)
+        assert ("precious\n", []) == (victim.read_text(), temp_files(tmp_path))
+
+
 class TestSafeJoin:
     def test_joins_inside_base(self, tmp_path: Path) -> None:
         """Plain relative parts are joined under the base."""
@@ -485,6 +535,60 @@ class TestNDJSONGzip:
         path = tmp_path / "a.ndjson.gz"
         path.write_bytes(gzip.compress(b"[1, 2]\n"))
         with pytest.raises(FileHandlerError, match="not a JSON object"):
+            list(fh.iter_ndjson_gz(path))
+
+    @pytest.mark.parametrize(
+        ("line", "message"),
+        [
+            (b'{"a": "\xff\xfe"}', "line 2 of .* is not UTF-8"),
+            (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "line 2 of .* nested too deeply"),
+            (b'{"a": ' + b"9" * 5000 + b"}", "line 2 of .* not valid JSON"),
+            (b'{"a": 1', "line 2 of .* not valid JSON"),
+        ],
+        ids=["not-utf8", "nested-100000-deep", "int-of-5000-digits", "unterminated"],
+    )
+    def test_bad_line_is_error_naming_it(self, tmp_path: Path, line: bytes, message: str) -> None:
+        """A line that is not UTF-8 JSON, or JSON too deep or too big for Python, names its line."""
+        path = tmp_path / "a.ndjson.gz"
+        path.write_bytes(gzip.compress(b'{"ok": 1}\n' + line + b"\n"))
+        with pytest.raises(FileHandlerError, match=message):
+            list(fh.iter_ndjson_gz(path))
+
+    def test_line_longer_than_the_limit_is_not_read_whole(self, tmp_path: Path) -> None:
+        """A line past max_line_bytes is refused; one exactly at it (newline aside) is read."""
+        path = tmp_path / "a.ndjson.gz"
+        at_limit = b'{"a": "' + b"x" * 91 + b'"}'  # 100 bytes
+        path.write_bytes(gzip.compress(at_limit + b"\n" + at_limit + b"y\n"))
+        seen: list[dict[str, object]] = []
+        with pytest.raises(FileHandlerError, match="line 2 of .* longer than 100 bytes") as caught:
+            for record in fh.iter_ndjson_gz(path, max_line_bytes=100):
+                seen.append(record)
+        assert ("line_too_long", [{"a": "x" * 91}]) == (caught.value.code, seen)
+
+    def test_line_numbers_count_blank_lines(self, tmp_path: Path) -> None:
+        """iter_ndjson_gz_lines numbers lines as an editor does, blank ones included."""
+        path = tmp_path / "a.ndjson.gz"
+        path.write_bytes(gzip.compress(b'{"a": 1}\n\n{"a": 2}\n'))
+        assert [(1, {"a": 1}), (3, {"a": 2})] == list(fh.iter_ndjson_gz_lines(path))
+
+    def test_fifo_is_refused_without_waiting(self, tmp_path: Path) -> None:
+        """A FIFO in an archive's place is not a regular file: refused, never opened for a writer."""
+        path = tmp_path / "a.ndjson.gz"
+        os.mkfifo(path)
+        with pytest.raises(FileHandlerError, match="not a regular file"):
+            list(fh.iter_ndjson_gz(path))
+
+    @pytest.mark.parametrize("kind", ["fifo", "loop", "dangling"])
+    def test_unreadable_sidecar_is_refused_not_skipped(self, tmp_path: Path, kind: str) -> None:
+        """A sidecar that is a FIFO or a broken link is an error, not a reason to skip the check."""
+        path = self.write(tmp_path / "a.ndjson.gz", self.RECORDS)
+        side = fh.sidecar_path(path)
+        side.unlink()
+        if kind == "fifo":
+            os.mkfifo(side)
+        else:
+            os.symlink(side.name if kind == "loop" else "missing-target", side)
+        with pytest.raises(FileHandlerError, match="sha256"):
             list(fh.iter_ndjson_gz(path))
 
     def test_unserialisable_value_is_error(self, tmp_path: Path) -> None:

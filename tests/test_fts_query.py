@@ -9,8 +9,9 @@ from typing import Any, Callable
 import pytest
 
 from conftest import BASE_TS, make_row
-from janus_utils._fts import escape_query, quote_all
+from janus_utils._fts import MAX_PREFIX_TERMS, MAX_QUERY_CHARS, MAX_QUERY_TERMS, escape_query, quote_all
 from janus_utils.error_handling.utils.errors import SearchQueryError
+from janus_utils.retention import search_archives
 from janus_utils.store import LogStore
 
 COLUMNS = ("message", "fields", "exception")
@@ -263,3 +264,76 @@ class TestRawErrors:
             store.count('"x', raw=True)
         with pytest.raises(SearchQueryError):
             list(store.export('"x', raw=True))
+
+
+# The issue's reproductions: each took seconds to minutes before it was refused.
+PREFIX_800 = " ".join(["a*"] * 800)
+QUERY_800_KB = "timeout " * 100_000
+
+
+def _all_methods(store: LogStore, query: str, raw: bool) -> list[Callable[[], object]]:
+    return [
+        lambda: store.search(query, raw=raw),
+        lambda: store.count(query, raw=raw),
+        lambda: store.histogram(query=query, raw=raw),
+        lambda: store.stats(query, raw=raw),
+        lambda: store.export(query, raw=raw),
+    ]
+
+
+class TestQuerySizeLimits:
+    @pytest.mark.parametrize("raw", [False, True], ids=["safe", "raw"])
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            (PREFIX_800, f"800 prefix\\* terms; a search takes at most {MAX_PREFIX_TERMS}"),
+            (QUERY_800_KB, f"800,000 characters long; a search takes at most {MAX_QUERY_CHARS:,}"),
+            (" OR ".join(f"w{n}" for n in range(MAX_QUERY_TERMS + 1)), f"1,001 words; a search takes at most {MAX_QUERY_TERMS}"),
+        ],
+        ids=["800-prefix-terms", "800-KB", "1001-words"],
+    )
+    def test_refused_before_running_in_every_method(
+        self, corpus: tuple[LogStore, dict[int, str]], query: str, message: str, raw: bool
+    ) -> None:
+        """search, count, histogram, stats and export refuse an oversized query, raw or not, saying the limit."""
+        store, _ = corpus
+        for method in _all_methods(store, query, raw):
+            with pytest.raises(SearchQueryError, match=message) as caught:
+                method()
+            assert ("query_too_large", True) == (caught.value.code, "narrow the search with filters" in caught.value.message)
+
+    def test_at_the_limits_is_searched(self, corpus: tuple[LogStore, dict[int, str]]) -> None:
+        """Eight prefix terms and a thousand words are still a search."""
+        store, _ = corpus
+        assert isinstance(store.search(" OR ".join(["conn*"] * MAX_PREFIX_TERMS)), list)
+        assert isinstance(store.count(" ".join(["timeout"] * MAX_QUERY_TERMS)), int)
+
+    def test_archive_search_has_the_same_limits(self, tmp_path: Path) -> None:
+        """search_archives refuses an oversized text before reading any archive."""
+        with pytest.raises(SearchQueryError, match="characters long"):
+            search_archives(tmp_path, QUERY_800_KB)
+
+
+class TestTimeout:
+    @pytest.fixture
+    def big(self, make_log_db: Callable[..., Path]) -> Path:
+        return make_log_db([make_row(f"record {n} timeout", fields=f'{{"n": {n}}}') for n in range(3000)])
+
+    @pytest.mark.parametrize("raw", [False, True], ids=["safe", "raw"])
+    def test_statement_past_its_deadline_is_stopped(self, big: Path, raw: bool) -> None:
+        """A statement that outlives the timeout is interrupted and says so (code search_timeout)."""
+        with LogStore(big, timeout=1e-9) as store:
+            with pytest.raises(SearchQueryError, match="ran longer than 1e-09 s and was stopped") as caught:
+                store.count("timeout", raw=raw, fields={"n": 5})
+            assert "search_timeout" == caught.value.code
+            # The connection is fine afterwards: a later search gets its own deadline.
+            store.timeout = None
+            assert 1 == store.count("timeout", raw=raw, fields={"n": 5})
+
+    def test_default_and_bad_timeouts(self, big: Path) -> None:
+        """30 s unless told; a timeout must be a positive number of seconds or None."""
+        with LogStore(big) as store:
+            assert 30.0 == store.timeout
+        for bad in (0, -1, float("nan"), float("inf"), "5", True):
+            with pytest.raises(SearchQueryError, match="timeout must be"):
+                LogStore(big, timeout=bad)  # type: ignore[arg-type]

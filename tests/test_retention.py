@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import hashlib
 import json
 import math
 import os
@@ -159,6 +161,12 @@ class TestParseAge:
         with pytest.raises(ConfigError, match=r"d \(days\).*'30d'"):
             rt.parse_age("30 days")
 
+    @pytest.mark.parametrize("text", ["10000000000w", "1" * 5000 + "d", 2**63, dt.timedelta(days=999_999_999)])
+    def test_longer_than_64_bit_nanoseconds(self, text: Any) -> None:
+        """An age past 2**63 - 1 ns (292 years) is refused, saying the limit, even with 5000 digits."""
+        with pytest.raises(ConfigError, match=r"too long: at most 106751d"):
+            rt.parse_age(text)
+
 
 class TestParseSize:
     @pytest.mark.parametrize(
@@ -181,6 +189,12 @@ class TestParseSize:
     def test_invalid(self, text: Any) -> None:
         """Ambiguous units, fractions and non-positive sizes are ConfigErrors."""
         with pytest.raises(ConfigError):
+            rt.parse_size(text)
+
+    @pytest.mark.parametrize("text", ["9" * 5000, "9000000 TiB", 2**63])
+    def test_larger_than_sqlite_counts(self, text: Any) -> None:
+        """A size past 2**63 - 1 bytes is refused, saying the limit."""
+        with pytest.raises(ConfigError, match="too large: at most 8EiB"):
             rt.parse_size(text)
 
 
@@ -210,6 +224,22 @@ class TestRetentionPolicy:
         """Naming one level twice (WARN and WARNING) is refused."""
         with pytest.raises(ConfigError, match="twice"):
             rt.RetentionPolicy.from_config(per_level={"WARN": "1d", "WARNING": "2d"})
+
+    @pytest.mark.parametrize(
+        "config",
+        [dict(per_level={"9" * 30: "1d"}), dict(per_level={2**63: "1d"}), dict(per_level={"9" * 5000: "1d"})],
+        ids=["30-digits", "2**63", "5000-digits"],
+    )
+    def test_level_past_64_bits(self, config: dict[str, Any]) -> None:
+        """A level number SQLite cannot hold is a ConfigError saying so."""
+        with pytest.raises(ConfigError, match="too large"):
+            rt.RetentionPolicy.from_config(**config)
+
+    @pytest.mark.parametrize("values", [dict(max_age=2**63), dict(max_bytes=2**63), dict(max_rows=2**63), dict(per_level={40: 2**63})])
+    def test_raw_values_past_64_bits(self, values: dict[str, Any]) -> None:
+        """ns and byte counts given as ints must fit SQLite's integers too."""
+        with pytest.raises(ConfigError, match="2\\*\\*63"):
+            rt.RetentionPolicy(**values)
 
     @pytest.mark.parametrize("rows", [-1, 1.5, True])
     def test_bad_max_rows(self, rows: Any) -> None:
@@ -565,6 +595,277 @@ class TestArchive:
         stale.write_bytes(b"partial")
         rt.prune(aged_db, older_than="30d", archive_dir=arch, now_ns=NOW)
         assert not stale.exists()
+
+
+def write_archive(directory: Path, records: list[dict[str, Any]], name: str = "janus-logs-2027-01-14.1-9.ndjson.gz") -> Path:
+    """An archive (with its .sha256) holding *records* exactly as given, as a foreign tool would write it."""
+    directory.mkdir(exist_ok=True)
+    data = gzip.compress("".join(json.dumps(record) + "\n" for record in records).encode("ascii"))
+    (directory / name).write_bytes(data)
+    fh.sidecar_path(directory / name).write_text(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+    return directory / name
+
+
+GOOD = {"id": 7, "ts": NOW - DAY, "level": 20, "logger": "app", "message": "fine", "fields": '{"a": 1}'}
+
+
+class TestImportValidation:
+    @pytest.mark.parametrize(
+        ("column", "value", "reason"),
+        [
+            ("id", 2**63 - 1, "not a record id, 1 to 2\\*\\*53"),
+            ("id", 2**53 + 1, "not a record id"),
+            ("id", 0, "not a record id"),
+            ("id", -5, "not a record id"),
+            ("id", "7", "not a record id"),
+            ("id", 7.0, "not a record id"),
+            ("ts", "yesterday", "ts 'yesterday' is not UTC nanoseconds"),
+            ("ts", -1, "ts -1 is not UTC nanoseconds"),
+            ("ts", 2**63, "is not UTC nanoseconds"),
+            ("ts", 1.5, "is not UTC nanoseconds"),
+            ("ts", None, "is not UTC nanoseconds"),
+            ("level", "HIGH", "level 'HIGH' is not a level number"),
+            ("level", -10, "is not a level number"),
+            ("level", True, "is not a level number"),
+            ("pid", "1234", "is not a process id"),
+            ("logger", None, "logger is null"),
+            ("message", ["a"], "message \\['a'\\] is not text"),
+            ("message", {"$base64": "!!!"}, "not valid base64"),
+            ("message", {"$base64": 5}, "not valid base64"),
+            ("user_id", 42, "user_id 42 is not text"),
+            ("thread", "bad\ud800", "lone surrogate"),
+            ("fields", {"a": 1}, "is not JSON object text"),
+            ("fields", "[1, 2]", "is not JSON object text"),
+            ("fields", "not json", "is not JSON object text"),
+            ("fields", "[" * 100_000, "is not JSON object text"),
+        ],
+        ids=lambda value: repr(value)[:20],
+    )
+    def test_bad_column_refuses_the_archive_naming_line_and_column(
+        self, tmp_path: Path, db: apsw.Connection, column: str, value: Any, reason: str
+    ) -> None:
+        """A record janus would never write refuses the whole archive; its line and why are said."""
+        add_rows(db, [row(NOW, message="already here")])
+        before = all_rows(db)
+        sequence = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'logs'").fetchall()
+        path = write_archive(tmp_path / "arch", [dict(GOOD, id=2), {**GOOD, "id": 3, column: value}])
+        with pytest.raises(FileHandlerError, match=f"line 2 of .*: .*{reason}.*nothing from this archive") as caught:
+            rt.import_archive(db, path)
+        after = (all_rows(db), db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'logs'").fetchall())
+        assert ("archive_invalid_record", column, (before, sequence)) == (
+            caught.value.code,
+            caught.value.details["column"],
+            after,
+        )
+
+    def test_highest_id_accepted_leaves_room_for_the_flusher(self, tmp_path: Path, db: apsw.Connection) -> None:
+        """An id of 2**53 imports, and later records are numbered after it, far below the limit."""
+        path = write_archive(tmp_path / "arch", [dict(GOOD, id=rt.MAX_IMPORTED_ID)])
+        assert 1 == rt.import_archive(db, path)
+        add_rows(db, [row(NOW, message="logged after the import")])
+        check_fts(db)
+        assert [rt.MAX_IMPORTED_ID, rt.MAX_IMPORTED_ID + 1] == [r[0] for r in all_rows(db)]
+
+    def test_null_optional_columns_and_blobs_are_accepted(self, tmp_path: Path, db: apsw.Connection) -> None:
+        """Only id, ts, level, logger and message are needed; text columns may be $base64 bytes."""
+        blob = {"$base64": "AP9yYXc="}
+        path = write_archive(tmp_path / "arch", [dict(GOOD, fields=None, pid=None, user_id=blob, exception=None)])
+        assert 1 == rt.import_archive(db, path)
+        assert b"\x00\xffraw" == all_rows(db)[0][5]
+
+
+class TestDamagedRowsInTheDatabase:
+    """Rows an older import let in: prune and archive search must not stop at them."""
+
+    @pytest.fixture
+    def damaged_db(self, db: apsw.Connection) -> apsw.Connection:
+        add_rows(db, [row(NOW - 3 * DAY, message="good old"), row(NOW, message="good new")])
+        with db:
+            for ts, level, message in (("yesterday", 20, "bad ts"), (NOW - 2 * DAY, "HIGH", "bad level"), (1.5, 40, "real ts")):
+                db.execute(
+                    "INSERT INTO logs(ts, level, logger, message) VALUES (?, ?, 'app', ?)", (ts, level, message)
+                )
+            db.execute("INSERT INTO logs_fts(rowid, message) SELECT id, message FROM logs WHERE id > 2")
+        return db
+
+    def test_prune_everything_with_archive(self, tmp_path: Path, damaged_db: apsw.Connection) -> None:
+        """max_rows=0 removes and archives damaged rows too; a level that is not a number counts as 0."""
+        summary = rt.prune(damaged_db, max_rows=0, archive_dir=tmp_path / "arch", now_ns=NOW)
+        archived = sorted(r["message"] for r in archived_records(tmp_path / "arch"))
+        assert (5, [], ["bad level", "bad ts", "good new", "good old", "real ts"], 1) == (
+            summary.rows,
+            all_rows(damaged_db),
+            archived,
+            summary.per_level[0],
+        )
+        json.dumps(summary.to_dict())
+
+    @pytest.mark.parametrize("archive", [False, True], ids=["keys-only", "archived"])
+    def test_auto_pruner_removes_them_too(self, tmp_path: Path, damaged_db: apsw.Connection, archive: bool) -> None:
+        """The flusher's pruner does not stop at a damaged row: max_rows=0 empties the table."""
+        pruner = rt.AutoPruner(
+            rt.RetentionPolicy(max_rows=0), archive_dir=tmp_path / "arch" if archive else None, every_n_batches=1
+        )
+        removed = 0
+        while (summary := pruner.maybe_prune(damaged_db)) is not None:
+            removed += summary.rows
+        assert (5, []) == (removed, all_rows(damaged_db))
+
+    def test_archive_search_skips_what_it_cannot_compare(self, tmp_path: Path, damaged_db: apsw.Connection) -> None:
+        """Searching archives with damaged records: a level filter and a time range pass them over."""
+        rt.prune(damaged_db, max_rows=0, archive_dir=tmp_path / "arch", now_ns=NOW)
+        found = rt.search_archives(tmp_path / "arch", None, level="INFO", since_ns=NOW - 10 * DAY)
+        assert ["good old", "good new"] == [r["message"] for r in found]
+
+
+SECRET = "sk_live_51Hx0quokkaZanzibar7f3a9c"  # a Stripe-like key: tokens sk, live, 51hx0quokkazanzibar7f3a9c
+
+
+def file_bytes(db_path: Path) -> dict[str, bytes]:
+    """The raw bytes of the database file, its WAL and its shared-memory index, as they are on disk."""
+    return {suffix: Path(f"{db_path}{suffix}").read_bytes() for suffix in ("", "-wal", "-shm") if Path(f"{db_path}{suffix}").exists()}
+
+
+def leaks(db_path: Path, text: str) -> list[str]:
+    """Where *text* (as written, or lowercased as the index keeps it) is still found in the files."""
+    needles = {text.encode(), text.lower().encode(), text.split("_")[-1].lower().encode()}
+    return sorted(name or "db" for name, data in file_bytes(db_path).items() if any(n in data for n in needles))
+
+
+def shadow_leaks(db: apsw.Connection, text: str) -> list[str]:
+    """The FTS5 shadow tables that still hold *text*'s last token, read through SQL."""
+    token = text.split("_")[-1].lower().encode()
+    found = []
+    for table, column in (("logs_fts_data", "block"), ("logs_fts_idx", "term")):
+        for (value,) in db.execute(f"SELECT {column} FROM {table}"):
+            if value is not None and token in (value if isinstance(value, bytes) else str(value).encode()):
+                found.append(table)
+                break
+    return found
+
+
+@pytest.fixture
+def secret_db(tmp_path: Path) -> Iterator[tuple[apsw.Connection, Path]]:
+    """Twenty batches the way the flusher writes them, user 42's records holding SECRET; a reader stays open."""
+    path = tmp_path / "secret.db"
+    db = open_db(path, incremental=True)
+    reader = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)  # keeps the -wal file in place
+    try:
+        for batch in range(20):
+            add_rows(
+                db,
+                [
+                    row(NOW - DAY + batch * 100 + n, message=f"charged with {SECRET}" if n % 9 == 0 else f"served {batch} {n}",
+                        user_id="42" if n % 9 == 0 else "7", fields=json.dumps({"key": SECRET}) if n % 9 == 0 else None)
+                    for n in range(100)
+                ],
+            )
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        yield db, path
+    finally:
+        reader.close()
+        db.close()
+
+
+class TestErasure:
+    def test_ordinary_prune_leaves_the_text_on_disk(self, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """The issue's finding, kept as the control: after a prune to 0 rows the key is still in the files."""
+        db, path = secret_db
+        rt.prune(db, max_rows=0, now_ns=NOW)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        assert ([], True) == (all_rows(db), bool(leaks(path, SECRET) or shadow_leaks(db, SECRET)))
+
+    def test_secure_prune_leaves_it_nowhere(self, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """prune(secure=True) to 0 rows: not in the db file, the WAL or the FTS shadow tables."""
+        db, path = secret_db
+        assert leaks(path, SECRET)  # it was there
+        summary = rt.prune(db, max_rows=0, now_ns=NOW, secure=True)
+        check_fts(db)
+        assert (2000, True, [], [], [], 0) == (
+            summary.rows,
+            summary.secure,
+            all_rows(db),
+            leaks(path, SECRET),
+            shadow_leaks(db, SECRET),
+            os.path.getsize(f"{path}-wal"),
+        )
+
+    def test_secure_prune_clears_what_an_ordinary_one_left(self, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """A later secure prune with nothing due still scrubs the text an ordinary prune left behind."""
+        db, path = secret_db
+        rt.prune(db, max_rows=0, now_ns=NOW)
+        summary = rt.prune(db, max_rows=0, now_ns=NOW, secure=True)
+        assert (0, [], []) == (summary.rows, leaks(path, SECRET), shadow_leaks(db, SECRET))
+
+    def test_erase_one_user(self, tmp_path: Path, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """erase(user_id=42) removes exactly that user's records, leaves no trace of them, keeps the rest searchable."""
+        db, path = secret_db
+        summary = rt.erase(db, user_id=42)
+        check_fts(db)
+        assert (240, 1760, {"7"}, [], []) == (
+            summary.rows,
+            len(all_rows(db)),
+            {r[5] for r in all_rows(db)},
+            leaks(path, SECRET),
+            shadow_leaks(db, SECRET),
+        )
+        assert (1760, 0) == (fts_count(db, '"served"'), fts_count(db, '"charged"'))
+
+    def test_erase_rewrites_the_archives(self, tmp_path: Path, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """Archives holding the user's records are rewritten without them, checksums valid; one left empty goes."""
+        db, path = secret_db
+        arch = tmp_path / "arch"
+        rt.prune(db, max_rows=1000, archive_dir=arch, chunk_rows=500, now_ns=NOW)
+        only_theirs = write_archive(arch, [dict(GOOD, id=90_001, user_id="42", message=SECRET)], "janus-logs-2027-01-10.90001-90001.ndjson.gz")
+        summary = rt.erase(db, user_id="42", archive_dir=arch)
+        remaining = [r for p in rt.list_archives(arch) for r in fh.iter_ndjson_gz(p)]
+        # The 1,000 oldest went to two archives: 120 of them user 42's, plus the one only_theirs holds.
+        assert (120, 121, [only_theirs], 2, True) == (
+            summary.rows,
+            summary.archived_rows,
+            summary.archives_removed,
+            len(summary.archives_rewritten),
+            all(fh.verify_sha256(p) for p in rt.list_archives(arch)),
+        )
+        assert (880, set(), False) == (
+            len(remaining),
+            {r["user_id"] for r in remaining} - {"7"},
+            any(SECRET.encode() in gzip.open(p).read() for p in rt.list_archives(arch)),
+        )
+        fresh = open_db(tmp_path / "restored.db")
+        try:
+            assert 880 == sum(rt.import_archive(fresh, p) for p in rt.list_archives(arch))
+        finally:
+            fresh.close()
+
+    def test_erase_with_nobody_to_erase_still_scrubs(self, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """An unknown user erases nothing; the files are scrubbed of earlier deletes all the same."""
+        db, path = secret_db
+        rt.prune(db, max_rows=0, now_ns=NOW)
+        assert (0, []) == (rt.erase(db, user_id="nobody").rows, leaks(path, SECRET))
+
+    def test_reader_holding_the_wal_is_reported(self, secret_db: tuple[apsw.Connection, Path]) -> None:
+        """A reader in a transaction keeps old copies in the WAL: erase deletes, then says so (scrub_incomplete)."""
+        db, path = secret_db
+        db.setbusytimeout(10)
+        holder = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            holder.execute("BEGIN")
+            holder.execute("SELECT count(*) FROM logs").fetchall()
+            with pytest.raises(FileHandlerError) as caught:
+                rt.erase(db, user_id="42")
+            holder.execute("COMMIT")
+        finally:
+            holder.close()
+        assert ("scrub_incomplete", 1760) == (caught.value.code, len(all_rows(db)))
+        rt.scrub(db)  # once the reader is gone
+        assert [] == leaks(path, SECRET)
+
+    @pytest.mark.parametrize("user", ["", True, None, 4.2, "bad\ud800"])
+    def test_bad_user_id(self, db: apsw.Connection, user: Any) -> None:
+        """user_id must be a user's id as logged."""
+        with pytest.raises(ConfigError, match="user_id"):
+            rt.erase(db, user_id=user)
 
 
 class TestArchiveReading:

@@ -19,7 +19,7 @@ from conftest import BASE_TS, make_row, open_writer, write_batch
 from janus_utils._timeparse import format_ts, parse_duration, parse_time
 from janus_utils.error_handling import JanusError
 from janus_utils.error_handling.utils.errors import FileHandlerError, SearchQueryError
-from janus_utils.store import HISTOGRAM_NONE, HISTOGRAM_OTHER, SNIPPET_END, SNIPPET_START, LogStore, Record
+from janus_utils.store import HISTOGRAM_NONE, HISTOGRAM_OTHER, LEVEL_INVALID, SNIPPET_END, SNIPPET_START, LogStore, Record
 
 T = TypeVar("T")
 MINUTE = 60 * 1_000_000_000
@@ -148,6 +148,18 @@ class TestTimeParsing:
         """parse_duration reads the histogram bucket sizes."""
         assert [60, 3600, 86400] == [parse_duration(t) // 1_000_000_000 for t in ("1m", "1h", "1d")]
 
+    @pytest.mark.parametrize("text", ["9" * 400 + "d", "106752d", "1" + "0" * 30 + "s"])
+    def test_duration_past_64_bits(self, text: str) -> None:
+        """A duration 64-bit nanoseconds cannot hold is refused with the limit, not an OverflowError."""
+        with pytest.raises(SearchQueryError, match=r"too long: at most 106751d"):
+            parse_duration(text)
+
+    def test_since_of_400_nines_days(self) -> None:
+        """--since '999...d' (400 nines) is a SearchQueryError, and its message stays short."""
+        with pytest.raises(SearchQueryError) as caught:
+            parse_time("9" * 400 + "d", now=NOW)
+        assert len(caught.value.message) < 200
+
     def test_format_round_trips(self) -> None:
         """format_ts with nine digits reads back as the same ts."""
         assert NOW_NS + 123 == parse_time(format_ts(NOW_NS + 123, digits=9))
@@ -160,6 +172,11 @@ class TestOpening:
         with pytest.raises(FileHandlerError) as caught:
             LogStore(path)
         assert str(path) in caught.value.message and not path.exists()
+
+    def test_non_utf8_path(self, tmp_path: Path) -> None:
+        """A path SQLite cannot be given (not UTF-8) is a FileHandlerError saying so."""
+        with pytest.raises(FileHandlerError, match="not valid UTF-8"):
+            LogStore(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.db"))
 
     def test_directory(self, tmp_path: Path) -> None:
         """A directory is refused clearly."""
@@ -294,6 +311,68 @@ class TestRecord:
             record.message = "changed"  # type: ignore[misc]
 
 
+class TestDamagedRows:
+    """Rows an older import let in ("yesterday" as ts, "HIGH" as level): every reader still works."""
+
+    @pytest.fixture
+    def damaged(self, make_log_db: Callable[..., Path]) -> Iterator[LogStore]:
+        rows = [
+            make_row("good one", ts=BASE_TS),
+            make_row("bad ts", ts="yesterday"),
+            make_row("bad level", ts=BASE_TS + MINUTE, level="HIGH"),
+            make_row("real ts", ts=1.5, level=20.5),
+            make_row("blob logger", ts=BASE_TS + 2 * MINUTE, logger=b"\xffapp", user_id=b"\x00u", pid="x"),
+            make_row("deep fields", ts=BASE_TS + 3 * MINUTE, fields="[" * 100_000 + "]" * 100_000),
+        ]
+        with LogStore(make_log_db(rows)) as store:
+            yield store
+
+    def test_search_reads_every_row_and_keeps_what_was_wrong(self, damaged: LogStore) -> None:
+        """A damaged value reads as 0 (pid as None) and the stored value is kept in fields["_invalid"]."""
+        records = {r.message: r for r in damaged.search(order="oldest")}
+        assert (0, 0, {"ts": "yesterday"}) == (records["bad ts"].ts, records["bad ts"].level - 20, records["bad ts"].fields["_invalid"])
+        assert (BASE_TS + MINUTE, 0, {"level": "HIGH"}) == (
+            records["bad level"].ts,
+            records["bad level"].level,
+            records["bad level"].fields["_invalid"],
+        )
+        assert (1, 20, {"ts": "1.5", "level": "20.5"}) == (
+            records["real ts"].ts,
+            records["real ts"].level,
+            records["real ts"].fields["_invalid"],
+        )
+        blob = records["blob logger"]
+        assert ("\\xffapp", "\x00u", None, {"pid": "x"}) == (blob.logger, blob.user_id, blob.pid, blob.fields["_invalid"])
+        assert "_unparsed" in records["deep fields"].fields
+        json.dumps([r.to_dict() for r in records.values()])
+
+    def test_full_text_search_tail_and_export(self, damaged: LogStore) -> None:
+        """The query path, tail and export read damaged rows as search does."""
+        assert {"bad ts", "bad level"} == {r.message for r in damaged.search("bad")}
+        assert 6 == len(list(damaged.tail(10))) == len(list(damaged.export()))
+
+    def test_stats_and_histogram(self, damaged: LogStore) -> None:
+        """stats counts a level that is not an integer as LEVEL_INVALID; times come from integer ts only."""
+        stats = damaged.stats()
+        assert (6, 2, BASE_TS, BASE_TS + 3 * MINUTE) == (
+            stats.records,
+            stats.by_level[LEVEL_INVALID],
+            stats.first_ts,
+            stats.last_ts,
+        )
+        assert {"app": 5, "\\xffapp": 1} == stats.by_logger
+        filtered = damaged.stats(since=BASE_TS // 1_000_000_000)
+        assert (BASE_TS, BASE_TS + 3 * MINUTE) == (filtered.first_ts, filtered.last_ts)
+        assert 6 == sum(sum(counts.values()) for _, counts in damaged.histogram("1h", "level"))
+
+    def test_cursor_reads(self, damaged: LogStore) -> None:
+        """get(), after() and counts_after() (the console's and the metrics' reads) take damaged rows too."""
+        counts, newest = damaged.counts_after(0)
+        records, matched, _ = damaged.after(0)
+        assert (6, 6, {"level": "HIGH"}) == (newest, matched, damaged.get(3).fields["_invalid"])  # type: ignore[union-attr]
+        assert (6, 1, 1) == (sum(counts.values()), counts[(0, "app")], counts[(20, "\\xffapp")])
+
+
 class TestFilters:
     def test_no_filter_newest_first(self, store: LogStore) -> None:
         """By default the newest records come first."""
@@ -416,6 +495,9 @@ class TestBadArguments:
             dict(order="rank"),
             dict(limit=-1),
             dict(limit="10"),
+            dict(limit=2**63),
+            dict(level=2**63),
+            dict(level="9" * 5000),
             dict(fields={"a": [1, 2]}),
             dict(fields={"a": {"b": 1}}),
             dict(fields={1: "x"}),
