@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import stat
 import sys
 import threading
 import time
@@ -78,30 +79,90 @@ _STOP_GRACE = 0.25  # how far past its timeout stop() waits for the thread to en
 _SAVE_POS = 'INSERT OR REPLACE INTO "janus_ring_state"(ring_id, committed_upto) VALUES (?, ?)'
 
 
+# Files SQLite opens beside the database by name: whoever controls one of
+# them controls what the database reads (a -wal's frames, a hot -journal).
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _check_database_file(path: str) -> None:
+    """Refuse a file at *path* another user could control; a missing file is fine.
+
+    The same policy as the ring and the lock file: no symlink, a regular file,
+    owned by this process's user.  The database may be readable by group or
+    others if its owner chose so (it is created 0600), never writable by them.
+    lstat only: opening and closing the file would drop the POSIX locks an
+    apsw connection in this process may hold on it.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise ConfigError(f"cannot inspect {path!r} ({err.strerror}): check the directory's permissions") from err
+    if stat.S_ISLNK(info.st_mode):
+        raise ConfigError(
+            f"{path!r} is a symlink: the log database and its -wal, -shm and -journal files "
+            "must be real files, never followed (another user could point a link at a file "
+            "of theirs, or at one of yours); use the real path, or remove the link"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path!r} is not a regular file: choose another db_path")
+    if info.st_uid != os.geteuid():
+        raise ConfigError(
+            f"{path!r} belongs to uid {info.st_uid}, not to this process (uid {os.geteuid()}): "
+            "its owner could read and forge the log records; move it aside, or use a "
+            "database in a directory only you can write"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{path!r} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}): "
+            "anyone could forge or destroy its log records; chmod 600 it if you trust "
+            "what it holds, or move it aside"
+        )
+
+
 def open_database(path: str, *, synchronous: str = "NORMAL") -> apsw.Connection:
-    """Open (creating 0600) and migrate the log database for writing."""
-    if not os.path.exists(path):
-        # SQLite gives the -wal and -shm files the database file's mode.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Open (creating 0600) and migrate the log database for writing.
+
+    Refuses with ConfigError a database, -wal, -shm or -journal file that is a
+    symlink, not a regular file, owned by another user or writable by group or
+    others (see _check_database_file).
+    """
+    for suffix in ("", *_COMPANIONS):
+        _check_database_file(path + suffix)
+    try:
+        # O_EXCL and O_NOFOLLOW: a file or link planted since the check is
+        # refused, never opened.  SQLite gives the -wal and -shm files the
+        # database file's mode.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        _check_database_file(path)
+    else:
         os.fchmod(fd, 0o600)
         os.close(fd)
-    db = apsw.Connection(path)
-    # Before any statement: a database another connection holds must be
-    # waited for, not refused at once.
-    db.setbusytimeout(int(_BUSY_WAIT * 1000))
-    # Lets retention give pages back (incremental_vacuum).  It only takes
-    # effect on a new, empty file, before WAL is switched on; on any other it
-    # would wait for the write lock for nothing.
-    if db.execute("PRAGMA page_count").fetchall()[0][0] == 0:
-        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-    _schema.apply_connection_settings(db, synchronous=synchronous)
-    # Checkpoints are run by the flusher when idle, not by whichever commit
-    # crosses 1,000 pages (that commit would stall).
-    db.execute("PRAGMA wal_autocheckpoint=0")
-    _schema.ensure_schema(db)
+    flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
+    db = apsw.Connection(path, flags=flags)
+    try:
+        # Before any statement: a database another connection holds must be
+        # waited for, not refused at once.
+        db.setbusytimeout(int(_BUSY_WAIT * 1000))
+        # Lets retention give pages back (incremental_vacuum).  It only takes
+        # effect on a new, empty file, before WAL is switched on; on any other it
+        # would wait for the write lock for nothing.
+        if db.execute("PRAGMA page_count").fetchall()[0][0] == 0:
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        _schema.apply_connection_settings(db, synchronous=synchronous)
+        # Checkpoints are run by the flusher when idle, not by whichever commit
+        # crosses 1,000 pages (that commit would stall).
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        _schema.ensure_schema(db)
+        # SQLite created the -wal and -shm files by name: check what it got.
+        for suffix in ("", "-wal", "-shm"):
+            _check_database_file(path + suffix)
+    except BaseException:
+        db.close()
+        raise
     return db
-
-
 
 
 _rings: dict[str, _ring.Ring] = {}
