@@ -9,6 +9,9 @@
  *                        bounce one line between cores.
  *   [4096, 4096 + cap)   the data area, `cap` a power of two.
  *
+ * Past the end of the file, byte-range locks (never data) say which processes
+ * are alive (see register_live) and who is releasing (see jr_release).
+ *
  * Positions (head, tail, record sequence numbers) are free-running 64-bit byte
  * counts, masked by cap - 1 to find the byte in the data area.  They never
  * wrap in practice: at 10 GB/s of logs, 2^64 bytes take 58 years.
@@ -50,10 +53,24 @@
 #define TAG_RESV 0x52455356a5c3e1f7ULL /* "RESV" + noise */
 #define TAG_DONE 0x444f4e455a3c1e0bULL /* "DONE" + noise */
 #define FLAG_PAD 1u
-/* flags = (producer pid << 1) | FLAG_PAD: the pid lets the consumer tell a
- * producer that died mid-push from one that is only slow. */
+/* A record's flags name its producer, so the consumer can tell a producer
+ * that died mid-push from one that is only slow:
+ *   FLAG_SLOT | slot << 1   the producer's liveness slot (see register_live)
+ *   pid << 1                its pid, where it has no slot (pids are < 2^22,
+ *                           so bit 31 is clear: older files read the same)
+ * and FLAG_PAD marks the filler record that skips the end of the data area. */
 #define FLAG_PID_SHIFT 1
+#define FLAG_SLOT 0x80000000u
 #define CACHE_LINE 64
+
+/* Liveness slots: process k holds an OFD write lock on byte LIVE_BASE + slot
+ * of the ring file for as long as it has the ring open.  The bytes lie past
+ * the end of any ring file (JR_HEADER_SIZE + JR_MAX_CAPACITY < 2^41): locks
+ * there take no space.  RELEASE_LOCK is the byte jr_release locks. */
+#define LIVE_BASE ((off_t)1 << 41)
+#define LIVE_SLOTS (1u << 22)
+#define LIVE_PROBES 64
+#define RELEASE_LOCK (LIVE_BASE - 1)
 
 struct jr_shared {
     /* format, written once at creation */
@@ -78,9 +95,14 @@ struct jr_shared {
     uint64_t high_water;
     uint64_t torn_bytes; /* bytes skipped; zero in files made before it existed */
     char _line3[CACHE_LINE - 32];
+    /* the consumer's election (jr_claim, jr_beat); zero in a fresh file, and
+     * in files from before these fields, which read as "no consumer" */
+    uint64_t leader;
+    uint64_t beat;
+    char _line4[CACHE_LINE - 16];
 };
 
-_Static_assert(sizeof(struct jr_shared) == 4 * CACHE_LINE, "shared header layout");
+_Static_assert(sizeof(struct jr_shared) == 5 * CACHE_LINE, "shared header layout");
 _Static_assert(sizeof(struct jr_shared) <= JR_HEADER_SIZE, "shared header fits its page");
 
 struct jr_rec {
@@ -112,6 +134,13 @@ struct jr_prefilter {
 
 struct jr_ring {
     int fd;
+    /* This process's own open file description of the ring, holding its
+     * liveness slot lock; -1 where OFD locks are not available.  Reopened in
+     * a forked child (see child_after_fork), so parent and child have each
+     * their own slot. */
+    int live_fd;
+    uint32_t live_flags; /* FLAG_SLOT | slot << 1, or 0: records carry the pid */
+    struct jr_ring *next_open; /* every open ring of this process (open_rings) */
     uint8_t *map;
     size_t map_len;
     struct jr_shared *sh;
@@ -166,9 +195,90 @@ static uint32_t header_check(const struct jr_shared *sh) {
 static pid_t cached_pid;
 static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
 static void refresh_pid(void) { __atomic_store_n(&cached_pid, getpid(), __ATOMIC_RELAXED); }
+
+/* Every ring this process has open, so a forked child can take its own
+ * liveness slots. */
+static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
+static jr_ring *open_rings;
+
+static void register_live(jr_ring *r);
+
+static void before_fork(void) { pthread_mutex_lock(&open_mu); }
+static void parent_after_fork(void) { pthread_mutex_unlock(&open_mu); }
+/* The child shares its parent's open file descriptions, liveness locks
+ * included: were it to keep them, a parent that died mid-push would look
+ * alive for as long as the child lives.  It closes its copies (the parent's
+ * locks stay, held by the parent's own descriptors) and takes new slots
+ * before any of its threads can push. */
+static void child_after_fork(void) {
+    refresh_pid();
+    for (jr_ring *r = open_rings; r; r = r->next_open) {
+        if (r->live_fd >= 0)
+            close(r->live_fd);
+        register_live(r);
+    }
+    pthread_mutex_unlock(&open_mu);
+}
 static void init_pid(void) {
     refresh_pid();
-    pthread_atfork(NULL, NULL, refresh_pid);
+    pthread_atfork(before_fork, parent_after_fork, child_after_fork);
+}
+
+/* The flags a record of this process carries (see FLAG_SLOT). */
+static inline uint32_t producer_flags(const jr_ring *r) {
+    uint32_t f = __atomic_load_n(&r->live_flags, __ATOMIC_RELAXED);
+    return f ? f : (uint32_t)__atomic_load_n(&cached_pid, __ATOMIC_RELAXED) << FLAG_PID_SHIFT;
+}
+
+static int ofd_lock(int fd, short type, off_t at, int cmd) {
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = at;
+    fl.l_len = 1;
+    return fcntl(fd, cmd, &fl);
+}
+
+/* Take a liveness slot: open the ring file again (a new open file
+ * description, through /proc so that a renamed or replaced path cannot give
+ * another file) and lock one free byte in the slot range, starting from the
+ * pid so that the first try almost always succeeds.  Without OFD locks
+ * (before Linux 3.15, no /proc) records carry the pid instead. */
+static void register_live(jr_ring *r) {
+    __atomic_store_n(&r->live_flags, 0, __ATOMIC_RELAXED);
+    r->live_fd = -1;
+    /* Built by hand: this runs in a forked child, where only async-signal-
+     * safe calls are allowed. */
+    char name[32] = "/proc/self/fd/";
+    char digits[12];
+    int nd = 0;
+    for (unsigned v = (unsigned)r->fd; nd == 0 || v; v /= 10)
+        digits[nd++] = (char)('0' + v % 10);
+    size_t at = strlen(name);
+    while (nd)
+        name[at++] = digits[--nd];
+    name[at] = '\0';
+    int fd = open(name, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat a, b;
+    if (fstat(fd, &a) != 0 || fstat(r->fd, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+        close(fd);
+        return;
+    }
+    uint32_t start = (uint32_t)getpid();
+    for (uint32_t i = 0; i < LIVE_PROBES; i++) {
+        uint32_t slot = (start + i * 40503u) % LIVE_SLOTS;
+        if (ofd_lock(fd, F_WRLCK, LIVE_BASE + (off_t)slot, F_OFD_SETLK) == 0) {
+            r->live_fd = fd;
+            __atomic_store_n(&r->live_flags, FLAG_SLOT | slot << FLAG_PID_SHIFT, __ATOMIC_RELAXED);
+            return;
+        }
+        if (errno != EAGAIN && errno != EACCES)
+            break; /* EINVAL: no OFD locks here */
+    }
+    close(fd);
 }
 
 static inline void cpu_relax(void) {
@@ -346,6 +456,7 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
         goto fail;
     }
     r->fd = fd;
+    r->live_fd = -1;
     r->sh = (struct jr_shared *)r->map;
     r->data = r->map + JR_HEADER_SIZE;
     r->cap = hdr.capacity;
@@ -361,6 +472,11 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
         return JR_CORRUPT;
     }
     r->rpos = tail;
+    pthread_mutex_lock(&open_mu);
+    register_live(r);
+    r->next_open = open_rings;
+    open_rings = r;
+    pthread_mutex_unlock(&open_mu);
     *out = r;
     return JR_OK;
 fail: {
@@ -374,6 +490,15 @@ fail: {
 void jr_close(jr_ring *r) {
     if (!r)
         return;
+    pthread_mutex_lock(&open_mu);
+    for (jr_ring **p = &open_rings; *p; p = &(*p)->next_open)
+        if (*p == r) {
+            *p = r->next_open;
+            break;
+        }
+    pthread_mutex_unlock(&open_mu);
+    if (r->live_fd >= 0)
+        close(r->live_fd);
     munmap(r->map, r->map_len);
     close(r->fd);
     free(__atomic_load_n(&r->pf, __ATOMIC_ACQUIRE));
@@ -446,7 +571,7 @@ static void write_pad(jr_ring *r, uint64_t at, uint64_t pad) {
 static void write_record(jr_ring *r, uint64_t pos, const uint8_t *data, size_t len) {
     struct jr_rec *h = rec_at(r, pos);
     h->len = (uint32_t)len;
-    h->flags = (uint32_t)__atomic_load_n(&cached_pid, __ATOMIC_RELAXED) << FLAG_PID_SHIFT;
+    h->flags = producer_flags(r);
     /* RESV tells a consumer that finds this record unfinished how long it is,
      * so a producer killed from here on costs exactly this one record. */
     __atomic_store_n(&h->tag, pos ^ TAG_RESV, __ATOMIC_RELEASE);
@@ -541,7 +666,9 @@ int jr_debug_reserve_only(jr_ring *r, size_t len, int write_header) {
     if (write_header) {
         struct jr_rec *h = rec_at(r, pos);
         h->len = (uint32_t)len;
-        h->flags = (uint32_t)__atomic_load_n(&cached_pid, __ATOMIC_RELAXED) << FLAG_PID_SHIFT;
+        h->flags = write_header == 2
+                       ? (uint32_t)__atomic_load_n(&cached_pid, __ATOMIC_RELAXED) << FLAG_PID_SHIFT
+                       : producer_flags(r);
         __atomic_store_n(&h->tag, pos ^ TAG_RESV, __ATOMIC_RELEASE);
     }
     return JR_OK;
@@ -881,14 +1008,53 @@ static inline int len_fits(const jr_ring *r, uint64_t pos, uint32_t len, uint64_
            pos + align_up(JR_REC_HEADER + (uint64_t)len) <= limit;
 }
 
+/* A zombie has exited: it will never write again.  Unknown (no /proc): no. */
+static int pid_is_zombie(pid_t pid) {
+    char name[64], buf[512];
+    snprintf(name, sizeof name, "/proc/%d/stat", (int)pid);
+    int fd = open(name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *end = strrchr(buf, ')'); /* the command name may hold anything */
+    return end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X');
+}
+
 /* Is the producer that reserved this record still running?  A live producer
  * is only slow (descheduled, stopped, throttled): skipping its record would
- * lose it and let its late write land on whoever reuses the space. */
-static int producer_alive(uint32_t flags) {
+ * lose it and let its late write land on whoever reuses the space.  So when
+ * in doubt (the lock cannot be queried) the answer is "alive": a record is
+ * skipped only once its producer provably cannot write into it any more.
+ *
+ * With a slot, the producer lives while its lock is held: the kernel drops
+ * it when the last descriptor of that open file description closes, i.e. as
+ * the process exits (a zombie holds no locks), whatever PID namespace either
+ * side is in.  With only a pid, kill() answers for this PID namespace, which
+ * is the producer's wherever slots are missing for want of /proc. */
+static int producer_alive(const jr_ring *r, uint32_t flags) {
+    if (flags & FLAG_SLOT) {
+        struct flock fl;
+        memset(&fl, 0, sizeof fl);
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = LIVE_BASE + (off_t)((flags & ~FLAG_SLOT) >> FLAG_PID_SHIFT);
+        fl.l_len = 1;
+        /* r->fd's description holds no lock, so any holder shows, this
+         * process's own liveness descriptor included. */
+        if (fcntl(r->fd, F_OFD_GETLK, &fl) != 0)
+            return 1;
+        return fl.l_type != F_UNLCK;
+    }
     pid_t pid = (pid_t)(flags >> FLAG_PID_SHIFT);
     if (pid <= 0)
         return 0;
-    return kill(pid, 0) == 0 || errno == EPERM;
+    if (kill(pid, 0) != 0 && errno != EPERM)
+        return 0;
+    return !pid_is_zombie(pid);
 }
 
 /* Where the record after the uncommitted one at pos starts, or pos itself if
@@ -903,7 +1069,7 @@ static uint64_t skip_torn(jr_ring *r, uint64_t pos, int *one) {
     uint64_t tag = __atomic_load_n(&h->tag, __ATOMIC_ACQUIRE);
     *one = 0;
     if (tag == (pos ^ TAG_RESV) && len_fits(r, pos, h->len, r->stall_head)) {
-        if (producer_alive(h->flags))
+        if (producer_alive(r, h->flags))
             return pos;
         *one = 1;
         return pos + align_up(JR_REC_HEADER + h->len);
@@ -937,12 +1103,16 @@ static void count_lost(jr_ring *r, uint64_t from, uint64_t to, int one) {
 int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, size_t *used,
                 uint64_t *next_pos) {
     uint64_t pos = r->rpos;
-    /* Acquire pairs with the producers' CAS only for the value of head; each
-     * record's own tag, loaded with acquire, is what orders its bytes. */
-    uint64_t head = __atomic_load_n(&r->sh->head, __ATOMIC_ACQUIRE);
+    /* Tail first: head only grows, so head >= tail however the two loads
+     * interleave with a release.  Acquire pairs with the producers' CAS only
+     * for the value of head; each record's own tag, loaded with acquire, is
+     * what orders its bytes. */
     uint64_t tail = __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE);
+    uint64_t head = __atomic_load_n(&r->sh->head, __ATOMIC_ACQUIRE);
     *used = 0;
     *next_pos = pos;
+    if (pos < tail || __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE) != tail)
+        return JR_MOVED; /* only a second consumer moves the tail under us */
     if (!cursors_sane(r, tail, head, pos))
         return JR_CORRUPT;
     size_t off = 0;
@@ -1011,13 +1181,30 @@ int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, si
     return n;
 }
 
-int jr_release(jr_ring *r, uint64_t upto) {
+/* Only one consumer at a time may zero and give back space: a second one that
+ * checked the tail and was then stopped (SIGSTOP) would, on resuming, zero
+ * records producers wrote meanwhile and move the tail backwards.  The lock
+ * is an OFD lock on this process's own description, so a holder that dies
+ * frees it, and one that is stopped keeps it until it resumes (the other
+ * consumer gets JR_BUSY and no space is released in between). */
+static int release_lock(const jr_ring *r, short type) {
+    if (r->live_fd < 0)
+        return 0; /* no OFD locks: one consumer, as the election promises */
+    if (ofd_lock(r->live_fd, type, RELEASE_LOCK, F_OFD_SETLK) == 0)
+        return 0;
+    return (errno == EAGAIN || errno == EACCES) ? JR_BUSY : 0;
+}
+
+static int release_locked(jr_ring *r, uint64_t upto) {
     struct jr_shared *sh = r->sh;
-    uint64_t tail = __atomic_load_n(&sh->tail, __ATOMIC_RELAXED);
+    /* Under the release lock nobody else moves the tail. */
+    uint64_t tail = __atomic_load_n(&sh->tail, __ATOMIC_ACQUIRE);
     uint64_t head = __atomic_load_n(&sh->head, __ATOMIC_ACQUIRE);
     if (!cursors_sane(r, tail, head, tail))
         return JR_CORRUPT;
-    if (upto < tail || upto > head || (upto % JR_ALIGN))
+    if (upto < tail)
+        return JR_MOVED;
+    if (upto > head || (upto % JR_ALIGN))
         return JR_INVALID;
     /* Zero what we give back, so no byte of this lap can pass for a header in
      * the next one.  The range is ours until the tail moves past it, and at
@@ -1032,6 +1219,15 @@ int jr_release(jr_ring *r, uint64_t upto) {
     if (r->rpos < upto)
         r->rpos = upto;
     return JR_OK;
+}
+
+int jr_release(jr_ring *r, uint64_t upto) {
+    int rc = release_lock(r, F_WRLCK);
+    if (rc != JR_OK)
+        return rc;
+    rc = release_locked(r, upto);
+    release_lock(r, F_UNLCK);
+    return rc;
 }
 
 void jr_rewind(jr_ring *r) {
@@ -1050,4 +1246,27 @@ void jr_get_stats(const jr_ring *r, jr_stats *out) {
     out->torn_bytes = __atomic_load_n(&sh->torn_bytes, __ATOMIC_RELAXED);
     out->high_water = __atomic_load_n(&sh->high_water, __ATOMIC_RELAXED);
     out->ring_id = sh->ring_id;
+    out->leader = __atomic_load_n(&sh->leader, __ATOMIC_ACQUIRE);
+    out->beat = __atomic_load_n(&sh->beat, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------------------ */
+/* the consumer's election: any thread, any process                          */
+
+int jr_claim(jr_ring *r, uint64_t expected, uint64_t token) {
+    /* Acq_rel: a consumer that claims the ring sees everything the one before
+     * it did up to its own claim of it. */
+    if (!__atomic_compare_exchange_n(&r->sh->leader, &expected, token, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return 0;
+    __atomic_fetch_add(&r->sh->beat, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
+int jr_beat(jr_ring *r, uint64_t token) {
+    if (__atomic_load_n(&r->sh->leader, __ATOMIC_ACQUIRE) != token)
+        return 0;
+    /* Relaxed: the beat orders nothing, watchers only see whether it moves. */
+    __atomic_fetch_add(&r->sh->beat, 1, __ATOMIC_RELAXED);
+    return 1;
 }

@@ -15,7 +15,7 @@ from .error_handling.utils.errors import (
     RingFormatError,
 )
 
-__all__ = ["DEFAULT_CAPACITY", "Ring", "RingStats"]
+__all__ = ["DEFAULT_CAPACITY", "Ring", "RingStats", "Superseded"]
 
 DEFAULT_CAPACITY = 8 * 1024 * 1024
 HEADER_SIZE = lib.JR_HEADER_SIZE
@@ -37,6 +37,19 @@ _FORMAT_ERRORS = {
     lib.JR_CORRUPT: "has a damaged header or cursors; remove it (records still in it are lost)",
 }
 
+
+
+class Superseded(RingError):
+    """Another consumer has released records past this handle, or is releasing now.
+
+    Not damage: two flushers believed they were elected (a lock file deleted,
+    a stopped flusher replaced and resumed).  This one must stop consuming.
+    """
+
+    code = "ring_superseded"
+    title = "Another flusher consumes this ring"
+
+
 Policy = Literal["block", "drop"]
 _POLICIES = {"block": lib.JR_POLICY_BLOCK, "drop": lib.JR_POLICY_DROP}
 
@@ -54,6 +67,8 @@ class RingStats:
     high_water: int
     ring_id: int
     torn_bytes: int = 0  # bytes skipped with the torn records (exact; torn may be an estimate)
+    leader: int = 0  # token of the consumer that last claimed the ring (0: none)
+    beat: int = 0  # its heartbeat: moves while that consumer runs
 
     @property
     def used(self) -> int:
@@ -268,6 +283,8 @@ class Ring:
             )
             if n == lib.JR_CORRUPT:
                 raise self._open_error(n, 0)
+            if n == lib.JR_MOVED:
+                raise Superseded(f"another consumer has released records of {self.path!r} past this reader")
             if n != lib.JR_BUFFER_SMALL:
                 break
             # The next record is bigger than the buffer: grow it and try again.
@@ -280,6 +297,8 @@ class Ring:
         rc = lib.jr_release(self._ptr, upto)
         if rc == lib.JR_CORRUPT:
             raise self._open_error(rc, 0)
+        if rc in (lib.JR_MOVED, lib.JR_BUSY):
+            raise Superseded(f"another consumer is releasing records of {self.path!r} (to {upto})")
         if rc != OK:
             stats = self.stats()
             raise RingError(
@@ -290,6 +309,16 @@ class Ring:
     def rewind(self) -> None:
         """Read again from the oldest unreleased record (after a failed store)."""
         lib.jr_rewind(self._ptr)
+
+    # -- the consumer's election --------------------------------------------
+
+    def claim(self, token: int, expected: int) -> bool:
+        """Become the ring's consumer if *expected* still is (0: none); True if so."""
+        return bool(lib.jr_claim(self._ptr, expected, token))
+
+    def beat(self, token: int) -> bool:
+        """Advance the heartbeat; False if another consumer has claimed the ring since."""
+        return bool(lib.jr_beat(self._ptr, token))
 
     # -- state -------------------------------------------------------------
 
@@ -307,6 +336,8 @@ class Ring:
             high_water=s.high_water,
             ring_id=s.ring_id,
             torn_bytes=s.torn_bytes,
+            leader=s.leader,
+            beat=s.beat,
         )
 
     @property
@@ -333,9 +364,14 @@ class Ring:
 
     # -- test hooks --------------------------------------------------------
 
-    def _debug_reserve_only(self, size: int, *, write_header: bool = True) -> None:
-        """Reserve a record and never commit it, like a producer killed mid-push."""
-        rc = lib.jr_debug_reserve_only(self._ptr, size, int(write_header))
+    def _debug_reserve_only(self, size: int, *, write_header: bool = True, by_pid: bool = False) -> None:
+        """Reserve a record and never commit it, like a producer killed mid-push.
+
+        by_pid: name the producer by its pid, as a record without a liveness
+        slot does (an older version, or no OFD locks).
+        """
+        mode = (2 if by_pid else 1) if write_header else 0
+        rc = lib.jr_debug_reserve_only(self._ptr, size, mode)
         if rc != OK:
             raise RingError(f"reserve failed with code {rc}")
 
