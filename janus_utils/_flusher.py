@@ -13,14 +13,17 @@ the ring (stopped, hung) for ``takeover_after`` seconds.
 The election can fail (a deleted lock file; a stopped leader replaced, then
 resumed), so it is not what keeps records exactly once.  The commit is:
 inside its write transaction it checks that the stored ring position is not
-past where its batch starts (a compare-and-set under SQLite's write lock);
-a flusher that fails the check steps down.
+past where its batch starts (a compare-and-set under SQLite's write lock),
+and that the database file at ``db_path`` is still the one it has open.  A
+flusher that fails the first check steps down; one that fails the second
+lets go of the old file and continues into the file now at the path.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import os
 import stat
 import sys
@@ -210,6 +213,10 @@ class _Fenced(Exception):
         self.upto = upto
 
 
+class _Detached(Exception):
+    """The database file at db_path is not the one the connection has open."""
+
+
 @contextlib.contextmanager
 def _write_transaction(db: apsw.Connection) -> Iterator[None]:
     """BEGIN IMMEDIATE ... COMMIT: what the transaction reads first is read under the write lock."""
@@ -260,6 +267,8 @@ class Flusher:
         self.leader = False
         self._new_token()
         self._impossible_upto: int | None = None  # see _open_db
+        # (device, inode) of the database, -wal and -shm the connection uses
+        self._db_files: tuple[tuple[int, int] | None, ...] = ()
         self.wake = threading.Event()
         self.stopping = False
         self.thread: threading.Thread | None = None
@@ -625,6 +634,7 @@ class Flusher:
         self.db = open_database(self.cfg.db_path, synchronous=self.cfg.synchronous)
         self.resources.load(self.db)
         self._watch(self.db)
+        self._db_files = self._file_ids()
         row = self.db.execute(
             'SELECT committed_upto FROM "janus_ring_state" WHERE ring_id = ?', (self.ring_id,)
         ).fetchall()
@@ -696,9 +706,19 @@ class Flusher:
                 "committing"
             )
             return 0
+        except _Detached as err:
+            self._detach_locked(str(err))
+            return 0
         except Exception as err:
             self.ring.rewind()
             return self._failed(err)
+        changed = self._file_changed()
+        if changed:
+            # The file was replaced while the transaction ran: the batch may
+            # be in the old file only.  Keep it in the ring; it goes into the
+            # new file too (never into neither).
+            self._detach_locked(changed)
+            return 0
         # Counted before the release: flush() returns once the ring's tail
         # passes its target, and stats() read right after must include these.
         self.committed += len(rows)
@@ -720,7 +740,7 @@ class Flusher:
         """Commit the batch; if SQLite refuses a row, commit it row by row."""
         try:
             self._commit(db, rows, start, upto, one_by_one=False)
-        except (_Fenced, *_TRANSIENT):
+        except (_Fenced, _Detached, *_TRANSIENT):
             raise
         except Exception:
             # SQLite refused a row (a constraint, a value out of range): store
@@ -752,7 +772,7 @@ class Flusher:
             db.execute(_SAVE_POS, (self.ring_id, upto))
 
     def _fence(self, db: apsw.Connection, start: int) -> None:
-        """Under the write lock: commit only records no flusher has stored.
+        """Under the write lock: commit only into the file at db_path, and only new records.
 
         The stored position says which records of this ring some flusher has
         committed.  If it is past *start*, another flusher (one that took
@@ -761,11 +781,77 @@ class Flusher:
         *start* is fine: those records were skipped as torn, or went into a
         database file that has since been replaced.
         """
+        changed = self._file_changed()
+        if changed:
+            raise _Detached(changed)
         row = db.execute(
             'SELECT committed_upto FROM "janus_ring_state" WHERE ring_id = ?', (self.ring_id,)
         ).fetchall()
         if row and row[0][0] > start and row[0][0] != self._impossible_upto:
             raise _Fenced(row[0][0])
+
+    # -- the database file's identity --------------------------------------
+    #
+    # SQLite finds the -wal and -shm by name, next to whatever file is at the
+    # path now, while an open connection keeps the file it opened.  So after
+    # a delete or a `mv backup.db app.db` the connection would write into a
+    # file nobody sees, and the old file's WAL would be read as the new
+    # file's (a malformed database).
+
+    def _file_ids(self) -> tuple[tuple[int, int] | None, ...]:
+        """(device, inode) of the database, -wal and -shm at the path (None: missing)."""
+        ids: list[tuple[int, int] | None] = []
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                info = os.stat(self.cfg.db_path + suffix, follow_symlinks=False)
+            except OSError:
+                ids.append(None)
+            else:
+                ids.append((info.st_dev, info.st_ino))
+        return tuple(ids)
+
+    def _file_changed(self) -> str | None:
+        """What is no longer the file the connection uses, or None.  Three stat calls."""
+        now = self._file_ids()
+        if now == self._db_files:
+            return None
+        for suffix, was, there in zip(("", "-wal", "-shm"), self._db_files, now):
+            if was != there:
+                what = "deleted" if there is None else "replaced"
+                return f"the log database file {self.cfg.db_path + suffix} was {what} while open"
+        return None  # pragma: no cover - the tuples differ somewhere
+
+    def _detach_locked(self, reason: str) -> None:
+        """Let go of a database file that is no longer at the path; the next batch opens the one there.
+
+        First the old file's -wal and -shm leave the path (if they still are
+        the ones this connection uses), so the file now at the path, or the
+        one created there next, never reads the old file's frames.  Then the
+        old WAL is checkpointed into the old file (whoever kept it, by a hard
+        link or an open descriptor, finds every record committed to it) and
+        the connection is closed without deleting anything at the path.
+        """
+        db, self.db = self.db, None
+        self.ring.rewind()
+        for suffix, was in zip(("-wal", "-shm"), self._db_files[1:]):
+            path = self.cfg.db_path + suffix
+            try:
+                info = os.stat(path, follow_symlinks=False)
+                if was is not None and (info.st_dev, info.st_ino) == was:
+                    os.unlink(path)
+            except OSError:
+                pass
+        if db is not None:
+            persist = ctypes.c_int(1)
+            with contextlib.suppress(Exception):
+                db.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(persist))
+                db.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+            with contextlib.suppress(Exception):
+                db.close()
+        self._report(
+            f"{reason}: records committed from now on go to the file at {self.cfg.db_path} "
+            "(created afresh if none is there)"
+        )
 
     def _failed(self, err: BaseException) -> int:
         self.retries += 1
@@ -785,6 +871,11 @@ class Flusher:
 
     def _idle(self) -> None:
         with self.db_lock:
+            if self.db is not None:
+                changed = self._file_changed()
+                if changed:
+                    self._detach_locked(changed)
+                    return
             # Checkpoint once the application has been quiet for a while: a
             # checkpoint copies and syncs the whole WAL, which would compete
             # with a burst that is just starting.  Under steady load the

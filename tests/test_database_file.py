@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import collections
 import os
+import time
 from pathlib import Path
 
+import apsw
 import pytest
 
 import janus_utils as ju
 from janus_utils import _flusher as jflusher
 from janus_utils.error_handling.utils.errors import ConfigError
+from logging_worker import Worker
 
 ROOT = os.geteuid() == 0
 NOBODY = 65534
@@ -85,3 +89,121 @@ class TestWhoseFile:
         db_path.mkdir()
         with pytest.raises(ConfigError, match="not a regular file"):
             jflusher.open_database(str(db_path))
+
+
+# --- deleted or replaced while open ------------------------------------------
+
+
+def tokens(db: Path, name: str) -> collections.Counter[int]:
+    """How many times each NAME-i record is in the database file *db* (read-only)."""
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows = conn.execute("SELECT message FROM logs WHERE message LIKE ?", (name + "-%",)).fetchall()
+    finally:
+        conn.close()
+    return collections.Counter(int(m.rsplit("-", 1)[1]) for (m,) in rows)
+
+
+def integrity(db: Path) -> str:
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchall()[0][0])
+    finally:
+        conn.close()
+
+
+def no_duplicates(counts: collections.Counter[int]) -> bool:
+    return all(n == 1 for n in counts.values())
+
+
+@pytest.mark.slow
+class TestDeletedOrReplaced:
+    def test_a_deleted_database_is_noticed_and_created_afresh(self, db_path: Path, tmp_path: Path) -> None:
+        """After os.unlink(db) the records go to a new file at db_path, reported once."""
+        kept = tmp_path / "kept.db"  # the deleted file, still reachable to count what it got
+        w = Worker(db_path)
+        try:
+            w.log("a", 0, 1000)
+            w.expect("logged")
+            w.flush()
+            os.link(db_path, kept)
+            db_path.unlink()
+            w.log("b", 0, 1000)
+            w.expect("logged")
+            stats = w.flush()
+            w.exit()
+        finally:
+            w.kill()
+        assert "ok" == integrity(db_path)
+        assert collections.Counter(range(1000)) == tokens(db_path, "b")
+        assert not tokens(db_path, "a")
+        assert collections.Counter(range(1000)) == tokens(kept, "a")  # checkpointed into it
+        # Reported (last_error is cleared again by the commits that follow).
+        assert any("was deleted" in message for _, message in stats["recent_errors"])
+        assert 1 == w.stderr.count("was deleted")
+
+    def test_a_backup_moved_over_the_live_file_gets_no_stale_wal(self, db_path: Path, tmp_path: Path) -> None:
+        """`mv backup.db app.db` while logging: integrity ok, every record in one file or both."""
+        backup, old = tmp_path / "backup.db", tmp_path / "old.db"
+        w = Worker(db_path)
+        try:
+            w.log("a", 0, 2000)
+            w.expect("logged")
+            w.flush()
+            src = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+            dst = apsw.Connection(str(backup))
+            with dst.backup("main", src, "main") as b:
+                b.step()
+            dst.close()
+            src.close()
+            backup.chmod(0o600)
+            # The live file moves on from the backup: checkpointed (when idle),
+            # then more frames in its WAL, which would not fit the backup.
+            w.log("c", 0, 20000)
+            w.expect("logged")
+            w.flush()
+            time.sleep(1.5)
+            w.log("c", 20000, 2000)
+            w.expect("logged")
+            w.flush()
+            os.link(db_path, old)  # the file being replaced, to count what it got
+            w.log("b", 0, 20000, 0.01)
+            time.sleep(0.5)
+            os.rename(backup, db_path)  # the live file's -wal and -shm stay beside it
+            w.expect("logged")
+            stats = w.flush()
+            live = integrity(db_path)  # as an operator checks a restore, the app still running
+            w.exit()
+        finally:
+            w.kill()
+        assert "ok" == live
+        assert "ok" == integrity(db_path)
+        assert "ok" == integrity(old)
+        assert collections.Counter(range(2000)) == tokens(db_path, "a")  # the backup's own
+        assert collections.Counter(range(22000)) == tokens(old, "c")
+        assert not tokens(db_path, "c")
+        new, replaced = tokens(db_path, "b"), tokens(old, "b")
+        assert no_duplicates(new) and no_duplicates(replaced)
+        assert set(range(20000)) == set(new) | set(replaced)  # 0 lost
+        assert new and replaced  # it did happen mid-stream
+        assert any("was replaced" in message for _, message in stats["recent_errors"])
+        assert 1 == w.stderr.count("was replaced")
+
+    def test_a_deleted_wal_is_noticed_and_its_records_kept(self, db_path: Path) -> None:
+        """Deleting -wal and -shm under the flusher loses nothing committed to them."""
+        w = Worker(db_path)
+        try:
+            w.log("a", 0, 3000)
+            w.expect("logged")
+            w.flush()  # committed into the WAL, not checkpointed yet
+            Path(str(db_path) + "-wal").unlink()
+            Path(str(db_path) + "-shm").unlink()
+            w.log("b", 0, 1000)
+            w.expect("logged")
+            w.flush()
+            w.exit()
+        finally:
+            w.kill()
+        assert "ok" == integrity(db_path)
+        assert collections.Counter(range(3000)) == tokens(db_path, "a")
+        assert collections.Counter(range(1000)) == tokens(db_path, "b")
