@@ -39,15 +39,13 @@ _FORMAT_ERRORS = {
 
 
 
-class Superseded(RingError):
+class Superseded(Exception):
     """Another consumer has released records past this handle, or is releasing now.
 
-    Not damage: two flushers believed they were elected (a lock file deleted,
-    a stopped flusher replaced and resumed).  This one must stop consuming.
+    Not damage, and not the user's concern: two flushers believed they were
+    elected (a lock file deleted, a stopped flusher replaced and resumed).
+    The flusher catches it and stops consuming.
     """
-
-    code = "ring_superseded"
-    title = "Another flusher consumes this ring"
 
 
 Policy = Literal["block", "drop"]
