@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import _resource, _ring, _schema, security
+from . import _resource, _ring, _schema, _sqlite_guard, security
 from ._console import Console
 from ._record import decode_row, native_enabled, speedups, unstorable_row
 from .error_handling.utils.errors import ConfigError, RingFormatError
@@ -241,6 +241,8 @@ class Flusher:
             raise ConfigError(
                 f"the directory of db_path does not exist: {directory!r}; create it first"
             )
+        # Python's sqlite3 on this database would corrupt it (see _sqlite_guard).
+        _sqlite_guard.protect(cfg.db_path)
         self.ring_path = cfg.db_path + "-ring"
         self.lock_path = cfg.db_path + "-flusher.lock"
         # What is wrong now (None once it is resolved), and what went wrong before.
