@@ -91,7 +91,8 @@ ffi.cdef(
     int jr_beat(jr_ring *r, uint64_t token);
 
     /* test hook */
-    int jr_debug_reserve_only(jr_ring *r, size_t len, int write_header);
+    int jr_debug_reserve_only(jr_ring *r, size_t len, int mode);
+    int jr_debug_push_stalled(jr_ring *r, const uint8_t *data, size_t len, int64_t stall_ns);
     """
 )
 

@@ -157,6 +157,11 @@ int jr_noop(jr_ring *r, const uint8_t *data, size_t len);
  * not committed within the torn timeout is skipped and counted as torn once
  * its producer's process is gone; a live producer's record is waited for.
  *
+ * A reservation its producer never claimed within the torn timeout (stopped
+ * or killed right after reserving) is taken from it: the producer, if it
+ * resumes, finds it skipped and pushes again.  So nothing is ever skipped
+ * that a producer may still write into (ring.c explains the tags).
+ *
  * "Gone" is decided by a lock, not a pid: every process that opens the ring
  * holds an OFD lock on one byte of it (its slot, written into each record it
  * reserves), which the kernel drops when the process exits.  So a zombie is
@@ -200,10 +205,14 @@ int jr_beat(jr_ring *r, uint64_t token);
 /* --- Test hook. ---------------------------------------------------------- */
 
 /* Reserve room for a `len`-byte record and never commit it, as a producer
- * killed between reserve and commit would.  With write_header == 0 the
- * record's header is not written either (killed right after the reservation);
- * with 2 the header names the producer by pid, as records without a liveness
- * slot do. */
-int jr_debug_reserve_only(jr_ring *r, size_t len, int write_header);
+ * killed between reserve and commit would.  mode 0: nothing written (killed
+ * right after the reservation); 3: claimed only; 1: the RESV header written;
+ * 2: the same, naming the producer by pid as records without a liveness slot
+ * do. */
+int jr_debug_reserve_only(jr_ring *r, size_t len, int mode);
+
+/* jr_push (block policy, no timeout) that sleeps `stall_ns` between its
+ * reservation and its first write, as a producer stopped there would. */
+int jr_debug_push_stalled(jr_ring *r, const uint8_t *data, size_t len, int64_t stall_ns);
 
 #endif

@@ -362,16 +362,26 @@ class Ring:
 
     # -- test hooks --------------------------------------------------------
 
-    def _debug_reserve_only(self, size: int, *, write_header: bool = True, by_pid: bool = False) -> None:
+    def _debug_reserve_only(
+        self, size: int, *, write_header: bool = True, by_pid: bool = False, claim_only: bool = False
+    ) -> None:
         """Reserve a record and never commit it, like a producer killed mid-push.
 
-        by_pid: name the producer by its pid, as a record without a liveness
-        slot does (an older version, or no OFD locks).
+        write_header=False: killed right after reserving; claim_only: after
+        claiming, before the length; by_pid: name the producer by its pid, as
+        a record without a liveness slot does (an older version, no OFD locks).
         """
-        mode = (2 if by_pid else 1) if write_header else 0
+        mode = (3 if claim_only else 2 if by_pid else 1) if write_header else 0
         rc = lib.jr_debug_reserve_only(self._ptr, size, mode)
         if rc != OK:
             raise RingError(f"reserve failed with code {rc}")
+
+
+def debug_push_stalled(ring: Ring, data: bytes, seconds: float) -> None:
+    """Push *data*, sleeping *seconds* between reserving and the first write (a test hook)."""
+    rc = lib.jr_debug_push_stalled(ring._ptr, data, len(data), _ns(seconds))
+    if rc != OK:
+        raise RingError(f"push failed with code {rc}")
 
 
 def noop_call(ring: Ring) -> Callable[[bytes], int]:

@@ -733,3 +733,68 @@ class TestElection:
             assert 22 == a.stats().leader
             assert b.claim(0, expected=22)  # resign
             assert 0 == a.stats().leader
+
+
+def _claim_then_wait(path: str, reserved: Any, go: Any) -> None:
+    ring = Ring(path, None)
+    ring._debug_reserve_only(50, claim_only=True)
+    reserved.set()
+    go.wait(60)
+
+
+class TestStalledBeforeFirstWrite:
+    def test_a_reservation_left_unclaimed_is_taken_back_and_pushed_again(self, tmp_path: Path) -> None:
+        """A producer stalled between reserving and writing past the torn timeout, while the ring
+        laps under it: its late write lands nowhere it could damage, and its record is kept."""
+        path = str(tmp_path / "r.ring")
+        with Ring(path, SMALL, policy="drop", torn_timeout=0.02) as ring:
+            stalled = threading.Thread(target=_ring.debug_push_stalled, args=(ring, b"late", 0.5))
+            stalled.start()
+            while ring.stats().head == 0:  # it has reserved
+                time.sleep(0.001)
+            got: list[bytes] = []
+            i = 0
+            while stalled.is_alive() or i < 3000:
+                if ring.push(b"after-%d" % i):
+                    i += 1
+                batch, upto = ring.read()
+                got.extend(p for _, p in batch)
+                ring.release(upto)
+            stalled.join()
+            got += [p for _, p in drain(ring, want=i + 1 - len(got), deadline=10)]
+            laps = ring.stats().head // SMALL
+            torn = ring.stats().torn
+        assert [b"late"] == [p for p in got if not p.startswith(b"after-")]
+        assert [b"after-%d" % n for n in range(i)] == [p for p in got if p.startswith(b"after-")]
+        assert laps > 2  # the space it had reserved was reused while it slept
+        assert torn >= 1  # its first reservation, taken back
+
+    def test_a_claimed_record_of_a_live_producer_is_waited_for(self, tmp_path: Path) -> None:
+        """Claimed, length not yet written: its owner lives, so it is waited for; dead, skipped."""
+        path = str(tmp_path / "r.ring")
+        Ring(path, 65536).close()
+        reserved, go = FORK.Event(), FORK.Event()
+        child = FORK.Process(target=_claim_then_wait, args=(path, reserved, go))
+        child.start()
+        assert reserved.wait(30)
+        with Ring(path, None, torn_timeout=0.01) as ring:
+            ring.push(b"after")
+            for _ in range(20):
+                assert ([], 0) == ring.read()
+                time.sleep(0.005)
+            assert 0 == ring.stats().torn
+            os.kill(child.pid, signal.SIGKILL)
+            child.join()
+            got = drain(ring, want=1)
+            assert [b"after"] == [p for _, p in got]
+            assert 80 == ring.stats().torn_bytes  # its 50-byte record, header and padding
+            assert ring.stats().torn >= 1  # no length written: the count is an estimate
+
+    def test_released_space_holds_no_byte_of_the_last_lap(self, tmp_path: Path) -> None:
+        """Each released 16-byte unit is rewritten as a free header: payloads do not linger."""
+        path = str(tmp_path / "r.ring")
+        with Ring(path, SMALL) as ring:
+            secret = b"s3cr3t-" * 20
+            ring.push(secret)
+            ring.release(ring.read()[1])
+        assert b"s3cr3t" not in Path(path).read_bytes()
