@@ -34,7 +34,11 @@ _FORMAT_ERRORS = {
     lib.JR_BAD_VERSION: "is a janus ring of another format version; drain it with the janus_utils "
     "version that wrote it, or remove it",
     lib.JR_BAD_SIZE: "has a size that does not match its header (truncated or damaged); remove it",
-    lib.JR_CORRUPT: "has a damaged header or cursors; remove it (records still in it are lost)",
+    # Only real damage: a second flusher is JR_MOVED (Superseded), not this.
+    # Removing the file under running processes would leave them pushing into
+    # a file no flusher drains: stop them first.
+    lib.JR_CORRUPT: "has a damaged header or cursors, so its records cannot be read back; stop "
+    "every process that logs into this database, then move the file aside",
 }
 
 
