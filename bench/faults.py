@@ -76,6 +76,23 @@ def _producer(db: str, name: str, progress: Any, ready: Any, stop: Any, options:
     ju.shutdown()
 
 
+class StopFlag:
+    """The producers' stop signal, read without a lock.
+
+    A multiprocessing.Event takes a lock shared by every process in is_set():
+    a producer SIGKILLed while holding it leaves the others waiting for ever.
+    """
+
+    def __init__(self) -> None:
+        self._flag = FORK.Value("b", 0, lock=False)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
+
+
 class Producer:
     """One producer process and its shared progress counter."""
 
@@ -176,7 +193,7 @@ def sigkill_storm(work: Path, scale: float) -> Outcome:
     out = Outcome("SIGKILL storm, retention on (max_rows, archived)")
     db, archive = work / "app.db", work / "archive"
     options = {"retention": {"max_rows": 20_000}, "archive_dir": str(archive)}
-    stop = FORK.Event()
+    stop = StopFlag()
     live = [Producer(str(db), f"k{n}", stop, options) for n in range(3)]
     everyone = list(live)
     kills = max(int(40 * scale), 5)
@@ -202,7 +219,7 @@ def lock_deleted(work: Path, scale: float) -> Outcome:
     """The flusher's lock file deleted again and again while processes log."""
     out = Outcome("flusher lock file deleted")
     db = work / "app.db"
-    stop = FORK.Event()
+    stop = StopFlag()
     producers = [Producer(str(db), f"l{n}", stop) for n in range(3)]
     for _ in range(max(int(25 * scale), 5)):
         time.sleep(0.2)
@@ -220,7 +237,7 @@ def sigstop_flusher(work: Path, scale: float) -> Outcome:
     """The flusher's process stopped (SIGSTOP) for 15 s, then continued."""
     out = Outcome("flusher SIGSTOPped 15 s")
     db = work / "app.db"
-    stop = FORK.Event()
+    stop = StopFlag()
     first = Producer(str(db), "s0", stop)  # configured first: the flusher
     others = [Producer(str(db), f"s{n}", stop) for n in (1, 2)]
     time.sleep(0.5)
@@ -243,7 +260,7 @@ def db_deleted_and_replaced(work: Path, scale: float) -> Outcome:
     """The database unlinked under the flusher, later a backup moved over it."""
     out = Outcome("database deleted, then a backup moved over it")
     db = work / "app.db"
-    stop = FORK.Event()
+    stop = StopFlag()
     producers = [Producer(str(db), f"d{n}", stop) for n in range(2)]
     time.sleep(1)
     backup = work / "backup.db"
@@ -330,7 +347,7 @@ def disk_full(work: Path, scale: float) -> Outcome:
         return out
     try:
         db = mnt / "app.db"
-        stop = FORK.Event()
+        stop = StopFlag()
         producers = [Producer(str(db), f"f{n}", stop, {"ring_size": 1 << 20, "on_full": "block"}) for n in range(1)]
         ballast = mnt / "ballast"
         with open(ballast, "wb") as fh:
