@@ -858,7 +858,8 @@ class Flusher:
     def _failed(self, err: BaseException) -> int:
         self.retries += 1
         self._backoff = min(max(self._backoff * 2, 0.05), 5.0)
-        self._report(f"cannot write to {self.cfg.db_path}: {type(err).__name__}: {err}", kind="write")
+        why = _stopped_writer(self.cfg.db_path) if isinstance(err, apsw.BusyError) else ""
+        self._report(f"cannot write to {self.cfg.db_path}: {type(err).__name__}: {err}{why}", kind="write")
         if isinstance(err, apsw.FullError):
             # Keep the connection: closing it would checkpoint into the full
             # disk.  The next try checkpoints first (see _make_room).
@@ -1051,6 +1052,41 @@ class Flusher:
         if not self.stopping:
             self._start_thread()
         self.console.after_fork_child()
+
+
+def _stopped_writer(db_path: str) -> str:
+    """Why the database stays locked, if the process holding its write lock is stopped.
+
+    A flusher stopped (SIGSTOP, a debugger) inside a commit keeps SQLite's WAL
+    write lock, a POSIX lock on byte 120 of the -shm file: no process can
+    write the database until it continues, whoever takes over.  Read from
+    /proc/locks (Linux); "" when that says nothing.
+    """
+    try:
+        shm = os.stat(db_path + "-shm")
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    inode = f":{shm.st_ino}"
+    for line in lines:
+        parts = line.split()
+        # "N: POSIX  ADVISORY  WRITE 1234 fd:00:5678 120 120"
+        if len(parts) >= 8 and parts[1] == "POSIX" and parts[3] == "WRITE" and parts[5].endswith(inode):
+            try:
+                pid, first, last = int(parts[4]), int(parts[6]), parts[7]
+                if not first <= 120 <= (int(last) if last != "EOF" else 120):
+                    continue
+                with open(f"/proc/{pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, ValueError, IndexError):
+                continue
+            if state in ("T", "t"):
+                return (
+                    f" (process {pid} holds its write lock and is stopped: nothing can be written "
+                    f"to the database until it continues, kill -CONT {pid})"
+                )
+    return ""
 
 
 def _remaining(deadline: float | None) -> float | None:

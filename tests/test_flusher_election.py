@@ -202,3 +202,50 @@ class TestDeadProducers:
             ju.shutdown()
         assert_exactly_once(db_path, "z", 200)
         assert 1 == torn
+
+
+HOLD_THE_WRITE_LOCK = """
+import sys, time, apsw
+db = apsw.Connection(sys.argv[1])
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+class TestStoppedInsideACommit:
+    def test_a_stopped_process_holding_the_write_lock_is_named(self, db_path: Path) -> None:
+        """No takeover can write past SQLite's lock: the report says which stopped process has it."""
+        import subprocess
+        import sys
+
+        ju.configure(db_path, console=False)
+        holder = None
+        try:
+            ju.get_logger("w").info("w-0")
+            assert ju.flush(timeout=30)
+            holder = subprocess.Popen(
+                [sys.executable, "-c", HOLD_THE_WRITE_LOCK, str(db_path)], stdout=subprocess.PIPE, text=True
+            )
+            assert holder.stdout is not None
+            assert "locked\n" == holder.stdout.readline()
+            os.kill(holder.pid, signal.SIGSTOP)
+            ju.get_logger("w").info("w-1")
+            give_up = time.monotonic() + 120  # the busy wait is 5 s per try
+            while time.monotonic() < give_up:
+                reports = [m for _, m in ju.stats()["recent_errors"]]
+                if any("is stopped" in m for m in reports):
+                    break
+                time.sleep(0.1)
+            assert any(f"process {holder.pid} holds its write lock and is stopped" in m for m in reports)
+            os.kill(holder.pid, signal.SIGCONT)
+            holder.kill()
+            holder.wait()
+            assert ju.flush(timeout=60)
+        finally:
+            if holder is not None and holder.poll() is None:
+                os.kill(holder.pid, signal.SIGCONT)
+                holder.kill()
+                holder.wait()
+            ju.shutdown()
+        assert_exactly_once(db_path, "w", 2)
