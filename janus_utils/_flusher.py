@@ -713,6 +713,14 @@ class Flusher:
             return 0
         except Exception as err:
             self.ring.rewind()
+            if not self.ring.beat(self.token):
+                # Taken over while this commit waited (it was stopped, or
+                # hung): the failure is the new flusher's lock, not news.
+                self._step_down_locked(
+                    f"another process took over as the flusher of {self.cfg.db_path}; this one "
+                    "stepped down without committing"
+                )
+                return 0
             return self._failed(err)
         changed = self._file_changed()
         if changed:
