@@ -41,6 +41,8 @@ ffi.cdef(
     #define JR_SIZE_MISMATCH -10
     #define JR_BUFFER_SMALL -11
     #define JR_INSECURE -12
+    #define JR_MOVED -13
+    #define JR_BUSY -14
 
     typedef struct jr_ring jr_ring;
 
@@ -54,6 +56,8 @@ ffi.cdef(
         uint64_t high_water;
         uint64_t ring_id;
         uint64_t torn_bytes;
+        uint64_t leader;
+        uint64_t beat;
     } jr_stats;
 
     int jr_open(const char *path, uint64_t capacity, int create, int policy,
@@ -82,8 +86,13 @@ ffi.cdef(
     void jr_set_torn_timeout(jr_ring *r, int64_t ns);
     void jr_get_stats(const jr_ring *r, jr_stats *out);
 
+    /* the consumer's election: any thread, any process */
+    int jr_claim(jr_ring *r, uint64_t expected, uint64_t token);
+    int jr_beat(jr_ring *r, uint64_t token);
+
     /* test hook */
-    int jr_debug_reserve_only(jr_ring *r, size_t len, int write_header);
+    int jr_debug_reserve_only(jr_ring *r, size_t len, int mode);
+    int jr_debug_push_stalled(jr_ring *r, const uint8_t *data, size_t len, int64_t stall_ns);
     """
 )
 

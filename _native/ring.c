@@ -9,21 +9,47 @@
  *                        bounce one line between cores.
  *   [4096, 4096 + cap)   the data area, `cap` a power of two.
  *
+ * Past the end of the file, byte-range locks (never data) say which processes
+ * are alive (see register_live) and who is releasing (see jr_release).
+ *
  * Positions (head, tail, record sequence numbers) are free-running 64-bit byte
  * counts, masked by cap - 1 to find the byte in the data area.  They never
  * wrap in practice: at 10 GB/s of logs, 2^64 bytes take 58 years.
  *
  * A record is a 16-byte header followed by the payload, padded to 16 bytes:
  *
- *   tag    u64  pos ^ TAG_RESV once reserved, pos ^ TAG_DONE once committed
+ *   tag    u64  its state, bound to its own position pos (below)
  *   len    u32  payload length
- *   flags  u32  FLAG_PAD for the filler that skips the end of the data area
+ *   flags  u32  who wrote it (see FLAG_SLOT); FLAG_PAD for the filler that
+ *               skips the end of the data area
  *
- * The tag binds a header to its own position, so a header left over from an
- * earlier lap of the ring (at pos - k*cap) never looks valid at pos, and the
- * consumer needs no "empty" marker: anything else in a tag means "not yet".
- * Released space is zeroed all the same, so that payload bytes of an old lap
- * can never be read as a header.
+ * The tag at a record's position goes through these values:
+ *
+ *   pos ^ TAG_FREE      released space, ready for the reservation at pos
+ *                       (0 in files from before free tags: see claim())
+ *   CLAIM(pos, owner)   a producer claimed it (compare-and-swap from FREE);
+ *                       owner is its flags: the record's length is not known yet
+ *   pos ^ TAG_RESV      length and flags written, payload being copied
+ *   pos ^ TAG_DONE      committed
+ *   pos ^ TAG_SKIP      the consumer gave up on an unclaimed reservation
+ *                       (compare-and-swap from FREE): nobody writes there
+ *
+ * Binding every value to its position means a header left over from an
+ * earlier lap (at pos - k*cap) never looks valid at pos.  Releasing space
+ * rewrites every 16-byte unit of it, as the FREE header of the position it
+ * will have in the next lap, so no payload byte of an old lap can pass for a
+ * header either.
+ *
+ * Why claim, and why FREE is bound to a lap: a producer stopped (SIGSTOP,
+ * starved) between its reservation and its first write leaves a reservation
+ * nobody can attribute.  The consumer may give up on it after the torn
+ * timeout, but only by turning FREE into SKIP with a compare-and-swap; the
+ * producer's own claim is the other compare-and-swap on the same word, so
+ * exactly one of them wins.  A producer that loses reserves again (its record
+ * is not lost), and one that resumes after the space was released and reused
+ * finds the next lap's FREE value, a claim or payload there, never its own
+ * FREE value, and loses too.  So the consumer never skips space a producer
+ * may still write into.
  *
  * A record never straddles the end of the data area: a producer whose record
  * would, reserves the rest of the area as a pad record plus its own record at
@@ -49,11 +75,34 @@
 
 #define TAG_RESV 0x52455356a5c3e1f7ULL /* "RESV" + noise */
 #define TAG_DONE 0x444f4e455a3c1e0bULL /* "DONE" + noise */
+#define TAG_FREE 0x46524545c3a5f17eULL /* "FREE" + noise */
+#define TAG_SKIP 0x534b4950e1f7a5c3ULL /* "SKIP" + noise */
+/* CLAIM(pos, owner): the high half bound to pos, the low half the owner's
+ * flags (never 0).  The high halves of the five tags differ, so no two
+ * states of one position can be mistaken for each other. */
+#define TAG_CLAIM 0x434c4d5000000000ULL /* "CLMP" */
+#define CLAIM_HIGH 0xffffffff00000000ULL
+/* sh->features: this file's free space carries FREE tags (created so). */
+#define FEATURE_FREE_TAGS 1u
 #define FLAG_PAD 1u
-/* flags = (producer pid << 1) | FLAG_PAD: the pid lets the consumer tell a
- * producer that died mid-push from one that is only slow. */
+/* A record's flags name its producer, so the consumer can tell a producer
+ * that died mid-push from one that is only slow:
+ *   FLAG_SLOT | slot << 1   the producer's liveness slot (see register_live)
+ *   pid << 1                its pid, where it has no slot (pids are < 2^22,
+ *                           so bit 31 is clear: older files read the same)
+ * and FLAG_PAD marks the filler record that skips the end of the data area. */
 #define FLAG_PID_SHIFT 1
+#define FLAG_SLOT 0x80000000u
 #define CACHE_LINE 64
+
+/* Liveness slots: process k holds an OFD write lock on byte LIVE_BASE + slot
+ * of the ring file for as long as it has the ring open.  The bytes lie past
+ * the end of any ring file (JR_HEADER_SIZE + JR_MAX_CAPACITY < 2^41): locks
+ * there take no space.  RELEASE_LOCK is the byte jr_release locks. */
+#define LIVE_BASE ((off_t)1 << 41)
+#define LIVE_SLOTS (1u << 22)
+#define LIVE_PROBES 64
+#define RELEASE_LOCK (LIVE_BASE - 1)
 
 struct jr_shared {
     /* format, written once at creation */
@@ -78,9 +127,15 @@ struct jr_shared {
     uint64_t high_water;
     uint64_t torn_bytes; /* bytes skipped; zero in files made before it existed */
     char _line3[CACHE_LINE - 32];
+    /* the consumer's election (jr_claim, jr_beat); zero in a fresh file, and
+     * in files from before these fields, which read as "no consumer" */
+    uint64_t leader;
+    uint64_t beat;
+    uint32_t features; /* FEATURE_*, set at creation */
+    char _line4[CACHE_LINE - 20];
 };
 
-_Static_assert(sizeof(struct jr_shared) == 4 * CACHE_LINE, "shared header layout");
+_Static_assert(sizeof(struct jr_shared) == 5 * CACHE_LINE, "shared header layout");
 _Static_assert(sizeof(struct jr_shared) <= JR_HEADER_SIZE, "shared header fits its page");
 
 struct jr_rec {
@@ -112,6 +167,13 @@ struct jr_prefilter {
 
 struct jr_ring {
     int fd;
+    /* This process's own open file description of the ring, holding its
+     * liveness slot lock; -1 where OFD locks are not available.  Reopened in
+     * a forked child (see child_after_fork), so parent and child have each
+     * their own slot. */
+    int live_fd;
+    uint32_t live_flags; /* FLAG_SLOT | slot << 1, or 0: records carry the pid */
+    struct jr_ring *next_open; /* every open ring of this process (open_rings) */
     uint8_t *map;
     size_t map_len;
     struct jr_shared *sh;
@@ -128,6 +190,7 @@ struct jr_ring {
     int64_t torn_timeout_ns;
     uint64_t seen_bytes;    /* records read (their aligned size), for count_lost */
     uint64_t seen_records;
+    int zero_is_free; /* a file from before FREE tags: see claim() */
     /* the secret prefilter, replaced whole by jr_set_prefilter (see there) */
     struct jr_prefilter *pf;
 };
@@ -166,9 +229,90 @@ static uint32_t header_check(const struct jr_shared *sh) {
 static pid_t cached_pid;
 static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
 static void refresh_pid(void) { __atomic_store_n(&cached_pid, getpid(), __ATOMIC_RELAXED); }
+
+/* Every ring this process has open, so a forked child can take its own
+ * liveness slots. */
+static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
+static jr_ring *open_rings;
+
+static void register_live(jr_ring *r);
+
+static void before_fork(void) { pthread_mutex_lock(&open_mu); }
+static void parent_after_fork(void) { pthread_mutex_unlock(&open_mu); }
+/* The child shares its parent's open file descriptions, liveness locks
+ * included: were it to keep them, a parent that died mid-push would look
+ * alive for as long as the child lives.  It closes its copies (the parent's
+ * locks stay, held by the parent's own descriptors) and takes new slots
+ * before any of its threads can push. */
+static void child_after_fork(void) {
+    refresh_pid();
+    for (jr_ring *r = open_rings; r; r = r->next_open) {
+        if (r->live_fd >= 0)
+            close(r->live_fd);
+        register_live(r);
+    }
+    pthread_mutex_unlock(&open_mu);
+}
 static void init_pid(void) {
     refresh_pid();
-    pthread_atfork(NULL, NULL, refresh_pid);
+    pthread_atfork(before_fork, parent_after_fork, child_after_fork);
+}
+
+/* The flags a record of this process carries (see FLAG_SLOT). */
+static inline uint32_t producer_flags(const jr_ring *r) {
+    uint32_t f = __atomic_load_n(&r->live_flags, __ATOMIC_RELAXED);
+    return f ? f : (uint32_t)__atomic_load_n(&cached_pid, __ATOMIC_RELAXED) << FLAG_PID_SHIFT;
+}
+
+static int ofd_lock(int fd, short type, off_t at, int cmd) {
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = at;
+    fl.l_len = 1;
+    return fcntl(fd, cmd, &fl);
+}
+
+/* Take a liveness slot: open the ring file again (a new open file
+ * description, through /proc so that a renamed or replaced path cannot give
+ * another file) and lock one free byte in the slot range, starting from the
+ * pid so that the first try almost always succeeds.  Without OFD locks
+ * (before Linux 3.15, no /proc) records carry the pid instead. */
+static void register_live(jr_ring *r) {
+    __atomic_store_n(&r->live_flags, 0, __ATOMIC_RELAXED);
+    r->live_fd = -1;
+    /* Built by hand: this runs in a forked child, where only async-signal-
+     * safe calls are allowed. */
+    char name[32] = "/proc/self/fd/";
+    char digits[12];
+    int nd = 0;
+    for (unsigned v = (unsigned)r->fd; nd == 0 || v; v /= 10)
+        digits[nd++] = (char)('0' + v % 10);
+    size_t at = strlen(name);
+    while (nd)
+        name[at++] = digits[--nd];
+    name[at] = '\0';
+    int fd = open(name, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat a, b;
+    if (fstat(fd, &a) != 0 || fstat(r->fd, &b) != 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+        close(fd);
+        return;
+    }
+    uint32_t start = (uint32_t)getpid();
+    for (uint32_t i = 0; i < LIVE_PROBES; i++) {
+        uint32_t slot = (start + i * 40503u) % LIVE_SLOTS;
+        if (ofd_lock(fd, F_WRLCK, LIVE_BASE + (off_t)slot, F_OFD_SETLK) == 0) {
+            r->live_fd = fd;
+            __atomic_store_n(&r->live_flags, FLAG_SLOT | slot << FLAG_PID_SHIFT, __ATOMIC_RELAXED);
+            return;
+        }
+        if (errno != EAGAIN && errno != EACCES)
+            break; /* EINVAL: no OFD locks here */
+    }
+    close(fd);
 }
 
 static inline void cpu_relax(void) {
@@ -262,8 +406,22 @@ static int create_file(const char *path, uint64_t cap) {
     clock_gettime(CLOCK_REALTIME, &ts);
     sh.created_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
     sh.check = header_check(&sh);
+    sh.features = FEATURE_FREE_TAGS;
     if (pwrite(fd, &sh, sizeof sh, 0) != (ssize_t)sizeof sh)
         goto fail;
+    /* Every 16-byte unit starts FREE for its first-lap position. */
+    {
+        static uint64_t units[8192]; /* 64 KiB: tag, len and flags of 4096 units */
+        for (uint64_t base = 0; base < cap; base += sizeof units) {
+            size_t n = (size_t)(cap - base < sizeof units ? cap - base : sizeof units);
+            for (size_t i = 0; i < n / 16; i++) {
+                units[2 * i] = (base + 16 * i) ^ TAG_FREE;
+                units[2 * i + 1] = 0;
+            }
+            if (pwrite(fd, units, n, (off_t)(JR_HEADER_SIZE + base)) != (ssize_t)n)
+                goto fail;
+        }
+    }
     if (link(tmp, path) != 0)
         goto fail; /* errno == EEXIST: somebody else created it first */
     rc = JR_OK;
@@ -346,6 +504,7 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
         goto fail;
     }
     r->fd = fd;
+    r->live_fd = -1;
     r->sh = (struct jr_shared *)r->map;
     r->data = r->map + JR_HEADER_SIZE;
     r->cap = hdr.capacity;
@@ -354,6 +513,7 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
     r->block_timeout_ns = block_timeout_ns;
     r->torn_timeout_ns = 1000000000LL;
     r->stall_pos = UINT64_MAX;
+    r->zero_is_free = !(__atomic_load_n(&r->sh->features, __ATOMIC_RELAXED) & FEATURE_FREE_TAGS);
     uint64_t tail = __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE);
     uint64_t head = __atomic_load_n(&r->sh->head, __ATOMIC_ACQUIRE);
     if (!cursors_sane(r, tail, head, tail)) {
@@ -361,6 +521,11 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
         return JR_CORRUPT;
     }
     r->rpos = tail;
+    pthread_mutex_lock(&open_mu);
+    register_live(r);
+    r->next_open = open_rings;
+    open_rings = r;
+    pthread_mutex_unlock(&open_mu);
     *out = r;
     return JR_OK;
 fail: {
@@ -374,6 +539,15 @@ fail: {
 void jr_close(jr_ring *r) {
     if (!r)
         return;
+    pthread_mutex_lock(&open_mu);
+    for (jr_ring **p = &open_rings; *p; p = &(*p)->next_open)
+        if (*p == r) {
+            *p = r->next_open;
+            break;
+        }
+    pthread_mutex_unlock(&open_mu);
+    if (r->live_fd >= 0)
+        close(r->live_fd);
     munmap(r->map, r->map_len);
     close(r->fd);
     free(__atomic_load_n(&r->pf, __ATOMIC_ACQUIRE));
@@ -435,24 +609,64 @@ static int try_reserve(jr_ring *r, uint64_t need, uint64_t *pos, uint64_t *pad) 
     }
 }
 
-static void write_pad(jr_ring *r, uint64_t at, uint64_t pad) {
+static inline int is_claim(uint64_t tag, uint64_t pos) {
+    return ((tag ^ pos ^ TAG_CLAIM) & CLAIM_HIGH) == 0 && (uint32_t)tag != 0;
+}
+
+/* Claim the header at `at` for the owner `flags`: 1 if ours, 0 if the
+ * consumer gave up on this reservation first (then nothing may be written
+ * there, not even the length).  See the file comment for why this cannot
+ * succeed on space released since the reservation.
+ *
+ * Files created before FREE tags have zeros in their free space, and zero
+ * carries no lap: there a producer first checks that the tail has not passed
+ * its reservation, which leaves a window of a few instructions.  A new ring
+ * file (delete the old one with every process stopped) closes it. */
+static int claim(jr_ring *r, uint64_t at, uint32_t flags) {
+    uint64_t *tag = &rec_at(r, at)->tag;
+    uint64_t mine = ((at ^ TAG_CLAIM) & CLAIM_HIGH) | flags;
+    uint64_t expected = at ^ TAG_FREE;
+    /* Acq_rel: the claim is ordered before our header and payload writes,
+     * and after the consumer's release of this space. */
+    if (__atomic_compare_exchange_n(tag, &expected, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return 1;
+    if (!r->zero_is_free || expected != 0 || __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE) > at)
+        return 0;
+    return __atomic_compare_exchange_n(tag, &expected, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+static int write_pad(jr_ring *r, uint64_t at, uint64_t pad) {
+    if (!claim(r, at, producer_flags(r)))
+        return 0;
     struct jr_rec *h = rec_at(r, at);
     h->len = (uint32_t)(pad - JR_REC_HEADER);
     h->flags = FLAG_PAD;
     /* Release: the length is visible before the consumer can see the tag. */
     __atomic_store_n(&h->tag, at ^ TAG_DONE, __ATOMIC_RELEASE);
+    return 1;
 }
 
-static void write_record(jr_ring *r, uint64_t pos, const uint8_t *data, size_t len) {
+/* Claim, then RESV with the length and owner, then the payload, then DONE. */
+static int write_header(jr_ring *r, uint64_t pos, size_t len, uint32_t flags) {
+    if (!claim(r, pos, flags))
+        return 0;
     struct jr_rec *h = rec_at(r, pos);
     h->len = (uint32_t)len;
-    h->flags = (uint32_t)__atomic_load_n(&cached_pid, __ATOMIC_RELAXED) << FLAG_PID_SHIFT;
+    h->flags = flags;
     /* RESV tells a consumer that finds this record unfinished how long it is,
      * so a producer killed from here on costs exactly this one record. */
     __atomic_store_n(&h->tag, pos ^ TAG_RESV, __ATOMIC_RELEASE);
+    return 1;
+}
+
+static int write_record(jr_ring *r, uint64_t pos, const uint8_t *data, size_t len) {
+    if (!write_header(r, pos, len, producer_flags(r)))
+        return 0;
+    struct jr_rec *h = rec_at(r, pos);
     memcpy((uint8_t *)(h + 1), data, len);
     /* Release: the payload is visible before the record reads as committed. */
     __atomic_store_n(&h->tag, pos ^ TAG_DONE, __ATOMIC_RELEASE);
+    return 1;
 }
 
 static int reserve_wait(jr_ring *r, uint64_t need, int policy, int64_t timeout_ns, uint64_t *pos,
@@ -488,17 +702,30 @@ static int reserve_wait(jr_ring *r, uint64_t need, int policy, int64_t timeout_n
     return JR_FULL;
 }
 
-int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy, int64_t block_timeout_ns) {
+/* Reserve and write; `stall_ns` > 0 only in the test hook below. */
+static int push(jr_ring *r, const uint8_t *data, size_t len, int policy, int64_t block_timeout_ns,
+                int64_t stall_ns) {
     if (len > jr_max_record(r))
         return JR_TOO_LARGE;
-    uint64_t pos, pad;
-    int rc = reserve_wait(r, align_up(JR_REC_HEADER + len), policy, block_timeout_ns, &pos, &pad);
-    if (rc != JR_OK)
-        return rc;
-    if (pad)
-        write_pad(r, pos - pad, pad);
-    write_record(r, pos, data, len);
-    return JR_OK;
+    for (;;) {
+        uint64_t pos, pad;
+        int rc = reserve_wait(r, align_up(JR_REC_HEADER + len), policy, block_timeout_ns, &pos, &pad);
+        if (rc != JR_OK)
+            return rc;
+        if (stall_ns > 0) {
+            struct timespec ts = {(time_t)(stall_ns / 1000000000LL), (long)(stall_ns % 1000000000LL)};
+            nanosleep(&ts, NULL);
+            stall_ns = 0;
+        }
+        if ((!pad || write_pad(r, pos - pad, pad)) && write_record(r, pos, data, len))
+            return JR_OK;
+        /* We were stopped or starved past the torn timeout before claiming,
+         * and the consumer skipped the reservation: make another one. */
+    }
+}
+
+int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy, int64_t block_timeout_ns) {
+    return push(r, data, len, policy, block_timeout_ns, 0);
 }
 
 int jr_set_policy(jr_ring *r, int policy, int64_t block_timeout_ns) {
@@ -529,22 +756,26 @@ int jr_noop(jr_ring *r, const uint8_t *data, size_t len) {
     return 0;
 }
 
-int jr_debug_reserve_only(jr_ring *r, size_t len, int write_header) {
+int jr_debug_reserve_only(jr_ring *r, size_t len, int mode) {
     if (len > jr_max_record(r))
         return JR_TOO_LARGE;
     uint64_t pos, pad;
     int rc = reserve_wait(r, align_up(JR_REC_HEADER + len), JR_POLICY_DROP, 0, &pos, &pad);
     if (rc != JR_OK)
         return rc;
-    if (pad)
-        write_pad(r, pos - pad, pad);
-    if (write_header) {
-        struct jr_rec *h = rec_at(r, pos);
-        h->len = (uint32_t)len;
-        h->flags = (uint32_t)__atomic_load_n(&cached_pid, __ATOMIC_RELAXED) << FLAG_PID_SHIFT;
-        __atomic_store_n(&h->tag, pos ^ TAG_RESV, __ATOMIC_RELEASE);
-    }
+    if (pad && !write_pad(r, pos - pad, pad))
+        return JR_INVALID;
+    uint32_t flags = mode == 2 ? (uint32_t)__atomic_load_n(&cached_pid, __ATOMIC_RELAXED) << FLAG_PID_SHIFT
+                               : producer_flags(r);
+    if (mode == 3 && !claim(r, pos, flags))
+        return JR_INVALID;
+    if ((mode == 1 || mode == 2) && !write_header(r, pos, len, flags))
+        return JR_INVALID;
     return JR_OK;
+}
+
+int jr_debug_push_stalled(jr_ring *r, const uint8_t *data, size_t len, int64_t stall_ns) {
+    return push(r, data, len, JR_POLICY_BLOCK, -1, stall_ns);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -864,13 +1095,22 @@ int jr_push_record_checked(jr_ring *r, const uint8_t *data, size_t len) {
 
 void jr_set_torn_timeout(jr_ring *r, int64_t ns) { r->torn_timeout_ns = ns; }
 
-/* The first position from `from` on that holds a header bound to itself (the
- * tag check), or the head seen when the consumer began to wait. */
-static uint64_t scan_next(jr_ring *r, uint64_t from) {
+/* Give up on the space from `from` on, up to the first record some producer
+ * has claimed (or the head seen when the consumer began to wait): every FREE
+ * unit on the way becomes SKIP, so a producer whose unclaimed reservation
+ * starts there can never write into it (see the file comment).  Returns the
+ * position of that first claimed record, or the head seen. */
+static uint64_t skip_unclaimed(jr_ring *r, uint64_t from) {
     for (uint64_t p = from; p < r->stall_head; p += JR_ALIGN) {
-        uint64_t t = __atomic_load_n(&rec_at(r, p)->tag, __ATOMIC_ACQUIRE);
-        if (t == (p ^ TAG_DONE) || t == (p ^ TAG_RESV))
+        uint64_t *tp = &rec_at(r, p)->tag;
+        uint64_t t = __atomic_load_n(tp, __ATOMIC_ACQUIRE);
+        if ((t == (p ^ TAG_FREE) || t == 0) &&
+            __atomic_compare_exchange_n(tp, &t, p ^ TAG_SKIP, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            continue;
+        /* t is what is there now (a failed CAS reloads it) */
+        if (t == (p ^ TAG_DONE) || t == (p ^ TAG_RESV) || is_claim(t, p))
             return p;
+        /* p ^ TAG_SKIP, or the bytes of a damaged record: go on */
     }
     return r->stall_head;
 }
@@ -881,34 +1121,90 @@ static inline int len_fits(const jr_ring *r, uint64_t pos, uint32_t len, uint64_
            pos + align_up(JR_REC_HEADER + (uint64_t)len) <= limit;
 }
 
+/* A zombie has exited: it will never write again.  Unknown (no /proc): no. */
+static int pid_is_zombie(pid_t pid) {
+    char name[64], buf[512];
+    snprintf(name, sizeof name, "/proc/%d/stat", (int)pid);
+    int fd = open(name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *end = strrchr(buf, ')'); /* the command name may hold anything */
+    return end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X');
+}
+
 /* Is the producer that reserved this record still running?  A live producer
  * is only slow (descheduled, stopped, throttled): skipping its record would
- * lose it and let its late write land on whoever reuses the space. */
-static int producer_alive(uint32_t flags) {
+ * lose it and let its late write land on whoever reuses the space.  So when
+ * in doubt (the lock cannot be queried) the answer is "alive": a record is
+ * skipped only once its producer provably cannot write into it any more.
+ *
+ * With a slot, the producer lives while its lock is held: the kernel drops
+ * it when the last descriptor of that open file description closes, i.e. as
+ * the process exits (a zombie holds no locks), whatever PID namespace either
+ * side is in.  With only a pid, kill() answers for this PID namespace, which
+ * is the producer's wherever slots are missing for want of /proc. */
+static int producer_alive(const jr_ring *r, uint32_t flags) {
+    if (flags & FLAG_SLOT) {
+        struct flock fl;
+        memset(&fl, 0, sizeof fl);
+        fl.l_type = F_WRLCK;
+        fl.l_whence = SEEK_SET;
+        fl.l_start = LIVE_BASE + (off_t)((flags & ~FLAG_SLOT) >> FLAG_PID_SHIFT);
+        fl.l_len = 1;
+        /* r->fd's description holds no lock, so any holder shows, this
+         * process's own liveness descriptor included. */
+        if (fcntl(r->fd, F_OFD_GETLK, &fl) != 0)
+            return 1;
+        return fl.l_type != F_UNLCK;
+    }
     pid_t pid = (pid_t)(flags >> FLAG_PID_SHIFT);
     if (pid <= 0)
         return 0;
-    return kill(pid, 0) == 0 || errno == EPERM;
+    if (kill(pid, 0) != 0 && errno != EPERM)
+        return 0;
+    return !pid_is_zombie(pid);
 }
 
 /* Where the record after the uncommitted one at pos starts, or pos itself if
- * it must be waited for.  If its producer got as far as the RESV header, the
- * length says where it ends (*one = 1: exactly one record is lost), and the
- * pid whether the producer is dead.  Without a header (a producer killed
- * right after its reservation, or damage) scan for the next header bound to
- * its own position, up to the head seen when the wait began: every record
- * reserved before then has had the whole timeout to write its header. */
+ * it must be waited for.  The rule: never skip space a producer may still
+ * write into.
+ *   RESV: the length says where it ends (*one = 1: exactly one record is
+ *     lost); skipped once its owner is gone.
+ *   CLAIM: its owner wrote nothing past the claim; skipped once it is gone.
+ *   FREE (reserved, never claimed, for the whole timeout): its producer,
+ *     stopped or dead, is unknown, so the space is taken from it instead:
+ *     FREE becomes SKIP, and a producer that resumes loses its claim and
+ *     pushes again (so what count_lost counts there may come back).  What
+ *     follows, up to the first claimed record, gets the same treatment (it
+ *     may be the rest of this reservation, or others' reservations that also
+ *     went unclaimed for the whole timeout). */
 static uint64_t skip_torn(jr_ring *r, uint64_t pos, int *one) {
     struct jr_rec *h = rec_at(r, pos);
     uint64_t tag = __atomic_load_n(&h->tag, __ATOMIC_ACQUIRE);
     *one = 0;
     if (tag == (pos ^ TAG_RESV) && len_fits(r, pos, h->len, r->stall_head)) {
-        if (producer_alive(h->flags))
+        if (producer_alive(r, h->flags))
             return pos;
         *one = 1;
         return pos + align_up(JR_REC_HEADER + h->len);
     }
-    return scan_next(r, pos + JR_ALIGN);
+    if (is_claim(tag, pos)) {
+        if (producer_alive(r, (uint32_t)tag))
+            return pos;
+        return skip_unclaimed(r, pos + JR_ALIGN);
+    }
+    if (tag == (pos ^ TAG_FREE) || tag == 0) {
+        if (!__atomic_compare_exchange_n(&h->tag, &tag, pos ^ TAG_SKIP, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            return pos; /* claimed this instant: look again */
+        return skip_unclaimed(r, pos + JR_ALIGN);
+    }
+    return skip_unclaimed(r, pos + JR_ALIGN); /* a damaged header */
 }
 
 /* Count the records lost in [from, to), skipped by the consumer.  With one
@@ -937,12 +1233,16 @@ static void count_lost(jr_ring *r, uint64_t from, uint64_t to, int one) {
 int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, size_t *used,
                 uint64_t *next_pos) {
     uint64_t pos = r->rpos;
-    /* Acquire pairs with the producers' CAS only for the value of head; each
-     * record's own tag, loaded with acquire, is what orders its bytes. */
-    uint64_t head = __atomic_load_n(&r->sh->head, __ATOMIC_ACQUIRE);
+    /* Tail first: head only grows, so head >= tail however the two loads
+     * interleave with a release.  Acquire pairs with the producers' CAS only
+     * for the value of head; each record's own tag, loaded with acquire, is
+     * what orders its bytes. */
     uint64_t tail = __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE);
+    uint64_t head = __atomic_load_n(&r->sh->head, __ATOMIC_ACQUIRE);
     *used = 0;
     *next_pos = pos;
+    if (pos < tail || __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE) != tail)
+        return JR_MOVED; /* only a second consumer moves the tail under us */
     if (!cursors_sane(r, tail, head, pos))
         return JR_CORRUPT;
     size_t off = 0;
@@ -950,13 +1250,17 @@ int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, si
     while (pos < head && (size_t)n < max_records) {
         struct jr_rec *h = rec_at(r, pos);
         uint64_t tag = __atomic_load_n(&h->tag, __ATOMIC_ACQUIRE);
+        if (tag == (pos ^ TAG_SKIP)) {
+            pos += JR_ALIGN; /* given up on earlier (before a rewind or takeover) */
+            continue;
+        }
         if (tag == (pos ^ TAG_DONE)) {
             uint32_t len = h->len;
             if (!len_fits(r, pos, len, head)) {
                 /* A committed header with an impossible length: only a
                  * damaged file does that.  Skip it like a torn record. */
                 r->stall_head = head;
-                uint64_t next = scan_next(r, pos + JR_ALIGN);
+                uint64_t next = skip_unclaimed(r, pos + JR_ALIGN);
                 count_lost(r, pos, next, 0);
                 pos = next;
                 continue;
@@ -1011,27 +1315,56 @@ int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records, si
     return n;
 }
 
-int jr_release(jr_ring *r, uint64_t upto) {
+/* Only one consumer at a time may zero and give back space: a second one that
+ * checked the tail and was then stopped (SIGSTOP) would, on resuming, zero
+ * records producers wrote meanwhile and move the tail backwards.  The lock
+ * is an OFD lock on this process's own description, so a holder that dies
+ * frees it, and one that is stopped keeps it until it resumes (the other
+ * consumer gets JR_BUSY and no space is released in between). */
+static int release_lock(const jr_ring *r, short type) {
+    if (r->live_fd < 0)
+        return 0; /* no OFD locks: one consumer, as the election promises */
+    if (ofd_lock(r->live_fd, type, RELEASE_LOCK, F_OFD_SETLK) == 0)
+        return 0;
+    return (errno == EAGAIN || errno == EACCES) ? JR_BUSY : 0;
+}
+
+static int release_locked(jr_ring *r, uint64_t upto) {
     struct jr_shared *sh = r->sh;
-    uint64_t tail = __atomic_load_n(&sh->tail, __ATOMIC_RELAXED);
+    /* Under the release lock nobody else moves the tail. */
+    uint64_t tail = __atomic_load_n(&sh->tail, __ATOMIC_ACQUIRE);
     uint64_t head = __atomic_load_n(&sh->head, __ATOMIC_ACQUIRE);
     if (!cursors_sane(r, tail, head, tail))
         return JR_CORRUPT;
-    if (upto < tail || upto > head || (upto % JR_ALIGN))
+    if (upto < tail)
+        return JR_MOVED;
+    if (upto > head || (upto % JR_ALIGN))
         return JR_INVALID;
-    /* Zero what we give back, so no byte of this lap can pass for a header in
-     * the next one.  The range is ours until the tail moves past it, and at
-     * most cap bytes long (checked above). */
-    uint64_t n = upto - tail;
-    uint64_t off = tail & r->mask;
-    uint64_t first = n < r->cap - off ? n : r->cap - off;
-    memset(r->data + off, 0, first);
-    memset(r->data, 0, n - first);
+    /* Rewrite what we give back as FREE headers of the next lap (see the file
+     * comment), so no byte of this lap can pass for a header in the next one.
+     * The range is ours until the tail moves past it, and at most cap bytes
+     * long (checked above).  Relaxed: the release store of the tail below
+     * publishes them. */
+    for (uint64_t p = tail; p < upto; p += JR_ALIGN) {
+        struct jr_rec *h = rec_at(r, p);
+        h->len = 0;
+        h->flags = 0;
+        __atomic_store_n(&h->tag, (p + r->cap) ^ TAG_FREE, __ATOMIC_RELAXED);
+    }
     /* Release: our reads and the zeroing happen before producers reuse it. */
     __atomic_store_n(&sh->tail, upto, __ATOMIC_RELEASE);
     if (r->rpos < upto)
         r->rpos = upto;
     return JR_OK;
+}
+
+int jr_release(jr_ring *r, uint64_t upto) {
+    int rc = release_lock(r, F_WRLCK);
+    if (rc != JR_OK)
+        return rc;
+    rc = release_locked(r, upto);
+    release_lock(r, F_UNLCK);
+    return rc;
 }
 
 void jr_rewind(jr_ring *r) {
@@ -1050,4 +1383,27 @@ void jr_get_stats(const jr_ring *r, jr_stats *out) {
     out->torn_bytes = __atomic_load_n(&sh->torn_bytes, __ATOMIC_RELAXED);
     out->high_water = __atomic_load_n(&sh->high_water, __ATOMIC_RELAXED);
     out->ring_id = sh->ring_id;
+    out->leader = __atomic_load_n(&sh->leader, __ATOMIC_ACQUIRE);
+    out->beat = __atomic_load_n(&sh->beat, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------------------ */
+/* the consumer's election: any thread, any process                          */
+
+int jr_claim(jr_ring *r, uint64_t expected, uint64_t token) {
+    /* Acq_rel: a consumer that claims the ring sees everything the one before
+     * it did up to its own claim of it. */
+    if (!__atomic_compare_exchange_n(&r->sh->leader, &expected, token, 0, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+        return 0;
+    __atomic_fetch_add(&r->sh->beat, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
+int jr_beat(jr_ring *r, uint64_t token) {
+    if (__atomic_load_n(&r->sh->leader, __ATOMIC_ACQUIRE) != token)
+        return 0;
+    /* Relaxed: the beat orders nothing, watchers only see whether it moves. */
+    __atomic_fetch_add(&r->sh->beat, 1, __ATOMIC_RELAXED);
+    return 1;
 }

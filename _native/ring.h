@@ -51,6 +51,9 @@
 #define JR_SIZE_MISMATCH -10 /* the file exists with another capacity than asked */
 #define JR_BUFFER_SMALL -11  /* jr_read: the next record does not fit the buffer */
 #define JR_INSECURE -12      /* not a regular file of ours, or readable by others */
+#define JR_MOVED -13         /* another consumer released past this handle: it is no
+                                longer the ring's consumer (see jr_claim) */
+#define JR_BUSY -14          /* jr_release: another consumer is releasing right now */
 
 typedef struct jr_ring jr_ring;
 
@@ -65,6 +68,8 @@ typedef struct jr_stats {
     uint64_t high_water;  /* most bytes ever in use at once */
     uint64_t ring_id;     /* random, chosen when the file was created */
     uint64_t torn_bytes;  /* bytes of the ring skipped with those records (exact) */
+    uint64_t leader;      /* token of the consumer that last claimed the ring, 0 if none */
+    uint64_t beat;        /* that consumer's heartbeat: advances while it runs */
 } jr_stats;
 
 /* --- Opening and closing: any thread, any process. ------------------------ */
@@ -134,19 +139,43 @@ static inline int jr_card_number(uint64_t v) {
 /* An empty call with jr_push's argument shape: the floor of a call from Python. */
 int jr_noop(jr_ring *r, const uint8_t *data, size_t len);
 
-/* --- The consumer: one thread of one process at a time. ------------------ */
+/* --- The consumer: one thread of one process at a time. ------------------ *
+ *
+ * "One at a time" is the caller's election (a file lock, see janus_utils'
+ * flusher) and can fail: a lock file deleted, or an elected consumer stopped
+ * (SIGSTOP) and replaced, then resumed.  The ring stays whole even then:
+ * jr_release is exclusive (an OFD lock; JR_BUSY to the second caller) and
+ * never moves the tail backwards, and a consumer that another one has
+ * released past gets JR_MOVED from jr_read and jr_release.  Which consumer's
+ * records count is decided where they are stored (janus_utils fences its
+ * commits on the stored position); the ring only has to stay consistent. */
 
 /* Copy committed records in order into `out` as [u64 seq][u32 len][u32 0]
  * [payload] each, packed.  Returns the number of records copied (0 if none is
  * ready) and sets *used and *next_pos (the position after the last record
  * read, to pass to jr_release once they are stored).  A record reserved but
  * not committed within the torn timeout is skipped and counted as torn once
- * its producer's process is gone; a live producer's record is waited for. */
+ * its producer's process is gone; a live producer's record is waited for.
+ *
+ * A reservation its producer never claimed within the torn timeout (stopped
+ * or killed right after reserving) is taken from it: the producer, if it
+ * resumes, finds it skipped and pushes again.  So nothing is ever skipped
+ * that a producer may still write into (ring.c explains the tags).
+ *
+ * "Gone" is decided by a lock, not a pid: every process that opens the ring
+ * holds an OFD lock on one byte of it (its slot, written into each record it
+ * reserves), which the kernel drops when the process exits.  So a zombie is
+ * gone, a stopped process is not, and producers in other PID namespaces are
+ * judged right.  Records without a slot (written where OFD locks are missing,
+ * or by an older version) fall back to the pid: kill(pid, 0) and not a zombie.
+ * JR_MOVED: another consumer has released past this handle's position. */
 int64_t jr_read(jr_ring *r, uint8_t *out, size_t out_cap, size_t max_records,
                 size_t *used, uint64_t *next_pos);
 
 /* Release everything before `upto` (a position jr_read returned, or one stored
- * with committed records): its space is zeroed and given back to producers. */
+ * with committed records): its space is zeroed and given back to producers.
+ * JR_MOVED if the tail is already past `upto` (another consumer released it);
+ * JR_BUSY if another consumer is inside jr_release (try again later). */
 int jr_release(jr_ring *r, uint64_t upto);
 
 /* Move this handle's read cursor back to the tail, to read unreleased records
@@ -158,11 +187,32 @@ void jr_set_torn_timeout(jr_ring *r, int64_t ns);
 
 void jr_get_stats(const jr_ring *r, jr_stats *out);
 
+/* --- The consumer's election: any thread, any process. ------------------- *
+ *
+ * The ring holds the token of the consumer that claimed it last and a
+ * heartbeat counter that consumer advances while it runs, so that waiting
+ * consumers can tell a stopped or hung one from a working one without a
+ * clock shared between processes. */
+
+/* Make `token` the ring's consumer if the current one is `expected` (0: none)
+ * and advance the heartbeat.  1 if it did, 0 if another consumer got there. */
+int jr_claim(jr_ring *r, uint64_t expected, uint64_t token);
+
+/* Advance the heartbeat if `token` is still the ring's consumer: 1, else 0
+ * (another consumer has claimed the ring: step down). */
+int jr_beat(jr_ring *r, uint64_t token);
+
 /* --- Test hook. ---------------------------------------------------------- */
 
 /* Reserve room for a `len`-byte record and never commit it, as a producer
- * killed between reserve and commit would.  With write_header == 0 the
- * record's header is not written either (killed right after the reservation). */
-int jr_debug_reserve_only(jr_ring *r, size_t len, int write_header);
+ * killed between reserve and commit would.  mode 0: nothing written (killed
+ * right after the reservation); 3: claimed only; 1: the RESV header written;
+ * 2: the same, naming the producer by pid as records without a liveness slot
+ * do. */
+int jr_debug_reserve_only(jr_ring *r, size_t len, int mode);
+
+/* jr_push (block policy, no timeout) that sleeps `stall_ns` between its
+ * reservation and its first write, as a producer stopped there would. */
+int jr_debug_push_stalled(jr_ring *r, const uint8_t *data, size_t len, int64_t stall_ns);
 
 #endif

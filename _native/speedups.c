@@ -932,11 +932,55 @@ static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
     return rows;
 }
 
+/* ------------------------------------------------------------------------ */
+/* the guard against a second SQLite library in the process                  */
+
+/* Python's sqlite3 links another SQLite library than apsw's: in one process
+ * the two do not see each other's POSIX locks, and a sqlite3 connection to a
+ * database janus_utils writes corrupts it.  An audit hook sees every
+ * sqlite3.connect before the file is opened; janus_utils._sqlite_guard
+ * decides.  The hook is in C because it runs for every audit event of the
+ * process (builtins.id, marshal.dumps, ...): for those it costs one strcmp,
+ * where a Python hook costs a call. */
+
+static PyObject *sqlite_guard; /* called with the sqlite3.connect event's arguments */
+static int sqlite_guard_installed;
+
+static int audit_hook(const char *event, PyObject *args, void *data) {
+    (void)data;
+    if (event[0] != 's' || strcmp(event, "sqlite3.connect") != 0 || sqlite_guard == NULL)
+        return 0;
+    PyObject *result = PyObject_Call(sqlite_guard, args, NULL);
+    if (result == NULL)
+        return -1; /* the exception stops the connection before anything is opened */
+    Py_DECREF(result);
+    return 0;
+}
+
+static PyObject *py_guard_sqlite_connect(PyObject *self, PyObject *callback) {
+    (void)self;
+    if (!PyCallable_Check(callback)) {
+        PyErr_SetString(PyExc_TypeError, "guard_sqlite_connect: the guard must be callable");
+        return NULL;
+    }
+    Py_INCREF(callback);
+    Py_XSETREF(sqlite_guard, callback);
+    if (!sqlite_guard_installed) {
+        /* Audit hooks cannot be removed: installed once, for good. */
+        if (PySys_AddAuditHook(audit_hook, NULL) < 0)
+            return NULL;
+        sqlite_guard_installed = 1;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"encode", py_encode, METH_O,
      "encode(obj) -> bytes: marshal.dumps(obj, 2), for the plain records this module writes."},
     {"decode_rows", py_decode_rows, METH_VARARGS,
      "decode_rows(raw, count, fallback) -> rows: jr_read's output as _record.decode_row makes rows."},
+    {"guard_sqlite_connect", py_guard_sqlite_connect, METH_O,
+     "guard_sqlite_connect(guard): call guard(database) before every sqlite3.connect (an audit hook)."},
     {NULL, NULL, 0, NULL},
 };
 

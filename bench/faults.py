@@ -61,7 +61,9 @@ class Outcome:
 # --- producers --------------------------------------------------------------
 
 
-def _producer(db: str, name: str, progress: Any, ready: Any, stop: Any, options: dict[str, Any]) -> None:
+def _producer(
+    db: str, name: str, progress: Any, ready: Any, stop: Any, options: dict[str, Any], pause: float = 0.0
+) -> None:
     import janus_utils as ju
 
     ju.configure(db, console=False, **options)
@@ -72,19 +74,42 @@ def _producer(db: str, name: str, progress: Any, ready: Any, stop: Any, options:
         log.info("%s-%d", name, i)
         progress.value = i  # only after the call returned
         i += 1
+        if pause and i % 100 == 0:
+            time.sleep(pause)
     ju.flush(timeout=30)
     ju.shutdown()
+
+
+class StopFlag:
+    """The producers' stop signal, read without a lock.
+
+    A multiprocessing.Event takes a lock shared by every process in is_set():
+    a producer SIGKILLed while holding it leaves the others waiting for ever.
+    """
+
+    def __init__(self) -> None:
+        self._flag = FORK.Value("b", 0, lock=False)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
 
 
 class Producer:
     """One producer process and its shared progress counter."""
 
-    def __init__(self, db: str, name: str, stop: Any, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, db: str, name: str, stop: Any, options: dict[str, Any] | None = None, pause: float = 0.0
+    ) -> None:
         self.name = name
         self.progress = FORK.Value("q", -1, lock=False)
         self.ready = FORK.Event()
         self.proc = FORK.Process(
-            target=_producer, args=(db, name, self.progress, self.ready, stop, options or {}), daemon=True
+            target=_producer,
+            args=(db, name, self.progress, self.ready, stop, options or {}, pause),
+            daemon=True,
         )
         self.proc.start()
         if not self.ready.wait(60):
@@ -176,7 +201,7 @@ def sigkill_storm(work: Path, scale: float) -> Outcome:
     out = Outcome("SIGKILL storm, retention on (max_rows, archived)")
     db, archive = work / "app.db", work / "archive"
     options = {"retention": {"max_rows": 20_000}, "archive_dir": str(archive)}
-    stop = FORK.Event()
+    stop = StopFlag()
     live = [Producer(str(db), f"k{n}", stop, options) for n in range(3)]
     everyone = list(live)
     kills = max(int(40 * scale), 5)
@@ -202,7 +227,7 @@ def lock_deleted(work: Path, scale: float) -> Outcome:
     """The flusher's lock file deleted again and again while processes log."""
     out = Outcome("flusher lock file deleted")
     db = work / "app.db"
-    stop = FORK.Event()
+    stop = StopFlag()
     producers = [Producer(str(db), f"l{n}", stop) for n in range(3)]
     for _ in range(max(int(25 * scale), 5)):
         time.sleep(0.2)
@@ -216,13 +241,13 @@ def lock_deleted(work: Path, scale: float) -> Outcome:
     return out
 
 
-def sigstop_flusher(work: Path, scale: float) -> Outcome:
+def sigstop_flusher(work: Path, scale: float, pause: float = 0.0) -> Outcome:
     """The flusher's process stopped (SIGSTOP) for 15 s, then continued."""
-    out = Outcome("flusher SIGSTOPped 15 s")
+    out = Outcome("flusher SIGSTOPped 15 s" + (f", producers pausing {pause * 1000:g} ms per 100" if pause else ""))
     db = work / "app.db"
-    stop = FORK.Event()
-    first = Producer(str(db), "s0", stop)  # configured first: the flusher
-    others = [Producer(str(db), f"s{n}", stop) for n in (1, 2)]
+    stop = StopFlag()
+    first = Producer(str(db), "s0", stop, pause=pause)  # configured first: the flusher
+    others = [Producer(str(db), f"s{n}", stop, pause=pause) for n in (1, 2)]
     time.sleep(0.5)
     marks = {p.name: p.returned for p in others}
     os.kill(first.proc.pid, signal.SIGSTOP)
@@ -243,7 +268,7 @@ def db_deleted_and_replaced(work: Path, scale: float) -> Outcome:
     """The database unlinked under the flusher, later a backup moved over it."""
     out = Outcome("database deleted, then a backup moved over it")
     db = work / "app.db"
-    stop = FORK.Event()
+    stop = StopFlag()
     producers = [Producer(str(db), f"d{n}", stop) for n in range(2)]
     time.sleep(1)
     backup = work / "backup.db"
@@ -330,7 +355,7 @@ def disk_full(work: Path, scale: float) -> Outcome:
         return out
     try:
         db = mnt / "app.db"
-        stop = FORK.Event()
+        stop = StopFlag()
         producers = [Producer(str(db), f"f{n}", stop, {"ring_size": 1 << 20, "on_full": "block"}) for n in range(1)]
         ballast = mnt / "ballast"
         with open(ballast, "wb") as fh:
@@ -353,13 +378,83 @@ def disk_full(work: Path, scale: float) -> Outcome:
     return out
 
 
+def sigstop_producers(work: Path, scale: float) -> Outcome:
+    """Producer processes stopped (SIGSTOP) at random, some past the 1 s torn timeout."""
+    out = Outcome("producers SIGSTOPped at random (0.01-2.5 s)")
+    db = work / "app.db"
+    stop = StopFlag()
+    producers = [Producer(str(db), f"p{n}", stop, {"block_timeout": None}) for n in range(4)]
+    rng = random.Random(18)
+    for _ in range(max(int(40 * scale), 5)):
+        victim = rng.choice(producers)
+        os.kill(victim.proc.pid, signal.SIGSTOP)
+        out.faults += 1
+        time.sleep(rng.choice([0.01, 0.1, 0.5, 1.5, 2.5]))
+        os.kill(victim.proc.pid, signal.SIGCONT)
+        time.sleep(rng.uniform(0, 0.2))
+    out.hang = not stop_all(stop, producers)
+    s = settle(db)
+    out.reported = f"torn={s['torn']} dropped={s['dropped']}"
+    count(out, stored_messages(db), producers)
+    out.integrity = integrity(db)
+    return out
+
+
+def zombie_producer(work: Path, scale: float) -> Outcome:
+    """Producers that reserved a record and exited unreaped (zombies), while others log."""
+    import janus_utils as ju
+    from janus_utils import logger as jlog
+
+    out = Outcome("zombie producers, each dead mid-push")
+    db = work / "app.db"
+    ju.configure(db, console=False)
+    log = ju.get_logger("fault")
+    zombies = []
+    n = 0
+    for _ in range(max(int(20 * scale), 3)):
+        pid = os.fork()
+        if pid == 0:  # the zombie-to-be: reserve a record, never finish it, exit
+            try:
+                jlog._flusher.ring._debug_reserve_only(64)  # type: ignore[union-attr]
+            finally:
+                os._exit(0)
+        zombies.append(pid)
+        out.faults += 1
+        while True:  # exited, not reaped: its reservation is in the ring
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.005)
+        for _ in range(1000):
+            log.info("z0-%d", n)
+            n += 1
+    out.hang = not ju.flush(timeout=120)  # a zombie's record used to stall it for ever
+    out.reported = f"torn={ju.stats()['torn']}"
+    ju.shutdown()
+    for pid in zombies:
+        os.waitpid(pid, 0)
+    seen = stored_messages(db)
+    for i in range(n):
+        c = seen.get(f"z0-{i}", 0)
+        out.returned += 1
+        out.stored += min(c, 1)
+        out.lost += c == 0
+        out.duplicated += max(c - 1, 0)
+    out.integrity = integrity(db)
+    return out
+
+
 SCENARIOS: dict[str, Callable[[Path, float], Outcome]] = {
     "kill": sigkill_storm,
     "lock": lock_deleted,
     "sigstop": sigstop_flusher,
+    # Between commits, not inside one: the stop a takeover can answer.
+    "sigstop-paced": lambda work, scale: sigstop_flusher(work, scale, pause=0.01),
     "replace": db_deleted_and_replaced,
     "stdlib": stdlib_readers,
     "diskfull": disk_full,
+    "stopproducers": sigstop_producers,
+    "zombie": zombie_producer,
 }
 
 

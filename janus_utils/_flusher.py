@@ -7,22 +7,34 @@ the rows, their FTS5 index entries and the ring position in one transaction,
 so a crash anywhere never loses or repeats a record.  It checkpoints the WAL
 when it has grown (sooner on a disk running out of room) and when idle, and
 runs retention after each batch.  The others wait for the lock, ready to take
-over if the leader's process dies.
+over if the leader's process dies, or if it stops beating its heartbeat in
+the ring (stopped, hung) for ``takeover_after`` seconds.
+
+The election can fail (a deleted lock file; a stopped leader replaced, then
+resumed), so it is not what keeps records exactly once.  The commit is:
+inside its write transaction it checks that the stored ring position is not
+past where its batch starts (a compare-and-set under SQLite's write lock),
+and that the database file at ``db_path`` is still the one it has open.  A
+flusher that fails the first check steps down; one that fails the second
+lets go of the old file and continues into the file now at the path.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import os
+import stat
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import _resource, _ring, _schema, security
+from . import _resource, _ring, _schema, _sqlite_guard, security
 from ._console import Console
 from ._record import decode_row, native_enabled, speedups, unstorable_row
 from .error_handling.utils.errors import ConfigError, RingFormatError
@@ -75,33 +87,95 @@ _CHECKPOINT_MIN_PAGES = 64
 _BUSY_WAIT = 5.0  # seconds one statement waits for a lock another program holds
 _START_WAIT = 1.0  # at most this long in configure() for leftovers of a crashed run
 _STOP_GRACE = 0.25  # how far past its timeout stop() waits for the thread to end
+_LOCK_CHECK_EVERY = 1.0  # seconds between the leader's checks that its lock file is still there
+_TOUCH_EVERY = 3600.0  # seconds between touches of the lock and ring files (age-based tmp cleaners)
 _SAVE_POS = 'INSERT OR REPLACE INTO "janus_ring_state"(ring_id, committed_upto) VALUES (?, ?)'
 
 
+# Files SQLite opens beside the database by name: whoever controls one of
+# them controls what the database reads (a -wal's frames, a hot -journal).
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _check_database_file(path: str) -> None:
+    """Refuse a file at *path* another user could control; a missing file is fine.
+
+    The same policy as the ring and the lock file: no symlink, a regular file,
+    owned by this process's user.  The database may be readable by group or
+    others if its owner chose so (it is created 0600), never writable by them.
+    lstat only: opening and closing the file would drop the POSIX locks an
+    apsw connection in this process may hold on it.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise ConfigError(f"cannot inspect {path!r} ({err.strerror}): check the directory's permissions") from err
+    if stat.S_ISLNK(info.st_mode):
+        raise ConfigError(
+            f"{path!r} is a symlink: the log database and its -wal, -shm and -journal files "
+            "must be real files, never followed (another user could point a link at a file "
+            "of theirs, or at one of yours); use the real path, or remove the link"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{path!r} is not a regular file: choose another db_path")
+    if info.st_uid != os.geteuid():
+        raise ConfigError(
+            f"{path!r} belongs to uid {info.st_uid}, not to this process (uid {os.geteuid()}): "
+            "its owner could read and forge the log records; move it aside, or use a "
+            "database in a directory only you can write"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{path!r} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}): "
+            "anyone could forge or destroy its log records; chmod 600 it if you trust "
+            "what it holds, or move it aside"
+        )
+
+
 def open_database(path: str, *, synchronous: str = "NORMAL") -> apsw.Connection:
-    """Open (creating 0600) and migrate the log database for writing."""
-    if not os.path.exists(path):
-        # SQLite gives the -wal and -shm files the database file's mode.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Open (creating 0600) and migrate the log database for writing.
+
+    Refuses with ConfigError a database, -wal, -shm or -journal file that is a
+    symlink, not a regular file, owned by another user or writable by group or
+    others (see _check_database_file).
+    """
+    for suffix in ("", *_COMPANIONS):
+        _check_database_file(path + suffix)
+    try:
+        # O_EXCL and O_NOFOLLOW: a file or link planted since the check is
+        # refused, never opened.  SQLite gives the -wal and -shm files the
+        # database file's mode.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        _check_database_file(path)
+    else:
         os.fchmod(fd, 0o600)
         os.close(fd)
-    db = apsw.Connection(path)
-    # Before any statement: a database another connection holds must be
-    # waited for, not refused at once.
-    db.setbusytimeout(int(_BUSY_WAIT * 1000))
-    # Lets retention give pages back (incremental_vacuum).  It only takes
-    # effect on a new, empty file, before WAL is switched on; on any other it
-    # would wait for the write lock for nothing.
-    if db.execute("PRAGMA page_count").fetchall()[0][0] == 0:
-        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-    _schema.apply_connection_settings(db, synchronous=synchronous)
-    # Checkpoints are run by the flusher when idle, not by whichever commit
-    # crosses 1,000 pages (that commit would stall).
-    db.execute("PRAGMA wal_autocheckpoint=0")
-    _schema.ensure_schema(db)
+    flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_NOFOLLOW
+    db = apsw.Connection(path, flags=flags)
+    try:
+        # Before any statement: a database another connection holds must be
+        # waited for, not refused at once.
+        db.setbusytimeout(int(_BUSY_WAIT * 1000))
+        # Lets retention give pages back (incremental_vacuum).  It only takes
+        # effect on a new, empty file, before WAL is switched on; on any other it
+        # would wait for the write lock for nothing.
+        if db.execute("PRAGMA page_count").fetchall()[0][0] == 0:
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        _schema.apply_connection_settings(db, synchronous=synchronous)
+        # Checkpoints are run by the flusher when idle, not by whichever commit
+        # crosses 1,000 pages (that commit would stall).
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        _schema.ensure_schema(db)
+        # SQLite created the -wal and -shm files by name: check what it got.
+        for suffix in ("", "-wal", "-shm"):
+            _check_database_file(path + suffix)
+    except BaseException:
+        db.close()
+        raise
     return db
-
-
 
 
 _rings: dict[str, _ring.Ring] = {}
@@ -131,6 +205,32 @@ def open_ring(path: str, cfg: Config) -> _ring.Ring:
     return ring
 
 
+class _Fenced(Exception):
+    """Another flusher has committed records of this batch: this one must not."""
+
+    def __init__(self, upto: int) -> None:
+        super().__init__(upto)
+        self.upto = upto
+
+
+class _Detached(Exception):
+    """The database file at db_path is not the one the connection has open."""
+
+
+@contextlib.contextmanager
+def _write_transaction(db: apsw.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT: what the transaction reads first is read under the write lock."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            with contextlib.suppress(apsw.Error):
+                db.execute("ROLLBACK")
+        raise
+
+
 class Flusher:
     """The ring, the flusher thread, the console and the counters of one configured process."""
 
@@ -141,6 +241,8 @@ class Flusher:
             raise ConfigError(
                 f"the directory of db_path does not exist: {directory!r}; create it first"
             )
+        # Python's sqlite3 on this database would corrupt it (see _sqlite_guard).
+        _sqlite_guard.protect(cfg.db_path)
         self.ring_path = cfg.db_path + "-ring"
         self.lock_path = cfg.db_path + "-flusher.lock"
         # What is wrong now (None once it is resolved), and what went wrong before.
@@ -165,6 +267,10 @@ class Flusher:
         self.db: apsw.Connection | None = None
         self.db_lock = threading.Lock()  # held around each batch and across fork
         self.leader = False
+        self._new_token()
+        self._impossible_upto: int | None = None  # see _open_db
+        # (device, inode) of the database, -wal and -shm the connection uses
+        self._db_files: tuple[tuple[int, int] | None, ...] = ()
         self.wake = threading.Event()
         self.stopping = False
         self.thread: threading.Thread | None = None
@@ -223,6 +329,10 @@ class Flusher:
                 else:
                     with self.db_lock:
                         self._drain_to(self.ring.stats().head, time.monotonic() + _START_WAIT)
+            except _ring.Superseded:
+                # A flusher that lost its lock file (or was replaced) is still
+                # releasing records: follow it; this thread takes over if due.
+                self._step_down()
             except Exception as err:
                 # Never hold the election lock without a flusher thread: other
                 # processes would wait for us for ever.
@@ -250,7 +360,7 @@ class Flusher:
             while self.ring.stats().tail < target:
                 if deadline is not None and time.monotonic() >= deadline:
                     return
-                if self._flush_locked() <= 0:
+                if not self.ring.beat(self.token) or self._flush_locked() <= 0:
                     return
         finally:
             self._deadline = None
@@ -304,7 +414,9 @@ class Flusher:
                 self.db.close()
             self.db = None
         if self.leader:
-            self.lock.release()
+            self.ring.claim(0, expected=self.token)  # resign: nobody waits for our beat
+            if self.lock.locked:  # a leader that took over may not hold it
+                self.lock.release()
             self.leader = False
 
     def records_left(self, target: int) -> int | None:
@@ -344,12 +456,12 @@ class Flusher:
         while not self.stopping:
             try:
                 if not self.leader:
-                    if self.lock.acquire(blocking=False):
-                        self._become_leader()
-                    else:
+                    if not self._elect():
                         self.wake.wait(cfg.election_interval)
                         self.wake.clear()
                         continue
+                if not self._still_leader():
+                    continue
                 n = self._flush_once()
                 if n < 0:  # a failed write: back off, the records stay in the ring
                     self._sleep(self._backoff)
@@ -357,6 +469,8 @@ class Flusher:
                     if n == 0:
                         self._idle()
                     self._gather()
+            except _ring.Superseded as err:
+                self._step_down(f"another process flushes {cfg.db_path} now ({err}); this one stepped down")
             except Exception as err:  # the flusher must outlive any single failure
                 self._report(f"flusher error: {type(err).__name__}: {err}")
                 time.sleep(0.1)
@@ -365,6 +479,8 @@ class Flusher:
         """Sleep through a backoff; only stopping cuts it short (not flush())."""
         end = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < end:
+            if not self.ring.beat(self.token):
+                break  # another process took over: _still_leader steps down
             time.sleep(min(0.05, max(end - time.monotonic(), 0)))
         self.wake.clear()
 
@@ -385,23 +501,146 @@ class Flusher:
             if self.wake.wait(min(remaining, 0.01)):
                 self.wake.clear()
                 return
+            if not self.ring.beat(self.token):
+                return  # another process took over: _still_leader steps down
             if self.ring.stats().used >= full:
                 return
 
-    def _become_leader(self) -> None:
+    # -- the election ------------------------------------------------------
+    #
+    # The lock file elects the flusher; the ring's token and heartbeat let
+    # the others see that it stopped.  Neither is trusted for exactly-once:
+    # that is _fence's job, inside each commit.
+
+    def _new_token(self) -> None:
+        """A random id for this process's flusher, as the ring records its leader."""
+        self.token = int.from_bytes(os.urandom(8), "little") | 1
+        self._seen = (0, 0)  # the ring's (leader, beat) when last looked at
+        self._seen_at = time.monotonic()
+        self._lock_checked_at = 0.0
+        self._touched_at = 0.0
+
+    def _elect(self) -> bool:
+        """Become the flusher: the lock is free, or the elected one stopped beating."""
+        if self.lock.acquire(blocking=False):
+            self._become_leader()
+            return True
+        stalled = self._stalled_leader()
+        if stalled and self.ring.claim(self.token, expected=stalled):
+            self._report(
+                f"the flusher of {self.cfg.db_path} has not run for {self.cfg.takeover_after:g} s "
+                f"(its process stopped or hung): process {os.getpid()} took over"
+            )
+            self._become_leader(claimed=True)
+            return True
+        return False
+
+    def _stalled_leader(self) -> int:
+        """The token of a leader whose heartbeat has not moved for takeover_after s, else 0.
+
+        Measured on this process's monotonic clock between its own looks at
+        the counter, so no clock is shared between processes.  A ring with
+        no leader token (none yet, one resigned, or an older version that
+        does not beat) is left to the lock file alone.
+        """
+        stats = self.ring.stats()
+        now = time.monotonic()
+        seen = (stats.leader, stats.beat)
+        if seen != self._seen:
+            self._seen, self._seen_at = seen, now
+            return 0
+        if stats.leader and now - self._seen_at >= self.cfg.takeover_after:
+            return stats.leader
+        return 0
+
+    def _become_leader(self, *, claimed: bool = False) -> None:
         with self.db_lock:
+            if not claimed:
+                # The lock file's holder outranks a leader that took over
+                # without it: that one sees its beat refused and steps down.
+                while True:
+                    current = self.ring.stats().leader
+                    if current == self.token or self.ring.claim(self.token, expected=current):
+                        break
             self.leader = True
+            self._lock_checked_at = time.monotonic()
             self._open_db()
             self.ring.rewind()
+
+    def _still_leader(self) -> bool:
+        """Beat the heartbeat and keep the lock file; False after stepping down."""
+        if not self.ring.beat(self.token):
+            self._step_down(
+                f"another process took over as the flusher of {self.cfg.db_path} (this one was "
+                "stopped or hung, or its lock file was deleted); this one stepped down"
+            )
+            return False
+        now = time.monotonic()
+        if now - self._lock_checked_at >= _LOCK_CHECK_EVERY:
+            self._lock_checked_at = now
+            self._keep_lock(now)
+        return self.leader
+
+    def _keep_lock(self, now: float) -> None:
+        """Hold the lock file that is at the path now; touch it once in a while.
+
+        A deleted or replaced lock file lets another process lock the new
+        file and become a second flusher.  Its commits and ours are fenced,
+        so nothing is stored twice, but two flushers waste each other's
+        batches: re-lock the file at the path, or step down to whoever did.
+        A leader that took over without the lock (its stopped holder still
+        has it) takes it once it is free.
+        """
+        lost = False
+        if self.lock.locked and not self.lock.is_at_path():
+            self._report(
+                f"the flusher lock file {self.lock_path} was deleted or replaced; locking the "
+                "file now at that path"
+            )
+            self.lock.release()
+            lost = True
+        if not self.lock.locked and not self.lock.acquire(blocking=False):
+            # Another process holds the file at the path.  A leader that had
+            # the lock steps down to it; one that took over from a stopped
+            # holder keeps going until the holder resumes (and steps down).
+            if lost:
+                self._step_down(f"another process locked {self.lock_path}; this one stepped down")
+            return
+        if now - self._touched_at >= _TOUCH_EVERY:
+            self._touched_at = now
+            self.lock.touch()
+            with contextlib.suppress(OSError):
+                os.utime(self.ring_path, follow_symlinks=False)
+
+    def _step_down(self, reason: str | None = None) -> None:
+        with self.db_lock:
+            self._step_down_locked(reason)
+
+    def _step_down_locked(self, reason: str | None) -> None:
+        """Stop being the flusher: keep nothing, commit nothing more, release the lock."""
+        self.leader = False
+        self.ring.rewind()
+        if self.db is not None:
+            with contextlib.suppress(Exception):
+                self.db.close()
+            self.db = None
+        self.ring.claim(0, expected=self.token)
+        if self.lock.locked:
+            self.lock.release()
+        self._seen_at = time.monotonic()  # give the new leader a full delay
+        if reason:
+            self._report(reason)
 
     def _open_db(self) -> None:
         """Open the database and skip ring records it already holds (exactly once)."""
         self.db = open_database(self.cfg.db_path, synchronous=self.cfg.synchronous)
         self.resources.load(self.db)
         self._watch(self.db)
+        self._db_files = self._file_ids()
         row = self.db.execute(
             'SELECT committed_upto FROM "janus_ring_state" WHERE ring_id = ?', (self.ring_id,)
         ).fetchall()
+        self._impossible_upto = None
         if row:
             stats = self.ring.stats()
             upto = row[0][0]
@@ -409,6 +648,15 @@ class Flusher:
                 # The last flusher committed these rows but died before it
                 # released them from the ring: release them now, unread.
                 self.ring.release(upto)
+            elif upto > stats.head:
+                # No flusher can have stored records this ring never held:
+                # the row is not this ring's doing (a database copied from
+                # elsewhere).  Overwritten by the next commit.
+                self._impossible_upto = upto
+                self._report(
+                    f"{self.cfg.db_path} says records of ring {self.ring_id} up to {upto} are "
+                    f"stored, past the ring's head ({stats.head}); ignoring it"
+                )
         self.ring.rewind()
 
     def _flush_once(self) -> int:
@@ -416,16 +664,22 @@ class Flusher:
             return self._flush_locked()
 
     def _flush_locked(self) -> int:
-        """Commit one batch.  Returns rows committed, 0 if none ready, -1 on failure."""
+        """Commit one batch.  Returns rows committed, 0 if none ready, -1 on failure.
+
+        Raises _ring.Superseded when another flusher consumes the ring.
+        """
         if self.db is None:
             if not self.leader:
                 return 0
             try:
                 self._open_db()
+            except _ring.Superseded:
+                raise
             except Exception as err:
                 return self._failed(err)
         if self._disk_full and not self._make_room():
             return -1  # still full: the records wait in the ring
+        start = self.ring.stats().read_pos  # where this batch starts: see _fence
         try:
             if self.decode_rows is not None:
                 n, raw, upto = self.ring.read_raw(self.cfg.batch_size)
@@ -446,19 +700,35 @@ class Flusher:
         db = self.db
         assert db is not None
         try:
-            self._commit(db, rows, upto, one_by_one=False)
-        except _TRANSIENT as err:
+            self._store(db, rows, start, upto)
+        except _Fenced as err:
+            self._step_down_locked(
+                f"another process has stored records of this ring up to {err.upto}, past this "
+                f"flusher's batch (from {start}): it took over; this one stepped down without "
+                "committing"
+            )
+            return 0
+        except _Detached as err:
+            self._detach_locked(str(err))
+            return 0
+        except Exception as err:
             self.ring.rewind()
+            if not self.ring.beat(self.token):
+                # Taken over while this commit waited (it was stopped, or
+                # hung): the failure is the new flusher's lock, not news.
+                self._step_down_locked(
+                    f"another process took over as the flusher of {self.cfg.db_path}; this one "
+                    "stepped down without committing"
+                )
+                return 0
             return self._failed(err)
-        except Exception:
-            # SQLite refused a row (a constraint, a value out of range): store
-            # the batch row by row, each refused row replaced by a record
-            # saying why, so one bad record never blocks or loses the others.
-            try:
-                self._commit(db, rows, upto, one_by_one=True)
-            except Exception as err:
-                self.ring.rewind()
-                return self._failed(err)
+        changed = self._file_changed()
+        if changed:
+            # The file was replaced while the transaction ran: the batch may
+            # be in the old file only.  Keep it in the ring; it goes into the
+            # new file too (never into neither).
+            self._detach_locked(changed)
+            return 0
         # Counted before the release: flush() returns once the ring's tail
         # passes its target, and stats() read right after must include these.
         self.committed += len(rows)
@@ -476,9 +746,24 @@ class Flusher:
             self._prune_step()
         return len(rows) or 1  # 1: an announcement alone was committed; more may follow
 
-    def _commit(self, db: apsw.Connection, rows: list[tuple[Any, ...]], upto: int, *, one_by_one: bool) -> None:
+    def _store(self, db: apsw.Connection, rows: list[tuple[Any, ...]], start: int, upto: int) -> None:
+        """Commit the batch; if SQLite refuses a row, commit it row by row."""
+        try:
+            self._commit(db, rows, start, upto, one_by_one=False)
+        except (_Fenced, _Detached, *_TRANSIENT):
+            raise
+        except Exception:
+            # SQLite refused a row (a constraint, a value out of range): store
+            # the batch row by row, each refused row replaced by a record
+            # saying why, so one bad record never blocks or loses the others.
+            self._commit(db, rows, start, upto, one_by_one=True)
+
+    def _commit(
+        self, db: apsw.Connection, rows: list[tuple[Any, ...]], start: int, upto: int, *, one_by_one: bool
+    ) -> None:
         """Insert *rows*, index them and store the ring position, in one transaction."""
-        with db:
+        with _write_transaction(db):
+            self._fence(db, start)
             last = db.execute(f'SELECT max(id) FROM "{_schema.TABLE}"').fetchall()[0][0] or 0
             if not one_by_one:
                 db.executemany(_INSERT, rows)
@@ -496,10 +781,93 @@ class Flusher:
             self.resources.save(db)
             db.execute(_SAVE_POS, (self.ring_id, upto))
 
+    def _fence(self, db: apsw.Connection, start: int) -> None:
+        """Under the write lock: commit only into the file at db_path, and only new records.
+
+        The stored position says which records of this ring some flusher has
+        committed.  If it is past *start*, another flusher (one that took
+        over, or a second one after the lock file was deleted) stored some
+        of this batch: committing would store them twice.  A position behind
+        *start* is fine: those records were skipped as torn, or went into a
+        database file that has since been replaced.
+        """
+        changed = self._file_changed()
+        if changed:
+            raise _Detached(changed)
+        row = db.execute(
+            'SELECT committed_upto FROM "janus_ring_state" WHERE ring_id = ?', (self.ring_id,)
+        ).fetchall()
+        if row and row[0][0] > start and row[0][0] != self._impossible_upto:
+            raise _Fenced(row[0][0])
+
+    # -- the database file's identity --------------------------------------
+    #
+    # SQLite finds the -wal and -shm by name, next to whatever file is at the
+    # path now, while an open connection keeps the file it opened.  So after
+    # a delete or a `mv backup.db app.db` the connection would write into a
+    # file nobody sees, and the old file's WAL would be read as the new
+    # file's (a malformed database).
+
+    def _file_ids(self) -> tuple[tuple[int, int] | None, ...]:
+        """(device, inode) of the database, -wal and -shm at the path (None: missing)."""
+        ids: list[tuple[int, int] | None] = []
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                info = os.stat(self.cfg.db_path + suffix, follow_symlinks=False)
+            except OSError:
+                ids.append(None)
+            else:
+                ids.append((info.st_dev, info.st_ino))
+        return tuple(ids)
+
+    def _file_changed(self) -> str | None:
+        """What is no longer the file the connection uses, or None.  Three stat calls."""
+        now = self._file_ids()
+        if now == self._db_files:
+            return None
+        for suffix, was, there in zip(("", "-wal", "-shm"), self._db_files, now):
+            if was != there:
+                what = "deleted" if there is None else "replaced"
+                return f"the log database file {self.cfg.db_path + suffix} was {what} while open"
+        return None  # pragma: no cover - the tuples differ somewhere
+
+    def _detach_locked(self, reason: str) -> None:
+        """Let go of a database file that is no longer at the path; the next batch opens the one there.
+
+        First the old file's -wal and -shm leave the path (if they still are
+        the ones this connection uses), so the file now at the path, or the
+        one created there next, never reads the old file's frames.  Then the
+        old WAL is checkpointed into the old file (whoever kept it, by a hard
+        link or an open descriptor, finds every record committed to it) and
+        the connection is closed without deleting anything at the path.
+        """
+        db, self.db = self.db, None
+        self.ring.rewind()
+        for suffix, was in zip(("-wal", "-shm"), self._db_files[1:]):
+            path = self.cfg.db_path + suffix
+            try:
+                info = os.stat(path, follow_symlinks=False)
+                if was is not None and (info.st_dev, info.st_ino) == was:
+                    os.unlink(path)
+            except OSError:
+                pass
+        if db is not None:
+            persist = ctypes.c_int(1)
+            with contextlib.suppress(Exception):
+                db.file_control("main", apsw.SQLITE_FCNTL_PERSIST_WAL, ctypes.addressof(persist))
+                db.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+            with contextlib.suppress(Exception):
+                db.close()
+        self._report(
+            f"{reason}: records committed from now on go to the file at {self.cfg.db_path} "
+            "(created afresh if none is there)"
+        )
+
     def _failed(self, err: BaseException) -> int:
         self.retries += 1
         self._backoff = min(max(self._backoff * 2, 0.05), 5.0)
-        self._report(f"cannot write to {self.cfg.db_path}: {type(err).__name__}: {err}", kind="write")
+        why = _stopped_writer(self.cfg.db_path) if isinstance(err, apsw.BusyError) else ""
+        self._report(f"cannot write to {self.cfg.db_path}: {type(err).__name__}: {err}{why}", kind="write")
         if isinstance(err, apsw.FullError):
             # Keep the connection: closing it would checkpoint into the full
             # disk.  The next try checkpoints first (see _make_room).
@@ -514,6 +882,11 @@ class Flusher:
 
     def _idle(self) -> None:
         with self.db_lock:
+            if self.db is not None:
+                changed = self._file_changed()
+                if changed:
+                    self._detach_locked(changed)
+                    return
             # Checkpoint once the application has been quiet for a while: a
             # checkpoint copies and syncs the whole WAL, which would compete
             # with a burst that is just starting.  Under steady load the
@@ -579,6 +952,11 @@ class Flusher:
         if deadline is not None:
             end = min(end, deadline)
         if now >= end:
+            return False
+        # Waiting on another program's lock is working: keep the heartbeat
+        # going (else another process would take over only to wait too), and
+        # stop waiting if another process has taken over all the same.
+        if not self.ring.beat(self.token):
             return False
         time.sleep(min(0.001 * (tries + 1), 0.025, end - now))
         return True
@@ -673,6 +1051,7 @@ class Flusher:
         # lock it inherited is not its own (FileLock drops it at fork).
         self.db_lock = threading.Lock()
         self.leader = False
+        self._new_token()  # the parent's token is the parent's
         self.lock = FileLock(self.lock_path)
         self.wake = threading.Event()
         self._exit_lock = threading.Lock()
@@ -681,6 +1060,41 @@ class Flusher:
         if not self.stopping:
             self._start_thread()
         self.console.after_fork_child()
+
+
+def _stopped_writer(db_path: str) -> str:
+    """Why the database stays locked, if the process holding its write lock is stopped.
+
+    A flusher stopped (SIGSTOP, a debugger) inside a commit keeps SQLite's WAL
+    write lock, a POSIX lock on byte 120 of the -shm file: no process can
+    write the database until it continues, whoever takes over.  Read from
+    /proc/locks (Linux); "" when that says nothing.
+    """
+    try:
+        shm = os.stat(db_path + "-shm")
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    inode = f":{shm.st_ino}"
+    for line in lines:
+        parts = line.split()
+        # "N: POSIX  ADVISORY  WRITE 1234 fd:00:5678 120 120"
+        if len(parts) >= 8 and parts[1] == "POSIX" and parts[3] == "WRITE" and parts[5].endswith(inode):
+            try:
+                pid, first, last = int(parts[4]), int(parts[6]), parts[7]
+                if not first <= 120 <= (int(last) if last != "EOF" else 120):
+                    continue
+                with open(f"/proc/{pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, ValueError, IndexError):
+                continue
+            if state in ("T", "t"):
+                return (
+                    f" (process {pid} holds its write lock and is stopped: nothing can be written "
+                    f"to the database until it continues, kill -CONT {pid})"
+                )
+    return ""
 
 
 def _remaining(deadline: float | None) -> float | None:

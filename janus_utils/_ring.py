@@ -15,7 +15,7 @@ from .error_handling.utils.errors import (
     RingFormatError,
 )
 
-__all__ = ["DEFAULT_CAPACITY", "Ring", "RingStats"]
+__all__ = ["DEFAULT_CAPACITY", "Ring", "RingStats", "Superseded"]
 
 DEFAULT_CAPACITY = 8 * 1024 * 1024
 HEADER_SIZE = lib.JR_HEADER_SIZE
@@ -34,8 +34,23 @@ _FORMAT_ERRORS = {
     lib.JR_BAD_VERSION: "is a janus ring of another format version; drain it with the janus_utils "
     "version that wrote it, or remove it",
     lib.JR_BAD_SIZE: "has a size that does not match its header (truncated or damaged); remove it",
-    lib.JR_CORRUPT: "has a damaged header or cursors; remove it (records still in it are lost)",
+    # Only real damage: a second flusher is JR_MOVED (Superseded), not this.
+    # Removing the file under running processes would leave them pushing into
+    # a file no flusher drains: stop them first.
+    lib.JR_CORRUPT: "has a damaged header or cursors, so its records cannot be read back; stop "
+    "every process that logs into this database, then move the file aside",
 }
+
+
+
+class Superseded(Exception):
+    """Another consumer has released records past this handle, or is releasing now.
+
+    Not damage, and not the user's concern: two flushers believed they were
+    elected (a lock file deleted, a stopped flusher replaced and resumed).
+    The flusher catches it and stops consuming.
+    """
+
 
 Policy = Literal["block", "drop"]
 _POLICIES = {"block": lib.JR_POLICY_BLOCK, "drop": lib.JR_POLICY_DROP}
@@ -54,6 +69,8 @@ class RingStats:
     high_water: int
     ring_id: int
     torn_bytes: int = 0  # bytes skipped with the torn records (exact; torn may be an estimate)
+    leader: int = 0  # token of the consumer that last claimed the ring (0: none)
+    beat: int = 0  # its heartbeat: moves while that consumer runs
 
     @property
     def used(self) -> int:
@@ -268,6 +285,8 @@ class Ring:
             )
             if n == lib.JR_CORRUPT:
                 raise self._open_error(n, 0)
+            if n == lib.JR_MOVED:
+                raise Superseded(f"another consumer has released records of {self.path!r} past this reader")
             if n != lib.JR_BUFFER_SMALL:
                 break
             # The next record is bigger than the buffer: grow it and try again.
@@ -280,6 +299,8 @@ class Ring:
         rc = lib.jr_release(self._ptr, upto)
         if rc == lib.JR_CORRUPT:
             raise self._open_error(rc, 0)
+        if rc in (lib.JR_MOVED, lib.JR_BUSY):
+            raise Superseded(f"another consumer is releasing records of {self.path!r} (to {upto})")
         if rc != OK:
             stats = self.stats()
             raise RingError(
@@ -290,6 +311,16 @@ class Ring:
     def rewind(self) -> None:
         """Read again from the oldest unreleased record (after a failed store)."""
         lib.jr_rewind(self._ptr)
+
+    # -- the consumer's election --------------------------------------------
+
+    def claim(self, token: int, expected: int) -> bool:
+        """Become the ring's consumer if *expected* still is (0: none); True if so."""
+        return bool(lib.jr_claim(self._ptr, expected, token))
+
+    def beat(self, token: int) -> bool:
+        """Advance the heartbeat; False if another consumer has claimed the ring since."""
+        return bool(lib.jr_beat(self._ptr, token))
 
     # -- state -------------------------------------------------------------
 
@@ -307,6 +338,8 @@ class Ring:
             high_water=s.high_water,
             ring_id=s.ring_id,
             torn_bytes=s.torn_bytes,
+            leader=s.leader,
+            beat=s.beat,
         )
 
     @property
@@ -333,11 +366,26 @@ class Ring:
 
     # -- test hooks --------------------------------------------------------
 
-    def _debug_reserve_only(self, size: int, *, write_header: bool = True) -> None:
-        """Reserve a record and never commit it, like a producer killed mid-push."""
-        rc = lib.jr_debug_reserve_only(self._ptr, size, int(write_header))
+    def _debug_reserve_only(
+        self, size: int, *, write_header: bool = True, by_pid: bool = False, claim_only: bool = False
+    ) -> None:
+        """Reserve a record and never commit it, like a producer killed mid-push.
+
+        write_header=False: killed right after reserving; claim_only: after
+        claiming, before the length; by_pid: name the producer by its pid, as
+        a record without a liveness slot does (an older version, no OFD locks).
+        """
+        mode = (3 if claim_only else 2 if by_pid else 1) if write_header else 0
+        rc = lib.jr_debug_reserve_only(self._ptr, size, mode)
         if rc != OK:
             raise RingError(f"reserve failed with code {rc}")
+
+
+def debug_push_stalled(ring: Ring, data: bytes, seconds: float) -> None:
+    """Push *data*, sleeping *seconds* between reserving and the first write (a test hook)."""
+    rc = lib.jr_debug_push_stalled(ring._ptr, data, len(data), _ns(seconds))
+    if rc != OK:
+        raise RingError(f"push failed with code {rc}")
 
 
 def noop_call(ring: Ring) -> Callable[[bytes], int]:

@@ -543,7 +543,8 @@ class FileLock:
     After ``fork()`` the child does not hold the lock: its copy of the fd is
     closed, so the lock is freed when the parent releases it or dies, even while
     the child lives on.  The lock file is never deleted (deleting it would let
-    two processes lock two different inodes of the same name).
+    two processes lock two different inodes of the same name); a holder that
+    must survive someone else deleting it checks :meth:`is_at_path`.
     """
 
     def __init__(self, path: PathLike) -> None:
@@ -624,6 +625,31 @@ class FileLock:
         finally:
             os.close(fd)
             self._guard.release()
+
+    def is_at_path(self) -> bool:
+        """Whether the file this object holds locked is still the one at its path.
+
+        False once the lock file was deleted or replaced (an age-based tmp
+        cleaner, an operator): another FileLock on the path would then lock
+        a different file and succeed while this one is held.
+        """
+        fd = self._fd
+        if fd is None:
+            return False
+        try:
+            held, there = os.fstat(fd), os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+
+    def touch(self) -> None:
+        """Set the held lock file's times to now, so age-based cleaners leave it alone."""
+        fd = self._fd
+        if fd is not None:
+            try:
+                os.utime(fd)
+            except OSError:
+                pass
 
     def _forget_in_child(self) -> None:
         fd, self._fd = self._fd, None

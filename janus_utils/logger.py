@@ -103,6 +103,9 @@ class Config:
     batch_size: int = 2000
     commit_interval: float = 0.05
     election_interval: float = 0.2
+    # A flusher whose heartbeat has not moved for this long (stopped, hung) is
+    # replaced, although its process still holds the lock file.
+    takeover_after: float = 5.0
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     exit_timeout: float | None = 2.0  # how long interpreter exit waits for commits
     max_message_chars: int = 64 * 1024
@@ -152,6 +155,9 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         isinstance(exit_timeout, bool) or not isinstance(exit_timeout, (int, float)) or not exit_timeout >= 0
     ):
         raise ConfigError(f"exit_timeout must be a number of seconds >= 0, or None, got {exit_timeout!r}")
+    takeover = kw.get("takeover_after", 5.0)
+    if type(takeover) not in (int, float) or not 0 < takeover < math.inf:
+        raise ConfigError(f"takeover_after must be a number of seconds above 0, got {takeover!r}")
     chars = kw.get("max_message_chars", 1)
     if type(chars) is not int or chars < 1:
         raise ConfigError(f"max_message_chars must be an integer of at least 1, got {chars!r}")
@@ -788,8 +794,8 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``console_tracebacks`` ("5xx" | "all" | "none"),
     ``capture_stdlib``, ``ring_size``, ``on_full`` ("block" | "drop"),
     ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
-    ``synchronous`` ("NORMAL" | "FULL"), ``exit_timeout`` (seconds),
-    ``max_message_chars``, ``redact``, ``redact_keys``, ``redact_pii``, ``hash_fields``,
+    ``takeover_after`` (seconds), ``synchronous`` ("NORMAL" | "FULL"),
+    ``exit_timeout`` (seconds), ``max_message_chars``, ``redact``, ``redact_keys``, ``redact_pii``, ``hash_fields``,
     ``hash_key``, ``retention``, ``archive_dir``, ``service`` (default
     ``$OTEL_SERVICE_NAME``), ``host`` (default: the hostname), ``alerts`` (a
     list of ``Alert`` rules, see ``janus_utils.alerts``), ``ship``

@@ -26,7 +26,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -1100,6 +1100,38 @@ class LogStore:
             db_bytes=page_count * page_size,
             wal_bytes=wal_bytes,
         )
+
+    def sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        """Run read-only SQL on the database: its rows as ``{column: value}`` dicts.
+
+        The way to query a log database with your own SQL (an admin page,
+        ``pandas.DataFrame(store.sql(...))``) from a process that logs into
+        it: Python's ``sqlite3`` is refused there, because two SQLite
+        libraries in one process corrupt the database; this runs on apsw,
+        the library the flusher writes with.  The connection is read-only:
+        a statement that writes raises SearchQueryError.  ``params`` bind
+        ``?`` (a sequence) or ``:name`` (a mapping) placeholders.
+        """
+        with self._reading() as db:
+            try:
+                cursor = db.execute(query, params)
+                rows = []
+                for row in cursor:
+                    # Per row: a query of several statements has their columns each.
+                    rows.append(dict(zip((d[0] for d in cursor.getdescription()), row)))
+                return rows
+            except apsw.ReadOnlyError as exc:
+                raise SearchQueryError(
+                    f"LogStore.sql() only reads; this statement writes: {query!r}",
+                    details={"query": query},
+                ) from exc
+            except (apsw.SQLError, apsw.BindingsError) as exc:
+                reason = str(exc).removeprefix("SQLError: ")
+                raise SearchQueryError(
+                    f"invalid SQL {query!r} ({reason})", details={"query": query}
+                ) from exc
 
 
 def _level_order(row: tuple[Any, ...]) -> tuple[int, Any]:

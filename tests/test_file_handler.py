@@ -447,6 +447,30 @@ class TestFileLock:
             os.close(report_r)
         assert (b"0", True) == (child_thinks_locked, got)
 
+    def test_is_at_path_notices_a_deleted_or_replaced_lock_file(self, tmp_path: Path) -> None:
+        """Deleting the file lets a second lock succeed; the holder can tell."""
+        path = tmp_path / "l"
+        first = fh.FileLock(path)
+        with first:
+            assert first.is_at_path()
+            path.unlink()
+            assert not first.is_at_path()
+            second = fh.FileLock(path)
+            assert second.acquire(blocking=False)  # another inode: not excluded
+            path.unlink()
+            path.write_bytes(b"")
+            assert not second.is_at_path()
+            second.release()
+        assert not first.is_at_path()  # not held
+
+    def test_touch_renews_the_held_files_times(self, tmp_path: Path) -> None:
+        """So an age-based tmp cleaner does not take a lock file in use."""
+        path = tmp_path / "l"
+        with fh.FileLock(path) as lock:
+            os.utime(path, (1, 1))
+            lock.touch()
+            assert path.stat().st_mtime > 1
+
 
 class TestNDJSONGzip:
     RECORDS = [{"id": 1, "msg": "héllo"}, {"id": 2, "nested": {"a": [1, 2]}, "none": None}]

@@ -571,3 +571,230 @@ class TestDamageIsCounted:
             kept = [i for i in range(3000) if not first <= i < first + 1000]
             assert [b"%08d" % i for i in kept] == [p[:8] for _, p in got]
             assert (1000, 64_000) == (ring.stats().torn, ring.stats().torn_bytes)
+
+
+# --- who is alive: zombies, PID namespaces, fork -----------------------------
+
+
+def _reserve_and_exit_unreaped(path: str, *, by_pid: bool) -> int:
+    """Fork a producer that reserves a record and exits; it stays a zombie (not reaped)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        ring = Ring(path, None)
+        ring.push(b"before")
+        ring._debug_reserve_only(50, by_pid=by_pid)
+        os._exit(0)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return pid
+        time.sleep(0.01)
+    raise AssertionError("the child did not become a zombie")
+
+
+class TestLiveness:
+    @pytest.mark.parametrize("by_pid", [False, True], ids=["slot", "pid"])
+    def test_a_zombie_producer_that_died_mid_push_does_not_stall(
+        self, tmp_path: Path, by_pid: bool
+    ) -> None:
+        """kill(pid, 0) succeeds on a zombie; its record is skipped all the same."""
+        path = str(tmp_path / "r.ring")
+        Ring(path, 65536).close()
+        pid = _reserve_and_exit_unreaped(path, by_pid=by_pid)
+        try:
+            with Ring(path, None, torn_timeout=0.05) as ring:
+                ring.push(b"after")
+                got = drain(ring, want=2, deadline=10)
+                assert [b"before", b"after"] == [p for _, p in got]
+                assert 1 == ring.stats().torn
+        finally:
+            os.waitpid(pid, 0)
+
+    @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/unshare"), reason="needs root and unshare")
+    def test_a_producer_in_another_pid_namespace_is_judged_by_its_lock(self, tmp_path: Path) -> None:
+        """Its pid (1 in its namespace) means nothing here: alive it is waited for, dead it is skipped."""
+        import subprocess
+        import sys
+
+        path = str(tmp_path / "r.ring")
+        Ring(path, 65536).close()
+        script = (
+            "import sys, time\n"
+            "from janus_utils._ring import Ring\n"
+            "ring = Ring(sys.argv[1], None)\n"
+            "ring._debug_reserve_only(50)\n"
+            "print('reserved', flush=True)\n"
+            "time.sleep(600)\n"
+        )
+        child = subprocess.Popen(
+            ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-c", script, path],
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert child.stdout is not None
+            assert b"reserved\n" == child.stdout.readline()
+            with Ring(path, None, torn_timeout=0.01) as ring:
+                ring.push(b"after")
+                for _ in range(20):  # well past the torn timeout: still waited for
+                    assert ([], 0) == ring.read()
+                    time.sleep(0.005)
+                assert 0 == ring.stats().torn
+                child.kill()  # unshare; --kill-child takes the producer with it
+                child.wait()
+                got = drain(ring, want=1, deadline=10)
+                assert [b"after"] == [p for _, p in got]
+                assert 1 == ring.stats().torn
+        finally:
+            child.kill()
+            child.wait()
+
+    def test_a_parent_dead_mid_push_is_not_kept_alive_by_its_child(self, tmp_path: Path) -> None:
+        """A forked child takes its own slot: the parent's record is skipped once the parent is gone."""
+        path = str(tmp_path / "r.ring")
+        Ring(path, 65536).close()
+        r, w = os.pipe()
+        parent = os.fork()
+        if parent == 0:  # pragma: no cover - the producer, which forks a long-lived child
+            ring = Ring(path, None)
+            if os.fork() == 0:
+                os.close(w)
+                os.read(r, 1)  # lives until the test closes the pipe
+                os._exit(0)
+            ring._debug_reserve_only(50)
+            os._exit(0)
+        os.close(r)
+        try:
+            os.waitpid(parent, 0)
+            with Ring(path, None, torn_timeout=0.05) as ring:
+                ring.push(b"after")
+                got = drain(ring, want=1, deadline=10)
+                assert [b"after"] == [p for _, p in got]
+                assert 1 == ring.stats().torn
+        finally:
+            os.close(w)
+
+
+class TestTwoConsumers:
+    def test_a_consumer_released_past_is_superseded_not_corrupt(self, tmp_path: Path) -> None:
+        """The second consumer's read and release say so; the ring is not called damaged."""
+        path = str(tmp_path / "r.ring")
+        with Ring(path, 65536) as a, Ring(path, None) as b:
+            for i in range(4):
+                a.push(b"%d" % i)
+            batch_a, upto_a = a.read()
+            batch_b, upto_b = b.read(2)
+            assert batch_a[:2] == batch_b
+            a.release(upto_a)
+            with pytest.raises(_ring.Superseded):
+                b.release(upto_b)  # behind the tail now
+            a.push(b"4")
+            with pytest.raises(_ring.Superseded):
+                b.read()
+            b.rewind()
+            assert [b"4"] == [p for _, p in b.read()[0]]
+            assert 0 == a.stats().torn
+
+    def test_release_is_refused_while_another_consumer_releases(self, tmp_path: Path) -> None:
+        """A consumer stopped inside jr_release keeps others from zeroing under it."""
+        import fcntl
+        import struct as _struct
+
+        path = str(tmp_path / "r.ring")
+        with Ring(path, 65536) as ring:
+            ring.push(b"x")
+            _, upto = ring.read()
+            fd = os.open(path, os.O_RDWR)  # another open file description: another consumer
+            try:
+                lock = _struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, (1 << 41) - 1, 1, 0)
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, lock)
+                with pytest.raises(_ring.Superseded):
+                    ring.release(upto)
+                assert 0 == ring.stats().tail
+            finally:
+                os.close(fd)  # as if it resumed and finished
+            ring.release(upto)
+            assert upto == ring.stats().tail
+
+
+class TestElection:
+    def test_claim_beat_and_resign(self, tmp_path: Path) -> None:
+        """One token at a time; a superseded consumer's beat says so."""
+        path = str(tmp_path / "r.ring")
+        with Ring(path, 65536) as a, Ring(path, None) as b:
+            assert (0, 0) == (a.stats().leader, a.stats().beat)
+            assert a.claim(11, expected=0)
+            assert not b.claim(22, expected=0)  # someone got there first
+            assert a.beat(11)
+            beat = b.stats().beat
+            assert b.claim(22, expected=11)  # a takeover of a stale 11
+            assert b.stats().beat > beat
+            assert not a.beat(11)
+            assert 22 == a.stats().leader
+            assert b.claim(0, expected=22)  # resign
+            assert 0 == a.stats().leader
+
+
+def _claim_then_wait(path: str, reserved: Any, go: Any) -> None:
+    ring = Ring(path, None)
+    ring._debug_reserve_only(50, claim_only=True)
+    reserved.set()
+    go.wait(60)
+
+
+class TestStalledBeforeFirstWrite:
+    def test_a_reservation_left_unclaimed_is_taken_back_and_pushed_again(self, tmp_path: Path) -> None:
+        """A producer stalled between reserving and writing past the torn timeout, while the ring
+        laps under it: its late write lands nowhere it could damage, and its record is kept."""
+        path = str(tmp_path / "r.ring")
+        with Ring(path, SMALL, policy="drop", torn_timeout=0.02) as ring:
+            stalled = threading.Thread(target=_ring.debug_push_stalled, args=(ring, b"late", 0.5))
+            stalled.start()
+            while ring.stats().head == 0:  # it has reserved
+                time.sleep(0.001)
+            got: list[bytes] = []
+            i = 0
+            while stalled.is_alive() or i < 3000:
+                if ring.push(b"after-%d" % i):
+                    i += 1
+                batch, upto = ring.read()
+                got.extend(p for _, p in batch)
+                ring.release(upto)
+            stalled.join()
+            got += [p for _, p in drain(ring, want=i + 1 - len(got), deadline=10)]
+            laps = ring.stats().head // SMALL
+            torn = ring.stats().torn
+        assert [b"late"] == [p for p in got if not p.startswith(b"after-")]
+        assert [b"after-%d" % n for n in range(i)] == [p for p in got if p.startswith(b"after-")]
+        assert laps > 2  # the space it had reserved was reused while it slept
+        assert torn >= 1  # its first reservation, taken back
+
+    def test_a_claimed_record_of_a_live_producer_is_waited_for(self, tmp_path: Path) -> None:
+        """Claimed, length not yet written: its owner lives, so it is waited for; dead, skipped."""
+        path = str(tmp_path / "r.ring")
+        Ring(path, 65536).close()
+        reserved, go = FORK.Event(), FORK.Event()
+        child = FORK.Process(target=_claim_then_wait, args=(path, reserved, go))
+        child.start()
+        assert reserved.wait(30)
+        with Ring(path, None, torn_timeout=0.01) as ring:
+            ring.push(b"after")
+            for _ in range(20):
+                assert ([], 0) == ring.read()
+                time.sleep(0.005)
+            assert 0 == ring.stats().torn
+            os.kill(child.pid, signal.SIGKILL)
+            child.join()
+            got = drain(ring, want=1)
+            assert [b"after"] == [p for _, p in got]
+            assert 80 == ring.stats().torn_bytes  # its 50-byte record, header and padding
+            assert ring.stats().torn >= 1  # no length written: the count is an estimate
+
+    def test_released_space_holds_no_byte_of_the_last_lap(self, tmp_path: Path) -> None:
+        """Each released 16-byte unit is rewritten as a free header: payloads do not linger."""
+        path = str(tmp_path / "r.ring")
+        with Ring(path, SMALL) as ring:
+            secret = b"s3cr3t-" * 20
+            ring.push(secret)
+            ring.release(ring.read()[1])
+        assert b"s3cr3t" not in Path(path).read_bytes()

@@ -11,6 +11,7 @@ __all__ = [
     "RingError",
     "RingFormatError",
     "RingFullError",
+    "SQLiteConflictError",
     "SearchQueryError",
     "SecurityError",
     "ShipError",
@@ -22,6 +23,17 @@ class ConfigError(JanusError):
 
     code = "config_error"
     title = "Configuration error"
+
+
+class SQLiteConflictError(ConfigError):
+    """Python's sqlite3 was asked to open a log database this process writes with apsw.
+
+    The two link different SQLite libraries, which do not see each other's
+    locks in one process: the connection would corrupt the database.
+    """
+
+    code = "sqlite_conflict"
+    title = "Log database opened with a second SQLite library"
 
 
 class FileHandlerError(JanusError):

@@ -1,0 +1,121 @@
+"""A process that logs into a janus database on command, for tests of real multi-process faults.
+
+``Worker(db, **configure_options)`` starts ``python -m logging_worker`` (this
+file) as a subprocess; it configures janus_utils, answers ``ready <pid>``,
+then obeys one command per line:
+
+    log NAME START COUNT PAUSE   log NAME-START ... NAME-(START+COUNT-1),
+                                 sleeping PAUSE s after every 100 records
+    flush                        ju.flush() without a timeout
+    exit                         ju.shutdown() and exit
+
+Each command answers one line.  Its stderr (where janus_utils reports) is
+kept in ``Worker.stderr``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+
+def main() -> None:  # pragma: no cover - runs in the worker process
+    import time
+
+    import janus_utils as ju
+
+    db, options = sys.argv[1], json.loads(sys.argv[2])
+    ju.configure(db, console=False, **options)
+    print("ready", os.getpid(), flush=True)
+    log = ju.get_logger("worker")
+    for line in sys.stdin:
+        cmd, *args = line.split()
+        if cmd == "log":
+            name, start, count, pause = args[0], int(args[1]), int(args[2]), float(args[3])
+            for i in range(start, start + count):
+                log.info("%s-%d", name, i)
+                if pause and i % 100 == 99:
+                    time.sleep(pause)
+            print("logged", flush=True)
+        elif cmd == "flush":
+            ok = ju.flush()
+            print("flushed", json.dumps(ok), json.dumps(ju.stats()), flush=True)
+        elif cmd == "exit":
+            break
+    stats = ju.stats()
+    ju.shutdown()
+    print("bye", json.dumps(stats), flush=True)
+
+
+class Worker:
+    """One logging process; see the module docstring."""
+
+    def __init__(self, db: str | Path, **options: Any) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "logging_worker", str(db), json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr_lines: list[str] = []
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr_lines.append), daemon=True).start()
+        self.pid = int(self.expect("ready").split()[1])
+
+    @staticmethod
+    def _pump(stream: Any, put: Any) -> None:
+        for line in stream:
+            put(line.rstrip("\n"))
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.stderr_lines)
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def expect(self, word: str, timeout: float = 120.0) -> str:
+        """The next line, which must start with *word* (a generous deadline: liveness, not speed)."""
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"worker {self.proc.pid}: no {word!r} within {timeout} s; stderr:\n{self.stderr}") from None
+        assert line.startswith(word), (line, self.stderr)
+        return line
+
+    def log(self, name: str, start: int, count: int, pause: float = 0.0) -> None:
+        self.send(f"log {name} {start} {count} {pause}")
+
+    def flush(self) -> dict[str, Any]:
+        self.send("flush")
+        _, ok, stats = self.expect("flushed").split(" ", 2)
+        assert json.loads(ok) is True
+        return json.loads(stats)  # type: ignore[no-any-return]
+
+    def exit(self) -> dict[str, Any]:
+        self.send("exit")
+        stats = json.loads(self.expect("bye").split(" ", 1)[1])
+        assert 0 == self.proc.wait(60), self.stderr
+        return stats  # type: ignore[no-any-return]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+if __name__ == "__main__":
+    main()
