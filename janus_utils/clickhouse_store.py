@@ -261,7 +261,7 @@ class ClickHouseStore:
             if not name:
                 raise SearchQueryError("logger must be a logger name like 'app' or 'app.db'")
             where.append(f"(logger = {_lit(name)} OR startsWith(logger, {_lit(name + '.')}))")
-        for column in ("user_id", "agent_id", "request_id", "service", "host"):
+        for column in ("user_id", "agent_id", "request_id", "trace_id", "service", "host"):
             wanted = filters.get(column)
             if wanted is not None:
                 value = _lit(_text(wanted, column))
@@ -362,6 +362,7 @@ class ClickHouseStore:
         request_id: str | None = None,
         service: str | None = None,
         host: str | None = None,
+        trace_id: str | None = None,
         since: TimeSpec | None = None,
         until: TimeSpec | None = None,
         fields: Mapping[str, FieldValue] | None = None,
@@ -383,7 +384,7 @@ class ClickHouseStore:
             raw,
             dict(
                 level=level, logger=logger, user_id=user_id, agent_id=agent_id, request_id=request_id,
-                service=service, host=host, since=since, until=until, fields=fields,
+                service=service, host=host, trace_id=trace_id, since=since, until=until, fields=fields,
             ),
         )
         if limit == 0:

@@ -188,6 +188,7 @@ def fleet(clickhouse: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
                     user_id=f"u{i % 5}",
                     agent_id="planner-7" if i % 7 == 0 else None,
                     request_id=f"r{i}",
+                    trace_id=f"t{i % 3}",
                     fields=json.dumps({"status": 500 if i % 8 == 0 else 200, "tenant": "acme" if i % 2 else "globex"}),
                     exception="Traceback\nTimeoutError: gateway timeout" if i % 50 == 0 else None,
                     service="shop",
@@ -244,6 +245,7 @@ class TestFleet:
             (None, {"fields": {"tenant": "acme"}, "level": "WARNING"}),
             (None, {"agent_id": "planner-7", "since": BASE_TS // 10**9 + 100, "until": BASE_TS // 10**9 + 700}),
             (None, {"request_id": "r10"}),
+            ("timeout", {"trace_id": "t1"}),
             ("timeout", {"host": "web-1", "service": "shop"}),
         ],
     )
