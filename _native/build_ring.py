@@ -27,6 +27,7 @@ ffi.cdef(
     #define JR_POLICY_BLOCK 0
     #define JR_POLICY_DROP 1
     #define JR_POLICY_TRY 2
+    #define JR_POLICY_SPILL 3
 
     #define JR_OK 0
     #define JR_FULL -1
@@ -70,6 +71,7 @@ ffi.cdef(
     int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy,
                    int64_t block_timeout_ns);
     int jr_set_policy(jr_ring *r, int policy, int64_t block_timeout_ns);
+    void jr_count_drop(jr_ring *r);
     int jr_push_checked(jr_ring *r, const uint8_t *data, size_t len);
     int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len);
     int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len);

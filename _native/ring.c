@@ -674,7 +674,7 @@ static int reserve_wait(jr_ring *r, uint64_t need, int policy, int64_t timeout_n
     int rc = try_reserve(r, need, pos, pad);
     if (rc == JR_OK)
         return rc;
-    if (policy == JR_POLICY_BLOCK && timeout_ns != 0) {
+    if ((policy == JR_POLICY_BLOCK || policy == JR_POLICY_SPILL) && timeout_ns != 0) {
         /* Full: back off from spinning to yielding to short sleeps, so a
          * waiting producer leaves the core to the consumer. */
         int64_t start = now_ns();
@@ -697,7 +697,7 @@ static int reserve_wait(jr_ring *r, uint64_t need, int policy, int64_t timeout_n
                 break;
         }
     }
-    if (policy != JR_POLICY_TRY)
+    if (policy != JR_POLICY_TRY && policy != JR_POLICY_SPILL)
         __atomic_fetch_add(&r->sh->dropped, 1, __ATOMIC_RELAXED);
     return JR_FULL;
 }
@@ -729,13 +729,15 @@ int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy, int64_t 
 }
 
 int jr_set_policy(jr_ring *r, int policy, int64_t block_timeout_ns) {
-    if (policy != JR_POLICY_BLOCK && policy != JR_POLICY_DROP)
+    if (policy != JR_POLICY_BLOCK && policy != JR_POLICY_DROP && policy != JR_POLICY_SPILL)
         return JR_INVALID;
     /* Relaxed: a push that races this uses the old policy or the new one. */
     __atomic_store_n(&r->policy, policy, __ATOMIC_RELAXED);
     __atomic_store_n(&r->block_timeout_ns, block_timeout_ns, __ATOMIC_RELAXED);
     return JR_OK;
 }
+
+void jr_count_drop(jr_ring *r) { __atomic_fetch_add(&r->sh->dropped, 1, __ATOMIC_RELAXED); }
 
 int jr_push(jr_ring *r, const uint8_t *data, size_t len) {
     return jr_push_ex(r, data, len, __atomic_load_n(&r->policy, __ATOMIC_RELAXED),

@@ -36,6 +36,8 @@
 #define JR_POLICY_DROP 1     /* return JR_FULL at once and count the drop */
 #define JR_POLICY_TRY 2      /* jr_push_ex only: return JR_FULL at once, not counted
                                 (the caller will push again another way) */
+#define JR_POLICY_SPILL 3    /* as BLOCK, but a timeout returns JR_FULL uncounted: the
+                                caller stores the record elsewhere or calls jr_count_drop */
 
 /* Return codes: 0 is success, negative values are errors. */
 #define JR_OK 0
@@ -93,6 +95,8 @@ int jr_push(jr_ring *r, const uint8_t *data, size_t len);
 
 /* Change the full-ring policy of this handle (pushes already waiting keep theirs). */
 int jr_set_policy(jr_ring *r, int policy, int64_t block_timeout_ns);
+/* Count one record as dropped (after JR_POLICY_SPILL, when storing it elsewhere failed). */
+void jr_count_drop(jr_ring *r);
 
 /* As jr_push, with an explicit policy and block timeout (< 0: no timeout). */
 int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy,

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import _resource, _ring, _schema, _sqlite_guard, security
+from . import _resource, _ring, _schema, _spill, _sqlite_guard, security
 from ._console import Console
 from ._record import decode_row, native_enabled, speedups, unstorable_row
 from .error_handling.utils.errors import ConfigError, RingFormatError
@@ -190,6 +190,7 @@ def open_ring(path: str, cfg: Config) -> _ring.Ring:
     the shared file and is committed by the next flusher.
     """
     ring = _rings.get(path)
+    spill = cfg.on_full == "block" and cfg.block_timeout is not None and cfg.spill_max_bytes > 0
     if ring is None:
         try:
             ring = _ring.Ring(path, cfg.ring_size, policy=cfg.on_full, block_timeout=cfg.block_timeout)
@@ -200,8 +201,7 @@ def open_ring(path: str, cfg: Config) -> _ring.Ring:
             # than replace it under them.  Resizing needs every process stopped.
             ring = _ring.Ring(path, None, policy=cfg.on_full, block_timeout=cfg.block_timeout)
         _rings[path] = ring
-    else:
-        ring.set_policy(cfg.on_full, cfg.block_timeout)
+    ring.set_policy("spill" if spill else cfg.on_full, cfg.block_timeout)
     return ring
 
 
@@ -261,6 +261,10 @@ class Flusher:
                 echo=False,
             )
         self.ring_id = f"{self.ring.stats().ring_id:016x}"
+        # Where log calls put records that waited block_timeout for room (_spill).
+        self.spill = (
+            _spill.SpillWriter(cfg.db_path, cfg.spill_max_bytes) if self.ring.policy == "spill" else None
+        )
         self.console = Console.for_config(cfg, report=self._report)
         self.lock = FileLock(self.lock_path)
         self.resources = _resource.Resources(cfg.service, cfg.host)
@@ -361,6 +365,10 @@ class Flusher:
                 if deadline is not None and time.monotonic() >= deadline:
                     return
                 if not self.ring.beat(self.token) or self._flush_locked() <= 0:
+                    return
+            # Then what log calls spilled while the ring was full.
+            while deadline is None or time.monotonic() < deadline:
+                if not self.leader or self._flush_spill_locked(max_batches=1) <= 0:
                     return
         finally:
             self._deadline = None
@@ -465,10 +473,15 @@ class Flusher:
                 n = self._flush_once()
                 if n < 0:  # a failed write: back off, the records stay in the ring
                     self._sleep(self._backoff)
-                elif n < cfg.batch_size:  # caught up: let the next batch gather
-                    if n == 0:
+                elif n < cfg.batch_size:  # caught up: spill files, then let the next batch gather
+                    with self.db_lock:
+                        spilled = self._flush_spill_locked() if self.leader else 0
+                    if n == 0 and spilled == 0:
                         self._idle()
-                    self._gather()
+                    if spilled < 0:
+                        self._sleep(self._backoff)
+                    elif spilled == 0:
+                        self._gather()
             except _ring.Superseded as err:
                 self._step_down(f"another process flushes {cfg.db_path} now ({err}); this one stepped down")
             except Exception as err:  # the flusher must outlive any single failure
@@ -746,24 +759,37 @@ class Flusher:
             self._prune_step()
         return len(rows) or 1  # 1: an announcement alone was committed; more may follow
 
-    def _store(self, db: apsw.Connection, rows: list[tuple[Any, ...]], start: int, upto: int) -> None:
-        """Commit the batch; if SQLite refuses a row, commit it row by row."""
+    def _store(
+        self, db: apsw.Connection, rows: list[tuple[Any, ...]], start: int, upto: int, key: str | None = None
+    ) -> None:
+        """Commit the batch; if SQLite refuses a row, commit it row by row.
+
+        *key* names the position stored with it: the ring's (None) or a spill file's.
+        """
         try:
-            self._commit(db, rows, start, upto, one_by_one=False)
+            self._commit(db, rows, start, upto, key, one_by_one=False)
         except (_Fenced, _Detached, *_TRANSIENT):
             raise
         except Exception:
             # SQLite refused a row (a constraint, a value out of range): store
             # the batch row by row, each refused row replaced by a record
             # saying why, so one bad record never blocks or loses the others.
-            self._commit(db, rows, start, upto, one_by_one=True)
+            self._commit(db, rows, start, upto, key, one_by_one=True)
 
     def _commit(
-        self, db: apsw.Connection, rows: list[tuple[Any, ...]], start: int, upto: int, *, one_by_one: bool
+        self,
+        db: apsw.Connection,
+        rows: list[tuple[Any, ...]],
+        start: int,
+        upto: int,
+        key: str | None,
+        *,
+        one_by_one: bool,
     ) -> None:
-        """Insert *rows*, index them and store the ring position, in one transaction."""
+        """Insert *rows*, index them and store the position, in one transaction."""
+        key = key or self.ring_id
         with _write_transaction(db):
-            self._fence(db, start)
+            self._fence(db, start, key)
             last = db.execute(f'SELECT max(id) FROM "{_schema.TABLE}"').fetchall()[0][0] or 0
             if not one_by_one:
                 db.executemany(_INSERT, rows)
@@ -779,9 +805,9 @@ class Flusher:
                         self.unstorable += 1
             db.execute(_INDEX, (last,))
             self.resources.save(db)
-            db.execute(_SAVE_POS, (self.ring_id, upto))
+            db.execute(_SAVE_POS, (key, upto))
 
-    def _fence(self, db: apsw.Connection, start: int) -> None:
+    def _fence(self, db: apsw.Connection, start: int, key: str) -> None:
         """Under the write lock: commit only into the file at db_path, and only new records.
 
         The stored position says which records of this ring some flusher has
@@ -794,10 +820,8 @@ class Flusher:
         changed = self._file_changed()
         if changed:
             raise _Detached(changed)
-        row = db.execute(
-            'SELECT committed_upto FROM "janus_ring_state" WHERE ring_id = ?', (self.ring_id,)
-        ).fetchall()
-        if row and row[0][0] > start and row[0][0] != self._impossible_upto:
+        row = db.execute('SELECT committed_upto FROM "janus_ring_state" WHERE ring_id = ?', (key,)).fetchall()
+        if row and row[0][0] > start and (key != self.ring_id or row[0][0] != self._impossible_upto):
             raise _Fenced(row[0][0])
 
     # -- the database file's identity --------------------------------------
@@ -879,6 +903,62 @@ class Flusher:
                 self.db.close()
             self.db = None
         return -1
+
+    # -- spill files (_spill) ------------------------------------------------
+
+    def _flush_spill_locked(self, max_batches: int = 16) -> int:
+        """Commit records that log calls spilled while the ring was full.
+
+        Called when the ring is caught up.  Returns rows committed (0: none
+        waiting), -1 on failure.  A file committed to its end, whose writer
+        has closed it, is deleted; its stored position stays (names are never
+        reused), so a late second flusher is fenced rather than repeating it.
+        """
+        names = _spill.spill_files(self.cfg.db_path)
+        if not names or self.db is None:
+            return 0
+        db = self.db
+        directory = _spill.spill_dir(self.cfg.db_path)
+        committed = 0
+        for name in names:
+            path = os.path.join(directory, name)
+            key = _spill.KEY_PREFIX + name
+            for _ in range(max_batches):
+                row = db.execute(
+                    'SELECT committed_upto FROM "janus_ring_state" WHERE ring_id = ?', (key,)
+                ).fetchall()
+                offset = row[0][0] if row else 0
+                chunk = _spill.read_chunk(path, offset, self.cfg.batch_size)
+                if chunk is None:
+                    break
+                if chunk.end > offset:
+                    rows = self.resources.label([decode_row(p) for p in chunk.payloads])
+                    try:
+                        self._store(db, rows, offset, chunk.end, key)
+                    except _Fenced as err:
+                        self._step_down_locked(
+                            f"another process has stored spill file {name} up to {err.upto}, past "
+                            f"this flusher's batch (from {offset}): this one stepped down"
+                        )
+                        return committed
+                    except _Detached as err:
+                        self._detach_locked(str(err))
+                        return committed
+                    except Exception as err:
+                        return self._failed(err)
+                    self.committed += len(rows)
+                    self.batches += 1
+                    committed += len(rows)
+                    if chunk.torn:
+                        self._report(f"spill file {name} ended in a cut-short record (its writer died "
+                                     "while writing it); the rest of the file was committed", echo=False)
+                if chunk.finished:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    break
+                if chunk.end == offset:
+                    break  # its writer is still adding to it
+        return committed
 
     def _idle(self) -> None:
         with self.db_lock:
@@ -1026,6 +1106,25 @@ class Flusher:
             with contextlib.suppress(Exception):
                 print(f"janus_utils: {security.sanitize(message)}", file=sys.stderr)
 
+    def warn_spilling(self) -> None:
+        spill = self.spill
+        assert spill is not None
+        self._report(
+            f"log ring full for {self.cfg.block_timeout} s (no flusher is committing"
+            f"{_stopped_writer(self.cfg.db_path)}): records go to {spill.path} until it moves "
+            f"again ({spill.records} spilled by this process so far)"
+        )
+
+    def end_spill(self) -> bool:
+        """Close this process's spill file (flush(), shutdown()); True if it has any waiting."""
+        spill = self.spill
+        if spill is None:
+            return False
+        if spill.active:
+            spill.close()
+            self.ring.set_policy("spill", self.cfg.block_timeout)
+        return bool(spill.waiting())
+
     def warn_dropped(self) -> None:
         dropped = self.ring.stats().dropped
         if dropped >= self._drop_warned_at * 2 or dropped - self._drop_warned_at >= 10_000:
@@ -1057,6 +1156,9 @@ class Flusher:
         self._exit_lock = threading.Lock()
         self._thread_done = False
         self.committed = self.batches = self.retries = 0
+        if self.spill is not None:
+            self.spill.after_fork_child()  # the child spills into a file of its own
+            self.ring.set_policy("spill", self.cfg.block_timeout)
         if not self.stopping:
             self._start_thread()
         self.console.after_fork_child()

@@ -52,8 +52,11 @@ class Superseded(Exception):
     """
 
 
-Policy = Literal["block", "drop"]
-_POLICIES = {"block": lib.JR_POLICY_BLOCK, "drop": lib.JR_POLICY_DROP}
+Policy = Literal["block", "drop", "spill"]
+# "spill": as "block", but a push that times out returns FULL without counting
+# a drop: the logger stores the record in a spill file (_spill), and counts
+# the drop itself (count_drop) only if that fails.  Not for opening a ring.
+_POLICIES = {"block": lib.JR_POLICY_BLOCK, "drop": lib.JR_POLICY_DROP, "spill": lib.JR_POLICY_SPILL}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +108,7 @@ class Ring:
         torn_timeout: float = 1.0,
     ) -> None:
         self.path = os.fspath(path)
-        if policy not in _POLICIES:
+        if policy not in ("block", "drop"):  # "spill" is set later, by set_policy
             raise ValueError(f"policy must be 'block' or 'drop', not {policy!r}")
         cap = 0 if capacity is None else int(capacity)
         if cap and (cap < MIN_CAPACITY or cap & (cap - 1)):
@@ -229,11 +232,15 @@ class Ring:
         )
 
     def set_policy(self, policy: Policy, block_timeout: float | None = None) -> None:
-        """Change what a push does when the ring is full (see ``__init__``)."""
+        """Change what a push does when the ring is full (see ``__init__`` and ``_POLICIES``)."""
         if policy not in _POLICIES:
-            raise ValueError(f"policy must be 'block' or 'drop', not {policy!r}")
+            raise ValueError(f"policy must be 'block', 'drop' or 'spill', not {policy!r}")
         lib.jr_set_policy(self._ptr, _POLICIES[policy], _ns(block_timeout))
         self.policy = policy
+
+    def count_drop(self) -> None:
+        """Count one record as dropped in the shared counters (see the "spill" policy)."""
+        lib.jr_count_drop(self._ptr)
 
     def set_prefilter(self, tokens: Iterable[str]) -> None:
         """Install the prefilter's tokens (lowercase ASCII; "^tok", "tok$" anchor to a word)."""

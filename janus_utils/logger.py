@@ -100,6 +100,10 @@ class Config:
     ring_size: int = _ring.DEFAULT_CAPACITY
     on_full: Literal["block", "drop"] = "block"
     block_timeout: float | None = 5.0
+    # With on_full="block": a record that waited block_timeout for room goes
+    # to a spill file beside the database (_spill), at most this many bytes
+    # per process; 0 drops it instead (counted in stats()["dropped"]).
+    spill_max_bytes: int = 1 << 30
     batch_size: int = 2000
     commit_interval: float = 0.05
     election_interval: float = 0.2
@@ -381,11 +385,37 @@ class _Emitter:
             record = (FORMAT, ts, level, name, message, fields, exc, pid, thread)
             self.truncated += 1
             rc = self.push_plain(dumps(record))
-        if rc == _ring.FULL:
-            # The ring applied its policy (block up to block_timeout, or drop)
-            # and counted the drop in the shared counters.
+        if rc == _ring.FULL and not self.overflow(record):
             self.flusher.warn_dropped()
         return record
+
+    def overflow(self, record: tuple[Any, ...]) -> bool:
+        """The ring stayed full for block_timeout: spill *record* to disk.  False: dropped.
+
+        With on_full="drop" (or no spill) the ring has counted the drop itself.
+        """
+        flusher, spill = self.flusher, self.flusher.spill
+        if spill is None:
+            return False
+        data = dumps(record)
+        tail = self.ring.stats().tail
+        if spill.active and tail != spill.tail_at_start:
+            # The flusher has moved since this process began to spill: the
+            # ring frees up again, so wait for room as usual.
+            spill.close()
+            self.ring.set_policy("spill", flusher.cfg.block_timeout)
+            if self.push_plain(data) == _ring.OK:
+                return True
+            tail = self.ring.stats().tail
+        first = not spill.active
+        if spill.write(data, tail):
+            if first:
+                # While nothing moves, later calls spill at once: no second wait.
+                self.ring.set_policy("spill", 0.0)
+                flusher.warn_spilling()
+            return True
+        self.ring.count_drop()
+        return False
 
     def after(self, record: tuple[Any, ...], notify: bool = True) -> None:
         if record[2] >= self.console_level:
@@ -979,9 +1009,10 @@ def flush(timeout: float | None = None) -> bool:
     if p is None:
         return _pending is None  # waiting for room for the ring: nothing is stored
     target = p.ring.stats().head
+    spilled = p.end_spill()  # this process's spill files, until they are committed
     deadline = None if timeout is None else time.monotonic() + timeout
     delay = 0.0005
-    while p.ring.stats().tail < target:
+    while p.ring.stats().tail < target or (spilled and p.spill is not None and p.spill.waiting()):
         p.wake.set()
         if deadline is not None and time.monotonic() >= deadline:
             return False
@@ -1036,6 +1067,13 @@ def shutdown(timeout: float | None = 10.0) -> None:
         left = p.stop(_remaining(deadline), target=target)
         if left:
             _say_left(p, target, left)
+        waiting = p.spill.waiting() if p.spill is not None else []
+        if waiting:
+            _say(
+                f"records this process spilled while the ring was full are not committed yet; "
+                f"they stay in {', '.join(waiting)} and the next flusher of {p.cfg.db_path} "
+                "commits them"
+            )
 
 
 def _say_left(p: Flusher, target: int, left: int) -> None:
@@ -1076,6 +1114,9 @@ def stats() -> dict[str, Any]:
         "committed": p.committed,
         "batches": p.batches,
         "dropped": r.dropped,
+        # Records that found the ring full for block_timeout and went to a
+        # spill file instead (committed when the flusher moves again).
+        "spilled": p.spill.records if p.spill is not None else 0,
         "torn": r.torn,
         "torn_bytes": r.torn_bytes,
         "retries": p.retries,
