@@ -33,7 +33,16 @@ setup(
             depends=["_native/ring.h"],
             include_dirs=["_native"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
-        )
+        ),
+        # janus_seal_rows(), a SQLite loadable extension (never imported by
+        # Python): the canonical bytes of sealed rows, read inside SQLite so
+        # that verify keeps up with the database (see janus_utils.seal).
+        Extension(
+            "janus_utils._sealrows",
+            sources=["_native/sealrows.c"],
+            libraries=["z"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+        ),
     ],
     extras_require={
         # hypothesis: property tests of sanitize/redaction find inputs no table would.
@@ -66,6 +75,9 @@ setup(
             *WEB,
         ],
         "metrics": METRICS,
+        # Sealing (janus_utils.seal): Ed25519 from cryptography, so that the
+        # verification key can check the log but not forge it.
+        "seal": ["cryptography>=41"],
         # The peers a user would compare against, for bench/ only.
         "bench": [
             "pytest>=8",

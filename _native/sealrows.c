@@ -1,0 +1,141 @@
+/* janus_seal_rows(): the canonical bytes of a batch of log rows, for sealing.
+ *
+ * A SQLite loadable extension (loaded into the flusher's and the verifier's
+ * apsw connection with load_extension; it uses only the API routines that
+ * SQLite hands it, so it works with the SQLite that apsw embeds).  It does no
+ * cryptography: it writes each row's values in an unambiguous encoding, and
+ * janus_utils.seal hashes the result with hashlib.  Reading the values here,
+ * inside SQLite, is what makes verify fast: fetching every column of every row
+ * into Python objects costs several times more than hashing them.
+ *
+ *   SELECT janus_seal_rows(id, ts, ..., host ORDER BY id) FROM logs WHERE ...
+ *
+ * returns one BLOB (the rows first, so that it is handed to SQLite uncopied):
+ *   the rows, each value as
+ *             0x00                         NULL
+ *             0x01 + 8 bytes big-endian    INTEGER (two's complement)
+ *             0x02 + 8 bytes big-endian    REAL (IEEE 754 bits)
+ *             0x03 + 4-byte length + bytes TEXT (the stored bytes, NULs included)
+ *             0x04 + 4-byte length + bytes BLOB
+ *   4*n bytes per row, CRC-32 (zlib) of the row's encoding without its first
+ *             value (the id): lets verify say which row changed or moved;
+ *             not a security measure, the SHA-256 of the rows is
+ *   4 bytes   the row count n (big-endian)
+ * janus_utils.seal.encode_rows writes the same bytes from Python values.
+ *
+ * Thread safety: an aggregate context belongs to one statement on one
+ * connection; SQLite serialises calls on it.
+ */
+#include <sqlite3ext.h>
+SQLITE_EXTENSION_INIT1
+
+#include <stdint.h>
+#include <string.h>
+#include <zlib.h>
+
+typedef struct {
+    unsigned char *rows; /* the encoded rows */
+    size_t rows_len, rows_cap;
+    unsigned char *crcs; /* 4 bytes per row */
+    size_t crcs_len, crcs_cap;
+    uint32_t n;
+    int oom;
+} Acc;
+
+static int grow(unsigned char **buf, size_t *cap, size_t need) {
+    if (need <= *cap) return 1;
+    size_t cap2 = *cap ? *cap : 4096;
+    while (cap2 < need) cap2 *= 2;
+    unsigned char *p = sqlite3_realloc64(*buf, cap2);
+    if (!p) return 0;
+    *buf = p;
+    *cap = cap2;
+    return 1;
+}
+
+static void put32(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
+}
+
+static void put64(unsigned char *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) { p[i] = (unsigned char)v; v >>= 8; }
+}
+
+static void step(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+    Acc *acc = sqlite3_aggregate_context(ctx, sizeof(Acc));
+    if (!acc || acc->oom) return;
+    size_t content_start = 0;
+    for (int i = 0; i < argc; i++) {
+        sqlite3_value *v = argv[i];
+        int type = sqlite3_value_type(v);
+        size_t at = acc->rows_len;
+        if (i == 1) content_start = at;
+        if (type == SQLITE_INTEGER || type == SQLITE_FLOAT) {
+            if (!grow(&acc->rows, &acc->rows_cap, at + 9)) goto oom;
+            uint64_t bits;
+            if (type == SQLITE_INTEGER) {
+                bits = (uint64_t)sqlite3_value_int64(v);
+                acc->rows[at] = 0x01;
+            } else {
+                double d = sqlite3_value_double(v);
+                memcpy(&bits, &d, 8);
+                acc->rows[at] = 0x02;
+            }
+            put64(acc->rows + at + 1, bits);
+            acc->rows_len = at + 9;
+        } else if (type == SQLITE_TEXT || type == SQLITE_BLOB) {
+            /* text before bytes: the byte count of the text as stored */
+            const void *data = type == SQLITE_TEXT ? (const void *)sqlite3_value_text(v) : sqlite3_value_blob(v);
+            int len = sqlite3_value_bytes(v);
+            if (!grow(&acc->rows, &acc->rows_cap, at + 5 + (size_t)len)) goto oom;
+            acc->rows[at] = type == SQLITE_TEXT ? 0x03 : 0x04;
+            put32(acc->rows + at + 1, (uint32_t)len);
+            if (len) memcpy(acc->rows + at + 5, data, (size_t)len);
+            acc->rows_len = at + 5 + (size_t)len;
+        } else {
+            if (!grow(&acc->rows, &acc->rows_cap, at + 1)) goto oom;
+            acc->rows[at] = 0x00;
+            acc->rows_len = at + 1;
+        }
+    }
+    if (argc < 2) content_start = acc->rows_len;
+    if (!grow(&acc->crcs, &acc->crcs_cap, acc->crcs_len + 4)) goto oom;
+    uLong crc = crc32(0L, Z_NULL, 0);
+    crc = crc32(crc, acc->rows + content_start, (uInt)(acc->rows_len - content_start));
+    put32(acc->crcs + acc->crcs_len, (uint32_t)crc);
+    acc->crcs_len += 4;
+    acc->n++;
+    return;
+oom:
+    acc->oom = 1;
+}
+
+static void final(sqlite3_context *ctx) {
+    Acc *acc = sqlite3_aggregate_context(ctx, 0);
+    if (!acc) { /* no rows */
+        static const unsigned char zero[4] = {0, 0, 0, 0};
+        sqlite3_result_blob(ctx, zero, 4, SQLITE_TRANSIENT);
+        return;
+    }
+    size_t total = acc->rows_len + acc->crcs_len + 4;
+    if (acc->oom || !grow(&acc->rows, &acc->rows_cap, total)) {
+        sqlite3_result_error_nomem(ctx);
+        sqlite3_free(acc->rows);
+    } else {
+        if (acc->crcs_len) memcpy(acc->rows + acc->rows_len, acc->crcs, acc->crcs_len);
+        put32(acc->rows + acc->rows_len + acc->crcs_len, acc->n);
+        sqlite3_result_blob64(ctx, acc->rows, total, sqlite3_free);  /* SQLite frees it */
+    }
+    sqlite3_free(acc->crcs);
+}
+
+#ifdef _WIN32
+__declspec(dllexport)
+#endif
+int sqlite3_janussealrows_init(sqlite3 *db, char **err, const sqlite3_api_routines *api) {
+    SQLITE_EXTENSION_INIT2(api);
+    (void)err;
+    return sqlite3_create_function_v2(db, "janus_seal_rows", -1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, 0, 0,
+                                      step, final, 0);
+}
