@@ -301,6 +301,7 @@ def _build_parser() -> argparse.ArgumentParser:
             f"{PROG} ship --to clickhouse://127.0.0.1:8123/default.logs",
             f"{PROG} search timeout --source clickhouse://127.0.0.1:8123/default.logs",
             f"{PROG} erase --user 42 --archive-dir archive",
+            f"{PROG} verify --db app.db --verify-key KEY --archives archive",
             "",
             "Exit status: 0 records found (removed, imported), 1 none, 2 bad usage or an error.",
         ),
@@ -431,6 +432,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from .ship import _cli as ship_cli  # the ship command lives with the shippers
 
     ship_cli.add_parser(commands, db_default, formatter, PROG)
+    from . import _seal_cli  # seal init, verify
+
+    _seal_cli.add_parsers(commands, db_default, formatter, PROG)
     return parser
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "Sealer",
     "encode_rows",
     "head_path",
+    "archive_entries",
     "init_key",
     "parse_period",
     "verify",
@@ -485,6 +486,28 @@ class Sealer:
             self.report(f"cannot write the seal head {path}: {err.strerror}")
 
 
+# -- retention ------------------------------------------------------------
+
+
+def archive_entries(db: apsw.Connection, archive: Path, first_id: int, last_id: int) -> Path | None:
+    """Beside *archive*, the chain entries of the batches its rows (ids *first_id*..*last_id*) came from.
+
+    Called by retention before the rows are deleted.  The database keeps its
+    entries too (a few hundred bytes a batch), so it still verifies alone.
+    """
+    from .file_handler import atomic_write
+
+    try:
+        entries = _entries(db, "WHERE last_id >= ? AND first_id <= ? AND kind = 'batch' ORDER BY seq", (first_id, last_id))
+    except apsw.SQLError:  # not sealed (the table is missing)
+        return None
+    if not entries:
+        return None
+    path = archive.with_name(archive.name + ".seal")
+    atomic_write(path, "".join(json.dumps(e.to_json()) + "\n" for e in entries))
+    return path
+
+
 # -- verify ---------------------------------------------------------------
 
 
@@ -659,6 +682,7 @@ class _Verifier:
         current_no, current = 0, self.public0
         prev: Entry | None = None
         good: list[Entry] = []
+        gaps: list[tuple[int, int]] = []  # (seq before, seq after) of missing entries
         for entry in entries:
             if hashlib.sha256(entry.message()).digest() != entry.hash:
                 report.add("changed", entry.describe(), "the chain entry was edited (its hash does not match)")
@@ -666,9 +690,7 @@ class _Verifier:
                 continue
             if prev is not None:
                 if entry.seq != prev.seq + 1:
-                    gap = f"entries {prev.seq + 1}..{entry.seq - 1}" if entry.seq - prev.seq > 2 else f"entry {prev.seq + 1}"
-                    ids = f"ids {prev.last_id + 1}..{entry.first_id - 1}" if prev.last_id and entry.first_id else "ids unknown"
-                    report.add("dropped batch", gap, f"missing from the chain ({ids})")
+                    gaps.append((prev.seq, entry.seq))
                 elif entry.prev != prev.hash:
                     report.add("changed", entry.describe(), f"does not follow entry {prev.seq}: an entry was replaced")
             prev = entry
@@ -686,8 +708,15 @@ class _Verifier:
                 if entry.key_no != current_no:
                     report.add("signature", entry.describe(), f"claims period {entry.key_no} inside period {current_no}")
                 good.append(entry)
+        for before, after in gaps:
+            # The ids between the batches on either side of the gap.
+            low = max((e.last_id for e in entries if e.kind == "batch" and e.seq < before + 1), default=self.report.unsealed_before and entries[0].last_id)
+            high = min((e.first_id for e in entries if e.kind == "batch" and e.seq > after - 1), default=None)
+            gap = f"entries {before + 1}..{after - 1}" if after - before > 2 else f"entry {before + 1}"
+            ids = f"ids {low + 1}..{high - 1}" if high is not None else f"ids after {low}"
+            report.add("dropped batch", gap, f"missing from the chain ({ids})")
         last = entries[-1]
-        if last.key_no in self.keys and not _check_signature(self.keys[last.key_no], last):
+        if last.kind == "batch" and last.key_no in self.keys and not _check_signature(self.keys[last.key_no], last):
             report.add("signature", last.describe(), "the newest entry's signature is wrong")
         self.report.batches = len(good)
         return good
@@ -703,17 +732,25 @@ class _Verifier:
         except (OSError, ValueError, KeyError, TypeError) as err:
             report.add("truncated", path, f"the exported seal head cannot be read ({err})")
             return
-        public = self.keys.get(head.key_no)
-        if public is None or hashlib.sha256(head.message()).digest() != head.hash or not _check_signature(public, head):
+        public = self.keys.get(head.key_no - 1 if head.kind == "key" else head.key_no)
+        last = entries[-1]
+        if hashlib.sha256(head.message()).digest() != head.hash or (
+            public is not None and not _check_signature(public, head)
+        ):
             report.add("signature", path, "the exported seal head is not signed by a key of this chain")
             return
-        last = entries[-1]
         if head.seq > last.seq:
+            # With the periods after the database's end gone too, the head's
+            # key is not in the chain: it cannot be checked, but either the
+            # database lost its tail or the head was forged; both are wrong.
             report.add(
                 "truncated", f"entries {last.seq + 1}..{head.seq}",
                 f"the database ends at entry {last.seq} but was sealed up to entry {head.seq} "
-                f"(ids up to {head.last_id}): its newest batches were removed",
+                f"(ids up to {head.last_id}, period {head.key_no}): its newest batches were removed",
             )
+            return
+        if public is None:
+            report.add("signature", path, "the exported seal head names a period key this chain never certified")
             return
         same = next((e for e in entries if e.seq == head.seq), None)
         if same is None or same.hash != head.hash:
@@ -722,7 +759,7 @@ class _Verifier:
     def _archive_entries(self, archives: str | os.PathLike[str], entries: list[Entry]) -> None:
         by_seq = {e.seq: e for e in entries}
         for name, entry in _archive_entries(archives):
-            if entry is None or by_seq.get(entry.seq, entry).hash != entry.hash:
+            if entry is None or hashlib.sha256(entry.message()).digest() != by_seq.get(entry.seq, entry).hash:
                 where = f"archive {name}" + (f" entry {entry.seq}" if entry else "")
                 self.report.add("changed", where, "the archive's copy of a chain entry differs from the database's")
 
