@@ -261,6 +261,14 @@ def _common_options(db_default: str) -> argparse.ArgumentParser:
         help="a JSON field equals VALUE (repeatable); numbers, true, false, null compare "
         'as such, quote to compare as text: status=\'"500"\'',
     )
+    group.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="read only within this scope (repeatable, all must hold): user_id, agent_id, "
+        "logger (a prefix), level (a floor), service, host; no other option widens it",
+    )
     group.add_argument("--json", action="store_true", help="one JSON object per line")
     group.add_argument(
         "--timeout",
@@ -1111,15 +1119,31 @@ def _open_store(args: argparse.Namespace) -> AbstractContextManager[Any]:
 
     With ``search --source`` a ClickHouseStore, which answers search() like a LogStore.
     """
+    scope = _scope_arg(getattr(args, "scope", None) or [])
+    if scope and getattr(args, "archives", None) is not None:
+        raise _UsageError("--scope limits the database only: archives cannot be searched within a scope")
     if getattr(args, "source", None) is not None:
         if getattr(args, "archives", None) is not None:
             raise _UsageError("--source searches a ClickHouse table, --archives local archives: give one of them")
         from .clickhouse_store import ClickHouseStore
 
-        return ClickHouseStore(args.source)
+        return ClickHouseStore(args.source, scope=scope)
     if getattr(args, "archives", None) is not None and not os.path.exists(args.db):
         return nullcontext()
-    return LogStore(args.db, timeout=args.timeout)
+    return LogStore(args.db, timeout=args.timeout, scope=scope)
+
+
+def _scope_arg(items: list[str]) -> dict[str, str] | None:
+    """--scope KEY=VALUE options as LogStore's scope (it checks the keys and values)."""
+    scope: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"--scope takes KEY=VALUE (user_id=42, logger=app, level=WARNING), not {item!r}")
+        if key in scope and scope[key] != value:
+            raise _UsageError(f"--scope {key} given twice with different values: a scope only narrows")
+        scope[key] = value
+    return scope or None
 
 
 class _ClosedStream(io.StringIO):
