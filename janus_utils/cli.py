@@ -601,6 +601,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser], db
             f"{PROG} serve --db app.db",
             f"{PROG} serve --db app.db --port 9000",
             f"{PROG} serve --db app.db --host 0.0.0.0 --token-file token",
+            f"{PROG} serve --db app.db --token-scopes tokens.json",
         ),
         formatter_class=formatter,
     )
@@ -608,6 +609,11 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser], db
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port_arg, default=8765, help="port (default 8765; 0 picks a free one)")
     serve.add_argument("--token-file", metavar="FILE", help="a file holding the token every request must carry")
+    serve.add_argument(
+        "--token-scopes",
+        metavar="FILE",
+        help='a JSON file of more tokens, each reading only within a scope: {"<token>": {"user_id": "42"}}',
+    )
     serve.set_defaults(run=_serve)
 
 
@@ -621,11 +627,13 @@ def _serve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             f"serve needs {', '.join(missing)}: install the web extra, pip install 'janus_utils[web]'"
         )
     from .web import check_bind, read_token, serve
+    from .web._server import read_token_scopes
 
     token = read_token(args.token_file, warn=err) if args.token_file else None
-    check_bind(args.host, token)
+    scopes = read_token_scopes(args.token_scopes) if args.token_scopes else None
+    check_bind(args.host, token or ("scoped" if scopes else None))
     try:
-        serve(args.db, host=args.host, port=args.port, token=token, out=out)
+        serve(args.db, host=args.host, port=args.port, token=token, out=out, token_scopes=scopes)
     except KeyboardInterrupt:
         pass
     return 0

@@ -115,15 +115,15 @@ class Entry:
     hash: bytes
     sig: bytes
 
-    def message(self) -> bytes:
-        """The signed bytes; the entry's hash is their SHA-256."""
+    def message(self, crcs_sha256: bytes | None = None) -> bytes:
+        """The signed bytes; the entry's hash is their SHA-256.  (*crcs_sha256*: the head file's stand-in for crcs.)"""
         return b"".join(
             (
                 _MAGIC,
                 self.kind.encode("ascii") + b"\n",
                 struct.pack(">qqqqqq", self.seq, self.key_no, self.first_id, self.last_id, self.n_rows, self.sealed_ns),
                 self.digest,
-                hashlib.sha256(self.crcs).digest(),
+                crcs_sha256 if crcs_sha256 is not None else hashlib.sha256(self.crcs).digest(),
                 self.prev,
             )
         )
@@ -243,8 +243,13 @@ class _RowReader:
 
     def rows_between(self, first: int, last: int) -> tuple[bytes | memoryview, list[int]]:
         if self.native:
-            sql = f'SELECT janus_seal_rows({_COLS} ORDER BY id) FROM "{TABLE}" WHERE id BETWEEN ? AND ?'
-            return _split(self.db.execute(sql, (first, last)).fetchall()[0][0])
+            # A rowid range is scanned in id order; janus_seal_rows() checks it.
+            sql = f'SELECT janus_seal_rows({_COLS}) FROM "{TABLE}" WHERE id BETWEEN ? AND ?'
+            try:
+                return _split(self.db.execute(sql, (first, last)).fetchall()[0][0])
+            except apsw.SQLError as err:
+                if "not in id order" not in str(err):
+                    raise
         return encode_rows(self.fetch(first, last))
 
     def fetch(self, first: int, last: int) -> list[tuple[Any, ...]]:
@@ -472,18 +477,53 @@ class Sealer:
         return entry
 
     def publish(self, entry: Entry | None) -> None:
-        """After the commit: export the newest entry beside the database (tail truncation is caught by it)."""
+        """After the commit: export the newest entry beside the database (tail truncation is caught by it).
+
+        The file has two fixed slots written in turn in place (no rename, no
+        fsync: a commit pays a pwrite): a write torn by a crash spoils one
+        slot, and the other still holds the entry before.
+        """
         if entry is None:
             return
         path = head_path(self.db_path)
-        tmp = f"{path}.{os.getpid()}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(entry.to_json(), f)
-            os.replace(tmp, path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                os.pwrite(fd, _head_slot(entry), (entry.seq % 2) * _HEAD_SLOT)
+            finally:
+                os.close(fd)
         except OSError as err:
             self.report(f"cannot write the seal head {path}: {err.strerror}")
+
+
+_HEAD_SLOT = 1024
+
+
+def _head_slot(entry: Entry) -> bytes:
+    data = entry.to_json()
+    data["crcs"] = ""
+    data["crcs_sha256"] = hashlib.sha256(entry.crcs).hexdigest()
+    text = json.dumps(data, separators=(",", ":")).encode()
+    return text.ljust(_HEAD_SLOT - 1) + b"\n"
+
+
+def read_head(path: str) -> tuple[Entry, bytes] | None:
+    """The newest whole entry in a head file, with its crcs' SHA-256; None if neither slot holds one."""
+    with open(path, "rb") as f:
+        raw = f.read(2 * _HEAD_SLOT)
+    best: tuple[Entry, bytes] | None = None
+    for slot in (raw[:_HEAD_SLOT], raw[_HEAD_SLOT:]):
+        try:
+            data = json.loads(slot)
+            crcs_sha256 = bytes.fromhex(data.pop("crcs_sha256"))
+            entry = Entry.from_json(data)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # torn by a crash, empty, or not a head
+        if hashlib.sha256(entry.message(crcs_sha256)).digest() != entry.hash:
+            continue
+        if best is None or entry.seq > best[0].seq:
+            best = (entry, crcs_sha256)
+    return best
 
 
 # -- retention ------------------------------------------------------------
@@ -555,12 +595,12 @@ class Report:
         }
 
 
-def _check_signature(public: bytes, entry: Entry) -> bool:
+def _check_signature(public: bytes, entry: Entry, message: bytes | None = None) -> bool:
     from cryptography.exceptions import InvalidSignature
 
     key = _ed25519().Ed25519PublicKey.from_public_bytes(public)
     try:
-        key.verify(entry.sig, entry.message())
+        key.verify(entry.sig, message if message is not None else entry.message())
     except InvalidSignature:
         return False
     return True
@@ -724,19 +764,20 @@ class _Verifier:
     def _head(self, path: str, entries: list[Entry]) -> None:
         report = self.report
         try:
-            with open(path) as f:
-                head = Entry.from_json(json.load(f))
+            found = read_head(path)
         except FileNotFoundError:
             report.add("truncated", path, "the exported seal head is missing: a truncated tail cannot be ruled out")
             return
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            report.add("truncated", path, f"the exported seal head cannot be read ({err})")
+        except OSError as err:
+            report.add("truncated", path, f"the exported seal head cannot be read ({err.strerror})")
             return
+        if found is None:
+            report.add("signature", path, "the exported seal head holds no whole, self-consistent entry")
+            return
+        head, crcs_sha256 = found
         public = self.keys.get(head.key_no - 1 if head.kind == "key" else head.key_no)
         last = entries[-1]
-        if hashlib.sha256(head.message()).digest() != head.hash or (
-            public is not None and not _check_signature(public, head)
-        ):
+        if public is not None and not _check_signature(public, head, head.message(crcs_sha256)):
             report.add("signature", path, "the exported seal head is not signed by a key of this chain")
             return
         if head.seq > last.seq:
@@ -770,7 +811,8 @@ class _Verifier:
         report = self.report
         bad: list[Entry] = []
         present = 0
-        if reader.native and batches:
+        native = reader.native
+        if native and batches:
             self.db.execute("CREATE TEMP TABLE IF NOT EXISTS seal_batches(seq INTEGER PRIMARY KEY, first_id, last_id)")
             self.db.execute("DELETE FROM temp.seal_batches")
             with self.db:
@@ -784,19 +826,25 @@ class _Verifier:
                 f"SELECT b.seq, janus_seal_rows({cols}) FROM temp.seal_batches b "
                 f'JOIN "{TABLE}" l ON l.id BETWEEN b.first_id AND b.last_id GROUP BY b.seq'
             )
-            for seq, blob in self.db.execute(sql):
-                entry = by_seq[seq]
-                seen.add(seq)
-                data, crcs = _split(blob)
-                present += len(crcs)
-                if len(crcs) != entry.n_rows or hashlib.sha256(data).digest() != entry.digest:
-                    bad.append(entry)
-            bad.extend(e for e in batches if e.seq not in seen)  # no row left at all
-            bad.sort(key=lambda e: e.seq)
+            try:
+                for seq, blob in self.db.execute(sql):
+                    entry = by_seq[seq]
+                    seen.add(seq)
+                    data, crcs = _split(blob)
+                    present += len(crcs)
+                    if len(crcs) != entry.n_rows or hashlib.sha256(data).digest() != entry.digest:
+                        bad.append(entry)
+                bad.extend(e for e in batches if e.seq not in seen)  # no row left at all
+                bad.sort(key=lambda e: e.seq)
+            except apsw.SQLError as err:
+                if "not in id order" not in str(err):
+                    raise
+                present, bad = 0, list(batches)  # read each batch in id order, in Python
+                native = False
         else:
             bad = list(batches)
         for entry in bad:
-            present += self._diagnose(reader, entry, archived, count_present=not reader.native)
+            present += self._diagnose(reader, entry, archived, count_present=not native)
         report.rows = present
         self._unsealed(entries, batches, present)
 

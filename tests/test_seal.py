@@ -252,6 +252,27 @@ class TestTamperCorpus:
         os.unlink(seal.head_path(str(path)))
         assert {"truncated"} == kinds(seal.verify(path, vk))
 
+    def test_torn_head_slot_falls_back_to_the_other(self, copy: tuple[Path, str]) -> None:
+        """A head write torn by a crash spoils one slot; the other still anchors the chain."""
+        path, vk = copy
+        head = Path(seal.head_path(str(path)))
+        raw = bytearray(head.read_bytes())
+        newest = max(range(2), key=lambda i: json.loads(raw[i * 1024 : (i + 1) * 1024])["seq"])
+        raw[newest * 1024 + 10 : newest * 1024 + 60] = b"\0" * 50
+        head.write_bytes(bytes(raw))
+        assert [] == seal.verify(path, vk).findings
+
+    def test_forged_head_is_refused(self, copy: tuple[Path, str]) -> None:
+        """A head claiming more batches, not signed by the chain's keys, is a signature finding."""
+        path, vk = copy
+        head = Path(seal.head_path(str(path)))
+        entry, _ = seal.read_head(str(head))
+        other = seal._ed25519().Ed25519PrivateKey.generate()
+        fields = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry) if f.name not in ("hash", "sig")}
+        forged = seal._make_entry(other, **{**fields, "seq": entry.seq + 1, "prev": entry.hash})
+        head.write_bytes(seal._head_slot(forged) * 2)
+        assert "signature" in kinds(seal.verify(path, vk))
+
     def test_edited_entry(self, copy: tuple[Path, str]) -> None:
         """A chain entry's digest replaced to match edited rows is still caught."""
         path, vk = copy
@@ -314,7 +335,7 @@ class TestKeyEvolution:
                 db.executemany(f"INSERT INTO janus_seal VALUES ({', '.join('?' * 12)})", [dataclasses.astuple(e) for e in forged])
         finally:
             db.close()
-        Path(seal.head_path(str(path))).write_text(json.dumps(forged[-1].to_json()))
+        Path(seal.head_path(str(path))).write_bytes(seal._head_slot(forged[-1]) * 2)
         report = seal.verify(path, vk)
         assert "signature" in kinds(report)
         assert "period key 1 is not certified by period key 0" in text(report)

@@ -198,3 +198,51 @@ class TestScopeCli:
         done = run_cli(["search", "--db", str(db), "--scope", "owner=42"], cwd=tmp_path)
         assert 2 == done.returncode
         assert b"scope" in done.stderr
+
+
+class TestServeTokenScopes:
+    def test_each_token_reads_within_its_scope(self, db: Path, tmp_path: Path) -> None:
+        """janus-logs serve --token-scopes: records, a record, live start and /metrics keep to the token's scope."""
+        pytest.importorskip("starlette")
+        import httpx
+
+        from _webserver import Served
+
+        admin, alice, bot = "admin-" + "a" * 20, "alice-" + "b" * 20, "bot-" + "c" * 20
+        (tmp_path / "token").write_text(admin)
+        (tmp_path / "token").chmod(0o600)
+        (tmp_path / "scopes.json").write_text(
+            json.dumps({alice: {"user_id": "alice"}, bot: {"agent_id": "bot", "level": "WARNING"}})
+        )
+        with LogStore(db) as store:
+            other = store.search(user_id="7", limit=1)[0]
+        served = Served(db, "--token-file", str(tmp_path / "token"), "--token-scopes", str(tmp_path / "scopes.json"))
+        try:
+            def get(path: str, token: str | None) -> httpx.Response:
+                headers = {"authorization": f"Bearer {token}"} if token else {}
+                return httpx.get(served.url + path.lstrip("/"), headers=headers, timeout=10)
+
+            mine = get("/api/records?limit=1000&user=7", alice).json()["records"]
+            assert [] == mine  # a filter for another user finds nothing inside alice's scope
+            mine = get("/api/records?limit=1000", alice).json()["records"]
+            assert mine and {"alice"} == {r["user_id"] for r in mine}
+            bots = get("/api/records?limit=1000&q=secret OR user", bot).json()["records"]
+            assert bots and all(r["level"] >= 30 for r in bots)
+            assert 404 == get(f"/api/record/{other.id}", alice).status_code
+            assert 200 == get(f"/api/record/{other.id}", admin).status_code
+            assert 403 == get("/metrics", alice).status_code
+            assert 200 == get("/metrics", admin).status_code
+            assert 401 == get("/api/records", "x" * 30).status_code
+            everything = get("/api/records?limit=1000", admin).json()["records"]
+            assert len({r["user_id"] for r in everything}) > 1
+            histogram = get("/api/histogram", alice).json()
+            with LogStore(db, scope={"user_id": "alice"}) as store:
+                assert store.count() == sum(sum(b["counts"].values()) for b in histogram["buckets"])
+        finally:
+            served.stop()
+
+    def test_bad_scopes_file_is_usage(self, db: Path, tmp_path: Path) -> None:
+        (tmp_path / "scopes.json").write_text(json.dumps({"short": {"user_id": "1"}}))
+        done = run_cli(["serve", "--db", str(db), "--token-scopes", str(tmp_path / "scopes.json")], cwd=tmp_path)
+        assert 2 == done.returncode
+        assert b"at least 16 characters" in done.stderr
