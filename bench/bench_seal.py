@@ -105,3 +105,47 @@ def test_verify(benchmark: Any, sealed_db: tuple[Path, str], reader: str, monkey
     best = min(seconds)
     benchmark.extra_info.update({"records": RECORDS, "best_rows_per_s": round(RECORDS / best)})
     print(f"\nverify ({reader}): {RECORDS:,} rows, best {best:.2f} s = {RECORDS / best:,.0f} rows/s")
+
+
+PAIRS = _sizes._int("JANUS_BENCH_SEAL_PAIRS", 5, 1)
+PAIR_RECORDS = _sizes._int("JANUS_BENCH_SEAL_PAIR_RECORDS", 200_000, 8_000)
+
+
+@pytest.mark.benchmark(group="seal-end-to-end")
+def test_end_to_end_paired(benchmark: Any, tmp_path: Path) -> None:
+    """bench_end_to_end's janus round, unsealed and sealed in turn (the order alternating), PAIRS times.
+
+    The machine's load drifts over minutes: each sealed round is compared
+    with the unsealed round beside it, and the median of those ratios is the
+    sealing overhead.
+    """
+    from .bench_end_to_end import _Round
+
+    ratios: list[float] = []
+    times: dict[str, list[float]] = {"janus": [], "janus_sealed": []}
+
+    def one_pair() -> None:
+        order = ["janus", "janus_sealed"] if len(ratios) % 2 == 0 else ["janus_sealed", "janus"]
+        seconds: dict[str, float] = {}
+        for key in order:
+            one = _Round(key, PAIR_RECORDS - PAIR_RECORDS % _sizes.THREADS, tmp_path)
+            try:
+                one.setup()
+                one.run()
+            finally:
+                one.teardown()  # checks every record (and, sealed, verifies the database)
+            seconds[key] = one.seconds[-1]
+            times[key].append(one.seconds[-1])
+        ratios.append(seconds["janus_sealed"] / seconds["janus"])
+
+    benchmark.pedantic(one_pair, rounds=PAIRS)
+    ratios.sort()
+    median = ratios[len(ratios) // 2]
+    benchmark.extra_info.update({"records": PAIR_RECORDS, "pairs": PAIRS, "median_time_ratio": round(median, 4)})
+    rates = {k: PAIR_RECORDS / sorted(v)[len(v) // 2] for k, v in times.items()}
+    print(
+        f"\nend to end, {PAIRS} pairs of {PAIR_RECORDS:,} records: unsealed {rates['janus']:,.0f} rows/s, "
+        f"sealed {rates['janus_sealed']:,.0f} rows/s (medians); sealed/unsealed time per pair: "
+        + ", ".join(f"{r:.3f}" for r in ratios)
+        + f"; median {median:.3f}"
+    )

@@ -40,7 +40,20 @@ def add_parsers(commands: Any, db_default: str, formatter: type[argparse.HelpFor
         formatter_class=formatter,
     )
     actions = sealer.add_subparsers(dest="seal_command", metavar="ACTION")
-    init = actions.add_parser("init", help="write a new seal key file and print its verification key")
+    init = actions.add_parser(
+        "init",
+        help="write a new seal key file and print its verification key",
+        description="Write a new seal key file (0600; refused if it exists) and print the verification key on stdout.",
+        epilog="\n".join(
+            [
+                "Example:",
+                f"  {prog} seal init --key-file /etc/janus/seal.key > verify-key.txt",
+                "",
+                "Exit status: 0 key written, 2 an error.",
+            ]
+        ),
+        formatter_class=formatter,
+    )
     init.add_argument("--key-file", required=True, metavar="PATH", help="where to write the key (0600; must not exist)")
     init.add_argument("--period", default="15min", metavar="TIME", help="how long each key seals before it is replaced (default 15min)")
     init.add_argument("--force", action="store_true", help="replace an existing key file (its chain cannot be continued)")

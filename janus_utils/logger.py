@@ -187,7 +187,10 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
     if kw.get("retention") is not None:
         kw["retention"] = _retention_policy(kw["retention"])
     if kw.get("seal_key_file") is not None:
+        from .seal import check_key_file
+
         kw["seal_key_file"] = os.path.abspath(os.fspath(kw["seal_key_file"]))
+        check_key_file(kw["seal_key_file"])  # a missing or unusable key raises here, not in the flusher
     if kw.get("alerts"):
         from .alerts import check_rules
 

@@ -56,6 +56,7 @@ __all__ = [
     "encode_rows",
     "head_path",
     "archive_entries",
+    "check_key_file",
     "init_key",
     "parse_period",
     "verify",
@@ -386,6 +387,11 @@ class _Key:
         self.private, self.key_no, self.started_ns, self.cert = new, self.key_no + 1, now_ns, cert
         self.save()  # before the commit: the old key must not outlive its period on disk
         return cert
+
+
+def check_key_file(path: str) -> None:
+    """Raise ConfigError unless *path* is a seal key file sealing can use (configure() calls it)."""
+    _Key(path)
 
 
 # -- the flusher's side ---------------------------------------------------

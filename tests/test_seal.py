@@ -430,6 +430,15 @@ class TestSealer:
             db.close()
         assert "has sealed another database" in messages[0]
 
+    def test_configure_refuses_a_missing_key_file(self, tmp_path: Path) -> None:
+        """A seal key that cannot be used is a ConfigError from configure(), before anything starts."""
+        import janus_utils as ju
+        from janus_utils.error_handling.utils.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="seal init"):
+            ju.configure(tmp_path / "x.db", seal_key_file=tmp_path / "missing.key", console=False)
+        assert not (tmp_path / "x.db").exists()
+
     def test_group_readable_key_file_is_refused(self, tmp_path: Path) -> None:
         key = tmp_path / "k"
         seal.init_key(key)
