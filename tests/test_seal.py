@@ -445,3 +445,76 @@ class TestSealer:
         os.chmod(key, 0o640)
         with pytest.raises(Exception, match="chmod 600"):
             seal.Sealer(str(key), str(tmp_path / "x.db"))
+
+
+class TestCrashes:
+    def test_key_evolved_for_a_rolled_back_commit_continues_the_chain(self, tmp_path: Path) -> None:
+        """The key file is saved before the commit: a commit that then fails leaves its key entry to the next one."""
+        from janus_utils._flusher import open_database
+
+        vk = seal.init_key(tmp_path / "k", period="1s")
+        sealer = seal.Sealer(str(tmp_path / "k"), str(tmp_path / "a.db"))
+        db = open_database(str(tmp_path / "a.db"))
+        try:
+            insert = "INSERT INTO logs (ts, level, logger, message) VALUES (1, 20, 'a', ?)"
+            with db:
+                db.execute(insert, ("one",))
+                sealer.publish(sealer.seal(db, 0))
+            sealer.key.started_ns -= 2 * 10**9  # the period is over
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(insert, ("two",))
+            assert "batch" == sealer.seal(db, 1).kind
+            db.execute("ROLLBACK")  # the commit failed after the key evolved
+            assert 1 == seal._Key(str(tmp_path / "k")).key_no
+            with db:
+                db.execute(insert, ("two again",))
+                sealer.publish(sealer.seal(db, 1))
+            kinds_in_db = [e.kind for e in seal._entries(db)]
+        finally:
+            db.close()
+        assert ["start", "batch", "key", "batch"] == kinds_in_db
+        report = seal.verify(tmp_path / "a.db", vk)
+        assert ([], 2, 1) == (report.findings, report.rows, report.periods)
+
+    def test_flusher_killed_while_sealing_then_restarted_verifies_clean(self, tmp_path: Path) -> None:
+        """SIGKILL a process sealing every 20 ms; another process takes over the database and key; all verifies."""
+        import signal
+        import time
+
+        db, key = tmp_path / "app.db", tmp_path / "seal.key"
+        vk = seal.init_key(key, period="0.02s")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        writer = textwrap.dedent(
+            """
+            import sys, time
+            import janus_utils as ju
+            ju.configure(sys.argv[1], seal_key_file=sys.argv[2], console=False, batch_size=50, commit_interval=0.005)
+            log = ju.get_logger("app")
+            n = 0
+            while True:
+                log.info("tok%s-%d", sys.argv[3], n)
+                n += 1
+                if n % 40 == 0:
+                    time.sleep(0.003)
+                if len(sys.argv) > 4 and n == int(sys.argv[4]):
+                    ju.shutdown()
+                    break
+            """
+        )
+        victim = subprocess.Popen([sys.executable, "-c", writer, str(db), str(key), "a"], env=env)
+        time.sleep(3.0)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        survivor = subprocess.run(
+            [sys.executable, "-c", writer, str(db), str(key), "b", "3000"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert 0 == survivor.returncode, survivor.stderr
+        assert "unsealed" not in survivor.stderr
+        report = seal.verify(db, vk)
+        assert [] == report.findings
+        assert report.periods >= 2
+        with apsw.Connection(str(db)) as conn:
+            stored = conn.execute("SELECT count(*) FROM logs").fetchall()[0][0]
+            b = conn.execute("SELECT count(*) FROM logs WHERE message LIKE 'tokb-%'").fetchall()[0][0]
+        assert 3000 == b
+        assert stored == report.rows
