@@ -630,12 +630,17 @@ def _ranges(ids: list[int]) -> str:
     return shown + (f" and {len(parts) - 8} more ranges" if len(parts) > 8 else "")
 
 
-def _archive_rows(archive_dir: str | os.PathLike[str], report: Report) -> dict[int, tuple[tuple[Any, ...], str]]:
-    """Every archived row by id, with the archive it is in."""
-    from .retention import _decode_record, _record_row, iter_ndjson_gz, list_archives
+def _archive_rows(
+    archive_dir: str | os.PathLike[str], report: Report, db_id: str | None
+) -> dict[int, tuple[tuple[Any, ...], str]]:
+    """Every row archived from this database (by its db_id in the archive names), by id, with its archive."""
+    from .retention import ARCHIVE_PATTERN, _decode_record, _record_row, iter_ndjson_gz, list_archives
 
     rows: dict[int, tuple[tuple[Any, ...], str]] = {}
     for path in list_archives(archive_dir):
+        match = ARCHIVE_PATTERN.match(path.name)
+        if match is not None and match["db"] and db_id and match["db"] != db_id:
+            continue  # another database's archive: its ids are its own
         try:
             for record in iter_ndjson_gz(path, verify=False):
                 row = _record_row(_decode_record(record), path)
@@ -706,7 +711,9 @@ class _Verifier:
             return report
         good = self._chain(entries)
         self._head(head, entries)
-        archived = _archive_rows(archives, report) if archives is not None else {}
+        from ._schema import database_id
+
+        archived = _archive_rows(archives, report, database_id(self.db)) if archives is not None else {}
         if archives is not None:
             self._archive_entries(archives, entries)
         self._rows([e for e in good if e.kind == "batch"], entries, archived)

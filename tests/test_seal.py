@@ -518,3 +518,25 @@ class TestCrashes:
             b = conn.execute("SELECT count(*) FROM logs WHERE message LIKE 'tokb-%'").fetchall()[0][0]
         assert 3000 == b
         assert stored == report.rows
+
+
+class TestArchivesOfOthers:
+    def test_another_databases_archives_in_the_same_directory_are_ignored(
+        self, sealed: tuple[Path, Path, str], copy: tuple[Path, str], tmp_path: Path
+    ) -> None:
+        """Archives carry their database's id: rows of another database with the same ids are not mixed in."""
+        from janus_utils.retention import prune_path
+
+        from conftest import make_row, open_writer, write_batch
+
+        path, vk = copy
+        archive = tmp_path / "archive"
+        other = tmp_path / "other.db"
+        conn = open_writer(other)
+        try:
+            write_batch(conn, [make_row(f"other {i}") for i in range(1500)])
+        finally:
+            conn.close()
+        prune_path(other, max_rows=100, archive_dir=archive, ship_wait=False)
+        prune_path(path, max_rows=700, archive_dir=archive, ship_wait=False)
+        assert [] == seal.verify(path, vk, archives=archive).findings
