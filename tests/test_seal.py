@@ -138,6 +138,8 @@ class TestIntact:
 
     def test_native_and_python_bytes_are_equal(self, copy: tuple[Path, str]) -> None:
         """janus_seal_rows() writes exactly encode_rows()'s bytes, odd values included."""
+        if seal._extension_path() is None:
+            pytest.skip("janus_seal_rows() was not built (no SQLite or zlib headers)")
         path, _ = copy
         tamper(
             path,
