@@ -30,7 +30,13 @@
  *
  * Thread safety: an aggregate context belongs to one statement on one
  * connection; SQLite serialises calls on it.
+ *
+ * The same file is also a Python module, janus_utils._sealrows, with one
+ * function, encode_rows(): the same bytes from the row tuples the flusher
+ * has just inserted, so sealing need not read them back (see seal.py).
  */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
 #include <sqlite3ext.h>
 SQLITE_EXTENSION_INIT1
 
@@ -157,3 +163,114 @@ int sqlite3_janussealrows_init(sqlite3 *db, char **err, const sqlite3_api_routin
     return sqlite3_create_function_v2(db, "janus_seal_rows", -1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, 0, 0,
                                       step, final, 0);
 }
+
+/* -- the Python module ------------------------------------------------- */
+
+typedef struct {
+    unsigned char *p;
+    size_t len, cap;
+} Buf;
+
+static int buf_grow(Buf *b, size_t extra) {
+    if (b->len + extra <= b->cap) return 1;
+    size_t cap = b->cap ? b->cap : 65536;
+    while (cap < b->len + extra) cap *= 2;
+    unsigned char *p = PyMem_Realloc(b->p, cap);
+    if (!p) return 0;
+    b->p = p;
+    b->cap = cap;
+    return 1;
+}
+
+/* encode_rows(rows, first_id, kinds) -> (bytes, crcs) or None
+ *
+ * rows: tuples of the logs columns after id, as bound to the INSERT; the
+ * rows get ids first_id, first_id + 1, ...  kinds: one byte per column,
+ * 'i' for an INTEGER column, 't' for a TEXT one.  A value SQLite would store
+ * as anything but what it is given (a str in an INTEGER column, an int in a
+ * TEXT one, a float, bytes, a bool, a str that is not valid UTF-8) makes it
+ * return None: the caller reads the stored rows back instead.  crcs: 4 bytes
+ * big-endian per row, as janus_seal_rows() writes them.
+ */
+static PyObject *encode_rows(PyObject *self, PyObject *args) {
+    PyObject *rows;
+    long long first_id;
+    const char *kinds;
+    Py_ssize_t nk;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OLy#", &rows, &first_id, &kinds, &nk)) return NULL;
+    PyObject *seq = PySequence_Fast(rows, "rows must be a sequence of tuples");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    Buf out = {0}, crcs = {0};
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = items[i];
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != nk) goto unfit;
+        if (!buf_grow(&out, 9)) goto nomem;
+        out.p[out.len] = 0x01;
+        put64(out.p + out.len + 1, (uint64_t)(first_id + i));
+        out.len += 9;
+        size_t content_start = out.len;
+        for (Py_ssize_t j = 0; j < nk; j++) {
+            PyObject *v = PyTuple_GET_ITEM(row, j);
+            if (v == Py_None) {
+                if (!buf_grow(&out, 1)) goto nomem;
+                out.p[out.len++] = 0x00;
+            } else if (kinds[j] == 'i' && PyLong_CheckExact(v)) {
+                int overflow = 0;
+                long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+                if (overflow || (x == -1 && PyErr_Occurred())) {
+                    PyErr_Clear();
+                    goto unfit;
+                }
+                if (!buf_grow(&out, 9)) goto nomem;
+                out.p[out.len] = 0x01;
+                put64(out.p + out.len + 1, (uint64_t)x);
+                out.len += 9;
+            } else if (kinds[j] == 't' && PyUnicode_CheckExact(v)) {
+                Py_ssize_t len;
+                const char *text = PyUnicode_AsUTF8AndSize(v, &len);
+                if (!text) { /* a lone surrogate: SQLite never stores it as given */
+                    PyErr_Clear();
+                    goto unfit;
+                }
+                if (!buf_grow(&out, 5 + (size_t)len)) goto nomem;
+                out.p[out.len] = 0x03;
+                put32(out.p + out.len + 1, (uint32_t)len);
+                memcpy(out.p + out.len + 5, text, (size_t)len);
+                out.len += 5 + (size_t)len;
+            } else {
+                goto unfit;
+            }
+        }
+        if (!buf_grow(&crcs, 4)) goto nomem;
+        uLong crc = crc32(crc32(0L, Z_NULL, 0), out.p + content_start, (uInt)(out.len - content_start));
+        put32(crcs.p + crcs.len, (uint32_t)crc);
+        crcs.len += 4;
+    }
+    result = Py_BuildValue("(y#y#)", out.p ? (const char *)out.p : "", (Py_ssize_t)out.len,
+                           crcs.p ? (const char *)crcs.p : "", (Py_ssize_t)crcs.len);
+    goto done;
+unfit:
+    result = Py_NewRef(Py_None);
+    goto done;
+nomem:
+    PyErr_NoMemory();
+done:
+    PyMem_Free(out.p);
+    PyMem_Free(crcs.p);
+    Py_DECREF(seq);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"encode_rows", encode_rows, METH_VARARGS,
+     "encode_rows(rows, first_id, kinds) -> (bytes, crcs) or None: janus_seal_rows()'s bytes from row tuples."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_sealrows", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__sealrows(void) { return PyModule_Create(&module); }
