@@ -786,7 +786,7 @@ class Flusher:
             db.execute(_INDEX, (last,))
             self.resources.save(db)
             db.execute(_SAVE_POS, (self.ring_id, upto))
-            sealed = self.sealer.seal(db, last) if self.sealer is not None else None
+            sealed = self.sealer.seal(db, last, None if one_by_one else rows) if self.sealer is not None else None
         if sealed is not None:
             self.sealer.publish(sealed)  # type: ignore[union-attr]
 

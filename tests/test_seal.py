@@ -157,6 +157,30 @@ class TestIntact:
         finally:
             db.close()
 
+    def test_encoded_tuples_equal_the_stored_rows(self, tmp_path: Path) -> None:
+        """encode_rows() of the tuples the flusher inserts gives the bytes janus_seal_rows() reads back."""
+        from janus_utils._flusher import _INSERT, open_database
+
+        if seal._native_rows is None or seal._extension_path() is None:
+            pytest.skip("janus_utils._sealrows was not built")
+        rows = [
+            (1, 20, "app", "héllo \u2603 \U0001f600", "42", None, "r", None, None, 7, "T", None, '{"a": 1}', "svc", "h"),
+            (-(2**63), 2**63 - 1, "", "", "", "", "", "", "", None, "", "", None, None, None),
+            (5, 10, "a\x00b", "nul\x00inside", None, None, None, None, None, 0, None, "tb", None, "s", None),
+        ]
+        db = open_database(str(tmp_path / "e.db"))
+        try:
+            with db:
+                db.executemany(_INSERT, rows)
+            stored = seal._RowReader(db).rows_between(1, 3)
+            encoded = seal._native_rows.encode_rows(rows, 1, seal._KINDS)
+            assert (bytes(stored[0]), struct.pack(">3I", *stored[1])) == encoded
+            for unfit in ((*rows[0][:9], "7", *rows[0][10:]), (*rows[0][:4], 42, *rows[0][5:]), (1.5, *rows[0][1:]),
+                          (*rows[0][:3], "\ud800", *rows[0][4:]), (True, *rows[0][1:])):
+                assert seal._native_rows.encode_rows([unfit], 1, seal._KINDS) is None
+        finally:
+            db.close()
+
     def test_wrong_verification_key_is_a_finding(self, copy: tuple[Path, str]) -> None:
         """Another key did not start this chain."""
         path, _ = copy
