@@ -33,16 +33,29 @@ setup(
             depends=["_native/ring.h"],
             include_dirs=["_native"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
-        )
+        ),
+        # janus_seal_rows(), a SQLite loadable extension (never imported by
+        # Python): the canonical bytes of sealed rows, read inside SQLite so
+        # that verify keeps up with the database (see janus_utils.seal).
+        # Optional: without SQLite's and zlib's headers (libsqlite3-dev,
+        # zlib1g-dev) it is left out and sealing reads rows in Python.
+        Extension(
+            "janus_utils._sealrows",
+            sources=["_native/sealrows.c"],
+            libraries=["z"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+            optional=True,
+        ),
     ],
     extras_require={
         # hypothesis: property tests of sanitize/redaction find inputs no table would.
         # The console's tests drive Debian's chromium through playwright (never
         # its own browser download); the README's test command adds [web].
         # opentelemetry-proto: the shipping tests decode every OTLP request with it.
+        # cryptography: the sealing tests (the [seal] extra) sign and verify with it.
         "test": [
             "pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "playwright>=1.40", "httpx>=0.27",
-            "opentelemetry-proto>=1.20",
+            "opentelemetry-proto>=1.20", "cryptography>=41",
         ],
         # Shipping to OpenTelemetry: the OTLP message classes, to read a
         # receiver's answers (requests are encoded by janus_utils.ship.otlp).
@@ -66,6 +79,9 @@ setup(
             *WEB,
         ],
         "metrics": METRICS,
+        # Sealing (janus_utils.seal): Ed25519 from cryptography, so that the
+        # verification key can check the log but not forge it.
+        "seal": ["cryptography>=41"],
         # The peers a user would compare against, for bench/ only.
         "bench": [
             "pytest>=8",
@@ -77,6 +93,8 @@ setup(
             "orjson>=3",
             # bench_ship.py's OTLP receiver decodes requests with it.
             "opentelemetry-proto>=1.20",
+            # bench_seal.py and the sealed end-to-end round.
+            "cryptography>=41",
         ],
     },
     entry_points={

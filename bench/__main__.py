@@ -216,11 +216,12 @@ def figures(data: dict[str, Any], memory: list[dict[str, Any]] | None, machine: 
     if e2e:
         labels = {**_labels(), "apsw_executemany": "bare apsw executemany + FTS fill per 2,000 (the floor)",
                   "janus": "janus_utils, 4 threads, until flush() (committed, FTS-searchable)",
+                  "janus_sealed": "janus_utils with seal_key_file (every batch sealed)",
                   "stdlib_file": "stdlib FileHandler, 4 threads, to a file (not searchable)",
                   "sqlite_naive": "naive SQLite handler, 4 threads, one commit per record (no FTS)"}
         rate = {k: b["extra_info"]["records"] / b["stats"]["median"] for k, b in e2e.items()}
         table = Table("End to end: records from 4 threads until written", ["pipeline", "records", "rows/s (median)", "janus ÷ this"])
-        for key in ("janus", "apsw_executemany", "stdlib_file", "sqlite_naive"):
+        for key in ("janus", "janus_sealed", "apsw_executemany", "stdlib_file", "sqlite_naive"):
             if key in e2e:
                 vs = "—" if key == "janus" or "janus" not in rate else fmt_ratio(rate["janus"] / rate[key])
                 table.add(labels[key], fmt_rate(e2e[key]["extra_info"]["records"]), fmt_rate(rate[key]), vs)
@@ -228,6 +229,9 @@ def figures(data: dict[str, Any], memory: list[dict[str, Any]] | None, machine: 
         if "janus" in rate and "apsw_executemany" in rate:
             r = rate["janus"] / rate["apsw_executemany"]
             goals.append(("end to end: janus ≥ 0.6× bare apsw executemany", f"{r:.3f}×", r >= 0.6))
+        if "janus" in rate and "janus_sealed" in rate:
+            r = rate["janus_sealed"] / rate["janus"]
+            goals.append(("sealing costs ≤ 10% end to end", f"sealed ÷ unsealed = {r:.3f}×", r >= 0.9))
 
     search = groups.get("search", {})
     if search and "janus" in search:

@@ -10,6 +10,10 @@ The reference is the floor for this schema: a bare apsw ``executemany`` of the
 same rows, pre-built as the flusher would build them, with the same FTS fill
 statement per batch of 2,000, WAL and synchronous=NORMAL, into a fresh database.
 
+``janus_sealed`` is janus with ``seal_key_file`` (every batch sealed, see
+janus_utils.seal), side by side with ``janus`` in the same run: the sealing
+overhead is their ratio.
+
 Context, not goals: stdlib FileHandler (a file, not searchable) and the naive
 SQLite handler (one commit per record, a plain table without indexes or FTS,
 ``JANUS_BENCH_E2E_NAIVE_RECORDS`` records, default 100,000).
@@ -59,7 +63,15 @@ class _Round:
         self.work = self.root / "round"
         self.work.mkdir()
         # janus with its defaults: the ring of 8 MiB, not the producer benchmarks' 64 MiB.
-        self.peer = Janus(ring_size=_ring.DEFAULT_CAPACITY) if self.key == "janus" else peer(self.key)
+        if self.key == "janus_sealed":
+            # The same, with every batch sealed (janus_utils.seal): the sealing overhead.
+            from janus_utils import seal
+
+            key_file = self.work / "seal.key"
+            self.verify_key = seal.init_key(key_file)
+            self.peer = Janus(ring_size=_ring.DEFAULT_CAPACITY, seal_key_file=str(key_file))
+        else:
+            self.peer = Janus(ring_size=_ring.DEFAULT_CAPACITY) if self.key == "janus" else peer(self.key)
         self.peer.open(self.work)
         self.parked = ThreadedBurst(self.peer.burst, self.per_thread)
 
@@ -73,7 +85,7 @@ class _Round:
 
     def check(self) -> None:
         """Untimed: every record arrived (and, for janus, is found by a full-text search)."""
-        if self.key == "janus":
+        if self.key in ("janus", "janus_sealed"):
             import janus_utils as ju
 
             path = self.peer.path  # type: ignore[union-attr]
@@ -83,6 +95,12 @@ class _Round:
                     for uid in (ids[0], ids[-1]):
                         found = store.search(uid, logger="svc.auth")
                         assert [r.user_id for r in found] == [uid], (uid, found)
+            if self.key == "janus_sealed":
+                from janus_utils import seal
+
+                ju.flush()
+                report = seal.verify(path, self.verify_key)
+                assert report.ok and report.rows == self.records, report.findings[:5]
         elif self.key == "stdlib_file":
             with open(self.work / "stdlib.log", "rb") as lines:
                 assert sum(1 for _ in lines) == self.records
@@ -163,7 +181,7 @@ def _report(benchmark: Any, key: str, records: int, seconds: list[float]) -> Non
 
 
 @pytest.mark.benchmark(group="end-to-end")
-@pytest.mark.parametrize("key", ["janus", "stdlib_file", "sqlite_naive"])
+@pytest.mark.parametrize("key", ["janus", "janus_sealed", "stdlib_file", "sqlite_naive"])
 def test_end_to_end(benchmark: Any, key: str, tmp_path: Path) -> None:
     """4 threads log the records; the round ends when all are written (committed, searchable)."""
     records = _sizes.E2E_NAIVE_RECORDS if key == "sqlite_naive" else _sizes.E2E_RECORDS

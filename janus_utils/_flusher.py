@@ -298,6 +298,12 @@ class Flusher:
         self._stopped_as_leader = False
         self._last_commit = 0.0
         self._drop_warned_at = 0
+        self.sealer = None
+        if cfg.seal_key_file is not None:
+            from .seal import Sealer
+
+            # Off by default; on, every batch is sealed in its own transaction.
+            self.sealer = Sealer(cfg.seal_key_file, cfg.db_path, report=self._report)
         self.pruner = None
         if cfg.retention is not None:
             from .retention import AutoPruner
@@ -806,6 +812,9 @@ class Flusher:
             db.execute(_INDEX, (last,))
             self.resources.save(db)
             db.execute(_SAVE_POS, (key, upto))
+            sealed = self.sealer.seal(db, last, None if one_by_one else rows) if self.sealer is not None else None
+        if sealed is not None:
+            self.sealer.publish(sealed)  # type: ignore[union-attr]
 
     def _fence(self, db: apsw.Connection, start: int, key: str) -> None:
         """Under the write lock: commit only into the file at db_path, and only new records.

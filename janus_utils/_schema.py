@@ -25,7 +25,7 @@ TABLE = "logs"
 FTS_TABLE = "logs_fts"
 META_TABLE = "janus_meta"  # this database's identity (db_id) and other facts about it
 SHIP_CURSOR_TABLE = "janus_ship_cursor"  # how far each sink (janus_utils.ship) has got
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Column order of an inserted row (``id`` is assigned by SQLite).
 COLUMNS: tuple[str, ...] = (
@@ -139,8 +139,31 @@ _V3 = textwrap.dedent(
     """
 )
 
+_SEAL = textwrap.dedent(
+    """
+    -- The seal chain (janus_utils.seal): one entry per sealed batch, per new
+    -- period key and one to start; written in the batch's own transaction.
+    -- "hash" is the SHA-256 of the signed message, "prev" the previous
+    -- entry's hash; "crcs" (4 bytes a row) only say which row changed.
+    CREATE TABLE IF NOT EXISTS "janus_seal" (
+        "seq" INTEGER PRIMARY KEY,
+        "kind" TEXT NOT NULL,
+        "key_no" INTEGER NOT NULL,
+        "first_id" INTEGER NOT NULL,
+        "last_id" INTEGER NOT NULL,
+        "n_rows" INTEGER NOT NULL,
+        "sealed_ns" INTEGER NOT NULL,
+        "digest" BLOB NOT NULL,
+        "crcs" BLOB NOT NULL,
+        "prev" BLOB NOT NULL,
+        "hash" BLOB NOT NULL,
+        "sig" BLOB NOT NULL
+    );
+    """
+)
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _SEAL}
 
 
 def database_id(db: apsw.Connection) -> str | None:

@@ -261,6 +261,14 @@ def _common_options(db_default: str) -> argparse.ArgumentParser:
         help="a JSON field equals VALUE (repeatable); numbers, true, false, null compare "
         'as such, quote to compare as text: status=\'"500"\'',
     )
+    group.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="read only within this scope (repeatable, all must hold): user_id, agent_id, "
+        "logger (a prefix), level (a floor), service, host; no other option widens it",
+    )
     group.add_argument("--json", action="store_true", help="one JSON object per line")
     group.add_argument(
         "--timeout",
@@ -301,6 +309,7 @@ def _build_parser() -> argparse.ArgumentParser:
             f"{PROG} ship --to clickhouse://127.0.0.1:8123/default.logs",
             f"{PROG} search timeout --source clickhouse://127.0.0.1:8123/default.logs",
             f"{PROG} erase --user 42 --archive-dir archive",
+            f"{PROG} verify --db app.db --verify-key KEY --archives archive",
             "",
             "Exit status: 0 records found (removed, imported), 1 none, 2 bad usage or an error.",
         ),
@@ -431,6 +440,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from .ship import _cli as ship_cli  # the ship command lives with the shippers
 
     ship_cli.add_parser(commands, db_default, formatter, PROG)
+    from . import _seal_cli  # seal init, verify
+
+    _seal_cli.add_parsers(commands, db_default, formatter, PROG)
     return parser
 
 
@@ -589,6 +601,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser], db
             f"{PROG} serve --db app.db",
             f"{PROG} serve --db app.db --port 9000",
             f"{PROG} serve --db app.db --host 0.0.0.0 --token-file token",
+            f"{PROG} serve --db app.db --token-scopes tokens.json",
         ),
         formatter_class=formatter,
     )
@@ -596,6 +609,11 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser], db
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port_arg, default=8765, help="port (default 8765; 0 picks a free one)")
     serve.add_argument("--token-file", metavar="FILE", help="a file holding the token every request must carry")
+    serve.add_argument(
+        "--token-scopes",
+        metavar="FILE",
+        help='a JSON file of more tokens, each reading only within a scope: {"<token>": {"user_id": "42"}}',
+    )
     serve.set_defaults(run=_serve)
 
 
@@ -609,11 +627,13 @@ def _serve(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             f"serve needs {', '.join(missing)}: install the web extra, pip install 'janus_utils[web]'"
         )
     from .web import check_bind, read_token, serve
+    from .web._server import read_token_scopes
 
     token = read_token(args.token_file, warn=err) if args.token_file else None
-    check_bind(args.host, token)
+    scopes = read_token_scopes(args.token_scopes) if args.token_scopes else None
+    check_bind(args.host, token or ("scoped" if scopes else None))
     try:
-        serve(args.db, host=args.host, port=args.port, token=token, out=out)
+        serve(args.db, host=args.host, port=args.port, token=token, out=out, token_scopes=scopes)
     except KeyboardInterrupt:
         pass
     return 0
@@ -1107,15 +1127,31 @@ def _open_store(args: argparse.Namespace) -> AbstractContextManager[Any]:
 
     With ``search --source`` a ClickHouseStore, which answers search() like a LogStore.
     """
+    scope = _scope_arg(getattr(args, "scope", None) or [])
+    if scope and getattr(args, "archives", None) is not None:
+        raise _UsageError("--scope limits the database only: archives cannot be searched within a scope")
     if getattr(args, "source", None) is not None:
         if getattr(args, "archives", None) is not None:
             raise _UsageError("--source searches a ClickHouse table, --archives local archives: give one of them")
         from .clickhouse_store import ClickHouseStore
 
-        return ClickHouseStore(args.source)
+        return ClickHouseStore(args.source, scope=scope)
     if getattr(args, "archives", None) is not None and not os.path.exists(args.db):
         return nullcontext()
-    return LogStore(args.db, timeout=args.timeout)
+    return LogStore(args.db, timeout=args.timeout, scope=scope)
+
+
+def _scope_arg(items: list[str]) -> dict[str, str] | None:
+    """--scope KEY=VALUE options as LogStore's scope (it checks the keys and values)."""
+    scope: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"--scope takes KEY=VALUE (user_id=42, logger=app, level=WARNING), not {item!r}")
+        if key in scope and scope[key] != value:
+            raise _UsageError(f"--scope {key} given twice with different values: a scope only narrows")
+        scope[key] = value
+    return scope or None
 
 
 class _ClosedStream(io.StringIO):

@@ -185,7 +185,15 @@ class ClickHouseStore:
         headers: Mapping[str, str] | None = None,
         timeout: float = 30.0,
         ca_file: str | None = None,
+        scope: Mapping[str, Any] | None = None,
     ) -> None:
+        if scope:
+            # LogStore's scope is enforced in its SQL; this store's queries
+            # are not built that way yet, so it refuses rather than widen.
+            raise SearchQueryError(
+                "ClickHouseStore does not support scope= yet: read scoped records with "
+                "LogStore(path, scope=...), or grant ClickHouse row policies"
+            )
         if isinstance(url, str) and url.startswith("clickhouse"):
             options = parse_clickhouse_url(url)
             url = options["url"]

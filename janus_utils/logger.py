@@ -120,6 +120,7 @@ class Config:
     hash_key: bytes | None = None
     retention: Any = None  # a retention.RetentionPolicy, applied by the flusher
     archive_dir: str | None = None
+    seal_key_file: str | None = None  # seal every batch (janus_utils.seal); None: off
     service: str | None = None  # None: $OTEL_SERVICE_NAME (see _check_config)
     host: str | None = None  # None: this machine's hostname
     alerts: tuple[Any, ...] = ()  # alerts.Alert rules, evaluated by one process per database
@@ -189,6 +190,11 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         kw["archive_dir"] = os.fspath(kw["archive_dir"])
     if kw.get("retention") is not None:
         kw["retention"] = _retention_policy(kw["retention"])
+    if kw.get("seal_key_file") is not None:
+        from .seal import check_key_file
+
+        kw["seal_key_file"] = os.path.abspath(os.fspath(kw["seal_key_file"]))
+        check_key_file(kw["seal_key_file"])  # a missing or unusable key raises here, not in the flusher
     if kw.get("alerts"):
         from .alerts import check_rules
 
@@ -830,7 +836,9 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``$OTEL_SERVICE_NAME``), ``host`` (default: the hostname), ``alerts`` (a
     list of ``Alert`` rules, see ``janus_utils.alerts``), ``ship``
     (exporters from janus_utils.ship: committed records are shipped to them
-    from threads of their own; see ``stats()["ship"]``).
+    from threads of their own; see ``stats()["ship"]``), ``seal_key_file``
+    (seal every committed batch with the key ``janus-logs seal init`` wrote;
+    see ``janus_utils.seal``).
 
     A database that is locked or on a full disk does not make it raise: the
     flusher retries in the background while records wait in the ring.  If the

@@ -748,6 +748,15 @@ class _Engine:
         return written
 
     def _archive_day(self, day: str, rows: list[tuple[Any, ...]]) -> Path:
+        path = self._write_archive_day(day, rows)
+        # A sealed database's chain entries for these rows go beside them, so
+        # that janus-logs verify --archives checks the archive end to end.
+        from .seal import archive_entries
+
+        archive_entries(self.db, path, min(row[0] for row in rows), max(row[0] for row in rows))
+        return path
+
+    def _write_archive_day(self, day: str, rows: list[tuple[Any, ...]]) -> Path:
         assert self.archive_dir is not None
         ids = [row[0] for row in rows]
         origin = f"{self.db_id}." if self.db_id else ""

@@ -336,8 +336,15 @@ class LogStore:
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000, timeout: float | None = DEFAULT_TIMEOUT
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_ms: int = 5000,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        scope: Mapping[str, Any] | None = None,
     ) -> None:
+        # Set first: a scope that cannot be understood opens nothing.
+        self.scope = _check_scope(scope)
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
         ):
@@ -524,6 +531,7 @@ class LogStore:
         fields: Mapping[str, FieldValue] | None = None,
     ) -> _Selection:
         selection = _Selection()
+        self._scoped(selection)
         if level is not None:
             number = _level_number(level)
             selection.add(f'{_T}."level" >= ?', number, probe=True)
@@ -569,6 +577,34 @@ class LogStore:
             for key, value in fields.items():
                 self._field_filter(selection, key, value)
         return selection
+
+    def _scoped(self, selection: _Selection) -> None:
+        """AND the store's scope into *selection*: every query starts from it, so none can widen it."""
+        for condition, params in self._scope_conditions():
+            selection.add(condition, *params, probe=True)
+
+    def _scope_conditions(self) -> list[tuple[str, list[Any]]]:
+        conditions: list[tuple[str, list[Any]]] = []
+        scope = self.scope
+        for column in ("user_id", "agent_id", "service", "host"):
+            if column in scope:
+                conditions.append((f'{_T}."{column}" = ?', [scope[column]]))
+        if "level" in scope:
+            # typeof: a damaged row's text level must not pass as "high".
+            conditions.append((f"""{_T}."level" >= ? AND typeof({_T}."level") = 'integer'""", [scope["level"]]))
+        if "logger" in scope:
+            name = scope["logger"]
+            conditions.append(
+                (f'({_T}."logger" = ? OR ({_T}."logger" >= ? AND {_T}."logger" < ?))', [name, name + ".", name + "/"])
+            )
+        return conditions
+
+    def _scope_where(self, prefix: str = "AND") -> tuple[str, list[Any]]:
+        """The scope as SQL for the few queries that are not built from a selection."""
+        conditions = self._scope_conditions()
+        if not conditions:
+            return "", []
+        return f" {prefix} " + " AND ".join(c for c, _ in conditions), [p for _, ps in conditions for p in ps]
 
     def _field_filter(self, selection: _Selection, key: object, value: object) -> None:
         path = self._json_path(key)
@@ -947,7 +983,8 @@ class LogStore:
         """The record with this id, or None when there is none (never stored, or pruned)."""
         if isinstance(record_id, bool) or not isinstance(record_id, int):
             raise SearchQueryError(f"a record id is an int, not {record_id!r}")
-        rows = self._rows(f"SELECT {self._select_record} FROM {_T} WHERE {_T}.\"id\" = ?", (record_id,))
+        scope, params = self._scope_where()
+        rows = self._rows(f"SELECT {self._select_record} FROM {_T} WHERE {_T}.\"id\" = ?{scope}", (record_id, *params))
         return _record(rows[0]) if rows else None
 
     def after(
@@ -996,9 +1033,11 @@ class LogStore:
         newest = self._max_id()
         if newest <= cursor:
             return {}, max(newest, cursor)
+        scope, params = self._scope_where()
         rows = self._rows(
-            f'SELECT "level", "logger", count(*) FROM {_T} WHERE "id" > ? AND "id" <= ? GROUP BY "level", "logger"',
-            (cursor, newest),
+            f'SELECT {_T}."level", {_T}."logger", count(*) FROM {_T} WHERE {_T}."id" > ? AND {_T}."id" <= ?{scope} '
+            f'GROUP BY {_T}."level", {_T}."logger"',
+            (cursor, newest, *params),
         )
         counts: dict[tuple[int, str], int] = {}
         for level, logger, n in rows:
@@ -1013,6 +1052,8 @@ class LogStore:
 
     def newest_ts(self) -> int | None:
         """The ts of the newest record (one index lookup), or None for an empty database."""
+        if self.scope:
+            return self.stats().last_ts
         return self._rows(f'SELECT max("ts") FROM {_T}')[0][0]
 
     def export(
@@ -1112,8 +1153,15 @@ class LogStore:
         libraries in one process corrupt the database; this runs on apsw,
         the library the flusher writes with.  The connection is read-only:
         a statement that writes raises SearchQueryError.  ``params`` bind
-        ``?`` (a sequence) or ``:name`` (a mapping) placeholders.
+        ``?`` (a sequence) or ``:name`` (a mapping) placeholders.  A store
+        opened with a scope refuses it: SQL of one's own could read anything.
         """
+        if self.scope:
+            raise SearchQueryError(
+                "LogStore.sql() reads the whole database, so a store opened with a scope refuses it: "
+                "use search(), count(), histogram(), tail() or export()",
+                code="scope_refused",
+            )
         with self._reading() as db:
             try:
                 cursor = db.execute(query, params)
@@ -1132,6 +1180,34 @@ class LogStore:
                 raise SearchQueryError(
                     f"invalid SQL {query!r} ({reason})", details={"query": query}
                 ) from exc
+
+
+SCOPE_KEYS = ("user_id", "agent_id", "logger", "level", "service", "host")
+
+
+def _check_scope(scope: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A scope as LogStore applies it: user_id, agent_id, service, host as text; logger a prefix; level a floor."""
+    if scope is None:
+        return {}
+    if not isinstance(scope, Mapping):
+        raise SearchQueryError(f"scope must be a mapping like {{'user_id': 42}}, not {type(scope).__name__}")
+    checked: dict[str, Any] = {}
+    for key, value in scope.items():
+        if key not in SCOPE_KEYS:
+            raise SearchQueryError(f"scope cannot hold {key!r}: use {', '.join(SCOPE_KEYS)}")
+        if value is None or isinstance(value, bool) or isinstance(value, (list, tuple, set, dict)):
+            raise SearchQueryError(f"scope {key} must be one value (text or a number), not {value!r}")
+        if key == "level":
+            checked[key] = _level_number(value)
+        elif key == "logger":
+            name = _text(str(value), "scope logger").rstrip(".")
+            if not name:
+                raise SearchQueryError("scope logger must be a logger name like 'app' or 'app.db'")
+            checked[key] = name
+        else:
+            # Stored as text (an int user id 42 is stored as "42").
+            checked[key] = _text(value if isinstance(value, str) else str(value), f"scope {key}")
+    return checked
 
 
 def _level_order(row: tuple[Any, ...]) -> tuple[int, Any]:

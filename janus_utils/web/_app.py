@@ -22,7 +22,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -38,7 +38,7 @@ from .._levels import level_name
 from .._timeparse import format_ts, parse_duration
 from ..error_handling import JanusError
 from ..security import constant_time_equals
-from ..store import LogStore, Record
+from ..store import LogStore, Record, _check_scope
 
 __all__ = ["ConsoleSettings", "create_app"]
 
@@ -103,6 +103,8 @@ class ConsoleSettings:
 
     db_path: str
     token: str | None = None  # when set, every request must carry it
+    # Tokens that each read only within a LogStore scope: ((token, ((key, value), ...)), ...).
+    token_scopes: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     allowed_hosts: frozenset[str] = LOOPBACK_HOSTS  # Host names accepted without a token
     live_interval: float = 0.1  # seconds between two looks for new records, per live view
     live_batch: int = 25  # at most this many records per look: a flood is sampled
@@ -160,11 +162,14 @@ class _Stores:
         self._all: list[LogStore] = []
         self._lock = threading.Lock()
 
-    def get(self) -> LogStore:
-        store = getattr(self._local, "store", None)
+    def get(self, scope: tuple[tuple[str, Any], ...] = ()) -> LogStore:
+        """This thread's store for the request's token scope (() for the whole database)."""
+        stores = getattr(self._local, "stores", None)
+        if stores is None:
+            stores = self._local.stores = {}
+        store = stores.get(scope)
         if store is None:
-            store = LogStore(self.path)
-            self._local.store = store
+            store = stores[scope] = LogStore(self.path, scope=dict(scope) or None)
             with self._lock:
                 self._all.append(store)
         return store
@@ -222,11 +227,12 @@ class _Console:
         self.collector: Any = None
 
     # -- helpers -----------------------------------------------------
-    async def _run(self, work: Callable[[LogStore], Any]) -> Response:
-        """Run *work* with this thread's LogStore in a worker thread; errors become 400/503."""
+    async def _run(self, work: Callable[[LogStore], Any], request: Request) -> Response:
+        """Run *work* with this thread's LogStore (in the token's scope) in a worker thread; errors become 400/503."""
+        scope = _token_scope(request)
 
         def call() -> Any:
-            return work(self.stores.get())
+            return work(self.stores.get(scope))
 
         try:
             return _json(await anyio.to_thread.run_sync(call))
@@ -278,7 +284,7 @@ class _Console:
                 "took_ms": round((time.perf_counter() - started) * 1000, 2),
             }
 
-        return await self._run(work)
+        return await self._run(work, request)
 
     async def histogram(self, request: Request) -> Response:
         query, filters = _filters(request)
@@ -320,7 +326,7 @@ class _Console:
                 "took_ms": round((time.perf_counter() - started) * 1000, 2),
             }
 
-        return await self._run(work)
+        return await self._run(work, request)
 
     async def record(self, request: Request) -> Response:
         try:
@@ -342,7 +348,7 @@ class _Console:
             return {"record": record.to_dict(), "before": earlier, "after": later}
 
         try:
-            return await self._run(work)
+            return await self._run(work, request)
         except _NotFound as exc:
             return _json({"error": str(exc)}, 404)
 
@@ -356,28 +362,36 @@ class _Console:
             return _json({"error": "too many live views are open: close one, or pause it"}, 503)
         try:
             # Check the selection now, so that a bad one is a 400, not a stream of errors.
-            cursor = await anyio.to_thread.run_sync(lambda: self._start_live(query, filters, cursor))
+            scope = _token_scope(request)
+            cursor = await anyio.to_thread.run_sync(lambda: self._start_live(query, filters, cursor, scope))
         except JanusError as exc:
             return _json({"error": exc.message}, 400 if exc.http_status < 500 else 503)
         return StreamingResponse(
-            self._live_events(request, query, filters, cursor),
+            self._live_events(request, query, filters, cursor, scope),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
-    def _start_live(self, query: str | None, filters: dict[str, Any], cursor: int) -> int:
-        store = self.stores.get()
+    def _start_live(
+        self, query: str | None, filters: dict[str, Any], cursor: int, scope: tuple[tuple[str, Any], ...]
+    ) -> int:
+        store = self.stores.get(scope)
         store.search(query, limit=1, **filters)  # a bad query or filter raises here
         return store.newest_id() if cursor < 0 else cursor
 
     async def _live_events(
-        self, request: Request, query: str | None, filters: dict[str, Any], cursor: int
+        self,
+        request: Request,
+        query: str | None,
+        filters: dict[str, Any],
+        cursor: int,
+        scope: tuple[tuple[str, Any], ...] = (),
     ) -> AsyncIterator[bytes]:
         settings = self.settings
         self.live_views += 1
         store: LogStore | None = None
         try:
-            store = await anyio.to_thread.run_sync(lambda: LogStore(settings.db_path))
+            store = await anyio.to_thread.run_sync(lambda: LogStore(settings.db_path, scope=dict(scope) or None))
             yield _event("hello", {"cursor": cursor})
             last_sent = time.monotonic()
             while not await request.is_disconnected():
@@ -415,6 +429,8 @@ class _Console:
 
         from ..metrics import JanusCollector
 
+        if _token_scope(request):
+            return _plain(403, "/metrics counts every record: a token with a scope cannot read it")
         if self.collector is None:
             registry = CollectorRegistry(auto_describe=False)
             registry.register(JanusCollector(self.settings.db_path))
@@ -425,6 +441,11 @@ class _Console:
 
 class _NotFound(Exception):
     pass
+
+
+def _token_scope(request: Request) -> tuple[tuple[str, Any], ...]:
+    """The scope the gate found for the request's token (() reads everything)."""
+    return request.scope.get("state", {}).get("janus_scope", ())  # type: ignore[no-any-return]
 
 
 def _event(name: str, data: Any) -> bytes:
@@ -451,6 +472,9 @@ class _Gate:
         self.app = app
         self.settings = settings
         self.token = settings.token.encode() if settings.token else None
+        # Every token the console accepts, each with the scope it reads in.
+        self.tokens: list[tuple[bytes, tuple[tuple[str, Any], ...]]] = [(self.token, ())] if self.token else []
+        self.tokens += [(token.encode(), scope) for token, scope in settings.token_scopes]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -468,12 +492,14 @@ class _Gate:
         if refusal is not None:
             await refusal(scope, receive, send_secured)
             return
+        # Set here, never from the request: the scope the token reads in.
+        scope.setdefault("state", {})["janus_scope"] = (self._scope_of(request) or ()) if self.tokens else ()
         await self.app(scope, receive, send_secured)
 
     def _refusal(self, request: Request) -> Response | None:
         if request.method not in ("GET", "HEAD"):
             return _plain(405, "this console only reads: every endpoint is GET", {"allow": "GET, HEAD"})
-        if self.token is None:
+        if not self.tokens:
             host = _host_name(request.headers.get("host", ""))
             if host not in self.settings.allowed_hosts:
                 return _plain(
@@ -500,7 +526,10 @@ class _Gate:
         )
 
     def _authorised(self, request: Request) -> bool:
-        assert self.token is not None
+        return self._scope_of(request) is not None
+
+    def _scope_of(self, request: Request) -> tuple[tuple[str, Any], ...] | None:
+        """The scope of the token the request carries; None without a valid one."""
         given: list[str] = []
         auth = request.headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
@@ -510,7 +539,12 @@ class _Gate:
             given.append(cookie)
         if request.url.path == "/" and "token" in request.query_params:
             given.append(request.query_params["token"])
-        return any(constant_time_equals(value.encode(), self.token) for value in given)
+        found = None
+        for token, scope in self.tokens:
+            # Every pair is compared: the time taken does not say which token matched.
+            if sum(constant_time_equals(value.encode(), token) for value in given) and found is None:
+                found = scope
+        return found
 
 
 def _form_encode(pairs: Iterable[tuple[str, str]]) -> str:
@@ -552,17 +586,23 @@ def create_app(
     *,
     token: str | None = None,
     allowed_hosts: Iterable[str] = (),
+    token_scopes: Mapping[str, Mapping[str, Any]] | None = None,
     **options: Any,
 ) -> ASGIApp:
     """The console for *db_path* as an ASGI app.
 
     *token*: every request must carry it (``Authorization: Bearer``, or the
-    cookie that ``/?token=...`` sets).  Without a token only requests for a
+    cookie that ``/?token=...`` sets).  *token_scopes* maps more tokens to a
+    LogStore scope each (``{"tok...": {"user_id": "42"}}``): such a token reads
+    only within it (and not /metrics).  Without a token only requests for a
     loopback host name (plus *allowed_hosts*) are answered.  *options* are
     ConsoleSettings fields (``live_interval``, ``live_batch``, ...).
     """
     hosts = LOOPBACK_HOSTS | {h.lower() for h in allowed_hosts}
-    settings = ConsoleSettings(db_path=str(db_path), token=token or None, allowed_hosts=hosts, **options)
+    scoped = tuple((t, tuple(sorted(_check_scope(sc).items()))) for t, sc in (token_scopes or {}).items())
+    settings = ConsoleSettings(
+        db_path=str(db_path), token=token or None, allowed_hosts=hosts, token_scopes=scoped, **options
+    )
     console = _Console(settings)
     routes = [
         Route("/", console.page, methods=["GET", "HEAD"]),

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 from ..error_handling.utils.errors import ConfigError
 
-__all__ = ["check_bind", "is_loopback", "read_token", "serve"]
+__all__ = ["check_bind", "is_loopback", "read_token", "read_token_scopes", "serve"]
 
 MIN_TOKEN_CHARS = 16
 _MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' > token && chmod 600 token"
@@ -58,6 +58,38 @@ def read_token(path: str | os.PathLike[str], warn: IO[str] | None = None) -> str
     return token
 
 
+def read_token_scopes(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
+    """A JSON file mapping each token to the LogStore scope it reads in; ConfigError if unusable.
+
+    ``{"<token>": {"user_id": "42"}, "<another>": {"agent_id": "bot", "level": "WARNING"}}``
+    """
+    import json
+
+    from ..store import _check_scope
+
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            data = json.loads(stream.read(1 << 20))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token scopes file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"the token scopes file {path} is not JSON ({exc})") from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f'{path} must be a JSON object of tokens and scopes: {{"<token>": {{"user_id": "42"}}}}')
+    scopes: dict[str, dict[str, Any]] = {}
+    for token, scope in data.items():
+        if len(token) < MIN_TOKEN_CHARS or any(char.isspace() for char in token):
+            raise ConfigError(f"every token in {path} must be one word of at least {MIN_TOKEN_CHARS} characters")
+        if not isinstance(scope, dict) or not scope:
+            raise ConfigError(f"each token in {path} needs a scope such as {{\"user_id\": \"42\"}} (use --token-file for full access)")
+        try:
+            scopes[token] = _check_scope(scope)
+        except Exception as exc:  # SearchQueryError: say which file
+            raise ConfigError(f"{path}: {exc}") from None
+    return scopes
+
+
 def serve(
     db_path: str,
     *,
@@ -65,6 +97,7 @@ def serve(
     port: int = 8765,
     token: str | None = None,
     out: IO[str] | None = None,
+    token_scopes: dict[str, dict[str, Any]] | None = None,
     **options: Any,
 ) -> None:
     """Serve the console for *db_path* until interrupted (Ctrl-C).
@@ -77,9 +110,9 @@ def serve(
     from ..store import LogStore
     from ._app import create_app
 
-    check_bind(host, token)
+    check_bind(host, token or ("scoped" if token_scopes else None))
     LogStore(db_path).close()  # a missing or foreign database is an error now, not per request
-    app = create_app(db_path, token=token, allowed_hosts=(host,), **options)
+    app = create_app(db_path, token=token, allowed_hosts=(host,), token_scopes=token_scopes, **options)
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -95,7 +128,7 @@ def serve(
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if family == socket.AF_INET6 else host
     out = out or sys.stdout
-    note = " (token required)" if token else ""
+    note = " (token required)" if token or token_scopes else ""
     out.write(f"janus-logs: serving {db_path} read-only at http://{shown}:{bound}/{note}; Ctrl-C stops\n")
     out.flush()
     config = uvicorn.Config(

@@ -12,6 +12,7 @@ __all__ = [
     "RingFormatError",
     "RingFullError",
     "SQLiteConflictError",
+    "SealError",
     "SearchQueryError",
     "SecurityError",
     "ShipError",
@@ -92,3 +93,10 @@ class ShipError(JanusError):
 
     code = "ship_error"
     title = "Shipping to a sink failed"
+
+
+class SealError(JanusError):
+    """A seal key file or a database's seal chain cannot be used for sealing."""
+
+    code = "seal_error"
+    title = "Sealing failed"
