@@ -285,3 +285,26 @@ def test_spilled_records_are_redacted_as_the_ring_holds_them(tmp_path: Path, pat
     share = 1 - len(leaked) / len(secret_corpus.CASES)
     print(f"\n[{path} path] credential cases kept out of spill files: {share:.1%}; leaked: {leaked}")
     assert share >= 0.97, leaked
+
+
+def test_spilled_records_are_sealed_and_verify_clean(db: Path) -> None:
+    """A sealed database stays verifiable when part of it came through spill files."""
+    pytest.importorskip("cryptography")
+    from janus_utils import seal
+
+    key = db.parent / "seal.key"
+    verify_key = seal.init_key(str(key), period="0.5s")
+    ju.configure(db, console=False, ring_size=RING, block_timeout=0.1, seal_key_file=key)
+    assert ju.flush(timeout=30)
+    locker = Locker(db)
+    log = ju.get_logger("sealed")
+    for i in range(3000):
+        log.info("sealed-%d", i, user_id=str(i % 7))
+    assert ju.stats()["spilled"] > 0
+    locker.release()
+    assert ju.flush(timeout=120)
+    ju.shutdown(timeout=30)
+    report = seal.verify(db, verify_key)
+    assert report.findings == []
+    counts = stored(db)
+    assert set(counts) == {f"sealed-{i}" for i in range(3000)} and max(counts.values()) == 1
