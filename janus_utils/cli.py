@@ -431,6 +431,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from .ship import _cli as ship_cli  # the ship command lives with the shippers
 
     ship_cli.add_parser(commands, db_default, formatter, PROG)
+    from . import _flusher_process  # the flusher command lives with the flusher process
+
+    _flusher_process.add_parser(commands, db_default, formatter, PROG)
     return parser
 
 
