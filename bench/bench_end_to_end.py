@@ -1,6 +1,8 @@
 """End to end: records from 4 threads until they are committed and full-text searchable.
 
-janus_utils runs with its defaults (8 MiB ring, batches of 2,000): the
+janus_utils runs with its defaults (8 MiB ring, batches of 2,000), once with
+the flusher as a thread (``janus``) and once as a process
+(``janus_process``, ``configure(flusher="process")``): the
 producers block on the flusher when the ring fills, so the time is the whole
 pipeline's.  A round ends when ``flush()`` returns; every record is then in
 ``logs`` and in ``logs_fts`` (the flusher fills both in one transaction), which
@@ -41,6 +43,10 @@ from ._peers import Janus, Peer, ThreadedBurst, peer
 from ._sizes import AGENT, IP, MESSAGE, THREADS, user_ids
 
 
+# janus_utils's configure() options: the flusher as a thread (the default), and as a process.
+JANUS: dict[str, dict[str, Any]] = {"janus": {}, "janus_process": {"flusher": "process"}}
+
+
 class _Round:
     """One fresh directory, peer and parked threads per round; closed even if the benchmark is disabled."""
 
@@ -59,7 +65,10 @@ class _Round:
         self.work = self.root / "round"
         self.work.mkdir()
         # janus with its defaults: the ring of 8 MiB, not the producer benchmarks' 64 MiB.
-        self.peer = Janus(ring_size=_ring.DEFAULT_CAPACITY) if self.key == "janus" else peer(self.key)
+        if self.key in JANUS:
+            self.peer = Janus(ring_size=_ring.DEFAULT_CAPACITY, **JANUS[self.key])
+        else:
+            self.peer = peer(self.key)
         self.peer.open(self.work)
         self.parked = ThreadedBurst(self.peer.burst, self.per_thread)
 
@@ -73,7 +82,7 @@ class _Round:
 
     def check(self) -> None:
         """Untimed: every record arrived (and, for janus, is found by a full-text search)."""
-        if self.key == "janus":
+        if self.key in JANUS:
             import janus_utils as ju
 
             path = self.peer.path  # type: ignore[union-attr]
@@ -163,7 +172,7 @@ def _report(benchmark: Any, key: str, records: int, seconds: list[float]) -> Non
 
 
 @pytest.mark.benchmark(group="end-to-end")
-@pytest.mark.parametrize("key", ["janus", "stdlib_file", "sqlite_naive"])
+@pytest.mark.parametrize("key", [*JANUS, "stdlib_file", "sqlite_naive"])
 def test_end_to_end(benchmark: Any, key: str, tmp_path: Path) -> None:
     """4 threads log the records; the round ends when all are written (committed, searchable)."""
     records = _sizes.E2E_NAIVE_RECORDS if key == "sqlite_naive" else _sizes.E2E_RECORDS
