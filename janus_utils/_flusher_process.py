@@ -48,7 +48,7 @@ import time
 import types
 from typing import IO, TYPE_CHECKING, Any
 
-from ._flusher import Flusher
+from ._flusher import Flusher, _file_id
 from .error_handling.utils.errors import ConfigError
 from .file_handler import FileLock, open_private
 
@@ -407,10 +407,20 @@ def serve(cfg: Config, *, daemon: bool = False, linger: float = _LINGER, answer:
         shippers = [Shipper(cfg.db_path, exporter).start() for exporter in cfg.ship]
     _answer(answer, f"ready {os.getpid()} {'leader' if flusher.leader else 'standby'}")
     users = _Users(users_lock_path(cfg.db_path))
+    ring_file = _file_id(flusher.ring_path)
     idle_since: float | None = None
     standby_since: float | None = None
     try:
         while not stop.wait(_USERS_EVERY):
+            if _file_id(flusher.ring_path) != ring_file:
+                # The ring was deleted or replaced (its database with it): the
+                # processes of the database at the path use another one now.
+                print(
+                    f"janus_utils: {flusher.ring_path} was deleted or replaced: the flusher process "
+                    f"{os.getpid()} of the old one exits",
+                    file=sys.stderr,
+                )
+                break
             if daemon:
                 continue
             now = time.monotonic()

@@ -359,3 +359,23 @@ class TestDaemon:
                 daemon.wait()
         assert flusher_pid(str(db_path)) is None
         assert_exactly_once(db_path, "d", 1000)
+
+
+class TestReplacedFiles:
+    def test_a_new_database_at_the_same_path_gets_the_records(self, tmp_path: Path) -> None:
+        """The database and ring removed and made again in one process: the new flusher process gets its records."""
+        import shutil
+
+        work = tmp_path / "round"
+        for n in range(2):
+            work.mkdir()
+            db = work / "app.db"
+            ju.configure(db, flusher="process", console=False)
+            try:
+                for i in range(500):
+                    ju.get_logger("again").info(f"r{n}-%d", i)
+                assert ju.flush(timeout=60)
+            finally:
+                ju.shutdown()
+            assert_exactly_once(db, f"r{n}", 500)
+            shutil.rmtree(work)
