@@ -337,7 +337,7 @@ def figures(data: dict[str, Any], memory: list[dict[str, Any]] | None, machine: 
     ship_tables, ship_goals = ship_figures(groups, machine)
     tables += ship_tables
     goals += ship_goals
-    known = {"producer-1-thread", "producer-4-threads", "below-level", "end-to-end", "search", "prefilter", *gates, *SHIP_GROUPS}
+    known = {"producer-1-thread", "producer-4-threads", "below-level", "end-to-end", "tail-latency", "search", "prefilter", *gates, *SHIP_GROUPS}
     other = [bench for group, found in sorted(groups.items()) if group not in known for bench in found.values()]
     if other:
         table = Table("Other janus benchmarks (absolute only)", ["benchmark", "median", "note"])
