@@ -217,11 +217,12 @@ def figures(data: dict[str, Any], memory: list[dict[str, Any]] | None, machine: 
         labels = {**_labels(), "apsw_executemany": "bare apsw executemany + FTS fill per 2,000 (the floor)",
                   "janus": "janus_utils, 4 threads, until flush() (committed, FTS-searchable)",
                   "janus_sealed": "janus_utils with seal_key_file (every batch sealed)",
+                  "janus_process": "janus_utils, flusher=\"process\", the same",
                   "stdlib_file": "stdlib FileHandler, 4 threads, to a file (not searchable)",
                   "sqlite_naive": "naive SQLite handler, 4 threads, one commit per record (no FTS)"}
         rate = {k: b["extra_info"]["records"] / b["stats"]["median"] for k, b in e2e.items()}
         table = Table("End to end: records from 4 threads until written", ["pipeline", "records", "rows/s (median)", "janus ÷ this"])
-        for key in ("janus", "janus_sealed", "apsw_executemany", "stdlib_file", "sqlite_naive"):
+        for key in ("janus", "janus_sealed", "janus_process", "apsw_executemany", "stdlib_file", "sqlite_naive"):
             if key in e2e:
                 vs = "—" if key == "janus" or "janus" not in rate else fmt_ratio(rate["janus"] / rate[key])
                 table.add(labels[key], fmt_rate(e2e[key]["extra_info"]["records"]), fmt_rate(rate[key]), vs)
@@ -232,6 +233,22 @@ def figures(data: dict[str, Any], memory: list[dict[str, Any]] | None, machine: 
         if "janus" in rate and "janus_sealed" in rate:
             r = rate["janus_sealed"] / rate["janus"]
             goals.append(("sealing costs ≤ 10% end to end", f"sealed ÷ unsealed = {r:.3f}×", r >= 0.9))
+        if "janus_process" in rate and "apsw_executemany" in rate:
+            r = rate["janus_process"] / rate["apsw_executemany"]
+            goals.append(("end to end, flusher=\"process\": ≥ 1.0× bare apsw executemany", f"{r:.3f}×", r >= 1.0))
+
+    tail = groups.get("tail-latency", {})
+    if tail:
+        table = Table("A log call while the flusher commits (4 threads flat out)",
+                      ["logger", "calls/s", "p50", "p99", "p99.9", "p99 ÷ p50"])
+        for key, b in tail.items():
+            x = b["extra_info"]
+            table.add(_labels().get(key, key), fmt_rate(x["calls_per_s"]), fmt_time(x["p50_ns"] / 1e9),
+                      fmt_time(x["p99_ns"] / 1e9), fmt_time(x["p999_ns"] / 1e9), f"{x['p99_over_p50']:.2f}")
+        tables.append(table)
+        if "janus_process" in tail:
+            r = tail["janus_process"]["extra_info"]["p99_over_p50"]
+            goals.append(("tail, flusher=\"process\": p99 ≤ 3× median", f"{r:.2f}×", r <= 3.0))
 
     search = groups.get("search", {})
     if search and "janus" in search:
@@ -324,7 +341,7 @@ def figures(data: dict[str, Any], memory: list[dict[str, Any]] | None, machine: 
     ship_tables, ship_goals = ship_figures(groups, machine)
     tables += ship_tables
     goals += ship_goals
-    known = {"producer-1-thread", "producer-4-threads", "below-level", "end-to-end", "search", "prefilter", *gates, *SHIP_GROUPS}
+    known = {"producer-1-thread", "producer-4-threads", "below-level", "end-to-end", "tail-latency", "search", "prefilter", *gates, *SHIP_GROUPS}
     other = [bench for group, found in sorted(groups.items()) if group not in known for bench in found.values()]
     if other:
         table = Table("Other janus benchmarks (absolute only)", ["benchmark", "median", "note"])

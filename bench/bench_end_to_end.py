@@ -1,6 +1,8 @@
 """End to end: records from 4 threads until they are committed and full-text searchable.
 
-janus_utils runs with its defaults (8 MiB ring, batches of 2,000): the
+janus_utils runs with its defaults (8 MiB ring, batches of 2,000), once with
+the flusher as a thread (``janus``) and once as a process
+(``janus_process``, ``configure(flusher="process")``): the
 producers block on the flusher when the ring fills, so the time is the whole
 pipeline's.  A round ends when ``flush()`` returns; every record is then in
 ``logs`` and in ``logs_fts`` (the flusher fills both in one transaction), which
@@ -45,6 +47,11 @@ from ._peers import Janus, Peer, ThreadedBurst, peer
 from ._sizes import AGENT, IP, MESSAGE, THREADS, user_ids
 
 
+# janus_utils's configure() options: the flusher as a thread (the default), and as a process.
+# The janus cases: configure() options of each (janus_sealed also gets a fresh seal key).
+JANUS: dict[str, dict[str, Any]] = {"janus": {}, "janus_sealed": {}, "janus_process": {"flusher": "process"}}
+
+
 class _Round:
     """One fresh directory, peer and parked threads per round; closed even if the benchmark is disabled."""
 
@@ -63,15 +70,18 @@ class _Round:
         self.work = self.root / "round"
         self.work.mkdir()
         # janus with its defaults: the ring of 8 MiB, not the producer benchmarks' 64 MiB.
-        if self.key == "janus_sealed":
-            # The same, with every batch sealed (janus_utils.seal): the sealing overhead.
-            from janus_utils import seal
+        if self.key in JANUS:
+            options = dict(JANUS[self.key])
+            if self.key == "janus_sealed":
+                # The same, with every batch sealed (janus_utils.seal): the sealing overhead.
+                from janus_utils import seal
 
-            key_file = self.work / "seal.key"
-            self.verify_key = seal.init_key(key_file)
-            self.peer = Janus(ring_size=_ring.DEFAULT_CAPACITY, seal_key_file=str(key_file))
+                key_file = self.work / "seal.key"
+                self.verify_key = seal.init_key(key_file)
+                options["seal_key_file"] = str(key_file)
+            self.peer = Janus(ring_size=_ring.DEFAULT_CAPACITY, **options)
         else:
-            self.peer = Janus(ring_size=_ring.DEFAULT_CAPACITY) if self.key == "janus" else peer(self.key)
+            self.peer = peer(self.key)
         self.peer.open(self.work)
         self.parked = ThreadedBurst(self.peer.burst, self.per_thread)
 
@@ -85,7 +95,7 @@ class _Round:
 
     def check(self) -> None:
         """Untimed: every record arrived (and, for janus, is found by a full-text search)."""
-        if self.key in ("janus", "janus_sealed"):
+        if self.key in JANUS:
             import janus_utils as ju
 
             path = self.peer.path  # type: ignore[union-attr]
@@ -181,7 +191,7 @@ def _report(benchmark: Any, key: str, records: int, seconds: list[float]) -> Non
 
 
 @pytest.mark.benchmark(group="end-to-end")
-@pytest.mark.parametrize("key", ["janus", "janus_sealed", "stdlib_file", "sqlite_naive"])
+@pytest.mark.parametrize("key", [*JANUS, "stdlib_file", "sqlite_naive"])
 def test_end_to_end(benchmark: Any, key: str, tmp_path: Path) -> None:
     """4 threads log the records; the round ends when all are written (committed, searchable)."""
     records = _sizes.E2E_NAIVE_RECORDS if key == "sqlite_naive" else _sizes.E2E_RECORDS

@@ -179,6 +179,16 @@ def open_database(path: str, *, synchronous: str = "NORMAL") -> apsw.Connection:
 
 
 _rings: dict[str, _ring.Ring] = {}
+_ring_files: dict[str, tuple[int, int]] = {}  # path: (device, inode) of the file _rings maps
+_retired: list[_ring.Ring] = []  # rings whose file left the path: still mapped (see open_ring)
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
 
 
 def open_ring(path: str, cfg: Config) -> _ring.Ring:
@@ -187,10 +197,16 @@ def open_ring(path: str, cfg: Config) -> _ring.Ring:
     A ring stays mapped until the process exits: a log call that started
     before shutdown() or a new configure() may still be pushing through it,
     and unmapping it then would crash the process.  A late record lands in
-    the shared file and is committed by the next flusher.
+    the shared file and is committed by the next flusher.  If the file at
+    *path* is no longer the one mapped (deleted, or replaced with its
+    database), the file now there is opened: the other processes of the
+    database, a flusher process among them, read that one.
     """
     ring = _rings.get(path)
     spill = cfg.on_full == "block" and cfg.block_timeout is not None and cfg.spill_max_bytes > 0
+    if ring is not None and _file_id(path) != _ring_files.get(path):
+        _retired.append(ring)
+        ring = None
     if ring is None:
         try:
             ring = _ring.Ring(path, cfg.ring_size, policy=cfg.on_full, block_timeout=cfg.block_timeout)
@@ -201,6 +217,9 @@ def open_ring(path: str, cfg: Config) -> _ring.Ring:
             # than replace it under them.  Resizing needs every process stopped.
             ring = _ring.Ring(path, None, policy=cfg.on_full, block_timeout=cfg.block_timeout)
         _rings[path] = ring
+        found = _file_id(path)
+        if found is not None:
+            _ring_files[path] = found
     ring.set_policy("spill" if spill else cfg.on_full, cfg.block_timeout)
     return ring
 

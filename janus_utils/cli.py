@@ -443,6 +443,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from . import _seal_cli  # seal init, verify
 
     _seal_cli.add_parsers(commands, db_default, formatter, PROG)
+
+    from . import _flusher_process  # the flusher command lives with the flusher process
+
+    _flusher_process.add_parser(commands, db_default, formatter, PROG)
     return parser
 
 

@@ -125,6 +125,9 @@ class Config:
     host: str | None = None  # None: this machine's hostname
     alerts: tuple[Any, ...] = ()  # alerts.Alert rules, evaluated by one process per database
     ship: tuple[Any, ...] = ()  # janus_utils.ship exporters: one shipper thread each
+    # "thread": a thread of one configured process commits; "process": a
+    # flusher process does (see _flusher_process).  None: $JANUS_LOG_FLUSHER.
+    flusher: Literal["thread", "process"] = "thread"
 
 
 def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
@@ -186,6 +189,12 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
         if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 256):
             raise ConfigError(f"{key} must be a name of 1 to 256 characters, not {value!r}")
         kw[key] = value
+    flusher = kw.get("flusher")
+    if flusher is None:
+        flusher = os.environ.get("JANUS_LOG_FLUSHER") or "thread"
+    if flusher not in ("thread", "process"):
+        raise ConfigError(f"flusher must be 'thread' or 'process', not {flusher!r}")
+    kw["flusher"] = flusher
     if kw.get("archive_dir") is not None:
         kw["archive_dir"] = os.fspath(kw["archive_dir"])
     if kw.get("retention") is not None:
@@ -838,7 +847,10 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     (exporters from janus_utils.ship: committed records are shipped to them
     from threads of their own; see ``stats()["ship"]``), ``seal_key_file``
     (seal every committed batch with the key ``janus-logs seal init`` wrote;
-    see ``janus_utils.seal``).
+    see ``janus_utils.seal``), ``flusher``
+    ("thread", the default, or "process": a flusher process commits, runs
+    retention and ships, off this process's GIL; default
+    ``$JANUS_LOG_FLUSHER``).
 
     A database that is locked or on a full disk does not make it raise: the
     flusher retries in the background while records wait in the ring.  If the
@@ -867,7 +879,12 @@ def _install(cfg: Config) -> None:
     global _flusher, _emitter, _fast, _trace_ids, _alerts, _shippers
     # Everything that can fail on bad settings happens before the old
     # setup is stopped; only the database itself can still fail after.
-    flusher = Flusher(cfg)
+    if cfg.flusher == "process":
+        from ._flusher_process import RemoteFlusher
+
+        flusher: Flusher = RemoteFlusher(cfg)
+    else:
+        flusher = Flusher(cfg)
     emitter = _Emitter(flusher)
     if _flusher is not None or _pending is not None:
         shutdown()
@@ -890,7 +907,7 @@ def _install(cfg: Config) -> None:
 
         _alerts = AlertEngine(cfg.db_path, cfg.alerts)
         _alerts.start()
-    if cfg.ship:
+    if cfg.ship and cfg.flusher == "thread":  # else the flusher process ships
         from .ship import Shipper
 
         _shippers = [Shipper(cfg.db_path, exporter).start() for exporter in cfg.ship]
@@ -1147,6 +1164,8 @@ def stats() -> dict[str, Any]:
         "ship": {shipper.sink: shipper.stats() for shipper in _shippers},
         # Rows retention would have removed but kept, not yet shipped (ship_wait).
         "retention_held": p.pruner.held_back if p.pruner is not None else 0,
+        # flusher="process": which process commits, how often this one started one.
+        **(p.process_stats() if hasattr(p, "process_stats") else {"flusher": "thread"}),
     }
 
 

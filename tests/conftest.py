@@ -146,6 +146,18 @@ def log_call_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     return str(request.param)
 
 
+@pytest.fixture(params=["thread", "process"])
+def flusher_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once with the flusher as a thread, once as a process of its own.
+
+    ``configure()`` reads ``$JANUS_LOG_FLUSHER`` when not given ``flusher=``,
+    so it holds for every setup the test makes, forked children and
+    subprocesses included.
+    """
+    monkeypatch.setenv("JANUS_LOG_FLUSHER", str(request.param))
+    return str(request.param)
+
+
 # ---------------------------------------------------------------- real servers for the shipping tests
 @pytest.fixture(scope="session")
 def clickhouse() -> Iterator[Any]:

@@ -316,6 +316,7 @@ print("exiting", flush=True)
 """
 
 
+@pytest.mark.usefixtures("flusher_mode")
 class TestExit:
     @pytest.mark.parametrize("locked", [False, True], ids=["free", "locked"])
     def test_exit_with_daemon_threads_logging_is_quick_and_keeps_every_record(

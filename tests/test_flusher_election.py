@@ -61,6 +61,7 @@ class TestTakeoverSetting:
         assert not ju.is_configured()
 
 
+@pytest.mark.usefixtures("flusher_mode")
 class TestLockFileDeleted:
     def test_deleting_the_lock_file_25_times_stores_every_record_once(self, db_path: Path) -> None:
         """Every deletion lets another process lock a new file; commits stay exactly once."""
@@ -175,6 +176,7 @@ def _state(pid: int) -> str:
         return f.read().rsplit(")", 1)[1].split()[0]
 
 
+@pytest.mark.usefixtures("flusher_mode")
 class TestDeadProducers:
     def test_a_zombie_producer_that_died_mid_push_does_not_stall_the_flusher(self, db_path: Path) -> None:
         """A child that reserved a record and exited, never reaped: the flusher skips its record."""

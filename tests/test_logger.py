@@ -202,6 +202,7 @@ class TestContext:
             assert json.loads(fields)["step_id"].startswith(rid + "-")
 
 
+@pytest.mark.usefixtures("flusher_mode")
 class TestThreads:
     def test_four_threads_every_record_exactly_once(self, janus: Path) -> None:
         """4 threads log unique tokens; after flush each token is stored exactly once."""
@@ -639,6 +640,7 @@ def _assert_exactly_once(db: Path, name: str, returned: int) -> None:
     assert len(numbers) in (returned + 1, returned + 2), (name, len(numbers), returned)
 
 
+@pytest.mark.usefixtures("flusher_mode")
 class TestProcesses:
     def test_four_processes_one_database_exactly_once(self, db_path: Path) -> None:
         """4 processes log into one database: no 'database is locked', every record once."""

@@ -1,0 +1,381 @@
+"""configure(flusher="process"): a flusher process commits; it is replaced when killed or
+stopped, commits leftovers, runs retention and shipping, and never outlives its users."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+import janus_utils as ju
+from janus_utils import logger as jlog
+from janus_utils._flusher_process import flusher_pid
+from janus_utils.error_handling.utils.errors import ConfigError
+from logging_worker import Worker
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "app.db"
+
+
+def stored(db: Path, name: str) -> collections.Counter[int]:
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows = conn.execute("SELECT message FROM logs WHERE message LIKE ?", (name + "-%",)).fetchall()
+    finally:
+        conn.close()
+    return collections.Counter(int(m.rsplit("-", 1)[1]) for (m,) in rows if m.rsplit("-", 1)[0] == name)
+
+
+def assert_exactly_once(db: Path, name: str, count: int) -> None:
+    got = stored(db, name)
+    duplicated = sum(n - 1 for n in got.values() if n > 1)
+    lost = count - len(set(got) & set(range(count)))
+    assert (0, 0) == (lost, duplicated), f"{name}: {lost} lost, {duplicated} duplicated"
+    assert set(range(count)) == set(got)
+
+
+def alive(pid: int) -> bool:
+    """Whether *pid* is a process that has not exited (a zombie counts as alive: nobody reaped it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            f.read()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    """Poll *predicate*; the deadline guards against a hang, it is not a speed claim."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, what
+        time.sleep(0.02)
+
+
+def flusher_processes(db: Path) -> set[int]:
+    """The flusher processes (leader or standby) that map *db*'s ring."""
+    ring = str(db) + "-ring"
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if b"janus_utils._flusher_process import" not in f.read():
+                    continue
+            with open(f"/proc/{entry}/maps") as f:
+                if ring in f.read():
+                    found.add(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def new_flusher(db: Path, old: int | None, timeout: float = 60) -> int:
+    """The pid of the flusher process once it is not *old*."""
+    found: list[int] = []
+
+    def there() -> bool:
+        pid = flusher_pid(str(db))
+        if pid is not None and pid != old:
+            found.append(pid)
+            return True
+        return False
+
+    wait_until(there, timeout, "no new flusher process took the lock")
+    return found[0]
+
+
+class TestConfig:
+    def test_an_unknown_flusher_kind_is_refused(self, db_path: Path) -> None:
+        """flusher= takes 'thread' or 'process' and says so."""
+        with pytest.raises(ConfigError, match="flusher must be 'thread' or 'process'"):
+            ju.configure(db_path, flusher="fibre")
+        assert not ju.is_configured()
+
+    def test_a_ship_sink_that_cannot_reach_the_flusher_process_is_refused(self, db_path: Path) -> None:
+        """An exporter that cannot be handed to another process is refused clearly, before anything starts."""
+        from janus_utils.ship import Exporter
+
+        class Local(Exporter):
+            name = "local"
+            batch_size = 10
+
+        sink = Local()
+        sink.callback = lambda rows: None  # type: ignore[attr-defined]
+        with pytest.raises(ConfigError, match="flusher='process'.*flusher='thread'"):
+            ju.configure(db_path, flusher="process", console=False, ship=[sink])
+        assert not ju.is_configured()
+        assert flusher_pid(str(db_path)) is None
+
+    def test_the_environment_chooses_the_default(self, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """$JANUS_LOG_FLUSHER=process makes a plain configure() use a flusher process."""
+        monkeypatch.setenv("JANUS_LOG_FLUSHER", "process")
+        ju.configure(db_path, console=False)
+        try:
+            s = ju.stats()
+            assert ("process", False) == (s["flusher"], s["leader"])
+            assert s["flusher_pid"] not in (None, os.getpid())
+        finally:
+            ju.shutdown()
+
+
+class TestNoSQLiteHere:
+    def test_a_configured_process_never_opens_the_database(self, db_path: Path) -> None:
+        """Records are committed, and this process has no descriptor on the database or its WAL."""
+        ju.configure(db_path, flusher="process", console=False)
+        try:
+            log = ju.get_logger("here")
+            for i in range(3000):
+                log.info("here-%d", i, n=i)
+            assert ju.flush(timeout=60)
+            opened = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+            stats = ju.stats()
+        finally:
+            ju.shutdown()
+        assert_exactly_once(db_path, "here", 3000)
+        mine = {str(db_path) + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+        assert set() == opened & mine
+        assert (0, False) == (stats["committed"], stats["leader"])
+
+
+class TestKilledFlusherProcess:
+    def test_killing_the_flusher_process_6_times_under_load_stores_every_record_once(self, db_path: Path) -> None:
+        """SIGKILL whichever process flushes, again and again, while 3 processes log: each token once."""
+        workers = [Worker(db_path, flusher="process", block_timeout=None) for _ in range(3)]
+        killed: list[int] = []
+        try:
+            for n, w in enumerate(workers):
+                w.log(f"p{n}", 0, 20000, 0.02)
+            pid = new_flusher(db_path, None)
+            for _ in range(6):
+                time.sleep(0.3)
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                pid = new_flusher(db_path, pid)  # started by one of the workers
+            for w in workers:
+                w.expect("logged")
+            stats = [w.flush() for w in workers]
+            for w in workers:
+                w.exit()
+        finally:
+            for w in workers:
+                w.kill()
+        for n in range(3):
+            assert_exactly_once(db_path, f"p{n}", 20000)
+        assert 6 <= sum(s["flusher_spawns"] for s in stats)
+        assert not any(s["leader"] for s in stats)  # no worker ever committed itself
+        wait_until(lambda: not any(alive(p) for p in killed), 30, "a killed flusher was not reaped")
+
+
+class TestStoppedFlusherProcess:
+    def test_a_stopped_flusher_process_is_replaced_and_steps_down_when_resumed(self, db_path: Path) -> None:
+        """SIGSTOP the flusher process: a new one takes over, flush() returns; resumed, the old one yields."""
+        w = Worker(db_path, flusher="process", takeover_after=1.0)
+        try:
+            w.log("a", 0, 1000)
+            w.expect("logged")
+            w.flush()
+            old = new_flusher(db_path, None)
+            os.kill(old, signal.SIGSTOP)
+            try:
+                w.log("a", 1000, 5000)
+                w.expect("logged")
+                w.flush()  # no timeout: returns because a new flusher process took over
+            finally:
+                os.kill(old, signal.SIGCONT)
+            w.log("a", 6000, 1000)
+            w.expect("logged")
+            w.flush()
+            # The resumed one holds the lock file again and takes back over; the
+            # one that stepped down is a standby behind a flusher that runs: it exits.
+            wait_until(lambda: len(flusher_processes(db_path)) == 1, 60, "two flusher processes stay")
+            w.exit()
+        finally:
+            w.kill()
+        assert_exactly_once(db_path, "a", 7000)
+        assert "took over" in w.stderr
+        assert "stepped down" in w.stderr
+
+
+def _child_leaves_records(db: str) -> None:  # pragma: no cover - runs in a forked child
+    try:
+        ju.configure(db, flusher="process", console=False)
+        p = jlog._flusher
+        assert p is not None
+        p.stopping = True  # no more watching: a killed flusher process is not replaced
+        p.wake.set()
+        p.thread.join()
+        os.kill(flusher_pid(db), signal.SIGKILL)  # type: ignore[arg-type]
+        while flusher_pid(db) is not None:
+            time.sleep(0.01)
+        for i in range(500):
+            ju.get_logger("crash").info("left-%d", i)
+    finally:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TestLeftovers:
+    def test_configure_commits_what_a_killed_flusher_process_left(self, db_path: Path) -> None:
+        """Records in the ring of a killed run are committed before configure() returns."""
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            _child_leaves_records(str(db_path))
+        os.waitpid(pid, 0)
+        ju.configure(db_path, flusher="process", console=False)
+        try:
+            conn = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+            try:  # no flush(): configure() waited for the new flusher process
+                got = [m for (m,) in conn.execute("SELECT message FROM logs ORDER BY id")]
+            finally:
+                conn.close()
+        finally:
+            ju.shutdown()
+        assert [f"left-{i}" for i in range(500)] == got
+
+
+class TestLifetime:
+    def test_no_process_remains_after_the_last_user_exits(self, db_path: Path) -> None:
+        """Two processes log and exit: the flusher process exits too, releases the lock, leaves no zombie."""
+        workers = [Worker(db_path, flusher="process") for _ in range(2)]
+        try:
+            for n, w in enumerate(workers):
+                w.log(f"p{n}", 0, 2000)
+                w.expect("logged")
+            pid = workers[0].flush()["flusher_pid"]
+            assert pid is not None and alive(pid)
+            workers[0].exit()
+            time.sleep(2.0)  # more than the linger: one user is left, so it stays
+            assert alive(pid) and pid == flusher_pid(str(db_path))
+            workers[1].exit()
+        finally:
+            for w in workers:
+                w.kill()
+        wait_until(lambda: not alive(pid), 30, f"flusher process {pid} outlived its users")
+        assert flusher_pid(str(db_path)) is None
+        for n in range(2):
+            assert_exactly_once(db_path, f"p{n}", 2000)
+
+    def test_shutdown_lets_the_flusher_process_exit_and_reaps_it(self, db_path: Path) -> None:
+        """The process that started it reaps it: it never stays a zombie of a living parent."""
+        ju.configure(db_path, flusher="process", console=False)
+        pid = ju.stats()["flusher_pid"]
+        ju.get_logger("r").info("r-0")
+        ju.shutdown()
+        wait_until(lambda: not alive(pid), 30, f"flusher process {pid} is still there (or a zombie)")
+        assert_exactly_once(db_path, "r", 1)
+
+    def test_a_forked_child_keeps_the_flusher_process_after_its_parent_shut_down(self, db_path: Path) -> None:
+        """fork(): the child shares the parent's registration, logs through the parent's setup and flushes."""
+        ju.configure(db_path, flusher="process", console=False)
+        ju.get_logger("fork").info("fork-0")
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            os.close(write)
+            os.read(read, 1)  # the parent has shut down
+            ju.get_logger("fork").info("fork-1")
+            ok = ju.flush(timeout=60)
+            os._exit(0 if ok and ju.stats()["flusher_pid"] is not None else 1)
+        os.close(read)
+        flusher = ju.stats()["flusher_pid"]
+        ju.shutdown()
+        time.sleep(2.0)  # more than the linger: the child still uses the database
+        os.write(write, b"x")
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        assert 0 == os.waitstatus_to_exitcode(status)
+        assert_exactly_once(db_path, "fork", 2)
+        wait_until(lambda: not alive(flusher), 30, "the flusher process outlived parent and child")
+
+
+class TestRetentionAndShipping:
+    def test_retention_runs_in_the_flusher_process(self, db_path: Path) -> None:
+        """max_rows holds although this process never opens the database."""
+        ju.configure(db_path, flusher="process", console=False, retention={"max_rows": 1000})
+        try:
+            log = ju.get_logger("keep")
+            for i in range(6000):
+                log.info("keep-%d", i)
+            assert ju.flush(timeout=60)
+        finally:
+            ju.shutdown()
+        got = stored(db_path, "keep")
+        assert len(got) <= 1000 + 2000  # max_rows plus at most one batch
+        assert 5999 in got and max(got.values()) == 1
+
+    def test_ship_sinks_run_in_the_flusher_process(self, db_path: Path, otlp_receiver: Any) -> None:
+        """configure(ship=[OTLPExporter(...)]) with a flusher process: every record reaches the sink."""
+        from janus_utils.ship import OTLPExporter
+
+        ju.configure(db_path, flusher="process", console=False, ship=[OTLPExporter(otlp_receiver.endpoint)])
+        try:
+            assert {} == ju.stats()["ship"]  # no shipper thread here
+            log = ju.get_logger("ship")
+            for i in range(300):
+                log.info("ship-%d", i)
+            assert ju.flush(timeout=60)
+            wait_until(lambda: len(otlp_receiver.records) >= 300, 60, "the records were not shipped")
+        finally:
+            ju.shutdown()
+        bodies = sorted(r.record.body.string_value for r in otlp_receiver.records)
+        assert sorted(f"ship-{i}" for i in range(300)) == bodies
+
+
+class TestDaemon:
+    def test_a_supervised_daemon_serves_configured_processes_and_stops_on_sigterm(self, db_path: Path) -> None:
+        """janus-logs flusher --daemon: configure() uses it, it outlives its users, SIGTERM ends it cleanly."""
+        cli = os.path.join(os.path.dirname(sys.executable), "janus-logs")
+        daemon = subprocess.Popen([cli, "flusher", "--db", str(db_path), "--daemon"], stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: flusher_pid(str(db_path)) == daemon.pid, 60, "the daemon did not take the lock")
+            ju.configure(db_path, flusher="process", console=False)
+            try:
+                for i in range(1000):
+                    ju.get_logger("d").info("d-%d", i)
+                assert ju.flush(timeout=60)
+                assert (0, daemon.pid) == (ju.stats()["flusher_spawns"], ju.stats()["flusher_pid"])
+            finally:
+                ju.shutdown()
+            time.sleep(2.0)  # more than the linger
+            assert daemon.poll() is None
+            daemon.send_signal(signal.SIGTERM)
+            assert 0 == daemon.wait(30), daemon.stderr.read() if daemon.stderr else ""
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+        assert flusher_pid(str(db_path)) is None
+        assert_exactly_once(db_path, "d", 1000)
+
+
+class TestReplacedFiles:
+    def test_a_new_database_at_the_same_path_gets_the_records(self, tmp_path: Path) -> None:
+        """The database and ring removed and made again in one process: the new flusher process gets its records."""
+        import shutil
+
+        work = tmp_path / "round"
+        for n in range(2):
+            work.mkdir()
+            db = work / "app.db"
+            ju.configure(db, flusher="process", console=False)
+            try:
+                for i in range(500):
+                    ju.get_logger("again").info(f"r{n}-%d", i)
+                assert ju.flush(timeout=60)
+            finally:
+                ju.shutdown()
+            assert_exactly_once(db, f"r{n}", 500)
+            shutil.rmtree(work)
