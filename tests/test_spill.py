@@ -77,7 +77,7 @@ def db(tmp_path: Path) -> Iterator[Path]:
     ju.shutdown(timeout=30)
 
 
-def test_a_full_ring_spills_and_every_record_is_committed_once(db: Path) -> None:
+def test_a_full_ring_spills_and_every_record_is_committed_once(db: Path, flusher_mode: str) -> None:
     ju.configure(db, console=False, ring_size=RING, block_timeout=0.2)
     assert ju.flush(timeout=30)
     locker = Locker(db)
@@ -173,7 +173,7 @@ FLUSHER = textwrap.dedent(
 )
 
 
-def test_producers_and_flushers_sigkilled_around_spill_files(tmp_path: Path) -> None:
+def test_producers_and_flushers_sigkilled_around_spill_files(tmp_path: Path, flusher_mode: str) -> None:
     """Producers killed while spilling lose only their last call; flushers killed while
     committing spill files lose and repeat nothing."""
     db = tmp_path / "app.db"
