@@ -1022,12 +1022,15 @@ class LogStore:
         raw: bool = False,
         limit: int | None = None,
         batch_size: int = _BATCH,
+        newest_first: bool = False,
         **filters: Unpack[Filters],
     ) -> Generator[Record, None, None]:
         """Every matching record, oldest (lowest id) first, read in batches.
 
         Records committed after the export started are not included.  Each
-        batch is its own short read, so a long export never holds the WAL.
+        batch is its own short read, so a long export never holds the WAL and
+        memory stays that of one batch.  *newest_first* walks from the highest
+        id down (how ``janus-logs search --limit 0`` streams every match).
         """
         _check_limit(limit, "limit", none_ok=True)
         _check_limit(batch_size, "batch_size")
@@ -1035,20 +1038,23 @@ class LogStore:
             raise SearchQueryError("batch_size must be at least 1")
         selection = self._select(query, raw, filters)
         upto = self._max_id()
-        return self._export(selection, limit, batch_size, upto)
+        return self._export(selection, limit, batch_size, upto, newest_first)
 
     def _export(
-        self, selection: _Selection, limit: int | None, batch_size: int, upto: int
+        self, selection: _Selection, limit: int | None, batch_size: int, upto: int, newest_first: bool = False
     ) -> Generator[Record, None, None]:
-        position = 0
+        position = upto if newest_first else 0
         remaining = limit
         while remaining is None or remaining > 0:
             size = batch_size if remaining is None else min(batch_size, remaining)
-            batch = self._records(selection, order="id", limit=size, after_id=position, upto_id=upto)
+            if newest_first:
+                batch = self._records(selection, order="id_desc", limit=size, upto_id=position)
+            else:
+                batch = self._records(selection, order="id", limit=size, after_id=position, upto_id=upto)
             yield from batch
             if len(batch) < size:
                 return
-            position = batch[-1].id
+            position = batch[-1].id - 1 if newest_first else batch[-1].id
             if remaining is not None:
                 remaining -= len(batch)
 
