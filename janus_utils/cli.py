@@ -554,6 +554,7 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--raw", action="store_true", help="QUERY is FTS5 syntax, passed unchanged")
     export.set_defaults(handler=_export)
 
+    _add_recover(commands, db_default, formatter)
     _add_prune(commands, db_default, formatter)
     _add_erase(commands, db_default, formatter)
     _add_archive(commands, db_default, formatter)
@@ -562,6 +563,53 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ship_cli.add_parser(commands, db_default, formatter, PROG)
     return parser
+
+
+def _add_recover(commands: argparse._SubParsersAction[argparse.ArgumentParser], db_default: str, formatter: type[argparse.HelpFormatter]) -> None:
+    recover = commands.add_parser(
+        "recover",
+        help="commit the records a crashed process left in the ring",
+        description=textwrap.dedent(
+            """\
+            A record whose log call returned waits in the ring file beside the
+            database (DB-ring) until a flusher commits it.  If every process
+            that logs into the database died first, the records wait there
+            until an application configures the database again; search, tail,
+            stats and count say how many.  recover commits them now, with the
+            flusher's own code under its lock: each record is stored once,
+            even if an application starts meanwhile.  While an application
+            runs, its flusher commits them and recover does nothing."""
+        ),
+        epilog=_examples(
+            f"{PROG} recover --db app.db",
+            "",
+            "Exit status: 0 records committed, 1 none waited (or a running process commits them), 2 an error.",
+        ),
+        formatter_class=formatter,
+    )
+    _db_option(recover, db_default)
+    recover.add_argument("--timeout", type=_timeout_arg, default=60.0, metavar="SECONDS", help="give up after this long (default 60; 0 for no limit)")
+    recover.add_argument("--json", action="store_true", help="the counts as one JSON object")
+    recover.set_defaults(run=_recover)
+
+
+def _recover(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from ._recover import recover
+
+    path = sqlite_path(args.db)
+    if not os.path.exists(path) and not os.path.exists(path + "-ring"):
+        raise _UsageError(f"no log database at {args.db} and no ring beside it: check the path")
+    summary = recover(path, args.timeout)
+    if args.json:
+        out.write(_json_line({"db": args.db, "committed": summary.committed, "left": summary.left,
+                              "flusher_running": summary.flusher_running}) + "\n")
+    elif summary.flusher_running:
+        out.write(f"a running process is the flusher of {sanitize(args.db)}: it commits what the ring holds\n")
+    else:
+        out.write(f"committed {_plural(summary.committed, 'record')} from {sanitize(summary.ring_path)} into {sanitize(args.db)}\n")
+        if summary.left:
+            out.write(f"{_plural(summary.left, 'record')} still wait (the timeout passed): run recover again\n")
+    return 0 if summary.committed else 1
 
 
 def _add_prune(commands: argparse._SubParsersAction[argparse.ArgumentParser], db_default: str, formatter: type[argparse.HelpFormatter]) -> None:
@@ -1471,6 +1519,12 @@ def _main(argv: Sequence[str] | None, out: IO[str], err: IO[str]) -> int:
         with pager(out, paged) as stream, _open_store(args) as store:
             code = args.handler(store, args, stream, notes)
             stream.flush()
+        if getattr(args, "source", None) is None and os.path.exists(sqlite_path(args.db)):
+            from ._recover import notice
+
+            waiting = notice(sqlite_path(args.db))
+            if waiting:
+                notes.write(f"{PROG}: {sanitize(waiting)}\n")
     finally:
         if notes is not err:  # said once the pager is gone, so that it stays on the screen
             err.write(notes.getvalue())
