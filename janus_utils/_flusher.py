@@ -778,6 +778,7 @@ class Flusher:
                         db.execute(_INSERT, unstorable_row(row, err))
                         self.unstorable += 1
             db.execute(_INDEX, (last,))
+            db.execute(_schema.WIDE_INDEX_SQL, (last,))  # CJK and emoji rows, also by trigrams
             self.resources.save(db)
             db.execute(_SAVE_POS, (self.ring_id, upto))
 

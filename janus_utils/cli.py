@@ -404,11 +404,17 @@ def _build_parser() -> argparse.ArgumentParser:
             can be chosen: message:timeout.  --raw passes FTS5 syntax as is.
             Snippets (in --json) mark each hit as [hit].
 
+            -word and NOT word leave out the records holding word: quote
+            the query ('order -refunded').  A term holding CJK or emoji
+            (日本語, 🚀) is found anywhere in the text, and is always
+            required (or with -, excluded).  Pasted identifiers (k-7977,
+            err_1838fa1042c0, UUIDs, app.db.pool) are searched as phrases.
+
             With --archives DIR the archives a prune wrote are searched too,
             after the database (or alone, when --db does not exist).  They
-            have no index: each word of QUERY must occur in the message,
-            fields or exception (no OR, NOT, "phrases" or prefix*), and
-            their matches come in archive order, oldest first, each marked
+            have no index but QUERY means the same there (words and
+            phrases, not substrings; AND, OR, NOT, prefix*), and their
+            matches come in archive order, oldest first, each marked
             [archived] ("archived": true in --json).  --limit counts both."""
         ),
         epilog=_examples(

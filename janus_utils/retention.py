@@ -54,16 +54,18 @@ from typing import Any
 
 import apsw
 
-from ._fts import check_query_size
+from ._fts import check_query_size, matcher
 from ._levels import level_name, parse_level
 from ._schema import (
     COLUMNS,
     FTS_TABLE,
     SCHEMA_VERSION,
     TABLE,
+    WIDE_INDEX_SQL,
     apply_connection_settings,
     database_id,
     ensure_schema,
+    wide_index_sql,
 )
 from .error_handling.utils.errors import ConfigError, FileHandlerError
 from .file_handler import (
@@ -381,6 +383,7 @@ _FTS_DELETE = (
     f'INSERT INTO "{FTS_TABLE}"("{FTS_TABLE}", "rowid", "message", "fields", "exception") '
     f'SELECT \'delete\', "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" IN ({_IDS})'
 )
+_WIDE_INSERT = wide_index_sql(f'"id" IN ({_IDS})')
 _DELETE = f'DELETE FROM "{TABLE}" WHERE "id" IN ({_IDS})'
 _INSERT = f'INSERT INTO "{TABLE}" ({_COLS_SQL}) VALUES ({", ".join("?" * len(ALL_COLUMNS))})'
 _FTS_INSERT = (
@@ -1468,6 +1471,7 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
                 continue
             db.executemany(_INSERT, list(rows.values()))
             db.execute(_FTS_INSERT, (json.dumps(list(rows)),))
+            db.execute(_WIDE_INSERT, (json.dumps(list(rows)),))
             inserted += len(rows)
     return inserted
 
@@ -1506,6 +1510,7 @@ def _import_foreign(
             last = db.execute(f'SELECT coalesce(max("id"), 0) FROM "{TABLE}"').fetchall()[0][0]
             db.executemany(_INSERT_NEW_ID, rows)
             db.execute(_FTS_AFTER, (last,))
+            db.execute(WIDE_INDEX_SQL, (last,))
             inserted += len(rows)
     return inserted
 
@@ -1563,17 +1568,18 @@ def search_archives(
 ) -> list[dict[str, Any]]:
     """A fallback search over archived records, by streaming every archive in the range.
 
-    No index is used: each whitespace-separated term of *text* must occur,
-    case-insensitively, as a substring of the message, fields or exception (no
-    FTS5 syntax, no ranking).  *level* is a minimum (``"WARNING"`` finds
+    No index is used, but *text* means what it means to LogStore.search
+    (janus_utils._fts.matcher): words and "phrases" of the message, fields or
+    exception (not substrings: ``look`` does not find ``lookup``), AND, OR,
+    NOT, -word, prefix*, NEAR and column:term; no ranking.  *level* is a minimum (``"WARNING"`` finds
     WARNING and above); *logger* matches that logger and its children
     (``"app"`` finds ``app.db``).  Results come in archive order, oldest
     first, at most *limit* of them (None: all).  A *text* longer or with more
     words than a search may take raises SearchQueryError, as LogStore does.
     """
     if text:
-        check_query_size(text)  # each term is a substring scan of every record read
-    terms = text.lower().split() if text else []
+        check_query_size(text)  # each term is a scan of every record read
+    matches = matcher(text) if text and text.strip() else None
     min_level = None if level is None else _parse_level(level)
     found: list[dict[str, Any]] = []
     if limit is not None and limit <= 0:
@@ -1587,12 +1593,10 @@ def search_archives(
             name = _as_text(record.get("logger"))
             if name != logger and not name.startswith(logger + "."):
                 continue
-        if terms:
-            haystack = "\n".join(
-                _as_text(record[key]) for key in ("message", "fields", "exception") if record.get(key) is not None
-            ).lower()
-            if not all(term in haystack for term in terms):
-                continue
+        if matches is not None and not matches(
+            {key: _as_text(record[key]) for key in ("message", "fields", "exception") if record.get(key) is not None}
+        ):
+            continue
         found.append(record)
         if limit is not None and len(found) >= limit:
             break

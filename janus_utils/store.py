@@ -34,9 +34,9 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import apsw
 
-from ._fts import check_query_size, escape_query, quote_all
+from ._fts import check_query_size, escape_query, excluded_only, quote_all, split_wide
 from ._levels import level_name, parse_level
-from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE
+from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE, WIDE_TABLE
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.utils.errors import FileHandlerError, SearchQueryError
 from .file_handler import sqlite_path
@@ -463,6 +463,9 @@ class LogStore:
                 )
             }
             columns = tuple(str(row[1]) for row in db.execute(f"PRAGMA table_info({_F})"))
+            self._has_wide = bool(
+                db.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (WIDE_TABLE,)).fetchall()
+            )
             table_columns = {str(row[1]) for row in db.execute(f"PRAGMA table_info({_T})")}
         self._has_resources = all(column in table_columns for column in _ADDED_IN_V2)
         self._select_record = (
@@ -504,9 +507,34 @@ class LogStore:
                 if raw:
                     selection.fts = _text(query, "query")
                 else:
+                    query, wide = split_wide(query)
+                    for term, excluded_term in wide:
+                        self._wide_term(selection, term, excluded_term)
                     selection.fts = escape_query(query, self._fts_columns)
-                check_query_size(query, selection.fts)
+                    if wide and not selection.fts:
+                        selection.fts = None  # the CJK or emoji terms alone select
+                    excluded = excluded_only(query, self._fts_columns) if selection.fts == "" else None
+                    if excluded is not None:
+                        # Only exclusions (-debug, NOT health): every record but the matches.
+                        check_query_size(query, excluded)
+                        selection.fts = None
+                        selection.add(f'{_T}."id" NOT IN (SELECT "rowid" FROM {_F} WHERE {_F} MATCH ?)', excluded)
+                if selection.fts is not None:
+                    check_query_size(query, selection.fts)
         return selection
+
+    def _wide_term(self, selection: _Selection, term: str, excluded: bool) -> None:
+        """A term holding CJK or emoji: a substring of the message, fields or exception (see _fts.split_wide)."""
+        has = "NOT IN" if excluded else "IN"
+        if self._has_wide and len(term) >= 3:
+            selection.add(f'{_T}."id" {has} (SELECT "rowid" FROM "{WIDE_TABLE}" WHERE "{WIDE_TABLE}" MATCH ?)',
+                          '"' + term.replace('"', '""') + '"')
+            return
+        # Under three characters trigrams cannot look it up: each row holding
+        # such characters (few, in most logs) is read instead.
+        found = " OR ".join(f'instr(coalesce({_T}."{column}", \'\'), ?) > 0' for column in ("message", "fields", "exception"))
+        rows = f'{_T}."id" IN (SELECT "rowid" FROM "{WIDE_TABLE}") AND ' if self._has_wide and not excluded else ""
+        selection.add(f"({rows}({found}))" if not excluded else f"NOT ({found})", term, term, term)
 
     def _filters(
         self,
