@@ -117,13 +117,26 @@ MAX_IMPORTED_ID = 2**53
 ALL_COLUMNS: tuple[str, ...] = ("id", *COLUMNS)
 _REQUIRED = frozenset({"id", "ts", "level", "logger", "message"})
 
-# janus-logs-<UTC day>.<database id>.<lowest id>-<highest id>[.<n>].ndjson.gz; the
-# database id (16 hex digits, random per database) keeps the archives of two hosts
-# apart; archives of older versions lack it.
+# janus-logs-<UTC day>.<database id>.<host>.<lowest id>-<highest id>[.<n>].ndjson.gz.
+# The database id (16 hex digits, random per database) keeps the archives of two
+# databases apart, the host those of a database copied to another machine (a
+# cloned image, a restored backup), whose ids go on from the same numbers.  Ids
+# are zero-padded to ID_DIGITS, so that ls and zcat * list them in order.
+# Archives of older versions lack the host, the padding or the database id.
+ID_DIGITS = 16
 ARCHIVE_PATTERN = re.compile(
     r"^janus-logs-(?P<day>\d{4}-\d{2}-\d{2})\.(?:(?P<db>[0-9a-f]{16})\.)?"
+    r"(?:(?P<host>[a-z0-9][a-z0-9-]{0,62})\.)?"
     r"(?P<low>\d+)-(?P<high>\d+)(?:\.(?P<n>\d+))?\.ndjson\.gz$"
 )
+
+
+def archive_host(name: str | None = None) -> str:
+    """*name* (default: this machine's hostname) as it goes into an archive name: [a-z0-9-], at most 63."""
+    import socket
+
+    text = re.sub(r"[^a-z0-9-]+", "-", (name if name is not None else socket.gethostname()).lower()).strip("-")
+    return text[:63].strip("-") or "host"
 
 _AGE_UNITS = {
     "s": NS_PER_SECOND,
@@ -627,10 +640,12 @@ def _day_of(ts: int) -> str:
     return (_dt.date(1970, 1, 1) + _dt.timedelta(days=ts // NS_PER_DAY)).isoformat()
 
 
-def _archive_sort_key(path: Path) -> tuple[str, str, int, int, int]:
+def _archive_sort_key(path: Path) -> tuple[str, str, int, int, str, int]:
     match = ARCHIVE_PATTERN.match(path.name)
     assert match is not None
-    return (match["day"], match["db"] or "", int(match["low"]), int(match["high"]), int(match["n"] or 0))
+    return (
+        match["day"], match["db"] or "", int(match["low"]), int(match["high"]), match["host"] or "", int(match["n"] or 0)
+    )
 
 
 def list_archives(archive_dir: str | Path) -> list[Path]:
@@ -754,7 +769,7 @@ class _Engine:
         assert self.archive_dir is not None
         ids = [row[0] for row in rows]
         origin = f"{self.db_id}." if self.db_id else ""
-        stem = f"janus-logs-{day}.{origin}{min(ids)}-{max(ids)}"
+        stem = f"janus-logs-{day}.{origin}{archive_host()}.{min(ids):0{ID_DIGITS}d}-{max(ids):0{ID_DIGITS}d}"
         for n in itertools.count():
             path = self.archive_dir / (f"{stem}.ndjson.gz" if n == 0 else f"{stem}.{n}.ndjson.gz")
             if path.exists():
