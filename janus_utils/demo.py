@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         with ju.LogStore(args.db) as store:
             before = store.count()
     # The console stays quiet: what was logged is read back from the database below.
-    ju.configure(args.db, level="INFO", console=False)
+    ju.configure(args.db, level="INFO", console=False, service="demo-shop")
     started = time.perf_counter()
     threads = [threading.Thread(target=handle_requests, args=(w, args.records)) for w in range(4)]
     threads.append(threading.Thread(target=run_agent))

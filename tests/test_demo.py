@@ -51,3 +51,45 @@ class TestDemo:
         assert "appended: the database already held" in again.stdout
         assert "appended" not in fresh.stdout
         assert "found 2 records" in fresh.stdout
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _table_commands() -> list[str]:
+    """The janus-logs column of the README's on-call table."""
+    text = README.read_text()
+    section = text[text.index("### On call: janus-logs beside journalctl and lnav") :]
+    section = section[: section.index("\n\n", section.index("| task |"))]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| task")]
+    commands = []
+    for row in rows:
+        cell = row.rstrip(" |").rsplit(" | ", 1)[1]
+        assert cell.startswith("`janus-logs ") and cell.endswith("`"), row
+        commands.append(cell[1:-1])
+    return commands
+
+
+class TestReadmeTable:
+    def test_ten_rows(self) -> None:
+        assert 10 == len(_table_commands())
+
+    def test_every_janus_logs_row_runs(self, tmp_path: Path) -> None:
+        """Each row, run in the demo's directory, finds records (exit 0); -f keeps following."""
+        assert 0 == _demo(tmp_path).returncode
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        for command in _table_commands():
+            argv = [sys.executable, "-m", "janus_utils", *shlex.split(command)[1:]]
+            if "-f" in argv:
+                process = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                try:
+                    assert process.stdout is not None
+                    assert "demo" in process.stdout.readline(), command
+                    assert process.poll() is None, command
+                finally:
+                    process.kill()
+                    process.wait()
+                continue
+            result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+            assert 0 == result.returncode, (command, result.stderr)
+            assert result.stdout.strip(), command
