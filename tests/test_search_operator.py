@@ -13,7 +13,7 @@ import pytest
 from conftest import BASE_TS, make_row, open_writer, write_batch
 from janus_utils import LogStore
 from janus_utils._fts import matcher, tokens
-from janus_utils._schema import SCHEMA_VERSION, WIDE_TABLE, ensure_schema
+from janus_utils._schema import WIDE_TABLE, ensure_schema
 from janus_utils.retention import prune_path, search_archives
 
 CORPUS = [
@@ -104,9 +104,11 @@ class TestCjkAndEmoji:
         conn = apsw.Connection(str(path))
         from janus_utils import _schema
 
-        for version in range(SCHEMA_VERSION - 1):
+        # The schema as it was just before the migration that adds the trigram index.
+        before = next(v for v, sql in _schema.MIGRATIONS.items() if f'"{WIDE_TABLE}"' in sql)
+        for version in range(before):
             conn.execute(_schema.MIGRATIONS[version])
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")
+        conn.execute(f"PRAGMA user_version={before}")
         write_batch(conn, _rows())
         assert 0 == conn.execute(
             "SELECT count(*) FROM sqlite_schema WHERE name = ?", (WIDE_TABLE,)
