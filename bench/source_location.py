@@ -32,7 +32,7 @@ def main() -> None:
     rows = [
         ("info, C path (no location)", measure("WARNING", "info")),
         ("warning, source_location=None (C path)", measure(None, "warning")),
-        ("warning, source_location=WARNING (Python path + frame)", measure("WARNING", "warning")),
+        ("warning, source_location=WARNING (frame + C path)", measure("WARNING", "warning")),
     ]
     base = rows[1][1]
     for name, ns in rows:

@@ -483,10 +483,11 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
             return
         try:
             fast = _fast
-            # A record that carries its source location takes the Python path:
-            # the C encoder stays as it is, and the frame is looked up only here.
-            located = level >= _source_level
-            if fast is not None and not exception and not located:
+            if level >= _source_level:
+                # Where it was logged, looked up here where the level is known,
+                # and handed to either encoder as three more fields.
+                _source.add_caller(fields, fields.get("stacklevel", 1))
+            if fast is not None and not exception:
                 # The common call, in C; NotImplemented: this call is the Python path's.
                 result = fast(level, self.name, self._bound, msg, args, fields)
                 if result is None:
@@ -496,8 +497,6 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
                     return
             if exception:
                 fields.setdefault("exc_info", True)
-            if located:
-                _source.add_caller(fields, fields.get("stacklevel", 1))
             exc = _split_special(fields) if fields and not _SPECIAL.isdisjoint(fields) else None
             if args:
                 if type(msg) is str and (len(args) != 1 or type(args[0]) is not dict):
