@@ -743,7 +743,8 @@ def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser], 
         ),
         epilog=_examples(
             f"{PROG} archive import archive --db restored.db",
-            f"{PROG} archive import archive/janus-logs-2024-05-01.1-5000.ndjson.gz",
+            f"{PROG} archive import archive/janus-logs-2024-05-01.0123456789abcdef.web-1."
+            "0000000000000001-0000000000005000.ndjson.gz",
             "",
             "Exit status: 0 records inserted, 1 none (all were there already), 2 an error.",
         ),
