@@ -287,6 +287,9 @@ def _logfmt_value(value: object) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_SOURCE_KEYS = frozenset(("code.filepath", "code.lineno", "code.function"))  # see _source
+
+
 def render_logfmt(record: tuple[Any, ...], color: bool, tracebacks: str = "5xx") -> str:
     """One logfmt line: readable, greppable, and parseable by logfmt tools.
 
@@ -299,7 +302,7 @@ def render_logfmt(record: tuple[Any, ...], color: bool, tracebacks: str = "5xx")
     parts = [f"ts={_iso(ts)}", f"level={lname}", f"logger={_logfmt_value(name)}",
              f"msg={_logfmt_value(message)}"]
     for key, value in (fields or {}).items():
-        if value is None:
+        if value is None or key in _SOURCE_KEYS:  # the database keeps where it was logged
             continue
         parts.append(f"{_logfmt_value(key).replace('=', '_')}={_logfmt_value(value)}")
     if exc and show_traceback(fields, tracebacks):

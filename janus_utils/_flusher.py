@@ -829,6 +829,7 @@ class Flusher:
                         db.execute(_INSERT, unstorable_row(row, err))
                         self.unstorable += 1
             db.execute(_INDEX, (last,))
+            db.execute(_schema.WIDE_INDEX_SQL, (last,))  # CJK and emoji rows, also by trigrams
             self.resources.save(db)
             db.execute(_SAVE_POS, (key, upto))
             sealed = self.sealer.seal(db, last, None if one_by_one else rows) if self.sealer is not None else None

@@ -25,14 +25,26 @@ not: a prefix term is a scan of every indexed word it begins (800 of them took
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from .error_handling.utils.errors import SearchQueryError
 
-__all__ = ["MAX_PREFIX_TERMS", "MAX_QUERY_CHARS", "MAX_QUERY_TERMS", "check_query_size", "escape_query", "quote_all"]
+__all__ = [
+    "MAX_PREFIX_TERMS",
+    "MAX_QUERY_CHARS",
+    "MAX_QUERY_TERMS",
+    "check_query_size",
+    "escape_query",
+    "excluded_only",
+    "quote_all",
+    "matcher",
+    "split_wide",
+    "WIDE_GLOB",
+]
 
 # What one search may ask of the index.  Measured on 200,000 records: a word
 # costs a lookup (1,000 OR-ed words counted in 0.6 s), but a prefix term reads
@@ -179,6 +191,7 @@ class _Parser:
         self.pos = 0
         self.depth = 0
         self.columns = {column.lower(): column for column in columns}
+        self.exclusions: list[_Node] = []  # what a query of exclusions only leaves out
         # Index of the ")" closing each "(", for those that are closed at all.
         self.closing: dict[int, int] = {}
         opened: list[int] = []
@@ -219,6 +232,19 @@ class _Parser:
 
     def parse_and(self) -> _Node | None:
         children: list[_Node] = []
+        # Exclusions met before anything to exclude from ("NOT refunded order",
+        # "-refunded order"): FTS5 has no unary NOT, so they wait for a word.
+        pending: list[_Node] = []
+
+        def exclude(negative: _Node | None) -> None:
+            if negative is None:
+                return
+            if children:
+                # a NOT b AND c is (a AND c) NOT b: the AND is what is excluded from.
+                children[-1] = _subtract(children[-1], negative)
+            else:
+                pending.append(negative)
+
         while True:
             token = self.peek()
             if token is None or token.kind == ")" or self.is_operator(token, "OR"):
@@ -227,20 +253,42 @@ class _Parser:
                 self.pos += 1  # explicit AND reads the same as the implicit one
                 continue
             if self.is_operator(token, "NOT"):
-                # "a AND NOT b" means a NOT b; with nothing on its left NOT is
-                # dropped, as FTS5 has no unary NOT.
+                # "a AND NOT b" means a NOT b.
                 self.pos += 1
                 following = self.peek()
-                if children and following is not None and following.kind != ")":
-                    if not self.is_operator(following):
-                        negative = self.parse_primary()
-                        if negative is not None:
-                            children[-1] = _subtract(children[-1], negative)
+                if following is not None and following.kind != ")" and not self.is_operator(following):
+                    exclude(self.parse_primary())
+                continue
+            if self.is_exclusion(token):
+                # -word and -"a phrase", as in web searches: NOT word.
+                exclude(self.parse_exclusion())
                 continue
             node = self.parse_not()
             if node is not None:
+                if pending and not children:
+                    for negative in pending:
+                        node = _subtract(node, negative)
+                    pending.clear()
                 children.append(node)
+        if pending and not children:
+            self.exclusions.extend(pending)
         return _group("AND", children)
+
+    def is_exclusion(self, token: _Token) -> bool:
+        """A word that starts with - after a space: -word, or - glued to a "phrase" or (group)."""
+        if token.kind != "word" or not token.text.startswith("-") or token.glued:
+            return False
+        if token.text == "-":
+            following = self.peek(1)
+            return following is not None and following.glued and following.kind in ("string", "(")
+        return _has_token_chars(token.text.lstrip("-"))
+
+    def parse_exclusion(self) -> _Node | None:
+        token = self.tokens[self.pos]
+        self.pos += 1
+        if token.text == "-":
+            return self.parse_primary()
+        return _word_phrase(token.text.lstrip("-"))
 
     def parse_not(self) -> _Node | None:
         positive = self.parse_primary()
@@ -435,6 +483,19 @@ def escape_query(text: str, columns: Collection[str] = ()) -> str:
     return _render(tree) if tree is not None else ""
 
 
+def excluded_only(text: str, columns: Collection[str] = ()) -> str | None:
+    """For a query that only excludes (``-debug``, ``NOT health``): what it excludes, as one
+    FTS5 expression (the exclusions OR-ed); None for any other query.
+
+    FTS5 has no unary NOT: the caller keeps the records that do *not* match it.
+    """
+    parser = _Parser(_tokenize(_clean(text)), columns)
+    if parser.parse() is not None or not parser.exclusions:
+        return None
+    node = _group("OR", parser.exclusions)
+    return _render(node) if node is not None else None
+
+
 def quote_all(text: str) -> str:
     """Every whitespace-separated word of *text* as a phrase, AND-ed: the safe fallback."""
     phrases = [_phrase(word) for word in _clean(text).split()]
@@ -478,3 +539,167 @@ def check_query_size(text: str, fts: str | None = None) -> None:
             code="query_too_large",
             details={"terms": terms, "limit": MAX_QUERY_TERMS},
         )
+
+
+# ---------------------------------------------------------------- CJK and emoji
+# Characters unicode61 cannot find inside a word: CJK scripts run words
+# together without spaces (日本語のログ is one token to it), and emoji are not
+# letters (a separator to it).  Rows holding one are also indexed by
+# trigrams (the "logs_wide" table, see _schema), where a term with one is
+# looked up as a substring.  The same ranges in a GLOB class pick those rows
+# (SQLite's GLOB compares code points).
+_WIDE_RANGES = "\u2e80-\u2fdf\u3000-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef\u2600-\u27bf\U0001f000-\U0001fbff"
+_WIDE = re.compile(f"[{_WIDE_RANGES}]")
+WIDE_GLOB = "*[" + re.sub(r"\\[uU]([0-9a-fA-F]+)", lambda m: chr(int(m.group(1), 16)), _WIDE_RANGES) + "]*"
+_TERM = re.compile(r'-?"(?:[^"]|"")*"\*?|\S+')
+
+
+def split_wide(text: str) -> tuple[str, list[tuple[str, bool]]]:
+    """Take the terms holding CJK or emoji out of *text*: (the rest, [(term, excluded)]).
+
+    Each such term (a word, or a "phrase") is then found as a substring, and
+    is always required (or, written -term, always excluded), whatever AND, OR
+    or NOT stand around it.
+    """
+    if not _WIDE.search(text):
+        return text, []
+    terms: list[tuple[str, bool]] = []
+    rest: list[str] = []
+    last = 0
+    for match in _TERM.finditer(text):
+        word = match.group()
+        if not _WIDE.search(word):
+            continue
+        excluded = word.startswith("-")
+        body = word[1:] if excluded else word
+        if len(body) >= 2 and body.startswith('"') and body.rstrip("*").endswith('"'):
+            body = body.rstrip("*")[1:-1].replace('""', '"')
+        body = _clean(body).strip().rstrip("*")
+        if body:
+            terms.append((body, excluded))
+        rest.append(text[last : match.start()])
+        last = match.end()
+    rest.append(text[last:])
+    return " ".join(rest), terms
+
+
+# ---------------------------------------------------------------- the same query without an index
+_TOKEN_CATEGORIES = ("L", "N")
+
+
+def _is_token_char(char: str) -> bool:
+    category = unicodedata.category(char)
+    return category[0] in _TOKEN_CATEGORIES or category == "Co"
+
+
+def _fold(token: str) -> str:
+    # unicode61 folds case and (remove_diacritics=1) drops diacritics of Latin letters.
+    text = token.casefold()
+    if text.isascii():
+        return text
+    decomposed = unicodedata.normalize("NFD", text)
+    kept = []
+    for char in decomposed:
+        if unicodedata.category(char) == "Mn" and kept and ord(kept[-1]) < 0x250:
+            continue
+        kept.append(char)
+    return unicodedata.normalize("NFC", "".join(kept))
+
+
+def tokens(text: str) -> list[str]:
+    """*text* as FTS5's unicode61 tokenizer sees it: runs of letters and digits, folded."""
+    found: list[str] = []
+    start = None
+    for index, char in enumerate(text):
+        if _is_token_char(char):
+            if start is None:
+                start = index
+        elif start is not None:
+            found.append(_fold(text[start:index]))
+            start = None
+    if start is not None:
+        found.append(_fold(text[start:]))
+    return found
+
+
+_NEAR_DEFAULT = 10  # FTS5's NEAR distance when none is given
+
+
+def matcher(text: str, columns: Collection[str] = ("message", "fields", "exception")) -> Callable[[Mapping[str, str | None]], bool]:
+    """A test of one record's columns with the meaning LogStore gives *text*, for records without an index.
+
+    The same parse (escape_query), the same words (unicode61's tokens:
+    ``look`` does not find ``lookup``, ``1042`` is not inside
+    ``err_1042c0``), phrases, prefix*, NEAR, column:term, -word and NOT,
+    and CJK or emoji terms as substrings (split_wide).  Archives are
+    searched with it, so that a record answers a query the same way before
+    and after it is pruned.
+    """
+    rest, wide = split_wide(text)
+    parser = _Parser(_tokenize(_clean(rest)), columns)
+    tree = parser.parse()
+    exclusions = parser.exclusions if tree is None else []
+    names = tuple(columns)
+
+    def match(record: Mapping[str, str | None]) -> bool:
+        cache: dict[str, list[str]] = {}
+
+        def words(column: str) -> list[str]:
+            if column not in cache:
+                cache[column] = tokens(record.get(column) or "")
+            return cache[column]
+
+        def starts(phrase: _Phrase, column: str) -> list[int]:
+            wanted = tokens(phrase.text)
+            if not wanted:
+                return []
+            have = words(column)
+            last = len(wanted) - 1
+            hits = []
+            for i in range(len(have) - last):
+                if have[i : i + last] == wanted[:last] and (
+                    have[i + last].startswith(wanted[last]) if phrase.prefix else have[i + last] == wanted[last]
+                ):
+                    hits.append(i)
+            return hits
+
+        def near(node: _Near, column: str) -> bool:
+            distance = _NEAR_DEFAULT if node.distance is None else node.distance
+            spans = []
+            for phrase in node.phrases:
+                size = len(tokens(phrase.text))
+                hits = starts(phrase, column)
+                if not hits:
+                    return False
+                spans.append([(hit, hit + size) for hit in hits[:50]])
+            for combo in itertools.product(*spans):
+                ordered = sorted(combo)
+                gap = sum(max(0, b[0] - a[1]) for a, b in zip(ordered, ordered[1:]))
+                if gap <= distance:
+                    return True
+            return False
+
+        def holds(node: _Node, scope: tuple[str, ...]) -> bool:
+            if isinstance(node, _Phrase):
+                return any(starts(node, column) for column in scope)
+            if isinstance(node, _Near):
+                return any(near(node, column) for column in scope)
+            if isinstance(node, _Column):
+                return node.column in scope and holds(node.node, (node.column,))
+            if isinstance(node, _Not):
+                return holds(node.positive, scope) and not any(holds(n, scope) for n in node.negatives)
+            if node.op == "AND":
+                return all(holds(child, scope) for child in node.children)
+            return any(holds(child, scope) for child in node.children)
+
+        for term, excluded in wide:
+            present = any(term in (record.get(column) or "") for column in names)
+            if present == excluded:
+                return False
+        if tree is not None:
+            return holds(tree, names)
+        if exclusions:
+            return not any(holds(node, names) for node in exclusions)
+        return bool(wide) or not rest.strip()
+
+    return match

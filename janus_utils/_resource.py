@@ -27,7 +27,8 @@ from ._record import FORMAT, dumps
 __all__ = ["ANNOUNCE_LOGGER", "Resources", "announcement", "default_host", "default_service"]
 
 ANNOUNCE_LOGGER = "janus.process"
-_ANNOUNCE_LEVEL = 0  # below TRACE: no log call makes it by accident with this logger name
+ANNOUNCE_LEVEL = 0  # below TRACE: no log call makes it by accident with this logger name
+_ANNOUNCE_LEVEL = ANNOUNCE_LEVEL
 _MARK = "_janus_announce"
 
 _SAVE = 'INSERT OR REPLACE INTO "janus_processes"(pid, service, host, announced_ts) VALUES (?, ?, ?, ?)'

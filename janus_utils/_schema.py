@@ -6,6 +6,7 @@ import textwrap
 
 import apsw
 
+from ._fts import WIDE_GLOB
 from .error_handling.db.errors import MigrationError
 
 __all__ = [
@@ -16,6 +17,9 @@ __all__ = [
     "FTS_TABLE",
     "SCHEMA_VERSION",
     "TABLE",
+    "WIDE_INDEX_SQL",
+    "WIDE_TABLE",
+    "wide_index_sql",
     "apply_connection_settings",
     "database_id",
     "ensure_schema",
@@ -25,7 +29,8 @@ TABLE = "logs"
 FTS_TABLE = "logs_fts"
 META_TABLE = "janus_meta"  # this database's identity (db_id) and other facts about it
 SHIP_CURSOR_TABLE = "janus_ship_cursor"  # how far each sink (janus_utils.ship) has got
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+WIDE_TABLE = "logs_wide"  # trigram index of the rows holding CJK or emoji (see _V_WIDE)
 
 # Column order of an inserted row (``id`` is assigned by SQLite).
 COLUMNS: tuple[str, ...] = (
@@ -162,8 +167,59 @@ _SEAL = textwrap.dedent(
     """
 )
 
+
+def _wide_rows(row: str) -> str:
+    # The GLOB class of _fts.WIDE_GLOB, quoted for SQL: the one definition of "needs it".
+    # octet_length() = length() for ASCII text (most rows): no GLOB runs for it.
+    pattern = "'" + WIDE_GLOB.replace("'", "''") + "'"
+    return " OR ".join(
+        f'(octet_length({row}."{column}") > length({row}."{column}") AND {row}."{column}" GLOB {pattern})'
+        for column in ("message", "fields", "exception")
+    )
+
+
+_V_WIDE = textwrap.dedent(
+    f"""
+    -- unicode61 finds words between separators: CJK text, written without
+    -- spaces, is one token per run (日本語 does not find 日本語のログ), and
+    -- emoji are separators.  Rows holding such characters, and only those,
+    -- are also indexed by trigrams, where a term holding one is looked up as
+    -- a substring (janus_utils._fts.split_wide).  Contentless: the text is
+    -- stored once, in "{TABLE}"; secure-delete: a deleted row's trigrams are
+    -- gone from the index, not only unlinked.  Filled once per batch, as
+    -- "{FTS_TABLE}" is (WIDE_INDEX_SQL: an AFTER INSERT trigger was measured
+    -- to halve the insert rate); a trigger forgets deleted rows, for every
+    -- writer that deletes (prune, erase).
+    CREATE VIRTUAL TABLE IF NOT EXISTS "{WIDE_TABLE}" USING fts5(
+        "message", "fields", "exception", content='', contentless_delete=1, tokenize='trigram'
+    );
+    INSERT INTO "{WIDE_TABLE}"("{WIDE_TABLE}", "rank") VALUES ('secure-delete', 1);
+    CREATE TRIGGER IF NOT EXISTS "{WIDE_TABLE}_delete" AFTER DELETE ON "{TABLE}"
+    WHEN {_wide_rows("old")}
+    BEGIN
+        DELETE FROM "{WIDE_TABLE}" WHERE "rowid" = old."id";
+    END;
+    INSERT INTO "{WIDE_TABLE}"("rowid", "message", "fields", "exception")
+    SELECT "id", "message", "fields", "exception" FROM "{TABLE}" WHERE {_wide_rows(f'"{TABLE}"')};
+    """
+)
+
+# After a batch of rows with ids above ? was inserted: index those that need
+# trigrams.  Run by every writer that inserts rows (the flusher, archive
+# import) right after it fills "logs_fts", in the same transaction.
+def wide_index_sql(where: str) -> str:
+    """Index in "logs_wide" the rows matching *where* (SQL on "logs") that need trigrams."""
+    return (
+        f'INSERT INTO "{WIDE_TABLE}"("rowid", "message", "fields", "exception") '
+        f'SELECT "id", "message", "fields", "exception" FROM "{TABLE}" '
+        f'WHERE ({where}) AND ({_wide_rows(chr(34) + TABLE + chr(34))})'
+    )
+
+
+WIDE_INDEX_SQL = wide_index_sql('"id" > ?')
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _SEAL}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _SEAL, 4: _V_WIDE}
 
 
 def database_id(db: apsw.Connection) -> str | None:

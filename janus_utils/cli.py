@@ -17,8 +17,10 @@ import importlib.util
 import io
 import json
 import os
+import re
 import sys
 import textwrap
+import time
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -28,6 +30,7 @@ from typing import IO, Any
 
 import apsw
 
+from ._cli_output import OUTPUT_FORMATS, SOURCE_KEYS, format_time, json_pretty, pager, verbose_lines
 from ._levels import LEVELS, level_name, parse_level
 from ._schema import COLUMNS
 from ._timeparse import format_ts, parse_time, ts_datetime
@@ -89,11 +92,11 @@ def _logfmt_value(value: object) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _format_record(record: Record, colour: bool) -> str:
+def _format_record(record: Record, colour: bool, utc: bool = True) -> str:
     """``TIME LEVEL logger: message key=value ...``; every stored string sanitized."""
     level = f"{record.level_name:<8}"
     parts = [
-        _paint(format_ts(record.ts, digits=3), _DIM, colour),
+        _paint(format_time(record.ts, utc=utc), _DIM, colour),
         _paint(level, _LEVEL_COLOURS.get(record.level, ""), colour),
         _paint(sanitize(record.logger) + ":", _BOLD, colour),
         sanitize(record.message),
@@ -107,7 +110,14 @@ def _format_record(record: Record, colour: bool) -> str:
         )
         if value is not None
     ]
-    pairs.extend(record.fields.items())
+    fields = record.fields
+    if SOURCE_KEYS[0] in fields or SOURCE_KEYS[1] in fields:
+        # Where it was logged, as one short pair: -o verbose and show give the whole path.
+        where = os.path.basename(str(fields.get(SOURCE_KEYS[0], "")))
+        line = fields.get(SOURCE_KEYS[1])
+        pairs.append(("src", f"{where}:{line}" if line is not None else where))
+        fields = {key: value for key, value in fields.items() if key not in SOURCE_KEYS}
+    pairs.extend(fields.items())
     if record.exception:
         lines = [line for line in record.exception.splitlines() if line.strip()]
         if lines:
@@ -119,23 +129,40 @@ def _format_record(record: Record, colour: bool) -> str:
 
 
 class _Printer:
-    """Records to a stream, as text lines or one JSON object per line."""
+    """Records to a stream in one of OUTPUT_FORMATS (``-o``); ``as_json`` is ``-o json``."""
 
-    def __init__(self, stream: IO[str], as_json: bool) -> None:
+    def __init__(self, stream: IO[str], as_json: bool, fmt: str | None = None, *, utc: bool = True) -> None:
         self.stream = stream
-        self.as_json = as_json
-        self.colour = not as_json and _use_colour(stream)
+        self.format = fmt or ("json" if as_json else "short")
+        self.as_json = self.format in ("json", "json-pretty")
+        self.colour = self.format in ("short", "verbose") and _use_colour(stream)
+        self.utc = utc
         self.count = 0
+        self._csv: Any = None
 
     def write(self, record: Record, *, archived: bool = False) -> None:
         """One record; *archived* marks one read from an archive rather than the database."""
+        fmt = self.format
         if self.as_json:
             data = record.to_dict()
             if archived:
                 data["archived"] = True
-            line = _json_line(data)
+            line = _json_line(data) if fmt == "json" else json_pretty(data)
+        elif fmt == "cat":
+            line = sanitize(record.message)
+        elif fmt == "verbose":
+            lines = verbose_lines(record, utc=self.utc, archived=archived)
+            lines[0] = _paint(lines[0], _LEVEL_COLOURS.get(record.level, ""), self.colour)
+            line = ("\n" if self.count else "") + "\n".join(lines)  # a blank line between records
+        elif fmt == "csv":
+            if self._csv is None:
+                self._csv = csv.writer(self.stream)
+                self._csv.writerow(EXPORT_COLUMNS)
+            self._csv.writerow(_csv_row(record, sanitize if _isatty(self.stream) else (lambda text: text)))
+            self.count += 1
+            return
         else:
-            line = _format_record(record, self.colour)
+            line = _format_record(record, self.colour, self.utc)
             if archived:
                 # Last, so the time stays the first column for sort and cut.
                 line += " " + _paint(ARCHIVED_MARK, _DIM, self.colour)
@@ -230,6 +257,10 @@ def _seconds_arg(text: str) -> float:
     return number
 
 
+class _DefaultDb(str):
+    """The --db a command gets when none is given after it: a --db before the command wins."""
+
+
 def _db_option(group: argparse._ActionsContainer, db_default: str) -> None:
     group.add_argument(
         "--db",
@@ -269,7 +300,8 @@ def _common_options(db_default: str) -> argparse.ArgumentParser:
         help="read only within this scope (repeatable, all must hold): user_id, agent_id, "
         "logger (a prefix), level (a floor), service, host; no other option widens it",
     )
-    group.add_argument("--json", action="store_true", help="one JSON object per line")
+    group.add_argument("--json", action="store_true", help="one JSON object per line (-o json)")
+    _time_options(group)
     group.add_argument(
         "--timeout",
         type=_timeout_arg,
@@ -278,6 +310,41 @@ def _common_options(db_default: str) -> argparse.ArgumentParser:
         help=f"stop a query that runs longer than this (default {DEFAULT_TIMEOUT:g}; 0 for no limit)",
     )
     return common
+
+
+def _time_options(group: argparse._ActionsContainer, dest: str = "") -> None:
+    """--utc, --local and --no-pager: also accepted before the command (dest prefixed)."""
+    zone = group.add_mutually_exclusive_group()
+    zone.add_argument("--utc", dest=dest + "utc", action="store_true", help="times in UTC (the default when not on a terminal)")
+    zone.add_argument("--local", dest=dest + "local", action="store_true", help="times in local time (the default on a terminal)")
+    group.add_argument(
+        "--no-pager",
+        dest=dest + "no_pager",
+        action="store_true",
+        help="never page the output (default on a terminal: $PAGER, else less -FRSXK)",
+    )
+
+
+def _output_options() -> argparse.ArgumentParser:
+    """How records are shown: -o FORMAT, -r, --grep (search, tail, show)."""
+    output = argparse.ArgumentParser(add_help=False)
+    group = output.add_argument_group("output")
+    group.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUT_FORMATS,
+        metavar="FORMAT",
+        help="short (default: one line each), verbose (every field, the full traceback), "
+        "json (one object a line), json-pretty, cat (the message only), csv",
+    )
+    group.add_argument("-r", "--reverse", action="store_true", help="print in the opposite order (the same records)")
+    group.add_argument(
+        "--grep",
+        metavar="REGEX",
+        help="only records whose message matches REGEX (Python syntax; case-insensitive "
+        "when REGEX has no capitals), applied after QUERY and the filters",
+    )
+    return output
 
 
 def _examples(*lines: str) -> str:
@@ -292,8 +359,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {text} (see {self.prog} --help)\n")
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("janus_utils")
+    except Exception:  # not installed (run from a source tree)
+        return "unknown"
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    db_default = os.environ.get("JANUS_LOG_DB") or DEFAULT_DB
+    db_default = _DefaultDb(os.environ.get("JANUS_LOG_DB") or DEFAULT_DB)
     common = _common_options(db_default)
     formatter = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
@@ -301,7 +377,10 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Search, follow, summarize, export, prune and erase a janus log database.",
         epilog=_examples(
             f"{PROG} search 'timeout OR refused' --level WARNING --since 1h",
-            f"{PROG} tail -f --logger app.db",
+            f"{PROG} --db app.db tail -f --logger app.db",
+            f"{PROG} search --request req-42 -o verbose",
+            f"{PROG} count --level ERROR --since 1h --by logger",
+            f"{PROG} show 1042",
             f"{PROG} stats",
             f"{PROG} export --format csv --since yesterday -o logs.csv",
             f"{PROG} prune --older-than 30d --archive-dir archive",
@@ -315,11 +394,16 @@ def _build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=formatter,
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    globals_ = parser.add_argument_group("global options (also accepted after COMMAND)")
+    globals_.add_argument("--db", dest="global_db", metavar="PATH", help=f"the log database (default: $JANUS_LOG_DB, else {DEFAULT_DB})")
+    _time_options(globals_, "global_")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    output = _output_options()
 
     search = commands.add_parser(
         "search",
-        parents=[common],
+        parents=[common, output],
         help="full-text search with filters",
         description=textwrap.dedent(
             """\
@@ -329,11 +413,17 @@ def _build_parser() -> argparse.ArgumentParser:
             can be chosen: message:timeout.  --raw passes FTS5 syntax as is.
             Snippets (in --json) mark each hit as [hit].
 
+            -word and NOT word leave out the records holding word: quote
+            the query ('order -refunded').  A term holding CJK or emoji
+            (日本語, 🚀) is found anywhere in the text, and is always
+            required (or with -, excluded).  Pasted identifiers (k-7977,
+            err_1838fa1042c0, UUIDs, app.db.pool) are searched as phrases.
+
             With --archives DIR the archives a prune wrote are searched too,
             after the database (or alone, when --db does not exist).  They
-            have no index: each word of QUERY must occur in the message,
-            fields or exception (no OR, NOT, "phrases" or prefix*), and
-            their matches come in archive order, oldest first, each marked
+            have no index but QUERY means the same there (words and
+            phrases, not substrings; AND, OR, NOT, prefix*), and their
+            matches come in archive order, oldest first, each marked
             [archived] ("archived": true in --json).  --limit counts both."""
         ),
         epilog=_examples(
@@ -346,7 +436,16 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     search.add_argument("query", nargs="?", metavar="QUERY", help="words to find; none to list by filters alone")
-    search.add_argument("--limit", type=_count_arg, default=100, metavar="N", help="at most N records (default 100)")
+    search.add_argument(
+        "-n",
+        "--lines",
+        "--limit",
+        dest="limit",
+        type=_count_arg,
+        default=100,
+        metavar="N",
+        help="at most N records (default 100; 0 for all, streamed); a cut is said on stderr",
+    )
     search.add_argument(
         "--order",
         choices=("newest", "oldest", "rank"),
@@ -370,16 +469,53 @@ def _build_parser() -> argparse.ArgumentParser:
 
     tail = commands.add_parser(
         "tail",
-        parents=[common],
+        parents=[common, output],
         help="the last records; -f to follow new ones",
         description="The last N records, oldest first; with -f, every new record as it is committed.",
         epilog=_examples(f"{PROG} tail -n 50", f"{PROG} tail -f --level WARNING", "Ctrl-C stops -f."),
         formatter_class=formatter,
     )
-    tail.add_argument("-n", "--limit", type=_count_arg, default=20, metavar="N", help="how many records to show first (default 20)")
-    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new records until Ctrl-C")
+    tail.add_argument("-n", "--lines", "--limit", dest="limit", type=_count_arg, default=20, metavar="N", help="how many records to show first (default 20)")
+    tail.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing new records until Ctrl-C; waits for a database that does not exist yet",
+    )
     tail.add_argument("--interval", type=_seconds_arg, default=0.1, metavar="SECONDS", help="how often -f looks for new records (default 0.1)")
     tail.set_defaults(handler=_tail)
+
+    count = commands.add_parser(
+        "count",
+        parents=[common],
+        help="how many records match (by level or logger with --by)",
+        description="How many records match QUERY and the filters, as search would find them, without a limit.",
+        epilog=_examples(
+            f"{PROG} count --level ERROR --since 1h",
+            f"{PROG} count timeout --by level",
+            f"{PROG} count --by logger --json",
+        ),
+        formatter_class=formatter,
+    )
+    count.add_argument("query", nargs="?", metavar="QUERY", help="only records matching QUERY (as in search)")
+    count.add_argument("--raw", action="store_true", help="QUERY is FTS5 syntax, passed unchanged")
+    count.add_argument("--by", choices=("level", "logger"), help="one count per level or per logger")
+    count.add_argument(
+        "--grep", metavar="REGEX", help="only records whose message matches REGEX (reads every matching record)"
+    )
+    count.set_defaults(handler=_count)
+
+    show = commands.add_parser(
+        "show",
+        parents=[common, output],
+        help="whole records by id: every field, the full traceback, where it was logged",
+        description="Every field of the records with these ids (the id is in -o verbose and --json output), "
+        "the full traceback and the source location (file, line, function).",
+        epilog=_examples(f"{PROG} show 1042", f"{PROG} show 1042 1043 -o json-pretty"),
+        formatter_class=formatter,
+    )
+    show.add_argument("ids", nargs="+", type=_count_arg, metavar="ID", help="record ids")
+    show.set_defaults(handler=_show)
 
     stats = commands.add_parser(
         "stats",
@@ -433,6 +569,7 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--raw", action="store_true", help="QUERY is FTS5 syntax, passed unchanged")
     export.set_defaults(handler=_export)
 
+    _add_recover(commands, db_default, formatter)
     _add_prune(commands, db_default, formatter)
     _add_erase(commands, db_default, formatter)
     _add_archive(commands, db_default, formatter)
@@ -448,6 +585,53 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _flusher_process.add_parser(commands, db_default, formatter, PROG)
     return parser
+
+
+def _add_recover(commands: argparse._SubParsersAction[argparse.ArgumentParser], db_default: str, formatter: type[argparse.HelpFormatter]) -> None:
+    recover = commands.add_parser(
+        "recover",
+        help="commit the records a crashed process left in the ring",
+        description=textwrap.dedent(
+            """\
+            A record whose log call returned waits in the ring file beside the
+            database (DB-ring) until a flusher commits it.  If every process
+            that logs into the database died first, the records wait there
+            until an application configures the database again; search, tail,
+            stats and count say how many.  recover commits them now, with the
+            flusher's own code under its lock: each record is stored once,
+            even if an application starts meanwhile.  While an application
+            runs, its flusher commits them and recover does nothing."""
+        ),
+        epilog=_examples(
+            f"{PROG} recover --db app.db",
+            "",
+            "Exit status: 0 records committed, 1 none waited (or a running process commits them), 2 an error.",
+        ),
+        formatter_class=formatter,
+    )
+    _db_option(recover, db_default)
+    recover.add_argument("--timeout", type=_timeout_arg, default=60.0, metavar="SECONDS", help="give up after this long (default 60; 0 for no limit)")
+    recover.add_argument("--json", action="store_true", help="the counts as one JSON object")
+    recover.set_defaults(run=_recover)
+
+
+def _recover(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from ._recover import recover
+
+    path = sqlite_path(args.db)
+    if not os.path.exists(path) and not os.path.exists(path + "-ring"):
+        raise _UsageError(f"no log database at {args.db} and no ring beside it: check the path")
+    summary = recover(path, args.timeout)
+    if args.json:
+        out.write(_json_line({"db": args.db, "committed": summary.committed, "left": summary.left,
+                              "flusher_running": summary.flusher_running}) + "\n")
+    elif summary.flusher_running:
+        out.write(f"a running process is the flusher of {sanitize(args.db)}: it commits what the ring holds\n")
+    else:
+        out.write(f"committed {_plural(summary.committed, 'record')} from {sanitize(summary.ring_path)} into {sanitize(args.db)}\n")
+        if summary.left:
+            out.write(f"{_plural(summary.left, 'record')} still wait (the timeout passed): run recover again\n")
+    return 0 if summary.committed else 1
 
 
 def _add_prune(commands: argparse._SubParsersAction[argparse.ArgumentParser], db_default: str, formatter: type[argparse.HelpFormatter]) -> None:
@@ -575,7 +759,8 @@ def _add_archive(commands: argparse._SubParsersAction[argparse.ArgumentParser], 
         ),
         epilog=_examples(
             f"{PROG} archive import archive --db restored.db",
-            f"{PROG} archive import archive/janus-logs-2024-05-01.1-5000.ndjson.gz",
+            f"{PROG} archive import archive/janus-logs-2024-05-01.0123456789abcdef.web-1."
+            "0000000000000001-0000000000005000.ndjson.gz",
             "",
             "Exit status: 0 records inserted, 1 none (all were there already), 2 an error.",
         ),
@@ -667,23 +852,148 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- commands
+def _grep(args: argparse.Namespace) -> Callable[[Record], bool] | None:
+    """--grep REGEX as a test of a record's message; smart case, as journalctl -g."""
+    pattern = getattr(args, "grep", None)
+    if pattern is None:
+        return None
+    flags = 0 if any(char.isupper() for char in pattern) else re.IGNORECASE
+    try:
+        compiled = re.compile(pattern, flags)
+    except re.error as exc:
+        raise _UsageError(f"--grep {_shown(pattern)} is not a regular expression: {exc}") from None
+    return lambda record: compiled.search(record.message) is not None
+
+
+def _printer(args: argparse.Namespace, out: IO[str]) -> _Printer:
+    fmt = getattr(args, "output", None)
+    if args.json:
+        if fmt not in (None, "json"):
+            raise _UsageError(f"--json means -o json; it cannot be used with -o {fmt}")
+        fmt = "json"
+    utc = args.utc or (not args.local and not _isatty(out))
+    return _Printer(out, False, fmt, utc=utc)
+
+
 def _search(store: LogStore | None, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    """The database's matches, then (with --archives) the archives'; *store* is None for archives only."""
+    """The database's matches, then (with --archives) the archives'; *store* is None for archives only.
+
+    --limit N reads N + 1 records to know whether the limit cut anything, and
+    says so on stderr whatever stdout is; --limit 0 (and --grep) stream the
+    matches in batches, so memory stays that of one batch however many match.
+    """
     if args.archives is not None:
         since_ns, until_ns = _check_archive_search(args)
-    printer = _Printer(out, args.json)
+    printer = _printer(args, out)
+    keep = _grep(args)
+    limit = args.limit or None
+    wanted = None if limit is None else limit + 1  # one more tells whether the limit cut anything
+    shown: list[tuple[Record, bool]] = []
+    cut = False
+
+    def emit(record: Record, archived: bool = False) -> bool:
+        """Print (or hold, for -r) one record; False once the limit is passed."""
+        nonlocal cut
+        if keep is not None and not keep(record):
+            return True
+        if limit is not None and len(shown) + printer.count >= limit:
+            cut = True
+            return False
+        if args.reverse and limit is not None:
+            shown.append((record, archived))
+        else:
+            printer.write(record, archived=archived)
+        return True
+
     if store is not None:
-        for record in store.search(args.query, limit=args.limit, order=args.order, raw=args.raw, **_filters(args)):
-            printer.write(record)
-    if args.archives is not None and printer.count < args.limit:
+        records: Iterable[Record]
+        if args.order == "rank":  # ranked in SQLite: with --limit 0 or --grep every match is read first
+            records = store.search(
+                args.query, limit=wanted if keep is None else None, order="rank", raw=args.raw, **_filters(args)
+            )
+            if args.reverse and limit is None:
+                records = reversed(records)
+        elif limit is not None and keep is None:
+            records = store.search(args.query, limit=wanted, order=args.order, raw=args.raw, **_filters(args))
+        else:
+            # Streamed: every match, newest (or with -r, oldest) first, in batches.
+            newest_first = (args.order == "newest") != (args.reverse and limit is None)
+            records = store.export(args.query, raw=args.raw, newest_first=newest_first, **_filters(args))
+        try:
+            for record in records:
+                if not emit(record):
+                    break
+        finally:
+            close = getattr(records, "close", None)
+            if close is not None:
+                close()
+    if args.archives is not None and not cut:
         out.flush()  # the database's matches show while the archives are read
-        found = search_archives(
-            args.archives, args.query, args.level, args.logger, since_ns, until_ns, args.limit - printer.count
-        )
+        room = None if limit is None else limit + 1 - len(shown) - printer.count
+        found = search_archives(args.archives, args.query, args.level, args.logger, since_ns, until_ns, room)
         for data in found:
-            printer.write(_archived_record(data), archived=True)
-    if printer.count and printer.count == args.limit and _isatty(err):
-        err.write(f"({printer.count} shown: the limit; --limit N for more)\n")
+            if not emit(_archived_record(data), archived=True):
+                break
+    for record, archived in reversed(shown):
+        printer.write(record, archived=archived)
+    if cut:
+        out.flush()
+        err.write(
+            f"{PROG}: {printer.count:,} shown, more match: the limit (--limit {args.limit}); "
+            "-n N for more, -n 0 for all\n"
+        )
+    return 0 if printer.count else 1
+
+
+def _count(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    keep = _grep(args)
+    filters = _filters(args)
+    counts: dict[str, int]
+    if keep is not None:
+        counts = {}
+        for record in store.export(args.query, raw=args.raw, **filters):
+            if keep(record):
+                key = {"level": record.level_name, "logger": record.logger}.get(args.by or "", "total")
+                counts[key] = counts.get(key, 0) + 1
+        if args.by == "level":
+            counts = dict(sorted(counts.items(), key=lambda item: -LEVELS.get(item[0], 0)))
+    elif args.by is not None:
+        stats = store.stats(args.query, raw=args.raw, **filters)
+        counts = dict(stats.by_level if args.by == "level" else stats.by_logger)
+    else:
+        counts = {"total": store.count(args.query, raw=args.raw, **filters)}
+    total = sum(counts.values())
+    if args.by is None:
+        if args.json:
+            out.write(_json_line({"count": total}) + "\n")
+        else:
+            out.write(f"{total}\n")
+        return 0 if total else 1
+    if args.json:
+        out.write(_json_line({"by": args.by, "counts": counts, "total": total}) + "\n")
+        return 0 if total else 1
+    width = max((len(f"{n}") for n in counts.values()), default=1)
+    colour = _use_colour(out)
+    for name, number in counts.items():
+        label = _paint(sanitize(name), _LEVEL_COLOURS.get(LEVELS.get(name, 0), ""), colour and args.by == "level")
+        out.write(f"{number:>{width}}  {label}\n")
+    return 0 if total else 1
+
+
+def _show(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    if getattr(args, "output", None) is None and not args.json:
+        args.output = "verbose"
+    printer = _printer(args, out)
+    missing = []
+    for record_id in reversed(args.ids) if args.reverse else args.ids:
+        record = store.get(record_id)
+        if record is None:
+            missing.append(record_id)
+        else:
+            printer.write(record)
+    if missing:
+        out.flush()
+        err.write(f"{PROG}: no record with id {', '.join(map(str, missing))} in {sanitize(store.path)} (never stored, or pruned)\n")
     return 0 if printer.count else 1
 
 
@@ -719,12 +1029,40 @@ def _archived_record(data: dict[str, Any]) -> Record:
 
 
 def _tail(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    printer = _Printer(out, args.json)
-    records = store.tail(args.limit, args.follow, poll_interval=args.interval, **_filters(args))
+    if args.reverse and args.follow:
+        raise _UsageError("-r prints the last records newest first, -f follows new ones as they come: give one of them")
+    printer = _printer(args, out)
+    keep = _grep(args)
+    if keep is None:
+        records = store.tail(args.limit, args.follow, poll_interval=args.interval, **_filters(args))
+        first: list[Record] = []
+    else:
+        # The last N records that match the regex: read newest first until N are found.
+        cursor = store.newest_id()
+        first = []
+        newest = store.export(newest_first=True, **_filters(args))
+        try:
+            for record in newest:
+                if len(first) >= args.limit:
+                    break
+                if record.id <= cursor and keep(record):
+                    first.append(record)
+        finally:
+            newest.close()
+        first.reverse()
+        records = store.tail(0, args.follow, poll_interval=args.interval, cursor=cursor, **_filters(args))
     try:
-        for record in records:
+        if args.reverse:
+            first = list(records) if keep is None else first
+            first.reverse()
+            records.close()
+        for record in first:
             printer.write(record)
-            out.flush()
+        out.flush()
+        for record in records:
+            if keep is None or keep(record):
+                printer.write(record)
+                out.flush()
     except KeyboardInterrupt:
         return 0
     finally:
@@ -878,6 +1216,12 @@ def _csv_cell(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+def _csv_row(record: Record, clean: Callable[[str], str]) -> list[str]:
+    data = record.to_dict()
+    data["fields"] = json.dumps(data["fields"], ensure_ascii=False) if data["fields"] else ""
+    return ["" if data.get(c) is None else _csv_cell(clean(str(data[c]))) for c in EXPORT_COLUMNS]
+
+
 def _write_export(records: Iterable[Record], fmt: str, stream: IO[str], progress: _Progress) -> int:
     count = 0
     if fmt == "csv":
@@ -886,9 +1230,7 @@ def _write_export(records: Iterable[Record], fmt: str, stream: IO[str], progress
         writer = csv.writer(stream)
         writer.writerow(EXPORT_COLUMNS)
         for record in records:
-            data = record.to_dict()
-            data["fields"] = json.dumps(data["fields"], ensure_ascii=False) if data["fields"] else ""
-            writer.writerow(["" if data.get(c) is None else _csv_cell(clean(str(data[c]))) for c in EXPORT_COLUMNS])
+            writer.writerow(_csv_row(record, clean))
             count += 1
             progress.update(count)
     elif fmt == "json":
@@ -1211,10 +1553,69 @@ def _main(argv: Sequence[str] | None, out: IO[str], err: IO[str]) -> int:
     if args.command is None:
         parser.print_help(err)
         return 2
+    _merge_global_options(args)
     if hasattr(args, "run"):  # a command that opens what it needs itself
         code: int = args.run(args, out, err)
-    else:
-        with _open_store(args) as store:
-            code = args.handler(store, args, out, err)
+        out.flush()
+        return code
+    if args.command == "tail" and args.follow:
+        _wait_for_database(args, err)
+    paged = args.command in _PAGED and not (args.command == "tail" and args.follow) and not args.no_pager
+    notes = io.StringIO() if paged and _isatty(out) else err
+    try:
+        with pager(out, paged) as stream, _open_store(args) as store:
+            code = args.handler(store, args, stream, notes)
+            stream.flush()
+        if getattr(args, "source", None) is None and os.path.exists(sqlite_path(args.db)):
+            from ._recover import notice
+
+            waiting = notice(sqlite_path(args.db))
+            if waiting:
+                notes.write(f"{PROG}: {sanitize(waiting)}\n")
+    finally:
+        if notes is not err:  # said once the pager is gone, so that it stays on the screen
+            err.write(notes.getvalue())
     out.flush()
     return code
+
+
+_PAGED = frozenset({"search", "tail", "show", "stats"})  # as journalctl: not -f, not exports
+
+
+def _merge_global_options(args: argparse.Namespace) -> None:
+    """Options given before the command: --db unless one follows it, and the flags."""
+    if args.global_db is not None and isinstance(getattr(args, "db", None), _DefaultDb):
+        args.db = args.global_db
+    for name in ("utc", "local", "no_pager"):
+        setattr(args, name, getattr(args, name, False) or getattr(args, "global_" + name))
+    if args.utc and args.local:
+        raise _UsageError("--utc and --local contradict each other: give one of them")
+
+
+_WAIT_POLL = 0.2
+
+
+def _wait_for_database(args: argparse.Namespace, err: IO[str]) -> None:
+    """tail -f on a database not created yet waits for it, as tail -F waits for a file."""
+    path = sqlite_path(args.db)
+    if os.path.exists(path):
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise _UsageError(f"cannot wait for {args.db}: its directory {directory} does not exist")
+    err.write(f"{PROG}: waiting for {sanitize(args.db)} to be created (Ctrl-C to stop)\n")
+    err.flush()
+    while True:
+        time.sleep(_WAIT_POLL)
+        if not os.path.exists(path):
+            continue
+        # The logger creates the file, then its schema: wait until it opens.
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                LogStore(path).close()
+                return
+            except JanusError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(_WAIT_POLL)

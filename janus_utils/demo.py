@@ -6,9 +6,15 @@ Run ``python -m janus_utils.demo [--db PATH] [--records N]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
+import shlex
+import shutil
+import sys
 import threading
 import time
+from pathlib import Path
 
 import janus_utils as ju
 
@@ -45,13 +51,40 @@ def run_agent() -> None:
     )
 
 
+def cli_command() -> str:
+    """How to run janus-logs from here, as typed: janus-logs on PATH, else the venv's, else python -m."""
+    script = Path(sys.executable).parent / "janus-logs"
+    if script.is_file():
+        on_path = shutil.which("janus-logs")
+        if on_path is not None and Path(on_path).resolve() == script.resolve():
+            return "janus-logs"
+        relative = os.path.relpath(script)
+        return shlex.quote(relative if not relative.startswith("..") else str(script))
+    python = os.path.relpath(sys.executable)
+    return shlex.quote(python if not python.startswith("..") else sys.executable) + " -m janus_utils"
+
+
+def _remove_database(path: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal", "-ring", "-flusher.lock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path + suffix)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="janus-logs.db", help="database to write (default: %(default)s)")
     parser.add_argument("--records", type=int, default=2000, help="records per worker thread")
+    parser.add_argument("--fresh", action="store_true", help="delete the database first (it is appended to otherwise)")
     args = parser.parse_args(argv)
 
-    ju.configure(args.db, level="INFO", console=True, console_level="WARNING")
+    if args.fresh:
+        _remove_database(args.db)
+    before = 0
+    if os.path.exists(args.db):
+        with ju.LogStore(args.db) as store:
+            before = store.count()
+    # The console stays quiet: what was logged is read back from the database below.
+    ju.configure(args.db, level="INFO", console=False, service="demo-shop")
     started = time.perf_counter()
     threads = [threading.Thread(target=handle_requests, args=(w, args.records)) for w in range(4)]
     threads.append(threading.Thread(target=run_agent))
@@ -61,21 +94,32 @@ def main(argv: list[str] | None = None) -> int:
         t.join()
     ju.flush()
     elapsed = time.perf_counter() - started
-    stats = ju.stats()
-    print(f"\nlogged and committed {stats['committed']} records from {len(threads)} threads "
-          f"in {elapsed:.2f} s into {args.db}")
-
-    with ju.LogStore(args.db) as store:
-        print("\nsearch('gateway', level='ERROR', limit=3):")
-        for rec in store.search("gateway", level="ERROR", limit=3):
-            print(f"  {rec.time} {rec.level_name} {rec.logger} user={rec.user_id} "
-                  f"request={rec.request_id}: {rec.message}")
-        print("\nsearch(agent_id='planner-7'):")
-        for rec in store.search(agent_id="planner-7", order="oldest"):
-            print(f"  {rec.level_name} {rec.message} {rec.fields}")
-        print(f"\nrecords for user 42: {store.count(user_id=42)}")
-    print("\nmore: janus-logs search gateway --level ERROR | janus-logs tail -f | janus-logs stats")
+    committed = ju.stats()["committed"]
     ju.shutdown()
+
+    where = os.path.abspath(args.db)
+    print(f"logged {committed:,} records from {len(threads)} threads in {elapsed:.2f} s")
+    print(f"  into {where} (SQLite, WAL; the ring {os.path.basename(where)}-ring beside it holds records not yet committed)")
+    if before:
+        print(f"  appended: the database already held {before:,} records (--fresh starts from an empty one)")
+    with ju.LogStore(args.db) as store:
+        errors = store.search("gateway", level="ERROR", limit=None)
+        print(f"\nsearch('gateway', level='ERROR') found {len(errors):,} records, each with its traceback; the newest 3:")
+        for rec in errors[:3]:
+            print(f"  {rec.time.astimezone():%H:%M:%S} {rec.level_name} {rec.logger} request={rec.request_id}: {rec.message}")
+        secret = store.search(agent_id="planner-7", level="WARNING", limit=1)
+        if secret:
+            print(f"\nsecrets are redacted before they are stored:\n  {secret[0].message}")
+        print(f"\nrecords of user 42: {store.count(user_id=42):,}")
+    command = cli_command()
+    db = "" if args.db == "janus-logs.db" and not os.environ.get("JANUS_LOG_DB") else f" --db {shlex.quote(args.db)}"
+    print("\nnext, try (each is a command of its own):")
+    if errors:
+        print(f"  {command} show {errors[0].id}{db}")
+    print(f"  {command} search gateway --level ERROR -n 3{db}")
+    print(f"  {command} count --by level{db}")
+    if not errors:
+        print(f"  {command} stats{db}")
     return 0
 
 

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import _otel, _resource, _ring, security
+from . import _otel, _resource, _ring, _source, security
 from ._console import TRACEBACK_RULES
 from ._flusher import Flusher, _remaining
 from ._levels import LEVELS, level_name, parse_level
@@ -97,6 +97,9 @@ class Config:
     console_stream: Any = None  # a text stream; None means sys.stderr at write time
     console_tracebacks: Literal["5xx", "all", "none"] = "5xx"
     capture_stdlib: bool = False
+    # Records at this level and above carry the caller's file, line and
+    # function (see _source); None: none do.  Stdlib records always do.
+    source_location: int | None = WARNING
     ring_size: int = _ring.DEFAULT_CAPACITY
     on_full: Literal["block", "drop"] = "block"
     block_timeout: float | None = 5.0
@@ -137,6 +140,10 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
     try:
         kw["level"] = parse_level(kw.get("level", INFO))
         kw["console_level"] = parse_level(kw.get("console_level", WARNING))
+        if kw.get("source_location", WARNING) in (None, False):
+            kw["source_location"] = None
+        else:
+            kw["source_location"] = parse_level(kw.get("source_location", WARNING))
         kw["levels"] = {name: parse_level(lv) for name, lv in (kw.get("levels") or {}).items()}
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -521,6 +528,10 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
             return
         try:
             fast = _fast
+            if level >= _source_level:
+                # Where it was logged, looked up here where the level is known,
+                # and handed to either encoder as three more fields.
+                _source.add_caller(fields, fields.get("stacklevel", 1))
             if fast is not None and not exception:
                 # The common call, in C; NotImplemented: this call is the Python path's.
                 result = fast(level, self.name, self._bound, msg, args, fields)
@@ -572,6 +583,8 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
 
 
 _SPECIAL = frozenset(("exc_info", "stack_info", "stacklevel"))
+_NO_SOURCE = 1 << 62  # above every level: no record looks up its caller
+_source_level = _NO_SOURCE  # configure(source_location=...)
 
 # OpenTelemetry: set by configure() when opentelemetry-api is installed (see _otel).
 _trace_ids: _otel.TraceIds | None = None
@@ -781,6 +794,7 @@ def stdlib_record(record: logging.LogRecord) -> tuple[Any, ...]:
         message = format_message(record.msg, ())
         message += f" [bad format args: {safe_str(safe_value(record.args))}]"
     fields = {k: v for k, v in record.__dict__.items() if k not in _STD_ATTRS}
+    _source.add_stdlib(fields, record.pathname, record.lineno, record.funcName)
     ctx = _ctx_get()
     if _trace_ids is not None:
         _add_trace_ids(fields, {}, ctx)
@@ -837,7 +851,7 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     Options: ``level``, ``levels`` ({"dotted.prefix": level}), ``console``,
     ``console_level``, ``console_format`` ("logfmt" | "json"), ``console_stream``,
     ``console_tracebacks`` ("5xx" | "all" | "none"),
-    ``capture_stdlib``, ``ring_size``, ``on_full`` ("block" | "drop"),
+    ``capture_stdlib``, ``source_location`` (a level, default WARNING: records from it up carry the caller's file, line and function; None for none), ``ring_size``, ``on_full`` ("block" | "drop"),
     ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
     ``takeover_after`` (seconds), ``synchronous`` ("NORMAL" | "FULL"),
     ``exit_timeout`` (seconds), ``max_message_chars``, ``redact``, ``redact_keys``, ``redact_pii``, ``hash_fields``,
@@ -876,7 +890,7 @@ _ROOM_RETRY = 1.0  # seconds between tries to create the ring on a full disk
 
 def _install(cfg: Config) -> None:
     """Replace the current setup (if any) by one for *cfg*; under _config_lock."""
-    global _flusher, _emitter, _fast, _trace_ids, _alerts, _shippers
+    global _flusher, _emitter, _fast, _trace_ids, _alerts, _shippers, _source_level
     # Everything that can fail on bad settings happens before the old
     # setup is stopped; only the database itself can still fail after.
     if cfg.flusher == "process":
@@ -894,6 +908,7 @@ def _install(cfg: Config) -> None:
     _flusher = flusher
     _emitter = emitter
     _trace_ids = _otel.trace_ids_reader()
+    _source_level = _NO_SOURCE if cfg.source_location is None else cfg.source_location
     _fast = None
     if emitter.native is not None:
         _fast = (

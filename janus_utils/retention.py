@@ -54,16 +54,18 @@ from typing import Any
 
 import apsw
 
-from ._fts import check_query_size
+from ._fts import check_query_size, matcher
 from ._levels import level_name, parse_level
 from ._schema import (
     COLUMNS,
     FTS_TABLE,
     SCHEMA_VERSION,
     TABLE,
+    WIDE_INDEX_SQL,
     apply_connection_settings,
     database_id,
     ensure_schema,
+    wide_index_sql,
 )
 from .error_handling.utils.errors import ConfigError, FileHandlerError
 from .file_handler import (
@@ -115,13 +117,26 @@ MAX_IMPORTED_ID = 2**53
 ALL_COLUMNS: tuple[str, ...] = ("id", *COLUMNS)
 _REQUIRED = frozenset({"id", "ts", "level", "logger", "message"})
 
-# janus-logs-<UTC day>.<database id>.<lowest id>-<highest id>[.<n>].ndjson.gz; the
-# database id (16 hex digits, random per database) keeps the archives of two hosts
-# apart; archives of older versions lack it.
+# janus-logs-<UTC day>.<database id>.<host>.<lowest id>-<highest id>[.<n>].ndjson.gz.
+# The database id (16 hex digits, random per database) keeps the archives of two
+# databases apart, the host those of a database copied to another machine (a
+# cloned image, a restored backup), whose ids go on from the same numbers.  Ids
+# are zero-padded to ID_DIGITS, so that ls and zcat * list them in order.
+# Archives of older versions lack the host, the padding or the database id.
+ID_DIGITS = 16
 ARCHIVE_PATTERN = re.compile(
     r"^janus-logs-(?P<day>\d{4}-\d{2}-\d{2})\.(?:(?P<db>[0-9a-f]{16})\.)?"
+    r"(?:(?P<host>[a-z0-9][a-z0-9-]{0,62})\.)?"
     r"(?P<low>\d+)-(?P<high>\d+)(?:\.(?P<n>\d+))?\.ndjson\.gz$"
 )
+
+
+def archive_host(name: str | None = None) -> str:
+    """*name* (default: this machine's hostname) as it goes into an archive name: [a-z0-9-], at most 63."""
+    import socket
+
+    text = re.sub(r"[^a-z0-9-]+", "-", (name if name is not None else socket.gethostname()).lower()).strip("-")
+    return text[:63].strip("-") or "host"
 
 _AGE_UNITS = {
     "s": NS_PER_SECOND,
@@ -381,6 +396,7 @@ _FTS_DELETE = (
     f'INSERT INTO "{FTS_TABLE}"("{FTS_TABLE}", "rowid", "message", "fields", "exception") '
     f'SELECT \'delete\', "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" IN ({_IDS})'
 )
+_WIDE_INSERT = wide_index_sql(f'"id" IN ({_IDS})')
 _DELETE = f'DELETE FROM "{TABLE}" WHERE "id" IN ({_IDS})'
 _INSERT = f'INSERT INTO "{TABLE}" ({_COLS_SQL}) VALUES ({", ".join("?" * len(ALL_COLUMNS))})'
 _FTS_INSERT = (
@@ -624,10 +640,12 @@ def _day_of(ts: int) -> str:
     return (_dt.date(1970, 1, 1) + _dt.timedelta(days=ts // NS_PER_DAY)).isoformat()
 
 
-def _archive_sort_key(path: Path) -> tuple[str, str, int, int, int]:
+def _archive_sort_key(path: Path) -> tuple[str, str, int, int, str, int]:
     match = ARCHIVE_PATTERN.match(path.name)
     assert match is not None
-    return (match["day"], match["db"] or "", int(match["low"]), int(match["high"]), int(match["n"] or 0))
+    return (
+        match["day"], match["db"] or "", int(match["low"]), int(match["high"]), match["host"] or "", int(match["n"] or 0)
+    )
 
 
 def list_archives(archive_dir: str | Path) -> list[Path]:
@@ -760,7 +778,7 @@ class _Engine:
         assert self.archive_dir is not None
         ids = [row[0] for row in rows]
         origin = f"{self.db_id}." if self.db_id else ""
-        stem = f"janus-logs-{day}.{origin}{min(ids)}-{max(ids)}"
+        stem = f"janus-logs-{day}.{origin}{archive_host()}.{min(ids):0{ID_DIGITS}d}-{max(ids):0{ID_DIGITS}d}"
         for n in itertools.count():
             path = self.archive_dir / (f"{stem}.ndjson.gz" if n == 0 else f"{stem}.{n}.ndjson.gz")
             if path.exists():
@@ -1477,6 +1495,7 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
                 continue
             db.executemany(_INSERT, list(rows.values()))
             db.execute(_FTS_INSERT, (json.dumps(list(rows)),))
+            db.execute(_WIDE_INSERT, (json.dumps(list(rows)),))
             inserted += len(rows)
     return inserted
 
@@ -1515,6 +1534,7 @@ def _import_foreign(
             last = db.execute(f'SELECT coalesce(max("id"), 0) FROM "{TABLE}"').fetchall()[0][0]
             db.executemany(_INSERT_NEW_ID, rows)
             db.execute(_FTS_AFTER, (last,))
+            db.execute(WIDE_INDEX_SQL, (last,))
             inserted += len(rows)
     return inserted
 
@@ -1572,17 +1592,18 @@ def search_archives(
 ) -> list[dict[str, Any]]:
     """A fallback search over archived records, by streaming every archive in the range.
 
-    No index is used: each whitespace-separated term of *text* must occur,
-    case-insensitively, as a substring of the message, fields or exception (no
-    FTS5 syntax, no ranking).  *level* is a minimum (``"WARNING"`` finds
+    No index is used, but *text* means what it means to LogStore.search
+    (janus_utils._fts.matcher): words and "phrases" of the message, fields or
+    exception (not substrings: ``look`` does not find ``lookup``), AND, OR,
+    NOT, -word, prefix*, NEAR and column:term; no ranking.  *level* is a minimum (``"WARNING"`` finds
     WARNING and above); *logger* matches that logger and its children
     (``"app"`` finds ``app.db``).  Results come in archive order, oldest
     first, at most *limit* of them (None: all).  A *text* longer or with more
     words than a search may take raises SearchQueryError, as LogStore does.
     """
     if text:
-        check_query_size(text)  # each term is a substring scan of every record read
-    terms = text.lower().split() if text else []
+        check_query_size(text)  # each term is a scan of every record read
+    matches = matcher(text) if text and text.strip() else None
     min_level = None if level is None else _parse_level(level)
     found: list[dict[str, Any]] = []
     if limit is not None and limit <= 0:
@@ -1596,12 +1617,10 @@ def search_archives(
             name = _as_text(record.get("logger"))
             if name != logger and not name.startswith(logger + "."):
                 continue
-        if terms:
-            haystack = "\n".join(
-                _as_text(record[key]) for key in ("message", "fields", "exception") if record.get(key) is not None
-            ).lower()
-            if not all(term in haystack for term in terms):
-                continue
+        if matches is not None and not matches(
+            {key: _as_text(record[key]) for key in ("message", "fields", "exception") if record.get(key) is not None}
+        ):
+            continue
         found.append(record)
         if limit is not None and len(found) >= limit:
             break

@@ -34,9 +34,9 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import apsw
 
-from ._fts import check_query_size, escape_query, quote_all
+from ._fts import check_query_size, escape_query, excluded_only, quote_all, split_wide
 from ._levels import level_name, parse_level
-from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE
+from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE, WIDE_TABLE
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.utils.errors import FileHandlerError, SearchQueryError
 from .file_handler import sqlite_path
@@ -470,6 +470,9 @@ class LogStore:
                 )
             }
             columns = tuple(str(row[1]) for row in db.execute(f"PRAGMA table_info({_F})"))
+            self._has_wide = bool(
+                db.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (WIDE_TABLE,)).fetchall()
+            )
             table_columns = {str(row[1]) for row in db.execute(f"PRAGMA table_info({_T})")}
         self._has_resources = all(column in table_columns for column in _ADDED_IN_V2)
         self._select_record = (
@@ -511,9 +514,34 @@ class LogStore:
                 if raw:
                     selection.fts = _text(query, "query")
                 else:
+                    query, wide = split_wide(query)
+                    for term, excluded_term in wide:
+                        self._wide_term(selection, term, excluded_term)
                     selection.fts = escape_query(query, self._fts_columns)
-                check_query_size(query, selection.fts)
+                    if wide and not selection.fts:
+                        selection.fts = None  # the CJK or emoji terms alone select
+                    excluded = excluded_only(query, self._fts_columns) if selection.fts == "" else None
+                    if excluded is not None:
+                        # Only exclusions (-debug, NOT health): every record but the matches.
+                        check_query_size(query, excluded)
+                        selection.fts = None
+                        selection.add(f'{_T}."id" NOT IN (SELECT "rowid" FROM {_F} WHERE {_F} MATCH ?)', excluded)
+                if selection.fts is not None:
+                    check_query_size(query, selection.fts)
         return selection
+
+    def _wide_term(self, selection: _Selection, term: str, excluded: bool) -> None:
+        """A term holding CJK or emoji: a substring of the message, fields or exception (see _fts.split_wide)."""
+        has = "NOT IN" if excluded else "IN"
+        if self._has_wide and len(term) >= 3:
+            selection.add(f'{_T}."id" {has} (SELECT "rowid" FROM "{WIDE_TABLE}" WHERE "{WIDE_TABLE}" MATCH ?)',
+                          '"' + term.replace('"', '""') + '"')
+            return
+        # Under three characters trigrams cannot look it up: each row holding
+        # such characters (few, in most logs) is read instead.
+        found = " OR ".join(f'instr(coalesce({_T}."{column}", \'\'), ?) > 0' for column in ("message", "fields", "exception"))
+        rows = f'{_T}."id" IN (SELECT "rowid" FROM "{WIDE_TABLE}") AND ' if self._has_wide and not excluded else ""
+        selection.add(f"({rows}({found}))" if not excluded else f"NOT ({found})", term, term, term)
 
     def _filters(
         self,
@@ -1063,12 +1091,15 @@ class LogStore:
         raw: bool = False,
         limit: int | None = None,
         batch_size: int = _BATCH,
+        newest_first: bool = False,
         **filters: Unpack[Filters],
     ) -> Generator[Record, None, None]:
         """Every matching record, oldest (lowest id) first, read in batches.
 
         Records committed after the export started are not included.  Each
-        batch is its own short read, so a long export never holds the WAL.
+        batch is its own short read, so a long export never holds the WAL and
+        memory stays that of one batch.  *newest_first* walks from the highest
+        id down (how ``janus-logs search --limit 0`` streams every match).
         """
         _check_limit(limit, "limit", none_ok=True)
         _check_limit(batch_size, "batch_size")
@@ -1076,20 +1107,23 @@ class LogStore:
             raise SearchQueryError("batch_size must be at least 1")
         selection = self._select(query, raw, filters)
         upto = self._max_id()
-        return self._export(selection, limit, batch_size, upto)
+        return self._export(selection, limit, batch_size, upto, newest_first)
 
     def _export(
-        self, selection: _Selection, limit: int | None, batch_size: int, upto: int
+        self, selection: _Selection, limit: int | None, batch_size: int, upto: int, newest_first: bool = False
     ) -> Generator[Record, None, None]:
-        position = 0
+        position = upto if newest_first else 0
         remaining = limit
         while remaining is None or remaining > 0:
             size = batch_size if remaining is None else min(batch_size, remaining)
-            batch = self._records(selection, order="id", limit=size, after_id=position, upto_id=upto)
+            if newest_first:
+                batch = self._records(selection, order="id_desc", limit=size, upto_id=position)
+            else:
+                batch = self._records(selection, order="id", limit=size, after_id=position, upto_id=upto)
             yield from batch
             if len(batch) < size:
                 return
-            position = batch[-1].id
+            position = batch[-1].id - 1 if newest_first else batch[-1].id
             if remaining is not None:
                 remaining -= len(batch)
 

@@ -13,7 +13,7 @@ from typing import Any
 import apsw
 import pytest
 
-from janus_utils._schema import COLUMNS, apply_connection_settings, ensure_schema
+from janus_utils._schema import COLUMNS, WIDE_INDEX_SQL, WIDE_TABLE, apply_connection_settings, ensure_schema
 
 # The flusher's two statements: the rows, then the FTS index once per batch.
 INSERT_SQL = (
@@ -60,6 +60,8 @@ def write_batch(db: apsw.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
         last = db.execute('SELECT coalesce(max(rowid), 0) FROM "logs_fts"').fetchall()[0][0]
         db.executemany(INSERT_SQL, list(rows))
         db.execute(FILL_FTS_SQL, (last,))
+        if db.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (WIDE_TABLE,)).fetchall():
+            db.execute(WIDE_INDEX_SQL, (last,))  # as the flusher: CJK and emoji rows by trigrams too
 
 
 def run_cli(

@@ -25,11 +25,14 @@ from janus_utils import cli
 from janus_utils._schema import database_id
 from janus_utils._timeparse import format_ts
 from janus_utils.cli import ARCHIVED_MARK, main
+from janus_utils.retention import archive_host
 
 SECOND = 1_000_000_000
 DAY = 86_400 * SECOND
 
 Run = Callable[..., tuple[int, str, str]]
+
+HOST = archive_host()  # in every archive name
 
 
 def _noon(ts: int) -> int:
@@ -177,19 +180,19 @@ class TestPrune:
         old_day, mid_day = (format_ts(ts, digits=0)[:10] for ts in (OLD, MID))
         origin = _db_id(db)
         expected = [
-            f"janus-logs-{old_day}.{origin}.1-3.ndjson.gz",
-            f"janus-logs-{old_day}.{origin}.1-3.ndjson.gz.sha256",
-            f"janus-logs-{mid_day}.{origin}.4-5.ndjson.gz",
-            f"janus-logs-{mid_day}.{origin}.4-5.ndjson.gz.sha256",
+            f"janus-logs-{old_day}.{origin}.{HOST}.0000000000000001-0000000000000003.ndjson.gz",
+            f"janus-logs-{old_day}.{origin}.{HOST}.0000000000000001-0000000000000003.ndjson.gz.sha256",
+            f"janus-logs-{mid_day}.{origin}.{HOST}.0000000000000004-0000000000000005.ndjson.gz",
+            f"janus-logs-{mid_day}.{origin}.{HOST}.0000000000000004-0000000000000005.ndjson.gz.sha256",
         ]
         assert (0, expected) == (code, names)
         assert f"archived to   2 files in {archive_dir}" in out.splitlines()
-        assert f"  janus-logs-{mid_day}.{origin}.4-5.ndjson.gz" == out.splitlines()[-1]
+        assert f"  janus-logs-{mid_day}.{origin}.{HOST}.0000000000000004-0000000000000005.ndjson.gz" == out.splitlines()[-1]
 
     def test_archive_dir_json(self, run: Run, db: str, archive_dir: Path) -> None:
         """--json lists the archive paths written."""
         _, out, _ = run("prune", "--db", db, "--max-rows", "5", "--archive-dir", str(archive_dir), "--json")
-        name = f"janus-logs-{format_ts(OLD, digits=0)[:10]}.{_db_id(db)}.1-2.ndjson.gz"
+        name = f"janus-logs-{format_ts(OLD, digits=0)[:10]}.{_db_id(db)}.{HOST}.0000000000000001-0000000000000002.ndjson.gz"
         assert [name] == [Path(p).name for p in json.loads(out)["archives"]]
 
     def test_chunk_rows(self, run: Run, db: str) -> None:

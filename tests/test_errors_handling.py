@@ -72,7 +72,9 @@ class TestDecorator:
                 "constraint": "unique",
                 "sqlite_error": "SQLITE_CONSTRAINT_UNIQUE",
             },
-        } == record["fields"]
+        } == {key: value for key, value in record["fields"].items() if not key.startswith("code.")}
+        # The source location is the decorated call's caller, not the library's handler.
+        assert "TestDecorator.test_translates_logs_and_reraises" == record["fields"]["code.function"]
         assert "apsw.ConstraintError: UNIQUE constraint failed" in record["exception"]
         assert "in insert_duplicate" in record["exception"]
 

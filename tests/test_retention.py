@@ -21,6 +21,7 @@ from janus_utils import file_handler as fh
 from janus_utils import retention as rt
 from janus_utils._schema import apply_connection_settings, database_id, ensure_schema
 from janus_utils.error_handling.utils.errors import ConfigError, FileHandlerError
+from janus_utils.retention import archive_host
 
 DAY = rt.NS_PER_DAY
 HOUR = 3_600 * rt.NS_PER_SECOND
@@ -32,6 +33,8 @@ _INSERT = (
     '"trace_id", "span_id", "pid", "thread", "exception", "fields") '
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+HOST = archive_host()  # in every archive name
 
 
 def row(ts: int, level: int = INFO, message: str = "hello", **extra: Any) -> tuple[Any, ...]:
@@ -462,9 +465,9 @@ class TestArchive:
         origin = database_id(varied_db)
         assert origin is not None and 16 == len(origin)
         assert [
-            f"janus-logs-{day(3)}.{origin}.1-2.ndjson.gz",
-            f"janus-logs-{day(2)}.{origin}.3-5.ndjson.gz",
-            f"janus-logs-{day(1)}.{origin}.6-6.ndjson.gz",
+            f"janus-logs-{day(3)}.{origin}.{HOST}.0000000000000001-0000000000000002.ndjson.gz",
+            f"janus-logs-{day(2)}.{origin}.{HOST}.0000000000000003-0000000000000005.ndjson.gz",
+            f"janus-logs-{day(1)}.{origin}.{HOST}.0000000000000006-0000000000000006.ndjson.gz",
         ] == names
         assert [True] * 3 == [fh.verify_sha256(p) for p in summary.archives]
 
@@ -576,12 +579,12 @@ class TestArchive:
         dry = rt.prune(aged_db, older_than="39d", archive_dir=arch, now_ns=NOW, dry_run=True)
         assert 4 == dry.rows
         day = utc_day(NOW - 40 * DAY + HOUR)
-        squatter = arch / f"janus-logs-{day}.{database_id(aged_db)}.1-4.ndjson.gz"
+        squatter = arch / f"janus-logs-{day}.{database_id(aged_db)}.{HOST}.0000000000000001-0000000000000004.ndjson.gz"
         fh.ensure_private_dir(arch)
         with fh.NDJSONGzipWriter(squatter) as writer:
             writer.write({"id": 999, "ts": 0, "level": 20, "logger": "x", "message": "other"})
         summary = rt.prune(aged_db, older_than="39d", archive_dir=arch, now_ns=NOW)
-        assert ([f"janus-logs-{day}.{database_id(aged_db)}.1-4.1.ndjson.gz"], [999]) == (
+        assert ([f"janus-logs-{day}.{database_id(aged_db)}.{HOST}.0000000000000001-0000000000000004.1.ndjson.gz"], [999]) == (
             [p.name for p in summary.archives],
             [r["id"] for r in fh.iter_ndjson_gz(squatter)],
         )

@@ -238,7 +238,9 @@ def _line(record: dict[str, Any]) -> str:
     known = " ".join(
         f"{key}={record[key]!r}" for key in sorted(_TEXT_COLUMNS) if record.get(key) is not None
     )
-    fields = f" {record['fields']}" if record["fields"] else ""
+    # Where it was logged (code.filepath ...) is left out: it is the same call, not a difference.
+    shown = {key: value for key, value in (record["fields"] or {}).items() if not key.startswith("code.")}
+    fields = f" {shown}" if shown else ""
     return f"{record['level_name']} {record['logger']}: {record['message']}" + (
         f" [{known}]" if known else ""
     ) + fields

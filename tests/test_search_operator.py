@@ -1,0 +1,205 @@
+"""Search as people type it: CJK and emoji, -word and NOT word, pasted identifiers, and archives answering as the database does."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import apsw
+import pytest
+
+from conftest import BASE_TS, make_row, open_writer, write_batch
+from janus_utils import LogStore
+from janus_utils._fts import matcher, tokens
+from janus_utils._schema import WIDE_TABLE, ensure_schema
+from janus_utils.retention import prune_path, search_archives
+
+CORPUS = [
+    "order k-7977 refunded",
+    "order k-7978 shipped",
+    "lookup failed err_1838fa1042c0 in app.db.pool",
+    "look here first",
+    "request 123e4567-e89b-12d3-a456-426614174000 timed out",
+    "日本語のログを書きました",
+    "東京の注文が失敗しました",
+    "한국어 로그 메시지",
+    "deploy done 🚀 all green",
+    "fire 🔥 in the hole",
+    "Café au lait ordered",
+    "connection reset by peer",
+    "connection refused, retrying",
+    "payment timeout after 30 s",
+]
+FIELDS = {2: {"trace": "abc-DEF.42"}, 8: {"note": "ラーメン"}}
+EXCEPTIONS = {11: "Traceback (most recent call last):\nConnectionResetError: peer gone"}
+
+
+def _rows() -> list[tuple[object, ...]]:
+    return [
+        make_row(
+            message,
+            ts=BASE_TS + n * 1_000_000_000,
+            fields=json.dumps(FIELDS[n], ensure_ascii=False) if n in FIELDS else None,
+            exception=EXCEPTIONS.get(n),
+        )
+        for n, message in enumerate(CORPUS)
+    ]
+
+
+@pytest.fixture
+def db(make_log_db: Callable[..., Path]) -> Path:
+    return make_log_db(_rows(), name="corpus.db")
+
+
+def found(db: Path, query: str) -> list[str]:
+    with LogStore(db) as store:
+        return sorted(record.message for record in store.search(query, limit=None))
+
+
+class TestCjkAndEmoji:
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("日本語", "日本語のログを書きました"),
+            ("のログ", "日本語のログを書きました"),  # inside a run of CJK, not its start
+            ("ログ", "日本語のログを書きました"),  # two characters: under a trigram
+            ("注文", "東京の注文が失敗しました"),
+            ("로그", "한국어 로그 메시지"),
+            ("🚀", "deploy done 🚀 all green"),
+            ("fire 🔥", "fire 🔥 in the hole"),
+            ("ラーメン", "deploy done 🚀 all green"),  # in the fields
+        ],
+    )
+    def test_found(self, db: Path, query: str, message: str) -> None:
+        assert [message] == found(db, query)
+
+    def test_excluded(self, db: Path) -> None:
+        """-term works for CJK too."""
+        assert "日本語のログを書きました" not in found(db, "-日本語 しました")
+        assert ["東京の注文が失敗しました"] == found(db, "-日本語 しました")
+
+    def test_only_rows_that_need_it_are_in_the_trigram_index(self, db: Path) -> None:
+        """CJK and emoji rows are in logs_wide; ASCII ones cost nothing there."""
+        conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            ids = sorted(row[0] for row in conn.execute(f'SELECT rowid FROM "{WIDE_TABLE}"'))
+        finally:
+            conn.close()
+        assert [6, 7, 8, 9, 10] == ids
+
+    def test_prune_removes_them_from_the_trigram_index(self, db: Path, tmp_path: Path) -> None:
+        prune_path(db, max_rows=0)
+        conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            assert 0 == conn.execute(f'SELECT count(*) FROM "{WIDE_TABLE}"').fetchall()[0][0]
+        finally:
+            conn.close()
+        assert [] == found(db, "日本語")
+
+    def test_migration_indexes_existing_rows(self, tmp_path: Path) -> None:
+        """A database written before the trigram index gets its CJK rows indexed when migrated."""
+        path = tmp_path / "old.db"
+        conn = apsw.Connection(str(path))
+        from janus_utils import _schema
+
+        # The schema as it was just before the migration that adds the trigram index.
+        before = next(v for v, sql in _schema.MIGRATIONS.items() if f'"{WIDE_TABLE}"' in sql)
+        for version in range(before):
+            conn.execute(_schema.MIGRATIONS[version])
+        conn.execute(f"PRAGMA user_version={before}")
+        write_batch(conn, _rows())
+        assert 0 == conn.execute(
+            "SELECT count(*) FROM sqlite_schema WHERE name = ?", (WIDE_TABLE,)
+        ).fetchall()[0][0]
+        ensure_schema(conn)
+        conn.close()
+        assert ["日本語のログを書きました"] == found(path, "のログ")
+
+
+class TestExclusion:
+    @pytest.mark.parametrize("query", ["order -refunded", "order NOT refunded", "NOT refunded order", "-refunded order"])
+    def test_minus_and_not_exclude(self, db: Path, query: str) -> None:
+        assert ["order k-7978 shipped"] == found(db, query)
+
+    def test_exclusion_only_keeps_the_rest(self, db: Path) -> None:
+        """A query of exclusions alone finds every record without them."""
+        assert len(CORPUS) - 2 == len(found(db, "-order"))
+        assert len(CORPUS) - 2 == len(found(db, "NOT connection"))
+
+    def test_hyphen_inside_a_word_is_not_an_exclusion(self, db: Path) -> None:
+        assert ["order k-7977 refunded"] == found(db, "k-7977")
+
+
+class TestIdentifiers:
+    @pytest.mark.parametrize(
+        ("query", "message"),
+        [
+            ("k-7977", "order k-7977 refunded"),
+            ("err_1838fa1042c0", "lookup failed err_1838fa1042c0 in app.db.pool"),
+            ("app.db.pool", "lookup failed err_1838fa1042c0 in app.db.pool"),
+            ("123e4567-e89b-12d3-a456-426614174000", "request 123e4567-e89b-12d3-a456-426614174000 timed out"),
+            ("abc-DEF.42", "lookup failed err_1838fa1042c0 in app.db.pool"),
+        ],
+    )
+    def test_pasted_identifier_matches_as_a_phrase(self, db: Path, query: str, message: str) -> None:
+        assert [message] == found(db, query)
+
+    def test_part_of_an_identifier_is_not_a_word(self, db: Path) -> None:
+        """1042 is inside err_1838fa1042c0 but not one of its words; look is not lookup."""
+        assert ([], ["look here first"]) == (found(db, "1042"), found(db, "look"))
+
+
+QUERIES = [
+    "order", "look", "lookup", "1042", "err_1838fa1042c0", "k-7977", "app.db.pool", "db",
+    "connection reset", '"connection reset"', "connection -reset", "NOT connection", "reset OR refused",
+    "conn*", "NEAR(connection peer, 2)", "NEAR(payment 30, 1)", "exception:peer", "message:peer",
+    "cafe", "CAFÉ", "日本語", "のログ", "ログ", "🚀", "-🚀 done", "ラーメン", "abc-DEF.42", "timeout OR 注文",
+    "123e4567-e89b-12d3-a456-426614174000", "e89b", "(order OR payment) -refunded",
+]
+
+
+class TestArchiveParity:
+    def test_archives_answer_as_the_database(self, db: Path, tmp_path: Path) -> None:
+        """Every query finds the same records in the database and, once pruned, in its archives."""
+        copy = tmp_path / "pruned.db"
+        shutil.copy(db, copy)
+        archive = tmp_path / "archive"
+        summary = prune_path(copy, max_rows=0, archive_dir=archive)
+        assert len(CORPUS) == summary.rows
+        for query in QUERIES:
+            archived = sorted(str(r["message"]) for r in search_archives(archive, query, limit=None))
+            assert found(db, query) == archived, query
+
+    def test_imported_archives_are_searched_as_before(self, db: Path, tmp_path: Path) -> None:
+        """Pruned to archives, then imported into a new database: the same answers, CJK included."""
+        from janus_utils._flusher import open_database
+        from janus_utils.retention import import_archive, list_archives
+
+        copy = tmp_path / "pruned.db"
+        shutil.copy(db, copy)
+        prune_path(copy, max_rows=0, archive_dir=tmp_path / "archive")
+        restored = tmp_path / "restored.db"
+        conn = open_database(str(restored))
+        try:
+            for archive in list_archives(tmp_path / "archive"):
+                import_archive(conn, archive)
+        finally:
+            conn.close()
+        for query in QUERIES:
+            assert found(db, query) == found(restored, query), query
+
+    def test_queries_find_something(self, db: Path) -> None:
+        """The parity corpus is not vacuous: most queries match, some match nothing."""
+        counts = [len(found(db, query)) for query in QUERIES]
+        assert sum(1 for n in counts if n) >= len(QUERIES) - 4 and 0 in counts
+
+
+class TestTokens:
+    def test_tokens_as_unicode61(self) -> None:
+        assert ["err", "1838fa1042c0", "café"[:3] + "e"] == tokens("err_1838fa1042c0 Café")[:2] + [tokens("Café")[0]]
+
+    def test_matcher_columns(self) -> None:
+        match = matcher("exception:peer")
+        assert match({"exception": "peer gone"}) and not match({"message": "peer gone"})
