@@ -558,8 +558,8 @@ def split_wide(text: str) -> tuple[str, list[tuple[str, bool]]]:
     """Take the terms holding CJK or emoji out of *text*: (the rest, [(term, excluded)]).
 
     Each such term (a word, or a "phrase") is then found as a substring, and
-    is always required (or, written -term, always excluded), whatever AND, OR
-    or NOT stand around it.
+    is always required, or always excluded when written -term or NOT term,
+    whatever AND or OR stand around it.
     """
     if not _WIDE.search(text):
         return text, []
@@ -570,17 +570,24 @@ def split_wide(text: str) -> tuple[str, list[tuple[str, bool]]]:
         word = match.group()
         if not _WIDE.search(word):
             continue
+        before = text[last : match.start()]
         excluded = word.startswith("-")
         body = word[1:] if excluded else word
+        negated = _NOT_BEFORE.search(before)
+        if negated and not excluded:
+            excluded, before = True, before[: negated.start()] + " "
         if len(body) >= 2 and body.startswith('"') and body.rstrip("*").endswith('"'):
             body = body.rstrip("*")[1:-1].replace('""', '"')
         body = _clean(body).strip().rstrip("*")
         if body:
             terms.append((body, excluded))
-        rest.append(text[last : match.start()])
+        rest.append(before)
         last = match.end()
     rest.append(text[last:])
     return " ".join(rest), terms
+
+
+_NOT_BEFORE = re.compile(r"(?:^|(?<=\s))NOT\s+$")  # "NOT " right before a term
 
 
 # ---------------------------------------------------------------- the same query without an index

@@ -80,6 +80,15 @@ class TestCjkAndEmoji:
         assert "日本語のログを書きました" not in found(db, "-日本語 しました")
         assert ["東京の注文が失敗しました"] == found(db, "-日本語 しました")
 
+    @pytest.mark.parametrize("query", ["NOT 日本語 しました", "しました NOT 日本語", "しました AND NOT 日本語"])
+    def test_not_excludes_as_minus_does(self, db: Path, query: str) -> None:
+        """NOT term excludes a CJK or emoji term, as it does an ASCII one."""
+        assert found(db, "-日本語 しました") == found(db, query) == ["東京の注文が失敗しました"]
+
+    def test_not_alone_excludes(self, db: Path) -> None:
+        assert found(db, "NOT 🚀") == found(db, "-🚀")
+        assert "deploy done 🚀 all green" not in found(db, "NOT 🚀")
+
     def test_only_rows_that_need_it_are_in_the_trigram_index(self, db: Path) -> None:
         """CJK and emoji rows are in logs_wide; ASCII ones cost nothing there."""
         conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
