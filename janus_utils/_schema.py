@@ -170,10 +170,12 @@ _SEAL = textwrap.dedent(
 
 def _wide_rows(row: str) -> str:
     # The GLOB class of _fts.WIDE_GLOB, quoted for SQL: the one definition of "needs it".
-    # octet_length() = length() for ASCII text (most rows): no GLOB runs for it.
+    # Bytes = characters for ASCII text (most rows): no GLOB runs for it.  Not
+    # octet_length(): the trigger below runs in whatever SQLite deletes rows
+    # (the sqlite3 shell, Python's sqlite3), and octet_length needs 3.43.
     pattern = "'" + WIDE_GLOB.replace("'", "''") + "'"
     return " OR ".join(
-        f'(octet_length({row}."{column}") > length({row}."{column}") AND {row}."{column}" GLOB {pattern})'
+        f'(length(CAST({row}."{column}" AS BLOB)) > length({row}."{column}") AND {row}."{column}" GLOB {pattern})'
         for column in ("message", "fields", "exception")
     )
 
@@ -188,17 +190,13 @@ _V_WIDE = textwrap.dedent(
     -- stored once, in "{TABLE}"; secure-delete: a deleted row's trigrams are
     -- gone from the index, not only unlinked.  Filled once per batch, as
     -- "{FTS_TABLE}" is (WIDE_INDEX_SQL: an AFTER INSERT trigger was measured
-    -- to halve the insert rate); a trigger forgets deleted rows, for every
-    -- writer that deletes (prune, erase).
+    -- to halve the insert rate); emptied by janus_utils.retention as it deletes
+    -- rows (prune, erase), not by a trigger that would need SQLite 3.43 in
+    -- every program that deletes a row.
     CREATE VIRTUAL TABLE IF NOT EXISTS "{WIDE_TABLE}" USING fts5(
         "message", "fields", "exception", content='', contentless_delete=1, tokenize='trigram'
     );
     INSERT INTO "{WIDE_TABLE}"("{WIDE_TABLE}", "rank") VALUES ('secure-delete', 1);
-    CREATE TRIGGER IF NOT EXISTS "{WIDE_TABLE}_delete" AFTER DELETE ON "{TABLE}"
-    WHEN {_wide_rows("old")}
-    BEGIN
-        DELETE FROM "{WIDE_TABLE}" WHERE "rowid" = old."id";
-    END;
     INSERT INTO "{WIDE_TABLE}"("rowid", "message", "fields", "exception")
     SELECT "id", "message", "fields", "exception" FROM "{TABLE}" WHERE {_wide_rows(f'"{TABLE}"')};
     """

@@ -62,6 +62,7 @@ from ._schema import (
     SCHEMA_VERSION,
     TABLE,
     WIDE_INDEX_SQL,
+    WIDE_TABLE,
     apply_connection_settings,
     database_id,
     ensure_schema,
@@ -397,6 +398,10 @@ _FTS_DELETE = (
     f'SELECT \'delete\', "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" IN ({_IDS})'
 )
 _WIDE_INSERT = wide_index_sql(f'"id" IN ({_IDS})')
+# The trigram index forgets its rows here, not by a trigger: a trigger would
+# make every delete need an SQLite with contentless_delete (3.43+), the
+# sqlite3 shell's and Python's own among them.
+_WIDE_DELETE = f'DELETE FROM "{WIDE_TABLE}" WHERE "rowid" IN ({_IDS})'
 _DELETE = f'DELETE FROM "{TABLE}" WHERE "id" IN ({_IDS})'
 _INSERT = f'INSERT INTO "{TABLE}" ({_COLS_SQL}) VALUES ({", ".join("?" * len(ALL_COLUMNS))})'
 _FTS_INSERT = (
@@ -754,6 +759,7 @@ class _Engine:
             if same:
                 same_ids = json.dumps(same)
                 self.db.execute(_FTS_DELETE, (same_ids,))
+                self.db.execute(_WIDE_DELETE, (same_ids,))
                 self.db.execute(_DELETE, (same_ids,))
         return same
 
@@ -1062,6 +1068,7 @@ def erase(
             id_list = json.dumps(ids)
             with _write_transaction(db):
                 db.execute(_FTS_DELETE, (id_list,))
+                db.execute(_WIDE_DELETE, (id_list,))
                 db.execute(_DELETE, (id_list,))
             summary.rows += len(ids)
         scrub(db)
@@ -1429,6 +1436,7 @@ def _remove_keys(db: apsw.Connection, keys: list[tuple[Any, ...]], summary: Prun
         # Another prune may have taken some since they were chosen.
         ids = json.dumps([row[0] for row in db.execute(_PRESENT_IDS, (json.dumps(list(wanted)),))])
         db.execute(_FTS_DELETE, (ids,))
+        db.execute(_WIDE_DELETE, (ids,))
         db.execute(_DELETE, (ids,))
     gone = json.loads(ids)
     per_level: dict[int, list[int]] = {}
