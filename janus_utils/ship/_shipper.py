@@ -177,6 +177,29 @@ def unshipped_floor(db: apsw.Connection) -> tuple[int, str] | None:
     return (int(row[0][0]), str(row[0][1])) if row else None
 
 
+def encoded_batch(
+    db: apsw.Connection, query: tuple[str, tuple[Any, ...]], after: int, upto: int | None, limit: int
+) -> tuple[int, int, bytes]:
+    """(row count, last id, body) of the rows ``after < id <= upto`` (at most *limit*; -1: all),
+    encoded by an exporter's select_encoded *query*: each line followed by a newline.
+
+    Raises apsw.SQLError when SQLite cannot encode a value (a BLOB in JSON).
+    """
+    sql, (host, db_id) = query
+    bindings = {"host": host, "db_id": db_id, "after": after, "upto": 2**63 - 1 if upto is None else upto, "limit": limit}
+    # Row by row into a list of lines: no list of row tuples beside them
+    # (a batch of 50,000 rows would hold both, twice the memory).
+    lines: list[bytes] = []
+    add = lines.append
+    last = after
+    for last, line in db.execute(sql, bindings):
+        add(line)
+    if not lines:
+        return 0, after, b""
+    add(b"")  # the last line ends with a newline too
+    return len(lines) - 1, last, b"\n".join(lines)
+
+
 _live: weakref.WeakSet[Shipper] = weakref.WeakSet()
 
 
@@ -435,23 +458,12 @@ class Shipper:
         return Batch(after, rows[-1][0] if upto is None else upto, len(rows), body, rows[0][1])
 
     def _read_encoded(self, db: apsw.Connection, after: int, upto: int | None) -> Batch | None:
-        """_read with the batch built inside SQLite (the exporter's select_encoded)."""
+        """_read with each row encoded inside SQLite (the exporter's select_encoded)."""
         assert self._encoded_sql is not None
-        sql, (host, db_id) = self._encoded_sql
-        bindings = {
-            "host": host,
-            "db_id": db_id,
-            "after": after,
-            "upto": upto if upto is not None else 2**63 - 1,
-            "limit": -1 if upto is not None else self.exporter.batch_size,
-        }
-        count, last, text = db.execute(sql, bindings).fetchall()[0]
+        limit = -1 if upto is not None else self.exporter.batch_size
+        count, last, body = encoded_batch(db, self._encoded_sql, after, upto, limit)
         if not count:
             return Batch(after, upto, 0, b"", 0) if upto is not None and upto > after else None
-        try:
-            body = text.encode("utf-8")
-        except UnicodeEncodeError:
-            body = text.encode("utf-8", "replace")
         return Batch(after, last if upto is None else upto, count, body, 0)
 
     def _ship_one(self, *, wait_idle: bool) -> None:

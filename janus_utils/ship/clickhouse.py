@@ -366,14 +366,18 @@ class ClickHouseExporter(Exporter):
             return text.encode("utf-8", "replace")
 
     def select_encoded(self, identity: Identity) -> tuple[str, tuple[Any, ...]] | None:
-        """The batch as JSON lines built by SQLite's json_object(): no Python per row.
+        """Each row's JSON line built by SQLite's json_object(): no Python per row.
 
         The same lines as encode() (keys, order, escapes).  The CASTs keep an
         odd stored value (a REAL in ts, text in pid) from making a batch that
         ClickHouse would refuse for ever; text columns go as they are (a CAST
         on each cost a quarter of the time), and a BLOB among them makes
         SQLite refuse the query, whereupon the shipper encodes that batch
-        with encode().
+        with encode().  Each line comes out as bytes (the CAST AS BLOB):
+        SQLite's UTF-8 as it is, never decoded into Python text and encoded
+        again, which cost a third of the encoding time.  The lines are joined
+        in Python: an ordered ``group_concat(... ORDER BY id)`` sorts the
+        whole batch again and cost a third of the shipping time.
         """
         columns = ", ".join(
             f"'{name}', {expr}"
@@ -392,9 +396,8 @@ class ClickHouseExporter(Exporter):
             )
         )
         return (
-            "SELECT count(*), max(\"id\"), group_concat(line, char(10) ORDER BY \"id\") || char(10) FROM ("
-            f"SELECT \"id\", json_object({columns}) AS line FROM \"logs\" "
-            "WHERE \"id\" > :after AND \"id\" <= :upto ORDER BY \"id\" LIMIT :limit)",
+            f"SELECT \"id\", CAST(json_object({columns}) AS BLOB) FROM \"logs\" "
+            "WHERE \"id\" > :after AND \"id\" <= :upto ORDER BY \"id\" LIMIT :limit",
             (identity.host, identity.db_id),
         )
 
