@@ -197,6 +197,11 @@ class ClickHouseExporter(Exporter):
     auth) or *headers*; ``https://`` URLs use TLS (*ca_file* for a private CA).
     *compression* ``"gzip"`` or ``None``; the default gzips except to a loopback
     address, where it only costs time.
+
+    *batch_size* rows go in one INSERT.  Every INSERT makes a part on each
+    replica, a ZooKeeper entry and, soon, a merge: at 50,000 rows the two
+    replicas and ZooKeeper spend about half the CPU per row that they do at
+    20,000 (a body of about 20 MB for the benchmark record).
     """
 
     kind = "clickhouse"
@@ -214,7 +219,7 @@ class ClickHouseExporter(Exporter):
         create: bool = True,
         name: str | None = None,
         host: str | None = None,
-        batch_size: int = 20_000,
+        batch_size: int = 50_000,
         timeout: float = 30.0,
         compression: str | None = "auto",
         ca_file: str | None = None,
