@@ -266,6 +266,15 @@ class TestDelivery:
             server.shutdown()
             server.server_close()
 
+    def test_the_first_batch_is_short_and_the_next_ones_full(self, tmp_path: Path) -> None:
+        """Sending starts after a short read; the full batches that follow are read while one is on the wire."""
+        path = db_with(tmp_path, 16_000)
+        with OTLPReceiver(decode=False) as receiver:
+            shipper = Shipper(path, OTLPExporter(receiver.endpoint, batch_size=10_000))
+            assert shipper.run_until_caught_up(60)
+            # 5,000 first, then full batches of 10,000: 5,000 + 10,000 + 1,000.
+            assert (receiver.requests, receiver.record_count, shipper.shipped) == (3, 16_000, 16_000)
+
     def test_a_partial_success_is_counted_not_retried(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """Records a receiver says it rejected are counted and reported; the batch is not sent again."""
         path = db_with(tmp_path, 30)
