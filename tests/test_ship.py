@@ -266,14 +266,22 @@ class TestDelivery:
             server.shutdown()
             server.server_close()
 
-    def test_the_first_batch_is_short_and_the_next_ones_full(self, tmp_path: Path) -> None:
-        """Sending starts after a short read; the full batches that follow are read while one is on the wire."""
+    def test_a_backlog_starts_with_a_short_batch_and_the_next_ones_full(self, tmp_path: Path) -> None:
+        """More than a batch waiting: sending starts after a short read; the full batches after it are read meanwhile."""
         path = db_with(tmp_path, 16_000)
         with OTLPReceiver(decode=False) as receiver:
             shipper = Shipper(path, OTLPExporter(receiver.endpoint, batch_size=10_000))
             assert shipper.run_until_caught_up(60)
             # 5,000 first, then full batches of 10,000: 5,000 + 10,000 + 1,000.
             assert (receiver.requests, receiver.record_count, shipper.shipped) == (3, 16_000, 16_000)
+
+    def test_less_than_a_batch_waiting_goes_in_one_batch(self, tmp_path: Path) -> None:
+        """No short first batch when everything waiting fits in one: it would only add a request."""
+        path = db_with(tmp_path, 9_000)
+        with OTLPReceiver(decode=False) as receiver:
+            shipper = Shipper(path, OTLPExporter(receiver.endpoint, batch_size=10_000))
+            assert shipper.run_until_caught_up(60)
+            assert (receiver.requests, receiver.record_count) == (1, 9_000)
 
     def test_a_partial_success_is_counted_not_retried(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """Records a receiver says it rejected are counted and reported; the batch is not sent again."""

@@ -63,10 +63,12 @@ _STATE = f'UPDATE {_C} SET "state" = ?, "last_error" = ?, "updated_ns" = ? WHERE
 
 _REPORT_EVERY = 30.0  # seconds between two stderr lines about the same trouble
 
-# The first batch after an idle spell (or a start) is at most this many rows:
-# sending begins after a short read, and the next, full-sized batch is read
-# while it is on the wire.  A 50,000-row ClickHouse batch read first would
-# keep the sink waiting for its whole encoding.
+# When more than a batch is waiting (a start, a sink back after an outage),
+# the first batch is at most this many rows: sending begins after a short
+# read, and the next, full-sized batch is read while it is on the wire.  A
+# 50,000-row ClickHouse batch read first would keep the sink waiting for its
+# whole encoding.  Less than a batch waiting goes in one batch, as it is: a
+# short batch would only add an insert.
 _FIRST_BATCH = 5_000
 
 
@@ -489,7 +491,11 @@ class Shipper:
                     # A batch was in flight when the last shipper stopped: the same bounds again.
                     batch = self._read(db, self.shipped_upto, self.batch_upto)
                 else:
-                    batch = self._read(db, self.shipped_upto, None, min(_FIRST_BATCH, self.exporter.batch_size))
+                    limit = self.exporter.batch_size
+                    waiting = db.execute(f'SELECT coalesce(max("id"), 0) FROM {_T}').fetchall()[0][0] - self.shipped_upto
+                    if waiting > limit:
+                        limit = min(_FIRST_BATCH, limit)
+                    batch = self._read(db, self.shipped_upto, None, limit)
                 if batch is None:
                     self.max_id, self.lag_rows, self.lag_seconds = _lag(db, self.shipped_upto)
             if batch is None:
