@@ -42,7 +42,7 @@ from ._sizes import MESSAGE, user_ids
 
 SHIP_ROWS = _sizes._int("JANUS_BENCH_SHIP_ROWS", 500_000, 20_000)
 SHIP_ROUNDS = _sizes._int("JANUS_BENCH_SHIP_ROUNDS", 3, 1)
-CH_BATCH = _sizes._int("JANUS_BENCH_SHIP_BATCH", 20_000, 5_000)  # the exporter's default
+CH_BATCH = _sizes._int("JANUS_BENCH_SHIP_BATCH", 50_000, 5_000)  # the exporter's default
 OTLP_RECORDS = _sizes._int("JANUS_BENCH_OTLP_RECORDS", 200_000, 5_000)
 STEADY_RATE = 10_000
 STEADY_S = float(os.environ.get("JANUS_BENCH_STEADY_S", "2" if _sizes.QUICK else "30"))
@@ -99,14 +99,27 @@ def _rows(path: str) -> list[tuple[Any, ...]]:
 
 
 _tables = iter(range(1_000_000))
+_made: list[str] = []
 
 
 def _fresh_exporter(cluster: Any, **options: Any) -> Any:
-    """An exporter on a new replicated table (a table per round: block dedup would drop a second round)."""
-    from janus_utils.ship import ClickHouseExporter
+    """An exporter on a new, empty replicated table, created before the clock starts.
 
+    A table per round: block dedup would drop a second round's rows.  The
+    tables of earlier rounds are dropped first, so that the merges and
+    replica fetches a round leaves behind do not run during the next one
+    (bare and shipper rounds follow each other: the second would pay for
+    the first).
+    """
+    from janus_utils.ship import ClickHouseExporter, Identity
+
+    while _made:
+        cluster.drop_table(f"default.{_made.pop()}")
     table = f"bench_{next(_tables)}_{os.getpid()}"
     exporter = ClickHouseExporter(cluster.urls, table, cluster=cluster.cluster, name=f"bench-{table}", **options)
+    exporter.open(Identity("bench-host", "0" * 32))  # CREATE TABLE ... ON CLUSTER: not part of either's time
+    exporter.close()
+    _made.append(table)
     return exporter
 
 
@@ -120,7 +133,6 @@ def test_ship_clickhouse_bare_insert(benchmark: Any, cluster: Any, source_db: st
 
     def setup() -> tuple[tuple[Any, list[bytes]], dict[str, Any]]:
         exporter = _fresh_exporter(cluster, batch_size=CH_BATCH)
-        exporter.open(identity)
         bodies = [exporter.encode(rows[i : i + CH_BATCH], identity) for i in range(0, len(rows), CH_BATCH)]
         return (exporter, bodies), {}
 

@@ -29,7 +29,7 @@ from janus_utils.error_handling import ConfigError  # noqa: E402
 from janus_utils.ship import Identity, OTLPExporter, Shipper, exporter_from_url  # noqa: E402
 from janus_utils.ship._base import ROW_COLUMNS  # noqa: E402
 from janus_utils.ship._http import Endpoint, warn_plain_http  # noqa: E402
-from janus_utils.ship._shipper import open_for_shipping, read_identity, sink_status  # noqa: E402
+from janus_utils.ship._shipper import encoded_batch, open_for_shipping, read_identity, sink_status  # noqa: E402
 from janus_utils.ship.otlp import severity_number  # noqa: E402
 from servers import Faults, OTLPReceiver  # noqa: E402
 
@@ -266,6 +266,23 @@ class TestDelivery:
             server.shutdown()
             server.server_close()
 
+    def test_a_backlog_starts_with_a_short_batch_and_the_next_ones_full(self, tmp_path: Path) -> None:
+        """More than a batch waiting: sending starts after a short read; the full batches after it are read meanwhile."""
+        path = db_with(tmp_path, 16_000)
+        with OTLPReceiver(decode=False) as receiver:
+            shipper = Shipper(path, OTLPExporter(receiver.endpoint, batch_size=10_000))
+            assert shipper.run_until_caught_up(60)
+            # 5,000 first, then full batches of 10,000: 5,000 + 10,000 + 1,000.
+            assert (receiver.requests, receiver.record_count, shipper.shipped) == (3, 16_000, 16_000)
+
+    def test_less_than_a_batch_waiting_goes_in_one_batch(self, tmp_path: Path) -> None:
+        """No short first batch when everything waiting fits in one: it would only add a request."""
+        path = db_with(tmp_path, 9_000)
+        with OTLPReceiver(decode=False) as receiver:
+            shipper = Shipper(path, OTLPExporter(receiver.endpoint, batch_size=10_000))
+            assert shipper.run_until_caught_up(60)
+            assert (receiver.requests, receiver.record_count) == (1, 9_000)
+
     def test_a_partial_success_is_counted_not_retried(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """Records a receiver says it rejected are counted and reported; the batch is not sent again."""
         path = db_with(tmp_path, 30)
@@ -500,13 +517,14 @@ def test_clickhouse_batches_built_in_sqlite_equal_the_python_encoder(tmp_path: P
     stored = db.execute(f'SELECT {", ".join(ROW_COLUMNS)} FROM logs ORDER BY id').fetchall()
     identity = Identity('hö"st', "0123abcd")
     exporter = ClickHouseExporter("http://127.0.0.1:1", "logs")
-    sql, (host, db_id) = exporter.select_encoded(identity)  # type: ignore[misc]
-    count, last, text = db.execute(
-        sql, {"host": host, "db_id": db_id, "after": 0, "upto": 2**63 - 1, "limit": 100}
-    ).fetchall()[0]
+    query = exporter.select_encoded(identity)
+    assert query is not None
+    count, last, body = encoded_batch(db, query, 0, None, 100)
+    again = encoded_batch(db, query, 0, 3, -1)  # a batch re-read by its bounds after a crash
     db.close()
     assert (count, last) == (3, 3)
-    assert text.encode() == exporter.encode(stored, identity)
+    assert body == exporter.encode(stored, identity)
+    assert again == (count, last, body)
 
 
 def test_a_batch_sqlite_cannot_encode_is_encoded_in_python(tmp_path: Path, clickhouse: Any) -> None:
@@ -521,3 +539,17 @@ def test_a_batch_sqlite_cannot_encode_is_encoded_in_python(tmp_path: Path, click
     clickhouse.drop_table(f"default.{table}")
     assert Shipper(path, ClickHouseExporter(clickhouse.urls[0], table)).run_until_caught_up(30)
     assert clickhouse.replicas[0].query(f"SELECT message FROM default.{table} WHERE id = 3").strip() == "hi"
+
+
+def test_text_that_is_not_utf8_ships_as_stored(tmp_path: Path, clickhouse: Any) -> None:
+    """Bytes that are not UTF-8 in a text column (not written by janus) go out as they are; the rest of the batch too."""
+    from janus_utils.ship import ClickHouseExporter
+
+    path = db_with(tmp_path, 5)
+    db = open_writer(path)
+    db.execute("UPDATE logs SET message = CAST(x'ff41' AS TEXT) WHERE id = 2")
+    db.close()
+    table = "t_not_utf8"
+    clickhouse.drop_table(f"default.{table}")
+    assert Shipper(path, ClickHouseExporter(clickhouse.urls[0], table)).run_until_caught_up(30)
+    assert clickhouse.replicas[0].query(f"SELECT count(), max(hex(message) = 'FF41') FROM default.{table}").split() == ["5", "1"]

@@ -82,11 +82,13 @@ class Exporter:
         raise NotImplementedError
 
     def select_encoded(self, identity: Identity) -> tuple[str, tuple[Any, ...]] | None:
-        """An SQL query that encodes a batch inside SQLite, or None to encode rows in Python.
+        """An SQL query that encodes each row inside SQLite, or None to encode rows in Python.
 
-        The query takes ``(after, limit)`` then ``(after, upto, limit)``...: see
-        ``_shipper.Shipper._read``; it returns one row ``(count, last id,
-        first ts, body text)`` for the rows ``id > after`` (and ``<= upto``).
+        Returns ``(sql, (host, db_id))``.  The query takes the named
+        parameters ``:host``, ``:db_id``, ``:after``, ``:upto`` and
+        ``:limit`` and returns ``("id", line)`` for the rows ``after < id <=
+        upto`` in id order, each line UTF-8 bytes (a BLOB); the batch's body
+        is every line followed by a newline (``_shipper.encoded_batch``).
         """
         return None
 

@@ -54,7 +54,7 @@ def add_parser(commands: Any, db_default: str, formatter: type[argparse.HelpForm
     ship.add_argument("--status", action="store_true", help="show each sink's shipped id, lag and last error, then exit")
     ship.add_argument("--once", action="store_true", help="ship what is committed now, then exit")
     ship.add_argument("--host", metavar="NAME", help="the host of rows stored without one (default: the one stored in the database, first $JANUS_HOST or the machine's name)")
-    ship.add_argument("--batch-size", type=int, metavar="N", help="records per request (default: 20000 for ClickHouse, 2000 for OTLP)")
+    ship.add_argument("--batch-size", type=int, metavar="N", help="records per request (default: 50000 for ClickHouse, 2000 for OTLP)")
     ship.add_argument("--forget", metavar="SINK", help="delete SINK's cursor (as --status names it): retention stops keeping rows for it")
     ship.add_argument("--timeout", type=float, metavar="SECONDS", help="with --once: give up after SECONDS")
     ship.add_argument("--json", action="store_true", help="--status as one JSON object")

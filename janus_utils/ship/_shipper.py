@@ -63,6 +63,14 @@ _STATE = f'UPDATE {_C} SET "state" = ?, "last_error" = ?, "updated_ns" = ? WHERE
 
 _REPORT_EVERY = 30.0  # seconds between two stderr lines about the same trouble
 
+# When more than a batch is waiting (a start, a sink back after an outage),
+# the first batch is at most this many rows: sending begins after a short
+# read, and the next, full-sized batch is read while it is on the wire.  A
+# 50,000-row ClickHouse batch read first would keep the sink waiting for its
+# whole encoding.  Less than a batch waiting goes in one batch, as it is: a
+# short batch would only add an insert.
+_FIRST_BATCH = 5_000
+
 
 def lock_path(db_path: str, sink: str) -> str:
     """The election lock of (*db_path*, *sink*): one shipper per pair, whichever process."""
@@ -110,6 +118,7 @@ class Batch:
     count: int
     body: bytes
     first_ts: int
+    full: bool = False  # as many rows as asked for: more are likely waiting
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,29 @@ def unshipped_floor(db: apsw.Connection) -> tuple[int, str] | None:
     except apsw.SQLError:  # a database from before shipping existed
         return None
     return (int(row[0][0]), str(row[0][1])) if row else None
+
+
+def encoded_batch(
+    db: apsw.Connection, query: tuple[str, tuple[Any, ...]], after: int, upto: int | None, limit: int
+) -> tuple[int, int, bytes]:
+    """(row count, last id, body) of the rows ``after < id <= upto`` (at most *limit*; -1: all),
+    encoded by an exporter's select_encoded *query*: each line followed by a newline.
+
+    Raises apsw.SQLError when SQLite cannot encode a value (a BLOB in JSON).
+    """
+    sql, (host, db_id) = query
+    bindings = {"host": host, "db_id": db_id, "after": after, "upto": 2**63 - 1 if upto is None else upto, "limit": limit}
+    # Row by row into a list of lines: no list of row tuples beside them
+    # (a batch of 50,000 rows would hold both, twice the memory).
+    lines: list[bytes] = []
+    add = lines.append
+    last = after
+    for last, line in db.execute(sql, bindings):
+        add(line)
+    if not lines:
+        return 0, after, b""
+    add(b"")  # the last line ends with a newline too
+    return len(lines) - 1, last, b"\n".join(lines)
 
 
 _live: weakref.WeakSet[Shipper] = weakref.WeakSet()
@@ -414,45 +446,37 @@ class Shipper:
                 self._close_db()
 
     # ------------------------------------------------------------ one batch
-    def _read(self, db: apsw.Connection, after: int, upto: int | None) -> Batch | None:
-        """Rows after *after* (up to *upto* when re-sending a batch), encoded; None if there are none."""
+    def _read(self, db: apsw.Connection, after: int, upto: int | None, limit: int | None = None) -> Batch | None:
+        """Rows after *after* (up to *upto* when re-sending a batch; else at most *limit*,
+        the exporter's batch_size by default), encoded; None if there are none."""
         assert self.identity is not None
+        if limit is None:
+            limit = self.exporter.batch_size
         if self._encoded_sql is not None:
             try:
-                return self._read_encoded(db, after, upto)
+                return self._read_encoded(db, after, upto, limit)
             except apsw.SQLError:
                 pass  # a value SQLite cannot put in JSON (a BLOB): this batch is encoded in Python
         if upto is not None:
             rows = db.execute(_SELECT_RANGE, (after, upto)).fetchall()
         else:
-            rows = db.execute(_SELECT_AFTER, (after, self.exporter.batch_size)).fetchall()
+            rows = db.execute(_SELECT_AFTER, (after, limit)).fetchall()
         if not rows:
             if upto is not None and upto > after:
                 # The batch's rows are gone (pruned without waiting): skip its range.
                 return Batch(after, upto, 0, b"", 0)
             return None
         body = self.exporter.encode(rows, self.identity)
-        return Batch(after, rows[-1][0] if upto is None else upto, len(rows), body, rows[0][1])
+        full = upto is None and len(rows) >= limit
+        return Batch(after, rows[-1][0] if upto is None else upto, len(rows), body, rows[0][1], full)
 
-    def _read_encoded(self, db: apsw.Connection, after: int, upto: int | None) -> Batch | None:
-        """_read with the batch built inside SQLite (the exporter's select_encoded)."""
+    def _read_encoded(self, db: apsw.Connection, after: int, upto: int | None, limit: int) -> Batch | None:
+        """_read with each row encoded inside SQLite (the exporter's select_encoded)."""
         assert self._encoded_sql is not None
-        sql, (host, db_id) = self._encoded_sql
-        bindings = {
-            "host": host,
-            "db_id": db_id,
-            "after": after,
-            "upto": upto if upto is not None else 2**63 - 1,
-            "limit": -1 if upto is not None else self.exporter.batch_size,
-        }
-        count, last, text = db.execute(sql, bindings).fetchall()[0]
+        count, last, body = encoded_batch(db, self._encoded_sql, after, upto, -1 if upto is not None else limit)
         if not count:
             return Batch(after, upto, 0, b"", 0) if upto is not None and upto > after else None
-        try:
-            body = text.encode("utf-8")
-        except UnicodeEncodeError:
-            body = text.encode("utf-8", "replace")
-        return Batch(after, last if upto is None else upto, count, body, 0)
+        return Batch(after, last if upto is None else upto, count, body, 0, upto is None and count >= limit)
 
     def _ship_one(self, *, wait_idle: bool) -> None:
         if not self._sink_open:
@@ -467,7 +491,11 @@ class Shipper:
                     # A batch was in flight when the last shipper stopped: the same bounds again.
                     batch = self._read(db, self.shipped_upto, self.batch_upto)
                 else:
-                    batch = self._read(db, self.shipped_upto, None)
+                    limit = self.exporter.batch_size
+                    waiting = db.execute(f'SELECT coalesce(max("id"), 0) FROM {_T}').fetchall()[0][0] - self.shipped_upto
+                    if waiting > limit:
+                        limit = min(_FIRST_BATCH, limit)
+                    batch = self._read(db, self.shipped_upto, None, limit)
                 if batch is None:
                     self.max_id, self.lag_rows, self.lag_seconds = _lag(db, self.shipped_upto)
             if batch is None:
@@ -508,7 +536,7 @@ class Shipper:
         if self._sender is None:
             self._sender = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="janus-ship-send")
         future = self._sender.submit(self.exporter.send, batch.body)
-        if self._next is None and batch.count >= self.exporter.batch_size:
+        if self._next is None and batch.full:
             try:
                 with self._db_lock:
                     self._next = self._read(self._conn(), batch.upto, None)

@@ -197,6 +197,11 @@ class ClickHouseExporter(Exporter):
     auth) or *headers*; ``https://`` URLs use TLS (*ca_file* for a private CA).
     *compression* ``"gzip"`` or ``None``; the default gzips except to a loopback
     address, where it only costs time.
+
+    *batch_size* rows go in one INSERT.  Every INSERT makes a part on each
+    replica, a ZooKeeper entry and, soon, a merge: at 50,000 rows the two
+    replicas and ZooKeeper spend about half the CPU per row that they do at
+    20,000 (a body of about 20 MB for the benchmark record).
     """
 
     kind = "clickhouse"
@@ -214,7 +219,7 @@ class ClickHouseExporter(Exporter):
         create: bool = True,
         name: str | None = None,
         host: str | None = None,
-        batch_size: int = 20_000,
+        batch_size: int = 50_000,
         timeout: float = 30.0,
         compression: str | None = "auto",
         ca_file: str | None = None,
@@ -366,14 +371,18 @@ class ClickHouseExporter(Exporter):
             return text.encode("utf-8", "replace")
 
     def select_encoded(self, identity: Identity) -> tuple[str, tuple[Any, ...]] | None:
-        """The batch as JSON lines built by SQLite's json_object(): no Python per row.
+        """Each row's JSON line built by SQLite's json_object(): no Python per row.
 
         The same lines as encode() (keys, order, escapes).  The CASTs keep an
         odd stored value (a REAL in ts, text in pid) from making a batch that
         ClickHouse would refuse for ever; text columns go as they are (a CAST
         on each cost a quarter of the time), and a BLOB among them makes
         SQLite refuse the query, whereupon the shipper encodes that batch
-        with encode().
+        with encode().  Each line comes out as bytes (the CAST AS BLOB):
+        SQLite's UTF-8 as it is, never decoded into Python text and encoded
+        again, which cost a third of the encoding time.  The lines are joined
+        in Python: an ordered ``group_concat(... ORDER BY id)`` sorts the
+        whole batch again and cost a third of the shipping time.
         """
         columns = ", ".join(
             f"'{name}', {expr}"
@@ -392,9 +401,8 @@ class ClickHouseExporter(Exporter):
             )
         )
         return (
-            "SELECT count(*), max(\"id\"), group_concat(line, char(10) ORDER BY \"id\") || char(10) FROM ("
-            f"SELECT \"id\", json_object({columns}) AS line FROM \"logs\" "
-            "WHERE \"id\" > :after AND \"id\" <= :upto ORDER BY \"id\" LIMIT :limit)",
+            f"SELECT \"id\", CAST(json_object({columns}) AS BLOB) FROM \"logs\" "
+            "WHERE \"id\" > :after AND \"id\" <= :upto ORDER BY \"id\" LIMIT :limit",
             (identity.host, identity.db_id),
         )
 
