@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import _resource, _ring, _schema, _sqlite_guard, security
+from . import _rollup, _resource, _ring, _schema, _sqlite_guard, security
 from ._console import Console
 from ._record import decode_row, native_enabled, speedups, unstorable_row
 from .error_handling.utils.errors import ConfigError, RingFormatError
@@ -778,6 +778,7 @@ class Flusher:
                         db.execute(_INSERT, unstorable_row(row, err))
                         self.unstorable += 1
             db.execute(_INDEX, (last,))
+            _rollup.advance(db)
             self.resources.save(db)
             db.execute(_SAVE_POS, (self.ring_id, upto))
 

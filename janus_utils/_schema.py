@@ -10,6 +10,8 @@ from .error_handling.db.errors import MigrationError
 
 __all__ = [
     "COLUMNS",
+    "ROLLUP_STATE_TABLE",
+    "ROLLUP_TABLE",
     "DECODED_COLUMNS",
     "META_TABLE",
     "SHIP_CURSOR_TABLE",
@@ -25,7 +27,9 @@ TABLE = "logs"
 FTS_TABLE = "logs_fts"
 META_TABLE = "janus_meta"  # this database's identity (db_id) and other facts about it
 SHIP_CURSOR_TABLE = "janus_ship_cursor"  # how far each sink (janus_utils.ship) has got
-SCHEMA_VERSION = 3
+ROLLUP_TABLE = "janus_rollup"  # records counted per minute, level and logger (janus_utils._rollup)
+ROLLUP_STATE_TABLE = "janus_rollup_state"  # how far the rollup has got
+SCHEMA_VERSION = 4
 
 # Column order of an inserted row (``id`` is assigned by SQLite).
 COLUMNS: tuple[str, ...] = (
@@ -139,8 +143,71 @@ _V3 = textwrap.dedent(
     """
 )
 
+# A row the rollup counts by its values: anything else (a damaged or foreign
+# row) is only counted in "irregular", which sends readers the exact way.
+_REGULAR = "typeof({row}.\"ts\") = 'integer' AND typeof({row}.\"level\") = 'integer' AND typeof({row}.\"logger\") = 'text'"
+# ts // 60 s, rounding down for ts before the epoch as well.
+_MINUTE = "({row}.\"ts\" / 60000000000 - ({row}.\"ts\" % 60000000000 < 0))"
+
+
+def _rollup_change(row: str, sign: str) -> str:
+    """The trigger statements that add (sign "+") or take away ("-") one row's count."""
+    regular = _REGULAR.format(row=row)
+    minute = _MINUTE.format(row=row)
+    return textwrap.dedent(
+        f"""
+        INSERT INTO "{ROLLUP_TABLE}"("minute", "level", "logger", "n")
+            SELECT {minute}, {row}."level", {row}."logger", {sign}1 WHERE {regular}
+            ON CONFLICT DO UPDATE SET "n" = "n" {sign} 1;
+        UPDATE "{ROLLUP_STATE_TABLE}" SET "value" = "value" {sign} 1
+            WHERE "key" = 'irregular' AND NOT ({regular});
+        """
+    )
+
+
+_COVERED = f"""(SELECT "value" FROM "{ROLLUP_STATE_TABLE}" WHERE "key" = 'covered_upto')"""
+
+_V4 = textwrap.dedent(
+    f"""
+    -- Records counted per minute, level and logger, so that count() and
+    -- histogram() over millions of rows read thousands.  It counts the rows
+    -- with an id up to covered_upto: the flusher adds each batch in its
+    -- transaction (one GROUP BY, then covered_upto moves), and the triggers
+    -- keep it exact when anything else inserts, deletes (prune, erasure) or
+    -- edits a row below that mark.  Rows above it are counted from "{TABLE}".
+    CREATE TABLE IF NOT EXISTS "{ROLLUP_TABLE}" (
+        "minute" INTEGER NOT NULL,  -- ts // 60 s
+        "level" INTEGER NOT NULL,
+        "logger" TEXT NOT NULL,
+        "n" INTEGER NOT NULL,
+        PRIMARY KEY ("minute", "level", "logger")
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS "{ROLLUP_STATE_TABLE}" ("key" TEXT PRIMARY KEY, "value" INTEGER NOT NULL);
+    -- irregular: rows below the mark whose ts, level or logger has the wrong
+    -- type (written by something else); while there is one, readers count exactly.
+    INSERT OR IGNORE INTO "{ROLLUP_STATE_TABLE}"("key", "value") VALUES ('covered_upto', 0), ('irregular', 0);
+    -- The rows already stored (seconds per ten million, once).
+    INSERT INTO "{ROLLUP_TABLE}"("minute", "level", "logger", "n")
+        SELECT {_MINUTE.format(row=f'"{TABLE}"')}, "level", "logger", count(*) FROM "{TABLE}"
+        WHERE {_REGULAR.format(row=f'"{TABLE}"')} GROUP BY 1, 2, 3;
+    UPDATE "{ROLLUP_STATE_TABLE}" SET "value" = (
+        SELECT count(*) FROM "{TABLE}" WHERE NOT ({_REGULAR.format(row=f'"{TABLE}"')})) WHERE "key" = 'irregular';
+    UPDATE "{ROLLUP_STATE_TABLE}" SET "value" = (SELECT coalesce(max("id"), 0) FROM "{TABLE}")
+        WHERE "key" = 'covered_upto';
+    CREATE TRIGGER IF NOT EXISTS "{TABLE}_rollup_insert" AFTER INSERT ON "{TABLE}"
+    WHEN NEW."id" <= {_COVERED}
+    BEGIN {_rollup_change("NEW", "+")} END;
+    CREATE TRIGGER IF NOT EXISTS "{TABLE}_rollup_delete" AFTER DELETE ON "{TABLE}"
+    WHEN OLD."id" <= {_COVERED}
+    BEGIN {_rollup_change("OLD", "-")} END;
+    CREATE TRIGGER IF NOT EXISTS "{TABLE}_rollup_update" AFTER UPDATE OF "id", "ts", "level", "logger" ON "{TABLE}"
+    WHEN OLD."id" <= {_COVERED} OR NEW."id" <= {_COVERED}
+    BEGIN {_rollup_change("OLD", "-")} {_rollup_change("NEW", "+")} END;
+    """
+)
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _V4}
 
 
 def database_id(db: apsw.Connection) -> str | None:

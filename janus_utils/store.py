@@ -36,6 +36,7 @@ import apsw
 
 from ._fts import check_query_size, escape_query, quote_all
 from ._levels import level_name, parse_level
+from ._rollup import Rollup
 from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.utils.errors import FileHandlerError, SearchQueryError
@@ -300,7 +301,7 @@ def _text(value: object, name: str) -> str:
 class _Selection:
     """One compiled request: the full-text expression, the filters and how to run them."""
 
-    __slots__ = ("driver", "fts", "params", "probes", "query", "raw", "where")
+    __slots__ = ("driver", "facts", "fts", "params", "probes", "query", "raw", "where")
 
     def __init__(self) -> None:
         self.query: str | None = None  # the text as given, for messages
@@ -311,6 +312,10 @@ class _Selection:
         # Conditions an index answers alone, tried to pick where a search starts.
         self.probes: list[tuple[str, list[Any]]] = []
         self.driver: str | None = None  # "fts" or "logs" once chosen
+        # The filters by name, for the planner and the rollup: level (int),
+        # logger ((name, name + ".", name + "/")), since / until (ns), and
+        # "other" when anything else filters the rows.
+        self.facts: dict[str, Any] = {}
 
     def add(self, condition: str, *params: Any, probe: bool = False) -> None:
         self.where.append(condition)
@@ -348,6 +353,7 @@ class LogStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._db: apsw.Connection | None = None
         self._json_path_escapes: bool | None = None
+        self._rollup: Rollup | None = None
         if not os.path.isfile(self.path):
             if os.path.isdir(self.path):
                 what = "is a directory"
@@ -527,6 +533,7 @@ class LogStore:
         if level is not None:
             number = _level_number(level)
             selection.add(f'{_T}."level" >= ?', number, probe=True)
+            selection.facts["level"] = number
         if logger is not None:
             name = _text(logger, "logger").rstrip(".")
             if not name:
@@ -540,18 +547,23 @@ class LogStore:
                 name + "/",
                 probe=True,
             )
+            selection.facts["logger"] = (name, name + ".", name + "/")
         for column, wanted in (("user_id", user_id), ("agent_id", agent_id), ("request_id", request_id)):
             if wanted is not None:
                 selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=True)
+                selection.facts[column] = selection.params[-1]
+                selection.facts["other"] = True
         for column, wanted in (("service", service), ("host", host)):
             if wanted is not None:
                 if not self._has_resources:  # a version 1 database: no record has one
                     selection.add("0")
                 else:
                     selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=True)
+                selection.facts["other"] = True
         if trace_id is not None:
             # No index: never a probe, which would scan the whole table.
             selection.add(f'{_T}."trace_id" = ?', _text(trace_id, "trace_id"))
+            selection.facts["other"] = True
         now = datetime.now(timezone.utc)  # one clock reading for since and until
         low = parse_time(since, now=now) if since is not None else None
         high = parse_time(until, now=now) if until is not None else None
@@ -561,9 +573,12 @@ class LogStore:
             )
         if low is not None:
             selection.add(f'{_T}."ts" >= ?', low, probe=True)
+            selection.facts["since"] = low
         if high is not None:
             selection.add(f'{_T}."ts" < ?', high, probe=True)
+            selection.facts["until"] = high
         if fields:
+            selection.facts["other"] = True
             if not isinstance(fields, Mapping):
                 raise SearchQueryError("fields must be a mapping like {'status': 500}")
             for key, value in fields.items():
@@ -809,8 +824,29 @@ class LogStore:
     def count(self, query: str | None = None, *, raw: bool = False, **filters: Unpack[Filters]) -> int:
         """How many records match; the same query and filters as search()."""
         selection = self._select(query, raw, filters)
+        counted = self._rolled_up(selection, "", None)
+        if counted is not None:
+            return sum(number for _, _, number in counted)
         rows = self._run(selection, lambda: self._sql(selection, "count(*)"))
         return int(rows[0][0]) if rows else 0
+
+    def _rolled_up(
+        self, selection: _Selection, key: str, width: int | None
+    ) -> list[tuple[Any, Any, int]] | None:
+        """Counts from the rollup (janus_utils._rollup) when the selection allows; else None."""
+        if selection.fts is not None or selection.facts.get("other") or key not in ("", "level", "logger"):
+            return None
+        if self._rollup is None:
+            self._rollup = Rollup(self._rows)
+        facts = selection.facts
+        return self._rollup.groups(
+            key,
+            level=facts.get("level"),
+            logger=facts.get("logger"),
+            since=facts.get("since"),
+            until=facts.get("until"),
+            width=width,
+        )
 
     def histogram(
         self,
@@ -847,7 +883,8 @@ class LogStore:
         upto_id = self._max_id() if after_id is not None else None
         # Python's floor division: ts below the epoch still falls in its bucket.
         start = f'({_T}."ts" - (({_T}."ts" % ?) + ?) % ?)'
-        rows = self._run(
+        rolled = self._rolled_up(selection, column, width) if after_id is None else None
+        rows = rolled if rolled is not None else self._run(
             selection,
             lambda: self._sql(
                 selection,

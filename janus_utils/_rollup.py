@@ -1,0 +1,170 @@
+"""Record counts per minute, level and logger: how count() and histogram() avoid reading every row.
+
+The table and the triggers that keep it exact are defined in _schema (the
+``janus_rollup`` migration).  It counts the rows with an id up to
+``covered_upto``; the flusher moves that mark with each batch (:func:`advance`,
+one GROUP BY over the batch, in the batch's transaction), and rows above it
+(committed by something else, or by a flusher of an older version) are counted
+from the logs table by the reader, so a count is exact at any moment.
+
+A reader answers from it when the selection is made only of a minimum level,
+a logger (and its children) and a time range; a range that does not fall on
+whole minutes has its partial first and last minutes counted from the rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import apsw
+
+from ._schema import ROLLUP_STATE_TABLE, ROLLUP_TABLE, TABLE
+
+__all__ = ["MINUTE_NS", "advance", "Rollup"]
+
+MINUTE_NS = 60_000_000_000
+_T = f'"{TABLE}"'
+_R = f'"{ROLLUP_TABLE}"'
+_S = f'"{ROLLUP_STATE_TABLE}"'
+_REGULAR = (
+    f"""typeof({_T}."ts") = 'integer' AND typeof({_T}."level") = 'integer' AND typeof({_T}."logger") = 'text'"""
+)
+_MINUTE = f'({_T}."ts" / {MINUTE_NS} - ({_T}."ts" % {MINUTE_NS} < 0))'
+
+_ADVANCE = (
+    f'INSERT INTO {_R}("minute", "level", "logger", "n") '
+    f'SELECT {_MINUTE}, "level", "logger", count(*) FROM {_T} WHERE "id" > ? AND {_REGULAR} GROUP BY 1, 2, 3 '
+    f'ON CONFLICT DO UPDATE SET "n" = "n" + excluded."n"',
+    f'UPDATE {_S} SET "value" = "value" + (SELECT count(*) FROM {_T} WHERE "id" > ? AND NOT ({_REGULAR})) '
+    "WHERE \"key\" = 'irregular'",
+    f"UPDATE {_S} SET \"value\" = ? WHERE \"key\" = 'covered_upto'",
+)
+
+
+def advance(db: apsw.Connection) -> None:
+    """Count the rows committed past the mark and move it; inside the writer's transaction."""
+    covered = db.execute(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'").fetchall()
+    newest = db.execute(f'SELECT max("id") FROM {_T}').fetchall()[0][0]
+    if not covered or newest is None or newest <= covered[0][0]:
+        return
+    mark = covered[0][0]
+    db.execute(_ADVANCE[0], (mark,))
+    db.execute(_ADVANCE[1], (mark,))
+    db.execute(_ADVANCE[2], (newest,))
+
+
+class Rollup:
+    """The reader's side: counts from the rollup plus the rows it does not cover.
+
+    *rows* runs a read-only statement (LogStore._rows).  Each method returns
+    None when the rollup cannot answer (no rollup table, or rows it cannot
+    count by value), and the caller counts the rows instead.
+    """
+
+    def __init__(self, rows: Callable[[str, list[Any]], list[tuple[Any, ...]]]) -> None:
+        self._rows = rows
+
+    def _state(self) -> int | None:
+        """covered_upto, or None when the rollup cannot be used."""
+        try:
+            found = dict(self._rows(f'SELECT "key", "value" FROM {_S}', []))
+        except Exception:
+            return None
+        if found.get("irregular", 1) != 0 or type(found.get("covered_upto")) is not int:
+            return None
+        return int(found["covered_upto"])
+
+    @staticmethod
+    def _conditions(
+        level: int | None, logger: tuple[str, str, str] | None, table: str
+    ) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if level is not None:
+            where.append(f'{table}."level" >= ?')
+            params.append(level)
+        if logger is not None:
+            where.append(f'({table}."logger" = ? OR ({table}."logger" >= ? AND {table}."logger" < ?))')
+            params.extend(logger)
+        return where, params
+
+    def groups(
+        self,
+        key: str,
+        *,
+        level: int | None,
+        logger: tuple[str, str, str] | None,
+        since: int | None,
+        until: int | None,
+        width: int | None,
+    ) -> list[tuple[int | None, Any, int]] | None:
+        """(bucket start or None, value of *key*, count) of the selection; None if it cannot answer.
+
+        *key* is "level", "logger" or "" (no grouping); *width* the bucket in
+        ns (a whole number of minutes), or None for one bucket.
+        """
+        if width is not None and (width <= 0 or width % MINUTE_NS):
+            return None
+        covered = self._state()
+        if covered is None:
+            return None
+        results: list[tuple[int | None, Any, int]] = []
+        # Whole minutes from the rollup; the partial first and last minute and
+        # the rows past the mark from the logs table.
+        first_minute = None if since is None else -((-since) // MINUTE_NS)  # ceil
+        end_minute = None if until is None else until // MINUTE_NS  # exclusive
+        where, params = self._conditions(level, logger, _R)
+        if first_minute is not None:
+            where.append(f'{_R}."minute" >= ?')
+            params.append(first_minute)
+        if end_minute is not None:
+            where.append(f'{_R}."minute" < ?')
+            params.append(end_minute)
+        value = f'{_R}."{key}"' if key else "NULL"
+        bucket = "NULL"
+        bucket_params: list[Any] = []
+        if width is not None:
+            start = f'({_R}."minute" * {MINUTE_NS})'
+            bucket = f"({start} - (({start} % ?) + ?) % ?)"
+            bucket_params = [width, width, width]
+        sql = f"SELECT {bucket}, {value}, sum({_R}.\"n\") FROM {_R}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " GROUP BY 1, 2"
+        results.extend(row for row in self._rows(sql, [*bucket_params, *params]) if row[2])
+        # The rows themselves: id past the mark, or ts in a partial minute.
+        edges: list[tuple[int, int]] = []
+        if first_minute is not None and end_minute is not None and first_minute >= end_minute:
+            assert since is not None and until is not None
+            edges.append((since, until))  # within one or two minutes: all of it from the rows
+        else:
+            if first_minute is not None and since is not None and since < first_minute * MINUTE_NS:
+                edges.append((since, first_minute * MINUTE_NS))
+            if end_minute is not None and until is not None and end_minute * MINUTE_NS < until:
+                edges.append((end_minute * MINUTE_NS, until))
+        pieces: list[tuple[str, list[Any]]] = [(f'{_T}."id" > ?', [covered])]
+        pieces.extend(
+            (f'+{_T}."id" <= ? AND {_T}."ts" >= ? AND {_T}."ts" < ?', [covered, low, high]) for low, high in edges
+        )
+        for n, (condition, extra) in enumerate(pieces):
+            where, params = self._conditions(level, logger, _T)
+            where.insert(0, condition)
+            params[:0] = extra
+            if n == 0:
+                if since is not None:
+                    where.append(f'+{_T}."ts" >= ?')
+                    params.append(since)
+                if until is not None:
+                    where.append(f'+{_T}."ts" < ?')
+                    params.append(until)
+            row_value = f'{_T}."{key}"' if key else "NULL"
+            row_bucket = "NULL"
+            row_bucket_params: list[Any] = []
+            if width is not None:
+                row_bucket = f'({_T}."ts" - (({_T}."ts" % ?) + ?) % ?)'
+                row_bucket_params = [width, width, width]
+            sql = f"SELECT {row_bucket}, {row_value}, count(*) FROM {_T} WHERE " + " AND ".join(where)
+            sql += " GROUP BY 1, 2"
+            results.extend(self._rows(sql, [*row_bucket_params, *params]))
+        return results
