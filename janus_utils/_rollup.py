@@ -33,9 +33,11 @@ _REGULAR = (
 _MINUTE = f'({_T}."ts" / {MINUTE_NS} - ({_T}."ts" % {MINUTE_NS} < 0))'
 
 _ADVANCE = (
-    f'INSERT INTO {_R}("minute", "level", "logger", "n") '
-    f'SELECT {_MINUTE}, "level", "logger", count(*) FROM {_T} WHERE "id" > ? AND {_REGULAR} GROUP BY 1, 2, 3 '
-    f'ON CONFLICT DO UPDATE SET "n" = "n" + excluded."n"',
+    f'INSERT INTO {_R}("minute", "level", "logger", "n", "min_id", "max_id") '
+    f'SELECT {_MINUTE}, "level", "logger", count(*), min("id"), max("id") FROM {_T} '
+    f'WHERE "id" > ? AND {_REGULAR} GROUP BY 1, 2, 3 '
+    'ON CONFLICT DO UPDATE SET "n" = "n" + excluded."n", '
+    '"min_id" = min("min_id", excluded."min_id"), "max_id" = max("max_id", excluded."max_id")',
     f'UPDATE {_S} SET "value" = "value" + (SELECT count(*) FROM {_T} WHERE "id" > ? AND NOT ({_REGULAR})) '
     "WHERE \"key\" = 'irregular'",
     f"UPDATE {_S} SET \"value\" = ? WHERE \"key\" = 'covered_upto'",
@@ -75,6 +77,10 @@ class Rollup:
             return None
         return int(found["covered_upto"])
 
+    def usable(self) -> bool:
+        """Whether the rollup can answer (it exists and every row below the mark is regular)."""
+        return self._state() is not None
+
     @staticmethod
     def _conditions(
         level: int | None, logger: tuple[str, str, str] | None, table: str
@@ -82,10 +88,10 @@ class Rollup:
         where: list[str] = []
         params: list[Any] = []
         if level is not None:
-            where.append(f'{table}."level" >= ?')
+            where.append(f'+{table}."level" >= ?')
             params.append(level)
         if logger is not None:
-            where.append(f'({table}."logger" = ? OR ({table}."logger" >= ? AND {table}."logger" < ?))')
+            where.append(f'(+{table}."logger" = ? OR (+{table}."logger" >= ? AND +{table}."logger" < ?))')
             params.extend(logger)
         return where, params
 
@@ -168,3 +174,28 @@ class Rollup:
             sql += " GROUP BY 1, 2"
             results.extend(self._rows(sql, [*row_bucket_params, *params]))
         return results
+
+    def id_range(self, since: int | None, until: int | None) -> tuple[int, int | None] | None:
+        """Ids that every row with since <= ts < until lies between: (low, high or None for no bound).
+
+        None when the rollup cannot say.  Rows past the mark may have any ts,
+        so a range that reaches them has no upper bound.
+        """
+        covered = self._state()
+        if covered is None or (since is None and until is None):
+            return None
+        where, params = [], []
+        if since is not None:
+            where.append('"minute" >= ?')
+            params.append(since // MINUTE_NS)
+        if until is not None:
+            where.append('"minute" <= ?')
+            params.append((until - 1) // MINUTE_NS)
+        low, high = self._rows(f'SELECT min("min_id"), max("max_id") FROM {_R} WHERE ' + " AND ".join(where), params)[0]
+        newest = self._rows(f'SELECT coalesce(max("id"), 0) FROM {_T}', [])[0][0]
+        if newest > covered:
+            # Rows past the mark are not in the rollup: they may be anywhere in time.
+            return (covered + 1 if low is None else min(low, covered + 1)), None
+        if low is None:
+            return (newest + 1, newest)  # nothing stored in that range
+        return low, high

@@ -154,11 +154,13 @@ def _rollup_change(row: str, sign: str) -> str:
     """The trigger statements that add (sign "+") or take away ("-") one row's count."""
     regular = _REGULAR.format(row=row)
     minute = _MINUTE.format(row=row)
+    # The id range only widens: a bound for a search, never an exact range.
     return textwrap.dedent(
         f"""
-        INSERT INTO "{ROLLUP_TABLE}"("minute", "level", "logger", "n")
-            SELECT {minute}, {row}."level", {row}."logger", {sign}1 WHERE {regular}
-            ON CONFLICT DO UPDATE SET "n" = "n" {sign} 1;
+        INSERT INTO "{ROLLUP_TABLE}"("minute", "level", "logger", "n", "min_id", "max_id")
+            SELECT {minute}, {row}."level", {row}."logger", {sign}1, {row}."id", {row}."id" WHERE {regular}
+            ON CONFLICT DO UPDATE SET "n" = "n" {sign} 1,
+                "min_id" = min("min_id", excluded."min_id"), "max_id" = max("max_id", excluded."max_id");
         UPDATE "{ROLLUP_STATE_TABLE}" SET "value" = "value" {sign} 1
             WHERE "key" = 'irregular' AND NOT ({regular});
         """
@@ -180,6 +182,10 @@ _V4 = textwrap.dedent(
         "level" INTEGER NOT NULL,
         "logger" TEXT NOT NULL,
         "n" INTEGER NOT NULL,
+        -- Every row of the group ever counted has an id in this range: how a
+        -- time range bounds a walk of the full-text index by id.
+        "min_id" INTEGER NOT NULL,
+        "max_id" INTEGER NOT NULL,
         PRIMARY KEY ("minute", "level", "logger")
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS "{ROLLUP_STATE_TABLE}" ("key" TEXT PRIMARY KEY, "value" INTEGER NOT NULL);
@@ -187,13 +193,16 @@ _V4 = textwrap.dedent(
     -- type (written by something else); while there is one, readers count exactly.
     INSERT OR IGNORE INTO "{ROLLUP_STATE_TABLE}"("key", "value") VALUES ('covered_upto', 0), ('irregular', 0);
     -- The rows already stored (seconds per ten million, once).
-    INSERT INTO "{ROLLUP_TABLE}"("minute", "level", "logger", "n")
-        SELECT {_MINUTE.format(row=f'"{TABLE}"')}, "level", "logger", count(*) FROM "{TABLE}"
+    INSERT INTO "{ROLLUP_TABLE}"("minute", "level", "logger", "n", "min_id", "max_id")
+        SELECT {_MINUTE.format(row=f'"{TABLE}"')}, "level", "logger", count(*), min("id"), max("id") FROM "{TABLE}"
         WHERE {_REGULAR.format(row=f'"{TABLE}"')} GROUP BY 1, 2, 3;
     UPDATE "{ROLLUP_STATE_TABLE}" SET "value" = (
         SELECT count(*) FROM "{TABLE}" WHERE NOT ({_REGULAR.format(row=f'"{TABLE}"')})) WHERE "key" = 'irregular';
     UPDATE "{ROLLUP_STATE_TABLE}" SET "value" = (SELECT coalesce(max("id"), 0) FROM "{TABLE}")
         WHERE "key" = 'covered_upto';
+    -- The flusher merges the full-text index while idle ('merge', janus_utils._flusher):
+    -- any level with two segments, so that a lookup seeks few segments.
+    INSERT INTO "{FTS_TABLE}"("{FTS_TABLE}", "rank") VALUES ('usermerge', 2);
     CREATE TRIGGER IF NOT EXISTS "{TABLE}_rollup_insert" AFTER INSERT ON "{TABLE}"
     WHEN NEW."id" <= {_COVERED}
     BEGIN {_rollup_change("NEW", "+")} END;
