@@ -129,7 +129,8 @@ class Planner:
     def _filter_density(self, condition: str, params: list[Any], newest: int, span: int) -> float:
         window = min(SAMPLE_IDS, max(span, 1))
         found = self._rows(
-            f'SELECT count(*) FROM {self._t} WHERE "id" > ? AND {condition}', [newest - window, *params]
+            # NOT INDEXED: the newest ids by the primary key, not the filter's index.
+            f'SELECT count(*) FROM {self._t} NOT INDEXED WHERE "id" > ? AND {condition}', [newest - window, *params]
         )[0][0]
         return max(found, 0.5) / window
 
@@ -217,7 +218,7 @@ class Planner:
             index, column = INDEXES[name]
             if best is None or cost < best[0]:
                 best = (cost, Streams(index, column, values))
-        walk = limit / together  # the ts index newest first, every filter checked on each row
+        walk = STEP_COST * limit / together  # the ts index newest first, every filter checked on each row
         if best is None or best[0] >= walk:
             return None
         return best[1]
