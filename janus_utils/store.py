@@ -632,8 +632,12 @@ class LogStore:
         return self._json_path_escapes
 
     # ------------------------------------------------------------ running
-    def _choose_driver(self, selection: _Selection, limit: int | None = None) -> tuple[str, list[Any]]:
+    def _choose_driver(
+        self, selection: _Selection, limit: int | None = None, after_id: int | None = None
+    ) -> tuple[str, list[Any]]:
         """Where a full-text search starts: the index's matches, or a narrow filter's rows (_planner)."""
+        if selection.driver is None and after_id is not None and not selection.where:
+            selection.driver = "fts"  # only the matches after the cursor: nothing to choose
         if selection.driver is None:
             facts = selection.facts
             id_range = None
@@ -675,7 +679,7 @@ class LogStore:
             source = f"FROM {_T}"
             id_column = f'{_T}."id"'
         else:
-            narrow, narrow_params = self._choose_driver(selection, limit)
+            narrow, narrow_params = self._choose_driver(selection, limit, after_id)
             if narrow:
                 # Start from the few rows of a narrow filter, check each against
                 # the index: the subquery makes SQLite use that filter's index.
