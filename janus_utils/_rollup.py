@@ -5,7 +5,9 @@ The table and the triggers that keep it exact are defined in _schema (the
 ``covered_upto``; the flusher moves that mark with each batch (:func:`advance`,
 one GROUP BY over the batch, in the batch's transaction), and rows above it
 (committed by something else, or by a flusher of an older version) are counted
-from the logs table by the reader, so a count is exact at any moment.
+from the logs table by the reader, so a count is exact at any moment.  Deletes
+and edits below the mark are counted by triggers; an insert below it (an
+archive restored with its ids) by :func:`count_inserted`.
 
 A reader answers from it when the selection is made only of a minimum level,
 a logger (and its children) and a time range; a range that does not fall on
@@ -14,6 +16,7 @@ whole minutes has its partial first and last minutes counted from the rows.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +24,7 @@ import apsw
 
 from ._schema import ROLLUP_STATE_TABLE, ROLLUP_TABLE, TABLE
 
-__all__ = ["MINUTE_NS", "advance", "Rollup"]
+__all__ = ["MINUTE_NS", "Rollup", "advance", "count_inserted"]
 
 MINUTE_NS = 60_000_000_000
 _T = f'"{TABLE}"'
@@ -54,6 +57,35 @@ def advance(db: apsw.Connection) -> None:
     db.execute(_ADVANCE[0], (mark,))
     db.execute(_ADVANCE[1], (mark,))
     db.execute(_ADVANCE[2], (newest,))
+
+
+def count_inserted(db: apsw.Connection, ids: list[int]) -> None:
+    """Count rows just inserted with these ids (kept from an archive) that lie below the mark.
+
+    Rows above the mark need nothing: the flusher's next batch counts them,
+    and readers count them from the rows until then.  Inside the inserting
+    transaction.
+    """
+    if not ids:
+        return
+    covered = db.execute(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'").fetchall()
+    if not covered or min(ids) > covered[0][0]:
+        return
+    chosen = f'"id" IN (SELECT "value" FROM json_each(?)) AND "id" <= ?'
+    params = (json.dumps(ids), covered[0][0])
+    db.execute(
+        f'INSERT INTO {_R}("minute", "level", "logger", "n", "min_id", "max_id") '
+        f'SELECT {_MINUTE}, "level", "logger", count(*), min("id"), max("id") FROM {_T} '
+        f'WHERE {chosen} AND {_REGULAR} GROUP BY 1, 2, 3 '
+        'ON CONFLICT DO UPDATE SET "n" = "n" + excluded."n", '
+        '"min_id" = min("min_id", excluded."min_id"), "max_id" = max("max_id", excluded."max_id")',
+        params,
+    )
+    db.execute(
+        f'UPDATE {_S} SET "value" = "value" + (SELECT count(*) FROM {_T} WHERE {chosen} AND NOT ({_REGULAR})) '
+        "WHERE \"key\" = 'irregular'",
+        params,
+    )
 
 
 class Rollup:

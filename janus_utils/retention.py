@@ -56,6 +56,7 @@ import apsw
 
 from ._fts import check_query_size
 from ._levels import level_name, parse_level
+from ._rollup import count_inserted
 from ._schema import (
     COLUMNS,
     FTS_TABLE,
@@ -1468,6 +1469,7 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
                 continue
             db.executemany(_INSERT, list(rows.values()))
             db.execute(_FTS_INSERT, (json.dumps(list(rows)),))
+            count_inserted(db, list(rows))  # ids below the rollup's mark are counted there
             inserted += len(rows)
     return inserted
 

@@ -75,10 +75,12 @@ class TestRollup:
             db.execute('DELETE FROM "logs" WHERE "id" % 5 = 0')
             db.execute('UPDATE "logs" SET "level" = 45, "ts" = "ts" + 7 * 60000000000 WHERE "id" % 11 = 0')
             # Re-inserted below the mark with their own ids, as an archive import does.
-            db.execute(
-                """INSERT INTO "logs"("id", "ts", "level", "logger", "message")
-                   VALUES (5, 3, 20, 'app', 'back'), (10, -70000000000, 40, 'b', 'back')"""
-            )
+            with db:
+                db.execute(
+                    """INSERT INTO "logs"("id", "ts", "level", "logger", "message")
+                       VALUES (5, 3, 20, 'app', 'back'), (10, -70000000000, 40, 'b', 'back')"""
+                )
+                _rollup.count_inserted(db, [5, 10])
         finally:
             db.close()
         _check_against_rows(db_path, rng)
@@ -93,8 +95,10 @@ class TestRollup:
                 _rollup.advance(db)
             db.execute('DELETE FROM "logs" WHERE "id" = 3')
             db.execute("""INSERT INTO "logs"("id", "ts", "level", "logger", "message") VALUES (3, 'yesterday', 'HIGH', 'app', 'x')""")
+            _rollup.count_inserted(db, [3])
             db.execute('DELETE FROM "logs" WHERE "id" = 3')
             db.execute("""INSERT INTO "logs"("id", "ts", "level", "logger", "message") VALUES (3, 'yesterday', 20, 'app', 'x')""")
+            _rollup.count_inserted(db, [3])
             state = dict(db.execute('SELECT "key", "value" FROM "janus_rollup_state"').fetchall())
         finally:
             db.close()
