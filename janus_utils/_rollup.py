@@ -5,9 +5,10 @@ The table and the triggers that keep it exact are defined in _schema (the
 ``covered_upto``; the flusher moves that mark with each batch (:func:`advance`,
 one GROUP BY over the batch, in the batch's transaction), and rows above it
 (committed by something else, or by a flusher of an older version) are counted
-from the logs table by the reader, so a count is exact at any moment.  Deletes
-and edits below the mark are counted by triggers; an insert below it (an
-archive restored with its ids) by :func:`count_inserted`.
+from the logs table by the reader, so a count is exact at any moment.  Below
+the mark, retention's deletes are counted by :func:`count_deleted` and an
+archive restored with its ids by :func:`count_inserted` (as both tell the
+full-text index), and an edit of a row by a trigger.
 
 A reader answers from it when the selection is made only of a minimum level,
 a logger (and its children) and a time range; a range that does not fall on
@@ -24,7 +25,7 @@ import apsw
 
 from ._schema import ROLLUP_STATE_TABLE, ROLLUP_TABLE, TABLE
 
-__all__ = ["MINUTE_NS", "Rollup", "advance", "count_inserted"]
+__all__ = ["MINUTE_NS", "Rollup", "advance", "count_deleted", "count_inserted"]
 
 MINUTE_NS = 60_000_000_000
 _T = f'"{TABLE}"'
@@ -66,23 +67,35 @@ def count_inserted(db: apsw.Connection, ids: list[int]) -> None:
     and readers count them from the rows until then.  Inside the inserting
     transaction.
     """
-    if not ids:
-        return
+    if ids:
+        _change(db, json.dumps(ids), "+")
+
+
+def count_deleted(db: apsw.Connection, ids_json: str) -> None:
+    """Take away the rows with these ids (a JSON list) that are about to be deleted.
+
+    Called before the DELETE, in its transaction, wherever the library
+    deletes records (retention), as the full-text index is told of them.
+    """
+    _change(db, ids_json, "-")
+
+
+def _change(db: apsw.Connection, ids_json: str, sign: str) -> None:
     covered = db.execute(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'").fetchall()
-    if not covered or min(ids) > covered[0][0]:
+    if not covered:
         return
     chosen = f'"id" IN (SELECT "value" FROM json_each(?)) AND "id" <= ?'
-    params = (json.dumps(ids), covered[0][0])
+    params = (ids_json, covered[0][0])
     db.execute(
         f'INSERT INTO {_R}("minute", "level", "logger", "n", "min_id", "max_id") '
-        f'SELECT {_MINUTE}, "level", "logger", count(*), min("id"), max("id") FROM {_T} '
+        f'SELECT {_MINUTE}, "level", "logger", {sign}count(*), min("id"), max("id") FROM {_T} '
         f'WHERE {chosen} AND {_REGULAR} GROUP BY 1, 2, 3 '
         'ON CONFLICT DO UPDATE SET "n" = "n" + excluded."n", '
         '"min_id" = min("min_id", excluded."min_id"), "max_id" = max("max_id", excluded."max_id")',
         params,
     )
     db.execute(
-        f'UPDATE {_S} SET "value" = "value" + (SELECT count(*) FROM {_T} WHERE {chosen} AND NOT ({_REGULAR})) '
+        f'UPDATE {_S} SET "value" = "value" {sign} (SELECT count(*) FROM {_T} WHERE {chosen} AND NOT ({_REGULAR})) '
         "WHERE \"key\" = 'irregular'",
         params,
     )

@@ -174,12 +174,12 @@ _V4 = textwrap.dedent(
     -- Records counted per minute, level and logger, so that count() and
     -- histogram() over millions of rows read thousands.  It counts the rows
     -- with an id up to covered_upto: the flusher adds each batch in its
-    -- transaction (one GROUP BY, then covered_upto moves), and the triggers
-    -- keep it exact when a row below that mark is deleted (prune, erasure) or
-    -- edited.  Rows above it are counted from "{TABLE}".  No insert trigger:
-    -- measured, one costs 40% of a commit even when its WHEN is false; an
-    -- import that restores ids below the mark counts them itself
-    -- (janus_utils._rollup.count_inserted).
+    -- transaction (one GROUP BY, then covered_upto moves); retention counts
+    -- what it deletes and an import what it restores below the mark, as both
+    -- tell the full-text index (janus_utils._rollup); a trigger counts an
+    -- edit.  Rows above the mark are counted from "{TABLE}".  No insert or
+    -- delete trigger: measured, an insert trigger costs 40% of a commit even
+    -- when its WHEN is false, a delete trigger 80% of a DELETE.
     CREATE TABLE IF NOT EXISTS "{ROLLUP_TABLE}" (
         "minute" INTEGER NOT NULL,  -- ts // 60 s
         "level" INTEGER NOT NULL,
@@ -206,9 +206,6 @@ _V4 = textwrap.dedent(
     -- The flusher merges the full-text index while idle ('merge', janus_utils._flusher):
     -- any level with two segments, so that a lookup seeks few segments.
     INSERT INTO "{FTS_TABLE}"("{FTS_TABLE}", "rank") VALUES ('usermerge', 2);
-    CREATE TRIGGER IF NOT EXISTS "{TABLE}_rollup_delete" AFTER DELETE ON "{TABLE}"
-    WHEN OLD."id" <= {_COVERED}
-    BEGIN {_rollup_change("OLD", "-")} END;
     CREATE TRIGGER IF NOT EXISTS "{TABLE}_rollup_update" AFTER UPDATE OF "id", "ts", "level", "logger" ON "{TABLE}"
     WHEN OLD."id" <= {_COVERED} OR NEW."id" <= {_COVERED}
     BEGIN {_rollup_change("OLD", "-")} {_rollup_change("NEW", "+")} END;

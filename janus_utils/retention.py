@@ -56,7 +56,7 @@ import apsw
 
 from ._fts import check_query_size
 from ._levels import level_name, parse_level
-from ._rollup import count_inserted
+from ._rollup import count_deleted, count_inserted
 from ._schema import (
     COLUMNS,
     FTS_TABLE,
@@ -737,6 +737,7 @@ class _Engine:
             if same:
                 same_ids = json.dumps(same)
                 self.db.execute(_FTS_DELETE, (same_ids,))
+                count_deleted(self.db, same_ids)  # the rollup forgets them as the index does
                 self.db.execute(_DELETE, (same_ids,))
         return same
 
@@ -1036,6 +1037,7 @@ def erase(
             id_list = json.dumps(ids)
             with _write_transaction(db):
                 db.execute(_FTS_DELETE, (id_list,))
+                count_deleted(db, id_list)  # the rollup forgets them as the index does
                 db.execute(_DELETE, (id_list,))
             summary.rows += len(ids)
         scrub(db)
@@ -1403,6 +1405,7 @@ def _remove_keys(db: apsw.Connection, keys: list[tuple[Any, ...]], summary: Prun
         # Another prune may have taken some since they were chosen.
         ids = json.dumps([row[0] for row in db.execute(_PRESENT_IDS, (json.dumps(list(wanted)),))])
         db.execute(_FTS_DELETE, (ids,))
+        count_deleted(db, ids)  # the rollup forgets them as the index does
         db.execute(_DELETE, (ids,))
     gone = json.loads(ids)
     per_level: dict[int, list[int]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ def db_path(tmp_path: Path) -> Path:
 
 class TestRollup:
     def test_counts_match_rows_after_batches_deletes_and_edits(self, db_path: Path) -> None:
-        """Batches the flusher counted, rows past the mark, deletes and edits below it: counts stay exact."""
+        """Batches the flusher counted, rows past the mark, deletes, edits and restores below it: counts stay exact."""
         rng = random.Random(15)
         db = open_database(str(db_path))
         try:
@@ -72,7 +73,10 @@ class TestRollup:
                     _rollup.advance(db)
             with db:
                 _insert(db, rng, 300)  # past the mark: counted from the rows
-            db.execute('DELETE FROM "logs" WHERE "id" % 5 = 0')
+            with db:  # as retention deletes: the rollup is told, as the full-text index is
+                gone = [row[0] for row in db.execute('SELECT "id" FROM "logs" WHERE "id" % 5 = 0')]
+                _rollup.count_deleted(db, json.dumps(gone))
+                db.execute('DELETE FROM "logs" WHERE "id" % 5 = 0')
             db.execute('UPDATE "logs" SET "level" = 45, "ts" = "ts" + 7 * 60000000000 WHERE "id" % 11 = 0')
             # Re-inserted below the mark with their own ids, as an archive import does.
             with db:
@@ -93,9 +97,11 @@ class TestRollup:
             with db:
                 _insert(db, rng, 500)
                 _rollup.advance(db)
+            _rollup.count_deleted(db, "[3]")
             db.execute('DELETE FROM "logs" WHERE "id" = 3')
             db.execute("""INSERT INTO "logs"("id", "ts", "level", "logger", "message") VALUES (3, 'yesterday', 'HIGH', 'app', 'x')""")
             _rollup.count_inserted(db, [3])
+            _rollup.count_deleted(db, "[3]")
             db.execute('DELETE FROM "logs" WHERE "id" = 3')
             db.execute("""INSERT INTO "logs"("id", "ts", "level", "logger", "message") VALUES (3, 'yesterday', 20, 'app', 'x')""")
             _rollup.count_inserted(db, [3])
@@ -148,3 +154,27 @@ class TestRollup:
             assert newest == state["covered_upto"]
             assert 2500 == store.count(logger="svc.rollup")
             assert 834 == store.count(logger="svc", level="ERROR")
+
+    def test_prune_and_erase_keep_it_exact(self, db_path: Path) -> None:
+        """Rows removed by retention's prune and erase leave the rollup's counts equal to the rows'."""
+        from janus_utils import retention
+
+        rng = random.Random(18)
+        db = open_database(str(db_path))
+        try:
+            with db:
+                _insert(db, rng, 3000)
+                db.execute('UPDATE "logs" SET "user_id" = \'u7\' WHERE "id" % 9 = 0')
+                db.execute(
+                    'INSERT INTO "logs_fts"(rowid, message, fields, exception) '
+                    'SELECT id, message, fields, exception FROM "logs"'
+                )
+                _rollup.advance(db)
+            retention.prune(db, max_rows=2000)
+            retention.erase(db, user_id="u7")
+        finally:
+            db.close()
+        with ju.LogStore(db_path) as store:
+            assert 0 == store.count(user_id="u7")
+            assert store.count() < 2000
+        _check_against_rows(db_path, rng, trials=30)
