@@ -787,7 +787,7 @@ class Flusher:
                         db.execute(_INSERT, unstorable_row(row, err))
                         self.unstorable += 1
             db.execute(_INDEX, (last,))
-            _rollup.advance(db)
+            _rollup.advance_batch(db, rows, last + 1, db.last_insert_rowid())
             self.resources.save(db)
             db.execute(_SAVE_POS, (self.ring_id, upto))
 
