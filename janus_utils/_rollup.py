@@ -81,6 +81,8 @@ def advance_batch(db: apsw.Connection, rows: Sequence[Sequence[Any]], first_id: 
     Falls back to :func:`advance` when rows were committed past the mark by
     something else, or when a row is not regular.
     """
+    if not rows:
+        return  # a batch of announcements only: no record to count
     covered = db.execute(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'").fetchall()
     if not covered or covered[0][0] != first_id - 1 or last_id - first_id + 1 != len(rows):
         advance(db)
@@ -92,7 +94,7 @@ def advance_batch(db: apsw.Connection, rows: Sequence[Sequence[Any]], first_id: 
             groups = Counter({(low, *key): n for key, n in Counter(map(_LEVEL_LOGGER, rows)).items()})
         else:
             groups = Counter((ts // MINUTE_NS, level, logger) for ts, level, logger in map(_KEY, rows))
-    except TypeError:
+    except (TypeError, ValueError):
         groups = None
     if groups is None or not all(
         type(minute) is int and type(level) is int and type(logger) is str for minute, level, logger in groups

@@ -178,3 +178,14 @@ class TestRollup:
             assert 0 == store.count(user_id="u7")
             assert store.count() < 2000
         _check_against_rows(db_path, rng, trials=30)
+
+    def test_a_batch_without_records_counts_nothing(self, db_path: Path) -> None:
+        """A commit of process announcements alone (no record) leaves the rollup as it was."""
+        db = open_database(str(db_path))
+        try:
+            with db:
+                _rollup.advance_batch(db, [], 1, 0)
+            state = dict(db.execute('SELECT "key", "value" FROM "janus_rollup_state"').fetchall())
+        finally:
+            db.close()
+        assert (0, 0) == (state["covered_upto"], state["irregular"])
