@@ -56,6 +56,7 @@ import apsw
 
 from ._fts import check_query_size, matcher
 from ._levels import level_name, parse_level
+from ._rollup import count_deleted, count_inserted
 from ._schema import (
     COLUMNS,
     FTS_TABLE,
@@ -760,6 +761,7 @@ class _Engine:
                 same_ids = json.dumps(same)
                 self.db.execute(_FTS_DELETE, (same_ids,))
                 self.db.execute(_WIDE_DELETE, (same_ids,))
+                count_deleted(self.db, same_ids)  # the rollup forgets them as the index does
                 self.db.execute(_DELETE, (same_ids,))
         return same
 
@@ -1069,6 +1071,7 @@ def erase(
             with _write_transaction(db):
                 db.execute(_FTS_DELETE, (id_list,))
                 db.execute(_WIDE_DELETE, (id_list,))
+                count_deleted(db, id_list)  # the rollup forgets them as the index does
                 db.execute(_DELETE, (id_list,))
             summary.rows += len(ids)
         scrub(db)
@@ -1437,6 +1440,7 @@ def _remove_keys(db: apsw.Connection, keys: list[tuple[Any, ...]], summary: Prun
         ids = json.dumps([row[0] for row in db.execute(_PRESENT_IDS, (json.dumps(list(wanted)),))])
         db.execute(_FTS_DELETE, (ids,))
         db.execute(_WIDE_DELETE, (ids,))
+        count_deleted(db, ids)  # the rollup forgets them as the index does
         db.execute(_DELETE, (ids,))
     gone = json.loads(ids)
     per_level: dict[int, list[int]] = {}
@@ -1504,6 +1508,7 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
             db.executemany(_INSERT, list(rows.values()))
             db.execute(_FTS_INSERT, (json.dumps(list(rows)),))
             db.execute(_WIDE_INSERT, (json.dumps(list(rows)),))
+            count_inserted(db, list(rows))  # ids below the rollup's mark are counted there
             inserted += len(rows)
     return inserted
 

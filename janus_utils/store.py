@@ -36,6 +36,8 @@ import apsw
 
 from ._fts import check_query_size, escape_query, excluded_only, quote_all, split_wide
 from ._levels import level_name, parse_level
+from ._planner import Planner, Streams
+from ._rollup import Rollup
 from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE, WIDE_TABLE
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.utils.errors import FileHandlerError, SearchQueryError
@@ -300,7 +302,7 @@ def _text(value: object, name: str) -> str:
 class _Selection:
     """One compiled request: the full-text expression, the filters and how to run them."""
 
-    __slots__ = ("driver", "fts", "params", "probes", "query", "raw", "where")
+    __slots__ = ("bounds", "driver", "facts", "fts", "params", "probe_names", "probes", "query", "raw", "where")
 
     def __init__(self) -> None:
         self.query: str | None = None  # the text as given, for messages
@@ -310,13 +312,20 @@ class _Selection:
         self.params: list[Any] = []
         # Conditions an index answers alone, tried to pick where a search starts.
         self.probes: list[tuple[str, list[Any]]] = []
+        self.probe_names: list[str] = []  # each probe's filter, by its name in facts
+        self.bounds: tuple[int | None, int | None] = (None, None)  # ids a full-text walk stays within
         self.driver: str | None = None  # "fts" or "logs" once chosen
+        # The filters by name, for the planner and the rollup: level (int),
+        # logger ((name, name + ".", name + "/")), since / until (ns), and
+        # "other" when anything else filters the rows.
+        self.facts: dict[str, Any] = {}
 
-    def add(self, condition: str, *params: Any, probe: bool = False) -> None:
+    def add(self, condition: str, *params: Any, probe: str = "") -> None:
         self.where.append(condition)
         self.params.extend(params)
         if probe:
             self.probes.append((condition, list(params)))
+            self.probe_names.append(probe)
 
 
 class LogStore:
@@ -355,6 +364,9 @@ class LogStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._db: apsw.Connection | None = None
         self._json_path_escapes: bool | None = None
+        self._rollup: Rollup | None = None
+        self._plans: Planner | None = None
+        self._indexes: set[str] | None = None
         if not os.path.isfile(self.path):
             if os.path.isdir(self.path):
                 what = "is a directory"
@@ -562,7 +574,8 @@ class LogStore:
         self._scoped(selection)
         if level is not None:
             number = _level_number(level)
-            selection.add(f'{_T}."level" >= ?', number, probe=True)
+            selection.add(f'{_T}."level" >= ?', number, probe="level")
+            selection.facts["level"] = number
         if logger is not None:
             name = _text(logger, "logger").rstrip(".")
             if not name:
@@ -574,20 +587,25 @@ class LogStore:
                 name,
                 name + ".",
                 name + "/",
-                probe=True,
+                probe="logger",
             )
+            selection.facts["logger"] = (name, name + ".", name + "/")
         for column, wanted in (("user_id", user_id), ("agent_id", agent_id), ("request_id", request_id)):
             if wanted is not None:
-                selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=True)
+                selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=column)
+                selection.facts[column] = selection.params[-1]
+                selection.facts["other"] = True
         for column, wanted in (("service", service), ("host", host)):
             if wanted is not None:
                 if not self._has_resources:  # a version 1 database: no record has one
                     selection.add("0")
                 else:
-                    selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=True)
+                    selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=column)
+                selection.facts["other"] = True
         if trace_id is not None:
             # No index: never a probe, which would scan the whole table.
             selection.add(f'{_T}."trace_id" = ?', _text(trace_id, "trace_id"))
+            selection.facts["other"] = True
         now = datetime.now(timezone.utc)  # one clock reading for since and until
         low = parse_time(since, now=now) if since is not None else None
         high = parse_time(until, now=now) if until is not None else None
@@ -596,10 +614,13 @@ class LogStore:
                 f"since ({format_ts(low)}) must be before until ({format_ts(high)})"
             )
         if low is not None:
-            selection.add(f'{_T}."ts" >= ?', low, probe=True)
+            selection.add(f'{_T}."ts" >= ?', low, probe="since")
+            selection.facts["since"] = low
         if high is not None:
-            selection.add(f'{_T}."ts" < ?', high, probe=True)
+            selection.add(f'{_T}."ts" < ?', high, probe="until")
+            selection.facts["until"] = high
         if fields:
+            selection.facts["other"] = True
             if not isinstance(fields, Mapping):
                 raise SearchQueryError("fields must be a mapping like {'status': 500}")
             for key, value in fields.items():
@@ -675,24 +696,33 @@ class LogStore:
         return self._json_path_escapes
 
     # ------------------------------------------------------------ running
-    def _choose_driver(self, selection: _Selection) -> tuple[str, list[Any]]:
-        """Where a full-text search starts: the index's matches, or a narrow filter's rows."""
+    def _choose_driver(
+        self, selection: _Selection, limit: int | None = None, after_id: int | None = None
+    ) -> tuple[str, list[Any]]:
+        """Where a full-text search starts: the index's matches, or a narrow filter's rows (_planner)."""
+        if selection.driver is None and after_id is not None and not selection.where:
+            selection.driver = "fts"  # only the matches after the cursor: nothing to choose
         if selection.driver is None:
-            selection.driver = "fts"
-            best: tuple[int, str, list[Any]] | None = None
-            for condition, params in selection.probes:
-                found = self._rows(
-                    f"SELECT count(*) FROM (SELECT 1 FROM {_T} WHERE {condition} LIMIT ?)",
-                    [*params, _NARROW + 1],
-                )[0][0]
-                if found <= _NARROW and (best is None or found < best[0]):
-                    best = (found, condition, params)
-            if best is not None:
-                selection.driver = "logs"
-                selection.probes = [(best[1], best[2])]
+            facts = selection.facts
+            id_range = None
+            if "since" in facts or "until" in facts:
+                if self._rollup is None:
+                    self._rollup = Rollup(self._rows)
+                id_range = self._rollup.id_range(facts.get("since"), facts.get("until"))
+            assert selection.fts is not None
+            plan = self._planner().fts(selection.fts, selection.probes, selection.probe_names, limit, id_range)
+            selection.driver = plan.driver
+            selection.bounds = (plan.low_id, plan.high_id)
+            if plan.narrow is not None:
+                selection.probes = [plan.narrow]
         if selection.driver == "logs":
             return selection.probes[0]
         return ("", [])
+
+    def _planner(self) -> Planner:
+        if self._plans is None:
+            self._plans = Planner(self._rows, TABLE, FTS_TABLE)
+        return self._plans
 
     def _sql(
         self,
@@ -713,7 +743,7 @@ class LogStore:
             source = f"FROM {_T}"
             id_column = f'{_T}."id"'
         else:
-            narrow, narrow_params = self._choose_driver(selection)
+            narrow, narrow_params = self._choose_driver(selection, limit, after_id)
             if narrow:
                 # Start from the few rows of a narrow filter, check each against
                 # the index: the subquery makes SQLite use that filter's index.
@@ -727,6 +757,13 @@ class LogStore:
                 id_column = f'{_F}."rowid"'
             where.append(f"{_F} MATCH ?")
             params.append(selection.fts)
+            low_id, high_id = selection.bounds
+            if low_id is not None:
+                where.append(f"{id_column} >= ?")
+                params.append(low_id)
+            if high_id is not None:
+                where.append(f"{id_column} <= ?")
+                params.append(high_id)
         where.extend(selection.where)
         params.extend(selection.params)
         if after_id is not None:
@@ -792,21 +829,55 @@ class LogStore:
         if selection.fts:
             columns += f", snippet({_F}, -1, ?, ?, ?, ?)"
             column_params = (SNIPPET_START, SNIPPET_END, SNIPPET_ELLIPSIS, SNIPPET_WORDS)
-        rows = self._run(
-            selection,
-            lambda: self._sql(
+        streams = None
+        if selection.fts is None and order in ("newest", "oldest") and limit and after_id is None and upto_id is None:
+            streams = self._planner().streams(
+                selection.facts, selection.probes, selection.probe_names, limit, self._index_names()
+            )
+        if streams is not None:
+            rows = self._run(selection, lambda: self._streams_sql(selection, streams, columns, order, limit))
+        else:
+            rows = self._run(
                 selection,
-                columns,
-                column_params=column_params,
-                after_id=after_id,
-                upto_id=upto_id,
-                order=order,
-                limit=limit,
-            ),
-        )
+                lambda: self._sql(
+                    selection,
+                    columns,
+                    column_params=column_params,
+                    after_id=after_id,
+                    upto_id=upto_id,
+                    order=order,
+                    limit=limit,
+                ),
+            )
         if selection.fts:
             return [_record(row[:-1], row[-1]) for row in rows]
         return [_record(row) for row in rows]
+
+    def _index_names(self) -> set[str]:
+        if self._indexes is None:
+            found = self._rows("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = ?", (TABLE,))
+            self._indexes = {str(row[0]) for row in found}
+        return self._indexes
+
+    def _streams_sql(
+        self, selection: _Selection, streams: Streams, columns: str, order: str, limit: int
+    ) -> tuple[str, list[Any]]:
+        """One newest-first (or oldest-first) read per value of a filter through its index, merged."""
+        direction = "DESC" if order == "newest" else "ASC"
+        where = " AND ".join([f'{_T}."{streams.column}" = ?', *selection.where])
+        arm = (
+            f'SELECT * FROM (SELECT {columns} FROM {_T} INDEXED BY "{streams.index}" WHERE {where} '
+            f'ORDER BY {_T}."ts" {direction}, {_T}."id" {direction} LIMIT ?)'
+        )
+        params: list[Any] = []
+        for value in streams.values:
+            params.extend([value, *selection.params, limit])
+        sql = (
+            "SELECT * FROM (" + " UNION ALL ".join([arm] * len(streams.values)) + ")"
+            f' ORDER BY "ts" {direction}, "id" {direction} LIMIT ?'
+        )
+        params.append(limit)
+        return sql, params
 
     def _max_id(self) -> int:
         return int(self._rows(f'SELECT coalesce(max("id"), 0) FROM {_T}')[0][0])
@@ -873,8 +944,40 @@ class LogStore:
     def count(self, query: str | None = None, *, raw: bool = False, **filters: Unpack[Filters]) -> int:
         """How many records match; the same query and filters as search()."""
         selection = self._select(query, raw, filters)
+        counted = self._rolled_up(selection, "", None)
+        if counted is not None:
+            return sum(number for _, _, number in counted)
         rows = self._run(selection, lambda: self._sql(selection, "count(*)"))
         return int(rows[0][0]) if rows else 0
+
+    def counts_indexed(self, query: str | None = None, *, raw: bool = False, **filters: Unpack[Filters]) -> bool:
+        """Whether count() and histogram() (by level or logger, whole-minute buckets) of this
+        selection read per-minute counts rather than the rows: no query, and no filter
+        but level, logger, since and until (see janus_utils._rollup)."""
+        selection = self._select(query, raw, filters)
+        if selection.fts is not None or selection.facts.get("other"):
+            return False
+        if self._rollup is None:
+            self._rollup = Rollup(self._rows)
+        return self._rollup.usable()
+
+    def _rolled_up(
+        self, selection: _Selection, key: str, width: int | None
+    ) -> list[tuple[Any, Any, int]] | None:
+        """Counts from the rollup (janus_utils._rollup) when the selection allows; else None."""
+        if selection.fts is not None or selection.facts.get("other") or key not in ("", "level", "logger"):
+            return None
+        if self._rollup is None:
+            self._rollup = Rollup(self._rows)
+        facts = selection.facts
+        return self._rollup.groups(
+            key,
+            level=facts.get("level"),
+            logger=facts.get("logger"),
+            since=facts.get("since"),
+            until=facts.get("until"),
+            width=width,
+        )
 
     def histogram(
         self,
@@ -911,7 +1014,8 @@ class LogStore:
         upto_id = self._max_id() if after_id is not None else None
         # Python's floor division: ts below the epoch still falls in its bucket.
         start = f'({_T}."ts" - (({_T}."ts" % ?) + ?) % ?)'
-        rows = self._run(
+        rolled = self._rolled_up(selection, column, width) if after_id is None else None
+        rows = rolled if rolled is not None else self._run(
             selection,
             lambda: self._sql(
                 selection,

@@ -294,7 +294,14 @@ class _Console:
             recent_since = after_id = None
             # A user, agent or request id is an index's few rows: counted whole.
             narrow = any(name in filters for name in ("user_id", "agent_id", "request_id"))
-            if "since" not in filters and not narrow:
+            # Counted per minute (the rollup), the whole selection costs little,
+            # as long as it spans enough time for buckets of a minute or more.
+            whole = None
+            if "since" not in filters and not narrow and store.counts_indexed(query, **filters):
+                whole = _span(store, query, filters)
+                if whole is not None and _bucket(*whole) < 60_000_000_000:
+                    whole = None
+            if "since" not in filters and not narrow and whole is None:
                 newest = store.newest_id()
                 # Ids follow commit order: the newest histogram_recent_rows
                 # records are a primary-key range.  If the first of them was
@@ -303,17 +310,16 @@ class _Console:
                 first = store.get(start + 1) if start > 0 else None
                 if first is not None:
                     recent_since, after_id = first.ts, start
-            if recent_since is None:
+            if whole is not None:
+                span: tuple[int, int] | None = whole
+            elif recent_since is None:
                 span = _span(store, query, filters)
             else:  # the buckets only need the span roughly: no search for it
                 span = recent_since, max(store.newest_ts() or recent_since, recent_since)
             if span is None:
                 return {"bucket": None, "buckets": [], "recent_since": recent_since, "took_ms": 0}
             low, high = span
-            bucket = next(
-                (b for b in BUCKETS if (high - low) / parse_duration(b) <= HISTOGRAM_BUCKETS),
-                BUCKETS[-1],
-            )
+            bucket = _bucket_name(low, high)
             found = store.histogram(bucket, "level", query=query, top=10, after_id=after_id, **filters)
             return {
                 "bucket": bucket,
@@ -451,6 +457,15 @@ def _token_scope(request: Request) -> tuple[tuple[str, Any], ...]:
 def _event(name: str, data: Any) -> bytes:
     body = json.dumps(data, ensure_ascii=True, default=str, separators=(",", ":"))
     return f"event: {name}\ndata: {body}\n\n".encode()
+
+
+def _bucket_name(low: int, high: int) -> str:
+    """The smallest bucket that gives at most HISTOGRAM_BUCKETS buckets from low to high (ns)."""
+    return next((b for b in BUCKETS if (high - low) / parse_duration(b) <= HISTOGRAM_BUCKETS), BUCKETS[-1])
+
+
+def _bucket(low: int, high: int) -> int:
+    return parse_duration(_bucket_name(low, high))
 
 
 def _span(store: LogStore, query: str | None, filters: dict[str, Any]) -> tuple[int, int] | None:

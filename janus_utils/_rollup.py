@@ -1,0 +1,291 @@
+"""Record counts per minute, level and logger: how count() and histogram() avoid reading every row.
+
+The table and the triggers that keep it exact are defined in _schema (the
+``janus_rollup`` migration).  It counts the rows with an id up to
+``covered_upto``; the flusher moves that mark with each batch (:func:`advance`,
+one GROUP BY over the batch, in the batch's transaction), and rows above it
+(committed by something else, or by a flusher of an older version) are counted
+from the logs table by the reader, so a count is exact at any moment.  Below
+the mark, retention's deletes are counted by :func:`count_deleted` and an
+archive restored with its ids by :func:`count_inserted` (as both tell the
+full-text index), and an edit of a row by a trigger.
+
+A reader answers from it when the selection is made only of a minimum level,
+a logger (and its children) and a time range; a range that does not fall on
+whole minutes has its partial first and last minutes counted from the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import apsw
+
+from ._schema import ROLLUP_STATE_TABLE, ROLLUP_TABLE, TABLE
+
+__all__ = ["MINUTE_NS", "Rollup", "advance", "advance_batch", "count_deleted", "count_inserted"]
+
+MINUTE_NS = 60_000_000_000
+_T = f'"{TABLE}"'
+_R = f'"{ROLLUP_TABLE}"'
+_S = f'"{ROLLUP_STATE_TABLE}"'
+_REGULAR = (
+    f"""typeof({_T}."ts") = 'integer' AND typeof({_T}."level") = 'integer' AND typeof({_T}."logger") = 'text'"""
+)
+_MINUTE = f'({_T}."ts" / {MINUTE_NS} - ({_T}."ts" % {MINUTE_NS} < 0))'
+
+_ADVANCE = (
+    f'INSERT INTO {_R}("minute", "level", "logger", "n", "min_id", "max_id") '
+    f'SELECT {_MINUTE}, "level", "logger", count(*), min("id"), max("id") FROM {_T} '
+    f'WHERE "id" > ? AND {_REGULAR} GROUP BY 1, 2, 3 '
+    'ON CONFLICT DO UPDATE SET "n" = "n" + excluded."n", '
+    '"min_id" = min("min_id", excluded."min_id"), "max_id" = max("max_id", excluded."max_id")',
+    f'UPDATE {_S} SET "value" = "value" + (SELECT count(*) FROM {_T} WHERE "id" > ? AND NOT ({_REGULAR})) '
+    "WHERE \"key\" = 'irregular'",
+    f"UPDATE {_S} SET \"value\" = ? WHERE \"key\" = 'covered_upto'",
+)
+
+
+def advance(db: apsw.Connection) -> None:
+    """Count the rows committed past the mark and move it; inside the writer's transaction."""
+    covered = db.execute(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'").fetchall()
+    newest = db.execute(f'SELECT max("id") FROM {_T}').fetchall()[0][0]
+    if not covered or newest is None or newest <= covered[0][0]:
+        return
+    mark = covered[0][0]
+    db.execute(_ADVANCE[0], (mark,))
+    db.execute(_ADVANCE[1], (mark,))
+    db.execute(_ADVANCE[2], (newest,))
+
+
+_UPSERT = (
+    f'INSERT INTO {_R}("minute", "level", "logger", "n", "min_id", "max_id") VALUES (?, ?, ?, ?, ?, ?) '
+    'ON CONFLICT DO UPDATE SET "n" = "n" + excluded."n", '
+    '"min_id" = min("min_id", excluded."min_id"), "max_id" = max("max_id", excluded."max_id")'
+)
+_KEY = operator.itemgetter(0, 1, 2)  # ts, level, logger in a row of _schema.COLUMNS
+_TS = operator.itemgetter(0)
+_LEVEL_LOGGER = operator.itemgetter(1, 2)
+
+
+def advance_batch(db: apsw.Connection, rows: Sequence[Sequence[Any]], first_id: int, last_id: int) -> None:
+    """:func:`advance` for a batch the flusher has in hand: counted in Python, not re-read.
+
+    Measured on 2,000-row batches: 0.5 ms instead of 3 ms for the GROUP BY
+    (which would add a fifth to each commit).  Every row of the batch gets
+    the batch's id range as its group's bounds, which only widens them.
+    Falls back to :func:`advance` when rows were committed past the mark by
+    something else, or when a row is not regular.
+    """
+    if not rows:
+        return  # a batch of announcements only: no record to count
+    covered = db.execute(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'").fetchall()
+    if not covered or covered[0][0] != first_id - 1 or last_id - first_id + 1 != len(rows):
+        advance(db)
+        return
+    try:
+        stamps = list(map(_TS, rows))
+        low, high = min(stamps) // MINUTE_NS, max(stamps) // MINUTE_NS
+        if low == high:  # the usual batch, within one minute: counted at C speed
+            groups = Counter({(low, *key): n for key, n in Counter(map(_LEVEL_LOGGER, rows)).items()})
+        else:
+            groups = Counter((ts // MINUTE_NS, level, logger) for ts, level, logger in map(_KEY, rows))
+    except (TypeError, ValueError):
+        groups = None
+    if groups is None or not all(
+        type(minute) is int and type(level) is int and type(logger) is str for minute, level, logger in groups
+    ):
+        advance(db)
+        return
+    db.executemany(_UPSERT, [(*key, n, first_id, last_id) for key, n in groups.items()])
+    db.execute(_ADVANCE[2], (last_id,))
+
+
+def count_inserted(db: apsw.Connection, ids: list[int]) -> None:
+    """Count rows just inserted with these ids (kept from an archive) that lie below the mark.
+
+    Rows above the mark need nothing: the flusher's next batch counts them,
+    and readers count them from the rows until then.  Inside the inserting
+    transaction.
+    """
+    if ids:
+        _change(db, json.dumps(ids), "+")
+
+
+def count_deleted(db: apsw.Connection, ids_json: str) -> None:
+    """Take away the rows with these ids (a JSON list) that are about to be deleted.
+
+    Called before the DELETE, in its transaction, wherever the library
+    deletes records (retention), as the full-text index is told of them.
+    """
+    _change(db, ids_json, "-")
+
+
+def _change(db: apsw.Connection, ids_json: str, sign: str) -> None:
+    covered = db.execute(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'").fetchall()
+    if not covered:
+        return
+    chosen = f'"id" IN (SELECT "value" FROM json_each(?)) AND "id" <= ?'
+    params = (ids_json, covered[0][0])
+    db.execute(
+        f'INSERT INTO {_R}("minute", "level", "logger", "n", "min_id", "max_id") '
+        f'SELECT {_MINUTE}, "level", "logger", {sign}count(*), min("id"), max("id") FROM {_T} '
+        f'WHERE {chosen} AND {_REGULAR} GROUP BY 1, 2, 3 '
+        'ON CONFLICT DO UPDATE SET "n" = "n" + excluded."n", '
+        '"min_id" = min("min_id", excluded."min_id"), "max_id" = max("max_id", excluded."max_id")',
+        params,
+    )
+    db.execute(
+        f'UPDATE {_S} SET "value" = "value" {sign} (SELECT count(*) FROM {_T} WHERE {chosen} AND NOT ({_REGULAR})) '
+        "WHERE \"key\" = 'irregular'",
+        params,
+    )
+
+
+class Rollup:
+    """The reader's side: counts from the rollup plus the rows it does not cover.
+
+    *rows* runs a read-only statement (LogStore._rows).  Each method returns
+    None when the rollup cannot answer (no rollup table, or rows it cannot
+    count by value), and the caller counts the rows instead.
+    """
+
+    def __init__(self, rows: Callable[[str, list[Any]], list[tuple[Any, ...]]]) -> None:
+        self._rows = rows
+
+    def _state(self) -> int | None:
+        """covered_upto, or None when the rollup cannot be used."""
+        try:
+            found = dict(self._rows(f'SELECT "key", "value" FROM {_S}', []))
+        except Exception:
+            return None
+        if found.get("irregular", 1) != 0 or type(found.get("covered_upto")) is not int:
+            return None
+        return int(found["covered_upto"])
+
+    def usable(self) -> bool:
+        """Whether the rollup can answer (it exists and every row below the mark is regular)."""
+        return self._state() is not None
+
+    @staticmethod
+    def _conditions(
+        level: int | None, logger: tuple[str, str, str] | None, table: str
+    ) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if level is not None:
+            where.append(f'+{table}."level" >= ?')
+            params.append(level)
+        if logger is not None:
+            where.append(f'(+{table}."logger" = ? OR (+{table}."logger" >= ? AND +{table}."logger" < ?))')
+            params.extend(logger)
+        return where, params
+
+    def groups(
+        self,
+        key: str,
+        *,
+        level: int | None,
+        logger: tuple[str, str, str] | None,
+        since: int | None,
+        until: int | None,
+        width: int | None,
+    ) -> list[tuple[int | None, Any, int]] | None:
+        """(bucket start or None, value of *key*, count) of the selection; None if it cannot answer.
+
+        *key* is "level", "logger" or "" (no grouping); *width* the bucket in
+        ns (a whole number of minutes), or None for one bucket.
+        """
+        if width is not None and (width <= 0 or width % MINUTE_NS):
+            return None
+        covered = self._state()
+        if covered is None:
+            return None
+        results: list[tuple[int | None, Any, int]] = []
+        # Whole minutes from the rollup; the partial first and last minute and
+        # the rows past the mark from the logs table.
+        first_minute = None if since is None else -((-since) // MINUTE_NS)  # ceil
+        end_minute = None if until is None else until // MINUTE_NS  # exclusive
+        where, params = self._conditions(level, logger, _R)
+        if first_minute is not None:
+            where.append(f'{_R}."minute" >= ?')
+            params.append(first_minute)
+        if end_minute is not None:
+            where.append(f'{_R}."minute" < ?')
+            params.append(end_minute)
+        value = f'{_R}."{key}"' if key else "NULL"
+        bucket = "NULL"
+        bucket_params: list[Any] = []
+        if width is not None:
+            start = f'({_R}."minute" * {MINUTE_NS})'
+            bucket = f"({start} - (({start} % ?) + ?) % ?)"
+            bucket_params = [width, width, width]
+        sql = f"SELECT {bucket}, {value}, sum({_R}.\"n\") FROM {_R}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " GROUP BY 1, 2"
+        results.extend(row for row in self._rows(sql, [*bucket_params, *params]) if row[2])
+        # The rows themselves: id past the mark, or ts in a partial minute.
+        edges: list[tuple[int, int]] = []
+        if first_minute is not None and end_minute is not None and first_minute >= end_minute:
+            assert since is not None and until is not None
+            edges.append((since, until))  # within one or two minutes: all of it from the rows
+        else:
+            if first_minute is not None and since is not None and since < first_minute * MINUTE_NS:
+                edges.append((since, first_minute * MINUTE_NS))
+            if end_minute is not None and until is not None and end_minute * MINUTE_NS < until:
+                edges.append((end_minute * MINUTE_NS, until))
+        pieces: list[tuple[str, list[Any]]] = [(f'{_T}."id" > ?', [covered])]
+        pieces.extend(
+            (f'+{_T}."id" <= ? AND {_T}."ts" >= ? AND {_T}."ts" < ?', [covered, low, high]) for low, high in edges
+        )
+        for n, (condition, extra) in enumerate(pieces):
+            where, params = self._conditions(level, logger, _T)
+            where.insert(0, condition)
+            params[:0] = extra
+            if n == 0:
+                if since is not None:
+                    where.append(f'+{_T}."ts" >= ?')
+                    params.append(since)
+                if until is not None:
+                    where.append(f'+{_T}."ts" < ?')
+                    params.append(until)
+            row_value = f'{_T}."{key}"' if key else "NULL"
+            row_bucket = "NULL"
+            row_bucket_params: list[Any] = []
+            if width is not None:
+                row_bucket = f'({_T}."ts" - (({_T}."ts" % ?) + ?) % ?)'
+                row_bucket_params = [width, width, width]
+            sql = f"SELECT {row_bucket}, {row_value}, count(*) FROM {_T} WHERE " + " AND ".join(where)
+            sql += " GROUP BY 1, 2"
+            results.extend(self._rows(sql, [*row_bucket_params, *params]))
+        return results
+
+    def id_range(self, since: int | None, until: int | None) -> tuple[int, int | None] | None:
+        """Ids that every row with since <= ts < until lies between: (low, high or None for no bound).
+
+        None when the rollup cannot say.  Rows past the mark may have any ts,
+        so a range that reaches them has no upper bound.
+        """
+        covered = self._state()
+        if covered is None or (since is None and until is None):
+            return None
+        where, params = [], []
+        if since is not None:
+            where.append('"minute" >= ?')
+            params.append(since // MINUTE_NS)
+        if until is not None:
+            where.append('"minute" <= ?')
+            params.append((until - 1) // MINUTE_NS)
+        low, high = self._rows(f'SELECT min("min_id"), max("max_id") FROM {_R} WHERE ' + " AND ".join(where), params)[0]
+        newest = self._rows(f'SELECT coalesce(max("id"), 0) FROM {_T}', [])[0][0]
+        if newest > covered:
+            # Rows past the mark are not in the rollup: they may be anywhere in time.
+            return (covered + 1 if low is None else min(low, covered + 1)), None
+        if low is None:
+            return (newest + 1, newest)  # nothing stored in that range
+        return low, high

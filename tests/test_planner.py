@@ -1,0 +1,202 @@
+"""The planner's choices never change a result: searches and counts against a brute-force scan."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import janus_utils as ju
+from janus_utils import _planner, _rollup
+from janus_utils._flusher import open_database
+from janus_utils._timeparse import ts_datetime
+
+WORDS = ("alpha", "bravo", "cache", "delta", "echo", "quokka")
+LOGGERS = ("svc", "svc.api", "svc.api.auth", "svc.db", "svcx", "worker")
+USERS = ("u1", "u2", "u3", "rare", None)
+LEVELS = (10, 20, 20, 20, 30, 40, 50)
+BASE = 1_700_000_000 * 10**9
+STEP = 10**9  # one record a second: the rollup's minutes hold 60
+
+
+def _row(rng: random.Random, n: int) -> tuple[Any, ...]:
+    words = rng.choices(WORDS[:5], k=4)
+    if n % 97 == 0:
+        words.append("quokka")
+    user = "rare" if n % 150 == 0 else rng.choice(USERS[:3] + (None,))
+    # ts mostly in id order, some records late by up to two minutes (another process's clock).
+    ts = BASE + n * STEP - (rng.randrange(120) * STEP if rng.random() < 0.05 else 0)
+    return (ts, rng.choice(LEVELS), rng.choice(LOGGERS), " ".join(words), user)
+
+
+@pytest.fixture(scope="module", params=["rows past the rollup", "all in the rollup"])
+def db_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("planner") / "logs.db"
+    rng = random.Random(1915)
+    db = open_database(str(path))
+    insert = 'INSERT INTO "logs"("ts", "level", "logger", "message", "user_id") VALUES (?, ?, ?, ?, ?)'
+    index = 'INSERT INTO "logs_fts"(rowid, message, fields, exception) SELECT id, message, fields, exception FROM "logs" WHERE id > ?'
+    try:
+        done = 0
+        for _ in range(6):  # batches as the flusher commits them, several FTS segments
+            with db:
+                db.executemany(insert, [_row(rng, done + k) for k in range(500)])
+                db.execute(index, (done,))
+                _rollup.advance(db)
+            done += 500
+        with db:  # past the rollup's mark, or not
+            db.executemany(insert, [_row(rng, done + k) for k in range(200)])
+            db.execute(index, (done,))
+            if request.param == "all in the rollup":
+                _rollup.advance(db)
+    finally:
+        db.close()
+    yield path
+
+
+class _Brute:
+    """Every row and the full-text matches of a query, filtered and ordered in Python."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        self.rows = self.db.execute('SELECT "id", "ts", "level", "logger", "user_id" FROM "logs"').fetchall()
+
+    def matches(self, fts: str) -> set[int]:
+        return {row[0] for row in self.db.execute('SELECT rowid FROM "logs_fts" WHERE "logs_fts" MATCH ?', (fts,))}
+
+    def select(self, fts: str | None, filters: dict[str, Any]) -> list[tuple[Any, ...]]:
+        wanted = self.matches(fts) if fts is not None else None
+        found = []
+        for row in self.rows:
+            rid, ts, level, logger, user = row
+            if wanted is not None and rid not in wanted:
+                continue
+            if "level" in filters and level < filters["level"]:
+                continue
+            if "logger" in filters and not (logger == filters["logger"] or logger.startswith(filters["logger"] + ".")):
+                continue
+            if "user_id" in filters and user != filters["user_id"]:
+                continue
+            if "since" in filters and ts < filters["since"]:
+                continue
+            if "until" in filters and ts >= filters["until"]:
+                continue
+            found.append(row)
+        return found
+
+
+queries = st.one_of(
+    st.none(),
+    st.sampled_from(WORDS),
+    st.lists(st.sampled_from(WORDS), min_size=2, max_size=3).map(" ".join),
+    st.tuples(st.sampled_from(WORDS), st.sampled_from(WORDS)).map(lambda pair: f"{pair[0]} OR {pair[1]}"),
+    st.tuples(st.sampled_from(WORDS), st.sampled_from(WORDS)).map(lambda pair: f'"{pair[0]} {pair[1]}"'),
+)
+filter_sets = st.fixed_dictionaries(
+    {},
+    optional={
+        "level": st.sampled_from((10, 20, 30, 40, 50, 60)),
+        "logger": st.sampled_from(("svc", "svc.api", "svcx", "worker", "nope")),
+        "user_id": st.sampled_from(("u1", "rare", "nobody")),
+        "since": st.integers(-100, 3300),
+        "until": st.integers(-100, 3300),
+    },
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    query=queries,
+    filters=filter_sets,
+    limit=st.sampled_from((1, 7, 100, None)),
+    order=st.sampled_from(("newest", "oldest")),
+    probe_cap=st.sampled_from((5, 60, 20_000)),
+    sample=st.sampled_from((50, 4_000)),
+    lookup=st.sampled_from((0.0, 6.0, 1000.0)),
+    step=st.sampled_from((0.001, 1.0, 1000.0)),
+)
+def test_search_and_count_match_a_brute_force_scan(
+    db_path: Path, query: str | None, filters: dict[str, Any], limit: int | None, order: str,
+    probe_cap: int, sample: int, lookup: float, step: float,
+) -> None:
+    """Whatever the estimates make the planner choose, the records and counts are the scan's."""
+    if "since" in filters and "until" in filters and filters["since"] >= filters["until"]:
+        filters["until"] = filters["since"] + 1
+    for name in ("since", "until"):
+        if name in filters:
+            filters[name] = BASE + filters[name] * STEP
+    saved = (_planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST)
+    _planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = (
+        probe_cap, sample, lookup, step
+    )
+    try:
+        brute = _Brute(db_path)
+        try:
+            with ju.LogStore(db_path) as store:
+                given_filters = {
+                    name: (ts_datetime(value) if name in ("since", "until") else value)
+                    for name, value in filters.items()
+                }
+                fts = store._select(query, False, given_filters).fts if query else None
+                expected = brute.select(fts, filters)
+                if fts is None:  # without a query: by ts, then id
+                    expected.sort(key=lambda row: (row[1], row[0]), reverse=order == "newest")
+                else:  # with one: by id, the order the records were committed in
+                    expected.sort(key=lambda row: row[0], reverse=order == "newest")
+                found = store.search(query, limit=limit, order=order, **given_filters)  # type: ignore[arg-type]
+                assert [row[0] for row in expected[:limit]] == [record.id for record in found]
+                assert len(expected) == store.count(query, **given_filters)
+        finally:
+            brute.db.close()
+    finally:
+        _planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
+
+
+def test_every_plan_is_taken(db_path: Path) -> None:
+    """The database above drives each plan: the matches, a filter's rows, and streams per value."""
+    saved = (_planner.PROBE_CAP, _planner.SAMPLE_IDS)
+    _planner.PROBE_CAP, _planner.SAMPLE_IDS = 60, 200
+    try:
+        with ju.LogStore(db_path) as store:
+            planner = store._planner()
+            drivers = set()
+            for query, filters in (("alpha", {"user_id": "rare"}), ("quokka", {"level": 20}), ("alpha bravo", {})):
+                selection = store._select(query, False, filters)
+                drivers.add(planner.fts(selection.fts, selection.probes, selection.probe_names, 10, None).driver)
+            assert {"fts", "logs"} == drivers
+            selection = store._select(None, False, {"level": 40, "logger": "svc"})
+            streams = planner.streams(
+                selection.facts, selection.probes, selection.probe_names, 10, store._index_names()
+            )
+            assert streams is not None and streams.column in ("level", "logger")
+    finally:
+        _planner.PROBE_CAP, _planner.SAMPLE_IDS = saved
+
+
+@pytest.mark.parametrize("order", ["newest", "oldest"])
+def test_streams_match_a_brute_force_scan(db_path: Path, order: str) -> None:
+    """Filter-only searches read as one stream per level or logger give the scan's records."""
+    saved = (_planner.PROBE_CAP, _planner.STEP_COST)
+    _planner.PROBE_CAP, _planner.STEP_COST = 5, 1000.0  # streams whenever they can be used
+    brute = _Brute(db_path)
+    try:
+        with ju.LogStore(db_path) as store:
+            for filters in ({"level": 20, "logger": "svc"}, {"level": 30, "user_id": "u1"}, {"logger": "svc", "user_id": "u2"}):
+                selection = store._select(None, False, filters)
+                assert store._planner().streams(
+                    selection.facts, selection.probes, selection.probe_names, 50, store._index_names()
+                ) is not None
+                expected = brute.select(None, filters)
+                expected.sort(key=lambda row: (row[1], row[0]), reverse=order == "newest")
+                for limit in (1, 50, 400):
+                    found = store.search(limit=limit, order=order, **filters)  # type: ignore[arg-type]
+                    assert [row[0] for row in expected[:limit]] == [record.id for record in found], (filters, limit)
+    finally:
+        brute.db.close()
+        _planner.PROBE_CAP, _planner.STEP_COST = saved
