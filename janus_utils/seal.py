@@ -421,6 +421,7 @@ class Sealer:
         self.report = report or (lambda message: print(f"janus_utils: {message}", file=sys.stderr))
         self._readers: dict[int, _RowReader] = {}
         self.sealed_batches = 0
+        self._slot: int | None = None  # the head slot the next publish writes
         self.failures = 0
 
     def _reader(self, db: apsw.Connection) -> _RowReader:
@@ -518,15 +519,23 @@ class Sealer:
 
         The file has two fixed slots written in turn in place (no rename, no
         fsync: a commit pays a pwrite): a write torn by a crash spoils one
-        slot, and the other still holds the entry before.
+        slot, and the other still holds the entry before.  In turn by write,
+        not by the entry's number: a commit that also starts a key period
+        adds two entries, and by number every such commit would land in the
+        same slot.
         """
         if entry is None:
             return
         path = head_path(self.db_path)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
-                os.pwrite(fd, _head_slot(entry), (entry.seq % 2) * _HEAD_SLOT)
+                if self._slot is None:  # first write of this process: not over the newest entry
+                    slots = _parse_slots(os.pread(fd, 2 * _HEAD_SLOT, 0))
+                    newest = max((i for i in (0, 1) if slots[i]), key=lambda i: slots[i][0].seq, default=1)  # type: ignore[index]
+                    self._slot = 1 - newest
+                os.pwrite(fd, _head_slot(entry), self._slot * _HEAD_SLOT)
+                self._slot ^= 1
             finally:
                 os.close(fd)
         except OSError as err:
@@ -549,18 +558,26 @@ def read_head(path: str) -> tuple[Entry, bytes] | None:
     with open(path, "rb") as f:
         raw = f.read(2 * _HEAD_SLOT)
     best: tuple[Entry, bytes] | None = None
-    for slot in (raw[:_HEAD_SLOT], raw[_HEAD_SLOT:]):
+    for found in _parse_slots(raw):
+        if found is not None and (best is None or found[0].seq > best[0].seq):
+            best = found
+    return best
+
+
+def _parse_slots(raw: bytes) -> list[tuple[Entry, bytes] | None]:
+    """Each of the two head slots in *raw*: its whole entry and crcs' SHA-256, or None."""
+    slots: list[tuple[Entry, bytes] | None] = []
+    for slot in (raw[:_HEAD_SLOT], raw[_HEAD_SLOT : 2 * _HEAD_SLOT]):
         try:
             data = json.loads(slot)
             crcs_sha256 = bytes.fromhex(data.pop("crcs_sha256"))
             entry = Entry.from_json(data)
         except (ValueError, KeyError, TypeError, AttributeError):
-            continue  # torn by a crash, empty, or not a head
-        if hashlib.sha256(entry.message(crcs_sha256)).digest() != entry.hash:
+            slots.append(None)  # torn by a crash, empty, or not a head
             continue
-        if best is None or entry.seq > best[0].seq:
-            best = (entry, crcs_sha256)
-    return best
+        ok = hashlib.sha256(entry.message(crcs_sha256)).digest() == entry.hash
+        slots.append((entry, crcs_sha256) if ok else None)
+    return slots
 
 
 # -- retention ------------------------------------------------------------

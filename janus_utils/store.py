@@ -630,7 +630,11 @@ class LogStore:
     def _scoped(self, selection: _Selection) -> None:
         """AND the store's scope into *selection*: every query starts from it, so none can widen it."""
         for condition, params in self._scope_conditions():
-            selection.add(condition, *params, probe=True)
+            selection.add(condition, *params, probe="scope")
+        if self.scope:
+            # The per-minute counts know level and logger only: a scoped count
+            # or histogram reads the rows (the scope's own indexes drive it).
+            selection.facts["other"] = True
 
     def _scope_conditions(self) -> list[tuple[str, list[Any]]]:
         conditions: list[tuple[str, list[Any]]] = []

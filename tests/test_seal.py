@@ -283,7 +283,10 @@ class TestTamperCorpus:
         path, vk = copy
         head = Path(seal.head_path(str(path)))
         raw = bytearray(head.read_bytes())
-        newest = max(range(2), key=lambda i: json.loads(raw[i * 1024 : (i + 1) * 1024])["seq"])
+        # Both slots hold an entry (written in turn, whatever the entries' numbers).
+        seqs = [json.loads(raw[i * 1024 : (i + 1) * 1024])["seq"] for i in range(2)]
+        assert seqs[0] != seqs[1]
+        newest = max(range(2), key=lambda i: seqs[i])
         raw[newest * 1024 + 10 : newest * 1024 + 60] = b"\0" * 50
         head.write_bytes(bytes(raw))
         assert [] == seal.verify(path, vk).findings
