@@ -57,12 +57,20 @@ static PyObject *name_attr; /* "name" */
  * verdict is kept.  Names always take their slot; a value only takes a slot
  * no name holds, so values that change every call cannot push names out.
  *
+ * Each string has two candidate slots, from a multiplicative hash of its
+ * address.  One slot per string, indexed by address bits, made strings of
+ * one allocator size class collide (pymalloc places them a fixed stride
+ * apart): two field names then pushed each other out and were scanned again
+ * on every call.  With two choices a name finds a free slot or one held by a
+ * value.
+ *
  * A field name is checked as a key: its end may end a key word ("pin" is
  * one, in the logger's name "svc.pin" it is not).  The ring exports the
  * text rule only, so the name is scanned as if followed by ':', which may
  * follow a key word and is in no token.  A key verdict covers the text one,
  * not the reverse, so a slot remembers which it holds (`as_key`). */
-#define CLEAN_SLOTS 64
+#define CLEAN_SLOTS 128 /* a power of two; CLEAN_BITS its log2 */
+#define CLEAN_BITS 7
 #define CLEAN_MAX 256 /* longer strings are scanned every time, not kept */
 
 enum { FORGET, KEEP_VALUE, KEEP_NAME };
@@ -84,17 +92,45 @@ static int suspect_key(scanner *sc, const char *u, Py_ssize_t n) {
     return sc->suspect(sc->ring, key, (size_t)n + 1);
 }
 
+/* The two slots of `s`: the top bits of its address times 2^64/phi, and the
+ * bits below them (Knuth's multiplicative hashing). */
+static inline void slots_of(PyObject *s, size_t *a, size_t *b) {
+    uint64_t h = (uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ull;
+    *a = (size_t)(h >> (64 - CLEAN_BITS));
+    *b = (size_t)(h >> (64 - 2 * CLEAN_BITS)) & (CLEAN_SLOTS - 1);
+}
+
+static inline int known_clean(const scanner *sc, size_t i, PyObject *s, int as_key) {
+    return sc->clean[i] == s && (sc->as_key[i] || !as_key);
+}
+
 static int suspect_str(scanner *sc, PyObject *s, const char *u, Py_ssize_t n, int keep, int as_key) {
-    size_t i = ((uintptr_t)s >> 4) & (CLEAN_SLOTS - 1);
-    if (sc->clean[i] == s && (sc->as_key[i] || !as_key))
+    size_t a, b;
+    slots_of(s, &a, &b);
+    if (known_clean(sc, a, s, as_key) || known_clean(sc, b, s, as_key))
         return 0;
     if (as_key ? suspect_key(sc, u, n) : sc->suspect(sc->ring, (const uint8_t *)u, (size_t)n))
         return 1;
-    if (keep != FORGET && n <= CLEAN_MAX && (keep == KEEP_NAME || !sc->is_name[i])) {
-        Py_XSETREF(sc->clean[i], Py_NewRef(s));
-        sc->is_name[i] = keep == KEEP_NAME;
-        sc->as_key[i] = (char)as_key;
-    }
+    if (keep == FORGET || n > CLEAN_MAX)
+        return 0;
+    /* Where to keep it: its own slot again, a free one, then one a value
+     * holds; a name may replace a name only when both slots hold names. */
+    size_t i;
+    if (sc->clean[a] == s || sc->clean[a] == NULL)
+        i = a;
+    else if (sc->clean[b] == s || sc->clean[b] == NULL)
+        i = b;
+    else if (!sc->is_name[a])
+        i = a;
+    else if (!sc->is_name[b])
+        i = b;
+    else if (keep == KEEP_NAME)
+        i = a;
+    else
+        return 0;
+    Py_XSETREF(sc->clean[i], Py_NewRef(s));
+    sc->is_name[i] = keep == KEEP_NAME;
+    sc->as_key[i] = (char)as_key;
     return 0;
 }
 
