@@ -5,6 +5,7 @@ Usage::
     python -m bench.instructions                 # 5,000 reference calls, OpenTelemetry blocked
     python -m bench.instructions --otel          # with opentelemetry importable (no span active)
     python -m bench.instructions --calls 20000
+    python -m bench.instructions --no-redact     # the same with redact=False: the prefilter's share
 
 Runs a probe twice under ``valgrind --tool=callgrind --separate-threads=yes``:
 import janus_utils, configure a database in a temporary directory (flusher
@@ -34,7 +35,8 @@ if sys.argv[2] == "no-otel":
     sys.modules["opentelemetry"] = None  # find_spec() then says: not installed
 import janus_utils as ju
 calls = int(sys.argv[1])
-ju.configure(os.path.join(tempfile.mkdtemp(), "probe.db"), console=False, level="INFO", commit_interval=3600)
+ju.configure(os.path.join(tempfile.mkdtemp(), "probe.db"), console=False, level="INFO", commit_interval=3600,
+             redact=sys.argv[3] == "redact")
 info = ju.get_logger("svc.auth").info
 def run(n):
     for i in range(n):
@@ -44,12 +46,13 @@ os._exit(0)  # no shutdown: it would commit, in the main thread, only in the N-c
 """
 
 
-def _main_thread_instructions(calls: int, otel: bool, workdir: Path) -> int:
+def _main_thread_instructions(calls: int, otel: bool, redact: bool, workdir: Path) -> int:
     out = workdir / f"callgrind.{calls}.out"
     subprocess.run(
         [
             "valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
             sys.executable, "-c", PROBE, str(calls), "otel" if otel else "no-otel",
+            "redact" if redact else "no-redact",
         ],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -64,13 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=5000)
     parser.add_argument("--otel", action="store_true", help="leave opentelemetry importable")
+    parser.add_argument("--no-redact", action="store_true", help="configure(redact=False): no prefilter")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        base = _main_thread_instructions(0, args.otel, Path(tmp))
-        loaded = _main_thread_instructions(args.calls, args.otel, Path(tmp))
+        base = _main_thread_instructions(0, args.otel, not args.no_redact, Path(tmp))
+        loaded = _main_thread_instructions(args.calls, args.otel, not args.no_redact, Path(tmp))
     per_call = (loaded - base) / args.calls
     otel = "importable" if args.otel else "blocked"
-    print(f"import + configure: {base:,} instructions (main thread; OpenTelemetry {otel})")
+    redact = "off" if args.no_redact else "on"
+    print(f"import + configure: {base:,} instructions (main thread; OpenTelemetry {otel}, redaction {redact})")
     print(f"per enabled reference call: {per_call:,.0f} instructions (over {args.calls:,} calls)")
     return 0
 
