@@ -441,10 +441,84 @@ static PyObject *thread_of(Emitter *self) {
     return PyObject_CallNoArgs(self->thread_name);
 }
 
+/* msg % args for the commonest call: an ASCII template whose conversions
+ * are all "%s" (and "%%"), one exact ASCII str or exact int (within 64 bits)
+ * for each, at most FORMAT_PLAIN_ARGS of them: the pieces copied once into
+ * a new string, where PyUnicode_Format parses, converts and grows a writer.
+ * NULL, no error set, for anything else (PyUnicode_Format then does it,
+ * errors and all). */
+#define FORMAT_PLAIN_ARGS 8
+
+static PyObject *format_plain(PyObject *msg, PyObject *args) {
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args), tn = PyUnicode_GET_LENGTH(msg), len = 0, used = 0;
+    const char *piece[FORMAT_PLAIN_ARGS];
+    Py_ssize_t piece_len[FORMAT_PLAIN_ARGS];
+    char digits[FORMAT_PLAIN_ARGS][24];
+    if (nargs > FORMAT_PLAIN_ARGS || !PyUnicode_IS_ASCII(msg))
+        return NULL;
+    for (Py_ssize_t k = 0; k < nargs; k++) {
+        PyObject *a = PyTuple_GET_ITEM(args, k);
+        if (PyUnicode_CheckExact(a) && PyUnicode_IS_ASCII(a)) {
+            piece[k] = (const char *)PyUnicode_DATA(a);
+            piece_len[k] = PyUnicode_GET_LENGTH(a);
+        } else if (PyLong_CheckExact(a)) {
+            int overflow;
+            long long x = PyLong_AsLongLongAndOverflow(a, &overflow);
+            if (overflow || (x == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                return NULL;
+            }
+            piece[k] = digits[k];
+            piece_len[k] = snprintf(digits[k], sizeof digits[k], "%lld", x); /* str(int) */
+        } else {
+            return NULL;
+        }
+    }
+    const char *t = (const char *)PyUnicode_DATA(msg);
+    for (Py_ssize_t i = 0; i < tn; i++) {
+        if (t[i] != '%') {
+            len++;
+            continue;
+        }
+        if (++i == tn)
+            return NULL;
+        if (t[i] == '%') {
+            len++;
+            continue;
+        }
+        if (t[i] != 's' || used == nargs)
+            return NULL;
+        len += piece_len[used++];
+    }
+    if (used != nargs)
+        return NULL; /* "not all arguments converted": PyUnicode_Format says so */
+    PyObject *out = PyUnicode_New(len, 127);
+    if (out == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    char *o = (char *)PyUnicode_DATA(out);
+    used = 0;
+    for (Py_ssize_t i = 0; i < tn; i++) {
+        if (t[i] != '%') {
+            *o++ = t[i];
+        } else if (t[++i] == '%') {
+            *o++ = '%';
+        } else {
+            memcpy(o, piece[used], (size_t)piece_len[used]);
+            o += piece_len[used++];
+        }
+    }
+    return out;
+}
+
 static PyObject *format(Emitter *self, PyObject *msg, PyObject *args) {
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     if (n == 0)
         return Py_NewRef(msg);
+    PyObject *plain = format_plain(msg, args);
+    if (plain != NULL)
+        return plain;
     if (!(n == 1 && PyDict_CheckExact(PyTuple_GET_ITEM(args, 0)))) {
         PyObject *message = PyUnicode_Format(msg, args);
         if (message != NULL || !PyErr_ExceptionMatches(PyExc_Exception))

@@ -263,3 +263,52 @@ def test_no_speedups_at_import_gives_the_python_methods(tmp_path: Path) -> None:
     assert 0 == done.returncode, done.stderr
     assert "_PyLevels 1 False" == done.stdout.strip()
     assert [("user 7 logged in", "7")] == rows(tmp_path / "p.db", "SELECT message, user_id FROM logs")
+
+
+def _python_message(msg: str, args: tuple[Any, ...]) -> str:
+    """What the Python path makes of a template and its arguments."""
+    try:
+        return msg % args
+    except Exception:
+        return jlog.format_message(msg, args)
+
+
+@pytest.mark.skipif(jlog.speedups is None, reason="no C module in this build")
+@pytest.mark.parametrize(
+    "msg, args",
+    [
+        ("user %s logged in", ("u0000042",)),
+        ("%s%s", ("a", "b")),
+        ("100%% of %s", ("x",)),
+        ("%s", ("",)),
+        ("%s", ("é",)),  # a non-ASCII argument
+        ("é %s", ("a",)),  # a non-ASCII template
+        ("%s and %s", ("only one",)),
+        ("%s", ("a", "b")),
+        ("%d", ("1",)),
+        ("%5s|%-3s", ("a", "b")),
+        ("trailing %", ("a",)),
+        ("no conversion", ("a",)),
+        ("%s", (7,)),
+        ("%s|%s|%s", (-(2**63), 2**63 - 1, 2**64)),  # the last one beyond 64 bits
+        ("%s", (True,)),  # an int subclass
+        ("%s " * 9, tuple("abcdefghi")),  # more arguments than C copies itself
+        ("%s %s", ("a", None)),
+        ("%(k)s", ({"k": "v"},)),
+    ],
+)
+def test_the_c_formatter_writes_what_python_writes(tmp_path: Path, msg: str, args: tuple[Any, ...]) -> None:
+    """Every template, the plain "%s" ones C copies itself and all it hands on: msg % args or its fallback."""
+    from janus_utils import _ring
+
+    with _ring.Ring(tmp_path / "r.ring", 1 << 16) as ring:
+        addr, push, suspect = ring.native()
+        em = jlog.speedups.Emitter(
+            addr, push, suspect, ring, False, 1, 1000, 10**9, [], jlog._context,
+            jlog.format_message, jlog._thread_name, jlog._tls,
+        )
+        assert em.push(20, "f", {}, msg, args, {}) is None
+        ((_, payload),), _ = ring.read()
+    import marshal
+
+    assert _python_message(msg, args) == marshal.loads(payload)[4]
