@@ -9,6 +9,11 @@
  * ring) goes back to the Python path in janus_utils/logger.py, which stays the
  * reference behaviour.
  *
+ * The level methods of janus_utils.logger.Logger are here too (its base
+ * class, Logger below): the level check comes before any argument is
+ * packed, and an enabled call goes from the caller's argument vector to the
+ * encoder without a Python frame.
+ *
  * The ring lives in the cffi module janus_utils._ring_cffi; this module only
  * calls it, through function pointers that module hands out (Ring.native()).
  */
@@ -57,12 +62,20 @@ static PyObject *name_attr; /* "name" */
  * verdict is kept.  Names always take their slot; a value only takes a slot
  * no name holds, so values that change every call cannot push names out.
  *
+ * Each string has two candidate slots, from a multiplicative hash of its
+ * address.  One slot per string, indexed by address bits, made strings of
+ * one allocator size class collide (pymalloc places them a fixed stride
+ * apart): two field names then pushed each other out and were scanned again
+ * on every call.  With two choices a name finds a free slot or one held by a
+ * value.
+ *
  * A field name is checked as a key: its end may end a key word ("pin" is
  * one, in the logger's name "svc.pin" it is not).  The ring exports the
  * text rule only, so the name is scanned as if followed by ':', which may
  * follow a key word and is in no token.  A key verdict covers the text one,
  * not the reverse, so a slot remembers which it holds (`as_key`). */
-#define CLEAN_SLOTS 64
+#define CLEAN_SLOTS 128 /* a power of two; CLEAN_BITS its log2 */
+#define CLEAN_BITS 7
 #define CLEAN_MAX 256 /* longer strings are scanned every time, not kept */
 
 enum { FORGET, KEEP_VALUE, KEEP_NAME };
@@ -84,17 +97,45 @@ static int suspect_key(scanner *sc, const char *u, Py_ssize_t n) {
     return sc->suspect(sc->ring, key, (size_t)n + 1);
 }
 
+/* The two slots of `s`: the top bits of its address times 2^64/phi, and the
+ * bits below them (Knuth's multiplicative hashing). */
+static inline void slots_of(PyObject *s, size_t *a, size_t *b) {
+    uint64_t h = (uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ull;
+    *a = (size_t)(h >> (64 - CLEAN_BITS));
+    *b = (size_t)(h >> (64 - 2 * CLEAN_BITS)) & (CLEAN_SLOTS - 1);
+}
+
+static inline int known_clean(const scanner *sc, size_t i, PyObject *s, int as_key) {
+    return sc->clean[i] == s && (sc->as_key[i] || !as_key);
+}
+
 static int suspect_str(scanner *sc, PyObject *s, const char *u, Py_ssize_t n, int keep, int as_key) {
-    size_t i = ((uintptr_t)s >> 4) & (CLEAN_SLOTS - 1);
-    if (sc->clean[i] == s && (sc->as_key[i] || !as_key))
+    size_t a, b;
+    slots_of(s, &a, &b);
+    if (known_clean(sc, a, s, as_key) || known_clean(sc, b, s, as_key))
         return 0;
     if (as_key ? suspect_key(sc, u, n) : sc->suspect(sc->ring, (const uint8_t *)u, (size_t)n))
         return 1;
-    if (keep != FORGET && n <= CLEAN_MAX && (keep == KEEP_NAME || !sc->is_name[i])) {
-        Py_XSETREF(sc->clean[i], Py_NewRef(s));
-        sc->is_name[i] = keep == KEEP_NAME;
-        sc->as_key[i] = (char)as_key;
-    }
+    if (keep == FORGET || n > CLEAN_MAX)
+        return 0;
+    /* Where to keep it: its own slot again, a free one, then one a value
+     * holds; a name may replace a name only when both slots hold names. */
+    size_t i;
+    if (sc->clean[a] == s || sc->clean[a] == NULL)
+        i = a;
+    else if (sc->clean[b] == s || sc->clean[b] == NULL)
+        i = b;
+    else if (!sc->is_name[a])
+        i = a;
+    else if (!sc->is_name[b])
+        i = b;
+    else if (keep == KEEP_NAME)
+        i = a;
+    else
+        return 0;
+    Py_XSETREF(sc->clean[i], Py_NewRef(s));
+    sc->is_name[i] = keep == KEEP_NAME;
+    sc->as_key[i] = (char)as_key;
     return 0;
 }
 
@@ -400,10 +441,84 @@ static PyObject *thread_of(Emitter *self) {
     return PyObject_CallNoArgs(self->thread_name);
 }
 
+/* msg % args for the commonest call: an ASCII template whose conversions
+ * are all "%s" (and "%%"), one exact ASCII str or exact int (within 64 bits)
+ * for each, at most FORMAT_PLAIN_ARGS of them: the pieces copied once into
+ * a new string, where PyUnicode_Format parses, converts and grows a writer.
+ * NULL, no error set, for anything else (PyUnicode_Format then does it,
+ * errors and all). */
+#define FORMAT_PLAIN_ARGS 8
+
+static PyObject *format_plain(PyObject *msg, PyObject *args) {
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args), tn = PyUnicode_GET_LENGTH(msg), len = 0, used = 0;
+    const char *piece[FORMAT_PLAIN_ARGS];
+    Py_ssize_t piece_len[FORMAT_PLAIN_ARGS];
+    char digits[FORMAT_PLAIN_ARGS][24];
+    if (nargs > FORMAT_PLAIN_ARGS || !PyUnicode_IS_ASCII(msg))
+        return NULL;
+    for (Py_ssize_t k = 0; k < nargs; k++) {
+        PyObject *a = PyTuple_GET_ITEM(args, k);
+        if (PyUnicode_CheckExact(a) && PyUnicode_IS_ASCII(a)) {
+            piece[k] = (const char *)PyUnicode_DATA(a);
+            piece_len[k] = PyUnicode_GET_LENGTH(a);
+        } else if (PyLong_CheckExact(a)) {
+            int overflow;
+            long long x = PyLong_AsLongLongAndOverflow(a, &overflow);
+            if (overflow || (x == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                return NULL;
+            }
+            piece[k] = digits[k];
+            piece_len[k] = snprintf(digits[k], sizeof digits[k], "%lld", x); /* str(int) */
+        } else {
+            return NULL;
+        }
+    }
+    const char *t = (const char *)PyUnicode_DATA(msg);
+    for (Py_ssize_t i = 0; i < tn; i++) {
+        if (t[i] != '%') {
+            len++;
+            continue;
+        }
+        if (++i == tn)
+            return NULL;
+        if (t[i] == '%') {
+            len++;
+            continue;
+        }
+        if (t[i] != 's' || used == nargs)
+            return NULL;
+        len += piece_len[used++];
+    }
+    if (used != nargs)
+        return NULL; /* "not all arguments converted": PyUnicode_Format says so */
+    PyObject *out = PyUnicode_New(len, 127);
+    if (out == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    char *o = (char *)PyUnicode_DATA(out);
+    used = 0;
+    for (Py_ssize_t i = 0; i < tn; i++) {
+        if (t[i] != '%') {
+            *o++ = t[i];
+        } else if (t[++i] == '%') {
+            *o++ = '%';
+        } else {
+            memcpy(o, piece[used], (size_t)piece_len[used]);
+            o += piece_len[used++];
+        }
+    }
+    return out;
+}
+
 static PyObject *format(Emitter *self, PyObject *msg, PyObject *args) {
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     if (n == 0)
         return Py_NewRef(msg);
+    PyObject *plain = format_plain(msg, args);
+    if (plain != NULL)
+        return plain;
     if (!(n == 1 && PyDict_CheckExact(PyTuple_GET_ITEM(args, 0)))) {
         PyObject *message = PyUnicode_Format(msg, args);
         if (message != NULL || !PyErr_ExceptionMatches(PyExc_Exception))
@@ -419,23 +534,186 @@ static PyObject *format(Emitter *self, PyObject *msg, PyObject *args) {
     return message;
 }
 
-static PyObject *merged_fields(PyObject *ctx, PyObject *bound, PyObject *fields) {
+/* A call's own fields: a dict (push(), or a call whose fields were added
+ * to), or the keyword arguments of a vectorcall as they came, for which no
+ * dict is made unless one is needed (merging, or a record handed back). */
+typedef struct {
+    PyObject *dict;          /* NULL: the keywords below */
+    PyObject *const *values; /* the keywords' values */
+    PyObject *names;         /* their names (a tuple of str), or NULL: none */
+} call_fields;
+
+static Py_ssize_t fields_count(const call_fields *f) {
+    if (f->dict != NULL)
+        return PyDict_GET_SIZE(f->dict);
+    return f->names != NULL ? PyTuple_GET_SIZE(f->names) : 0;
+}
+
+static int fields_update(PyObject *d, const call_fields *f) {
+    if (f->dict != NULL)
+        return PyDict_Update(d, f->dict);
+    for (Py_ssize_t i = 0; i < fields_count(f); i++)
+        if (PyDict_SetItem(d, PyTuple_GET_ITEM(f->names, i), f->values[i]) < 0)
+            return -1;
+    return 0;
+}
+
+/* The call's fields as a dict (a new reference). */
+static PyObject *fields_dict(const call_fields *f) {
+    if (f->dict != NULL)
+        return Py_NewRef(f->dict);
+    PyObject *d = PyDict_New();
+    if (d != NULL && fields_update(d, f) < 0)
+        Py_CLEAR(d);
+    return d;
+}
+
+static int fields_special(const call_fields *f) {
+    if (f->dict != NULL)
+        return has_special_key(f->dict);
+    for (Py_ssize_t i = 0; i < fields_count(f); i++)
+        if (is_special(PyTuple_GET_ITEM(f->names, i)))
+            return 1;
+    return 0;
+}
+
+static PyObject *trace_id_str; /* "trace_id" */
+
+static int dict_has(PyObject *d, PyObject *key) {
+    return d != NULL && PyDict_Check(d) && PyDict_Contains(d, key) == 1;
+}
+
+/* Whether the call, the bound fields or the context already name a trace_id:
+ * then the active span's ids are not added (as logger._add_trace_ids). */
+static int names_trace_id(const call_fields *f, PyObject *bound, PyObject *ctx) {
+    if (f->dict != NULL ? dict_has(f->dict, trace_id_str) : 0)
+        return 1;
+    if (f->dict == NULL)
+        for (Py_ssize_t i = 0; i < fields_count(f); i++)
+            if (PyUnicode_Compare(PyTuple_GET_ITEM(f->names, i), trace_id_str) == 0)
+                return 1;
+    PyErr_Clear();
+    return dict_has(bound, trace_id_str) || dict_has(ctx, trace_id_str);
+}
+
+/* {**ctx, **bound, **fields} into *out: a new dict, or None when empty; or
+ * NULL (returning 0) when there is only the call's keywords, which are then
+ * encoded as they came.  -1 on error. */
+static int merged_fields(PyObject *ctx, PyObject *bound, const call_fields *f, PyObject **out) {
     int no_ctx = ctx == NULL || (PyDict_CheckExact(ctx) && PyDict_GET_SIZE(ctx) == 0);
-    if (no_ctx && PyDict_GET_SIZE(bound) == 0)
-        return Py_NewRef(PyDict_GET_SIZE(fields) ? fields : Py_None);
+    *out = NULL;
+    if (no_ctx && PyDict_GET_SIZE(bound) == 0) {
+        if (fields_count(f) == 0)
+            *out = Py_NewRef(Py_None);
+        else if (f->dict != NULL)
+            *out = Py_NewRef(f->dict);
+        return 0;
+    }
     /* Merged as {**ctx} would merge it; what is not plain data is found
      * while encoding and sends the record to Python. */
     PyObject *d = PyDict_New();
     if (d == NULL || (!no_ctx && PyDict_Update(d, ctx) < 0) || PyDict_Update(d, bound) < 0 ||
-        PyDict_Update(d, fields) < 0) {
+        fields_update(d, f) < 0) {
         Py_XDECREF(d);
-        return NULL;
+        return -1;
     }
     if (PyDict_GET_SIZE(d) == 0) {
         Py_DECREF(d);
-        return Py_NewRef(Py_None);
+        d = Py_NewRef(Py_None);
     }
-    return d;
+    *out = d;
+    return 0;
+}
+
+/* The call's keywords as marshal writes the dict they would make (keyword
+ * names are unique, in call order, as in that dict). */
+static int put_keywords(wbuf *b, const call_fields *f) {
+    if (put_byte(b, M_DICT))
+        return -1;
+    for (Py_ssize_t i = 0; i < fields_count(f); i++) {
+        PyObject *k = PyTuple_GET_ITEM(f->names, i);
+        if (!PyUnicode_CheckExact(k) || put_key(b, k) || put_value(b, f->values[i]))
+            return -1;
+    }
+    return put_byte(b, M_NULL);
+}
+
+/* One log call, after its level check: see push() below for what it returns.
+ * `ids` is the active span's {"trace_id", "span_id"} (or NULL), added to the
+ * call's fields unless a trace_id is named already, as _add_trace_ids does. */
+static PyObject *emit(Emitter *self, long level, PyObject *name, PyObject *bound, PyObject *msg,
+                      PyObject *args, const call_fields *f, PyObject *ids) {
+    if (self->ring == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Emitter.push: the Emitter is not initialised");
+        return NULL;
+    }
+    if (self->closed || !PyUnicode_CheckExact(msg) || !PyUnicode_CheckExact(name) ||
+        !PyDict_CheckExact(bound) || fields_special(f))
+        Py_RETURN_NOTIMPLEMENTED;
+    /* From here on the call has side effects (formatting runs __str__), so
+     * every outcome returns the record rather than NotImplemented.  The
+     * context and this setup's state are read after formatting, as the
+     * Python path reads them. */
+    PyObject *ctx = NULL, *traced = NULL;
+    call_fields g = *f;
+    PyObject *message = format(self, msg, args);
+    PyObject *thread = message ? thread_of(self) : NULL;
+    if (thread != NULL && PyContextVar_Get(self->context, NULL, &ctx) < 0)
+        Py_CLEAR(thread);
+    if (thread != NULL && ids != NULL && PyDict_Check(ids) && !names_trace_id(f, bound, ctx)) {
+        traced = fields_dict(f);
+        if (traced == NULL || PyDict_Update(traced, ids) < 0)
+            Py_CLEAR(thread);
+        g.dict = traced;
+    }
+    /* {**ctx, **bound, **fields} */
+    PyObject *merged = NULL;
+    int failed = thread == NULL || merged_fields(ctx, bound, &g, &merged) < 0;
+    Py_XDECREF(ctx);
+    if (failed) {
+        Py_XDECREF(traced);
+        Py_XDECREF(message);
+        Py_XDECREF(thread);
+        return NULL;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    long long ts = (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+
+    uint8_t buf[STACK_BUF];
+    wbuf b = {buf, buf + sizeof buf, self->check ? &self->scan : NULL, 0};
+    int pushed =
+        !self->closed && PyUnicode_GET_LENGTH(message) <= self->max_chars &&
+        PyUnicode_CheckExact(thread) &&
+        !(put_byte(&b, M_TUPLE) || put_u32(&b, RECORD_ITEMS) || put_int(&b, RECORD_FORMAT) ||
+          put_int(&b, ts) || put_int(&b, level) || put_str(&b, name) ||
+          put_text(&b, message, FORGET, 0) ||
+          (merged == NULL   ? put_keywords(&b, &g)
+           : merged != Py_None ? (put_byte(&b, M_DICT) || put_items(&b, merged) || put_byte(&b, M_NULL))
+                               : put_byte(&b, M_NONE)) ||
+          put_byte(&b, M_NONE) || put_int(&b, self->pid) || put_str(&b, thread));
+    size_t len = (size_t)(b.p - buf);
+    if (b.suspect)
+        pushed = 0;
+    /* JR_POLICY_TRY: never wait here, with the GIL held; a full ring goes
+     * back to the Python path, whose push waits with the GIL released. */
+    if (pushed && self->push(self->ring, buf, len, JR_POLICY_TRY, 0) != JR_OK)
+        pushed = 0;
+    PyObject *result = Py_None;
+    if (!pushed || level >= self->console_level || PyList_GET_SIZE(self->listeners)) {
+        PyObject *fields = merged != NULL ? Py_NewRef(merged) : fields_dict(&g);
+        PyObject *record = fields == NULL ? NULL
+                           : Py_BuildValue("(iLlOONOlO)", RECORD_FORMAT, ts, level, name, message,
+                                           fields, Py_None, self->pid, thread);
+        result = record ? Py_BuildValue("(ON)", pushed ? Py_True : Py_False, record) : NULL;
+    } else {
+        Py_INCREF(result);
+    }
+    Py_XDECREF(merged);
+    Py_XDECREF(traced);
+    Py_DECREF(message);
+    Py_DECREF(thread);
+    return result;
 }
 
 /* push(level, name, bound, msg, args, fields)
@@ -454,67 +732,15 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
         PyErr_SetString(PyExc_RuntimeError, "Emitter.push: the Emitter is not initialised");
         return NULL;
     }
-    PyObject *name = argv[1], *bound = argv[2], *msg = argv[3], *args = argv[4], *fields = argv[5];
     int overflow = 0;
     long level = PyLong_CheckExact(argv[0]) ? PyLong_AsLongAndOverflow(argv[0], &overflow) : 0;
     if (level == -1 && PyErr_Occurred())
         return NULL;
-    if (self->closed || overflow || !PyLong_CheckExact(argv[0]) || !PyUnicode_CheckExact(msg) ||
-        !PyUnicode_CheckExact(name) || !PyDict_CheckExact(bound) || !PyTuple_CheckExact(args) ||
-        !PyDict_CheckExact(fields) || has_special_key(fields))
+    if (overflow || !PyLong_CheckExact(argv[0]) || !PyTuple_CheckExact(argv[4]) ||
+        !PyDict_CheckExact(argv[5]))
         Py_RETURN_NOTIMPLEMENTED;
-    /* From here on the call has side effects (formatting runs __str__), so
-     * every outcome returns the record rather than NotImplemented.  The
-     * context and this setup's state are read after formatting, as the
-     * Python path reads them. */
-    PyObject *ctx = NULL;
-    PyObject *message = format(self, msg, args);
-    PyObject *thread = message ? thread_of(self) : NULL;
-    if (thread != NULL && PyContextVar_Get(self->context, NULL, &ctx) < 0)
-        Py_CLEAR(thread);
-    /* {**ctx, **bound, **fields} */
-    PyObject *merged = thread ? merged_fields(ctx, bound, fields) : NULL;
-    Py_XDECREF(ctx);
-    if (merged == NULL) {
-        Py_XDECREF(message);
-        Py_XDECREF(thread);
-        return NULL;
-    }
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    long long ts = (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
-
-    uint8_t buf[STACK_BUF];
-    wbuf b = {buf, buf + sizeof buf, self->check ? &self->scan : NULL, 0};
-    int pushed =
-        !self->closed && PyUnicode_GET_LENGTH(message) <= self->max_chars &&
-        PyUnicode_CheckExact(thread) &&
-        !(put_byte(&b, M_TUPLE) || put_u32(&b, RECORD_ITEMS) || put_int(&b, RECORD_FORMAT) ||
-          put_int(&b, ts) || put_int(&b, level) || put_str(&b, name) ||
-          put_text(&b, message, FORGET, 0) ||
-          (merged != Py_None
-               ? (put_byte(&b, M_DICT) || put_items(&b, merged) || put_byte(&b, M_NULL))
-               : put_byte(&b, M_NONE)) ||
-          put_byte(&b, M_NONE) || put_int(&b, self->pid) || put_str(&b, thread));
-    size_t len = (size_t)(b.p - buf);
-    if (b.suspect)
-        pushed = 0;
-    /* JR_POLICY_TRY: never wait here, with the GIL held; a full ring goes
-     * back to the Python path, whose push waits with the GIL released. */
-    if (pushed && self->push(self->ring, buf, len, JR_POLICY_TRY, 0) != JR_OK)
-        pushed = 0;
-    PyObject *result = Py_None;
-    if (!pushed || level >= self->console_level || PyList_GET_SIZE(self->listeners)) {
-        PyObject *record = Py_BuildValue("(iLlOONOlO)", RECORD_FORMAT, ts, level, name, message,
-                                         merged, Py_None, self->pid, thread);
-        result = record ? Py_BuildValue("(ON)", pushed ? Py_True : Py_False, record) : NULL;
-    } else {
-        Py_DECREF(merged);
-        Py_INCREF(result);
-    }
-    Py_DECREF(message);
-    Py_DECREF(thread);
-    return result;
+    call_fields f = {argv[5], NULL, NULL};
+    return emit(self, level, argv[1], argv[2], argv[3], argv[4], &f, NULL);
 }
 
 static PyMethodDef Emitter_methods[] = {
@@ -543,6 +769,369 @@ static PyTypeObject EmitterType = {
     .tp_methods = Emitter_methods,
     .tp_members = Emitter_members,
 };
+
+
+/* ------------------------------------------------------------------------ */
+/* the Logger's level methods                                                */
+
+/* janus_utils.logger.Logger's base: its level methods are these, so that a
+ * call below the level returns before any argument is packed, and an enabled
+ * call goes from the caller's arguments straight to the encoder above.
+ * Everything else is the Python path's, in logger.py: a call C hands back
+ * (NotImplemented), exception(), log() with a level that is not an int, any
+ * call before configure() or with the C encoder off, and every call at or
+ * above `python_from` (set_python_from(): a level whose records need what
+ * only Python gives, such as the caller's frame). */
+
+static struct {
+    Emitter *emitter;         /* the configured setup's encoder, or NULL */
+    PyObject *trace_var;      /* OpenTelemetry's context variable, or NULL */
+    PyObject *trace_current;  /* or () -> that context, when it is no ContextVar */
+    PyObject *trace_ids;      /* () -> {"trace_id", "span_id"} of the active span, or None */
+    PyObject *level_call;     /* (logger, level, msg, *args, **fields): the Python path */
+    PyObject *exception_call; /* (logger, msg, *args, **fields): exception() */
+    PyObject *log_call;       /* (logger, level, msg, *args, **fields): log(), level not an int */
+    PyObject *finish;         /* (result): completes a record C hands back (console, listeners) */
+    PyObject *report;         /* (exception): a log call must never raise into the application */
+    long python_from;         /* calls at this level and above take the Python path */
+} path = {.python_from = LONG_MAX};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *name;      /* str */
+    PyObject *bound;     /* dict: bind()'s fields */
+    PyObject *level_obj; /* the level as given (an int) */
+    long level;          /* the same, clamped to a C long */
+    PyObject *weakrefs;
+} LoggerObject;
+
+/* fn(logger[, level], *args, **kwargs) with the caller's own argument vector. */
+static PyObject *to_python(PyObject *fn, LoggerObject *self, PyObject *level, PyObject *const *args,
+                           Py_ssize_t nargs, PyObject *kwnames) {
+    if (fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Logger: janus_utils.logger has not set the Python path");
+        return NULL;
+    }
+    PyObject *small[12], **stack = small;
+    Py_ssize_t lead = level != NULL ? 2 : 1;
+    Py_ssize_t all = nargs + (kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0);
+    if (lead + all > (Py_ssize_t)(sizeof small / sizeof *small)) {
+        stack = PyMem_Malloc((size_t)(lead + all) * sizeof *stack);
+        if (stack == NULL)
+            return PyErr_NoMemory();
+    }
+    stack[0] = (PyObject *)self;
+    if (level != NULL)
+        stack[1] = level;
+    if (all)
+        memcpy(stack + lead, args, (size_t)all * sizeof *args);
+    PyObject *result = PyObject_Vectorcall(fn, stack, (size_t)(lead + nargs), kwnames);
+    if (stack != small)
+        PyMem_Free(stack);
+    return result;
+}
+
+/* An exception in the C path goes where the Python path sends its own: to
+ * report(), never to the caller (KeyboardInterrupt and the like do). */
+static PyObject *reported(void) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception) || path.report == NULL)
+        return NULL;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *done = value != NULL ? PyObject_CallOneArg(path.report, value) : NULL;
+    if (done == NULL)
+        PyErr_Clear();
+    Py_XDECREF(done);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    Py_RETURN_NONE;
+}
+
+/* The active span's ids (a new reference), or NULL: no span (no error set),
+ * or an error. */
+static PyObject *active_trace_ids(void) {
+    PyObject *ctx = NULL;
+    if (path.trace_var != NULL) {
+        if (PyContextVar_Get(path.trace_var, NULL, &ctx) < 0)
+            return NULL;
+    } else if (path.trace_current != NULL) {
+        ctx = PyObject_CallNoArgs(path.trace_current);
+    }
+    if (ctx == NULL)
+        return NULL;
+    int active = PyObject_IsTrue(ctx); /* the empty context: no span, nothing to add */
+    Py_DECREF(ctx);
+    if (active <= 0)
+        return NULL;
+    PyObject *ids = PyObject_CallNoArgs(path.trace_ids);
+    if (ids == Py_None)
+        Py_CLEAR(ids);
+    return ids;
+}
+
+static PyObject *empty_tuple;
+
+/* A call at `level`, which the logger's level lets through. */
+static PyObject *log_at(LoggerObject *self, long level, PyObject *level_obj, PyObject *const *args,
+                        Py_ssize_t nargs, PyObject *kwnames) {
+    Emitter *em = path.emitter;
+    if (em == NULL || em->closed || level >= path.python_from || nargs < 1 || self->name == NULL ||
+        self->bound == NULL)
+        goto python;
+    Py_INCREF(em); /* formatting runs Python code, which may configure() anew */
+    PyObject *ids = NULL, *rest = NULL, *result = NULL;
+    if (path.trace_ids != NULL) {
+        ids = active_trace_ids();
+        if (ids == NULL && PyErr_Occurred())
+            goto failed;
+    }
+    if (nargs == 1) {
+        rest = Py_NewRef(empty_tuple);
+    } else if ((rest = PyTuple_New(nargs - 1)) != NULL) {
+        for (Py_ssize_t i = 1; i < nargs; i++)
+            PyTuple_SET_ITEM(rest, i - 1, Py_NewRef(args[i]));
+    }
+    if (rest != NULL) {
+        call_fields f = {NULL, args + nargs, kwnames};
+        result = emit(em, level, self->name, self->bound, args[0], rest, &f, ids);
+    }
+failed:
+    Py_XDECREF(rest);
+    Py_XDECREF(ids);
+    Py_DECREF(em);
+    if (result == NULL)
+        return reported();
+    if (result == Py_None)
+        return result;
+    if (result == Py_NotImplemented) {
+        Py_DECREF(result);
+        goto python;
+    }
+    PyObject *done = PyObject_CallOneArg(path.finish, result);
+    Py_DECREF(result);
+    if (done == NULL)
+        return reported();
+    Py_DECREF(done);
+    Py_RETURN_NONE;
+python:
+    if (level_obj != NULL)
+        return to_python(path.level_call, self, level_obj, args, nargs, kwnames);
+    level_obj = PyLong_FromLong(level);
+    if (level_obj == NULL)
+        return NULL;
+    PyObject *out = to_python(path.level_call, self, level_obj, args, nargs, kwnames);
+    Py_DECREF(level_obj);
+    return out;
+}
+
+#define LEVEL_METHOD(fname, LEVEL)                                                              \
+    static PyObject *Logger_##fname(LoggerObject *self, PyObject *const *args, Py_ssize_t nargs, \
+                                    PyObject *kwnames) {                                        \
+        if (self->level > (LEVEL))                                                              \
+            Py_RETURN_NONE;                                                                     \
+        return log_at(self, (LEVEL), NULL, args, nargs, kwnames);                               \
+    }
+
+/* The level table's numbers (janus_utils/_levels.py; logger.py checks them). */
+LEVEL_METHOD(trace, 5)
+LEVEL_METHOD(debug, 10)
+LEVEL_METHOD(info, 20)
+LEVEL_METHOD(warning, 30)
+LEVEL_METHOD(error, 40)
+LEVEL_METHOD(critical, 50)
+
+static PyObject *Logger_exception(LoggerObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                  PyObject *kwnames) {
+    if (self->level > 40)
+        Py_RETURN_NONE;
+    return to_python(path.exception_call, self, NULL, args, nargs, kwnames);
+}
+
+static PyObject *Logger_log(LoggerObject *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames) {
+    if (nargs >= 1 && PyLong_CheckExact(args[0])) {
+        int overflow;
+        long level = PyLong_AsLongAndOverflow(args[0], &overflow);
+        if (!overflow && level != LONG_MAX && !(level == -1 && PyErr_Occurred())) {
+            if (level < self->level)
+                Py_RETURN_NONE;
+            return log_at(self, level, args[0], args + 1, nargs - 1, kwnames);
+        }
+        PyErr_Clear();
+    }
+    return to_python(path.log_call, self, NULL, args, nargs, kwnames);
+}
+
+static PyObject *Logger_get_level(LoggerObject *self, void *closure) {
+    (void)closure;
+    if (self->level_obj == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_level");
+        return NULL;
+    }
+    return Py_NewRef(self->level_obj);
+}
+
+static int Logger_set_level(LoggerObject *self, PyObject *value, void *closure) {
+    (void)closure;
+    if (value == NULL || !PyLong_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "a logger's level is an int");
+        return -1;
+    }
+    int overflow;
+    long level = PyLong_AsLongAndOverflow(value, &overflow);
+    if (level == -1 && PyErr_Occurred())
+        return -1;
+    /* Beyond a C long: every call from C is below it (or above it), as in Python. */
+    self->level = overflow > 0 ? LONG_MAX : overflow < 0 ? LONG_MIN : level;
+    Py_XSETREF(self->level_obj, Py_NewRef(value));
+    return 0;
+}
+
+static int Logger_traverse(LoggerObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->name);
+    Py_VISIT(self->bound);
+    Py_VISIT(self->level_obj);
+    return 0; /* the Python subclass's type is visited by its own traverse (subtype_traverse) */
+}
+
+static int Logger_clear(LoggerObject *self) {
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->bound);
+    Py_CLEAR(self->level_obj);
+    return 0;
+}
+
+/* Called by the Python subclass's dealloc (subtype_dealloc), which drops
+ * the reference to its heap type itself. */
+static void Logger_dealloc(LoggerObject *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->weakrefs != NULL)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    Logger_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Logger_methods[] = {
+    {"trace", (PyCFunction)(void (*)(void))Logger_trace, METH_FASTCALL | METH_KEYWORDS,
+     "Record at TRACE: printf-style *args, keywords are fields."},
+    {"debug", (PyCFunction)(void (*)(void))Logger_debug, METH_FASTCALL | METH_KEYWORDS,
+     "Record at DEBUG: printf-style *args, keywords are fields."},
+    {"info", (PyCFunction)(void (*)(void))Logger_info, METH_FASTCALL | METH_KEYWORDS,
+     "Record at INFO: printf-style *args, keywords are fields."},
+    {"warning", (PyCFunction)(void (*)(void))Logger_warning, METH_FASTCALL | METH_KEYWORDS,
+     "Record at WARNING: printf-style *args, keywords are fields."},
+    {"warn", (PyCFunction)(void (*)(void))Logger_warning, METH_FASTCALL | METH_KEYWORDS,
+     "Record at WARNING: printf-style *args, keywords are fields."},
+    {"error", (PyCFunction)(void (*)(void))Logger_error, METH_FASTCALL | METH_KEYWORDS,
+     "Record at ERROR: printf-style *args, keywords are fields."},
+    {"critical", (PyCFunction)(void (*)(void))Logger_critical, METH_FASTCALL | METH_KEYWORDS,
+     "Record at CRITICAL: printf-style *args, keywords are fields."},
+    {"exception", (PyCFunction)(void (*)(void))Logger_exception, METH_FASTCALL | METH_KEYWORDS,
+     "Record at ERROR with the traceback of the exception being handled."},
+    {"log", (PyCFunction)(void (*)(void))Logger_log, METH_FASTCALL | METH_KEYWORDS,
+     "Record at *level* (a number or a name); an unknown level is recorded at ERROR."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Logger_members[] = {
+    {"name", T_OBJECT_EX, offsetof(LoggerObject, name), 0, "the logger's name"},
+    {"_bound", T_OBJECT_EX, offsetof(LoggerObject, bound), 0, "the fields bind() added"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef Logger_getset[] = {
+    {"_level", (getter)Logger_get_level, (setter)Logger_set_level, "the lowest level recorded", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject LoggerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "janus_utils._speedups.Logger",
+    .tp_basicsize = sizeof(LoggerObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "janus_utils.logger.Logger's level methods, in C.",
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)Logger_dealloc,
+    .tp_traverse = (traverseproc)Logger_traverse,
+    .tp_clear = (inquiry)Logger_clear,
+    .tp_weaklistoffset = offsetof(LoggerObject, weakrefs),
+    .tp_methods = Logger_methods,
+    .tp_members = Logger_members,
+    .tp_getset = Logger_getset,
+};
+
+static int callable_or_none(PyObject *o, const char *what) {
+    if (o != Py_None && !PyCallable_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be callable or None", what);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_set_python_path(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *fn[5];
+    if (!PyArg_ParseTuple(args, "OOOOO:set_python_path", &fn[0], &fn[1], &fn[2], &fn[3], &fn[4]))
+        return NULL;
+    for (int i = 0; i < 5; i++)
+        if (!PyCallable_Check(fn[i])) {
+            PyErr_SetString(PyExc_TypeError, "set_python_path takes five callables");
+            return NULL;
+        }
+    Py_XSETREF(path.level_call, Py_NewRef(fn[0]));
+    Py_XSETREF(path.exception_call, Py_NewRef(fn[1]));
+    Py_XSETREF(path.log_call, Py_NewRef(fn[2]));
+    Py_XSETREF(path.finish, Py_NewRef(fn[3]));
+    Py_XSETREF(path.report, Py_NewRef(fn[4]));
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_set_emitter(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *emitter, *trace_current, *trace_ids;
+    if (!PyArg_ParseTuple(args, "OOO:set_emitter", &emitter, &trace_current, &trace_ids))
+        return NULL;
+    if (emitter != Py_None && !PyObject_TypeCheck(emitter, &EmitterType)) {
+        PyErr_SetString(PyExc_TypeError, "set_emitter: an Emitter or None");
+        return NULL;
+    }
+    int is_var = PyContextVar_CheckExact(trace_current);
+    if ((!is_var && callable_or_none(trace_current, "trace_current") < 0) ||
+        callable_or_none(trace_ids, "trace_ids") < 0)
+        return NULL;
+    if ((trace_current == Py_None) != (trace_ids == Py_None)) {
+        PyErr_SetString(PyExc_ValueError, "set_emitter: trace_current and trace_ids go together");
+        return NULL;
+    }
+    Py_XSETREF(path.emitter, emitter == Py_None ? NULL : (Emitter *)Py_NewRef(emitter));
+    Py_CLEAR(path.trace_var);
+    Py_CLEAR(path.trace_current);
+    Py_CLEAR(path.trace_ids);
+    if (trace_ids != Py_None) {
+        if (is_var)
+            path.trace_var = Py_NewRef(trace_current);
+        else
+            path.trace_current = Py_NewRef(trace_current);
+        path.trace_ids = Py_NewRef(trace_ids);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_set_python_from(PyObject *module, PyObject *level) {
+    (void)module;
+    if (!PyLong_Check(level)) {
+        PyErr_SetString(PyExc_TypeError, "set_python_from: a level (int)");
+        return NULL;
+    }
+    int overflow;
+    long lv = PyLong_AsLongAndOverflow(level, &overflow);
+    if (lv == -1 && PyErr_Occurred())
+        return NULL;
+    long previous = path.python_from;
+    path.python_from = overflow > 0 ? LONG_MAX : overflow < 0 ? LONG_MIN : lv;
+    return PyLong_FromLong(previous);
+}
 
 /* ------------------------------------------------------------------------ */
 /* the flusher's decoder                                                     */
@@ -979,6 +1568,12 @@ static PyMethodDef module_methods[] = {
      "encode(obj) -> bytes: marshal.dumps(obj, 2), for the plain records this module writes."},
     {"decode_rows", py_decode_rows, METH_VARARGS,
      "decode_rows(raw, count, fallback) -> rows: jr_read's output as _record.decode_row makes rows."},
+    {"set_python_path", py_set_python_path, METH_VARARGS,
+     "set_python_path(level_call, exception_call, log_call, finish, report): logger.py's side of Logger."},
+    {"set_emitter", py_set_emitter, METH_VARARGS,
+     "set_emitter(emitter, trace_current, trace_ids): the setup Logger's level methods log into (None: none)."},
+    {"set_python_from", py_set_python_from, METH_O,
+     "set_python_from(level) -> previous: calls at this level and above take the Python path."},
     {"guard_sqlite_connect", py_guard_sqlite_connect, METH_O,
      "guard_sqlite_connect(guard): call guard(database) before every sqlite3.connect (an audit hook)."},
     {NULL, NULL, 0, NULL},
@@ -991,15 +1586,18 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    if (PyType_Ready(&EmitterType) < 0)
+    if (PyType_Ready(&EmitterType) < 0 || PyType_Ready(&LoggerType) < 0)
         return NULL;
     name_attr = PyUnicode_InternFromString("name");
-    if (name_attr == NULL)
+    trace_id_str = PyUnicode_InternFromString("trace_id");
+    empty_tuple = PyTuple_New(0);
+    if (name_attr == NULL || trace_id_str == NULL || empty_tuple == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Emitter", (PyObject *)&EmitterType) < 0 ||
+        PyModule_AddObjectRef(m, "Logger", (PyObject *)&LoggerType) < 0 ||
         PyModule_AddIntConstant(m, "MAX_RECORD", STACK_BUF) < 0 ||
         PyModule_AddIntConstant(m, "FORMAT", RECORD_FORMAT) < 0) {
         Py_DECREF(m);

@@ -76,16 +76,14 @@ class Janus(Peer):
     def __init__(self, **options: Any) -> None:
         super().__init__()
         self.options = {"ring_size": _sizes.PRODUCER_RING, **options}
-        self._unpatch: Callable[[], None] | None = None
 
     def open(self, directory: Path) -> None:
         import janus_utils as ju
 
         self.path = directory / "janus.db"
         ju.configure(self.path, console=False, level="INFO", **self.options)
-        self._unpatch = _slow_down_janus(_sizes.SLOWDOWN)
         log = ju.get_logger(LOGGER)
-        info, debug = log.info, log.debug
+        info, debug = _slow_down_janus(log.info, _sizes.SLOWDOWN), log.debug
 
         def burst(ids: Sequence[str]) -> None:
             for uid in ids:
@@ -107,44 +105,23 @@ class Janus(Peer):
         import janus_utils as ju
 
         ju.shutdown()
-        if self._unpatch is not None:
-            self._unpatch()
-            self._unpatch = None
 
 
-def _slow_down_janus(extra: int) -> Callable[[], None] | None:
-    """A deliberately slower build for the regression gate: *extra* more encodings per call.
+def _slow_down_janus(info: Callable[..., None], extra: int) -> Callable[..., None]:
+    """A deliberately slower log call for the regression gate: *extra* more encodings per call.
 
-    A log call looks up ``janus_utils.logger._fast`` (the C path) and
-    ``dumps`` (the Python path) as globals on every call, so wrapping them
-    here slows exactly the caller's path, and nothing in janus_utils/ changes.
+    The call itself is janus's (its level methods are C); the wrapper adds
+    a Python frame and the encodings, and nothing in janus_utils/ changes.
     """
     if extra <= 0:
-        return None
-    from janus_utils import logger as jl
+        return info
 
-    dumps, fast = jl.dumps, jl._fast
-
-    def slower_dumps(record: tuple[Any, ...]) -> bytes:
+    def slower_info(msg: str, *args: Any, **fields: Any) -> None:
         for _ in range(extra):
-            marshal.dumps(record, 2)
-        return dumps(record)
+            marshal.dumps((1, 20, LOGGER, msg, args, fields), 2)
+        info(msg, *args, **fields)
 
-    def slower_fast(level: int, name: str, bound: Any, msg: Any, args: Any, fields: Any) -> Any:
-        for _ in range(extra):
-            marshal.dumps((1, level, name, msg, args, fields), 2)
-        return fast(level, name, bound, msg, args, fields)
-
-    jl.dumps = slower_dumps
-    if fast is not None:
-        jl._fast = slower_fast
-
-    def undo() -> None:
-        jl.dumps = dumps
-        if fast is not None and jl._fast is slower_fast:
-            jl._fast = fast
-
-    return undo
+    return slower_info
 
 
 # ---------------------------------------------------------------- stdlib logging

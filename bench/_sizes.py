@@ -38,6 +38,9 @@ SELF_ROUNDS = _int("JANUS_BENCH_SELF_ROUNDS", 40, 3)
 # The prefilter's cost: rounds of CALLS calls with redaction on, and as many off.
 PREFILTER_ROUNDS = _int("JANUS_BENCH_PREFILTER_ROUNDS", 25, 3)
 
+# The tail: seconds of 4 threads logging flat out, every call timed.
+LATENCY_S = float(os.environ.get("JANUS_BENCH_LATENCY_S", "1" if QUICK else "10"))
+
 # End to end: records from 4 threads until committed and searchable.
 E2E_RECORDS = _int("JANUS_BENCH_E2E_RECORDS", 1_000_000, 20_000)
 # One commit per row is ~1,000x slower than a batch: fewer records keep it minutes, not hours.

@@ -66,4 +66,6 @@ def trace_ids_reader() -> TraceIds | None:
         return ids
 
     trace_ids.current = current  # type: ignore[attr-defined]  # falsy: no span, nothing to add
+    # The variable itself, for the C level methods to read without a call.
+    trace_ids.var = var if isinstance(var, contextvars.ContextVar) else None  # type: ignore[attr-defined]
     return trace_ids

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterable
@@ -270,7 +271,14 @@ def _derive_prefilter_tokens(
     words: Iterable[str], pattern_tokens: Iterable[str]
 ) -> tuple[str, ...]:
     """The fewest tokens such that every spelling of every key word matches one."""
-    words = sorted(set(words))
+    return _derive_tokens(frozenset(words), tuple(pattern_tokens))
+
+
+# The default rules are derived by each Redactor (two at import, one per
+# configure()): tens of milliseconds each, the same answer every time.
+@functools.lru_cache(maxsize=16)
+def _derive_tokens(unique_words: frozenset[str], pattern_tokens: tuple[str, ...]) -> tuple[str, ...]:
+    words = sorted(unique_words)
     candidates = set(pattern_tokens)
     candidates.update(
         word + "$" if word in _WORD_END_KEYS else word for word in words if "_" not in word

@@ -515,63 +515,67 @@ def _stack_text(stacklevel: object) -> str:
     return "Stack (most recent call last):\n" + "".join(traceback.format_stack(frame)).rstrip("\n")
 
 
-def _make_level_method(level: int, *, exception: bool = False) -> Any:
-    """One logging method: the level check, then the C encoder (``_fast``).
+def _call(
+    self: Logger, level: int, exception: bool, msg: object, args: tuple[Any, ...], fields: dict[str, Any], fast: Any
+) -> None:
+    """A log call whose level check passed: the C encoder (*fast*) first, else the Python path.
 
     Calls the C encoder does not take (odd arguments, stdlib's exc_info,
     ``exception()``, no C module) are formatted and merged here and encoded
     by ``_Emitter.emit_record``, the same code that finishes what C hands back.
     """
+    try:
+        if fast is not None and not exception:
+            # The common call, in C; NotImplemented: this call is the Python path's.
+            result = fast(level, self.name, self._bound, msg, args, fields)
+            if result is None:
+                return
+            if result is not NotImplemented:
+                _finish(result)
+                return
+        if exception:
+            fields.setdefault("exc_info", True)
+        exc = _split_special(fields) if fields and not _SPECIAL.isdisjoint(fields) else None
+        if args:
+            if type(msg) is str and (len(args) != 1 or type(args[0]) is not dict):
+                try:
+                    message = msg % args
+                except Exception:
+                    message = format_message(msg, args)
+            else:
+                message = format_message(msg, args)
+        elif type(msg) is str:
+            message = msg
+        else:
+            message = safe_str(msg)
+        ctx = _ctx_get()
+        bound = self._bound
+        if _trace_ids is not None:
+            _add_trace_ids(fields, bound, ctx)
+        if ctx or bound:
+            fields = {**ctx, **bound, **fields}
+        em = _emitter
+        if em is None:
+            _last_resort(level, self.name, message, exc)
+            return
+        try:
+            thread = _tls.name
+        except AttributeError:
+            thread = _thread_name()
+        em.emit_record((FORMAT, _time_ns(), level, self.name, message, fields or None, exc, _pid, thread))
+    except Exception as err:  # a logging call must never break the application
+        _report_internal_error(err)
+
+
+def _make_level_method(level: int, *, exception: bool = False) -> Any:
+    """One logging method of the pure-Python Logger: the level check, then ``_call``."""
 
     def method(self: Logger, msg: object, /, *args: Any, **fields: Any) -> None:
         if self._level > level:
             return
-        try:
-            fast = _fast
-            if level >= _source_level:
-                # Where it was logged, looked up here where the level is known,
-                # and handed to either encoder as three more fields.
-                _source.add_caller(fields, fields.get("stacklevel", 1))
-            if fast is not None and not exception:
-                # The common call, in C; NotImplemented: this call is the Python path's.
-                result = fast(level, self.name, self._bound, msg, args, fields)
-                if result is None:
-                    return
-                if result is not NotImplemented:
-                    _finish(result)
-                    return
-            if exception:
-                fields.setdefault("exc_info", True)
-            exc = _split_special(fields) if fields and not _SPECIAL.isdisjoint(fields) else None
-            if args:
-                if type(msg) is str and (len(args) != 1 or type(args[0]) is not dict):
-                    try:
-                        message = msg % args
-                    except Exception:
-                        message = format_message(msg, args)
-                else:
-                    message = format_message(msg, args)
-            elif type(msg) is str:
-                message = msg
-            else:
-                message = safe_str(msg)
-            ctx = _ctx_get()
-            bound = self._bound
-            if _trace_ids is not None:
-                _add_trace_ids(fields, bound, ctx)
-            if ctx or bound:
-                fields = {**ctx, **bound, **fields}
-            em = _emitter
-            if em is None:
-                _last_resort(level, self.name, message, exc)
-                return
-            try:
-                thread = _tls.name
-            except AttributeError:
-                thread = _thread_name()
-            em.emit_record((FORMAT, _time_ns(), level, self.name, message, fields or None, exc, _pid, thread))
-        except Exception as err:  # a logging call must never break the application
-            _report_internal_error(err)
+        if level >= _source_level:
+            _source.add_caller(fields, fields.get("stacklevel", 1))
+        _call(self, level, exception, msg, args, fields, _fast)
 
     method.__name__ = "exception" if exception else level_name(level).lower()
     method.__doc__ = (
@@ -580,6 +584,47 @@ def _make_level_method(level: int, *, exception: bool = False) -> Any:
         else f"Record at {level_name(level)}: printf-style *args, keywords are fields."
     )
     return method
+
+
+def _log_level(fields: dict[str, Any], level: object) -> int:
+    """log()'s *level* as a number; an unknown one is ERROR, named in the field invalid_level."""
+    if type(level) is int:
+        return level
+    try:
+        return parse_level(int(level) if isinstance(level, float) else level)  # type: ignore[arg-type]
+    except (ValueError, TypeError, OverflowError):
+        fields["invalid_level"] = safe_str(level)
+        return ERROR
+
+
+# The Python side of the C level methods (_speedups.Logger): what they hand
+# over, their level checked already.  Calls at the level given to
+# _speedups.set_python_from() and above come here whole, the caller's frame
+# right above (sys._getframe(1) here: the C method adds no frame).
+
+
+def _python_call(self: Logger, level: int, msg: object, /, *args: Any, **fields: Any) -> None:
+    fast = None  # below set_python_from's level: C handed the call back
+    if level >= _source_level:
+        # Where it was logged (configure(source_location=...)), then the C
+        # encoder takes the three fields like any others.
+        _source.add_caller(fields, fields.get("stacklevel", 1))
+        fast = _fast
+    _call(self, level, False, msg, args, fields, fast)
+
+
+def _python_exception(self: Logger, msg: object, /, *args: Any, **fields: Any) -> None:
+    if ERROR >= _source_level:
+        _source.add_caller(fields, fields.get("stacklevel", 1))
+    _call(self, ERROR, True, msg, args, fields, None)
+
+
+def _python_log(self: Logger, level: object, msg: object, /, *args: Any, **fields: Any) -> None:
+    lv = _log_level(fields, level)
+    if lv >= self._level:
+        if lv >= _source_level:
+            _source.add_caller(fields, fields.get("stacklevel", 1))
+        _call(self, lv, False, msg, args, fields, _fast)
 
 
 _SPECIAL = frozenset(("exc_info", "stack_info", "stacklevel"))
@@ -627,10 +672,56 @@ def _report_internal_error(err: BaseException) -> None:
 # the public logger
 
 
-class Logger:
-    """A named logger; ``bind()`` gives one that adds fields to every record."""
+class _PyLevels:
+    """The level methods in Python, for a build without ``_speedups`` or with it switched off.
+
+    ``_speedups.Logger`` has the same methods in C.
+    """
 
     __slots__ = ("name", "_level", "_bound", "__weakref__")
+
+    name: str
+    _level: int
+    _bound: dict[str, Any]
+
+    trace = _make_level_method(TRACE)
+    debug = _make_level_method(DEBUG)
+    info = _make_level_method(INFO)
+    warning = _make_level_method(WARNING)
+    warn = warning
+    error = _make_level_method(ERROR)
+    critical = _make_level_method(CRITICAL)
+    exception = _make_level_method(ERROR, exception=True)
+
+    def log(self, level: int | str, msg: object, /, *args: Any, **fields: Any) -> None:
+        """Record at *level* (a number or a name); an unknown level is recorded at ERROR."""
+        lv = _log_level(fields, level)
+        if lv >= self._level:
+            _call(self, lv, False, msg, args, fields, _fast)
+
+
+def _levels_base() -> type:
+    """_speedups.Logger when the C module is in use at import, else _PyLevels.
+
+    JANUS_UTILS_NO_SPEEDUPS=1 set after import still turns the C encoder off at
+    configure(): the C level methods then hand every call to the Python path.
+    """
+    # The C methods hold the level table's numbers as constants.
+    same_levels = (TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL) == (5, 10, 20, 30, 40, 50)
+    if native_enabled() and hasattr(speedups, "Logger") and same_levels:
+        speedups.set_python_path(_python_call, _python_exception, _python_log, _finish, _report_internal_error)
+        return speedups.Logger  # type: ignore[no-any-return]
+    return _PyLevels
+
+
+class Logger(_levels_base()):  # type: ignore[misc]
+    """A named logger; ``bind()`` gives one that adds fields to every record.
+
+    Its level methods (``debug`` ... ``critical``, ``exception``, ``log``) take
+    a printf-style template, its arguments, and fields as keywords.
+    """
+
+    __slots__ = ()
 
     def __init__(self, name: str, level: int, bound: dict[str, Any] | None = None) -> None:
         self.name = name
@@ -653,31 +744,6 @@ class Logger:
     def bind(self, **fields: Any) -> Logger:
         """A logger with the same name that adds *fields* to every record."""
         return Logger(self.name, self._level, {**self._bound, **fields})
-
-    trace = _make_level_method(TRACE)
-    debug = _make_level_method(DEBUG)
-    info = _make_level_method(INFO)
-    warning = _make_level_method(WARNING)
-    warn = warning
-    error = _make_level_method(ERROR)
-    critical = _make_level_method(CRITICAL)
-    exception = _make_level_method(ERROR, exception=True)
-
-    def log(self, level: int | str, msg: object, /, *args: Any, **fields: Any) -> None:
-        """Record at *level* (a number or a name); an unknown level is recorded at ERROR."""
-        if type(level) is int:
-            lv = level
-        else:
-            try:
-                lv = parse_level(int(level) if isinstance(level, float) else level)
-            except (ValueError, TypeError, OverflowError):
-                fields["invalid_level"] = safe_str(level)
-                lv = ERROR
-        if lv >= self._level:
-            (_LOG_METHODS.get(lv) or _make_level_method(lv))(self, msg, *args, **fields)
-
-
-_LOG_METHODS = {lv: getattr(Logger, level_name(lv).lower()) for lv in (TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL)}
 
 
 _all_loggers: weakref.WeakSet[Logger] = weakref.WeakSet()
@@ -916,6 +982,7 @@ def _install(cfg: Config) -> None:
             if _trace_ids is None
             else _traced(emitter.native.push, _trace_ids.current)  # type: ignore[attr-defined]
         )
+    _set_c_path(emitter)
     _set_stdlib_capture(cfg.capture_stdlib, cfg.level)
     if cfg.alerts:
         from .alerts import AlertEngine
@@ -926,6 +993,21 @@ def _install(cfg: Config) -> None:
         from .ship import Shipper
 
         _shippers = [Shipper(cfg.db_path, exporter).start() for exporter in cfg.ship]
+
+
+def _set_c_path(emitter: _Emitter | None) -> None:
+    """Point the C level methods at *emitter*'s encoder (None: every call is the Python path's)."""
+    if speedups is None or not hasattr(speedups, "set_emitter"):
+        return
+    native = emitter.native if emitter is not None else None
+    # Records that carry their source location need the caller's frame: Python's.
+    speedups.set_python_from(min(_source_level, sys.maxsize))
+    if native is None or _trace_ids is None:
+        speedups.set_emitter(native, None, None)
+    else:
+        # OpenTelemetry's context variable itself where it has one: C reads it directly.
+        current = getattr(_trace_ids, "var", None) or _trace_ids.current  # type: ignore[attr-defined]
+        speedups.set_emitter(native, current, _trace_ids)
 
 
 def _announce(emitter: _Emitter) -> None:
@@ -1100,6 +1182,7 @@ def shutdown(timeout: float | None = 10.0) -> None:
             engine.stop(_remaining(deadline))
         if _emitter is not None and _emitter.native is not None:
             _emitter.native.closed = True  # a call in C hands its record back
+        _set_c_path(None)
         _fast = None
         _emitter = None
         _flusher = None

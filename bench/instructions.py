@@ -1,0 +1,84 @@
+"""Instructions per log call, counted by callgrind: a figure a busy machine does not move.
+
+Usage::
+
+    python -m bench.instructions                 # 5,000 reference calls, OpenTelemetry blocked
+    python -m bench.instructions --otel          # with opentelemetry importable (no span active)
+    python -m bench.instructions --calls 20000
+    python -m bench.instructions --no-redact     # the same with redact=False: the prefilter's share
+
+Runs a probe twice under ``valgrind --tool=callgrind --separate-threads=yes``:
+import janus_utils, configure a database in a temporary directory (flusher
+idle: commit_interval 3600 s), then N enabled reference calls
+(``log.info("user %s logged in", i, user_id=i, ip=..., agent_id=...)``), and
+the same with 0 calls.  Per call: the difference of the main thread's
+instruction counts over N (the flusher thread is counted apart, so its
+wake-ups do not blur the figure).  Also printed: the main thread's
+instructions for import + configure (the 0-call run).  Python writes no
+bytecode cache here (PYTHONDONTWRITEBYTECODE may be set), so that figure
+includes compiling janus_utils's modules; it is comparable between commits
+run the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PROBE = """
+import os, sys, tempfile
+if sys.argv[2] == "no-otel":
+    sys.modules["opentelemetry"] = None  # find_spec() then says: not installed
+import janus_utils as ju
+calls = int(sys.argv[1])
+ju.configure(os.path.join(tempfile.mkdtemp(), "probe.db"), console=False, level="INFO", commit_interval=3600,
+             redact=sys.argv[3] == "redact")
+info = ju.get_logger("svc.auth").info
+def run(n):
+    for i in range(n):
+        info("user %s logged in", i, user_id=i, ip="10.0.0.1", agent_id="planner-7")
+run(calls)
+os._exit(0)  # no shutdown: it would commit, in the main thread, only in the N-call run
+"""
+
+
+def _main_thread_instructions(calls: int, otel: bool, redact: bool, workdir: Path) -> int:
+    out = workdir / f"callgrind.{calls}.out"
+    subprocess.run(
+        [
+            "valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
+            sys.executable, "-c", PROBE, str(calls), "otel" if otel else "no-otel",
+            "redact" if redact else "no-redact",
+        ],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    main = Path(f"{out}-01")
+    for line in main.read_text().splitlines():
+        if line.startswith("summary:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no summary line in {main}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--otel", action="store_true", help="leave opentelemetry importable")
+    parser.add_argument("--no-redact", action="store_true", help="configure(redact=False): no prefilter")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = _main_thread_instructions(0, args.otel, not args.no_redact, Path(tmp))
+        loaded = _main_thread_instructions(args.calls, args.otel, not args.no_redact, Path(tmp))
+    per_call = (loaded - base) / args.calls
+    otel = "importable" if args.otel else "blocked"
+    redact = "off" if args.no_redact else "on"
+    print(f"import + configure: {base:,} instructions (main thread; OpenTelemetry {otel}, redaction {redact})")
+    print(f"per enabled reference call: {per_call:,.0f} instructions (over {args.calls:,} calls)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
