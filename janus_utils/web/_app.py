@@ -85,6 +85,10 @@ HISTOGRAM_BUCKETS = 60
 # records of the database (whatever the filters): counting a 10,000,000-row
 # selection takes seconds, this tens of milliseconds.
 HISTOGRAM_RECENT_ROWS = 50_000
+# The per-minute counts answer the whole selection only over a span this short:
+# they hold a row per minute, level and logger, and weeks of them (a 10,000,000
+# row database over a week: 680,000) take longer to add up than the newest rows.
+HISTOGRAM_ROLLUP_SPAN_NS = 6 * 3600 * 1_000_000_000
 _FILTER_PARAMS = {
     "level": "level",
     "logger": "logger",
@@ -299,7 +303,9 @@ class _Console:
             whole = None
             if "since" not in filters and not narrow and store.counts_indexed(query, **filters):
                 whole = _span(store, query, filters)
-                if whole is not None and _bucket(*whole) < 60_000_000_000:
+                if whole is not None and (
+                    _bucket(*whole) < 60_000_000_000 or whole[1] - whole[0] > HISTOGRAM_ROLLUP_SPAN_NS
+                ):
                     whole = None
             if "since" not in filters and not narrow and whole is None:
                 newest = store.newest_id()
