@@ -15,6 +15,7 @@ kept in ``Worker.stderr``.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import queue
@@ -115,6 +116,27 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def stored(db: str | Path, name: str) -> "collections.Counter[int]":
+    """How many times each NAME-i record is in the database."""
+    import apsw
+
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        rows = conn.execute("SELECT message FROM logs WHERE message LIKE ?", (name + "-%",)).fetchall()
+    finally:
+        conn.close()
+    return collections.Counter(int(m.rsplit("-", 1)[1]) for (m,) in rows if m.rsplit("-", 1)[0] == name)
+
+
+def assert_exactly_once(db: str | Path, name: str, count: int) -> None:
+    """NAME-0 .. NAME-(count-1) each stored once: none lost, none twice."""
+    got = stored(db, name)
+    duplicated = sum(n - 1 for n in got.values() if n > 1)
+    lost = count - len(set(got) & set(range(count)))
+    assert (0, 0) == (lost, duplicated), f"{name}: {lost} lost, {duplicated} duplicated"
+    assert set(range(count)) == set(got)
 
 
 if __name__ == "__main__":

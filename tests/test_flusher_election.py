@@ -3,7 +3,6 @@ flushers, producers that died mid-push.  Real processes, real signals, unique to
 
 from __future__ import annotations
 
-import collections
 import os
 import random
 import signal
@@ -15,7 +14,7 @@ import pytest
 
 import janus_utils as ju
 from janus_utils import logger as jlog
-from logging_worker import Worker
+from logging_worker import Worker, assert_exactly_once
 
 pytestmark = pytest.mark.slow
 
@@ -24,23 +23,6 @@ pytestmark = pytest.mark.slow
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "app.db"
 
-
-def stored(db: Path, name: str) -> collections.Counter[int]:
-    """How many times each NAME-i record is in the database."""
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        rows = conn.execute("SELECT message FROM logs WHERE message LIKE ?", (name + "-%",)).fetchall()
-    finally:
-        conn.close()
-    return collections.Counter(int(m.rsplit("-", 1)[1]) for (m,) in rows if m.rsplit("-", 1)[0] == name)
-
-
-def assert_exactly_once(db: Path, name: str, count: int) -> None:
-    got = stored(db, name)
-    duplicated = sum(n - 1 for n in got.values() if n > 1)
-    lost = count - len(set(got) & set(range(count)))
-    assert (0, 0) == (lost, duplicated), f"{name}: {lost} lost, {duplicated} duplicated"
-    assert set(range(count)) == set(got)
 
 
 def integrity(db: Path) -> str:

@@ -3,7 +3,6 @@ stopped, commits leftovers, runs retention and shipping, and never outlives its 
 
 from __future__ import annotations
 
-import collections
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import janus_utils as ju
 from janus_utils import logger as jlog
 from janus_utils._flusher_process import flusher_pid
 from janus_utils.error_handling.utils.errors import ConfigError
-from logging_worker import Worker
+from logging_worker import Worker, assert_exactly_once, stored
 
 pytestmark = pytest.mark.slow
 
@@ -28,22 +27,6 @@ pytestmark = pytest.mark.slow
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "app.db"
 
-
-def stored(db: Path, name: str) -> collections.Counter[int]:
-    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        rows = conn.execute("SELECT message FROM logs WHERE message LIKE ?", (name + "-%",)).fetchall()
-    finally:
-        conn.close()
-    return collections.Counter(int(m.rsplit("-", 1)[1]) for (m,) in rows if m.rsplit("-", 1)[0] == name)
-
-
-def assert_exactly_once(db: Path, name: str, count: int) -> None:
-    got = stored(db, name)
-    duplicated = sum(n - 1 for n in got.values() if n > 1)
-    lost = count - len(set(got) & set(range(count)))
-    assert (0, 0) == (lost, duplicated), f"{name}: {lost} lost, {duplicated} duplicated"
-    assert set(range(count)) == set(got)
 
 
 def alive(pid: int) -> bool:
