@@ -6,8 +6,9 @@ over OTLP carries them under the names collectors already know, and no
 column, migration or ring format change is needed: a record without a
 location costs nothing.  Looking up the caller's frame is the cost, so it is
 done only for records at or above ``configure(source_location=...)``
-(WARNING by default), in the Python level method where the level is already
-known; the three fields then go to the C encoder like any other.
+(WARNING by default): the C level methods hand those calls to Python
+(``_speedups.set_python_from``), which adds the three fields and passes the
+call on to the C encoder like any other.
 """
 
 from __future__ import annotations
