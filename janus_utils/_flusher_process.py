@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import fcntl
 import io
+import json
 import os
 import pickle
 import select
@@ -55,7 +56,7 @@ from .file_handler import FileLock, open_private
 if TYPE_CHECKING:
     from .logger import Config
 
-__all__ = ["RemoteFlusher", "add_parser", "flusher_pid", "serve"]
+__all__ = ["RemoteFlusher", "add_parser", "flusher_pid", "read_status", "serve"]
 
 _USERS_EVERY = 0.2  # seconds between the flusher process's looks at the users lock
 _LINGER = 1.0  # seconds without users before a flusher process exits
@@ -81,6 +82,57 @@ def _lock_is_free(path: str) -> bool:
     finally:
         os.close(fd)  # closing the only descriptor drops the lock
     return True
+
+
+def status_path(db_path: str) -> str:
+    return db_path + "-flusher.status"
+
+
+# What the flusher process tells the application's stats(): the counters of
+# its Flusher, which the application's own (it commits nothing) lack.
+_STATUS_COUNTERS = ("committed", "batches", "retries", "errors", "unstorable")
+
+
+def write_status(flusher: Flusher, path: str, last: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
+    """Write *flusher*'s counters and error state to *path* if they changed since *last*.
+
+    One small JSON file (0600), replaced whole by a rename so that a reader
+    never sees half of it.  Returns what was written, for the next call.
+    """
+    state = (
+        *(getattr(flusher, name) for name in _STATUS_COUNTERS),
+        flusher.pruner.held_back if flusher.pruner is not None else 0,
+        flusher.last_error,
+        flusher.last_error_at,
+        tuple(flusher.recent_errors),
+    )
+    if state == last:
+        return state
+    data = dict(zip((*_STATUS_COUNTERS, "retention_held"), state))
+    data.update(pid=os.getpid(), last_error=state[-3], last_error_at=state[-2], recent_errors=list(state[-1]))
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    except Exception:  # OSError, or a path open_private refuses (a symlink)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return last or ()  # a full disk: tried again at the next look
+    return state
+
+
+def read_status(db_path: str) -> dict[str, Any] | None:
+    """What the running flusher process of *db_path* last wrote, or None (none runs, or not yet)."""
+    try:
+        with open(status_path(db_path)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("pid") != flusher_pid(db_path):
+        return None  # written by a flusher process that has exited
+    return data
 
 
 def flusher_pid(db_path: str) -> int | None:
@@ -356,7 +408,29 @@ class RemoteFlusher(Flusher):
         super().after_fork_child()
 
     def process_stats(self) -> dict[str, Any]:
-        return {"flusher": "process", "flusher_pid": flusher_pid(self.cfg.db_path), "flusher_spawns": self.spawns}
+        """The flusher process's figures, in the keys stats() gives them with a flusher thread.
+
+        Its commits, retries and write errors are the database's; this
+        process's own problems (a flusher process that would not start) are
+        added to its errors, and the newer of the two is ``last_error``.
+        """
+        out: dict[str, Any] = {"flusher": "process", "flusher_pid": flusher_pid(self.cfg.db_path), "flusher_spawns": self.spawns}
+        status = read_status(self.cfg.db_path)
+        if status is None:
+            return out
+        with contextlib.suppress(TypeError, ValueError):
+            out["committed"] = int(status["committed"])
+            out["batches"] = int(status["batches"])
+            out["unstorable"] = int(status["unstorable"])
+            out["retention_held"] = int(status["retention_held"])
+            out["retries"] = self.retries + int(status["retries"])
+            out["errors"] = self.errors + int(status["errors"])
+            theirs = [(float(t), str(m)) for t, m in status["recent_errors"]]
+            out["recent_errors"] = sorted([*self.recent_errors, *theirs])[-(self.recent_errors.maxlen or 10) :]
+            if status["last_error_at"] is not None and (self.last_error_at is None or status["last_error_at"] >= self.last_error_at):
+                out["last_error"] = status["last_error"]
+                out["last_error_at"] = status["last_error_at"]
+        return out
 
 
 # -- the flusher process's side ------------------------------------------------
@@ -410,8 +484,12 @@ def serve(cfg: Config, *, daemon: bool = False, linger: float = _LINGER, answer:
     ring_file = _file_id(flusher.ring_path)
     idle_since: float | None = None
     standby_since: float | None = None
+    status = status_path(cfg.db_path)
+    written: tuple[Any, ...] | None = None
     try:
         while not stop.wait(_USERS_EVERY):
+            if flusher.leader:
+                written = write_status(flusher, status, written)
             if _file_id(flusher.ring_path) != ring_file:
                 # The ring was deleted or replaced (its database with it): the
                 # processes of the database at the path use another one now.

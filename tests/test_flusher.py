@@ -27,6 +27,7 @@ from janus_utils import _flusher as jflusher
 from janus_utils import _ring
 from janus_utils import logger as jlog
 from janus_utils._record import decode_row
+from logging_worker import Holder
 
 MiB = 1 << 20
 
@@ -54,38 +55,6 @@ def run_python(code: str, *args: str, timeout: float = 120) -> subprocess.Comple
         [sys.executable, "-c", textwrap.dedent(code), *args],
         capture_output=True, text=True, timeout=timeout,
     )
-
-
-# A second program holding the database: "exclusive" holds BEGIN EXCLUSIVE
-# until a line arrives on stdin, then commits and exits.
-HOLDER = """
-import sys, apsw
-db = apsw.Connection(sys.argv[1])
-db.execute("BEGIN EXCLUSIVE")
-print("held", flush=True)
-sys.stdin.readline()
-db.execute("COMMIT")
-db.close()
-"""
-
-
-class Holder:
-    """Another process that holds an exclusive transaction on a database until released."""
-
-    def __init__(self, db_path: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(db_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )
-        assert self.proc.stdout is not None
-        assert "held" == self.proc.stdout.readline().strip()
-
-    def release(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write("\n")
-            self.proc.stdin.flush()
-            assert 0 == self.proc.wait(30)
 
 
 @pytest.fixture

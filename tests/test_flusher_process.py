@@ -3,6 +3,7 @@ stopped, commits leftovers, runs retention and shipping, and never outlives its 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import janus_utils as ju
 from janus_utils import logger as jlog
 from janus_utils._flusher_process import flusher_pid
 from janus_utils.error_handling.utils.errors import ConfigError
-from logging_worker import Worker, assert_exactly_once, stored
+from logging_worker import Holder, Worker, assert_exactly_once, stored
 
 pytestmark = pytest.mark.slow
 
@@ -111,6 +112,52 @@ class TestConfig:
             s = ju.stats()
             assert ("process", False) == (s["flusher"], s["leader"])
             assert s["flusher_pid"] not in (None, os.getpid())
+        finally:
+            ju.shutdown()
+
+
+class TestStats:
+    def test_stats_show_the_flusher_process_retries_errors_and_commits(self, db_path: Path) -> None:
+        """A database another program holds: the flusher process's retries and error reach stats()."""
+        ju.configure(db_path, flusher="process", console=False)
+        try:
+            holder = Holder(db_path)
+            try:
+                for i in range(1000):
+                    ju.get_logger("held").info("held-%d", i)
+
+                def blocked() -> bool:
+                    s = ju.stats()
+                    return s["retries"] >= 1 and s["last_error"] is not None
+                wait_until(blocked, 60, "the flusher process's retries never reached stats()")
+                during = ju.stats()
+            finally:
+                holder.release()
+            assert ju.flush(timeout=60)
+            wait_until(lambda: ju.stats()["committed"] >= 1000, 10, "the flusher process's commits never reached stats()")
+            after = ju.stats()
+        finally:
+            ju.shutdown()
+        assert "locked" in during["last_error"] or "busy" in during["last_error"], during["last_error"]
+        assert during["errors"] >= 1 and during["recent_errors"]
+        assert during["flusher_pid"] != os.getpid()
+        # The commit that followed cleared the problem; the history stays.
+        assert after["last_error"] is None and after["errors"] >= during["errors"]
+        assert after["retries"] >= during["retries"] and after["batches"] >= 1
+        assert max(stored(db_path, "held").values()) == 1 and len(stored(db_path, "held")) == 1000
+
+    def test_a_status_file_left_by_an_exited_flusher_process_is_not_read(self, db_path: Path) -> None:
+        ju.configure(db_path, flusher="process", console=False)
+        try:
+            ju.get_logger("s").info("one")
+            assert ju.flush(timeout=60)
+            status = Path(str(db_path) + "-flusher.status")
+            wait_until(status.exists, 10, "the flusher process wrote no status")
+            assert oct(status.stat().st_mode & 0o777) == oct(0o600)
+            data = json.loads(status.read_text())
+            assert data["pid"] == ju.stats()["flusher_pid"] and data["committed"] >= 1
+            status.write_text(json.dumps({**data, "pid": 1, "committed": 10**9}))
+            assert ju.stats()["committed"] != 10**9  # not this flusher process's
         finally:
             ju.shutdown()
 
