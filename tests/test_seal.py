@@ -181,6 +181,47 @@ class TestIntact:
         finally:
             db.close()
 
+    @pytest.mark.parametrize("fold", ["on", "off"])
+    def test_row_crcs_equal_zlib_at_every_length(self, tmp_path: Path, fold: str) -> None:
+        """The C row CRCs (folded with carry-less multiplication, or not) equal zlib.crc32 at lengths 0..400."""
+        if seal._native_rows is None or seal._extension_path() is None:
+            pytest.skip("janus_utils._sealrows was not built")
+        # A fresh interpreter: the CPU check is made once per process.
+        script = textwrap.dedent(
+            """
+            import json, random, struct, sys, zlib
+            import apsw
+            from janus_utils import seal
+            from janus_utils._flusher import _INSERT, open_database
+
+            rnd = random.Random(14)
+            rows = []
+            for n in range(401):
+                # ASCII and not, so that row lengths cross every 16-byte boundary
+                text = "".join(rnd.choice("ab\\u00e9\\u2603\\x00z") if n % 3 else rnd.choice("xyz") for _ in range(n))
+                rows.append((n, 20, "l", text, None, None, None, None, None, 1, "t", None, None, None, None))
+            content = [seal.encode_rows([(1, *row)])[0][9:] for row in rows]
+            expected = [zlib.crc32(c) for c in content]
+            data, crcs = seal._native_rows.encode_rows(rows, 1, seal._KINDS)
+            assert list(struct.unpack(f">{len(rows)}I", crcs)) == expected
+            db = open_database(sys.argv[1])
+            with db:
+                db.executemany(_INSERT, rows)
+            stored = seal._RowReader(db).rows_between(1, len(rows))
+            assert list(stored[1]) == expected
+            db.close()
+            print(len({len(c) for c in content}))
+            """
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        if fold == "off":
+            env["JANUS_SEAL_NO_CRC_FOLD"] = "1"
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "c.db")], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert int(done.stdout) > 300  # that many distinct row lengths were compared
+
     def test_wrong_verification_key_is_a_finding(self, copy: tuple[Path, str]) -> None:
         """Another key did not start this chain."""
         path, _ = copy
