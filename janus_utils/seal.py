@@ -50,6 +50,7 @@ from .error_handling.utils.errors import ConfigError, SealError
 __all__ = [
     "ROW_COLUMNS",
     "SEAL_TABLE",
+    "Encoded",
     "Finding",
     "Report",
     "Sealer",
@@ -159,6 +160,12 @@ def _make_entry(private: Any, **fields: Any) -> Entry:
     return dataclasses.replace(draft, hash=hashlib.sha256(message).digest(), sig=private.sign(message))
 
 
+def _entry_row(entry: Entry) -> tuple[Any, ...]:
+    """*entry* as the values of _INSERT_ENTRY (dataclasses.astuple deep-copies each field)."""
+    e = entry
+    return (e.seq, e.kind, e.key_no, e.first_id, e.last_id, e.n_rows, e.sealed_ns, e.digest, e.crcs, e.prev, e.hash, e.sig)
+
+
 def _entries(db: apsw.Connection, sql_tail: str = "ORDER BY seq", params: tuple[Any, ...] = ()) -> list[Entry]:
     rows = db.execute(f'SELECT {_ENTRY_COLUMNS} FROM "{SEAL_TABLE}" {sql_tail}', params).fetchall()
     return [Entry(*row) for row in rows]
@@ -246,7 +253,10 @@ class _RowReader:
 
     def rows_after(self, after_id: int) -> tuple[bytes | memoryview, list[int], int, int]:
         """(bytes, crcs, first id, last id) of the rows with id > *after_id*."""
-        first, last = self.db.execute(f'SELECT min(id), max(id) FROM "{TABLE}" WHERE id > ?', (after_id,)).fetchall()[0]
+        first, last = self.db.execute(
+            f'SELECT (SELECT min(id) FROM "{TABLE}" WHERE id > ?1), (SELECT max(id) FROM "{TABLE}" WHERE id > ?1)',
+            (after_id,),
+        ).fetchall()[0]
         if first is None:
             return b"", [], 0, 0
         data, crcs = self.rows_between(first, last)
@@ -412,6 +422,16 @@ def head_path(db_path: str) -> str:
     return db_path + "-seal.head"
 
 
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """What Sealer.encode made of a batch's rows before their insert."""
+
+    rows: list[tuple[Any, ...]]  # the very list: seal uses the rest only for it
+    first_id: int
+    digest: bytes  # SHA-256 of the rows' bytes
+    crcs: bytes
+
+
 class Sealer:
     """Seals each batch the flusher commits (configure(seal_key_file=...))."""
 
@@ -423,6 +443,10 @@ class Sealer:
         self.sealed_batches = 0
         self._slot: int | None = None  # the head slot the next publish writes
         self.failures = 0
+        # The newest entry this sealer wrote, so that a seal need not read it
+        # back (its crcs make it three pages): trusted only while the table's
+        # newest entry is still it (see _newest).
+        self._head: Entry | None = None
 
     def _reader(self, db: apsw.Connection) -> _RowReader:
         reader = self._readers.get(id(db))
@@ -431,12 +455,19 @@ class Sealer:
             reader = self._readers[id(db)]
         return reader
 
-    def seal(self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None = None) -> Entry | None:
+    def seal(
+        self,
+        db: apsw.Connection,
+        after_id: int,
+        rows: list[tuple[Any, ...]] | None = None,
+        encoded: Encoded | None = None,
+    ) -> Entry | None:
         """Inside the batch's transaction: seal the rows with id > *after_id*.
 
         *rows*, when given, are the tuples just inserted (COLUMNS order): their
         bytes are then encoded from them, not read back, if every value is
         one SQLite stores as given; otherwise the stored rows are read.
+        *encoded*: ``encode(rows, after_id + 1)``, made before the insert.
 
         A seal that cannot be made (a key file out of step with this
         database's chain, a key file that cannot be saved) leaves the batch
@@ -447,7 +478,7 @@ class Sealer:
             # No savepoint (one cost a quarter of the commit here): _seal
             # reads, evolves and signs first, and writes its one or two
             # entries last, so a failure leaves no half entry.
-            return self._seal(db, after_id, rows)
+            return self._seal(db, after_id, rows, encoded)
         except (apsw.BusyError, apsw.LockedError, apsw.IOError, apsw.FullError):
             raise
         except Exception as err:
@@ -455,11 +486,13 @@ class Sealer:
             self.report(f"batch committed unsealed: {type(err).__name__}: {err}")
             return None
 
-    def _seal(self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None) -> Entry | None:
+    def _seal(
+        self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None, encoded: Encoded | None
+    ) -> Entry | None:
         key = self.key
         now = time.time_ns()
         writes: list[Entry] = []  # inserted at the end, once nothing can fail but the database
-        head = (_entries(db, "ORDER BY seq DESC LIMIT 1") or [None])[0]
+        head = self._newest(db)
         if head is None:
             if key.key_no != 0:
                 raise SealError(
@@ -485,34 +518,77 @@ class Sealer:
                 f"the seal key {key.path!r} (period {key.key_no}) is older than the chain in "
                 f"{self.db_path} (period {head.key_no}): was it restored from a backup?"
             )
-        data, crc_bytes, first, last = self._rows(db, after_id, rows)
+        digest, crc_bytes, first, last = self._rows(db, after_id, rows, encoded)
         if now - key.started_ns >= key.period_ns:
             head = key.evolve(head, now)  # saved to the key file now: before the commit
             writes.append(head)
         if crc_bytes:
             head = _make_entry(
                 key.private, seq=head.seq + 1, kind="batch", key_no=key.key_no, first_id=first, last_id=last,
-                n_rows=len(crc_bytes) // 4, sealed_ns=now, digest=hashlib.sha256(data).digest(),
+                n_rows=len(crc_bytes) // 4, sealed_ns=now, digest=digest,
                 crcs=crc_bytes, prev=head.hash,
             )
             writes.append(head)
             self.sealed_batches += 1
-        db.executemany(_INSERT_ENTRY, [dataclasses.astuple(e) for e in writes])
+        db.executemany(_INSERT_ENTRY, [_entry_row(e) for e in writes])
+        self._head = head
         return head if writes else None
 
+    def _newest(self, db: apsw.Connection) -> Entry | None:
+        """The chain's newest entry: the one this sealer wrote last if the table still ends with it.
+
+        A commit rolled back after its seal, another flusher's commits, or
+        another file at the path all show as a different newest (seq,
+        sealed_ns), read from the rowid's b-tree page alone; the entry is
+        then read from the table.
+        """
+        cached = self._head
+        if cached is not None:
+            found = db.execute(f'SELECT seq, sealed_ns FROM "{SEAL_TABLE}" ORDER BY seq DESC LIMIT 1').fetchall()
+            if found and found[0] == (cached.seq, cached.sealed_ns):
+                return cached
+            self._head = None
+        return (_entries(db, "ORDER BY seq DESC LIMIT 1") or [None])[0]
+
+    def encode(self, rows: list[tuple[Any, ...]], first_id: int) -> Encoded | None:
+        """Before the insert: the SHA-256 and CRCs of *rows* as ids *first_id*, ... will store them.
+
+        The flusher calls it just before inserting *rows*, while their objects
+        are still in the CPU's caches (after the insert and the FTS fill they
+        are not: the same walk costs twice as much), and hands the result to
+        ``seal``, which uses it only if the rows did get those ids.  None if
+        the rows cannot be encoded from the tuples; ``seal`` then reads them.
+        """
+        if not rows or _native_rows is None:
+            return None
+        try:
+            found = _native_rows.encode_rows(rows, first_id, _KINDS)
+        except Exception:  # not the tuples encode_rows expects: seal reads the stored rows
+            return None
+        if found is None:
+            return None
+        return Encoded(rows, first_id, hashlib.sha256(found[0]).digest(), found[1])
+
     def _rows(
-        self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None
-    ) -> tuple[bytes | memoryview, bytes, int, int]:
-        """(the rows' bytes, their CRCs, first id, last id) of the rows with id > *after_id*."""
+        self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None, encoded: Encoded | None
+    ) -> tuple[bytes, bytes, int, int]:
+        """(the SHA-256 of the rows' bytes, their CRCs, first id, last id) of the rows with id > *after_id*."""
         if rows and _native_rows is not None:
-            first, last = db.execute(f'SELECT min(id), max(id) FROM "{TABLE}" WHERE id > ?', (after_id,)).fetchall()[0]
-            # Ids are given in insert order; contiguous unless something else wrote.
-            if first is not None and last - first + 1 == len(rows):
+            # The rows were given ids above the newest one before them, in
+            # insert order: they hold after_id + 1 .. after_id + len(rows)
+            # exactly when that is the newest id now (a row above after_id
+            # from before would have pushed theirs higher).  max(id) reads one
+            # b-tree path; min(id), max(id) over a range reads the range.
+            last = db.execute(f'SELECT max(id) FROM "{TABLE}"').fetchall()[0][0]
+            first = after_id + 1
+            if last == after_id + len(rows):
+                if encoded is not None and encoded.rows is rows and encoded.first_id == first:
+                    return encoded.digest, encoded.crcs, first, last
                 found = _native_rows.encode_rows(rows, first, _KINDS)
                 if found is not None:
-                    return found[0], found[1], first, last
+                    return hashlib.sha256(found[0]).digest(), found[1], first, last
         data, crcs, first, last = self._reader(db).rows_after(after_id)
-        return data, struct.pack(f">{len(crcs)}I", *crcs), first, last
+        return hashlib.sha256(data).digest(), struct.pack(f">{len(crcs)}I", *crcs), first, last
 
     def publish(self, entry: Entry | None) -> None:
         """After the commit: export the newest entry beside the database (tail truncation is caught by it).
@@ -546,8 +622,7 @@ _HEAD_SLOT = 1024
 
 
 def _head_slot(entry: Entry) -> bytes:
-    data = entry.to_json()
-    data["crcs"] = ""
+    data = dataclasses.replace(entry, crcs=b"").to_json()  # the crcs stand in by their SHA-256
     data["crcs_sha256"] = hashlib.sha256(entry.crcs).hexdigest()
     text = json.dumps(data, separators=(",", ":")).encode()
     return text.ljust(_HEAD_SLOT - 1) + b"\n"

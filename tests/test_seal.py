@@ -500,6 +500,50 @@ class TestSealer:
             db.close()
         assert "has sealed another database" in messages[0]
 
+    def test_chain_continues_past_rollbacks_other_sealers_and_stray_rows(self, tmp_path: Path) -> None:
+        """The newest entry kept in memory, and rows encoded before their insert, are used only while true."""
+        from janus_utils._flusher import _INSERT, open_database
+
+        key = tmp_path / "k"
+        vk = seal.init_key(key)
+        path = str(tmp_path / "c.db")
+        one, two = seal.Sealer(str(key), path), seal.Sealer(str(key), path)
+        db = open_database(path)
+
+        def rows(tag: str, n: int = 3) -> list[tuple[Any, ...]]:
+            return [(i, 20, "app", f"{tag} {i}", None, None, None, None, None, 1, "t", None, None, None, None) for i in range(n)]
+
+        def commit(sealer: seal.Sealer, batch: list[tuple[Any, ...]], *, rollback: bool = False, stray: bool = False) -> None:
+            try:
+                with db:
+                    last = db.execute("SELECT max(id) FROM logs").fetchall()[0][0] or 0
+                    encoded = sealer.encode(batch, last + 1)
+                    if stray:  # a row the encoded ids did not expect: the batch's ids move up by one
+                        db.execute(_INSERT, rows("stray", 1)[0])
+                        last += 1
+                    db.executemany(_INSERT, batch)
+                    entry = sealer.seal(db, last, batch, encoded)
+                    if rollback:
+                        raise KeyboardInterrupt
+                sealer.publish(entry)
+            except KeyboardInterrupt:
+                pass
+
+        try:
+            commit(one, rows("a"))
+            commit(one, rows("b"), rollback=True)  # its entry was written, then rolled back
+            commit(one, rows("c"))
+            commit(two, rows("d"))  # another sealer of the same database, in between
+            commit(one, rows("e"))
+            commit(one, rows("f"), stray=True)
+        finally:
+            db.close()
+        report = seal.verify(path, vk)
+        # The stray row sits outside every batch: the one finding, named by its id.
+        assert ["inserted"] == [f.kind for f in report.findings], text(report)
+        assert "rows 13 were never sealed" in text(report)
+        assert (5, 15) == (report.batches, report.rows)
+
     def test_configure_refuses_a_missing_key_file(self, tmp_path: Path) -> None:
         """A seal key that cannot be used is a ConfigError from configure(), before anything starts."""
         import janus_utils as ju
