@@ -826,11 +826,8 @@ class Flusher:
             self._fence(db, start, key)
             last = db.execute(f'SELECT max(id) FROM "{_schema.TABLE}"').fetchall()[0][0] or 0
             if not one_by_one:
-                # Sealing encodes the rows now, while they are in the CPU's caches.
-                encoded = self.sealer.encode(rows, last + 1) if self.sealer is not None else None
                 db.executemany(_INSERT, rows)
             else:
-                encoded = None
                 for row in rows:
                     try:
                         with db:  # a savepoint: a refused row leaves nothing behind
@@ -845,7 +842,7 @@ class Flusher:
             _rollup.advance_batch(db, rows, last + 1, db.last_insert_rowid())
             self.resources.save(db)
             db.execute(_SAVE_POS, (key, upto))
-            sealed = self.sealer.seal(db, last, None if one_by_one else rows, encoded) if self.sealer is not None else None
+            sealed = self.sealer.seal(db, last, None if one_by_one else rows) if self.sealer is not None else None
         if sealed is not None:
             self.sealer.publish(sealed)  # type: ignore[union-attr]
 

@@ -50,7 +50,6 @@ from .error_handling.utils.errors import ConfigError, SealError
 __all__ = [
     "ROW_COLUMNS",
     "SEAL_TABLE",
-    "Encoded",
     "Finding",
     "Report",
     "Sealer",
@@ -131,10 +130,7 @@ class Entry:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            f.name: (getattr(self, f.name).hex() if isinstance(getattr(self, f.name), bytes) else getattr(self, f.name))
-            for f in dataclasses.fields(self)
-        }
+        return {name: (value.hex() if type(value) is bytes else value) for name, value in vars(self).items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
@@ -422,16 +418,6 @@ def head_path(db_path: str) -> str:
     return db_path + "-seal.head"
 
 
-@dataclasses.dataclass(frozen=True)
-class Encoded:
-    """What Sealer.encode made of a batch's rows before their insert."""
-
-    rows: list[tuple[Any, ...]]  # the very list: seal uses the rest only for it
-    first_id: int
-    digest: bytes  # SHA-256 of the rows' bytes
-    crcs: bytes
-
-
 class Sealer:
     """Seals each batch the flusher commits (configure(seal_key_file=...))."""
 
@@ -455,19 +441,12 @@ class Sealer:
             reader = self._readers[id(db)]
         return reader
 
-    def seal(
-        self,
-        db: apsw.Connection,
-        after_id: int,
-        rows: list[tuple[Any, ...]] | None = None,
-        encoded: Encoded | None = None,
-    ) -> Entry | None:
+    def seal(self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None = None) -> Entry | None:
         """Inside the batch's transaction: seal the rows with id > *after_id*.
 
         *rows*, when given, are the tuples just inserted (COLUMNS order): their
         bytes are then encoded from them, not read back, if every value is
         one SQLite stores as given; otherwise the stored rows are read.
-        *encoded*: ``encode(rows, after_id + 1)``, made before the insert.
 
         A seal that cannot be made (a key file out of step with this
         database's chain, a key file that cannot be saved) leaves the batch
@@ -478,7 +457,7 @@ class Sealer:
             # No savepoint (one cost a quarter of the commit here): _seal
             # reads, evolves and signs first, and writes its one or two
             # entries last, so a failure leaves no half entry.
-            return self._seal(db, after_id, rows, encoded)
+            return self._seal(db, after_id, rows)
         except (apsw.BusyError, apsw.LockedError, apsw.IOError, apsw.FullError):
             raise
         except Exception as err:
@@ -486,9 +465,7 @@ class Sealer:
             self.report(f"batch committed unsealed: {type(err).__name__}: {err}")
             return None
 
-    def _seal(
-        self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None, encoded: Encoded | None
-    ) -> Entry | None:
+    def _seal(self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None) -> Entry | None:
         key = self.key
         now = time.time_ns()
         writes: list[Entry] = []  # inserted at the end, once nothing can fail but the database
@@ -518,7 +495,7 @@ class Sealer:
                 f"the seal key {key.path!r} (period {key.key_no}) is older than the chain in "
                 f"{self.db_path} (period {head.key_no}): was it restored from a backup?"
             )
-        digest, crc_bytes, first, last = self._rows(db, after_id, rows, encoded)
+        digest, crc_bytes, first, last = self._rows(db, after_id, rows)
         if now - key.started_ns >= key.period_ns:
             head = key.evolve(head, now)  # saved to the key file now: before the commit
             writes.append(head)
@@ -550,27 +527,8 @@ class Sealer:
             self._head = None
         return (_entries(db, "ORDER BY seq DESC LIMIT 1") or [None])[0]
 
-    def encode(self, rows: list[tuple[Any, ...]], first_id: int) -> Encoded | None:
-        """Before the insert: the SHA-256 and CRCs of *rows* as ids *first_id*, ... will store them.
-
-        The flusher calls it just before inserting *rows*, while their objects
-        are still in the CPU's caches (after the insert and the FTS fill they
-        are not: the same walk costs twice as much), and hands the result to
-        ``seal``, which uses it only if the rows did get those ids.  None if
-        the rows cannot be encoded from the tuples; ``seal`` then reads them.
-        """
-        if not rows or _native_rows is None:
-            return None
-        try:
-            found = _native_rows.encode_rows(rows, first_id, _KINDS)
-        except Exception:  # not the tuples encode_rows expects: seal reads the stored rows
-            return None
-        if found is None:
-            return None
-        return Encoded(rows, first_id, hashlib.sha256(found[0]).digest(), found[1])
-
     def _rows(
-        self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None, encoded: Encoded | None
+        self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None
     ) -> tuple[bytes, bytes, int, int]:
         """(the SHA-256 of the rows' bytes, their CRCs, first id, last id) of the rows with id > *after_id*."""
         if rows and _native_rows is not None:
@@ -582,8 +540,6 @@ class Sealer:
             last = db.execute(f'SELECT max(id) FROM "{TABLE}"').fetchall()[0][0]
             first = after_id + 1
             if last == after_id + len(rows):
-                if encoded is not None and encoded.rows is rows and encoded.first_id == first:
-                    return encoded.digest, encoded.crcs, first, last
                 found = _native_rows.encode_rows(rows, first, _KINDS)
                 if found is not None:
                     return hashlib.sha256(found[0]).digest(), found[1], first, last
@@ -622,7 +578,8 @@ _HEAD_SLOT = 1024
 
 
 def _head_slot(entry: Entry) -> bytes:
-    data = dataclasses.replace(entry, crcs=b"").to_json()  # the crcs stand in by their SHA-256
+    data = entry.to_json()
+    data["crcs"] = ""  # they stand in by their SHA-256
     data["crcs_sha256"] = hashlib.sha256(entry.crcs).hexdigest()
     text = json.dumps(data, separators=(",", ":")).encode()
     return text.ljust(_HEAD_SLOT - 1) + b"\n"
