@@ -118,15 +118,9 @@ class Entry:
 
     def message(self, crcs_sha256: bytes | None = None) -> bytes:
         """The signed bytes; the entry's hash is their SHA-256.  (*crcs_sha256*: the head file's stand-in for crcs.)"""
-        return b"".join(
-            (
-                _MAGIC,
-                self.kind.encode("ascii") + b"\n",
-                struct.pack(">qqqqqq", self.seq, self.key_no, self.first_id, self.last_id, self.n_rows, self.sealed_ns),
-                self.digest,
-                crcs_sha256 if crcs_sha256 is not None else hashlib.sha256(self.crcs).digest(),
-                self.prev,
-            )
+        return _message(
+            self.kind, self.seq, self.key_no, self.first_id, self.last_id, self.n_rows, self.sealed_ns, self.digest,
+            crcs_sha256 if crcs_sha256 is not None else hashlib.sha256(self.crcs).digest(), self.prev,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -150,10 +144,32 @@ class Entry:
         return f"{self.kind} entry {self.seq}"
 
 
-def _make_entry(private: Any, **fields: Any) -> Entry:
-    draft = Entry(hash=b"", sig=b"", **fields)
-    message = draft.message()
-    return dataclasses.replace(draft, hash=hashlib.sha256(message).digest(), sig=private.sign(message))
+def _message(
+    kind: str, seq: int, key_no: int, first_id: int, last_id: int, n_rows: int, sealed_ns: int,
+    digest: bytes, crcs_sha256: bytes, prev: bytes,
+) -> bytes:
+    return b"".join(
+        (
+            _MAGIC,
+            kind.encode("ascii") + b"\n",
+            struct.pack(">qqqqqq", seq, key_no, first_id, last_id, n_rows, sealed_ns),
+            digest,
+            crcs_sha256,
+            prev,
+        )
+    )
+
+
+def _make_entry(private: Any, crcs_sha256: bytes | None = None, **fields: Any) -> Entry:
+    """A signed entry of *fields*; *crcs_sha256*: the SHA-256 of fields["crcs"], if the caller has it."""
+    f = fields
+    if crcs_sha256 is None:
+        crcs_sha256 = hashlib.sha256(f["crcs"]).digest()
+    message = _message(
+        f["kind"], f["seq"], f["key_no"], f["first_id"], f["last_id"], f["n_rows"], f["sealed_ns"], f["digest"],
+        crcs_sha256, f["prev"],
+    )
+    return Entry(hash=hashlib.sha256(message).digest(), sig=private.sign(message), **fields)
 
 
 def _entry_row(entry: Entry) -> tuple[Any, ...]:
@@ -433,6 +449,7 @@ class Sealer:
         # back (its crcs make it three pages): trusted only while the table's
         # newest entry is still it (see _newest).
         self._head: Entry | None = None
+        self._crcs_sha256: tuple[bytes, bytes] | None = None  # (entry hash, its crcs' SHA-256)
 
     def _reader(self, db: apsw.Connection) -> _RowReader:
         reader = self._readers.get(id(db))
@@ -500,11 +517,13 @@ class Sealer:
             head = key.evolve(head, now)  # saved to the key file now: before the commit
             writes.append(head)
         if crc_bytes:
+            crcs_sha256 = hashlib.sha256(crc_bytes).digest()
             head = _make_entry(
-                key.private, seq=head.seq + 1, kind="batch", key_no=key.key_no, first_id=first, last_id=last,
-                n_rows=len(crc_bytes) // 4, sealed_ns=now, digest=digest,
-                crcs=crc_bytes, prev=head.hash,
+                key.private, crcs_sha256, seq=head.seq + 1, kind="batch", key_no=key.key_no, first_id=first,
+                last_id=last, n_rows=len(crc_bytes) // 4, sealed_ns=now, digest=digest, crcs=crc_bytes,
+                prev=head.hash,
             )
+            self._crcs_sha256 = (head.hash, crcs_sha256)  # for publish's head slot
             writes.append(head)
             self.sealed_batches += 1
         db.executemany(_INSERT_ENTRY, [_entry_row(e) for e in writes])
@@ -566,7 +585,9 @@ class Sealer:
                     slots = _parse_slots(os.pread(fd, 2 * _HEAD_SLOT, 0))
                     newest = max((i for i in (0, 1) if slots[i]), key=lambda i: slots[i][0].seq, default=1)  # type: ignore[index]
                     self._slot = 1 - newest
-                os.pwrite(fd, _head_slot(entry), self._slot * _HEAD_SLOT)
+                known = self._crcs_sha256
+                slot = _head_slot(entry, known[1] if known is not None and known[0] == entry.hash else None)
+                os.pwrite(fd, slot, self._slot * _HEAD_SLOT)
                 self._slot ^= 1
             finally:
                 os.close(fd)
@@ -577,11 +598,14 @@ class Sealer:
 _HEAD_SLOT = 1024
 
 
-def _head_slot(entry: Entry) -> bytes:
+_HEAD_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options makes one per call
+
+
+def _head_slot(entry: Entry, crcs_sha256: bytes | None = None) -> bytes:
     data = entry.to_json()
     data["crcs"] = ""  # they stand in by their SHA-256
-    data["crcs_sha256"] = hashlib.sha256(entry.crcs).hexdigest()
-    text = json.dumps(data, separators=(",", ":")).encode()
+    data["crcs_sha256"] = (crcs_sha256 or hashlib.sha256(entry.crcs).digest()).hex()
+    text = _HEAD_JSON.encode(data).encode()
     return text.ljust(_HEAD_SLOT - 1) + b"\n"
 
 
