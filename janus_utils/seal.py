@@ -118,22 +118,13 @@ class Entry:
 
     def message(self, crcs_sha256: bytes | None = None) -> bytes:
         """The signed bytes; the entry's hash is their SHA-256.  (*crcs_sha256*: the head file's stand-in for crcs.)"""
-        return b"".join(
-            (
-                _MAGIC,
-                self.kind.encode("ascii") + b"\n",
-                struct.pack(">qqqqqq", self.seq, self.key_no, self.first_id, self.last_id, self.n_rows, self.sealed_ns),
-                self.digest,
-                crcs_sha256 if crcs_sha256 is not None else hashlib.sha256(self.crcs).digest(),
-                self.prev,
-            )
+        return _message(
+            self.kind, self.seq, self.key_no, self.first_id, self.last_id, self.n_rows, self.sealed_ns, self.digest,
+            crcs_sha256 if crcs_sha256 is not None else hashlib.sha256(self.crcs).digest(), self.prev,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            f.name: (getattr(self, f.name).hex() if isinstance(getattr(self, f.name), bytes) else getattr(self, f.name))
-            for f in dataclasses.fields(self)
-        }
+        return {name: (value.hex() if type(value) is bytes else value) for name, value in vars(self).items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
@@ -153,10 +144,38 @@ class Entry:
         return f"{self.kind} entry {self.seq}"
 
 
-def _make_entry(private: Any, **fields: Any) -> Entry:
-    draft = Entry(hash=b"", sig=b"", **fields)
-    message = draft.message()
-    return dataclasses.replace(draft, hash=hashlib.sha256(message).digest(), sig=private.sign(message))
+def _message(
+    kind: str, seq: int, key_no: int, first_id: int, last_id: int, n_rows: int, sealed_ns: int,
+    digest: bytes, crcs_sha256: bytes, prev: bytes,
+) -> bytes:
+    return b"".join(
+        (
+            _MAGIC,
+            kind.encode("ascii") + b"\n",
+            struct.pack(">qqqqqq", seq, key_no, first_id, last_id, n_rows, sealed_ns),
+            digest,
+            crcs_sha256,
+            prev,
+        )
+    )
+
+
+def _make_entry(private: Any, crcs_sha256: bytes | None = None, **fields: Any) -> Entry:
+    """A signed entry of *fields*; *crcs_sha256*: the SHA-256 of fields["crcs"], if the caller has it."""
+    f = fields
+    if crcs_sha256 is None:
+        crcs_sha256 = hashlib.sha256(f["crcs"]).digest()
+    message = _message(
+        f["kind"], f["seq"], f["key_no"], f["first_id"], f["last_id"], f["n_rows"], f["sealed_ns"], f["digest"],
+        crcs_sha256, f["prev"],
+    )
+    return Entry(hash=hashlib.sha256(message).digest(), sig=private.sign(message), **fields)
+
+
+def _entry_row(entry: Entry) -> tuple[Any, ...]:
+    """*entry* as the values of _INSERT_ENTRY (dataclasses.astuple deep-copies each field)."""
+    e = entry
+    return (e.seq, e.kind, e.key_no, e.first_id, e.last_id, e.n_rows, e.sealed_ns, e.digest, e.crcs, e.prev, e.hash, e.sig)
 
 
 def _entries(db: apsw.Connection, sql_tail: str = "ORDER BY seq", params: tuple[Any, ...] = ()) -> list[Entry]:
@@ -246,7 +265,10 @@ class _RowReader:
 
     def rows_after(self, after_id: int) -> tuple[bytes | memoryview, list[int], int, int]:
         """(bytes, crcs, first id, last id) of the rows with id > *after_id*."""
-        first, last = self.db.execute(f'SELECT min(id), max(id) FROM "{TABLE}" WHERE id > ?', (after_id,)).fetchall()[0]
+        first, last = self.db.execute(
+            f'SELECT (SELECT min(id) FROM "{TABLE}" WHERE id > ?1), (SELECT max(id) FROM "{TABLE}" WHERE id > ?1)',
+            (after_id,),
+        ).fetchall()[0]
         if first is None:
             return b"", [], 0, 0
         data, crcs = self.rows_between(first, last)
@@ -423,6 +445,11 @@ class Sealer:
         self.sealed_batches = 0
         self._slot: int | None = None  # the head slot the next publish writes
         self.failures = 0
+        # The newest entry this sealer wrote, so that a seal need not read it
+        # back (its crcs make it three pages): trusted only while the table's
+        # newest entry is still it (see _newest).
+        self._head: Entry | None = None
+        self._crcs_sha256: tuple[bytes, bytes] | None = None  # (entry hash, its crcs' SHA-256)
 
     def _reader(self, db: apsw.Connection) -> _RowReader:
         reader = self._readers.get(id(db))
@@ -459,7 +486,7 @@ class Sealer:
         key = self.key
         now = time.time_ns()
         writes: list[Entry] = []  # inserted at the end, once nothing can fail but the database
-        head = (_entries(db, "ORDER BY seq DESC LIMIT 1") or [None])[0]
+        head = self._newest(db)
         if head is None:
             if key.key_no != 0:
                 raise SealError(
@@ -485,34 +512,58 @@ class Sealer:
                 f"the seal key {key.path!r} (period {key.key_no}) is older than the chain in "
                 f"{self.db_path} (period {head.key_no}): was it restored from a backup?"
             )
-        data, crc_bytes, first, last = self._rows(db, after_id, rows)
+        digest, crc_bytes, first, last = self._rows(db, after_id, rows)
         if now - key.started_ns >= key.period_ns:
             head = key.evolve(head, now)  # saved to the key file now: before the commit
             writes.append(head)
         if crc_bytes:
+            crcs_sha256 = hashlib.sha256(crc_bytes).digest()
             head = _make_entry(
-                key.private, seq=head.seq + 1, kind="batch", key_no=key.key_no, first_id=first, last_id=last,
-                n_rows=len(crc_bytes) // 4, sealed_ns=now, digest=hashlib.sha256(data).digest(),
-                crcs=crc_bytes, prev=head.hash,
+                key.private, crcs_sha256, seq=head.seq + 1, kind="batch", key_no=key.key_no, first_id=first,
+                last_id=last, n_rows=len(crc_bytes) // 4, sealed_ns=now, digest=digest, crcs=crc_bytes,
+                prev=head.hash,
             )
+            self._crcs_sha256 = (head.hash, crcs_sha256)  # for publish's head slot
             writes.append(head)
             self.sealed_batches += 1
-        db.executemany(_INSERT_ENTRY, [dataclasses.astuple(e) for e in writes])
+        db.executemany(_INSERT_ENTRY, [_entry_row(e) for e in writes])
+        self._head = head
         return head if writes else None
+
+    def _newest(self, db: apsw.Connection) -> Entry | None:
+        """The chain's newest entry: the one this sealer wrote last if the table still ends with it.
+
+        A commit rolled back after its seal, another flusher's commits, or
+        another file at the path all show as a different newest (seq,
+        sealed_ns), read from the rowid's b-tree page alone; the entry is
+        then read from the table.
+        """
+        cached = self._head
+        if cached is not None:
+            found = db.execute(f'SELECT seq, sealed_ns FROM "{SEAL_TABLE}" ORDER BY seq DESC LIMIT 1').fetchall()
+            if found and found[0] == (cached.seq, cached.sealed_ns):
+                return cached
+            self._head = None
+        return (_entries(db, "ORDER BY seq DESC LIMIT 1") or [None])[0]
 
     def _rows(
         self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None
-    ) -> tuple[bytes | memoryview, bytes, int, int]:
-        """(the rows' bytes, their CRCs, first id, last id) of the rows with id > *after_id*."""
+    ) -> tuple[bytes, bytes, int, int]:
+        """(the SHA-256 of the rows' bytes, their CRCs, first id, last id) of the rows with id > *after_id*."""
         if rows and _native_rows is not None:
-            first, last = db.execute(f'SELECT min(id), max(id) FROM "{TABLE}" WHERE id > ?', (after_id,)).fetchall()[0]
-            # Ids are given in insert order; contiguous unless something else wrote.
-            if first is not None and last - first + 1 == len(rows):
+            # The rows were given ids above the newest one before them, in
+            # insert order: they hold after_id + 1 .. after_id + len(rows)
+            # exactly when that is the newest id now (a row above after_id
+            # from before would have pushed theirs higher).  max(id) reads one
+            # b-tree path; min(id), max(id) over a range reads the range.
+            last = db.execute(f'SELECT max(id) FROM "{TABLE}"').fetchall()[0][0]
+            first = after_id + 1
+            if last == after_id + len(rows):
                 found = _native_rows.encode_rows(rows, first, _KINDS)
                 if found is not None:
-                    return found[0], found[1], first, last
+                    return hashlib.sha256(found[0]).digest(), found[1], first, last
         data, crcs, first, last = self._reader(db).rows_after(after_id)
-        return data, struct.pack(f">{len(crcs)}I", *crcs), first, last
+        return hashlib.sha256(data).digest(), struct.pack(f">{len(crcs)}I", *crcs), first, last
 
     def publish(self, entry: Entry | None) -> None:
         """After the commit: export the newest entry beside the database (tail truncation is caught by it).
@@ -534,7 +585,9 @@ class Sealer:
                     slots = _parse_slots(os.pread(fd, 2 * _HEAD_SLOT, 0))
                     newest = max((i for i in (0, 1) if slots[i]), key=lambda i: slots[i][0].seq, default=1)  # type: ignore[index]
                     self._slot = 1 - newest
-                os.pwrite(fd, _head_slot(entry), self._slot * _HEAD_SLOT)
+                known = self._crcs_sha256
+                slot = _head_slot(entry, known[1] if known is not None and known[0] == entry.hash else None)
+                os.pwrite(fd, slot, self._slot * _HEAD_SLOT)
                 self._slot ^= 1
             finally:
                 os.close(fd)
@@ -545,11 +598,14 @@ class Sealer:
 _HEAD_SLOT = 1024
 
 
-def _head_slot(entry: Entry) -> bytes:
+_HEAD_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps with options makes one per call
+
+
+def _head_slot(entry: Entry, crcs_sha256: bytes | None = None) -> bytes:
     data = entry.to_json()
-    data["crcs"] = ""
-    data["crcs_sha256"] = hashlib.sha256(entry.crcs).hexdigest()
-    text = json.dumps(data, separators=(",", ":")).encode()
+    data["crcs"] = ""  # they stand in by their SHA-256
+    data["crcs_sha256"] = (crcs_sha256 or hashlib.sha256(entry.crcs).digest()).hex()
+    text = _HEAD_JSON.encode(data).encode()
     return text.ljust(_HEAD_SLOT - 1) + b"\n"
 
 

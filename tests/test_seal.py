@@ -181,6 +181,47 @@ class TestIntact:
         finally:
             db.close()
 
+    @pytest.mark.parametrize("fold", ["on", "off"])
+    def test_row_crcs_equal_zlib_at_every_length(self, tmp_path: Path, fold: str) -> None:
+        """The C row CRCs (folded with carry-less multiplication, or not) equal zlib.crc32 at lengths 0..400."""
+        if seal._native_rows is None or seal._extension_path() is None:
+            pytest.skip("janus_utils._sealrows was not built")
+        # A fresh interpreter: the CPU check is made once per process.
+        script = textwrap.dedent(
+            """
+            import json, random, struct, sys, zlib
+            import apsw
+            from janus_utils import seal
+            from janus_utils._flusher import _INSERT, open_database
+
+            rnd = random.Random(14)
+            rows = []
+            for n in range(401):
+                # ASCII and not, so that row lengths cross every 16-byte boundary
+                text = "".join(rnd.choice("ab\\u00e9\\u2603\\x00z") if n % 3 else rnd.choice("xyz") for _ in range(n))
+                rows.append((n, 20, "l", text, None, None, None, None, None, 1, "t", None, None, None, None))
+            content = [seal.encode_rows([(1, *row)])[0][9:] for row in rows]
+            expected = [zlib.crc32(c) for c in content]
+            data, crcs = seal._native_rows.encode_rows(rows, 1, seal._KINDS)
+            assert list(struct.unpack(f">{len(rows)}I", crcs)) == expected
+            db = open_database(sys.argv[1])
+            with db:
+                db.executemany(_INSERT, rows)
+            stored = seal._RowReader(db).rows_between(1, len(rows))
+            assert list(stored[1]) == expected
+            db.close()
+            print(len({len(c) for c in content}))
+            """
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        if fold == "off":
+            env["JANUS_SEAL_NO_CRC_FOLD"] = "1"
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "c.db")], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert int(done.stdout) > 300  # that many distinct row lengths were compared
+
     def test_wrong_verification_key_is_a_finding(self, copy: tuple[Path, str]) -> None:
         """Another key did not start this chain."""
         path, _ = copy
@@ -458,6 +499,48 @@ class TestSealer:
         finally:
             db.close()
         assert "has sealed another database" in messages[0]
+
+    def test_chain_continues_past_rollbacks_other_sealers_and_stray_rows(self, tmp_path: Path) -> None:
+        """The newest entry kept in memory, and the ids taken for the inserted tuples, are used only while true."""
+        from janus_utils._flusher import _INSERT, open_database
+
+        key = tmp_path / "k"
+        vk = seal.init_key(key)
+        path = str(tmp_path / "c.db")
+        one, two = seal.Sealer(str(key), path), seal.Sealer(str(key), path)
+        db = open_database(path)
+
+        def rows(tag: str, n: int = 3) -> list[tuple[Any, ...]]:
+            return [(i, 20, "app", f"{tag} {i}", None, None, None, None, None, 1, "t", None, None, None, None) for i in range(n)]
+
+        def commit(sealer: seal.Sealer, batch: list[tuple[Any, ...]], *, rollback: bool = False, stray: bool = False) -> None:
+            try:
+                with db:
+                    last = db.execute("SELECT max(id) FROM logs").fetchall()[0][0] or 0
+                    if stray:  # a row above *last* before the batch: the tuples are not ids last + 1 ..
+                        db.execute(_INSERT, rows("stray", 1)[0])
+                    db.executemany(_INSERT, batch)
+                    entry = sealer.seal(db, last, batch)
+                    if rollback:
+                        raise KeyboardInterrupt
+                sealer.publish(entry)
+            except KeyboardInterrupt:
+                pass
+
+        try:
+            commit(one, rows("a"))
+            commit(one, rows("b"), rollback=True)  # its entry was written, then rolled back
+            commit(one, rows("c"))
+            commit(two, rows("d"))  # another sealer of the same database, in between
+            commit(one, rows("e"))
+            commit(one, rows("f"), stray=True)  # sealed as read back: the stray row and the batch
+            entries = seal._entries(db)
+        finally:
+            db.close()
+        report = seal.verify(path, vk)
+        assert report.ok, text(report)
+        assert (5, 16) == (report.batches, report.rows)
+        assert (13, 16, 4) == (entries[-1].first_id, entries[-1].last_id, entries[-1].n_rows)
 
     def test_configure_refuses_a_missing_key_file(self, tmp_path: Path) -> None:
         """A seal key that cannot be used is a ConfigError from configure(), before anything starts."""
