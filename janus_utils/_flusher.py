@@ -837,9 +837,12 @@ class Flusher:
                     except Exception as err:
                         db.execute(_INSERT, unstorable_row(row, err))
                         self.unstorable += 1
+            # The batch's last id, before the index inserts below move
+            # last_insert_rowid (the wide index inserts only some rows).
+            upto_id = db.last_insert_rowid()
             db.execute(_INDEX, (last,))
             db.execute(_schema.WIDE_INDEX_SQL, (last,))  # CJK and emoji rows, also by trigrams
-            _rollup.advance_batch(db, rows, last + 1, db.last_insert_rowid())
+            _rollup.advance_batch(db, rows, last + 1, upto_id)
             self.resources.save(db)
             db.execute(_SAVE_POS, (key, upto))
             sealed = self.sealer.seal(db, last, None if one_by_one else rows) if self.sealer is not None else None

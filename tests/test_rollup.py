@@ -155,6 +155,24 @@ class TestRollup:
             assert 2500 == store.count(logger="svc.rollup")
             assert 834 == store.count(logger="svc", level="ERROR")
 
+    def test_a_batch_with_cjk_rows_is_counted_from_the_batch(self, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The wide index inserts only the CJK rows: the batch's ids are still the log table's."""
+        reread: list[int] = []
+        advance = _rollup.advance
+        monkeypatch.setattr(_rollup, "advance", lambda db: reread.append(1) or advance(db))
+        ju.configure(db_path, console=False, commit_interval=3600)
+        try:
+            log = ju.get_logger("svc.wide")
+            for n in range(50):
+                log.info("注文 %s 失敗" if n == 20 else "order %s failed", n)
+            assert ju.flush(timeout=30)
+        finally:
+            ju.shutdown()
+        assert not reread  # not re-read with GROUP BY: counted from the rows in hand
+        with ju.LogStore(db_path) as store:
+            assert 50 == store.count(logger="svc.wide")
+            assert 1 == len(store.search("注文", logger="svc.wide"))
+
     def test_prune_and_erase_keep_it_exact(self, db_path: Path) -> None:
         """Rows removed by retention's prune and erase leave the rollup's counts equal to the rows'."""
         from janus_utils import retention
