@@ -253,6 +253,44 @@ class TestAPI:
             total(recent), recent["recent_since"], total(narrow), narrow["recent_since"]
         )
 
+    def test_histogram_of_the_newest_records_from_the_minute_counts(self, tmp_path: Path) -> None:
+        """Without since, over more than 6 h, the newest records' histogram is the same whether
+        their minutes are in the per-minute counts or not, and equals counting those rows."""
+        from janus_utils import LogStore, _rollup
+        from janus_utils.web import _app
+
+        answers = []
+        for advanced in (False, True):
+            db = tmp_path / f"minutes-{advanced}.db"
+            writer = open_writer(db)
+            try:
+                # One record every 2 minutes and a few seconds (partial minutes at the edges), over 10 h.
+                write_batch(writer, [
+                    make_row("x", ts=BASE_TS + n * 120 * 10**9 + (n * 7919 % 60) * 10**9, level=(10, 20, 30, 40)[n % 4])
+                    for n in range(300)
+                ])
+                if advanced:
+                    with writer:
+                        _rollup.advance(writer)
+            finally:
+                writer.close()
+            app = _app.create_app(str(db), histogram_recent_rows=100)
+
+            async def ask() -> Any:
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                    return (await client.get("/api/histogram")).json()
+
+            data = anyio.run(ask)
+            with LogStore(db) as store:
+                rows = store.histogram(data["bucket"], "level", after_id=200)
+            expected = [{"ts": int(start.timestamp()) * 10**9, "counts": counts} for start, counts in rows]
+            answers.append((data["bucket"], data["recent_since"], data["buckets"], data["buckets"] == expected))
+        assert answers[0] == answers[1]
+        assert ("5m", True, 100) == (
+            answers[1][0], answers[1][3], sum(sum(b["counts"].values()) for b in answers[1][2])
+        )
+
     def test_live_stream_starts_with_hello(self, served: Served) -> None:
         """/api/live is a server-sent event stream that names its cursor first."""
         with httpx.stream("GET", served.url + "api/live", params={"cursor": "2"}) as stream:
