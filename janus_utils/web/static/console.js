@@ -109,7 +109,6 @@
 
   // ------------------------------------------------------------ fetching
   async function getJSON(url, signal) {
-    // Plain options: the page's preloads of the first two requests must match them.
     const response = await fetch(url, { signal, credentials: 'same-origin' });
     let data = null;
     try {
@@ -121,6 +120,20 @@
     return data;
   }
 
+  // The page arrives with its first screen inside it (the server's page()):
+  // taken once, and only if it answers the selection the form now holds.
+  function firstScreen(p) {
+    const node = $('first-screen');
+    if (!node) return null;
+    node.remove();
+    try {
+      const data = JSON.parse(node.textContent);
+      return data && data.selection === p.toString() ? data : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
   async function refresh() {
     const seq = ++state.seq;
     if (state.controller) state.controller.abort();
@@ -130,10 +143,14 @@
     status('searching…');
     const p = params();
     performance.mark('search-sent');
-    // The histogram is asked for at once, beside the records: it is the slower of the two.
-    loadHistogram(p, seq, controller.signal);
+    const first = firstScreen(p) || {};
+    // The histogram first: it reads the chart's width before the table's rows
+    // make that a layout of the whole page.  Asked for at once, beside the
+    // records, when the page did not bring it: it is the slower of the two.
+    if (first.histogram) showHistogram(first.histogram);
+    else loadHistogram(p, seq, controller.signal);
     try {
-      const data = await getJSON('/api/records?' + p, controller.signal);
+      const data = first.records || (await getJSON('/api/records?' + p, controller.signal));
       if (seq !== state.seq) return;
       renderRecords(data.records);
       performance.mark('records-shown');
@@ -225,12 +242,16 @@
     try {
       const data = await getJSON('/api/histogram?' + p, signal);
       if (seq !== state.seq) return;
-      drawHistogram(data);
-      performance.mark('histogram-shown');
+      showHistogram(data);
     } catch (err) {
       if (err.name === 'AbortError' || seq !== state.seq) return;
       $('histogram-note').textContent = err.message;
     }
+  }
+
+  function showHistogram(data) {
+    drawHistogram(data);
+    performance.mark('histogram-shown');
   }
 
   function drawHistogram(data) {
