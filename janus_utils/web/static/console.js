@@ -85,6 +85,8 @@
     const p = params();
     if (state.openId !== null) p.set('open', String(state.openId));
     const query = p.toString();
+    // Unchanged (a page just opened on its address): no history update to pay for.
+    if (location.search === (query ? '?' + query : '')) return;
     history.replaceState(null, '', query ? '?' + query : location.pathname);
   }
 
@@ -254,12 +256,22 @@
     performance.mark('histogram-shown');
   }
 
+  // The chart is drawn in its own units and stretched to the page's width by
+  // the browser (preserveAspectRatio none): nothing here reads a layout, and
+  // a resized window needs no redraw.  The times under it are HTML text.
+  const CHART_WIDTH = 1000;
+  const CHART_HEIGHT = 76;
+
   function drawHistogram(data) {
     const chart = $('histogram');
-    const width = Math.max(chart.clientWidth || 800, 200);
-    const height = 90;
+    const width = CHART_WIDTH;
+    const height = CHART_HEIGHT;
     chart.setAttribute('viewBox', '0 0 ' + width + ' ' + height);
+    chart.setAttribute('preserveAspectRatio', 'none');
     chart.replaceChildren();
+    const [axisStart, axisEnd] = $('histogram-axis').children;
+    axisStart.textContent = '';
+    axisEnd.textContent = '';
     const buckets = data.buckets || [];
     if (!buckets.length) {
       $('histogram-note').textContent = 'no records';
@@ -282,6 +294,8 @@
       columns.push({ start, counts, sum });
     }
     const barWidth = width / count;
+    const gap = Math.min(1, barWidth / 4);
+    const bars = document.createDocumentFragment();
     columns.forEach((column, i) => {
       const group = svg('g', { class: 'bucket' });
       const title = svg('title');
@@ -289,15 +303,15 @@
       title.textContent = new Date(column.start / 1e6).toISOString().replace('.000Z', 'Z') + ' (' + data.bucket + '): ' +
         grouped(column.sum) + (parts.length ? ' — ' + parts.join(', ') : '');
       group.append(title);
-      group.append(svg('rect', { x: i * barWidth, y: 0, width: barWidth, height: height - 14, class: 'hit' }));
-      let y = height - 14;
+      group.append(svg('rect', { x: i * barWidth, y: 0, width: barWidth, height, class: 'hit' }));
+      let y = height;
       for (const name of [...LEVELS, '(other)']) {
         const n = column.counts[name];
         if (!n) continue;
-        const h = (n / peak) * (height - 18);
+        const h = (n / peak) * (height - 4);
         y -= h;
         group.append(svg('rect', {
-          x: i * barWidth + 0.5, y, width: Math.max(barWidth - 1, 0.5), height: h,
+          x: i * barWidth + gap / 2, y, width: Math.max(barWidth - gap, 0.5), height: h,
           class: 'h-' + (LEVELS.includes(name) ? name : 'OTHER'),
         }));
       }
@@ -306,15 +320,11 @@
         $('until').value = new Date((column.start + step) / 1e6).toISOString();
         refresh();
       });
-      chart.append(group);
+      bars.append(group);
     });
-    const label = (x, anchor, text) => {
-      const node = svg('text', { x, y: height - 2, 'text-anchor': anchor, class: 'axis' });
-      node.textContent = text;
-      chart.append(node);
-    };
-    label(2, 'start', new Date(first / 1e6).toISOString().slice(0, 16).replace('T', ' '));
-    label(width - 2, 'end', new Date((first + count * step) / 1e6).toISOString().slice(0, 16).replace('T', ' '));
+    chart.append(bars);
+    axisStart.textContent = new Date(first / 1e6).toISOString().slice(0, 16).replace('T', ' ');
+    axisEnd.textContent = new Date((first + count * step) / 1e6).toISOString().slice(0, 16).replace('T', ' ');
     chart.dataset.total = String(total);
     let note = grouped(total) + ' records, per ' + data.bucket;
     if (data.recent_since) {
@@ -506,7 +516,6 @@
     document.addEventListener('keydown', (event) => {
       if (event.key === 'Escape' && state.openId !== null) closeRecord();
     });
-    window.addEventListener('resize', () => refreshSoon());
     refresh();
     if (open !== null) openRecord(open);
   }
