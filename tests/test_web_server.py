@@ -204,6 +204,24 @@ class TestReadOnly:
         )
 
 
+    def test_assets_are_gzipped_for_those_who_accept_it(self, served: Served) -> None:
+        """With Accept-Encoding gzip the script comes gzipped (the same bytes unpacked); without, plain."""
+        import gzip
+
+        html = httpx.get(served.url).text
+        url = served.url + html.split('<script src="/', 1)[1].split('"', 1)[0]
+        packed = httpx.get(url, headers={"accept-encoding": "gzip"})
+        plain = httpx.get(url, headers={"accept-encoding": "identity"})
+        refused = httpx.get(url, headers={"accept-encoding": "br, gzip;q=0"})
+        assert ("gzip", None, None, True, True) == (
+            packed.headers.get("content-encoding"),
+            plain.headers.get("content-encoding"),
+            refused.headers.get("content-encoding"),
+            packed.content == plain.content and len(packed.content) > 1000,  # httpx unpacks gzip
+            int(packed.headers["content-length"]) < len(plain.content) // 2,
+        )
+
+
 class TestAPI:
     def test_records_newest_first(self, served: Served) -> None:
         """/api/records: the newest records first, with the cursor for the live view."""

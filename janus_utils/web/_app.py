@@ -21,6 +21,7 @@ make any HTML-parsing sink in the script throw.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import threading
@@ -238,10 +239,14 @@ class _Console:
         # carries their hash, so a browser may keep them for good: an upgrade
         # changes the name the page asks for.
         self.assets: dict[str, tuple[bytes, str]] = {}
+        # Each asset also gzipped once here, for browsers that accept it: a
+        # third of the bytes over a network, no work per request.
+        self.gzipped: dict[str, bytes] = {}
         index = (folder / "index.html").read_text(encoding="utf-8")
         for name, kind in (("console.js", "text/javascript"), ("console.css", "text/css")):
             body = (folder / name).read_bytes()
             self.assets[name] = (body, f"{kind}; charset=utf-8")
+            self.gzipped[name] = gzip.compress(body, compresslevel=9, mtime=0)
             versioned = f"/static/{name}?v={hashlib.sha256(body).hexdigest()[:16]}"
             index = index.replace(f"/static/{name}", versioned)
         # The first screen's data goes between the two halves (see page()).
@@ -318,7 +323,11 @@ class _Console:
         if found is None:
             return _plain(404, "no such file")
         body, kind = found
-        return Response(body, media_type=kind, headers={"cache-control": "public, max-age=31536000, immutable"})
+        headers = {"cache-control": "public, max-age=31536000, immutable", "vary": "accept-encoding"}
+        if _accepts_gzip(request.headers.get("accept-encoding", "")):
+            body = self.gzipped[request.path_params["name"]]
+            headers["content-encoding"] = "gzip"
+        return Response(body, media_type=kind, headers=headers)
 
     # -- the API -----------------------------------------------------
     async def records(self, request: Request) -> Response:
@@ -647,6 +656,16 @@ def _form_encode(pairs: Iterable[tuple[str, str]]) -> str:
         return "".join(out)
 
     return "&".join(f"{encode(name)}={encode(value)}" for name, value in pairs if value)
+
+
+def _accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip (``gzip;q=0`` refuses it)."""
+    for part in header.lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() in ("gzip", "*"):
+            quality = params.strip()
+            return not (quality.startswith("q=") and quality[2:].strip() in ("0", "0.0", "0.00", "0.000"))
+    return False
 
 
 def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
