@@ -338,6 +338,34 @@ class TestAPI:
             answers[1][0], answers[1][3], sum(sum(b["counts"].values()) for b in answers[1][2])
         )
 
+    def test_filtered_histogram_of_a_long_database_covers_the_newest_records(self, tmp_path: Path) -> None:
+        """A level filter over a database of more than 6 h: the histogram covers the newest records'
+        time, as unfiltered, and counts exactly the selection's records in it."""
+        from janus_utils import LogStore
+        from janus_utils.web import _app
+
+        db = tmp_path / "long.db"
+        writer = open_writer(db)
+        try:
+            write_batch(writer, [
+                make_row("x", ts=BASE_TS + n * 120 * 10**9, level=(10, 20, 30, 40)[n % 4]) for n in range(300)
+            ])
+        finally:
+            writer.close()
+        app = _app.create_app(str(db), histogram_recent_rows=100)
+
+        async def ask() -> Any:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                return (await client.get("/api/histogram", params={"level": "WARNING"})).json()
+
+        data = anyio.run(ask)
+        with LogStore(db) as store:
+            expected = len([r for r in store.search(level="WARNING", limit=1000) if r.id > 200])
+        assert (BASE_TS + 200 * 120 * 10**9, expected, 50) == (
+            data["recent_since"], sum(sum(b["counts"].values()) for b in data["buckets"]), expected
+        )
+
     def test_live_stream_starts_with_hello(self, served: Served) -> None:
         """/api/live is a server-sent event stream that names its cursor first."""
         with httpx.stream("GET", served.url + "api/live", params={"cursor": "2"}) as stream:

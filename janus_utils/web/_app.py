@@ -366,7 +366,14 @@ class _Console:
         # as long as it spans enough time for buckets of a minute or more.
         whole = None
         if "since" not in filters and not narrow and store.counts_indexed(query, **filters):
-            whole = _span(store, query, filters)
+            # The selection's ends are two searches, and for a broad filter
+            # (level ERROR on 10,000,000 rows) one of them can take a second.
+            # The database's own ends are two lookups: a selection spans no
+            # more than they do, so a database of a short span is the only
+            # one where looking for the selection's ends can pay off.
+            stored = _span(store, None, {})
+            if stored is not None and stored[1] - stored[0] <= HISTOGRAM_ROLLUP_SPAN_NS:
+                whole = _span(store, query, filters)
             if whole is not None and (
                 _bucket(*whole) < 60_000_000_000 or whole[1] - whole[0] > HISTOGRAM_ROLLUP_SPAN_NS
             ):
