@@ -238,6 +238,12 @@ class TestServeTokenScopes:
             histogram = get("/api/histogram", alice).json()
             with LogStore(db, scope={"user_id": "alice"}) as store:
                 assert store.count() == sum(sum(b["counts"].values()) for b in histogram["buckets"])
+            # The page carries its first screen: within the token's scope too.
+            page = get("/", alice).text
+            start = page.index('id="first-screen">') + len('id="first-screen">')
+            first = json.loads(page[start : page.index("</script>", start)])
+            assert first["records"]["records"] and {"alice"} == {r["user_id"] for r in first["records"]["records"]}
+            assert histogram["buckets"] == first["histogram"]["buckets"]
         finally:
             served.stop()
 

@@ -50,6 +50,9 @@ HOSTILE = {
     "ansi": "\x1b[31mRED\x1b[0m \x1b]0;owned title\x07 hostile-ansi",
     "rtl": "invoice \u202egnp.exe hostile-rtl",
     "big": "hostile-big " + "A" * 1_000_000 + " END",
+    # The page's first screen is JSON inside a <script type="application/json">:
+    # this one tries to close that block and open a script of its own.
+    "close": "</script><script>window.__pwned = 7; alert(7)</script><!--<script> hostile-close \u2028 & ]]>",
 }
 
 
@@ -167,15 +170,32 @@ class TestFirstScreen:
         bars = page.page.locator("#histogram g.bucket").count()
         assert (newest, str(total), True) == (ids, page.page.get_attribute("#histogram", "data-total"), bars > 10)
 
-    def test_first_requests_are_preloaded_once(self, page: Page) -> None:
-        """The page preloads its first two requests (with the address's filters) and the script uses them."""
+    def test_first_screen_comes_inside_the_page(self, page: Page, seeded: tuple[Served, Path]) -> None:
+        """The page brings its first records and histogram (for the address's filters): no API request."""
         page.open("?level=WARNING&q=" + urllib.parse.quote("payment failed"))
         page.page.wait_for_function("() => performance.getEntriesByName('histogram-shown').length > 0")
         fetched = page.page.evaluate(
             "() => performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)"
-            ".filter(p => p.startsWith('/api/'))"
+            ".filter(p => p === '/api/records' || p === '/api/histogram')"
         )
-        assert ["/api/histogram", "/api/records"] == sorted(fetched)
+        with LogStore(seeded[1]) as store:
+            expected = [str(r.id) for r in store.search("payment failed", level="WARNING", limit=100)]
+            total = store.count("payment failed", level="WARNING")
+        shown = [row["id"] for row in page.rows()]
+        left = page.page.evaluate("() => document.querySelectorAll('script[type=\"application/json\"]').length")
+        assert ([], expected, str(total), 0) == (
+            fetched, shown, page.page.get_attribute("#histogram", "data-total"), left
+        )
+
+    def test_a_selection_the_page_cannot_answer_asks_the_api(self, page: Page) -> None:
+        """A bad since in the address: the page has no first screen for it, and the API says why."""
+        page.page.goto(page.url + "?since=soonish")
+        page.page.wait_for_selector("#notice.error")
+        fetched = page.page.evaluate(
+            "() => performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)"
+            ".filter(p => p === '/api/records')"
+        )
+        assert (True, ["/api/records"]) == ("cannot read 'soonish' as a time" in page.page.text_content("#notice"), fetched)
 
 
 class TestSearch:
@@ -333,10 +353,14 @@ class TestHostileRecords:
                 injected: document.querySelectorAll('main img, main a, main b, main i, main svg, main iframe, main script').length,
                 pwned: window.__pwned === undefined ? null : window.__pwned,
                 title: document.title,
+                asked: performance.getEntriesByType('resource').filter(e => e.name.includes('/api/records')).length,
             })"""
         )
         messages = " ".join(row["message"] for row in rows)
-        assert ({"scripts": ["/static/console.js"], "injected": 0, "pwned": None, "title": "janus logs"}, 6) == (markup, len(rows))
+        # asked 0: these rows came inside the page itself, as its first screen.
+        assert ({"scripts": ["/static/console.js"], "injected": 0, "pwned": None, "title": "janus logs", "asked": 0}, 7) == (
+            markup, len(rows)
+        )
         assert all(text in messages for text in (
             "<script>window.__pwned = 1</script>",
             '<img src=x onerror="window.__pwned = 2">',
@@ -344,6 +368,7 @@ class TestHostileRecords:
             "\\x1b[31mRED\\x1b[0m \\x1b]0;owned title\\x07",  # ESC and BEL as visible escapes
             "invoice <U+202E>gnp.exe",  # the override is shown, not obeyed
             "… (1,000,016 characters)",
+            "</script><script>window.__pwned = 7; alert(7)</script><!--<script> hostile-close",
         ))
         assert {"<b>svc.evil</b>"} == {row["logger"] for row in rows}
         assert {"javascript:alert(1)"} == {row["user"] for row in rows}

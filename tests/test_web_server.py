@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +62,13 @@ def guarded(db: Path, token_file: tuple[Path, str]) -> Iterator[tuple[Served, st
     server = Served(db, "--token-file", str(path))
     yield server, token
     server.stop()
+
+
+def _first_screen(html: str) -> Any:
+    """The JSON data block of the page, parsed."""
+    start = html.index('<script type="application/json" id="first-screen">')
+    body = html[html.index(">", start) + 1 : html.index("</script>", start)]
+    return json.loads(body)
 
 
 class TestBind:
@@ -159,9 +167,30 @@ class TestReadOnly:
         )
 
     def test_page_has_no_inline_script(self, served: Served) -> None:
-        """The page's only script is the packaged file: nothing inline for a CSP to allow."""
+        """The page's only script is the packaged file; its first screen is a JSON data block, not script."""
         html = httpx.get(served.url).text
-        assert (1, True) == (html.count("<script"), '<script src="/static/console.js?v=' in html)
+        assert (2, 1, 1) == (
+            html.count("<script"),
+            html.count('<script src="/static/console.js?v='),
+            html.count('<script type="application/json" id="first-screen">'),
+        )
+
+    def test_first_screen_is_the_api_answers(self, served: Served) -> None:
+        """The data in the page is what /api/records and /api/histogram answer for the same address."""
+        params = {"level": "WARNING", "q": "payment OR slow"}
+        page = _first_screen(httpx.get(served.url, params=params).text)
+        records = httpx.get(served.url + "api/records", params=params).json()
+        histogram = httpx.get(served.url + "api/histogram", params=params).json()
+        for data in (page["records"], page["histogram"], records, histogram):
+            data.pop("took_ms")
+        assert ("q=payment+OR+slow&level=WARNING", records, histogram) == (
+            page["selection"], page["records"], page["histogram"]
+        )
+
+    def test_head_of_the_page(self, served: Served) -> None:
+        """HEAD / answers like GET /, without looking anything up."""
+        answer = httpx.head(served.url)
+        assert (200, b"", "text/html; charset=utf-8") == (answer.status_code, answer.content, answer.headers["content-type"])
 
     def test_assets_are_versioned_and_cached(self, served: Served) -> None:
         """The page names its assets by content hash, so they may be cached for good."""
@@ -172,6 +201,24 @@ class TestReadOnly:
             answer.status_code,
             answer.headers["cache-control"].rsplit(", ", 1)[-1],
             answer.headers["content-type"].startswith("text/javascript"),
+        )
+
+
+    def test_assets_are_gzipped_for_those_who_accept_it(self, served: Served) -> None:
+        """With Accept-Encoding gzip the script comes gzipped (the same bytes unpacked); without, plain."""
+        import gzip
+
+        html = httpx.get(served.url).text
+        url = served.url + html.split('<script src="/', 1)[1].split('"', 1)[0]
+        packed = httpx.get(url, headers={"accept-encoding": "gzip"})
+        plain = httpx.get(url, headers={"accept-encoding": "identity"})
+        refused = httpx.get(url, headers={"accept-encoding": "br, gzip;q=0"})
+        assert ("gzip", None, None, True, True) == (
+            packed.headers.get("content-encoding"),
+            plain.headers.get("content-encoding"),
+            refused.headers.get("content-encoding"),
+            packed.content == plain.content and len(packed.content) > 1000,  # httpx unpacks gzip
+            int(packed.headers["content-length"]) < len(plain.content) // 2,
         )
 
 
@@ -253,6 +300,72 @@ class TestAPI:
             total(recent), recent["recent_since"], total(narrow), narrow["recent_since"]
         )
 
+    def test_histogram_of_the_newest_records_from_the_minute_counts(self, tmp_path: Path) -> None:
+        """Without since, over more than 6 h, the newest records' histogram is the same whether
+        their minutes are in the per-minute counts or not, and equals counting those rows."""
+        from janus_utils import LogStore, _rollup
+        from janus_utils.web import _app
+
+        answers = []
+        for advanced in (False, True):
+            db = tmp_path / f"minutes-{advanced}.db"
+            writer = open_writer(db)
+            try:
+                # One record every 2 minutes and a few seconds (partial minutes at the edges), over 10 h.
+                write_batch(writer, [
+                    make_row("x", ts=BASE_TS + n * 120 * 10**9 + (n * 7919 % 60) * 10**9, level=(10, 20, 30, 40)[n % 4])
+                    for n in range(300)
+                ])
+                if advanced:
+                    with writer:
+                        _rollup.advance(writer)
+            finally:
+                writer.close()
+            app = _app.create_app(str(db), histogram_recent_rows=100)
+
+            async def ask() -> Any:
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                    return (await client.get("/api/histogram")).json()
+
+            data = anyio.run(ask)
+            with LogStore(db) as store:
+                rows = store.histogram(data["bucket"], "level", after_id=200)
+            expected = [{"ts": int(start.timestamp()) * 10**9, "counts": counts} for start, counts in rows]
+            answers.append((data["bucket"], data["recent_since"], data["buckets"], data["buckets"] == expected))
+        assert answers[0] == answers[1]
+        assert ("5m", True, 100) == (
+            answers[1][0], answers[1][3], sum(sum(b["counts"].values()) for b in answers[1][2])
+        )
+
+    def test_filtered_histogram_of_a_long_database_covers_the_newest_records(self, tmp_path: Path) -> None:
+        """A level filter over a database of more than 6 h: the histogram covers the newest records'
+        time, as unfiltered, and counts exactly the selection's records in it."""
+        from janus_utils import LogStore
+        from janus_utils.web import _app
+
+        db = tmp_path / "long.db"
+        writer = open_writer(db)
+        try:
+            write_batch(writer, [
+                make_row("x", ts=BASE_TS + n * 120 * 10**9, level=(10, 20, 30, 40)[n % 4]) for n in range(300)
+            ])
+        finally:
+            writer.close()
+        app = _app.create_app(str(db), histogram_recent_rows=100)
+
+        async def ask() -> Any:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                return (await client.get("/api/histogram", params={"level": "WARNING"})).json()
+
+        data = anyio.run(ask)
+        with LogStore(db) as store:
+            expected = len([r for r in store.search(level="WARNING", limit=1000) if r.id > 200])
+        assert (BASE_TS + 200 * 120 * 10**9, expected, 50) == (
+            data["recent_since"], sum(sum(b["counts"].values()) for b in data["buckets"]), expected
+        )
+
     def test_live_stream_starts_with_hello(self, served: Served) -> None:
         """/api/live is a server-sent event stream that names its cursor first."""
         with httpx.stream("GET", served.url + "api/live", params={"cursor": "2"}) as stream:
@@ -263,6 +376,61 @@ class TestAPI:
                     break
         assert "event: hello" == lines[0]
         assert any(line.startswith("event: records") for line in lines)
+
+
+HOSTILE_TEXT = (
+    "</script><script>alert(1)</script>",
+    "</SCRIPT ><script src=//evil.example/x.js></script>",
+    "<!--<script>alert(2)//",
+    "]]><![CDATA[ &lt; &amp; \u2028\u2029 \u202e \x00 \x1b[31m",
+)
+
+
+class TestFirstScreen:
+    def test_hostile_log_text_stays_data(self, tmp_path: Path) -> None:
+        """Records that try to end the page's JSON block cannot: the page parses to the same two
+        script elements, no byte of the records reaches the HTML as markup, and the JSON gives
+        back every character exactly."""
+        from html.parser import HTMLParser
+
+        db = tmp_path / "hostile.db"
+        writer = open_writer(db)
+        try:
+            write_batch(writer, [
+                make_row(text, ts=BASE_TS + n, logger=text, user_id=text, request_id=text, fields=json.dumps({text: text}))
+                for n, text in enumerate(HOSTILE_TEXT)
+            ])
+        finally:
+            writer.close()
+        server = Served(db)
+        try:
+            html = httpx.get(server.url, params={"logger": HOSTILE_TEXT[0]}).text
+            everything = httpx.get(server.url).text
+        finally:
+            server.stop()
+
+        class Tags(HTMLParser):
+            def __init__(self) -> None:
+                super().__init__()
+                self.scripts: list[dict[str, str | None]] = []
+
+            def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+                if tag == "script":
+                    self.scripts.append(dict(attrs))
+
+        tags = Tags()
+        tags.feed(everything)
+        start = everything.index('id="first-screen">') + len('id="first-screen">')
+        block = everything[start : everything.index("</script>", start)]
+        shown = _first_screen(everything)["records"]["records"]
+        assert (["/static/console.js", "application/json"], "", True) == (
+            [(s.get("src") or "").split("?")[0] or s.get("type") for s in tags.scripts],
+            "".join(ch for ch in block if ch in "<>&" or not ch.isascii()),
+            set(HOSTILE_TEXT) == {r["message"] for r in shown} == {r["logger"] for r in shown} == {r["user_id"] for r in shown},
+        )
+        assert ("logger=%3C%2Fscript%3E%3Cscript%3Ealert%281%29%3C%2Fscript%3E", [HOSTILE_TEXT[0]]) == (
+            _first_screen(html)["selection"], [r["message"] for r in _first_screen(html)["records"]["records"]]
+        )
 
 
 class TestMetrics:

@@ -44,6 +44,12 @@
     return text.replace(CONTROL, (ch) => '\\x' + hex(ch, 2).toLowerCase()).replace(BIDI, (ch) => '<U+' + hex(ch, 4) + '>');
   }
 
+  // 1234567 as "1,234,567" (a count of records).  Not toLocaleString: its first call loads the
+  // browser's locale data, 60-90 ms of a fresh tab's first screen.
+  function grouped(n) {
+    return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  }
+
   function el(tag, cls, text) {
     const node = document.createElement(tag);
     if (cls) node.className = cls;
@@ -79,6 +85,8 @@
     const p = params();
     if (state.openId !== null) p.set('open', String(state.openId));
     const query = p.toString();
+    // Unchanged (a page just opened on its address): no history update to pay for.
+    if (location.search === (query ? '?' + query : '')) return;
     history.replaceState(null, '', query ? '?' + query : location.pathname);
   }
 
@@ -103,7 +111,6 @@
 
   // ------------------------------------------------------------ fetching
   async function getJSON(url, signal) {
-    // Plain options: the page's preloads of the first two requests must match them.
     const response = await fetch(url, { signal, credentials: 'same-origin' });
     let data = null;
     try {
@@ -115,6 +122,20 @@
     return data;
   }
 
+  // The page arrives with its first screen inside it (the server's page()):
+  // taken once, and only if it answers the selection the form now holds.
+  function firstScreen(p) {
+    const node = $('first-screen');
+    if (!node) return null;
+    node.remove();
+    try {
+      const data = JSON.parse(node.textContent);
+      return data && data.selection === p.toString() ? data : null;
+    } catch (err) {
+      return null;
+    }
+  }
+
   async function refresh() {
     const seq = ++state.seq;
     if (state.controller) state.controller.abort();
@@ -124,16 +145,20 @@
     status('searching…');
     const p = params();
     performance.mark('search-sent');
-    // The histogram is asked for at once, beside the records: it is the slower of the two.
-    loadHistogram(p, seq, controller.signal);
+    const first = firstScreen(p) || {};
+    // The histogram first: it reads the chart's width before the table's rows
+    // make that a layout of the whole page.  Asked for at once, beside the
+    // records, when the page did not bring it: it is the slower of the two.
+    if (first.histogram) showHistogram(first.histogram);
+    else loadHistogram(p, seq, controller.signal);
     try {
-      const data = await getJSON('/api/records?' + p, controller.signal);
+      const data = first.records || (await getJSON('/api/records?' + p, controller.signal));
       if (seq !== state.seq) return;
       renderRecords(data.records);
       performance.mark('records-shown');
       state.cursor = data.cursor;
       notice('');
-      status(data.records.length.toLocaleString() + ' newest · ' + data.took_ms + ' ms');
+      status(grouped(data.records.length) + ' newest · ' + data.took_ms + ' ms');
       $('records').dataset.loaded = String(seq);
       startLive();
     } catch (err) {
@@ -176,7 +201,7 @@
     const message = cell('message');
     message.append(el('span', 'text', visible(record.message, true)));
     if (record.message_chars > record.message.length) {
-      message.append(el('span', 'more', ' … (' + record.message_chars.toLocaleString() + ' characters)'));
+      message.append(el('span', 'more', ' … (' + grouped(record.message_chars) + ' characters)'));
     }
     if (record.has_exception) message.append(el('span', 'exc', ' exception'));
     tr.append(message);
@@ -219,20 +244,34 @@
     try {
       const data = await getJSON('/api/histogram?' + p, signal);
       if (seq !== state.seq) return;
-      drawHistogram(data);
-      performance.mark('histogram-shown');
+      showHistogram(data);
     } catch (err) {
       if (err.name === 'AbortError' || seq !== state.seq) return;
       $('histogram-note').textContent = err.message;
     }
   }
 
+  function showHistogram(data) {
+    drawHistogram(data);
+    performance.mark('histogram-shown');
+  }
+
+  // The chart is drawn in its own units and stretched to the page's width by
+  // the browser (preserveAspectRatio none): nothing here reads a layout, and
+  // a resized window needs no redraw.  The times under it are HTML text.
+  const CHART_WIDTH = 1000;
+  const CHART_HEIGHT = 76;
+
   function drawHistogram(data) {
     const chart = $('histogram');
-    const width = Math.max(chart.clientWidth || 800, 200);
-    const height = 90;
+    const width = CHART_WIDTH;
+    const height = CHART_HEIGHT;
     chart.setAttribute('viewBox', '0 0 ' + width + ' ' + height);
+    chart.setAttribute('preserveAspectRatio', 'none');
     chart.replaceChildren();
+    const [axisStart, axisEnd] = $('histogram-axis').children;
+    axisStart.textContent = '';
+    axisEnd.textContent = '';
     const buckets = data.buckets || [];
     if (!buckets.length) {
       $('histogram-note').textContent = 'no records';
@@ -255,22 +294,24 @@
       columns.push({ start, counts, sum });
     }
     const barWidth = width / count;
+    const gap = Math.min(1, barWidth / 4);
+    const bars = document.createDocumentFragment();
     columns.forEach((column, i) => {
       const group = svg('g', { class: 'bucket' });
       const title = svg('title');
-      const parts = Object.entries(column.counts).map(([name, n]) => visible(name, true) + ' ' + n.toLocaleString());
+      const parts = Object.entries(column.counts).map(([name, n]) => visible(name, true) + ' ' + grouped(n));
       title.textContent = new Date(column.start / 1e6).toISOString().replace('.000Z', 'Z') + ' (' + data.bucket + '): ' +
-        column.sum.toLocaleString() + (parts.length ? ' — ' + parts.join(', ') : '');
+        grouped(column.sum) + (parts.length ? ' — ' + parts.join(', ') : '');
       group.append(title);
-      group.append(svg('rect', { x: i * barWidth, y: 0, width: barWidth, height: height - 14, class: 'hit' }));
-      let y = height - 14;
+      group.append(svg('rect', { x: i * barWidth, y: 0, width: barWidth, height, class: 'hit' }));
+      let y = height;
       for (const name of [...LEVELS, '(other)']) {
         const n = column.counts[name];
         if (!n) continue;
-        const h = (n / peak) * (height - 18);
+        const h = (n / peak) * (height - 4);
         y -= h;
         group.append(svg('rect', {
-          x: i * barWidth + 0.5, y, width: Math.max(barWidth - 1, 0.5), height: h,
+          x: i * barWidth + gap / 2, y, width: Math.max(barWidth - gap, 0.5), height: h,
           class: 'h-' + (LEVELS.includes(name) ? name : 'OTHER'),
         }));
       }
@@ -279,20 +320,16 @@
         $('until').value = new Date((column.start + step) / 1e6).toISOString();
         refresh();
       });
-      chart.append(group);
+      bars.append(group);
     });
-    const label = (x, anchor, text) => {
-      const node = svg('text', { x, y: height - 2, 'text-anchor': anchor, class: 'axis' });
-      node.textContent = text;
-      chart.append(node);
-    };
-    label(2, 'start', new Date(first / 1e6).toISOString().slice(0, 16).replace('T', ' '));
-    label(width - 2, 'end', new Date((first + count * step) / 1e6).toISOString().slice(0, 16).replace('T', ' '));
+    chart.append(bars);
+    axisStart.textContent = new Date(first / 1e6).toISOString().slice(0, 16).replace('T', ' ');
+    axisEnd.textContent = new Date((first + count * step) / 1e6).toISOString().slice(0, 16).replace('T', ' ');
     chart.dataset.total = String(total);
-    let note = total.toLocaleString() + ' records, per ' + data.bucket;
+    let note = grouped(total) + ' records, per ' + data.bucket;
     if (data.recent_since) {
       note += ' since ' + new Date(data.recent_since / 1e6).toISOString().slice(0, 19).replace('T', ' ') +
-        ' (the time of the newest ' + data.recent_rows.toLocaleString() + ' records; set since to count further back)';
+        ' (the time of the newest ' + grouped(data.recent_rows) + ' records; set since to count further back)';
     }
     $('histogram-note').textContent = note + ' · ' + data.took_ms + ' ms';
   }
@@ -345,7 +382,7 @@
       last.remove();
     }
     if (matched > records.length) sampled(records.length, matched);
-    if (added) status('live · ' + body.rows.length.toLocaleString() + ' shown');
+    if (added) status('live · ' + grouped(body.rows.length) + ' shown');
   }
 
   function sampled(shown, matched) {
@@ -354,8 +391,8 @@
     s.shown += shown;
     s.matched += matched;
     notice(
-      'Flood: ' + s.matched.toLocaleString() + ' new records since ' + s.since.toISOString().slice(11, 19) +
-      ' UTC, ' + s.shown.toLocaleString() + ' shown (a sample of the newest). Pause and search to see them all.',
+      'Flood: ' + grouped(s.matched) + ' new records since ' + s.since.toISOString().slice(11, 19) +
+      ' UTC, ' + grouped(s.shown) + ' shown (a sample of the newest). Pause and search to see them all.',
       'sampling'
     );
     clearTimeout(s.timer);
@@ -479,7 +516,6 @@
     document.addEventListener('keydown', (event) => {
       if (event.key === 'Escape' && state.openId !== null) closeRecord();
     });
-    window.addEventListener('resize', () => refreshSoon());
     refresh();
     if (open !== null) openRecord(open);
   }
