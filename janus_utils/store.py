@@ -36,7 +36,7 @@ import apsw
 
 from ._fts import check_query_size, escape_query, excluded_only, quote_all, split_wide
 from ._levels import level_name, parse_level
-from ._planner import Planner, Streams
+from ._planner import WALK_TS, Planner, Streams
 from ._rollup import Rollup
 from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE, WIDE_TABLE
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
@@ -739,12 +739,17 @@ class LogStore:
         order: str | None = None,
         limit: int | None = None,
         group: str | None = None,
+        walk_ts: bool = False,
     ) -> tuple[str, list[Any]]:
-        """One SELECT over the selection; *order* is one of _ORDERS, "id" or "id_desc"."""
+        """One SELECT over the selection; *order* is one of _ORDERS, "id" or "id_desc".
+
+        *walk_ts*: read the rows through the time index (the planner found the
+        filters broad), whatever SQLite would choose.
+        """
         params: list[Any] = list(column_params)
         where: list[str] = []
         if selection.fts is None:
-            source = f"FROM {_T}"
+            source = f'FROM {_T} INDEXED BY "logs_ts"' if walk_ts else f"FROM {_T}"
             id_column = f'{_T}."id"'
         else:
             narrow, narrow_params = self._choose_driver(selection, limit, after_id)
@@ -838,7 +843,7 @@ class LogStore:
             streams = self._planner().streams(
                 selection.facts, selection.probes, selection.probe_names, limit, self._index_names()
             )
-        if streams is not None:
+        if isinstance(streams, Streams):
             rows = self._run(selection, lambda: self._streams_sql(selection, streams, columns, order, limit))
         else:
             rows = self._run(
@@ -851,6 +856,7 @@ class LogStore:
                     upto_id=upto_id,
                     order=order,
                     limit=limit,
+                    walk_ts=streams == WALK_TS,
                 ),
             )
         if selection.fts:

@@ -174,9 +174,37 @@ def test_every_plan_is_taken(db_path: Path) -> None:
             streams = planner.streams(
                 selection.facts, selection.probes, selection.probe_names, 10, store._index_names()
             )
-            assert streams is not None and streams.column in ("level", "logger")
+            assert isinstance(streams, _planner.Streams) and streams.column in ("level", "logger")
     finally:
         _planner.PROBE_CAP, _planner.SAMPLE_IDS = saved
+
+
+@pytest.mark.parametrize("order", ["newest", "oldest"])
+@pytest.mark.parametrize("step", [0.001, 1000.0], ids=["walk the time index", "streams"])
+def test_one_broad_filter_is_planned_and_matches_a_brute_force_scan(db_path: Path, order: str, step: float) -> None:
+    """A broad level or logger filter alone is read by streams or the time index, never left to a sort."""
+    saved = (_planner.PROBE_CAP, _planner.STEP_COST)
+    _planner.PROBE_CAP, _planner.STEP_COST = 5, step
+    brute = _Brute(db_path)
+    try:
+        with ju.LogStore(db_path) as store:
+            for filters in ({"level": 30}, {"logger": "svc"}, {"logger": "svc.api"}):
+                selection = store._select(None, False, filters)
+                plan = store._planner().streams(
+                    selection.facts, selection.probes, selection.probe_names, 50, store._index_names()
+                )
+                if step < 1:
+                    assert plan == _planner.WALK_TS, filters
+                else:
+                    assert isinstance(plan, _planner.Streams), filters
+                expected = brute.select(None, filters)
+                expected.sort(key=lambda row: (row[1], row[0]), reverse=order == "newest")
+                for limit in (1, 50, 400):
+                    found = store.search(limit=limit, order=order, **filters)  # type: ignore[arg-type]
+                    assert [row[0] for row in expected[:limit]] == [record.id for record in found], (filters, limit)
+    finally:
+        brute.db.close()
+        _planner.PROBE_CAP, _planner.STEP_COST = saved
 
 
 @pytest.mark.parametrize("order", ["newest", "oldest"])
