@@ -1013,7 +1013,9 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``console_level``, ``console_format`` ("logfmt" | "json"), ``console_stream``,
     ``console_tracebacks`` ("5xx" | "all" | "none"),
     ``capture_stdlib``, ``source_location`` (a level, default WARNING: records from it up carry the caller's file, line and function; None for none), ``ring_size``, ``on_full`` ("block" | "drop"),
-    ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
+    ``block_timeout``, ``spill_max_bytes``, ``spill_reserve_bytes``, ``hold_max_bytes``
+    (a full ring's records: spill files, the disk set aside for them, memory),
+    ``batch_size``, ``commit_interval`` (seconds),
     ``takeover_after`` (seconds), ``synchronous`` ("NORMAL" | "FULL"),
     ``exit_timeout`` (seconds), ``max_message_chars``, ``redact``, ``redact_keys``, ``redact_pii``, ``hash_fields``,
     ``hash_key``, ``retention``, ``archive_dir``, ``service`` (default
@@ -1315,10 +1317,11 @@ def _give_up_held(p: Flusher, held: _overflow.MemoryOverflow) -> None:
     if lost:
         for _ in range(lost):
             p.ring.count_drop()
+        what = "1 record" if lost == 1 else f"{lost:,} records"
         _say(
-            f"{lost:,} records held in memory while the ring and the spill files were full "
+            f"{what} held in memory while the ring and the spill files were full "
             f"(no room on the disk of {p.cfg.db_path}) could not be stored before shutdown: "
-            "they are lost (counted as dropped)"
+            "lost (counted as dropped)"
         )
 
 

@@ -218,7 +218,7 @@ class TestWhatMemoryCannotKeep:
         proc.stdin.flush()
         assert proc.wait(60) == 0
         err = proc.stderr.read()
-        assert f"{held:,} records held in memory" in err and "lost (counted as dropped)" in err
+        assert f"{held:,} records held in memory" in err and "lost (counted as dropped)" in err, err
         disk.free()
         ju.configure(disk.mount / "app.db", console=False)
         assert ju.flush(timeout=60)
