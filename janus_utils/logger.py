@@ -409,8 +409,11 @@ class _Emitter:
         return self.slow(rc, record, queued=True)
 
     def push_or_hold(self, data: bytes) -> int:
-        """``push_plain``, unless records are held: then FULL at once (the record queues)."""
-        return _ring.FULL if self.holding else self.push_plain(data)
+        """``push_plain``, unless records are held: then FULL at once (the record queues),
+        or TOO_LARGE as the push would say (no record too large for the ring is held)."""
+        if not self.holding:
+            return self.push_plain(data)
+        return _ring.TOO_LARGE if len(data) > self.ring.max_record else _ring.FULL
 
     def slow(self, rc: int, record: tuple[Any, ...], queued: bool = False) -> tuple[Any, ...]:
         """The push did not go through at once: redact, wait, truncate or count.

@@ -136,6 +136,72 @@ class TestFullDisk:
             order = [ids[f"{name}-{i}"][0] for i in range(n)]
             assert order == sorted(order)
 
+    def test_calls_queued_behind_held_records_are_redacted_and_cut_as_pushes_are(self, disk: Disk) -> None:
+        """A secret or an oversized record logged while records are held is stored as the ring would."""
+        db = disk.mount / "app.db"
+        ju.configure(db, console=False, ring_size=RING, block_timeout=0.05, spill_reserve_bytes=0)
+        assert ju.flush(timeout=30)
+        disk.fill()
+        log = ju.get_logger("full")
+        i = 0
+        while ju.stats()["held"] < 5:
+            log.info("before-%d", i)
+            i += 1
+        log.info("queued secret", password="hunter2-held-secret")
+        log.error("queued big", blob="x" * (RING * 2))
+        log.info("queued last")
+        assert ju.stats()["held"] >= 8
+        disk.free()
+        assert ju.flush(timeout=120)
+        ju.shutdown(timeout=30)
+        conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            rows = conn.execute(
+                "SELECT message, fields FROM logs WHERE message LIKE 'queued%' ORDER BY id"
+            ).fetchall()
+            raw = [r for (r,) in conn.execute("SELECT fields FROM logs WHERE fields LIKE '%hunter2%'")]
+        finally:
+            conn.close()
+        assert ["queued secret", "queued big", "queued last"] == [m for m, _ in rows]
+        assert [] == raw
+        assert "truncated" in rows[1][1] and len(rows[1][1]) < RING
+
+    def test_a_child_forked_while_records_are_held_does_not_store_them_again(self, disk: Disk) -> None:
+        """Held records are the parent's: a forked child that flushes and shuts down adds no copy."""
+        db = disk.mount / "app.db"
+        ju.configure(db, console=False, ring_size=RING, block_timeout=0.05, spill_reserve_bytes=0)
+        assert ju.flush(timeout=30)
+        disk.fill()
+        log = ju.get_logger("full")
+        i = 0
+        while ju.stats()["held"] < 25:
+            log.info("p-%d", i)
+            i += 1
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: nothing held of its own; flush and shut down once there is room
+            status = 1
+            try:
+                os.close(go_w)
+                os.read(go_r, 1)
+                held = ju.stats()["held"]
+                ju.flush(timeout=30)
+                ju.shutdown(timeout=30)
+                status = 0 if held == 0 else 3
+            finally:
+                os._exit(status)
+        os.close(go_r)
+        disk.free()
+        os.write(go_w, b"g")
+        os.close(go_w)
+        _, status = os.waitpid(pid, 0)
+        assert 0 == os.waitstatus_to_exitcode(status)
+        assert ju.flush(timeout=120)
+        ju.shutdown(timeout=30)
+        ids = stored_ids(db)
+        assert {f"p-{k}" for k in range(i)} == set(ids)
+        assert [] == [m for m, found in ids.items() if len(found) > 1]
+
     def test_past_hold_max_bytes_records_are_dropped_and_counted(self, disk: Disk) -> None:
         """Every call is stored or counted as dropped: never both, never neither."""
         db = disk.mount / "app.db"
