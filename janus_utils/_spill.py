@@ -52,6 +52,8 @@ __all__ = ["KEY_PREFIX", "SpillWriter", "SpillChunk", "read_chunk", "spill_dir",
 FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
 SUFFIX = ".spill"
 RESERVE_SUFFIX = ".reserve"
+_NEW = "-new"  # a reserve being made: swept only once it is this old
+_NEW_STALE_SECONDS = 60.0
 _FALLOC_FL_KEEP_SIZE = 1
 KEY_PREFIX = "spill/"  # janus_ring_state.ring_id of a spill file's position
 _READ_BYTES = 4 << 20  # at most this much of a file per commit
@@ -175,16 +177,18 @@ class SpillWriter:
         try:
             _private_dir(directory)
             _remove_stale_reserves(directory)
+            # Locked under a name no sweep takes for a stale reserve, then named.
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(path, flags, 0o600)
+            fd = os.open(path + _NEW, flags, 0o600)
             fcntl.flock(fd, fcntl.LOCK_SH)  # "its process is alive"
             if not _preallocate(fd, self.reserve_bytes):
                 raise OSError("cannot allocate the reserve")
+            os.rename(path + _NEW, path)
         except (OSError, AttributeError):
             if fd >= 0:
                 os.close(fd)
                 with contextlib.suppress(OSError):
-                    os.unlink(path)
+                    os.unlink(path + _NEW)
             return
         self._reserve = (fd, path)
 
@@ -276,7 +280,7 @@ def _preallocate(fd: int, size: int) -> bool:
 def _remove_stale_reserves(directory: str) -> None:
     """Delete reserves whose process is gone: their room goes back to the disk."""
     for name in os.listdir(directory):
-        if not name.endswith(RESERVE_SUFFIX):
+        if not name.endswith((RESERVE_SUFFIX, RESERVE_SUFFIX + _NEW)):
             continue
         path = os.path.join(directory, name)
         try:
@@ -284,7 +288,9 @@ def _remove_stale_reserves(directory: str) -> None:
         except OSError:
             continue
         try:
-            if _writer_gone(fd):
+            # One being made may not be locked yet: only an old one is stale.
+            young = name.endswith(_NEW) and time.time() - os.fstat(fd).st_mtime < _NEW_STALE_SECONDS
+            if not young and _writer_gone(fd):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
         finally:
