@@ -289,7 +289,9 @@ class Flusher:
         self.ring_id = f"{self.ring.stats().ring_id:016x}"
         # Where log calls put records that waited block_timeout for room (_spill).
         self.spill = (
-            _spill.SpillWriter(cfg.db_path, cfg.spill_max_bytes) if self.ring.policy == "spill" else None
+            _spill.SpillWriter(cfg.db_path, cfg.spill_max_bytes, cfg.spill_reserve_bytes)
+            if self.ring.policy == "spill"
+            else None
         )
         self.console = Console.for_config(cfg, report=self._report)
         self.lock = FileLock(self.lock_path)

@@ -167,9 +167,13 @@ class _Pickler(pickle.Pickler):
 
 
 def process_config(cfg: Config) -> Config:
-    """What the flusher process needs of *cfg*: no console, alerts, stream or hash key."""
+    """What the flusher process needs of *cfg*: no console, alerts, stream or hash key.
+
+    Nor room set aside for spill files: it logs nothing of its own.
+    """
     return dataclasses.replace(
-        cfg, console=False, console_stream=None, alerts=(), hash_key=None, hash_fields=(), capture_stdlib=False
+        cfg, console=False, console_stream=None, alerts=(), hash_key=None, hash_fields=(), capture_stdlib=False,
+        spill_reserve_bytes=0,
     )
 
 

@@ -170,6 +170,10 @@ class Ring:
             return True
         return self._push_failed(rc, len(data))
 
+    def push_now(self, data: bytes) -> bool:
+        """Append one record if the ring has room now: never waits, never counts a drop."""
+        return lib.jr_push_ex(self._ptr, data, len(data), lib.JR_POLICY_TRY, 0) == OK
+
     def _push_failed(self, rc: int, size: int) -> bool:
         if rc == FULL:
             return False

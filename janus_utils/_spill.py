@@ -17,6 +17,15 @@ would hold it (already redacted).  A frame cut short by a writer that died
 inside its ``write`` is skipped once the writer is gone: that call never
 returned.
 
+A disk that fills refuses spill files too.  So that records can still reach
+the disk then, each process sets aside ``spill_reserve_bytes`` at
+``configure()``: an empty ``.reserve`` file whose blocks are allocated ahead
+(``fallocate`` with ``FALLOC_FL_KEEP_SIZE``).  A spill write refused for lack
+of room renames it into the next spill file and writes into those blocks;
+once it is used up, records go to the process's memory (_overflow).  A new
+reserve is set aside when spilling ends.  A reserve whose process is gone
+(it holds a shared ``flock`` on it) is deleted by the next one made.
+
 Records from a spill file are committed after the ring records that were
 pushed before them caught up, so their ids are not in time order with
 records of other processes; ``ts`` is always the call's time.
@@ -25,6 +34,8 @@ records of other processes; ``ts`` is always the call's time.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import fcntl
 import os
 import secrets
@@ -40,6 +51,10 @@ __all__ = ["KEY_PREFIX", "SpillWriter", "SpillChunk", "read_chunk", "spill_dir",
 
 FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
 SUFFIX = ".spill"
+RESERVE_SUFFIX = ".reserve"
+_NEW = "-new"  # a reserve being made: swept only once it is this old
+_NEW_STALE_SECONDS = 60.0
+_FALLOC_FL_KEEP_SIZE = 1
 KEY_PREFIX = "spill/"  # janus_ring_state.ring_id of a spill file's position
 _READ_BYTES = 4 << 20  # at most this much of a file per commit
 
@@ -72,11 +87,14 @@ def _private_dir(path: str) -> None:
 class SpillWriter:
     """One process's spill file: frames appended by its log calls, under a lock."""
 
-    def __init__(self, db_path: str, limit_bytes: int) -> None:
+    def __init__(self, db_path: str, limit_bytes: int, reserve_bytes: int = 0) -> None:
         self.db_path = db_path
         self.limit = limit_bytes
+        self.reserve_bytes = reserve_bytes
         self._lock = threading.Lock()
         self._reset()
+        self._reserve: tuple[int, str] | None = None  # (fd, path) of the room set aside
+        self.make_reserve()
 
     def _reset(self) -> None:
         self.fd: int | None = None
@@ -100,30 +118,104 @@ class SpillWriter:
                 self.failed += 1
                 return False
             try:
-                if self.fd is None:
-                    self._open()
-                    self.tail_at_start = tail
-                assert self.fd is not None
-                written = os.write(self.fd, frame)
-                if written != len(frame):
-                    raise OSError(f"short write ({written} of {len(frame)} bytes)")
-            except OSError:
-                if self.fd is not None:  # leave no half frame: later ones follow it
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(self.fd, self.size)
-                self.failed += 1
-                return False
+                self._append(frame, tail)
+            except OSError as err:
+                # No room on the disk: into the blocks set aside, if any are left.
+                try:
+                    if err.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._use_reserve():
+                        raise
+                    self._append(frame, tail)
+                except OSError:
+                    self.failed += 1
+                    return False
             self.size += len(frame)
             self.total += len(frame)
             self.records += 1
             return True
 
+    def _append(self, frame: bytes, tail: int) -> None:
+        if self.fd is None:
+            self._open()
+            self.tail_at_start = tail
+        assert self.fd is not None
+        try:
+            written = os.write(self.fd, frame)
+            if written != len(frame):
+                raise OSError(errno.ENOSPC, f"short write ({written} of {len(frame)} bytes)")
+        except OSError:
+            # Leave no half frame: later ones follow it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.size)
+            raise
+
+    def _use_reserve(self) -> bool:
+        """Make the reserve the spill file written from now on; False if there is none."""
+        if self._reserve is None:
+            return False
+        fd, path = self._reserve
+        self._reserve = None
+        target = os.path.join(spill_dir(self.db_path), self._new_name())
+        try:
+            os.rename(path, target)
+        except OSError:
+            os.close(fd)
+            return False
+        if self.fd is not None:  # the file that could not grow: complete frames only
+            os.close(self.fd)
+            assert self.path is not None
+            self.closed.append(self.path)
+        self.fd, self.path, self.size = fd, target, 0
+        return True
+
+    def make_reserve(self) -> None:
+        """Set aside ``reserve_bytes`` on the disk for spilling once it is full (best effort)."""
+        if not self.reserve_bytes or self._reserve is not None:
+            return
+        directory = spill_dir(self.db_path)
+        path = os.path.join(directory, self._new_name(RESERVE_SUFFIX))
+        fd = -1
+        try:
+            _private_dir(directory)
+            _remove_stale_reserves(directory)
+            # Locked under a name no sweep takes for a stale reserve, then named.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(path + _NEW, flags, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # "its process is alive"
+            if not _preallocate(fd, self.reserve_bytes):
+                raise OSError("cannot allocate the reserve")
+            os.rename(path + _NEW, path)
+        except (OSError, AttributeError):
+            if fd >= 0:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(path + _NEW)
+            return
+        self._reserve = (fd, path)
+
+    def drop_reserve(self) -> None:
+        """Give the room set aside back to the disk (shutdown)."""
+        with self._lock:
+            if self._reserve is not None:
+                fd, path = self._reserve
+                self._reserve = None
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                os.close(fd)
+
+    @property
+    def reserved(self) -> int:
+        """Bytes set aside for spilling on a full disk (0: none now)."""
+        return self.reserve_bytes if self._reserve is not None else 0
+
+    @staticmethod
+    def _new_name(suffix: str = SUFFIX) -> str:
+        # Named by time first: the flusher commits older files first.
+        return f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+
     def _open(self) -> None:
         directory = spill_dir(self.db_path)
         _private_dir(directory)
-        # Named by time first: the flusher commits older files first.
-        name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
-        path = os.path.join(directory, name)
+        path = os.path.join(directory, self._new_name())
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags, 0o600)
         try:
@@ -143,6 +235,8 @@ class SpillWriter:
                 self.closed.append(self.path)
                 self.fd = self.path = None
                 self.tail_at_start = None
+            # Spilling ended (the flusher moves): set room aside again if it was used.
+            self.make_reserve()
 
     def waiting(self) -> list[str]:
         """This process's spill files that are still there (not yet all committed)."""
@@ -154,11 +248,15 @@ class SpillWriter:
     def after_fork_child(self) -> None:
         """The child writes its own file: the parent's stays the parent's."""
         fd = self.fd
+        reserve = self._reserve
         self._lock = threading.Lock()
         self._reset()
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)  # the parent's descriptor keeps its lock
+        self._reserve = None
+        for own in (fd, reserve[0] if reserve else None):
+            if own is not None:
+                with contextlib.suppress(OSError):
+                    os.close(own)  # the parent's descriptor keeps its lock
+        self.make_reserve()  # the child's own
 
 
 @dataclass(slots=True)
@@ -169,6 +267,34 @@ class SpillChunk:
     end: int  # the position after the last frame read (or skipped as torn)
     finished: bool  # read to the end of a file no process writes any more
     torn: int  # frames skipped as cut short or damaged
+
+
+def _preallocate(fd: int, size: int) -> bool:
+    """Allocate *size* bytes of blocks for *fd* without changing its size (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fallocate = libc.fallocate
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size) == 0
+
+
+def _remove_stale_reserves(directory: str) -> None:
+    """Delete reserves whose process is gone: their room goes back to the disk."""
+    for name in os.listdir(directory):
+        if not name.endswith((RESERVE_SUFFIX, RESERVE_SUFFIX + _NEW)):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            # One being made may not be locked yet: only an old one is stale.
+            young = name.endswith(_NEW) and time.time() - os.fstat(fd).st_mtime < _NEW_STALE_SECONDS
+            if not young and _writer_gone(fd):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        finally:
+            os.close(fd)
 
 
 def _writer_gone(fd: int) -> bool:

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from . import _otel, _resource, _ring, _source, security
+from . import _otel, _overflow, _resource, _ring, _source, security
 from ._console import TRACEBACK_RULES
 from ._flusher import Flusher, _remaining
 from ._levels import LEVELS, level_name, parse_level
@@ -107,6 +107,13 @@ class Config:
     # to a spill file beside the database (_spill), at most this many bytes
     # per process; 0 drops it instead (counted in stats()["dropped"]).
     spill_max_bytes: int = 1 << 30
+    # Room set aside per process at configure() for spill files on a disk that
+    # fills (allocated ahead, see _spill); 0 sets none aside.
+    spill_reserve_bytes: int = 1 << 20
+    # ... and one that cannot be spilled either (a full disk) is held in memory
+    # (_overflow), at most this many bytes per process, until the ring or a
+    # spill file takes it; 0 drops it instead.
+    hold_max_bytes: int = 64 << 20
     batch_size: int = 2000
     commit_interval: float = 0.05
     election_interval: float = 0.2
@@ -165,6 +172,10 @@ def _check_config(db_path: str | os.PathLike[str] | None, **kw: Any) -> Config:
     size = kw.get("ring_size", _ring.DEFAULT_CAPACITY)
     if not isinstance(size, int) or size < 65536 or size & (size - 1):
         raise ConfigError(f"ring_size must be a power of two of at least 65536 bytes, got {size!r}")
+    for name in ("spill_max_bytes", "spill_reserve_bytes", "hold_max_bytes"):
+        limit = kw.get(name, 0)
+        if type(limit) is not int or limit < 0:
+            raise ConfigError(f"{name} must be a number of bytes >= 0, got {limit!r}")
     exit_timeout = kw.get("exit_timeout", 2.0)
     if exit_timeout is not None and (
         isinstance(exit_timeout, bool) or not isinstance(exit_timeout, (int, float)) or not exit_timeout >= 0
@@ -294,6 +305,15 @@ class _Emitter:
         self.truncated = 0
         self.internal_errors = 0
         self.native = self._native()
+        # Records neither the ring nor a spill file took (a full disk), held
+        # in memory until one does; while any is, every call queues behind.
+        self.holding = False
+        self.retired = False  # shutdown() is done with it: the C path stays closed
+        self.held = (
+            _overflow.MemoryOverflow(cfg.hold_max_bytes, self._store_held, self._set_holding)
+            if flusher.spill is not None and cfg.hold_max_bytes > 0
+            else None
+        )
 
     def _native(self) -> Any:
         """The C encoder for this setup, or None where only the Python path applies."""
@@ -334,9 +354,12 @@ class _Emitter:
             data = dumps(record)
         except Exception:
             record, data = self.safe_encode(record)
-        rc = self.push_fn(self.ptr, data, len(data))
-        if rc:
-            record = self.slow(rc, record)
+        if self.holding:  # records are held in memory (_overflow): queue behind them
+            record = self.queue_behind(record, data)
+        else:
+            rc = self.push_fn(self.ptr, data, len(data))
+            if rc:
+                record = self.slow(rc, record)
         if level >= self.console_level or _listeners:
             self.after(record, notify)
 
@@ -375,8 +398,28 @@ class _Emitter:
                 out[key] = security.hash_identifier(safe_str(out[key]), self.hash_key)  # type: ignore[arg-type]
         return out
 
-    def slow(self, rc: int, record: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The push did not go through at once: redact, wait, truncate or count."""
+    def queue_behind(self, record: tuple[Any, ...], data: bytes) -> tuple[Any, ...]:
+        """Redact and cut *record* as a push would, then hold it behind the records held."""
+        if self.redact and self.ring.suspect_record(data):
+            rc = _ring.SUSPECT
+        elif len(data) > self.ring.max_record:
+            rc = _ring.TOO_LARGE
+        else:
+            rc = _ring.FULL
+        return self.slow(rc, record, queued=True)
+
+    def push_or_hold(self, data: bytes) -> int:
+        """``push_plain``, unless records are held: then FULL at once (the record queues),
+        or TOO_LARGE as the push would say (no record too large for the ring is held)."""
+        if not self.holding:
+            return self.push_plain(data)
+        return _ring.TOO_LARGE if len(data) > self.ring.max_record else _ring.FULL
+
+    def slow(self, rc: int, record: tuple[Any, ...], queued: bool = False) -> tuple[Any, ...]:
+        """The push did not go through at once: redact, wait, truncate or count.
+
+        *queued*: records are held, and this one has not waited for room yet.
+        """
         if rc == _ring.SUSPECT:
             _, ts, level, name, message, fields, exc, pid, thread = record
             red = self.redactor
@@ -391,7 +434,7 @@ class _Emitter:
                 data = dumps(record)
             except Exception:
                 record, data = self.safe_encode(record)
-            rc = self.push_plain(data)
+            rc = self.push_or_hold(data)
         if rc == _ring.TOO_LARGE:
             # Only records far beyond max_message_chars get here (huge fields or
             # tracebacks): keep the record, cut what made it too big.
@@ -406,20 +449,24 @@ class _Emitter:
                 message = message[:budget] + TRUNCATED.format(len(message) - budget)
             record = (FORMAT, ts, level, name, message, fields, exc, pid, thread)
             self.truncated += 1
-            rc = self.push_plain(dumps(record))
-        if rc == _ring.FULL and not self.overflow(record):
+            rc = self.push_or_hold(dumps(record))
+        if rc == _ring.FULL and not self.overflow(record, waited=not queued):
             self.flusher.warn_dropped()
         return record
 
-    def overflow(self, record: tuple[Any, ...]) -> bool:
-        """The ring stayed full for block_timeout: spill *record* to disk.  False: dropped.
+    def overflow(self, record: tuple[Any, ...], waited: bool = True) -> bool:
+        """The ring stayed full for block_timeout: spill *record* to disk, else hold
+        it in memory.  False: dropped.
 
         With on_full="drop" (or no spill) the ring has counted the drop itself.
+        Not *waited*: records are held, and this one waits its turn behind them.
         """
         flusher, spill = self.flusher, self.flusher.spill
         if spill is None:
             return False
         data = dumps(record)
+        if self.holding:  # behind the held records, never past them
+            return self.hold(data, wait=not waited)
         tail = self.ring.stats().tail
         if spill.active and tail != spill.tail_at_start:
             # The flusher has moved since this process began to spill: the
@@ -436,8 +483,59 @@ class _Emitter:
                 self.ring.set_policy("spill", 0.0)
                 flusher.warn_spilling()
             return True
+        if self.held is not None:
+            return self.hold(data, wait=False)
         self.ring.count_drop()
         return False
+
+    def hold(self, data: bytes, wait: bool) -> bool:
+        """Hold *data* in memory behind the records held; False (counted) past hold_max_bytes.
+
+        With *wait*, wait up to block_timeout for it to be moved on, as a push
+        into a full ring would wait.
+        """
+        held = self.held
+        seq = held.hold(data) if held is not None else 0
+        if not seq:
+            self.ring.count_drop()
+            return False
+        if wait:
+            held.wait(seq, self.flusher.cfg.block_timeout)  # type: ignore[union-attr]
+        return True
+
+    def _store_held(self, data: bytes) -> bool:
+        """Move one held record on (never waiting): into the ring if it has room, else a spill file."""
+        if self.ring.push_now(data):
+            return True
+        flusher, spill = self.flusher, self.flusher.spill
+        assert spill is not None
+        tail = self.ring.stats().tail
+        if spill.active and tail != spill.tail_at_start:
+            # The flusher moves again: the ring frees up, wait for it rather
+            # than spill.
+            spill.close()
+            self.ring.set_policy("spill", flusher.cfg.block_timeout)
+            return False
+        first = not spill.active
+        if not spill.write(data, tail):
+            return False
+        if first:
+            self.ring.set_policy("spill", 0.0)
+            flusher.warn_spilling()
+        return True
+
+    def _set_holding(self, on: bool) -> None:
+        """From the held records, under their lock: while any is held, calls take the Python path."""
+        self.holding = on
+        if self.native is not None and not self.retired:
+            self.native.closed = on  # the C encoder hands every call back
+
+    def retire(self) -> None:
+        """shutdown(): every later call is handed back by the C encoder, for good."""
+        with self.held.cond if self.held is not None else contextlib.nullcontext():
+            self.retired = True
+            if self.native is not None:
+                self.native.closed = True  # a call in C hands its record back
 
     def after(self, record: tuple[Any, ...], notify: bool = True) -> None:
         if record[2] >= self.console_level:
@@ -918,7 +1016,9 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
     ``console_level``, ``console_format`` ("logfmt" | "json"), ``console_stream``,
     ``console_tracebacks`` ("5xx" | "all" | "none"),
     ``capture_stdlib``, ``source_location`` (a level, default WARNING: records from it up carry the caller's file, line and function; None for none), ``ring_size``, ``on_full`` ("block" | "drop"),
-    ``block_timeout``, ``batch_size``, ``commit_interval`` (seconds),
+    ``block_timeout``, ``spill_max_bytes``, ``spill_reserve_bytes``, ``hold_max_bytes``
+    (a full ring's records: spill files, the disk set aside for them, memory),
+    ``batch_size``, ``commit_interval`` (seconds),
     ``takeover_after`` (seconds), ``synchronous`` ("NORMAL" | "FULL"),
     ``exit_timeout`` (seconds), ``max_message_chars``, ``redact``, ``redact_keys``, ``redact_pii``, ``hash_fields``,
     ``hash_key``, ``retention``, ``archive_dir``, ``service`` (default
@@ -1133,6 +1233,16 @@ def flush(timeout: float | None = None) -> bool:
     target = p.ring.stats().head
     spilled = p.end_spill()  # this process's spill files, until they are committed
     deadline = None if timeout is None else time.monotonic() + timeout
+    em = _emitter
+    held = em.held if em is not None and em.flusher is p else None
+    if held is not None and held.count:
+        # Records held in memory (a full disk) first go into the ring or a
+        # spill file; then those are waited for like the rest.
+        p.wake.set()
+        if not held.wait(held.added, _remaining(deadline)):
+            return False
+        target = p.ring.stats().head
+        spilled = p.end_spill() or spilled
     delay = 0.0005
     while p.ring.stats().tail < target or (spilled and p.spill is not None and p.spill.waiting()):
         p.wake.set()
@@ -1180,8 +1290,9 @@ def shutdown(timeout: float | None = 10.0) -> None:
             # fire gets up to *timeout* to be delivered.
             engine, _alerts = _alerts, None
             engine.stop(_remaining(deadline))
-        if _emitter is not None and _emitter.native is not None:
-            _emitter.native.closed = True  # a call in C hands its record back
+        em = _emitter
+        if em is not None:
+            em.retire()
         _set_c_path(None)
         _fast = None
         _emitter = None
@@ -1190,6 +1301,10 @@ def shutdown(timeout: float | None = 10.0) -> None:
         left = p.stop(_remaining(deadline), target=target)
         if left:
             _say_left(p, target, left)
+        if em is not None and em.held is not None:
+            _give_up_held(p, em.held)
+        if p.spill is not None:
+            p.spill.drop_reserve()  # give the room set aside back to the disk
         waiting = p.spill.waiting() if p.spill is not None else []
         if waiting:
             _say(
@@ -1197,6 +1312,20 @@ def shutdown(timeout: float | None = 10.0) -> None:
                 f"they stay in {', '.join(waiting)} and the next flusher of {p.cfg.db_path} "
                 "commits them"
             )
+
+
+def _give_up_held(p: Flusher, held: _overflow.MemoryOverflow) -> None:
+    """Records still held in memory at shutdown (the disk stayed full): counted as dropped."""
+    lost = held.give_up()  # a last try to put them into the ring or a spill file first
+    if lost:
+        for _ in range(lost):
+            p.ring.count_drop()
+        what = "1 record" if lost == 1 else f"{lost:,} records"
+        _say(
+            f"{what} held in memory while the ring and the spill files were full "
+            f"(no room on the disk of {p.cfg.db_path}) could not be stored before shutdown: "
+            "lost (counted as dropped)"
+        )
 
 
 def _say_left(p: Flusher, target: int, left: int) -> None:
@@ -1240,6 +1369,10 @@ def stats() -> dict[str, Any]:
         # Records that found the ring full for block_timeout and went to a
         # spill file instead (committed when the flusher moves again).
         "spilled": p.spill.records if p.spill is not None else 0,
+        # Records neither the ring nor a spill file could take (a full disk),
+        # held in this process's memory until one can (see _overflow).
+        "held": em.held.count if em is not None and em.held is not None else 0,
+        "held_bytes": em.held.bytes if em is not None and em.held is not None else 0,
         "torn": r.torn,
         "torn_bytes": r.torn_bytes,
         "retries": p.retries,
@@ -1290,6 +1423,11 @@ def _after_fork_child() -> None:
     em = _emitter
     if em is not None and em.native is not None:
         em.native.pid = _pid
+    if em is not None and em.held is not None:
+        em.held.after_fork_child()  # the parent's held records stay the parent's
+        em.holding = False
+        if em.native is not None and not em.retired:
+            em.native.closed = False
     # Another thread of the parent may have held these at fork(): in the
     # child that thread does not exist and would never release them.
     _config_lock = threading.RLock()

@@ -108,8 +108,8 @@ def test_a_full_ring_spills_and_every_record_is_committed_once(db: Path, flusher
     assert _spill.spill_files(str(db)) == []  # committed files are deleted
 
 
-def test_spill_over_its_limit_drops_and_counts(db: Path) -> None:
-    ju.configure(db, console=False, ring_size=RING, block_timeout=0.1, spill_max_bytes=20_000)
+def test_spill_over_its_limit_drops_and_counts_without_holding(db: Path) -> None:
+    ju.configure(db, console=False, ring_size=RING, block_timeout=0.1, spill_max_bytes=20_000, hold_max_bytes=0)
     assert ju.flush(timeout=30)
     locker = Locker(db)
     log = ju.get_logger("spill")
