@@ -989,7 +989,7 @@ static int token_at(const struct jr_prefilter *pf, const uint8_t *data, size_t l
  *
  * One bit of `pf->start` per byte decides whether anything starts here;
  * almost all bytes of ordinary text need nothing more. */
-static int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key) {
+__attribute__((always_inline)) static inline int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key) {
     const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
     if (!pf || len == 0)
         return 0;
