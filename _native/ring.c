@@ -149,21 +149,34 @@ _Static_assert(sizeof(struct jr_rec) == JR_REC_HEADER, "record header layout");
 #define PF_MAX_TOKENS 256
 #define PF_MAX_BYTES 4096
 
-/* One byte per possible pair of bytes (64 KiB) saying whether the pair may
- * start a token (either case), starts with a digit, a separator of digit
- * groups, or a "/"; then the tokens, sorted by first byte so a hit compares
- * only the few tokens that start with that byte. */
+/* The scan reads one bit per byte of text: the bit of the pair that byte
+ * starts (the byte and the next one, read as one 16-bit little-endian load;
+ * the last byte is paired with NUL) in `start`, set where something may
+ * begin: a token (either case), a digit (a card number), a "/" (rule (c)).
+ * Almost every byte of ordinary text stops there.  Where a bit is set, the
+ * byte's flags (`byte`) say which, and a token is looked for among those
+ * sorted by first byte and within it by second, so a hit compares only the
+ * few tokens that start with that pair.  `start` is 8 KiB and a text
+ * touches few of its cache lines (one per two values of the second byte);
+ * a table of one byte per pair would be 64 KiB, more than L1 holds. */
+#define PF_TRI_BITS 14 /* log2 of the bits in `tri` */
+
 struct jr_prefilter {
-    uint8_t pair[65536];
-    uint16_t first[257]; /* tokens starting with byte c: [first[c], first[c+1]) */
-    uint16_t off[PF_MAX_TOKENS];
-    uint16_t len[PF_MAX_TOKENS];
-    uint8_t anchor[PF_MAX_TOKENS]; /* PF_START, PF_END */
+    uint64_t start[65536 / 64]; /* bit (a | b << 8): something may start at bytes a, b */
+    /* bit tri_hash(a, b, c): some token of 3 bytes or more starts with a, b, c
+     * (lower case).  Tokens start with common pairs ("se", "co", "pa"):
+     * this rules out user, cost, page without comparing any token. */
+    uint64_t tri[(1u << PF_TRI_BITS) / 64];
+    uint8_t byte[256];          /* PB_* flags */
+    uint16_t first[257];        /* tokens starting with byte c: [first[c], first[c+1]) */
     /* Each token's second byte (lower case), or 0 for a one-byte token: a
      * hit on a token's first byte compares this before anything else, so
      * the dozen tokens that start with "s" cost a byte compare each when
      * the text holds "se" (user, session) and is clean. */
     uint8_t second[PF_MAX_TOKENS];
+    uint8_t anchor[PF_MAX_TOKENS]; /* PF_START, PF_END */
+    uint16_t len[PF_MAX_TOKENS];
+    uint16_t off[PF_MAX_TOKENS];
     char bytes[PF_MAX_BYTES];
 };
 
@@ -790,10 +803,11 @@ int jr_debug_push_stalled(jr_ring *r, const uint8_t *data, size_t len, int64_t s
 
 static inline uint8_t lower(uint8_t c) { return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c; }
 
-#define PP_TOKEN 1u /* the pair starts some token, ignoring ASCII case */
-#define PP_DIGIT 2u /* the first byte is 0-9 */
-#define PP_SEP 4u   /* the first byte is ' ', tab, '-' or '.': kept inside a card number */
-#define PP_SLASH 8u /* the first byte is '/': an '@' may follow (rule (c)) */
+#define PB_TOKEN 1u /* some token starts with this byte, ignoring ASCII case */
+#define PB_DIGIT 2u /* 0-9 */
+#define PB_SEP 4u   /* ' ', tab, '-' or '.': kept inside a card number */
+#define PB_SLASH 8u /* '/': an '@' may follow (rule (c)) */
+#define PB_SHORT 16u /* a token of one or two bytes starts with this byte: `tri` cannot rule it out */
 
 static inline int is_word(uint8_t c) {
     return (uint8_t)((c | 32) - 'a') < 26 || (uint8_t)(c - '0') < 10;
@@ -806,7 +820,32 @@ static inline int is_key_end(uint8_t c) {
            c == '\\' || c == '_' || c == '-' || c == '.';
 }
 
-static inline unsigned pair_at(const uint8_t *p) { return (unsigned)p[0] | ((unsigned)p[1] << 8); }
+/* The pair of bytes at p: p[0] in the low byte, p[1] in the high one (one
+ * 16-bit load on a little-endian machine). */
+static inline unsigned load_pair(const uint8_t *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+#else
+    return (unsigned)p[0] | ((unsigned)p[1] << 8);
+#endif
+}
+
+static inline void set_start(uint64_t *start, unsigned a, unsigned b) {
+    unsigned pair = a | b << 8;
+    start[pair >> 6] |= (uint64_t)1 << (pair & 63);
+}
+
+static inline int starts(const uint64_t *start, unsigned pair) { return (int)(start[pair >> 6] >> (pair & 63) & 1); }
+
+static inline unsigned tri_hash(uint8_t a, uint8_t b, uint8_t c) {
+    return (((uint32_t)a | (uint32_t)b << 8 | (uint32_t)c << 16) * 0x9E3779B1u) >> (32 - PF_TRI_BITS);
+}
+
+static inline int has_tri(const uint64_t *tri, unsigned h) { return (int)(tri[h >> 6] >> (h & 63) & 1); }
+
+static inline uint8_t upper(uint8_t c) { return (c >= 'a' && c <= 'z') ? (uint8_t)(c - 32) : c; }
 
 /* Builds a new table and swaps it in with one atomic store, so producers
  * pushing meanwhile see the old rules or the new ones, never half of each.
@@ -846,19 +885,18 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
     struct jr_prefilter *pf = calloc(1, sizeof *pf);
     if (!pf)
         return JR_ERRNO;
-    uint8_t *pp = pf->pair;
-    for (unsigned b = 0; b < 256; b++) {
-        for (unsigned d = '0'; d <= '9'; d++)
-            pp[d | (b << 8)] |= PP_DIGIT;
-        pp[' ' | (b << 8)] |= PP_SEP;
-        pp['\t' | (b << 8)] |= PP_SEP;
-        pp['-' | (b << 8)] |= PP_SEP;
-        pp['.' | (b << 8)] |= PP_SEP;
-        pp['/' | (b << 8)] |= PP_SLASH;
-    }
+    for (unsigned d = '0'; d <= '9'; d++)
+        pf->byte[d] |= PB_DIGIT;
+    pf->byte[' '] |= PB_SEP;
+    pf->byte['\t'] |= PB_SEP;
+    pf->byte['-'] |= PB_SEP;
+    pf->byte['.'] |= PB_SEP;
+    pf->byte['/'] |= PB_SLASH;
     for (unsigned i = 0; i < len; i++)
         pf->bytes[i] = (char)lower((uint8_t)tokens[i]);
-    /* counting sort of the tokens by first byte */
+    uint8_t every[256] = {0}; /* a one-byte token is this byte */
+    /* counting sort of the tokens by first byte, then an insertion sort of
+     * each first byte's tokens by second byte (a one-byte token's is 0) */
     unsigned n = 0;
     for (unsigned c = 0; c < 256; c++) {
         pf->first[c] = (uint16_t)n;
@@ -866,28 +904,44 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
             uint8_t a = (uint8_t)pf->bytes[off[t]];
             if (a != c)
                 continue;
-            pf->off[n] = off[t];
-            pf->len[n] = n_of[t];
-            pf->anchor[n] = anchor[t];
-            pf->second[n] = n_of[t] > 1 ? (uint8_t)pf->bytes[off[t] + 1] : 0;
+            uint8_t b = n_of[t] > 1 ? (uint8_t)pf->bytes[off[t] + 1] : 0;
+            unsigned at = n;
+            for (; at > pf->first[c] && pf->second[at - 1] > b; at--) {
+                pf->off[at] = pf->off[at - 1];
+                pf->len[at] = pf->len[at - 1];
+                pf->anchor[at] = pf->anchor[at - 1];
+                pf->second[at] = pf->second[at - 1];
+            }
+            pf->off[at] = off[t];
+            pf->len[at] = n_of[t];
+            pf->anchor[at] = anchor[t];
+            pf->second[at] = b;
             n++;
-            uint8_t A = (a >= 'a' && a <= 'z') ? a - 32 : a;
+            pf->byte[a] |= PB_TOKEN;
+            pf->byte[upper(a)] |= PB_TOKEN;
+            if (n_of[t] <= 2) {
+                pf->byte[a] |= PB_SHORT;
+                pf->byte[upper(a)] |= PB_SHORT;
+            } else {
+                unsigned h = tri_hash(a, b, (uint8_t)pf->bytes[off[t] + 2]);
+                pf->tri[h >> 6] |= (uint64_t)1 << (h & 63);
+            }
             if (n_of[t] == 1) {
-                /* A one-byte token ("@", a digit): every pair it starts. */
-                for (unsigned x = 0; x < 256; x++) {
-                    pp[a | (x << 8)] |= PP_TOKEN;
-                    pp[A | (x << 8)] |= PP_TOKEN;
-                }
+                every[a] = every[upper(a)] = 1;
                 continue;
             }
-            uint8_t b = (uint8_t)pf->bytes[off[t] + 1];
-            uint8_t B = (b >= 'a' && b <= 'z') ? b - 32 : b;
-            pp[a | (b << 8)] |= PP_TOKEN;
-            pp[A | (b << 8)] |= PP_TOKEN;
-            pp[a | (B << 8)] |= PP_TOKEN;
-            pp[A | (B << 8)] |= PP_TOKEN;
+            set_start(pf->start, a, b);
+            set_start(pf->start, upper(a), b);
+            set_start(pf->start, a, upper(b));
+            set_start(pf->start, upper(a), upper(b));
         }
     }
+    /* Whatever follows (NUL after the last byte too), a digit, a "/" and a
+     * one-byte token ("@", a digit with pii=True) start something. */
+    for (unsigned a = 0; a < 256; a++)
+        if (every[a] || (pf->byte[a] & (PB_DIGIT | PB_SLASH)))
+            for (unsigned b = 0; b < 256; b++)
+                set_start(pf->start, a, b);
     pf->first[256] = (uint16_t)n;
     /* Release: the table is complete before any producer can load it. */
     __atomic_store_n(&r->pf, pf, __ATOMIC_RELEASE);
@@ -896,44 +950,17 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
 
 static inline int is_space(uint8_t c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
-struct scan_state {
-    unsigned digits;   /* digits in the current run of card-number bytes */
-    size_t slash_seen; /* "/" scans have covered [.., slash_seen) */
-};
-
-/* The byte at data[i], whose pair (with the next byte, or NUL after the
- * last) has the flags k != 0: 1 if a rule matches here, else 0. */
-__attribute__((always_inline)) static inline int suspect_at(const struct jr_prefilter *pf, const uint8_t *data, size_t len,
-                             size_t i, unsigned k, int key, struct scan_state *st) {
-    if (k & PP_DIGIT) {
-        if (++st->digits >= 13)
-            return 1;
-        if (!(k & PP_TOKEN))
-            return 0; /* a token may start with a digit ("2fa") */
-    } else if (!(k & PP_SEP)) {
-        st->digits = 0;
-    }
-    if (k & PP_SLASH) {
-        /* Each "/" looks ahead to the next white space; a later "/"
-         * before that space would look at the same bytes again, so skip
-         * it (keeps hostile "a/a/a/..." input linear). */
-        if (i >= st->slash_seen) {
-            size_t m = i + 1;
-            for (; m < len && !is_space(data[m]); m++)
-                if (data[m] == '@')
-                    return 1;
-            st->slash_seen = m;
-        }
-        return 0;
-    }
-    if (!(k & PP_TOKEN))
-        return 0;
+/* Rule (a) at data[i]: 1 if a token matches there, else 0. */
+static int token_at(const struct jr_prefilter *pf, const uint8_t *data, size_t len, size_t i, int key) {
     uint8_t a = lower(data[i]);
     uint8_t b = i + 1 < len ? lower(data[i + 1]) : 0;
     for (unsigned t = pf->first[a]; t < pf->first[a + 1]; t++) {
         size_t n = pf->len[t];
-        if (n > 1 && pf->second[t] != b)
-            continue; /* most tokens end here */
+        if (n > 1 && pf->second[t] != b) {
+            if (pf->second[t] > b)
+                break; /* sorted by second byte: none further starts with a, b */
+            continue;
+        }
         if (n > len - i)
             continue;
         const char *tok = pf->bytes + pf->off[t];
@@ -960,25 +987,77 @@ __attribute__((always_inline)) static inline int suspect_at(const struct jr_pref
  * Oracle's user/password@db).  With `key` the data is a key of its own (a
  * dict key, an item of a list of pairs): its end counts as a key word's end.
  *
- * One table load per byte decides whether anything starts here; almost all
- * bytes of ordinary text need nothing more. */
-static int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key) {
+ * One bit of `pf->start` per byte decides whether anything starts here;
+ * almost all bytes of ordinary text need nothing more. */
+__attribute__((always_inline)) static inline int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key) {
     const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
     if (!pf || len == 0)
         return 0;
-    const uint8_t *pp = pf->pair;
-    struct scan_state st = {0, 0};
+    const uint64_t *start = pf->start;
+    const uint8_t *flags = pf->byte;
+    size_t last = len - 1;
+    size_t slash_seen = 0; /* "/" scans have covered [.., slash_seen) */
     size_t i = 0;
-    for (; i + 1 < len; i++) {
-        unsigned k = pp[pair_at(data + i)];
-        if (k == 0)
-            st.digits = 0;
-        else if (suspect_at(pf, data, len, i, k, key, &st))
-            return 1;
+    for (;;) {
+        const uint8_t *p = data + i, *stop = data + last;
+        while (p < stop && !starts(start, load_pair(p)))
+            p++;
+        i = (size_t)(p - data);
+        /* The last byte is paired with a NUL, which continues no token. */
+        if (i == last && !starts(start, data[i]))
+            return 0;
+        if (i > last)
+            return 0;
+        unsigned k = flags[data[i]];
+        if (k & PB_DIGIT) {
+            /* A run of digits and separators, counted to its end here: a
+             * card number if it holds 13 digits.  A byte in it may start a
+             * token too (a digit with pii=True, "-----begin"). */
+            size_t digits = 0;
+            for (; i < len; i++) {
+                /* the common case: digits no token starts with, counted at once */
+                const uint8_t *q = data + i, *end = data + len;
+                while (q < end && flags[*q] == PB_DIGIT)
+                    q++;
+                digits += (size_t)(q - (data + i));
+                if (digits >= 13)
+                    return 1;
+                i = (size_t)(q - data);
+                if (i == len)
+                    break;
+                k = flags[data[i]];
+                if (k & PB_DIGIT) {
+                    if (++digits >= 13)
+                        return 1;
+                } else if (!(k & PB_SEP)) {
+                    break; /* the byte after the run: looked at from the start */
+                }
+                if ((k & PB_TOKEN) && token_at(pf, data, len, i, key))
+                    return 1;
+            }
+            continue;
+        }
+        if (k & PB_SLASH) {
+            /* Each "/" looks ahead to the next white space; a later "/"
+             * before that space would look at the same bytes again, so skip
+             * it (keeps hostile "a/a/a/..." input linear).  No token starts
+             * with "/" (key words are letters, digits and "_"). */
+            if (i >= slash_seen) {
+                size_t m = i + 1;
+                for (; m < len && !is_space(data[m]); m++)
+                    if (data[m] == '@')
+                        return 1;
+                slash_seen = m;
+            }
+        } else if ((k & PB_SHORT) ||
+                   (i + 2 < len && has_tri(pf->tri, tri_hash(lower(data[i]), lower(data[i + 1]), lower(data[i + 2]))))) {
+            /* Otherwise every token that starts with this byte is 3 bytes
+             * or longer, and none starts with these 3 (or fewer are left). */
+            if (token_at(pf, data, len, i, key))
+                return 1;
+        }
+        i++;
     }
-    /* The last byte is paired with a NUL, which continues no token. */
-    unsigned k = pp[data[i]];
-    return k != 0 && suspect_at(pf, data, len, i, k, key, &st);
 }
 
 int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {

@@ -110,13 +110,15 @@ static inline int known_clean(const scanner *sc, size_t i, PyObject *s, int as_k
 }
 
 static int suspect_str(scanner *sc, PyObject *s, const char *u, Py_ssize_t n, int keep, int as_key) {
+    if (keep == FORGET) /* the formatted message, made anew by each call: not worth a look-up */
+        return as_key ? suspect_key(sc, u, n) : sc->suspect(sc->ring, (const uint8_t *)u, (size_t)n);
     size_t a, b;
     slots_of(s, &a, &b);
     if (known_clean(sc, a, s, as_key) || known_clean(sc, b, s, as_key))
         return 0;
     if (as_key ? suspect_key(sc, u, n) : sc->suspect(sc->ring, (const uint8_t *)u, (size_t)n))
         return 1;
-    if (keep == FORGET || n > CLEAN_MAX)
+    if (n > CLEAN_MAX)
         return 0;
     /* Where to keep it: its own slot again, a free one, then one a value
      * holds; a name may replace a name only when both slots hold names. */

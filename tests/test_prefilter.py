@@ -283,3 +283,155 @@ def _as_record_parts(case: secret_corpus.Case) -> tuple[str, dict[str, object] |
     if form in ("dict_field", "bound", "stdlib_extra"):
         return "config", dict(value)
     return str(value), None  # message, exception, traceback, stdlib: the text itself
+
+
+# --- the C table against the rule written out ----------------------------------------
+
+TOKEN_SETS = {
+    "default": security.PREFILTER_TOKENS,
+    "pii": security.Redactor(pii=True).prefilter_tokens,
+    "extra_keys": security.Redactor(extra_keys=("2fa", "x-pin", "db.pw")).prefilter_tokens,
+    "anchors": TestWordAnchors.TOKENS,
+}
+
+
+def _reference(data: bytes, tokens: tuple[str, ...], *, key: bool) -> bool:
+    """secret_corpus.reference_prefilter over any bytes (not only UTF-8), for a text or a key."""
+    low = data.lower()  # ASCII letters only, as the rule says
+    for token in tokens:
+        # token_matches finds the bare token first; most are not there at all
+        if _bare(token) in low and secret_corpus.token_matches(token, low, key=key):
+            return True
+    return _rules_b_c(data)
+
+
+def _bare(token: str) -> bytes:
+    """The token's text without its anchors (as token_matches reads them)."""
+    starts = token.startswith("^") and len(token) > 1
+    ends = token.endswith("$") and len(token) > 1 + starts
+    return token[1 if starts else 0 : len(token) - 1 if ends else len(token)].encode()
+
+
+def _rules_b_c(data: bytes) -> bool:
+    """Rules (b) and (c) as reference_prefilter writes them."""
+    digits = 0
+    for byte in data:
+        if 48 <= byte <= 57:
+            digits += 1
+            if digits >= 13:
+                return True
+        elif byte not in b" \t-.":
+            digits = 0
+    start = data.find(b"/")
+    while start != -1:
+        for byte in data[start + 1 :]:
+            if byte in b" \t\n\r\x0b\x0c":
+                break
+            if byte == 64:
+                return True
+        start = data.find(b"/", start + 1)
+    return False
+
+
+def _case_flips(token: bytes) -> list[bytes]:
+    """The token in lower case, upper case, and with each letter's case flipped on its own."""
+    out = {token, token.upper()}
+    for i in range(len(token)):
+        out.add(token[:i] + token[i : i + 1].swapcase() + token[i + 1 :])
+    return sorted(out)
+
+
+def _token_neighbourhood(tokens: tuple[str, ...]) -> list[bytes]:
+    """Each token, its prefixes and near misses, in every case, alone and between the bytes that
+    decide its anchors (a word byte, a key end, a digit, the end of the text)."""
+    before = [b"", b"a", b"9", b"_", b"\xc3\xa9"]  # nothing, word bytes, others
+    after = [b"", b"a", b"=", b"-", b" ", b"/"]  # the end, a word byte, key ends, others
+    out: list[bytes] = []
+    for token in tokens:
+        bare = _bare(token)
+        forms = _case_flips(bare) + [bare[:cut] for cut in range(1, len(bare))]
+        forms.append(bare[:-1] + bytes([bare[-1] ^ 1]))  # the last byte wrong
+        out += [b + form + a for form in forms for b in before for a in after]
+    return out
+
+
+class TestTableMatchesTheWrittenRule:
+    """The C scan gives exactly the written rule's verdict (secret_corpus.reference_prefilter):
+    for text and for keys, on every byte pair, every token's neighbourhood, the corpus and
+    random bytes.  This is what holds the table's layout to the rule."""
+
+    @pytest.fixture(scope="class", params=sorted(TOKEN_SETS))
+    @classmethod
+    def tables(cls, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ring, tuple[str, ...]]]:
+        tokens = TOKEN_SETS[request.param]
+        with Ring(tmp_path_factory.mktemp("table") / "t.ring", 1 << 16) as r:
+            r.set_prefilter(tokens)
+            yield r, tokens
+
+    @staticmethod
+    def _check(table: tuple[Ring, tuple[str, ...]], samples: list[bytes], longest: int = 0) -> None:
+        ring, tokens = table
+        if longest:  # tokens longer than every sample cannot match: the reference skips them
+            tokens = tuple(t for t in tokens if len(_bare(t)) <= longest)
+        wrong = [
+            (data, key)
+            for data in samples
+            for key in (False, True)
+            if (ring.suspect_key(data) if key else ring.suspect(data)) != _reference(data, tokens, key=key)
+        ]
+        assert [] == wrong[:10]
+
+    def test_every_one_and_two_byte_text(self, tables: tuple[Ring, tuple[str, ...]]) -> None:
+        """All 256 one-byte and 65,536 two-byte strings."""
+        samples = [bytes([a]) for a in range(256)] + [bytes([a, b]) for a in range(256) for b in range(256)]
+        self._check(tables, samples, longest=2)
+
+    def test_every_token_neighbourhood(self, tables: tuple[Ring, tuple[str, ...]]) -> None:
+        """Each token and its prefixes, in each case, between the bytes its anchors look at."""
+        self._check(tables, _token_neighbourhood(tables[1]))
+
+    def test_the_corpus(self, tables: tuple[Ring, tuple[str, ...]]) -> None:
+        """Every string of the secret corpus (secrets, near misses, personal data)."""
+        samples: list[bytes] = []
+
+        def add(value: object) -> None:
+            if isinstance(value, str):
+                samples.append(value.encode("utf-8", "surrogatepass"))
+            elif isinstance(value, dict):
+                for k, v in value.items():
+                    add(k)
+                    add(v)
+            elif isinstance(value, (list, tuple)):
+                for v in value:
+                    add(v)
+
+        for case in [*secret_corpus.CASES, *secret_corpus.CLEAN, *secret_corpus.PII]:
+            add(case.value)
+            samples.append(str(case.value).encode("utf-8", "surrogatepass"))
+        self._check(tables, samples)
+
+    def test_random_bytes(self, tables: tuple[Ring, tuple[str, ...]]) -> None:
+        """Seeded random strings over the bytes the rule treats specially, and over all bytes."""
+        import random
+
+        rng = random.Random(18)
+        tokens = [t.lstrip("^").rstrip("$").encode() for t in tables[1]]
+        pieces = [*tokens, *(t.upper() for t in tokens), b"0123456789", b" ", b"\t", b"-", b".",
+                  b"/", b"@", b"\n", b"=", b":", b"_", b"a", b"Z", b"\xc5\xbf", b"\x00", b"4111 1111 1111 1111"]
+        samples = []
+        for _ in range(3000):
+            samples.append(b"".join(rng.choice(pieces)[: rng.randint(1, 12)] for _ in range(rng.randint(0, 8))))
+            samples.append(bytes(rng.randrange(256) for _ in range(rng.randint(0, 24))))
+            samples.append(bytes(rng.choice(b"0123456789 -./@ \tsSpPaA_=:") for _ in range(rng.randint(0, 40))))
+        self._check(tables, samples)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(text=texts)
+    def test_hypothesis_texts(self, ring: Ring, text: str) -> None:
+        """The default table on generated text, and on it as a field name (checked with ':' after)."""
+        data = text.encode("utf-8", "surrogatepass")
+        tokens = security.PREFILTER_TOKENS
+        assert _reference(data, tokens, key=False) == ring.suspect(data)
+        assert _reference(data, tokens, key=True) == ring.suspect_key(data)
+        assert ring.suspect_key(data) == ring.suspect(data + b":")
+        assert secret_corpus.reference_prefilter(text, tokens) == ring.suspect(data)
