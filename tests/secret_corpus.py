@@ -423,6 +423,12 @@ def reference_prefilter(text: str, tokens: tuple[str, ...]) -> bool:
     low = bytes(b + 32 if 65 <= b <= 90 else b for b in data)
     if any(token_matches(token, low) for token in tokens):
         return True
+    return card_or_url_credentials(data)
+
+
+def card_or_url_credentials(data: bytes) -> bool:
+    """Rules (b) and (c): 13 or more digits in a run of digits and separators, or "/" then
+    "@" before the next white space."""
     digits = 0
     for byte in data:
         if 48 <= byte <= 57:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -92,6 +93,20 @@ def settle(db: Path) -> None:
     ju.shutdown(timeout=30)
 
 
+def hold_on_a_full_disk(disk: Disk, db: Path, held: int, prefix: str) -> tuple[Any, int]:
+    """Configure *db* without a spill reserve, fill the disk, log PREFIX-0, PREFIX-1, ... until
+    *held* records are held in memory; the logger and how many were logged."""
+    ju.configure(db, console=False, ring_size=RING, block_timeout=0.05, spill_reserve_bytes=0)
+    assert ju.flush(timeout=30)
+    disk.fill()
+    log = ju.get_logger("full")
+    i = 0
+    while ju.stats()["held"] < held:
+        log.info("%s-%d", prefix, i)
+        i += 1
+    return log, i
+
+
 class TestFullDisk:
     def test_records_held_in_memory_are_stored_once_in_order_when_space_frees(
         self, disk: Disk, flusher_mode: str
@@ -139,14 +154,7 @@ class TestFullDisk:
     def test_calls_queued_behind_held_records_are_redacted_and_cut_as_pushes_are(self, disk: Disk) -> None:
         """A secret or an oversized record logged while records are held is stored as the ring would."""
         db = disk.mount / "app.db"
-        ju.configure(db, console=False, ring_size=RING, block_timeout=0.05, spill_reserve_bytes=0)
-        assert ju.flush(timeout=30)
-        disk.fill()
-        log = ju.get_logger("full")
-        i = 0
-        while ju.stats()["held"] < 5:
-            log.info("before-%d", i)
-            i += 1
+        log, _ = hold_on_a_full_disk(disk, db, 5, "before")
         log.info("queued secret", password="hunter2-held-secret")
         log.error("queued big", blob="x" * (RING * 2))
         log.info("queued last")
@@ -169,14 +177,7 @@ class TestFullDisk:
     def test_a_child_forked_while_records_are_held_does_not_store_them_again(self, disk: Disk) -> None:
         """Held records are the parent's: a forked child that flushes and shuts down adds no copy."""
         db = disk.mount / "app.db"
-        ju.configure(db, console=False, ring_size=RING, block_timeout=0.05, spill_reserve_bytes=0)
-        assert ju.flush(timeout=30)
-        disk.fill()
-        log = ju.get_logger("full")
-        i = 0
-        while ju.stats()["held"] < 25:
-            log.info("p-%d", i)
-            i += 1
+        _, i = hold_on_a_full_disk(disk, db, 25, "p")
         go_r, go_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: nothing held of its own; flush and shut down once there is room

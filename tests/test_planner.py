@@ -158,6 +158,14 @@ def test_search_and_count_match_a_brute_force_scan(
         _planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
 
 
+def _assert_filter_only_search_is_the_scan(store: ju.LogStore, brute: Any, filters: dict[str, Any], order: str) -> None:
+    expected = brute.select(None, filters)
+    expected.sort(key=lambda row: (row[1], row[0]), reverse=order == "newest")
+    for limit in (1, 50, 400):
+        found = store.search(limit=limit, order=order, **filters)  # type: ignore[arg-type]
+        assert [row[0] for row in expected[:limit]] == [record.id for record in found], (filters, limit)
+
+
 def test_every_plan_is_taken(db_path: Path) -> None:
     """The database above drives each plan: the matches, a filter's rows, and streams per value."""
     saved = (_planner.PROBE_CAP, _planner.SAMPLE_IDS)
@@ -197,11 +205,7 @@ def test_one_broad_filter_is_planned_and_matches_a_brute_force_scan(db_path: Pat
                     assert plan == _planner.WALK_TS, filters
                 else:
                     assert isinstance(plan, _planner.Streams), filters
-                expected = brute.select(None, filters)
-                expected.sort(key=lambda row: (row[1], row[0]), reverse=order == "newest")
-                for limit in (1, 50, 400):
-                    found = store.search(limit=limit, order=order, **filters)  # type: ignore[arg-type]
-                    assert [row[0] for row in expected[:limit]] == [record.id for record in found], (filters, limit)
+                _assert_filter_only_search_is_the_scan(store, brute, filters, order)
     finally:
         brute.db.close()
         _planner.PROBE_CAP, _planner.STEP_COST = saved
@@ -217,14 +221,10 @@ def test_streams_match_a_brute_force_scan(db_path: Path, order: str) -> None:
         with ju.LogStore(db_path) as store:
             for filters in ({"level": 20, "logger": "svc"}, {"level": 30, "user_id": "u1"}, {"logger": "svc", "user_id": "u2"}):
                 selection = store._select(None, False, filters)
-                assert store._planner().streams(
+                assert isinstance(store._planner().streams(
                     selection.facts, selection.probes, selection.probe_names, 50, store._index_names()
-                ) is not None
-                expected = brute.select(None, filters)
-                expected.sort(key=lambda row: (row[1], row[0]), reverse=order == "newest")
-                for limit in (1, 50, 400):
-                    found = store.search(limit=limit, order=order, **filters)  # type: ignore[arg-type]
-                    assert [row[0] for row in expected[:limit]] == [record.id for record in found], (filters, limit)
+                ), _planner.Streams)
+                _assert_filter_only_search_is_the_scan(store, brute, filters, order)
     finally:
         brute.db.close()
         _planner.PROBE_CAP, _planner.STEP_COST = saved

@@ -302,7 +302,7 @@ def _reference(data: bytes, tokens: tuple[str, ...], *, key: bool) -> bool:
         # token_matches finds the bare token first; most are not there at all
         if _bare(token) in low and secret_corpus.token_matches(token, low, key=key):
             return True
-    return _rules_b_c(data)
+    return secret_corpus.card_or_url_credentials(data)
 
 
 def _bare(token: str) -> bytes:
@@ -310,27 +310,6 @@ def _bare(token: str) -> bytes:
     starts = token.startswith("^") and len(token) > 1
     ends = token.endswith("$") and len(token) > 1 + starts
     return token[1 if starts else 0 : len(token) - 1 if ends else len(token)].encode()
-
-
-def _rules_b_c(data: bytes) -> bool:
-    """Rules (b) and (c) as reference_prefilter writes them."""
-    digits = 0
-    for byte in data:
-        if 48 <= byte <= 57:
-            digits += 1
-            if digits >= 13:
-                return True
-        elif byte not in b" \t-.":
-            digits = 0
-    start = data.find(b"/")
-    while start != -1:
-        for byte in data[start + 1 :]:
-            if byte in b" \t\n\r\x0b\x0c":
-                break
-            if byte == 64:
-                return True
-        start = data.find(b"/", start + 1)
-    return False
 
 
 def _case_flips(token: bytes) -> list[bytes]:
