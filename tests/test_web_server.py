@@ -71,6 +71,17 @@ def _first_screen(html: str) -> Any:
     return json.loads(body)
 
 
+
+def get_json(app: Any, path: str, params: dict[str, str] | None = None) -> Any:
+    """GET *path* from the ASGI *app* in this process; the JSON answer."""
+
+    async def ask() -> Any:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return (await client.get(path, params=params)).json()
+
+    return anyio.run(ask)
+
 class TestBind:
     def test_non_loopback_without_token_is_refused(self, db: Path) -> None:
         """--host 0.0.0.0 without --token-file exits 2 and says why, before listening."""
@@ -323,12 +334,7 @@ class TestAPI:
                 writer.close()
             app = _app.create_app(str(db), histogram_recent_rows=100)
 
-            async def ask() -> Any:
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-                    return (await client.get("/api/histogram")).json()
-
-            data = anyio.run(ask)
+            data = get_json(app, "/api/histogram")
             with LogStore(db) as store:
                 rows = store.histogram(data["bucket"], "level", after_id=200)
             expected = [{"ts": int(start.timestamp()) * 10**9, "counts": counts} for start, counts in rows]
@@ -354,12 +360,7 @@ class TestAPI:
             writer.close()
         app = _app.create_app(str(db), histogram_recent_rows=100)
 
-        async def ask() -> Any:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-                return (await client.get("/api/histogram", params={"level": "WARNING"})).json()
-
-        data = anyio.run(ask)
+        data = get_json(app, "/api/histogram", {"level": "WARNING"})
         with LogStore(db) as store:
             expected = len([r for r in store.search(level="WARNING", limit=1000) if r.id > 200])
         assert (BASE_TS + 200 * 120 * 10**9, expected, 50) == (
