@@ -27,7 +27,7 @@ import apsw
 
 from ._schema import ROLLUP_STATE_TABLE, ROLLUP_TABLE, TABLE
 
-__all__ = ["MINUTE_NS", "Rollup", "advance", "advance_batch", "count_deleted", "count_inserted"]
+__all__ = ["MINUTE_NS", "Rollup", "advance", "advance_batch", "bucket_floor_sql", "count_deleted", "count_inserted"]
 
 MINUTE_NS = 60_000_000_000
 _T = f'"{TABLE}"'
@@ -70,6 +70,14 @@ _UPSERT = (
 _KEY = operator.itemgetter(0, 1, 2)  # ts, level, logger in a row of _schema.COLUMNS
 _TS = operator.itemgetter(0)
 _LEVEL_LOGGER = operator.itemgetter(1, 2)
+
+
+def bucket_floor_sql(ts: str) -> str:
+    """SQL for the start of the bucket holding the nanosecond time *ts*; binds the width three times.
+
+    Python's floor division: a time before the epoch still falls in its bucket.
+    """
+    return f"({ts} - (({ts} % ?) + ?) % ?)"
 
 
 def advance_batch(db: apsw.Connection, rows: Sequence[Sequence[Any]], first_id: int, last_id: int) -> None:
@@ -221,8 +229,7 @@ class Rollup:
         bucket = "NULL"
         bucket_params: list[Any] = []
         if width is not None:
-            start = f'({_R}."minute" * {MINUTE_NS})'
-            bucket = f"({start} - (({start} % ?) + ?) % ?)"
+            bucket = bucket_floor_sql(f'({_R}."minute" * {MINUTE_NS})')
             bucket_params = [width, width, width]
         sql = f"SELECT {bucket}, {value}, sum({_R}.\"n\") FROM {_R}"
         if where:
@@ -258,7 +265,7 @@ class Rollup:
             row_bucket = "NULL"
             row_bucket_params: list[Any] = []
             if width is not None:
-                row_bucket = f'({_T}."ts" - (({_T}."ts" % ?) + ?) % ?)'
+                row_bucket = bucket_floor_sql(f'{_T}."ts"')
                 row_bucket_params = [width, width, width]
             sql = f"SELECT {row_bucket}, {row_value}, count(*) FROM {_T} WHERE " + " AND ".join(where)
             sql += " GROUP BY 1, 2"

@@ -37,7 +37,7 @@ import apsw
 from ._fts import check_query_size, escape_query, excluded_only, quote_all, split_wide
 from ._levels import level_name, parse_level
 from ._planner import WALK_TS, Planner, Streams
-from ._rollup import Rollup
+from ._rollup import Rollup, bucket_floor_sql
 from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE, WIDE_TABLE
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.utils.errors import FileHandlerError, SearchQueryError
@@ -1022,8 +1022,7 @@ class LogStore:
         # Closing the id range as well makes SQLite walk it rather than an
         # index of a broad filter (level >= WARNING is millions of rows).
         upto_id = self._max_id() if after_id is not None else None
-        # Python's floor division: ts below the epoch still falls in its bucket.
-        start = f'({_T}."ts" - (({_T}."ts" % ?) + ?) % ?)'
+        start = bucket_floor_sql(f'{_T}."ts"')
         rolled = self._rolled_up(selection, column, width) if after_id is None else None
         rows = rolled if rolled is not None else self._run(
             selection,
