@@ -80,6 +80,20 @@ def bucket_floor_sql(ts: str) -> str:
     return f"({ts} - (({ts} % ?) + ?) % ?)"
 
 
+def _grouped(
+    table: str, ts: str, key: str | None, total: str, where: list[str], width: int | None
+) -> tuple[str, list[Any]]:
+    """SELECT (bucket, *key* value, *total*) FROM *table* WHERE *where* GROUP BY both, and the
+    parameters the bucket binds (put them before *where*'s).  No *width*: one bucket, NULL;
+    no *key*: one value, NULL."""
+    bucket, bound = ("NULL", []) if width is None else (bucket_floor_sql(ts), [width, width, width])
+    value = f'{table}."{key}"' if key else "NULL"
+    sql = f"SELECT {bucket}, {value}, {total} FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + " GROUP BY 1, 2", bound
+
+
 def advance_batch(db: apsw.Connection, rows: Sequence[Sequence[Any]], first_id: int, last_id: int) -> None:
     """:func:`advance` for a batch the flusher has in hand: counted in Python, not re-read.
 
@@ -225,17 +239,8 @@ class Rollup:
         if end_minute is not None:
             where.append(f'{_R}."minute" < ?')
             params.append(end_minute)
-        value = f'{_R}."{key}"' if key else "NULL"
-        bucket = "NULL"
-        bucket_params: list[Any] = []
-        if width is not None:
-            bucket = bucket_floor_sql(f'({_R}."minute" * {MINUTE_NS})')
-            bucket_params = [width, width, width]
-        sql = f"SELECT {bucket}, {value}, sum({_R}.\"n\") FROM {_R}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " GROUP BY 1, 2"
-        results.extend(row for row in self._rows(sql, [*bucket_params, *params]) if row[2])
+        sql, bound = _grouped(_R, f'({_R}."minute" * {MINUTE_NS})', key, f'sum({_R}."n")', where, width)
+        results.extend(row for row in self._rows(sql, [*bound, *params]) if row[2])
         # The rows themselves: id past the mark, or ts in a partial minute.
         edges: list[tuple[int, int]] = []
         if first_minute is not None and end_minute is not None and first_minute >= end_minute:
@@ -261,15 +266,8 @@ class Rollup:
                 if until is not None:
                     where.append(f'+{_T}."ts" < ?')
                     params.append(until)
-            row_value = f'{_T}."{key}"' if key else "NULL"
-            row_bucket = "NULL"
-            row_bucket_params: list[Any] = []
-            if width is not None:
-                row_bucket = bucket_floor_sql(f'{_T}."ts"')
-                row_bucket_params = [width, width, width]
-            sql = f"SELECT {row_bucket}, {row_value}, count(*) FROM {_T} WHERE " + " AND ".join(where)
-            sql += " GROUP BY 1, 2"
-            results.extend(self._rows(sql, [*row_bucket_params, *params]))
+            sql, bound = _grouped(_T, f'{_T}."ts"', key, "count(*)", where, width)
+            results.extend(self._rows(sql, [*bound, *params]))
         return results
 
     def id_range(self, since: int | None, until: int | None) -> tuple[int, int | None] | None:
