@@ -203,8 +203,11 @@ class Planner:
             "lookup_cost": lookup_cost,
         }
         if prefiltered:
-            # The words pass about as often as the query matches (substrings pass a little more).
-            from_filter = lookups * (PREFILTER_COST + min(1.0, 2 * density) * lookup_cost)
+            # The filter's rows pass the words about as often as the query matches
+            # (substrings a little more), unless the two go together (every ERROR
+            # carries the rare word): halfway between, as above.
+            passing = (min(1.0, 2 * density) + 1.0) / 2
+            from_filter = lookups * (PREFILTER_COST + passing * lookup_cost)
         else:
             from_filter = lookups * lookup_cost
         if from_filter < walk * STEP_COST:
