@@ -142,12 +142,12 @@ class Planner:
         return max(found, 0.5) / window
 
     def _probes(self, probes: list[tuple[str, list[Any]]], names: list[str]) -> list[_Probe]:
-        """Each filter's rows counted up to a cap that grows fourfold until one filter
+        """Each filter's rows counted up to a cap that grows sixteenfold until one filter
         stays under it: the narrowest is found exactly, the broad ones are read
         about as far as it is (a logger's 20,000 rows are not counted to learn
         that a user has 4,000), and a probe's rows are exact when below PROBE_CAP
-        only for the narrowest."""
-        cap = min(FIRST_PROBE_CAP, PROBE_CAP)
+        only for the narrowest.  A lone filter is counted to PROBE_CAP at once."""
+        cap = min(FIRST_PROBE_CAP, PROBE_CAP) if len(probes) > 1 else PROBE_CAP
         while True:
             counted = [
                 _Probe(name, condition, params, self._count(condition, params, cap))
@@ -155,7 +155,7 @@ class Planner:
             ]
             if cap >= PROBE_CAP or min(probe.rows for probe in counted) < cap:
                 return counted
-            cap = min(cap * 4, PROBE_CAP)
+            cap = min(cap * 16, PROBE_CAP)
 
     # ------------------------------------------------------------ full-text searches
     def fts(
