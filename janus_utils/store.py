@@ -390,15 +390,15 @@ class LogStore:
             # A WAL reader waits only while the writer recovers or resets the
             # WAL index; this bounds how long that may take.
             self._db.setbusytimeout(busy_timeout_ms)
+            # Called every _PROGRESS_STEPS virtual-machine steps, FTS5's index
+            # reads included: how a statement past its deadline is stopped.
+            self._db.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
+            self._fts_columns = self._check_schema()  # first: it says what a bad file is
             # A search led by a narrow filter reads its rows one page each, all
             # over a big file (4,000 rows of a user in 10M: 4,000 pages); SQLite's
             # default 2 MiB cache keeps none of them for the next search.  Pages
             # are cached as they are read, so a small database uses little.
             self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
-            # Called every _PROGRESS_STEPS virtual-machine steps, FTS5's index
-            # reads included: how a statement past its deadline is stopped.
-            self._db.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
-            self._fts_columns = self._check_schema()
         except BaseException:
             self.close()
             raise

@@ -147,10 +147,11 @@ filter_sets = st.fixed_dictionaries(
     sample=st.sampled_from((50, 4_000)),
     lookup=st.sampled_from((0.0, 6.0, 1000.0)),
     step=st.sampled_from((0.001, 1.0, 1000.0)),
+    first_cap=st.sampled_from((1, 256)),
 )
 def test_search_and_count_match_a_brute_force_scan(
     db_path: Path, query: str | None, filters: dict[str, Any], limit: int | None, order: str,
-    probe_cap: int, sample: int, lookup: float, step: float,
+    probe_cap: int, sample: int, lookup: float, step: float, first_cap: int,
 ) -> None:
     """Whatever the estimates make the planner choose, the records and counts are the scan's."""
     if "since" in filters and "until" in filters and filters["since"] >= filters["until"]:
@@ -158,9 +159,10 @@ def test_search_and_count_match_a_brute_force_scan(
     for name in ("since", "until"):
         if name in filters:
             filters[name] = BASE + filters[name] * STEP
-    saved = (_planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST)
-    _planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = (
-        probe_cap, sample, lookup, step
+    saved = (_planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST,
+             _planner.FIRST_PROBE_CAP)
+    _planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST, _planner.FIRST_PROBE_CAP = (
+        probe_cap, sample, lookup, step, first_cap
     )
     try:
         brute = _Brute(db_path)
@@ -182,7 +184,8 @@ def test_search_and_count_match_a_brute_force_scan(
         finally:
             brute.db.close()
     finally:
-        _planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
+        (_planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST,
+         _planner.FIRST_PROBE_CAP) = saved
 
 
 def _assert_filter_only_search_is_the_scan(store: ju.LogStore, brute: Any, filters: dict[str, Any], order: str) -> None:
@@ -297,3 +300,27 @@ def test_the_odd_rows_try_every_side_of_the_prefilter(db_path: Path) -> None:
         assert any(b"alphabet" in texts[i] for i in odd - matches)  # the words, no match
     finally:
         brute.db.close()
+
+
+def test_probes_stop_at_the_first_cap_a_filter_stays_under(db_path: Path) -> None:
+    """The narrowest filter is counted exactly; a broad one only as far as the cap that found it."""
+    saved = (_planner.PROBE_CAP, _planner.FIRST_PROBE_CAP)
+    _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP = 20_000, 2
+    brute = _Brute(db_path)
+    try:
+        with ju.LogStore(db_path) as store:
+            selection = store._select("alpha", False, {"user_id": "rare", "logger": "svc"})
+            counted = {p.name: p.rows for p in store._planner()._probes(selection.probes, selection.probe_names)}
+            rare = sum(1 for row in brute.rows if row[4] == "rare")
+            broad = sum(1 for row in brute.rows if row[3] == "svc" or row[3].startswith("svc."))
+            cap = 2
+            while rare >= cap:  # caps 2, 32, 512...: the first the rare user stays under
+                cap *= 16
+            assert cap < broad
+            assert rare == counted["user_id"]
+            assert cap == counted["logger"]
+            selection = store._select("alpha", False, {"logger": "svc"})
+            assert [min(broad, 20_000)] == [p.rows for p in store._planner()._probes(selection.probes, selection.probe_names)]
+    finally:
+        brute.db.close()
+        _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP = saved
