@@ -4,6 +4,7 @@
     python -m bench.scale --rows 2000000     # a smaller database
     python -m bench.scale --quick            # 40,000 rows in steps of 20,000: a smoke run for CI
     python -m bench.scale --markdown         # the table as the README prints it
+    python -m bench.scale --measure DB       # only the query shapes, on a database grown before
 
 The records come through the library end to end (``configure()``, two
 threads calling ``Logger.info``/``error``, the flusher committing with its
@@ -212,12 +213,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--breakdown", choices=("ends", "every", "none"), default="ends",
                         help="dbstat size per table and index: at the first and last step (default), every step, never")
     parser.add_argument("--shapes", help="only these query shapes (comma separated names)")
+    parser.add_argument("--measure", type=Path, metavar="DB",
+                        help="time the query shapes on this database (grown by --keep) and its sizes; no ingest")
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.step, args.rounds = 40_000, 20_000, 5
     if args.rows <= 0 or args.step <= 0 or args.rounds <= 0:
         parser.error("--rows, --step and --rounds must be positive")
     only = set(args.shapes.split(",")) if args.shapes else None
+    if args.measure is not None:
+        return measure(args.measure, args.rounds, only)
     directory = args.dir or Path(tempfile.mkdtemp(prefix="janus-scale-"))
     directory.mkdir(parents=True, exist_ok=True)
     db = directory / "scale.db"
@@ -255,9 +260,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def measure(db: Path, rounds: int, only: set[str] | None) -> int:
+    """The query shapes and the size breakdown of an existing database (read only)."""
+    if not db.is_file():
+        print(f"no database at {db}", file=sys.stderr)
+        return 2
+    for line in environment(db):
+        print(line)
+    with ju.LogStore(db, timeout=None) as store:
+        rows = store.count()
+    print(f"{rows:,} rows; {rounds} rounds per query shape; ms median / p99")
+    _print_step(rows, 0.0, sizes(db, Path(str(db) + "-ring"), True), time_shapes(db, rounds, only))
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0
+
+
 def _print_step(rows: int, rate: float, size: dict[str, int], timings: dict[str, tuple[float, float]]) -> None:
     total = size["database"] + size["wal"] + size["ring"]
-    print(f"\n== {rows:,} rows: ingest {rate:,.0f} rows/s; {total / rows:.0f} bytes/record "
+    ingest = f"ingest {rate:,.0f} rows/s; " if rate else ""
+    print(f"\n== {rows:,} rows: {ingest}{total / rows:.0f} bytes/record "
           f"(database {size['database'] / rows:.0f}, WAL {size['wal'] / rows:.1f}, ring {size['ring'] / rows:.1f})")
     for name, value in size.items():
         if name.startswith("  "):

@@ -42,6 +42,7 @@ __all__ = [
     "excluded_only",
     "quote_all",
     "matcher",
+    "required_words",
     "split_wide",
     "WIDE_GLOB",
 ]
@@ -500,6 +501,43 @@ def quote_all(text: str) -> str:
     """Every whitespace-separated word of *text* as a phrase, AND-ed: the safe fallback."""
     phrases = [_phrase(word) for word in _clean(text).split()]
     return " ".join(_render(phrase) for phrase in phrases if phrase is not None)
+
+
+# One phrase of an FTS5 expression ("a ""b"" c", optionally a prefix), and what may follow it.
+_QUOTED = re.compile(r'"((?:[^"]|"")*)"\*?')
+_ASCII_WORD = re.compile(r"[a-z0-9]+")
+
+
+def required_words(fts: str) -> list[str]:
+    """Lowercase ASCII words that every row matching the FTS5 expression *fts* holds as
+    substrings of its indexed text, when that text is ASCII; [] when none can be told.
+
+    Only phrases AND-ed together (what escape_query and quote_all make of plain
+    words) are read; anything else (OR, NOT, NEAR, column filters) gives [].
+    For ASCII text unicode61's tokens are its runs of letters and digits,
+    lowercased, so each word of a phrase (a prefix term's too) is a substring
+    of the row's text lowercased: a necessary condition, cheap to test on a
+    row before the full-text index is asked.  Non-ASCII phrases add nothing
+    (the tokenizer folds case and diacritics beyond ASCII).
+    """
+    words: list[str] = []
+    position = 0
+    while True:
+        found = _QUOTED.match(fts, position)
+        if found is None:
+            return []
+        text = found.group(1).replace('""', '"')
+        if text.isascii():
+            words.extend(word for word in _ASCII_WORD.findall(text.lower()) if word not in words)
+        position = found.end()
+        if position == len(fts):
+            return words
+        for separator in (" AND ", " "):
+            if fts.startswith(separator, position) and fts.startswith('"', position + len(separator)):
+                position += len(separator)
+                break
+        else:
+            return []
 
 
 # A word as unicode61 sees one (letters and digits), and FTS5's operators.

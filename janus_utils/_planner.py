@@ -31,8 +31,10 @@ from typing import Any
 
 __all__ = ["WALK_TS", "FtsPlan", "Planner", "Streams"]
 
-# A filter's rows are counted through its index up to this many.
+# A filter's rows are counted through its index up to this many, starting at
+# FIRST_PROBE_CAP (see Planner._probes).
 PROBE_CAP = 20_000
+FIRST_PROBE_CAP = 256
 # How often the query and the broad filters match is measured on the newest this-many ids.
 SAMPLE_IDS = 4_000
 # Relative cost of one full-text lookup of a given row, against one step of a walk
@@ -42,6 +44,9 @@ SAMPLE_IDS = 4_000
 LOOKUP_COST_BASE = 6.0
 LOOKUP_COST_PER_SEGMENT = 10.0
 STEP_COST = 1.0
+# One of a narrow filter's rows read and tested against the query's words
+# (LogStore._prefilter) before any lookup: only rows that pass are looked up.
+PREFILTER_COST = 1.5
 # At most this many values of one filter are read as separate streams.
 MAX_STREAMS = 32
 # Planner.streams(): walk the time index newest first, checking the filters on each row.
@@ -137,10 +142,20 @@ class Planner:
         return max(found, 0.5) / window
 
     def _probes(self, probes: list[tuple[str, list[Any]]], names: list[str]) -> list[_Probe]:
-        return [
-            _Probe(name, condition, params, self._count(condition, params, PROBE_CAP))
-            for name, (condition, params) in zip(names, probes)
-        ]
+        """Each filter's rows counted up to a cap that grows sixteenfold until one filter
+        stays under it: the narrowest is found exactly, the broad ones are read
+        about as far as it is (a logger's 20,000 rows are not counted to learn
+        that a user has 4,000), and a probe's rows are exact when below PROBE_CAP
+        only for the narrowest.  A lone filter is counted to PROBE_CAP at once."""
+        cap = min(FIRST_PROBE_CAP, PROBE_CAP) if len(probes) > 1 else PROBE_CAP
+        while True:
+            counted = [
+                _Probe(name, condition, params, self._count(condition, params, cap))
+                for name, (condition, params) in zip(names, probes)
+            ]
+            if cap >= PROBE_CAP or min(probe.rows for probe in counted) < cap:
+                return counted
+            cap = min(cap * 16, PROBE_CAP)
 
     # ------------------------------------------------------------ full-text searches
     def fts(
@@ -150,7 +165,10 @@ class Planner:
         probe_names: list[str],
         limit: int | None,
         id_range: tuple[int, int | None] | None,
+        prefiltered: bool = False,
     ) -> FtsPlan:
+        """*prefiltered*: a filter's rows are tested against the query's words before
+        each is looked up in the index, so only about the matching share is."""
         plan = FtsPlan()
         if id_range is not None:
             plan.low_id, plan.high_id = id_range
@@ -184,7 +202,15 @@ class Planner:
             "rows": span, "matches": matches, "filter": best.rows, "walk": walk, "lookups": lookups,
             "lookup_cost": lookup_cost,
         }
-        if lookups * lookup_cost < walk * STEP_COST:
+        if prefiltered:
+            # The filter's rows pass the words about as often as the query matches
+            # (substrings a little more), unless the two go together (every ERROR
+            # carries the rare word): halfway between, as above.
+            passing = (min(1.0, 2 * density) + 1.0) / 2
+            from_filter = lookups * (PREFILTER_COST + passing * lookup_cost)
+        else:
+            from_filter = lookups * lookup_cost
+        if from_filter < walk * STEP_COST:
             plan.driver, plan.narrow = "logs", (best.condition, best.params)
         return plan
 

@@ -9,7 +9,14 @@ from typing import Any, Callable
 import pytest
 
 from conftest import BASE_TS, make_row
-from janus_utils._fts import MAX_PREFIX_TERMS, MAX_QUERY_CHARS, MAX_QUERY_TERMS, escape_query, quote_all
+from janus_utils._fts import (
+    MAX_PREFIX_TERMS,
+    MAX_QUERY_CHARS,
+    MAX_QUERY_TERMS,
+    escape_query,
+    quote_all,
+    required_words,
+)
 from janus_utils.error_handling.utils.errors import SearchQueryError
 from janus_utils.retention import search_archives
 from janus_utils.store import LogStore
@@ -110,6 +117,40 @@ class TestEscapeQuery:
     def test_quote_all_fallback(self) -> None:
         """quote_all makes every word a phrase, operators included, implicitly AND-ed."""
         assert '"a" "OR" "b(c"' == quote_all("a OR b(c")
+
+
+class TestRequiredWords:
+    """The words a search may test a row's text for before asking the index."""
+
+    @pytest.mark.parametrize(
+        ("query", "words"),
+        [
+            ("alpha bravo", ["alpha", "bravo"]),
+            ("Alpha ALPHA", ["alpha"]),
+            ("alp*", ["alp"]),
+            ('"connection reset"', ["connection", "reset"]),
+            ("status=503", ["status", "503"]),
+            ("Ärger alpha", ["alpha"]),  # the tokenizer folds Ä: no substring says it
+            ('say "it\'s"', ["say", "it", "s"]),
+        ],
+    )
+    def test_words_of_anded_phrases(self, query: str, words: list[str]) -> None:
+        """Each ASCII word of AND-ed phrases, lowercased, once."""
+        assert words == required_words(escape_query(query, COLUMNS))
+
+    @pytest.mark.parametrize(
+        "query", ["alpha OR bravo", "alpha -bravo", "message:alpha", "NEAR(alpha bravo)", "Ärger", "-alpha"]
+    )
+    def test_nothing_for_other_shapes(self, query: str) -> None:
+        """OR, NOT, column filters, NEAR and non-ASCII words give no condition at all."""
+        assert [] == required_words(escape_query(query, COLUMNS))
+
+    def test_quote_all_and_raw_forms(self) -> None:
+        """The fallback's space-separated phrases count as AND; any other syntax gives nothing."""
+        assert ["a", "b"] == required_words(quote_all("a b"))
+        assert [] == required_words('^"a"')
+        assert [] == required_words('"a" AND "b" OR "c"')
+        assert [] == required_words("alpha")
 
 
 class TestQuerySemantics:

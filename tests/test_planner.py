@@ -35,6 +35,22 @@ def _row(rng: random.Random, n: int) -> tuple[Any, ...]:
     return (ts, rng.choice(LEVELS), rng.choice(LOGGERS), " ".join(words), user)
 
 
+# Rows of user "odd" whose text tries the prefilter of a filter-driven search
+# (LogStore._prefilter): case, folded diacritics, NUL, invalid UTF-8, a blob,
+# words inside longer words, words in fields or the exception.  Values are SQL.
+ODD_TEXTS = (
+    ("'ALPHA Bravo'", "NULL", "NULL"),
+    ("'Álpha bravo'", "NULL", "NULL"),
+    ("'x' || char(0) || 'Álpha bravo'", "NULL", "NULL"),
+    ("x'616c70686120627261766f'", "NULL", "NULL"),
+    ("'alphabet bravos'", "NULL", "NULL"),
+    ("'plain'", """'{"note": "alpha Bravo"}'""", "NULL"),
+    ("'plain'", "NULL", "'Traceback' || char(10) || '  ALPHA' || char(9) || 'bravo'"),
+    ("'ＡＬＰＨＡ bravo'", "NULL", "NULL"),
+    ("'alpha'", "42", "NULL"),
+)
+
+
 @pytest.fixture(scope="module", params=["rows past the rollup", "all in the rollup"])
 def db_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("planner") / "logs.db"
@@ -50,6 +66,16 @@ def db_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
                 db.execute(index, (done,))
                 _rollup.advance(db)
             done += 500
+        with db:
+            for n, (message, fields, exception) in enumerate(ODD_TEXTS):
+                db.execute(
+                    'INSERT INTO "logs"("ts", "level", "logger", "message", "fields", "exception", "user_id") '
+                    f"VALUES (?, 20, 'svc', {message}, {fields}, {exception}, 'odd')",
+                    (BASE + (done + n) * STEP,),
+                )
+            db.execute(index, (done,))
+            _rollup.advance(db)
+            done += len(ODD_TEXTS)
         with db:  # past the rollup's mark, or not
             db.executemany(insert, [_row(rng, done + k) for k in range(200)])
             db.execute(index, (done,))
@@ -94,6 +120,7 @@ class _Brute:
 queries = st.one_of(
     st.none(),
     st.sampled_from(WORDS),
+    st.sampled_from(("ALPHA", "alp*", "alpha bravo", "bravo alp*", "Álpha")),
     st.lists(st.sampled_from(WORDS), min_size=2, max_size=3).map(" ".join),
     st.tuples(st.sampled_from(WORDS), st.sampled_from(WORDS)).map(lambda pair: f"{pair[0]} OR {pair[1]}"),
     st.tuples(st.sampled_from(WORDS), st.sampled_from(WORDS)).map(lambda pair: f'"{pair[0]} {pair[1]}"'),
@@ -103,7 +130,7 @@ filter_sets = st.fixed_dictionaries(
     optional={
         "level": st.sampled_from((10, 20, 30, 40, 50, 60)),
         "logger": st.sampled_from(("svc", "svc.api", "svcx", "worker", "nope")),
-        "user_id": st.sampled_from(("u1", "rare", "nobody")),
+        "user_id": st.sampled_from(("u1", "rare", "odd", "nobody")),
         "since": st.integers(-100, 3300),
         "until": st.integers(-100, 3300),
     },
@@ -120,10 +147,11 @@ filter_sets = st.fixed_dictionaries(
     sample=st.sampled_from((50, 4_000)),
     lookup=st.sampled_from((0.0, 6.0, 1000.0)),
     step=st.sampled_from((0.001, 1.0, 1000.0)),
+    first_cap=st.sampled_from((1, 256)),
 )
 def test_search_and_count_match_a_brute_force_scan(
     db_path: Path, query: str | None, filters: dict[str, Any], limit: int | None, order: str,
-    probe_cap: int, sample: int, lookup: float, step: float,
+    probe_cap: int, sample: int, lookup: float, step: float, first_cap: int,
 ) -> None:
     """Whatever the estimates make the planner choose, the records and counts are the scan's."""
     if "since" in filters and "until" in filters and filters["since"] >= filters["until"]:
@@ -131,9 +159,10 @@ def test_search_and_count_match_a_brute_force_scan(
     for name in ("since", "until"):
         if name in filters:
             filters[name] = BASE + filters[name] * STEP
-    saved = (_planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST)
-    _planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = (
-        probe_cap, sample, lookup, step
+    saved = (_planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST,
+             _planner.FIRST_PROBE_CAP)
+    _planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST, _planner.FIRST_PROBE_CAP = (
+        probe_cap, sample, lookup, step, first_cap
     )
     try:
         brute = _Brute(db_path)
@@ -155,7 +184,8 @@ def test_search_and_count_match_a_brute_force_scan(
         finally:
             brute.db.close()
     finally:
-        _planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
+        (_planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST,
+         _planner.FIRST_PROBE_CAP) = saved
 
 
 def _assert_filter_only_search_is_the_scan(store: ju.LogStore, brute: Any, filters: dict[str, Any], order: str) -> None:
@@ -228,3 +258,69 @@ def test_streams_match_a_brute_force_scan(db_path: Path, order: str) -> None:
     finally:
         brute.db.close()
         _planner.PROBE_CAP, _planner.STEP_COST = saved
+
+
+@pytest.mark.parametrize("query", ["alpha bravo", "ALPHA", "alp*", "bravo alp*", "Álpha bravo", '"alpha bravo"', "42"])
+def test_prefiltered_filter_rows_match_a_brute_force_scan(db_path: Path, query: str) -> None:
+    """A search driven by a filter's rows, tested against the query's words first, finds what the index finds."""
+    saved = (_planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST)
+    _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = 20_000, 0.0, 1000.0  # the filter drives
+    brute = _Brute(db_path)
+    try:
+        with ju.LogStore(db_path) as store:
+            for filters in ({"user_id": "odd"}, {"user_id": "odd", "level": 20}, {"user_id": "rare", "logger": "svc"}):
+                selection = store._select(query, False, filters)
+                assert selection.fts is not None
+                assert "LIKE" in store._prefilter(selection.fts)  # each query has an ASCII word
+                expected = [row[0] for row in brute.select(selection.fts, filters)]
+                expected.sort(reverse=True)
+                for limit in (1, 3, None):
+                    found = store.search(query, limit=limit, **filters)  # type: ignore[arg-type]
+                    assert expected[:limit] == [record.id for record in found], (filters, limit)
+                    assert selection.driver in (None, "logs")
+                plan = store._planner().fts(
+                    selection.fts, selection.probes, selection.probe_names, 3, None, prefiltered=True
+                )
+                assert "logs" == plan.driver
+    finally:
+        brute.db.close()
+        _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
+
+
+def test_the_odd_rows_try_every_side_of_the_prefilter(db_path: Path) -> None:
+    """The corpus above holds matches the words alone would miss (folded letters, NUL) and rows
+    holding the words that the index does not match, so the test above can fail."""
+    brute = _Brute(db_path)
+    try:
+        odd = {row[0] for row in brute.rows if row[4] == "odd"}
+        matches = brute.matches('"alpha" AND "bravo"') & odd
+        texts = dict(brute.db.execute('SELECT "id", CAST("message" AS BLOB) FROM "logs" WHERE "user_id" = \'odd\''))
+        assert any("Álpha".encode() in texts[i] for i in matches)  # folded by the tokenizer only
+        assert any(b"\x00" in texts[i] for i in matches)
+        assert any(b"alphabet" in texts[i] for i in odd - matches)  # the words, no match
+    finally:
+        brute.db.close()
+
+
+def test_probes_stop_at_the_first_cap_a_filter_stays_under(db_path: Path) -> None:
+    """The narrowest filter is counted exactly; a broad one only as far as the cap that found it."""
+    saved = (_planner.PROBE_CAP, _planner.FIRST_PROBE_CAP)
+    _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP = 20_000, 2
+    brute = _Brute(db_path)
+    try:
+        with ju.LogStore(db_path) as store:
+            selection = store._select("alpha", False, {"user_id": "rare", "logger": "svc"})
+            counted = {p.name: p.rows for p in store._planner()._probes(selection.probes, selection.probe_names)}
+            rare = sum(1 for row in brute.rows if row[4] == "rare")
+            broad = sum(1 for row in brute.rows if row[3] == "svc" or row[3].startswith("svc."))
+            cap = 2
+            while rare >= cap:  # caps 2, 32, 512...: the first the rare user stays under
+                cap *= 16
+            assert cap < broad
+            assert rare == counted["user_id"]
+            assert cap == counted["logger"]
+            selection = store._select("alpha", False, {"logger": "svc"})
+            assert [min(broad, 20_000)] == [p.rows for p in store._planner()._probes(selection.probes, selection.probe_names)]
+    finally:
+        brute.db.close()
+        _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP = saved

@@ -212,3 +212,32 @@ class TestTokens:
     def test_matcher_columns(self) -> None:
         match = matcher("exception:peer")
         assert match({"exception": "peer gone"}) and not match({"message": "peer gone"})
+
+
+class TestIndexWithoutColumnSizes:
+    def test_migration_rebuilds_the_index_from_the_rows(self, tmp_path: Path) -> None:
+        """A database written with per-row token counts is rebuilt without them and finds the same records."""
+        from janus_utils import _schema
+
+        path = tmp_path / "old.db"
+        conn = apsw.Connection(str(path))
+        before = next(v for v, sql in _schema.MIGRATIONS.items() if "columnsize=0" in sql)
+        for version in range(before):
+            conn.execute(_schema.MIGRATIONS[version])
+        conn.execute(f"PRAGMA user_version={before}")
+        write_batch(conn, _rows())
+        expected = {query: found(path, query) for query in ("order", "connection reset", "café", "Cafe", "timeout 30")}
+        assert 1 == conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'logs_fts_docsize'").fetchall()[0][0]
+        ensure_schema(conn)
+        try:
+            assert 0 == conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'logs_fts_docsize'").fetchall()[0][0]
+            settings = dict(conn.execute("SELECT k, v FROM logs_fts_config WHERE k IN ('crisismerge', 'usermerge')"))
+            assert {"crisismerge": 16, "usermerge": 2} == settings
+            conn.execute("""INSERT INTO "logs_fts"("logs_fts", "rank") VALUES ('integrity-check', 1)""")
+        finally:
+            conn.close()
+        assert all(expected.values())
+        assert expected == {query: found(path, query) for query in expected}
+        with LogStore(path) as store:
+            ranked = store.search("order", order="rank")
+            assert sorted(expected["order"]) == sorted(record.message for record in ranked)
