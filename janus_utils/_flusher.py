@@ -91,6 +91,13 @@ _MERGE = f'INSERT INTO "{_schema.FTS_TABLE}"("{_schema.FTS_TABLE}", "rank") VALU
 # commit, can run again until more is freed than the WAL holds.
 _CHECKPOINT_PAGES = 4000
 _CHECKPOINT_MIN_PAGES = 64
+# The writer's page cache, in KiB (SQLite's default is 2 MiB).  A batch
+# inserts at the newest leaf of every index key it holds, so the pages it
+# touches are spread over the indexes (2,000 rows from 5,000 users: some
+# 1,700 leaves of the user index alone, 2,000 pages a commit): with 2 MiB
+# each batch read most of them back from the file.  SQLite allocates the
+# cache as pages are used: a small database never fills it.
+_CACHE_KIB = 32768
 _BUSY_WAIT = 5.0  # seconds one statement waits for a lock another program holds
 _START_WAIT = 1.0  # at most this long in configure() for leftovers of a crashed run
 _STOP_GRACE = 0.25  # how far past its timeout stop() waits for the thread to end
@@ -175,6 +182,7 @@ def open_database(path: str, *, synchronous: str = "NORMAL") -> apsw.Connection:
         # Checkpoints are run by the flusher when idle, not by whichever commit
         # crosses 1,000 pages (that commit would stall).
         db.execute("PRAGMA wal_autocheckpoint=0")
+        _writer_settings(db)
         _schema.ensure_schema(db)
         # SQLite created the -wal and -shm files by name: check what it got.
         for suffix in ("", "-wal", "-shm"):
@@ -183,6 +191,17 @@ def open_database(path: str, *, synchronous: str = "NORMAL") -> apsw.Connection:
         db.close()
         raise
     return db
+
+
+def _writer_settings(db: apsw.Connection) -> None:
+    """The writer's page cache, and a WAL file cut back to the checkpoint size when it restarts.
+
+    A WAL that grew past _CHECKPOINT_PAGES (a reader kept the checkpoint
+    from finishing) would otherwise keep its largest size on disk for good.
+    """
+    db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+    page_size = db.execute("PRAGMA page_size").fetchall()[0][0]
+    db.execute(f"PRAGMA journal_size_limit={_CHECKPOINT_PAGES * page_size}")
 
 
 _rings: dict[str, _ring.Ring] = {}
@@ -1018,8 +1037,10 @@ class Flusher:
             quiet = time.monotonic() - self._last_commit >= _CHECKPOINT_AFTER_IDLE
             if self._merge_due and quiet:
                 self._merge_step()
-            if self._batches_since_checkpoint and quiet:
-                self._checkpoint()
+            if self._batches_since_checkpoint and quiet and self._checkpoint():
+                # Idle, the WAL holds nothing the database lacks: give its
+                # blocks back (16 MiB and more at rest, otherwise).
+                self._truncate_wal()
             if self.pruner is not None:
                 self._prune_step()
                 if quiet and self.db is not None:
@@ -1135,11 +1156,16 @@ class Flusher:
             self.retries += 1
             self._backoff = min(max(self._backoff * 2, 0.05), 5.0)
             return False
-        # Give the WAL file's blocks back too, if no reader holds it (no wait).
-        with contextlib.suppress(apsw.Error), self._no_wait():
-            self.db.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)  # type: ignore[union-attr]
+        self._truncate_wal()
         self._disk_full = False
         return True
+
+    def _truncate_wal(self) -> None:
+        """Checkpoint and cut the WAL file to zero bytes, if no reader holds it (no wait)."""
+        if self.db is None:
+            return
+        with contextlib.suppress(apsw.Error), self._no_wait():
+            self.db.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_TRUNCATE)
 
     @contextlib.contextmanager
     def _no_wait(self) -> Any:
