@@ -233,17 +233,18 @@ static int put_long(wbuf *b, long long x) {
     /* As marshal's w_PyLong: a signed count of 15-bit digits, least
      * significant first, the top one non-zero. */
     uint64_t m = x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
-    uint8_t digits[2 * 5];
-    int32_t n = 0;
-    while (m) {
-        digits[2 * n] = (uint8_t)(m & 0xff);
-        digits[2 * n + 1] = (uint8_t)((m >> 8) & 0x7f);
-        m >>= 15;
-        n++;
-    }
-    if (put_head(b, M_LONG, (uint32_t)(x < 0 ? -n : n)))
+    int32_t n = (64 - __builtin_clzll(m) + 14) / 15; /* m > 2^31 here: never 0 */
+    if (b->end - b->p < 5 + 2 * n)
         return -1;
-    return put(b, digits, (size_t)(2 * n));
+    b->p[0] = M_LONG;
+    store_u32(b->p + 1, (uint32_t)(x < 0 ? -n : n));
+    uint8_t *d = b->p + 5;
+    for (int32_t k = 0; k < n; k++, m >>= 15) {
+        d[2 * k] = (uint8_t)(m & 0xff);
+        d[2 * k + 1] = (uint8_t)((m >> 8) & 0x7f);
+    }
+    b->p += 5 + 2 * n;
+    return 0;
 }
 
 /* A str; `keep` says whether the prefilter may remember its verdict (FORGET
@@ -278,6 +279,26 @@ static int put_text(wbuf *b, PyObject *s, int keep, int as_key) {
 static inline int put_str(wbuf *b, PyObject *s) { return put_text(b, s, KEEP_NAME, 0); }
 static inline int put_key(wbuf *b, PyObject *s) { return put_text(b, s, KEEP_NAME, 1); }
 
+/* An exact int's value, when it fits a long long (0), else -1 (no error
+ * set).  CPython 3.11 keeps an int below 2^30 in one digit: read it there,
+ * without a call. */
+static inline int long_value(PyObject *v, long long *x) {
+#if PY_VERSION_HEX < 0x030C0000
+    Py_ssize_t size = Py_SIZE(v);
+    if (size >= -1 && size <= 1) {
+        *x = size == 0 ? 0 : (long long)size * (long long)((PyLongObject *)v)->ob_digit[0];
+        return 0;
+    }
+#endif
+    int overflow;
+    *x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (*x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
+
 /* The value kinds a record written here may hold, exact types only (a str or
  * int subclass is not plain: marshal refuses it, and so does this). */
 static inline int is_plain(PyObject *v) {
@@ -295,9 +316,8 @@ static int put_value(wbuf *b, PyObject *v) {
     if (PyUnicode_CheckExact(v))
         return put_text(b, v, KEEP_VALUE, 0);
     if (PyLong_CheckExact(v)) {
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow)
+        long long x;
+        if (long_value(v, &x))
             return -1;
         /* A card number as an int: the prefilter's rule (d).  One compare
          * for any int below 13 digits. */
@@ -437,6 +457,7 @@ typedef struct {
     uint64_t epoch;          /* this Emitter's thread-name cache entries; 0: none (see cached_thread) */
     template_entry templates[1 << TEMPLATE_BITS]; /* parsed templates (see plain_plan) */
     site_entry sites[1 << SITE_BITS];             /* checked keyword names (see site_of) */
+    PyObject *clean_name; /* the last logger name the prefilter passed (ASCII), or NULL */
 } Emitter;
 
 static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
@@ -469,6 +490,7 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     scanner_clear(&self->scan);
     for (int i = 0; i < (1 << SITE_BITS); i++)
         Py_CLEAR(self->sites[i].names); /* their verdicts were for the rules before */
+    Py_CLEAR(self->clean_name);
     self->scan.ring = self->ring;
     self->scan.suspect = (suspect_fn)(uintptr_t)suspect;
     self->check = check;
@@ -511,6 +533,7 @@ static int Emitter_clear(Emitter *self) {
         Py_CLEAR(self->templates[i].t);
     for (int i = 0; i < (1 << SITE_BITS); i++)
         Py_CLEAR(self->sites[i].names);
+    Py_CLEAR(self->clean_name);
     return 0;
 }
 
@@ -554,7 +577,9 @@ typedef struct {
     uint8_t name[THREAD_NAME_MAX];
 } thread_entry;
 
-static __thread thread_entry thread_cache;
+/* initial-exec: one load from the thread pointer, not a __tls_get_addr call
+ * (the entry is small enough for the static TLS glibc keeps for dlopen). */
+static __thread thread_entry thread_cache __attribute__((tls_model("initial-exec")));
 
 static const thread_entry *cached_thread(const Emitter *self) {
     const thread_entry *e = &thread_cache;
@@ -599,17 +624,29 @@ static int put_thread(wbuf *b, const thread_entry *e) {
 /* str(x) for a C long long: its decimal digits into out (room for 20), and
  * their count.  snprintf("%lld") costs several hundred instructions a call. */
 static int decimal(char *out, long long x) {
-    char t[20];
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                   "8081828384858687888990919293949596979899";
     uint64_t m = x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
-    int n = 0;
-    do {
-        t[sizeof t - 1 - n++] = (char)('0' + m % 10);
-        m /= 10;
-    } while (m);
+    int n = 1;
+    for (uint64_t p = 10; n < 20 && m >= p; p *= 10)
+        n++;
     if (x < 0)
-        t[sizeof t - 1 - n++] = '-';
-    memcpy(out, t + sizeof t - n, (size_t)n);
-    return n;
+        *out++ = '-';
+    char *o = out + n;
+    while (m >= 100) { /* two digits a step */
+        unsigned d = (unsigned)(m % 100) * 2;
+        m /= 100;
+        *--o = pairs[d + 1];
+        *--o = pairs[d];
+    }
+    if (m >= 10) {
+        *--o = pairs[m * 2 + 1];
+        *--o = pairs[m * 2];
+    } else {
+        *--o = (char)('0' + m);
+    }
+    return n + (x < 0);
 }
 
 /* msg % args for the commonest call: an ASCII template whose conversions
@@ -685,12 +722,9 @@ static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject 
             pm->piece[k] = (const char *)PyUnicode_DATA(a);
             pm->piece_len[k] = PyUnicode_GET_LENGTH(a);
         } else if (PyLong_CheckExact(a)) {
-            int overflow;
-            long long x = PyLong_AsLongLongAndOverflow(a, &overflow);
-            if (overflow || (x == -1 && PyErr_Occurred())) {
-                PyErr_Clear();
+            long long x;
+            if (long_value(a, &x))
                 return -1;
-            }
             pm->piece[k] = pm->digits[k];
             pm->piece_len[k] = decimal(pm->digits[k], x); /* str(int) */
         } else {
@@ -933,6 +967,26 @@ static int put_plain(wbuf *b, const plain_message *pm) {
     return 0;
 }
 
+/* The logger's name: most calls repeat the last one, whose verdict is kept
+ * beside a reference to it (nothing is suspect before it in a record). */
+static int put_name(Emitter *self, wbuf *b, PyObject *name) {
+    if (name == self->clean_name) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+        if (b->end - b->p < 5 + n)
+            return -1;
+        b->p[0] = M_UNICODE;
+        store_u32(b->p + 1, (uint32_t)n);
+        copy_bytes(b->p + 5, PyUnicode_DATA(name), (size_t)n);
+        b->p += 5 + n;
+        return 0;
+    }
+    if (put_str(b, name))
+        return -1;
+    if (!b->suspect && PyUnicode_IS_ASCII(name))
+        Py_XSETREF(self->clean_name, Py_NewRef(name));
+    return 0;
+}
+
 /* One log call, after its level check: see push() below for what it returns.
  * The template's arguments are argv[0..nargs) (args: the same as a tuple, or
  * NULL).  `ids` is the active span's {"trace_id", "span_id"} (or NULL), added
@@ -998,7 +1052,7 @@ static PyObject *emit(Emitter *self, long level, PyObject *name, PyObject *bound
         !self->closed && (plain ? pm.len : PyUnicode_GET_LENGTH(message)) <= self->max_chars &&
         (te != NULL || PyUnicode_CheckExact(thread)) &&
         !(put_head(&b, M_TUPLE, RECORD_ITEMS) || put_int(&b, RECORD_FORMAT) ||
-          put_int(&b, ts) || put_int(&b, level) || put_str(&b, name) ||
+          put_int(&b, ts) || put_int(&b, level) || put_name(self, &b, name) ||
           (plain ? put_plain(&b, &pm) : put_text(&b, message, nargs ? FORGET : KEEP_VALUE, 0)) ||
           (merged == NULL   ? put_keywords(&b, &g)
            : merged != Py_None ? (put_byte(&b, M_DICT) || put_items(&b, merged) || put_byte(&b, M_NULL))
