@@ -436,6 +436,9 @@ typedef struct {
     uint8_t count;
     uint16_t end[SITE_MAX_KEYS]; /* where each name's encoding ends in bytes */
     uint8_t bytes[SITE_BYTES];   /* the names as put_key writes them, one after the other */
+    /* Each name's last value when that was an ASCII str the prefilter passed
+     * (a strong reference): a constant value is written without a look-up. */
+    PyObject *clean[SITE_MAX_KEYS];
 } site_entry;
 
 typedef struct {
@@ -459,6 +462,12 @@ typedef struct {
     site_entry sites[1 << SITE_BITS];             /* checked keyword names (see site_of) */
     PyObject *clean_name; /* the last logger name the prefilter passed (ASCII), or NULL */
 } Emitter;
+
+static void site_clear(site_entry *e) {
+    Py_CLEAR(e->names);
+    for (int k = 0; k < SITE_MAX_KEYS; k++)
+        Py_CLEAR(e->clean[k]);
+}
 
 static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"ring", "push", "suspect", "keepalive", "check", "pid", "max_chars",
@@ -489,7 +498,7 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     self->push = (push_fn)(uintptr_t)push;
     scanner_clear(&self->scan);
     for (int i = 0; i < (1 << SITE_BITS); i++)
-        Py_CLEAR(self->sites[i].names); /* their verdicts were for the rules before */
+        site_clear(&self->sites[i]); /* their verdicts were for the rules before */
     Py_CLEAR(self->clean_name);
     self->scan.ring = self->ring;
     self->scan.suspect = (suspect_fn)(uintptr_t)suspect;
@@ -532,7 +541,7 @@ static int Emitter_clear(Emitter *self) {
     for (int i = 0; i < (1 << TEMPLATE_BITS); i++)
         Py_CLEAR(self->templates[i].t);
     for (int i = 0; i < (1 << SITE_BITS); i++)
-        Py_CLEAR(self->sites[i].names);
+        site_clear(&self->sites[i]);
     Py_CLEAR(self->clean_name);
     return 0;
 }
@@ -799,7 +808,7 @@ typedef struct {
     PyObject *dict;          /* NULL: the keywords below */
     PyObject *const *values; /* the keywords' values */
     PyObject *names;         /* their names (a tuple of str), or NULL: none */
-    const site_entry *site;  /* the names checked and encoded already, or NULL */
+    site_entry *site;        /* the names checked and encoded already, or NULL */
 } call_fields;
 
 /* A vectorcall's keyword names are the call site's constant tuple: checked,
@@ -807,12 +816,13 @@ typedef struct {
  * entry holds the tuple, so its address stands for these names while the
  * entry does.  NULL: names this cache does not take (then each call checks
  * them, and finds whatever sends the record to Python). */
-static const site_entry *site_of(Emitter *self, PyObject *names) {
+static site_entry *site_of(Emitter *self, PyObject *names) {
     size_t i = (size_t)(((uint64_t)(uintptr_t)names * 0x9E3779B97F4A7C15ull) >> (64 - SITE_BITS));
     site_entry *e = &self->sites[i];
     if (e->names == names)
         return e->plain ? e : NULL;
-    Py_XSETREF(e->names, Py_NewRef(names));
+    site_clear(e);
+    e->names = Py_NewRef(names);
     e->plain = 0;
     e->trace_id = 0;
     Py_ssize_t count = PyTuple_GET_SIZE(names);
@@ -937,10 +947,28 @@ static int put_keywords(wbuf *b, const call_fields *f) {
     if (put_byte(b, M_DICT))
         return -1;
     if (f->site != NULL) {
-        const site_entry *e = f->site;
-        for (unsigned i = 0, from = 0; i < e->count; from = e->end[i++])
-            if (put(b, e->bytes + from, e->end[i] - from) || put_value(b, f->values[i]))
+        site_entry *e = f->site;
+        for (unsigned i = 0, from = 0; i < e->count; from = e->end[i++]) {
+            PyObject *v = f->values[i];
+            if (put(b, e->bytes + from, e->end[i] - from))
                 return -1;
+            if (v == e->clean[i]) { /* passed before: ASCII, at most CLEAN_MAX */
+                Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+                if (b->end - b->p < 5 + n)
+                    return -1;
+                b->p[0] = M_UNICODE;
+                store_u32(b->p + 1, (uint32_t)n);
+                copy_bytes(b->p + 5, PyUnicode_DATA(v), (size_t)n);
+                b->p += 5 + n;
+                continue;
+            }
+            int before = b->suspect;
+            if (put_value(b, v))
+                return -1;
+            if (!before && !b->suspect && PyUnicode_CheckExact(v) && PyUnicode_IS_ASCII(v) &&
+                PyUnicode_GET_LENGTH(v) <= CLEAN_MAX)
+                Py_XSETREF(e->clean[i], Py_NewRef(v));
+        }
         return put_byte(b, M_NULL);
     }
     for (Py_ssize_t i = 0; i < fields_count(f); i++) {

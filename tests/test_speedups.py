@@ -596,16 +596,20 @@ class TestCallSiteCaches:
         ju.configure(db_path, console=False)
         try:
             log = ju.get_logger("svc.site")
-            for i in range(5):
+            for i in range(6):
                 log.info("login %s", i, password="hunter2", user_id=i)
                 log.info("token %s", i, note=f"token=abc{i}")
+                # a clean constant value kept for the site, then a secret in its place
+                log.info("alternating %s", i, ip="10.0.0.1", note="fine" if i % 2 else "token=zz9secret")
             assert ju.flush(timeout=30)
         finally:
             ju.shutdown()
         stored = "\n".join(str(row) for row in query(db_path, "SELECT message, fields FROM logs"))
-        assert 10 == len(query(db_path, "SELECT id FROM logs"))
+        assert 18 == len(query(db_path, "SELECT id FROM logs"))
+        assert 3 == stored.count("fine")
+        assert "zz9secret" not in stored
         assert "hunter2" not in stored
-        assert all(f"abc{i}" not in stored for i in range(5))
+        assert all(f"abc{i}" not in stored for i in range(6))
 
 
 class TestThreadNames:
