@@ -52,6 +52,8 @@ typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
 #define RECORD_ITEMS 9
 
 static PyObject *name_attr; /* "name" */
+static PyTypeObject *thread_local_type; /* _thread._local */
+static uint64_t emitter_epochs;         /* the last epoch an Emitter_init gave out (cached_thread) */
 
 /* The secret prefilter, run on each string as it is written (and on each
  * int field, for card numbers): a secret lies
@@ -162,10 +164,34 @@ typedef struct {
 /* Each writer returns 0, or -1 when the buffer is too small or the value is
  * not one this encoder writes (the caller then takes the Python path). */
 
+/* A little-endian u32 at p (marshal's byte order). */
+static inline void store_u32(uint8_t *p, uint32_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(p, &v, 4);
+#else
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+#endif
+}
+
+/* n bytes, n at most a few dozen as a rule (names, ids, short messages):
+ * two overlapping word copies instead of a call into libc's memcpy. */
+static inline void copy_bytes(uint8_t *dst, const void *src, size_t n) {
+    const uint8_t *s = src;
+    if (n >= 8 && n <= 16) {
+        memcpy(dst, s, 8);
+        memcpy(dst + n - 8, s + n - 8, 8);
+    } else if (n >= 4 && n < 8) {
+        memcpy(dst, s, 4);
+        memcpy(dst + n - 4, s + n - 4, 4);
+    } else {
+        memcpy(dst, s, n);
+    }
+}
+
 static inline int put(wbuf *b, const void *src, size_t n) {
     if ((size_t)(b->end - b->p) < n)
         return -1;
-    memcpy(b->p, src, n);
+    copy_bytes(b->p, src, n);
     b->p += n;
     return 0;
 }
@@ -178,30 +204,47 @@ static inline int put_byte(wbuf *b, uint8_t c) {
 }
 
 static inline int put_u32(wbuf *b, uint32_t v) {
-    uint8_t t[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    return put(b, t, 4);
+    if (b->end - b->p < 4)
+        return -1;
+    store_u32(b->p, v);
+    b->p += 4;
+    return 0;
 }
 
-static int put_int(wbuf *b, long long x) {
-    if (x >= INT32_MIN && x <= INT32_MAX) {
-        if (put_byte(b, M_INT))
-            return -1;
-        return put_u32(b, (uint32_t)(int32_t)x);
-    }
+/* A marshal type code and a u32 (a tuple's size, a str's length). */
+static inline int put_head(wbuf *b, uint8_t code, uint32_t v) {
+    if (b->end - b->p < 5)
+        return -1;
+    b->p[0] = code;
+    store_u32(b->p + 1, v);
+    b->p += 5;
+    return 0;
+}
+
+static int put_long(wbuf *b, long long x);
+
+static inline int put_int(wbuf *b, long long x) {
+    if (x >= INT32_MIN && x <= INT32_MAX)
+        return put_head(b, M_INT, (uint32_t)(int32_t)x);
+    return put_long(b, x);
+}
+
+static int put_long(wbuf *b, long long x) {
     /* As marshal's w_PyLong: a signed count of 15-bit digits, least
      * significant first, the top one non-zero. */
     uint64_t m = x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
-    uint8_t digits[2 * 5];
-    int32_t n = 0;
-    while (m) {
-        digits[2 * n] = (uint8_t)(m & 0xff);
-        digits[2 * n + 1] = (uint8_t)((m >> 8) & 0x7f);
-        m >>= 15;
-        n++;
-    }
-    if (put_byte(b, M_LONG) || put_u32(b, (uint32_t)(x < 0 ? -n : n)))
+    int32_t n = (64 - __builtin_clzll(m) + 14) / 15; /* m > 2^31 here: never 0 */
+    if (b->end - b->p < 5 + 2 * n)
         return -1;
-    return put(b, digits, (size_t)(2 * n));
+    b->p[0] = M_LONG;
+    store_u32(b->p + 1, (uint32_t)(x < 0 ? -n : n));
+    uint8_t *d = b->p + 5;
+    for (int32_t k = 0; k < n; k++, m >>= 15) {
+        d[2 * k] = (uint8_t)(m & 0xff);
+        d[2 * k + 1] = (uint8_t)((m >> 8) & 0x7f);
+    }
+    b->p += 5 + 2 * n;
+    return 0;
 }
 
 /* A str; `keep` says whether the prefilter may remember its verdict (FORGET
@@ -210,27 +253,51 @@ static int put_int(wbuf *b, long long x) {
 static int put_text(wbuf *b, PyObject *s, int keep, int as_key) {
     Py_ssize_t n;
     const char *u;
-    if (PyUnicode_GET_LENGTH(s) > b->end - b->p)
-        return -1; /* cannot fit: not worth a UTF-8 copy attached to the string */
     if (PyUnicode_IS_ASCII(s)) {
         u = (const char *)PyUnicode_DATA(s);
         n = PyUnicode_GET_LENGTH(s);
     } else {
+        if (PyUnicode_GET_LENGTH(s) > b->end - b->p)
+            return -1; /* cannot fit: not worth a UTF-8 copy attached to the string */
         u = PyUnicode_AsUTF8AndSize(s, &n);
         if (u == NULL) { /* a lone surrogate: marshal's surrogatepass is Python's job */
             PyErr_Clear();
             return -1;
         }
     }
-    if (n > INT32_MAX || put_byte(b, M_UNICODE) || put_u32(b, (uint32_t)n))
+    if (b->end - b->p < 5 || n > b->end - b->p - 5)
         return -1;
+    b->p[0] = M_UNICODE;
+    store_u32(b->p + 1, (uint32_t)n);
+    copy_bytes(b->p + 5, u, (size_t)n);
+    b->p += 5 + n;
     if (b->scan != NULL && !b->suspect && suspect_str(b->scan, s, u, n, keep, as_key))
         b->suspect = 1;
-    return put(b, u, (size_t)n);
+    return 0;
 }
 
 static inline int put_str(wbuf *b, PyObject *s) { return put_text(b, s, KEEP_NAME, 0); }
 static inline int put_key(wbuf *b, PyObject *s) { return put_text(b, s, KEEP_NAME, 1); }
+
+/* An exact int's value, when it fits a long long (0), else -1 (no error
+ * set).  CPython 3.11 keeps an int below 2^30 in one digit: read it there,
+ * without a call. */
+static inline int long_value(PyObject *v, long long *x) {
+#if PY_VERSION_HEX < 0x030C0000
+    Py_ssize_t size = Py_SIZE(v);
+    if (size >= -1 && size <= 1) {
+        *x = size == 0 ? 0 : (long long)size * (long long)((PyLongObject *)v)->ob_digit[0];
+        return 0;
+    }
+#endif
+    int overflow;
+    *x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (*x == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return -1;
+    }
+    return 0;
+}
 
 /* The value kinds a record written here may hold, exact types only (a str or
  * int subclass is not plain: marshal refuses it, and so does this). */
@@ -249,9 +316,8 @@ static int put_value(wbuf *b, PyObject *v) {
     if (PyUnicode_CheckExact(v))
         return put_text(b, v, KEEP_VALUE, 0);
     if (PyLong_CheckExact(v)) {
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (overflow)
+        long long x;
+        if (long_value(v, &x))
             return -1;
         /* A card number as an int: the prefilter's rule (d).  One compare
          * for any int below 13 digits. */
@@ -320,7 +386,7 @@ static PyObject *put_any(wbuf *b, PyObject *obj, int depth) {
     int rc;
     if (PyTuple_CheckExact(obj) && depth == 0) {
         Py_ssize_t n = PyTuple_GET_SIZE(obj);
-        rc = put_byte(b, M_TUPLE) || put_u32(b, (uint32_t)n);
+        rc = put_head(b, M_TUPLE, (uint32_t)n);
         for (Py_ssize_t i = 0; !rc && i < n; i++)
             if (put_any(b, PyTuple_GET_ITEM(obj, i), depth + 1) == NULL)
                 return NULL;
@@ -344,6 +410,37 @@ static PyObject *put_any(wbuf *b, PyObject *obj, int depth) {
 /* ------------------------------------------------------------------------ */
 /* the Emitter                                                               */
 
+/* A log call's template, parsed (see plain_plan). */
+#define FORMAT_PLAIN_ARGS 8
+#define TEMPLATE_BITS 4 /* 16 kept */
+#define TEMPLATE_MAX 240
+
+typedef struct {
+    PyObject *t;    /* the template (a strong reference), or NULL */
+    char plain;     /* its conversions are all "%s" and "%%", at most FORMAT_PLAIN_ARGS */
+    uint8_t nconv;  /* how many "%s" */
+    uint16_t n;     /* the length of text */
+    uint16_t cut[FORMAT_PLAIN_ARGS]; /* where in text each argument goes */
+    char text[TEMPLATE_MAX]; /* the template without its conversions, "%%" as "%" */
+} template_entry;
+
+/* A call site's keyword names, checked and encoded (see site_of). */
+#define SITE_BITS 4 /* 16 kept */
+#define SITE_MAX_KEYS 16
+#define SITE_BYTES 256
+
+typedef struct {
+    PyObject *names; /* the kwnames tuple (a strong reference), or NULL */
+    char plain;      /* every name an exact str, none stdlib's, each passed by the prefilter */
+    char trace_id;   /* one is "trace_id" */
+    uint8_t count;
+    uint16_t end[SITE_MAX_KEYS]; /* where each name's encoding ends in bytes */
+    uint8_t bytes[SITE_BYTES];   /* the names as put_key writes them, one after the other */
+    /* Each name's last value when that was an ASCII str the prefilter passed
+     * (a strong reference): a constant value is written without a look-up. */
+    PyObject *clean[SITE_MAX_KEYS];
+} site_entry;
+
 typedef struct {
     PyObject_HEAD
     jr_ring *ring;
@@ -360,7 +457,17 @@ typedef struct {
     PyObject *format_message; /* the Python path's formatter, for odd arguments */
     PyObject *thread_name;   /* () -> the calling thread's name, cached in tls.name */
     PyObject *tls;           /* the Python path's threading.local, shared with it */
+    uint64_t epoch;          /* this Emitter's thread-name cache entries; 0: none (see cached_thread) */
+    template_entry templates[1 << TEMPLATE_BITS]; /* parsed templates (see plain_plan) */
+    site_entry sites[1 << SITE_BITS];             /* checked keyword names (see site_of) */
+    PyObject *clean_name; /* the last logger name the prefilter passed (ASCII), or NULL */
 } Emitter;
+
+static void site_clear(site_entry *e) {
+    Py_CLEAR(e->names);
+    for (int k = 0; k < SITE_MAX_KEYS; k++)
+        Py_CLEAR(e->clean[k]);
+}
 
 static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"ring", "push", "suspect", "keepalive", "check", "pid", "max_chars",
@@ -390,6 +497,9 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     self->ring = (jr_ring *)(uintptr_t)ring;
     self->push = (push_fn)(uintptr_t)push;
     scanner_clear(&self->scan);
+    for (int i = 0; i < (1 << SITE_BITS); i++)
+        site_clear(&self->sites[i]); /* their verdicts were for the rules before */
+    Py_CLEAR(self->clean_name);
     self->scan.ring = self->ring;
     self->scan.suspect = (suspect_fn)(uintptr_t)suspect;
     self->check = check;
@@ -402,6 +512,9 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     Py_XSETREF(self->format_message, Py_NewRef(format_message));
     Py_XSETREF(self->thread_name, Py_NewRef(thread_name));
     Py_XSETREF(self->tls, Py_NewRef(tls));
+    self->epoch = 0;
+    if (thread_local_type != NULL && Py_IS_TYPE(tls, thread_local_type))
+        self->epoch = ++emitter_epochs;
     return 0;
 }
 
@@ -417,6 +530,7 @@ static int Emitter_traverse(Emitter *self, visitproc visit, void *arg) {
 
 static int Emitter_clear(Emitter *self) {
     self->ring = NULL; /* push() refuses from now on */
+    self->epoch = 0;
     scanner_clear(&self->scan);
     Py_CLEAR(self->keepalive);
     Py_CLEAR(self->listeners);
@@ -424,10 +538,16 @@ static int Emitter_clear(Emitter *self) {
     Py_CLEAR(self->format_message);
     Py_CLEAR(self->thread_name);
     Py_CLEAR(self->tls);
+    for (int i = 0; i < (1 << TEMPLATE_BITS); i++)
+        Py_CLEAR(self->templates[i].t);
+    for (int i = 0; i < (1 << SITE_BITS); i++)
+        site_clear(&self->sites[i]);
+    Py_CLEAR(self->clean_name);
     return 0;
 }
 
 static void Emitter_dealloc(Emitter *self) {
+    self->epoch = 0;
     PyObject_GC_UnTrack(self);
     Emitter_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -435,7 +555,7 @@ static void Emitter_dealloc(Emitter *self) {
 
 /* The calling thread's name as of its first log call: tls.name, the cache
  * the Python path keeps too (per greenlet where threading is patched). */
-static PyObject *thread_of(Emitter *self) {
+static PyObject *thread_object(Emitter *self) {
     PyObject *name = PyObject_GetAttr(self->tls, name_attr);
     if (name != NULL || !PyErr_ExceptionMatches(PyExc_AttributeError))
         return name;
@@ -443,92 +563,237 @@ static PyObject *thread_of(Emitter *self) {
     return PyObject_CallNoArgs(self->thread_name);
 }
 
+/* The same name, kept in C per thread: reading a threading.local costs
+ * some 400 instructions, more than the rest of the thread's share of the
+ * record.  The entry keeps the name's UTF-8 bytes, not the str, so it owns
+ * nothing that a thread's exit or a fork would have to release.  It stands
+ * for tls.name of one Emitter (`epoch`, unique to each Emitter_init, so it
+ * names the tls and the prefilter rules too) in one Python thread state:
+ * tls.name is set once per thread and never changed, so while both match,
+ * the bytes are what tls.name holds.  A thread state's id is never reused
+ * (a C thread that enters Python again gets a new one), and after fork()
+ * the child goes on in the same thread state, with the same tls.name.
+ * Only for a tls that is a real threading.local (gevent's is per greenlet,
+ * and greenlets share a thread state), and only for a name the prefilter
+ * passed (a suspect one sends its records to the Python path anyway). */
+#define THREAD_NAME_MAX 120
+
+typedef struct {
+    const PyThreadState *ts;
+    uint64_t id;
+    uint64_t epoch; /* 0: empty */
+    uint32_t n;
+    uint8_t name[THREAD_NAME_MAX];
+} thread_entry;
+
+/* initial-exec: one load from the thread pointer, not a __tls_get_addr call
+ * (the entry is small enough for the static TLS glibc keeps for dlopen). */
+static __thread thread_entry thread_cache __attribute__((tls_model("initial-exec")));
+
+static const thread_entry *cached_thread(const Emitter *self) {
+    const thread_entry *e = &thread_cache;
+    if (e->epoch != self->epoch || e->epoch == 0)
+        return NULL;
+    PyThreadState *ts = PyThreadState_Get();
+    return e->ts == ts && e->id == PyThreadState_GetID(ts) ? e : NULL;
+}
+
+static void keep_thread(Emitter *self, PyObject *name) {
+    if (self->epoch == 0 || !PyUnicode_CheckExact(name))
+        return;
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(name, &n);
+    if (u == NULL) {
+        PyErr_Clear(); /* a lone surrogate: its records are the Python path's */
+        return;
+    }
+    if (n > THREAD_NAME_MAX || (self->check && self->scan.suspect(self->ring, (const uint8_t *)u, (size_t)n)))
+        return;
+    thread_entry *e = &thread_cache;
+    PyThreadState *ts = PyThreadState_Get();
+    e->epoch = 0;
+    memcpy(e->name, u, (size_t)n);
+    e->n = (uint32_t)n;
+    e->ts = ts;
+    e->id = PyThreadState_GetID(ts);
+    e->epoch = self->epoch;
+}
+
+/* The thread's name as put_str writes it; the prefilter passed it already. */
+static int put_thread(wbuf *b, const thread_entry *e) {
+    if ((size_t)(b->end - b->p) < 5 + (size_t)e->n)
+        return -1;
+    b->p[0] = M_UNICODE;
+    store_u32(b->p + 1, e->n);
+    copy_bytes(b->p + 5, e->name, e->n);
+    b->p += 5 + e->n;
+    return 0;
+}
+
+/* str(x) for a C long long: its decimal digits into out (room for 20), and
+ * their count.  snprintf("%lld") costs several hundred instructions a call. */
+static int decimal(char *out, long long x) {
+    static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                   "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                   "8081828384858687888990919293949596979899";
+    uint64_t m = x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
+    int n = 1;
+    for (uint64_t p = 10; n < 20 && m >= p; p *= 10)
+        n++;
+    if (x < 0)
+        *out++ = '-';
+    char *o = out + n;
+    while (m >= 100) { /* two digits a step */
+        unsigned d = (unsigned)(m % 100) * 2;
+        m /= 100;
+        *--o = pairs[d + 1];
+        *--o = pairs[d];
+    }
+    if (m >= 10) {
+        *--o = pairs[m * 2 + 1];
+        *--o = pairs[m * 2];
+    } else {
+        *--o = (char)('0' + m);
+    }
+    return n + (x < 0);
+}
+
 /* msg % args for the commonest call: an ASCII template whose conversions
  * are all "%s" (and "%%"), one exact ASCII str or exact int (within 64 bits)
- * for each, at most FORMAT_PLAIN_ARGS of them: the pieces copied once into
- * a new string, where PyUnicode_Format parses, converts and grows a writer.
- * NULL, no error set, for anything else (PyUnicode_Format then does it,
- * errors and all). */
-#define FORMAT_PLAIN_ARGS 8
-
-static PyObject *format_plain(PyObject *msg, PyObject *args) {
-    Py_ssize_t nargs = PyTuple_GET_SIZE(args), tn = PyUnicode_GET_LENGTH(msg), len = 0, used = 0;
-    const char *piece[FORMAT_PLAIN_ARGS];
-    Py_ssize_t piece_len[FORMAT_PLAIN_ARGS];
-    char digits[FORMAT_PLAIN_ARGS][24];
-    if (nargs > FORMAT_PLAIN_ARGS || !PyUnicode_IS_ASCII(msg))
-        return NULL;
-    for (Py_ssize_t k = 0; k < nargs; k++) {
-        PyObject *a = PyTuple_GET_ITEM(args, k);
-        if (PyUnicode_CheckExact(a) && PyUnicode_IS_ASCII(a)) {
-            piece[k] = (const char *)PyUnicode_DATA(a);
-            piece_len[k] = PyUnicode_GET_LENGTH(a);
-        } else if (PyLong_CheckExact(a)) {
-            int overflow;
-            long long x = PyLong_AsLongLongAndOverflow(a, &overflow);
-            if (overflow || (x == -1 && PyErr_Occurred())) {
-                PyErr_Clear();
-                return NULL;
-            }
-            piece[k] = digits[k];
-            piece_len[k] = snprintf(digits[k], sizeof digits[k], "%lld", x); /* str(int) */
-        } else {
-            return NULL;
-        }
-    }
+ * for each.  plain_plan() checks the call and measures the message;
+ * plain_write() then writes it wherever it goes (straight into the record,
+ * or into a new str when one is needed), where PyUnicode_Format parses,
+ * converts and grows a writer.  Anything else is PyUnicode_Format's
+ * (format() below), errors and all.
+ *
+ * A template is parsed once: its text without the conversions ("%%" as "%")
+ * and where each argument goes are kept in the Emitter's `templates`,
+ * beside a strong reference to the template (so its address is not reused
+ * while the entry stands).  A template that is not plain is kept too, so
+ * that it is not parsed again on every call. */
+static int parse_template(template_entry *e, PyObject *msg) {
+    e->plain = 0;
+    if (!PyUnicode_IS_ASCII(msg) || PyUnicode_GET_LENGTH(msg) > TEMPLATE_MAX)
+        return -1;
     const char *t = (const char *)PyUnicode_DATA(msg);
+    Py_ssize_t tn = PyUnicode_GET_LENGTH(msg);
+    unsigned n = 0, nconv = 0;
     for (Py_ssize_t i = 0; i < tn; i++) {
         if (t[i] != '%') {
-            len++;
+            e->text[n++] = t[i];
             continue;
         }
         if (++i == tn)
-            return NULL;
+            return -1; /* "incomplete format" */
         if (t[i] == '%') {
-            len++;
-            continue;
-        }
-        if (t[i] != 's' || used == nargs)
-            return NULL;
-        len += piece_len[used++];
-    }
-    if (used != nargs)
-        return NULL; /* "not all arguments converted": PyUnicode_Format says so */
-    PyObject *out = PyUnicode_New(len, 127);
-    if (out == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
-    char *o = (char *)PyUnicode_DATA(out);
-    used = 0;
-    for (Py_ssize_t i = 0; i < tn; i++) {
-        if (t[i] != '%') {
-            *o++ = t[i];
-        } else if (t[++i] == '%') {
-            *o++ = '%';
+            e->text[n++] = '%';
+        } else if (t[i] == 's' && nconv < FORMAT_PLAIN_ARGS) {
+            e->cut[nconv++] = (uint16_t)n;
         } else {
-            memcpy(o, piece[used], (size_t)piece_len[used]);
-            o += piece_len[used++];
+            return -1;
         }
     }
+    e->n = (uint16_t)n;
+    e->nconv = (uint8_t)nconv;
+    e->plain = 1;
+    return 0;
+}
+
+static const template_entry *template_of(Emitter *self, PyObject *msg) {
+    size_t i = (size_t)(((uint64_t)(uintptr_t)msg * 0x9E3779B97F4A7C15ull) >> (64 - TEMPLATE_BITS));
+    template_entry *e = &self->templates[i];
+    if (e->t != msg) {
+        parse_template(e, msg);
+        Py_XSETREF(e->t, Py_NewRef(msg));
+    }
+    return e->plain ? e : NULL;
+}
+
+typedef struct {
+    const template_entry *tpl;
+    Py_ssize_t len; /* the message's length (ASCII: as many bytes) */
+    const char *piece[FORMAT_PLAIN_ARGS];
+    Py_ssize_t piece_len[FORMAT_PLAIN_ARGS];
+    char digits[FORMAT_PLAIN_ARGS][24];
+} plain_message;
+
+/* 0 if msg % args is a plain message (pm then describes it), else -1 (no
+ * error set).  The arguments are only read: no Python code runs. */
+static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject *const *args,
+                      Py_ssize_t nargs) {
+    const template_entry *e = template_of(self, msg);
+    if (e == NULL || e->nconv != nargs)
+        return -1; /* PyUnicode_Format says what is wrong, if anything */
+    Py_ssize_t len = e->n;
+    for (Py_ssize_t k = 0; k < nargs; k++) {
+        PyObject *a = args[k];
+        if (PyUnicode_CheckExact(a) && PyUnicode_IS_ASCII(a)) {
+            pm->piece[k] = (const char *)PyUnicode_DATA(a);
+            pm->piece_len[k] = PyUnicode_GET_LENGTH(a);
+        } else if (PyLong_CheckExact(a)) {
+            long long x;
+            if (long_value(a, &x))
+                return -1;
+            pm->piece[k] = pm->digits[k];
+            pm->piece_len[k] = decimal(pm->digits[k], x); /* str(int) */
+        } else {
+            return -1;
+        }
+        len += pm->piece_len[k];
+    }
+    pm->tpl = e;
+    pm->len = len;
+    return 0;
+}
+
+/* The message plain_plan() measured: pm->len bytes at o. */
+static void plain_write(const plain_message *pm, char *o) {
+    const template_entry *e = pm->tpl;
+    unsigned from = 0;
+    for (unsigned k = 0; k < e->nconv; k++) {
+        copy_bytes((uint8_t *)o, e->text + from, e->cut[k] - from);
+        o += e->cut[k] - from;
+        from = e->cut[k];
+        copy_bytes((uint8_t *)o, pm->piece[k], (size_t)pm->piece_len[k]);
+        o += pm->piece_len[k];
+    }
+    copy_bytes((uint8_t *)o, e->text + from, e->n - from);
+}
+
+/* The message plain_plan() measured, as a new str. */
+static PyObject *plain_object(const plain_message *pm) {
+    PyObject *out = PyUnicode_New(pm->len, 127);
+    if (out != NULL)
+        plain_write(pm, (char *)PyUnicode_DATA(out));
     return out;
 }
 
-static PyObject *format(Emitter *self, PyObject *msg, PyObject *args) {
-    Py_ssize_t n = PyTuple_GET_SIZE(args);
+/* msg % args for any other call (args: the call's arguments, or NULL to
+ * make that tuple from the n in argv). */
+static PyObject *format(Emitter *self, PyObject *msg, PyObject *const *argv, Py_ssize_t n,
+                        PyObject *args) {
     if (n == 0)
         return Py_NewRef(msg);
-    PyObject *plain = format_plain(msg, args);
-    if (plain != NULL)
-        return plain;
+    if (args != NULL) {
+        Py_INCREF(args);
+    } else if ((args = PyTuple_New(n)) != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            PyTuple_SET_ITEM(args, i, Py_NewRef(argv[i]));
+    } else {
+        return NULL;
+    }
+    PyObject *message = NULL;
     if (!(n == 1 && PyDict_CheckExact(PyTuple_GET_ITEM(args, 0)))) {
-        PyObject *message = PyUnicode_Format(msg, args);
-        if (message != NULL || !PyErr_ExceptionMatches(PyExc_Exception))
+        message = PyUnicode_Format(msg, args);
+        if (message != NULL || !PyErr_ExceptionMatches(PyExc_Exception)) {
+            Py_DECREF(args);
             return message;
+        }
         PyErr_Clear();
     }
     /* "%(name)s" with a mapping, or arguments that do not fit: as the Python path. */
-    PyObject *message = PyObject_CallFunctionObjArgs(self->format_message, msg, args, NULL);
+    message = PyObject_CallFunctionObjArgs(self->format_message, msg, args, NULL);
+    Py_DECREF(args);
     if (message != NULL && !PyUnicode_CheckExact(message)) {
         PyErr_SetString(PyExc_TypeError, "format_message must return a str");
         Py_CLEAR(message);
@@ -543,7 +808,52 @@ typedef struct {
     PyObject *dict;          /* NULL: the keywords below */
     PyObject *const *values; /* the keywords' values */
     PyObject *names;         /* their names (a tuple of str), or NULL: none */
+    site_entry *site;        /* the names checked and encoded already, or NULL */
 } call_fields;
+
+/* A vectorcall's keyword names are the call site's constant tuple: checked,
+ * scanned and encoded at the first call, then written as they are.  The
+ * entry holds the tuple, so its address stands for these names while the
+ * entry does.  NULL: names this cache does not take (then each call checks
+ * them, and finds whatever sends the record to Python). */
+static site_entry *site_of(Emitter *self, PyObject *names) {
+    size_t i = (size_t)(((uint64_t)(uintptr_t)names * 0x9E3779B97F4A7C15ull) >> (64 - SITE_BITS));
+    site_entry *e = &self->sites[i];
+    if (e->names == names)
+        return e->plain ? e : NULL;
+    site_clear(e);
+    e->names = Py_NewRef(names);
+    e->plain = 0;
+    e->trace_id = 0;
+    Py_ssize_t count = PyTuple_GET_SIZE(names);
+    if (count > SITE_MAX_KEYS)
+        return NULL;
+    size_t at = 0;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *name = PyTuple_GET_ITEM(names, k);
+        if (!PyUnicode_CheckExact(name) || is_special(name))
+            return NULL;
+        Py_ssize_t n;
+        const char *u = PyUnicode_AsUTF8AndSize(name, &n);
+        if (u == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+        if ((size_t)n + 5 > SITE_BYTES - at ||
+            (self->check && suspect_key(&self->scan, u, n)))
+            return NULL;
+        e->bytes[at] = M_UNICODE;
+        store_u32(e->bytes + at + 1, (uint32_t)n);
+        memcpy(e->bytes + at + 5, u, (size_t)n);
+        at += 5 + (size_t)n;
+        e->end[k] = (uint16_t)at;
+        if (n == 8 && memcmp(u, "trace_id", 8) == 0)
+            e->trace_id = 1;
+    }
+    e->count = (uint8_t)count;
+    e->plain = 1;
+    return e;
+}
 
 static Py_ssize_t fields_count(const call_fields *f) {
     if (f->dict != NULL)
@@ -573,6 +883,8 @@ static PyObject *fields_dict(const call_fields *f) {
 static int fields_special(const call_fields *f) {
     if (f->dict != NULL)
         return has_special_key(f->dict);
+    if (f->site != NULL)
+        return 0;
     for (Py_ssize_t i = 0; i < fields_count(f); i++)
         if (is_special(PyTuple_GET_ITEM(f->names, i)))
             return 1;
@@ -590,6 +902,8 @@ static int dict_has(PyObject *d, PyObject *key) {
 static int names_trace_id(const call_fields *f, PyObject *bound, PyObject *ctx) {
     if (f->dict != NULL ? dict_has(f->dict, trace_id_str) : 0)
         return 1;
+    if (f->dict == NULL && f->site != NULL)
+        return f->site->trace_id || dict_has(bound, trace_id_str) || dict_has(ctx, trace_id_str);
     if (f->dict == NULL)
         for (Py_ssize_t i = 0; i < fields_count(f); i++)
             if (PyUnicode_Compare(PyTuple_GET_ITEM(f->names, i), trace_id_str) == 0)
@@ -632,6 +946,31 @@ static int merged_fields(PyObject *ctx, PyObject *bound, const call_fields *f, P
 static int put_keywords(wbuf *b, const call_fields *f) {
     if (put_byte(b, M_DICT))
         return -1;
+    if (f->site != NULL) {
+        site_entry *e = f->site;
+        for (unsigned i = 0, from = 0; i < e->count; from = e->end[i++]) {
+            PyObject *v = f->values[i];
+            if (put(b, e->bytes + from, e->end[i] - from))
+                return -1;
+            if (v == e->clean[i]) { /* passed before: ASCII, at most CLEAN_MAX */
+                Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+                if (b->end - b->p < 5 + n)
+                    return -1;
+                b->p[0] = M_UNICODE;
+                store_u32(b->p + 1, (uint32_t)n);
+                copy_bytes(b->p + 5, PyUnicode_DATA(v), (size_t)n);
+                b->p += 5 + n;
+                continue;
+            }
+            int before = b->suspect;
+            if (put_value(b, v))
+                return -1;
+            if (!before && !b->suspect && PyUnicode_CheckExact(v) && PyUnicode_IS_ASCII(v) &&
+                PyUnicode_GET_LENGTH(v) <= CLEAN_MAX)
+                Py_XSETREF(e->clean[i], Py_NewRef(v));
+        }
+        return put_byte(b, M_NULL);
+    }
     for (Py_ssize_t i = 0; i < fields_count(f); i++) {
         PyObject *k = PyTuple_GET_ITEM(f->names, i);
         if (!PyUnicode_CheckExact(k) || put_key(b, k) || put_value(b, f->values[i]))
@@ -640,33 +979,84 @@ static int put_keywords(wbuf *b, const call_fields *f) {
     return put_byte(b, M_NULL);
 }
 
+/* The message of a plain call, written into the record as put_text would
+ * write the str plain_object() makes, without making it. */
+static int put_plain(wbuf *b, const plain_message *pm) {
+    if (pm->len > INT32_MAX || b->end - b->p < 5 + pm->len)
+        return -1;
+    b->p[0] = M_UNICODE;
+    store_u32(b->p + 1, (uint32_t)pm->len);
+    b->p += 5;
+    plain_write(pm, (char *)b->p);
+    /* made anew by each call: the verdict is not worth keeping */
+    if (b->scan != NULL && !b->suspect && b->scan->suspect(b->scan->ring, b->p, (size_t)pm->len))
+        b->suspect = 1;
+    b->p += pm->len;
+    return 0;
+}
+
+/* The logger's name: most calls repeat the last one, whose verdict is kept
+ * beside a reference to it (nothing is suspect before it in a record). */
+static int put_name(Emitter *self, wbuf *b, PyObject *name) {
+    if (name == self->clean_name) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+        if (b->end - b->p < 5 + n)
+            return -1;
+        b->p[0] = M_UNICODE;
+        store_u32(b->p + 1, (uint32_t)n);
+        copy_bytes(b->p + 5, PyUnicode_DATA(name), (size_t)n);
+        b->p += 5 + n;
+        return 0;
+    }
+    if (put_str(b, name))
+        return -1;
+    if (!b->suspect && PyUnicode_IS_ASCII(name))
+        Py_XSETREF(self->clean_name, Py_NewRef(name));
+    return 0;
+}
+
 /* One log call, after its level check: see push() below for what it returns.
- * `ids` is the active span's {"trace_id", "span_id"} (or NULL), added to the
- * call's fields unless a trace_id is named already, as _add_trace_ids does. */
+ * The template's arguments are argv[0..nargs) (args: the same as a tuple, or
+ * NULL).  `ids` is the active span's {"trace_id", "span_id"} (or NULL), added
+ * to the call's fields unless a trace_id is named already, as _add_trace_ids
+ * does. */
 static PyObject *emit(Emitter *self, long level, PyObject *name, PyObject *bound, PyObject *msg,
-                      PyObject *args, const call_fields *f, PyObject *ids) {
+                      PyObject *const *argv, Py_ssize_t nargs, PyObject *args, const call_fields *f,
+                      PyObject *ids) {
     if (self->ring == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Emitter.push: the Emitter is not initialised");
         return NULL;
     }
+    call_fields g = *f;
+    if (g.dict == NULL && g.names != NULL && PyTuple_GET_SIZE(g.names))
+        g.site = site_of(self, g.names);
     if (self->closed || !PyUnicode_CheckExact(msg) || !PyUnicode_CheckExact(name) ||
-        !PyDict_CheckExact(bound) || fields_special(f))
+        !PyDict_CheckExact(bound) || fields_special(&g))
         Py_RETURN_NOTIMPLEMENTED;
     /* From here on the call has side effects (formatting runs __str__), so
      * every outcome returns the record rather than NotImplemented.  The
      * context and this setup's state are read after formatting, as the
-     * Python path reads them. */
-    PyObject *ctx = NULL, *traced = NULL;
-    call_fields g = *f;
-    PyObject *message = format(self, msg, args);
-    PyObject *thread = message ? thread_of(self) : NULL;
+     * Python path reads them.  A plain message is written straight into the
+     * record; its str is made only if the record is handed back. */
+    PyObject *ctx = NULL, *traced = NULL, *message = NULL;
+    plain_message pm;
+    int plain = nargs > 0 && plain_plan(self, &pm, msg, argv, nargs) == 0;
+    if (!plain)
+        message = format(self, msg, argv, nargs, args);
+    const thread_entry *te = plain || message ? cached_thread(self) : NULL;
+    PyObject *thread = te != NULL || !(plain || message) ? NULL : thread_object(self);
+    if (thread != NULL)
+        keep_thread(self, thread);
+    if (te != NULL)
+        thread = Py_NewRef(Py_None); /* a stand-in until the record is handed back */
     if (thread != NULL && PyContextVar_Get(self->context, NULL, &ctx) < 0)
         Py_CLEAR(thread);
-    if (thread != NULL && ids != NULL && PyDict_Check(ids) && !names_trace_id(f, bound, ctx)) {
-        traced = fields_dict(f);
+    if (thread != NULL && ids != NULL && PyDict_Check(ids) && !names_trace_id(&g, bound, ctx)) {
+        traced = fields_dict(&g);
         if (traced == NULL || PyDict_Update(traced, ids) < 0)
             Py_CLEAR(thread);
         g.dict = traced;
+        g.site = NULL;
     }
     /* {**ctx, **bound, **fields} */
     PyObject *merged = NULL;
@@ -684,16 +1074,19 @@ static PyObject *emit(Emitter *self, long level, PyObject *name, PyObject *bound
 
     uint8_t buf[STACK_BUF];
     wbuf b = {buf, buf + sizeof buf, self->check ? &self->scan : NULL, 0};
+    /* The template itself, when there are no arguments: the same object call
+     * after call, so its verdict is kept like a constant field value's. */
     int pushed =
-        !self->closed && PyUnicode_GET_LENGTH(message) <= self->max_chars &&
-        PyUnicode_CheckExact(thread) &&
-        !(put_byte(&b, M_TUPLE) || put_u32(&b, RECORD_ITEMS) || put_int(&b, RECORD_FORMAT) ||
-          put_int(&b, ts) || put_int(&b, level) || put_str(&b, name) ||
-          put_text(&b, message, FORGET, 0) ||
+        !self->closed && (plain ? pm.len : PyUnicode_GET_LENGTH(message)) <= self->max_chars &&
+        (te != NULL || PyUnicode_CheckExact(thread)) &&
+        !(put_head(&b, M_TUPLE, RECORD_ITEMS) || put_int(&b, RECORD_FORMAT) ||
+          put_int(&b, ts) || put_int(&b, level) || put_name(self, &b, name) ||
+          (plain ? put_plain(&b, &pm) : put_text(&b, message, nargs ? FORGET : KEEP_VALUE, 0)) ||
           (merged == NULL   ? put_keywords(&b, &g)
            : merged != Py_None ? (put_byte(&b, M_DICT) || put_items(&b, merged) || put_byte(&b, M_NULL))
                                : put_byte(&b, M_NONE)) ||
-          put_byte(&b, M_NONE) || put_int(&b, self->pid) || put_str(&b, thread));
+          put_byte(&b, M_NONE) || put_int(&b, self->pid) ||
+          (te != NULL ? put_thread(&b, te) : put_str(&b, thread)));
     size_t len = (size_t)(b.p - buf);
     if (b.suspect)
         pushed = 0;
@@ -703,7 +1096,14 @@ static PyObject *emit(Emitter *self, long level, PyObject *name, PyObject *bound
         pushed = 0;
     PyObject *result = Py_None;
     if (!pushed || level >= self->console_level || PyList_GET_SIZE(self->listeners)) {
-        PyObject *fields = merged != NULL ? Py_NewRef(merged) : fields_dict(&g);
+        if (message == NULL)
+            message = plain_object(&pm);
+        if (te != NULL && message != NULL) {
+            Py_SETREF(thread, thread_object(self));
+            if (thread == NULL)
+                Py_CLEAR(message);
+        }
+        PyObject *fields = message == NULL ? NULL : merged != NULL ? Py_NewRef(merged) : fields_dict(&g);
         PyObject *record = fields == NULL ? NULL
                            : Py_BuildValue("(iLlOONOlO)", RECORD_FORMAT, ts, level, name, message,
                                            fields, Py_None, self->pid, thread);
@@ -713,8 +1113,8 @@ static PyObject *emit(Emitter *self, long level, PyObject *name, PyObject *bound
     }
     Py_XDECREF(merged);
     Py_XDECREF(traced);
-    Py_DECREF(message);
-    Py_DECREF(thread);
+    Py_XDECREF(message);
+    Py_XDECREF(thread);
     return result;
 }
 
@@ -741,8 +1141,10 @@ static PyObject *Emitter_push(Emitter *self, PyObject *const *argv, Py_ssize_t a
     if (overflow || !PyLong_CheckExact(argv[0]) || !PyTuple_CheckExact(argv[4]) ||
         !PyDict_CheckExact(argv[5]))
         Py_RETURN_NOTIMPLEMENTED;
-    call_fields f = {argv[5], NULL, NULL};
-    return emit(self, level, argv[1], argv[2], argv[3], argv[4], &f, NULL);
+    call_fields f = {argv[5], NULL, NULL, NULL};
+    PyObject *args = argv[4];
+    return emit(self, level, argv[1], argv[2], argv[3], &PyTuple_GET_ITEM(args, 0),
+                PyTuple_GET_SIZE(args), args, &f, NULL);
 }
 
 static PyMethodDef Emitter_methods[] = {
@@ -873,8 +1275,6 @@ static PyObject *active_trace_ids(void) {
     return ids;
 }
 
-static PyObject *empty_tuple;
-
 /* A call at `level`, which the logger's level lets through. */
 static PyObject *log_at(LoggerObject *self, long level, PyObject *level_obj, PyObject *const *args,
                         Py_ssize_t nargs, PyObject *kwnames) {
@@ -883,24 +1283,15 @@ static PyObject *log_at(LoggerObject *self, long level, PyObject *level_obj, PyO
         self->bound == NULL)
         goto python;
     Py_INCREF(em); /* formatting runs Python code, which may configure() anew */
-    PyObject *ids = NULL, *rest = NULL, *result = NULL;
+    PyObject *ids = NULL, *result = NULL;
     if (path.trace_ids != NULL) {
         ids = active_trace_ids();
         if (ids == NULL && PyErr_Occurred())
             goto failed;
     }
-    if (nargs == 1) {
-        rest = Py_NewRef(empty_tuple);
-    } else if ((rest = PyTuple_New(nargs - 1)) != NULL) {
-        for (Py_ssize_t i = 1; i < nargs; i++)
-            PyTuple_SET_ITEM(rest, i - 1, Py_NewRef(args[i]));
-    }
-    if (rest != NULL) {
-        call_fields f = {NULL, args + nargs, kwnames};
-        result = emit(em, level, self->name, self->bound, args[0], rest, &f, ids);
-    }
+    call_fields f = {NULL, args + nargs, kwnames, NULL};
+    result = emit(em, level, self->name, self->bound, args[0], args + 1, nargs - 1, NULL, &f, ids);
 failed:
-    Py_XDECREF(rest);
     Py_XDECREF(ids);
     Py_DECREF(em);
     if (result == NULL)
@@ -1592,9 +1983,21 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         return NULL;
     name_attr = PyUnicode_InternFromString("name");
     trace_id_str = PyUnicode_InternFromString("trace_id");
-    empty_tuple = PyTuple_New(0);
-    if (name_attr == NULL || trace_id_str == NULL || empty_tuple == NULL)
+    if (name_attr == NULL || trace_id_str == NULL)
         return NULL;
+    PyObject *thread_mod = PyImport_ImportModule("_thread");
+    if (thread_mod == NULL)
+        return NULL;
+    PyObject *local = PyObject_GetAttrString(thread_mod, "_local");
+    Py_DECREF(thread_mod);
+    if (local == NULL)
+        return NULL;
+    if (!PyType_Check(local)) {
+        Py_DECREF(local);
+        PyErr_SetString(PyExc_ImportError, "_thread._local is not a type");
+        return NULL;
+    }
+    thread_local_type = (PyTypeObject *)local; /* kept for the module's life */
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL)
         return NULL;

@@ -542,3 +542,195 @@ def test_forked_child_records_carry_the_childs_pid(db_path: Path) -> None:
         ju.shutdown()
     got = query(db_path, "SELECT message, pid FROM logs ORDER BY id")
     assert [("parent", os.getpid()), ("child", pid)] == got
+
+
+# --- what the C path keeps between calls --------------------------------------
+
+KINDS = (0, 1, -1, 9, -10, 99, 100, 2**30 - 1, 2**30, -(2**30), 2**31, 2**62, -(2**63), 2**63 - 1,
+         "s", "", True, 1.5, None)
+
+
+def repeated_sites() -> None:
+    """Call sites run again and again: one template and one set of keyword names, values
+    of every kind through them, and the calls a kept verdict must not wave through."""
+    log, other = ju.get_logger("svc.cache"), ju.get_logger("svc.other")
+    for value in KINDS:
+        log.info("v=%s and %s%%", value, "x", n=value, ip="10.0.0.1")
+        other.info("v=%s and %s%%", value, "x", n=value, ip="10.0.0.1")  # another logger between
+        log.info("plain %s", value)
+    for _ in range(3):
+        log.info("%d not plain %s", 5, "x", n=1)  # a template kept as not plain
+        log.info("%s" * 9, *range(9))  # more arguments than the C formatter takes
+        log.info("x" * 300 + " %s", "y")  # a template longer than the kept ones
+        log.info("trailing %s %", "a")  # an incomplete format
+        log.info("special", n=1, exc_info=False)  # stdlib's key among keyword names
+        log.info("key %s", "k", password="hunter2")  # a secret key name
+        log.info("value %s", "v", note="token=abc")  # a secret in a value
+
+
+class TestCallSiteCaches:
+    def run(self, db_path: Path) -> list[tuple[Any, ...]]:
+        ju.configure(db_path, level="DEBUG", console=False)
+        try:
+            repeated_sites()
+            assert ju.flush(timeout=30)
+        finally:
+            ju.shutdown()
+        return query(db_path, f"SELECT {COMPARED} FROM logs ORDER BY id")
+
+    def test_kept_templates_and_names_store_the_rows_python_stores(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Templates, keyword names and logger names kept across calls change no row."""
+        monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
+        through_c = self.run(tmp_path / "c.db")
+        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
+        through_python = self.run(tmp_path / "py.db")
+        assert 3 * len(KINDS) + 3 * 7 == len(through_python)
+        assert through_python == through_c
+        messages = [row[2] for row in through_c[: 3 * len(KINDS) : 3]]
+        assert [f"v={value} and x%" for value in KINDS] == messages
+
+    def test_a_secret_is_caught_on_every_call_of_a_site(self, db_path: Path) -> None:
+        """A site whose key name or value the prefilter flags is never taken as clean."""
+        ju.configure(db_path, console=False)
+        try:
+            log = ju.get_logger("svc.site")
+            for i in range(6):
+                log.info("login %s", i, password="hunter2", user_id=i)
+                log.info("token %s", i, note=f"token=abc{i}")
+                # a clean constant value kept for the site, then a secret in its place
+                log.info("alternating %s", i, ip="10.0.0.1", note="fine" if i % 2 else "token=zz9secret")
+            assert ju.flush(timeout=30)
+        finally:
+            ju.shutdown()
+        stored = "\n".join(str(row) for row in query(db_path, "SELECT message, fields FROM logs"))
+        assert 18 == len(query(db_path, "SELECT id FROM logs"))
+        assert 3 == stored.count("fine")
+        assert "zz9secret" not in stored
+        assert "hunter2" not in stored
+        assert all(f"abc{i}" not in stored for i in range(6))
+
+
+class TestThreadNames:
+    def test_each_thread_gets_its_own_name_even_after_others_ended(self, db_path: Path) -> None:
+        """Threads started one after another (an ended thread's storage may be reused)
+        each record their own name on every call."""
+        ju.configure(db_path, console=False)
+        try:
+            def work(n: int) -> None:
+                for k in range(3):
+                    ju.get_logger("t").info("call %s", k, n=n)
+
+            for n in range(20):
+                t = threading.Thread(target=work, args=(n,), name=f"worker-{n}")
+                t.start()
+                t.join()
+            assert ju.flush(timeout=30)
+        finally:
+            ju.shutdown()
+        got = query(db_path, "SELECT json_extract(fields, '$.n'), thread FROM logs ORDER BY id")
+        assert [(n, f"worker-{n}") for n in range(20) for _ in range(3)] == got
+
+    def test_the_c_path_first_then_python_agree_after_a_rename(self, db_path: Path) -> None:
+        """The name kept in C is tls.name: a rename after the first call changes neither path."""
+        ju.configure(db_path, console=False)
+        try:
+            def work() -> None:
+                log = ju.get_logger("t")
+                log.info("c path")
+                threading.current_thread().name = "renamed"
+                log.info("c path again")
+                log.info("python path", nested=[1])
+
+            t = threading.Thread(target=work, name="first-name")
+            t.start()
+            t.join()
+            assert ju.flush(timeout=10)
+        finally:
+            ju.shutdown()
+        got = query(db_path, "SELECT message, thread FROM logs ORDER BY id")
+        assert [("c path", "first-name"), ("c path again", "first-name"),
+                ("python path", "first-name")] == got
+
+    def test_a_new_setup_reads_the_name_again(self, db_path: Path) -> None:
+        """A kept name belongs to one setup: after configure() anew it is read from tls
+        again, so a name the Python path set meanwhile is the one recorded."""
+        names = []
+
+        def work() -> None:
+            ju.get_logger("t").info("first setup")
+            names.append(jlog._tls.name)
+            jlog._tls.name = "set-between"  # as if another setup's first call had named it
+            done.set()
+            go.wait(30)
+            ju.get_logger("t").info("second setup")
+
+        done, go = threading.Event(), threading.Event()
+        ju.configure(db_path, console=False)
+        t = threading.Thread(target=work, name="thread-a")
+        try:
+            t.start()
+            assert done.wait(30)
+            assert ju.flush(timeout=10)
+        finally:
+            ju.shutdown()
+        ju.configure(db_path, console=False)
+        try:
+            go.set()
+            t.join()
+            assert ju.flush(timeout=10)
+        finally:
+            ju.shutdown()
+        assert ["thread-a"] == names
+        got = query(db_path, "SELECT message, thread FROM logs ORDER BY id")
+        assert [("first setup", "thread-a"), ("second setup", "set-between")] == got
+
+    def test_a_forked_child_keeps_its_threads_names(self, db_path: Path) -> None:
+        """After fork() the child's main thread records the name tls holds for it, and a
+        thread the child starts records its own."""
+        ju.configure(db_path, console=False)
+        try:
+            ju.get_logger("fork").info("parent")
+            parent_name = jlog._tls.name
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - child
+                ok = False
+                try:
+                    ju.get_logger("fork").info("child main")
+                    t = threading.Thread(target=lambda: ju.get_logger("fork").info("child thread"),
+                                         name="child-worker")
+                    t.start()
+                    t.join()
+                    ju.get_logger("fork").info("child main again")
+                    ok = ju.flush(timeout=30)
+                finally:
+                    os._exit(0 if ok else 1)
+            _, status = os.waitpid(pid, 0)
+            assert 0 == os.waitstatus_to_exitcode(status)
+            assert ju.flush(timeout=30)
+        finally:
+            ju.shutdown()
+        got = query(db_path, "SELECT message, thread FROM logs ORDER BY id")
+        assert [("parent", parent_name), ("child main", parent_name), ("child thread", "child-worker"),
+                ("child main again", parent_name)] == got
+
+    def test_a_tls_that_is_no_threading_local_is_read_on_every_call(self, tmp_path: Path) -> None:
+        """Only a real threading.local's name is kept in C (gevent's is per greenlet):
+        with any other object the name is read from it each time."""
+
+        class Local:
+            name = "first"
+
+        tls = Local()
+        with _ring.Ring(tmp_path / "r.ring", 1 << 16) as ring:
+            addr, push, suspect = ring.native()
+            em = _speedups.Emitter(
+                addr, push, suspect, ring, True, 1, 1000, 10**9, [], jlog._context,
+                jlog.format_message, jlog._thread_name, tls,
+            )
+            assert em.push(20, "n", {}, "m %s", ("x",), {}) is None
+            tls.name = "second"
+            assert em.push(20, "n", {}, "m %s", ("x",), {}) is None
+            payloads, _ = ring.read()
+        assert ["first", "second"] == [marshal.loads(p)[8] for _, p in payloads]
