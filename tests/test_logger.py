@@ -585,7 +585,7 @@ class TestWriteFailures:
             ju.get_logger("w").info("first")
             ju.flush(timeout=10)
             blocker = apsw.Connection(str(db_path))
-            blocker.setbusytimeout(0)
+            blocker.setbusytimeout(10_000)  # past the flusher's idle checkpoint, if one runs
             blocker.execute("BEGIN EXCLUSIVE")
             for i in range(100):
                 ju.get_logger("w").info("during %d", i)

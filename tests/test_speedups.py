@@ -488,7 +488,7 @@ class TestFullRing:
             log.info("first")
             assert ju.flush(timeout=10)
             blocker = apsw.Connection(str(db_path))
-            blocker.setbusytimeout(0)
+            blocker.setbusytimeout(10_000)  # past the flusher's idle checkpoint, if one runs
             blocker.execute("BEGIN EXCLUSIVE")
             unblock = threading.Timer(0.5, lambda: (blocker.execute("COMMIT"), blocker.close()))
             unblock.start()
@@ -508,7 +508,7 @@ class TestFullRing:
         ju.configure(db_path, console=False, ring_size=1 << 16, on_full="drop")
         try:
             blocker = apsw.Connection(str(db_path))
-            blocker.setbusytimeout(0)
+            blocker.setbusytimeout(10_000)  # past the flusher's idle checkpoint, if one runs
             blocker.execute("BEGIN EXCLUSIVE")
             for i in range(3000):
                 ju.get_logger("drop").info("token-%05d", i)
