@@ -196,6 +196,17 @@ static inline int put(wbuf *b, const void *src, size_t n) {
     return 0;
 }
 
+/* A str's UTF-8 bytes as marshal writes a str: M_UNICODE, the length, the bytes. */
+static inline int put_utf8(wbuf *b, const void *u, Py_ssize_t n) {
+    if (b->end - b->p < 5 || n > b->end - b->p - 5)
+        return -1;
+    b->p[0] = M_UNICODE;
+    store_u32(b->p + 1, (uint32_t)n);
+    copy_bytes(b->p + 5, u, (size_t)n);
+    b->p += 5 + n;
+    return 0;
+}
+
 static inline int put_byte(wbuf *b, uint8_t c) {
     if (b->p == b->end)
         return -1;
@@ -265,12 +276,8 @@ static int put_text(wbuf *b, PyObject *s, int keep, int as_key) {
             return -1;
         }
     }
-    if (b->end - b->p < 5 || n > b->end - b->p - 5)
+    if (put_utf8(b, u, n))
         return -1;
-    b->p[0] = M_UNICODE;
-    store_u32(b->p + 1, (uint32_t)n);
-    copy_bytes(b->p + 5, u, (size_t)n);
-    b->p += 5 + n;
     if (b->scan != NULL && !b->suspect && suspect_str(b->scan, s, u, n, keep, as_key))
         b->suspect = 1;
     return 0;
@@ -953,13 +960,8 @@ static int put_keywords(wbuf *b, const call_fields *f) {
             if (put(b, e->bytes + from, e->end[i] - from))
                 return -1;
             if (v == e->clean[i]) { /* passed before: ASCII, at most CLEAN_MAX */
-                Py_ssize_t n = PyUnicode_GET_LENGTH(v);
-                if (b->end - b->p < 5 + n)
+                if (put_utf8(b, PyUnicode_DATA(v), PyUnicode_GET_LENGTH(v)))
                     return -1;
-                b->p[0] = M_UNICODE;
-                store_u32(b->p + 1, (uint32_t)n);
-                copy_bytes(b->p + 5, PyUnicode_DATA(v), (size_t)n);
-                b->p += 5 + n;
                 continue;
             }
             int before = b->suspect;
@@ -998,16 +1000,8 @@ static int put_plain(wbuf *b, const plain_message *pm) {
 /* The logger's name: most calls repeat the last one, whose verdict is kept
  * beside a reference to it (nothing is suspect before it in a record). */
 static int put_name(Emitter *self, wbuf *b, PyObject *name) {
-    if (name == self->clean_name) {
-        Py_ssize_t n = PyUnicode_GET_LENGTH(name);
-        if (b->end - b->p < 5 + n)
-            return -1;
-        b->p[0] = M_UNICODE;
-        store_u32(b->p + 1, (uint32_t)n);
-        copy_bytes(b->p + 5, PyUnicode_DATA(name), (size_t)n);
-        b->p += 5 + n;
-        return 0;
-    }
+    if (name == self->clean_name)
+        return put_utf8(b, PyUnicode_DATA(name), PyUnicode_GET_LENGTH(name));
     if (put_str(b, name))
         return -1;
     if (!b->suspect && PyUnicode_IS_ASCII(name))
