@@ -929,8 +929,10 @@ class LogStore:
         limit: int | None,
         after_id: int | None,
         upto_id: int | None,
+        counting: bool = False,
     ) -> list[tuple[Any, ...]]:
-        """A full-text search's rows (each with its snippet), order and limit applied.
+        """A full-text search's rows (each with its snippet), order and limit applied;
+        with *counting*, one row holding how many match (order and limit unused).
 
         When a narrow filter leads, its rows that may match (LogStore._prefilter)
         are copied in batches into a small full-text table in memory with the
@@ -943,10 +945,13 @@ class LogStore:
         full = columns + f", snippet({_F}, -1, ?, ?, ?, ?)"
 
         def everything() -> list[tuple[Any, ...]]:
-            sql, params = self._sql(
-                selection, full, column_params=snippet_params, after_id=after_id, upto_id=upto_id,
-                order=order, limit=limit,
-            )
+            if counting:
+                sql, params = self._sql(selection, "count(*)")
+            else:
+                sql, params = self._sql(
+                    selection, full, column_params=snippet_params, after_id=after_id, upto_id=upto_id,
+                    order=order, limit=limit,
+                )
             return db.execute(sql, params).fetchall()
 
         self._choose_driver(selection, limit, after_id)
@@ -960,9 +965,12 @@ class LogStore:
         marks = ", ".join("?" for _ in self._fts_columns)
         batch = _BATCH if limit is None else min(limit + limit // 2 + 16, _BATCH)
         found: list[tuple[Any, ...]] = []
+        if counting:
+            columns, limit = f'{_T}."id"', None
         sql, params = self._sql(
             selection, f"{columns}, {text}", after_id=after_id, upto_id=upto_id, order=order, unmatched=True
         )
+        total = 0
         # One statement read in batches: the filter's rows are gathered once, and
         # reading stops when enough of them match.
         cursor = db.execute(sql, params)
@@ -980,6 +988,11 @@ class LogStore:
                         f'INSERT INTO temp."{table}"("rowid", {holds}) VALUES (?, {marks})',
                         [(row[0], *row[width:]) for row in rows],
                     )
+                    if counting:
+                        total += db.execute(
+                            f'SELECT count(*) FROM temp."{table}" WHERE "{table}" MATCH ?', (selection.fts,)
+                        ).fetchall()[0][0]
+                        continue
                     wanted = -1 if limit is None else limit - len(found)
                     matched = db.execute(
                         f'SELECT "rowid", snippet("{table}", -1, ?, ?, ?, ?) FROM temp."{table}" '
@@ -992,7 +1005,7 @@ class LogStore:
                 batch = min(batch * 4, _BATCH)
         finally:
             cursor.close()
-        return found
+        return [(total,)] if counting else found
 
     def _confirm_table(self, db: apsw.Connection) -> str:
         """The in-memory table _confirmed copies rows into, made once: "" when the index's
@@ -1110,7 +1123,12 @@ class LogStore:
             # and import keep the index and the rows in step).
             rows = self._run(selection, lambda: (f"SELECT count(*) FROM {_F} WHERE {_F} MATCH ?", [selection.fts]))
             return int(rows[0][0]) if rows else 0
-        rows = self._run(selection, lambda: self._sql(selection, "count(*)"))
+        if selection.fts:
+            rows = self._run_with(
+                selection, lambda db: self._confirmed(db, selection, (), "id", None, None, None, counting=True)
+            )
+        else:
+            rows = self._run(selection, lambda: self._sql(selection, "count(*)"))
         return int(rows[0][0]) if rows else 0
 
     def counts_indexed(self, query: str | None = None, *, raw: bool = False, **filters: Unpack[Filters]) -> bool:

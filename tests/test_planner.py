@@ -334,8 +334,8 @@ def test_probes_stop_at_the_first_cap_a_filter_stays_under(db_path: Path) -> Non
 def test_filter_rows_matched_in_memory_are_those_the_index_finds_with_the_same_snippets(
     db_path: Path, query: str, raw: bool
 ) -> None:
-    """A filter-led search matches its rows in a small in-memory full-text table: the same
-    records, in the same order, with the same snippets as looking each row up in the index."""
+    """A filter-led search or count matches its rows in a small in-memory full-text table: the
+    same records, in the same order, with the same snippets as looking each row up in the index."""
     saved = (_planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST)
     _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = 20_000, 0.0, 1000.0  # the filter drives
     try:
@@ -350,6 +350,9 @@ def test_filter_rows_matched_in_memory_are_those_the_index_finds_with_the_same_s
                         assert [(r.id, r.snippet) for r in found] == [(r.id, r.snippet) for r in expected]
                         assert found == expected
                         used += bool(found)
+                counted = store.count(query, raw=raw, **filters)  # type: ignore[arg-type]
+                assert counted == lookups.count(query, raw=raw, **filters)  # type: ignore[arg-type]
+                assert counted == len(store.search(query, raw=raw, limit=None, **filters))  # type: ignore[arg-type]
                 exported = [r.id for r in store.export(query, raw=raw, batch_size=5, **filters)]  # type: ignore[arg-type]
                 assert exported == [r.id for r in lookups.export(query, raw=raw, batch_size=5, **filters)]  # type: ignore[arg-type]
             assert store._confirm == "janus_confirm"
