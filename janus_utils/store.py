@@ -714,9 +714,10 @@ class LogStore:
 
     # ------------------------------------------------------------ running
     def _choose_driver(
-        self, selection: _Selection, limit: int | None = None, after_id: int | None = None
+        self, selection: _Selection, limit: int | None = None, after_id: int | None = None, in_memory: bool = False
     ) -> tuple[str, list[Any]]:
-        """Where a full-text search starts: the index's matches, or a narrow filter's rows (_planner)."""
+        """Where a full-text search starts: the index's matches, or a narrow filter's rows (_planner);
+        *in_memory*: those rows would be matched in the in-memory table (_confirmed)."""
         if selection.driver is None and after_id is not None and not selection.where:
             selection.driver = "fts"  # only the matches after the cursor: nothing to choose
         if selection.driver is None:
@@ -729,7 +730,7 @@ class LogStore:
             assert selection.fts is not None
             plan = self._planner().fts(
                 selection.fts, selection.probes, selection.probe_names, limit, id_range,
-                prefiltered=bool(self._prefilter(selection.fts)),
+                prefiltered=bool(self._prefilter(selection.fts)), in_memory=in_memory,
             )
             selection.driver = plan.driver
             selection.bounds = (plan.low_id, plan.high_id)
@@ -954,7 +955,8 @@ class LogStore:
                 )
             return db.execute(sql, params).fetchall()
 
-        self._choose_driver(selection, limit, after_id)
+        in_memory = bool(self._confirm_table(db))
+        self._choose_driver(selection, limit, after_id, in_memory)
         table = self._confirm_table(db) if selection.driver == "logs" else ""
         if not table:
             return everything()
