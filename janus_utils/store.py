@@ -936,8 +936,9 @@ class LogStore:
         with *counting*, one row holding how many match (order and limit unused).
 
         When a narrow filter leads, its rows that may match (LogStore._prefilter)
-        are copied in batches into a small full-text table in memory with the
-        same columns and tokenizer, and the query runs there: the same FTS5
+        are copied in batches into a temporary full-text table (one batch at a
+        time, so it stays in SQLite's cache: "in memory" below) with the same
+        columns and tokenizer, and the query runs there: the same FTS5
         code on the same text decides the match and makes the snippet, for
         some 20 µs a row, where looking each row up in the big index seeks
         every query term in every segment (250 µs with twelve segments).
@@ -1022,7 +1023,10 @@ class LogStore:
             if names <= {"content", "content_rowid", "tokenize", "columnsize", "prefix"} and len(tokenize) <= 1:
                 columns = ", ".join(f'"{column}"' for column in self._fts_columns)
                 tokenizer = f", tokenize={tokenize[0]}" if tokenize else ""
-                db.execute(f'CREATE VIRTUAL TABLE temp."janus_confirm" USING fts5({columns}{tokenizer})')
+                try:
+                    db.execute(f'CREATE VIRTUAL TABLE temp."janus_confirm" USING fts5({columns}{tokenizer})')
+                except apsw.SQLError:
+                    return ""  # a tokenizer this process lacks: each row is looked up in the index
                 self._confirm = "janus_confirm"
         return self._confirm
 

@@ -376,3 +376,34 @@ def test_rows_left_in_the_in_memory_table_are_never_found(db_path: Path) -> None
             assert [r.id for r in store.search("alpha", user_id="rare")] == expected
     finally:
         _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
+
+
+def test_an_index_with_options_it_cannot_copy_is_looked_up_row_by_row(db_path: Path, tmp_path: Path) -> None:
+    """An index made with an option the in-memory table does not copy (detail=) keeps the lookups, same results."""
+    copy = tmp_path / "copy.db"
+    source = apsw.Connection(str(db_path))
+    try:
+        with apsw.Connection(str(copy)) as target, target.backup("main", source, "main") as backup:
+            backup.step()
+    finally:
+        source.close()
+    db = apsw.Connection(str(copy))
+    db.execute(
+        'DROP TABLE "logs_fts"; CREATE VIRTUAL TABLE "logs_fts" USING fts5("message", "fields", "exception", '
+        'content="logs", content_rowid="id", tokenize="unicode61", detail=full); '
+        """INSERT INTO "logs_fts"("logs_fts") VALUES ('rebuild')"""
+    )
+    db.close()
+    saved = (_planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST)
+    _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = 20_000, 0.0, 1000.0
+    try:
+        with ju.LogStore(copy) as store, ju.LogStore(db_path) as original:
+            for filters in ({"user_id": "odd"}, {"user_id": "rare", "logger": "svc"}):
+                found = store.search("alpha bravo", **filters)  # type: ignore[arg-type]
+                assert [(r.id, r.snippet) for r in found] == [
+                    (r.id, r.snippet) for r in original.search("alpha bravo", **filters)  # type: ignore[arg-type]
+                ]
+                assert store.count("alpha", **filters) == original.count("alpha", **filters)  # type: ignore[arg-type]
+            assert store._confirm == "" and original._confirm == "janus_confirm"
+    finally:
+        _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
