@@ -324,3 +324,86 @@ def test_probes_stop_at_the_first_cap_a_filter_stays_under(db_path: Path) -> Non
     finally:
         brute.db.close()
         _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP = saved
+
+
+@pytest.mark.parametrize(
+    ("query", "raw"),
+    [("alpha bravo", False), ("ALPHA", False), ("alp*", False), ('"alpha bravo"', False), ("42", False),
+     ("NEAR(alpha bravo, 2)", True), ("message: bravo NOT delta", True), ("{fields exception}: alpha", True)],
+)
+def test_filter_rows_matched_in_memory_are_those_the_index_finds_with_the_same_snippets(
+    db_path: Path, query: str, raw: bool
+) -> None:
+    """A filter-led search or count matches its rows in a small in-memory full-text table: the
+    same records, in the same order, with the same snippets as looking each row up in the index."""
+    saved = (_planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST)
+    _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = 20_000, 0.0, 1000.0  # the filter drives
+    try:
+        with ju.LogStore(db_path) as store, ju.LogStore(db_path) as lookups:
+            lookups._confirm = ""  # no in-memory table: each row looked up in the index
+            used = 0
+            for filters in ({"user_id": "odd"}, {"user_id": "rare", "logger": "svc"}, {"user_id": "u1", "level": 40}):
+                for order in ("newest", "oldest"):
+                    for limit in (1, 7, None):
+                        found = store.search(query, raw=raw, limit=limit, order=order, **filters)  # type: ignore[arg-type]
+                        expected = lookups.search(query, raw=raw, limit=limit, order=order, **filters)  # type: ignore[arg-type]
+                        assert [(r.id, r.snippet) for r in found] == [(r.id, r.snippet) for r in expected]
+                        assert found == expected
+                        used += bool(found)
+                counted = store.count(query, raw=raw, **filters)  # type: ignore[arg-type]
+                assert counted == lookups.count(query, raw=raw, **filters)  # type: ignore[arg-type]
+                assert counted == len(store.search(query, raw=raw, limit=None, **filters))  # type: ignore[arg-type]
+                exported = [r.id for r in store.export(query, raw=raw, batch_size=5, **filters)]  # type: ignore[arg-type]
+                assert exported == [r.id for r in lookups.export(query, raw=raw, batch_size=5, **filters)]  # type: ignore[arg-type]
+            assert store._confirm == "janus_confirm"
+            assert used  # the queries find something, so the comparison can fail
+    finally:
+        _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
+
+
+def test_rows_left_in_the_in_memory_table_are_never_found(db_path: Path) -> None:
+    """A search stopped half way (its timeout) may leave rows in the in-memory table; the next ignores them."""
+    saved = (_planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST)
+    _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = 20_000, 0.0, 1000.0
+    try:
+        with ju.LogStore(db_path) as store:
+            expected = [r.id for r in store.search("alpha", user_id="rare")]
+            assert expected
+            assert store._db is not None
+            store._db.execute(
+                'INSERT INTO temp."janus_confirm"("rowid", "message") VALUES (?, ?)', (expected[0] + 10**9, "alpha")
+            )
+            assert [r.id for r in store.search("alpha", user_id="rare")] == expected
+    finally:
+        _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
+
+
+def test_an_index_with_options_it_cannot_copy_is_looked_up_row_by_row(db_path: Path, tmp_path: Path) -> None:
+    """An index made with an option the in-memory table does not copy (detail=) keeps the lookups, same results."""
+    copy = tmp_path / "copy.db"
+    source = apsw.Connection(str(db_path))
+    try:
+        with apsw.Connection(str(copy)) as target, target.backup("main", source, "main") as backup:
+            backup.step()
+    finally:
+        source.close()
+    db = apsw.Connection(str(copy))
+    db.execute(
+        'DROP TABLE "logs_fts"; CREATE VIRTUAL TABLE "logs_fts" USING fts5("message", "fields", "exception", '
+        'content="logs", content_rowid="id", tokenize="unicode61", detail=full); '
+        """INSERT INTO "logs_fts"("logs_fts") VALUES ('rebuild')"""
+    )
+    db.close()
+    saved = (_planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST)
+    _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = 20_000, 0.0, 1000.0
+    try:
+        with ju.LogStore(copy) as store, ju.LogStore(db_path) as original:
+            for filters in ({"user_id": "odd"}, {"user_id": "rare", "logger": "svc"}):
+                found = store.search("alpha bravo", **filters)  # type: ignore[arg-type]
+                assert [(r.id, r.snippet) for r in found] == [
+                    (r.id, r.snippet) for r in original.search("alpha bravo", **filters)  # type: ignore[arg-type]
+                ]
+                assert store.count("alpha", **filters) == original.count("alpha", **filters)  # type: ignore[arg-type]
+            assert store._confirm == "" and original._confirm == "janus_confirm"
+    finally:
+        _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
