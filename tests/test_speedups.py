@@ -444,15 +444,18 @@ class TestCallDetails:
         with pytest.raises(ConfigError, match="max_message_chars"):
             ju.configure(db_path, max_message_chars=1000.0)
 
-    def test_a_thread_keeps_the_name_of_its_first_call_whichever_path(self, db_path: Path) -> None:
-        """The C path and the Python path share one per-thread name cache."""
+    @pytest.mark.parametrize("paths", [("python", "c"), ("c", "c", "python")], ids=["python-first", "c-first"])
+    def test_a_thread_keeps_the_name_of_its_first_call_whichever_path(self, db_path: Path, paths: tuple[str, ...]) -> None:
+        """The C path and the Python path share one per-thread name cache (tls.name):
+        a rename after the thread's first call changes neither path."""
         ju.configure(db_path, console=False)
         try:
             def work() -> None:
                 log = ju.get_logger("t")
-                log.info("python path", nested=[1])
-                threading.current_thread().name = "renamed"
-                log.info("c path")
+                for n, path in enumerate(paths):
+                    # a list field takes the Python path; plain keywords the C path
+                    log.info(f"{path} path {n}", **({"nested": [1]} if path == "python" else {}))
+                    threading.current_thread().name = "renamed"
 
             t = threading.Thread(target=work, name="first-name")
             t.start()
@@ -461,7 +464,7 @@ class TestCallDetails:
         finally:
             ju.shutdown()
         got = query(db_path, "SELECT message, thread FROM logs ORDER BY id")
-        assert [("python path", "first-name"), ("c path", "first-name")] == got
+        assert [(f"{path} path {n}", "first-name") for n, path in enumerate(paths)] == got
 
     def test_a_huge_max_message_chars_is_accepted(self, db_path: Path) -> None:
         """max_message_chars beyond a C long (no limit, in effect) configures and logs."""
@@ -631,27 +634,6 @@ class TestThreadNames:
             ju.shutdown()
         got = query(db_path, "SELECT json_extract(fields, '$.n'), thread FROM logs ORDER BY id")
         assert [(n, f"worker-{n}") for n in range(20) for _ in range(3)] == got
-
-    def test_the_c_path_first_then_python_agree_after_a_rename(self, db_path: Path) -> None:
-        """The name kept in C is tls.name: a rename after the first call changes neither path."""
-        ju.configure(db_path, console=False)
-        try:
-            def work() -> None:
-                log = ju.get_logger("t")
-                log.info("c path")
-                threading.current_thread().name = "renamed"
-                log.info("c path again")
-                log.info("python path", nested=[1])
-
-            t = threading.Thread(target=work, name="first-name")
-            t.start()
-            t.join()
-            assert ju.flush(timeout=10)
-        finally:
-            ju.shutdown()
-        got = query(db_path, "SELECT message, thread FROM logs ORDER BY id")
-        assert [("c path", "first-name"), ("c path again", "first-name"),
-                ("python path", "first-name")] == got
 
     def test_a_new_setup_reads_the_name_again(self, db_path: Path) -> None:
         """A kept name belongs to one setup: after configure() anew it is read from tls
