@@ -448,7 +448,10 @@ class LogStore:
     def _reading(self, selection: _Selection | None = None) -> Iterator[apsw.Connection]:
         if self._db is None:
             raise FileHandlerError(f"this LogStore ({self.path}) is closed")
-        if self.timeout is not None:
+        # A read inside a read (the planner's estimates inside a search) keeps the
+        # outer deadline: the whole search has the one timeout.
+        outer = self._deadline
+        if outer is None and self.timeout is not None:
             self._deadline = time.monotonic() + self.timeout
         try:
             yield self._db
@@ -476,7 +479,7 @@ class LogStore:
         except apsw.Error as exc:
             raise self._read_error(exc) from exc
         finally:
-            self._deadline = None
+            self._deadline = outer
 
     def _rows(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         # fetchall: the read transaction ends before the rows are handed out.

@@ -371,6 +371,18 @@ class TestTimeout:
             store.timeout = None
             assert 1 == store.count("timeout", raw=raw, fields={"n": 5})
 
+    def test_a_read_inside_a_read_keeps_the_outer_deadline(self, big: Path) -> None:
+        """The planner's estimates are reads inside a search's read: after one, the rest
+        of the search is still stopped at the search's own deadline."""
+        with LogStore(big, timeout=0.2) as store:
+            with pytest.raises(SearchQueryError, match="was stopped"), store._reading() as db:
+                store._rows("SELECT 1")  # a nested read, as the planner makes
+                db.execute(  # some seconds of work
+                    "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 50000000) "
+                    "SELECT count(*) FROM c"
+                ).fetchall()
+            assert store._deadline is None  # and the next read gets a deadline of its own
+
     def test_default_and_bad_timeouts(self, big: Path) -> None:
         """30 s unless told; a timeout must be a positive number of seconds or None."""
         with LogStore(big) as store:
