@@ -372,7 +372,7 @@ class LogStore:
         self._rollup: Rollup | None = None
         self._plans: Planner | None = None
         self._indexes: set[str] | None = None
-        self._confirm: str | None = None  # the in-memory full-text table, once made ("" when it cannot be)
+        self._confirm: str | None = None  # the temporary full-text table, once made ("" when it cannot be)
         if not os.path.isfile(self.path):
             if os.path.isdir(self.path):
                 what = "is a directory"
@@ -720,7 +720,7 @@ class LogStore:
         self, selection: _Selection, limit: int | None = None, after_id: int | None = None, in_memory: bool = False
     ) -> tuple[str, list[Any]]:
         """Where a full-text search starts: the index's matches, or a narrow filter's rows (_planner);
-        *in_memory*: those rows would be matched in the in-memory table (_confirmed)."""
+        *in_memory*: those rows would be matched in the temporary table (_confirmed)."""
         if selection.driver is None and after_id is not None and not selection.where:
             selection.driver = "fts"  # only the matches after the cursor: nothing to choose
         if selection.driver is None:
@@ -1014,7 +1014,7 @@ class LogStore:
         return [(total,)] if counting else found
 
     def _confirm_table(self, db: apsw.Connection) -> str:
-        """The in-memory table _confirmed copies rows into, made once: "" when the index's
+        """The temporary table (temp schema) _confirmed copies rows into, made once: "" when the index's
         options are not ones it can copy (a tokenizer is named, nothing else is)."""
         if self._confirm is None:
             self._confirm = ""
