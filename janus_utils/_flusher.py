@@ -112,6 +112,9 @@ _TOUCH_EVERY = 3600.0  # seconds between touches of the lock and ring files (age
 # still but not steadier).
 _BACKLOG_BATCHES = 8
 _BACKLOG_BYTES = 8 << 20
+# ...and only with this much free disk: a bigger transaction grows the WAL
+# further before a checkpoint, which a nearly full disk may not have room for.
+_BACKLOG_ROOM = 16 * _BACKLOG_BYTES
 _SAVE_POS = 'INSERT OR REPLACE INTO "janus_ring_state"(ring_id, committed_upto) VALUES (?, ?)'
 
 
@@ -829,7 +832,8 @@ class Flusher:
         bytes of records.  A commit's cost is mostly the index pages it
         touches (the newest leaf of each user, logger, level and host in the
         batch), which grows much more slowly than the rows, so bigger
-        transactions keep the rate up exactly when the flusher is behind.  Not while
+        transactions keep the rate up exactly when the flusher is behind.  Not on
+        a disk with less than _BACKLOG_ROOM free, nor while
         stop() or configure() drain to a deadline (one batch at a time keeps
         to it), nor under a retention row or size limit (the table holds at
         most one batch over it).
@@ -851,7 +855,18 @@ class Flusher:
                 nbytes += sum(len(payload) for _, payload in batch)
             if n < size or nbytes >= _BACKLOG_BYTES:
                 break
+            if chunks > 1 and len(rows) == n and not self._room_for_backlog():
+                break  # the first chunk came back full, but the disk is nearly full
         return rows, upto
+
+    def _room_for_backlog(self) -> bool:
+        if self._disk_full:
+            return False
+        try:
+            fs = os.statvfs(os.path.dirname(self.cfg.db_path) or ".")
+        except OSError:
+            return False
+        return fs.f_bavail * fs.f_frsize >= _BACKLOG_ROOM
 
     def _store(
         self, db: apsw.Connection, rows: list[tuple[Any, ...]], start: int, upto: int, key: str | None = None
