@@ -268,10 +268,11 @@ def corpus() -> None:
 COMPARED = "level, logger, message, user_id, agent_id, request_id, trace_id, span_id, pid, thread, exception, fields"
 
 
-def run_corpus(db_path: Path) -> list[tuple[Any, ...]]:
+def run_corpus(db_path: Path, calls: Callable[[], None] | None = None) -> list[tuple[Any, ...]]:
+    """Log *calls* (the corpus by default) into *db_path*; the rows as COMPARED selects them."""
     ju.configure(db_path, level="DEBUG", console=False, max_message_chars=1000)
     try:
-        corpus()
+        (calls or corpus)()
         assert ju.flush(timeout=30)
     finally:
         ju.shutdown()
@@ -572,23 +573,14 @@ def repeated_sites() -> None:
 
 
 class TestCallSiteCaches:
-    def run(self, db_path: Path) -> list[tuple[Any, ...]]:
-        ju.configure(db_path, level="DEBUG", console=False)
-        try:
-            repeated_sites()
-            assert ju.flush(timeout=30)
-        finally:
-            ju.shutdown()
-        return query(db_path, f"SELECT {COMPARED} FROM logs ORDER BY id")
-
     def test_kept_templates_and_names_store_the_rows_python_stores(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Templates, keyword names and logger names kept across calls change no row."""
         monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
-        through_c = self.run(tmp_path / "c.db")
+        through_c = run_corpus(tmp_path / "c.db", repeated_sites)
         monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
-        through_python = self.run(tmp_path / "py.db")
+        through_python = run_corpus(tmp_path / "py.db", repeated_sites)
         assert 3 * len(KINDS) + 3 * 7 == len(through_python)
         assert through_python == through_c
         messages = [row[2] for row in through_c[: 3 * len(KINDS) : 3]]
