@@ -83,7 +83,9 @@ def add_parsers(commands: Any, db_default: str, formatter: type[argparse.HelpFor
         ),
         formatter_class=formatter,
     )
-    verify.add_argument("--db", default=db_default, metavar="PATH", help=f"the log database (now {db_default})")
+    from .cli import _db_option  # one wording of --db for every command
+
+    _db_option(verify, db_default)
     verify.add_argument("--verify-key", metavar="HEX", help="the verification key seal init printed")
     verify.add_argument("--verify-key-file", metavar="PATH", help="a file holding the verification key")
     verify.add_argument("--archives", metavar="DIR", help="also check the archives a prune wrote into DIR")

@@ -49,7 +49,9 @@ def add_parser(commands: Any, db_default: str, formatter: type[argparse.HelpForm
         ),
         formatter_class=formatter,
     )
-    ship.add_argument("--db", default=db_default, metavar="PATH", help=f"the log database (default: $JANUS_LOG_DB, else ./janus-logs.db; now {db_default})")
+    from ..cli import _db_option  # one wording of --db for every command
+
+    _db_option(ship, db_default)
     ship.add_argument("--to", action="append", default=[], metavar="URL", help="a sink (repeatable): otlp+http://... or clickhouse://...")
     ship.add_argument("--status", action="store_true", help="show each sink's shipped id, lag and last error, then exit")
     ship.add_argument("--once", action="store_true", help="ship what is committed now, then exit")
