@@ -40,7 +40,17 @@ from ._fts import check_query_size, escape_query, excluded_only, quote_all, requ
 from ._levels import level_name, parse_level
 from ._planner import WALK_TS, Planner, Streams
 from ._rollup import Rollup, bucket_floor_sql
-from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE, WIDE_TABLE
+from ._schema import (
+    COLUMNS,
+    FTS_TABLE,
+    SCHEMA_VERSION,
+    TABLE,
+    USER_BUCKET_BITS,
+    USER_INDEX,
+    WIDE_TABLE,
+    user_buckets_sql,
+    user_match_sql,
+)
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.utils.errors import FileHandlerError, SearchQueryError
 from .file_handler import sqlite_path
@@ -608,7 +618,8 @@ class LogStore:
             selection.facts["logger"] = (name, name + ".", name + "/")
         for column, wanted in (("user_id", user_id), ("agent_id", agent_id), ("request_id", request_id)):
             if wanted is not None:
-                selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=column)
+                condition = user_match_sql() if column == "user_id" else f'{_T}."{column}" = ?'
+                selection.add(condition, _text(wanted, column), probe=column)
                 selection.facts[column] = selection.params[-1]
                 selection.facts["other"] = True
         for column, wanted in (("service", service), ("host", host)):
@@ -657,7 +668,8 @@ class LogStore:
         scope = self.scope
         for column in ("user_id", "agent_id", "service", "host"):
             if column in scope:
-                conditions.append((f'{_T}."{column}" = ?', [scope[column]]))
+                condition = user_match_sql() if column == "user_id" else f'{_T}."{column}" = ?'
+                conditions.append((condition, [scope[column]]))
         if "level" in scope:
             # typeof: a damaged row's text level must not pass as "high".
             conditions.append((f"""{_T}."level" >= ? AND typeof({_T}."level") = 'integer'""", [scope["level"]]))
@@ -901,6 +913,8 @@ class LogStore:
             )
         if isinstance(streams, Streams):
             rows = self._run(selection, lambda: self._streams_sql(selection, streams, columns, order, limit))
+        elif streams is None and limit and self._by_user_buckets(selection):
+            rows = self._run_with(selection, lambda db: self._user_rows(db, selection, columns, order, limit))
         elif selection.fts and order != "rank":
             rows = self._run_with(
                 selection,
@@ -923,6 +937,77 @@ class LogStore:
         if selection.fts:
             return [_record(row[:-1], row[-1]) for row in rows]
         return [_record(row) for row in rows]
+
+    def _by_user_buckets(self, selection: _Selection) -> bool:
+        """Whether a filter-only search is one user's records read bucket by bucket (_user_rows):
+        a user filter leads (no agent or request, whose indexes are narrower) and USER_INDEX exists."""
+        return (
+            selection.fts is None
+            and user_match_sql() in selection.where
+            and not {"agent_id", "request_id"} & selection.facts.keys()
+            and USER_INDEX in self._index_names()
+        )
+
+    def _user_rows(
+        self, db: apsw.Connection, selection: _Selection, columns: str, order: str, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """The newest (or oldest) *limit* of a user's records that pass the selection.
+
+        USER_INDEX orders a user's rows by time within each id bucket, not
+        overall: SQLite alone would read all of them and sort.  Read instead
+        the buckets nearest the wanted end, a widening run of them (1, 4,
+        16... buckets), until *limit* rows are found; the other buckets then
+        give only rows beyond the last of those in time (one seek each, none
+        as a rule: ids follow time).  Each SQL compares and orders, so a
+        damaged row's value sorts as it does everywhere else.
+        """
+        low, high = db.execute(f'SELECT (SELECT min("id") FROM {_T}), (SELECT max("id") FROM {_T})').fetchall()[0]
+        if low is None:
+            return []
+        bits = USER_BUCKET_BITS
+        first, last = int(low) >> bits, int(high) >> bits
+        newest = order == "newest"
+        direction = "DESC" if newest else "ASC"
+        every = user_match_sql()
+
+        def read(lo: int, hi: int, beyond: Any = None, *, wanted: int = limit) -> list[tuple[Any, ...]]:
+            """The selection's rows in buckets lo..hi, in order; *beyond*: only those past that ts."""
+            # The bounds are ints written into the text: the parameters stay the selection's.
+            part = user_buckets_sql(str(lo << bits), str(hi << bits))
+            bucketed = f'({_T}."user_id" = ? AND ({_T}."id" >> {bits}) IN {part})'
+            where = [bucketed if condition == every else condition for condition in selection.where]
+            params = list(selection.params)
+            if beyond is not None:
+                where.append(f'{_T}."ts" {">" if newest else "<"} ?')
+                params.append(beyond)
+            sql = (
+                f"SELECT {columns} FROM {_T} WHERE " + " AND ".join(where)
+                + f' ORDER BY {_T}."ts" {direction}, {_T}."id" {direction} LIMIT ?'
+            )
+            return db.execute(sql, [*params, wanted]).fetchall()
+
+        width = 1
+        while True:
+            lo, hi = (max(first, last - width + 1), last) if newest else (first, min(last, first + width - 1))
+            rows = read(lo, hi)
+            done = lo == first if newest else hi == last
+            if len(rows) >= limit or done:
+                break
+            width *= 4
+        if done:
+            return rows
+        # The columns are _RECORD_COLUMNS (id first), maybe with a v1 database's NULLs.
+        edge_ts = rows[-1][_TS]
+        rest = read(first, lo - 1, edge_ts) if newest else read(hi + 1, last, edge_ts)
+        if not rest:
+            return rows
+        # Rows out of id order in time: let SQLite order the union of the two.
+        ids = json.dumps([row[0] for row in rows + rest])
+        return db.execute(
+            f'SELECT {columns} FROM {_T} WHERE {_T}."id" IN (SELECT "value" FROM json_each(?)) '
+            f'ORDER BY {_T}."ts" {direction}, {_T}."id" {direction} LIMIT ?',
+            [ids, limit],
+        ).fetchall()
 
     def _confirmed(
         self,
