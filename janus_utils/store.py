@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -128,6 +129,16 @@ _MAX_INT64 = 2**63 - 1  # SQLite's integers: a bound parameter must fit
 DEFAULT_TIMEOUT = 30.0  # seconds one statement may run before it is stopped
 _PROGRESS_STEPS = 1000
 _CACHE_KIB = 32 * 1024  # each LogStore's page cache, at most
+# How much of the database file a LogStore reads through a memory map: all of
+# it, on a 64-bit build (a page then costs a memory access where a read()
+# copies it from the OS page cache: a narrow filter's rows lie one a page all
+# over a big file).  SQLite maps what it reads, up to the file's size, and
+# reads with read() when mmap fails.  The file may shrink under a reader only
+# by a checkpoint after a VACUUM or incremental_vacuum, which SQLite makes
+# only once no reader's snapshot holds the pages past the new end.  A file
+# cut by anything else (or an I/O error) would stop the process with SIGBUS
+# rather than an error; a 32-bit build keeps read().
+_MMAP_BYTES = 1 << 40 if sys.maxsize > 2**32 else 0
 # Text with a character outside 0x01-0x7f (GLOB reads up to a NUL; length() stops at one).
 _NOT_ASCII = "'*[^' || char(1) || '-' || char(127) || ']*'"
 
@@ -412,6 +423,8 @@ class LogStore:
             # default 2 MiB cache keeps none of them for the next search.  Pages
             # are cached as they are read, so a small database uses little.
             self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+            if _MMAP_BYTES:
+                self._db.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         except BaseException:
             self.close()
             raise
@@ -958,8 +971,10 @@ class LogStore:
         the buckets nearest the wanted end, a widening run of them (1, 4,
         16... buckets), until *limit* rows are found; the other buckets then
         give only rows beyond the last of those in time (one seek each, none
-        as a rule: ids follow time).  Each SQL compares and orders, so a
-        damaged row's value sorts as it does everywhere else.
+        as a rule: ids follow time).  Only id and ts are read until the end
+        (from the index alone when the user is the only filter), and SQLite
+        compares and orders, so a damaged row's value sorts as it does
+        everywhere else.
         """
         low, high = db.execute(f'SELECT (SELECT min("id") FROM {_T}), (SELECT max("id") FROM {_T})').fetchall()[0]
         if low is None:
@@ -968,10 +983,11 @@ class LogStore:
         first, last = int(low) >> bits, int(high) >> bits
         newest = order == "newest"
         direction = "DESC" if newest else "ASC"
+        ordered = f'ORDER BY {_T}."ts" {direction}, {_T}."id" {direction} LIMIT ?'
         every = user_match_sql()
 
-        def read(lo: int, hi: int, beyond: Any = None, *, wanted: int = limit) -> list[tuple[Any, ...]]:
-            """The selection's rows in buckets lo..hi, in order; *beyond*: only those past that ts."""
+        def read(lo: int, hi: int, beyond: Any = None) -> list[tuple[Any, ...]]:
+            """(id, ts) of the selection's rows in buckets lo..hi, in order; *beyond*: only those past that ts."""
             # The bounds are ints written into the text: the parameters stay the selection's.
             part = user_buckets_sql(str(lo << bits), str(hi << bits))
             bucketed = f'({_T}."user_id" = ? AND ({_T}."id" >> {bits}) IN {part})'
@@ -980,33 +996,24 @@ class LogStore:
             if beyond is not None:
                 where.append(f'{_T}."ts" {">" if newest else "<"} ?')
                 params.append(beyond)
-            sql = (
-                f"SELECT {columns} FROM {_T} WHERE " + " AND ".join(where)
-                + f' ORDER BY {_T}."ts" {direction}, {_T}."id" {direction} LIMIT ?'
-            )
-            return db.execute(sql, [*params, wanted]).fetchall()
+            sql = f'SELECT {_T}."id", {_T}."ts" FROM {_T} WHERE ' + " AND ".join(where) + " " + ordered
+            return db.execute(sql, [*params, limit]).fetchall()
 
         width = 1
         while True:
             lo, hi = (max(first, last - width + 1), last) if newest else (first, min(last, first + width - 1))
-            rows = read(lo, hi)
+            found = read(lo, hi)
             done = lo == first if newest else hi == last
-            if len(rows) >= limit or done:
+            if len(found) >= limit or done:
                 break
             width *= 4
-        if done:
-            return rows
-        # The columns are _RECORD_COLUMNS (id first), maybe with a v1 database's NULLs.
-        edge_ts = rows[-1][_TS]
-        rest = read(first, lo - 1, edge_ts) if newest else read(hi + 1, last, edge_ts)
-        if not rest:
-            return rows
-        # Rows out of id order in time: let SQLite order the union of the two.
-        ids = json.dumps([row[0] for row in rows + rest])
+        if not done:
+            found += read(first, lo - 1, found[-1][1]) if newest else read(hi + 1, last, found[-1][1])
+        if not found:
+            return []
+        ids = json.dumps([row[0] for row in found])
         return db.execute(
-            f'SELECT {columns} FROM {_T} WHERE {_T}."id" IN (SELECT "value" FROM json_each(?)) '
-            f'ORDER BY {_T}."ts" {direction}, {_T}."id" {direction} LIMIT ?',
-            [ids, limit],
+            f'SELECT {columns} FROM {_T} WHERE {_T}."id" IN (SELECT "value" FROM json_each(?)) {ordered}', [ids, limit]
         ).fetchall()
 
     def _confirmed(
