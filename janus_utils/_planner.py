@@ -93,7 +93,7 @@ class _Probe:
 INDEXES = {
     "level": ("logs_level_ts", "level"),
     "logger": ("logs_logger_ts", "logger"),
-    "user_id": ("logs_user_ts", "user_id"),
+    "user_id": ("logs_user_bucket", "user_id"),  # by id bucket first (_schema.USER_BUCKET_BITS)
     "agent_id": ("logs_agent_ts", "agent_id"),
     "request_id": ("logs_request_ts", "request_id"),
     "service": ("logs_service_ts", "service"),

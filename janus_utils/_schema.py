@@ -19,22 +19,37 @@ __all__ = [
     "FTS_TABLE",
     "SCHEMA_VERSION",
     "TABLE",
+    "USER_BUCKET_BITS",
+    "USER_INDEX",
     "WIDE_INDEX_SQL",
     "WIDE_TABLE",
     "wide_index_sql",
     "apply_connection_settings",
     "database_id",
     "ensure_schema",
+    "user_buckets_sql",
+    "user_match_sql",
 ]
 
 TABLE = "logs"
 FTS_TABLE = "logs_fts"
 META_TABLE = "janus_meta"  # this database's identity (db_id) and other facts about it
 SHIP_CURSOR_TABLE = "janus_ship_cursor"  # how far each sink (janus_utils.ship) has got
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 WIDE_TABLE = "logs_wide"  # trigram index of the rows holding CJK or emoji (see _V_WIDE)
 ROLLUP_TABLE = "janus_rollup"  # records counted per minute, level and logger (janus_utils._rollup)
 ROLLUP_STATE_TABLE = "janus_rollup_state"  # how far the rollup has got
+
+# A user's records are indexed by (id >> USER_BUCKET_BITS, user_id, ts): the
+# newest 32,768 ids' entries sit together at the end of the index, so a batch
+# dirties the few hundred leaves of its bucket, whatever the number of users
+# and of rows.  (user_id, ts) dirtied the newest leaf of every user in the
+# batch: ~1,700 pages a commit for 5,000 users, growing with the database
+# until every user had a leaf of its own; ingest of the tenth million ran at
+# 0.69x of the first.  A user's rows are read with one seek per bucket
+# (user_match_sql): ~300 at ten million rows, some microseconds each.
+USER_BUCKET_BITS = 15
+USER_INDEX = f"{TABLE}_user_bucket"
 
 # Column order of an inserted row (``id`` is assigned by SQLite).
 COLUMNS: tuple[str, ...] = (
@@ -308,8 +323,35 @@ _FTS_NO_COLUMNSIZE = textwrap.dedent(
     """
 )
 
+_USER_BUCKETS = textwrap.dedent(
+    f"""
+    -- A user's records by id bucket first (see USER_BUCKET_BITS): ingest no
+    -- longer writes a leaf per user per commit.  Built from "{TABLE}"
+    -- (seconds per million rows, once).
+    DROP INDEX IF EXISTS "{TABLE}_user_ts";
+    CREATE INDEX IF NOT EXISTS "{USER_INDEX}" ON "{TABLE}" (("id" >> {USER_BUCKET_BITS}), "user_id", "ts")
+        WHERE "user_id" IS NOT NULL;
+    """
+)
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _SEAL, 4: _V_WIDE, 5: _ROLLUP, 6: _FTS_NO_COLUMNSIZE}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _SEAL, 4: _V_WIDE, 5: _ROLLUP, 6: _FTS_NO_COLUMNSIZE, 7: _USER_BUCKETS}
+
+
+def user_buckets_sql(low: str, high: str) -> str:
+    """A subquery listing the user index's buckets from the one holding id *low* to *high* (SQL)."""
+    bits = USER_BUCKET_BITS
+    return (
+        f"(WITH RECURSIVE \"janus_bucket\"(\"b\") AS (SELECT ({low}) >> {bits} UNION ALL "
+        f"SELECT \"b\" + 1 FROM \"janus_bucket\" WHERE \"b\" < ({high}) >> {bits}) SELECT \"b\" FROM \"janus_bucket\")"
+    )
+
+
+def user_match_sql(row: str = f'"{TABLE}"') -> str:
+    """``user_id = ?`` for the *row* of "logs", written so that SQLite seeks the user in each
+    bucket of USER_INDEX (one seek each) rather than reading every row."""
+    every = user_buckets_sql(f'SELECT min("id") FROM "{TABLE}"', f'SELECT max("id") FROM "{TABLE}"')
+    return f'({row}."user_id" = ? AND ({row}."id" >> {USER_BUCKET_BITS}) IN {every})'
 
 
 def database_id(db: apsw.Connection) -> str | None:

@@ -67,6 +67,7 @@ from ._schema import (
     apply_connection_settings,
     database_id,
     ensure_schema,
+    user_match_sql,
     wide_index_sql,
 )
 from .error_handling.utils.errors import ConfigError, FileHandlerError
@@ -1080,7 +1081,8 @@ def erase(
     return summary
 
 
-_USER_IDS = f'SELECT "id" FROM "{TABLE}" WHERE "user_id" = ? ORDER BY "id" LIMIT ?'
+# In no particular order: every chunk is deleted before the next is read.
+_USER_IDS = f'SELECT "id" FROM "{TABLE}" WHERE {user_match_sql()} LIMIT ?'
 
 
 def _user_text(user_id: object) -> str:

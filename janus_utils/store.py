@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,7 +41,17 @@ from ._fts import check_query_size, escape_query, excluded_only, quote_all, requ
 from ._levels import level_name, parse_level
 from ._planner import WALK_TS, Planner, Streams
 from ._rollup import Rollup, bucket_floor_sql
-from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE, WIDE_TABLE
+from ._schema import (
+    COLUMNS,
+    FTS_TABLE,
+    SCHEMA_VERSION,
+    TABLE,
+    USER_BUCKET_BITS,
+    USER_INDEX,
+    WIDE_TABLE,
+    user_buckets_sql,
+    user_match_sql,
+)
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.utils.errors import FileHandlerError, SearchQueryError
 from .file_handler import sqlite_path
@@ -118,6 +129,16 @@ _MAX_INT64 = 2**63 - 1  # SQLite's integers: a bound parameter must fit
 DEFAULT_TIMEOUT = 30.0  # seconds one statement may run before it is stopped
 _PROGRESS_STEPS = 1000
 _CACHE_KIB = 32 * 1024  # each LogStore's page cache, at most
+# How much of the database file a LogStore reads through a memory map: all of
+# it, on a 64-bit build (a page then costs a memory access where a read()
+# copies it from the OS page cache: a narrow filter's rows lie one a page all
+# over a big file).  SQLite maps what it reads, up to the file's size, and
+# reads with read() when mmap fails.  The file may shrink under a reader only
+# by a checkpoint after a VACUUM or incremental_vacuum, which SQLite makes
+# only once no reader's snapshot holds the pages past the new end.  A file
+# cut by anything else (or an I/O error) would stop the process with SIGBUS
+# rather than an error; a 32-bit build keeps read().
+_MMAP_BYTES = 1 << 40 if sys.maxsize > 2**32 else 0
 # Text with a character outside 0x01-0x7f (GLOB reads up to a NUL; length() stops at one).
 _NOT_ASCII = "'*[^' || char(1) || '-' || char(127) || ']*'"
 
@@ -402,6 +423,8 @@ class LogStore:
             # default 2 MiB cache keeps none of them for the next search.  Pages
             # are cached as they are read, so a small database uses little.
             self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+            if _MMAP_BYTES:
+                self._db.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         except BaseException:
             self.close()
             raise
@@ -608,7 +631,8 @@ class LogStore:
             selection.facts["logger"] = (name, name + ".", name + "/")
         for column, wanted in (("user_id", user_id), ("agent_id", agent_id), ("request_id", request_id)):
             if wanted is not None:
-                selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=column)
+                condition = user_match_sql() if column == "user_id" else f'{_T}."{column}" = ?'
+                selection.add(condition, _text(wanted, column), probe=column)
                 selection.facts[column] = selection.params[-1]
                 selection.facts["other"] = True
         for column, wanted in (("service", service), ("host", host)):
@@ -657,7 +681,8 @@ class LogStore:
         scope = self.scope
         for column in ("user_id", "agent_id", "service", "host"):
             if column in scope:
-                conditions.append((f'{_T}."{column}" = ?', [scope[column]]))
+                condition = user_match_sql() if column == "user_id" else f'{_T}."{column}" = ?'
+                conditions.append((condition, [scope[column]]))
         if "level" in scope:
             # typeof: a damaged row's text level must not pass as "high".
             conditions.append((f"""{_T}."level" >= ? AND typeof({_T}."level") = 'integer'""", [scope["level"]]))
@@ -901,6 +926,8 @@ class LogStore:
             )
         if isinstance(streams, Streams):
             rows = self._run(selection, lambda: self._streams_sql(selection, streams, columns, order, limit))
+        elif streams is None and limit and self._by_user_buckets(selection):
+            rows = self._run_with(selection, lambda db: self._user_rows(db, selection, columns, order, limit))
         elif selection.fts and order != "rank":
             rows = self._run_with(
                 selection,
@@ -923,6 +950,71 @@ class LogStore:
         if selection.fts:
             return [_record(row[:-1], row[-1]) for row in rows]
         return [_record(row) for row in rows]
+
+    def _by_user_buckets(self, selection: _Selection) -> bool:
+        """Whether a filter-only search is one user's records read bucket by bucket (_user_rows):
+        a user filter leads (no agent or request, whose indexes are narrower) and USER_INDEX exists."""
+        return (
+            selection.fts is None
+            and user_match_sql() in selection.where
+            and not {"agent_id", "request_id"} & selection.facts.keys()
+            and USER_INDEX in self._index_names()
+        )
+
+    def _user_rows(
+        self, db: apsw.Connection, selection: _Selection, columns: str, order: str, limit: int
+    ) -> list[tuple[Any, ...]]:
+        """The newest (or oldest) *limit* of a user's records that pass the selection.
+
+        USER_INDEX orders a user's rows by time within each id bucket, not
+        overall: SQLite alone would read all of them and sort.  Read instead
+        the buckets nearest the wanted end, a widening run of them (1, 4,
+        16... buckets), until *limit* rows are found; the other buckets then
+        give only rows beyond the last of those in time (one seek each, none
+        as a rule: ids follow time).  Only id and ts are read until the end
+        (from the index alone when the user is the only filter), and SQLite
+        compares and orders, so a damaged row's value sorts as it does
+        everywhere else.
+        """
+        low, high = db.execute(f'SELECT (SELECT min("id") FROM {_T}), (SELECT max("id") FROM {_T})').fetchall()[0]
+        if low is None:
+            return []
+        bits = USER_BUCKET_BITS
+        first, last = int(low) >> bits, int(high) >> bits
+        newest = order == "newest"
+        direction = "DESC" if newest else "ASC"
+        ordered = f'ORDER BY {_T}."ts" {direction}, {_T}."id" {direction} LIMIT ?'
+        every = user_match_sql()
+
+        def read(lo: int, hi: int, beyond: Any = None) -> list[tuple[Any, ...]]:
+            """(id, ts) of the selection's rows in buckets lo..hi, in order; *beyond*: only those past that ts."""
+            # The bounds are ints written into the text: the parameters stay the selection's.
+            part = user_buckets_sql(str(lo << bits), str(hi << bits))
+            bucketed = f'({_T}."user_id" = ? AND ({_T}."id" >> {bits}) IN {part})'
+            where = [bucketed if condition == every else condition for condition in selection.where]
+            params = list(selection.params)
+            if beyond is not None:
+                where.append(f'{_T}."ts" {">" if newest else "<"} ?')
+                params.append(beyond)
+            sql = f'SELECT {_T}."id", {_T}."ts" FROM {_T} WHERE ' + " AND ".join(where) + " " + ordered
+            return db.execute(sql, [*params, limit]).fetchall()
+
+        width = 1
+        while True:
+            lo, hi = (max(first, last - width + 1), last) if newest else (first, min(last, first + width - 1))
+            found = read(lo, hi)
+            done = lo == first if newest else hi == last
+            if len(found) >= limit or done:
+                break
+            width *= 4
+        if not done:
+            found += read(first, lo - 1, found[-1][1]) if newest else read(hi + 1, last, found[-1][1])
+        if not found:
+            return []
+        ids = json.dumps([row[0] for row in found])
+        return db.execute(
+            f'SELECT {columns} FROM {_T} WHERE {_T}."id" IN (SELECT "value" FROM json_each(?)) {ordered}', [ids, limit]
+        ).fetchall()
 
     def _confirmed(
         self,

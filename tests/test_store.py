@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -253,6 +254,35 @@ class TestOpening:
                 assert 10 == store.count()
         finally:
             writer.close()
+
+    def test_reads_the_file_through_a_memory_map_on_64_bit(self, corpus_db: Path) -> None:
+        """A 64-bit build maps the database file: a page costs a memory access, not a read()."""
+        with LogStore(corpus_db) as store:
+            assert store._db is not None
+            mapped = store._db.execute("PRAGMA mmap_size").fetchall()[0][0]
+            assert (mapped > 0) == (sys.maxsize > 2**32)
+
+    def test_a_reader_survives_the_file_shrinking_under_it(self, make_log_db: Callable[..., Path]) -> None:
+        """Rows deleted, VACUUM, the WAL checkpointed (the file cut short): an open store reads on."""
+        path = make_log_db([make_row(f"row {n} " + "x" * 2000, user_id=f"u{n % 3}") for n in range(600)])
+        with LogStore(path) as store:
+            assert 200 == store.count(user_id="u1")
+            assert 200 == len(store.search(user_id="u1", limit=None))
+            size = path.stat().st_size
+            writer = open_writer(path)
+            try:
+                writer.execute("DELETE FROM logs WHERE id > 30")
+                writer.execute("INSERT INTO logs_fts(logs_fts) VALUES ('rebuild')")
+                writer.execute("VACUUM")
+                writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                writer.close()
+            assert path.stat().st_size < size // 4
+            assert 10 == store.count(user_id="u1")
+            assert [r.id for r in store.search(user_id="u1", limit=None)] == sorted(
+                (n + 1 for n in range(30) if n % 3 == 1), reverse=True
+            )
+            assert 30 == len(store.search("row", limit=None))
 
 
 class TestRecord:
