@@ -50,6 +50,7 @@ typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
  * thread).  _record.py uses this module only while its FORMAT is FORMAT. */
 #define RECORD_FORMAT 1
 #define RECORD_ITEMS 9
+_Static_assert(RECORD_FORMAT < 256 && RECORD_ITEMS < 256, "put_record_start writes them as one byte");
 
 static PyObject *name_attr; /* "name" */
 static PyTypeObject *thread_local_type; /* _thread._local */
@@ -258,6 +259,29 @@ static int put_long(wbuf *b, long long x) {
     return 0;
 }
 
+/* The record's first four items, (format, ts, level, as marshal writes
+ * them: the tuple's head, format and level as M_INT, ts as M_LONG of five
+ * 15-bit digits, which it is from 2^60 ns (2006) to the end of a long long.
+ * One bounds check and no loop; any other ts or level goes through put_int. */
+static inline int put_record_start(wbuf *b, long long ts, long level) {
+    if (ts < (1LL << 60) || level < INT32_MIN || level > INT32_MAX || b->end - b->p < 30)
+        return put_head(b, M_TUPLE, RECORD_ITEMS) || put_int(b, RECORD_FORMAT) || put_int(b, ts) ||
+               put_int(b, level);
+    static const uint8_t start[15] = {M_TUPLE, RECORD_ITEMS, 0, 0, 0, M_INT, RECORD_FORMAT, 0, 0, 0,
+                                      M_LONG, 5, 0, 0, 0};
+    uint8_t *p = b->p;
+    memcpy(p, start, sizeof start);
+    uint64_t m = (uint64_t)ts;
+    for (int k = 0; k < 5; k++, m >>= 15) {
+        p[15 + 2 * k] = (uint8_t)(m & 0xff);
+        p[16 + 2 * k] = (uint8_t)((m >> 8) & 0x7f);
+    }
+    p[25] = M_INT;
+    store_u32(p + 26, (uint32_t)(int32_t)level);
+    b->p += 30;
+    return 0;
+}
+
 /* A str; `keep` says whether the prefilter may remember its verdict (FORGET
  * for the formatted message, a new object every call), `as_key` whether it
  * is checked as a field name. */
@@ -426,6 +450,8 @@ typedef struct {
     PyObject *t;    /* the template (a strong reference), or NULL */
     char plain;     /* its conversions are all "%s" and "%%", at most FORMAT_PLAIN_ARGS */
     uint8_t nconv;  /* how many "%s" */
+    uint8_t apart;  /* bit k: argument k starts the message or follows a byte that is no
+                       ASCII letter or digit (see clean_arg) */
     uint16_t n;     /* the length of text */
     uint16_t cut[FORMAT_PLAIN_ARGS]; /* where in text each argument goes */
     char text[TEMPLATE_MAX]; /* the template without its conversions, "%%" as "%" */
@@ -678,6 +704,12 @@ static int decimal(char *out, long long x) {
  * beside a strong reference to the template (so its address is not reused
  * while the entry stands).  A template that is not plain is kept too, so
  * that it is not parsed again on every call. */
+/* An ASCII letter or digit: what the prefilter's "^tok" may not follow
+ * (ring.c's is_word). */
+static inline int is_word_byte(uint8_t c) {
+    return (uint8_t)((c | 32) - 'a') < 26 || (uint8_t)(c - '0') < 10;
+}
+
 static int parse_template(template_entry *e, PyObject *msg) {
     e->plain = 0;
     if (!PyUnicode_IS_ASCII(msg) || PyUnicode_GET_LENGTH(msg) > TEMPLATE_MAX)
@@ -702,6 +734,12 @@ static int parse_template(template_entry *e, PyObject *msg) {
     }
     e->n = (uint16_t)n;
     e->nconv = (uint8_t)nconv;
+    e->apart = 0;
+    for (unsigned k = 0; k < nconv; k++) {
+        unsigned at = e->cut[k];
+        if (at == 0 ? k == 0 : (k == 0 || e->cut[k - 1] < at) && !is_word_byte((uint8_t)e->text[at - 1]))
+            e->apart |= (uint8_t)(1u << k);
+    }
     e->plain = 1;
     return 0;
 }
@@ -720,6 +758,7 @@ typedef struct {
     const template_entry *tpl;
     Py_ssize_t len; /* the message's length (ASCII: as many bytes) */
     const char *piece[FORMAT_PLAIN_ARGS];
+    PyObject *text[FORMAT_PLAIN_ARGS]; /* the argument when it is a str, else NULL */
     Py_ssize_t piece_len[FORMAT_PLAIN_ARGS];
     char digits[FORMAT_PLAIN_ARGS][24];
 } plain_message;
@@ -737,12 +776,14 @@ static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject 
         if (PyUnicode_CheckExact(a) && PyUnicode_IS_ASCII(a)) {
             pm->piece[k] = (const char *)PyUnicode_DATA(a);
             pm->piece_len[k] = PyUnicode_GET_LENGTH(a);
+            pm->text[k] = a;
         } else if (PyLong_CheckExact(a)) {
             long long x;
             if (long_value(a, &x))
                 return -1;
             pm->piece[k] = pm->digits[k];
             pm->piece_len[k] = decimal(pm->digits[k], x); /* str(int) */
+            pm->text[k] = NULL;
         } else {
             return -1;
         }
@@ -948,9 +989,27 @@ static int merged_fields(PyObject *ctx, PyObject *bound, const call_fields *f, P
     return 0;
 }
 
+/* Whether `v` is an argument of the plain message `pm` that the prefilter
+ * need not scan again: the message is written and was scanned before the
+ * fields, and a str inside a message that passed passes on its own too.
+ * Every rule finds in the message whatever it finds in the str alone (a
+ * token and the byte after it, a run of digits, a "/" and the "@" after it
+ * are all there), save "^tok" at the str's first byte: alone nothing comes
+ * before it, in the message the byte before may be a letter or a digit that
+ * hides the token.  So only arguments that start the message or follow some
+ * other byte count (the template's `apart`).  A field that repeats the
+ * message's argument (user %s ... user_id=) is the common case. */
+static inline int clean_arg(const plain_message *pm, PyObject *v) {
+    for (unsigned k = 0; k < pm->tpl->nconv; k++)
+        if (pm->text[k] == v && (pm->tpl->apart >> k & 1))
+            return 1;
+    return 0;
+}
+
 /* The call's keywords as marshal writes the dict they would make (keyword
- * names are unique, in call order, as in that dict). */
-static int put_keywords(wbuf *b, const call_fields *f) {
+ * names are unique, in call order, as in that dict).  `pm`: the message,
+ * when plain and written before them. */
+static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) {
     if (put_byte(b, M_DICT))
         return -1;
     if (f->site != NULL) {
@@ -959,7 +1018,8 @@ static int put_keywords(wbuf *b, const call_fields *f) {
             PyObject *v = f->values[i];
             if (put(b, e->bytes + from, e->end[i] - from))
                 return -1;
-            if (v == e->clean[i]) { /* passed before: ASCII, at most CLEAN_MAX */
+            /* passed before, or inside the message: ASCII either way */
+            if (v == e->clean[i] || (pm != NULL && clean_arg(pm, v))) {
                 if (put_utf8(b, PyUnicode_DATA(v), PyUnicode_GET_LENGTH(v)))
                     return -1;
                 continue;
@@ -1073,10 +1133,9 @@ static PyObject *emit(Emitter *self, long level, PyObject *name, PyObject *bound
     int pushed =
         !self->closed && (plain ? pm.len : PyUnicode_GET_LENGTH(message)) <= self->max_chars &&
         (te != NULL || PyUnicode_CheckExact(thread)) &&
-        !(put_head(&b, M_TUPLE, RECORD_ITEMS) || put_int(&b, RECORD_FORMAT) ||
-          put_int(&b, ts) || put_int(&b, level) || put_name(self, &b, name) ||
+        !(put_record_start(&b, ts, level) || put_name(self, &b, name) ||
           (plain ? put_plain(&b, &pm) : put_text(&b, message, nargs ? FORGET : KEEP_VALUE, 0)) ||
-          (merged == NULL   ? put_keywords(&b, &g)
+          (merged == NULL   ? put_keywords(&b, &g, plain ? &pm : NULL)
            : merged != Py_None ? (put_byte(&b, M_DICT) || put_items(&b, merged) || put_byte(&b, M_NULL))
                                : put_byte(&b, M_NONE)) ||
           put_byte(&b, M_NONE) || put_int(&b, self->pid) ||
