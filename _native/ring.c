@@ -1003,6 +1003,26 @@ static int token_at(const struct jr_prefilter *pf, const uint8_t *data, size_t l
     return 0;
 }
 
+/* The first p in [p, stop) where something may start (its pair's bit in
+ * `start` is set), or stop.  Four pairs a step while four are left (p[4] is
+ * at most *stop, the last byte, which is read): the bound is compared once
+ * for the four, and each pair still leaves the loop at once when it hits. */
+static inline const uint8_t *skip_clean(const uint64_t *start, const uint8_t *p, const uint8_t *stop) {
+    for (; p + 4 <= stop; p += 4) {
+        if (starts(start, load_pair(p)))
+            return p;
+        if (starts(start, load_pair(p + 1)))
+            return p + 1;
+        if (starts(start, load_pair(p + 2)))
+            return p + 2;
+        if (starts(start, load_pair(p + 3)))
+            return p + 3;
+    }
+    while (p < stop && !starts(start, load_pair(p)))
+        p++;
+    return p;
+}
+
 /* The same rule as janus_utils.security.might_contain_secret, over UTF-8:
  * (a) a token occurs, ASCII case-insensitively ("^tok" only where no ASCII
  * letter or digit comes right before it, "tok$" only where what may follow a
@@ -1024,10 +1044,7 @@ __attribute__((always_inline)) static inline int suspect(const jr_ring *r, const
     size_t slash_seen = 0; /* "/" scans have covered [.., slash_seen) */
     size_t i = 0;
     for (;;) {
-        const uint8_t *p = data + i, *stop = data + last;
-        while (p < stop && !starts(start, load_pair(p)))
-            p++;
-        i = (size_t)(p - data);
+        i = (size_t)(skip_clean(start, data + i, data + last) - data);
         /* The last byte is paired with a NUL, which continues no token. */
         if (i == last && !starts(start, data[i]))
             return 0;

@@ -174,6 +174,14 @@ static inline void store_u32(uint8_t *p, uint32_t v) {
 #endif
 }
 
+static inline void store_u16(uint8_t *p, uint16_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(p, &v, 2);
+#else
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8);
+#endif
+}
+
 /* n bytes, n at most a few dozen as a rule (names, ids, short messages):
  * two overlapping word copies instead of a call into libc's memcpy. */
 static inline void copy_bytes(uint8_t *dst, const void *src, size_t n) {
@@ -271,11 +279,12 @@ static inline int put_record_start(wbuf *b, long long ts, long level) {
                                       M_LONG, 5, 0, 0, 0};
     uint8_t *p = b->p;
     memcpy(p, start, sizeof start);
-    uint64_t m = (uint64_t)ts;
-    for (int k = 0; k < 5; k++, m >>= 15) {
-        p[15 + 2 * k] = (uint8_t)(m & 0xff);
-        p[16 + 2 * k] = (uint8_t)((m >> 8) & 0x7f);
-    }
+    uint64_t m = (uint64_t)ts; /* each 15-bit digit as a little-endian u16 */
+    store_u16(p + 15, (uint16_t)(m & 0x7fff));
+    store_u16(p + 17, (uint16_t)(m >> 15 & 0x7fff));
+    store_u16(p + 19, (uint16_t)(m >> 30 & 0x7fff));
+    store_u16(p + 21, (uint16_t)(m >> 45 & 0x7fff));
+    store_u16(p + 23, (uint16_t)(m >> 60));
     p[25] = M_INT;
     store_u32(p + 26, (uint32_t)(int32_t)level);
     b->p += 30;
@@ -669,10 +678,17 @@ static int decimal(char *out, long long x) {
     static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
                                    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                                    "8081828384858687888990919293949596979899";
+    static const uint64_t tens[20] = {
+        1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull, 100000000ull,
+        1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull, 10000000000000ull,
+        100000000000000ull, 1000000000000000ull, 10000000000000000ull, 100000000000000000ull,
+        1000000000000000000ull, 10000000000000000000ull};
     uint64_t m = x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
-    int n = 1;
-    for (uint64_t p = 10; n < 20 && m >= p; p *= 10)
-        n++;
+    /* The count of digits from the bit length (log10(2) ~ 1233/4096): t
+     * is floor(log10(2^bits)), and m has t digits when below 10^t (|x| is at
+     * most 2^63, so t is at most 19). */
+    int t = (64 - __builtin_clzll(m | 1)) * 1233 >> 12;
+    int n = t + 1 - ((m | 1) < tens[t]);
     if (x < 0)
         *out++ = '-';
     char *o = out + n;
