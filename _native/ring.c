@@ -454,6 +454,19 @@ out:
     return rc;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+
+/* MAP_POPULATE maps a shared file's pages read-only (populating does not
+ * dirty them), so the first write to each page of the ring would take a
+ * write fault (ext4's page_mkwrite: several microseconds each) inside a
+ * push.  Taken here, at open, instead.  Older kernels say EINVAL: then the
+ * first lap faults as before. */
+static void prefault_writable(void *map, size_t len) {
+    (void)madvise(map, len, MADV_POPULATE_WRITE);
+}
+
 int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t block_timeout_ns,
             jr_ring **out) {
     *out = NULL;
@@ -521,6 +534,7 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
         rc = JR_ERRNO;
         goto fail;
     }
+    prefault_writable(r->map, r->map_len);
     r->fd = fd;
     r->live_fd = -1;
     r->sh = (struct jr_shared *)r->map;
@@ -572,7 +586,7 @@ void jr_close(jr_ring *r) {
     free(r);
 }
 
-uint64_t jr_max_record(const jr_ring *r) {
+static inline uint64_t max_record(const jr_ring *r) {
     /* With records of at most cap/2 bytes (header and padding included), an
      * empty ring always has room: a record that does not fit before the end
      * of the area starts after its midpoint, so the pad plus the record is at
@@ -581,10 +595,12 @@ uint64_t jr_max_record(const jr_ring *r) {
     return half < UINT32_MAX - JR_REC_HEADER ? half : UINT32_MAX - JR_REC_HEADER; /* len is 32 bits */
 }
 
+uint64_t jr_max_record(const jr_ring *r) { return max_record(r); }
+
 /* ------------------------------------------------------------------------ */
 /* producers: any number of threads and processes, concurrently              */
 
-static void note_high_water(jr_ring *r, uint64_t used) {
+static inline void note_high_water(jr_ring *r, uint64_t used) {
     uint64_t hw = __atomic_load_n(&r->sh->high_water, __ATOMIC_RELAXED);
     /* Relaxed CAS: the counter is statistics, ordered with nothing else. */
     while (used > hw &&
@@ -594,7 +610,7 @@ static void note_high_water(jr_ring *r, uint64_t used) {
 
 /* Try once to reserve `need` bytes.  On success *pos is the record's position
  * and *pad the size of the filler placed before it (0 if none). */
-static int try_reserve(jr_ring *r, uint64_t need, uint64_t *pos, uint64_t *pad) {
+static inline int try_reserve(jr_ring *r, uint64_t need, uint64_t *pos, uint64_t *pad) {
     struct jr_shared *sh = r->sh;
     uint64_t head = __atomic_load_n(&sh->head, __ATOMIC_RELAXED);
     for (;;) {
@@ -640,7 +656,7 @@ static inline int is_claim(uint64_t tag, uint64_t pos) {
  * carries no lap: there a producer first checks that the tail has not passed
  * its reservation, which leaves a window of a few instructions.  A new ring
  * file (delete the old one with every process stopped) closes it. */
-static int claim(jr_ring *r, uint64_t at, uint32_t flags) {
+static inline int claim(jr_ring *r, uint64_t at, uint32_t flags) {
     uint64_t *tag = &rec_at(r, at)->tag;
     uint64_t mine = ((at ^ TAG_CLAIM) & CLAIM_HIGH) | flags;
     uint64_t expected = at ^ TAG_FREE;
@@ -665,7 +681,7 @@ static int write_pad(jr_ring *r, uint64_t at, uint64_t pad) {
 }
 
 /* Claim, then RESV with the length and owner, then the payload, then DONE. */
-static int write_header(jr_ring *r, uint64_t pos, size_t len, uint32_t flags) {
+static inline int write_header(jr_ring *r, uint64_t pos, size_t len, uint32_t flags) {
     if (!claim(r, pos, flags))
         return 0;
     struct jr_rec *h = rec_at(r, pos);
@@ -677,7 +693,7 @@ static int write_header(jr_ring *r, uint64_t pos, size_t len, uint32_t flags) {
     return 1;
 }
 
-static int write_record(jr_ring *r, uint64_t pos, const uint8_t *data, size_t len) {
+static inline int write_record(jr_ring *r, uint64_t pos, const uint8_t *data, size_t len) {
     if (!write_header(r, pos, len, producer_flags(r)))
         return 0;
     struct jr_rec *h = rec_at(r, pos);
@@ -720,10 +736,11 @@ static int reserve_wait(jr_ring *r, uint64_t need, int policy, int64_t timeout_n
     return JR_FULL;
 }
 
-/* Reserve and write; `stall_ns` > 0 only in the test hook below. */
-static int push(jr_ring *r, const uint8_t *data, size_t len, int policy, int64_t block_timeout_ns,
-                int64_t stall_ns) {
-    if (len > jr_max_record(r))
+/* Reserve and write; `stall_ns` > 0 only in the test hook below.  Out of
+ * line: jr_push_ex inlines the common case and calls this for the rest. */
+__attribute__((noinline)) static int push(jr_ring *r, const uint8_t *data, size_t len, int policy,
+                                          int64_t block_timeout_ns, int64_t stall_ns) {
+    if (len > max_record(r))
         return JR_TOO_LARGE;
     for (;;) {
         uint64_t pos, pad;
@@ -743,6 +760,14 @@ static int push(jr_ring *r, const uint8_t *data, size_t len, int policy, int64_t
 }
 
 int jr_push_ex(jr_ring *r, const uint8_t *data, size_t len, int policy, int64_t block_timeout_ns) {
+    /* The common case without a call: room at once and the claim ours.  A
+     * full ring, an oversize record or a lost claim goes to push(), which
+     * tries again from the start (a reservation made here is complete or
+     * was taken from us, so nothing is left half done). */
+    uint64_t pos, pad;
+    if (len <= max_record(r) && try_reserve(r, align_up(JR_REC_HEADER + len), &pos, &pad) == JR_OK &&
+        (!pad || write_pad(r, pos - pad, pad)) && write_record(r, pos, data, len))
+        return JR_OK;
     return push(r, data, len, policy, block_timeout_ns, 0);
 }
 
@@ -777,7 +802,7 @@ int jr_noop(jr_ring *r, const uint8_t *data, size_t len) {
 }
 
 int jr_debug_reserve_only(jr_ring *r, size_t len, int mode) {
-    if (len > jr_max_record(r))
+    if (len > max_record(r))
         return JR_TOO_LARGE;
     uint64_t pos, pad;
     int rc = reserve_wait(r, align_up(JR_REC_HEADER + len), JR_POLICY_DROP, 0, &pos, &pad);
@@ -978,6 +1003,26 @@ static int token_at(const struct jr_prefilter *pf, const uint8_t *data, size_t l
     return 0;
 }
 
+/* The first p in [p, stop) where something may start (its pair's bit in
+ * `start` is set), or stop.  Four pairs a step while four are left (p[4] is
+ * at most *stop, the last byte, which is read): the bound is compared once
+ * for the four, and each pair still leaves the loop at once when it hits. */
+static inline const uint8_t *skip_clean(const uint64_t *start, const uint8_t *p, const uint8_t *stop) {
+    for (; p + 4 <= stop; p += 4) {
+        if (starts(start, load_pair(p)))
+            return p;
+        if (starts(start, load_pair(p + 1)))
+            return p + 1;
+        if (starts(start, load_pair(p + 2)))
+            return p + 2;
+        if (starts(start, load_pair(p + 3)))
+            return p + 3;
+    }
+    while (p < stop && !starts(start, load_pair(p)))
+        p++;
+    return p;
+}
+
 /* The same rule as janus_utils.security.might_contain_secret, over UTF-8:
  * (a) a token occurs, ASCII case-insensitively ("^tok" only where no ASCII
  * letter or digit comes right before it, "tok$" only where what may follow a
@@ -999,10 +1044,7 @@ __attribute__((always_inline)) static inline int suspect(const jr_ring *r, const
     size_t slash_seen = 0; /* "/" scans have covered [.., slash_seen) */
     size_t i = 0;
     for (;;) {
-        const uint8_t *p = data + i, *stop = data + last;
-        while (p < stop && !starts(start, load_pair(p)))
-            p++;
-        i = (size_t)(p - data);
+        i = (size_t)(skip_clean(start, data + i, data + last) - data);
         /* The last byte is paired with a NUL, which continues no token. */
         if (i == last && !starts(start, data[i]))
             return 0;

@@ -50,6 +50,7 @@ typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
  * thread).  _record.py uses this module only while its FORMAT is FORMAT. */
 #define RECORD_FORMAT 1
 #define RECORD_ITEMS 9
+_Static_assert(RECORD_FORMAT < 256 && RECORD_ITEMS < 256, "put_record_start writes them as one byte");
 
 static PyObject *name_attr; /* "name" */
 static PyTypeObject *thread_local_type; /* _thread._local */
@@ -173,6 +174,14 @@ static inline void store_u32(uint8_t *p, uint32_t v) {
 #endif
 }
 
+static inline void store_u16(uint8_t *p, uint16_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(p, &v, 2);
+#else
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8);
+#endif
+}
+
 /* n bytes, n at most a few dozen as a rule (names, ids, short messages):
  * two overlapping word copies instead of a call into libc's memcpy. */
 static inline void copy_bytes(uint8_t *dst, const void *src, size_t n) {
@@ -255,6 +264,30 @@ static int put_long(wbuf *b, long long x) {
         d[2 * k + 1] = (uint8_t)((m >> 8) & 0x7f);
     }
     b->p += 5 + 2 * n;
+    return 0;
+}
+
+/* The record's first four items, (format, ts, level, as marshal writes
+ * them: the tuple's head, format and level as M_INT, ts as M_LONG of five
+ * 15-bit digits, which it is from 2^60 ns (2006) to the end of a long long.
+ * One bounds check and no loop; any other ts or level goes through put_int. */
+static inline int put_record_start(wbuf *b, long long ts, long level) {
+    if (ts < (1LL << 60) || level < INT32_MIN || level > INT32_MAX || b->end - b->p < 30)
+        return put_head(b, M_TUPLE, RECORD_ITEMS) || put_int(b, RECORD_FORMAT) || put_int(b, ts) ||
+               put_int(b, level);
+    static const uint8_t start[15] = {M_TUPLE, RECORD_ITEMS, 0, 0, 0, M_INT, RECORD_FORMAT, 0, 0, 0,
+                                      M_LONG, 5, 0, 0, 0};
+    uint8_t *p = b->p;
+    memcpy(p, start, sizeof start);
+    uint64_t m = (uint64_t)ts; /* each 15-bit digit as a little-endian u16 */
+    store_u16(p + 15, (uint16_t)(m & 0x7fff));
+    store_u16(p + 17, (uint16_t)(m >> 15 & 0x7fff));
+    store_u16(p + 19, (uint16_t)(m >> 30 & 0x7fff));
+    store_u16(p + 21, (uint16_t)(m >> 45 & 0x7fff));
+    store_u16(p + 23, (uint16_t)(m >> 60));
+    p[25] = M_INT;
+    store_u32(p + 26, (uint32_t)(int32_t)level);
+    b->p += 30;
     return 0;
 }
 
@@ -426,6 +459,8 @@ typedef struct {
     PyObject *t;    /* the template (a strong reference), or NULL */
     char plain;     /* its conversions are all "%s" and "%%", at most FORMAT_PLAIN_ARGS */
     uint8_t nconv;  /* how many "%s" */
+    uint8_t apart;  /* bit k: argument k starts the message or follows a byte that is no
+                       ASCII letter or digit (see clean_arg) */
     uint16_t n;     /* the length of text */
     uint16_t cut[FORMAT_PLAIN_ARGS]; /* where in text each argument goes */
     char text[TEMPLATE_MAX]; /* the template without its conversions, "%%" as "%" */
@@ -643,10 +678,17 @@ static int decimal(char *out, long long x) {
     static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
                                    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
                                    "8081828384858687888990919293949596979899";
+    static const uint64_t tens[20] = {
+        1ull, 10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull, 100000000ull,
+        1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull, 10000000000000ull,
+        100000000000000ull, 1000000000000000ull, 10000000000000000ull, 100000000000000000ull,
+        1000000000000000000ull, 10000000000000000000ull};
     uint64_t m = x < 0 ? (uint64_t)0 - (uint64_t)x : (uint64_t)x;
-    int n = 1;
-    for (uint64_t p = 10; n < 20 && m >= p; p *= 10)
-        n++;
+    /* The count of digits from the bit length (log10(2) ~ 1233/4096): t
+     * is floor(log10(2^bits)), and m has t digits when below 10^t (|x| is at
+     * most 2^63, so t is at most 19). */
+    int t = (64 - __builtin_clzll(m | 1)) * 1233 >> 12;
+    int n = t + 1 - ((m | 1) < tens[t]);
     if (x < 0)
         *out++ = '-';
     char *o = out + n;
@@ -678,6 +720,12 @@ static int decimal(char *out, long long x) {
  * beside a strong reference to the template (so its address is not reused
  * while the entry stands).  A template that is not plain is kept too, so
  * that it is not parsed again on every call. */
+/* An ASCII letter or digit: what the prefilter's "^tok" may not follow
+ * (ring.c's is_word). */
+static inline int is_word_byte(uint8_t c) {
+    return (uint8_t)((c | 32) - 'a') < 26 || (uint8_t)(c - '0') < 10;
+}
+
 static int parse_template(template_entry *e, PyObject *msg) {
     e->plain = 0;
     if (!PyUnicode_IS_ASCII(msg) || PyUnicode_GET_LENGTH(msg) > TEMPLATE_MAX)
@@ -702,6 +750,12 @@ static int parse_template(template_entry *e, PyObject *msg) {
     }
     e->n = (uint16_t)n;
     e->nconv = (uint8_t)nconv;
+    e->apart = 0;
+    for (unsigned k = 0; k < nconv; k++) {
+        unsigned at = e->cut[k];
+        if (at == 0 ? k == 0 : (k == 0 || e->cut[k - 1] < at) && !is_word_byte((uint8_t)e->text[at - 1]))
+            e->apart |= (uint8_t)(1u << k);
+    }
     e->plain = 1;
     return 0;
 }
@@ -720,6 +774,7 @@ typedef struct {
     const template_entry *tpl;
     Py_ssize_t len; /* the message's length (ASCII: as many bytes) */
     const char *piece[FORMAT_PLAIN_ARGS];
+    PyObject *text[FORMAT_PLAIN_ARGS]; /* the argument when it is a str, else NULL */
     Py_ssize_t piece_len[FORMAT_PLAIN_ARGS];
     char digits[FORMAT_PLAIN_ARGS][24];
 } plain_message;
@@ -737,12 +792,14 @@ static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject 
         if (PyUnicode_CheckExact(a) && PyUnicode_IS_ASCII(a)) {
             pm->piece[k] = (const char *)PyUnicode_DATA(a);
             pm->piece_len[k] = PyUnicode_GET_LENGTH(a);
+            pm->text[k] = a;
         } else if (PyLong_CheckExact(a)) {
             long long x;
             if (long_value(a, &x))
                 return -1;
             pm->piece[k] = pm->digits[k];
             pm->piece_len[k] = decimal(pm->digits[k], x); /* str(int) */
+            pm->text[k] = NULL;
         } else {
             return -1;
         }
@@ -948,9 +1005,27 @@ static int merged_fields(PyObject *ctx, PyObject *bound, const call_fields *f, P
     return 0;
 }
 
+/* Whether `v` is an argument of the plain message `pm` that the prefilter
+ * need not scan again: the message is written and was scanned before the
+ * fields, and a str inside a message that passed passes on its own too.
+ * Every rule finds in the message whatever it finds in the str alone (a
+ * token and the byte after it, a run of digits, a "/" and the "@" after it
+ * are all there), save "^tok" at the str's first byte: alone nothing comes
+ * before it, in the message the byte before may be a letter or a digit that
+ * hides the token.  So only arguments that start the message or follow some
+ * other byte count (the template's `apart`).  A field that repeats the
+ * message's argument (user %s ... user_id=) is the common case. */
+static inline int clean_arg(const plain_message *pm, PyObject *v) {
+    for (unsigned k = 0; k < pm->tpl->nconv; k++)
+        if (pm->text[k] == v && (pm->tpl->apart >> k & 1))
+            return 1;
+    return 0;
+}
+
 /* The call's keywords as marshal writes the dict they would make (keyword
- * names are unique, in call order, as in that dict). */
-static int put_keywords(wbuf *b, const call_fields *f) {
+ * names are unique, in call order, as in that dict).  `pm`: the message,
+ * when plain and written before them. */
+static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) {
     if (put_byte(b, M_DICT))
         return -1;
     if (f->site != NULL) {
@@ -959,7 +1034,8 @@ static int put_keywords(wbuf *b, const call_fields *f) {
             PyObject *v = f->values[i];
             if (put(b, e->bytes + from, e->end[i] - from))
                 return -1;
-            if (v == e->clean[i]) { /* passed before: ASCII, at most CLEAN_MAX */
+            /* passed before, or inside the message: ASCII either way */
+            if (v == e->clean[i] || (pm != NULL && clean_arg(pm, v))) {
                 if (put_utf8(b, PyUnicode_DATA(v), PyUnicode_GET_LENGTH(v)))
                     return -1;
                 continue;
@@ -1073,10 +1149,9 @@ static PyObject *emit(Emitter *self, long level, PyObject *name, PyObject *bound
     int pushed =
         !self->closed && (plain ? pm.len : PyUnicode_GET_LENGTH(message)) <= self->max_chars &&
         (te != NULL || PyUnicode_CheckExact(thread)) &&
-        !(put_head(&b, M_TUPLE, RECORD_ITEMS) || put_int(&b, RECORD_FORMAT) ||
-          put_int(&b, ts) || put_int(&b, level) || put_name(self, &b, name) ||
+        !(put_record_start(&b, ts, level) || put_name(self, &b, name) ||
           (plain ? put_plain(&b, &pm) : put_text(&b, message, nargs ? FORGET : KEEP_VALUE, 0)) ||
-          (merged == NULL   ? put_keywords(&b, &g)
+          (merged == NULL   ? put_keywords(&b, &g, plain ? &pm : NULL)
            : merged != Py_None ? (put_byte(&b, M_DICT) || put_items(&b, merged) || put_byte(&b, M_NULL))
                                : put_byte(&b, M_NONE)) ||
           put_byte(&b, M_NONE) || put_int(&b, self->pid) ||

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import platform
+import resource
 import signal
 import struct
 import threading
@@ -150,6 +152,32 @@ class TestWraparound:
             assert sent == got
             assert stats.head > 200 * SMALL  # really went round many times
             assert 0 == stats.torn
+
+
+def _populates_writable() -> bool:
+    """Linux 5.14 and later make a mapping's pages writable up front (MADV_POPULATE_WRITE)."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        major, minor = (int(part) for part in platform.release().split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 14)
+
+
+class TestPages:
+    @pytest.mark.skipif(not _populates_writable(), reason="needs Linux 5.14 (MADV_POPULATE_WRITE)")
+    def test_a_fresh_rings_first_lap_takes_no_page_faults(self, tmp_path: Path) -> None:
+        """The ring's pages are writable from open: no push waits for a write fault."""
+        capacity = 4 << 20
+        with Ring(tmp_path / "r.ring", capacity, policy="drop") as ring:
+            data = b"x" * 200  # 224 bytes with its header and padding: ~18,700 pushes over 1,024 pages
+            push = ring.push
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            pushed = sum(1 for _ in range(capacity // 224 - 64) if push(data))
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        assert capacity // 224 - 64 == pushed
+        assert faults < 64
 
 
 class TestFullRing:

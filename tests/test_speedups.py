@@ -550,7 +550,8 @@ def test_forked_child_records_carry_the_childs_pid(db_path: Path) -> None:
 
 # --- what the C path keeps between calls --------------------------------------
 
-KINDS = (0, 1, -1, 9, -10, 99, 100, 2**30 - 1, 2**30, -(2**30), 2**31, 2**62, -(2**63), 2**63 - 1,
+KINDS = (0, 1, -1, 9, -10, 99, 100, 999, 1000, 2**30 - 1, 2**30, -(2**30), 2**31, 10**15 - 1, -(10**15), 10**18 - 1,
+         10**18, 2**62, -(2**63), 2**63 - 1,
          "s", "", True, 1.5, None)
 
 
@@ -572,6 +573,21 @@ def repeated_sites() -> None:
         log.info("value %s", "v", note="token=abc")  # a secret in a value
 
 
+HIDDEN = "sk-live-1234567890abcdef"  # "^sk-": a key where no letter or digit comes before it
+
+
+def repeated_arguments() -> None:
+    """Calls whose fields repeat the message's argument, clean and not."""
+    log = ju.get_logger("svc.args")
+    for uid in ("u0000001", "u0000002"):
+        log.info("user %s logged in", uid, user_id=uid, ip="10.0.0.1")
+        # after a letter (and after another argument) the message hides the key; alone it is one
+        log.info("id%s", HIDDEN, note=HIDDEN)
+        log.info("%s%s", "x", HIDDEN, note=HIDDEN)
+        log.info("key %s", HIDDEN, note=HIDDEN)
+        log.info("%s", HIDDEN, note=HIDDEN)
+
+
 class TestCallSiteCaches:
     def test_kept_templates_and_names_store_the_rows_python_stores(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -585,6 +601,21 @@ class TestCallSiteCaches:
         assert through_python == through_c
         messages = [row[2] for row in through_c[: 3 * len(KINDS) : 3]]
         assert [f"v={value} and x%" for value in KINDS] == messages
+
+    def test_a_field_that_repeats_the_messages_argument_stores_what_python_stores(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A field holding the message's own argument is not scanned again only where the
+        message's verdict covers it: a key hidden in the message by the letter before it
+        is still found in the field."""
+        monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
+        through_c = run_corpus(tmp_path / "c.db", repeated_arguments)
+        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
+        through_python = run_corpus(tmp_path / "py.db", repeated_arguments)
+        assert 2 * 5 == len(through_python)
+        assert through_python == through_c
+        fields = [row[-1] for row in through_c]
+        assert all(HIDDEN not in f for f in fields if f is not None)
 
     def test_a_secret_is_caught_on_every_call_of_a_site(self, db_path: Path) -> None:
         """A site whose key name or value the prefilter flags is never taken as clean."""
