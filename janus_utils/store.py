@@ -139,8 +139,6 @@ _CACHE_KIB = 32 * 1024  # each LogStore's page cache, at most
 # cut by anything else (or an I/O error) would stop the process with SIGBUS
 # rather than an error; a 32-bit build keeps read().
 _MMAP_BYTES = 1 << 40 if sys.maxsize > 2**32 else 0
-# Text with a character outside 0x01-0x7f (GLOB reads up to a NUL; length() stops at one).
-_NOT_ASCII = "'*[^' || char(1) || '-' || char(127) || ']*'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -775,13 +773,20 @@ class LogStore:
         asked about it: a word and the ASCII test cost a row some 2 µs, a
         lookup in the index 100 µs and more.  Rows whose text is not plain
         ASCII (or not text) always pass: the tokenizer folds what LIKE does not.
+        length() counts a UTF-8 sequence as one character and stops at a NUL,
+        so it differs from octet_length() for both.  What it counts alone, a
+        lone byte of 0x80 and above, the tokenizer reads as one character of
+        U+0080 and above (ª, ², µ...), none folding to ASCII: a word's ASCII
+        letters in the index are still a run of bytes LIKE sees.  A scan for
+        such bytes (GLOB) cost two thirds of a prefiltered search at ten
+        million rows; tests/test_planner.py tries every such byte.
         """
         words = required_words(fts)
         if not words or not self._has_octet_length:
             return ""
         columns = [f'{_T}."{column}"' for column in self._fts_columns]
         other = " OR ".join(
-            f"({c} IS NOT NULL AND (typeof({c}) = 'blob' OR octet_length({c}) <> length({c}) OR {c} GLOB {_NOT_ASCII}))"
+            f"({c} IS NOT NULL AND (typeof({c}) = 'blob' OR octet_length({c}) <> length({c})))"
             for c in columns
         )
         # LIKE is case-blind for ASCII; the words are [a-z0-9]+, safe to write as literals.

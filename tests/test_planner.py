@@ -407,3 +407,38 @@ def test_an_index_with_options_it_cannot_copy_is_looked_up_row_by_row(db_path: P
             assert store._confirm == "" and original._confirm == "janus_confirm"
     finally:
         _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
+
+
+def test_the_prefilter_keeps_every_row_the_index_matches(tmp_path: Path) -> None:
+    """LogStore._prefilter only drops rows the index cannot match: texts of ASCII words broken,
+    joined and wrapped by every byte from 0x80 up (alone, they are not UTF-8), NUL, folded and
+    wide letters, in each text column, checked against the index itself for each query."""
+    path = tmp_path / "logs.db"
+    db = open_database(str(path))
+    rng = random.Random(1916)
+    pieces = [b"alpha", b"ALPHA", b"alp", b"ha", b"bravo", b"Bravo", b" ", b"\x00", b"\t", "Á".encode(), "ＡＬ".encode()]
+    pieces += [bytes([b]) for b in range(0x80, 0x100)]
+    texts = [b"".join(rng.choices(pieces, k=rng.randint(1, 6))) for _ in range(3000)]
+    texts += [bytes([b]) + b"lpha" for b in range(0x80, 0x100)] + [b"alph" + bytes([b]) + b"bravo" for b in range(0x80, 0x100)]
+    with db:
+        for n, text in enumerate(texts):
+            values = ["'-'", "NULL", "NULL"]
+            values[n % 3] = "CAST(? AS TEXT)"  # message, fields or exception
+            db.execute(
+                'INSERT INTO "logs"("ts", "level", "logger", "message", "fields", "exception") '
+                f"VALUES (?, 20, 'svc', {', '.join(values)})",
+                (n, text),
+            )
+        db.execute('INSERT INTO "logs_fts"("logs_fts") VALUES (\'rebuild\')')
+    db.close()
+    with ju.LogStore(path) as store:
+        for query in ("alpha", "alpha bravo", "alp*", "bravo alp*", "ha"):
+            fts = store._select(query, False, {}).fts
+            assert fts is not None
+            condition = store._prefilter(fts)
+            assert "LIKE" in condition
+            matched = {row[0] for row in store._db.execute('SELECT rowid FROM "logs_fts" WHERE "logs_fts" MATCH ?', (fts,))}
+            passed = {row[0] for row in store._db.execute(f'SELECT "id" FROM "logs" WHERE {condition}')}
+            assert matched, query  # the corpus holds matches of every query
+            assert len(passed) < len(texts), query  # and rows the prefilter drops
+            assert matched <= passed, (query, sorted(matched - passed)[:5])
