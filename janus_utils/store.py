@@ -629,11 +629,16 @@ class LogStore:
             raise SearchQueryError(
                 f"since ({format_ts(low)}) must be before until ({format_ts(high)})"
             )
+        if low is not None and high is not None:
+            # One probe for the window: its rows counted once, not each side's.
+            selection.add(f'{_T}."ts" >= ? AND {_T}."ts" < ?', low, high, probe="time")
+        elif low is not None:
+            selection.add(f'{_T}."ts" >= ?', low, probe="time")
+        elif high is not None:
+            selection.add(f'{_T}."ts" < ?', high, probe="time")
         if low is not None:
-            selection.add(f'{_T}."ts" >= ?', low, probe="since")
             selection.facts["since"] = low
         if high is not None:
-            selection.add(f'{_T}."ts" < ?', high, probe="until")
             selection.facts["until"] = high
         if fields:
             selection.facts["other"] = True
@@ -952,6 +957,13 @@ class LogStore:
         def everything() -> list[tuple[Any, ...]]:
             if counting:
                 sql, params = self._sql(selection, "count(*)")
+            elif selection.driver == "fts" and order in ("newest", "id_desc") and limit:
+                high = min((b for b in (selection.bounds[1], upto_id) if b is not None), default=None)
+                if high is not None:
+                    return self._newest_below(db, selection, full, snippet_params, after_id, high, limit)
+                sql, params = self._sql(
+                    selection, full, column_params=snippet_params, after_id=after_id, order=order, limit=limit
+                )
             else:
                 sql, params = self._sql(
                     selection, full, column_params=snippet_params, after_id=after_id, upto_id=upto_id,
@@ -1012,6 +1024,49 @@ class LogStore:
         finally:
             cursor.close()
         return [(total,)] if counting else found
+
+    def _newest_below(
+        self,
+        db: apsw.Connection,
+        selection: _Selection,
+        columns: str,
+        column_params: tuple[Any, ...],
+        after_id: int | None,
+        high: int,
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        """The newest *limit* matches with an id up to *high* (and above *after_id*), newest first.
+
+        FTS5 walks a term's matches newest first from the newest of all: below
+        an upper bound, it steps through every match above it first (the
+        middle of ten million rows: 20 ms and more for common words), while
+        oldest first it seeks to a lower bound.  So the matches are read
+        oldest first in id windows below *high*, each four times wider than
+        the last, until *limit* are found; then their rows, in one window.
+        """
+        low_id = selection.bounds[0]
+        floor = max(low_id if low_id is not None else 1, after_id + 1 if after_id is not None else 1)
+        saved = selection.bounds
+        found: list[int] = []
+        try:
+            top, width = high, 16 * limit
+            while top >= floor and len(found) < limit:
+                bottom = max(floor, top - width + 1)
+                # One lower and one upper bound on the rowid: FTS5 seeks to the lower one.
+                selection.bounds = (bottom, top)
+                sql, params = self._sql(selection, f"{_F}.\"rowid\"", order="id")
+                found.extend(row[0] for row in reversed(db.execute(sql, params).fetchall()))
+                top, width = bottom - 1, width * 4
+            if not found:
+                return []
+            found = found[:limit]
+            selection.bounds = (found[-1], found[0])
+            sql, params = self._sql(selection, columns, column_params=column_params, order="id")
+            rows = db.execute(sql, params).fetchall()
+        finally:
+            selection.bounds = saved
+        rows.reverse()
+        return rows
 
     def _confirm_table(self, db: apsw.Connection) -> str:
         """The temporary table (temp schema) _confirmed copies rows into, made once: "" when the index's

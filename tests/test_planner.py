@@ -241,6 +241,27 @@ def test_time_ranges_match_a_brute_force_scan(db_path: Path, query: str) -> None
         brute.db.close()
 
 
+@pytest.mark.parametrize("query", ["quokka", "alpha bravo"])
+def test_the_newest_below_any_id_is_the_scans(db_path: Path, query: str) -> None:
+    """Newest first below an id (read oldest first in growing windows): below every id, the
+    newest match is the scan's, and a page of them too; and export's newest-first pages."""
+    brute = _Brute(db_path)
+    try:
+        with ju.LogStore(db_path) as store:
+            fts = store._select(query, False, {}).fts
+            assert fts is not None
+            matches = sorted(brute.matches(fts), reverse=True)
+            newest = store.newest_id()
+            for upto in range(0, newest + 2):
+                selection = store._select(query, False, {})
+                below = [row_id for row_id in matches if row_id <= upto]
+                found = store._records(selection, order="id_desc", limit=1 if upto % 3 else 5, upto_id=upto)
+                assert below[: 1 if upto % 3 else 5] == [record.id for record in found], upto
+            assert matches == [record.id for record in store.export(query, newest_first=True, batch_size=7)]
+    finally:
+        brute.db.close()
+
+
 def test_every_row_lies_in_a_span_holding_its_ts(db_path: Path) -> None:
     """Each row up to the rollup's mark has a span whose ids and ts both hold it; spans are short."""
     db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
