@@ -40,7 +40,7 @@ from ._fts import check_query_size, escape_query, excluded_only, quote_all, requ
 from ._levels import level_name, parse_level
 from ._planner import WALK_TS, Planner, Streams
 from ._rollup import Rollup, bucket_floor_sql
-from ._schema import COLUMNS, FTS_TABLE, SCHEMA_VERSION, TABLE, WIDE_TABLE
+from ._schema import COLUMNS, FTS_TABLE, LEVEL_INDEX_FLOOR, SCHEMA_VERSION, TABLE, WIDE_TABLE
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.utils.errors import FileHandlerError, SearchQueryError
 from .file_handler import sqlite_path
@@ -590,7 +590,12 @@ class LogStore:
         self._scoped(selection)
         if level is not None:
             number = _level_number(level)
-            selection.add(f'{_T}."level" >= ?', number, probe="level")
+            if number >= LEVEL_INDEX_FLOOR:
+                # The index's own term as written, so SQLite may use the partial index.
+                selection.add(f'{_T}."level" >= ? AND {_T}."level" >= {LEVEL_INDEX_FLOOR}', number, probe="level")
+            else:
+                # No index holds these levels: counting its rows would read the table.
+                selection.add(f'{_T}."level" >= ?', number)
             selection.facts["level"] = number
         if logger is not None:
             name = _text(logger, "logger").rstrip(".")
@@ -650,8 +655,11 @@ class LogStore:
 
     def _scoped(self, selection: _Selection) -> None:
         """AND the store's scope into *selection*: every query starts from it, so none can widen it."""
+        low_level = self.scope.get("level", LEVEL_INDEX_FLOOR) < LEVEL_INDEX_FLOOR
         for condition, params in self._scope_conditions():
-            selection.add(condition, *params, probe="scope")
+            # A level below the level index's floor is no probe: counting it would read the table.
+            unindexed = low_level and condition.startswith(f'{_T}."level"')
+            selection.add(condition, *params, probe="" if unindexed else "scope")
         if self.scope:
             # The per-minute counts know level and logger only: a scoped count
             # or histogram reads the rows (the scope's own indexes drive it).
@@ -665,7 +673,10 @@ class LogStore:
                 conditions.append((f'{_T}."{column}" = ?', [scope[column]]))
         if "level" in scope:
             # typeof: a damaged row's text level must not pass as "high".
-            conditions.append((f"""{_T}."level" >= ? AND typeof({_T}."level") = 'integer'""", [scope["level"]]))
+            floor = f' AND {_T}."level" >= {LEVEL_INDEX_FLOOR}' if scope["level"] >= LEVEL_INDEX_FLOOR else ""
+            conditions.append(
+                (f"""{_T}."level" >= ? AND typeof({_T}."level") = 'integer'{floor}""", [scope["level"]])
+            )
         if "logger" in scope:
             name = scope["logger"]
             conditions.append(
