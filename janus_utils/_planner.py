@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._schema import LEVEL_INDEX_FLOOR
+
 __all__ = ["WALK_TS", "FtsPlan", "Planner", "Streams"]
 
 # A filter's rows are counted through its index up to this many, starting at
@@ -230,6 +232,8 @@ class Planner:
         """Streams over the narrowest multi-valued filter, or WALK_TS (the time index newest
         first), for broad filters; None when a narrow filter leads (SQLite reads its few rows)."""
         candidates = [name for name in ("level", "logger") if name in facts and INDEXES[name][0] in indexes]
+        if facts.get("level", LEVEL_INDEX_FLOOR) < LEVEL_INDEX_FLOOR and "level" in candidates:
+            candidates.remove("level")  # the level index holds no such level
         if not candidates or not probes:
             return None
         # One broad filter alone is no exception: for a small LIMIT SQLite
@@ -285,6 +289,8 @@ class Planner:
             if high is not None:
                 sql += f' AND "{column}" < ?'
                 params.append(high)
+            if name == "level":
+                sql += f' AND "level" >= {LEVEL_INDEX_FLOOR}'  # the partial index's term, as written
             found = self._rows(sql, params)[0][0]
             if found is None:
                 return values

@@ -10,6 +10,11 @@ the mark, retention's deletes are counted by :func:`count_deleted` and an
 archive restored with its ids by :func:`count_inserted` (as both tell the
 full-text index), and an edit of a row by a trigger.
 
+The same mark covers the spans (the ts range of each run of at most
+SPAN_IDS ids, table ``janus_spans``): the flusher writes a batch's span with
+its counts, an import its restored rows' spans, and :meth:`Rollup.id_range`
+turns a time range into the ids a search walks.
+
 A reader answers from it when the selection is made only of a minimum level,
 a logger (and its children) and a time range; a range that does not fall on
 whole minutes has its partial first and last minutes counted from the rows.
@@ -25,7 +30,7 @@ from typing import Any
 
 import apsw
 
-from ._schema import ROLLUP_STATE_TABLE, ROLLUP_TABLE, TABLE
+from ._schema import ROLLUP_STATE_TABLE, ROLLUP_TABLE, SPAN_IDS, SPAN_TABLE, TABLE
 
 __all__ = ["MINUTE_NS", "Rollup", "advance", "advance_batch", "bucket_floor_sql", "count_deleted", "count_inserted"]
 
@@ -37,6 +42,38 @@ _REGULAR = (
     f"""typeof({_T}."ts") = 'integer' AND typeof({_T}."level") = 'integer' AND typeof({_T}."logger") = 'text'"""
 )
 _MINUTE = f'({_T}."ts" / {MINUTE_NS} - ({_T}."ts" % {MINUTE_NS} < 0))'
+
+_P = f'"{SPAN_TABLE}"'
+# Widen a span to hold more ids and ts (min() and max() order any stored
+# value as a comparison with a bound does: numbers, then text, then blobs).
+_SPAN_UPSERT = (
+    f'INSERT INTO {_P}("min_id", "max_id", "min_ts", "max_ts") VALUES (?, ?, ?, ?) '
+    'ON CONFLICT DO UPDATE SET "max_id" = max("max_id", excluded."max_id"), '
+    '"min_ts" = min("min_ts", excluded."min_ts"), "max_ts" = max("max_ts", excluded."max_ts")'
+)
+# The spans of the rows chosen by the WHERE clause, one per run of ids (binds the
+# WHERE clause's parameters, then the run's length, SPAN_IDS).
+_SPANS_OF = (
+    f'INSERT INTO {_P}("min_id", "max_id", "min_ts", "max_ts") '
+    f'SELECT min("id"), max("id"), min("ts"), max("ts") FROM {_T} WHERE {{where}} GROUP BY "id" / ? '
+    'ON CONFLICT DO UPDATE SET "max_id" = max("max_id", excluded."max_id"), '
+    '"min_ts" = min("min_ts", excluded."min_ts"), "max_ts" = max("max_ts", excluded."max_ts")'
+)
+_NEWEST_SPAN = f'SELECT "min_id", "max_id" FROM {_P} ORDER BY "min_id" DESC LIMIT 1'
+_EXTEND_SPAN = (
+    f'UPDATE {_P} SET "max_id" = ?, "min_ts" = min("min_ts", ?), "max_ts" = max("max_ts", ?) WHERE "min_id" = ?'
+)
+
+
+def _add_span(db: apsw.Connection, first_id: int, last_id: int, low_ts: Any, high_ts: Any) -> None:
+    """Ids first_id..last_id (a batch just committed after every older id) have ts from low_ts
+    to high_ts: the newest span takes them while it stays under SPAN_IDS ids, else a new one."""
+    newest = db.execute(_NEWEST_SPAN).fetchall()
+    if newest and newest[0][1] == first_id - 1 and last_id - newest[0][0] < SPAN_IDS:
+        db.execute(_EXTEND_SPAN, (last_id, low_ts, high_ts, newest[0][0]))
+    else:
+        db.execute(_SPAN_UPSERT, (first_id, last_id, low_ts, high_ts))
+
 
 _ADVANCE = (
     f'INSERT INTO {_R}("minute", "level", "logger", "n", "min_id", "max_id") '
@@ -59,6 +96,7 @@ def advance(db: apsw.Connection) -> None:
     mark = covered[0][0]
     db.execute(_ADVANCE[0], (mark,))
     db.execute(_ADVANCE[1], (mark,))
+    db.execute(_SPANS_OF.format(where='"id" > ?'), (mark, SPAN_IDS))
     db.execute(_ADVANCE[2], (newest,))
 
 
@@ -111,7 +149,8 @@ def advance_batch(db: apsw.Connection, rows: Sequence[Sequence[Any]], first_id: 
         return
     try:
         stamps = list(map(_TS, rows))
-        low, high = min(stamps) // MINUTE_NS, max(stamps) // MINUTE_NS
+        low_ts, high_ts = min(stamps), max(stamps)
+        low, high = low_ts // MINUTE_NS, high_ts // MINUTE_NS
         if low == high:  # the usual batch, within one minute: counted at C speed
             groups = Counter({(low, *key): n for key, n in Counter(map(_LEVEL_LOGGER, rows)).items()})
         else:
@@ -124,6 +163,7 @@ def advance_batch(db: apsw.Connection, rows: Sequence[Sequence[Any]], first_id: 
         advance(db)
         return
     db.executemany(_UPSERT, [(*key, n, first_id, last_id) for key, n in groups.items()])
+    _add_span(db, first_id, last_id, low_ts, high_ts)  # every minute an int: every ts one
     db.execute(_ADVANCE[2], (last_id,))
 
 
@@ -135,7 +175,12 @@ def count_inserted(db: apsw.Connection, ids: list[int]) -> None:
     transaction.
     """
     if ids:
-        _change(db, json.dumps(ids), "+")
+        ids_json = json.dumps(ids)
+        _change(db, ids_json, "+")
+        covered = db.execute(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'").fetchall()
+        if covered:
+            where = '"id" IN (SELECT "value" FROM json_each(?)) AND "id" <= ?'
+            db.execute(_SPANS_OF.format(where=where), (ids_json, covered[0][0], SPAN_IDS))
 
 
 def count_deleted(db: apsw.Connection, ids_json: str) -> None:
@@ -143,8 +188,11 @@ def count_deleted(db: apsw.Connection, ids_json: str) -> None:
 
     Called before the DELETE, in its transaction, wherever the library
     deletes records (retention), as the full-text index is told of them.
+    Their spans stay (a bound only widens); spans wholly below the oldest
+    row left by earlier deletes go.
     """
     _change(db, ids_json, "-")
+    db.execute(f'DELETE FROM {_P} WHERE "max_id" < (SELECT min("id") FROM {_T})')
 
 
 def _change(db: apsw.Connection, ids_json: str, sign: str) -> None:
@@ -273,11 +321,36 @@ class Rollup:
     def id_range(self, since: int | None, until: int | None) -> tuple[int, int | None] | None:
         """Ids that every row with since <= ts < until lies between: (low, high or None for no bound).
 
-        None when the rollup cannot say.  Rows past the mark may have any ts,
-        so a range that reaches them has no upper bound.
+        From the spans (to within SPAN_IDS ids at each end), or on a database
+        without them from the rollup's minutes; None when neither can say.
+        Rows past the mark may have any ts, so a range that reaches them has
+        no upper bound.
         """
+        if since is None and until is None:
+            return None
+        try:
+            covered = self._rows(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'", [])
+        except Exception:
+            return None
+        if not covered or type(covered[0][0]) is not int:
+            return None
+        where, params = [], []
+        if since is not None:
+            where.append('"max_ts" >= ?')
+            params.append(since)
+        if until is not None:
+            where.append('"min_ts" < ?')
+            params.append(until)
+        try:
+            found = self._rows(f'SELECT min("min_id"), max("max_id") FROM {_P} WHERE ' + " AND ".join(where), params)
+        except Exception:
+            return self._minute_id_range(since, until)
+        return self._bounded(found[0], int(covered[0][0]))
+
+    def _minute_id_range(self, since: int | None, until: int | None) -> tuple[int, int | None] | None:
+        """id_range() from the rollup's minutes (a database from before the spans)."""
         covered = self._state()
-        if covered is None or (since is None and until is None):
+        if covered is None:
             return None
         where, params = [], []
         if since is not None:
@@ -286,7 +359,11 @@ class Rollup:
         if until is not None:
             where.append('"minute" <= ?')
             params.append((until - 1) // MINUTE_NS)
-        low, high = self._rows(f'SELECT min("min_id"), max("max_id") FROM {_R} WHERE ' + " AND ".join(where), params)[0]
+        found = self._rows(f'SELECT min("min_id"), max("max_id") FROM {_R} WHERE ' + " AND ".join(where), params)
+        return self._bounded(found[0], covered)
+
+    def _bounded(self, found: tuple[Any, ...], covered: int) -> tuple[int, int | None]:
+        low, high = found
         newest = self._rows(f'SELECT coalesce(max("id"), 0) FROM {_T}', [])[0][0]
         if newest > covered:
             # Rows past the mark are not in the rollup: they may be anywhere in time.

@@ -13,10 +13,13 @@ __all__ = [
     "COLUMNS",
     "ROLLUP_STATE_TABLE",
     "ROLLUP_TABLE",
+    "SPAN_IDS",
+    "SPAN_TABLE",
     "DECODED_COLUMNS",
     "META_TABLE",
     "SHIP_CURSOR_TABLE",
     "FTS_TABLE",
+    "LEVEL_INDEX_FLOOR",
     "SCHEMA_VERSION",
     "TABLE",
     "USER_BUCKET_BITS",
@@ -35,10 +38,16 @@ TABLE = "logs"
 FTS_TABLE = "logs_fts"
 META_TABLE = "janus_meta"  # this database's identity (db_id) and other facts about it
 SHIP_CURSOR_TABLE = "janus_ship_cursor"  # how far each sink (janus_utils.ship) has got
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 WIDE_TABLE = "logs_wide"  # trigram index of the rows holding CJK or emoji (see _V_WIDE)
 ROLLUP_TABLE = "janus_rollup"  # records counted per minute, level and logger (janus_utils._rollup)
 ROLLUP_STATE_TABLE = "janus_rollup_state"  # how far the rollup has got
+SPAN_TABLE = "janus_spans"  # the ts range of each run of ids (janus_utils._rollup)
+SPAN_IDS = 16_384  # a span holds at most this many ids
+# The level index holds only records at or above this level (WARNING).  SQLite
+# uses a partial index only for a query that repeats its WHERE term as written,
+# so every query meant for it says "level" >= 30 in those very words (a literal).
+LEVEL_INDEX_FLOOR = 30
 
 # A user's records are indexed by (id >> USER_BUCKET_BITS, user_id, ts): the
 # newest 32,768 ids' entries sit together at the end of the index, so a batch
@@ -334,8 +343,55 @@ _USER_BUCKETS = textwrap.dedent(
     """
 )
 
+_SPANS = textwrap.dedent(
+    f"""
+    -- The lowest and highest ts of each run of at most {SPAN_IDS} ids: how a
+    -- time range bounds a walk by id (a search's full-text matches) to within
+    -- a run at each end, where the rollup's minutes hold a million ids on a
+    -- busy server.  A span holds the real minimum and maximum of its rows, so
+    -- the bound is exact however the ts are ordered (late records, imports of
+    -- old ones).  Like the rollup it covers the ids up to covered_upto: the
+    -- flusher writes each batch's span in its transaction, an import its
+    -- rows below the mark (janus_utils._rollup); a deleted row leaves its
+    -- span as it was (a bound only widens), a trigger widens the span of an
+    -- edited row.  No column type: the ts as stored, so that a span compares
+    -- with a bound as its rows do.
+    CREATE TABLE IF NOT EXISTS "{SPAN_TABLE}" (
+        "min_id" INTEGER PRIMARY KEY,
+        "max_id" INTEGER NOT NULL,
+        "min_ts",
+        "max_ts"
+    );
+    -- The rows already stored (seconds per ten million, once).
+    INSERT INTO "{SPAN_TABLE}"("min_id", "max_id", "min_ts", "max_ts")
+        SELECT min("id"), max("id"), min("ts"), max("ts") FROM "{TABLE}" WHERE "id" <= {_COVERED}
+        GROUP BY "id" / {SPAN_IDS};
+    CREATE TRIGGER IF NOT EXISTS "{TABLE}_spans_update" AFTER UPDATE OF "id", "ts" ON "{TABLE}"
+    WHEN NEW."id" <= {_COVERED}
+    BEGIN
+        INSERT INTO "{SPAN_TABLE}"("min_id", "max_id", "min_ts", "max_ts") VALUES (NEW."id", NEW."id", NEW."ts", NEW."ts")
+            ON CONFLICT DO UPDATE SET "max_id" = max("max_id", excluded."max_id"),
+                "min_ts" = min("min_ts", excluded."min_ts"), "max_ts" = max("max_ts", excluded."max_ts");
+    END;
+    """
+)
+
+_LEVEL_INDEX_PARTIAL = textwrap.dedent(
+    f"""
+    -- The level index without the INFO and DEBUG records: the bulk of a log,
+    -- which a level filter never narrows (a search for INFO and above walks
+    -- the time index), while WARNING and above are the few a level filter
+    -- looks for.  20 of some 270 bytes a record.
+    DROP INDEX IF EXISTS "{TABLE}_level_ts";
+    CREATE INDEX "{TABLE}_level_ts" ON "{TABLE}" ("level", "ts") WHERE "level" >= {LEVEL_INDEX_FLOOR};
+    """
+)
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _SEAL, 4: _V_WIDE, 5: _ROLLUP, 6: _FTS_NO_COLUMNSIZE, 7: _USER_BUCKETS}
+MIGRATIONS: dict[int, str] = {
+    0: _V1, 1: _V2, 2: _V3, 3: _SEAL, 4: _V_WIDE, 5: _ROLLUP, 6: _FTS_NO_COLUMNSIZE, 7: _USER_BUCKETS,
+    8: _SPANS + _LEVEL_INDEX_PARTIAL,
+}
 
 
 def user_buckets_sql(low: str, high: str) -> str:

@@ -60,6 +60,9 @@ from ._rollup import count_deleted, count_inserted
 from ._schema import (
     COLUMNS,
     FTS_TABLE,
+    LEVEL_INDEX_FLOOR,
+    ROLLUP_STATE_TABLE,
+    ROLLUP_TABLE,
     SCHEMA_VERSION,
     TABLE,
     WIDE_INDEX_SQL,
@@ -410,17 +413,30 @@ _FTS_INSERT = (
     f'INSERT INTO "{FTS_TABLE}"("rowid", "message", "fields", "exception") '
     f'SELECT "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" IN ({_IDS})'
 )
-# One index-only range per level, each already in (ts, id) order thanks to the
-# ("level", "ts") index, merged and cut to the chunk: cheap even when old rows
-# of long-kept levels sit in front of the expired ones.
+# One range per level, each already in (ts, id) order, merged and cut to the
+# chunk.  WARNING and above: an index-only range of the ("level", "ts") index,
+# cheap even when old rows of long-kept levels sit in front of the expired
+# ones.  Below, which that index does not hold: the time index's oldest rows,
+# those of the level kept.
 _EXPIRED_RANGE = (
     f'SELECT "ts", "id" FROM (SELECT "ts", "id" FROM "{TABLE}" '
-    'WHERE "level" = ? AND "ts" < ? ORDER BY "ts", "id" LIMIT ?)'
+    'WHERE "level" = ? AND "ts" < ?{indexed} ORDER BY "ts", "id" LIMIT ?)'
 )
 
 
-def _expired_rows_sql(rule_count: int) -> str:
-    ranges = " UNION ALL ".join([_EXPIRED_RANGE] * rule_count)
+def _level_indexed(level: object) -> str:
+    """The level index's own WHERE term, for a query on a level it holds (SQLite then uses it); else ""."""
+    # Text and blobs (a damaged row's level) sort above every number, so the index holds them.
+    held = isinstance(level, (str, bytes)) or (isinstance(level, (int, float)) and level >= LEVEL_INDEX_FLOOR)
+    return f' AND "level" >= {LEVEL_INDEX_FLOOR}' if held else ""
+
+
+def _expired_ranges(rules: list[tuple[Any, int]]) -> str:
+    return " UNION ALL ".join(_EXPIRED_RANGE.format(indexed=_level_indexed(level)) for level, _ in rules)
+
+
+def _expired_rows_sql(rules: list[tuple[Any, int]]) -> str:
+    ranges = _expired_ranges(rules)
     return (
         f'SELECT {_COLS_SQL} FROM "{TABLE}" WHERE "id" IN '
         f'(SELECT "id" FROM ({ranges}) ORDER BY "ts", "id" LIMIT ?) ORDER BY "ts", "id"'
@@ -453,14 +469,33 @@ def _first_row(db: apsw.Connection, sql: str, bindings: tuple[Any, ...] = ()) ->
     return tuple(db.execute(sql, bindings).fetchall()[0])
 
 
-def _levels_present(db: apsw.Connection) -> list[int]:
-    """The distinct levels in the table: one index seek each, not a scan."""
-    levels: list[int] = []
-    level = _scalar(db, f'SELECT min("level") FROM "{TABLE}"')
+def _levels_present(db: apsw.Connection) -> list[Any]:
+    """The distinct levels in the table, lowest first, without reading every row.
+
+    WARNING and above: one seek each in the level index.  Below, which that
+    index does not hold: the rollup's levels (janus_utils._rollup) and those of
+    the rows past its mark; the table is read only when the rollup cannot say.
+    """
+    high: list[Any] = []
+    floor = f'"level" >= {LEVEL_INDEX_FLOOR}'
+    level = _scalar(db, f'SELECT min("level") FROM "{TABLE}" WHERE {floor}')
     while level is not None:
-        levels.append(level)
-        level = _scalar(db, f'SELECT min("level") FROM "{TABLE}" WHERE "level" > ?', (level,))
-    return levels
+        high.append(level)
+        level = _scalar(db, f'SELECT min("level") FROM "{TABLE}" WHERE "level" > ? AND {floor}', (level,))
+    below = f'"level" < {LEVEL_INDEX_FLOOR}'
+    try:
+        state = dict(db.execute(f'SELECT "key", "value" FROM "{ROLLUP_STATE_TABLE}"').fetchall())
+    except apsw.SQLError:
+        state = {}
+    covered = state.get("covered_upto")
+    if state.get("irregular", 1) != 0 or type(covered) is not int:
+        low = [row[0] for row in db.execute(f'SELECT DISTINCT "level" FROM "{TABLE}" WHERE {below} ORDER BY 1')]
+        return low + high
+    found = {row[0] for row in db.execute(f'SELECT DISTINCT "level" FROM "{ROLLUP_TABLE}" WHERE {below} AND "n" > 0')}
+    found.update(
+        row[0] for row in db.execute(f'SELECT DISTINCT "level" FROM "{TABLE}" WHERE "id" > ? AND {below}', (covered,))
+    )
+    return sorted(found) + high
 
 
 def _used_bytes(db: apsw.Connection) -> int:
@@ -717,7 +752,7 @@ class _Engine:
         for level, cutoff in self.rules:
             bindings += [level, cutoff, limit]
         bindings.append(limit)
-        return self._not_unshipped(self.db.execute(_expired_rows_sql(len(self.rules)), bindings).fetchall())
+        return self._not_unshipped(self.db.execute(_expired_rows_sql(self.rules), bindings).fetchall())
 
     def oldest_rows(self, limit: int) -> list[tuple[Any, ...]]:
         return self._not_unshipped(self.db.execute(_OLDEST_ROWS, (limit,)).fetchall())
@@ -994,7 +1029,8 @@ def _plan(engine: _Engine, count: int, limit: int | None) -> PruneSummary:
     for level, cutoff in engine.rules:
         n, oldest, newest = _first_row(
             db,
-            f'SELECT count(*), min("ts"), max("ts") FROM "{TABLE}" WHERE "level" = ? AND "ts" < ? AND "id" <= ?',
+            f'SELECT count(*), min("ts"), max("ts") FROM "{TABLE}" WHERE "level" = ? AND "ts" < ? AND "id" <= ?'
+            + _level_indexed(level),
             (level, cutoff, floor),
         )
         summary._add(level, n, oldest, newest)
@@ -1340,7 +1376,7 @@ class AutoPruner:
         for level, cutoff in engine.rules:
             bindings += [level, cutoff, limit]
         bindings.append(limit)
-        return db.execute(_expired_keys_sql(len(engine.rules)), bindings).fetchall()
+        return db.execute(_expired_keys_sql(engine.rules), bindings).fetchall()
 
     def _oldest(self, db: apsw.Connection, engine: _Engine | None, limit: int) -> list[tuple[Any, ...]]:
         if self.archive_dir is not None:
@@ -1426,8 +1462,8 @@ _OLDEST_KEYS = f'SELECT {_KEYS} FROM "{TABLE}" ORDER BY "ts", "id" LIMIT ?'
 _PRESENT_IDS = f'SELECT "id" FROM "{TABLE}" WHERE "id" IN ({_IDS})'
 
 
-def _expired_keys_sql(rule_count: int) -> str:
-    ranges = " UNION ALL ".join([_EXPIRED_RANGE] * rule_count)
+def _expired_keys_sql(rules: list[tuple[Any, int]]) -> str:
+    ranges = _expired_ranges(rules)
     return (
         f'SELECT {_KEYS} FROM "{TABLE}" WHERE "id" IN '
         f'(SELECT "id" FROM ({ranges}) ORDER BY "ts", "id" LIMIT ?) ORDER BY "ts", "id"'

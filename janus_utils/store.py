@@ -44,6 +44,7 @@ from ._rollup import Rollup, bucket_floor_sql
 from ._schema import (
     COLUMNS,
     FTS_TABLE,
+    LEVEL_INDEX_FLOOR,
     SCHEMA_VERSION,
     TABLE,
     USER_BUCKET_BITS,
@@ -611,7 +612,12 @@ class LogStore:
         self._scoped(selection)
         if level is not None:
             number = _level_number(level)
-            selection.add(f'{_T}."level" >= ?', number, probe="level")
+            if number >= LEVEL_INDEX_FLOOR:
+                # The index's own term as written, so SQLite may use the partial index.
+                selection.add(f'{_T}."level" >= ? AND {_T}."level" >= {LEVEL_INDEX_FLOOR}', number, probe="level")
+            else:
+                # No index holds these levels: counting its rows would read the table.
+                selection.add(f'{_T}."level" >= ?', number)
             selection.facts["level"] = number
         if logger is not None:
             name = _text(logger, "logger").rstrip(".")
@@ -651,11 +657,16 @@ class LogStore:
             raise SearchQueryError(
                 f"since ({format_ts(low)}) must be before until ({format_ts(high)})"
             )
+        if low is not None and high is not None:
+            # One probe for the window: its rows counted once, not each side's.
+            selection.add(f'{_T}."ts" >= ? AND {_T}."ts" < ?', low, high, probe="time")
+        elif low is not None:
+            selection.add(f'{_T}."ts" >= ?', low, probe="time")
+        elif high is not None:
+            selection.add(f'{_T}."ts" < ?', high, probe="time")
         if low is not None:
-            selection.add(f'{_T}."ts" >= ?', low, probe="since")
             selection.facts["since"] = low
         if high is not None:
-            selection.add(f'{_T}."ts" < ?', high, probe="until")
             selection.facts["until"] = high
         if fields:
             selection.facts["other"] = True
@@ -667,8 +678,11 @@ class LogStore:
 
     def _scoped(self, selection: _Selection) -> None:
         """AND the store's scope into *selection*: every query starts from it, so none can widen it."""
+        low_level = self.scope.get("level", LEVEL_INDEX_FLOOR) < LEVEL_INDEX_FLOOR
         for condition, params in self._scope_conditions():
-            selection.add(condition, *params, probe="scope")
+            # A level below the level index's floor is no probe: counting it would read the table.
+            unindexed = low_level and condition.startswith(f'{_T}."level"')
+            selection.add(condition, *params, probe="" if unindexed else "scope")
         if self.scope:
             # The per-minute counts know level and logger only: a scoped count
             # or histogram reads the rows (the scope's own indexes drive it).
@@ -683,7 +697,10 @@ class LogStore:
                 conditions.append((condition, [scope[column]]))
         if "level" in scope:
             # typeof: a damaged row's text level must not pass as "high".
-            conditions.append((f"""{_T}."level" >= ? AND typeof({_T}."level") = 'integer'""", [scope["level"]]))
+            floor = f' AND {_T}."level" >= {LEVEL_INDEX_FLOOR}' if scope["level"] >= LEVEL_INDEX_FLOOR else ""
+            conditions.append(
+                (f"""{_T}."level" >= ? AND typeof({_T}."level") = 'integer'{floor}""", [scope["level"]])
+            )
         if "logger" in scope:
             name = scope["logger"]
             conditions.append(
@@ -1049,6 +1066,13 @@ class LogStore:
         def everything() -> list[tuple[Any, ...]]:
             if counting:
                 sql, params = self._sql(selection, "count(*)")
+            elif selection.driver == "fts" and order in ("newest", "id_desc") and limit:
+                high = min((b for b in (selection.bounds[1], upto_id) if b is not None), default=None)
+                if high is not None:
+                    return self._newest_below(db, selection, full, snippet_params, after_id, high, limit)
+                sql, params = self._sql(
+                    selection, full, column_params=snippet_params, after_id=after_id, order=order, limit=limit
+                )
             else:
                 sql, params = self._sql(
                     selection, full, column_params=snippet_params, after_id=after_id, upto_id=upto_id,
@@ -1109,6 +1133,49 @@ class LogStore:
         finally:
             cursor.close()
         return [(total,)] if counting else found
+
+    def _newest_below(
+        self,
+        db: apsw.Connection,
+        selection: _Selection,
+        columns: str,
+        column_params: tuple[Any, ...],
+        after_id: int | None,
+        high: int,
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        """The newest *limit* matches with an id up to *high* (and above *after_id*), newest first.
+
+        FTS5 walks a term's matches newest first from the newest of all: below
+        an upper bound, it steps through every match above it first (the
+        middle of ten million rows: 20 ms and more for common words), while
+        oldest first it seeks to a lower bound.  So the matches are read
+        oldest first in id windows below *high*, each four times wider than
+        the last, until *limit* are found; then their rows, in one window.
+        """
+        low_id = selection.bounds[0]
+        floor = max(low_id if low_id is not None else 1, after_id + 1 if after_id is not None else 1)
+        saved = selection.bounds
+        found: list[int] = []
+        try:
+            top, width = high, 16 * limit
+            while top >= floor and len(found) < limit:
+                bottom = max(floor, top - width + 1)
+                # One lower and one upper bound on the rowid: FTS5 seeks to the lower one.
+                selection.bounds = (bottom, top)
+                sql, params = self._sql(selection, f"{_F}.\"rowid\"", order="id")
+                found.extend(row[0] for row in reversed(db.execute(sql, params).fetchall()))
+                top, width = bottom - 1, width * 4
+            if not found:
+                return []
+            found = found[:limit]
+            selection.bounds = (found[-1], found[0])
+            sql, params = self._sql(selection, columns, column_params=column_params, order="id")
+            rows = db.execute(sql, params).fetchall()
+        finally:
+            selection.bounds = saved
+        rows.reverse()
+        return rows
 
     def _confirm_table(self, db: apsw.Connection) -> str:
         """The temporary table (temp schema) _confirmed copies rows into, made once: "" when the index's

@@ -30,8 +30,11 @@ def _row(rng: random.Random, n: int) -> tuple[Any, ...]:
     if n % 97 == 0:
         words.append("quokka")
     user = "rare" if n % 150 == 0 else rng.choice(USERS[:3] + (None,))
-    # ts mostly in id order, some records late by up to two minutes (another process's clock).
+    # ts mostly in id order, some records late by up to two minutes (another process's clock),
+    # a few logged with an explicit ts anywhere in the database's time.
     ts = BASE + n * STEP - (rng.randrange(120) * STEP if rng.random() < 0.05 else 0)
+    if n % 53 == 5:
+        ts = BASE + rng.randrange(0, 3300) * STEP
     return (ts, rng.choice(LEVELS), rng.choice(LOGGERS), " ".join(words), user)
 
 
@@ -51,6 +54,11 @@ ODD_TEXTS = (
 )
 
 
+# Records restored below the rollup's mark (an import of an archive): ids in the
+# middle of the database, ts before every other record.
+IMPORTED_IDS = range(701, 741)
+
+
 @pytest.fixture(scope="module", params=["rows past the rollup", "all in the rollup"])
 def db_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("planner") / "logs.db"
@@ -58,30 +66,52 @@ def db_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     db = open_database(str(path))
     insert = 'INSERT INTO "logs"("ts", "level", "logger", "message", "user_id") VALUES (?, ?, ?, ?, ?)'
     index = 'INSERT INTO "logs_fts"(rowid, message, fields, exception) SELECT id, message, fields, exception FROM "logs" WHERE id > ?'
+    span_ids, _rollup.SPAN_IDS = _rollup.SPAN_IDS, 64  # many spans: a time range bounds a walk closely
     try:
         done = 0
-        for _ in range(6):  # batches as the flusher commits them, several FTS segments
+        for batch in range(6):  # batches as the flusher commits them, several FTS segments
+            rows = [_row(rng, done + k) for k in range(500)]
             with db:
-                db.executemany(insert, [_row(rng, done + k) for k in range(500)])
+                db.executemany(insert, rows)
+                if batch == 1:  # pruned since (archived): their ids are free
+                    db.execute('DELETE FROM "logs" WHERE id BETWEEN ? AND ?', (IMPORTED_IDS[0], IMPORTED_IDS[-1]))
                 db.execute(index, (done,))
-                _rollup.advance(db)
+                if batch % 2:  # both ways the flusher moves the mark
+                    _rollup.advance(db)
+                else:
+                    for first in range(0, 500, 100):  # a span per 100-row commit, joined up to SPAN_IDS
+                        _rollup.advance_batch(db, rows[first:first + 100], done + first + 1, done + first + 100)
             done += 500
-        with db:
+        with db:  # an archive's records restored with their ids, older than every other record
+            for row_id in IMPORTED_IDS:
+                ts, level, logger, message, user = _row(rng, row_id)
+                db.execute(
+                    'INSERT INTO "logs"("id", "ts", "level", "logger", "message", "user_id") VALUES (?, ?, ?, ?, ?, ?)',
+                    (row_id, BASE - rng.randrange(200, 300) * STEP, level, logger, message, user),
+                )
+            _rollup.count_inserted(db, list(IMPORTED_IDS))
             for n, (message, fields, exception) in enumerate(ODD_TEXTS):
                 db.execute(
-                    'INSERT INTO "logs"("ts", "level", "logger", "message", "fields", "exception", "user_id") '
-                    f"VALUES (?, 20, 'svc', {message}, {fields}, {exception}, 'odd')",
-                    (BASE + (done + n) * STEP,),
+                    'INSERT INTO "logs"("id", "ts", "level", "logger", "message", "fields", "exception", "user_id") '
+                    f"VALUES (?, ?, 20, 'svc', {message}, {fields}, {exception}, 'odd')",
+                    (done + n + 1, BASE + (done + n) * STEP),
                 )
-            db.execute(index, (done,))
+            # One statement, in rowid order: one full-text segment, as for any batch.
+            db.execute(
+                index.replace("WHERE id > ?", "WHERE id > ? OR id BETWEEN ? AND ? ORDER BY id"),
+                (done, IMPORTED_IDS[0], IMPORTED_IDS[-1]),
+            )
             _rollup.advance(db)
             done += len(ODD_TEXTS)
-        with db:  # past the rollup's mark, or not
-            db.executemany(insert, [_row(rng, done + k) for k in range(200)])
+        with db:  # past the rollup's mark, or not; some of them old records
+            rows = [_row(rng, done + k) for k in range(200)]
+            rows = [(BASE - 50 * STEP, *row[1:]) if k % 40 == 3 else row for k, row in enumerate(rows)]
+            db.executemany(insert, rows)
             db.execute(index, (done,))
             if request.param == "all in the rollup":
                 _rollup.advance(db)
     finally:
+        _rollup.SPAN_IDS = span_ids
         db.close()
     yield path
 
@@ -131,8 +161,8 @@ filter_sets = st.fixed_dictionaries(
         "level": st.sampled_from((10, 20, 30, 40, 50, 60)),
         "logger": st.sampled_from(("svc", "svc.api", "svcx", "worker", "nope")),
         "user_id": st.sampled_from(("u1", "rare", "odd", "nobody")),
-        "since": st.integers(-100, 3300),
-        "until": st.integers(-100, 3300),
+        "since": st.integers(-320, 3300),
+        "until": st.integers(-320, 3300),
     },
 )
 
@@ -186,6 +216,67 @@ def test_search_and_count_match_a_brute_force_scan(
     finally:
         (_planner.PROBE_CAP, _planner.SAMPLE_IDS, _planner.LOOKUP_COST_BASE, _planner.STEP_COST,
          _planner.FIRST_PROBE_CAP) = saved
+
+
+@pytest.mark.parametrize("query", ["alpha", "bravo delta", "quokka", "alp*"])
+def test_time_ranges_match_a_brute_force_scan(db_path: Path, query: str) -> None:
+    """Windows over the whole time covered, the old imported records' among them: the records
+    and counts are the scan's, however far a record's ts is from its id's neighbours'."""
+    brute = _Brute(db_path)
+    try:
+        with ju.LogStore(db_path) as store:
+            fts = store._select(query, False, {}).fts
+            windows = [(-310, -190), (-250, -249), (-100, None), (None, -20), (None, -150), (3100, None)]
+            windows += [(start, start + 45) for start in range(-30, 3300, 97)]
+            for since, until in windows:
+                filters = {name: BASE + value * STEP for name, value in (("since", since), ("until", until))
+                           if value is not None}
+                given = {name: ts_datetime(value) for name, value in filters.items()}
+                expected = sorted((row[0] for row in brute.select(fts, filters)), reverse=True)
+                for limit in (3, None):
+                    found = store.search(query, limit=limit, **given)  # type: ignore[arg-type]
+                    assert expected[:limit] == [record.id for record in found], (since, until, limit)
+                assert len(expected) == store.count(query, **given), (since, until)
+    finally:
+        brute.db.close()
+
+
+@pytest.mark.parametrize("query", ["quokka", "alpha bravo"])
+def test_the_newest_below_any_id_is_the_scans(db_path: Path, query: str) -> None:
+    """Newest first below an id (read oldest first in growing windows): below every id, the
+    newest match is the scan's, and a page of them too; and export's newest-first pages."""
+    brute = _Brute(db_path)
+    try:
+        with ju.LogStore(db_path) as store:
+            fts = store._select(query, False, {}).fts
+            assert fts is not None
+            matches = sorted(brute.matches(fts), reverse=True)
+            newest = store.newest_id()
+            for upto in range(0, newest + 2):
+                selection = store._select(query, False, {})
+                below = [row_id for row_id in matches if row_id <= upto]
+                found = store._records(selection, order="id_desc", limit=1 if upto % 3 else 5, upto_id=upto)
+                assert below[: 1 if upto % 3 else 5] == [record.id for record in found], upto
+            assert matches == [record.id for record in store.export(query, newest_first=True, batch_size=7)]
+    finally:
+        brute.db.close()
+
+
+def test_every_row_lies_in_a_span_holding_its_ts(db_path: Path) -> None:
+    """Each row up to the rollup's mark has a span whose ids and ts both hold it; spans are short."""
+    db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        covered = db.execute("""SELECT "value" FROM "janus_rollup_state" WHERE "key" = 'covered_upto'""").fetchall()[0][0]
+        outside = db.execute(
+            'SELECT count(*) FROM "logs" WHERE "id" <= ? AND NOT EXISTS (SELECT 1 FROM "janus_spans" '
+            'WHERE "logs"."id" BETWEEN "min_id" AND "max_id" AND "logs"."ts" BETWEEN "min_ts" AND "max_ts")',
+            (covered,),
+        ).fetchall()[0][0]
+        longest = db.execute('SELECT max("max_id" - "min_id" + 1) FROM "janus_spans"').fetchall()[0][0]
+    finally:
+        db.close()
+    assert 0 == outside
+    assert longest <= 100  # SPAN_IDS, or one commit's ids
 
 
 def _assert_filter_only_search_is_the_scan(store: ju.LogStore, brute: Any, filters: dict[str, Any], order: str) -> None:

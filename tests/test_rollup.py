@@ -45,7 +45,22 @@ class _NoRollup:
         return None
 
 
+def _check_spans(path: Path) -> None:
+    """Every row up to the mark lies in a span whose ids and ts hold it (what id_range() relies on)."""
+    db = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        outside = db.execute(
+            """SELECT "id", "ts" FROM "logs" WHERE "id" <= (SELECT "value" FROM "janus_rollup_state"
+               WHERE "key" = 'covered_upto') AND NOT EXISTS (SELECT 1 FROM "janus_spans"
+               WHERE "logs"."id" BETWEEN "min_id" AND "max_id" AND "logs"."ts" BETWEEN "min_ts" AND "max_ts")"""
+        ).fetchall()
+    finally:
+        db.close()
+    assert [] == outside
+
+
 def _check_against_rows(path: Path, rng: random.Random, trials: int = 60) -> None:
+    _check_spans(path)
     with ju.LogStore(path) as fast, ju.LogStore(path) as slow:
         slow._rollup = _NoRollup()  # type: ignore[assignment]
         for _ in range(trials):
@@ -136,7 +151,60 @@ class TestRollup:
         finally:
             db.close()
         assert (1501, 0, 1501) == (state["covered_upto"], state["irregular"], total)
+        _check_against_rows(db_path, rng)  # the spans as well: the migrations fill them too
+
+    def test_the_spans_migration_spans_the_rows_already_stored(self, db_path: Path) -> None:
+        """A database from before the spans gets them from its rows, however their ts are ordered."""
+        rng = random.Random(19)
+        db = apsw.Connection(str(db_path))
+        try:
+            with db:
+                for version in range(_schema.SCHEMA_VERSION):
+                    if _schema.SPAN_TABLE in _schema.MIGRATIONS[version]:
+                        break
+                    db.execute(_schema.MIGRATIONS[version])
+                db.execute(f"PRAGMA user_version={version}")
+                _insert(db, rng, 40_000)
+                # What the previous version's flusher did: counted, no spans written.
+                for sql, param in zip(_rollup._ADVANCE, (0, 0, 40_000)):
+                    db.execute(sql, (param,))
+                _insert(db, rng, 10)  # past its mark
+        finally:
+            db.close()
+        db = open_database(str(db_path))  # migrates
+        try:
+            spans = db.execute('SELECT count(*), max("max_id") FROM "janus_spans"').fetchall()[0]
+        finally:
+            db.close()
+        assert (3, 40_000) == spans  # runs of SPAN_IDS ids, up to the mark
         _check_against_rows(db_path, rng)
+
+    def test_a_time_range_finds_edited_and_restored_rows(self, db_path: Path) -> None:
+        """A row whose ts is edited, or restored with an old ts below the mark, is found by its new time."""
+        db = open_database(str(db_path))
+        try:
+            with db:
+                db.executemany(
+                    'INSERT INTO "logs"("ts", "level", "logger", "message") VALUES (?, 20, \'app\', ?)',
+                    [(MINUTE + n * 10**9, f"word{n % 7} m") for n in range(3000)],
+                )
+                db.execute('INSERT INTO "logs_fts"(rowid, message, fields, exception) SELECT id, message, fields, exception FROM "logs"')
+                _rollup.advance(db)
+            db.execute('UPDATE "logs" SET "ts" = 5 WHERE "id" = 1500')
+            with db:
+                db.execute('INSERT INTO "logs_fts"("logs_fts", rowid, message, fields, exception) '
+                           'SELECT \'delete\', id, message, fields, exception FROM "logs" WHERE id = 2000')
+                _rollup.count_deleted(db, "[2000]")
+                db.execute('DELETE FROM "logs" WHERE "id" = 2000')
+                db.execute('INSERT INTO "logs"("id", "ts", "level", "logger", "message") VALUES (2000, 7, 20, \'app\', \'m\')')
+                db.execute('INSERT INTO "logs_fts"(rowid, message, fields, exception) VALUES (2000, \'m\', NULL, NULL)')
+                _rollup.count_inserted(db, [2000])
+        finally:
+            db.close()
+        _check_spans(db_path)
+        with ju.LogStore(db_path) as store:
+            assert [2000, 1500] == [record.id for record in store.search("m", since=0, until=1e-8)]
+            assert 2 == store.count("m", since=0, until=1e-8)
 
     def test_the_flusher_keeps_it_up_to_date(self, db_path: Path) -> None:
         """Records logged through configure() are in the rollup once flushed, up to the newest id."""
@@ -154,6 +222,7 @@ class TestRollup:
             assert newest == state["covered_upto"]
             assert 2500 == store.count(logger="svc.rollup")
             assert 834 == store.count(logger="svc", level="ERROR")
+        _check_spans(db_path)
 
     def test_a_batch_with_cjk_rows_is_counted_from_the_batch(self, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """The wide index inserts only the CJK rows: the batch's ids are still the log table's."""
