@@ -5,6 +5,8 @@
     python -m bench.scale --quick            # 40,000 rows in steps of 20,000: a smoke run for CI
     python -m bench.scale --markdown         # the table as the README prints it
     python -m bench.scale --measure DB       # only the query shapes, on a database grown before
+    python -m bench.scale --rows 50000000 --at 1000000,10000000
+                                             # ingest every step, queries only at these sizes and the last
 
 The records come through the library end to end (``configure()``, two
 threads calling ``Logger.info``/``error``, the flusher committing with its
@@ -213,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--breakdown", choices=("ends", "every", "none"), default="ends",
                         help="dbstat size per table and index: at the first and last step (default), every step, never")
     parser.add_argument("--shapes", help="only these query shapes (comma separated names)")
+    parser.add_argument("--at", metavar="ROWS,...",
+                        help="run the query shapes only after the steps ending at these row counts and the last "
+                             "(ingest and bytes are still printed for every step)")
     parser.add_argument("--measure", type=Path, metavar="DB",
                         help="time the query shapes on this database (grown by --keep) and its sizes; no ingest")
     args = parser.parse_args(argv)
@@ -221,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows <= 0 or args.step <= 0 or args.rounds <= 0:
         parser.error("--rows, --step and --rounds must be positive")
     only = set(args.shapes.split(",")) if args.shapes else None
+    try:
+        at = {int(rows.replace("_", "")) for rows in args.at.split(",")} if args.at else None
+    except ValueError:
+        parser.error(f"--at takes row counts separated by commas, not {args.at!r}")
     if args.measure is not None:
         return measure(args.measure, args.rounds, only)
     directory = args.dir or Path(tempfile.mkdtemp(prefix="janus-scale-"))
@@ -247,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             last = done >= args.rows
             breakdown = args.breakdown == "every" or (args.breakdown == "ends" and (index == 1 or last))
             size = sizes(db, ring, breakdown)
-            timings = time_shapes(db, args.rounds, only)
+            timings = time_shapes(db, args.rounds, only) if at is None or done in at or last else {}
             steps.append((done, rate, size, timings))
             _print_step(done, rate, size, timings)
     finally:
@@ -292,6 +301,7 @@ def _print_table(steps: list[tuple[int, float, dict[str, int], dict[str, tuple[f
     """The markdown table: one column per step, a row per figure."""
     if not steps:
         return
+    names = next((timings for *_, timings in steps if timings), {})
     head = "| | " + " | ".join(f"{rows / 1e6:g}M" for rows, *_ in steps) + " |"
     print(head)
     print("|---|" + "---:|" * len(steps))
@@ -300,11 +310,11 @@ def _print_table(steps: list[tuple[int, float, dict[str, int], dict[str, tuple[f
     print("| ingest ÷ first step | " + " | ".join(f"{rate / first_rate:.2f}" for _, rate, _, _ in steps) + " |")
     print("| bytes/record (db+WAL+ring) | " + " | ".join(
         f"{(s['database'] + s['wal'] + s['ring']) / rows:.0f}" for rows, _, s, _ in steps) + " |")
-    for name in steps[0][3]:
+    for name in names:
         cells = []
         for _, _, _, timings in steps:
             median, p99 = timings.get(name, (float("nan"), float("nan")))
-            cells.append(f"{median:.1f} / {p99:.1f}")
+            cells.append(f"{median:.1f} / {p99:.1f}" if timings else "")
         print(f"| {name}, ms median / p99 | " + " | ".join(cells) + " |")
 
 
