@@ -1926,8 +1926,10 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cac
             ok = 0;
         PyTuple_SET_ITEM(row, c, cols[c]); /* a NULL slot is fine for Py_DECREF below */
     }
-    if (ok)
+    if (ok) {
+        PyObject_GC_UnTrack(row); /* str, int and None only: see labelled() */
         return row;
+    }
     PyErr_Clear();
     Py_DECREF(row);
     return NULL;
@@ -1983,6 +1985,175 @@ static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
     return rows;
 }
 
+/* row + labels.get(row[9], unknown): the row with its process's service and
+ * host appended (a new reference; NULL with an error set).  A row of only
+ * str, int, float and None is untracked by the garbage collector, which then
+ * never walks a batch's rows (it would at each collection the batch's
+ * allocations set off). */
+static PyObject *labelled(PyObject *row, PyObject *labels, PyObject *unknown) {
+    PyObject *pid = PyTuple_Check(row) && PyTuple_GET_SIZE(row) > 9 ? PyTuple_GET_ITEM(row, 9) : NULL;
+    if (pid == NULL) {
+        PyErr_SetString(PyExc_ValueError, "label_rows: a row without a pid column");
+        return NULL;
+    }
+    PyObject *label = PyDict_GetItemWithError(labels, pid);
+    if (label == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        label = unknown;
+    }
+    if (!PyTuple_Check(label)) {
+        PyErr_SetString(PyExc_TypeError, "label_rows: a label must be a tuple");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(row), m = PyTuple_GET_SIZE(label);
+    PyObject *out = PyTuple_New(n + m);
+    if (out == NULL)
+        return NULL;
+    int atomic = 1;
+    for (Py_ssize_t i = 0; i < n + m; i++) {
+        PyObject *v = i < n ? PyTuple_GET_ITEM(row, i) : PyTuple_GET_ITEM(label, i - n);
+        if (v != Py_None && !PyUnicode_CheckExact(v) && !PyLong_CheckExact(v) && !PyFloat_CheckExact(v))
+            atomic = 0;
+        PyTuple_SET_ITEM(out, i, Py_NewRef(v));
+    }
+    if (atomic)
+        PyObject_GC_UnTrack(out);
+    return out;
+}
+
+/* label_rows(rows, labels, unknown) -> [row + labels.get(row[9], unknown) for row in rows]:
+ * _resource.Resources.label's last step. */
+static PyObject *py_label_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *rows, *labels, *unknown;
+    if (!PyArg_ParseTuple(args, "O!O!O!:label_rows", &PyList_Type, &rows, &PyDict_Type, &labels, &PyTuple_Type,
+                          &unknown))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = labelled(PyList_GET_ITEM(rows, i), labels, unknown);
+        if (row == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, row);
+    }
+    return out;
+}
+
+/* rollup_groups(rows, minute_ns) -> {(minute, level, logger): count}, where
+ * minute is ts // minute_ns (rounded down) of rows of _schema.COLUMNS, as
+ * _rollup.advance_batch counts them; None when a row's ts is not an int of
+ * 64 bits, its level not an int or its logger not a str (Python decides
+ * then).  A batch comes in runs of one key: a dict lookup per run, not per row. */
+static PyObject *py_rollup_groups(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *rows;
+    long long width;
+    if (!PyArg_ParseTuple(args, "O!L:rollup_groups", &PyList_Type, &rows, &width))
+        return NULL;
+    if (width <= 0) {
+        PyErr_SetString(PyExc_ValueError, "rollup_groups: minute_ns must be positive");
+        return NULL;
+    }
+    PyObject *groups = PyDict_New();
+    if (groups == NULL)
+        return NULL;
+    long long minute = 0, run = 0;
+    PyObject *level = NULL, *logger = NULL; /* the run's, borrowed from its first row */
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        long long m = 0;
+        PyObject *lv = NULL, *lg = NULL;
+        if (i < n) {
+            PyObject *row = PyList_GET_ITEM(rows, i);
+            if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 3)
+                goto irregular;
+            PyObject *ts = PyTuple_GET_ITEM(row, 0);
+            lv = PyTuple_GET_ITEM(row, 1), lg = PyTuple_GET_ITEM(row, 2);
+            if (!PyLong_CheckExact(ts) || !PyLong_CheckExact(lv) || !PyUnicode_CheckExact(lg))
+                goto irregular;
+            int overflow;
+            long long t = PyLong_AsLongLongAndOverflow(ts, &overflow);
+            if (overflow || (t == -1 && PyErr_Occurred()))
+                goto irregular;
+            m = t / width - (t % width < 0);
+            if (run > 0 && m == minute) {
+                int same_level = lv == level ? 1 : PyObject_RichCompareBool(lv, level, Py_EQ);
+                int same_logger = lg == logger ? 1 : PyObject_RichCompareBool(lg, logger, Py_EQ);
+                if (same_level < 0 || same_logger < 0)
+                    goto error;
+                if (same_level && same_logger) {
+                    run++;
+                    continue;
+                }
+            }
+        }
+        if (run > 0) { /* the run ends: add it to its key's count */
+            PyObject *key = Py_BuildValue("(LOO)", minute, level, logger);
+            if (key == NULL)
+                goto error;
+            PyObject *had = PyDict_GetItemWithError(groups, key); /* borrowed */
+            long long before = had != NULL ? PyLong_AsLongLong(had) : 0; /* a count of ours */
+            PyObject *total = PyErr_Occurred() ? NULL : PyLong_FromLongLong(before + run);
+            int rc = total == NULL ? -1 : PyDict_SetItem(groups, key, total);
+            Py_XDECREF(total);
+            Py_DECREF(key);
+            if (rc < 0)
+                goto error;
+        }
+        minute = m, level = lv, logger = lg, run = 1;
+    }
+    return groups;
+irregular:
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    Py_DECREF(groups);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(groups);
+    return NULL;
+}
+
+/* any_non_ascii(rows, columns) -> whether a row holds a str with a character
+ * past ASCII in one of these columns: rows that do not are never indexed
+ * by trigrams (_schema.WIDE_INDEX_SQL), so a batch without one skips that
+ * statement.  A str knows whether it is ASCII: no character is read. */
+static PyObject *py_any_non_ascii(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *rows, *columns;
+    if (!PyArg_ParseTuple(args, "O!O!:any_non_ascii", &PyList_Type, &rows, &PyTuple_Type, &columns))
+        return NULL;
+    Py_ssize_t ncols = PyTuple_GET_SIZE(columns), cols[16];
+    if (ncols > 16) {
+        PyErr_SetString(PyExc_ValueError, "any_non_ascii: at most 16 columns");
+        return NULL;
+    }
+    for (Py_ssize_t c = 0; c < ncols; c++)
+        if ((cols[c] = PyLong_AsSsize_t(PyTuple_GET_ITEM(columns, c))) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "any_non_ascii: a column is an index, 0 or more");
+            return NULL;
+        }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row))
+            Py_RETURN_TRUE; /* not a row this knows: say yes, the statement decides */
+        for (Py_ssize_t c = 0; c < ncols; c++) {
+            if (cols[c] >= PyTuple_GET_SIZE(row))
+                Py_RETURN_TRUE;
+            PyObject *v = PyTuple_GET_ITEM(row, cols[c]);
+            if (PyUnicode_Check(v) && !PyUnicode_IS_ASCII(v))
+                Py_RETURN_TRUE;
+        }
+    }
+    Py_RETURN_FALSE;
+}
+
 /* ------------------------------------------------------------------------ */
 /* the guard against a second SQLite library in the process                  */
 
@@ -2028,6 +2199,12 @@ static PyObject *py_guard_sqlite_connect(PyObject *self, PyObject *callback) {
 static PyMethodDef module_methods[] = {
     {"encode", py_encode, METH_O,
      "encode(obj) -> bytes: marshal.dumps(obj, 2), for the plain records this module writes."},
+    {"label_rows", py_label_rows, METH_VARARGS,
+     "label_rows(rows, labels, unknown) -> [row + labels.get(row[9], unknown) for row in rows]."},
+    {"rollup_groups", py_rollup_groups, METH_VARARGS,
+     "rollup_groups(rows, minute_ns) -> {(minute, level, logger): count}, or None for a row Python must count."},
+    {"any_non_ascii", py_any_non_ascii, METH_VARARGS,
+     "any_non_ascii(rows, columns) -> whether a row holds a str past ASCII in one of these columns."},
     {"decode_rows", py_decode_rows, METH_VARARGS,
      "decode_rows(raw, count, fallback) -> rows: jr_read's output as _record.decode_row makes rows."},
     {"set_python_path", py_set_python_path, METH_VARARGS,

@@ -23,6 +23,12 @@ SQLite handler (one commit per record, a plain table without indexes or FTS,
 Records: ``JANUS_BENCH_E2E_RECORDS`` (default 1,000,000; quick 20,000);
 rounds: ``JANUS_BENCH_E2E_ROUNDS`` (default 2; quick 1).  Each round starts
 from a fresh database.  rows/s = records / the round's time, in extra_info.
+
+``janus_process ÷ floor, paired``: the same two rounds in turn (the order
+alternating), ``JANUS_BENCH_E2E_PAIRS`` pairs (default 5; quick 1).  The
+machine's load drifts over minutes and the floor's own rate with it: each
+janus_process round is compared with the floor round beside it, and the
+median of those ratios is the figure (the goal's).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from __future__ import annotations
 import marshal
 import os
 import shutil
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -212,3 +219,48 @@ def test_end_to_end_apsw_executemany(benchmark: Any, tmp_path: Path) -> None:
     finally:
         one.teardown()
     _report(benchmark, "apsw_executemany", one.records, one.seconds)
+
+
+PAIRS = _sizes._int("JANUS_BENCH_E2E_PAIRS", 5, 1)
+
+
+@pytest.mark.benchmark(group="end-to-end-paired")
+def test_end_to_end_process_paired(benchmark: Any, tmp_path: Path) -> None:
+    """janus_process and the floor in turn, PAIRS times: the median of the per-pair rate ratios."""
+    records = _sizes.E2E_RECORDS - _sizes.E2E_RECORDS % THREADS
+    floor = _ApswRound(records, tmp_path / "floor")
+    (tmp_path / "floor").mkdir()
+    (tmp_path / "janus").mkdir()
+    ratios: list[float] = []
+    seconds: dict[str, list[float]] = {"janus_process": [], "apsw_executemany": []}
+    loads: list[float] = []
+
+    def one_pair() -> None:
+        order = ["janus_process", "apsw_executemany"]
+        if len(ratios) % 2:
+            order.reverse()
+        took: dict[str, float] = {}
+        for key in order:
+            one: Any = _Round(key, records, tmp_path / "janus") if key == "janus_process" else floor
+            try:
+                one.setup()
+                one.run()
+            finally:
+                one.teardown()  # janus: every record checked, untimed
+            took[key] = one.seconds[-1]
+            seconds[key].append(one.seconds[-1])
+        ratios.append(took["apsw_executemany"] / took["janus_process"])  # rate ratio
+        loads.append(os.getloadavg()[0])
+
+    benchmark.pedantic(one_pair, rounds=PAIRS)
+    median = statistics.median(ratios)
+    rates = {k: records / statistics.median(v) for k, v in seconds.items()}
+    benchmark.extra_info.update(
+        {"records": records, "pairs": PAIRS, "ratios": [round(r, 4) for r in ratios], "median_ratio": round(median, 4),
+         "median_rows_per_s": {k: round(v) for k, v in rates.items()}, "load": loads}
+    )
+    print(
+        f"\nend to end, {PAIRS} pairs of {records:,} records: janus_process {rates['janus_process']:,.0f} rows/s, "
+        f"floor {rates['apsw_executemany']:,.0f} rows/s (medians)\n  janus_process ÷ floor per pair: "
+        + ", ".join(f"{r:.3f}" for r in ratios) + f"; median {median:.3f}; load " + ", ".join(f"{x:.2f}" for x in loads)
+    )

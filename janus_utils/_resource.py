@@ -22,7 +22,7 @@ import time
 from operator import itemgetter
 from typing import Any
 
-from ._record import FORMAT, dumps
+from ._record import FORMAT, dumps, native_enabled, speedups
 
 __all__ = ["ANNOUNCE_LOGGER", "Resources", "announcement", "default_host", "default_service"]
 
@@ -68,6 +68,8 @@ class Resources:
         self.pending = []  # a batch that failed is read again, announcements included
         if rows and min(map(_level_of, rows)) == _ANNOUNCE_LEVEL:
             rows = [row for row in rows if not self._learn(row)]
+        if native_enabled():
+            return speedups.label_rows(rows, self.by_pid, self.own)  # type: ignore[union-attr]
         get, own = self.by_pid.get, self.own
         return [row + get(row[9], own) for row in rows]
 

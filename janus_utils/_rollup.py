@@ -30,6 +30,7 @@ from typing import Any
 
 import apsw
 
+from ._record import native_enabled, speedups
 from ._schema import ROLLUP_STATE_TABLE, ROLLUP_TABLE, SPAN_IDS, SPAN_TABLE, TABLE
 
 __all__ = ["MINUTE_NS", "Rollup", "advance", "advance_batch", "bucket_floor_sql", "count_deleted", "count_inserted"]
@@ -132,6 +133,18 @@ def _grouped(
     return sql + " GROUP BY 1, 2", bound
 
 
+def _count(rows: Sequence[Sequence[Any]]) -> Counter[tuple[Any, ...]] | None:
+    """The rows per (minute, level, logger), or None when a row cannot be counted so."""
+    try:
+        stamps = list(map(_TS, rows))
+        low, high = min(stamps) // MINUTE_NS, max(stamps) // MINUTE_NS
+        if low == high:  # the usual batch, within one minute: counted at C speed
+            return Counter({(low, *key): n for key, n in Counter(map(_LEVEL_LOGGER, rows)).items()})
+        return Counter((ts // MINUTE_NS, level, logger) for ts, level, logger in map(_KEY, rows))
+    except (TypeError, ValueError):
+        return None
+
+
 def advance_batch(db: apsw.Connection, rows: Sequence[Sequence[Any]], first_id: int, last_id: int) -> None:
     """:func:`advance` for a batch the flusher has in hand: counted in Python, not re-read.
 
@@ -147,23 +160,18 @@ def advance_batch(db: apsw.Connection, rows: Sequence[Sequence[Any]], first_id: 
     if not covered or covered[0][0] != first_id - 1 or last_id - first_id + 1 != len(rows):
         advance(db)
         return
-    try:
-        stamps = list(map(_TS, rows))
-        low_ts, high_ts = min(stamps), max(stamps)
-        low, high = low_ts // MINUTE_NS, high_ts // MINUTE_NS
-        if low == high:  # the usual batch, within one minute: counted at C speed
-            groups = Counter({(low, *key): n for key, n in Counter(map(_LEVEL_LOGGER, rows)).items()})
-        else:
-            groups = Counter((ts // MINUTE_NS, level, logger) for ts, level, logger in map(_KEY, rows))
-    except (TypeError, ValueError):
-        groups = None
+    # In C: a dict lookup per run of rows of one key, not per row.
+    groups = speedups.rollup_groups(rows, MINUTE_NS) if native_enabled() and type(rows) is list else None  # type: ignore[union-attr]
+    if groups is None:
+        groups = _count(rows)
     if groups is None or not all(
         type(minute) is int and type(level) is int and type(logger) is str for minute, level, logger in groups
     ):
         advance(db)
         return
+    stamps = list(map(_TS, rows))  # every minute an int: every ts one
     db.executemany(_UPSERT, [(*key, n, first_id, last_id) for key, n in groups.items()])
-    _add_span(db, first_id, last_id, low_ts, high_ts)  # every minute an int: every ts one
+    _add_span(db, first_id, last_id, min(stamps), max(stamps))
     db.execute(_ADVANCE[2], (last_id,))
 
 

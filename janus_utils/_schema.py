@@ -196,6 +196,10 @@ _SEAL = textwrap.dedent(
 )
 
 
+# The columns a row is also indexed by trigrams for (see _wide_rows).
+WIDE_COLUMNS = ("message", "fields", "exception")
+
+
 def _wide_rows(row: str) -> str:
     # The GLOB class of _fts.WIDE_GLOB, quoted for SQL: the one definition of "needs it".
     # Bytes = characters for ASCII text (most rows): no GLOB runs for it.  Not
@@ -204,7 +208,7 @@ def _wide_rows(row: str) -> str:
     pattern = "'" + WIDE_GLOB.replace("'", "''") + "'"
     return " OR ".join(
         f'(length(CAST({row}."{column}" AS BLOB)) > length({row}."{column}") AND {row}."{column}" GLOB {pattern})'
-        for column in ("message", "fields", "exception")
+        for column in WIDE_COLUMNS
     )
 
 

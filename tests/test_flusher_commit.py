@@ -1,0 +1,214 @@
+"""The flusher's commit path: what it does in bulk or in C stores what the plain way stores.
+
+Rows go into ``logs`` many to a statement (``_flusher._insert_rows``); their
+service and host are appended in C (``_speedups.label_rows``); the rollup's
+groups are counted in C (``_speedups.rollup_groups``); a batch without a
+character past ASCII skips the trigram index (``_speedups.any_non_ascii``).
+Each is checked here against the plain Python way it replaces.
+"""
+
+from __future__ import annotations
+
+import gc
+import marshal
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import janus_utils as ju
+from janus_utils import _flusher as jflusher
+from janus_utils import _resource, _rollup, _schema
+from janus_utils import logger as jlog
+from janus_utils._record import decode_row
+
+from conftest import BASE_TS, make_row
+
+_speedups = pytest.importorskip("janus_utils._speedups")
+
+
+def query(db_path: str | Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    db = apsw.Connection(str(db_path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return db.execute(sql, params).fetchall()
+    finally:
+        db.close()
+
+
+def decoded(i: int, **fields: Any) -> tuple[Any, ...]:
+    """A row as the flusher decodes it from the ring: 13 columns, before service and host."""
+    record = (1, BASE_TS + i * 7_000_000_000, 20 + 10 * (i % 3 == 0), f"svc.{i % 4}", f"message {i}",
+              {"user_id": f"u{i}", "ip": "10.0.0.1", **fields}, None, 4000 + i % 2, "MainThread")
+    return decode_row(marshal.dumps(record, 2))
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> Any:
+    db = jflusher.open_database(str(tmp_path / "w.db"))
+    yield db
+    db.close()
+
+
+class TestInsertMany:
+    @pytest.mark.parametrize("count", [0, 1, 19, 20, 21, 45, 2001])
+    def test_the_rows_and_ids_are_those_executemany_stores(self, tmp_path: Path, writer: Any, count: int) -> None:
+        """Many rows to a statement store the same rows with the same ids as one row to a statement."""
+        rows = [make_row(f"row {i}", ts=BASE_TS + i, user_id=f"u{i}", pid=i % 3) for i in range(count)]
+        plain = jflusher.open_database(str(tmp_path / "plain.db"))
+        try:
+            with plain:
+                plain.executemany(jflusher._INSERT, rows)
+            want = plain.execute('SELECT * FROM "logs" ORDER BY id').fetchall()
+        finally:
+            plain.close()
+        with writer:
+            jflusher._insert_rows(writer, rows)
+            assert count == (writer.last_insert_rowid() if count else 0)
+        assert want == writer.execute('SELECT * FROM "logs" ORDER BY id').fetchall()
+
+    def test_a_row_with_a_column_missing_is_refused_not_shifted(self, writer: Any) -> None:
+        """A short row among many is an error, as with executemany: no value lands in another row's column."""
+        rows = [make_row(f"row {i}") for i in range(40)]
+        rows[25] = rows[25][:-1]
+        with pytest.raises(apsw.BindingsError):
+            with writer:
+                jflusher._insert_rows(writer, rows)
+        assert 0 == writer.execute('SELECT count(*) FROM "logs"').fetchall()[0][0]
+
+    def test_a_row_sqlite_refuses_among_many_is_replaced_and_the_others_kept(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The statement holding a refused row fails whole; the batch then goes row by row, as before."""
+        real = jflusher.decode_row
+
+        def decode(payload: bytes) -> tuple[Any, ...]:
+            row = real(payload)
+            return row[:2] + (None,) + row[3:] if row[3] == "poison" else row  # a NULL logger
+
+        db_path = tmp_path / "app.db"
+        monkeypatch.setattr(jflusher, "decode_row", decode)
+        ju.configure(db_path, console=False, commit_interval=3600)
+        try:
+            p = jlog._flusher
+            assert p is not None
+            p.decode_rows = None  # every row through decode()
+            log = ju.get_logger("batch")
+            with p.db_lock:  # one batch of them all
+                for i in range(45):
+                    log.info("poison" if i == 30 else f"row {i}")
+            assert ju.flush(timeout=30)
+            assert 1 == ju.stats()["unstorable"]
+        finally:
+            ju.shutdown()
+        got = query(db_path, 'SELECT level, message, fields FROM "logs" WHERE logger IS NOT "janus.process" ORDER BY id')
+        assert [f"row {i}" for i in range(45) if i != 30] == [m for _, m, _ in got if m != "poison"]
+        assert 40 == got[30][0] and "refused_by_sqlite" in got[30][2]
+
+
+class TestLabelRows:
+    def test_service_and_host_appended_as_python_appends_them(self) -> None:
+        """label_rows is [row + labels.get(row[9], unknown) for row in rows]."""
+        rows = [decoded(i) for i in range(10)] + [decoded(i)[:9] + (None,) + decoded(i)[10:] for i in range(2)]
+        labels = {4000: ("api", "web-1")}
+        unknown = ("own", "here")
+        got = _speedups.label_rows(rows, labels, unknown)
+        assert [row + labels.get(row[9], unknown) for row in rows] == got
+        assert [("api", "web-1"), ("own", "here")] == [got[0][-2:], got[1][-2:]]
+
+    def test_rows_of_plain_values_are_left_to_no_garbage_collection(self) -> None:
+        """Rows of str, int and None are untracked (no collection walks them); others are tracked."""
+        rows = [decoded(i) for i in range(3)]
+        plain = _speedups.label_rows(rows, {}, ("svc", None))
+        assert not any(gc.is_tracked(row) for row in plain)
+        odd = _speedups.label_rows(rows, {}, (["a", "list"], None))
+        assert all(gc.is_tracked(row) for row in odd)
+        assert [row + (["a", "list"], None) for row in rows] == odd
+
+    def test_rows_the_c_decoder_makes_are_untracked(self) -> None:
+        """decode_rows's own rows hold str, int and None only."""
+        payload = marshal.dumps((1, BASE_TS, 20, "n", "m", {"user_id": "u"}, None, 7, "T"), 2)
+        raw = (0).to_bytes(8, "little") + len(payload).to_bytes(4, "little") + bytes(4) + payload
+        (row,) = _speedups.decode_rows(raw, 1, decode_row)
+        assert decode_row(payload) == row
+        assert not gc.is_tracked(row)
+
+    def test_resources_label_takes_announcements_out_either_way(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With and without the C module: the same rows, announcements learned and taken out."""
+        announce = decode_row(_resource.announcement(4001, "worker", "box-2"))
+        rows = [decoded(0), announce, decoded(1), decoded(2)]
+        got = _resource.Resources("own", "here").label(list(rows))
+        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
+        want = _resource.Resources("own", "here").label(list(rows))
+        assert want == got
+        assert [("own", "here"), ("worker", "box-2"), ("own", "here")] == [r[-2:] for r in got]
+
+    def test_a_label_that_is_no_tuple_is_an_error(self) -> None:
+        """As row + label would be: a TypeError, not a crash or a wrong row."""
+        with pytest.raises(TypeError):
+            _speedups.label_rows([decoded(0)], {4000: ["svc", "host"]}, ("a", "b"))
+
+
+ts_values = st.integers(-(2**63), 2**63 - 1) | st.integers(BASE_TS - 10**12, BASE_TS + 10**12)
+regular_rows = st.lists(
+    st.tuples(ts_values, st.sampled_from([10, 20, 30, 40]), st.sampled_from(["a", "b", "a.b"])),
+    min_size=1, max_size=40,
+)
+
+
+class TestRollupGroups:
+    @settings(max_examples=300, deadline=None)
+    @given(regular_rows)
+    def test_groups_are_those_python_counts(self, rows: list[tuple[int, int, str]]) -> None:
+        """(ts // MINUTE_NS, level, logger) counted in C as Counter counts it, negative ts included."""
+        assert dict(_rollup._count(rows) or {}) == _speedups.rollup_groups(rows, _rollup.MINUTE_NS)
+
+    def test_runs_of_one_key_and_keys_that_come_back(self) -> None:
+        """A key that comes back after another run adds to its count."""
+        rows = [(BASE_TS, 20, "a")] * 3 + [(BASE_TS, 30, "a")] + [(BASE_TS, 20, "a")] * 2 + [(BASE_TS, 20, "b")]
+        minute = BASE_TS // _rollup.MINUTE_NS
+        assert {(minute, 20, "a"): 5, (minute, 30, "a"): 1, (minute, 20, "b"): 1} == _speedups.rollup_groups(
+            rows, _rollup.MINUTE_NS)
+
+    @pytest.mark.parametrize("row", [(1.5, 20, "a"), (2**64, 20, "a"), (BASE_TS, True, "a"), (BASE_TS, 20, None),
+                                     (BASE_TS, "20", "a"), (BASE_TS,)])
+    def test_a_row_it_cannot_count_is_left_to_python(self, row: tuple[Any, ...]) -> None:
+        """None: advance_batch then counts in Python (or re-reads the batch), as before."""
+        assert _speedups.rollup_groups([(BASE_TS, 20, "a"), row], _rollup.MINUTE_NS) is None
+
+
+class TestTrigramSkip:
+    def test_only_a_str_past_ascii_in_message_fields_or_exception_counts(self) -> None:
+        """Other columns, bytes and ASCII text never need trigrams."""
+        at = jflusher._WIDE_AT
+        assert not _speedups.any_non_ascii([make_row("plain", thread="日本", fields='{"a": 1}')], at)
+        assert not _speedups.any_non_ascii([make_row("plain", exception=b"\xe6\x97\xa5")], at)
+        for column in _schema.WIDE_COLUMNS:
+            row = make_row(**{column: "ログ 😀"}) if column != "message" else make_row("ログ")
+            assert _speedups.any_non_ascii([make_row("a"), row], at), column
+
+    def test_cjk_records_are_found_whether_their_batch_skips_trigrams_or_not(self, tmp_path: Path) -> None:
+        """An ASCII batch adds no trigram entries; a batch with one CJK record indexes exactly that one."""
+        db_path = tmp_path / "app.db"
+        ju.configure(db_path, console=False, commit_interval=3600)
+        try:
+            log = ju.get_logger("wide")
+            for i in range(30):
+                log.info(f"ascii {i}")
+            assert ju.flush(timeout=30)
+            assert [(0,)] == query(db_path, f'SELECT count(*) FROM "{_schema.WIDE_TABLE}"')
+            for i in range(30):
+                log.info("日本語のログ" if i == 17 else f"ascii {i}", note="ヘッダ" if i == 3 else "x")
+            assert ju.flush(timeout=30)
+        finally:
+            ju.shutdown()
+        # Exactly the rows with a character past ASCII have trigrams: the two of the second batch.
+        wide = query(db_path, f'SELECT rowid FROM "{_schema.WIDE_TABLE}" ORDER BY rowid')
+        assert query(db_path, """SELECT id FROM "logs" WHERE message = '日本語のログ' OR fields LIKE '%ヘッダ%'
+                                 ORDER BY id""") == wide
+        assert 2 == len(wide)
+        with ju.LogStore(db_path) as store:
+            assert ["日本語のログ"] == [r.message for r in store.search("本語")]
+            assert 1 == len(store.search("ッダ"))
