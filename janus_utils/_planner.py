@@ -189,27 +189,37 @@ class Planner:
         if best.rows == 0:
             plan.driver, plan.narrow = "logs", (best.condition, best.params)
             return plan
-        if best.rows >= PROBE_CAP:
-            return plan  # no filter is narrow: the matches pass them often enough
         oldest, newest = self._span()
         span = max(newest - oldest + 1, 1)
+        rows = float(best.rows)
+        if best.rows >= PROBE_CAP:
+            # Every filter has more rows than are counted: how many, from how
+            # often each passes among the newest ids.  One far rarer than the
+            # query's matches still leads (a quiet user of fifty million rows has
+            # more than PROBE_CAP, and walking matches that never pass it would
+            # read every one of them).
+            rows, best = min(
+                ((max(float(PROBE_CAP), self._filter_density(p.condition, p.params, newest, span) * span), p)
+                 for p in counted),
+                key=lambda estimate: estimate[0],
+            )
         try:
             density = self._fts_density(fts, newest, span)
         except Exception:
             return plan  # a query SQLite refuses: the search itself says why
         matches = density * span
-        share = best.rows / span  # of the matches, this many pass the filter (independence)
+        share = rows / span  # of the matches, this many pass the filter (independence)
         if limit is None:
-            walk, lookups = matches, float(best.rows)
+            walk, lookups = matches, rows
         else:
             # Halfway between the expectation (independent filters) and the
             # worst case (no row passes both: every match, every filter row):
             # a user whose records never hold the words is the common surprise.
             walk = (min(matches, limit / share) + matches) / 2
-            lookups = (min(float(best.rows), limit / density) + best.rows) / 2
+            lookups = (min(rows, limit / density) + rows) / 2
         lookup_cost = MEMORY_MATCH_COST if in_memory else self._lookup_cost()
         plan.estimates = {
-            "rows": span, "matches": matches, "filter": best.rows, "walk": walk, "lookups": lookups,
+            "rows": span, "matches": matches, "filter": rows, "walk": walk, "lookups": lookups,
             "lookup_cost": lookup_cost,
         }
         if prefiltered:

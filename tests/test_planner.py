@@ -533,3 +533,28 @@ def test_the_prefilter_keeps_every_row_the_index_matches(tmp_path: Path) -> None
             assert matched, query  # the corpus holds matches of every query
             assert len(passed) < len(texts), query  # and rows the prefilter drops
             assert matched <= passed, (query, sorted(matched - passed)[:5])
+
+
+def test_a_filter_past_the_probe_cap_leads_when_it_is_rare_among_the_newest(db_path: Path) -> None:
+    """A filter with more rows than are counted is estimated from how often it passes among the
+    newest ids: a rare user still leads (walking matches it never passes would read them all),
+    a broad logger does not; either way the records are the scan's."""
+    saved = (_planner.PROBE_CAP, _planner.FIRST_PROBE_CAP)
+    _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP = 4, 4
+    brute = _Brute(db_path)
+    try:
+        with ju.LogStore(db_path) as store:
+            for filters, driver in (({"user_id": "rare"}, "logs"), ({"logger": "svc"}, "fts")):
+                selection = store._select("alpha", False, filters)
+                assert selection.fts is not None
+                counted = store._planner()._probes(selection.probes, selection.probe_names)
+                assert all(probe.rows >= 4 for probe in counted)  # past the cap: not counted out
+                plan = store._planner().fts(
+                    selection.fts, selection.probes, selection.probe_names, 10, None, prefiltered=True
+                )
+                assert driver == plan.driver, (filters, plan.estimates)
+                expected = sorted((row[0] for row in brute.select(selection.fts, filters)), reverse=True)
+                assert expected[:10] == [record.id for record in store.search("alpha", limit=10, **filters)]  # type: ignore[arg-type]
+    finally:
+        brute.db.close()
+        _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP = saved
