@@ -197,10 +197,15 @@ class Planner:
             # often each passes among the newest ids.  One far rarer than the
             # query's matches still leads (a quiet user of fifty million rows has
             # more than PROBE_CAP, and walking matches that never pass it would
-            # read every one of them).
+            # read every one of them).  Not a time window: its rows are not
+            # spread over the ids (the newest may hold none), and the walk of
+            # the matches is already bounded to its ids (id_range).
+            spread = [probe for probe in counted if probe.name != "time"]
+            if not spread:
+                return plan
             rows, best = min(
                 ((max(float(PROBE_CAP), self._filter_density(p.condition, p.params, newest, span) * span), p)
-                 for p in counted),
+                 for p in spread),
                 key=lambda estimate: estimate[0],
             )
         try:

@@ -538,14 +538,19 @@ def test_the_prefilter_keeps_every_row_the_index_matches(tmp_path: Path) -> None
 def test_a_filter_past_the_probe_cap_leads_when_it_is_rare_among_the_newest(db_path: Path) -> None:
     """A filter with more rows than are counted is estimated from how often it passes among the
     newest ids: a rare user still leads (walking matches it never passes would read them all),
-    a broad logger does not; either way the records are the scan's."""
-    saved = (_planner.PROBE_CAP, _planner.FIRST_PROBE_CAP)
-    _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP = 4, 4
+    a broad logger does not, nor a time window none of the newest ids lies in (the rows of a
+    window are not spread over the ids, and its walk is bounded to its ids); either way the
+    records are the scan's."""
+    saved = (_planner.PROBE_CAP, _planner.FIRST_PROBE_CAP, _planner.SAMPLE_IDS)
+    # A sample of the newest ids that is a small part of the database, as on a big one.
+    _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP, _planner.SAMPLE_IDS = 4, 4, 500
     brute = _Brute(db_path)
     try:
         with ju.LogStore(db_path) as store:
-            for filters, driver in (({"user_id": "rare"}, "logs"), ({"logger": "svc"}, "fts")):
-                selection = store._select("alpha", False, filters)
+            window = {"since": BASE - 300 * STEP, "until": BASE - 200 * STEP}  # the imported records alone
+            for filters, driver in (({"user_id": "rare"}, "logs"), ({"logger": "svc"}, "fts"), (window, "fts")):
+                given = {name: ts_datetime(value) if name in window else value for name, value in filters.items()}
+                selection = store._select("alpha", False, given)
                 assert selection.fts is not None
                 counted = store._planner()._probes(selection.probes, selection.probe_names)
                 assert all(probe.rows >= 4 for probe in counted)  # past the cap: not counted out
@@ -554,7 +559,7 @@ def test_a_filter_past_the_probe_cap_leads_when_it_is_rare_among_the_newest(db_p
                 )
                 assert driver == plan.driver, (filters, plan.estimates)
                 expected = sorted((row[0] for row in brute.select(selection.fts, filters)), reverse=True)
-                assert expected[:10] == [record.id for record in store.search("alpha", limit=10, **filters)]  # type: ignore[arg-type]
+                assert expected[:10] == [record.id for record in store.search("alpha", limit=10, **given)]  # type: ignore[arg-type]
     finally:
         brute.db.close()
-        _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP = saved
+        _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP, _planner.SAMPLE_IDS = saved
