@@ -55,6 +55,9 @@ def _main_thread_instructions(calls: int, otel: bool, redact: bool, workdir: Pat
             "redact" if redact else "no-redact",
         ],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # Both runs hash strings alike (the caller's seed, else 0): with random
+        # seeds import + configure differ by more than the calls being counted.
+        env={**os.environ, "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED", "0")},
     )
     main = Path(f"{out}-01")
     for line in main.read_text().splitlines():
