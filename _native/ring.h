@@ -72,6 +72,9 @@ typedef struct jr_stats {
     uint64_t torn_bytes;  /* bytes of the ring skipped with those records (exact) */
     uint64_t leader;      /* token of the consumer that last claimed the ring, 0 if none */
     uint64_t beat;        /* that consumer's heartbeat: advances while it runs */
+    uint64_t full_waits;  /* pushes that found the ring full and waited for room */
+    uint64_t full_wait_ns;     /* their time waiting, summed */
+    uint64_t full_wait_max_ns; /* the longest of them */
 } jr_stats;
 
 /* --- Opening and closing: any thread, any process. ------------------------ */
