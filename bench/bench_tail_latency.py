@@ -28,7 +28,10 @@ Peers, each with the same record: janus_utils with the flusher as a thread
 and stdlib logging to a FileHandler.  picologging (0.9.3) is left out by
 default: with 4 threads calling it flat out its FileHandler deadlocked here
 (a thread blocked on the handler's lock while holding the GIL); add it with
-``JANUS_BENCH_TAIL_PEERS`` to try again.  ``JANUS_BENCH_TAIL_PEERS``
+``JANUS_BENCH_TAIL_PEERS`` to try again.  ``floor`` (opt-in the same way)
+is no logger at all: the same loop timing ``marshal.dumps`` of the record
+(about the janus call's cost), i.e. the spread that 4 Python threads and this
+machine give any call of that size.  ``JANUS_BENCH_TAIL_PEERS``
 (comma-separated keys) narrows the list; ``JANUS_BENCH_TAIL_KWARGS`` (JSON)
 adds configure() options to both janus peers.
 
@@ -39,10 +42,12 @@ each window's; all in extra_info too (``windows``: one dict per window).
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import threading
 import time
 from array import array
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +56,8 @@ import pytest
 from janus_utils import _ring
 
 from . import _sizes
-from ._peers import Janus, Peer, peer
-from ._sizes import THREADS, user_ids
+from ._peers import LOGGER, Janus, Peer, peer
+from ._sizes import AGENT, IP, MESSAGE, THREADS, user_ids
 
 SECONDS = float(os.environ.get("JANUS_BENCH_TAIL_S", "1" if _sizes.QUICK else "10"))
 WINDOWS = int(os.environ.get("JANUS_BENCH_TAIL_WINDOWS", "1" if _sizes.QUICK else "3"))
@@ -63,7 +68,25 @@ JANUS = {"janus": {}, "janus_process": {"flusher": "process"}}
 KEYS = [k for k in os.environ.get("JANUS_BENCH_TAIL_PEERS", "janus,janus_process,stdlib_file").split(",") if k]
 
 
+class Floor(Peer):
+    """No logger: ``marshal.dumps`` of the record, timed by the same loop (opt-in key ``floor``)."""
+
+    key = "floor"
+    label = "no logger: marshal.dumps of the record"
+
+    def open(self, directory: Path) -> None:
+        dumps = marshal.dumps
+
+        def burst(ids: Sequence[str]) -> None:
+            for uid in ids:
+                dumps((20, LOGGER, MESSAGE, (uid,), {"user_id": uid, "ip": IP, "agent_id": AGENT}), 2)
+
+        self.burst = burst
+
+
 def _make(key: str) -> Peer:
+    if key == Floor.key:
+        return Floor()
     if key in JANUS:
         return Janus(ring_size=_ring.DEFAULT_CAPACITY, **JANUS[key], **EXTRA)
     return peer(key)
