@@ -59,6 +59,9 @@ ffi.cdef(
         uint64_t torn_bytes;
         uint64_t leader;
         uint64_t beat;
+        uint64_t full_waits;
+        uint64_t full_wait_ns;
+        uint64_t full_wait_max_ns;
     } jr_stats;
 
     int jr_open(const char *path, uint64_t capacity, int create, int policy,

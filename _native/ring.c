@@ -71,6 +71,11 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+#ifdef __linux__
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
 #include <unistd.h>
 
 #define TAG_RESV 0x52455356a5c3e1f7ULL /* "RESV" + noise */
@@ -133,9 +138,19 @@ struct jr_shared {
     uint64_t beat;
     uint32_t features; /* FEATURE_*, set at creation */
     char _line4[CACHE_LINE - 20];
+    /* producers waiting for room (reserve_wait, wait_for_room); zero in a
+     * fresh file and in files from before these fields */
+    uint32_t room_seq;     /* futex word: moved by a release that finds a waiter */
+    uint32_t room_waiters; /* producers about to sleep or asleep on room_seq, any
+                              process.  One killed asleep stays counted: the
+                              consumer then makes one futex call per release. */
+    uint64_t full_waits;   /* pushes that found the ring full and waited for room */
+    uint64_t full_wait_ns; /* their time waiting, summed */
+    uint64_t full_wait_max_ns; /* the longest of them */
+    char _line5[CACHE_LINE - 32];
 };
 
-_Static_assert(sizeof(struct jr_shared) == 5 * CACHE_LINE, "shared header layout");
+_Static_assert(sizeof(struct jr_shared) == 6 * CACHE_LINE, "shared header layout");
 _Static_assert(sizeof(struct jr_shared) <= JR_HEADER_SIZE, "shared header fits its page");
 
 struct jr_rec {
@@ -703,33 +718,107 @@ static inline int write_record(jr_ring *r, uint64_t pos, const uint8_t *data, si
     return 1;
 }
 
+/* The longest a producer sleeps on a full ring before it looks again by
+ * itself.  A release wakes it at once (wake_room); this bound is only for a
+ * wake that never comes, e.g. a consumer built before wake_room existed. */
+#define ROOM_NAP_NS 10000000LL
+
+#ifdef __linux__
+static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *ts) {
+    /* Not FUTEX_PRIVATE_FLAG: the word is in a file mapped by several processes. */
+    return syscall(SYS_futex, word, op, val, ts, NULL, 0);
+}
+#endif
+
+/* Sleep until a release moves the tail (or `nap_ns` pass), then try again.
+ *
+ * The waiter counts itself, then looks at the tail; the consumer stores the
+ * tail, then reads the count (wake_room).  Both with a full fence between,
+ * so one of them sees the other: either this try succeeds, or the consumer
+ * sees a waiter, moves room_seq and wakes it.  room_seq is read before the
+ * count goes up, so a wake between this try and the sleep makes FUTEX_WAIT
+ * return at once (the word no longer holds `seq`) instead of being lost. */
+static int wait_for_room(jr_ring *r, uint64_t need, int64_t nap_ns, uint64_t *pos, uint64_t *pad) {
+#ifdef __linux__
+    struct jr_shared *sh = r->sh;
+    uint32_t seq = __atomic_load_n(&sh->room_seq, __ATOMIC_ACQUIRE);
+    __atomic_fetch_add(&sh->room_waiters, 1, __ATOMIC_SEQ_CST);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    int rc = try_reserve(r, need, pos, pad);
+    if (rc != JR_OK) {
+        struct timespec ts = {(time_t)(nap_ns / 1000000000LL), (long)(nap_ns % 1000000000LL)};
+        /* EAGAIN (moved already), EINTR, ETIMEDOUT: all mean look again. */
+        futex(&sh->room_seq, FUTEX_WAIT, seq, &ts);
+        rc = try_reserve(r, need, pos, pad);
+    }
+    /* Relaxed: the count only decides whether releases call futex. */
+    __atomic_fetch_sub(&sh->room_waiters, 1, __ATOMIC_RELAXED);
+    return rc;
+#else
+    struct timespec ts = {0, nap_ns < 1000000 ? (long)nap_ns : 1000000L};
+    nanosleep(&ts, NULL);
+    return try_reserve(r, need, pos, pad);
+#endif
+}
+
+/* The consumer moved the tail: wake the producers waiting for room, if any.
+ * Called right after the release store of the tail; see wait_for_room. */
+static void wake_room(jr_ring *r) {
+#ifdef __linux__
+    struct jr_shared *sh = r->sh;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&sh->room_waiters, __ATOMIC_RELAXED) == 0)
+        return;
+    __atomic_fetch_add(&sh->room_seq, 1, __ATOMIC_RELEASE);
+    futex(&sh->room_seq, FUTEX_WAKE, INT_MAX, NULL);
+#else
+    (void)r;
+#endif
+}
+
+static void note_wait(jr_ring *r, int64_t waited_ns) {
+    struct jr_shared *sh = r->sh;
+    uint64_t ns = waited_ns > 0 ? (uint64_t)waited_ns : 0;
+    /* Relaxed: statistics, ordered with nothing else. */
+    __atomic_fetch_add(&sh->full_waits, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&sh->full_wait_ns, ns, __ATOMIC_RELAXED);
+    uint64_t max = __atomic_load_n(&sh->full_wait_max_ns, __ATOMIC_RELAXED);
+    while (ns > max &&
+           !__atomic_compare_exchange_n(&sh->full_wait_max_ns, &max, ns, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        ;
+}
+
+/* Reserve `need` bytes, waiting for room as `policy` allows.  A producer that
+ * waits has no GIL to give up here: callers from Python come through cffi,
+ * which releases it around every call, and the C encoder (speedups.c) never
+ * waits (JR_POLICY_TRY).  It spins briefly (a release may be under way),
+ * then sleeps until a release wakes it: no polling that would take the core
+ * from the consumer it waits for, and no sleep that outlasts the release. */
 static int reserve_wait(jr_ring *r, uint64_t need, int policy, int64_t timeout_ns, uint64_t *pos,
                         uint64_t *pad) {
     int rc = try_reserve(r, need, pos, pad);
     if (rc == JR_OK)
         return rc;
     if ((policy == JR_POLICY_BLOCK || policy == JR_POLICY_SPILL) && timeout_ns != 0) {
-        /* Full: back off from spinning to yielding to short sleeps, so a
-         * waiting producer leaves the core to the consumer. */
         int64_t start = now_ns();
-        int64_t sleep_ns = 10000;
-        for (unsigned spin = 0;; spin++) {
-            if (spin < 64)
-                cpu_relax();
-            else if (spin < 128)
-                sched_yield();
-            else {
-                struct timespec ts = {0, sleep_ns};
-                nanosleep(&ts, NULL);
-                if (sleep_ns < 1000000)
-                    sleep_ns *= 2;
-            }
+        for (unsigned spin = 0; spin < 64 && rc != JR_OK; spin++) {
+            cpu_relax();
             rc = try_reserve(r, need, pos, pad);
-            if (rc == JR_OK)
-                return rc;
-            if (timeout_ns > 0 && (spin & 15) == 15 && now_ns() - start >= timeout_ns)
-                break;
         }
+        while (rc != JR_OK) {
+            int64_t nap = ROOM_NAP_NS;
+            if (timeout_ns > 0) {
+                int64_t left = timeout_ns - (now_ns() - start);
+                if (left <= 0)
+                    break;
+                if (left < nap)
+                    nap = left;
+            }
+            rc = wait_for_room(r, need, nap, pos, pad);
+        }
+        note_wait(r, now_ns() - start);
+        if (rc == JR_OK)
+            return rc;
     }
     if (policy != JR_POLICY_TRY && policy != JR_POLICY_SPILL)
         __atomic_fetch_add(&r->sh->dropped, 1, __ATOMIC_RELAXED);
@@ -1498,6 +1587,8 @@ static int release_locked(jr_ring *r, uint64_t upto) {
     }
     /* Release: our reads and the zeroing happen before producers reuse it. */
     __atomic_store_n(&sh->tail, upto, __ATOMIC_RELEASE);
+    if (upto != tail)
+        wake_room(r);
     if (r->rpos < upto)
         r->rpos = upto;
     return JR_OK;
@@ -1530,6 +1621,9 @@ void jr_get_stats(const jr_ring *r, jr_stats *out) {
     out->ring_id = sh->ring_id;
     out->leader = __atomic_load_n(&sh->leader, __ATOMIC_ACQUIRE);
     out->beat = __atomic_load_n(&sh->beat, __ATOMIC_RELAXED);
+    out->full_waits = __atomic_load_n(&sh->full_waits, __ATOMIC_RELAXED);
+    out->full_wait_ns = __atomic_load_n(&sh->full_wait_ns, __ATOMIC_RELAXED);
+    out->full_wait_max_ns = __atomic_load_n(&sh->full_wait_max_ns, __ATOMIC_RELAXED);
 }
 
 /* ------------------------------------------------------------------------ */

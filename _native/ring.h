@@ -72,6 +72,9 @@ typedef struct jr_stats {
     uint64_t torn_bytes;  /* bytes of the ring skipped with those records (exact) */
     uint64_t leader;      /* token of the consumer that last claimed the ring, 0 if none */
     uint64_t beat;        /* that consumer's heartbeat: advances while it runs */
+    uint64_t full_waits;  /* pushes that found the ring full and waited for room */
+    uint64_t full_wait_ns;     /* their time waiting, summed */
+    uint64_t full_wait_max_ns; /* the longest of them */
 } jr_stats;
 
 /* --- Opening and closing: any thread, any process. ------------------------ */
@@ -90,7 +93,11 @@ uint64_t jr_max_record(const jr_ring *r);
 /* --- Producers: any number of threads and processes, concurrently. ------- */
 
 /* Push one record with the ring's policy.  JR_OK once the record is in the
- * mapped file; JR_FULL if it was dropped; JR_TOO_LARGE if it can never fit. */
+ * mapped file; JR_FULL if it was dropped; JR_TOO_LARGE if it can never fit.
+ * A push that waits for room (JR_POLICY_BLOCK, JR_POLICY_SPILL) sleeps until
+ * the consumer's next release wakes it (a futex in the shared header, Linux)
+ * and is counted in jr_stats.full_waits; call it without holding locks the
+ * consumer needs (from Python: cffi releases the GIL around the call). */
 int jr_push(jr_ring *r, const uint8_t *data, size_t len);
 
 /* Change the full-ring policy of this handle (pushes already waiting keep theirs). */

@@ -74,6 +74,9 @@ class RingStats:
     torn_bytes: int = 0  # bytes skipped with the torn records (exact; torn may be an estimate)
     leader: int = 0  # token of the consumer that last claimed the ring (0: none)
     beat: int = 0  # its heartbeat: moves while that consumer runs
+    full_waits: int = 0  # pushes that found the ring full and waited for room (any process)
+    full_wait_ns: int = 0  # their time waiting, summed
+    full_wait_max_ns: int = 0  # the longest of them
 
     @property
     def used(self) -> int:
@@ -351,6 +354,9 @@ class Ring:
             torn_bytes=s.torn_bytes,
             leader=s.leader,
             beat=s.beat,
+            full_waits=s.full_waits,
+            full_wait_ns=s.full_wait_ns,
+            full_wait_max_ns=s.full_wait_max_ns,
         )
 
     @property

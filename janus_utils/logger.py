@@ -1390,6 +1390,11 @@ def stats() -> dict[str, Any]:
         "ring_used": r.used,
         "ring_fill": r.used / r.capacity,
         "ring_high_water": r.high_water,
+        # Log calls (any process) that found the ring full and waited for the
+        # flusher to free room, and their time waiting: the backpressure callers felt.
+        "ring_full_waits": r.full_waits,
+        "ring_full_wait_s": r.full_wait_ns / 1e9,
+        "ring_full_wait_max_s": r.full_wait_max_ns / 1e9,
         **({"alerts": _alerts.stats()} if _alerts is not None else {}),
         # Per sink: shipped id, lag in rows and seconds, state, last error, retries.
         "ship": {shipper.sink: shipper.stats() for shipper in _shippers},

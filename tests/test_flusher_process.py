@@ -243,6 +243,47 @@ class TestStoppedFlusherProcess:
         assert "stepped down" in w.stderr
 
 
+class TestFullRing:
+    def test_a_call_waiting_on_a_full_ring_lets_other_threads_run(self, db_path: Path) -> None:
+        """The flusher process stopped, the ring fills: a logging thread waits for room without
+        holding the GIL (this thread runs meanwhile); resumed, every record is stored once."""
+        import threading
+
+        ju.configure(db_path, flusher="process", console=False, ring_size=65536, takeover_after=60)
+        try:
+            pid = flusher_pid(str(db_path))
+            assert pid is not None and pid != os.getpid()
+            log = ju.get_logger("full")
+            logged = [0]
+            os.kill(pid, signal.SIGSTOP)
+            try:
+
+                def produce() -> None:  # ~170-byte records: the 64 KiB ring holds a few hundred
+                    for i in range(3000):
+                        log.info("full-%d", i, user_id=f"u{i}", ip="10.0.0.1")
+                        logged[0] += 1
+
+                t = threading.Thread(target=produce)
+                t.start()
+                wait_until(lambda: jlog._flusher.ring.stats().used > 65536 - 512, 30, "the ring did not fill")
+                spins = 0
+                for _ in range(200_000):
+                    spins += 1
+                # Were the GIL held through the wait, this loop could only have
+                # run once the calls gave up waiting and spilled every record.
+                assert (200_000, True) == (spins, t.is_alive())
+                assert logged[0] < 3000
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            t.join(120)
+            assert not t.is_alive()
+            assert ju.flush(timeout=120)
+            assert ju.stats()["ring_full_waits"] >= 1
+        finally:
+            ju.shutdown()
+        assert_exactly_once(db_path, "full", 3000)
+
+
 def _child_leaves_records(db: str) -> None:  # pragma: no cover - runs in a forked child
     try:
         ju.configure(db, flusher="process", console=False)

@@ -242,6 +242,85 @@ class TestFullRing:
             assert [b"%d" % i for i in range(500)] == got
             assert dropped_before == ring.stats().dropped
 
+    def test_a_producer_waiting_for_room_lets_other_threads_run(self, tmp_path: Path) -> None:
+        """A push waiting on a full ring holds no GIL: another thread runs meanwhile, and a release lets the push through."""
+        with Ring(tmp_path / "r.ring", SMALL, policy="block") as ring:
+            while ring.push_wait(b"f" * 100, 0):
+                pass
+            before = ring.stats()
+            result: list[bool] = []
+            late = b"l" * 100
+            # A bounded wait: were the GIL held through it, this thread's loop
+            # below could only run once the push had given up.
+            waiter = threading.Thread(target=lambda: result.append(ring.push_wait(late, 5.0)))
+            waiter.start()
+            time.sleep(0.05)
+            spins = 0
+            for _ in range(200_000):
+                spins += 1
+            still_waiting = waiter.is_alive()
+            batch, upto = ring.read()
+            ring.release(upto)
+            waiter.join(30)
+            assert (200_000, True) == (spins, still_waiting)
+            assert [True] == result
+            assert [late] == [p for _, p in ring.read()[0]]
+            after = ring.stats()
+            assert 1 == after.full_waits - before.full_waits
+            assert after.full_wait_ns > before.full_wait_ns
+            assert after.full_wait_max_ns >= after.full_wait_ns - before.full_wait_ns
+            assert before.dropped == after.dropped
+
+    def test_a_wait_that_times_out_is_counted_as_a_wait_and_a_drop(self, tmp_path: Path) -> None:
+        """A push that waited its whole timeout for room counts one wait and one drop."""
+        with Ring(tmp_path / "r.ring", SMALL, policy="block") as ring:
+            while ring.push_wait(b"z" * 100, 0):
+                pass
+            before = ring.stats()
+            assert not ring.push_wait(b"z" * 100, 0.02)
+            after = ring.stats()
+            assert (1, 1) == (after.full_waits - before.full_waits, after.dropped - before.dropped)
+            assert after.full_wait_ns - before.full_wait_ns >= 20_000_000
+
+    def test_a_producer_in_another_process_is_woken_by_a_release(self, tmp_path: Path) -> None:
+        """A process waiting on a full ring gets its record in once another process releases room."""
+        path = str(tmp_path / "r.ring")
+        with Ring(path, SMALL, policy="block") as ring:
+            while ring.push_wait(b"f" * 100, 0):
+                pass
+            child = FORK.Process(target=_push_one_waiting, args=(path, b"c" * 100, 30.0))
+            child.start()
+            # Released once the child is in its wait, or before it pushes at
+            # all: either way its push must go through.
+            deadline = time.monotonic() + 10
+            while not _waiting_for_room(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            ring.release(ring.read()[1])
+            child.join(60)
+            assert 0 == child.exitcode
+            assert [b"c" * 100] == [p for _, p in ring.read()[0]]
+
+    def test_a_producer_killed_while_waiting_for_room_leaves_the_ring_working(self, tmp_path: Path) -> None:
+        """SIGKILL of a process asleep on a full ring: releases and pushes go on, nothing is lost."""
+        path = str(tmp_path / "r.ring")
+        with Ring(path, SMALL, policy="block") as ring:
+            pushed = 0
+            while ring.push_wait(tagged(0, pushed, pad=90), 0):
+                pushed += 1
+            child = FORK.Process(target=_push_one_waiting, args=(path, b"n" * 100, 60.0))
+            child.start()
+            deadline = time.monotonic() + 10
+            while not _waiting_for_room(path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _waiting_for_room(path)
+            os.kill(child.pid, signal.SIGKILL)
+            child.join(30)
+            got = drain(ring, want=pushed)
+            for i in range(pushed, pushed + 200):  # several laps of the small ring
+                assert ring.push_wait(tagged(0, i, pad=90), 5.0)
+                got.extend(drain(ring, want=1))
+            check_exactly_once([p for _, p in got], 1, pushed + 200)
+
     def test_high_water_mark_tracks_the_peak(self, tmp_path: Path) -> None:
         """The high-water counter keeps the most bytes ever in use."""
         with Ring(tmp_path / "r.ring", 65536) as ring:
@@ -436,6 +515,22 @@ def _process_producer(path: str, producer: int, count: int) -> None:
         if not ring.push(tagged(producer, i, pad=i % 40)):
             raise SystemExit(3)
     ring.close()
+
+
+def _push_one_waiting(path: str, payload: bytes, timeout: float) -> None:
+    ring = Ring(path, None)
+    ok = ring.push_wait(payload, timeout)
+    ring.close()
+    raise SystemExit(0 if ok else 3)
+
+
+def _waiting_for_room(path: str) -> bool:
+    """Whether a producer counts itself asleep on *path*'s full ring (the header's room_waiters)."""
+    with open(path, "rb") as f:
+        header = f.read(lib.JR_HEADER_SIZE)
+    # struct jr_shared: five 64-byte lines, then room_seq (u32), room_waiters (u32).
+    (waiters,) = struct.unpack_from("<I", header, 5 * 64 + 4)
+    return waiters > 0
 
 
 class TestConcurrency:
