@@ -91,12 +91,23 @@ _TRANSIENT = (
 _WAIT_AT_START = (apsw.BusyError, apsw.LockedError, apsw.FullError, apsw.IOError)
 
 _CHECKPOINT_AFTER_IDLE = 1.0  # seconds without a commit before the WAL is checkpointed
-# While idle, the full-text index is merged this many pages per step (one step
-# per idle turn, each its own transaction): every commit adds a segment, and a
-# search's lookup of a given row seeks every term in every segment (230 µs with
-# thirteen segments, 20 µs with one, on 2,000,000 rows).  Kept off the
-# ingest path, where FTS5's own automerge keeps segments in check.
+# While idle, the full-text index is merged this many pages per step: every
+# commit adds a segment, and a search's lookup of a given row seeks every term
+# in every segment (230 µs with thirteen segments, 20 µs with one, on 2,000,000
+# rows).  Kept off the ingest path, where FTS5's own automerge keeps segments
+# in check.
 _IDLE_MERGE_PAGES = 200
+# One idle turn runs up to this many steps in one transaction: about as many
+# pages as a commit under load may leave in the WAL (_CHECKPOINT_PAGES), which
+# each turn's checkpoint then copies.  Every commit makes each reader drop its
+# page cache (and its memory map of the file) at its next statement: a search
+# led by a user's rows then reads them all again, 2-3x its warm time.  A
+# transaction per step, with the WAL cut after each (also a change readers
+# drop their cache for), was some twenty such resets a second for the whole
+# merge after a burst (seconds at millions of rows).  A step is still the
+# most a new record waits: the turn commits as soon as one is in the ring, or
+# flush(), stop() or fork() asks for the flusher.
+_IDLE_MERGE_STEPS = 20
 _MERGE = f'INSERT INTO "{_schema.FTS_TABLE}"("{_schema.FTS_TABLE}", "rank") VALUES (\'merge\', ?)'
 # Under steady load, checkpoint once the WAL holds this many pages (16 MiB of
 # 4 KiB pages: measured, SQLite's 1,000 cost a quarter or more of the commit
@@ -1123,11 +1134,13 @@ class Flusher:
             # with a burst that is just starting.  Under steady load the
             # checkpoint by WAL size in _flush_locked bounds the WAL.
             quiet = time.monotonic() - self._last_commit >= _CHECKPOINT_AFTER_IDLE
-            if self._merge_due and quiet:
-                self._merge_step()
-            if self._batches_since_checkpoint and quiet and self._checkpoint():
+            merging = self._merge_due and quiet and self._merge_steps()
+            if self._batches_since_checkpoint and quiet and self._checkpoint() and not merging:
                 # Idle, the WAL holds nothing the database lacks: give its
-                # blocks back (16 MiB and more at rest, otherwise).
+                # blocks back (16 MiB and more at rest, otherwise).  Not
+                # between merge turns: cutting the WAL is a change every reader
+                # drops its cache for, as for a commit; each turn's checkpoint
+                # keeps the WAL to about one turn's pages meanwhile.
                 self._truncate_wal()
             if self.pruner is not None:
                 self._prune_step()
@@ -1135,21 +1148,35 @@ class Flusher:
                     with contextlib.suppress(apsw.Error):
                         self.pruner.tidy(self.db)  # FTS merge, free pages back
 
-    def _merge_step(self) -> None:
-        """One FTS5 merge step of _IDLE_MERGE_PAGES; the index is merged once a step finds no work."""
+    def _merge_steps(self) -> bool:
+        """Up to _IDLE_MERGE_STEPS FTS5 merge steps of _IDLE_MERGE_PAGES in one transaction;
+        the index is merged once a step finds no work.  Whether it merged and work is left."""
         db = self.db
         if db is None or self._disk_full:
-            return
-        before = db.total_changes()
+            return False
+        merged = worked = False
         try:
             with _write_transaction(db):
-                db.execute(_MERGE, (_IDLE_MERGE_PAGES,))
+                for _ in range(_IDLE_MERGE_STEPS):
+                    before = db.total_changes()
+                    db.execute(_MERGE, (_IDLE_MERGE_PAGES,))
+                    if db.total_changes() - before < 2:  # FTS5's "no work done" signal
+                        merged = True
+                        break
+                    worked = True
+                    if self._wanted():
+                        break
         except apsw.Error:
-            return  # busy or full: the next idle turn tries again
-        if db.total_changes() - before < 2:  # FTS5's "no work done" signal
+            return False  # busy or full: the next idle turn tries again
+        if merged:
             self._merge_due = False
-        else:
+        if worked:
             self._batches_since_checkpoint += 1  # the merge's pages are in the WAL
+        return worked and not merged
+
+    def _wanted(self) -> bool:
+        """Whether the idle work should give way: a record waits, or flush(), stop() or fork() asked."""
+        return self.stopping or self.wake.is_set() or self.ring.stats().used > 0
 
     def _prune_step(self) -> None:
         if self.db is None:
@@ -1311,7 +1338,9 @@ class Flusher:
 
     def before_fork(self) -> None:
         # No SQLite connection may cross fork(): close it with no batch in
-        # flight; the parent reopens it on its next batch.
+        # flight; the parent reopens it on its next batch.  wake: an idle
+        # turn's merge commits at its next step rather than run on.
+        self.wake.set()
         self.db_lock.acquire()
         if self.db is not None:
             with contextlib.suppress(Exception):

@@ -78,6 +78,66 @@ class TestIdleWal:
             assert 2002 == store.count()
 
 
+class TestIdleMerge:
+    @pytest.fixture
+    def merging(self, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[jflusher.Flusher]:
+        """A configured flusher whose index has many segments to merge in one-page steps, five a turn;
+        yielded with its lock held, so that its thread stays out of the way."""
+        monkeypatch.setattr(jflusher, "_IDLE_MERGE_PAGES", 1)
+        monkeypatch.setattr(jflusher, "_IDLE_MERGE_STEPS", 5)
+        ju.configure(db_path, console=False)
+        log = ju.get_logger("svc.api")
+        for batch in range(40):  # a segment a commit
+            for n in range(200):
+                log.info("order %s of batch %s shipped far away", n, batch, user_id=f"u{n % 50}")
+            assert ju.flush(timeout=60)
+        flusher = ju.logger._flusher
+        assert flusher is not None
+        with flusher.db_lock:
+            assert flusher.db is not None and flusher._merge_due
+            flusher.wake.clear()  # flush() leaves it set until the thread's next wait
+            yield flusher
+
+    @staticmethod
+    def watch(db: apsw.Connection) -> tuple[list[str], list[int]]:
+        """The merge statements run and the commits made on *db* from now on."""
+        merges: list[str] = []
+        commits: list[int] = []
+        db.exec_trace = lambda cursor, sql, bindings: (merges.append(sql) if "'merge'" in sql else None) or True
+        db.set_commit_hook(lambda: commits.append(1) or False)
+        return merges, commits
+
+    def test_an_idle_turn_merges_in_several_steps_and_one_commit(self, merging: jflusher.Flusher) -> None:
+        """Readers drop their cache at each commit: a turn's steps share one transaction."""
+        assert merging.db is not None
+        merges, commits = self.watch(merging.db)
+        assert merging._merge_steps()  # work is left
+        assert (jflusher._IDLE_MERGE_STEPS, 1) == (len(merges), len(commits))
+
+    def test_a_waiting_record_ends_the_turn_after_one_step(self, merging: jflusher.Flusher) -> None:
+        """A record logged while the index is merged waits one step, not a whole turn."""
+        assert merging.db is not None
+        ju.get_logger("svc.api").info("logged while the index is merged")
+        merges, commits = self.watch(merging.db)
+        assert merging._merge_steps()
+        assert (1, 1) == (len(merges), len(commits))
+
+    def test_the_merge_ends_with_every_record_found(self, merging: jflusher.Flusher, db_path: Path) -> None:
+        """Turn after turn the index is merged to the end, each record still found once."""
+        assert merging.db is not None
+        turns = 0
+        while merging._merge_steps():
+            turns += 1
+            assert turns < 1000
+        assert not merging._merge_due
+        merging.db.exec_trace = None
+        merging.db.set_commit_hook(None)
+        with ju.LogStore(db_path) as store:
+            assert 8000 == store.count("shipped")
+            assert 200 == store.count('"batch 17"')
+            assert 1 == len(merging.db.execute('SELECT DISTINCT "segid" FROM "logs_fts_idx"').fetchall())
+
+
 class TestWriterSettings:
     def test_the_writer_has_a_larger_page_cache_and_a_wal_size_limit(self, tmp_path: Path) -> None:
         """open_database sets the writer's cache and cuts a restarted WAL back to the checkpoint size."""

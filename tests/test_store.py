@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -17,6 +18,7 @@ import pytest
 
 import conftest
 from conftest import BASE_TS, make_row, open_writer, write_batch
+from janus_utils._schema import COLUMNS
 from janus_utils._timeparse import format_ts, parse_duration, parse_time
 from janus_utils.error_handling import JanusError
 from janus_utils.error_handling.utils.errors import FileHandlerError, SearchQueryError
@@ -323,6 +325,40 @@ class TestRecord:
         """A fields text that is not a JSON object is kept under _unparsed."""
         with LogStore(make_log_db([make_row(fields="not json"), make_row(fields="[1]")])) as store:
             assert [{"_unparsed": "[1]"}, {"_unparsed": "not json"}] == [r.fields for r in store.search()]
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            '{"status": 200, "path": "/a"}',
+            ' {"status": 200}',
+            '{"status": 200}\n',
+            '{"status": 200} extra',
+            '{"a": 1}{"b": 2}',
+            '\ufeff{"a": 1}',
+            '{"a": NaN, "b": -Infinity}',
+            '{"a": {"b": [1, 2.5, null, true]}, "c": "\\u00e9"}',
+            '{"a": 1, "a": 2}',
+            '{"a": 1',
+            '"text"',
+            "12",
+            "null",
+            "{}",
+        ],
+    )
+    def test_fields_read_as_json_loads_reads_them(self, make_log_db: Callable[..., Path], text: str) -> None:
+        """Whitespace around, data after, a BOM, NaN, nesting: the fields are what json.loads makes of the text."""
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        expected = value if isinstance(value, dict) else {"_unparsed": text}
+        with LogStore(make_log_db([make_row("x", fields=text)])) as store:
+            assert [expected] == [r.fields for r in store.search()]
+            assert [expected] == [r.fields for r in store.search("x")]
+
+    def test_columns_are_the_first_fields_of_a_record_in_order(self) -> None:
+        """A row becomes a Record by position: the stored columns must stay Record's first fields."""
+        assert ("id", *COLUMNS) == tuple(f.name for f in dataclasses.fields(Record))[: len(COLUMNS) + 1]
 
     def test_snippet_marks_hits(self, store: LogStore) -> None:
         """A query's snippet wraps each hit in SNIPPET_START and SNIPPET_END."""
