@@ -344,8 +344,9 @@ class Ring:
         return int(lib.jr_wait_consumer(self._ptr, max(min_used, 0), max(int(timeout * 1e9), 0)))
 
     def wake_consumer(self) -> None:
-        """End the wait_consumer() in progress, or the next one."""
-        lib.jr_wake_consumer(self._ptr)
+        """End the wait_consumer() in progress, or the next one (nothing once closed)."""
+        if self._ptr is not None:  # flush() or stop() may come after close(): not a crash
+            lib.jr_wake_consumer(self._ptr)
 
     # -- state -------------------------------------------------------------
 

@@ -433,6 +433,12 @@ class TestConsumerWait:
                 timer.join()
             assert ran.is_set()
 
+    def test_waking_a_closed_ring_does_nothing(self, tmp_path: Path) -> None:
+        """flush() or stop() may wake the flusher after its ring is closed: no crash."""
+        ring = Ring(tmp_path / "r.ring", SMALL)
+        ring.close()
+        ring.wake_consumer()
+
     def test_a_filled_ring_ends_the_wait(self, tmp_path: Path) -> None:
         """Records of min_used bytes or more in the ring end the wait, already there or pushed meanwhile."""
         with Ring(tmp_path / "r.ring", SMALL) as ring:
