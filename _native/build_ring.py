@@ -95,6 +95,13 @@ ffi.cdef(
     int jr_claim(jr_ring *r, uint64_t expected, uint64_t token);
     int jr_beat(jr_ring *r, uint64_t token);
 
+    /* the consumer's wait between commits */
+    #define JR_WAIT_TIMEOUT ...
+    #define JR_WAIT_WOKEN ...
+    #define JR_WAIT_FILLED ...
+    int jr_wait_consumer(jr_ring *r, uint64_t min_used, int64_t timeout_ns);
+    void jr_wake_consumer(jr_ring *r);
+
     /* test hook */
     int jr_debug_reserve_only(jr_ring *r, size_t len, int mode);
     int jr_debug_push_stalled(jr_ring *r, const uint8_t *data, size_t len, int64_t stall_ns);

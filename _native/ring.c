@@ -77,6 +77,10 @@
 #include <sys/syscall.h>
 #endif
 #include <unistd.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#endif
 
 #define TAG_RESV 0x52455356a5c3e1f7ULL /* "RESV" + noise */
 #define TAG_DONE 0x444f4e455a3c1e0bULL /* "DONE" + noise */
@@ -224,6 +228,7 @@ struct jr_ring {
     uint64_t seen_bytes;    /* records read (their aligned size), for count_lost */
     uint64_t seen_records;
     int zero_is_free; /* a file from before FREE tags: see claim() */
+    uint32_t consumer_wake; /* 1: jr_wake_consumer() was called (see jr_wait_consumer) */
     /* the secret prefilter, replaced whole by jr_set_prefilter (see there) */
     struct jr_prefilter *pf;
 };
@@ -1624,6 +1629,46 @@ void jr_get_stats(const jr_ring *r, jr_stats *out) {
     out->full_waits = __atomic_load_n(&sh->full_waits, __ATOMIC_RELAXED);
     out->full_wait_ns = __atomic_load_n(&sh->full_wait_ns, __ATOMIC_RELAXED);
     out->full_wait_max_ns = __atomic_load_n(&sh->full_wait_max_ns, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------------------ */
+/* the consumer's wait between commits                                       */
+
+/* How often a waiting consumer looks at the ring's fill: a wake ends the
+ * wait at once, a filling ring within this. */
+#define CONSUMER_LOOK_NS 10000000LL
+
+int jr_wait_consumer(jr_ring *r, uint64_t min_used, int64_t timeout_ns) {
+    int64_t end = now_ns() + timeout_ns;
+    for (;;) {
+        /* Acq_rel: what the waker did before jr_wake_consumer is seen after. */
+        if (__atomic_exchange_n(&r->consumer_wake, 0, __ATOMIC_ACQ_REL))
+            return JR_WAIT_WOKEN;
+        /* The tail first: the head read after it is never behind it. */
+        uint64_t tail = __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE);
+        uint64_t head = __atomic_load_n(&r->sh->head, __ATOMIC_RELAXED);
+        if (head - tail >= min_used)
+            return JR_WAIT_FILLED;
+        int64_t left = end - now_ns();
+        if (left <= 0)
+            return JR_WAIT_TIMEOUT;
+        int64_t step = left < CONSUMER_LOOK_NS ? left : CONSUMER_LOOK_NS;
+#ifdef __linux__
+        /* Sleeps unless a wake came since the exchange above (the word is 1). */
+        struct timespec ts = {(time_t)(step / 1000000000LL), (long)(step % 1000000000LL)};
+        syscall(SYS_futex, &r->consumer_wake, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
+#else
+        struct timespec ts = {0, (long)(step < 1000000 ? step : 1000000)};
+        nanosleep(&ts, NULL);
+#endif
+    }
+}
+
+void jr_wake_consumer(jr_ring *r) {
+    __atomic_store_n(&r->consumer_wake, 1, __ATOMIC_RELEASE);
+#ifdef __linux__
+    syscall(SYS_futex, &r->consumer_wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+#endif
 }
 
 /* ------------------------------------------------------------------------ */

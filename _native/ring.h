@@ -213,6 +213,21 @@ int jr_claim(jr_ring *r, uint64_t expected, uint64_t token);
  * (another consumer has claimed the ring: step down). */
 int jr_beat(jr_ring *r, uint64_t token);
 
+/* --- The consumer's wait between commits. -------------------------------- */
+
+#define JR_WAIT_TIMEOUT 0 /* timeout_ns passed */
+#define JR_WAIT_WOKEN 1   /* jr_wake_consumer() was called */
+#define JR_WAIT_FILLED 2  /* the ring holds min_used bytes or more */
+
+/* Wait until jr_wake_consumer() is called (now, or since the last wait that
+ * returned JR_WAIT_WOKEN), the ring holds `min_used` bytes, or `timeout_ns`
+ * passes.  Holds no lock of the caller's (through cffi, not the GIL), so a
+ * consumer thread waiting for its next commit does not take the
+ * application's GIL to look at the ring.  One thread of the handle waits;
+ * any thread may wake it. */
+int jr_wait_consumer(jr_ring *r, uint64_t min_used, int64_t timeout_ns);
+void jr_wake_consumer(jr_ring *r);
+
 /* --- Test hook. ---------------------------------------------------------- */
 
 /* Reserve room for a `len`-byte record and never commit it, as a producer

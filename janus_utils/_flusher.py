@@ -130,6 +130,10 @@ _BUSY_WAIT = 5.0  # seconds one statement waits for a lock another program holds
 _START_WAIT = 1.0  # at most this long in configure() for leftovers of a crashed run
 _STOP_GRACE = 0.25  # how far past its timeout stop() waits for the thread to end
 _LOCK_CHECK_EVERY = 1.0  # seconds between the leader's checks that its lock file is still there
+# Longest a waiting flusher goes without beating its heartbeat (a fifth of
+# takeover_after if that is less): the one time it takes the GIL while it
+# waits for its next commit.
+_BEAT_EVERY = 0.1
 _TOUCH_EVERY = 3600.0  # seconds between touches of the lock and ring files (age-based tmp cleaners)
 # A flusher that is behind (its batch_size chunk came back full) commits up to
 # this many chunks in one transaction, at most _BACKLOG_BYTES of records (the
@@ -378,7 +382,7 @@ class Flusher:
         self._impossible_upto: int | None = None  # see _open_db
         # (device, inode) of the database, -wal and -shm the connection uses
         self._db_files: tuple[tuple[int, int] | None, ...] = ()
-        self.wake = threading.Event()
+        self.wake = _Wake(self.ring)
         self.stopping = False
         self.thread: threading.Thread | None = None
         # counters (this process)
@@ -616,19 +620,24 @@ class Flusher:
         Committing on size or time, rather than chasing every record, makes
         bigger transactions (cheaper per row, fewer FTS segments) and keeps the
         flusher from taking the GIL from the application at every log call.
+        The wait itself is the ring's, without the GIL: the thread takes it
+        only to beat its heartbeat (every _BEAT_EVERY s) and when the commit
+        is due, not every few milliseconds to look at the ring.
         """
         deadline = time.monotonic() + self.cfg.commit_interval
         full = self.ring.stats().capacity // 4
+        beat_every = min(_BEAT_EVERY, self.cfg.takeover_after / 5)
         while not self.stopping:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self.wake.wait(min(remaining, 0.01)):
+            waited = self.ring.wait_consumer(full, min(remaining, beat_every))
+            if waited == _ring.WAIT_WOKEN or self.wake.is_set():
                 self.wake.clear()
                 return
             if not self.ring.beat(self.token):
                 return  # another process took over: _still_leader steps down
-            if self.ring.stats().used >= full:
+            if waited == _ring.WAIT_FILLED:
                 return
 
     # -- the election ------------------------------------------------------
@@ -1357,7 +1366,7 @@ class Flusher:
         self.leader = False
         self._new_token()  # the parent's token is the parent's
         self.lock = FileLock(self.lock_path)
-        self.wake = threading.Event()
+        self.wake = _Wake(self.ring)
         self._exit_lock = threading.Lock()
         self._thread_done = False
         self.committed = self.batches = self.retries = 0
@@ -1367,6 +1376,18 @@ class Flusher:
         if not self.stopping:
             self._start_thread()
         self.console.after_fork_child()
+
+
+class _Wake(threading.Event):
+    """The flusher's wake-up call (flush(), stop()): also ends the ring's wait in _gather."""
+
+    def __init__(self, ring: _ring.Ring) -> None:
+        super().__init__()
+        self._ring = ring
+
+    def set(self) -> None:
+        super().set()
+        self._ring.wake_consumer()
 
 
 def _stopped_writer(db_path: str) -> str:

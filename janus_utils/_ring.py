@@ -26,6 +26,10 @@ OK = lib.JR_OK
 FULL = lib.JR_FULL
 TOO_LARGE = lib.JR_TOO_LARGE
 SUSPECT = lib.JR_SUSPECT
+# What Ring.wait_consumer() returns.
+WAIT_TIMEOUT = lib.JR_WAIT_TIMEOUT
+WAIT_WOKEN = lib.JR_WAIT_WOKEN
+WAIT_FILLED = lib.JR_WAIT_FILLED
 
 _RECORD_HEAD = struct.Struct("<QI4x")  # seq, length, reserved: see jr_read
 
@@ -335,6 +339,17 @@ class Ring:
     def beat(self, token: int) -> bool:
         """Advance the heartbeat; False if another consumer has claimed the ring since."""
         return bool(lib.jr_beat(self._ptr, token))
+
+    def wait_consumer(self, min_used: int, timeout: float) -> int:
+        """Wait, without the GIL, until wake_consumer() is called (now or since the last
+        wait that returned WAIT_WOKEN), the ring holds *min_used* bytes, or *timeout*
+        seconds pass: WAIT_WOKEN, WAIT_FILLED or WAIT_TIMEOUT."""
+        return int(lib.jr_wait_consumer(self._ptr, max(min_used, 0), max(int(timeout * 1e9), 0)))
+
+    def wake_consumer(self) -> None:
+        """End the wait_consumer() in progress, or the next one (nothing once closed)."""
+        if self._ptr is not None:  # flush() or stop() may come after close(): not a crash
+            lib.jr_wake_consumer(self._ptr)
 
     # -- state -------------------------------------------------------------
 

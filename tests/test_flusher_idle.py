@@ -148,3 +148,33 @@ class TestWriterSettings:
             assert jflusher._CHECKPOINT_PAGES * page_size == db.execute("PRAGMA journal_size_limit").fetchall()[0][0]
         finally:
             db.close()
+
+
+class TestIdleFlusherAndTheGil:
+    def test_a_waiting_flusher_enters_python_only_to_beat(
+        self, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Between commits the flusher thread waits in the ring, not in Python: it takes the
+        GIL to beat its heartbeat every _BEAT_EVERY s (not every 10 ms), and flush() still
+        wakes it at once for the records logged meanwhile."""
+        ju.configure(db_path, console=False, commit_interval=3600)
+        log = ju.get_logger("svc.api")
+        log.info("first")
+        assert ju.flush(timeout=60)
+        flusher = ju.logger._flusher
+        assert flusher is not None
+        beats: list[float] = []
+        beat = flusher.ring.beat
+
+        def counted(token: int) -> bool:
+            beats.append(time.monotonic())
+            return beat(token)
+
+        monkeypatch.setattr(flusher.ring, "beat", counted)
+        time.sleep(1.0)
+        assert 0 < len(beats) <= 1.0 / jflusher._BEAT_EVERY + 3
+        for n in range(100):
+            log.info("order %s shipped", n)
+        assert ju.flush(timeout=60)
+        with ju.LogStore(db_path) as store:
+            assert 101 == store.count()

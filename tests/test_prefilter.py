@@ -369,6 +369,20 @@ class TestTableMatchesTheWrittenRule:
         """Each token and its prefixes, in each case, between the bytes its anchors look at."""
         self._check(tables, _token_neighbourhood(tables[1]))
 
+    def test_every_token_at_every_offset(self, tables: tuple[Ring, tuple[str, ...]]) -> None:
+        """Each token, in lower and upper case, at every offset of a longer text and with text
+        or nothing after it: the scan skips clean bytes several pairs a step, so a match must
+        be found wherever it falls in or across its steps, and at the text's end."""
+        filler = b"quiet line, fine: all well here. " * 2
+        samples = [
+            filler[:offset] + form + filler[:after]
+            for token in tables[1]
+            for form in {_bare(token), _bare(token).upper()}
+            for offset in range(35)
+            for after in (0, 18)
+        ]
+        self._check(tables, samples)
+
     def test_the_corpus(self, tables: tuple[Ring, tuple[str, ...]]) -> None:
         """Every string of the secret corpus (secrets, near misses, personal data)."""
         samples: list[bytes] = []

@@ -479,6 +479,59 @@ class TestReopen:
             assert [b"b"] == [p for _, p in second.read()[0]]
 
 
+class TestConsumerWait:
+    """wait_consumer(): how a flusher waits for its next commit without the GIL."""
+
+    def test_an_idle_ring_waits_out_the_timeout(self, tmp_path: Path) -> None:
+        """Nothing logged and nobody waking it: the wait ends by its timeout."""
+        with Ring(tmp_path / "r.ring", SMALL) as ring:
+            assert _ring.WAIT_TIMEOUT == ring.wait_consumer(1, 0.02)
+
+    def test_a_wake_before_the_wait_ends_it_once(self, tmp_path: Path) -> None:
+        """A wake is kept until a wait takes it, and taken once."""
+        with Ring(tmp_path / "r.ring", SMALL) as ring:
+            ring.wake_consumer()
+            ring.wake_consumer()
+            assert _ring.WAIT_WOKEN == ring.wait_consumer(1, 60)
+            assert _ring.WAIT_TIMEOUT == ring.wait_consumer(1, 0.02)
+
+    def test_a_wake_from_another_thread_ends_a_long_wait(self, tmp_path: Path) -> None:
+        """The waiting thread holds no GIL: another runs Python meanwhile and wakes it."""
+        with Ring(tmp_path / "r.ring", SMALL) as ring:
+            ran = threading.Event()
+
+            def waker() -> None:
+                ran.set()  # Python code, while the waiter is inside the wait
+                ring.wake_consumer()
+
+            timer = threading.Timer(0.05, waker)
+            timer.start()
+            try:
+                assert _ring.WAIT_WOKEN == ring.wait_consumer(1, 60)
+            finally:
+                timer.join()
+            assert ran.is_set()
+
+    def test_waking_a_closed_ring_does_nothing(self, tmp_path: Path) -> None:
+        """flush() or stop() may wake the flusher after its ring is closed: no crash."""
+        ring = Ring(tmp_path / "r.ring", SMALL)
+        ring.close()
+        ring.wake_consumer()
+
+    def test_a_filled_ring_ends_the_wait(self, tmp_path: Path) -> None:
+        """Records of min_used bytes or more in the ring end the wait, already there or pushed meanwhile."""
+        with Ring(tmp_path / "r.ring", SMALL) as ring:
+            assert ring.push(b"x" * 100)
+            assert _ring.WAIT_FILLED == ring.wait_consumer(100, 60)
+            assert _ring.WAIT_TIMEOUT == ring.wait_consumer(1000, 0.02)
+            timer = threading.Timer(0.05, lambda: [ring.push(b"y" * 100) for _ in range(10)])
+            timer.start()
+            try:
+                assert _ring.WAIT_FILLED == ring.wait_consumer(1000, 60)
+            finally:
+                timer.join()
+
+
 class TestPrefilter:
     TOKENS = ("password", "token", "bearer", "eyj")
 
