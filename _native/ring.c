@@ -77,10 +77,6 @@
 #include <sys/syscall.h>
 #endif
 #include <unistd.h>
-#ifdef __linux__
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#endif
 
 #define TAG_RESV 0x52455356a5c3e1f7ULL /* "RESV" + noise */
 #define TAG_DONE 0x444f4e455a3c1e0bULL /* "DONE" + noise */
@@ -730,7 +726,8 @@ static inline int write_record(jr_ring *r, uint64_t pos, const uint8_t *data, si
 
 #ifdef __linux__
 static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *ts) {
-    /* Not FUTEX_PRIVATE_FLAG: the word is in a file mapped by several processes. */
+    /* Room waits pass plain ops (the word is in a file mapped by several
+     * processes); the consumer's own wake word passes the _PRIVATE ones. */
     return syscall(SYS_futex, word, op, val, ts, NULL, 0);
 }
 #endif
@@ -1656,7 +1653,7 @@ int jr_wait_consumer(jr_ring *r, uint64_t min_used, int64_t timeout_ns) {
 #ifdef __linux__
         /* Sleeps unless a wake came since the exchange above (the word is 1). */
         struct timespec ts = {(time_t)(step / 1000000000LL), (long)(step % 1000000000LL)};
-        syscall(SYS_futex, &r->consumer_wake, FUTEX_WAIT_PRIVATE, 0, &ts, NULL, 0);
+        futex(&r->consumer_wake, FUTEX_WAIT_PRIVATE, 0, &ts);
 #else
         struct timespec ts = {0, (long)(step < 1000000 ? step : 1000000)};
         nanosleep(&ts, NULL);
@@ -1667,7 +1664,7 @@ int jr_wait_consumer(jr_ring *r, uint64_t min_used, int64_t timeout_ns) {
 void jr_wake_consumer(jr_ring *r) {
     __atomic_store_n(&r->consumer_wake, 1, __ATOMIC_RELEASE);
 #ifdef __linux__
-    syscall(SYS_futex, &r->consumer_wake, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    futex(&r->consumer_wake, FUTEX_WAKE_PRIVATE, 1, NULL);
 #endif
 }
 
