@@ -16,6 +16,9 @@ What it exports (all names start ``janus_``):
   (every process that logs into the database counts there);
 * ``ring_used_bytes``, ``ring_capacity_bytes``, ``ring_fill_ratio``,
   ``ring_high_water_bytes``;
+* ``ring_full_waits_total``, ``ring_full_wait_seconds_total``,
+  ``ring_full_wait_max_seconds``: log calls that found the ring full and
+  waited for room (any process), their time waiting, the longest wait;
 * ``flusher_lag_seconds``: while records wait in the ring, the age of the
   newest committed record (how far behind the flusher is); 0 when the ring is
   empty;
@@ -153,6 +156,11 @@ class JanusCollector(Collector):
             yield _gauge("janus_ring_capacity_bytes", "Size of the shared ring", ring.capacity)
             yield _gauge("janus_ring_fill_ratio", "ring_used_bytes / ring_capacity_bytes", used / ring.capacity)
             yield _gauge("janus_ring_high_water_bytes", "The most the ring has held", ring.high_water)
+            yield _counter("janus_ring_full_waits", "Log calls that found the ring full and waited", ring.full_waits)
+            yield _counter(
+                "janus_ring_full_wait_seconds", "Time log calls spent waiting for room", ring.full_wait_ns / 1e9
+            )
+            yield _gauge("janus_ring_full_wait_max_seconds", "The longest wait for room", ring.full_wait_max_ns / 1e9)
             lag = 0.0
             if used > 0 and newest_ts is not None:
                 lag = max(time.time_ns() - newest_ts, 0) / 1e9

@@ -15,6 +15,7 @@ from prometheus_client.exposition import MetricsHandler
 from prometheus_client.parser import text_string_to_metric_families
 
 import janus_utils as ju
+from janus_utils._ring import Ring
 from janus_utils.metrics import OTHER_LOGGER, JanusCollector
 
 
@@ -74,12 +75,29 @@ class TestCollector:
             "janus_records_dropped", "janus_records_torn", "janus_ring_used_bytes", "janus_ring_capacity_bytes",
             "janus_ring_fill_ratio", "janus_ring_high_water_bytes", "janus_flusher_lag_seconds",
             "janus_database_bytes", "janus_flusher_retries", "janus_flusher_leader", "janus_database_up",
+            "janus_ring_full_waits", "janus_ring_full_wait_seconds", "janus_ring_full_wait_max_seconds",
         }
         assert (set(), 1.0, 1.0) == (
             names - set(families),
             families["janus_flusher_leader"].samples[0].value,
             families["janus_database_up"].samples[0].value,
         )
+
+    def test_waits_for_room_in_a_full_ring(self, tmp_path: Path) -> None:
+        """A push that waited on a full ring shows in the wait counters, read from the ring file."""
+        path = tmp_path / "w.db"
+        with Ring(str(path) + "-ring", 65536, policy="block") as ring:
+            while ring.push_wait(b"f" * 100, 0):
+                pass
+            assert not ring.push_wait(b"f" * 100, 0.05)
+            registry = CollectorRegistry()
+            registry.register(JanusCollector(path, stats=dict))
+            families = _scrape(registry)
+        waits = families["janus_ring_full_waits"].samples[0].value
+        waited = families["janus_ring_full_wait_seconds"].samples[0].value
+        longest = families["janus_ring_full_wait_max_seconds"].samples[0].value
+        assert 1.0 == waits
+        assert 0.05 <= waited == longest
 
     def test_loggers_past_the_cap_are_other(self, configured: Path) -> None:
         """A label per logger only up to max_loggers: the rest add up under (other)."""
