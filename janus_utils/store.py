@@ -37,7 +37,16 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import apsw
 
-from ._fts import check_query_size, escape_query, excluded_only, quote_all, required_words, split_wide
+from . import _words
+from ._fts import (
+    check_query_size,
+    escape_query,
+    excluded_only,
+    quote_all,
+    required_tokens,
+    required_words,
+    split_wide,
+)
 from ._levels import level_name, parse_level
 from ._planner import WALK_TS, Planner, Streams
 from ._rollup import Rollup, bucket_floor_sql
@@ -523,6 +532,7 @@ class LogStore:
             )
             table_columns = {str(row[1]) for row in db.execute(f"PRAGMA table_info({_T})")}
         self._has_resources = all(column in table_columns for column in _ADDED_IN_V2)
+        self._has_words = _words.COLUMN in table_columns
         # octet_length() came in SQLite 3.43 (the search prefilter's ASCII test).
         self._has_octet_length = tuple(int(n) for n in apsw.sqlite_lib_version().split(".")[:2]) >= (3, 43)
         self._select_record = (
@@ -810,6 +820,14 @@ class LogStore:
         holds = " AND ".join("(" + " OR ".join(f"{c} LIKE '%{word}%'" for c in columns) + ")" for word in words)
         return f"({other} OR ({holds}))"
 
+    def _signature(self, fts: str) -> str:
+        """A condition on the logs row's word signature (janus_utils._words) that every match
+        of *fts* passes: its whole ASCII tokens' bits are set; "" when it has none."""
+        tokens = required_tokens(fts)
+        if not tokens or not self._has_words:
+            return ""
+        return _words.condition(_T, _words.mask(tokens))
+
     def _planner(self) -> Planner:
         if self._plans is None:
             self._plans = Planner(self._rows, TABLE, FTS_TABLE)
@@ -848,8 +866,14 @@ class LogStore:
                 # the index: the subquery makes SQLite use that filter's index.
                 source = f'FROM {_T}' if unmatched else f'FROM {_T} CROSS JOIN {_F} ON {_F}."rowid" = {_T}."id"'
                 id_column = f'{_T}."id"'
+                signature = self._signature(selection.fts)
+                if signature and user_match_sql() in narrow:
+                    # In the user index (covering): rows that cannot match are never read.
+                    narrow = f"{narrow} AND {signature}"
                 where.append(f'{_T}."id" IN (SELECT "id" FROM {_T} WHERE {narrow})')
                 params.extend(narrow_params)
+                if signature:
+                    where.append(signature)  # before the prefilter: an integer test, not a scan of text
                 prefilter = self._prefilter(selection.fts)
                 if prefilter:
                     where.append(prefilter)
