@@ -653,6 +653,9 @@ class LogStore:
             if wanted is not None:
                 if not self._has_resources:  # a version 1 database: no record has one
                     selection.add("0")
+                elif column == "host":
+                    condition, params = self._host_match(_text(wanted, column))
+                    selection.add(condition, *params, probe=column)
                 else:
                     selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=column)
                 selection.facts["other"] = True
@@ -703,6 +706,9 @@ class LogStore:
         scope = self.scope
         for column in ("user_id", "agent_id", "service", "host"):
             if column in scope:
+                if column == "host" and self._has_resources:
+                    conditions.append(self._host_match(scope[column]))
+                    continue
                 condition = user_match_sql() if column == "user_id" else f'{_T}."{column}" = ?'
                 conditions.append((condition, [scope[column]]))
         if "level" in scope:
@@ -717,6 +723,20 @@ class LogStore:
                 (f'({_T}."logger" = ? OR ({_T}."logger" >= ? AND {_T}."logger" < ?))', [name, name + ".", name + "/"])
             )
         return conditions
+
+    def _host_match(self, host: str) -> tuple[str, list[Any]]:
+        """``host = ?`` for the rows of "logs", and where they may lie: the runs of spans that
+        may hold the host (janus_utils._rollup.Rollup.host_ranges) and the rows past them.
+        No index holds the hosts (see _schema): a host absent from the spans costs one
+        read of the spans and of the newest rows, not a scan of the table."""
+        if self._rollup is None:
+            self._rollup = Rollup(self._rows)
+        found = self._rollup.host_ranges(host)
+        if found is None or found[1] is None:
+            return f'{_T}."host" = ?', [host]  # may be anywhere: as broad as no filter
+        covered, ranges = found
+        where = " OR ".join([f'{_T}."id" > ?', *(f'{_T}."id" BETWEEN ? AND ?' for _ in ranges)])
+        return f'({_T}."host" = ? AND ({where}))', [host, covered, *(bound for pair in ranges for bound in pair)]
 
     def _scope_where(self, prefix: str = "AND") -> tuple[str, list[Any]]:
         """The scope as SQL for the few queries that are not built from a selection."""
