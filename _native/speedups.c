@@ -2164,6 +2164,17 @@ static PyObject *py_any_non_ascii(PyObject *module, PyObject *args) {
 #define WORD_HASH_STEP(h, c) (((h) ^ (uint32_t)(c)) * 16777619u)
 #define WORD_BIT(h) ((uint32_t)1 << (((uint32_t)(h) * 2654435761u) >> 27))
 
+/* A byte as unicode61 sees it in ASCII text: a letter or digit, lowercased;
+ * 0 for a separator (every other byte, NUL among them). */
+static unsigned char word_char[256];
+
+static void init_word_chars(void) {
+    for (int c = '0'; c <= '9'; c++)
+        word_char[c] = (unsigned char)c;
+    for (int c = 'a'; c <= 'z'; c++)
+        word_char[c] = (unsigned char)c, word_char[c - 32] = (unsigned char)c;
+}
+
 /* Adds the tokens of one column value to *bits; 0 when the value is one the
  * signature cannot describe exactly (see _words): the row then gets -1. */
 static int add_words(PyObject *v, uint32_t *bits) {
@@ -2177,15 +2188,15 @@ static int add_words(PyObject *v, uint32_t *bits) {
     uint32_t h = WORD_HASH_START, acc = 0;
     int in_token = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = s[i];
-        if (c == 0)
-            return 0; /* a NUL: what SQLite and FTS5 make of the rest is not ours to guess */
-        if (c >= 'A' && c <= 'Z')
-            c += 32; /* unicode61 folds ASCII case */
-        if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')) {
+        unsigned char c = word_char[s[i]];
+        if (c) {
             h = WORD_HASH_STEP(h, c);
             in_token = 1;
-        } else if (in_token) { /* every other ASCII byte separates tokens */
+            continue;
+        }
+        if (s[i] == 0)
+            return 0; /* a NUL: what SQLite and FTS5 make of the rest is not ours to guess */
+        if (in_token) {
             acc |= WORD_BIT(h);
             h = WORD_HASH_START, in_token = 0;
         }
@@ -2337,6 +2348,7 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyType_Ready(&EmitterType) < 0 || PyType_Ready(&LoggerType) < 0)
         return NULL;
+    init_word_chars();
     name_attr = PyUnicode_InternFromString("name");
     trace_id_str = PyUnicode_InternFromString("trace_id");
     if (name_attr == NULL || trace_id_str == NULL)
