@@ -531,8 +531,16 @@ class LogStore:
                 db.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (WIDE_TABLE,)).fetchall()
             )
             table_columns = {str(row[1]) for row in db.execute(f"PRAGMA table_info({_T})")}
+            found = db.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (FTS_TABLE,)).fetchall()
         self._has_resources = all(column in table_columns for column in _ADDED_IN_V2)
-        self._has_words = _words.COLUMN in table_columns
+        # The word tests (_prefilter, _signature) read text as unicode61 does with its
+        # defaults: an index made with another tokenizer (porter, separators=...)
+        # may match a row that holds none of the query's words ("running" finds "runs").
+        tokenize = re.findall(
+            r"""tokenize\s*=\s*('(?:[^']|'')*'|"(?:[^"]|"")*"|\w+)""", str(found[0][0]) if found else "", re.IGNORECASE
+        )
+        self._plain_tokens = all(value.strip("'\"").strip() == "unicode61" for value in tokenize)
+        self._has_words = _words.COLUMN in table_columns and self._plain_tokens
         # octet_length() came in SQLite 3.43 (the search prefilter's ASCII test).
         self._has_octet_length = tuple(int(n) for n in apsw.sqlite_lib_version().split(".")[:2]) >= (3, 43)
         self._select_record = (
@@ -829,7 +837,7 @@ class LogStore:
         rows at ten million; tests/test_planner.py tries every such byte.
         """
         words = required_words(fts)
-        if not words or not self._has_octet_length:
+        if not words or not self._has_octet_length or not self._plain_tokens:
             return ""
         columns = [f'{_T}."{column}"' for column in self._fts_columns]
         other = " OR ".join(

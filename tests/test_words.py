@@ -179,3 +179,39 @@ def test_migrated_rows_hold_null_and_an_edit_gives_minus_one(tmp_path: Path) -> 
         assert [(None,), (-1,)] == db.execute('SELECT "words" FROM "logs" ORDER BY "id"').fetchall()
     finally:
         db.close()
+
+
+def test_an_index_with_another_tokenizer_gets_no_word_tests(tmp_path: Path) -> None:
+    """With porter stemming "running" matches "runs", which neither the signature nor the
+    substring test would let through: a user-led search of such an index tests neither."""
+    from janus_utils import _planner
+
+    path = tmp_path / "logs.db"
+    db = open_database(str(path))
+    try:
+        with db:
+            db.execute(
+                'DROP TABLE "logs_fts"; CREATE VIRTUAL TABLE "logs_fts" USING fts5("message", "fields", "exception", '
+                "content=\"logs\", content_rowid=\"id\", tokenize='porter unicode61')"
+            )
+        rows = [("the job runs", None, None), ("the job waits", None, None)]
+        signed = _speedups.sign_rows(rows, (0, 1, 2))
+        with db:
+            db.executemany(
+                'INSERT INTO "logs"("ts", "level", "logger", "message", "fields", "exception", "words", "user_id") '
+                "VALUES (1, 20, 'svc', ?, ?, ?, ?, 'u')",
+                signed,
+            )
+            db.execute("""INSERT INTO "logs_fts"("logs_fts") VALUES ('rebuild')""")
+    finally:
+        db.close()
+    saved = (_planner.LOOKUP_COST_BASE, _planner.STEP_COST)
+    _planner.LOOKUP_COST_BASE, _planner.STEP_COST = 0.0, 1000.0  # the user's rows lead
+    try:
+        with ju.LogStore(path) as store:
+            fts = store._select("running", False, {}).fts
+            assert fts is not None
+            assert "" == store._signature(fts) == store._prefilter(fts)
+            assert ["the job runs"] == [r.message for r in store.search("running", user_id="u")]
+    finally:
+        _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
