@@ -376,6 +376,9 @@ class Rollup:
         spans cannot say (a database from before their hosts).  At most MAX_HOST_RANGES
         ranges: beyond, the closest are joined (a host filter checks every row anyway)."""
         try:
+            # Asked first: SQLite reads an unknown "host" as the string 'host'.
+            if not any(row[1] == "host" for row in self._rows(f"PRAGMA table_info({_P})", [])):
+                return None
             covered = self._rows(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'", [])
             spans = self._rows(
                 f'SELECT "min_id", "max_id", "host" IS NULL OR "host" = ? FROM {_P} ORDER BY "min_id"', [host]

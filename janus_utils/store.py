@@ -333,6 +333,9 @@ def _text(value: object, name: str) -> str:
     return text
 
 
+_MAX_ID = 2**63 - 1  # the highest id SQLite assigns
+
+
 class _Selection:
     """One compiled request: the full-text expression, the filters and how to run them."""
 
@@ -744,7 +747,14 @@ class LogStore:
             return f'{_T}."host" = ?', [host]  # may be anywhere: as broad as no filter
         covered, ranges = found
         where = " OR ".join([f'{_T}."id" > ?', *(f'{_T}."id" BETWEEN ? AND ?' for _ in ranges)])
-        return f'({_T}."host" = ? AND ({where}))', [host, covered, *(bound for pair in ranges for bound in pair)]
+        # One id range around them all as well, bounded on both sides: the only form
+        # SQLite reads rows by (an OR of ranges, or a range open above, loses to
+        # walking the time index newest first, through every row when none passes).
+        low = min([covered + 1, *(pair[0] for pair in ranges)])
+        return (
+            f'({_T}."host" = ? AND {_T}."id" BETWEEN ? AND {_MAX_ID} AND ({where}))',
+            [host, low, covered, *(bound for pair in ranges for bound in pair)],
+        )
 
     def _scope_where(self, prefix: str = "AND") -> tuple[str, list[Any]]:
         """The scope as SQL for the few queries that are not built from a selection."""

@@ -314,3 +314,24 @@ class TestHostSpans:
             assert not db.execute("""SELECT 1 FROM sqlite_schema WHERE name = 'logs_host_ts'""").fetchall()
         finally:
             db.close()
+
+
+def test_a_version_9_database_is_filtered_by_host_through_its_index(tmp_path: Path) -> None:
+    """A database not yet migrated has no span hosts: a host filter reads the host index as before."""
+    path = tmp_path / "old.db"
+    db = apsw.Connection(str(path))
+    try:
+        with db:
+            for version in range(_schema.SCHEMA_VERSION - 1):
+                db.execute(_schema.MIGRATIONS[version])
+            db.execute(f"PRAGMA user_version={_schema.SCHEMA_VERSION - 1}")
+            db.executemany(INSERT_SQL, [make_row(f"m{n}", host=("a", "b")[n % 2]) for n in range(20)])
+            db.execute(FILL_FTS_SQL, (0,))
+            db.execute("""UPDATE "janus_rollup_state" SET "value" = 20 WHERE "key" = 'covered_upto'""")
+            db.execute("""INSERT INTO "janus_spans" VALUES (1, 20, 1, 1)""")
+    finally:
+        db.close()
+    with ju.LogStore(path) as store:
+        assert ('"logs"."host" = ?', ["b"]) == store._host_match("b")
+        assert 10 == len(store.search(host="b", limit=None)) == store.count(host="b")
+        assert 0 == store.count(host="c")
