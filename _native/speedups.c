@@ -2155,6 +2155,125 @@ static PyObject *py_any_non_ascii(PyObject *module, PyObject *args) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* the per-row word signature (janus_utils._words)                          */
+
+/* The bit of one token, from FNV-1a 32 of its bytes lowercased, mixed by a
+ * multiplication, top five bits.  janus_utils._words.word_bit is the same
+ * function; tests/test_words.py holds the two to each other. */
+#define WORD_HASH_START 2166136261u
+#define WORD_HASH_STEP(h, c) (((h) ^ (uint32_t)(c)) * 16777619u)
+#define WORD_BIT(h) ((uint32_t)1 << (((uint32_t)(h) * 2654435761u) >> 27))
+
+/* A byte as unicode61 sees it in ASCII text: a letter or digit, lowercased;
+ * 0 for a separator (every other byte, NUL among them). */
+static unsigned char word_char[256];
+
+static void init_word_chars(void) {
+    for (int c = '0'; c <= '9'; c++)
+        word_char[c] = (unsigned char)c;
+    for (int c = 'a'; c <= 'z'; c++)
+        word_char[c] = (unsigned char)c, word_char[c - 32] = (unsigned char)c;
+}
+
+/* Adds the tokens of one column value to *bits; 0 when the value is one the
+ * signature cannot describe exactly (see _words): the row then gets -1. */
+static int add_words(PyObject *v, uint32_t *bits) {
+    if (v == Py_None)
+        return 1;
+    /* Bytes, numbers, text past ASCII (unicode61 folds some of it to ASCII tokens). */
+    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v))
+        return 0;
+    const unsigned char *s = PyUnicode_1BYTE_DATA(v);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+    uint32_t h = WORD_HASH_START, acc = 0;
+    int in_token = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = word_char[s[i]];
+        if (c) {
+            h = WORD_HASH_STEP(h, c);
+            in_token = 1;
+            continue;
+        }
+        if (s[i] == 0)
+            return 0; /* a NUL: what SQLite and FTS5 make of the rest is not ours to guess */
+        if (in_token) {
+            acc |= WORD_BIT(h);
+            h = WORD_HASH_START, in_token = 0;
+        }
+    }
+    if (in_token)
+        acc |= WORD_BIT(h);
+    *bits |= acc;
+    return 1;
+}
+
+/* sign_rows(rows, columns) -> [row + (words,) for row in rows], words the
+ * signature of the row's text in these columns (janus_utils._words): one bit
+ * per distinct token as FTS5's unicode61 splits and folds ASCII, as a signed
+ * 32-bit int; -1 (every bit) when a column holds anything but ASCII text
+ * without NUL, or None.  The flusher and archive import store it with each
+ * row, so a search rejects most of a user's rows from the user index alone. */
+static PyObject *py_sign_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *rows, *columns;
+    if (!PyArg_ParseTuple(args, "O!O!:sign_rows", &PyList_Type, &rows, &PyTuple_Type, &columns))
+        return NULL;
+    Py_ssize_t ncols = PyTuple_GET_SIZE(columns), cols[16];
+    if (ncols > 16) {
+        PyErr_SetString(PyExc_ValueError, "sign_rows: at most 16 columns");
+        return NULL;
+    }
+    for (Py_ssize_t c = 0; c < ncols; c++)
+        if ((cols[c] = PyLong_AsSsize_t(PyTuple_GET_ITEM(columns, c))) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "sign_rows: a column is an index, 0 or more");
+            return NULL;
+        }
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row)) {
+            PyErr_SetString(PyExc_TypeError, "sign_rows: a row must be a tuple");
+            goto error;
+        }
+        Py_ssize_t width = PyTuple_GET_SIZE(row);
+        uint32_t bits = 0;
+        int exact = 1;
+        for (Py_ssize_t c = 0; c < ncols && exact; c++) {
+            if (cols[c] >= width) {
+                PyErr_SetString(PyExc_ValueError, "sign_rows: a row is shorter than a column's index");
+                goto error;
+            }
+            exact = add_words(PyTuple_GET_ITEM(row, cols[c]), &bits);
+        }
+        PyObject *words = PyLong_FromLong(exact ? (long)(int32_t)bits : -1L);
+        PyObject *signed_row = words == NULL ? NULL : PyTuple_New(width + 1);
+        if (signed_row == NULL) {
+            Py_XDECREF(words);
+            goto error;
+        }
+        int atomic = 1;
+        for (Py_ssize_t k = 0; k < width; k++) {
+            PyObject *v = PyTuple_GET_ITEM(row, k);
+            if (v != Py_None && !PyUnicode_CheckExact(v) && !PyLong_CheckExact(v) && !PyFloat_CheckExact(v))
+                atomic = 0;
+            PyTuple_SET_ITEM(signed_row, k, Py_NewRef(v));
+        }
+        PyTuple_SET_ITEM(signed_row, width, words);
+        if (atomic) /* as labelled(): the garbage collector need not walk the batch */
+            PyObject_GC_UnTrack(signed_row);
+        PyList_SET_ITEM(out, i, signed_row);
+    }
+    return out;
+error:
+    Py_DECREF(out); /* the slots not yet set are NULL, which list dealloc skips */
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
 /* the guard against a second SQLite library in the process                  */
 
 /* Python's sqlite3 links another SQLite library than apsw's: in one process
@@ -2205,6 +2324,8 @@ static PyMethodDef module_methods[] = {
      "rollup_groups(rows, minute_ns) -> {(minute, level, logger): count}, or None for a row Python must count."},
     {"any_non_ascii", py_any_non_ascii, METH_VARARGS,
      "any_non_ascii(rows, columns) -> whether a row holds a str past ASCII in one of these columns."},
+    {"sign_rows", py_sign_rows, METH_VARARGS,
+     "sign_rows(rows, columns) -> [row + (words,)]: each row with its word signature (janus_utils._words)."},
     {"decode_rows", py_decode_rows, METH_VARARGS,
      "decode_rows(raw, count, fallback) -> rows: jr_read's output as _record.decode_row makes rows."},
     {"set_python_path", py_set_python_path, METH_VARARGS,
@@ -2227,6 +2348,7 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyType_Ready(&EmitterType) < 0 || PyType_Ready(&LoggerType) < 0)
         return NULL;
+    init_word_chars();
     name_attr = PyUnicode_InternFromString("name");
     trace_id_str = PyUnicode_InternFromString("trace_id");
     if (name_attr == NULL || trace_id_str == NULL)

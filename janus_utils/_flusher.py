@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import _resource, _ring, _rollup, _schema, _spill, _sqlite_guard, security
+from . import _resource, _ring, _rollup, _schema, _spill, _sqlite_guard, _words, security
 from ._console import Console
 from ._record import decode_row, native_enabled, speedups, unstorable_row
 from .error_handling.utils.errors import ConfigError, RingFormatError
@@ -63,6 +63,16 @@ _INSERT_MANY = (
     f'INSERT INTO "{_schema.TABLE}" ({", ".join(_schema.COLUMNS)}) VALUES '
     + ", ".join([f"({', '.join('?' for _ in _schema.COLUMNS)})"] * _ROWS_PER_INSERT)
 )
+# The same with each row's word signature (janus_utils._words) last, as
+# _speedups.sign_rows appends it; without the extension rows go in without
+# one (NULL, which every search passes).
+_SIGNED = (*_schema.COLUMNS, _words.COLUMN)
+_INSERT_SIGNED = f'INSERT INTO "{_schema.TABLE}" ({", ".join(_SIGNED)}) VALUES ({", ".join("?" for _ in _SIGNED)})'
+_INSERT_SIGNED_MANY = (
+    f'INSERT INTO "{_schema.TABLE}" ({", ".join(_SIGNED)}) VALUES '
+    + ", ".join([f"({', '.join('?' for _ in _SIGNED)})"] * _ROWS_PER_INSERT)
+)
+_TEXT_AT = tuple(_schema.COLUMNS.index(column) for column in ("message", "fields", "exception"))
 # A row needs trigrams (_schema.WIDE_INDEX_SQL) only for a character past
 # ASCII in one of these: a batch without one skips that statement, which
 # reads every row of the batch back (3% of a commit's instructions).
@@ -306,9 +316,10 @@ class _Detached(Exception):
     """The database file at db_path is not the one the connection has open."""
 
 
-def _insert_rows(db: apsw.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """``executemany(_INSERT, rows)``, _ROWS_PER_INSERT rows to a statement."""
-    width = len(_schema.COLUMNS)
+def _insert_rows(db: apsw.Connection, rows: list[tuple[Any, ...]], signed: bool = False) -> None:
+    """``executemany(_INSERT, rows)``, _ROWS_PER_INSERT rows to a statement;
+    *signed*: each row ends with its word signature (_INSERT_SIGNED)."""
+    width = len(_SIGNED if signed else _schema.COLUMNS)
     whole = len(rows) - len(rows) % _ROWS_PER_INSERT
     # Every row must have the columns: flattened, a short row would shift
     # the values of the next ones instead of being refused.
@@ -316,9 +327,10 @@ def _insert_rows(db: apsw.Connection, rows: list[tuple[Any, ...]]) -> None:
         # One statement's values at a time: a list of them all would be
         # traversed by every garbage collection while it is built.
         chain, n = itertools.chain.from_iterable, _ROWS_PER_INSERT
-        db.executemany(_INSERT_MANY, (tuple(chain(rows[i : i + n])) for i in range(0, whole, n)))
+        many = _INSERT_SIGNED_MANY if signed else _INSERT_MANY
+        db.executemany(many, (tuple(chain(rows[i : i + n])) for i in range(0, whole, n)))
         rows = rows[whole:]
-    db.executemany(_INSERT, rows)
+    db.executemany(_INSERT_SIGNED if signed else _INSERT, rows)
 
 
 @contextlib.contextmanager
@@ -358,6 +370,7 @@ class Flusher:
         self.ring = open_ring(self.ring_path, cfg)
         self.decode_rows = speedups.decode_rows if native_enabled() else None
         self.any_non_ascii = speedups.any_non_ascii if native_enabled() else None
+        self.sign_rows = getattr(speedups, "sign_rows", None) if native_enabled() else None
         if self.ring.stats().capacity != cfg.ring_size:
             self._report(
                 f"ring {self.ring_path} exists with {self.ring.stats().capacity} bytes, not "
@@ -953,13 +966,17 @@ class Flusher:
         with _write_transaction(db):
             self._fence(db, start, key)
             last = db.execute(f'SELECT max(id) FROM "{_schema.TABLE}"').fetchall()[0][0] or 0
+            signed = None
+            if self.sign_rows is not None:
+                with contextlib.suppress(TypeError, ValueError):  # a row it cannot read: stored without
+                    signed = self.sign_rows(rows, _TEXT_AT)
             if not one_by_one:
-                _insert_rows(db, rows)
+                _insert_rows(db, rows if signed is None else signed, signed is not None)
             else:
-                for row in rows:
+                for row, with_words in zip(rows, rows if signed is None else signed):
                     try:
                         with db:  # a savepoint: a refused row leaves nothing behind
-                            db.execute(_INSERT, row)
+                            db.execute(_INSERT if signed is None else _INSERT_SIGNED, with_words)
                     except _TRANSIENT:
                         raise
                     except Exception as err:

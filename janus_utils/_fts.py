@@ -42,6 +42,7 @@ __all__ = [
     "excluded_only",
     "quote_all",
     "matcher",
+    "required_tokens",
     "required_words",
     "split_wide",
     "WIDE_GLOB",
@@ -520,6 +521,17 @@ def required_words(fts: str) -> list[str]:
     row before the full-text index is asked.  Non-ASCII phrases add nothing
     (the tokenizer folds case and diacritics beyond ASCII).
     """
+    return _required(fts, whole=False)
+
+
+def required_tokens(fts: str) -> list[str]:
+    """Lowercase ASCII tokens that every row matching *fts* holds whole, when its text is
+    ASCII (janus_utils._words): required_words less the last word of each prefix
+    phrase ("err"* finds "error", which holds no token "err")."""
+    return _required(fts, whole=True)
+
+
+def _required(fts: str, whole: bool) -> list[str]:
     words: list[str] = []
     position = 0
     while True:
@@ -528,7 +540,10 @@ def required_words(fts: str) -> list[str]:
             return []
         text = found.group(1).replace('""', '"')
         if text.isascii():
-            words.extend(word for word in _ASCII_WORD.findall(text.lower()) if word not in words)
+            phrase = _ASCII_WORD.findall(text.lower())
+            if whole and found.group(0).endswith("*"):
+                phrase = phrase[:-1]
+            words.extend(word for word in phrase if word not in words)
         position = found.end()
         if position == len(fts):
             return words

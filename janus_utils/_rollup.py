@@ -31,11 +31,13 @@ from typing import Any
 import apsw
 
 from ._record import native_enabled, speedups
-from ._schema import ROLLUP_STATE_TABLE, ROLLUP_TABLE, SPAN_IDS, SPAN_TABLE, TABLE
+from ._schema import COLUMNS, ROLLUP_STATE_TABLE, ROLLUP_TABLE, SPAN_IDS, SPAN_TABLE, TABLE
 
 __all__ = ["MINUTE_NS", "Rollup", "advance", "advance_batch", "bucket_floor_sql", "count_deleted", "count_inserted"]
 
 MINUTE_NS = 60_000_000_000
+# A host filter reads at most this many runs of spans (Rollup.host_ranges).
+MAX_HOST_RANGES = 32
 _T = f'"{TABLE}"'
 _R = f'"{ROLLUP_TABLE}"'
 _S = f'"{ROLLUP_STATE_TABLE}"'
@@ -46,34 +48,41 @@ _MINUTE = f'({_T}."ts" / {MINUTE_NS} - ({_T}."ts" % {MINUTE_NS} < 0))'
 
 _P = f'"{SPAN_TABLE}"'
 # Widen a span to hold more ids and ts (min() and max() order any stored
-# value as a comparison with a bound does: numbers, then text, then blobs).
-_SPAN_UPSERT = (
-    f'INSERT INTO {_P}("min_id", "max_id", "min_ts", "max_ts") VALUES (?, ?, ?, ?) '
+# value as a comparison with a bound does: numbers, then text, then blobs);
+# its host stays only if the new rows have the same one (NULL: several).
+_WIDEN = (
     'ON CONFLICT DO UPDATE SET "max_id" = max("max_id", excluded."max_id"), '
-    '"min_ts" = min("min_ts", excluded."min_ts"), "max_ts" = max("max_ts", excluded."max_ts")'
+    '"min_ts" = min("min_ts", excluded."min_ts"), "max_ts" = max("max_ts", excluded."max_ts"), '
+    '"host" = CASE WHEN "host" = excluded."host" THEN "host" END'
 )
+_SPAN_UPSERT = f'INSERT INTO {_P}("min_id", "max_id", "min_ts", "max_ts", "host") VALUES (?, ?, ?, ?, ?) {_WIDEN}'
 # The spans of the rows chosen by the WHERE clause, one per run of ids (binds the
-# WHERE clause's parameters, then the run's length, SPAN_IDS).
+# WHERE clause's parameters, then the run's length, SPAN_IDS).  min() and max()
+# skip NULL: a row without a host never passes a host filter.
 _SPANS_OF = (
-    f'INSERT INTO {_P}("min_id", "max_id", "min_ts", "max_ts") '
-    f'SELECT min("id"), max("id"), min("ts"), max("ts") FROM {_T} WHERE {{where}} GROUP BY "id" / ? '
-    'ON CONFLICT DO UPDATE SET "max_id" = max("max_id", excluded."max_id"), '
-    '"min_ts" = min("min_ts", excluded."min_ts"), "max_ts" = max("max_ts", excluded."max_ts")'
+    f'INSERT INTO {_P}("min_id", "max_id", "min_ts", "max_ts", "host") '
+    f'SELECT min("id"), max("id"), min("ts"), max("ts"), CASE WHEN min("host") = max("host") THEN min("host") END '
+    f'FROM {_T} WHERE {{where}} GROUP BY "id" / ? {_WIDEN}'
 )
-_NEWEST_SPAN = f'SELECT "min_id", "max_id" FROM {_P} ORDER BY "min_id" DESC LIMIT 1'
+_NEWEST_SPAN = f'SELECT "min_id", "max_id", "host" FROM {_P} ORDER BY "min_id" DESC LIMIT 1'
 _EXTEND_SPAN = (
     f'UPDATE {_P} SET "max_id" = ?, "min_ts" = min("min_ts", ?), "max_ts" = max("max_ts", ?) WHERE "min_id" = ?'
 )
+_HOST = operator.itemgetter(COLUMNS.index("host"))
 
 
-def _add_span(db: apsw.Connection, first_id: int, last_id: int, low_ts: Any, high_ts: Any) -> None:
+def _add_span(db: apsw.Connection, first_id: int, last_id: int, low_ts: Any, high_ts: Any, host: Any) -> None:
     """Ids first_id..last_id (a batch just committed after every older id) have ts from low_ts
-    to high_ts: the newest span takes them while it stays under SPAN_IDS ids, else a new one."""
+    to high_ts and the one *host* (None: several or none): the newest span takes them while
+    it stays under SPAN_IDS ids and has that host, else a new one."""
     newest = db.execute(_NEWEST_SPAN).fetchall()
-    if newest and newest[0][1] == first_id - 1 and last_id - newest[0][0] < SPAN_IDS:
+    if (
+        newest and newest[0][1] == first_id - 1 and last_id - newest[0][0] < SPAN_IDS
+        and host is not None and newest[0][2] == host
+    ):
         db.execute(_EXTEND_SPAN, (last_id, low_ts, high_ts, newest[0][0]))
     else:
-        db.execute(_SPAN_UPSERT, (first_id, last_id, low_ts, high_ts))
+        db.execute(_SPAN_UPSERT, (first_id, last_id, low_ts, high_ts, host))
 
 
 _ADVANCE = (
@@ -172,7 +181,12 @@ def advance_batch(db: apsw.Connection, rows: Sequence[Sequence[Any]], first_id: 
         return
     stamps = list(map(_TS, rows))  # every minute an int: every ts one
     db.executemany(_UPSERT, [(*key, n, first_id, last_id) for key, n in groups.items()])
-    _add_span(db, first_id, last_id, min(stamps), max(stamps))
+    try:
+        hosts = set(map(_HOST, rows)) - {None}  # a row without a host passes no host filter
+    except (IndexError, TypeError):
+        hosts = set()  # rows this cannot read: the span says "any host"
+    host = hosts.pop() if len(hosts) == 1 else None
+    _add_span(db, first_id, last_id, min(stamps), max(stamps), host if type(host) is str else None)
     db.execute(_ADVANCE[2], (last_id,))
 
 
@@ -355,6 +369,40 @@ class Rollup:
         except Exception:
             return self._minute_id_range(since, until)
         return self._bounded(found[0], int(covered[0][0]))
+
+    def host_ranges(self, host: str) -> tuple[int, list[tuple[int, int]] | None] | None:
+        """Where the rows with this host may lie: (covered_upto, id ranges at or below it), the
+        ranges None when every span may hold it; past covered_upto, anywhere.  None when the
+        spans cannot say (a database from before their hosts).  At most MAX_HOST_RANGES
+        ranges: beyond, the closest are joined (a host filter checks every row anyway)."""
+        try:
+            # Asked first: SQLite reads an unknown "host" as the string 'host'.
+            if not any(row[1] == "host" for row in self._rows(f"PRAGMA table_info({_P})", [])):
+                return None
+            covered = self._rows(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'", [])
+            spans = self._rows(
+                f'SELECT "min_id", "max_id", "host" IS NULL OR "host" = ? FROM {_P} ORDER BY "min_id"', [host]
+            )
+        except Exception:
+            return None
+        if not covered or type(covered[0][0]) is not int:
+            return None
+        ranges: list[list[int]] = []
+        joined = False  # whether the last span read may hold the host
+        for low, high, may in spans:
+            if may and joined:
+                ranges[-1][1] = max(ranges[-1][1], high)
+            elif may:
+                ranges.append([low, high])
+            joined = bool(may)
+        if all(may for _, _, may in spans):
+            return int(covered[0][0]), None
+        if len(ranges) > MAX_HOST_RANGES:
+            gaps = sorted(range(len(ranges) - 1), key=lambda i: ranges[i + 1][0] - ranges[i][1])
+            for i in sorted(gaps[: len(ranges) - MAX_HOST_RANGES], reverse=True):  # join i + 1 into i
+                ranges[i][1] = max(ranges[i][1], ranges[i + 1][1])
+                del ranges[i + 1]
+        return int(covered[0][0]), [(low, high) for low, high in ranges]
 
     def _minute_id_range(self, since: int | None, until: int | None) -> tuple[int, int | None] | None:
         """id_range() from the rollup's minutes (a database from before the spans)."""

@@ -54,8 +54,10 @@ from typing import Any
 
 import apsw
 
+from . import _words
 from ._fts import check_query_size, matcher
 from ._levels import level_name, parse_level
+from ._record import native_enabled, speedups
 from ._rollup import count_deleted, count_inserted
 from ._schema import (
     COLUMNS,
@@ -409,6 +411,10 @@ _WIDE_INSERT = wide_index_sql(f'"id" IN ({_IDS})')
 _WIDE_DELETE = f'DELETE FROM "{WIDE_TABLE}" WHERE "rowid" IN ({_IDS})'
 _DELETE = f'DELETE FROM "{TABLE}" WHERE "id" IN ({_IDS})'
 _INSERT = f'INSERT INTO "{TABLE}" ({_COLS_SQL}) VALUES ({", ".join("?" * len(ALL_COLUMNS))})'
+# With each row's word signature (janus_utils._words) last, as _speedups.sign_rows appends it.
+_INSERT_SIGNED = (
+    f'INSERT INTO "{TABLE}" ({_COLS_SQL}, "{_words.COLUMN}") VALUES ({", ".join("?" * (len(ALL_COLUMNS) + 1))})'
+)
 _FTS_INSERT = (
     f'INSERT INTO "{FTS_TABLE}"("rowid", "message", "fields", "exception") '
     f'SELECT "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" IN ({_IDS})'
@@ -1496,6 +1502,23 @@ def _remove_keys(db: apsw.Connection, keys: list[tuple[Any, ...]], summary: Prun
 # --------------------------------------------------------------------------- #
 
 
+def _signer(db: apsw.Connection) -> Callable[[list[tuple[Any, ...]], tuple[str, ...]], list[tuple[Any, ...]] | None]:
+    """sign(rows, their columns) -> the rows with their word signature (janus_utils._words) appended,
+    or None: rows go in without one (NULL) into a table without the column or without the extension."""
+    has_column = any(row[1] == _words.COLUMN for row in db.execute(f'PRAGMA table_info("{TABLE}")').fetchall())
+    sign_rows = getattr(speedups, "sign_rows", None) if has_column and native_enabled() else None
+
+    def sign(rows: list[tuple[Any, ...]], columns: tuple[str, ...]) -> list[tuple[Any, ...]] | None:
+        if sign_rows is None:
+            return None
+        try:
+            return sign_rows(rows, tuple(columns.index(c) for c in ("message", "fields", "exception")))
+        except (TypeError, ValueError):
+            return None
+
+    return sign
+
+
 def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2000) -> int:
     """Load an archive back into the database, keeping ids; returns the rows inserted.
 
@@ -1528,6 +1551,7 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
     here = database_id(db)
     if origin and here and origin != here:
         return _import_foreign(db, archive, records, batch_rows)
+    sign = _signer(db)
     inserted = 0
     with _write_transaction(db):
         while batch := list(itertools.islice(records, batch_rows)):
@@ -1543,7 +1567,8 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
                     raise _conflict(archive, row_id)
             if not rows:
                 continue
-            db.executemany(_INSERT, list(rows.values()))
+            signed = sign(list(rows.values()), ("id", *COLUMNS))
+            db.executemany(_INSERT if signed is None else _INSERT_SIGNED, list(rows.values()) if signed is None else signed)
             db.execute(_FTS_INSERT, (json.dumps(list(rows)),))
             db.execute(_WIDE_INSERT, (json.dumps(list(rows)),))
             count_inserted(db, list(rows))  # ids below the rollup's mark are counted there
@@ -1557,6 +1582,9 @@ _SAME_RECORD = (
     f'AND "logger" = ? AND "message" = ? LIMIT 1'
 )
 _INSERT_NEW_ID = f'INSERT INTO "{TABLE}" ({", ".join(COLUMNS)}) VALUES ({", ".join("?" * len(COLUMNS))})'
+_INSERT_NEW_ID_SIGNED = (
+    f'INSERT INTO "{TABLE}" ({", ".join(COLUMNS)}, "{_words.COLUMN}") VALUES ({", ".join("?" * (len(COLUMNS) + 1))})'
+)
 _FTS_AFTER = (
     f'INSERT INTO "{FTS_TABLE}"("rowid", "message", "fields", "exception") '
     f'SELECT "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" > ?'
@@ -1571,6 +1599,7 @@ def _import_foreign(
     A record already present (the same ts, pid, host, logger and message) is
     skipped, so importing twice inserts nothing the second time.
     """
+    sign = _signer(db)
     inserted = 0
     with _write_transaction(db):
         while batch := list(itertools.islice(records, batch_rows)):
@@ -1583,7 +1612,8 @@ def _import_foreign(
             if not rows:
                 continue
             last = db.execute(f'SELECT coalesce(max("id"), 0) FROM "{TABLE}"').fetchall()[0][0]
-            db.executemany(_INSERT_NEW_ID, rows)
+            signed = sign(rows, COLUMNS)
+            db.executemany(_INSERT_NEW_ID if signed is None else _INSERT_NEW_ID_SIGNED, rows if signed is None else signed)
             db.execute(_FTS_AFTER, (last,))
             db.execute(WIDE_INDEX_SQL, (last,))
             inserted += len(rows)

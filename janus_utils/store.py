@@ -39,7 +39,16 @@ from typing import Any, Literal, TypedDict, Unpack
 
 import apsw
 
-from ._fts import check_query_size, escape_query, excluded_only, quote_all, required_words, split_wide
+from . import _words
+from ._fts import (
+    check_query_size,
+    escape_query,
+    excluded_only,
+    quote_all,
+    required_tokens,
+    required_words,
+    split_wide,
+)
 from ._levels import level_name, parse_level
 from ._planner import WALK_TS, Planner, Streams
 from ._rollup import Rollup, bucket_floor_sql
@@ -344,6 +353,9 @@ def _text(value: object, name: str) -> str:
     return text
 
 
+_MAX_ID = 2**63 - 1  # the highest id SQLite assigns
+
+
 class _Selection:
     """One compiled request: the full-text expression, the filters and how to run them."""
 
@@ -542,7 +554,16 @@ class LogStore:
                 db.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (WIDE_TABLE,)).fetchall()
             )
             table_columns = {str(row[1]) for row in db.execute(f"PRAGMA table_info({_T})")}
+            found = db.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (FTS_TABLE,)).fetchall()
         self._has_resources = all(column in table_columns for column in _ADDED_IN_V2)
+        # The word tests (_prefilter, _signature) read text as unicode61 does with its
+        # defaults: an index made with another tokenizer (porter, separators=...)
+        # may match a row that holds none of the query's words ("running" finds "runs").
+        tokenize = re.findall(
+            r"""tokenize\s*=\s*('(?:[^']|'')*'|"(?:[^"]|"")*"|\w+)""", str(found[0][0]) if found else "", re.IGNORECASE
+        )
+        self._plain_tokens = all(value.strip("'\"").strip() == "unicode61" for value in tokenize)
+        self._has_words = _words.COLUMN in table_columns and self._plain_tokens
         # octet_length() came in SQLite 3.43 (the search prefilter's ASCII test).
         self._has_octet_length = tuple(int(n) for n in apsw.sqlite_lib_version().split(".")[:2]) >= (3, 43)
         self._select_record = (
@@ -663,6 +684,9 @@ class LogStore:
             if wanted is not None:
                 if not self._has_resources:  # a version 1 database: no record has one
                     selection.add("0")
+                elif column == "host":
+                    condition, params = self._host_match(_text(wanted, column))
+                    selection.add(condition, *params, probe=column)
                 else:
                     selection.add(f'{_T}."{column}" = ?', _text(wanted, column), probe=column)
                 selection.facts["other"] = True
@@ -713,6 +737,9 @@ class LogStore:
         scope = self.scope
         for column in ("user_id", "agent_id", "service", "host"):
             if column in scope:
+                if column == "host" and self._has_resources:
+                    conditions.append(self._host_match(scope[column]))
+                    continue
                 condition = user_match_sql() if column == "user_id" else f'{_T}."{column}" = ?'
                 conditions.append((condition, [scope[column]]))
         if "level" in scope:
@@ -727,6 +754,27 @@ class LogStore:
                 (f'({_T}."logger" = ? OR ({_T}."logger" >= ? AND {_T}."logger" < ?))', [name, name + ".", name + "/"])
             )
         return conditions
+
+    def _host_match(self, host: str) -> tuple[str, list[Any]]:
+        """``host = ?`` for the rows of "logs", and where they may lie: the runs of spans that
+        may hold the host (janus_utils._rollup.Rollup.host_ranges) and the rows past them.
+        No index holds the hosts (see _schema): a host absent from the spans costs one
+        read of the spans and of the newest rows, not a scan of the table."""
+        if self._rollup is None:
+            self._rollup = Rollup(self._rows)
+        found = self._rollup.host_ranges(host)
+        if found is None or found[1] is None:
+            return f'{_T}."host" = ?', [host]  # may be anywhere: as broad as no filter
+        covered, ranges = found
+        where = " OR ".join([f'{_T}."id" > ?', *(f'{_T}."id" BETWEEN ? AND ?' for _ in ranges)])
+        # One id range around them all as well, bounded on both sides: the only form
+        # SQLite reads rows by (an OR of ranges, or a range open above, loses to
+        # walking the time index newest first, through every row when none passes).
+        low = min([covered + 1, *(pair[0] for pair in ranges)])
+        return (
+            f'({_T}."host" = ? AND {_T}."id" BETWEEN ? AND {_MAX_ID} AND ({where}))',
+            [host, low, covered, *(bound for pair in ranges for bound in pair)],
+        )
 
     def _scope_where(self, prefix: str = "AND") -> tuple[str, list[Any]]:
         """The scope as SQL for the few queries that are not built from a selection."""
@@ -819,7 +867,7 @@ class LogStore:
         rows at ten million; tests/test_planner.py tries every such byte.
         """
         words = required_words(fts)
-        if not words or not self._has_octet_length:
+        if not words or not self._has_octet_length or not self._plain_tokens:
             return ""
         columns = [f'{_T}."{column}"' for column in self._fts_columns]
         other = " OR ".join(
@@ -829,6 +877,14 @@ class LogStore:
         # LIKE is case-blind for ASCII; the words are [a-z0-9]+, safe to write as literals.
         holds = " AND ".join("(" + " OR ".join(f"{c} LIKE '%{word}%'" for c in columns) + ")" for word in words)
         return f"({other} OR ({holds}))"
+
+    def _signature(self, fts: str) -> str:
+        """A condition on the logs row's word signature (janus_utils._words) that every match
+        of *fts* passes: its whole ASCII tokens' bits are set; "" when it has none."""
+        tokens = required_tokens(fts)
+        if not tokens or not self._has_words:
+            return ""
+        return _words.condition(_T, _words.mask(tokens))
 
     def _planner(self) -> Planner:
         if self._plans is None:
@@ -868,8 +924,14 @@ class LogStore:
                 # the index: the subquery makes SQLite use that filter's index.
                 source = f'FROM {_T}' if unmatched else f'FROM {_T} CROSS JOIN {_F} ON {_F}."rowid" = {_T}."id"'
                 id_column = f'{_T}."id"'
+                signature = self._signature(selection.fts)
+                if signature and user_match_sql() in narrow:
+                    # In the user index (covering): rows that cannot match are never read.
+                    narrow = f"{narrow} AND {signature}"
                 where.append(f'{_T}."id" IN (SELECT "id" FROM {_T} WHERE {narrow})')
                 params.extend(narrow_params)
+                if signature:
+                    where.append(signature)  # before the prefilter: an integer test, not a scan of text
                 prefilter = self._prefilter(selection.fts)
                 if prefilter:
                     where.append(prefilter)

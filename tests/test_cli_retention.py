@@ -25,7 +25,7 @@ from janus_utils import cli
 from janus_utils._schema import database_id
 from janus_utils._timeparse import format_ts
 from janus_utils.cli import ARCHIVED_MARK, main
-from janus_utils.retention import archive_host
+from janus_utils.retention import ALL_COLUMNS, archive_host
 
 SECOND = 1_000_000_000
 DAY = 86_400 * SECOND
@@ -81,10 +81,12 @@ def archive_dir(tmp_path: Path) -> Path:
 
 
 def _rows(path: str | Path) -> list[tuple[Any, ...]]:
-    """Every column of every row, by id, read without changing the database."""
+    """Every column of every record, by id, read without changing the database (not the word
+    signature, which import computes from the text: the fixtures' rows have none)."""
     db = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        return db.execute('SELECT * FROM "logs" ORDER BY "id"').fetchall()
+        columns = ", ".join(f'"{column}"' for column in ALL_COLUMNS)
+        return db.execute(f'SELECT {columns} FROM "logs" ORDER BY "id"').fetchall()
     finally:
         db.close()
 

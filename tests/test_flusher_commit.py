@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import janus_utils as ju
 from janus_utils import _flusher as jflusher
-from janus_utils import _resource, _rollup, _schema
+from janus_utils import _resource, _rollup, _schema, _speedups, _words
 from janus_utils import logger as jlog
 from janus_utils._record import decode_row
 
@@ -68,6 +68,26 @@ class TestInsertMany:
             jflusher._insert_rows(writer, rows)
             assert count == (writer.last_insert_rowid() if count else 0)
         assert want == writer.execute('SELECT * FROM "logs" ORDER BY id').fetchall()
+
+    @pytest.mark.parametrize("count", [1, 20, 45])
+    def test_signed_rows_store_their_signature_as_one_row_to_a_statement_does(
+        self, tmp_path: Path, writer: Any, count: int
+    ) -> None:
+        """Rows with their word signature appended (sign_rows) go in many to a statement alike."""
+        rows = [make_row(f"row {i} Word{i % 3}", ts=BASE_TS + i, user_id=f"u{i}") for i in range(count)]
+        signed = _speedups.sign_rows(rows, jflusher._TEXT_AT)
+        plain = jflusher.open_database(str(tmp_path / "plain.db"))
+        try:
+            with plain:
+                plain.executemany(jflusher._INSERT_SIGNED, signed)
+            want = plain.execute('SELECT *, "words" FROM "logs" ORDER BY id').fetchall()
+        finally:
+            plain.close()
+        with writer:
+            jflusher._insert_rows(writer, signed, True)
+        got = writer.execute('SELECT *, "words" FROM "logs" ORDER BY id').fetchall()
+        assert want == got
+        assert [_words.signature(f"row {i} Word{i % 3}") for i in range(count)] == [row[-1] for row in got]
 
     def test_a_row_with_a_column_missing_is_refused_not_shifted(self, writer: Any) -> None:
         """A short row among many is an error, as with executemany: no value lands in another row's column."""

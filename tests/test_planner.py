@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import janus_utils as ju
-from janus_utils import _planner, _rollup
+from janus_utils import _planner, _rollup, _speedups, _words
 from janus_utils._flusher import open_database
 from janus_utils._timeparse import ts_datetime
 
@@ -51,6 +51,14 @@ ODD_TEXTS = (
     ("'plain'", "NULL", "'Traceback' || char(10) || '  ALPHA' || char(9) || 'bravo'"),
     ("'ＡＬＰＨＡ bravo'", "NULL", "NULL"),
     ("'alpha'", "42", "NULL"),
+    # ... and its word signature (janus_utils._words): underscores and punctuation split
+    # tokens, digits join them, a word inside a longer one is not its token.
+    ("'alpha_bravo'", "NULL", "NULL"),
+    ("'alpha2 bravo'", "NULL", "NULL"),
+    ("'xalpha bravo'", "NULL", "NULL"),
+    ("'(Alpha).[BRAVO]'", "NULL", "NULL"),
+    ("'plain'", """'{"ALPHA": ["bravo"]}'""", "NULL"),
+    ("'plain'", "NULL", "'Error: alpha' || char(10) || 'Bravo_x'"),
 )
 
 
@@ -110,6 +118,10 @@ def db_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             db.execute(index, (done,))
             if request.param == "all in the rollup":
                 _rollup.advance(db)
+        with db:  # each row's word signature as the flusher stores it; every fourth from before it (NULL)
+            rows = db.execute('SELECT "id", "message", "fields", "exception" FROM "logs"').fetchall()
+            signed = _speedups.sign_rows(rows, (1, 2, 3))
+            db.executemany('UPDATE "logs" SET "words" = ? WHERE "id" = ?', [(r[-1], r[0]) for r in signed if r[0] % 4])
     finally:
         _rollup.SPAN_IDS = span_ids
         db.close()
@@ -391,6 +403,46 @@ def test_the_odd_rows_try_every_side_of_the_prefilter(db_path: Path) -> None:
         assert any(b"alphabet" in texts[i] for i in odd - matches)  # the words, no match
     finally:
         brute.db.close()
+
+
+@pytest.mark.parametrize("query", ["alpha bravo", "ALPHA", "bravo alp*", '"alpha bravo"', "alpha_bravo", "42"])
+def test_the_word_signature_drops_rows_but_never_a_match(db_path: Path, query: str) -> None:
+    """A filter-led search tests each row's word signature (janus_utils._words) in the user index:
+    it drops rows of the corpus, among them rows holding the words inside longer ones, and keeps
+    every row the index matches, signed ones among them, so the tests above can fail."""
+    brute = _Brute(db_path)
+    try:
+        with ju.LogStore(db_path) as store:
+            fts = store._select(query, False, {}).fts
+            assert fts is not None
+            condition = store._signature(fts)
+            assert condition
+            words = dict(brute.db.execute('SELECT "id", "words" FROM "logs"').fetchall())
+            passed = {row[0] for row in brute.db.execute(f'SELECT "id" FROM "logs" WHERE {condition}')}
+            matched = brute.matches(fts)
+            assert matched <= passed, sorted(matched - passed)[:5]
+            assert any(words[i] not in (None, -1) for i in matched)
+            assert len(passed) < len(words)
+    finally:
+        brute.db.close()
+
+
+def test_a_user_led_search_tests_the_signature_in_the_user_index(db_path: Path) -> None:
+    """The words test sits in the subquery that walks the user index, which covers it."""
+    saved = (_planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST)
+    _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = 20_000, 0.0, 1000.0  # the filter drives
+    try:
+        with ju.LogStore(db_path) as store:
+            selection = store._select("alpha bravo", False, {"user_id": "odd"})
+            sql, params = store._sql(selection, '"logs"."id"', unmatched=True)
+            assert selection.driver == "logs"
+            subquery = next(line for line in sql.splitlines() if 'IN (SELECT "id"' in line)
+            assert _words.COLUMN in subquery
+            assert store._db is not None
+            plan = " ".join(str(row[3]) for row in store._db.execute("EXPLAIN QUERY PLAN " + sql, params))
+            assert "COVERING INDEX logs_user_bucket" in plan
+    finally:
+        _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = saved
 
 
 def test_probes_stop_at_the_first_cap_a_filter_stays_under(db_path: Path) -> None:

@@ -14,7 +14,9 @@ import apsw
 import pytest
 
 import janus_utils as ju
-from janus_utils import _schema
+from conftest import FILL_FTS_SQL, INSERT_SQL, make_row
+from janus_utils import _rollup, _schema
+from janus_utils._flusher import open_database
 from janus_utils.cli import main as cli_main
 from janus_utils.retention import ARCHIVE_PATTERN, import_archive, prune_path
 
@@ -160,7 +162,8 @@ class TestMigration:
             indexes = {row[1] for row in conn.execute("PRAGMA index_list(logs)")}
         finally:
             conn.close()
-        assert {"logs_service_ts", "logs_host_ts"} <= indexes
+        assert "logs_service_ts" in indexes
+        assert "logs_host_ts" not in indexes  # the spans say where a host's rows lie
 
 
 class TestArchives:
@@ -194,3 +197,141 @@ class TestArchives:
         assert {"h1", "h2"} == {r.host for r in rows}
         with ju.LogStore(target) as store:
             assert 5 == store.count("record", host="h2")
+
+
+class TestHostSpans:
+    """No index holds the hosts: each span keeps its rows' one host, and a host filter reads
+    only the spans that may hold it, and the rows past them (see _schema, _SPAN_HOSTS)."""
+
+    @staticmethod
+    def _database(path: Path) -> None:
+        db = open_database(str(path))
+        span_ids, _rollup.SPAN_IDS = _rollup.SPAN_IDS, 50  # many spans
+        # Batches as the flusher commits them: long runs of the local host, a run of
+        # another, batches of mixed hosts, rows without one.
+        plan = ["h1"] * 6 + ["h2"] * 2 + ["h1"] * 3 + ["mixed", "h1", None, "h1", "mixed", "h1"]
+        try:
+            n = 0
+            for batch, host in enumerate(plan):
+                rows = []
+                for k in range(30):
+                    row_host = ("h1", "h3", None)[k % 3] if host == "mixed" else host
+                    rows.append(make_row(f"word{k % 4} batch{batch}", ts=1_700_000_000 * 10**9 + n, host=row_host))
+                    n += 1
+                with db:
+                    last = db.execute('SELECT coalesce(max("id"), 0) FROM "logs"').fetchall()[0][0]
+                    db.executemany(INSERT_SQL, rows)
+                    db.execute(FILL_FTS_SQL, (last,))
+                    _rollup.advance_batch(db, rows, last + 1, last + len(rows))
+            with db:  # another program's rows past the mark: no span says where they are
+                last = db.execute('SELECT max("id") FROM "logs"').fetchall()[0][0]
+                db.executemany(INSERT_SQL, [make_row("word1 late", host=h) for h in ("h4", "h2", "h1")])
+                db.execute(FILL_FTS_SQL, (last,))
+            with db:  # an edit moves a row of h1's spans to h5
+                db.execute("""UPDATE "logs" SET "host" = 'h5' WHERE "id" = 10""")
+        finally:
+            _rollup.SPAN_IDS = span_ids
+            db.close()
+
+    @pytest.mark.parametrize("max_ranges", [32, 1])
+    def test_host_filters_find_what_a_scan_finds(self, tmp_path: Path, max_ranges: int) -> None:
+        """Searches, counts and scopes by host give exactly the rows whose host it is, however
+        the spans lie, and a host absent from the spans reads only the newest rows."""
+        path = tmp_path / "logs.db"
+        self._database(path)
+        db = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        saved, _rollup.MAX_HOST_RANGES = _rollup.MAX_HOST_RANGES, max_ranges
+        try:
+            hosts = dict(db.execute('SELECT "host", count(*) FROM "logs" GROUP BY 1').fetchall())
+            assert {"h1", "h2", "h3", "h4", "h5", None} == set(hosts)
+            with ju.LogStore(path) as store:
+                narrowed = 0
+                for host in ("h1", "h2", "h3", "h4", "h5", "absent", ""):
+                    expected = [
+                        r[0] for r in db.execute(
+                            'SELECT "id" FROM "logs" WHERE "host" = ? ORDER BY "ts" DESC, "id" DESC', (host,)
+                        )
+                    ]
+                    assert expected == [r.id for r in store.search(host=host, limit=None)], host
+                    assert expected[:7] == [r.id for r in store.search(host=host, limit=7)], host
+                    assert len(expected) == store.count(host=host)
+                    words = [
+                        r[0] for r in db.execute(
+                            'SELECT "id" FROM "logs" WHERE "host" = ? AND "id" IN '
+                            """(SELECT rowid FROM "logs_fts" WHERE "logs_fts" MATCH 'word1') ORDER BY "id" DESC""",
+                            (host,),
+                        )
+                    ]
+                    assert words == [r.id for r in store.search("word1", host=host, limit=None)], host
+                    with ju.LogStore(path, scope={"host": host}) as scoped:
+                        assert expected == [r.id for r in scoped.search(limit=None)], host
+                    narrowed += "BETWEEN" in store._host_match(host)[0]
+                assert narrowed  # some hosts were looked for in a part of the spans only
+                # "absent" is looked for only in the spans of several or unknown hosts and past them.
+                condition, params = store._host_match("absent")
+                where = condition.replace('"logs"."host" = ? AND ', "")
+                looked_at = db.execute(f'SELECT count(*) FROM "logs" WHERE {where}', params[1:]).fetchall()[0][0]
+                assert 0 < looked_at < sum(hosts.values()) // (2 if max_ranges > 1 else 1)
+        finally:
+            _rollup.MAX_HOST_RANGES = saved
+            db.close()
+
+    def test_the_flusher_keeps_one_span_for_one_host(self, tmp_path: Path) -> None:
+        """Records of one host make spans that name it; a host filter on it is no narrower than none."""
+        db = tmp_path / "s.db"
+        ju.configure(db, console=False, host="web-1")
+        try:
+            for n in range(50):
+                ju.get_logger("a").info("record %d", n)
+            ju.flush()
+        finally:
+            ju.shutdown()
+        conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+        try:
+            assert {("web-1",)} == set(conn.execute('SELECT "host" FROM "janus_spans"').fetchall())
+        finally:
+            conn.close()
+        with ju.LogStore(db) as store:
+            assert ('"logs"."host" = ?', ["web-1"]) == store._host_match("web-1")
+            assert 50 == store.count(host="web-1")
+            assert 0 == store.count(host="web-2")
+
+    def test_a_version_9_database_gets_span_hosts(self, tmp_path: Path) -> None:
+        """The migration fills each span's host from its rows (NULL for several) and drops the index."""
+        path = tmp_path / "old.db"
+        db = apsw.Connection(str(path))
+        try:
+            with db:
+                for version in range(_schema.SCHEMA_VERSION - 1):
+                    db.execute(_schema.MIGRATIONS[version])
+                db.execute(f"PRAGMA user_version={_schema.SCHEMA_VERSION - 1}")
+                insert = 'INSERT INTO "logs"("id", "ts", "level", "logger", "message", "host") VALUES (?, 1, 20, \'a\', \'m\', ?)'
+                db.executemany(insert, [(1, "a"), (2, "a"), (3, None), (20000, "a"), (20001, "b")])
+                db.execute("""UPDATE "janus_rollup_state" SET "value" = 20001 WHERE "key" = 'covered_upto'""")
+                db.execute("""INSERT INTO "janus_spans" VALUES (1, 3, 1, 1), (20000, 20001, 1, 1)""")
+            _schema.ensure_schema(db)
+            assert [(1, "a"), (20000, None)] == db.execute('SELECT "min_id", "host" FROM "janus_spans"').fetchall()
+            assert not db.execute("""SELECT 1 FROM sqlite_schema WHERE name = 'logs_host_ts'""").fetchall()
+        finally:
+            db.close()
+
+
+def test_a_version_9_database_is_filtered_by_host_through_its_index(tmp_path: Path) -> None:
+    """A database not yet migrated has no span hosts: a host filter reads the host index as before."""
+    path = tmp_path / "old.db"
+    db = apsw.Connection(str(path))
+    try:
+        with db:
+            for version in range(_schema.SCHEMA_VERSION - 1):
+                db.execute(_schema.MIGRATIONS[version])
+            db.execute(f"PRAGMA user_version={_schema.SCHEMA_VERSION - 1}")
+            db.executemany(INSERT_SQL, [make_row(f"m{n}", host=("a", "b")[n % 2]) for n in range(20)])
+            db.execute(FILL_FTS_SQL, (0,))
+            db.execute("""UPDATE "janus_rollup_state" SET "value" = 20 WHERE "key" = 'covered_upto'""")
+            db.execute("""INSERT INTO "janus_spans" VALUES (1, 20, 1, 1)""")
+    finally:
+        db.close()
+    with ju.LogStore(path) as store:
+        assert ('"logs"."host" = ?', ["b"]) == store._host_match("b")
+        assert 10 == len(store.search(host="b", limit=None)) == store.count(host="b")
+        assert 0 == store.count(host="c")
