@@ -2162,7 +2162,7 @@ static PyObject *py_any_non_ascii(PyObject *module, PyObject *args) {
  * function; tests/test_words.py holds the two to each other. */
 #define WORD_HASH_START 2166136261u
 #define WORD_HASH_STEP(h, c) (((h) ^ (uint32_t)(c)) * 16777619u)
-#define WORD_BIT(h) ((uint32_t)1 << (((uint32_t)(h) * 2654435761u) >> 27))
+#define TOKEN_BIT(h) ((uint32_t)1 << (((uint32_t)(h) * 2654435761u) >> 27))
 
 /* A byte as unicode61 sees it in ASCII text: a letter or digit, lowercased;
  * 0 for a separator (every other byte, NUL among them). */
@@ -2197,12 +2197,12 @@ static int add_words(PyObject *v, uint32_t *bits) {
         if (s[i] == 0)
             return 0; /* a NUL: what SQLite and FTS5 make of the rest is not ours to guess */
         if (in_token) {
-            acc |= WORD_BIT(h);
+            acc |= TOKEN_BIT(h);
             h = WORD_HASH_START, in_token = 0;
         }
     }
     if (in_token)
-        acc |= WORD_BIT(h);
+        acc |= TOKEN_BIT(h);
     *bits |= acc;
     return 1;
 }
