@@ -610,7 +610,7 @@ class Flusher:
                     if spilled < 0:
                         self._sleep(self._backoff)
                     elif spilled == 0:
-                        self._gather()
+                        self._gather(read_nothing=n == 0)
             except _ring.Superseded as err:
                 self._step_down(f"another process flushes {cfg.db_path} now ({err}); this one stepped down")
             except Exception as err:  # the flusher must outlive any single failure
@@ -626,9 +626,14 @@ class Flusher:
             time.sleep(min(0.05, max(end - time.monotonic(), 0)))
         self.wake.clear()
 
-    def _gather(self) -> None:
+    def _gather(self, read_nothing: bool = False) -> None:
         """Wait until the next commit is due: commit_interval passed, the ring a
         quarter full, or flush()/shutdown() asked.
+
+        After a turn that read nothing from a ring already a quarter full (the
+        oldest record is still being written, by a producer stopped or killed
+        mid-push), the fill cannot say a commit is due: only time or a wake
+        ends the wait, or the flusher would loop on the same record.
 
         Committing on size or time, rather than chasing every record, makes
         bigger transactions (cheaper per row, fewer FTS segments) and keeps the
@@ -638,7 +643,10 @@ class Flusher:
         is due, not every few milliseconds to look at the ring.
         """
         deadline = time.monotonic() + self.cfg.commit_interval
-        full = self.ring.stats().capacity // 4
+        stats = self.ring.stats()
+        full = stats.capacity // 4
+        if read_nothing and stats.head - stats.tail >= full:
+            full = stats.capacity + 1  # more than the ring can hold: never "filled"
         beat_every = min(_BEAT_EVERY, self.cfg.takeover_after / 5)
         while not self.stopping:
             remaining = deadline - time.monotonic()
@@ -1196,8 +1204,11 @@ class Flusher:
             return False  # busy or full: the next idle turn tries again
         if merged:
             self._merge_due = False
-        if worked:
-            self._batches_since_checkpoint += 1  # the merge's pages are in the WAL
+        if worked or merged:
+            # The merge's pages are in the WAL; or an earlier turn's are and
+            # this one found the merge done: either way the next checkpoint
+            # may cut the WAL now that no turn follows.
+            self._batches_since_checkpoint += 1
         return worked and not merged
 
     def _wanted(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,6 +123,19 @@ class TestIdleMerge:
         assert merging._merge_steps()
         assert (1, 1) == (len(merges), len(commits))
 
+    def test_a_turn_that_finds_the_merge_done_lets_the_wal_be_cut(self, merging: jflusher.Flusher) -> None:
+        """The last turn with work keeps the WAL (more turns were to come); the turn that then
+        finds nothing to merge must leave the next checkpoint free to cut it."""
+        while merging._merge_steps():
+            pass
+        # A turn ends on its last allowed step: work done, the end not seen yet.
+        assert not merging._merge_due
+        merging._merge_due = True
+        merging._batches_since_checkpoint = 0  # the previous turn's checkpoint ran
+        assert not merging._merge_steps()  # nothing left: the merge is done
+        assert not merging._merge_due
+        assert merging._batches_since_checkpoint > 0
+
     def test_the_merge_ends_with_every_record_found(self, merging: jflusher.Flusher, db_path: Path) -> None:
         """Turn after turn the index is merged to the end, each record still found once."""
         assert merging.db is not None
@@ -151,6 +165,52 @@ class TestWriterSettings:
 
 
 class TestIdleFlusherAndTheGil:
+    def test_a_record_stuck_mid_push_does_not_make_the_flusher_loop(
+        self, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A producer alive but stopped inside a push holds back every record after its own.
+        With the ring past a quarter full the fill cannot end the flusher's wait: it waits out
+        commit_interval (not a loop of empty turns holding the GIL), and once the producer is
+        gone every other record is committed once."""
+        ju.configure(db_path, console=False, ring_size=1 << 20, commit_interval=0.1)
+        log = ju.get_logger("svc.api")
+        log.info("before")
+        assert ju.flush(timeout=60)
+        flusher = ju.logger._flusher
+        assert flusher is not None
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child: reserves a record and never writes it
+            flusher.ring._debug_reserve_only(64)
+            os.write(ready_w, b"x")
+            time.sleep(600)
+            os._exit(0)
+        try:
+            assert b"x" == os.read(ready_r, 1)
+            pad = "p" * 200
+            for n in range(2_000):  # past a quarter of the 1 MiB ring
+                log.info("held back %s %s", n, pad)
+            stats = flusher.ring.stats()
+            assert stats.head - stats.tail >= stats.capacity // 4
+            turns: list[int] = []
+            idle = flusher._idle
+
+            def counted() -> None:
+                turns.append(1)
+                idle()
+
+            monkeypatch.setattr(flusher, "_idle", counted)
+            time.sleep(1.0)
+            # One empty turn per commit_interval at most; a loop makes thousands.
+            assert len(turns) <= 1.0 / 0.1 + 5
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        assert ju.flush(timeout=60)  # the killed producer's record is skipped as torn
+        with ju.LogStore(db_path) as store:
+            assert 2_001 == store.count()
+            assert 2_000 == store.count(logger="svc.api", query='"held back"')
+
     def test_a_waiting_flusher_enters_python_only_to_beat(
         self, db_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
