@@ -1655,7 +1655,7 @@ int jr_wait_consumer(jr_ring *r, uint64_t min_used, int64_t timeout_ns) {
         struct timespec ts = {(time_t)(step / 1000000000LL), (long)(step % 1000000000LL)};
         futex(&r->consumer_wake, FUTEX_WAIT_PRIVATE, 0, &ts);
 #else
-        struct timespec ts = {0, (long)(step < 1000000 ? step : 1000000)};
+        struct timespec ts = {0, (long)step}; /* step <= CONSUMER_LOOK_NS, under a second */
         nanosleep(&ts, NULL);
 #endif
     }
