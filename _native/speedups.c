@@ -2119,6 +2119,24 @@ error:
     return NULL;
 }
 
+/* The column indexes a batch helper reads from each row: at most
+ * MAX_ROW_COLUMNS, each 0 or more.  Their count, or -1 with an exception set. */
+#define MAX_ROW_COLUMNS 16
+static Py_ssize_t row_columns(const char *name, PyObject *columns, Py_ssize_t *cols) {
+    Py_ssize_t ncols = PyTuple_GET_SIZE(columns);
+    if (ncols > MAX_ROW_COLUMNS) {
+        PyErr_Format(PyExc_ValueError, "%s: at most %d columns", name, MAX_ROW_COLUMNS);
+        return -1;
+    }
+    for (Py_ssize_t c = 0; c < ncols; c++)
+        if ((cols[c] = PyLong_AsSsize_t(PyTuple_GET_ITEM(columns, c))) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "%s: a column is an index, 0 or more", name);
+            return -1;
+        }
+    return ncols;
+}
+
 /* any_non_ascii(rows, columns) -> whether a row holds a str with a character
  * past ASCII in one of these columns: rows that do not are never indexed
  * by trigrams (_schema.WIDE_INDEX_SQL), so a batch without one skips that
@@ -2128,17 +2146,10 @@ static PyObject *py_any_non_ascii(PyObject *module, PyObject *args) {
     PyObject *rows, *columns;
     if (!PyArg_ParseTuple(args, "O!O!:any_non_ascii", &PyList_Type, &rows, &PyTuple_Type, &columns))
         return NULL;
-    Py_ssize_t ncols = PyTuple_GET_SIZE(columns), cols[16];
-    if (ncols > 16) {
-        PyErr_SetString(PyExc_ValueError, "any_non_ascii: at most 16 columns");
+    Py_ssize_t cols[MAX_ROW_COLUMNS];
+    Py_ssize_t ncols = row_columns("any_non_ascii", columns, cols);
+    if (ncols < 0)
         return NULL;
-    }
-    for (Py_ssize_t c = 0; c < ncols; c++)
-        if ((cols[c] = PyLong_AsSsize_t(PyTuple_GET_ITEM(columns, c))) < 0) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "any_non_ascii: a column is an index, 0 or more");
-            return NULL;
-        }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(rows); i++) {
         PyObject *row = PyList_GET_ITEM(rows, i);
         if (!PyTuple_Check(row))
@@ -2218,17 +2229,10 @@ static PyObject *py_sign_rows(PyObject *module, PyObject *args) {
     PyObject *rows, *columns;
     if (!PyArg_ParseTuple(args, "O!O!:sign_rows", &PyList_Type, &rows, &PyTuple_Type, &columns))
         return NULL;
-    Py_ssize_t ncols = PyTuple_GET_SIZE(columns), cols[16];
-    if (ncols > 16) {
-        PyErr_SetString(PyExc_ValueError, "sign_rows: at most 16 columns");
+    Py_ssize_t cols[MAX_ROW_COLUMNS];
+    Py_ssize_t ncols = row_columns("sign_rows", columns, cols);
+    if (ncols < 0)
         return NULL;
-    }
-    for (Py_ssize_t c = 0; c < ncols; c++)
-        if ((cols[c] = PyLong_AsSsize_t(PyTuple_GET_ITEM(columns, c))) < 0) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "sign_rows: a column is an index, 0 or more");
-            return NULL;
-        }
     Py_ssize_t n = PyList_GET_SIZE(rows);
     PyObject *out = PyList_New(n);
     if (out == NULL)
