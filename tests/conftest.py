@@ -13,7 +13,15 @@ from typing import Any
 import apsw
 import pytest
 
-from janus_utils._schema import COLUMNS, WIDE_INDEX_SQL, WIDE_TABLE, apply_connection_settings, ensure_schema
+from janus_utils._schema import (
+    COLUMNS,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    WIDE_INDEX_SQL,
+    WIDE_TABLE,
+    apply_connection_settings,
+    ensure_schema,
+)
 
 # The flusher's two statements: the rows, then the FTS index once per batch.
 INSERT_SQL = (
@@ -44,6 +52,13 @@ def make_row(message: str = "hello", **values: Any) -> tuple[Any, ...]:
         raise TypeError(f"not a logs column: {sorted(unknown)}")
     defaults.update(values)
     return tuple(defaults.get(column) for column in COLUMNS)
+
+
+def at_previous_version(db: apsw.Connection) -> None:
+    """Give an empty database the schema one version before this one (inside the caller's transaction)."""
+    for version in range(SCHEMA_VERSION - 1):
+        db.execute(MIGRATIONS[version])
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")
 
 
 def open_writer(path: str | os.PathLike[str]) -> apsw.Connection:

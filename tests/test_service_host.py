@@ -14,7 +14,7 @@ import apsw
 import pytest
 
 import janus_utils as ju
-from conftest import FILL_FTS_SQL, INSERT_SQL, make_row
+from conftest import FILL_FTS_SQL, INSERT_SQL, at_previous_version, make_row
 from janus_utils import _rollup, _schema
 from janus_utils._flusher import open_database
 from janus_utils.cli import main as cli_main
@@ -302,9 +302,7 @@ class TestHostSpans:
         db = apsw.Connection(str(path))
         try:
             with db:
-                for version in range(_schema.SCHEMA_VERSION - 1):
-                    db.execute(_schema.MIGRATIONS[version])
-                db.execute(f"PRAGMA user_version={_schema.SCHEMA_VERSION - 1}")
+                at_previous_version(db)
                 insert = 'INSERT INTO "logs"("id", "ts", "level", "logger", "message", "host") VALUES (?, 1, 20, \'a\', \'m\', ?)'
                 db.executemany(insert, [(1, "a"), (2, "a"), (3, None), (20000, "a"), (20001, "b")])
                 db.execute("""UPDATE "janus_rollup_state" SET "value" = 20001 WHERE "key" = 'covered_upto'""")
@@ -322,9 +320,7 @@ def test_a_version_9_database_is_filtered_by_host_through_its_index(tmp_path: Pa
     db = apsw.Connection(str(path))
     try:
         with db:
-            for version in range(_schema.SCHEMA_VERSION - 1):
-                db.execute(_schema.MIGRATIONS[version])
-            db.execute(f"PRAGMA user_version={_schema.SCHEMA_VERSION - 1}")
+            at_previous_version(db)
             db.executemany(INSERT_SQL, [make_row(f"m{n}", host=("a", "b")[n % 2]) for n in range(20)])
             db.execute(FILL_FTS_SQL, (0,))
             db.execute("""UPDATE "janus_rollup_state" SET "value" = 20 WHERE "key" = 'covered_upto'""")

@@ -13,6 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import at_previous_version
+
 import janus_utils as ju
 from janus_utils import _schema, _speedups, _words
 from janus_utils._flusher import open_database
@@ -162,9 +164,7 @@ def test_migrated_rows_hold_null_and_an_edit_gives_minus_one(tmp_path: Path) -> 
     db = apsw.Connection(str(path))
     try:
         with db:
-            for version in range(_schema.SCHEMA_VERSION - 1):
-                db.execute(_schema.MIGRATIONS[version])
-            db.execute(f"PRAGMA user_version={_schema.SCHEMA_VERSION - 1}")
+            at_previous_version(db)
             db.execute("""INSERT INTO "logs"("ts", "level", "logger", "message", "user_id") VALUES (1, 20, 'a', 'old', 'u')""")
         _schema.ensure_schema(db)
         assert [(None,)] == db.execute('SELECT "words" FROM "logs"').fetchall()
