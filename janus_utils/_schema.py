@@ -397,14 +397,15 @@ _WORDS = textwrap.dedent(
     -- search led by a user rejects the rows that cannot hold its words from
     -- the index alone, without reading them.  Rows stored before hold NULL,
     -- which passes every test (no backfill: new rows make it pay).  The user
-    -- index is rebuilt with it (seconds per million rows, once).  A row whose
-    -- text is edited afterwards gets -1, which also passes.
+    -- index is rebuilt with it (seconds per million rows, once).  A signed
+    -- row whose text is edited afterwards gets -1, which also passes (a NULL
+    -- one stays NULL).
     ALTER TABLE "{TABLE}" ADD COLUMN "words" INTEGER;
     DROP INDEX IF EXISTS "{USER_INDEX}";
     CREATE INDEX "{USER_INDEX}" ON "{TABLE}" (("id" >> {USER_BUCKET_BITS}), "user_id", "ts", "words")
         WHERE "user_id" IS NOT NULL;
     CREATE TRIGGER IF NOT EXISTS "{TABLE}_words_update" AFTER UPDATE OF "message", "fields", "exception" ON "{TABLE}"
-    WHEN NEW."words" IS NOT -1
+    WHEN NEW."words" IS NOT NULL AND NEW."words" <> -1
     BEGIN UPDATE "{TABLE}" SET "words" = -1 WHERE "id" = NEW."id"; END;
     """
 )
@@ -418,18 +419,20 @@ _SPAN_HOSTS = textwrap.dedent(
     -- a host filter reads only the spans that may hold that host, and the
     -- rows past covered_upto (janus_utils.store).  The rows' hosts are
     -- checked on the rows as before: a span only says where to look.
-    -- Filled from "{TABLE}" (seconds per ten million rows, once); an edit of
-    -- a row's host makes its spans "several".
+    -- Filled from "{TABLE}" (seconds per ten million rows, once).  A row
+    -- whose host or id is edited makes the spans that hold its new id
+    -- "several" unless they have its host; the span it leaves stays right.
+    -- (A moved row also gets a span of its own from "{TABLE}_spans_update".)
     DROP INDEX IF EXISTS "{TABLE}_host_ts";
     ALTER TABLE "{SPAN_TABLE}" ADD COLUMN "host";
     UPDATE "{SPAN_TABLE}" SET "host" = (
         SELECT CASE WHEN min("host") = max("host") THEN min("host") END FROM "{TABLE}"
         WHERE "id" BETWEEN "{SPAN_TABLE}"."min_id" AND "{SPAN_TABLE}"."max_id");
     CREATE TRIGGER IF NOT EXISTS "{TABLE}_spans_host" AFTER UPDATE OF "id", "host" ON "{TABLE}"
-    WHEN NEW."id" <= {_COVERED} OR OLD."id" <= {_COVERED}
+    WHEN (NEW."host" IS NOT OLD."host" OR NEW."id" <> OLD."id") AND NEW."id" <= {_COVERED}
     BEGIN
         UPDATE "{SPAN_TABLE}" SET "host" = NULL
-        WHERE "min_id" <= max(OLD."id", NEW."id") AND "max_id" >= min(OLD."id", NEW."id");
+        WHERE "min_id" <= NEW."id" AND "max_id" >= NEW."id" AND "host" IS NOT NEW."host";
     END;
     """
 )

@@ -276,6 +276,36 @@ class TestHostSpans:
             _rollup.MAX_HOST_RANGES = saved
             db.close()
 
+    def test_an_edit_clears_only_the_span_it_lands_in(self, tmp_path: Path) -> None:
+        """A row moved past the mark, or given its own span's host, leaves every span its host;
+        a row given another host clears the one span holding it; filters still match a scan."""
+        path = tmp_path / "logs.db"
+        self._database(path)
+        db = apsw.Connection(str(path))
+        try:
+            spans = 'SELECT "min_id", "host" FROM "janus_spans" ORDER BY "min_id"'
+            before = db.execute(spans).fetchall()
+            h1 = [low for low, host in before if host == "h1"]
+            inside = db.execute('SELECT "max_id" FROM "janus_spans" WHERE "min_id" = ?', (h1[1],)).fetchall()[0][0]
+            with db:
+                top = db.execute('SELECT max("id") FROM "logs"').fetchall()[0][0]
+                db.execute('UPDATE "logs" SET "id" = ? WHERE "id" = ?', (top + 1000, h1[0]))  # past the mark
+                db.execute("""UPDATE "logs" SET "host" = 'h1' WHERE "id" = ?""", (h1[1],))  # the same host
+            assert before == db.execute(spans).fetchall()
+            with db:
+                db.execute("""UPDATE "logs" SET "host" = 'h2' WHERE "id" = ?""", (inside,))
+            after = dict(db.execute(spans).fetchall())
+            assert {low: host for low, host in before if low != h1[1]} == {
+                low: host for low, host in after.items() if low != h1[1]
+            }
+            assert after[h1[1]] is None
+            with ju.LogStore(path) as store:
+                for host in ("h1", "h2", "h3"):
+                    expected = [r[0] for r in db.execute('SELECT "id" FROM "logs" WHERE "host" = ?', (host,))]
+                    assert sorted(expected) == sorted(r.id for r in store.search(host=host, limit=None)), host
+        finally:
+            db.close()
+
     def test_the_flusher_keeps_one_span_for_one_host(self, tmp_path: Path) -> None:
         """Records of one host make spans that name it; a host filter on it is no narrower than none."""
         db = tmp_path / "s.db"

@@ -159,7 +159,7 @@ def test_an_imported_archive_is_signed(tmp_path: Path) -> None:
 
 
 def test_migrated_rows_hold_null_and_an_edit_gives_minus_one(tmp_path: Path) -> None:
-    """Rows from before the column hold NULL (every search passes them); a text edit sets -1."""
+    """Rows from before the column hold NULL (every search passes them); a text edit sets a signed row's to -1."""
     path = tmp_path / "logs.db"
     db = apsw.Connection(str(path))
     try:
@@ -176,6 +176,7 @@ def test_migrated_rows_hold_null_and_an_edit_gives_minus_one(tmp_path: Path) -> 
         assert [(None,), (5,)] == db.execute('SELECT "words" FROM "logs" ORDER BY "id"').fetchall()
         with db:
             db.execute("""UPDATE "logs" SET "message" = 'edited' WHERE "ts" = 2""")
+            db.execute("""UPDATE "logs" SET "message" = 'old, edited' WHERE "ts" = 1""")  # NULL passes already
         assert [(None,), (-1,)] == db.execute('SELECT "words" FROM "logs" ORDER BY "id"').fetchall()
     finally:
         db.close()
