@@ -58,7 +58,7 @@ from . import _words
 from ._fts import check_query_size, matcher
 from ._levels import level_name, parse_level
 from ._record import native_enabled, speedups
-from ._rollup import count_deleted, count_inserted
+from ._rollup import advance, count_deleted, count_inserted
 from ._schema import (
     COLUMNS,
     FTS_TABLE,
@@ -1545,6 +1545,7 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
     archive = Path(path)
     if not archive.is_file():
         raise FileHandlerError(f"no archive at {str(archive)!r}: check the path")
+    ensure_schema(db)  # rows go in with this version's columns, counts and spans
     records = iter_ndjson_gz_lines(archive, verify=True)
     match = ARCHIVE_PATTERN.match(archive.name)
     origin = match["db"] if match else None
@@ -1573,6 +1574,7 @@ def import_archive(db: apsw.Connection, path: str | Path, *, batch_rows: int = 2
             db.execute(_WIDE_INSERT, (json.dumps(list(rows)),))
             count_inserted(db, list(rows))  # ids below the rollup's mark are counted there
             inserted += len(rows)
+        advance(db)  # and those past it, as a flusher's next batch would
     return inserted
 
 
@@ -1617,6 +1619,9 @@ def _import_foreign(
             db.execute(_FTS_AFTER, (last,))
             db.execute(WIDE_INDEX_SQL, (last,))
             inserted += len(rows)
+        # Counted and given spans now: a database filled only by imports has
+        # no flusher to do it, and would read every row for counts and hosts.
+        advance(db)
     return inserted
 
 
