@@ -91,15 +91,11 @@ class _Probe:
     density: float = 0.0  # the fraction of all rows it passes (estimated)
 
 
-# The index that serves each filter, by the facts' name.
+# The (value, ts) index a filter-only search streams per stored value, by the
+# facts' name: the filters with few values and many rows each.
 INDEXES = {
     "level": ("logs_level_ts", "level"),
     "logger": ("logs_logger_ts", "logger"),
-    "user_id": ("logs_user_bucket", "user_id"),  # by id bucket first (_schema.USER_BUCKET_BITS)
-    "agent_id": ("logs_agent_ts", "agent_id"),
-    "request_id": ("logs_request_ts", "request_id"),
-    "service": ("logs_service_ts", "service"),
-    "host": ("logs_host_ts", "host"),
 }
 
 
@@ -246,7 +242,7 @@ class Planner:
     ) -> Streams | str | None:
         """Streams over the narrowest multi-valued filter, or WALK_TS (the time index newest
         first), for broad filters; None when a narrow filter leads (SQLite reads its few rows)."""
-        candidates = [name for name in ("level", "logger") if name in facts and INDEXES[name][0] in indexes]
+        candidates = [name for name in INDEXES if name in facts and INDEXES[name][0] in indexes]
         if facts.get("level", LEVEL_INDEX_FLOOR) < LEVEL_INDEX_FLOOR and "level" in candidates:
             candidates.remove("level")  # the level index holds no such level
         if not candidates or not probes:
