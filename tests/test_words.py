@@ -69,12 +69,13 @@ class TestTokens:
         assert _words.signature(high) == _words.mask([high])
 
 
-def _index_rows(db: apsw.Connection, rows: list[tuple[Any, ...]]) -> None:
-    signed = _speedups.sign_rows(rows, (0, 1, 2))
+def _index_rows(db: apsw.Connection, rows: list[tuple[Any, ...]], user_id: str | None = None) -> None:
+    """Store (message, fields, exception) rows with their signature, then index them all."""
+    signed = [(*row, user_id) for row in _speedups.sign_rows(rows, (0, 1, 2))]
     with db:
         db.executemany(
-            'INSERT INTO "logs"("ts", "level", "logger", "message", "fields", "exception", "words") '
-            "VALUES (1, 20, 'svc', ?, ?, ?, ?)",
+            'INSERT INTO "logs"("ts", "level", "logger", "message", "fields", "exception", "words", "user_id") '
+            "VALUES (1, 20, 'svc', ?, ?, ?, ?, ?)",
             signed,
         )
         db.execute("""INSERT INTO "logs_fts"("logs_fts") VALUES ('rebuild')""")
@@ -195,15 +196,7 @@ def test_an_index_with_another_tokenizer_gets_no_word_tests(tmp_path: Path) -> N
                 'DROP TABLE "logs_fts"; CREATE VIRTUAL TABLE "logs_fts" USING fts5("message", "fields", "exception", '
                 "content=\"logs\", content_rowid=\"id\", tokenize='porter unicode61')"
             )
-        rows = [("the job runs", None, None), ("the job waits", None, None)]
-        signed = _speedups.sign_rows(rows, (0, 1, 2))
-        with db:
-            db.executemany(
-                'INSERT INTO "logs"("ts", "level", "logger", "message", "fields", "exception", "words", "user_id") '
-                "VALUES (1, 20, 'svc', ?, ?, ?, ?, 'u')",
-                signed,
-            )
-            db.execute("""INSERT INTO "logs_fts"("logs_fts") VALUES ('rebuild')""")
+        _index_rows(db, [("the job runs", None, None), ("the job waits", None, None)], user_id="u")
     finally:
         db.close()
     saved = (_planner.LOOKUP_COST_BASE, _planner.STEP_COST)
