@@ -880,17 +880,18 @@ class Flusher:
             self._detach_locked(changed)
             return 0
         # Counted before the release: flush() returns once the ring's tail
-        # passes its target, and stats() read right after must include these.
+        # passes its target, and stats() read right after must include these
+        # (and must not show the problem this commit resolved).
         self.committed += len(rows)
         self.batches += 1
-        self.ring.release(upto)
-        self._last_commit = time.monotonic()
-        self._batches_since_checkpoint += 1
-        self._merge_due = True
         self._backoff = 0.0
         self._disk_full = False
         if self._problem in ("write", "event"):
             self.last_error = None  # a commit went through: nothing is wrong now
+        self.ring.release(upto)
+        self._last_commit = time.monotonic()
+        self._batches_since_checkpoint += 1
+        self._merge_due = True
         if self._checkpoint_due():
             self._checkpoint()
         if self.pruner is not None:
