@@ -35,7 +35,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 import apsw
 
@@ -132,6 +132,8 @@ _F = f'"{FTS_TABLE}"'
 _RECORD_COLUMNS = ("id", *COLUMNS)
 _SELECT_RECORD = ", ".join(f'{_T}."{column}"' for column in _RECORD_COLUMNS)
 _ADDED_IN_V2 = ("service", "host")  # a version 1 database (read, never migrated here) lacks them
+_TEXT_COLUMNS = frozenset(column for column in COLUMNS if column not in ("ts", "level", "pid"))
+_V = TypeVar("_V")
 
 # A filter that matches fewer rows than this through its index makes a full-text
 # search start from those rows instead of walking the index's matches.
@@ -278,7 +280,9 @@ _TEXT_TYPES = frozenset((str, type(None)))
 _INVALID = "_invalid"  # the fields key that keeps what a damaged row really held
 
 
-def _record(row: tuple[Any, ...], snippet: str | None = None) -> Record:
+def _record(row: tuple[Any, ...], snippet: str | bytes | None = None) -> Record:
+    if type(snippet) is bytes:
+        snippet = _as_text(snippet)  # read as bytes: text that is not UTF-8 (LogStore._decoding)
     if _well_typed(row):
         # The columns are Record's first fields, in order (tests/test_store.py):
         # passed by position, they cost half what keywords from a dict do.
@@ -422,6 +426,7 @@ class LogStore:
         self._db: apsw.Connection | None = None
         self._json_path_escapes: bool | None = None
         self._rollup: Rollup | None = None
+        self._text_as_bytes = False  # see _record_columns
         self._plans: Planner | None = None
         self._indexes: set[str] | None = None
         self._confirm: str | None = None  # the temporary full-text table, once made ("" when it cannot be)
@@ -540,6 +545,38 @@ class LogStore:
         with self._reading() as db:
             return db.execute(sql, params).fetchall()
 
+    # Text another program stored that is not UTF-8 (SQLite keeps any bytes
+    # as TEXT) cannot be decoded by apsw: the statement that met it fails with
+    # UnicodeDecodeError.  From then on this store reads the record's text
+    # columns as bytes (CAST AS BLOB), which a Record decodes with the bad
+    # bytes escaped (_repair), and the statement is run again.
+    def _record_columns(self) -> str:
+        """The SELECT list of a Record's columns (a version 1 database lacks some)."""
+        names = []
+        for column in _RECORD_COLUMNS:
+            name = f'{_T}."{column}"'
+            if column in _ADDED_IN_V2 and not self._has_resources:
+                name = "NULL"
+            elif self._text_as_bytes and column in _TEXT_COLUMNS:
+                name = f"CAST({name} AS BLOB)"
+            names.append(name)
+        return ", ".join(names)
+
+    def _text_sql(self, expression: str) -> str:
+        """*expression* (text handed to Python), as bytes once this store has met text that is not UTF-8."""
+        return f"CAST({expression} AS BLOB)" if self._text_as_bytes else expression
+
+    def _decoding(self, read: Callable[[], _V]) -> _V:
+        """*read*(), run again with text read as bytes if it met text that is not UTF-8."""
+        try:
+            return read()
+        except UnicodeDecodeError:
+            if self._text_as_bytes:
+                raise
+            self._text_as_bytes = True
+            self._select_record = self._record_columns()
+            return read()
+
     def _check_schema(self) -> tuple[str, ...]:
         with self._reading() as db:
             version = int(db.execute("PRAGMA user_version").fetchall()[0][0])  # type: ignore[arg-type]
@@ -566,13 +603,7 @@ class LogStore:
         self._has_words = _words.COLUMN in table_columns and self._plain_tokens
         # octet_length() came in SQLite 3.43 (the search prefilter's ASCII test).
         self._has_octet_length = tuple(int(n) for n in apsw.sqlite_lib_version().split(".")[:2]) >= (3, 43)
-        self._select_record = (
-            _SELECT_RECORD
-            if self._has_resources
-            else ", ".join(
-                "NULL" if column in _ADDED_IN_V2 else f'{_T}."{column}"' for column in _RECORD_COLUMNS
-            )
-        )
+        self._select_record = self._record_columns()
         if version > SCHEMA_VERSION:
             raise FileHandlerError(
                 f"{self.path} has log schema version {version}, newer than this "
@@ -1018,10 +1049,18 @@ class LogStore:
         after_id: int | None = None,
         upto_id: int | None = None,
     ) -> list[Record]:
+        rows = self._decoding(lambda: self._record_rows(selection, order, limit, after_id, upto_id))
+        if selection.fts:
+            return [_record(row[:-1], row[-1]) for row in rows]
+        return [_record(row) for row in rows]
+
+    def _record_rows(
+        self, selection: _Selection, order: str, limit: int | None, after_id: int | None, upto_id: int | None
+    ) -> list[tuple[Any, ...]]:
         columns = self._select_record
         column_params: tuple[Any, ...] = ()
         if selection.fts:
-            columns += f", snippet({_F}, -1, ?, ?, ?, ?)"
+            columns += ", " + self._text_sql(f"snippet({_F}, -1, ?, ?, ?, ?)")
             column_params = (SNIPPET_START, SNIPPET_END, SNIPPET_ELLIPSIS, SNIPPET_WORDS)
         streams = None
         if selection.fts is None and order in ("newest", "oldest") and limit and after_id is None and upto_id is None:
@@ -1051,9 +1090,7 @@ class LogStore:
                     walk_ts=streams == WALK_TS,
                 ),
             )
-        if selection.fts:
-            return [_record(row[:-1], row[-1]) for row in rows]
-        return [_record(row) for row in rows]
+        return rows
 
     def _by_user_buckets(self, selection: _Selection) -> bool:
         """Whether a filter-only search is one user's records read bucket by bucket (_user_rows):
@@ -1143,7 +1180,7 @@ class LogStore:
         every query term in every segment (250 µs with twelve segments).
         """
         columns = self._select_record
-        full = columns + f", snippet({_F}, -1, ?, ?, ?, ?)"
+        full = columns + ", " + self._text_sql(f"snippet({_F}, -1, ?, ?, ?, ?)")
 
         def everything() -> list[tuple[Any, ...]]:
             if counting:
@@ -1169,9 +1206,10 @@ class LogStore:
             return everything()
         assert selection.fts is not None
         descending = order in ("newest", "id_desc")
-        text = ", ".join(f'{_T}."{column}"' for column in self._fts_columns)
+        text = ", ".join(self._text_sql(f'{_T}."{column}"') for column in self._fts_columns)
         holds = ", ".join(f'"{column}"' for column in self._fts_columns)
         marks = ", ".join("?" for _ in self._fts_columns)
+        snippet_sql = self._text_sql(f'snippet("{table}", -1, ?, ?, ?, ?)')
         batch = _BATCH if limit is None else min(limit + limit // 2 + 16, _BATCH)
         found: list[tuple[Any, ...]] = []
         if counting:
@@ -1204,7 +1242,7 @@ class LogStore:
                         continue
                     wanted = -1 if limit is None else limit - len(found)
                     matched = db.execute(
-                        f'SELECT "rowid", snippet("{table}", -1, ?, ?, ?, ?) FROM temp."{table}" '
+                        f'SELECT "rowid", {snippet_sql} FROM temp."{table}" '
                         f'WHERE "{table}" MATCH ? ORDER BY "rowid" {"DESC" if descending else "ASC"} LIMIT ?',
                         (*snippet_params, selection.fts, wanted),
                     ).fetchall()
@@ -1406,14 +1444,18 @@ class LogStore:
         if self._rollup is None:
             self._rollup = Rollup(self._rows)
         facts = selection.facts
-        return self._rollup.groups(
-            key,
-            level=facts.get("level"),
-            logger=facts.get("logger"),
-            since=facts.get("since"),
-            until=facts.get("until"),
-            width=width,
-        )
+        try:
+            return self._rollup.groups(
+                key,
+                level=facts.get("level"),
+                logger=facts.get("logger"),
+                since=facts.get("since"),
+                until=facts.get("until"),
+                width=width,
+            )
+        except UnicodeDecodeError:
+            return None  # a logger name that is not UTF-8: the rows are counted, text read as bytes
+
 
     def histogram(
         self,
@@ -1450,16 +1492,18 @@ class LogStore:
         upto_id = self._max_id() if after_id is not None else None
         start = bucket_floor_sql(f'{_T}."ts"')
         rolled = self._rolled_up(selection, column, width) if after_id is None else None
-        rows = rolled if rolled is not None else self._run(
-            selection,
-            lambda: self._sql(
+        rows = rolled if rolled is not None else self._decoding(
+            lambda: self._run(
                 selection,
-                f"{start} AS bucket_start, {value}, count(*)",
-                column_params=(width, width, width),
-                after_id=after_id,
-                upto_id=upto_id,
-                group=f"bucket_start, {value}",
-            ),
+                lambda: self._sql(
+                    selection,
+                    f"{start} AS bucket_start, {value if by == 'level' else self._text_sql(value)}, count(*)",
+                    column_params=(width, width, width),
+                    after_id=after_id,
+                    upto_id=upto_id,
+                    group=f"bucket_start, {value}",
+                ),
+            )
         )
         totals: dict[str, int] = {}
         named: list[tuple[int, str, int]] = []
@@ -1551,7 +1595,9 @@ class LogStore:
         if isinstance(record_id, bool) or not isinstance(record_id, int):
             raise SearchQueryError(f"a record id is an int, not {record_id!r}")
         scope, params = self._scope_where()
-        rows = self._rows(f"SELECT {self._select_record} FROM {_T} WHERE {_T}.\"id\" = ?{scope}", (record_id, *params))
+        rows = self._decoding(
+            lambda: self._rows(f"SELECT {self._select_record} FROM {_T} WHERE {_T}.\"id\" = ?{scope}", (record_id, *params))
+        )
         return _record(rows[0]) if rows else None
 
     def after(
@@ -1601,10 +1647,12 @@ class LogStore:
         if newest <= cursor:
             return {}, max(newest, cursor)
         scope, params = self._scope_where()
-        rows = self._rows(
-            f'SELECT {_T}."level", {_T}."logger", count(*) FROM {_T} WHERE {_T}."id" > ? AND {_T}."id" <= ?{scope} '
-            f'GROUP BY {_T}."level", {_T}."logger"',
-            (cursor, newest, *params),
+        rows = self._decoding(
+            lambda: self._rows(
+                f'SELECT {_T}."level", {self._text_sql(f"{_T}.logger")}, count(*) FROM {_T} '
+                f'WHERE {_T}."id" > ? AND {_T}."id" <= ?{scope} GROUP BY {_T}."level", {_T}."logger"',
+                (cursor, newest, *params),
+            )
         )
         counts: dict[tuple[int, str], int] = {}
         for level, logger, n in rows:
@@ -1674,8 +1722,11 @@ class LogStore:
         by_level_rows = self._run(
             selection, lambda: self._sql(selection, f'{_T}."level", count(*)', group=f'{_T}."level"')
         )
-        by_logger_rows = self._run(
-            selection, lambda: self._sql(selection, f'{_T}."logger", count(*)', group=f'{_T}."logger"')
+        by_logger_rows = self._decoding(
+            lambda: self._run(
+                selection,
+                lambda: self._sql(selection, f'{self._text_sql(f"{_T}.logger")}, count(*)', group=f'{_T}."logger"'),
+            )
         )
         # Only integer ts count: a damaged row's "yesterday" sorts after every number.
         if selection.where or selection.fts is not None:

@@ -439,6 +439,54 @@ class TestDamagedRows:
         assert (6, 1, 1) == (sum(counts.values()), counts[(0, "app")], counts[(20, "\\xffapp")])
 
 
+class TestTextNotUtf8:
+    """TEXT that is not UTF-8 (another program's UPDATE; SQLite keeps any bytes): every reader works."""
+
+    @pytest.fixture
+    def store(self, make_log_db: Callable[..., Path]) -> Iterator[LogStore]:
+        rows = [make_row(f"plain {i} words", ts=BASE_TS + i * MINUTE, user_id="u1") for i in range(6)]
+        path = make_log_db(rows)
+        db = apsw.Connection(str(path))
+        # Row 2: invalid bytes in the message, the logger, the user and the fields.
+        db.execute(
+            "UPDATE logs SET message = CAST(X'706c61696e20ff20776f726473' AS TEXT), "
+            "logger = CAST(X'617070ff' AS TEXT), user_id = CAST(X'7531ff' AS TEXT), "
+            "fields = CAST(X'7b2261223a2022ff227d' AS TEXT) WHERE id = 2"
+        )
+        db.execute("INSERT INTO logs_fts(logs_fts) VALUES('rebuild')")
+        db.close()
+        with LogStore(path) as store:
+            yield store
+
+    def test_records_read_with_the_bad_bytes_escaped(self, store: LogStore) -> None:
+        """Search (free text, filters, both), get, tail, export and after all return every row."""
+        bad = store.get(2)
+        assert bad is not None
+        # The fields are kept as read: "\\xff" is no JSON escape.
+        assert ("plain \\xff words", "app\\xff", "u1\\xff", {"_unparsed": '{"a": "\\xff"}'}) == (
+            bad.message, bad.logger, bad.user_id, bad.fields
+        )
+        assert list(range(6, 0, -1)) == [r.id for r in store.search()]
+        assert list(range(6, 0, -1)) == [r.id for r in store.search("plain words")]
+        snippets = {r.id: r.snippet for r in store.search("plain")}
+        assert f"{SNIPPET_START}plain{SNIPPET_END} \\xff words" == snippets[2]
+        assert [1, 3, 4, 5, 6] == sorted(r.id for r in store.search("words", logger="app"))
+        assert [3, 2] == [r.id for r in store.search("words", level="INFO", until=BASE_TS // 10**9 + 150, limit=2)]
+        assert 6 == len(list(store.tail(10))) == len(list(store.export())) == store.after(0)[1]
+        # Rows that are UTF-8 read as before.
+        assert "plain 5 words" == store.get(6).message  # type: ignore[union-attr]
+
+    def test_counts(self, store: LogStore) -> None:
+        """stats, histograms and counts_after name the bad logger with its bytes escaped."""
+        assert {"app": 5, "app\\xff": 1} == store.stats().by_logger
+        assert {"app": 5, "app\\xff": 1} == {
+            name: n for _, counts in store.histogram("1d", "logger") for name, n in counts.items()
+        }
+        counts, newest = store.counts_after(0)
+        assert (6, 5, 1) == (newest, counts[(20, "app")], counts[(20, "app\\xff")])
+        assert (6, 6) == (store.count("plain"), store.count())
+
+
 class TestFilters:
     def test_no_filter_newest_first(self, store: LogStore) -> None:
         """By default the newest records come first."""
