@@ -101,6 +101,7 @@ ffi.cdef(
     #define JR_WAIT_FILLED ...
     int jr_wait_consumer(jr_ring *r, uint64_t min_used, int64_t timeout_ns);
     void jr_wake_consumer(jr_ring *r);
+    int jr_wait_tail(jr_ring *r, uint64_t target, int64_t timeout_ns);
 
     /* test hook */
     int jr_debug_reserve_only(jr_ring *r, size_t len, int mode);

@@ -137,7 +137,9 @@ struct jr_shared {
     uint64_t leader;
     uint64_t beat;
     uint32_t features; /* FEATURE_*, set at creation */
-    char _line4[CACHE_LINE - 20];
+    uint32_t wake_seq; /* futex word: moved by jr_wake_consumer, in any process
+                          (zero in files from before it) */
+    char _line4[CACHE_LINE - 24];
     /* producers waiting for room (reserve_wait, wait_for_room); zero in a
      * fresh file and in files from before these fields */
     uint32_t room_seq;     /* futex word: moved by a release that finds a waiter */
@@ -224,7 +226,7 @@ struct jr_ring {
     uint64_t seen_bytes;    /* records read (their aligned size), for count_lost */
     uint64_t seen_records;
     int zero_is_free; /* a file from before FREE tags: see claim() */
-    uint32_t consumer_wake; /* 1: jr_wake_consumer() was called (see jr_wait_consumer) */
+    uint32_t wake_seen; /* wake_seq when this handle's consumer last woke (jr_wait_consumer) */
     /* the secret prefilter, replaced whole by jr_set_prefilter (see there) */
     struct jr_prefilter *pf;
 };
@@ -554,6 +556,7 @@ int jr_open(const char *path, uint64_t capacity, int create, int policy, int64_t
     r->fd = fd;
     r->live_fd = -1;
     r->sh = (struct jr_shared *)r->map;
+    r->wake_seen = __atomic_load_n(&r->sh->wake_seq, __ATOMIC_ACQUIRE);
     r->data = r->map + JR_HEADER_SIZE;
     r->cap = hdr.capacity;
     r->mask = hdr.capacity - 1;
@@ -726,8 +729,8 @@ static inline int write_record(jr_ring *r, uint64_t pos, const uint8_t *data, si
 
 #ifdef __linux__
 static long futex(uint32_t *word, int op, uint32_t val, const struct timespec *ts) {
-    /* Room waits pass plain ops (the word is in a file mapped by several
-     * processes); the consumer's own wake word passes the _PRIVATE ones. */
+    /* Plain (not _PRIVATE) ops: every word waited on is in the ring's
+     * header, a file mapped by several processes. */
     return syscall(SYS_futex, word, op, val, ts, NULL, 0);
 }
 #endif
@@ -763,8 +766,9 @@ static int wait_for_room(jr_ring *r, uint64_t need, int64_t nap_ns, uint64_t *po
 #endif
 }
 
-/* The consumer moved the tail: wake the producers waiting for room, if any.
- * Called right after the release store of the tail; see wait_for_room. */
+/* The consumer moved the tail: wake the producers waiting for room (and
+ * flush() calls waiting for the tail), if any.  Called after the release
+ * store of the tail, once the release lock is given back; see wait_for_room. */
 static void wake_room(jr_ring *r) {
 #ifdef __linux__
     struct jr_shared *sh = r->sh;
@@ -1565,7 +1569,7 @@ static int release_lock(const jr_ring *r, short type) {
     return (errno == EAGAIN || errno == EACCES) ? JR_BUSY : 0;
 }
 
-static int release_locked(jr_ring *r, uint64_t upto) {
+static int release_locked(jr_ring *r, uint64_t upto, int *moved) {
     struct jr_shared *sh = r->sh;
     /* Under the release lock nobody else moves the tail. */
     uint64_t tail = __atomic_load_n(&sh->tail, __ATOMIC_ACQUIRE);
@@ -1589,8 +1593,7 @@ static int release_locked(jr_ring *r, uint64_t upto) {
     }
     /* Release: our reads and the zeroing happen before producers reuse it. */
     __atomic_store_n(&sh->tail, upto, __ATOMIC_RELEASE);
-    if (upto != tail)
-        wake_room(r);
+    *moved = upto != tail;
     if (r->rpos < upto)
         r->rpos = upto;
     return JR_OK;
@@ -1600,8 +1603,15 @@ int jr_release(jr_ring *r, uint64_t upto) {
     int rc = release_lock(r, F_WRLCK);
     if (rc != JR_OK)
         return rc;
-    rc = release_locked(r, upto);
+    int moved = 0;
+    rc = release_locked(r, upto, &moved);
     release_lock(r, F_UNLCK);
+    /* The waiters are woken once the lock is given back: one of them may be
+     * flush(), whose process can then be stopped (SIGSTOP) or forked at
+     * once, and a lock kept by a stopped process would make every later
+     * consumer's release fail as if another consumer were releasing. */
+    if (moved)
+        wake_room(r);
     return rc;
 }
 
@@ -1637,10 +1647,14 @@ void jr_get_stats(const jr_ring *r, jr_stats *out) {
 
 int jr_wait_consumer(jr_ring *r, uint64_t min_used, int64_t timeout_ns) {
     int64_t end = now_ns() + timeout_ns;
+    struct jr_shared *sh = r->sh;
     for (;;) {
-        /* Acq_rel: what the waker did before jr_wake_consumer is seen after. */
-        if (__atomic_exchange_n(&r->consumer_wake, 0, __ATOMIC_ACQ_REL))
+        /* Acquire: what the waker did before jr_wake_consumer is seen after. */
+        uint32_t seq = __atomic_load_n(&sh->wake_seq, __ATOMIC_ACQUIRE);
+        if (seq != r->wake_seen) {
+            r->wake_seen = seq;
             return JR_WAIT_WOKEN;
+        }
         /* The tail first: the head read after it is never behind it. */
         uint64_t tail = __atomic_load_n(&r->sh->tail, __ATOMIC_ACQUIRE);
         uint64_t head = __atomic_load_n(&r->sh->head, __ATOMIC_RELAXED);
@@ -1651,9 +1665,9 @@ int jr_wait_consumer(jr_ring *r, uint64_t min_used, int64_t timeout_ns) {
             return JR_WAIT_TIMEOUT;
         int64_t step = left < CONSUMER_LOOK_NS ? left : CONSUMER_LOOK_NS;
 #ifdef __linux__
-        /* Sleeps unless a wake came since the exchange above (the word is 1). */
+        /* Sleeps unless a wake came since the load above (the word moved). */
         struct timespec ts = {(time_t)(step / 1000000000LL), (long)(step % 1000000000LL)};
-        futex(&r->consumer_wake, FUTEX_WAIT_PRIVATE, 0, &ts);
+        futex(&sh->wake_seq, FUTEX_WAIT, seq, &ts);
 #else
         struct timespec ts = {0, (long)step}; /* step <= CONSUMER_LOOK_NS, under a second */
         nanosleep(&ts, NULL);
@@ -1661,11 +1675,56 @@ int jr_wait_consumer(jr_ring *r, uint64_t min_used, int64_t timeout_ns) {
     }
 }
 
+/* The word is in the shared header: flush() in any process that shares
+ * the ring wakes the consumer, a thread here or a flusher process. */
 void jr_wake_consumer(jr_ring *r) {
-    __atomic_store_n(&r->consumer_wake, 1, __ATOMIC_RELEASE);
+    __atomic_fetch_add(&r->sh->wake_seq, 1, __ATOMIC_RELEASE);
 #ifdef __linux__
-    futex(&r->consumer_wake, FUTEX_WAKE_PRIVATE, 1, NULL);
+    futex(&r->sh->wake_seq, FUTEX_WAKE, INT_MAX, NULL);
 #endif
+}
+
+/* Wait until the tail reaches `target` (every record up to there released)
+ * or `timeout_ns` pass: 1 if it did, 0 if not.  flush() waits here, as a
+ * producer waits for room: counted in room_waiters, woken by wake_room on
+ * the release that moves the tail.  Each sleep is capped at
+ * CONSUMER_LOOK_NS, so a consumer that does not wake (an older build)
+ * delays it by that much at most. */
+int jr_wait_tail(jr_ring *r, uint64_t target, int64_t timeout_ns) {
+    struct jr_shared *sh = r->sh;
+    if (__atomic_load_n(&sh->tail, __ATOMIC_ACQUIRE) >= target)
+        return 1;
+    int64_t end = now_ns() + timeout_ns;
+    int done = 0;
+#ifdef __linux__
+    __atomic_fetch_add(&sh->room_waiters, 1, __ATOMIC_SEQ_CST);
+#endif
+    for (;;) {
+#ifdef __linux__
+        /* room_seq before the tail, as in wait_for_room: a release in between
+         * moves the word and the FUTEX_WAIT below returns at once. */
+        uint32_t seq = __atomic_load_n(&sh->room_seq, __ATOMIC_ACQUIRE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+        if (__atomic_load_n(&sh->tail, __ATOMIC_ACQUIRE) >= target) {
+            done = 1;
+            break;
+        }
+        int64_t left = end - now_ns();
+        if (left <= 0)
+            break;
+        int64_t step = left < CONSUMER_LOOK_NS ? left : CONSUMER_LOOK_NS;
+        struct timespec ts = {(time_t)(step / 1000000000LL), (long)(step % 1000000000LL)};
+#ifdef __linux__
+        futex(&sh->room_seq, FUTEX_WAIT, seq, &ts);
+#else
+        nanosleep(&ts, NULL);
+#endif
+    }
+#ifdef __linux__
+    __atomic_fetch_sub(&sh->room_waiters, 1, __ATOMIC_RELAXED);
+#endif
+    return done;
 }
 
 /* ------------------------------------------------------------------------ */

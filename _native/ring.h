@@ -224,9 +224,15 @@ int jr_beat(jr_ring *r, uint64_t token);
  * passes.  Holds no lock of the caller's (through cffi, not the GIL), so a
  * consumer thread waiting for its next commit does not take the
  * application's GIL to look at the ring.  One thread of the handle waits;
- * any thread may wake it. */
+ * any thread of any process sharing the ring may wake it (the wake word is
+ * in the ring's header): flush() anywhere makes the consumer commit now. */
 int jr_wait_consumer(jr_ring *r, uint64_t min_used, int64_t timeout_ns);
 void jr_wake_consumer(jr_ring *r);
+
+/* Wait until the tail reaches `target` (every record up to that byte
+ * position released) or `timeout_ns` pass: 1 if it did, 0 if not.  Woken
+ * by the release that moves the tail (flush()'s wait). */
+int jr_wait_tail(jr_ring *r, uint64_t target, int64_t timeout_ns);
 
 /* --- Test hook. ---------------------------------------------------------- */
 

@@ -346,6 +346,11 @@ class Ring:
         seconds pass: WAIT_WOKEN, WAIT_FILLED or WAIT_TIMEOUT."""
         return int(lib.jr_wait_consumer(self._ptr, max(min_used, 0), max(int(timeout * 1e9), 0)))
 
+    def wait_tail(self, target: int, timeout: float) -> bool:
+        """Wait, without the GIL, until the consumer has released every record up to the
+        byte position *target* (a head from stats()) or *timeout* seconds pass; True if it has."""
+        return bool(lib.jr_wait_tail(self._ptr, target, max(int(timeout * 1e9), 0)))
+
     def wake_consumer(self) -> None:
         """End the wait_consumer() in progress, or the next one (nothing once closed)."""
         if self._ptr is not None:  # flush() or stop() may come after close(): not a crash

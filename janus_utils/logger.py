@@ -1246,10 +1246,18 @@ def flush(timeout: float | None = None) -> bool:
     delay = 0.0005
     while p.ring.stats().tail < target or (spilled and p.spill is not None and p.spill.waiting()):
         p.wake.set()
+        # The consumer commits now, whichever process it is in (a flusher
+        # process, or another process's thread), not when its interval ends.
+        p.ring.wake_consumer()
         if deadline is not None and time.monotonic() >= deadline:
             return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
+        if p.ring.stats().tail < target:
+            # Woken by the release that passes the target; looked at again
+            # every 20 ms at most (the spill, the deadline, a flusher gone).
+            p.ring.wait_tail(target, 0.02 if deadline is None else min(deadline - time.monotonic(), 0.02))
+        else:
+            time.sleep(delay)  # spilled records: the spill file is polled
+            delay = min(delay * 2, 0.02)
     p.console.write()
     return True
 

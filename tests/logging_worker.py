@@ -6,7 +6,7 @@ then obeys one command per line:
 
     log NAME START COUNT PAUSE   log NAME-START ... NAME-(START+COUNT-1),
                                  sleeping PAUSE s after every 100 records
-    flush                        ju.flush() without a timeout
+    flush [TIMEOUT]              ju.flush(), without a timeout unless given
     exit                         ju.shutdown() and exit
 
 Each command answers one line.  Its stderr (where janus_utils reports) is
@@ -45,7 +45,7 @@ def main() -> None:  # pragma: no cover - runs in the worker process
                     time.sleep(pause)
             print("logged", flush=True)
         elif cmd == "flush":
-            ok = ju.flush()
+            ok = ju.flush(float(args[0]) if args else None)
             print("flushed", json.dumps(ok), json.dumps(ju.stats()), flush=True)
         elif cmd == "exit":
             break

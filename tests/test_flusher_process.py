@@ -162,6 +162,49 @@ class TestStats:
             ju.shutdown()
 
 
+class TestFlushWakesTheFlusher:
+    """flush() makes the flusher commit now, in whichever process it runs, not when its interval ends."""
+
+    def test_flush_wakes_the_flusher_process(self, db_path: Path) -> None:
+        ju.configure(db_path, flusher="process", console=False, commit_interval=120)
+        try:
+            ju.get_logger("w").info("first")
+            # Within 60 s only if flush() woke the flusher process: its next
+            # commit is otherwise due two minutes from its last.
+            assert ju.flush(timeout=60)
+            ju.get_logger("w").info("second")
+            assert ju.flush(timeout=60)
+        finally:
+            ju.shutdown()
+        assert ["first", "second"] == [r[0] for r in _messages(db_path)]
+
+    def test_flush_in_another_process_wakes_this_ones_flusher_thread(self, db_path: Path) -> None:
+        ju.configure(db_path, console=False, commit_interval=120)
+        try:
+            ju.get_logger("here").info("leader")
+            assert ju.flush(timeout=60) and ju.stats()["leader"]
+            worker = Worker(db_path, commit_interval=120)
+            try:
+                worker.log("there", 0, 10)
+                worker.expect("logged")
+                worker.send("flush 60")
+                _, ok, _ = worker.expect("flushed").split(" ", 2)
+            finally:
+                worker.kill()
+        finally:
+            ju.shutdown()
+        assert json.loads(ok) is True
+        assert_exactly_once(db_path, "there", 10)
+
+
+def _messages(db: Path) -> list[tuple[Any, ...]]:
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return conn.execute("SELECT message FROM logs ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
 class TestNoSQLiteHere:
     def test_a_configured_process_never_opens_the_database(self, db_path: Path) -> None:
         """Records are committed, and this process has no descriptor on the database or its WAL."""

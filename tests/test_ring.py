@@ -9,6 +9,8 @@ import platform
 import resource
 import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -512,6 +514,20 @@ class TestConsumerWait:
                 timer.join()
             assert ran.is_set()
 
+    def test_a_wake_from_another_process_ends_a_long_wait(self, tmp_path: Path) -> None:
+        """The wake word is in the ring's header: flush() in another process wakes this consumer."""
+        path = tmp_path / "r.ring"
+        with Ring(path, SMALL) as ring:
+            child = subprocess.Popen(
+                [sys.executable, "-c", _WAKE_FROM_CHILD, str(path)], stderr=subprocess.PIPE, text=True
+            )
+            try:
+                assert _ring.WAIT_WOKEN == ring.wait_consumer(1, 60)
+            finally:
+                _, err = child.communicate(timeout=60)
+            assert 0 == child.returncode, err
+            assert _ring.WAIT_TIMEOUT == ring.wait_consumer(1, 0.02)  # that wake was taken once
+
     def test_waking_a_closed_ring_does_nothing(self, tmp_path: Path) -> None:
         """flush() or stop() may wake the flusher after its ring is closed: no crash."""
         ring = Ring(tmp_path / "r.ring", SMALL)
@@ -530,6 +546,41 @@ class TestConsumerWait:
                 assert _ring.WAIT_FILLED == ring.wait_consumer(1000, 60)
             finally:
                 timer.join()
+
+
+_WAKE_FROM_CHILD = """
+import sys, time
+from janus_utils._ring import Ring
+with Ring(sys.argv[1], None) as ring:
+    time.sleep(0.2)
+    ring.wake_consumer()
+"""
+
+
+class TestTailWait:
+    """wait_tail(): how flush() waits for the consumer to release what it logged."""
+
+    def test_a_release_that_passes_the_target_ends_the_wait(self, tmp_path: Path) -> None:
+        with Ring(tmp_path / "r.ring", SMALL) as ring:
+            for i in range(3):
+                assert ring.push(b"r%d" % i)
+            target = ring.stats().head
+            assert not ring.wait_tail(target, 0.02)  # nothing released: the timeout ends it
+
+            def consume() -> None:
+                batch, _ = ring.read()
+                ring.release(batch[1][0])  # not yet the target: the wait goes on
+                time.sleep(0.05)
+                ring.release(ring.stats().head)
+
+            timer = threading.Timer(0.05, consume)
+            timer.start()
+            try:
+                assert ring.wait_tail(target, 60)
+            finally:
+                timer.join()
+            assert ring.stats().tail >= target
+            assert ring.wait_tail(target, 0)  # already there: at once, whatever the timeout
 
 
 class TestPrefilter:
