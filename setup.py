@@ -34,6 +34,12 @@ setup(
             include_dirs=["_native"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
         ),
+        # The rows of a search as Records, their slots filled in C (store.py).
+        Extension(
+            "janus_utils._records",
+            sources=["_native/records.c"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+        ),
         # janus_seal_rows(), a SQLite loadable extension (never imported by
         # Python): the canonical bytes of sealed rows, read inside SQLite so
         # that verify keeps up with the database (see janus_utils.seal).

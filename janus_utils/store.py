@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import datetime, timezone
 from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
@@ -50,6 +51,7 @@ from ._fts import (
     split_wide,
 )
 from ._levels import level_name, parse_level
+from ._record import native_enabled
 from ._planner import WALK_TS, Planner, Streams
 from ._rollup import Rollup, bucket_floor_sql
 from ._schema import (
@@ -279,6 +281,18 @@ _TEXT_VALUES = operator.itemgetter(*_TEXTS)
 _TEXT_TYPES = frozenset((str, type(None)))
 _INVALID = "_invalid"  # the fields key that keeps what a damaged row really held
 
+# Rows into Records in C (_native/records.c), which knows where the columns
+# checked by _well_typed sit; the same Records from _record otherwise.
+try:
+    from . import _records as _c_records
+except ImportError:  # pragma: no cover - a build without the extension
+    _c_records = None
+if _c_records is not None and _c_records.LAYOUT != (_RECORD_COLUMNS.index("id"), _TS, _LEVEL, _PID, _FIELDS):
+    _c_records = None  # pragma: no cover - built for other columns
+_SLOT_OFFSETS = (
+    _c_records.slot_offsets(Record, tuple(f.name for f in dataclass_fields(Record))) if _c_records is not None else ()
+)
+
 
 def _record(row: tuple[Any, ...], snippet: str | bytes | None = None) -> Record:
     if type(snippet) is bytes:
@@ -291,6 +305,15 @@ def _record(row: tuple[Any, ...], snippet: str | bytes | None = None) -> Record:
     values["fields"] = _parse_fields(values["fields"])
     _repair(values)
     return Record(**values, snippet=snippet)
+
+
+def _records_of(rows: list[tuple[Any, ...]], *, with_snippet: bool) -> list[Record]:
+    """A Record per row (its snippet last *with_snippet*): in C when built, the same Records."""
+    if _c_records is not None and native_enabled():
+        return _c_records.build(rows, Record, _SLOT_OFFSETS, _parse_fields, _record, with_snippet)
+    if with_snippet:
+        return [_record(row[:-1], row[-1]) for row in rows]
+    return [_record(row) for row in rows]
 
 
 def _well_typed(row: tuple[Any, ...]) -> bool:
@@ -1050,9 +1073,7 @@ class LogStore:
         upto_id: int | None = None,
     ) -> list[Record]:
         rows = self._decoding(lambda: self._record_rows(selection, order, limit, after_id, upto_id))
-        if selection.fts:
-            return [_record(row[:-1], row[-1]) for row in rows]
-        return [_record(row) for row in rows]
+        return _records_of(rows, with_snippet=bool(selection.fts))
 
     def _record_rows(
         self, selection: _Selection, order: str, limit: int | None, after_id: int | None, upto_id: int | None

@@ -22,6 +22,7 @@ from janus_utils._schema import COLUMNS
 from janus_utils._timeparse import format_ts, parse_duration, parse_time
 from janus_utils.error_handling import JanusError
 from janus_utils.error_handling.utils.errors import FileHandlerError, SearchQueryError
+from janus_utils import store as store_module
 from janus_utils.store import HISTOGRAM_NONE, HISTOGRAM_OTHER, LEVEL_INVALID, SNIPPET_END, SNIPPET_START, LogStore, Record
 
 T = TypeVar("T")
@@ -437,6 +438,60 @@ class TestDamagedRows:
         records, matched, _ = damaged.after(0)
         assert (6, 6, {"level": "HIGH"}) == (newest, matched, damaged.get(3).fields["_invalid"])  # type: ignore[union-attr]
         assert (6, 1, 1) == (sum(counts.values()), counts[(0, "app")], counts[(20, "\\xffapp")])
+
+
+@pytest.mark.skipif(store_module._c_records is None, reason="janus_utils._records is not built")
+class TestRecordsInC:
+    """_records.build makes the Records store._record makes, whatever the rows hold."""
+
+    ROWS: list[tuple[Any, ...]] = [
+        (1, BASE_TS, 20, "app", "plain", None, None, None, None, None, 7, "T", None, '{"a": 1}', None, "h"),
+        (2, BASE_TS, 40, "app.db", "with all", "u", "ag", "rq", "tr", "sp", None, "T", "Traceback", "", "svc", None),
+        (3, BASE_TS, 20, "app", "no fields", None, None, None, None, None, 7, "T", None, None, None, None),
+        (4, BASE_TS, 20, "app", "bad json", None, None, None, None, None, 7, "T", None, "{oops", None, None),
+        (5, "yesterday", 20, "app", "bad ts", None, None, None, None, None, 7, "T", None, None, None, None),
+        (6, 2**63, 20, "app", "ts past int64", None, None, None, None, None, 7, "T", None, None, None, None),
+        (7, BASE_TS, 20.5, "app", "real level", None, None, None, None, None, 7, "T", None, None, None, None),
+        (8, BASE_TS, 20, b"\xffapp", "blob logger", None, None, None, None, None, "x", "T", None, None, None, None),
+        (9, BASE_TS, 20, "app", None, None, None, None, None, None, None, None, None, b'{"b": 2}', None, None),
+        (10, True, 20, "app", "bool ts", None, None, None, None, None, 7, "T", None, None, None, None),
+    ]
+
+    def _both(self, rows: list[tuple[Any, ...]], with_snippet: bool) -> tuple[list[Record], list[Record]]:
+        made = store_module._c_records.build(
+            rows, Record, store_module._SLOT_OFFSETS, store_module._parse_fields, store_module._record, with_snippet
+        )
+        if with_snippet:
+            return made, [store_module._record(row[:-1], row[-1]) for row in rows]
+        return made, [store_module._record(row) for row in rows]
+
+    def test_the_same_records_as_python(self) -> None:
+        made, expected = self._both(self.ROWS, False)
+        assert expected == made
+        assert [dataclasses.asdict(r) for r in expected] == [dataclasses.asdict(r) for r in made]
+        assert all(type(r) is Record for r in made)
+        snippets = ["[plain]", None, b"\xff bytes", "x", None, "y", None, "z", None, "w"]
+        made, expected = self._both([(*row, snip) for row, snip in zip(self.ROWS, snippets)], True)
+        assert expected == made
+        assert "\\xff bytes" == made[2].snippet
+
+    def test_records_hold_their_values_and_nothing_leaks(self) -> None:
+        """Each value is referenced once more per Record, and once less when it goes."""
+        message = "".join(["held ", "message"])  # a str of its own
+        row = (1, BASE_TS, 20, "app", message, None, None, None, None, None, 7, "T", None, None, None, None)
+        before = sys.getrefcount(message)
+        made = store_module._c_records.build([row] * 100, Record, store_module._SLOT_OFFSETS,
+                                             store_module._parse_fields, store_module._record, False)
+        assert before + 100 == sys.getrefcount(message)
+        del made
+        assert before == sys.getrefcount(message)
+
+    def test_a_row_of_the_wrong_width_is_an_error(self) -> None:
+        with pytest.raises(ValueError, match="row 1"):
+            store_module._c_records.build([self.ROWS[0], self.ROWS[0][:-1]], Record, store_module._SLOT_OFFSETS,
+                                          store_module._parse_fields, store_module._record, False)
+        with pytest.raises(TypeError, match="not an object slot"):
+            store_module._c_records.slot_offsets(Record, ("level_name",))  # a property
 
 
 class TestTextNotUtf8:
