@@ -7,6 +7,8 @@
     python -m bench.scale --measure DB       # only the query shapes, on a database grown before
     python -m bench.scale --rows 50000000 --at 1000000,10000000
                                              # ingest every step, queries only at these sizes and the last
+    python -m bench.scale --measure BIG.db --paired SMALL.db
+                                             # the paired table only, on two databases grown before
 
 The records come through the library end to end (``configure()``, two
 threads calling ``Logger.info``/``error``, the flusher committing with its
@@ -26,6 +28,19 @@ of the rounds when there are fewer than 100) per step:
   ``--breakdown`` (default at the first and last step) each table, index and
   FTS shadow table from SQLite's ``dbstat``;
 * the query shapes (newest 100 unless said): see SHAPES.
+
+The per-step figures of two steps are minutes apart, and this machine's CPU
+changes speed every few minutes (the same work takes up to twice as long), so
+a ratio of two steps' medians can be off by 2x either way.  For the ratio of
+the last step to the first measured one (or ``--pair-at``), the database is
+copied page by page at that step (the backup API from a reader, once the
+flusher's idle merge is done) and kept beside the database as
+``scale-pair.db``.  After the last step, with the flusher idle and stopped,
+each shape runs on the copy and on the grown database in turn (the order
+alternating), *rounds* pairs, on two LogStores opened alike: the paired table
+gives each side's median, the ratio of the medians and the median of the
+per-pair ratios.  Both sides see the same CPU state within a pair.  The copy is
+removed at the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -147,20 +162,24 @@ def shapes(window: dict[str, Any]) -> dict[str, Shape]:
 COUNTS = ("count", "histogram")  # shapes whose goal is 300 ms rather than 20 ms
 
 
+def middle_tenth(store: ju.LogStore) -> dict[str, Any]:
+    """The time range of the middle tenth of the records (by id, so that pauses between steps do not matter)."""
+    first_id = store.search(limit=1, order="oldest")[0].id
+    newest = store.newest_id()
+
+    def ts_at(fraction: float) -> int:
+        found = store.get(first_id + int((newest - first_id) * fraction))
+        assert found is not None
+        return found.ts
+
+    return {"since": ts_datetime(ts_at(0.45)), "until": ts_datetime(ts_at(0.55))}
+
+
 def time_shapes(db: Path, rounds: int, only: set[str] | None) -> dict[str, tuple[float, float]]:
     """Each shape's (median, p99) in milliseconds over *rounds* runs, on a fresh LogStore."""
     results: dict[str, tuple[float, float]] = {}
     with ju.LogStore(db, timeout=None) as store:
-        # The middle tenth of the records (by id, so that pauses between steps do not matter).
-        first_id = store.search(limit=1, order="oldest")[0].id
-        newest = store.newest_id()
-
-        def ts_at(fraction: float) -> int:
-            found = store.get(first_id + int((newest - first_id) * fraction))
-            assert found is not None
-            return found.ts
-
-        window = {"since": ts_datetime(ts_at(0.45)), "until": ts_datetime(ts_at(0.55))}
+        window = middle_tenth(store)
         for name, call in shapes(window).items():
             if only and name not in only:
                 continue
@@ -174,6 +193,107 @@ def time_shapes(db: Path, rounds: int, only: set[str] | None) -> dict[str, tuple
             p99 = took[min(len(took) - 1, int(len(took) * 0.99))]
             results[name] = (statistics.median(took), p99)
     return results
+
+
+# (median small, median big, ratio of the medians, median of the per-pair ratios)
+Paired = tuple[float, float, float, float]
+
+
+def time_pairs(small: Path, big: Path, rounds: int, only: set[str] | None) -> dict[str, Paired]:
+    """Each shape on *small* and *big* in turn, *rounds* pairs, the order alternating; milliseconds.
+
+    Each store chooses its values as time_shapes does (the same constants, its
+    own middle tenth), so the small side runs the queries of the step it was
+    copied at.  A pair's two calls are a few milliseconds apart: whatever speed
+    the CPU runs at, both see it.
+    """
+    results: dict[str, Paired] = {}
+    with ju.LogStore(small, timeout=None) as store_small, ju.LogStore(big, timeout=None) as store_big:
+        sides = ((store_small, middle_tenth(store_small)), (store_big, middle_tenth(store_big)))
+        for name, call in shapes(sides[0][1]).items():
+            if only and name not in only:
+                continue
+            for store, window in sides:
+                call(store, window)  # warm, as in time_shapes
+            took: tuple[list[float], list[float]] = ([], [])
+            for pair in range(rounds):
+                for side in (0, 1) if pair % 2 == 0 else (1, 0):
+                    store, window = sides[side]
+                    started = time.perf_counter()
+                    call(store, window)
+                    took[side].append((time.perf_counter() - started) * 1000)
+            small_ms, big_ms = statistics.median(took[0]), statistics.median(took[1])
+            per_pair = [b / max(a, 1e-9) for a, b in zip(*took)]
+            results[name] = (small_ms, big_ms, big_ms / max(small_ms, 1e-9), statistics.median(per_pair))
+    return results
+
+
+def wait_idle(db: Path, quiet: float = 3.0, limit: float = 900.0) -> float:
+    """Wait until nothing commits to *db* and neither it nor its WAL changes for *quiet* seconds; seconds waited.
+
+    After a burst the flusher merges the full-text index, checkpoints and cuts
+    the WAL (each a change readers drop their cache for): a measurement meant
+    at rest waits for all of that.  Gives up after *limit* seconds and says so.
+    """
+    wal = Path(str(db) + "-wal")
+
+    def files() -> tuple[tuple[int, int], ...]:
+        found = []
+        for path in (db, wal):
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                found.append((-1, -1))
+            else:
+                found.append((info.st_size, info.st_mtime_ns))
+        return tuple(found)
+
+    started = time.monotonic()
+    # data_version changes when another connection commits; the files show checkpoints and cuts.
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        def state() -> tuple[Any, ...]:
+            return (conn.execute("PRAGMA data_version").fetchall()[0][0], files())
+
+        last, since = state(), time.monotonic()
+        while time.monotonic() - since < quiet:
+            if time.monotonic() - started > limit:
+                print(f"   (the database still changed after {limit:.0f} s: measuring anyway)")
+                break
+            time.sleep(0.1)
+            now = state()
+            if now != last:
+                last, since = now, time.monotonic()
+    finally:
+        conn.close()
+    return time.monotonic() - started
+
+
+def snapshot(db: Path, to: Path) -> None:
+    """A consistent copy of *db* at one moment, page by page: the same b-trees and layout, not a rebuilt file.
+
+    The backup API reading from its own connection copies every page in one
+    step, so in one read transaction, while the writer goes on.  The copy is
+    put in WAL mode like the original, so that readers open both alike.
+    """
+    for stale in (to, Path(str(to) + "-wal"), Path(str(to) + "-shm")):
+        stale.unlink(missing_ok=True)
+    source = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        copy = apsw.Connection(str(to))
+        try:
+            with copy.backup("main", source, "main") as backup:
+                backup.step()  # every page at once: one snapshot of the source
+            copy.execute("PRAGMA journal_mode=WAL")
+        finally:
+            copy.close()
+    finally:
+        source.close()
+
+
+def remove_database(db: Path) -> None:
+    for path in (db, Path(str(db) + "-wal"), Path(str(db) + "-shm")):
+        path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- sizes
@@ -218,8 +338,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--at", metavar="ROWS,...",
                         help="run the query shapes only after the steps ending at these row counts and the last "
                              "(ingest and bytes are still printed for every step)")
+    parser.add_argument("--pair-at", type=int, metavar="ROWS",
+                        help="copy the database after the step ending at this row count and time it against the "
+                             "last step in alternating pairs (default: the first step the query shapes run at; "
+                             "0: no paired table)")
     parser.add_argument("--measure", type=Path, metavar="DB",
                         help="time the query shapes on this database (grown by --keep) and its sizes; no ingest")
+    parser.add_argument("--paired", type=Path, metavar="SMALL",
+                        help="with --measure: the paired table of this smaller database against DB instead")
     args = parser.parse_args(argv)
     if args.quick:
         args.rows, args.step, args.rounds = 40_000, 20_000, 5
@@ -230,11 +356,26 @@ def main(argv: list[str] | None = None) -> int:
         at = {int(rows.replace("_", "")) for rows in args.at.split(",")} if args.at else None
     except ValueError:
         parser.error(f"--at takes row counts separated by commas, not {args.at!r}")
+    if args.paired is not None and args.measure is None:
+        parser.error("--paired SMALL goes with --measure DB")
     if args.measure is not None:
+        if args.paired is not None:
+            return measure_paired(args.paired, args.measure, args.rounds, only)
         return measure(args.measure, args.rounds, only)
+    ends = [min(args.rows, args.step * n) for n in range(1, -(-args.rows // args.step) + 1)]
+    if args.pair_at is None:
+        pair_at = next((rows for rows in ends[:-1] if at is None or rows in at), None)
+    elif args.pair_at == 0:
+        pair_at = None
+    elif args.pair_at in ends[:-1]:
+        pair_at = args.pair_at
+    else:
+        parser.error(f"--pair-at must be the row count at the end of a step before the last "
+                     f"({', '.join(f'{rows}' for rows in ends[:-1][:3])}, ...), or 0, not {args.pair_at}")
     directory = args.dir or Path(tempfile.mkdtemp(prefix="janus-scale-"))
     directory.mkdir(parents=True, exist_ok=True)
     db = directory / "scale.db"
+    pair_db = directory / "scale-pair.db"
     if db.exists():
         parser.error(f"{db} exists: give another --dir")
     ju.configure(db, console=False, level="INFO")
@@ -244,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rows {args.rows:,} in steps of {args.step:,}; {args.rounds} rounds per query shape; ms median / p99")
     sys.stdout.flush()
     steps = []
+    paired: dict[str, Paired] = {}
+    done = 0
     try:
-        done = 0
         index = 0
         while done < args.rows:
             count = min(args.step, args.rows - done)
@@ -259,13 +401,30 @@ def main(argv: list[str] | None = None) -> int:
             timings = time_shapes(db, args.rounds, only) if at is None or done in at or last else {}
             steps.append((done, rate, size, timings))
             _print_step(done, rate, size, timings)
+            if done == pair_at:
+                # After the step's own timings, which stay as every step's are taken.
+                waited = wait_idle(db)
+                snapshot(db, pair_db)
+                print(f"   copied to {pair_db.name} for the paired table ({waited:.1f} s for the flusher to go idle)")
+        if pair_at is not None:
+            waited = wait_idle(db)
+            ju.shutdown()  # nothing commits while the pairs run
+            print(f"\n   flusher idle after {waited:.1f} s and stopped; load average "
+                  f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            paired = time_pairs(pair_db, db, args.rounds, only)
+            _print_paired(pair_at, done, args.rounds, paired)
     finally:
         ju.shutdown()
+        if not args.keep:
+            remove_database(pair_db)
         if not args.keep and args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)
     print()
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     _print_table(steps)
+    if pair_at is not None:
+        print()
+        _print_paired_table(pair_at, done, args.rounds, paired)
     return 0
 
 
@@ -282,6 +441,50 @@ def measure(db: Path, rounds: int, only: set[str] | None) -> int:
     _print_step(rows, 0.0, sizes(db, Path(str(db) + "-ring"), True), time_shapes(db, rounds, only))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
+
+
+def measure_paired(small: Path, big: Path, rounds: int, only: set[str] | None) -> int:
+    """The paired table of two existing databases (read only): *small* against *big*."""
+    for path in (small, big):
+        if not path.is_file():
+            print(f"no database at {path}", file=sys.stderr)
+            return 2
+    for line in environment(big):
+        print(line)
+    counts = []
+    for path in (small, big):
+        with ju.LogStore(path, timeout=None) as store:
+            counts.append(store.count())
+    print(f"{small}: {counts[0]:,} rows against {big}: {counts[1]:,} rows; {rounds} pairs per query shape")
+    paired = time_pairs(small, big, rounds, only)
+    _print_paired(counts[0], counts[1], rounds, paired)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print()
+    _print_paired_table(counts[0], counts[1], rounds, paired)
+    return 0
+
+
+def _rows_label(rows: int) -> str:
+    return f"{rows / 1e6:g}M" if rows >= 100_000 else f"{rows:,}"
+
+
+def _print_paired(small_rows: int, big_rows: int, rounds: int, paired: dict[str, Paired]) -> None:
+    small, big = _rows_label(small_rows), _rows_label(big_rows)
+    print(f"\n== paired, at rest: {small} (copy) and {big} in turn, {rounds} pairs; ms medians, "
+          f"{big} ÷ {small} as the ratio of the medians and the median of the per-pair ratios")
+    for name, (small_ms, big_ms, ratio, pair_ratio) in paired.items():
+        print(f"   {name:<36} {small_ms:9.2f} {big_ms:9.2f} {ratio:7.2f}x {pair_ratio:7.2f}x")
+    sys.stdout.flush()
+
+
+def _print_paired_table(small_rows: int, big_rows: int, rounds: int, paired: dict[str, Paired]) -> None:
+    """The paired figures as a markdown table, a row per shape."""
+    small, big = _rows_label(small_rows), _rows_label(big_rows)
+    print(f"| paired, at rest ({rounds} pairs) | {small}, ms median | {big}, ms median "
+          f"| {big} ÷ {small} (medians) | {big} ÷ {small} (median of pairs) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (small_ms, big_ms, ratio, pair_ratio) in paired.items():
+        print(f"| {name} | {small_ms:.2f} | {big_ms:.2f} | {ratio:.2f}× | {pair_ratio:.2f}× |")
 
 
 def _print_step(rows: int, rate: float, size: dict[str, int], timings: dict[str, tuple[float, float]]) -> None:
