@@ -1231,7 +1231,7 @@ class LogStore:
         holds = ", ".join(f'"{column}"' for column in self._fts_columns)
         marks = ", ".join("?" for _ in self._fts_columns)
         snippet_sql = self._text_sql(f'snippet("{table}", -1, ?, ?, ?, ?)')
-        batch = _BATCH if limit is None else min(limit + limit // 2 + 16, _BATCH)
+        batch = _BATCH if limit is None else min(limit + 16, _BATCH)
         found: list[tuple[Any, ...]] = []
         if counting:
             columns, limit = f'{_T}."id"', None
@@ -1332,7 +1332,7 @@ class LogStore:
                 columns = ", ".join(f'"{column}"' for column in self._fts_columns)
                 tokenizer = f", tokenize={tokenize[0]}" if tokenize else ""
                 try:
-                    db.execute(f'CREATE VIRTUAL TABLE temp."janus_confirm" USING fts5({columns}{tokenizer})')
+                    db.execute(f'CREATE VIRTUAL TABLE temp."janus_confirm" USING fts5({columns}{tokenizer}, columnsize=0)')
                 except apsw.SQLError:
                     return ""  # a tokenizer this process lacks: each row is looked up in the index
                 self._confirm = "janus_confirm"
