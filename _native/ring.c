@@ -193,6 +193,9 @@ struct jr_prefilter {
     uint16_t len[PF_MAX_TOKENS];
     uint16_t off[PF_MAX_TOKENS];
     char bytes[PF_MAX_BYTES];
+    /* The longest run of digits inside any token, or JR_DIGIT_REACH_ANY when
+     * a token starts or ends with a digit (see jr_prefilter_digit_reach). */
+    uint8_t digit_reach;
 };
 
 #define PF_START 1u /* "^tok": no ASCII letter or digit right before it */
@@ -963,6 +966,21 @@ static inline int has_tri(const uint64_t *tri, unsigned h) { return (int)(tri[h 
 
 static inline uint8_t upper(uint8_t c) { return (c >= 'a' && c <= 'z') ? (uint8_t)(c - 32) : c; }
 
+/* `reach` raised to what the token t[0..n) needs: JR_DIGIT_REACH_ANY if it
+ * starts or ends with a digit, else its longest run of digits. */
+static unsigned token_digit_reach(const uint8_t *t, size_t n, unsigned reach) {
+    if (n == 0)
+        return reach;
+    if ((uint8_t)(t[0] - '0') < 10 || (uint8_t)(t[n - 1] - '0') < 10)
+        return JR_DIGIT_REACH_ANY;
+    for (size_t i = 0, run = 0; i < n; i++) {
+        run = (uint8_t)(t[i] - '0') < 10 ? run + 1 : 0;
+        if (run > reach)
+            reach = (unsigned)run;
+    }
+    return reach < JR_DIGIT_REACH_ANY ? reach : JR_DIGIT_REACH_ANY;
+}
+
 /* Builds a new table and swaps it in with one atomic store, so producers
  * pushing meanwhile see the old rules or the new ones, never half of each.
  * The old table is not freed: a producer may still be scanning it, and a
@@ -972,7 +990,7 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
         return JR_INVALID;
     uint16_t off[PF_MAX_TOKENS], n_of[PF_MAX_TOKENS];
     uint8_t anchor[PF_MAX_TOKENS];
-    unsigned count = 0;
+    unsigned count = 0, reach = 0;
     for (size_t i = 0; i < len;) {
         size_t j = i;
         while (j < len && tokens[j] != '\0')
@@ -995,12 +1013,14 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
             n_of[count] = (uint16_t)(b - a);
             anchor[count] = flags;
             count++;
+            reach = token_digit_reach((const uint8_t *)tokens + a, b - a, reach);
         }
         i = j + 1;
     }
     struct jr_prefilter *pf = calloc(1, sizeof *pf);
     if (!pf)
         return JR_ERRNO;
+    pf->digit_reach = (uint8_t)reach;
     for (unsigned d = '0'; d <= '9'; d++)
         pf->byte[d] |= PB_DIGIT;
     pf->byte[' '] |= PB_SEP;
@@ -1199,6 +1219,11 @@ int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
 
 int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len) {
     return suspect(r, data, len, 1);
+}
+
+int jr_prefilter_digit_reach(const jr_ring *r) {
+    const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
+    return pf ? pf->digit_reach : JR_DIGIT_REACH_ANY;
 }
 
 /* The prefilter over a whole record as janus_utils.logger encodes it:

@@ -124,6 +124,17 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len);
 int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len);
 int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len);
 
+/* How many digits in a row the prefilter's tokens can take in: the longest
+ * run of digits inside a token, or JR_DIGIT_REACH_ANY when a token starts or
+ * ends with a digit (or no prefilter is set).  When it is below the number
+ * of digits of every integer written into a text, the text's verdict does
+ * not depend on which digits they are: a token that met one of those digits
+ * would have to hold all of them (it neither starts nor ends in them), and
+ * rules (b) and (c) read a digit as a digit.  So the C encoder keeps a
+ * verdict per template and count of digits (speedups.c, plain_plan). */
+#define JR_DIGIT_REACH_ANY 255
+int jr_prefilter_digit_reach(const jr_ring *r);
+
 /* The prefilter over a record as the logger encodes it (marshal version 2):
  * jr_suspect on each string (jr_suspect_key on keys), jr_card_number on each
  * int below the top, and 1 for bytes it does not read.  jr_push_record_checked: as jr_push_checked

@@ -454,6 +454,7 @@ static PyObject *put_any(wbuf *b, PyObject *obj, int depth) {
 #define FORMAT_PLAIN_ARGS 8
 #define TEMPLATE_BITS 4 /* 16 kept */
 #define TEMPLATE_MAX 240
+#define TEMPLATE_PASSED 4 /* verdicts kept per template: as many lengths of a counter */
 
 typedef struct {
     PyObject *t;    /* the template (a strong reference), or NULL */
@@ -464,6 +465,10 @@ typedef struct {
     uint16_t n;     /* the length of text */
     uint16_t cut[FORMAT_PLAIN_ARGS]; /* where in text each argument goes */
     char text[TEMPLATE_MAX]; /* the template without its conversions, "%%" as "%" */
+    /* Shapes of int arguments (see plain_plan) whose message the prefilter
+     * passed: a message of the same shape passes too.  0: empty. */
+    uint64_t passed[TEMPLATE_PASSED];
+    uint8_t passed_next; /* the slot the next verdict takes (round robin) */
 } template_entry;
 
 /* A call site's keyword names, checked and encoded (see site_of). */
@@ -503,6 +508,7 @@ typedef struct {
     template_entry templates[1 << TEMPLATE_BITS]; /* parsed templates (see plain_plan) */
     site_entry sites[1 << SITE_BITS];             /* checked keyword names (see site_of) */
     PyObject *clean_name; /* the last logger name the prefilter passed (ASCII), or NULL */
+    int digit_reach;      /* the prefilter's jr_prefilter_digit_reach() (see plain_plan) */
 } Emitter;
 
 static void site_clear(site_entry *e) {
@@ -514,16 +520,17 @@ static void site_clear(site_entry *e) {
 static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"ring", "push", "suspect", "keepalive", "check", "pid", "max_chars",
                             "console_level", "listeners", "context", "format_message",
-                            "thread_name", "tls", NULL};
+                            "thread_name", "tls", "digit_reach", NULL};
     unsigned long long ring, push, suspect;
     PyObject *keepalive, *listeners, *context, *format_message, *thread_name, *tls;
     int check;
     long pid, console_level;
     Py_ssize_t max_chars;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOOO:Emitter", names, &ring, &push,
+    int digit_reach = JR_DIGIT_REACH_ANY;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOOO|$i:Emitter", names, &ring, &push,
                                      &suspect, &keepalive, &check, &pid, &max_chars,
                                      &console_level, &PyList_Type, &listeners, &context,
-                                     &format_message, &thread_name, &tls))
+                                     &format_message, &thread_name, &tls, &digit_reach))
         return -1;
     if (!ring || !push || !suspect) {
         PyErr_SetString(PyExc_ValueError, "Emitter: ring, push and suspect must not be NULL");
@@ -541,7 +548,13 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     scanner_clear(&self->scan);
     for (int i = 0; i < (1 << SITE_BITS); i++)
         site_clear(&self->sites[i]); /* their verdicts were for the rules before */
+    for (int i = 0; i < (1 << TEMPLATE_BITS); i++)
+        memset(self->templates[i].passed, 0, sizeof self->templates[i].passed);
     Py_CLEAR(self->clean_name);
+    /* Out of range: no verdict is kept by shape (a negative reach would
+     * claim that a token holds no digit it meets). */
+    self->digit_reach = digit_reach >= 0 && digit_reach < JR_DIGIT_REACH_ANY ? digit_reach
+                                                                              : JR_DIGIT_REACH_ANY;
     self->scan.ring = self->ring;
     self->scan.suspect = (suspect_fn)(uintptr_t)suspect;
     self->check = check;
@@ -728,6 +741,8 @@ static inline int is_word_byte(uint8_t c) {
 
 static int parse_template(template_entry *e, PyObject *msg) {
     e->plain = 0;
+    memset(e->passed, 0, sizeof e->passed);
+    e->passed_next = 0;
     if (!PyUnicode_IS_ASCII(msg) || PyUnicode_GET_LENGTH(msg) > TEMPLATE_MAX)
         return -1;
     const char *t = (const char *)PyUnicode_DATA(msg);
@@ -760,7 +775,7 @@ static int parse_template(template_entry *e, PyObject *msg) {
     return 0;
 }
 
-static const template_entry *template_of(Emitter *self, PyObject *msg) {
+static template_entry *template_of(Emitter *self, PyObject *msg) {
     size_t i = (size_t)(((uint64_t)(uintptr_t)msg * 0x9E3779B97F4A7C15ull) >> (64 - TEMPLATE_BITS));
     template_entry *e = &self->templates[i];
     if (e->t != msg) {
@@ -771,8 +786,9 @@ static const template_entry *template_of(Emitter *self, PyObject *msg) {
 }
 
 typedef struct {
-    const template_entry *tpl;
+    template_entry *tpl;
     Py_ssize_t len; /* the message's length (ASCII: as many bytes) */
+    uint64_t shape; /* the arguments' shape, or 0: a verdict of this message is not kept */
     const char *piece[FORMAT_PLAIN_ARGS];
     PyObject *text[FORMAT_PLAIN_ARGS]; /* the argument when it is a str, else NULL */
     Py_ssize_t piece_len[FORMAT_PLAIN_ARGS];
@@ -780,19 +796,29 @@ typedef struct {
 } plain_message;
 
 /* 0 if msg % args is a plain message (pm then describes it), else -1 (no
- * error set).  The arguments are only read: no Python code runs. */
+ * error set).  The arguments are only read: no Python code runs.
+ *
+ * When every argument is an int of more digits than the prefilter's tokens
+ * can take in (ring.h, jr_prefilter_digit_reach), the message's verdict
+ * depends on the template, each int's sign and its count of digits only:
+ * pm->shape holds those, and the template keeps the shapes whose message
+ * passed, so that "user %s logged in" with a counter is scanned once per
+ * count of digits, not once per call. */
 static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject *const *args,
                       Py_ssize_t nargs) {
-    const template_entry *e = template_of(self, msg);
+    template_entry *e = template_of(self, msg);
     if (e == NULL || e->nconv != nargs)
         return -1; /* PyUnicode_Format says what is wrong, if anything */
     Py_ssize_t len = e->n;
+    uint64_t shape = 0;
+    int by_shape = 1;
     for (Py_ssize_t k = 0; k < nargs; k++) {
         PyObject *a = args[k];
         if (PyUnicode_CheckExact(a) && PyUnicode_IS_ASCII(a)) {
             pm->piece[k] = (const char *)PyUnicode_DATA(a);
             pm->piece_len[k] = PyUnicode_GET_LENGTH(a);
             pm->text[k] = a;
+            by_shape = 0;
         } else if (PyLong_CheckExact(a)) {
             long long x;
             if (long_value(a, &x))
@@ -800,6 +826,9 @@ static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject 
             pm->piece[k] = pm->digits[k];
             pm->piece_len[k] = decimal(pm->digits[k], x); /* str(int) */
             pm->text[k] = NULL;
+            /* the sign and the count of digits, 6 bits an argument */
+            by_shape &= pm->piece_len[k] - (x < 0) > self->digit_reach;
+            shape |= (uint64_t)(pm->piece_len[k] | (x < 0) << 5) << (6 * k);
         } else {
             return -1;
         }
@@ -807,6 +836,7 @@ static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject 
     }
     pm->tpl = e;
     pm->len = len;
+    pm->shape = by_shape ? shape : 0;
     return 0;
 }
 
@@ -1057,6 +1087,29 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
     return put_byte(b, M_NULL);
 }
 
+/* Whether a message of this shape passed the prefilter already. */
+static inline int shape_passed(const template_entry *e, uint64_t shape) {
+    for (int i = 0; i < TEMPLATE_PASSED; i++)
+        if (e->passed[i] == shape)
+            return 1;
+    return 0;
+}
+
+/* The message's verdict: from its template's kept ones, or the scan (and
+ * kept when it passes and its shape says what it depends on). */
+static int suspect_plain(scanner *sc, const plain_message *pm, const uint8_t *u) {
+    if (pm->shape != 0 && shape_passed(pm->tpl, pm->shape))
+        return 0;
+    if (sc->suspect(sc->ring, u, (size_t)pm->len))
+        return 1;
+    if (pm->shape != 0) {
+        template_entry *e = pm->tpl;
+        e->passed[e->passed_next] = pm->shape;
+        e->passed_next = (uint8_t)((e->passed_next + 1) % TEMPLATE_PASSED);
+    }
+    return 0;
+}
+
 /* The message of a plain call, written into the record as put_text would
  * write the str plain_object() makes, without making it. */
 static int put_plain(wbuf *b, const plain_message *pm) {
@@ -1066,8 +1119,7 @@ static int put_plain(wbuf *b, const plain_message *pm) {
     store_u32(b->p + 1, (uint32_t)pm->len);
     b->p += 5;
     plain_write(pm, (char *)b->p);
-    /* made anew by each call: the verdict is not worth keeping */
-    if (b->scan != NULL && !b->suspect && b->scan->suspect(b->scan->ring, b->p, (size_t)pm->len))
+    if (b->scan != NULL && !b->suspect && suspect_plain(b->scan, pm, b->p))
         b->suspect = 1;
     b->p += pm->len;
     return 0;

@@ -259,6 +259,12 @@ class Ring:
         if lib.jr_set_prefilter(self._ptr, blob, len(blob)) != OK:
             raise ValueError("prefilter tokens must be ASCII, at most 256 of them in 4096 bytes")
 
+    def prefilter_digit_reach(self) -> int:
+        """How many digits in a row a prefilter token can hold (255: a token starts or ends
+        with one, or no prefilter is set).  Integers of more digits than this cannot change
+        a text's verdict by their value, only by their count of digits."""
+        return int(lib.jr_prefilter_digit_reach(self._ptr))
+
     def suspect(self, data: bytes) -> bool:
         """True if the prefilter would send the text *data* (UTF-8) to full redaction."""
         return bool(lib.jr_suspect(self._ptr, data, len(data)))
