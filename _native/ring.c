@@ -1144,18 +1144,26 @@ static inline const uint8_t *skip_clean(const uint64_t *start, const uint8_t *p,
  * dict key, an item of a list of pairs): its end counts as a key word's end.
  *
  * One bit of `pf->start` per byte decides whether anything starts here;
- * almost all bytes of ordinary text need nothing more. */
-__attribute__((always_inline)) static inline int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key) {
+ * almost all bytes of ordinary text need nothing more.
+ *
+ * Only what starts in [from, upto) is looked for (jr_suspect_span): a match
+ * starting there is read to its end, past upto, and data[from - 1] is read
+ * as the byte before data[from]. */
+__attribute__((always_inline)) static inline int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key,
+                                                         size_t from, size_t upto) {
     const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
     if (!pf || len == 0)
         return 0;
     const uint64_t *start = pf->start;
     const uint8_t *flags = pf->byte;
     size_t last = len - 1;
+    size_t stop = upto < last ? upto : last;
     size_t slash_seen = 0; /* "/" scans have covered [.., slash_seen) */
-    size_t i = 0;
+    size_t i = from;
     for (;;) {
-        i = (size_t)(skip_clean(start, data + i, data + last) - data);
+        i = (size_t)(skip_clean(start, data + i, data + stop) - data);
+        if (i >= upto)
+            return 0;
         /* The last byte is paired with a NUL, which continues no token. */
         if (i == last && !starts(start, data[i]))
             return 0;
@@ -1214,11 +1222,17 @@ __attribute__((always_inline)) static inline int suspect(const jr_ring *r, const
 }
 
 int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
-    return suspect(r, data, len, 0);
+    return suspect(r, data, len, 0, 0, len);
 }
 
 int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len) {
-    return suspect(r, data, len, 1);
+    return suspect(r, data, len, 1, 0, len);
+}
+
+int jr_suspect_span(const jr_ring *r, const uint8_t *data, size_t len, size_t from, size_t upto) {
+    if (from > upto || upto > len)
+        return 1; /* not a span of data: nothing is vouched for */
+    return suspect(r, data, len, 0, from, upto);
 }
 
 int jr_prefilter_digit_reach(const jr_ring *r) {
@@ -1304,7 +1318,7 @@ static int scan_value(mscan *s, int depth, int key) {
     case 'u': case 't': case 's': /* str (UTF-8), an interned str, bytes */
         if (take_u32(s, &n) || (size_t)(s->end - s->p) < n)
             return -1;
-        if (suspect(s->ring, s->p, n, key))
+        if (suspect(s->ring, s->p, n, key, 0, n))
             return 1;
         s->p += n;
         return 0;

@@ -30,6 +30,7 @@
 
 typedef int (*push_fn)(jr_ring *, const uint8_t *, size_t, int, int64_t);
 typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
+typedef int (*span_fn)(const jr_ring *, const uint8_t *, size_t, size_t, size_t);
 
 /* Records larger than this take the Python path; a log line rarely is. */
 #define STACK_BUF 4096
@@ -86,6 +87,7 @@ enum { FORGET, KEEP_VALUE, KEEP_NAME };
 typedef struct {
     jr_ring *ring;
     suspect_fn suspect;
+    span_fn span; /* jr_suspect_span, or NULL */
     PyObject *clean[CLEAN_SLOTS];
     char is_name[CLEAN_SLOTS];
     char as_key[CLEAN_SLOTS];
@@ -469,6 +471,10 @@ typedef struct {
      * passed: a message of the same shape passes too.  0: empty. */
     uint64_t passed[TEMPLATE_PASSED];
     uint8_t passed_next; /* the slot the next verdict takes (round robin) */
+    /* How many bytes at the end of each message the prefilter need not look
+     * at: the text after the last argument but its first byte, when nothing
+     * starts in it (jr_suspect_span), else 0. */
+    uint16_t tail;
 } template_entry;
 
 /* A call site's keyword names, checked and encoded (see site_of). */
@@ -520,17 +526,18 @@ static void site_clear(site_entry *e) {
 static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"ring", "push", "suspect", "keepalive", "check", "pid", "max_chars",
                             "console_level", "listeners", "context", "format_message",
-                            "thread_name", "tls", "digit_reach", NULL};
+                            "thread_name", "tls", "digit_reach", "suspect_span", NULL};
     unsigned long long ring, push, suspect;
     PyObject *keepalive, *listeners, *context, *format_message, *thread_name, *tls;
     int check;
     long pid, console_level;
     Py_ssize_t max_chars;
     int digit_reach = JR_DIGIT_REACH_ANY;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOOO|$i:Emitter", names, &ring, &push,
+    unsigned long long span = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOOO|$iK:Emitter", names, &ring, &push,
                                      &suspect, &keepalive, &check, &pid, &max_chars,
                                      &console_level, &PyList_Type, &listeners, &context,
-                                     &format_message, &thread_name, &tls, &digit_reach))
+                                     &format_message, &thread_name, &tls, &digit_reach, &span))
         return -1;
     if (!ring || !push || !suspect) {
         PyErr_SetString(PyExc_ValueError, "Emitter: ring, push and suspect must not be NULL");
@@ -549,7 +556,7 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     for (int i = 0; i < (1 << SITE_BITS); i++)
         site_clear(&self->sites[i]); /* their verdicts were for the rules before */
     for (int i = 0; i < (1 << TEMPLATE_BITS); i++)
-        memset(self->templates[i].passed, 0, sizeof self->templates[i].passed);
+        Py_CLEAR(self->templates[i].t); /* parsed again: their verdicts too were for those rules */
     Py_CLEAR(self->clean_name);
     /* Out of range: no verdict is kept by shape (a negative reach would
      * claim that a token holds no digit it meets). */
@@ -557,6 +564,7 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
                                                                               : JR_DIGIT_REACH_ANY;
     self->scan.ring = self->ring;
     self->scan.suspect = (suspect_fn)(uintptr_t)suspect;
+    self->scan.span = (span_fn)(uintptr_t)span;
     self->check = check;
     self->pid = pid;
     self->max_chars = max_chars;
@@ -743,6 +751,7 @@ static int parse_template(template_entry *e, PyObject *msg) {
     e->plain = 0;
     memset(e->passed, 0, sizeof e->passed);
     e->passed_next = 0;
+    e->tail = 0;
     if (!PyUnicode_IS_ASCII(msg) || PyUnicode_GET_LENGTH(msg) > TEMPLATE_MAX)
         return -1;
     const char *t = (const char *)PyUnicode_DATA(msg);
@@ -781,6 +790,13 @@ static template_entry *template_of(Emitter *self, PyObject *msg) {
     if (e->t != msg) {
         parse_template(e, msg);
         Py_XSETREF(e->t, Py_NewRef(msg));
+        /* The text after the last argument is every message's end: from its
+         * second byte on (its first follows an argument's last), what
+         * starts there is found once, here. */
+        size_t at = e->nconv ? e->cut[e->nconv - 1] : e->n, rest = e->n - at;
+        if (e->plain && self->check && self->scan.span != NULL && rest >= 2 &&
+            !self->scan.span(self->ring, (const uint8_t *)e->text + at, rest, 1, rest))
+            e->tail = (uint16_t)(rest - 1);
     }
     return e->plain ? e : NULL;
 }
@@ -1095,12 +1111,14 @@ static inline int shape_passed(const template_entry *e, uint64_t shape) {
     return 0;
 }
 
-/* The message's verdict: from its template's kept ones, or the scan (and
- * kept when it passes and its shape says what it depends on). */
+/* The message's verdict: from its template's kept ones, or the scan of
+ * what starts before the template's clean tail (and kept when it passes
+ * and its shape says what it depends on). */
 static int suspect_plain(scanner *sc, const plain_message *pm, const uint8_t *u) {
     if (pm->shape != 0 && shape_passed(pm->tpl, pm->shape))
         return 0;
-    if (sc->suspect(sc->ring, u, (size_t)pm->len))
+    if (pm->tpl->tail ? sc->span(sc->ring, u, (size_t)pm->len, 0, (size_t)(pm->len - pm->tpl->tail))
+                      : sc->suspect(sc->ring, u, (size_t)pm->len))
         return 1;
     if (pm->shape != 0) {
         template_entry *e = pm->tpl;

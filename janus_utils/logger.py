@@ -324,7 +324,7 @@ class _Emitter:
             ring, push, suspect, self.ring, self.redact, _pid,
             min(self.max_chars, sys.maxsize), min(self.console_level, sys.maxsize),
             _listeners, _context, format_message, _thread_name, _tls,
-            digit_reach=self.ring.prefilter_digit_reach(),
+            **self.ring.native_prefilter(),
         )
 
     def emit(

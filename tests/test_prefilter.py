@@ -440,7 +440,7 @@ def _emitter_by_shape(ring: Ring) -> Any:
         addr, push, suspect, ring, True, 1, 10**6, 10**9, [],
         contextvars.ContextVar("test_context", default={}),
         lambda msg, args: msg % args, lambda: "t", threading.local(),
-        digit_reach=ring.prefilter_digit_reach(),
+        **ring.native_prefilter(),
     )
 
 
@@ -521,25 +521,76 @@ class TestVerdictsByShape:
             em.__init__(
                 addr, push, suspect, r, True, 1, 10**6, 10**9, [],
                 contextvars.ContextVar("test_context", default={}), lambda msg, args: msg % args,
-                lambda: "t", threading.local(), digit_reach=r.prefilter_digit_reach(),
+                lambda: "t", threading.local(), **r.native_prefilter(),
             )
             assert _handed_back(em, "call %s ok", (1234,))
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(
         pieces=st.lists(st.sampled_from(FRAGMENTS + ["1", "00", " 1111 ", "v", "_", "doo_v", "s", "vcmc"]),
                         min_size=1, max_size=5),
-        numbers=st.lists(st.one_of(st.integers(-10**18, 10**18), st.integers(-100, 10**5)),
-                         min_size=1, max_size=4),
+        args=st.lists(
+            st.one_of(st.integers(-10**18, 10**18), st.integers(-100, 10**5),
+                      st.sampled_from(FRAGMENTS + ["k-abc", "sk", "1234", "u0000042"])),
+            min_size=1, max_size=4,
+        ),
     )
-    def test_agrees_with_the_scan(self, big_ring: Ring, pieces: list[str], numbers: list[int]) -> None:
-        """Whatever the template and ints, a call is handed back exactly when the scan of its
-        message flags it, calls of the same shapes before it notwithstanding."""
-        template = pieces[0] + "".join("%s" + "".join(pieces[k + 1 : k + 2]) for k in range(len(numbers)))
-        template += "".join(pieces[len(numbers) + 1 :])
-        if not template.isascii():
-            return  # not a plain template: the scan runs on every call
+    def test_agrees_with_the_scan(self, big_ring: Ring, pieces: list[str], args: list[object]) -> None:
+        """Whatever the template and its int or str arguments, a call is handed back exactly
+        when the scan of its message flags it, calls of the same template before it notwithstanding."""
+        template = pieces[0] + "".join("%s" + "".join(pieces[k + 1 : k + 2]) for k in range(len(args)))
+        template += "".join(pieces[len(args) + 1 :])
+        if not (template + "".join(map(str, args))).isascii():
+            return  # not a plain call: the scan runs on the whole message
         em = _emitter_by_shape(big_ring)
-        for args in [tuple(numbers), tuple(n // 7 for n in numbers), tuple(numbers)]:
-            message = template % args
-            assert big_ring.suspect(message.encode()) == _handed_back(em, template, args), message
+        for call in [tuple(args), tuple(a // 7 if isinstance(a, int) else a[::-1] for a in args), tuple(args)]:
+            message = template % call
+            assert big_ring.suspect(message.encode()) == _handed_back(em, template, call), message
+
+
+class TestSpans:
+    def test_a_verdict_is_the_union_of_two_spans(self, tmp_path: Path) -> None:
+        """For every cut u, what starts before u or from u on is what the whole scan finds
+        (tokens across the cut, card runs, "/...@", anchors that read the byte before u)."""
+        import random
+
+        rng = random.Random(16)
+        with Ring(tmp_path / "s.ring", 1 << 16) as r:
+            for tokens in [security.PREFILTER_TOKENS, security.Redactor(pii=True).prefilter_tokens,
+                           ("^sk-", "pin$", "^aws$", "token", "2fa")]:
+                r.set_prefilter(tokens)
+                words = [t.lstrip("^").rstrip("$").encode() for t in tokens]
+                pieces = [*words, *(w.upper() for w in words), b"0123456789", b" ", b"\t", b"-", b".",
+                          b"/", b"@", b"=", b":", b"_", b"a", b"\x00", b"4111 1111 1111 1111"]
+                for _ in range(1500):
+                    data = b"".join(rng.choice(pieces)[: rng.randint(1, 12)] for _ in range(rng.randint(0, 8)))
+                    whole = r.suspect(data)
+                    for u in range(len(data) + 1):
+                        assert whole == (r.suspect_span(data, 0, u) or r.suspect_span(data, u, len(data))), (
+                            data, u)
+
+    def test_what_starts_before_the_span_is_not_its_own(self, tmp_path: Path) -> None:
+        """A span reads on past its end and reads the byte before its start, but reports only
+        what starts inside it; a span that is not one of the data vouches for nothing."""
+        with Ring(tmp_path / "s.ring", 1 << 16) as r:
+            r.set_prefilter(("^sk-", "token"))
+            data = b"id token sk-1 xsk-2"
+            assert r.suspect_span(data, 0, 4)  # "token" starts at 3, ends past 4
+            assert not r.suspect_span(data, 4, 9)  # "oken sk" holds no start
+            assert r.suspect_span(data, 9, 10)  # "^sk-" after a space
+            assert not r.suspect_span(data, 15, 19)  # "sk-2" after "x": not a word start
+            assert r.suspect_span(data, 5, 3)
+            assert r.suspect_span(data, 0, len(data) + 1)
+
+    def test_a_template_s_end_is_scanned_once_and_still_read(self, tmp_path: Path) -> None:
+        """The text after a template's last argument is vouched for once from its second byte;
+        its first byte, and tokens an argument starts, are read on every call."""
+        with Ring(tmp_path / "s.ring", 1 << 22) as r:
+            r.set_prefilter(("^sk-", "token"))
+            em = _emitter_by_shape(r)
+            assert not _handed_back(em, "id %ssk-abc done", ("x",))
+            assert _handed_back(em, "id %ssk-abc done", ("_",))  # "^sk-" at the tail's first byte
+            assert _handed_back(em, "id %sen done", ("tok",))  # a token an argument starts
+            assert not _handed_back(em, "id %sen done", ("bok",))
+            assert _handed_back(em, "id %s with token", ("x",))  # a tail that is suspect itself
+            assert _handed_back(em, "id %s with token", ("y",))
