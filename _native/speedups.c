@@ -188,12 +188,19 @@ static inline void store_u16(uint8_t *p, uint16_t v) {
  * two overlapping word copies instead of a call into libc's memcpy. */
 static inline void copy_bytes(uint8_t *dst, const void *src, size_t n) {
     const uint8_t *s = src;
-    if (n >= 8 && n <= 16) {
-        memcpy(dst, s, 8);
-        memcpy(dst + n - 8, s + n - 8, 8);
-    } else if (n >= 4 && n < 8) {
-        memcpy(dst, s, 4);
-        memcpy(dst + n - 4, s + n - 4, 4);
+    if (n <= 16) {
+        if (n >= 8) {
+            memcpy(dst, s, 8);
+            memcpy(dst + n - 8, s + n - 8, 8);
+        } else if (n >= 4) {
+            memcpy(dst, s, 4);
+            memcpy(dst + n - 4, s + n - 4, 4);
+        } else {
+            memcpy(dst, s, n);
+        }
+    } else if (n <= 32) {
+        memcpy(dst, s, 16);
+        memcpy(dst + n - 16, s + n - 16, 16);
     } else {
         memcpy(dst, s, n);
     }
@@ -481,6 +488,7 @@ typedef struct {
 #define SITE_BITS 4 /* 16 kept */
 #define SITE_MAX_KEYS 16
 #define SITE_BYTES 256
+#define SITE_PAIR_MAX 48
 
 typedef struct {
     PyObject *names; /* the kwnames tuple (a strong reference), or NULL */
@@ -492,6 +500,10 @@ typedef struct {
     /* Each name's last value when that was an ASCII str the prefilter passed
      * (a strong reference): a constant value is written without a look-up. */
     PyObject *clean[SITE_MAX_KEYS];
+    /* The name and that value as they are written, when both fit (pair_n 0:
+     * they do not, or there is no such value): one copy a constant field. */
+    uint8_t pair_n[SITE_MAX_KEYS];
+    uint8_t pair[SITE_MAX_KEYS][SITE_PAIR_MAX];
 } site_entry;
 
 typedef struct {
@@ -519,8 +531,10 @@ typedef struct {
 
 static void site_clear(site_entry *e) {
     Py_CLEAR(e->names);
-    for (int k = 0; k < SITE_MAX_KEYS; k++)
+    for (int k = 0; k < SITE_MAX_KEYS; k++) {
         Py_CLEAR(e->clean[k]);
+        e->pair_n[k] = 0;
+    }
 }
 
 static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
@@ -641,12 +655,16 @@ static PyObject *thread_object(Emitter *self) {
  * passed (a suspect one sends its records to the Python path anyway). */
 #define THREAD_NAME_MAX 120
 
+/* The entry also keeps the record's last three items as they are written
+ * (exception None, pid, the thread's name): `pid` says for which pid. */
 typedef struct {
     const PyThreadState *ts;
     uint64_t id;
     uint64_t epoch; /* 0: empty */
-    uint32_t n;
-    uint8_t name[THREAD_NAME_MAX];
+    long pid;
+    uint32_t n;     /* the name's length: its bytes end `end` */
+    uint32_t end_n; /* the bytes of `end` */
+    uint8_t end[1 + 15 + 5 + THREAD_NAME_MAX];
 } thread_entry;
 
 /* initial-exec: one load from the thread pointer, not a __tls_get_addr call
@@ -675,22 +693,23 @@ static void keep_thread(Emitter *self, PyObject *name) {
     thread_entry *e = &thread_cache;
     PyThreadState *ts = PyThreadState_Get();
     e->epoch = 0;
-    memcpy(e->name, u, (size_t)n);
+    wbuf w = {e->end, e->end + sizeof e->end, NULL, 0};
+    if (put_byte(&w, M_NONE) || put_int(&w, self->pid) || put_utf8(&w, u, n))
+        return;
+    e->pid = self->pid;
+    e->end_n = (uint32_t)(w.p - e->end);
     e->n = (uint32_t)n;
     e->ts = ts;
     e->id = PyThreadState_GetID(ts);
     e->epoch = self->epoch;
 }
 
-/* The thread's name as put_str writes it; the prefilter passed it already. */
-static int put_thread(wbuf *b, const thread_entry *e) {
-    if ((size_t)(b->end - b->p) < 5 + (size_t)e->n)
-        return -1;
-    b->p[0] = M_UNICODE;
-    store_u32(b->p + 1, e->n);
-    copy_bytes(b->p + 5, e->name, e->n);
-    b->p += 5 + e->n;
-    return 0;
+/* The record's end: exception None, the pid and the thread's name, which the
+ * prefilter passed already; in one copy while the pid is the entry's. */
+static int put_end(wbuf *b, const thread_entry *e, long pid) {
+    if (e->pid == pid)
+        return put(b, e->end, e->end_n);
+    return put_byte(b, M_NONE) || put_int(b, pid) || put_utf8(b, e->end + e->end_n - e->n, e->n);
 }
 
 /* str(x) for a C long long: its decimal digits into out (room for 20), and
@@ -1078,6 +1097,11 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
         site_entry *e = f->site;
         for (unsigned i = 0, from = 0; i < e->count; from = e->end[i++]) {
             PyObject *v = f->values[i];
+            if (v == e->clean[i] && e->pair_n[i]) {
+                if (put(b, e->pair[i], e->pair_n[i]))
+                    return -1;
+                continue;
+            }
             if (put(b, e->bytes + from, e->end[i] - from))
                 return -1;
             /* passed before, or inside the message: ASCII either way */
@@ -1090,8 +1114,16 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
             if (put_value(b, v))
                 return -1;
             if (!before && !b->suspect && PyUnicode_CheckExact(v) && PyUnicode_IS_ASCII(v) &&
-                PyUnicode_GET_LENGTH(v) <= CLEAN_MAX)
+                PyUnicode_GET_LENGTH(v) <= CLEAN_MAX) {
                 Py_XSETREF(e->clean[i], Py_NewRef(v));
+                /* the name's bytes, then the value's, as just written */
+                size_t name_n = e->end[i] - from, value_n = 5 + (size_t)PyUnicode_GET_LENGTH(v);
+                e->pair_n[i] = 0;
+                if (name_n + value_n <= SITE_PAIR_MAX) {
+                    memcpy(e->pair[i], b->p - value_n - name_n, name_n + value_n);
+                    e->pair_n[i] = (uint8_t)(name_n + value_n);
+                }
+            }
         }
         return put_byte(b, M_NULL);
     }
@@ -1224,8 +1256,8 @@ static PyObject *emit(Emitter *self, long level, PyObject *name, PyObject *bound
           (merged == NULL   ? put_keywords(&b, &g, plain ? &pm : NULL)
            : merged != Py_None ? (put_byte(&b, M_DICT) || put_items(&b, merged) || put_byte(&b, M_NULL))
                                : put_byte(&b, M_NONE)) ||
-          put_byte(&b, M_NONE) || put_int(&b, self->pid) ||
-          (te != NULL ? put_thread(&b, te) : put_str(&b, thread)));
+          (te != NULL ? put_end(&b, te, self->pid)
+                      : put_byte(&b, M_NONE) || put_int(&b, self->pid) || put_str(&b, thread)));
     size_t len = (size_t)(b.p - buf);
     if (b.suspect)
         pushed = 0;
