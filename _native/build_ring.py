@@ -79,6 +79,10 @@ ffi.cdef(
     int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len);
     int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len);
     int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len);
+    int jr_suspect_span(const jr_ring *r, const uint8_t *data, size_t len, size_t from,
+                        size_t upto);
+    #define JR_DIGIT_REACH_ANY ...
+    int jr_prefilter_digit_reach(const jr_ring *r);
     int jr_suspect_record(const jr_ring *r, const uint8_t *data, size_t len);
     int jr_push_record_checked(jr_ring *r, const uint8_t *data, size_t len);
     int jr_noop(jr_ring *r, const uint8_t *data, size_t len);

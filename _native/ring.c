@@ -195,6 +195,9 @@ struct jr_prefilter {
     uint16_t len[PF_MAX_TOKENS];
     uint16_t off[PF_MAX_TOKENS];
     char bytes[PF_MAX_BYTES];
+    /* The longest run of digits inside any token, or JR_DIGIT_REACH_ANY when
+     * a token starts or ends with a digit (see jr_prefilter_digit_reach). */
+    uint8_t digit_reach;
 };
 
 #define PF_START 1u /* "^tok": no ASCII letter or digit right before it */
@@ -967,6 +970,21 @@ static inline int has_tri(const uint64_t *tri, unsigned h) { return (int)(tri[h 
 
 static inline uint8_t upper(uint8_t c) { return (c >= 'a' && c <= 'z') ? (uint8_t)(c - 32) : c; }
 
+/* `reach` raised to what the token t[0..n) needs: JR_DIGIT_REACH_ANY if it
+ * starts or ends with a digit, else its longest run of digits. */
+static unsigned token_digit_reach(const uint8_t *t, size_t n, unsigned reach) {
+    if (n == 0)
+        return reach;
+    if ((uint8_t)(t[0] - '0') < 10 || (uint8_t)(t[n - 1] - '0') < 10)
+        return JR_DIGIT_REACH_ANY;
+    for (size_t i = 0, run = 0; i < n; i++) {
+        run = (uint8_t)(t[i] - '0') < 10 ? run + 1 : 0;
+        if (run > reach)
+            reach = (unsigned)run;
+    }
+    return reach < JR_DIGIT_REACH_ANY ? reach : JR_DIGIT_REACH_ANY;
+}
+
 /* Builds a new table and swaps it in with one atomic store, so producers
  * pushing meanwhile see the old rules or the new ones, never half of each.
  * The old table is not freed: a producer may still be scanning it, and a
@@ -976,7 +994,7 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
         return JR_INVALID;
     uint16_t off[PF_MAX_TOKENS], n_of[PF_MAX_TOKENS];
     uint8_t anchor[PF_MAX_TOKENS];
-    unsigned count = 0;
+    unsigned count = 0, reach = 0;
     for (size_t i = 0; i < len;) {
         size_t j = i;
         while (j < len && tokens[j] != '\0')
@@ -999,12 +1017,14 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
             n_of[count] = (uint16_t)(b - a);
             anchor[count] = flags;
             count++;
+            reach = token_digit_reach((const uint8_t *)tokens + a, b - a, reach);
         }
         i = j + 1;
     }
     struct jr_prefilter *pf = calloc(1, sizeof *pf);
     if (!pf)
         return JR_ERRNO;
+    pf->digit_reach = (uint8_t)reach;
     for (unsigned d = '0'; d <= '9'; d++)
         pf->byte[d] |= PB_DIGIT;
     pf->byte[' '] |= PB_SEP;
@@ -1128,18 +1148,26 @@ static inline const uint8_t *skip_clean(const uint64_t *start, const uint8_t *p,
  * dict key, an item of a list of pairs): its end counts as a key word's end.
  *
  * One bit of `pf->start` per byte decides whether anything starts here;
- * almost all bytes of ordinary text need nothing more. */
-__attribute__((always_inline)) static inline int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key) {
+ * almost all bytes of ordinary text need nothing more.
+ *
+ * Only what starts in [from, upto) is looked for (jr_suspect_span): a match
+ * starting there is read to its end, past upto, and data[from - 1] is read
+ * as the byte before data[from]. */
+__attribute__((always_inline)) static inline int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key,
+                                                         size_t from, size_t upto) {
     const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
     if (!pf || len == 0)
         return 0;
     const uint64_t *start = pf->start;
     const uint8_t *flags = pf->byte;
     size_t last = len - 1;
+    size_t stop = upto < last ? upto : last;
     size_t slash_seen = 0; /* "/" scans have covered [.., slash_seen) */
-    size_t i = 0;
+    size_t i = from;
     for (;;) {
-        i = (size_t)(skip_clean(start, data + i, data + last) - data);
+        i = (size_t)(skip_clean(start, data + i, data + stop) - data);
+        if (i >= upto)
+            return 0;
         /* The last byte is paired with a NUL, which continues no token. */
         if (i == last && !starts(start, data[i]))
             return 0;
@@ -1198,11 +1226,22 @@ __attribute__((always_inline)) static inline int suspect(const jr_ring *r, const
 }
 
 int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
-    return suspect(r, data, len, 0);
+    return suspect(r, data, len, 0, 0, len);
 }
 
 int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len) {
-    return suspect(r, data, len, 1);
+    return suspect(r, data, len, 1, 0, len);
+}
+
+int jr_suspect_span(const jr_ring *r, const uint8_t *data, size_t len, size_t from, size_t upto) {
+    if (from > upto || upto > len)
+        return 1; /* not a span of data: nothing is vouched for */
+    return suspect(r, data, len, 0, from, upto);
+}
+
+int jr_prefilter_digit_reach(const jr_ring *r) {
+    const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
+    return pf ? pf->digit_reach : JR_DIGIT_REACH_ANY;
 }
 
 /* The prefilter over a whole record as janus_utils.logger encodes it:
@@ -1283,7 +1322,7 @@ static int scan_value(mscan *s, int depth, int key) {
     case 'u': case 't': case 's': /* str (UTF-8), an interned str, bytes */
         if (take_u32(s, &n) || (size_t)(s->end - s->p) < n)
             return -1;
-        if (suspect(s->ring, s->p, n, key))
+        if (suspect(s->ring, s->p, n, key, 0, n))
             return 1;
         s->p += n;
         return 0;

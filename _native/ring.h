@@ -124,6 +124,25 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len);
 int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len);
 int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len);
 
+/* As jr_suspect, for what starts in data[from..upto) only: 1 if a match of
+ * the rules starts there (read to its end, past upto if it goes on, and with
+ * data[from - 1] as the byte before data[from]).  A text's verdict is
+ * jr_suspect_span(0, u) or jr_suspect_span(u, len) for any u: so a suffix
+ * that never changes (a template's end) is scanned once from its second
+ * byte, and each call scans up to that byte only (speedups.c, put_plain). */
+int jr_suspect_span(const jr_ring *r, const uint8_t *data, size_t len, size_t from, size_t upto);
+
+/* How many digits in a row the prefilter's tokens can take in: the longest
+ * run of digits inside a token, or JR_DIGIT_REACH_ANY when a token starts or
+ * ends with a digit (or no prefilter is set).  When it is below the number
+ * of digits of every integer written into a text, the text's verdict does
+ * not depend on which digits they are: a token that met one of those digits
+ * would have to hold all of them (it neither starts nor ends in them), and
+ * rules (b) and (c) read a digit as a digit.  So the C encoder keeps a
+ * verdict per template and count of digits (speedups.c, plain_plan). */
+#define JR_DIGIT_REACH_ANY 255
+int jr_prefilter_digit_reach(const jr_ring *r);
+
 /* The prefilter over a record as the logger encodes it (marshal version 2):
  * jr_suspect on each string (jr_suspect_key on keys), jr_card_number on each
  * int below the top, and 1 for bytes it does not read.  jr_push_record_checked: as jr_push_checked

@@ -30,6 +30,7 @@
 
 typedef int (*push_fn)(jr_ring *, const uint8_t *, size_t, int, int64_t);
 typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
+typedef int (*span_fn)(const jr_ring *, const uint8_t *, size_t, size_t, size_t);
 
 /* Records larger than this take the Python path; a log line rarely is. */
 #define STACK_BUF 4096
@@ -86,6 +87,7 @@ enum { FORGET, KEEP_VALUE, KEEP_NAME };
 typedef struct {
     jr_ring *ring;
     suspect_fn suspect;
+    span_fn span; /* jr_suspect_span, or NULL */
     PyObject *clean[CLEAN_SLOTS];
     char is_name[CLEAN_SLOTS];
     char as_key[CLEAN_SLOTS];
@@ -186,12 +188,19 @@ static inline void store_u16(uint8_t *p, uint16_t v) {
  * two overlapping word copies instead of a call into libc's memcpy. */
 static inline void copy_bytes(uint8_t *dst, const void *src, size_t n) {
     const uint8_t *s = src;
-    if (n >= 8 && n <= 16) {
-        memcpy(dst, s, 8);
-        memcpy(dst + n - 8, s + n - 8, 8);
-    } else if (n >= 4 && n < 8) {
-        memcpy(dst, s, 4);
-        memcpy(dst + n - 4, s + n - 4, 4);
+    if (n <= 16) {
+        if (n >= 8) {
+            memcpy(dst, s, 8);
+            memcpy(dst + n - 8, s + n - 8, 8);
+        } else if (n >= 4) {
+            memcpy(dst, s, 4);
+            memcpy(dst + n - 4, s + n - 4, 4);
+        } else {
+            memcpy(dst, s, n);
+        }
+    } else if (n <= 32) {
+        memcpy(dst, s, 16);
+        memcpy(dst + n - 16, s + n - 16, 16);
     } else {
         memcpy(dst, s, n);
     }
@@ -454,6 +463,7 @@ static PyObject *put_any(wbuf *b, PyObject *obj, int depth) {
 #define FORMAT_PLAIN_ARGS 8
 #define TEMPLATE_BITS 4 /* 16 kept */
 #define TEMPLATE_MAX 240
+#define TEMPLATE_PASSED 4 /* verdicts kept per template: as many lengths of a counter */
 
 typedef struct {
     PyObject *t;    /* the template (a strong reference), or NULL */
@@ -464,12 +474,21 @@ typedef struct {
     uint16_t n;     /* the length of text */
     uint16_t cut[FORMAT_PLAIN_ARGS]; /* where in text each argument goes */
     char text[TEMPLATE_MAX]; /* the template without its conversions, "%%" as "%" */
+    /* Shapes of int arguments (see plain_plan) whose message the prefilter
+     * passed: a message of the same shape passes too.  0: empty. */
+    uint64_t passed[TEMPLATE_PASSED];
+    uint8_t passed_next; /* the slot the next verdict takes (round robin) */
+    /* How many bytes at the end of each message the prefilter need not look
+     * at: the text after the last argument but its first byte, when nothing
+     * starts in it (jr_suspect_span), else 0. */
+    uint16_t tail;
 } template_entry;
 
 /* A call site's keyword names, checked and encoded (see site_of). */
 #define SITE_BITS 4 /* 16 kept */
 #define SITE_MAX_KEYS 16
 #define SITE_BYTES 256
+#define SITE_PAIR_MAX 48
 
 typedef struct {
     PyObject *names; /* the kwnames tuple (a strong reference), or NULL */
@@ -481,6 +500,10 @@ typedef struct {
     /* Each name's last value when that was an ASCII str the prefilter passed
      * (a strong reference): a constant value is written without a look-up. */
     PyObject *clean[SITE_MAX_KEYS];
+    /* The name and that value as they are written, when both fit (pair_n 0:
+     * they do not, or there is no such value): one copy a constant field. */
+    uint8_t pair_n[SITE_MAX_KEYS];
+    uint8_t pair[SITE_MAX_KEYS][SITE_PAIR_MAX];
 } site_entry;
 
 typedef struct {
@@ -503,27 +526,32 @@ typedef struct {
     template_entry templates[1 << TEMPLATE_BITS]; /* parsed templates (see plain_plan) */
     site_entry sites[1 << SITE_BITS];             /* checked keyword names (see site_of) */
     PyObject *clean_name; /* the last logger name the prefilter passed (ASCII), or NULL */
+    int digit_reach;      /* the prefilter's jr_prefilter_digit_reach() (see plain_plan) */
 } Emitter;
 
 static void site_clear(site_entry *e) {
     Py_CLEAR(e->names);
-    for (int k = 0; k < SITE_MAX_KEYS; k++)
+    for (int k = 0; k < SITE_MAX_KEYS; k++) {
         Py_CLEAR(e->clean[k]);
+        e->pair_n[k] = 0;
+    }
 }
 
 static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"ring", "push", "suspect", "keepalive", "check", "pid", "max_chars",
                             "console_level", "listeners", "context", "format_message",
-                            "thread_name", "tls", NULL};
+                            "thread_name", "tls", "digit_reach", "suspect_span", NULL};
     unsigned long long ring, push, suspect;
     PyObject *keepalive, *listeners, *context, *format_message, *thread_name, *tls;
     int check;
     long pid, console_level;
     Py_ssize_t max_chars;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOOO:Emitter", names, &ring, &push,
+    int digit_reach = JR_DIGIT_REACH_ANY;
+    unsigned long long span = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOOO|$iK:Emitter", names, &ring, &push,
                                      &suspect, &keepalive, &check, &pid, &max_chars,
                                      &console_level, &PyList_Type, &listeners, &context,
-                                     &format_message, &thread_name, &tls))
+                                     &format_message, &thread_name, &tls, &digit_reach, &span))
         return -1;
     if (!ring || !push || !suspect) {
         PyErr_SetString(PyExc_ValueError, "Emitter: ring, push and suspect must not be NULL");
@@ -541,9 +569,16 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     scanner_clear(&self->scan);
     for (int i = 0; i < (1 << SITE_BITS); i++)
         site_clear(&self->sites[i]); /* their verdicts were for the rules before */
+    for (int i = 0; i < (1 << TEMPLATE_BITS); i++)
+        Py_CLEAR(self->templates[i].t); /* parsed again: their verdicts too were for those rules */
     Py_CLEAR(self->clean_name);
+    /* Out of range: no verdict is kept by shape (a negative reach would
+     * claim that a token holds no digit it meets). */
+    self->digit_reach = digit_reach >= 0 && digit_reach < JR_DIGIT_REACH_ANY ? digit_reach
+                                                                              : JR_DIGIT_REACH_ANY;
     self->scan.ring = self->ring;
     self->scan.suspect = (suspect_fn)(uintptr_t)suspect;
+    self->scan.span = (span_fn)(uintptr_t)span;
     self->check = check;
     self->pid = pid;
     self->max_chars = max_chars;
@@ -620,12 +655,16 @@ static PyObject *thread_object(Emitter *self) {
  * passed (a suspect one sends its records to the Python path anyway). */
 #define THREAD_NAME_MAX 120
 
+/* The entry also keeps the record's last three items as they are written
+ * (exception None, pid, the thread's name): `pid` says for which pid. */
 typedef struct {
     const PyThreadState *ts;
     uint64_t id;
     uint64_t epoch; /* 0: empty */
-    uint32_t n;
-    uint8_t name[THREAD_NAME_MAX];
+    long pid;
+    uint32_t n;     /* the name's length: its bytes end `end` */
+    uint32_t end_n; /* the bytes of `end` */
+    uint8_t end[1 + 15 + 5 + THREAD_NAME_MAX];
 } thread_entry;
 
 /* initial-exec: one load from the thread pointer, not a __tls_get_addr call
@@ -654,22 +693,23 @@ static void keep_thread(Emitter *self, PyObject *name) {
     thread_entry *e = &thread_cache;
     PyThreadState *ts = PyThreadState_Get();
     e->epoch = 0;
-    memcpy(e->name, u, (size_t)n);
+    wbuf w = {e->end, e->end + sizeof e->end, NULL, 0};
+    if (put_byte(&w, M_NONE) || put_int(&w, self->pid) || put_utf8(&w, u, n))
+        return;
+    e->pid = self->pid;
+    e->end_n = (uint32_t)(w.p - e->end);
     e->n = (uint32_t)n;
     e->ts = ts;
     e->id = PyThreadState_GetID(ts);
     e->epoch = self->epoch;
 }
 
-/* The thread's name as put_str writes it; the prefilter passed it already. */
-static int put_thread(wbuf *b, const thread_entry *e) {
-    if ((size_t)(b->end - b->p) < 5 + (size_t)e->n)
-        return -1;
-    b->p[0] = M_UNICODE;
-    store_u32(b->p + 1, e->n);
-    copy_bytes(b->p + 5, e->name, e->n);
-    b->p += 5 + e->n;
-    return 0;
+/* The record's end: exception None, the pid and the thread's name, which the
+ * prefilter passed already; in one copy while the pid is the entry's. */
+static int put_end(wbuf *b, const thread_entry *e, long pid) {
+    if (e->pid == pid)
+        return put(b, e->end, e->end_n);
+    return put_byte(b, M_NONE) || put_int(b, pid) || put_utf8(b, e->end + e->end_n - e->n, e->n);
 }
 
 /* str(x) for a C long long: its decimal digits into out (room for 20), and
@@ -728,6 +768,9 @@ static inline int is_word_byte(uint8_t c) {
 
 static int parse_template(template_entry *e, PyObject *msg) {
     e->plain = 0;
+    memset(e->passed, 0, sizeof e->passed);
+    e->passed_next = 0;
+    e->tail = 0;
     if (!PyUnicode_IS_ASCII(msg) || PyUnicode_GET_LENGTH(msg) > TEMPLATE_MAX)
         return -1;
     const char *t = (const char *)PyUnicode_DATA(msg);
@@ -760,19 +803,27 @@ static int parse_template(template_entry *e, PyObject *msg) {
     return 0;
 }
 
-static const template_entry *template_of(Emitter *self, PyObject *msg) {
+static template_entry *template_of(Emitter *self, PyObject *msg) {
     size_t i = (size_t)(((uint64_t)(uintptr_t)msg * 0x9E3779B97F4A7C15ull) >> (64 - TEMPLATE_BITS));
     template_entry *e = &self->templates[i];
     if (e->t != msg) {
         parse_template(e, msg);
         Py_XSETREF(e->t, Py_NewRef(msg));
+        /* The text after the last argument is every message's end: from its
+         * second byte on (its first follows an argument's last), what
+         * starts there is found once, here. */
+        size_t at = e->nconv ? e->cut[e->nconv - 1] : e->n, rest = e->n - at;
+        if (e->plain && self->check && self->scan.span != NULL && rest >= 2 &&
+            !self->scan.span(self->ring, (const uint8_t *)e->text + at, rest, 1, rest))
+            e->tail = (uint16_t)(rest - 1);
     }
     return e->plain ? e : NULL;
 }
 
 typedef struct {
-    const template_entry *tpl;
+    template_entry *tpl;
     Py_ssize_t len; /* the message's length (ASCII: as many bytes) */
+    uint64_t shape; /* the arguments' shape, or 0: a verdict of this message is not kept */
     const char *piece[FORMAT_PLAIN_ARGS];
     PyObject *text[FORMAT_PLAIN_ARGS]; /* the argument when it is a str, else NULL */
     Py_ssize_t piece_len[FORMAT_PLAIN_ARGS];
@@ -780,19 +831,29 @@ typedef struct {
 } plain_message;
 
 /* 0 if msg % args is a plain message (pm then describes it), else -1 (no
- * error set).  The arguments are only read: no Python code runs. */
+ * error set).  The arguments are only read: no Python code runs.
+ *
+ * When every argument is an int of more digits than the prefilter's tokens
+ * can take in (ring.h, jr_prefilter_digit_reach), the message's verdict
+ * depends on the template, each int's sign and its count of digits only:
+ * pm->shape holds those, and the template keeps the shapes whose message
+ * passed, so that "user %s logged in" with a counter is scanned once per
+ * count of digits, not once per call. */
 static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject *const *args,
                       Py_ssize_t nargs) {
-    const template_entry *e = template_of(self, msg);
+    template_entry *e = template_of(self, msg);
     if (e == NULL || e->nconv != nargs)
         return -1; /* PyUnicode_Format says what is wrong, if anything */
     Py_ssize_t len = e->n;
+    uint64_t shape = 0;
+    int by_shape = 1;
     for (Py_ssize_t k = 0; k < nargs; k++) {
         PyObject *a = args[k];
         if (PyUnicode_CheckExact(a) && PyUnicode_IS_ASCII(a)) {
             pm->piece[k] = (const char *)PyUnicode_DATA(a);
             pm->piece_len[k] = PyUnicode_GET_LENGTH(a);
             pm->text[k] = a;
+            by_shape = 0;
         } else if (PyLong_CheckExact(a)) {
             long long x;
             if (long_value(a, &x))
@@ -800,6 +861,9 @@ static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject 
             pm->piece[k] = pm->digits[k];
             pm->piece_len[k] = decimal(pm->digits[k], x); /* str(int) */
             pm->text[k] = NULL;
+            /* the sign and the count of digits, 6 bits an argument */
+            by_shape &= pm->piece_len[k] - (x < 0) > self->digit_reach;
+            shape |= (uint64_t)(pm->piece_len[k] | (x < 0) << 5) << (6 * k);
         } else {
             return -1;
         }
@@ -807,6 +871,7 @@ static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject 
     }
     pm->tpl = e;
     pm->len = len;
+    pm->shape = by_shape ? shape : 0;
     return 0;
 }
 
@@ -1032,6 +1097,11 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
         site_entry *e = f->site;
         for (unsigned i = 0, from = 0; i < e->count; from = e->end[i++]) {
             PyObject *v = f->values[i];
+            if (v == e->clean[i] && e->pair_n[i]) {
+                if (put(b, e->pair[i], e->pair_n[i]))
+                    return -1;
+                continue;
+            }
             if (put(b, e->bytes + from, e->end[i] - from))
                 return -1;
             /* passed before, or inside the message: ASCII either way */
@@ -1044,8 +1114,16 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
             if (put_value(b, v))
                 return -1;
             if (!before && !b->suspect && PyUnicode_CheckExact(v) && PyUnicode_IS_ASCII(v) &&
-                PyUnicode_GET_LENGTH(v) <= CLEAN_MAX)
+                PyUnicode_GET_LENGTH(v) <= CLEAN_MAX) {
                 Py_XSETREF(e->clean[i], Py_NewRef(v));
+                /* the name's bytes, then the value's, as just written */
+                size_t name_n = e->end[i] - from, value_n = 5 + (size_t)PyUnicode_GET_LENGTH(v);
+                e->pair_n[i] = 0;
+                if (name_n + value_n <= SITE_PAIR_MAX) {
+                    memcpy(e->pair[i], b->p - value_n - name_n, name_n + value_n);
+                    e->pair_n[i] = (uint8_t)(name_n + value_n);
+                }
+            }
         }
         return put_byte(b, M_NULL);
     }
@@ -1057,6 +1135,31 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
     return put_byte(b, M_NULL);
 }
 
+/* Whether a message of this shape passed the prefilter already. */
+static inline int shape_passed(const template_entry *e, uint64_t shape) {
+    for (int i = 0; i < TEMPLATE_PASSED; i++)
+        if (e->passed[i] == shape)
+            return 1;
+    return 0;
+}
+
+/* The message's verdict: from its template's kept ones, or the scan of
+ * what starts before the template's clean tail (and kept when it passes
+ * and its shape says what it depends on). */
+static int suspect_plain(scanner *sc, const plain_message *pm, const uint8_t *u) {
+    if (pm->shape != 0 && shape_passed(pm->tpl, pm->shape))
+        return 0;
+    if (pm->tpl->tail ? sc->span(sc->ring, u, (size_t)pm->len, 0, (size_t)(pm->len - pm->tpl->tail))
+                      : sc->suspect(sc->ring, u, (size_t)pm->len))
+        return 1;
+    if (pm->shape != 0) {
+        template_entry *e = pm->tpl;
+        e->passed[e->passed_next] = pm->shape;
+        e->passed_next = (uint8_t)((e->passed_next + 1) % TEMPLATE_PASSED);
+    }
+    return 0;
+}
+
 /* The message of a plain call, written into the record as put_text would
  * write the str plain_object() makes, without making it. */
 static int put_plain(wbuf *b, const plain_message *pm) {
@@ -1066,8 +1169,7 @@ static int put_plain(wbuf *b, const plain_message *pm) {
     store_u32(b->p + 1, (uint32_t)pm->len);
     b->p += 5;
     plain_write(pm, (char *)b->p);
-    /* made anew by each call: the verdict is not worth keeping */
-    if (b->scan != NULL && !b->suspect && b->scan->suspect(b->scan->ring, b->p, (size_t)pm->len))
+    if (b->scan != NULL && !b->suspect && suspect_plain(b->scan, pm, b->p))
         b->suspect = 1;
     b->p += pm->len;
     return 0;
@@ -1154,8 +1256,8 @@ static PyObject *emit(Emitter *self, long level, PyObject *name, PyObject *bound
           (merged == NULL   ? put_keywords(&b, &g, plain ? &pm : NULL)
            : merged != Py_None ? (put_byte(&b, M_DICT) || put_items(&b, merged) || put_byte(&b, M_NULL))
                                : put_byte(&b, M_NONE)) ||
-          put_byte(&b, M_NONE) || put_int(&b, self->pid) ||
-          (te != NULL ? put_thread(&b, te) : put_str(&b, thread)));
+          (te != NULL ? put_end(&b, te, self->pid)
+                      : put_byte(&b, M_NONE) || put_int(&b, self->pid) || put_str(&b, thread)));
     size_t len = (size_t)(b.p - buf);
     if (b.suspect)
         pushed = 0;

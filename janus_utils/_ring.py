@@ -259,6 +259,25 @@ class Ring:
         if lib.jr_set_prefilter(self._ptr, blob, len(blob)) != OK:
             raise ValueError("prefilter tokens must be ASCII, at most 256 of them in 4096 bytes")
 
+    def native_prefilter(self) -> dict[str, int]:
+        """The C encoder's further prefilter arguments: ``jr_suspect_span``'s address and the
+        table's digit reach (``janus_utils._speedups.Emitter``'s keywords of those names)."""
+        return {
+            "suspect_span": int(ffi.cast("uintptr_t", ffi.addressof(lib, "jr_suspect_span"))),
+            "digit_reach": self.prefilter_digit_reach(),
+        }
+
+    def suspect_span(self, data: bytes, start: int, stop: int) -> bool:
+        """As ``suspect``, for what starts in ``data[start:stop]`` only (read on past *stop*,
+        with ``data[start - 1]`` as the byte before)."""
+        return bool(lib.jr_suspect_span(self._ptr, data, len(data), start, stop))
+
+    def prefilter_digit_reach(self) -> int:
+        """How many digits in a row a prefilter token can hold (255: a token starts or ends
+        with one, or no prefilter is set).  Integers of more digits than this cannot change
+        a text's verdict by their value, only by their count of digits."""
+        return int(lib.jr_prefilter_digit_reach(self._ptr))
+
     def suspect(self, data: bytes) -> bool:
         """True if the prefilter would send the text *data* (UTF-8) to full redaction."""
         return bool(lib.jr_suspect(self._ptr, data, len(data)))

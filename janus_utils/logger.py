@@ -324,6 +324,7 @@ class _Emitter:
             ring, push, suspect, self.ring, self.redact, _pid,
             min(self.max_chars, sys.maxsize), min(self.console_level, sys.maxsize),
             _listeners, _context, format_message, _thread_name, _tls,
+            **self.ring.native_prefilter(),
         )
 
     def emit(

@@ -428,3 +428,169 @@ class TestTableMatchesTheWrittenRule:
         assert _reference(data, tokens, key=True) == ring.suspect_key(data)
         assert ring.suspect_key(data) == ring.suspect(data + b":")
         assert secret_corpus.reference_prefilter(text, tokens) == ring.suspect(data)
+
+
+# --- verdicts kept per template and count of digits ------------------------------
+
+
+def _emitter_by_shape(ring: Ring) -> Any:
+    """As _emitter, keeping message verdicts by the shape of int arguments, as the logger does."""
+    addr, push, suspect = ring.native()
+    return _speedups.Emitter(
+        addr, push, suspect, ring, True, 1, 10**6, 10**9, [],
+        contextvars.ContextVar("test_context", default={}),
+        lambda msg, args: msg % args, lambda: "t", threading.local(),
+        **ring.native_prefilter(),
+    )
+
+
+@pytest.fixture(scope="module")
+def big_ring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ring]:
+    """The default table on a ring no test here fills."""
+    with Ring(tmp_path_factory.mktemp("shape") / "shape.ring", 1 << 24) as r:
+        r.set_prefilter(security.PREFILTER_TOKENS)
+        yield r
+
+
+def _handed_back(em: Any, template: str, args: tuple[object, ...]) -> bool:
+    """Whether the C encoder handed the call back (the prefilter flagged it) rather than pushing it."""
+    result = em.push(20, "svc", {}, template, args, {})
+    assert result is None or result[0] is False
+    return result is not None
+
+
+class TestDigitReach:
+    @pytest.mark.parametrize(
+        ("tokens", "reach"),
+        [
+            (("token", "secret"), 0),
+            (("doo_v1_", "pypi-ageichlwas5vcmc"), 1),
+            (("ab12cd", "x9y"), 2),
+            (("2fa",), 255),  # starts with a digit
+            (("^sk-", "key9$"), 255),  # ends with one, once its anchor is set aside
+        ],
+    )
+    def test_reach_of_a_table(self, tmp_path: Path, tokens: tuple[str, ...], reach: int) -> None:
+        """The longest run of digits inside a token; 255 when a token starts or ends with one."""
+        with Ring(tmp_path / "r.ring", 1 << 16) as r:
+            assert 255 == r.prefilter_digit_reach()  # no prefilter: nothing may be assumed
+            r.set_prefilter(tokens)
+            assert reach == r.prefilter_digit_reach()
+
+    def test_default_and_pii_tables(self, tmp_path: Path) -> None:
+        """The default table holds "v1" and "s5" (reach 1); pii=True flags every digit (255)."""
+        with Ring(tmp_path / "r.ring", 1 << 16) as r:
+            r.set_prefilter(security.PREFILTER_TOKENS)
+            assert 1 == r.prefilter_digit_reach()
+            r.set_prefilter(security.Redactor(pii=True).prefilter_tokens)
+            assert 255 == r.prefilter_digit_reach()
+
+
+class TestVerdictsByShape:
+    def test_a_counter_is_scanned_per_count_of_digits_and_stays_correct(self, tmp_path: Path) -> None:
+        """A template whose verdict turns with the count of digits (a card-length run) is
+        handed back exactly when its message is suspect, whichever shape came first."""
+        with Ring(tmp_path / "s.ring", 1 << 22) as r:
+            r.set_prefilter(security.PREFILTER_TOKENS)
+            em = _emitter_by_shape(r)
+            template = "order %s 1111 1111"  # 8 digits of its own: 5 more make a card-length run
+            for n in [12, 1234, 98765, 4321, 55555, 10**6, -1234, -12345, 99, 12345]:
+                message = template % n
+                assert r.suspect(message.encode()) == _handed_back(em, template, (n,)), message
+
+    def test_tokens_holding_digits(self, tmp_path: Path) -> None:
+        """With a token "ab12cd" (reach 2) a two-digit int is scanned each call and found;
+        longer ints cannot complete the token, whatever their digits."""
+        with Ring(tmp_path / "s.ring", 1 << 22) as r:
+            r.set_prefilter(("ab12cd", "token"))
+            em = _emitter_by_shape(r)
+            assert not _handed_back(em, "ab%scd", (34,))
+            assert _handed_back(em, "ab%scd", (12,))
+            assert not _handed_back(em, "ab%scd", (123,))
+            assert not _handed_back(em, "ab%scd", (34,))
+            assert _handed_back(em, "ab%scd", (12,))
+
+    def test_a_new_table_forgets_the_verdicts(self, tmp_path: Path) -> None:
+        """Verdicts belong to the rules of one Emitter setup: set up again, they are found anew."""
+        with Ring(tmp_path / "s.ring", 1 << 22) as r:
+            r.set_prefilter(("token",))
+            em = _emitter_by_shape(r)
+            assert not _handed_back(em, "call %s ok", (1234,))
+            r.set_prefilter(("call",))
+            addr, push, suspect = r.native()
+            em.__init__(
+                addr, push, suspect, r, True, 1, 10**6, 10**9, [],
+                contextvars.ContextVar("test_context", default={}), lambda msg, args: msg % args,
+                lambda: "t", threading.local(), **r.native_prefilter(),
+            )
+            assert _handed_back(em, "call %s ok", (1234,))
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        pieces=st.lists(st.sampled_from(FRAGMENTS + ["1", "00", " 1111 ", "v", "_", "doo_v", "s", "vcmc"]),
+                        min_size=1, max_size=5),
+        args=st.lists(
+            st.one_of(st.integers(-10**18, 10**18), st.integers(-100, 10**5),
+                      st.sampled_from(FRAGMENTS + ["k-abc", "sk", "1234", "u0000042"])),
+            min_size=1, max_size=4,
+        ),
+    )
+    def test_agrees_with_the_scan(self, big_ring: Ring, pieces: list[str], args: list[object]) -> None:
+        """Whatever the template and its int or str arguments, a call is handed back exactly
+        when the scan of its message flags it, calls of the same template before it notwithstanding."""
+        template = pieces[0] + "".join("%s" + "".join(pieces[k + 1 : k + 2]) for k in range(len(args)))
+        template += "".join(pieces[len(args) + 1 :])
+        if not (template + "".join(map(str, args))).isascii():
+            return  # not a plain call: the scan runs on the whole message
+        em = _emitter_by_shape(big_ring)
+        for call in [tuple(args), tuple(a // 7 if isinstance(a, int) else a[::-1] for a in args), tuple(args)]:
+            message = template % call
+            assert big_ring.suspect(message.encode()) == _handed_back(em, template, call), message
+
+
+class TestSpans:
+    def test_a_verdict_is_the_union_of_two_spans(self, tmp_path: Path) -> None:
+        """For every cut u, what starts before u or from u on is what the whole scan finds
+        (tokens across the cut, card runs, "/...@", anchors that read the byte before u)."""
+        import random
+
+        rng = random.Random(16)
+        with Ring(tmp_path / "s.ring", 1 << 16) as r:
+            for tokens in [security.PREFILTER_TOKENS, security.Redactor(pii=True).prefilter_tokens,
+                           ("^sk-", "pin$", "^aws$", "token", "2fa")]:
+                r.set_prefilter(tokens)
+                words = [t.lstrip("^").rstrip("$").encode() for t in tokens]
+                pieces = [*words, *(w.upper() for w in words), b"0123456789", b" ", b"\t", b"-", b".",
+                          b"/", b"@", b"=", b":", b"_", b"a", b"\x00", b"4111 1111 1111 1111"]
+                for _ in range(1500):
+                    data = b"".join(rng.choice(pieces)[: rng.randint(1, 12)] for _ in range(rng.randint(0, 8)))
+                    whole = r.suspect(data)
+                    for u in range(len(data) + 1):
+                        assert whole == (r.suspect_span(data, 0, u) or r.suspect_span(data, u, len(data))), (
+                            data, u)
+
+    def test_what_starts_before_the_span_is_not_its_own(self, tmp_path: Path) -> None:
+        """A span reads on past its end and reads the byte before its start, but reports only
+        what starts inside it; a span that is not one of the data vouches for nothing."""
+        with Ring(tmp_path / "s.ring", 1 << 16) as r:
+            r.set_prefilter(("^sk-", "token"))
+            data = b"id token sk-1 xsk-2"
+            assert r.suspect_span(data, 0, 4)  # "token" starts at 3, ends past 4
+            assert not r.suspect_span(data, 4, 9)  # "oken sk" holds no start
+            assert r.suspect_span(data, 9, 10)  # "^sk-" after a space
+            assert not r.suspect_span(data, 15, 19)  # "sk-2" after "x": not a word start
+            assert r.suspect_span(data, 5, 3)
+            assert r.suspect_span(data, 0, len(data) + 1)
+
+    def test_a_template_s_end_is_scanned_once_and_still_read(self, tmp_path: Path) -> None:
+        """The text after a template's last argument is vouched for once from its second byte;
+        its first byte, and tokens an argument starts, are read on every call."""
+        with Ring(tmp_path / "s.ring", 1 << 22) as r:
+            r.set_prefilter(("^sk-", "token"))
+            em = _emitter_by_shape(r)
+            assert not _handed_back(em, "id %ssk-abc done", ("x",))
+            assert _handed_back(em, "id %ssk-abc done", ("_",))  # "^sk-" at the tail's first byte
+            assert _handed_back(em, "id %sen done", ("tok",))  # a token an argument starts
+            assert not _handed_back(em, "id %sen done", ("bok",))
+            assert _handed_back(em, "id %s with token", ("x",))  # a tail that is suspect itself
+            assert _handed_back(em, "id %s with token", ("y",))

@@ -293,6 +293,26 @@ class TestSameRowsBothWays:
             assert py_row == c_row
         assert len(through_python) == len(through_c)
 
+    def test_a_repeated_call_site_stores_the_same_rows_both_ways(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """One call site logged again and again, its field values constant, changing, too long to
+        keep with their name, suspect, and its argument a str or an int of every count of digits:
+        the same rows through C and Python."""
+        def calls() -> None:
+            log = ju.get_logger("svc.auth")
+            for ip in ["10.0.0.1", "10.0.0.1", "10.0.0.2", "y" * 60, "y" * 60, "password=x", "10.0.0.1"]:
+                for uid in ["u1", "u0000042", 7, 12, 12345, 99999, -12345, 10**12, 4111111111111111, "sk-x"]:
+                    log.info("user %s logged in", uid, user_id=uid, ip=ip, agent_id="planner-7")
+
+        monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
+        through_c = run_corpus(tmp_path / "c.db", calls)
+        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
+        through_python = run_corpus(tmp_path / "py.db", calls)
+        assert 70 == len(through_python) == len(through_c)
+        assert through_python == through_c
+        assert any("[REDACTED" in str(row) for row in through_c)
+
     def test_secrets_are_redacted_on_the_c_path(self, tmp_path: Path) -> None:
         """A suspect record goes back to Python for redaction; nothing secret is stored,
         however often the same secret string is logged and wherever it sits."""
@@ -418,6 +438,25 @@ class TestCallDetails:
         assert marshal.dumps(record, 2) == payload
         assert ("m x", {"k": "CALL", "c": 1, "b": 2}, 4242) == (record[4], record[5], record[7])
         assert b"CONTEXT-VALUE" not in payload and b"BOUND-VALUE" not in payload
+
+    def test_the_record_s_end_follows_the_pid(self, tmp_path: Path) -> None:
+        """The thread's name, exception and pid are written from the thread's kept bytes, and
+        anew once the pid changes (as after fork): marshal's bytes each time."""
+        with _ring.Ring(tmp_path / "r.ring", 1 << 16) as ring:
+            addr, push, suspect = ring.native()
+            em = _speedups.Emitter(
+                addr, push, suspect, ring, True, 4242, 1000, 10**9, [], jlog._context,
+                jlog.format_message, jlog._thread_name, jlog._tls,
+            )
+            for pid in [4242, 4242, 777, 2**40, 4242]:
+                em.pid = pid
+                assert em.push(20, "n", {}, "m %s", ("x",), {"k": "v"}) is None
+            records, _ = ring.read()
+        assert [4242, 4242, 777, 2**40, 4242] == [marshal.loads(p)[7] for _, p in records]
+        for _, payload in records:
+            record = marshal.loads(payload)
+            assert marshal.dumps(record, 2) == payload
+            assert (None, threading.current_thread().name) == (record[6], record[8])
 
     @pytest.mark.parametrize("log_call_path", ["c", "python"], indirect=True)
     def test_a_call_whose_argument_shuts_down_goes_to_stderr(
