@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import _resource, _ring, _rollup, _schema, _spill, _sqlite_guard, _words, security
+from . import _resource, _ring, _rollup, _schema, _spill, _sqlite_guard, _termbits, _words, security
 from ._console import Console
 from ._record import decode_row, native_enabled, speedups, unstorable_row
 from .error_handling.utils.errors import ConfigError, RingFormatError
@@ -118,6 +118,11 @@ _IDLE_MERGE_PAGES = 200
 # most a new record waits: the turn commits as soon as one is in the ring, or
 # flush(), stop() or fork() asks for the flusher.
 _IDLE_MERGE_STEPS = 20
+# Once the index is merged, idle turns build the term bitmaps of the blocks
+# below the rollup's mark (janus_utils._termbits), oldest first, each turn
+# one transaction of up to this many seconds; a block (some tens of ms) is
+# the most a new record waits.
+_IDLE_BITS_SECONDS = 0.5
 _MERGE = f'INSERT INTO "{_schema.FTS_TABLE}"("{_schema.FTS_TABLE}", "rank") VALUES (\'merge\', ?)'
 # Under steady load, checkpoint once the WAL holds this many pages (16 MiB of
 # 4 KiB pages: measured, SQLite's 1,000 cost a quarter or more of the commit
@@ -407,6 +412,7 @@ class Flusher:
         self._backoff = 0.0
         self._batches_since_checkpoint = 0
         self._merge_due = False  # commits since the index was last found merged
+        self._bits_due = True  # blocks may lack their term bitmaps (at start: a migrated database)
         self._wal_pages = 0  # pages in the WAL after the last commit (the WAL hook)
         self._page_size = 4096
         self._checkpoint_at = _CHECKPOINT_PAGES
@@ -892,6 +898,7 @@ class Flusher:
         self._last_commit = time.monotonic()
         self._batches_since_checkpoint += 1
         self._merge_due = True
+        self._bits_due = True
         if self._checkpoint_due():
             self._checkpoint()
         if self.pruner is not None:
@@ -1170,7 +1177,8 @@ class Flusher:
             # checkpoint by WAL size in _flush_locked bounds the WAL.
             quiet = time.monotonic() - self._last_commit >= _CHECKPOINT_AFTER_IDLE
             merging = self._merge_due and quiet and self._merge_steps()
-            if self._batches_since_checkpoint and quiet and self._checkpoint() and not merging:
+            building = quiet and not self._merge_due and self._bits_due and self._term_bits_turn()
+            if self._batches_since_checkpoint and quiet and self._checkpoint() and not merging and not building:
                 # Idle, the WAL holds nothing the database lacks: give its
                 # blocks back (16 MiB and more at rest, otherwise).  Not
                 # between merge turns: cutting the WAL is a change every reader
@@ -1212,6 +1220,26 @@ class Flusher:
             self._batches_since_checkpoint += 1
         return worked and not merged
 
+    def _term_bits_turn(self) -> bool:
+        """Build blocks' term bitmaps for up to _IDLE_BITS_SECONDS in one transaction; whether
+        blocks are left."""
+        db = self.db
+        if db is None or self._disk_full:
+            return False
+        try:
+            with _write_transaction(db):
+                built, left = _termbits.build(db, self._wanted, _IDLE_BITS_SECONDS)
+        except apsw.Error:
+            return False  # busy or full: the next idle turn tries again
+        except Exception as err:  # a bug here must not stop the records: counts use the index
+            self._bits_due = False
+            self._report(f"term bitmaps not built: {type(err).__name__}: {err}")
+            return False
+        self._bits_due = left
+        if built:
+            self._batches_since_checkpoint += 1  # the next checkpoint may cut the WAL
+        return left
+
     def _wanted(self) -> bool:
         """Whether the idle work should give way: a record waits, or flush(), stop() or fork() asked."""
         return self.stopping or self.wake.is_set() or self.ring.stats().used > 0
@@ -1220,7 +1248,8 @@ class Flusher:
         if self.db is None:
             return
         try:
-            self.pruner.maybe_prune(self.db)  # type: ignore[union-attr]
+            if self.pruner.maybe_prune(self.db) is not None:  # type: ignore[union-attr]
+                self._bits_due = True  # the blocks it deleted from are to be built again
         except Exception as err:
             self._report(f"retention failed: {type(err).__name__}: {err}", kind="retention")
         else:

@@ -1,0 +1,241 @@
+"""Per-block bitmaps of frequent terms: how count() of common words avoids walking their doclists.
+
+FTS5 counts an AND of two words by walking both doclists: two words each in
+a third of ten million rows are 6.8 million entries, some 250 ms, growing
+with the database.  Here the ids are cut into blocks of BLOCK_IDS (block =
+id // BLOCK_IDS); for each block below the rollup's covered_upto the
+flusher stores, while idle, the exact bitmap of the rows the full-text
+index finds for each term held by at least MIN_ROWS of them (table
+``janus_term_bits``, listed as done in ``janus_term_blocks``; the schema is
+in _schema).  A count of words ANDs and counts a block's bitmaps (2 KiB
+each) and asks the index only for the blocks where a word has none and for
+the rows past the done blocks, as ``rowid`` ranges, which FTS5 seeks to.
+
+Exact by construction: a bitmap is the answer of the index to that very
+phrase over that very block, read in the transaction that stores it, and a
+block leaves the done list in the transaction of any change to its rows
+that the library makes (retention's deletes and imports, through
+:func:`forget`, as they tell the rollup; an edit of a row's id or text, by
+a trigger).  A change made with plain SQL outside the library (a DELETE
+from the sqlite3 shell, an FTS5 'rebuild' after editing the text) is not
+seen, as for the rollup: ``DELETE FROM janus_term_blocks`` makes the
+flusher build every block again.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+
+import apsw
+
+from ._record import native_enabled, speedups
+from ._schema import FTS_TABLE, ROLLUP_STATE_TABLE, SPAN_IDS, TABLE, TERM_BITS_TABLE, TERM_BLOCKS_TABLE
+
+__all__ = ["BLOCK_IDS", "MIN_ROWS", "build", "count", "forget", "plain_terms"]
+
+BLOCK_IDS = SPAN_IDS
+# A term gets a block's bitmap when at least this many of its rows hold it
+# (1 in 8 of the block's ids): a bitmap of BLOCK_IDS bits is then no bigger
+# than the ids as 16-bit numbers, and rarer terms have short doclists,
+# which the index walks quickly anyway.
+MIN_ROWS = BLOCK_IDS // 8
+# Candidate terms are read from every SAMPLE_EVERY-th id of the block; a
+# term is looked up in the index when the sample says it may reach
+# MIN_ROWS (with room for the sample's error: the bitmap's own count decides).
+SAMPLE_EVERY = 8
+_SAMPLE_FLOOR = MIN_ROWS // SAMPLE_EVERY * 7 // 8
+
+_F = f'"{FTS_TABLE}"'
+_BITS = f'"{TERM_BITS_TABLE}"'
+_BLOCKS = f'"{TERM_BLOCKS_TABLE}"'
+_COVERED = f"""SELECT "value" FROM "{ROLLUP_STATE_TABLE}" WHERE "key" = 'covered_upto'"""
+_SAMPLE = (
+    'WITH RECURSIVE "janus_sample"("i") AS (VALUES (?) UNION ALL '
+    'SELECT "i" + ? FROM "janus_sample" WHERE "i" + ? <= ?) '
+    f'SELECT "message", "fields", "exception" FROM "janus_sample" JOIN "{TABLE}" ON "{TABLE}"."id" = "janus_sample"."i"'
+)
+_TERM_IDS = f'SELECT "rowid" FROM {_F} WHERE {_F} MATCH ? AND "rowid" BETWEEN ? AND ?'
+# A word as unicode61 reads ASCII text: letters and digits, any case.  Words
+# with other characters are left to the index (their folding is its own).
+_WORD = re.compile(r"[0-9a-z]+")
+_QUERY_TERM = re.compile(r'"([0-9A-Za-z]+)"')
+
+
+def plain_terms(fts: str) -> list[str] | None:
+    """The words of an FTS5 query that is only ``"word" AND "word" ...`` (ASCII letters and digits),
+    lower-cased as the index folds them; None for any other query."""
+    parts = fts.split(" AND ")
+    terms = []
+    for part in parts:
+        found = _QUERY_TERM.fullmatch(part)
+        if found is None:
+            return None
+        terms.append(found[1].lower())
+    return sorted(set(terms))
+
+
+# ------------------------------------------------------------------ bitmaps
+
+
+def _pack(ids: Iterable[Sequence[int]], base: int) -> tuple[bytes, int]:
+    """The bitmap of these (id,) rows, bit id - base (all within the block), and how many."""
+    if native_enabled() and hasattr(speedups, "id_bitmap"):
+        return speedups.id_bitmap(ids, base, BLOCK_IDS)  # type: ignore[union-attr, no-any-return]
+    bits = bytearray(BLOCK_IDS // 8)
+    n = 0
+    for (row_id,) in ids:
+        offset = row_id - base
+        bits[offset >> 3] |= 1 << (offset & 7)
+        n += 1
+    return bytes(bits).rstrip(b"\0"), n
+
+
+def _and_count(bitmaps: Sequence[bytes]) -> int:
+    """How many bits are set in every one of these bitmaps."""
+    if native_enabled() and hasattr(speedups, "and_count"):
+        return speedups.and_count(bitmaps)  # type: ignore[union-attr, no-any-return]
+    first, *rest = bitmaps
+    value = int.from_bytes(first, "little")
+    for bits in rest:
+        value &= int.from_bytes(bits, "little")
+    return value.bit_count()
+
+
+# ------------------------------------------------------------------ the flusher's side
+
+
+def _candidates(db: apsw.Connection, low: int) -> list[str]:
+    """Words that a sample of the block's rows says may be in MIN_ROWS of them."""
+    found: Counter[str] = Counter()
+    high = low + BLOCK_IDS - 1
+    for row in db.execute(_SAMPLE, (low, SAMPLE_EVERY, SAMPLE_EVERY, high)):
+        text = " ".join(value for value in row if type(value) is str)
+        found.update(_WORD.findall(text.lower()))  # term counts: never fewer than rows
+    return [term for term, n in found.items() if n >= _SAMPLE_FLOOR]
+
+
+def _build_block(db: apsw.Connection, block: int) -> int:
+    """Store the bitmaps of block *block*'s frequent terms and mark it done (in the caller's
+    transaction); how many bitmaps."""
+    low = block * BLOCK_IDS
+    rows = []
+    for term in _candidates(db, low):
+        bits, n = _pack(db.execute(_TERM_IDS, (f'"{term}"', low, low + BLOCK_IDS - 1)), low)
+        if n >= MIN_ROWS:
+            rows.append((block, term, bits))
+    db.execute(f'DELETE FROM {_BITS} WHERE "block" = ?', (block,))
+    db.executemany(f'INSERT INTO {_BITS}("block", "term", "bits") VALUES (?, ?, ?)', rows)
+    db.execute(f'INSERT OR REPLACE INTO {_BLOCKS}("block") VALUES (?)', (block,))
+    return len(rows)
+
+
+def _next_block(db: apsw.Connection, done: set[int], start: int, last: int) -> int | None:
+    """The oldest block from *start* to *last* that holds a row and is not done."""
+    block = start
+    while block <= last:
+        if block in done:
+            block += 1
+            continue
+        found = db.execute(f'SELECT min("id") FROM "{TABLE}" WHERE "id" >= ?', (block * BLOCK_IDS,)).fetchall()
+        if found[0][0] is None:
+            return None
+        if found[0][0] // BLOCK_IDS == block:
+            return block
+        block = found[0][0] // BLOCK_IDS  # past a run of empty blocks at once
+    return None
+
+
+def build(db: apsw.Connection, wanted: Callable[[], bool], seconds: float) -> tuple[int, bool]:
+    """Build blocks' bitmaps, oldest first, for up to *seconds* or until *wanted*() says
+    the writer is needed; inside the caller's write transaction, which it should commit.
+    How many blocks were built, and whether blocks are left to build."""
+    covered = db.execute(_COVERED).fetchall()
+    if not covered or type(covered[0][0]) is not int:
+        return 0, False
+    last = (covered[0][0] + 1) // BLOCK_IDS - 1  # the newest block wholly at or below the mark
+    oldest = db.execute(f'SELECT min("id") FROM "{TABLE}"').fetchall()[0][0]
+    if oldest is None or oldest // BLOCK_IDS > last:
+        return 0, False
+    done = {row[0] for row in db.execute(f'SELECT "block" FROM {_BLOCKS}')}
+    started = time.monotonic()
+    built = 0
+    block = _next_block(db, done, oldest // BLOCK_IDS, last)
+    while block is not None:
+        _build_block(db, block)
+        built += 1
+        done.add(block)
+        block = _next_block(db, done, block + 1, last)
+        if block is None or wanted() or time.monotonic() - started >= seconds:
+            break
+    return built, block is not None
+
+
+def forget(db: apsw.Connection, ids_json: str) -> None:
+    """Take the blocks holding these ids (a JSON list) off the done list, with their bitmaps:
+    their rows are about to change.  Inside the changing transaction; nothing on a database
+    without the tables."""
+    if not db.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (TERM_BLOCKS_TABLE,)).fetchall():
+        return
+    blocks = f'SELECT DISTINCT "value" / {BLOCK_IDS} FROM json_each(?)'
+    db.execute(f'DELETE FROM {_BLOCKS} WHERE "block" IN ({blocks})', (ids_json,))
+    db.execute(f'DELETE FROM {_BITS} WHERE "block" IN ({blocks})', (ids_json,))
+
+
+# ------------------------------------------------------------------ the reader's side
+
+_FTS_COUNT = f"SELECT count(*) FROM {_F} WHERE {_F} MATCH ?"
+# The done blocks that have a bitmap of the term: one seek of the (block, term)
+# key per done block (CROSS JOIN: never a scan of the bitmaps themselves).
+_DONE_WITH = (
+    f'SELECT {_BLOCKS}."block"{{bits}} FROM {_BLOCKS} CROSS JOIN {_BITS} '
+    f'ON {_BITS}."block" = {_BLOCKS}."block" AND {_BITS}."term" = ?'
+)
+_DONE_HAVING = _DONE_WITH.format(bits="")
+_DONE_BITS = _DONE_WITH.format(bits=f', {_BITS}."bits"')
+
+
+def count(db: apsw.Connection, terms: Sequence[str], fts: str) -> int:
+    """How many rows the index matches for *fts*, the AND of *terms* (see plain_terms):
+    bitmaps where every term has one, the index elsewhere.  One read transaction."""
+    with db:
+        full: set[int] | None = None
+        for term in terms:
+            having = {row[0] for row in db.execute(_DONE_HAVING, (term,))}
+            full = having if full is None else full & having
+            if not full:
+                break  # a term rare everywhere: the index alone, as quick as it gets
+        total = 0
+        if full:
+            bitmaps: dict[int, list[bytes]] = {block: [] for block in full}
+            for term in terms:
+                for block, bits in db.execute(_DONE_BITS, (term,)):
+                    if block in bitmaps:
+                        bitmaps[block].append(bits)
+            total = sum(map(_and_count, bitmaps.values()))
+        # The index counts the ids outside the runs of full blocks.
+        blocks = sorted(full or ())
+        low: int | None = None
+        i = 0
+        while i < len(blocks):
+            j = i
+            while j + 1 < len(blocks) and blocks[j + 1] == blocks[j] + 1:
+                j += 1
+            total += _range_count(db, fts, low, blocks[i] * BLOCK_IDS - 1)
+            low = (blocks[j] + 1) * BLOCK_IDS
+            i = j + 1
+        total += _range_count(db, fts, low, None)
+    return total
+
+
+def _range_count(db: apsw.Connection, fts: str, low: int | None, high: int | None) -> int:
+    sql, params = _FTS_COUNT, [fts]
+    if low is not None:
+        sql += ' AND "rowid" >= ?'
+        params.append(low)
+    if high is not None:
+        sql += ' AND "rowid" <= ?'
+        params.append(high)
+    return int(db.execute(sql, params).fetchall()[0][0])
