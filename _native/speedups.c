@@ -2319,6 +2319,104 @@ static PyObject *py_guard_sqlite_connect(PyObject *self, PyObject *callback) {
     Py_RETURN_NONE;
 }
 
+/* ---- term bitmaps (janus_utils._termbits) ----
+ * A bitmap is bytes, bit i of the block at byte i >> 3, bit i & 7
+ * (little-endian), trailing zero bytes left off.  Called by one thread at a
+ * time per object, under the GIL. */
+
+/* id_bitmap(rows, base, nbits) -> (bitmap, count): rows yields (id,) with
+ * base <= id < base + nbits, as SELECT "rowid" ... BETWEEN gives them. */
+static PyObject *py_id_bitmap(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *rows;
+    long long base;
+    Py_ssize_t nbits;
+    if (!PyArg_ParseTuple(args, "OLn:id_bitmap", &rows, &base, &nbits))
+        return NULL;
+    if (nbits <= 0 || nbits % 8 || nbits > (1 << 24)) {
+        PyErr_SetString(PyExc_ValueError, "id_bitmap: nbits must be a positive multiple of 8, at most 2**24");
+        return NULL;
+    }
+    unsigned char *bits = PyMem_Calloc((size_t)nbits / 8, 1);
+    if (bits == NULL)
+        return PyErr_NoMemory();
+    PyObject *it = PyObject_GetIter(rows);
+    if (it == NULL)
+        goto fail;
+    long long n = 0;
+    Py_ssize_t used = 0; /* bytes up to the highest bit set */
+    PyObject *row;
+    while ((row = PyIter_Next(it)) != NULL) {
+        PyObject *value = PyTuple_Check(row) && PyTuple_GET_SIZE(row) == 1 ? PyTuple_GET_ITEM(row, 0) : NULL;
+        long long id = value != NULL && PyLong_Check(value) ? PyLong_AsLongLong(value) : -1;
+        int bad = value == NULL || !PyLong_Check(value) || (id == -1 && PyErr_Occurred());
+        Py_DECREF(row);
+        if (bad || id < base || id - base >= nbits) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "id_bitmap: a row is not (id,) with an id in the block");
+            Py_DECREF(it);
+            goto fail;
+        }
+        long long offset = id - base;
+        bits[offset >> 3] |= (unsigned char)(1u << (offset & 7));
+        if ((offset >> 3) + 1 > used)
+            used = (Py_ssize_t)(offset >> 3) + 1;
+        n++;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        goto fail;
+    PyObject *result = Py_BuildValue("(y#L)", (const char *)bits, used, n);
+    PyMem_Free(bits);
+    return result;
+fail:
+    PyMem_Free(bits);
+    return NULL;
+}
+
+/* and_count(bitmaps) -> how many bits are set in every one of them (a list or
+ * tuple of bytes, at least one); past the end of the shortest, none. */
+static PyObject *py_and_count(PyObject *module, PyObject *arg) {
+    (void)module;
+    if (!PyList_Check(arg) && !PyTuple_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "and_count: a list or tuple of bytes");
+        return NULL;
+    }
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(arg);
+    PyObject **items = PySequence_Fast_ITEMS(arg);
+    if (k == 0) {
+        PyErr_SetString(PyExc_ValueError, "and_count: no bitmap");
+        return NULL;
+    }
+    Py_ssize_t len = PY_SSIZE_T_MAX;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        if (!PyBytes_Check(items[j])) {
+            PyErr_SetString(PyExc_TypeError, "and_count: a list or tuple of bytes");
+            return NULL;
+        }
+        if (PyBytes_GET_SIZE(items[j]) < len)
+            len = PyBytes_GET_SIZE(items[j]);
+    }
+    unsigned long long total = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t word, x;
+        memcpy(&word, PyBytes_AS_STRING(items[0]) + i, 8);
+        for (Py_ssize_t j = 1; j < k; j++) {
+            memcpy(&x, PyBytes_AS_STRING(items[j]) + i, 8);
+            word &= x;
+        }
+        total += (unsigned long long)__builtin_popcountll(word);
+    }
+    for (; i < len; i++) {
+        unsigned char byte = (unsigned char)PyBytes_AS_STRING(items[0])[i];
+        for (Py_ssize_t j = 1; j < k; j++)
+            byte &= (unsigned char)PyBytes_AS_STRING(items[j])[i];
+        total += (unsigned long long)__builtin_popcount(byte);
+    }
+    return PyLong_FromUnsignedLongLong(total);
+}
+
 static PyMethodDef module_methods[] = {
     {"encode", py_encode, METH_O,
      "encode(obj) -> bytes: marshal.dumps(obj, 2), for the plain records this module writes."},
@@ -2340,6 +2438,10 @@ static PyMethodDef module_methods[] = {
      "set_python_from(level) -> previous: calls at this level and above take the Python path."},
     {"guard_sqlite_connect", py_guard_sqlite_connect, METH_O,
      "guard_sqlite_connect(guard): call guard(database) before every sqlite3.connect (an audit hook)."},
+    {"id_bitmap", py_id_bitmap, METH_VARARGS,
+     "id_bitmap(rows, base, nbits) -> (bitmap, count): the (id,) rows as bits id - base (janus_utils._termbits)."},
+    {"and_count", py_and_count, METH_O,
+     "and_count(bitmaps) -> how many bits are set in every one of these bitmaps (janus_utils._termbits)."},
     {NULL, NULL, 0, NULL},
 };
 
