@@ -42,26 +42,35 @@ BLOCK_IDS = SPAN_IDS
 # than the ids as 16-bit numbers, and rarer terms have short doclists,
 # which the index walks quickly anyway.
 MIN_ROWS = BLOCK_IDS // 8
-# Candidate terms are read from every SAMPLE_EVERY-th id of the block; a
-# term is looked up in the index when the sample says it may reach
-# MIN_ROWS (with room for the sample's error: the bitmap's own count decides).
-SAMPLE_EVERY = 8
+# Candidate terms are read from every SAMPLE_EVERY-th row of the block; a
+# term gets its bitmap built when the sample says it may reach MIN_ROWS
+# (with room for the sample's error: the bitmap's own count decides).
+SAMPLE_EVERY = 16
 _SAMPLE_FLOOR = MIN_ROWS // SAMPLE_EVERY * 7 // 8
 
 _F = f'"{FTS_TABLE}"'
 _BITS = f'"{TERM_BITS_TABLE}"'
 _BLOCKS = f'"{TERM_BLOCKS_TABLE}"'
 _COVERED = f"""SELECT "value" FROM "{ROLLUP_STATE_TABLE}" WHERE "key" = 'covered_upto'"""
-_SAMPLE = (
-    'WITH RECURSIVE "janus_sample"("i") AS (VALUES (?) UNION ALL '
-    'SELECT "i" + ? FROM "janus_sample" WHERE "i" + ? <= ?) '
-    f'SELECT "message", "fields", "exception" FROM "janus_sample" JOIN "{TABLE}" ON "{TABLE}"."id" = "janus_sample"."i"'
-)
+_BLOCK_ROWS = f'SELECT "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" BETWEEN ? AND ?'
+_TERM_MAX = 64  # longer words get no bitmap (_speedups.term_bitmaps' limit)
+_TERMS_PER_CALL = 64
 _TERM_IDS = f'SELECT "rowid" FROM {_F} WHERE {_F} MATCH ? AND "rowid" BETWEEN ? AND ?'
 # A word as unicode61 reads ASCII text: letters and digits, any case.  Words
 # with other characters are left to the index (their folding is its own).
 _WORD = re.compile(r"[0-9a-z]+")
 _QUERY_TERM = re.compile(r'"([0-9A-Za-z]+)"')
+
+
+_TOKENIZE = re.compile(r"""tokenize\s*=\s*('(?:[^']|'')*'|"(?:[^"]|"")*"|\w+)""", re.IGNORECASE)
+
+
+def plain_tokenizer(db: apsw.Connection) -> bool:
+    """Whether the full-text index reads text as unicode61 with its defaults (not porter,
+    not separators=...): then a word's ASCII tokens are runs of letters and digits, folded."""
+    found = db.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (FTS_TABLE,)).fetchall()
+    tokenize = _TOKENIZE.findall(str(found[0][0]) if found else "")
+    return all(value.strip("'\"").strip() == "unicode61" for value in tokenize)
 
 
 def plain_terms(fts: str) -> list[str] | None:
@@ -107,29 +116,47 @@ def _and_count(bitmaps: Sequence[bytes]) -> int:
 # ------------------------------------------------------------------ the flusher's side
 
 
-def _candidates(db: apsw.Connection, low: int) -> list[str]:
-    """Words that a sample of the block's rows says may be in MIN_ROWS of them."""
+def _candidates(rows: Sequence[Sequence[object]]) -> list[str]:
+    """Words that a sample of the block's (id, text...) rows says may be in MIN_ROWS of them."""
     found: Counter[str] = Counter()
-    high = low + BLOCK_IDS - 1
-    for row in db.execute(_SAMPLE, (low, SAMPLE_EVERY, SAMPLE_EVERY, high)):
-        text = " ".join(value for value in row if type(value) is str)
+    for row in rows[::SAMPLE_EVERY]:
+        text = " ".join(value for value in row[1:] if type(value) is str)
         found.update(_WORD.findall(text.lower()))  # term counts: never fewer than rows
-    return [term for term, n in found.items() if n >= _SAMPLE_FLOOR]
+    return [term for term, n in found.items() if n >= _SAMPLE_FLOOR and len(term) <= _TERM_MAX]
+
+
+def _from_rows(rows: list[tuple[object, ...]], low: int, terms: list[str]) -> list[tuple[bytes, int]] | None:
+    """Each term's bitmap and count read from the rows' text in C, as unicode61 reads ASCII
+    (janus_utils._words); None without the extension or for text it cannot read exactly."""
+    term_bitmaps = getattr(speedups, "term_bitmaps", None) if native_enabled() else None
+    if term_bitmaps is None:
+        return None
+    found: list[tuple[bytes, int]] = []
+    for start in range(0, len(terms), _TERMS_PER_CALL):
+        part = term_bitmaps(rows, low, BLOCK_IDS, tuple(terms[start : start + _TERMS_PER_CALL]))
+        if part is None:
+            return None
+        found.extend(part)
+    return found
 
 
 def _build_block(db: apsw.Connection, block: int) -> int:
     """Store the bitmaps of block *block*'s frequent terms and mark it done (in the caller's
-    transaction); how many bitmaps."""
+    transaction); how many bitmaps.  The index reads text as unicode61 does with its defaults
+    (build() checks), so the rows' ASCII text is tokenized here; other text is looked up in
+    the index term by term."""
     low = block * BLOCK_IDS
-    rows = []
-    for term in _candidates(db, low):
-        bits, n = _pack(db.execute(_TERM_IDS, (f'"{term}"', low, low + BLOCK_IDS - 1)), low)
-        if n >= MIN_ROWS:
-            rows.append((block, term, bits))
+    high = low + BLOCK_IDS - 1
+    rows = db.execute(_BLOCK_ROWS, (low, high)).fetchall()
+    terms = _candidates(rows) if len(rows) >= MIN_ROWS else []
+    found = _from_rows(rows, low, terms) if terms else None
+    if found is None:  # the index itself, a term at a time (some tens of ms a block)
+        found = [_pack(db.execute(_TERM_IDS, (f'"{term}"', low, high)), low) for term in terms]
+    stored = [(block, term, bits) for term, (bits, n) in zip(terms, found) if n >= MIN_ROWS]
     db.execute(f'DELETE FROM {_BITS} WHERE "block" = ?', (block,))
-    db.executemany(f'INSERT INTO {_BITS}("block", "term", "bits") VALUES (?, ?, ?)', rows)
+    db.executemany(f'INSERT INTO {_BITS}("block", "term", "bits") VALUES (?, ?, ?)', stored)
     db.execute(f'INSERT OR REPLACE INTO {_BLOCKS}("block") VALUES (?)', (block,))
-    return len(rows)
+    return len(stored)
 
 
 def _next_block(db: apsw.Connection, done: set[int], start: int, last: int) -> int | None:
@@ -153,8 +180,8 @@ def build(db: apsw.Connection, wanted: Callable[[], bool], seconds: float) -> tu
     the writer is needed; inside the caller's write transaction, which it should commit.
     How many blocks were built, and whether blocks are left to build."""
     covered = db.execute(_COVERED).fetchall()
-    if not covered or type(covered[0][0]) is not int:
-        return 0, False
+    if not covered or type(covered[0][0]) is not int or not plain_tokenizer(db):
+        return 0, False  # no mark to go by; or an index whose words count() does not read bitmaps for
     last = (covered[0][0] + 1) // BLOCK_IDS - 1  # the newest block wholly at or below the mark
     oldest = db.execute(f'SELECT min("id") FROM "{TABLE}"').fetchall()[0][0]
     if oldest is None or oldest // BLOCK_IDS > last:

@@ -392,3 +392,33 @@ class TestNative:
             pytest.skip("the C extension is not built")
         with pytest.raises(ValueError):
             speedups.id_bitmap(rows, 1000, B)
+
+
+# Letters of both cases, digits, separators ASCII has (the underscore among
+# them), control characters, a NUL and one letter past ASCII.
+_ODD_TEXT = st.text(alphabet="aAbBzZ019 _-.:\"'{}\t\n\x01\x00é", max_size=24)
+
+
+@settings(max_examples=80, deadline=None)
+@given(texts=st.lists(st.tuples(_ODD_TEXT, st.one_of(st.none(), _ODD_TEXT), st.one_of(st.none(), _ODD_TEXT)),
+                      min_size=1, max_size=30))
+def test_rows_read_in_c_give_the_bitmaps_the_index_gives(texts: list[tuple[str, str | None, str | None]]) -> None:
+    """ASCII text tokenized by term_bitmaps sets exactly the bits the index's lookups set;
+    text it cannot read exactly (a NUL, past ASCII) gives None, and the index is asked."""
+    if not (native_enabled() and hasattr(speedups, "term_bitmaps")):
+        pytest.skip("the C extension is not built")
+    db = apsw.Connection(":memory:")
+    try:
+        _schema.ensure_schema(db)
+        write_batch(db, [make_row(message, fields=fields, exception=exception) for message, fields, exception in texts])
+        rows = db.execute(_termbits._BLOCK_ROWS, (0, B - 1)).fetchall()
+        words = {word for row in rows for value in row[1:] if value for word in _termbits._WORD.findall(value.lower())}
+        terms = sorted(words | {"a", "b", "z1", "ab"})
+        from_c = _termbits._from_rows(rows, 0, terms)
+        readable = all(value is None or (value.isascii() and "\0" not in value) for row in rows for value in row[1:])
+        assert (from_c is not None) == readable
+        if from_c is not None:
+            from_index = [_termbits._pack(db.execute(_termbits._TERM_IDS, (f'"{t}"', 0, B - 1)), 0) for t in terms]
+            assert from_index == from_c
+    finally:
+        db.close()
