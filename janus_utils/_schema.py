@@ -16,6 +16,7 @@ __all__ = [
     "SPAN_IDS",
     "SPAN_TABLE",
     "TERM_BITS_TABLE",
+    "TERM_BLOCK_IDS",
     "TERM_BLOCKS_TABLE",
     "DECODED_COLUMNS",
     "META_TABLE",
@@ -47,6 +48,9 @@ ROLLUP_STATE_TABLE = "janus_rollup_state"  # how far the rollup has got
 SPAN_TABLE = "janus_spans"  # the ts range of each run of ids (janus_utils._rollup)
 SPAN_IDS = 16_384  # a span holds at most this many ids
 TERM_BITS_TABLE = "janus_term_bits"  # a block's rows holding a frequent term (janus_utils._termbits)
+# Ids per block of the term bitmaps: a bitmap of 2,000 bytes, two to a 4 KiB
+# page (16,384 ids, 2,048 bytes, took a page each: twice the bytes a record).
+TERM_BLOCK_IDS = 16_000
 TERM_BLOCKS_TABLE = "janus_term_blocks"  # the blocks whose frequent terms have their bitmaps
 # The level index holds only records at or above this level (WARNING).  SQLite
 # uses a partial index only for a query that repeats its WHERE term as written,
@@ -443,10 +447,10 @@ _SPAN_HOSTS = textwrap.dedent(
 
 _TERM_BITS = textwrap.dedent(
     f"""
-    -- For each block of {SPAN_IDS} ids (block = id / {SPAN_IDS}) below
+    -- For each block of {TERM_BLOCK_IDS} ids (block = id / {TERM_BLOCK_IDS}) below
     -- covered_upto, the terms held by at least one row in eight of the
     -- block's ids, each with the exact bitmap of the block's rows that
-    -- "{FTS_TABLE}" finds for it (bit i: id block * {SPAN_IDS} + i): count()
+    -- "{FTS_TABLE}" finds for it (bit i: id block * {TERM_BLOCK_IDS} + i): count()
     -- of common terms ANDs and counts bits instead of walking doclists of
     -- millions (janus_utils._termbits).  The flusher builds a block's
     -- bitmaps while idle, oldest block first, from the index itself, and
@@ -465,8 +469,8 @@ _TERM_BITS = textwrap.dedent(
     CREATE TRIGGER IF NOT EXISTS "{TABLE}_term_bits_update"
     AFTER UPDATE OF "id", "message", "fields", "exception" ON "{TABLE}"
     BEGIN
-        DELETE FROM "{TERM_BLOCKS_TABLE}" WHERE "block" IN (OLD."id" / {SPAN_IDS}, NEW."id" / {SPAN_IDS});
-        DELETE FROM "{TERM_BITS_TABLE}" WHERE "block" IN (OLD."id" / {SPAN_IDS}, NEW."id" / {SPAN_IDS});
+        DELETE FROM "{TERM_BLOCKS_TABLE}" WHERE "block" IN (OLD."id" / {TERM_BLOCK_IDS}, NEW."id" / {TERM_BLOCK_IDS});
+        DELETE FROM "{TERM_BITS_TABLE}" WHERE "block" IN (OLD."id" / {TERM_BLOCK_IDS}, NEW."id" / {TERM_BLOCK_IDS});
     END;
     """
 )

@@ -32,20 +32,22 @@ from collections.abc import Callable, Iterable, Sequence
 import apsw
 
 from ._record import native_enabled, speedups
-from ._schema import FTS_TABLE, ROLLUP_STATE_TABLE, SPAN_IDS, TABLE, TERM_BITS_TABLE, TERM_BLOCKS_TABLE
+from ._schema import FTS_TABLE, ROLLUP_STATE_TABLE, TABLE, TERM_BITS_TABLE, TERM_BLOCK_IDS, TERM_BLOCKS_TABLE
 
 __all__ = ["BLOCK_IDS", "MIN_ROWS", "build", "count", "forget", "plain_terms"]
 
-BLOCK_IDS = SPAN_IDS
+BLOCK_IDS = TERM_BLOCK_IDS
 # A term gets a block's bitmap when at least this many of its rows hold it
 # (1 in 8 of the block's ids): a bitmap of BLOCK_IDS bits is then no bigger
 # than the ids as 16-bit numbers, and rarer terms have short doclists,
-# which the index walks quickly anyway.
+# which the index walks quickly anyway.  Measured on the scale benchmark's
+# rows (15 words in a third of the rows each, a status field): 17 bitmaps a
+# block, some 2 bytes a record.
 MIN_ROWS = BLOCK_IDS // 8
 # Candidate terms are read from every SAMPLE_EVERY-th row of the block; a
 # term gets its bitmap built when the sample says it may reach MIN_ROWS
 # (with room for the sample's error: the bitmap's own count decides).
-SAMPLE_EVERY = 16
+SAMPLE_EVERY = 32
 _SAMPLE_FLOOR = MIN_ROWS // SAMPLE_EVERY * 7 // 8
 
 _F = f'"{FTS_TABLE}"'
