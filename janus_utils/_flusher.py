@@ -1229,8 +1229,11 @@ class Flusher:
         try:
             with _write_transaction(db):
                 built, left = _termbits.build(db, self._wanted, _IDLE_BITS_SECONDS)
+        except apsw.BusyError:
+            return False  # another writer: the next idle turn tries again
         except apsw.Error:
-            return False  # busy or full: the next idle turn tries again
+            self._bits_due = False  # full, or worse: the next commit asks again (counts use the index meanwhile)
+            return False
         except Exception as err:  # a bug here must not stop the records: counts use the index
             self._bits_due = False
             self._report(f"term bitmaps not built: {type(err).__name__}: {err}")

@@ -422,3 +422,32 @@ def test_rows_read_in_c_give_the_bitmaps_the_index_gives(texts: list[tuple[str, 
             assert from_index == from_c
     finally:
         db.close()
+
+
+def test_a_failing_build_costs_no_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault in the bitmaps' build is reported once and never stops the records; counts use the index."""
+    calls = []
+
+    def broken(*args: Any) -> tuple[int, bool]:
+        calls.append(args)
+        raise RuntimeError("broken build")
+
+    monkeypatch.setattr(_termbits, "build", broken)
+    path = tmp_path / "logs.db"
+    ju.configure(path, console=False)
+    try:
+        log = ju.get_logger("app")
+        log.info("alpha bravo first")
+        assert ju.flush(timeout=60)
+        deadline = time.monotonic() + 30
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert calls
+        for n in range(100):
+            log.info("alpha bravo %d", n)
+        assert ju.flush(timeout=60)
+        assert any("broken build" in str(entry) for entry in ju.stats()["recent_errors"])
+    finally:
+        ju.shutdown()
+    with ju.LogStore(path) as store:
+        assert 101 == store.count("alpha bravo")
