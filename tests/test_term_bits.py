@@ -451,3 +451,27 @@ def test_a_failing_build_costs_no_record(tmp_path: Path, monkeypatch: pytest.Mon
         ju.shutdown()
     with ju.LogStore(path) as store:
         assert 101 == store.count("alpha bravo")
+
+
+def test_a_flusher_never_quiet_still_builds(tmp_path: Path) -> None:
+    """Records every fraction of a second (no quiet second for the idle turns): the block is built meanwhile."""
+    path = tmp_path / "logs.db"
+    ju.configure(path, console=False)
+    try:
+        log = ju.get_logger("app")
+        rng = random.Random(6)
+        for n in range(B + 100):
+            log.info(_message(rng, n))
+        assert ju.flush(timeout=60)
+        built = False
+        deadline = time.monotonic() + 30
+        while not built and time.monotonic() < deadline:
+            log.info("alpha bravo steady")
+            assert ju.flush(timeout=60)  # a commit: the flusher is never a second without one
+            with ju.LogStore(path) as store:
+                built = bool(store._rows('SELECT count(*) FROM "janus_term_blocks"')[0][0])
+            time.sleep(0.2)
+        assert built
+        _check(path)
+    finally:
+        ju.shutdown()
