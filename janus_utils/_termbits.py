@@ -4,22 +4,25 @@ FTS5 counts an AND of two words by walking both doclists: two words each in
 a third of ten million rows are 6.8 million entries, some 250 ms, growing
 with the database.  Here the ids are cut into blocks of BLOCK_IDS (block =
 id // BLOCK_IDS); for each block below the rollup's covered_upto the
-flusher stores, while idle, the exact bitmap of the rows the full-text
-index finds for each term held by at least MIN_ROWS of them (table
-``janus_term_bits``, listed as done in ``janus_term_blocks``; the schema is
-in _schema).  A count of words ANDs and counts a block's bitmaps (2 KiB
-each) and asks the index only for the blocks where a word has none and for
-the rows past the done blocks, as ``rowid`` ranges, which FTS5 seeks to.
+flusher stores, when idle, the exact bitmap of the rows holding each term
+that at least MIN_ROWS of them hold (table ``janus_term_bits``, the block
+then listed as done in ``janus_term_blocks``; the schema is in _schema).  A
+count of words ANDs and counts the done blocks' bitmaps (2,000 bytes each)
+and asks the index only for the blocks where a word has none and for the
+ids outside the done blocks, as ``rowid`` ranges, which FTS5 seeks to.
 
-Exact by construction: a bitmap is the answer of the index to that very
-phrase over that very block, read in the transaction that stores it, and a
-block leaves the done list in the transaction of any change to its rows
-that the library makes (retention's deletes and imports, through
+Exact: the index holds the rows' text (the flusher, retention and import
+keep the two in step), and a bitmap is built in the transaction that
+stores it either from that text, where it is ASCII, split and folded as
+unicode61 does (letters and digits, lower-cased: the reading of the word
+signature, janus_utils._words), or else from the index's own answers, term
+by term.  A block leaves the done list in the transaction of any change to
+its rows that the library makes (retention's deletes and imports, through
 :func:`forget`, as they tell the rollup; an edit of a row's id or text, by
 a trigger).  A change made with plain SQL outside the library (a DELETE
-from the sqlite3 shell, an FTS5 'rebuild' after editing the text) is not
-seen, as for the rollup: ``DELETE FROM janus_term_blocks`` makes the
-flusher build every block again.
+from the sqlite3 shell, an index rebuilt by hand) is not seen, as for the
+rollup: ``DELETE FROM janus_term_blocks`` has the flusher build every block
+again.  An index with another tokenizer gets no bitmaps.
 """
 
 from __future__ import annotations
