@@ -58,6 +58,12 @@ _BITS = f'"{TERM_BITS_TABLE}"'
 _BLOCKS = f'"{TERM_BLOCKS_TABLE}"'
 _COVERED = f"""SELECT "value" FROM "{ROLLUP_STATE_TABLE}" WHERE "key" = 'covered_upto'"""
 _BLOCK_ROWS = f'SELECT "id", "message", "fields", "exception" FROM "{TABLE}" WHERE "id" BETWEEN ? AND ?'
+# Text another program stored that is not UTF-8 cannot be read as str: such a
+# block is read as bytes, which only the index's own answers describe.
+_BLOCK_BYTES = (
+    'SELECT "id", CAST("message" AS BLOB), CAST("fields" AS BLOB), CAST("exception" AS BLOB) '
+    f'FROM "{TABLE}" WHERE "id" BETWEEN ? AND ?'
+)
 _TERM_MAX = 64  # longer words get no bitmap (_speedups.term_bitmaps' limit)
 _TERMS_PER_CALL = 64
 _TERM_IDS = f'SELECT "rowid" FROM {_F} WHERE {_F} MATCH ? AND "rowid" BETWEEN ? AND ?'
@@ -125,7 +131,9 @@ def _candidates(rows: Sequence[Sequence[object]]) -> list[str]:
     """Words that a sample of the block's (id, text...) rows says may be in MIN_ROWS of them."""
     found: Counter[str] = Counter()
     for row in rows[::SAMPLE_EVERY]:
-        text = " ".join(value for value in row[1:] if type(value) is str)
+        text = " ".join(
+            value.decode("utf-8", "replace") if type(value) is bytes else value for value in row[1:] if value is not None
+        )
         found.update(_WORD.findall(text.lower()))  # term counts: never fewer than rows
     return [term for term, n in found.items() if n >= _SAMPLE_FLOOR and len(term) <= _TERM_MAX]
 
@@ -152,7 +160,10 @@ def _build_block(db: apsw.Connection, block: int) -> int:
     the index term by term."""
     low = block * BLOCK_IDS
     high = low + BLOCK_IDS - 1
-    rows = db.execute(_BLOCK_ROWS, (low, high)).fetchall()
+    try:
+        rows = db.execute(_BLOCK_ROWS, (low, high)).fetchall()
+    except UnicodeDecodeError:
+        rows = db.execute(_BLOCK_BYTES, (low, high)).fetchall()
     terms = _candidates(rows) if len(rows) >= MIN_ROWS else []
     found = _from_rows(rows, low, terms) if terms else None
     if found is None:  # the index itself, a term at a time (some tens of ms a block)

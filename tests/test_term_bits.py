@@ -475,3 +475,23 @@ def test_a_flusher_never_quiet_still_builds(tmp_path: Path) -> None:
         _check(path)
     finally:
         ju.shutdown()
+
+
+def test_text_that_is_not_utf8_is_counted_as_the_index_does(tmp_path: Path) -> None:
+    """A block holding text another program stored as bytes that are not UTF-8: built from the index, exact."""
+    path, db = _fresh(tmp_path, 2)
+    try:
+        with db:
+            db.execute('DELETE FROM "janus_term_blocks"')
+            old = db.execute('SELECT "message", "fields", "exception" FROM "logs" WHERE "id" = 7').fetchall()[0]
+            db.execute("""INSERT INTO "logs_fts"("logs_fts", "rowid", "message", "fields", "exception")
+                          VALUES ('delete', 7, ?, ?, ?)""", old)
+            db.execute("""UPDATE "logs" SET "message" = CAST(X'616c70686120ff627261766f' AS TEXT) WHERE "id" = 7""")
+            db.execute("""INSERT INTO "logs_fts"("rowid", "message", "fields", "exception")
+                          SELECT "id", "message", "fields", "exception" FROM "logs" WHERE "id" = 7""")
+        assert 2 == _build_all(db)
+        assert [0, 1] == _done(db)
+        assert db.execute("""SELECT count(*) FROM "janus_term_bits" WHERE "block" = 0""").fetchall()[0][0] > 0
+        _check(path)
+    finally:
+        db.close()
