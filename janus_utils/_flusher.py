@@ -419,6 +419,7 @@ class Flusher:
         self._merge_due = False  # commits since the index was last found merged
         self._bits_due = True  # blocks may lack their term bitmaps (at start: a migrated database)
         self._bits_at = 0.0  # when the last bitmap turn ended
+        self._filling = _termbits.Filling(_TEXT_AT)  # the block being filled, built as its last batch commits
         self._wal_pages = 0  # pages in the WAL after the last commit (the WAL hook)
         self._page_size = 4096
         self._checkpoint_at = _CHECKPOINT_PAGES
@@ -1011,6 +1012,7 @@ class Flusher:
             if one_by_one or self.any_non_ascii is None or self.any_non_ascii(rows, _WIDE_AT):
                 db.execute(_schema.WIDE_INDEX_SQL, (last,))  # CJK and emoji rows, also by trigrams
             _rollup.advance_batch(db, rows, last + 1, upto_id)
+            self._fill_blocks(db, rows, last + 1, upto_id, one_by_one)
             self.resources.save(db)
             db.execute(_SAVE_POS, (key, upto))
             sealed = self.sealer.seal(db, last, None if one_by_one else rows) if self.sealer is not None else None
@@ -1228,6 +1230,19 @@ class Flusher:
             # may cut the WAL now that no turn follows.
             self._batches_since_checkpoint += 1
         return worked and not merged
+
+    def _fill_blocks(self, db: apsw.Connection, rows: list[tuple[Any, ...]], first: int, last: int, one_by_one: bool) -> None:
+        """Keep the batch's rows for the bitmaps of the block they fill (janus_utils._termbits.Filling)."""
+        if one_by_one or last - first + 1 != len(rows):
+            self._filling.reset()
+            return
+        try:
+            self._filling.add(db, rows, first)
+        except Exception as err:  # the block is left to the idle turns; the batch goes on
+            if isinstance(err, apsw.Error) and not db.in_transaction:
+                raise  # SQLite rolled the batch back (a full disk): retried as any failed commit
+            self._filling = _termbits.Filling(_TEXT_AT)  # and the tables looked at again
+            self._report(f"term bitmaps not built: {type(err).__name__}: {err}")
 
     def _term_bits_turn(self, seconds: float) -> bool:
         """Build blocks' term bitmaps for up to *seconds* (0: one block) in one transaction;

@@ -37,7 +37,7 @@ import apsw
 from ._record import native_enabled, speedups
 from ._schema import FTS_TABLE, ROLLUP_STATE_TABLE, TABLE, TERM_BITS_TABLE, TERM_BLOCK_IDS, TERM_BLOCKS_TABLE
 
-__all__ = ["BLOCK_IDS", "MIN_ROWS", "build", "count", "forget", "plain_terms"]
+__all__ = ["BLOCK_IDS", "MIN_ROWS", "Filling", "build", "count", "forget", "plain_terms"]
 
 BLOCK_IDS = TERM_BLOCK_IDS
 # A term gets a block's bitmap when at least this many of its rows hold it
@@ -153,6 +153,14 @@ def _from_rows(rows: list[tuple[object, ...]], low: int, terms: list[str]) -> li
     return found
 
 
+def _store(db: apsw.Connection, block: int, terms: list[str], found: list[tuple[bytes, int]]) -> int:
+    stored = [(block, term, bits) for term, (bits, n) in zip(terms, found) if n >= MIN_ROWS]
+    db.execute(f'DELETE FROM {_BITS} WHERE "block" = ?', (block,))
+    db.executemany(f'INSERT INTO {_BITS}("block", "term", "bits") VALUES (?, ?, ?)', stored)
+    db.execute(f'INSERT OR REPLACE INTO {_BLOCKS}("block") VALUES (?)', (block,))
+    return len(stored)
+
+
 def _build_block(db: apsw.Connection, block: int) -> int:
     """Store the bitmaps of block *block*'s frequent terms and mark it done (in the caller's
     transaction); how many bitmaps.  The index reads text as unicode61 does with its defaults
@@ -168,11 +176,54 @@ def _build_block(db: apsw.Connection, block: int) -> int:
     found = _from_rows(rows, low, terms) if terms else None
     if found is None:  # the index itself, a term at a time (some tens of ms a block)
         found = [_pack(db.execute(_TERM_IDS, (f'"{term}"', low, high)), low) for term in terms]
-    stored = [(block, term, bits) for term, (bits, n) in zip(terms, found) if n >= MIN_ROWS]
-    db.execute(f'DELETE FROM {_BITS} WHERE "block" = ?', (block,))
-    db.executemany(f'INSERT INTO {_BITS}("block", "term", "bits") VALUES (?, ?, ?)', stored)
-    db.execute(f'INSERT OR REPLACE INTO {_BLOCKS}("block") VALUES (?)', (block,))
-    return len(stored)
+    return _store(db, block, terms, found)
+
+
+class Filling:
+    """The flusher's side during a burst: the rows of the block being filled, kept as they are
+    committed, so that the batch completing a block builds its bitmaps from the rows in hand
+    (a few ms a block, 1 to 2% of a commit's time) instead of leaving the block to the idle
+    turns, which a long burst leaves no time for.  Only consecutive batches of rows whose text
+    is read exactly count; any other commit makes it wait for the next block's start, and
+    blocks it misses are left to build()."""
+
+    def __init__(self, text_at: tuple[int, ...]) -> None:
+        self._text_at = text_at  # where a row holds message, fields and exception
+        self._rows: list[tuple[object, ...]] = []  # (id, text...) from a block's first id on
+        self._next = -1  # the id the next batch must start at to continue them
+        self._usable: bool | None = None  # the tables exist and the index reads text plainly
+
+    def reset(self) -> None:
+        """A commit these rows do not describe (rows one by one, another writer): start again."""
+        self._rows, self._next = [], -1
+
+    def add(self, db: apsw.Connection, rows: Sequence[Sequence[object]], first_id: int) -> int:
+        """Rows *rows* were just inserted with ids first_id, first_id + 1, ... (in the caller's
+        transaction, the rollup's mark moved past them): keep them, and store the bitmaps of
+        each block they complete.  How many blocks were built."""
+        if self._usable is None:
+            self._usable = bool(
+                db.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (TERM_BLOCKS_TABLE,)).fetchall()
+            ) and plain_tokenizer(db)
+        if not self._usable or not (native_enabled() and hasattr(speedups, "term_bitmaps")):
+            return 0
+        if first_id != self._next:
+            self._rows = []
+        self._next = first_id + len(rows)
+        skip = 0 if self._rows else -first_id % BLOCK_IDS  # a block is kept from its first id on
+        at = self._text_at
+        self._rows.extend((first_id + n, *(row[i] for i in at)) for n, row in enumerate(rows[skip:], skip))
+        built = 0
+        while len(self._rows) >= BLOCK_IDS:
+            block_rows, self._rows = self._rows[:BLOCK_IDS], self._rows[BLOCK_IDS:]
+            block = int(block_rows[0][0]) // BLOCK_IDS  # type: ignore[call-overload]
+            terms = _candidates(block_rows)
+            found = _from_rows(block_rows, block * BLOCK_IDS, terms) if terms else []
+            if found is not None:  # None: text read otherwise than exactly, left to build()
+                with db:  # a savepoint: a failure here costs the batch nothing
+                    _store(db, block, terms, found)
+                built += 1
+        return built
 
 
 def _next_block(db: apsw.Connection, done: set[int], start: int, last: int) -> int | None:

@@ -495,3 +495,88 @@ def test_text_that_is_not_utf8_is_counted_as_the_index_does(tmp_path: Path) -> N
         _check(path)
     finally:
         db.close()
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "ignore").decode()
+
+
+class TestFilling:
+    def test_a_burst_builds_its_blocks_as_they_fill(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With no idle turn at all, the batch completing a block stores its bitmaps; counts stay exact."""
+        if not (native_enabled() and hasattr(speedups, "term_bitmaps")):
+            pytest.skip("the C extension is not built")
+        monkeypatch.setattr(_termbits, "build", lambda *args: (0, False))  # no idle building
+        path = tmp_path / "logs.db"
+        ju.configure(path, console=False)
+        try:
+            log = ju.get_logger("app")
+            rng = random.Random(8)
+            for n in range(3 * B + 10):
+                log.info(_ascii(_message(rng, n)), status=rng.choice((200, 404)))
+            assert ju.flush(timeout=120)
+        finally:
+            ju.shutdown()
+        db = apsw.Connection(str(path))
+        try:
+            assert [1, 2] == _done(db)  # block 0 starts before the first batch: left to the idle turns
+        finally:
+            db.close()
+        _check(path)
+
+    def test_a_gap_waits_for_the_next_block(self, tmp_path: Path) -> None:
+        """Batches that do not follow on: the block in progress is dropped, the next one is kept from its start."""
+        if not (native_enabled() and hasattr(speedups, "term_bitmaps")):
+            pytest.skip("the C extension is not built")
+        path = tmp_path / "logs.db"
+        db = open_writer(path)
+        try:
+            filling = _termbits.Filling((1,))
+            rng = random.Random(9)
+            rows = [(BASE_TS, _ascii(_message(rng, n))) for n in range(3 * B)]
+            with db:
+                assert 0 == filling.add(db, rows[: B // 2], B)  # from a block's start
+                assert 0 == filling.add(db, rows[: B // 2], B + B // 2 + 1)  # one id missing
+                assert 0 == filling.add(db, rows[: B], 2 * B + B // 2 + 1)  # kept from 3 * B on
+                assert 1 == filling.add(db, rows[: B], 3 * B + B // 2 + 1)  # 3 * B .. 4 * B - 1
+            assert [3] == _done(db)
+            words = db.execute('SELECT "term" FROM "janus_term_bits" WHERE "block" = 3').fetchall()
+            assert set(COMMON) <= {word for (word,) in words}
+        finally:
+            db.close()
+
+    def test_text_it_cannot_read_is_left_to_the_idle_turns(self, tmp_path: Path) -> None:
+        """A block holding a row past ASCII is not built from the rows."""
+        if not (native_enabled() and hasattr(speedups, "term_bitmaps")):
+            pytest.skip("the C extension is not built")
+        path = tmp_path / "logs.db"
+        db = open_writer(path)
+        try:
+            filling = _termbits.Filling((1,))
+            rows = [(BASE_TS, "alpha bravo") for _ in range(B)]
+            rows[5] = (BASE_TS, "alpha café")
+            with db:
+                assert 0 == filling.add(db, rows, B)
+            assert [] == _done(db)
+        finally:
+            db.close()
+
+    def test_a_failing_fill_costs_no_record(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A fault while keeping or building a block during a commit: reported, and every record is stored."""
+
+        def broken(*args: Any) -> int:
+            raise RuntimeError("broken fill")
+
+        monkeypatch.setattr(_termbits.Filling, "add", broken)
+        path = tmp_path / "logs.db"
+        ju.configure(path, console=False)
+        try:
+            log = ju.get_logger("app")
+            for n in range(500):
+                log.info("alpha bravo %d", n)
+            assert ju.flush(timeout=60)
+            assert any("broken fill" in str(entry) for entry in ju.stats()["recent_errors"])
+        finally:
+            ju.shutdown()
+        with ju.LogStore(path) as store:
+            assert 500 == store.count("alpha bravo")
