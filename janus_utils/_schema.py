@@ -459,7 +459,10 @@ _TERM_BITS = textwrap.dedent(
     -- deletes and an import's rows take their blocks off the list, as they
     -- tell the rollup (janus_utils._rollup); an edit of a row's id or text,
     -- by a trigger.  Empty until the flusher has caught up: no backfill here.
-    CREATE TABLE IF NOT EXISTS "{TERM_BLOCKS_TABLE}" ("block" INTEGER PRIMARY KEY);
+    CREATE TABLE IF NOT EXISTS "{TERM_BLOCKS_TABLE}" (
+        "block" INTEGER PRIMARY KEY,
+        "stamp" INTEGER NOT NULL  -- new at each build: a reader's cached counts go by it
+    );
     CREATE TABLE IF NOT EXISTS "{TERM_BITS_TABLE}" (
         "block" INTEGER NOT NULL,
         "term" TEXT NOT NULL,

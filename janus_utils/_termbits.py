@@ -37,7 +37,7 @@ import apsw
 from ._record import native_enabled, speedups
 from ._schema import FTS_TABLE, ROLLUP_STATE_TABLE, TABLE, TERM_BITS_TABLE, TERM_BLOCK_IDS, TERM_BLOCKS_TABLE
 
-__all__ = ["BLOCK_IDS", "MIN_ROWS", "Filling", "build", "count", "forget", "plain_terms"]
+__all__ = ["BLOCK_IDS", "MIN_ROWS", "Counts", "Filling", "build", "count", "forget", "plain_terms"]
 
 BLOCK_IDS = TERM_BLOCK_IDS
 # A term gets a block's bitmap when at least this many of its rows hold it
@@ -157,7 +157,9 @@ def _store(db: apsw.Connection, block: int, terms: list[str], found: list[tuple[
     stored = [(block, term, bits) for term, (bits, n) in zip(terms, found) if n >= MIN_ROWS]
     db.execute(f'DELETE FROM {_BITS} WHERE "block" = ?', (block,))
     db.executemany(f'INSERT INTO {_BITS}("block", "term", "bits") VALUES (?, ?, ?)', stored)
-    db.execute(f'INSERT OR REPLACE INTO {_BLOCKS}("block") VALUES (?)', (block,))
+    # A new stamp for each build: what a reader's Counts go by (random: a block forgotten
+    # and built again never gets its old one back, as a counter could).
+    db.execute(f'INSERT OR REPLACE INTO {_BLOCKS}("block", "stamp") VALUES (?, random())', (block,))
     return len(stored)
 
 
@@ -291,37 +293,88 @@ _DONE_HAVING = _DONE_WITH.format(bits="")
 _DONE_BITS = _DONE_WITH.format(bits=f', {_BITS}."bits"')
 
 
-def count(db: apsw.Connection, terms: Sequence[str], fts: str) -> int:
+_DONE_STAMPS = f'SELECT "block", "stamp" FROM {_BLOCKS}'
+_BLOCK_BITS = f'SELECT "term", "bits" FROM {_BITS} WHERE "block" = ?'
+
+
+class Counts:
+    """A reader's counts of done blocks, as segment filter caches keep them: each block's
+    count of rows holding a set of words, under the block's stamp (a new one each time the
+    block is built), so that a count asked again ANDs only blocks built since.  At most
+    MAX_QUERIES sets of words, the least recently asked dropped."""
+
+    MAX_QUERIES = 64
+
+    def __init__(self) -> None:
+        # words -> block -> (stamp, rows holding them all, or None: a word has no bitmap there)
+        self._known: dict[tuple[str, ...], dict[int, tuple[int, int | None]]] = {}
+
+    def of(self, terms: tuple[str, ...]) -> dict[int, tuple[int, int | None]]:
+        known = self._known.pop(terms, None)
+        if known is None:
+            known = {}
+            while len(self._known) >= self.MAX_QUERIES:
+                del self._known[next(iter(self._known))]
+        self._known[terms] = known  # the newest at the end
+        return known
+
+
+def count(db: apsw.Connection, terms: Sequence[str], fts: str, counts: Counts | None = None) -> int:
     """How many rows the index matches for *fts*, the AND of *terms* (see plain_terms):
-    bitmaps where every term has one, the index elsewhere.  One read transaction."""
+    bitmaps where every term has one, the index elsewhere.  One read transaction.
+    *counts* keeps the done blocks' counts for the next call."""
+    wanted = tuple(terms)
+    known = (counts or Counts()).of(wanted)
     with db:
-        full: set[int] | None = None
-        for term in terms:
-            having = {row[0] for row in db.execute(_DONE_HAVING, (term,))}
-            full = having if full is None else full & having
-            if not full:
-                break  # a term rare everywhere: the index alone, as quick as it gets
+        stamps = dict(db.execute(_DONE_STAMPS).fetchall())
+        for block in [block for block in known if block not in stamps]:
+            del known[block]  # no longer done: read from the index
+        fresh = [block for block, stamp in stamps.items() if known.get(block, (None,))[0] != stamp]
+        if len(fresh) > 64:  # many: a seek per done block and word, then the bitmaps of the full ones
+            _count_blocks(db, wanted, stamps, known)
+        for block in fresh if len(fresh) <= 64 else ():
+            found = dict(db.execute(_BLOCK_BITS, (block,)).fetchall())
+            has = [found[term] for term in wanted if term in found]
+            known[block] = (stamps[block], _and_count(has) if len(has) == len(wanted) else None)
         total = 0
-        if full:
-            bitmaps: dict[int, list[bytes]] = {block: [] for block in full}
-            for term in terms:
-                for block, bits in db.execute(_DONE_BITS, (term,)):
-                    if block in bitmaps:
-                        bitmaps[block].append(bits)
-            total = sum(map(_and_count, bitmaps.values()))
+        full = []
+        for block, (_, n) in known.items():
+            if n is not None:
+                total += n
+                full.append(block)
         # The index counts the ids outside the runs of full blocks.
-        blocks = sorted(full or ())
+        full.sort()
         low: int | None = None
         i = 0
-        while i < len(blocks):
+        while i < len(full):
             j = i
-            while j + 1 < len(blocks) and blocks[j + 1] == blocks[j] + 1:
+            while j + 1 < len(full) and full[j + 1] == full[j] + 1:
                 j += 1
-            total += _range_count(db, fts, low, blocks[i] * BLOCK_IDS - 1)
-            low = (blocks[j] + 1) * BLOCK_IDS
+            total += _range_count(db, fts, low, full[i] * BLOCK_IDS - 1)
+            low = (full[j] + 1) * BLOCK_IDS
             i = j + 1
         total += _range_count(db, fts, low, None)
     return total
+
+
+def _count_blocks(
+    db: apsw.Connection, terms: tuple[str, ...], stamps: dict[int, int], known: dict[int, tuple[int, int | None]]
+) -> None:
+    """Every done block's count of rows holding all *terms* into *known*."""
+    full: set[int] | None = None
+    for term in terms:
+        having = {row[0] for row in db.execute(_DONE_HAVING, (term,))}
+        full = having if full is None else full & having
+        if not full:
+            break  # a term rare everywhere: the index alone, as quick as it gets
+    bitmaps: dict[int, list[bytes]] = {block: [] for block in full or ()}
+    if bitmaps:
+        for term in terms:
+            for block, bits in db.execute(_DONE_BITS, (term,)):
+                if block in bitmaps:
+                    bitmaps[block].append(bits)
+    for block, stamp in stamps.items():
+        known[block] = (stamp, _and_count(bitmaps[block]) if block in bitmaps else None)
 
 
 def _range_count(db: apsw.Connection, fts: str, low: int | None, high: int | None) -> int:

@@ -65,6 +65,7 @@ from ._schema import (
     user_buckets_sql,
     user_match_sql,
 )
+from ._termbits import Counts
 from ._termbits import count as count_terms
 from ._termbits import plain_terms
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
@@ -425,6 +426,7 @@ class LogStore:
         self._db: apsw.Connection | None = None
         self._json_path_escapes: bool | None = None
         self._rollup: Rollup | None = None
+        self._term_counts = Counts()  # done blocks' counts of words (janus_utils._termbits)
         self._plans: Planner | None = None
         self._indexes: set[str] | None = None
         self._confirm: str | None = None  # the temporary full-text table, once made ("" when it cannot be)
@@ -1383,8 +1385,8 @@ class LogStore:
             terms = plain_terms(selection.fts) if self._has_term_bits and self._plain_tokens else None
             if terms:
                 # Words only: blocks' bitmaps where they have them (janus_utils._termbits).
-                fts = selection.fts
-                rows = self._run_with(selection, lambda db: [(count_terms(db, terms, fts),)])
+                fts, counts = selection.fts, self._term_counts
+                rows = self._run_with(selection, lambda db: [(count_terms(db, terms, fts, counts),)])
                 return int(rows[0][0]) if rows else 0
             # The index alone counts its matches: no row is read (retention
             # and import keep the index and the rows in step).

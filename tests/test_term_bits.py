@@ -580,3 +580,34 @@ class TestFilling:
             ju.shutdown()
         with ju.LogStore(path) as store:
             assert 500 == store.count("alpha bravo")
+
+
+def test_a_store_kept_open_counts_exactly_across_changes(tmp_path: Path) -> None:
+    """A reader's kept counts follow the blocks' stamps: after a prune, a rebuild and new rows, still the index's."""
+    path, db = _fresh(tmp_path, 3)
+    try:
+        with ju.LogStore(path) as store:
+            def check() -> None:
+                for query in QUERIES:
+                    assert _fts_count(path, query) == store.count(query), query
+
+            check()
+            check()  # from the kept counts
+            prune(db, max_rows=3 * B - 300)
+            check()  # block 0 no longer done: the index counts it
+            _build_all(db)
+            check()  # block 0 done again, with a new stamp
+            with db:  # an edit forgets block 1; built again from other text
+                old = db.execute(f'SELECT "message", "fields", "exception" FROM "logs" WHERE "id" = {B + 3}').fetchall()[0]
+                db.execute("""INSERT INTO "logs_fts"("logs_fts", "rowid", "message", "fields", "exception")
+                              VALUES ('delete', ?, ?, ?, ?)""", (B + 3, *old))
+                db.execute(f"""UPDATE "logs" SET "message" = 'zulu' WHERE "id" = {B + 3}""")
+                db.execute(f"""INSERT INTO "logs_fts"("rowid", "message", "fields", "exception")
+                               SELECT "id", "message", "fields", "exception" FROM "logs" WHERE "id" = {B + 3}""")
+            _build_all(db)
+            check()
+            _grow(db, random.Random(12), 2 * B)
+            _build_all(db)
+            check()
+    finally:
+        db.close()
