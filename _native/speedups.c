@@ -2374,8 +2374,10 @@ fail:
     return NULL;
 }
 
-/* term_bitmaps(rows, base, nbits, terms) -> [(bitmap, count) per term], or
- * None: rows are (id, text, ...) with base <= id < base + nbits, terms
+/* term_bitmaps(rows, base, nbits, terms[, columns, first_id]) -> [(bitmap,
+ * count) per term], or None: rows are (id, text, ...) with base <= id <
+ * base + nbits; or, given columns (a tuple of indexes) and first_id, rows
+ * whose text is at those indexes, row i having id first_id + i.  Terms are
  * lowercase ASCII letters and digits (at most TERM_MAX bytes, at most
  * TERM_SLOTS / 4 of them).  A term's bit is set for each row holding it as a
  * token, as unicode61 splits and folds ASCII text (word_char, as the word
@@ -2386,10 +2388,15 @@ fail:
 
 static PyObject *py_term_bitmaps(PyObject *module, PyObject *args) {
     (void)module;
-    PyObject *rows, *terms;
-    long long base;
+    PyObject *rows, *terms, *columns = NULL;
+    long long base, first_id = 0;
     Py_ssize_t nbits;
-    if (!PyArg_ParseTuple(args, "O!LnO!:term_bitmaps", &PyList_Type, &rows, &base, &nbits, &PyTuple_Type, &terms))
+    if (!PyArg_ParseTuple(args, "O!LnO!|O!L:term_bitmaps", &PyList_Type, &rows, &base, &nbits, &PyTuple_Type, &terms,
+                          &PyTuple_Type, &columns, &first_id))
+        return NULL;
+    Py_ssize_t cols[MAX_ROW_COLUMNS];
+    Py_ssize_t ncols = columns == NULL ? 0 : row_columns("term_bitmaps", columns, cols);
+    if (ncols < 0)
         return NULL;
     Py_ssize_t nterms = PyTuple_GET_SIZE(terms);
     if (nbits <= 0 || nbits % 8 || nbits > (1 << 24) || nterms > TERM_SLOTS / 4) {
@@ -2429,20 +2436,32 @@ static PyObject *py_term_bitmaps(PyObject *module, PyObject *args) {
     Py_ssize_t n = PyList_GET_SIZE(rows);
     for (Py_ssize_t r = 0; r < n; r++) {
         PyObject *row = PyList_GET_ITEM(rows, r);
-        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 1 || !PyLong_Check(PyTuple_GET_ITEM(row, 0))) {
-            PyErr_SetString(PyExc_ValueError, "term_bitmaps: a row must be a tuple (id, text, ...)");
+        long long id = first_id + r;
+        if (columns == NULL) {
+            if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 1 || !PyLong_Check(PyTuple_GET_ITEM(row, 0))) {
+                PyErr_SetString(PyExc_ValueError, "term_bitmaps: a row must be a tuple (id, text, ...)");
+                goto fail;
+            }
+            id = PyLong_AsLongLong(PyTuple_GET_ITEM(row, 0));
+            if (id == -1 && PyErr_Occurred())
+                goto fail;
+        } else if (!PyTuple_Check(row)) {
+            PyErr_SetString(PyExc_ValueError, "term_bitmaps: a row must be a tuple");
             goto fail;
         }
-        long long id = PyLong_AsLongLong(PyTuple_GET_ITEM(row, 0));
-        if (id == -1 && PyErr_Occurred())
-            goto fail;
         if (id < base || id - base >= nbits) {
             PyErr_SetString(PyExc_ValueError, "term_bitmaps: a row's id is outside the block");
             goto fail;
         }
         long long offset = id - base;
-        for (Py_ssize_t c = 1; c < PyTuple_GET_SIZE(row); c++) {
-            PyObject *v = PyTuple_GET_ITEM(row, c);
+        Py_ssize_t width = columns == NULL ? PyTuple_GET_SIZE(row) - 1 : ncols;
+        for (Py_ssize_t c = 0; c < width; c++) {
+            Py_ssize_t at = columns == NULL ? c + 1 : cols[c];
+            if (at >= PyTuple_GET_SIZE(row)) {
+                PyErr_SetString(PyExc_ValueError, "term_bitmaps: a row is shorter than a column's index");
+                goto fail;
+            }
+            PyObject *v = PyTuple_GET_ITEM(row, at);
             if (v == Py_None)
                 continue;
             if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v)) {
@@ -2573,7 +2592,7 @@ static PyMethodDef module_methods[] = {
     {"id_bitmap", py_id_bitmap, METH_VARARGS,
      "id_bitmap(rows, base, nbits) -> (bitmap, count): the (id,) rows as bits id - base (janus_utils._termbits)."},
     {"term_bitmaps", py_term_bitmaps, METH_VARARGS,
-     "term_bitmaps(rows, base, nbits, terms) -> [(bitmap, count)] per term of the (id, text, ...) rows, or None."},
+     "term_bitmaps(rows, base, nbits, terms[, columns, first_id]) -> [(bitmap, count)] per term, or None."},
     {"and_count", py_and_count, METH_O,
      "and_count(bitmaps) -> how many bits are set in every one of these bitmaps (janus_utils._termbits)."},
     {NULL, NULL, 0, NULL},

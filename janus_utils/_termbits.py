@@ -127,26 +127,31 @@ def _and_count(bitmaps: Sequence[bytes]) -> int:
 # ------------------------------------------------------------------ the flusher's side
 
 
-def _candidates(rows: Sequence[Sequence[object]]) -> list[str]:
-    """Words that a sample of the block's (id, text...) rows says may be in MIN_ROWS of them."""
+def _candidates(rows: Sequence[Sequence[object]], columns: Sequence[int] = (1, 2, 3)) -> list[str]:
+    """Words that a sample of the block's rows (text at *columns*) says may be in MIN_ROWS of them."""
     found: Counter[str] = Counter()
     for row in rows[::SAMPLE_EVERY]:
+        values = [row[i] for i in columns]
         text = " ".join(
-            value.decode("utf-8", "replace") if type(value) is bytes else value for value in row[1:] if value is not None
+            value.decode("utf-8", "replace") if type(value) is bytes else str(value) for value in values if value is not None
         )
         found.update(_WORD.findall(text.lower()))  # term counts: never fewer than rows
     return [term for term, n in found.items() if n >= _SAMPLE_FLOOR and len(term) <= _TERM_MAX]
 
 
-def _from_rows(rows: list[tuple[object, ...]], low: int, terms: list[str]) -> list[tuple[bytes, int]] | None:
+def _from_rows(
+    rows: list[tuple[object, ...]], low: int, terms: list[str], columns: tuple[int, ...] | None = None
+) -> list[tuple[bytes, int]] | None:
     """Each term's bitmap and count read from the rows' text in C, as unicode61 reads ASCII
-    (janus_utils._words); None without the extension or for text it cannot read exactly."""
+    (janus_utils._words); None without the extension or for text it cannot read exactly.
+    Rows are (id, text...), or with *columns* the text at those indexes and ids from *low* on."""
     term_bitmaps = getattr(speedups, "term_bitmaps", None) if native_enabled() else None
     if term_bitmaps is None:
         return None
     found: list[tuple[bytes, int]] = []
+    extra = () if columns is None else (columns, low)
     for start in range(0, len(terms), _TERMS_PER_CALL):
-        part = term_bitmaps(rows, low, BLOCK_IDS, tuple(terms[start : start + _TERMS_PER_CALL]))
+        part = term_bitmaps(rows, low, BLOCK_IDS, tuple(terms[start : start + _TERMS_PER_CALL]), *extra)
         if part is None:
             return None
         found.extend(part)
@@ -191,7 +196,8 @@ class Filling:
 
     def __init__(self, text_at: tuple[int, ...]) -> None:
         self._text_at = text_at  # where a row holds message, fields and exception
-        self._rows: list[tuple[object, ...]] = []  # (id, text...) from a block's first id on
+        self._rows: list[Sequence[object]] = []  # the rows from a block's first id on, as committed
+        self._first = 0  # the id of self._rows[0]
         self._next = -1  # the id the next batch must start at to continue them
         self._usable: bool | None = None  # the tables exist and the index reads text plainly
 
@@ -206,24 +212,24 @@ class Filling:
         if self._usable is None:
             self._usable = bool(
                 db.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (TERM_BLOCKS_TABLE,)).fetchall()
-            ) and plain_tokenizer(db)
-        if not self._usable or not (native_enabled() and hasattr(speedups, "term_bitmaps")):
+            ) and plain_tokenizer(db) and native_enabled() and hasattr(speedups, "term_bitmaps")
+        if not self._usable:
             return 0
-        if first_id != self._next:
-            self._rows = []
+        if first_id != self._next or not self._rows:
+            skip = -first_id % BLOCK_IDS  # a block is kept from its first id on
+            self._rows, self._first = list(rows[skip:]), first_id + skip
+        else:
+            self._rows.extend(rows)  # references only: no row is copied
         self._next = first_id + len(rows)
-        skip = 0 if self._rows else -first_id % BLOCK_IDS  # a block is kept from its first id on
-        at = self._text_at
-        self._rows.extend((first_id + n, *(row[i] for i in at)) for n, row in enumerate(rows[skip:], skip))
         built = 0
         while len(self._rows) >= BLOCK_IDS:
             block_rows, self._rows = self._rows[:BLOCK_IDS], self._rows[BLOCK_IDS:]
-            block = int(block_rows[0][0]) // BLOCK_IDS  # type: ignore[call-overload]
-            terms = _candidates(block_rows)
-            found = _from_rows(block_rows, block * BLOCK_IDS, terms) if terms else []
+            low, self._first = self._first, self._first + BLOCK_IDS
+            terms = _candidates(block_rows, self._text_at)
+            found = _from_rows(block_rows, low, terms, self._text_at) if terms else []  # type: ignore[arg-type]
             if found is not None:  # None: text read otherwise than exactly, left to build()
                 with db:  # a savepoint: a failure here costs the batch nothing
-                    _store(db, block, terms, found)
+                    _store(db, low // BLOCK_IDS, terms, found)
                 built += 1
         return built
 
