@@ -453,8 +453,8 @@ _TERM_BITS = textwrap.dedent(
     -- "{FTS_TABLE}" finds for it (bit i: id block * {TERM_BLOCK_IDS} + i): count()
     -- of common terms ANDs and counts bits instead of walking doclists of
     -- millions (janus_utils._termbits).  The flusher builds a block's
-    -- bitmaps when idle, oldest block first, from the rows' text read as the
-    -- index reads it, and lists the block in "{TERM_BLOCKS_TABLE}"; a reader trusts only
+    -- bitmaps as its last batch commits, or when idle, from the rows' text
+    -- read as the index reads it, and lists the block in "{TERM_BLOCKS_TABLE}"; a reader trusts only
     -- the blocks listed there and asks the index for the rest.  Retention's
     -- deletes and an import's rows take their blocks off the list, as they
     -- tell the rollup (janus_utils._rollup); an edit of a row's id or text,

@@ -4,12 +4,15 @@ FTS5 counts an AND of two words by walking both doclists: two words each in
 a third of ten million rows are 6.8 million entries, some 250 ms, growing
 with the database.  Here the ids are cut into blocks of BLOCK_IDS (block =
 id // BLOCK_IDS); for each block below the rollup's covered_upto the
-flusher stores, when idle, the exact bitmap of the rows holding each term
-that at least MIN_ROWS of them hold (table ``janus_term_bits``, the block
-then listed as done in ``janus_term_blocks``; the schema is in _schema).  A
-count of words ANDs and counts the done blocks' bitmaps (2,000 bytes each)
-and asks the index only for the blocks where a word has none and for the
-ids outside the done blocks, as ``rowid`` ranges, which FTS5 seeks to.
+flusher stores the exact bitmap of the rows holding each term that at least
+MIN_ROWS of them hold (table ``janus_term_bits``, the block then listed as
+done in ``janus_term_blocks``; the schema is in _schema): the commit that
+completes a block, from the rows in hand (:class:`Filling`), and idle turns
+the blocks it could not (:func:`build`).  A count of words ANDs and counts
+the done blocks' bitmaps (2,000 bytes each; a reader keeps each block's
+count, :class:`Counts`) and asks the index only for the blocks where a word
+has none and for the ids outside the done blocks, as ``rowid`` ranges,
+which FTS5 seeks to.
 
 Exact: the index holds the rows' text (the flusher, retention and import
 keep the two in step), and a bitmap is built in the transaction that
