@@ -2421,6 +2421,255 @@ static PyObject *py_guard_sqlite_connect(PyObject *self, PyObject *callback) {
     Py_RETURN_NONE;
 }
 
+/* ---- term bitmaps (janus_utils._termbits) ----
+ * A bitmap is bytes, bit i of the block at byte i >> 3, bit i & 7
+ * (little-endian), trailing zero bytes left off.  Called by one thread at a
+ * time per object, under the GIL. */
+
+/* id_bitmap(rows, base, nbits) -> (bitmap, count): rows yields (id,) with
+ * base <= id < base + nbits, as SELECT "rowid" ... BETWEEN gives them. */
+static PyObject *py_id_bitmap(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *rows;
+    long long base;
+    Py_ssize_t nbits;
+    if (!PyArg_ParseTuple(args, "OLn:id_bitmap", &rows, &base, &nbits))
+        return NULL;
+    if (nbits <= 0 || nbits % 8 || nbits > (1 << 24)) {
+        PyErr_SetString(PyExc_ValueError, "id_bitmap: nbits must be a positive multiple of 8, at most 2**24");
+        return NULL;
+    }
+    unsigned char *bits = PyMem_Calloc((size_t)nbits / 8, 1);
+    if (bits == NULL)
+        return PyErr_NoMemory();
+    PyObject *it = PyObject_GetIter(rows);
+    if (it == NULL)
+        goto fail;
+    long long n = 0;
+    Py_ssize_t used = 0; /* bytes up to the highest bit set */
+    PyObject *row;
+    while ((row = PyIter_Next(it)) != NULL) {
+        PyObject *value = PyTuple_Check(row) && PyTuple_GET_SIZE(row) == 1 ? PyTuple_GET_ITEM(row, 0) : NULL;
+        long long id = value != NULL && PyLong_Check(value) ? PyLong_AsLongLong(value) : -1;
+        int bad = value == NULL || !PyLong_Check(value) || (id == -1 && PyErr_Occurred());
+        Py_DECREF(row);
+        if (bad || id < base || id - base >= nbits) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "id_bitmap: a row is not (id,) with an id in the block");
+            Py_DECREF(it);
+            goto fail;
+        }
+        long long offset = id - base;
+        bits[offset >> 3] |= (unsigned char)(1u << (offset & 7));
+        if ((offset >> 3) + 1 > used)
+            used = (Py_ssize_t)(offset >> 3) + 1;
+        n++;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        goto fail;
+    PyObject *result = Py_BuildValue("(y#L)", (const char *)bits, used, n);
+    PyMem_Free(bits);
+    return result;
+fail:
+    PyMem_Free(bits);
+    return NULL;
+}
+
+/* term_bitmaps(rows, base, nbits, terms[, columns, first_id]) -> [(bitmap,
+ * count) per term], or None: rows are (id, text, ...) with base <= id <
+ * base + nbits; or, given columns (a tuple of indexes) and first_id, rows
+ * whose text is at those indexes, row i having id first_id + i.  Terms are
+ * lowercase ASCII letters and digits (at most TERM_MAX bytes, at most
+ * TERM_SLOTS / 4 of them).  A term's bit is set for each row holding it as a
+ * token, as unicode61 splits and folds ASCII text (word_char, as the word
+ * signature reads it).  None when a text column holds what that reading
+ * cannot describe exactly (see add_words): the caller asks the index. */
+#define TERM_MAX 64
+#define TERM_SLOTS 256
+
+static PyObject *py_term_bitmaps(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *rows, *terms, *columns = NULL;
+    long long base, first_id = 0;
+    Py_ssize_t nbits;
+    if (!PyArg_ParseTuple(args, "O!LnO!|O!L:term_bitmaps", &PyList_Type, &rows, &base, &nbits, &PyTuple_Type, &terms,
+                          &PyTuple_Type, &columns, &first_id))
+        return NULL;
+    Py_ssize_t cols[MAX_ROW_COLUMNS];
+    Py_ssize_t ncols = columns == NULL ? 0 : row_columns("term_bitmaps", columns, cols);
+    if (ncols < 0)
+        return NULL;
+    Py_ssize_t nterms = PyTuple_GET_SIZE(terms);
+    if (nbits <= 0 || nbits % 8 || nbits > (1 << 24) || nterms > TERM_SLOTS / 4) {
+        PyErr_SetString(PyExc_ValueError, "term_bitmaps: nbits a positive multiple of 8 up to 2**24, at most 64 terms");
+        return NULL;
+    }
+    /* An open-addressed table of the terms by their hash: slot -> term index + 1. */
+    int slot_of[TERM_SLOTS] = {0};
+    uint32_t hash_of[TERM_SLOTS / 4];
+    for (Py_ssize_t t = 0; t < nterms; t++) {
+        PyObject *term = PyTuple_GET_ITEM(terms, t);
+        if (!PyUnicode_CheckExact(term) || !PyUnicode_IS_ASCII(term) || PyUnicode_GET_LENGTH(term) == 0 ||
+            PyUnicode_GET_LENGTH(term) > TERM_MAX) {
+            PyErr_SetString(PyExc_ValueError, "term_bitmaps: a term must be lowercase ASCII letters and digits");
+            return NULL;
+        }
+        const unsigned char *s = PyUnicode_1BYTE_DATA(term);
+        uint32_t h = WORD_HASH_START;
+        for (Py_ssize_t i = 0; i < PyUnicode_GET_LENGTH(term); i++) {
+            if (word_char[s[i]] != s[i]) {
+                PyErr_SetString(PyExc_ValueError, "term_bitmaps: a term must be lowercase ASCII letters and digits");
+                return NULL;
+            }
+            h = WORD_HASH_STEP(h, s[i]);
+        }
+        hash_of[t] = h;
+        uint32_t slot = h % TERM_SLOTS;
+        while (slot_of[slot])
+            slot = (slot + 1) % TERM_SLOTS;
+        slot_of[slot] = (int)t + 1;
+    }
+    size_t bytes = (size_t)nbits / 8;
+    unsigned char *bits = PyMem_Calloc(nterms ? (size_t)nterms * bytes : 1, 1);
+    if (bits == NULL)
+        return PyErr_NoMemory();
+    unsigned char token[TERM_MAX];
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *row = PyList_GET_ITEM(rows, r);
+        long long id = first_id + r;
+        if (columns == NULL) {
+            if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < 1 || !PyLong_Check(PyTuple_GET_ITEM(row, 0))) {
+                PyErr_SetString(PyExc_ValueError, "term_bitmaps: a row must be a tuple (id, text, ...)");
+                goto fail;
+            }
+            id = PyLong_AsLongLong(PyTuple_GET_ITEM(row, 0));
+            if (id == -1 && PyErr_Occurred())
+                goto fail;
+        } else if (!PyTuple_Check(row)) {
+            PyErr_SetString(PyExc_ValueError, "term_bitmaps: a row must be a tuple");
+            goto fail;
+        }
+        if (id < base || id - base >= nbits) {
+            PyErr_SetString(PyExc_ValueError, "term_bitmaps: a row's id is outside the block");
+            goto fail;
+        }
+        long long offset = id - base;
+        Py_ssize_t width = columns == NULL ? PyTuple_GET_SIZE(row) - 1 : ncols;
+        for (Py_ssize_t c = 0; c < width; c++) {
+            Py_ssize_t at = columns == NULL ? c + 1 : cols[c];
+            if (at >= PyTuple_GET_SIZE(row)) {
+                PyErr_SetString(PyExc_ValueError, "term_bitmaps: a row is shorter than a column's index");
+                goto fail;
+            }
+            PyObject *v = PyTuple_GET_ITEM(row, at);
+            if (v == Py_None)
+                continue;
+            if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v)) {
+                PyMem_Free(bits);
+                Py_RETURN_NONE;
+            }
+            const unsigned char *s = PyUnicode_1BYTE_DATA(v);
+            Py_ssize_t len = PyUnicode_GET_LENGTH(v);
+            uint32_t h = WORD_HASH_START;
+            Py_ssize_t k = 0; /* the token's length so far */
+            for (Py_ssize_t i = 0; i <= len; i++) {
+                unsigned char ch = i < len ? word_char[s[i]] : 0;
+                if (ch) {
+                    if (k < TERM_MAX)
+                        token[k] = ch;
+                    k++;
+                    h = WORD_HASH_STEP(h, ch);
+                    continue;
+                }
+                if (i < len && s[i] == 0) {
+                    PyMem_Free(bits); /* a NUL: what FTS5 makes of the rest is not ours to guess */
+                    Py_RETURN_NONE;
+                }
+                if (k && k <= TERM_MAX) {
+                    for (uint32_t slot = h % TERM_SLOTS; slot_of[slot]; slot = (slot + 1) % TERM_SLOTS) {
+                        Py_ssize_t t = slot_of[slot] - 1;
+                        PyObject *term = PyTuple_GET_ITEM(terms, t);
+                        if (hash_of[t] == h && PyUnicode_GET_LENGTH(term) == k &&
+                            memcmp(PyUnicode_1BYTE_DATA(term), token, (size_t)k) == 0) {
+                            bits[(size_t)t * bytes + (size_t)(offset >> 3)] |= (unsigned char)(1u << (offset & 7));
+                            break;
+                        }
+                    }
+                }
+                h = WORD_HASH_START, k = 0;
+            }
+        }
+    }
+    PyObject *out = PyList_New(nterms);
+    if (out == NULL)
+        goto fail;
+    for (Py_ssize_t t = 0; t < nterms; t++) {
+        const unsigned char *b = bits + (size_t)t * bytes;
+        size_t used = bytes;
+        while (used && b[used - 1] == 0)
+            used--;
+        long long count = 0;
+        for (size_t i = 0; i < used; i++)
+            count += __builtin_popcount(b[i]);
+        PyObject *item = Py_BuildValue("(y#L)", (const char *)b, (Py_ssize_t)used, count);
+        if (item == NULL) {
+            Py_DECREF(out);
+            goto fail;
+        }
+        PyList_SET_ITEM(out, t, item);
+    }
+    PyMem_Free(bits);
+    return out;
+fail:
+    PyMem_Free(bits);
+    return NULL;
+}
+
+/* and_count(bitmaps) -> how many bits are set in every one of them (a list or
+ * tuple of bytes, at least one); past the end of the shortest, none. */
+static PyObject *py_and_count(PyObject *module, PyObject *arg) {
+    (void)module;
+    if (!PyList_Check(arg) && !PyTuple_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "and_count: a list or tuple of bytes");
+        return NULL;
+    }
+    Py_ssize_t k = PySequence_Fast_GET_SIZE(arg);
+    PyObject **items = PySequence_Fast_ITEMS(arg);
+    if (k == 0) {
+        PyErr_SetString(PyExc_ValueError, "and_count: no bitmap");
+        return NULL;
+    }
+    Py_ssize_t len = PY_SSIZE_T_MAX;
+    for (Py_ssize_t j = 0; j < k; j++) {
+        if (!PyBytes_Check(items[j])) {
+            PyErr_SetString(PyExc_TypeError, "and_count: a list or tuple of bytes");
+            return NULL;
+        }
+        if (PyBytes_GET_SIZE(items[j]) < len)
+            len = PyBytes_GET_SIZE(items[j]);
+    }
+    unsigned long long total = 0;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t word, x;
+        memcpy(&word, PyBytes_AS_STRING(items[0]) + i, 8);
+        for (Py_ssize_t j = 1; j < k; j++) {
+            memcpy(&x, PyBytes_AS_STRING(items[j]) + i, 8);
+            word &= x;
+        }
+        total += (unsigned long long)__builtin_popcountll(word);
+    }
+    for (; i < len; i++) {
+        unsigned char byte = (unsigned char)PyBytes_AS_STRING(items[0])[i];
+        for (Py_ssize_t j = 1; j < k; j++)
+            byte &= (unsigned char)PyBytes_AS_STRING(items[j])[i];
+        total += (unsigned long long)__builtin_popcount(byte);
+    }
+    return PyLong_FromUnsignedLongLong(total);
+}
+
 static PyMethodDef module_methods[] = {
     {"encode", py_encode, METH_O,
      "encode(obj) -> bytes: marshal.dumps(obj, 2), for the plain records this module writes."},
@@ -2442,6 +2691,12 @@ static PyMethodDef module_methods[] = {
      "set_python_from(level) -> previous: calls at this level and above take the Python path."},
     {"guard_sqlite_connect", py_guard_sqlite_connect, METH_O,
      "guard_sqlite_connect(guard): call guard(database) before every sqlite3.connect (an audit hook)."},
+    {"id_bitmap", py_id_bitmap, METH_VARARGS,
+     "id_bitmap(rows, base, nbits) -> (bitmap, count): the (id,) rows as bits id - base (janus_utils._termbits)."},
+    {"term_bitmaps", py_term_bitmaps, METH_VARARGS,
+     "term_bitmaps(rows, base, nbits, terms[, columns, first_id]) -> [(bitmap, count)] per term, or None."},
+    {"and_count", py_and_count, METH_O,
+     "and_count(bitmaps) -> how many bits are set in every one of these bitmaps (janus_utils._termbits)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from . import _resource, _ring, _rollup, _schema, _spill, _sqlite_guard, _words, security
+from . import _resource, _ring, _rollup, _schema, _spill, _sqlite_guard, _termbits, _words, security
 from ._console import Console
 from ._record import decode_row, native_enabled, speedups, unstorable_row
 from .error_handling.utils.errors import ConfigError, RingFormatError
@@ -118,6 +118,16 @@ _IDLE_MERGE_PAGES = 200
 # most a new record waits: the turn commits as soon as one is in the ring, or
 # flush(), stop() or fork() asks for the flusher.
 _IDLE_MERGE_STEPS = 20
+# Once the index is merged, idle turns build the term bitmaps of the blocks
+# below the rollup's mark (janus_utils._termbits), oldest first, each turn
+# one transaction of up to this many seconds; a block (some tens of ms) is
+# the most a new record waits.
+_IDLE_BITS_SECONDS = 0.5
+# A flusher that never has a quiet second (a server logging steadily) builds
+# one block at most this often when it finds the ring empty: 16,000 ids a
+# second keep up with such a server for some 2% of a core, and a burst
+# leaves less behind for the quiet turns.
+_BUSY_BITS_EVERY = 1.0
 _MERGE = f'INSERT INTO "{_schema.FTS_TABLE}"("{_schema.FTS_TABLE}", "rank") VALUES (\'merge\', ?)'
 # Under steady load, checkpoint once the WAL holds this many pages (16 MiB of
 # 4 KiB pages: measured, SQLite's 1,000 cost a quarter or more of the commit
@@ -407,6 +417,9 @@ class Flusher:
         self._backoff = 0.0
         self._batches_since_checkpoint = 0
         self._merge_due = False  # commits since the index was last found merged
+        self._bits_due = True  # blocks may lack their term bitmaps (at start: a migrated database)
+        self._bits_at = 0.0  # when the last bitmap turn ended
+        self._filling = _termbits.Filling(_TEXT_AT)  # the block being filled, built as its last batch commits
         self._wal_pages = 0  # pages in the WAL after the last commit (the WAL hook)
         self._page_size = 4096
         self._checkpoint_at = _CHECKPOINT_PAGES
@@ -892,6 +905,7 @@ class Flusher:
         self._last_commit = time.monotonic()
         self._batches_since_checkpoint += 1
         self._merge_due = True
+        self._bits_due = True
         if self._checkpoint_due():
             self._checkpoint()
         if self.pruner is not None:
@@ -998,6 +1012,7 @@ class Flusher:
             if one_by_one or self.any_non_ascii is None or self.any_non_ascii(rows, _WIDE_AT):
                 db.execute(_schema.WIDE_INDEX_SQL, (last,))  # CJK and emoji rows, also by trigrams
             _rollup.advance_batch(db, rows, last + 1, upto_id)
+            self._fill_blocks(db, rows, last + 1, upto_id, one_by_one)
             self.resources.save(db)
             db.execute(_SAVE_POS, (key, upto))
             sealed = self.sealer.seal(db, last, None if one_by_one else rows) if self.sealer is not None else None
@@ -1170,7 +1185,11 @@ class Flusher:
             # checkpoint by WAL size in _flush_locked bounds the WAL.
             quiet = time.monotonic() - self._last_commit >= _CHECKPOINT_AFTER_IDLE
             merging = self._merge_due and quiet and self._merge_steps()
-            if self._batches_since_checkpoint and quiet and self._checkpoint() and not merging:
+            building = self._bits_due and (
+                (quiet and not self._merge_due and self._term_bits_turn(_IDLE_BITS_SECONDS))
+                or (not quiet and time.monotonic() - self._bits_at >= _BUSY_BITS_EVERY and self._term_bits_turn(0.0))
+            )
+            if self._batches_since_checkpoint and quiet and self._checkpoint() and not merging and not building:
                 # Idle, the WAL holds nothing the database lacks: give its
                 # blocks back (16 MiB and more at rest, otherwise).  Not
                 # between merge turns: cutting the WAL is a change every reader
@@ -1212,6 +1231,43 @@ class Flusher:
             self._batches_since_checkpoint += 1
         return worked and not merged
 
+    def _fill_blocks(self, db: apsw.Connection, rows: list[tuple[Any, ...]], first: int, last: int, one_by_one: bool) -> None:
+        """Keep the batch's rows for the bitmaps of the block they fill (janus_utils._termbits.Filling)."""
+        if one_by_one or last - first + 1 != len(rows):
+            self._filling.reset()
+            return
+        try:
+            self._filling.add(db, rows, first)
+        except Exception as err:  # the block is left to the idle turns; the batch goes on
+            if isinstance(err, apsw.Error) and not db.in_transaction:
+                raise  # SQLite rolled the batch back (a full disk): retried as any failed commit
+            self._filling = _termbits.Filling(_TEXT_AT)  # and the tables looked at again
+            self._report(f"term bitmaps not built: {type(err).__name__}: {err}")
+
+    def _term_bits_turn(self, seconds: float) -> bool:
+        """Build blocks' term bitmaps for up to *seconds* (0: one block) in one transaction;
+        whether blocks are left."""
+        db = self.db
+        if db is None or self._disk_full:
+            return False
+        self._bits_at = time.monotonic()
+        try:
+            with _write_transaction(db):
+                built, left = _termbits.build(db, self._wanted, seconds)
+        except apsw.BusyError:
+            return False  # another writer: the next idle turn tries again
+        except apsw.Error:
+            self._bits_due = False  # full, or worse: the next commit asks again (counts use the index meanwhile)
+            return False
+        except Exception as err:  # a bug here must not stop the records: counts use the index
+            self._bits_due = False
+            self._report(f"term bitmaps not built: {type(err).__name__}: {err}")
+            return False
+        self._bits_due = left
+        if built:
+            self._batches_since_checkpoint += 1  # the next checkpoint may cut the WAL
+        return left
+
     def _wanted(self) -> bool:
         """Whether the idle work should give way: a record waits, or flush(), stop() or fork() asked."""
         return self.stopping or self.wake.is_set() or self.ring.stats().used > 0
@@ -1220,7 +1276,8 @@ class Flusher:
         if self.db is None:
             return
         try:
-            self.pruner.maybe_prune(self.db)  # type: ignore[union-attr]
+            if self.pruner.maybe_prune(self.db) is not None:  # type: ignore[union-attr]
+                self._bits_due = True  # the blocks it deleted from are to be built again
         except Exception as err:
             self._report(f"retention failed: {type(err).__name__}: {err}", kind="retention")
         else:

@@ -30,6 +30,7 @@ from typing import Any
 
 import apsw
 
+from . import _termbits
 from ._record import native_enabled, speedups
 from ._schema import COLUMNS, ROLLUP_STATE_TABLE, ROLLUP_TABLE, SPAN_IDS, SPAN_TABLE, TABLE
 
@@ -199,6 +200,7 @@ def count_inserted(db: apsw.Connection, ids: list[int]) -> None:
     """
     if ids:
         ids_json = json.dumps(ids)
+        _termbits.forget(db, ids_json)  # their blocks' bitmaps are built again, with them
         _change(db, ids_json, "+")
         covered = db.execute(f"SELECT \"value\" FROM {_S} WHERE \"key\" = 'covered_upto'").fetchall()
         if covered:
@@ -214,6 +216,7 @@ def count_deleted(db: apsw.Connection, ids_json: str) -> None:
     Their spans stay (a bound only widens); spans wholly below the oldest
     row left by earlier deletes go.
     """
+    _termbits.forget(db, ids_json)  # their blocks' bitmaps are built again, without them
     _change(db, ids_json, "-")
     db.execute(f'DELETE FROM {_P} WHERE "max_id" < (SELECT min("id") FROM {_T})')
 

@@ -15,6 +15,9 @@ __all__ = [
     "ROLLUP_TABLE",
     "SPAN_IDS",
     "SPAN_TABLE",
+    "TERM_BITS_TABLE",
+    "TERM_BLOCK_IDS",
+    "TERM_BLOCKS_TABLE",
     "DECODED_COLUMNS",
     "META_TABLE",
     "SHIP_CURSOR_TABLE",
@@ -38,12 +41,17 @@ TABLE = "logs"
 FTS_TABLE = "logs_fts"
 META_TABLE = "janus_meta"  # this database's identity (db_id) and other facts about it
 SHIP_CURSOR_TABLE = "janus_ship_cursor"  # how far each sink (janus_utils.ship) has got
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 WIDE_TABLE = "logs_wide"  # trigram index of the rows holding CJK or emoji (see _V_WIDE)
 ROLLUP_TABLE = "janus_rollup"  # records counted per minute, level and logger (janus_utils._rollup)
 ROLLUP_STATE_TABLE = "janus_rollup_state"  # how far the rollup has got
 SPAN_TABLE = "janus_spans"  # the ts range of each run of ids (janus_utils._rollup)
 SPAN_IDS = 16_384  # a span holds at most this many ids
+TERM_BITS_TABLE = "janus_term_bits"  # a block's rows holding a frequent term (janus_utils._termbits)
+# Ids per block of the term bitmaps: a bitmap of 2,000 bytes, two to a 4 KiB
+# page (16,384 ids, 2,048 bytes, took a page each: twice the bytes a record).
+TERM_BLOCK_IDS = 16_000
+TERM_BLOCKS_TABLE = "janus_term_blocks"  # the blocks whose frequent terms have their bitmaps
 # The level index holds only records at or above this level (WARNING).  SQLite
 # uses a partial index only for a query that repeats its WHERE term as written,
 # so every query meant for it says "level" >= 30 in those very words (a literal).
@@ -437,10 +445,43 @@ _SPAN_HOSTS = textwrap.dedent(
     """
 )
 
+_TERM_BITS = textwrap.dedent(
+    f"""
+    -- For each block of {TERM_BLOCK_IDS} ids (block = id / {TERM_BLOCK_IDS}) below
+    -- covered_upto, the terms held by at least one row in eight of the
+    -- block's ids, each with the exact bitmap of the block's rows that
+    -- "{FTS_TABLE}" finds for it (bit i: id block * {TERM_BLOCK_IDS} + i): count()
+    -- of common terms ANDs and counts bits instead of walking doclists of
+    -- millions (janus_utils._termbits).  The flusher builds a block's
+    -- bitmaps as its last batch commits, or when idle, from the rows' text
+    -- read as the index reads it, and lists the block in "{TERM_BLOCKS_TABLE}"; a reader trusts only
+    -- the blocks listed there and asks the index for the rest.  Retention's
+    -- deletes and an import's rows take their blocks off the list, as they
+    -- tell the rollup (janus_utils._rollup); an edit of a row's id or text,
+    -- by a trigger.  Empty until the flusher has caught up: no backfill here.
+    CREATE TABLE IF NOT EXISTS "{TERM_BLOCKS_TABLE}" (
+        "block" INTEGER PRIMARY KEY,
+        "stamp" INTEGER NOT NULL  -- new at each build: a reader's cached counts go by it
+    );
+    CREATE TABLE IF NOT EXISTS "{TERM_BITS_TABLE}" (
+        "block" INTEGER NOT NULL,
+        "term" TEXT NOT NULL,
+        "bits" BLOB NOT NULL,  -- little-endian bit order, trailing zero bytes left off
+        PRIMARY KEY ("block", "term")
+    );
+    CREATE TRIGGER IF NOT EXISTS "{TABLE}_term_bits_update"
+    AFTER UPDATE OF "id", "message", "fields", "exception" ON "{TABLE}"
+    BEGIN
+        DELETE FROM "{TERM_BLOCKS_TABLE}" WHERE "block" IN (OLD."id" / {TERM_BLOCK_IDS}, NEW."id" / {TERM_BLOCK_IDS});
+        DELETE FROM "{TERM_BITS_TABLE}" WHERE "block" IN (OLD."id" / {TERM_BLOCK_IDS}, NEW."id" / {TERM_BLOCK_IDS});
+    END;
+    """
+)
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: dict[int, str] = {
     0: _V1, 1: _V2, 2: _V3, 3: _SEAL, 4: _V_WIDE, 5: _ROLLUP, 6: _FTS_NO_COLUMNSIZE, 7: _USER_BUCKETS,
-    8: _SPANS + _LEVEL_INDEX_PARTIAL, 9: _WORDS + _SPAN_HOSTS,
+    8: _SPANS + _LEVEL_INDEX_PARTIAL, 9: _WORDS + _SPAN_HOSTS, 10: _TERM_BITS,
 }
 
 

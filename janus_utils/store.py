@@ -60,12 +60,16 @@ from ._schema import (
     LEVEL_INDEX_FLOOR,
     SCHEMA_VERSION,
     TABLE,
+    TERM_BLOCKS_TABLE,
     USER_BUCKET_BITS,
     USER_INDEX,
     WIDE_TABLE,
     user_buckets_sql,
     user_match_sql,
 )
+from ._termbits import Counts
+from ._termbits import count as count_terms
+from ._termbits import plain_terms
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.utils.errors import FileHandlerError, SearchQueryError
 from .file_handler import sqlite_path
@@ -450,6 +454,7 @@ class LogStore:
         self._json_path_escapes: bool | None = None
         self._rollup: Rollup | None = None
         self._text_as_bytes = False  # see _record_columns
+        self._term_counts = Counts()  # done blocks' counts of words (janus_utils._termbits)
         self._plans: Planner | None = None
         self._indexes: set[str] | None = None
         self._confirm: str | None = None  # the temporary full-text table, once made ("" when it cannot be)
@@ -612,6 +617,9 @@ class LogStore:
             columns = tuple(str(row[1]) for row in db.execute(f"PRAGMA table_info({_F})"))
             self._has_wide = bool(
                 db.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (WIDE_TABLE,)).fetchall()
+            )
+            self._has_term_bits = bool(
+                db.execute("SELECT 1 FROM sqlite_schema WHERE name = ?", (TERM_BLOCKS_TABLE,)).fetchall()
             )
             table_columns = {str(row[1]) for row in db.execute(f"PRAGMA table_info({_T})")}
             found = db.execute("SELECT sql FROM sqlite_schema WHERE name = ?", (FTS_TABLE,)).fetchall()
@@ -1433,6 +1441,12 @@ class LogStore:
         if counted is not None:
             return sum(number for _, _, number in counted)
         if selection.fts and not selection.where:
+            terms = plain_terms(selection.fts) if self._has_term_bits and self._plain_tokens else None
+            if terms:
+                # Words only: blocks' bitmaps where they have them (janus_utils._termbits).
+                fts, counts = selection.fts, self._term_counts
+                rows = self._run_with(selection, lambda db: [(count_terms(db, terms, fts, counts),)])
+                return int(rows[0][0]) if rows else 0
             # The index alone counts its matches: no row is read (retention
             # and import keep the index and the rows in step).
             rows = self._run(selection, lambda: (f"SELECT count(*) FROM {_F} WHERE {_F} MATCH ?", [selection.fts]))

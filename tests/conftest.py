@@ -61,6 +61,15 @@ def at_previous_version(db: apsw.Connection) -> None:
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")
 
 
+def before_migration(db: apsw.Connection, sql: str) -> None:
+    """Give an empty database the schema just before the migration holding *sql* (inside the
+    caller's transaction): a test of one migration stays one whatever follows it."""
+    (version,) = [n for n, migration in MIGRATIONS.items() if sql in migration]
+    for n in range(version):
+        db.execute(MIGRATIONS[n])
+    db.execute(f"PRAGMA user_version={version}")
+
+
 def open_writer(path: str | os.PathLike[str]) -> apsw.Connection:
     """A writing connection set up like the flusher's, schema created."""
     db = apsw.Connection(os.fspath(path))

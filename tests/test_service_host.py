@@ -14,7 +14,7 @@ import apsw
 import pytest
 
 import janus_utils as ju
-from conftest import FILL_FTS_SQL, INSERT_SQL, at_previous_version, make_row
+from conftest import FILL_FTS_SQL, INSERT_SQL, before_migration, make_row
 from janus_utils import _rollup, _schema
 from janus_utils._flusher import open_database
 from janus_utils.cli import main as cli_main
@@ -217,7 +217,7 @@ class TestArchives:
         conn = apsw.Connection(str(tmp_path / "old.db"))
         try:
             with conn:
-                at_previous_version(conn)
+                before_migration(conn, _schema._SPAN_HOSTS)
             assert 5 == import_archive(conn, name)
             assert [(_schema.SCHEMA_VERSION,)] == conn.execute("PRAGMA user_version").fetchall()
         finally:
@@ -359,7 +359,7 @@ class TestHostSpans:
         db = apsw.Connection(str(path))
         try:
             with db:
-                at_previous_version(db)
+                before_migration(db, _schema._SPAN_HOSTS)
                 insert = 'INSERT INTO "logs"("id", "ts", "level", "logger", "message", "host") VALUES (?, 1, 20, \'a\', \'m\', ?)'
                 db.executemany(insert, [(1, "a"), (2, "a"), (3, None), (20000, "a"), (20001, "b")])
                 db.execute("""UPDATE "janus_rollup_state" SET "value" = 20001 WHERE "key" = 'covered_upto'""")
@@ -377,7 +377,7 @@ def test_a_version_9_database_is_filtered_by_host_through_its_index(tmp_path: Pa
     db = apsw.Connection(str(path))
     try:
         with db:
-            at_previous_version(db)
+            before_migration(db, _schema._SPAN_HOSTS)
             db.executemany(INSERT_SQL, [make_row(f"m{n}", host=("a", "b")[n % 2]) for n in range(20)])
             db.execute(FILL_FTS_SQL, (0,))
             db.execute("""UPDATE "janus_rollup_state" SET "value" = 20 WHERE "key" = 'covered_upto'""")

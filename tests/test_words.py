@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import at_previous_version
+from conftest import before_migration
 
 import janus_utils as ju
 from janus_utils import _schema, _speedups, _words
@@ -165,7 +165,7 @@ def test_migrated_rows_hold_null_and_an_edit_gives_minus_one(tmp_path: Path) -> 
     db = apsw.Connection(str(path))
     try:
         with db:
-            at_previous_version(db)
+            before_migration(db, _schema._WORDS)
             db.execute("""INSERT INTO "logs"("ts", "level", "logger", "message", "user_id") VALUES (1, 20, 'a', 'old', 'u')""")
         _schema.ensure_schema(db)
         assert [(None,)] == db.execute('SELECT "words" FROM "logs"').fetchall()
