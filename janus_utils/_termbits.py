@@ -22,10 +22,14 @@ signature, janus_utils._words), or else from the index's own answers, term
 by term.  A block leaves the done list in the transaction of any change to
 its rows that the library makes (retention's deletes and imports, through
 :func:`forget`, as they tell the rollup; an edit of a row's id or text, by
-a trigger).  A change made with plain SQL outside the library (a DELETE
-from the sqlite3 shell, an index rebuilt by hand) is not seen, as for the
-rollup: ``DELETE FROM janus_term_blocks`` has the flusher build every block
-again.  An index with another tokenizer gets no bitmaps.
+a trigger).  The rows the flusher keeps for the block it fills
+(:class:`Filling`) are dropped when another connection commits, and a block
+is built from them only if all its ids are still there.  A change made with
+plain SQL outside the library (a DELETE from the sqlite3 shell, an edit
+that does not also update the index, an index rebuilt by hand) is not seen,
+as for the rollup: update ``logs_fts`` with the rows, then
+``DELETE FROM janus_term_blocks`` has the flusher build every block again.
+An index with another tokenizer gets no bitmaps.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ SAMPLE_EVERY = 32
 _SAMPLE_FLOOR = MIN_ROWS // SAMPLE_EVERY * 7 // 8
 
 _F = f'"{FTS_TABLE}"'
+_ROWS_IN = f'SELECT count(*) FROM "{TABLE}" WHERE "id" BETWEEN ? AND ?'
 _BITS = f'"{TERM_BITS_TABLE}"'
 _BLOCKS = f'"{TERM_BLOCKS_TABLE}"'
 _COVERED = f"""SELECT "value" FROM "{ROLLUP_STATE_TABLE}" WHERE "key" = 'covered_upto'"""
@@ -203,6 +208,7 @@ class Filling:
         self._first = 0  # the id of self._rows[0]
         self._next = -1  # the id the next batch must start at to continue them
         self._usable: bool | None = None  # the tables exist and the index reads text plainly
+        self._version: object = None  # PRAGMA data_version at the last batch
 
     def reset(self) -> None:
         """A commit these rows do not describe (rows one by one, another writer): start again."""
@@ -218,6 +224,11 @@ class Filling:
             ) and plain_tokenizer(db) and native_enabled() and hasattr(speedups, "term_bitmaps")
         if not self._usable:
             return 0
+        # Another connection committed since the last batch (a prune, an erase, an edit):
+        # the rows in hand may no longer be what the table holds.
+        version = db.execute("PRAGMA data_version").fetchall()[0][0]
+        if version != self._version:
+            self._version, self._rows = version, []
         if first_id != self._next or not self._rows:
             skip = -first_id % BLOCK_IDS  # a block is kept from its first id on
             self._rows, self._first = list(rows[skip:]), first_id + skip
@@ -228,6 +239,11 @@ class Filling:
         while len(self._rows) >= BLOCK_IDS:
             block_rows, self._rows = self._rows[:BLOCK_IDS], self._rows[BLOCK_IDS:]
             low, self._first = self._first, self._first + BLOCK_IDS
+            # Every id of the block still there (this connection's own prune may have
+            # deleted some since they were committed): else left to build().
+            present = db.execute(_ROWS_IN, (low, low + BLOCK_IDS - 1)).fetchall()[0][0]
+            if present != BLOCK_IDS:
+                continue
             terms = _candidates(block_rows, self._text_at)
             found = _from_rows(block_rows, low, terms, self._text_at) if terms else []  # type: ignore[arg-type]
             if found is not None:  # None: text read otherwise than exactly, left to build()

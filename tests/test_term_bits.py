@@ -534,6 +534,12 @@ class TestFilling:
             filling = _termbits.Filling((1,))
             rng = random.Random(9)
             rows = [(BASE_TS, _ascii(_message(rng, n))) for n in range(3 * B)]
+            with db:  # the ids of the block it completes are in the table (it checks)
+                db.execute(
+                    "WITH RECURSIVE i(n) AS (SELECT ? UNION ALL SELECT n + 1 FROM i WHERE n < ?) "
+                    "INSERT INTO logs(id, ts, level, logger, message) SELECT n, ?, 20, 'app', 'x' FROM i",
+                    (3 * B, 4 * B - 1, BASE_TS),
+                )
             with db:
                 assert 0 == filling.add(db, rows[: B // 2], B)  # from a block's start
                 assert 0 == filling.add(db, rows[: B // 2], B + B // 2 + 1)  # one id missing
@@ -542,6 +548,53 @@ class TestFilling:
             assert [3] == _done(db)
             words = db.execute('SELECT "term" FROM "janus_term_bits" WHERE "block" = 3').fetchall()
             assert set(COMMON) <= {word for (word,) in words}
+        finally:
+            db.close()
+
+    @pytest.mark.parametrize("mode", ["thread", "process"])
+    def test_rows_deleted_from_the_block_being_filled_are_not_counted(self, tmp_path: Path, mode: str) -> None:
+        """A prune (another connection) deletes rows of the block the flusher is filling; the block
+        completes afterwards: its bitmaps hold only the rows still there, as the index does."""
+        path = tmp_path / "logs.db"
+        ju.configure(path, console=False, **({"flusher": "process"} if mode == "process" else {}))
+        try:
+            log = ju.get_logger("app")
+            for n in range(B + 4000):  # the flusher keeps ids B .. B + 4000 of block 1
+                log.info("alpha bravo %d" if n % 2 else "alpha %d", n)
+            assert ju.flush(timeout=120)
+            db = open_writer(path)
+            try:
+                prune(db, max_rows=1000)  # deletes into block 1
+            finally:
+                db.close()
+            for n in range(B):  # block 1 completes in the flusher's next batches
+                log.info("alpha bravo again" if n % 2 else "alpha again")
+            assert ju.flush(timeout=120)
+        finally:
+            ju.shutdown()
+        _check(path)
+
+    def test_rows_deleted_by_this_connection_are_not_counted(self, tmp_path: Path) -> None:
+        """The flusher's own prune (same connection, no data_version change) deleted some of the
+        rows in hand: the block is left to the idle turns, which read the table."""
+        if not (native_enabled() and hasattr(speedups, "term_bitmaps")):
+            pytest.skip("the C extension is not built")
+        path = tmp_path / "logs.db"
+        db = open_writer(path)
+        try:
+            rows = [(BASE_TS, "alpha bravo") for _ in range(B)]
+            with db:
+                db.execute(
+                    "WITH RECURSIVE i(n) AS (SELECT ? UNION ALL SELECT n + 1 FROM i WHERE n < ?) "
+                    "INSERT INTO logs(id, ts, level, logger, message) SELECT n, ?, 20, 'app', 'x' FROM i",
+                    (B, 2 * B - 1, BASE_TS),
+                )
+            filling = _termbits.Filling((1,))
+            with db:
+                assert 0 == filling.add(db, rows[: B // 2], B)
+                db.execute("DELETE FROM logs WHERE id = ?", (B + 7,))
+                assert 0 == filling.add(db, rows[B // 2 :], B + B // 2)
+            assert [] == _done(db)
         finally:
             db.close()
 
