@@ -1452,8 +1452,11 @@ class LogStore:
             rows = self._run(selection, lambda: (f"SELECT count(*) FROM {_F} WHERE {_F} MATCH ?", [selection.fts]))
             return int(rows[0][0]) if rows else 0
         if selection.fts:
-            rows = self._run_with(
-                selection, lambda db: self._confirmed(db, selection, (), "id", None, None, None, counting=True)
+            # The filter's rows are copied, text and all: text that is not UTF-8 is read as bytes.
+            rows = self._decoding(
+                lambda: self._run_with(
+                    selection, lambda db: self._confirmed(db, selection, (), "id", None, None, None, counting=True)
+                )
             )
         else:
             rows = self._run(selection, lambda: self._sql(selection, "count(*)"))
@@ -1838,6 +1841,13 @@ class LogStore:
                 reason = str(exc).removeprefix("SQLError: ")
                 raise SearchQueryError(
                     f"invalid SQL {query!r} ({reason})", details={"query": query}
+                ) from exc
+            except UnicodeDecodeError as exc:
+                raise SearchQueryError(
+                    f"a value read by {query!r} is TEXT that is not UTF-8 (written by another program): "
+                    "select it as CAST(column AS BLOB) to read its bytes",
+                    details={"query": query},
+                    code="text_not_utf8",
                 ) from exc
 
 

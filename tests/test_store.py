@@ -541,6 +541,23 @@ class TestTextNotUtf8:
         assert (6, 5, 1) == (newest, counts[(20, "app")], counts[(20, "app\\xff")])
         assert (6, 6) == (store.count("plain"), store.count())
 
+    def test_a_count_whose_filter_leads_reads_the_text_as_bytes(self, make_log_db: Callable[..., Path]) -> None:
+        """A fresh store: count() with a narrow filter copies the rows' text, and meets the bad bytes first."""
+        rows = [make_row(f"plain {i} words", ts=BASE_TS + i * MINUTE, request_id=f"r{i}") for i in range(2000)]
+        path = make_log_db(rows)
+        db = apsw.Connection(str(path))
+        db.execute("UPDATE logs SET message = CAST(X'706c61696e20ff20776f726473' AS TEXT) WHERE id = 301")
+        db.execute("INSERT INTO logs_fts(logs_fts) VALUES('rebuild')")
+        db.close()
+        with LogStore(path) as store:
+            assert 1 == store.count("words", request_id="r300")
+
+    def test_own_sql_says_what_to_do(self, store: LogStore) -> None:
+        with pytest.raises(SearchQueryError, match="CAST") as info:
+            store.sql("SELECT message FROM logs WHERE id = 2")
+        assert "text_not_utf8" == info.value.code
+        assert [{"m": b"plain \xff words"}] == store.sql("SELECT CAST(message AS BLOB) AS m FROM logs WHERE id = 2")
+
 
 class TestFilters:
     def test_no_filter_newest_first(self, store: LogStore) -> None:
