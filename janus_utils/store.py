@@ -1235,17 +1235,21 @@ class LogStore:
             return everything()
         assert selection.fts is not None
         descending = order in ("newest", "id_desc")
-        text = ", ".join(self._text_sql(f'{_T}."{column}"') for column in self._fts_columns)
+        text = ", ".join(f'{_T}."{column}"' for column in self._fts_columns)
         holds = ", ".join(f'"{column}"' for column in self._fts_columns)
-        marks = ", ".join("?" for _ in self._fts_columns)
+        # One statement copies a batch, inside SQLite: FTS5 writes its pending terms
+        # out at the end of every statement, so a row per statement cost a segment a
+        # row (28 against 10 µs a row, with the match and snippet).
+        copy = (
+            f'INSERT INTO temp."{table}"("rowid", {holds}) SELECT "id", {text} FROM {_T} '
+            'WHERE "id" IN (SELECT "value" FROM json_each(?))'
+        )
         snippet_sql = self._text_sql(f'snippet("{table}", -1, ?, ?, ?, ?)')
         batch = _BATCH if limit is None else min(limit + 16, _BATCH)
         found: list[tuple[Any, ...]] = []
         if counting:
             columns, limit = f'{_T}."id"', None
-        sql, params = self._sql(
-            selection, f"{columns}, {text}", after_id=after_id, upto_id=upto_id, order=order, unmatched=True
-        )
+        sql, params = self._sql(selection, columns, after_id=after_id, upto_id=upto_id, order=order, unmatched=True)
         total = 0
         # One statement read in batches: the filter's rows are gathered once, and
         # reading stops when enough of them match.
@@ -1255,15 +1259,11 @@ class LogStore:
                 rows = list(itertools.islice(cursor, batch))
                 if not rows:
                     break
-                width = len(rows[0]) - len(self._fts_columns)
-                by_id = {row[0]: row[:width] for row in rows}
+                by_id = {row[0]: row for row in rows}
                 # Emptied first as well: a search stopped half way (its timeout) leaves rows.
                 db.execute(f'DELETE FROM temp."{table}"')
                 try:
-                    db.executemany(
-                        f'INSERT INTO temp."{table}"("rowid", {holds}) VALUES (?, {marks})',
-                        [(row[0], *row[width:]) for row in rows],
-                    )
+                    db.execute(copy, (json.dumps(list(by_id)),))
                     if counting:
                         total += db.execute(
                             f'SELECT count(*) FROM temp."{table}" WHERE "{table}" MATCH ?', (selection.fts,)
