@@ -29,6 +29,16 @@ RARE = ("404", "2024", "café", "naïve", "日本語", "Alpha", "x1", "ECHO")
 TERMS = (*COMMON, "echo", *RARE, "ALPHA", "Bravo", "cafe", "naive", "zulu", "status", "7")
 
 
+def _fill_ids(db: apsw.Connection, low: int, high: int) -> None:
+    """Rows with the ids low..high in the logs table (their text does not matter)."""
+    with db:
+        db.execute(
+            "WITH RECURSIVE i(n) AS (SELECT ? UNION ALL SELECT n + 1 FROM i WHERE n < ?) "
+            "INSERT INTO logs(id, ts, level, logger, message) SELECT n, ?, 20, 'app', 'x' FROM i",
+            (low, high, BASE_TS),
+        )
+
+
 def _message(rng: random.Random, row_id: int) -> str:
     if rng.random() < 0.01:
         return ""
@@ -534,12 +544,7 @@ class TestFilling:
             filling = _termbits.Filling((1,))
             rng = random.Random(9)
             rows = [(BASE_TS, _ascii(_message(rng, n))) for n in range(3 * B)]
-            with db:  # the ids of the block it completes are in the table (it checks)
-                db.execute(
-                    "WITH RECURSIVE i(n) AS (SELECT ? UNION ALL SELECT n + 1 FROM i WHERE n < ?) "
-                    "INSERT INTO logs(id, ts, level, logger, message) SELECT n, ?, 20, 'app', 'x' FROM i",
-                    (3 * B, 4 * B - 1, BASE_TS),
-                )
+            _fill_ids(db, 3 * B, 4 * B - 1)  # the ids of the block it completes (it checks)
             with db:
                 assert 0 == filling.add(db, rows[: B // 2], B)  # from a block's start
                 assert 0 == filling.add(db, rows[: B // 2], B + B // 2 + 1)  # one id missing
@@ -583,12 +588,7 @@ class TestFilling:
         db = open_writer(path)
         try:
             rows = [(BASE_TS, "alpha bravo") for _ in range(B)]
-            with db:
-                db.execute(
-                    "WITH RECURSIVE i(n) AS (SELECT ? UNION ALL SELECT n + 1 FROM i WHERE n < ?) "
-                    "INSERT INTO logs(id, ts, level, logger, message) SELECT n, ?, 20, 'app', 'x' FROM i",
-                    (B, 2 * B - 1, BASE_TS),
-                )
+            _fill_ids(db, B, 2 * B - 1)
             filling = _termbits.Filling((1,))
             with db:
                 assert 0 == filling.add(db, rows[: B // 2], B)
