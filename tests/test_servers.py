@@ -365,6 +365,13 @@ ASGI_PLAN = [
 ]
 
 
+def _started_pids(records: list[dict]) -> set[int]:
+    """The pids of the uvicorn workers whose "Started server process" record is stored."""
+    return {
+        r["pid"] for r in records if r["logger"].startswith("uvicorn.error") and "Started server process" in r["message"]
+    }
+
+
 def test_fastapi_under_uvicorn_2_workers(tmp_path: Path) -> None:
     """FastAPI + install() under uvicorn --workers 2 with the shipped --log-config file."""
     pytest.importorskip("fastapi")
@@ -382,13 +389,17 @@ def test_fastapi_under_uvicorn_2_workers(tmp_path: Path) -> None:
     try:
         load = Load(server, ASGI_PLAN, kill)
         load.run(rounds=40)
+        # uvicorn's supervisor restarts the killed worker on its own schedule, which
+        # the load may outrun: wait for the replacement's start record before stopping.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(_started_pids(read_db(server.db))) < 3:
+            time.sleep(0.2)
     finally:
         server.stop()
     records = read_db(server.db)
     figures = check(load, records, ASGI_PLAN)
     uvicorn = [r for r in records if r["logger"].startswith("uvicorn.error")]
-    started = [r for r in uvicorn if "Started server process" in r["message"]]
-    assert len({r["pid"] for r in started}) >= 3, [r["message"] for r in uvicorn]  # 2 workers and the replacement
+    assert len(_started_pids(records)) >= 3, [r["message"] for r in uvicorn]  # 2 workers and the replacement
     assert any("Started parent process" in r["message"] for r in uvicorn)
     plain = [r for r in records if r["logger"] == "uvicorn.access"]
     assert len(plain) == sum(a.path == "/plain" for a in load.answers)
