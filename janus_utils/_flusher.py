@@ -47,10 +47,13 @@ if TYPE_CHECKING:
 __all__ = ["Flusher", "open_database"]
 
 
-_INSERT = (
-    f'INSERT INTO "{_schema.TABLE}" ({", ".join(_schema.COLUMNS)}) '
-    f"VALUES ({', '.join('?' for _ in _schema.COLUMNS)})"
-)
+def _insert_sql(columns: tuple[str, ...], rows: int = 1) -> str:
+    """INSERT of *rows* rows of these columns into the logs table."""
+    values = f"({', '.join('?' for _ in columns)})"
+    return f'INSERT INTO "{_schema.TABLE}" ({", ".join(columns)}) VALUES ' + ", ".join([values] * rows)
+
+
+_INSERT = _insert_sql(_schema.COLUMNS)
 # Rows go in _ROWS_PER_INSERT to a statement: each execution of an INSERT
 # opens a cursor on the table and on each of its indexes, and apsw looks the
 # statement up again for every row of an executemany.  Counted by callgrind
@@ -59,19 +62,13 @@ _INSERT = (
 # measured alike.  The ids, the rows and a bad row's failure (the whole
 # statement, so the batch goes row by row as before) are the one-row INSERT's.
 _ROWS_PER_INSERT = 20
-_INSERT_MANY = (
-    f'INSERT INTO "{_schema.TABLE}" ({", ".join(_schema.COLUMNS)}) VALUES '
-    + ", ".join([f"({', '.join('?' for _ in _schema.COLUMNS)})"] * _ROWS_PER_INSERT)
-)
+_INSERT_MANY = _insert_sql(_schema.COLUMNS, _ROWS_PER_INSERT)
 # The same with each row's word signature (janus_utils._words) last, as
 # _speedups.sign_rows appends it; without the extension rows go in without
 # one (NULL, which every search passes).
 _SIGNED = (*_schema.COLUMNS, _words.COLUMN)
-_INSERT_SIGNED = f'INSERT INTO "{_schema.TABLE}" ({", ".join(_SIGNED)}) VALUES ({", ".join("?" for _ in _SIGNED)})'
-_INSERT_SIGNED_MANY = (
-    f'INSERT INTO "{_schema.TABLE}" ({", ".join(_SIGNED)}) VALUES '
-    + ", ".join([f"({', '.join('?' for _ in _SIGNED)})"] * _ROWS_PER_INSERT)
-)
+_INSERT_SIGNED = _insert_sql(_SIGNED)
+_INSERT_SIGNED_MANY = _insert_sql(_SIGNED, _ROWS_PER_INSERT)
 _TEXT_AT = tuple(_schema.COLUMNS.index(column) for column in ("message", "fields", "exception"))
 # A row needs trigrams (_schema.WIDE_INDEX_SQL) only for a character past
 # ASCII in one of these: a batch without one skips that statement, which

@@ -748,10 +748,10 @@ class TestSearchDrivers:
 
     def test_newest_search_needs_no_sort(self, big: LogStore) -> None:
         """The newest-first full-text plan walks the index by rowid: no temporary sort."""
-        from janus_utils.store import _SELECT_RECORD, Filters
+        from janus_utils.store import Filters
 
         selection = big._select("rare", False, Filters(level=20, logger="app"))
-        sql, params = big._sql(selection, _SELECT_RECORD, order="newest", limit=100)
+        sql, params = big._sql(selection, big._select_record, order="newest", limit=100)
         assert big._db is not None
         plan = " | ".join(row[3] for row in big._db.execute("EXPLAIN QUERY PLAN " + sql, params))
         assert plan.startswith("SCAN logs_fts") and "TEMP B-TREE" not in plan, plan
