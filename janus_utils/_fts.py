@@ -29,6 +29,7 @@ import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Collection, Mapping
+from typing import Any
 from dataclasses import dataclass
 
 from .error_handling.utils.errors import SearchQueryError
@@ -45,6 +46,7 @@ __all__ = [
     "required_tokens",
     "required_words",
     "split_wide",
+    "wide_tree",
     "WIDE_GLOB",
 ]
 
@@ -159,7 +161,12 @@ class _Not:
     negatives: tuple[_Node, ...]
 
 
-_Node = _Phrase | _Near | _Column | _Group | _Not
+@dataclass(frozen=True, slots=True)
+class _Wide:
+    text: str  # a term holding CJK or emoji: found as a substring (see split_wide)
+
+
+_Node = _Phrase | _Near | _Column | _Group | _Not | _Wide
 
 
 def _has_token_chars(text: str) -> bool:
@@ -611,8 +618,8 @@ def split_wide(text: str) -> tuple[str, list[tuple[str, bool]]]:
     """Take the terms holding CJK or emoji out of *text*: (the rest, [(term, excluded)]).
 
     Each such term (a word, or a "phrase") is then found as a substring, and
-    is always required, or always excluded when written -term or NOT term,
-    whatever AND or OR stand around it.
+    is required, or excluded when written -term or NOT term: the query's
+    meaning whenever wide_tree returns None, and the cheap way to run it.
     """
     if not _WIDE.search(text):
         return text, []
@@ -641,6 +648,127 @@ def split_wide(text: str) -> tuple[str, list[tuple[str, bool]]]:
 
 
 _NOT_BEFORE = re.compile(r"(?:^|(?<=\s))NOT\s+$")  # "NOT " right before a term
+
+
+def wide_tree(text: str, columns: Collection[str] = ()) -> _Node | None:
+    """The syntax tree of *text* with its CJK or emoji terms as substrings (_Wide leaves),
+    when split_wide's reading would change the query's meaning; None when it would not.
+
+    split_wide takes such a term out and requires (or excludes) it whatever
+    stands around it: right for ``注文 failed`` or ``-注文 failed``, wrong for
+    ``timeout OR 注文``, ``message:注文`` or ``error NOT (注文 retry)``.  For
+    those the caller evaluates this tree: each _Wide leaf as a substring, each
+    part without one as a full-text expression (compile_tree).
+
+    Raises SearchQueryError for such a term inside NEAR(), which finds words
+    by their positions and has no substring to offer.
+    """
+    if not _WIDE.search(text):
+        return None
+    tokens = _tokenize(_clean(text))
+    base = "jw"
+    folded = text.casefold()
+    while base in folded:
+        base += "q"
+    originals: list[str] = []
+
+    def placeholder(term: str) -> str:
+        originals.append(term)
+        return f"{base}{len(originals) - 1}z"
+
+    rewritten: list[_Token] = []
+    for token in tokens:
+        if token.kind not in ("word", "string") or not _WIDE.search(token.text):
+            rewritten.append(token)
+        elif token.kind == "string":
+            rewritten.append(_Token("string", placeholder(token.text), token.glued))
+        else:
+            word, lead = token.text, ""
+            if word.startswith("-"):
+                lead, word = "-", word[1:]
+            name, colon, rest = word.partition(":")
+            if colon and name.lower() in {column.lower() for column in columns} and rest:
+                lead, word = f"{lead}{name}:", rest
+            rewritten.append(_Token("word", lead + placeholder(word.rstrip("*")), token.glued))
+    parser = _Parser(rewritten, columns)
+    tree = parser.parse()
+    if tree is None:
+        return None  # only exclusions ("NOT 注文"): split_wide reads them right
+    key = re.compile(f"{base}(\\d+)z")
+
+    def restore(node: _Node) -> _Node:
+        if isinstance(node, _Phrase):
+            if not key.search(node.text):
+                return node
+            return _Wide(key.sub(lambda m: originals[int(m.group(1))], node.text))
+        if isinstance(node, _Near):
+            if any(key.search(phrase.text) for phrase in node.phrases):
+                raise SearchQueryError(
+                    f"{text!r}: a CJK or emoji term cannot be inside NEAR(), which finds words by position; "
+                    "search for it beside the NEAR() instead",
+                    code="wide_term_in_near",
+                )
+            return node
+        if isinstance(node, _Column):
+            return _Column(node.column, restore(node.node))
+        if isinstance(node, _Not):
+            return _Not(restore(node.positive), tuple(restore(n) for n in node.negatives))
+        if isinstance(node, _Group):
+            return _Group(node.op, tuple(restore(child) for child in node.children))
+        return node
+
+    tree = restore(tree)
+    return None if _split_reads(tree) else tree
+
+
+def _has_wide(node: _Node) -> bool:
+    if isinstance(node, _Wide):
+        return True
+    if isinstance(node, _Column):
+        return _has_wide(node.node)
+    if isinstance(node, _Not):
+        return _has_wide(node.positive) or any(_has_wide(n) for n in node.negatives)
+    if isinstance(node, _Group):
+        return any(_has_wide(child) for child in node.children)
+    return False
+
+
+def _split_reads(node: _Node) -> bool:
+    """Whether split_wide's "always required, or always excluded" is this tree's meaning:
+    each CJK or emoji term AND-ed in, or alone in a NOT."""
+    if isinstance(node, _Wide) or not _has_wide(node):
+        return True
+    if isinstance(node, _Group):
+        return node.op == "AND" and all(_split_reads(child) for child in node.children)
+    if isinstance(node, _Not):
+        return _split_reads(node.positive) and all(isinstance(n, _Wide) or not _has_wide(n) for n in node.negatives)
+    return False  # in a column filter
+
+
+def compile_tree(
+    node: _Node,
+    fts: Callable[[str], tuple[str, list[Any]]],
+    wide: Callable[[str, tuple[str, ...] | None], tuple[str, list[Any]]],
+    scope: tuple[str, ...] | None = None,
+) -> tuple[str, list[Any]]:
+    """*node* (from wide_tree) as one SQL condition: each largest part without a CJK or
+    emoji term through *fts* (its FTS5 expression), each such term through *wide* (its
+    text and the columns it must be in, None for all), combined with AND, OR and NOT."""
+    if not _has_wide(node):
+        return fts(_render(_Column(scope[0], node) if scope else node))
+    if isinstance(node, _Wide):
+        return wide(node.text, scope)
+    if isinstance(node, _Column):
+        return compile_tree(node.node, fts, wide, (node.column,))
+    parts: list[tuple[str, list[Any]]]
+    if isinstance(node, _Not):
+        positive = compile_tree(node.positive, fts, wide, scope)
+        negatives = [compile_tree(n, fts, wide, scope) for n in node.negatives]
+        sql = " AND ".join([f"({positive[0]})", *(f"NOT ({n[0]})" for n in negatives)])
+        return sql, [*positive[1], *(p for n in negatives for p in n[1])]
+    assert isinstance(node, _Group)
+    parts = [compile_tree(child, fts, wide, scope) for child in node.children]
+    return f" {node.op} ".join(f"({sql})" for sql, _ in parts), [p for _, params in parts for p in params]
 
 
 # ---------------------------------------------------------------- the same query without an index
@@ -695,11 +823,15 @@ def matcher(text: str, columns: Collection[str] = ("message", "fields", "excepti
     searched with it, so that a record answers a query the same way before
     and after it is pruned.
     """
-    rest, wide = split_wide(text)
-    parser = _Parser(_tokenize(_clean(rest)), columns)
-    tree = parser.parse()
-    exclusions = parser.exclusions if tree is None else []
     names = tuple(columns)
+    whole = wide_tree(text, names)
+    if whole is not None:
+        rest, wide, tree, exclusions = "", [], whole, []
+    else:
+        rest, wide = split_wide(text)
+        parser = _Parser(_tokenize(_clean(rest)), columns)
+        tree = parser.parse()
+        exclusions = parser.exclusions if tree is None else []
 
     def match(record: Mapping[str, str | None]) -> bool:
         cache: dict[str, list[str]] = {}
@@ -740,6 +872,8 @@ def matcher(text: str, columns: Collection[str] = ("message", "fields", "excepti
             return False
 
         def holds(node: _Node, scope: tuple[str, ...]) -> bool:
+            if isinstance(node, _Wide):
+                return any(node.text in (record.get(column) or "") for column in scope)
             if isinstance(node, _Phrase):
                 return any(starts(node, column) for column in scope)
             if isinstance(node, _Near):

@@ -43,12 +43,14 @@ import apsw
 from . import _words
 from ._fts import (
     check_query_size,
+    compile_tree,
     escape_query,
     excluded_only,
     quote_all,
     required_tokens,
     required_words,
     split_wide,
+    wide_tree,
 )
 from ._levels import level_name, parse_level
 from ._record import native_enabled
@@ -662,35 +664,53 @@ class LogStore:
                 selection.raw = raw
                 if raw:
                     selection.fts = _text(query, "query")
+                elif (tree := wide_tree(query, self._fts_columns)) is not None:
+                    # A CJK or emoji term under OR or in a column filter: the whole query as one condition.
+                    condition, params = compile_tree(tree, self._fts_condition, self._wide_condition)
+                    selection.add(condition, *params)
+                    selection.facts["other"] = True  # counts come from the rows, not the rollup
                 else:
                     query, wide = split_wide(query)
                     for term, excluded_term in wide:
                         self._wide_term(selection, term, excluded_term)
                     selection.fts = escape_query(query, self._fts_columns)
-                    if wide and not selection.fts:
-                        selection.fts = None  # the CJK or emoji terms alone select
                     excluded = excluded_only(query, self._fts_columns) if selection.fts == "" else None
+                    if wide and not selection.fts:
+                        selection.fts = None  # the CJK or emoji terms alone select (and exclusions beside them)
                     if excluded is not None:
                         # Only exclusions (-debug, NOT health): every record but the matches.
                         check_query_size(query, excluded)
                         selection.fts = None
                         selection.add(f'{_T}."id" NOT IN (SELECT "rowid" FROM {_F} WHERE {_F} MATCH ?)', excluded)
+                        selection.facts["other"] = True
                 if selection.fts is not None:
                     check_query_size(query, selection.fts)
         return selection
 
     def _wide_term(self, selection: _Selection, term: str, excluded: bool) -> None:
         """A term holding CJK or emoji: a substring of the message, fields or exception (see _fts.split_wide)."""
-        has = "NOT IN" if excluded else "IN"
+        condition, params = self._wide_condition(term)
+        selection.add(f"NOT ({condition})" if excluded else condition, *params)
+        selection.facts["other"] = True
+
+    def _wide_condition(self, term: str, columns: tuple[str, ...] | None = None) -> tuple[str, list[Any]]:
+        """The rows holding *term* (CJK or emoji) as a substring of *columns* (None: all three)."""
         if self._has_wide and len(term) >= 3:
-            selection.add(f'{_T}."id" {has} (SELECT "rowid" FROM "{WIDE_TABLE}" WHERE "{WIDE_TABLE}" MATCH ?)',
-                          '"' + term.replace('"', '""') + '"')
-            return
+            match = '"' + term.replace('"', '""') + '"'
+            if columns is not None:
+                match = "{" + " ".join(f'"{column}"' for column in columns) + "} : " + match
+            return f'{_T}."id" IN (SELECT "rowid" FROM "{WIDE_TABLE}" WHERE "{WIDE_TABLE}" MATCH ?)', [match]
         # Under three characters trigrams cannot look it up: each row holding
         # such characters (few, in most logs) is read instead.
-        found = " OR ".join(f'instr(coalesce({_T}."{column}", \'\'), ?) > 0' for column in ("message", "fields", "exception"))
-        rows = f'{_T}."id" IN (SELECT "rowid" FROM "{WIDE_TABLE}") AND ' if self._has_wide and not excluded else ""
-        selection.add(f"({rows}({found}))" if not excluded else f"NOT ({found})", term, term, term)
+        names = columns or ("message", "fields", "exception")
+        found = " OR ".join(f'instr(coalesce({_T}."{column}", \'\'), ?) > 0' for column in names)
+        rows = f'{_T}."id" IN (SELECT "rowid" FROM "{WIDE_TABLE}") AND ' if self._has_wide else ""
+        return f"({rows}({found}))", [term] * len(names)
+
+    def _fts_condition(self, expression: str) -> tuple[str, list[Any]]:
+        """The rows matching the FTS5 *expression*: a part of a query compiled by _fts.compile_tree."""
+        check_query_size(expression, expression)
+        return f'{_T}."id" IN (SELECT "rowid" FROM {_F} WHERE {_F} MATCH ?)', [expression]
 
     def _filters(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import BASE_TS, make_row, open_writer, write_batch
 from janus_utils import LogStore
+from janus_utils.error_handling import SearchQueryError
 from janus_utils._fts import matcher, tokens
 from janus_utils._schema import WIDE_TABLE, ensure_schema
 from janus_utils.retention import prune_path, search_archives
@@ -89,6 +91,57 @@ class TestCjkAndEmoji:
         assert found(db, "NOT 🚀") == found(db, "-🚀")
         assert "deploy done 🚀 all green" not in found(db, "NOT 🚀")
 
+    @pytest.mark.parametrize(
+        ("query", "messages"),
+        [
+            ("timeout OR 注文", ["payment timeout after 30 s", "東京の注文が失敗しました"]),
+            ("注文 OR 日本語", ["日本語のログを書きました", "東京の注文が失敗しました"]),
+            ("🔥 OR 🚀", ["deploy done 🚀 all green", "fire 🔥 in the hole"]),
+            ("ログ OR refused", ["connection refused, retrying", "日本語のログを書きました"]),  # two characters
+            ("(注文 OR 日本語) ログ", ["日本語のログを書きました"]),
+            ("ました NOT (注文 失敗)", ["日本語のログを書きました"]),
+            ("ました NOT (注文 日本語)", ["日本語のログを書きました", "東京の注文が失敗しました"]),
+            ("ました NOT (注文 OR ラーメン)", ["日本語のログを書きました"]),
+            ("green NOT (🔥 OR ラーメン)", []),
+            ("message:ラーメン", []),  # it is in the fields only
+            ("fields:ラーメン", ["deploy done 🚀 all green"]),
+            ("fields:ラーメン OR fire", ["deploy done 🚀 all green", "fire 🔥 in the hole"]),
+            ('"注文が" OR Café', ["Café au lait ordered", "東京の注文が失敗しました"]),
+            ("注文* OR 로그", ["東京の注文が失敗しました", "한국어 로그 메시지"]),
+            ("ラーメン -green", []),  # an exclusion beside a CJK term
+            ("ラーメン NOT fire", ["deploy done 🚀 all green"]),
+        ],
+    )
+    def test_in_or_groups_and_column_filters(self, db: Path, query: str, messages: list[str]) -> None:
+        """A CJK or emoji term keeps its place in the query: OR-ed, grouped, excluded as a group, in one column."""
+        assert messages == found(db, query)
+
+    def test_in_near_is_refused_with_a_clear_error(self, db: Path) -> None:
+        with LogStore(db) as store, pytest.raises(SearchQueryError) as caught:
+            store.search("NEAR(注文 failed)")
+        assert "wide_term_in_near" == caught.value.code
+
+    def test_random_queries_find_what_the_records_hold(self, db: Path) -> None:
+        """Random AND / OR / NOT / group / column queries mixing CJK, emoji and ASCII words:
+        search, count and every record's own matcher agree, and the answers are not all empty."""
+        rng = random.Random(1729)
+        words = ["注文", "日本語", "ログ", "로그", "🚀", "🔥", "ラーメン", "order", "connection", "timeout", "green", "fire"]
+        columns = ["", "", "", "message:", "fields:"]
+        with LogStore(db) as store:
+            records = store.search(None, limit=None)
+            nonempty = 0
+            for _ in range(300):
+                terms = [rng.choice(columns) + rng.choice(words) for _ in range(rng.randint(2, 4))]
+                query = terms[0]
+                for term in terms[1:]:
+                    query = rng.choice(["{} OR {}", "{} {}", "{} NOT {}", "({}) OR {}", "{} -{}"]).format(query, term)
+                match = matcher(query)
+                expected = sorted(r.message for r in records if match(_columns(r)))
+                got = sorted(r.message for r in store.search(query, limit=None))
+                assert (expected, len(expected)) == (got, store.count(query)), query
+                nonempty += bool(expected)
+        assert nonempty >= 60
+
     def test_only_rows_that_need_it_are_in_the_trigram_index(self, db: Path) -> None:
         """CJK and emoji rows are in logs_wide; ASCII ones cost nothing there."""
         conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
@@ -125,6 +178,28 @@ class TestCjkAndEmoji:
         ensure_schema(conn)
         conn.close()
         assert ["日本語のログを書きました"] == found(path, "のログ")
+
+
+def _columns(record: object) -> dict[str, str | None]:
+    """A record's indexed text as the matcher reads it: the fields as the flusher stores them."""
+    fields = record.fields  # type: ignore[attr-defined]
+    return {
+        "message": record.message,  # type: ignore[attr-defined]
+        "fields": json.dumps(fields, ensure_ascii=False) if fields else None,
+        "exception": record.exception,  # type: ignore[attr-defined]
+    }
+
+
+class TestCountsOfQueriesWithoutWords:
+    @pytest.mark.parametrize("query", ["日本語", "🚀", "-🚀", "NOT 注文", "-order", "NOT connection", "timeout OR 注文"])
+    def test_count_and_histogram_count_the_records_search_finds(self, db: Path, query: str) -> None:
+        """A query answered without FTS5's MATCH alone (CJK, emoji, exclusions) is counted from the
+        rows it selects, not from the per-minute counts of every row."""
+        with LogStore(db) as store:
+            expected = len(store.search(query, limit=None))
+            histogram = store.histogram("1d", query=query)
+            assert (expected, expected) == (store.count(query), sum(sum(c.values()) for _, c in histogram)), query
+            assert expected < len(CORPUS)
 
 
 class TestExclusion:
@@ -166,6 +241,7 @@ QUERIES = [
     "conn*", "NEAR(connection peer, 2)", "NEAR(payment 30, 1)", "exception:peer", "message:peer",
     "cafe", "CAFÉ", "日本語", "のログ", "ログ", "🚀", "-🚀 done", "ラーメン", "abc-DEF.42", "timeout OR 注文",
     "123e4567-e89b-12d3-a456-426614174000", "e89b", "(order OR payment) -refunded",
+    "🔥 OR 日本語", "fields:ラーメン OR refused", "しました NOT (注文 OR timeout)",
 ]
 
 
