@@ -45,6 +45,7 @@ __all__ = [
     "matcher",
     "required_tokens",
     "required_words",
+    "parse_query",
     "split_wide",
     "wide_tree",
     "WIDE_GLOB",
@@ -659,42 +660,53 @@ def wide_tree(text: str, columns: Collection[str] = ()) -> _Node | None:
     ``timeout OR 注文``, ``message:注文`` or ``error NOT (注文 retry)``.  For
     those the caller evaluates this tree: each _Wide leaf as a substring, each
     part without one as a full-text expression (compile_tree).
+    """
+    if not _WIDE.search(text):
+        return None
+    tree, _ = parse_query(text, columns)
+    return None if tree is None or _split_reads(tree) else tree
+
+
+def parse_query(text: str, columns: Collection[str] = ()) -> tuple[_Node | None, list[_Node]]:
+    """*text*'s syntax tree, each CJK or emoji term in it a _Wide leaf (a substring), and,
+    when the query only excludes (``-debug``, ``NOT 注文``), what it excludes.
 
     Raises SearchQueryError for such a term inside NEAR(), which finds words
     by their positions and has no substring to offer.
     """
-    if not _WIDE.search(text):
-        return None
     tokens = _tokenize(_clean(text))
-    base = "jw"
-    folded = text.casefold()
-    while base in folded:
-        base += "q"
     originals: list[str] = []
+    if _WIDE.search(text):
+        base = "jw"
+        folded = text.casefold()
+        while base in folded:
+            base += "q"
+        key = re.compile(f"{base}(\\d+)z")
 
-    def placeholder(term: str) -> str:
-        originals.append(term)
-        return f"{base}{len(originals) - 1}z"
+        def placeholder(term: str) -> str:
+            originals.append(term)
+            return f"{base}{len(originals) - 1}z"
 
-    rewritten: list[_Token] = []
-    for token in tokens:
-        if token.kind not in ("word", "string") or not _WIDE.search(token.text):
-            rewritten.append(token)
-        elif token.kind == "string":
-            rewritten.append(_Token("string", placeholder(token.text), token.glued))
-        else:
-            word, lead = token.text, ""
-            if word.startswith("-"):
-                lead, word = "-", word[1:]
-            name, colon, rest = word.partition(":")
-            if colon and name.lower() in {column.lower() for column in columns} and rest:
-                lead, word = f"{lead}{name}:", rest
-            rewritten.append(_Token("word", lead + placeholder(word.rstrip("*")), token.glued))
-    parser = _Parser(rewritten, columns)
+        names = {column.lower() for column in columns}
+        rewritten: list[_Token] = []
+        for token in tokens:
+            if token.kind not in ("word", "string") or not _WIDE.search(token.text):
+                rewritten.append(token)
+            elif token.kind == "string":
+                rewritten.append(_Token("string", placeholder(token.text), token.glued))
+            else:
+                word, lead = token.text, ""
+                if word.startswith("-"):
+                    lead, word = "-", word[1:]
+                name, colon, rest = word.partition(":")
+                if colon and name.lower() in names and rest:
+                    lead, word = f"{lead}{name}:", rest
+                rewritten.append(_Token("word", lead + placeholder(word.rstrip("*")), token.glued))
+        tokens = rewritten
+    parser = _Parser(tokens, columns)
     tree = parser.parse()
-    if tree is None:
-        return None  # only exclusions ("NOT 注文"): split_wide reads them right
-    key = re.compile(f"{base}(\\d+)z")
+    if not originals:
+        return tree, parser.exclusions if tree is None else []
 
     def restore(node: _Node) -> _Node:
         if isinstance(node, _Phrase):
@@ -717,8 +729,9 @@ def wide_tree(text: str, columns: Collection[str] = ()) -> _Node | None:
             return _Group(node.op, tuple(restore(child) for child in node.children))
         return node
 
-    tree = restore(tree)
-    return None if _split_reads(tree) else tree
+    if tree is None:
+        return None, [restore(node) for node in parser.exclusions]
+    return restore(tree), []
 
 
 def _has_wide(node: _Node) -> bool:

@@ -35,7 +35,7 @@ from collections.abc import Generator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Unpack
 
-from ._fts import _clean, _Column, _Group, _Near, _Not, _Parser, _Phrase, _tokenize
+from ._fts import _Column, _Group, _Near, _Not, _Phrase, _Wide, parse_query
 from ._levels import level_name, parse_level
 from ._timeparse import TimeSpec, format_ts, parse_duration, parse_time, ts_datetime
 from .error_handling.api.errors import UpstreamError
@@ -128,6 +128,9 @@ class _Compiler:
                 return "0"
             self.words.extend((word, node.prefix) for word in _tokens(node.text))
             return f"match({_HAYSTACK[column]}, {_lit(regex)})"
+        if isinstance(node, _Wide):
+            # CJK or emoji: a substring, as LogStore's trigram index finds it.
+            return f"position({_HAYSTACK[column]}, {_lit(node.text.lower())}) > 0"
         if isinstance(node, _Near):
             return "(" + " AND ".join(self.condition(phrase, column) for phrase in node.phrases) + ")"
         if isinstance(node, _Column):
@@ -299,9 +302,14 @@ class ClickHouseStore:
                 raise SearchQueryError(f"query must be text, not {type(query).__name__}")
             if query.strip():
                 _text(query, "query")
-                tree = _Parser(_tokenize(_clean(query)), _FTS_COLUMNS).parse()
+                tree, excluded = parse_query(query, _FTS_COLUMNS)
                 compiler = _Compiler()
-                where.append(compiler.condition(tree) if tree is not None else "0")
+                if tree is not None:
+                    where.append(compiler.condition(tree))
+                elif excluded:  # -debug, NOT health: every record but these
+                    where.append("NOT (" + " OR ".join(_Compiler().condition(node) for node in excluded) + ")")
+                else:
+                    where.append("0")
         return where, compiler
 
     @staticmethod

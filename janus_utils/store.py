@@ -667,7 +667,7 @@ class LogStore:
                 elif (tree := wide_tree(query, self._fts_columns)) is not None:
                     # A CJK or emoji term under OR or in a column filter: the whole query as one condition.
                     condition, params = compile_tree(tree, self._fts_condition, self._wide_condition)
-                    selection.add(condition, *params)
+                    selection.add(f"({condition})", *params)
                     selection.facts["other"] = True  # counts come from the rows, not the rollup
                 else:
                     query, wide = split_wide(query)

@@ -116,6 +116,14 @@ class TestCjkAndEmoji:
         """A CJK or emoji term keeps its place in the query: OR-ed, grouped, excluded as a group, in one column."""
         assert messages == found(db, query)
 
+    @pytest.mark.parametrize("query", ["注文 OR connection", "🔥 OR 日本語", "fields:ラーメン OR order"])
+    def test_filters_hold_for_every_branch(self, db: Path, query: str) -> None:
+        """An OR-ed CJK term and a filter: the filter applies to both sides of the OR."""
+        with LogStore(db) as store:
+            every = store.search(query, limit=None)
+            late = store.search(query, limit=None, since=BASE_TS // 10**9 + 7)
+        assert [r for r in every if r.ts >= BASE_TS + 7 * 10**9] == late and len(late) < len(every)
+
     def test_in_near_is_refused_with_a_clear_error(self, db: Path) -> None:
         with LogStore(db) as store, pytest.raises(SearchQueryError) as caught:
             store.search("NEAR(注文 failed)")

@@ -169,6 +169,12 @@ def test_200k_records_from_4_processes_through_20_kills_and_a_replica_restart(cl
     assert found == [(200_000, 200_000), (200_000, 200_000)]
 
 
+def fleet_message(i: int, host: str) -> str:
+    """The fleet's i-th message on *host*: some with a CJK word or an emoji."""
+    text = f"payment timeout for order {i}" if i % 10 == 0 else f"order {i} paid on {host}"
+    return text + (" 注文" if i % 20 == 3 else "") + (" 🔥" if i % 30 == 7 else "")
+
+
 @pytest.fixture(scope="module")
 def fleet(clickhouse: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two hosts' databases shipped into one table, and their local twins for comparison."""
@@ -181,7 +187,7 @@ def fleet(clickhouse: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         for i in range(400):
             rows.append(
                 make_row(
-                    f"payment timeout for order {i}" if i % 10 == 0 else f"order {i} paid on {host}",
+                    fleet_message(i, host),
                     ts=BASE_TS + (n * 400 + i) * 10**9,
                     level=(10, 20, 30, 40)[i % 4],
                     logger=("svc.pay", "svc.db", "web")[i % 3],
@@ -189,7 +195,11 @@ def fleet(clickhouse: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
                     agent_id="planner-7" if i % 7 == 0 else None,
                     request_id=f"r{i}",
                     trace_id=f"t{i % 3}",
-                    fields=json.dumps({"status": 500 if i % 8 == 0 else 200, "tenant": "acme" if i % 2 else "globex"}),
+                    fields=json.dumps(
+                        {"status": 500 if i % 8 == 0 else 200, "tenant": "acme" if i % 2 else "globex"}
+                        | ({"note": "ラーメン"} if i % 40 == 9 else {}),
+                        ensure_ascii=False,
+                    ),
                     exception="Traceback\nTimeoutError: gateway timeout" if i % 50 == 0 else None,
                     service="shop",
                     host=host,
@@ -247,6 +257,13 @@ class TestFleet:
             (None, {"request_id": "r10"}),
             ("timeout", {"trace_id": "t1"}),
             ("timeout", {"host": "web-1", "service": "shop"}),
+            ("注文", {}),
+            ("🔥 OR timeout", {"level": "INFO"}),
+            ("order NOT 注文", {"user_id": "u3"}),
+            ("fields:ラーメン OR 🔥", {}),
+            ("message:ラーメン", {}),
+            ("-paid", {}),
+            ("NOT 注文", {"logger": "web"}),
         ],
     )
     def test_clickhouse_store_answers_like_logstore(self, fleet: dict[str, Any], query: str | None, filters: dict[str, Any]) -> None:
@@ -278,7 +295,7 @@ class TestFleet:
     def test_tail_and_its_cursor(self, fleet: dict[str, Any]) -> None:
         with ju.ClickHouseStore(fleet["url"]) as fleet_store:
             last = list(fleet_store.tail(5))
-            assert [r.message for r in last] == [f"order {i} paid on web-2" for i in range(395, 400)]
+            assert [r.message for r in last] == [fleet_message(i, "web-2") for i in range(395, 400)]
             after = list(fleet_store.tail(cursor=last[1].ts))
             assert [r.id for r in after] == [r.id for r in last[2:]]
             with pytest.raises(SearchQueryError, match="rank"):
