@@ -48,6 +48,7 @@ from ._fts import (
     quote_all,
     required_tokens,
     required_words,
+    snippet_phrases,
     split_wide,
 )
 from ._levels import level_name, parse_level
@@ -481,6 +482,12 @@ class LogStore:
             # reads included: how a statement past its deadline is stopped.
             self._db.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
             self._fts_columns = self._check_schema()  # first: it says what a bad file is
+            # Where the index's columns sit in a search's rows, for _made_snippets (() if not all do).
+            self._snippet_at: tuple[int, ...] = (
+                tuple(_RECORD_COLUMNS.index(column) for column in self._fts_columns)
+                if all(column in _RECORD_COLUMNS and column not in _ADDED_IN_V2 for column in self._fts_columns)
+                else ()
+            )
             # A search led by a narrow filter reads its rows one page each, all
             # over a big file (4,000 rows of a user in 10M: 4,000 pages); SQLite's
             # default 2 MiB cache keeps none of them for the next search.  Pages
@@ -1079,14 +1086,61 @@ class LogStore:
         rows = self._decoding(lambda: self._record_rows(selection, order, limit, after_id, upto_id))
         return _records_of(rows, with_snippet=bool(selection.fts))
 
+    # FTS5's snippet() over this external-content index reads each row again
+    # through the logs table and tokenizes its text two or three times: at
+    # 10M rows some 5 of a rare word's 8 µs a returned row.  For the queries
+    # and text it can (janus_utils._fts.snippet_phrases, ASCII text), C makes
+    # the same snippet from the text the search already read
+    # (_native/records.c); FTS5 still makes the others.
+    def _snippets_here(self, fts: str | None) -> bool:
+        """Whether a search for *fts* reads its rows with a NULL snippet that _made_snippets fills."""
+        return bool(
+            fts
+            and _c_records is not None
+            and native_enabled()
+            and not self._text_as_bytes
+            and self._snippet_at
+            and snippet_phrases(fts) is not None
+        )
+
+    def _made_snippets(
+        self, db: apsw.Connection, selection: _Selection, rows: list[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """*rows* (their snippet last, NULL) with FTS5's snippet of the query as it ran, made from their text."""
+        assert _c_records is not None and selection.fts
+        phrases = snippet_phrases(selection.fts)  # the query as it ran: a refused one is retried quoted
+        if phrases is None:
+            missing = list(range(len(rows)))
+        else:
+            rows, missing = _c_records.snippets(
+                rows, self._snippet_at, phrases, SNIPPET_START, SNIPPET_END, SNIPPET_ELLIPSIS, SNIPPET_WORDS
+            )
+        if missing:
+            # Text not ASCII and the like: FTS5's own, a seek by rowid each.
+            sql = f'SELECT {self._text_sql(f"snippet({_F}, -1, ?, ?, ?, ?)")} FROM {_F} WHERE {_F} MATCH ? AND "rowid" = ?'
+            params = [SNIPPET_START, SNIPPET_END, SNIPPET_ELLIPSIS, SNIPPET_WORDS, selection.fts, None]
+            for index in missing:
+                row = rows[index]
+                params[-1] = row[0]
+                found = db.execute(sql, params).fetchall()
+                rows[index] = (*row[:-1], found[0][0] if found else None)
+        return rows
+
     def _record_rows(
         self, selection: _Selection, order: str, limit: int | None, after_id: int | None, upto_id: int | None
     ) -> list[tuple[Any, ...]]:
         columns = self._select_record
         column_params: tuple[Any, ...] = ()
-        if selection.fts:
+        here = self._snippets_here(selection.fts)
+        if here:
+            columns += ", NULL"  # _made_snippets fills it
+        elif selection.fts:
             columns += ", " + self._text_sql(f"snippet({_F}, -1, ?, ?, ?, ?)")
             column_params = (SNIPPET_START, SNIPPET_END, SNIPPET_ELLIPSIS, SNIPPET_WORDS)
+
+        def finish(db: apsw.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+            return self._made_snippets(db, selection, rows) if here and rows else rows
+
         streams = None
         if selection.fts is None and order in ("newest", "oldest") and limit and after_id is None and upto_id is None:
             streams = self._planner().streams(
@@ -1099,12 +1153,12 @@ class LogStore:
         elif selection.fts and order != "rank":
             rows = self._run_with(
                 selection,
-                lambda db: self._confirmed(db, selection, column_params, order, limit, after_id, upto_id),
+                lambda db: finish(db, self._confirmed(db, selection, column_params, order, limit, after_id, upto_id)),
             )
         else:
-            rows = self._run(
-                selection,
-                lambda: self._sql(
+
+            def work(db: apsw.Connection) -> list[tuple[Any, ...]]:
+                sql, params = self._sql(
                     selection,
                     columns,
                     column_params=column_params,
@@ -1113,8 +1167,10 @@ class LogStore:
                     order=order,
                     limit=limit,
                     walk_ts=streams == WALK_TS,
-                ),
-            )
+                )
+                return finish(db, db.execute(sql, params).fetchall())
+
+            rows = self._run_with(selection, work)
         return rows
 
     def _by_user_buckets(self, selection: _Selection) -> bool:
@@ -1193,8 +1249,8 @@ class LogStore:
         upto_id: int | None,
         counting: bool = False,
     ) -> list[tuple[Any, ...]]:
-        """A full-text search's rows (each with its snippet), order and limit applied;
-        with *counting*, one row holding how many match (order and limit unused).
+        """A full-text search's rows (each with its snippet, NULL without *snippet_params*), order
+        and limit applied; with *counting*, one row holding how many match (order and limit unused).
 
         When a narrow filter leads, its rows that may match (LogStore._prefilter)
         are copied in batches into a temporary full-text table (one batch at a
@@ -1205,7 +1261,7 @@ class LogStore:
         every query term in every segment (250 µs with twelve segments).
         """
         columns = self._select_record
-        full = columns + ", " + self._text_sql(f"snippet({_F}, -1, ?, ?, ?, ?)")
+        full = columns + ", " + (self._text_sql(f"snippet({_F}, -1, ?, ?, ?, ?)") if snippet_params else "NULL")
 
         def everything() -> list[tuple[Any, ...]]:
             if counting:
@@ -1240,7 +1296,7 @@ class LogStore:
             f'INSERT INTO temp."{table}"("rowid", {holds}) SELECT "id", {text} FROM {_T} '
             'WHERE "id" IN (SELECT "value" FROM json_each(?))'
         )
-        snippet_sql = self._text_sql(f'snippet("{table}", -1, ?, ?, ?, ?)')
+        snippet_sql = self._text_sql(f'snippet("{table}", -1, ?, ?, ?, ?)') if snippet_params else "NULL"
         batch = _BATCH if limit is None else min(limit + 16, _BATCH)
         found: list[tuple[Any, ...]] = []
         if counting:
