@@ -234,12 +234,21 @@ typedef struct {
     int len[MAX_PHRASES];
 } Phrase;
 
-static int is_token_char(unsigned char c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+/* ASCII letters and digits, lowercased; 0 for every other byte (a separator to unicode61). */
+static unsigned char folded[256];
+
+static void fold_init(void) {
+    for (int c = '0'; c <= '9'; c++)
+        folded[c] = (unsigned char)c;
+    for (int c = 'a'; c <= 'z'; c++)
+        folded[c] = folded[c - 'a' + 'A'] = (unsigned char)c;
 }
 
-/* The unicode61 tokens of ASCII text: runs of letters and digits. -1 on no memory, -2 on a too long token. */
-static int tokenize(const char *z, int n, Tok **toks, int *cap) {
+#define is_token_char(c) (folded[(unsigned char)(c)] != 0)
+
+/* The unicode61 tokens of ASCII text (runs of letters and digits) appended to *toks from
+ * index *used; how many, -1 on no memory, -2 on a token FTS5 would cut. */
+static int tokenize(const char *z, int n, Tok **toks, int *cap, int used) {
     int count = 0, i = 0;
     while (i < n) {
         while (i < n && !is_token_char((unsigned char)z[i]))
@@ -251,8 +260,8 @@ static int tokenize(const char *z, int n, Tok **toks, int *cap) {
             i++;
         if (i - s > MAX_TOKEN)
             return -2;
-        if (count == *cap) {
-            int c = *cap ? *cap * 2 : 64;
+        if (used + count == *cap) {
+            int c = *cap ? *cap * 2 : 256;
             Tok *t = PyMem_Realloc(*toks, c * sizeof(Tok));
             if (t == NULL) {
                 PyErr_NoMemory();
@@ -261,8 +270,8 @@ static int tokenize(const char *z, int n, Tok **toks, int *cap) {
             *toks = t;
             *cap = c;
         }
-        (*toks)[count].start = s;
-        (*toks)[count].end = i;
+        (*toks)[used + count].start = s;
+        (*toks)[used + count].end = i;
         count++;
     }
     return count;
@@ -272,13 +281,9 @@ static int token_is(const char *z, Tok t, const char *q, int qn, int prefix) {
     int n = t.end - t.start;
     if (prefix ? n < qn : n != qn)
         return 0;
-    for (int i = 0; i < qn; i++) {
-        unsigned char c = (unsigned char)z[t.start + i];
-        if (c >= 'A' && c <= 'Z')
-            c += 'a' - 'A';
-        if (c != (unsigned char)q[i])
+    for (int i = 0; i < qn; i++)
+        if (folded[(unsigned char)z[t.start + i]] != (unsigned char)q[i])
             return 0;
-    }
     return 1;
 }
 
@@ -361,36 +366,16 @@ static int snippet_of(PyObject *row, const Py_ssize_t *at, int ncol, const Phras
     /* Every column's tokens, one after the other in *toks; the instances, by column, offset, phrase. */
     int base[MAX_COLUMNS];
     for (int c = 0; c < ncol; c++) {
-        Tok *mine = NULL;
-        int mycap = 0;
-        int n = text[c] ? tokenize(text[c], len[c], &mine, &mycap) : 0;
-        if (n < 0) {
-            PyMem_Free(mine);
+        int n = text[c] ? tokenize(text[c], len[c], toks, tokcap, total_toks) : 0;
+        if (n < 0)
             return n == -1 ? -1 : 0;
-        }
-        if (total_toks + n > *tokcap) {
-            int cap = *tokcap ? *tokcap : 64;
-            while (cap < total_toks + n)
-                cap *= 2;
-            Tok *t = PyMem_Realloc(*toks, cap * sizeof(Tok));
-            if (t == NULL) {
-                PyMem_Free(mine);
-                PyErr_NoMemory();
-                return -1;
-            }
-            *toks = t;
-            *tokcap = cap;
-        }
-        if (n)
-            memcpy(*toks + total_toks, mine, n * sizeof(Tok));
-        PyMem_Free(mine);
         base[c] = total_toks;
         ntok[c] = n;
         total_toks += n;
         const Tok *t = *toks + base[c];
         for (int i = 0; i < n; i++) {
             for (int p = 0; p < nphrase; p++) {
-                if (!ph[p].counted || i + ph[p].n > n)
+                if (!ph[p].counted || i + ph[p].n > n || folded[(unsigned char)text[c][t[i].start]] != (unsigned char)ph[p].tok[0][0])
                     continue;
                 int k = 0;
                 for (; k < ph[p].n; k++)
@@ -422,7 +407,11 @@ static int snippet_of(PyObject *row, const Py_ssize_t *at, int ncol, const Phras
     int best_col = 0, best_start = 0, best_score = 0, colsize = 0;
     for (int c = 0; c < ncol; c++) {
         const Tok *t = *toks + base[c];
-        int n = ntok[c], nfirst = 0;
+        int n = ntok[c], nfirst = 0, here = 0;
+        for (int ii = 0; ii < ninst && !here; ii++)
+            here = inst[ii].column == c;
+        if (!here)
+            continue; /* nothing FTS5 does for it counts */
         if (n > *firstcap) {
             int *f = PyMem_Realloc(*firsts, n * sizeof(int));
             if (f == NULL) {
@@ -637,7 +626,7 @@ static PyObject *snippets(PyObject *self, PyObject *args) {
             goto done;
         for (Py_ssize_t i = 0; i < width - 1; i++)
             PyTuple_SET_ITEM(copy, i, Py_NewRef(PyTuple_GET_ITEM(row, i)));
-        PyObject *snippet = made ? PyUnicode_DecodeUTF8(buf.p ? buf.p : "", buf.n, "surrogateescape") : Py_NewRef(Py_None);
+        PyObject *snippet = made ? PyUnicode_DecodeUTF8(buf.p ? buf.p : "", buf.n, NULL) : Py_NewRef(Py_None);
         if (snippet == NULL) {
             Py_DECREF(copy);
             goto done;
@@ -677,6 +666,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__records(void) {
+    fold_init();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
