@@ -341,7 +341,9 @@ fail:
  *     are the row's instances (False for one that only excludes).  Returns
  *     the rows with their snippet last, and the indexes of those made here
  *     not (text not ASCII, with a NUL, not a str, no instance found), whose
- *     snippet the caller asks FTS5 for.
+ *     snippet the caller asks FTS5 for.  A row that only the list holds is
+ *     given its snippet in place (the list's rows are then the ones
+ *     returned); any other is copied.
  *
  * Why: FTS5's snippet() over an external-content index reads the row again
  * through the content table and tokenizes each column two or three times
@@ -785,17 +787,26 @@ static PyObject *snippets(PyObject *self, PyObject *args) {
                           ntoken, &toks, &tokcap, &insts, &instcap, &firsts, &firstcap, &buf);
         if (made < 0)
             goto done;
-        PyObject *copy = PyTuple_New(width);
-        if (copy == NULL)
-            goto done;
-        for (Py_ssize_t i = 0; i < width - 1; i++)
-            PyTuple_SET_ITEM(copy, i, Py_NewRef(PyTuple_GET_ITEM(row, i)));
         PyObject *snippet = made ? PyUnicode_DecodeUTF8(buf.p ? buf.p : "", buf.n, NULL) : Py_NewRef(Py_None);
-        if (snippet == NULL) {
-            Py_DECREF(copy);
+        if (snippet == NULL)
             goto done;
+        PyObject *copy;
+        if (Py_REFCNT(row) == 1) {
+            /* Only the list holds the row (fetchall's, as a rule): nothing else
+             * can see it change, so its placeholder is replaced in place, as
+             * CPython reuses a tuple no one else holds (zip, enumerate). */
+            copy = Py_NewRef(row);
+            Py_SETREF(((PyTupleObject *)copy)->ob_item[width - 1], snippet);
+        } else {
+            copy = PyTuple_New(width);
+            if (copy == NULL) {
+                Py_DECREF(snippet);
+                goto done;
+            }
+            for (Py_ssize_t i = 0; i < width - 1; i++)
+                PyTuple_SET_ITEM(copy, i, Py_NewRef(PyTuple_GET_ITEM(row, i)));
+            PyTuple_SET_ITEM(copy, width - 1, snippet);
         }
-        PyTuple_SET_ITEM(copy, width - 1, snippet);
         PyList_SET_ITEM(out, r, copy);
         if (!made) {
             PyObject *index = PyLong_FromSsize_t(r);

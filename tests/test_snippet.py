@@ -126,6 +126,9 @@ class TestSameAsFts5:
             assert snippet_phrases(escape_query(text, COLUMNS)) is not None, text
         for text in ["message:foo bar", "NEAR(a b)", "café", "a OR b c"]:
             assert snippet_phrases(escape_query(text, COLUMNS)) is None, text
+        for fts in ['"a" NOT ("b" AND "c")', '"a" NOT "b" "c"', '("a" "b") OR "c"', "a", '"a" + "b"', '^"a"',
+                    "(" * 100 + '"a"' + ")" * 100, '"a" OR', '("a"', '""', '"a" AND']:
+            assert snippet_phrases(fts) is None, fts
 
 
 class TestSnippetsCall:
@@ -140,6 +143,9 @@ class TestSnippetsCall:
         with pytest.raises(ValueError):
             snippets([("a", None)], (0,), (), "[", "]", "…", 12)
         assert ([("a", "[a]")], []) == snippets([("a", None)], (0,), phrases, "[", "]", "…", 12)
+        held = ("a b", None)
+        made, _ = snippets([held, ("b a", None)], (0,), phrases, "[", "]", "…", 12)
+        assert [("a b", "[a] b"), ("b a", "b [a]")] == made and ("a b", None) == held  # a row held elsewhere: copied
         # Text the phrases do not occur in (FTS5 matched it otherwise): left to FTS5.
         assert ([("b", None), (1, None)], [0, 1]) == snippets([("b", None), (1, None)], (0,), phrases, "[", "]", "…", 12)
 
