@@ -48,11 +48,11 @@ from ._fts import (
     quote_all,
     required_tokens,
     required_words,
-    snippet_phrases,
     split_wide,
 )
 from ._levels import level_name, parse_level
 from ._record import native_enabled
+from ._snippet import snippet_phrases
 from ._planner import WALK_TS, Planner, Streams
 from ._rollup import Rollup, bucket_floor_sql
 from ._schema import (
@@ -1089,7 +1089,7 @@ class LogStore:
     # FTS5's snippet() over this external-content index reads each row again
     # through the logs table and tokenizes its text two or three times: at
     # 10M rows some 5 of a rare word's 8 µs a returned row.  For the queries
-    # and text it can (janus_utils._fts.snippet_phrases, ASCII text), C makes
+    # and text it can (janus_utils._snippet, ASCII text), C makes
     # the same snippet from the text the search already read
     # (_native/records.c); FTS5 still makes the others.
     def _snippets_here(self, fts: str | None) -> bool:

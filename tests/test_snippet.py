@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from conftest import BASE_TS, make_row
 from janus_utils import store as store_module
-from janus_utils._fts import escape_query, snippet_phrases
+from janus_utils._fts import escape_query
+from janus_utils._snippet import snippet_phrases
 from janus_utils.store import SNIPPET_ELLIPSIS, SNIPPET_END, SNIPPET_START, SNIPPET_WORDS, LogStore
 
 pytestmark = pytest.mark.skipif(store_module._c_records is None, reason="built without _native/records.c")
