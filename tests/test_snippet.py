@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import BASE_TS, make_row
+from janus_utils import _planner
 from janus_utils import store as store_module
 from janus_utils._fts import escape_query
 from janus_utils._snippet import snippet_phrases
@@ -189,3 +191,44 @@ class TestSearch:
         found = {r.id: r.snippet for r in store.search("alpha", limit=None)}
         assert f"plain \\xff bytes {SNIPPET_START}alpha{SNIPPET_END}" == found[6]
         assert f"{SNIPPET_START}alpha{SNIPPET_END} bravo. charlie: delta" == found[1]
+
+    def test_filter_led_searches(self, make_log_db: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+        """Searches led by a user's rows (matched in the in-memory table) and by the matches:
+        the snippets FTS5 makes, for every order and limit."""
+        texts = ["alpha bravo. charlie", "naïve alpha", "alpha: " + "word " * 30 + "bravo", "bravo only", "alpha\x00x"]
+        rows = [make_row(texts[i % len(texts)], ts=BASE_TS + i, user_id=f"u{i % 3}",
+                         fields='{"k": "alpha"}' if i % 4 == 0 else None) for i in range(60)]
+        path = make_log_db(rows)
+        for saved in ("PROBE_CAP", "LOOKUP_COST_BASE", "STEP_COST"):
+            monkeypatch.setattr(_planner, saved, getattr(_planner, saved))
+
+        def searches() -> list[list[tuple[int, str | None]]]:
+            found = []
+            with LogStore(path) as store:
+                for query in ("alpha", "alpha bravo", "alpha OR bravo", "bravo -charlie", "alph*"):
+                    for order in ("newest", "oldest", "rank"):
+                        for limit in (1, 5, None):
+                            found.append([(r.id, r.snippet) for r in store.search(
+                                query, user_id="u1", order=order, limit=limit)])  # type: ignore[arg-type]
+            return found
+
+        drivers: list[str | None] = []
+        made_here = LogStore._made_snippets
+
+        def recording(store: LogStore, db: Any, selection: Any, rows: Any) -> Any:
+            drivers.append(selection.driver)
+            return made_here(store, db, selection, rows)
+
+        monkeypatch.setattr(LogStore, "_made_snippets", recording)
+        for filter_leads in (True, False):
+            if filter_leads:
+                _planner.PROBE_CAP, _planner.LOOKUP_COST_BASE, _planner.STEP_COST = 20_000, 0.0, 1000.0
+            else:
+                _planner.LOOKUP_COST_BASE, _planner.STEP_COST = 1000.0, 0.001
+            monkeypatch.setattr(store_module, "native_enabled", lambda: True)
+            made = searches()
+            monkeypatch.setattr(store_module, "native_enabled", lambda: False)
+            assert searches() == made
+            assert sum(len(found) for found in made) > 50
+            assert ("logs" if filter_leads else "fts") in drivers
+            drivers.clear()
