@@ -145,6 +145,10 @@ _V = TypeVar("_V")
 # search start from those rows instead of walking the index's matches.
 _NARROW = 256
 _BATCH = 1000
+# _candidates: the share of a user's id buckets read first is the planner's
+# expectation times this margin, and only when that is under _WINDOW_AT_MOST.
+_WINDOW_MARGIN = 1.25
+_WINDOW_AT_MOST = 0.8
 _MAX_INT64 = 2**63 - 1  # SQLite's integers: a bound parameter must fit
 DEFAULT_TIMEOUT = 30.0  # seconds one statement may run before it is stopped
 _PROGRESS_STEPS = 1000
@@ -390,7 +394,9 @@ _MAX_ID = 2**63 - 1  # the highest id SQLite assigns
 class _Selection:
     """One compiled request: the full-text expression, the filters and how to run them."""
 
-    __slots__ = ("bounds", "driver", "facts", "fts", "params", "probe_names", "probes", "query", "raw", "where")
+    __slots__ = (
+        "bounds", "driver", "estimates", "facts", "fts", "params", "probe_names", "probes", "query", "raw", "where",
+    )
 
     def __init__(self) -> None:
         self.query: str | None = None  # the text as given, for messages
@@ -403,6 +409,7 @@ class _Selection:
         self.probe_names: list[str] = []  # each probe's filter, by its name in facts
         self.bounds: tuple[int | None, int | None] = (None, None)  # ids a full-text walk stays within
         self.driver: str | None = None  # "fts" or "logs" once chosen
+        self.estimates: dict[str, float] = {}  # the planner's, once chosen (FtsPlan.estimates)
         # The filters by name, for the planner and the rollup: level (int),
         # logger ((name, name + ".", name + "/")), since / until (ns), and
         # "other" when anything else filters the rows.
@@ -910,6 +917,7 @@ class LogStore:
             )
             selection.driver = plan.driver
             selection.bounds = (plan.low_id, plan.high_id)
+            selection.estimates = plan.estimates
             if plan.narrow is not None:
                 selection.probes = [plan.narrow]
         if selection.driver == "logs":
@@ -1305,7 +1313,7 @@ class LogStore:
         total = 0
         # One statement read in batches: the filter's rows are gathered once, and
         # reading stops when enough of them match.
-        cursor = db.execute(sql, params)
+        cursor = self._candidates(db, selection, sql, params, descending, limit)
         try:
             while limit is None or len(found) < limit:
                 rows = list(itertools.islice(cursor, batch))
@@ -1334,6 +1342,65 @@ class LogStore:
         finally:
             cursor.close()
         return [(total,)] if counting else found
+
+    def _candidates(
+        self,
+        db: apsw.Connection,
+        selection: _Selection,
+        sql: str,
+        params: list[Any],
+        descending: bool,
+        limit: int | None,
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows of _confirmed's *sql*, in its order.
+
+        Led by a user's rows (USER_INDEX), the statement gathers them from
+        every id bucket before it hands out the first (SQLite orders them by
+        id): a user's 2,000 rows in 305 buckets at ten million rows, where the
+        newest 100 matches may lie in the newest half.  When the planner
+        expects the limit's matches well within the user's rows (as many as
+        the query matches among all rows, pro rata), the buckets at the wanted
+        end that should hold them, with a margin, are read first; the rest,
+        only if they fall short.  The same statement with bounds on the
+        buckets: the same rows in the same order either way.
+        """
+        every = user_buckets_sql(f'SELECT min("id") FROM {_T}', f'SELECT max("id") FROM {_T}')
+        narrow = selection.probes[0][0] if selection.driver == "logs" and selection.probes else ""
+        estimates = selection.estimates
+        share = 1.0
+        if limit is not None and user_match_sql() in narrow and every in sql and estimates.get("rows"):
+            expected = estimates.get("filter", 0.0) * estimates.get("matches", 0.0) / estimates["rows"]
+            share = _WINDOW_MARGIN * limit / expected if expected > 0 else 1.0
+        if share >= _WINDOW_AT_MOST:
+            return self._closing(db.execute(sql, params))
+        low, high = db.execute(f'SELECT (SELECT min("id") FROM {_T}), (SELECT max("id") FROM {_T})').fetchall()[0]
+        if low is None:
+            return self._closing(db.execute(sql, params))  # no rows (emptied since the planner looked)
+        bits = USER_BUCKET_BITS
+        first, last = int(low) >> bits, int(high) >> bits
+        wanted = max(1, math.ceil(share * (last - first + 1)))
+        if descending:
+            windows = [(last - wanted + 1, last), (first, last - wanted)]
+        else:
+            windows = [(first, first + wanted - 1), (first + wanted, last)]
+
+        def read() -> Iterator[tuple[Any, ...]]:
+            for lo, hi in windows:
+                if lo > hi:
+                    continue  # the first window held every bucket (a bucket list would still hold lo)
+                # The bounds are ints written into the text: the parameters stay the statement's.
+                part = sql.replace(every, user_buckets_sql(str(lo << bits), str(hi << bits)))
+                yield from self._closing(db.execute(part, params))
+
+        return read()
+
+    @staticmethod
+    def _closing(cursor: apsw.Cursor) -> Iterator[tuple[Any, ...]]:
+        """*cursor*'s rows, the cursor closed when they end or the reader is closed."""
+        try:
+            yield from cursor
+        finally:
+            cursor.close()
 
     def _newest_below(
         self,
