@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -14,6 +15,7 @@ __all__ = ["snippet_phrases"]
 _SNIPPET_PART = re.compile(r'\s*(?:"((?:[^"]|"")*)"(\*?)|(\()|(\))|(AND|OR|NOT)(?=[\s"(]))')
 
 
+@functools.lru_cache(maxsize=256)  # asked twice a search, of the few expressions a program sends
 def snippet_phrases(fts: str) -> tuple[tuple[tuple[bytes, ...], bool, bool], ...] | None:
     """The phrases of the FTS5 expression *fts* as janus_utils._records.snippets takes them,
     (tokens, prefix, counted) in FTS5's order; None for an expression it cannot reproduce.
