@@ -54,6 +54,7 @@ from ._fts import (
 )
 from ._levels import level_name, parse_level
 from ._record import native_enabled
+from ._snippet import snippet_phrases
 from ._planner import WALK_TS, Planner, Streams
 from ._rollup import Rollup, bucket_floor_sql
 from ._schema import (
@@ -146,6 +147,10 @@ _V = TypeVar("_V")
 # search start from those rows instead of walking the index's matches.
 _NARROW = 256
 _BATCH = 1000
+# _candidates: the share of a user's id buckets read first is the planner's
+# expectation times this margin, and only when that is under _WINDOW_AT_MOST.
+_WINDOW_MARGIN = 1.25
+_WINDOW_AT_MOST = 0.8
 _MAX_INT64 = 2**63 - 1  # SQLite's integers: a bound parameter must fit
 DEFAULT_TIMEOUT = 30.0  # seconds one statement may run before it is stopped
 _PROGRESS_STEPS = 1000
@@ -391,7 +396,9 @@ _MAX_ID = 2**63 - 1  # the highest id SQLite assigns
 class _Selection:
     """One compiled request: the full-text expression, the filters and how to run them."""
 
-    __slots__ = ("bounds", "driver", "facts", "fts", "params", "probe_names", "probes", "query", "raw", "where")
+    __slots__ = (
+        "bounds", "driver", "estimates", "facts", "fts", "params", "probe_names", "probes", "query", "raw", "where",
+    )
 
     def __init__(self) -> None:
         self.query: str | None = None  # the text as given, for messages
@@ -404,6 +411,7 @@ class _Selection:
         self.probe_names: list[str] = []  # each probe's filter, by its name in facts
         self.bounds: tuple[int | None, int | None] = (None, None)  # ids a full-text walk stays within
         self.driver: str | None = None  # "fts" or "logs" once chosen
+        self.estimates: dict[str, float] = {}  # the planner's, once chosen (FtsPlan.estimates)
         # The filters by name, for the planner and the rollup: level (int),
         # logger ((name, name + ".", name + "/")), since / until (ns), and
         # "other" when anything else filters the rows.
@@ -483,6 +491,12 @@ class LogStore:
             # reads included: how a statement past its deadline is stopped.
             self._db.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
             self._fts_columns = self._check_schema()  # first: it says what a bad file is
+            # Where the index's columns sit in a search's rows, for _made_snippets (() if not all do).
+            self._snippet_at: tuple[int, ...] = (
+                tuple(_RECORD_COLUMNS.index(column) for column in self._fts_columns)
+                if all(column in _RECORD_COLUMNS and column not in _ADDED_IN_V2 for column in self._fts_columns)
+                else ()
+            )
             # A search led by a narrow filter reads its rows one page each, all
             # over a big file (4,000 rows of a user in 10M: 4,000 pages); SQLite's
             # default 2 MiB cache keeps none of them for the next search.  Pages
@@ -923,6 +937,7 @@ class LogStore:
             )
             selection.driver = plan.driver
             selection.bounds = (plan.low_id, plan.high_id)
+            selection.estimates = plan.estimates
             if plan.narrow is not None:
                 selection.probes = [plan.narrow]
         if selection.driver == "logs":
@@ -1099,14 +1114,61 @@ class LogStore:
         rows = self._decoding(lambda: self._record_rows(selection, order, limit, after_id, upto_id))
         return _records_of(rows, with_snippet=bool(selection.fts))
 
+    # FTS5's snippet() over this external-content index reads each row again
+    # through the logs table and tokenizes its text two or three times: at
+    # 10M rows some 5 of a rare word's 8 µs a returned row.  For the queries
+    # and text it can (janus_utils._snippet, ASCII text), C makes
+    # the same snippet from the text the search already read
+    # (_native/records.c); FTS5 still makes the others.
+    def _snippets_here(self, fts: str | None) -> bool:
+        """Whether a search for *fts* reads its rows with a NULL snippet that _made_snippets fills."""
+        return bool(
+            fts
+            and _c_records is not None
+            and native_enabled()
+            and not self._text_as_bytes
+            and self._snippet_at
+            and snippet_phrases(fts) is not None
+        )
+
+    def _made_snippets(
+        self, db: apsw.Connection, selection: _Selection, rows: list[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """*rows* (their snippet last, NULL) with FTS5's snippet of the query as it ran, made from their text."""
+        assert _c_records is not None and selection.fts
+        phrases = snippet_phrases(selection.fts)  # the query as it ran: a refused one is retried quoted
+        if phrases is None:
+            missing = list(range(len(rows)))
+        else:
+            rows, missing = _c_records.snippets(
+                rows, self._snippet_at, phrases, SNIPPET_START, SNIPPET_END, SNIPPET_ELLIPSIS, SNIPPET_WORDS
+            )
+        if missing:
+            # Text not ASCII and the like: FTS5's own, a seek by rowid each.
+            sql = f'SELECT {self._text_sql(f"snippet({_F}, -1, ?, ?, ?, ?)")} FROM {_F} WHERE {_F} MATCH ? AND "rowid" = ?'
+            params = [SNIPPET_START, SNIPPET_END, SNIPPET_ELLIPSIS, SNIPPET_WORDS, selection.fts, None]
+            for index in missing:
+                row = rows[index]
+                params[-1] = row[0]
+                found = db.execute(sql, params).fetchall()
+                rows[index] = (*row[:-1], found[0][0] if found else None)
+        return rows
+
     def _record_rows(
         self, selection: _Selection, order: str, limit: int | None, after_id: int | None, upto_id: int | None
     ) -> list[tuple[Any, ...]]:
         columns = self._select_record
         column_params: tuple[Any, ...] = ()
-        if selection.fts:
+        here = self._snippets_here(selection.fts)
+        if here:
+            columns += ", NULL"  # _made_snippets fills it
+        elif selection.fts:
             columns += ", " + self._text_sql(f"snippet({_F}, -1, ?, ?, ?, ?)")
             column_params = (SNIPPET_START, SNIPPET_END, SNIPPET_ELLIPSIS, SNIPPET_WORDS)
+
+        def finish(db: apsw.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+            return self._made_snippets(db, selection, rows) if here and rows else rows
+
         streams = None
         if selection.fts is None and order in ("newest", "oldest") and limit and after_id is None and upto_id is None:
             streams = self._planner().streams(
@@ -1119,12 +1181,12 @@ class LogStore:
         elif selection.fts and order != "rank":
             rows = self._run_with(
                 selection,
-                lambda db: self._confirmed(db, selection, column_params, order, limit, after_id, upto_id),
+                lambda db: finish(db, self._confirmed(db, selection, column_params, order, limit, after_id, upto_id)),
             )
         else:
-            rows = self._run(
-                selection,
-                lambda: self._sql(
+
+            def work(db: apsw.Connection) -> list[tuple[Any, ...]]:
+                sql, params = self._sql(
                     selection,
                     columns,
                     column_params=column_params,
@@ -1133,8 +1195,10 @@ class LogStore:
                     order=order,
                     limit=limit,
                     walk_ts=streams == WALK_TS,
-                ),
-            )
+                )
+                return finish(db, db.execute(sql, params).fetchall())
+
+            rows = self._run_with(selection, work)
         return rows
 
     def _by_user_buckets(self, selection: _Selection) -> bool:
@@ -1213,8 +1277,8 @@ class LogStore:
         upto_id: int | None,
         counting: bool = False,
     ) -> list[tuple[Any, ...]]:
-        """A full-text search's rows (each with its snippet), order and limit applied;
-        with *counting*, one row holding how many match (order and limit unused).
+        """A full-text search's rows (each with its snippet, NULL without *snippet_params*), order
+        and limit applied; with *counting*, one row holding how many match (order and limit unused).
 
         When a narrow filter leads, its rows that may match (LogStore._prefilter)
         are copied in batches into a temporary full-text table (one batch at a
@@ -1225,7 +1289,7 @@ class LogStore:
         every query term in every segment (250 µs with twelve segments).
         """
         columns = self._select_record
-        full = columns + ", " + self._text_sql(f"snippet({_F}, -1, ?, ?, ?, ?)")
+        full = columns + ", " + (self._text_sql(f"snippet({_F}, -1, ?, ?, ?, ?)") if snippet_params else "NULL")
 
         def everything() -> list[tuple[Any, ...]]:
             if counting:
@@ -1260,7 +1324,7 @@ class LogStore:
             f'INSERT INTO temp."{table}"("rowid", {holds}) SELECT "id", {text} FROM {_T} '
             'WHERE "id" IN (SELECT "value" FROM json_each(?))'
         )
-        snippet_sql = self._text_sql(f'snippet("{table}", -1, ?, ?, ?, ?)')
+        snippet_sql = self._text_sql(f'snippet("{table}", -1, ?, ?, ?, ?)') if snippet_params else "NULL"
         batch = _BATCH if limit is None else min(limit + 16, _BATCH)
         found: list[tuple[Any, ...]] = []
         if counting:
@@ -1269,7 +1333,7 @@ class LogStore:
         total = 0
         # One statement read in batches: the filter's rows are gathered once, and
         # reading stops when enough of them match.
-        cursor = db.execute(sql, params)
+        cursor = self._candidates(db, selection, sql, params, descending, limit)
         try:
             while limit is None or len(found) < limit:
                 rows = list(itertools.islice(cursor, batch))
@@ -1298,6 +1362,65 @@ class LogStore:
         finally:
             cursor.close()
         return [(total,)] if counting else found
+
+    def _candidates(
+        self,
+        db: apsw.Connection,
+        selection: _Selection,
+        sql: str,
+        params: list[Any],
+        descending: bool,
+        limit: int | None,
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows of _confirmed's *sql*, in its order.
+
+        Led by a user's rows (USER_INDEX), the statement gathers them from
+        every id bucket before it hands out the first (SQLite orders them by
+        id): a user's 2,000 rows in 305 buckets at ten million rows, where the
+        newest 100 matches may lie in the newest half.  When the planner
+        expects the limit's matches well within the user's rows (as many as
+        the query matches among all rows, pro rata), the buckets at the wanted
+        end that should hold them, with a margin, are read first; the rest,
+        only if they fall short.  The same statement with bounds on the
+        buckets: the same rows in the same order either way.
+        """
+        every = user_buckets_sql(f'SELECT min("id") FROM {_T}', f'SELECT max("id") FROM {_T}')
+        narrow = selection.probes[0][0] if selection.driver == "logs" and selection.probes else ""
+        estimates = selection.estimates
+        share = 1.0
+        if limit is not None and user_match_sql() in narrow and every in sql and estimates.get("rows"):
+            expected = estimates.get("filter", 0.0) * estimates.get("matches", 0.0) / estimates["rows"]
+            share = _WINDOW_MARGIN * limit / expected if expected > 0 else 1.0
+        if share >= _WINDOW_AT_MOST:
+            return self._closing(db.execute(sql, params))
+        low, high = db.execute(f'SELECT (SELECT min("id") FROM {_T}), (SELECT max("id") FROM {_T})').fetchall()[0]
+        if low is None:
+            return self._closing(db.execute(sql, params))  # no rows (emptied since the planner looked)
+        bits = USER_BUCKET_BITS
+        first, last = int(low) >> bits, int(high) >> bits
+        wanted = max(1, math.ceil(share * (last - first + 1)))
+        if descending:
+            windows = [(last - wanted + 1, last), (first, last - wanted)]
+        else:
+            windows = [(first, first + wanted - 1), (first + wanted, last)]
+
+        def read() -> Iterator[tuple[Any, ...]]:
+            for lo, hi in windows:
+                if lo > hi:
+                    continue  # the first window held every bucket (a bucket list would still hold lo)
+                # The bounds are ints written into the text: the parameters stay the statement's.
+                part = sql.replace(every, user_buckets_sql(str(lo << bits), str(hi << bits)))
+                yield from self._closing(db.execute(part, params))
+
+        return read()
+
+    @staticmethod
+    def _closing(cursor: apsw.Cursor) -> Iterator[tuple[Any, ...]]:
+        """*cursor*'s rows, the cursor closed when they end or the reader is closed."""
+        try:
+            yield from cursor
+        finally:
+            cursor.close()
 
     def _newest_below(
         self,
