@@ -714,6 +714,8 @@ static PyObject *snippets(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!O!O!s#s#s#i", &PyList_Type, &rows, &PyTuple_Type, &at_obj, &PyTuple_Type,
                           &phrases_obj, &open, &nopen, &close, &nclose, &ellipsis, &nellipsis, &ntoken))
         return NULL;
+    if (ntoken > 64)
+        ntoken = 64; /* FTS5's snippet() makes at most 64 tokens */
     Py_ssize_t ncol = PyTuple_GET_SIZE(at_obj), nphrase = PyTuple_GET_SIZE(phrases_obj);
     if (ncol < 1 || ncol > MAX_COLUMNS || nphrase < 1 || nphrase > MAX_PHRASES) {
         PyErr_SetString(PyExc_ValueError, "snippets: 1 to 8 columns and 1 to 64 phrases");

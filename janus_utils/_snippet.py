@@ -44,8 +44,8 @@ def snippet_phrases(fts: str) -> tuple[tuple[tuple[bytes, ...], bool, bool], ...
             if not text.isascii():
                 return None
             tokens = _ASCII_WORD.findall(text.lower())
-            if not tokens or len(tokens) > 64:
-                return None
+            if not tokens or len(tokens) > 64 or max(len(token) for token in tokens) >= 32_000:
+                return None  # FTS5 cuts tokens of 32,000 bytes and more (FTS5_MAX_TOKEN_SIZE)
             parts.append(("phrase", (tuple(token.encode() for token in tokens), bool(star))))
         elif left:
             parts.append(("(", None))

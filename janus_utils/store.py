@@ -100,6 +100,9 @@ SNIPPET_START = "["
 SNIPPET_END = "]"
 SNIPPET_ELLIPSIS = "…"
 SNIPPET_WORDS = 12
+# When most rows' snippets could not be made in C (LogStore._snippets_pay),
+# every this many searches try again.
+SNIPPET_RETRY = 32
 
 Order = Literal["newest", "oldest", "rank"]
 _ORDERS = ("newest", "oldest", "rank")
@@ -463,6 +466,8 @@ class LogStore:
         self._json_path_escapes: bool | None = None
         self._rollup: Rollup | None = None
         self._text_as_bytes = False  # see _record_columns
+        self._snippet_misses = 0.0  # share of rows C could not snippet, of late (_snippets_pay)
+        self._snippet_tries = 0
         self._term_counts = Counts()  # done blocks' counts of words (janus_utils._termbits)
         self._plans: Planner | None = None
         self._indexes: set[str] | None = None
@@ -1127,9 +1132,20 @@ class LogStore:
             and _c_records is not None
             and native_enabled()
             and not self._text_as_bytes
+            and self._plain_tokens  # the C tokens are unicode61's ASCII runs: not porter's, not tokenchars
             and self._snippet_at
             and snippet_phrases(fts) is not None
+            and self._snippets_pay()
         )
+
+    def _snippets_pay(self) -> bool:
+        """Whether rows are mostly snippeted in C: a row that is not (text not ASCII) costs a
+        lookup of its own, so when most of the last searches' rows were not, FTS5 makes them
+        in the search's statement, and every SNIPPET_RETRY-th search tries C again."""
+        if self._snippet_misses < 0.5:
+            return True
+        self._snippet_tries += 1
+        return self._snippet_tries % SNIPPET_RETRY == 0
 
     def _made_snippets(
         self, db: apsw.Connection, selection: _Selection, rows: list[tuple[Any, ...]]
@@ -1143,6 +1159,8 @@ class LogStore:
             rows, missing = _c_records.snippets(
                 rows, self._snippet_at, phrases, SNIPPET_START, SNIPPET_END, SNIPPET_ELLIPSIS, SNIPPET_WORDS
             )
+        # Half the last searches' share: a few such rows do not turn C off, most of them do.
+        self._snippet_misses = (self._snippet_misses + len(missing) / len(rows)) / 2
         if missing:
             # Text not ASCII and the like: FTS5's own, a seek by rowid each.
             sql = f'SELECT {self._text_sql(f"snippet({_F}, -1, ?, ?, ?, ?)")} FROM {_F} WHERE {_F} MATCH ? AND "rowid" = ?'

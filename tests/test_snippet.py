@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import BASE_TS, make_row
+from conftest import BASE_TS, make_row, open_writer, write_batch
 from janus_utils import _planner
 from janus_utils import store as store_module
 from janus_utils._fts import escape_query
@@ -134,6 +134,32 @@ class TestSameAsFts5:
             assert snippet_phrases(fts) is None, fts
 
 
+class TestOtherIndexes:
+    @pytest.mark.parametrize("tokenize", ["porter unicode61", "unicode61 tokenchars '_'"])
+    def test_an_index_of_other_tokens_gets_fts5s_snippets(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           tokenize: str) -> None:
+        """An index made with porter or tokenchars finds other tokens than the ASCII runs made
+        here (running for run, key_1 as one word): FTS5 makes its snippets."""
+        path = tmp_path / "other.db"
+        db = open_writer(path)
+        try:
+            db.execute('DROP TABLE logs_fts')
+            db.execute('CREATE VIRTUAL TABLE logs_fts USING fts5("message", "fields", "exception", content="logs", '
+                       f'content_rowid="id", tokenize="{tokenize}", columnsize=0)')
+            write_batch(db, [make_row("jobs running slowly. timeout error", ts=BASE_TS),
+                             make_row("key_1 y then 1 y: error", ts=BASE_TS + 1)])
+        finally:
+            db.close()
+
+        def searches() -> list[list[str | None]]:
+            with LogStore(path) as store:
+                return [[r.snippet for r in store.search(q, limit=None)] for q in ("run error", '"1 y"', "error")]
+
+        made = searches()
+        monkeypatch.setattr(store_module, "native_enabled", lambda: False)
+        assert made == searches() and any(made)
+
+
 class TestSnippetsCall:
     def test_bad_arguments_are_errors(self) -> None:
         """A row without room for its snippet or a malformed phrase is an error, not a crash."""
@@ -149,6 +175,11 @@ class TestSnippetsCall:
         held = ("a b", None)
         made, _ = snippets([held, ("b a", None)], (0,), phrases, "[", "]", "…", 12)
         assert [("a b", "[a] b"), ("b a", "b [a]")] == made and ("a b", None) == held  # a row held elsewhere: copied
+        # FTS5's snippet() makes at most 64 tokens, whatever it is asked for.
+        long = (" ".join(["a"] * 100), None)
+        assert snippets([long], (0,), phrases, "[", "]", "…", 100)[0][0][1].count("a") == 64
+        # FTS5 cuts tokens of 32,000 bytes and more: such a phrase is left to it.
+        assert snippet_phrases('"' + "x" * 32_000 + '"') is None and snippet_phrases('"' + "x" * 31_999 + '"')
         # Text the phrases do not occur in (FTS5 matched it otherwise): left to FTS5.
         assert ([("b", None), (1, None)], [0, 1]) == snippets([("b", None), (1, None)], (0,), phrases, "[", "]", "…", 12)
 
@@ -191,6 +222,22 @@ class TestSearch:
         found = {r.id: r.snippet for r in store.search("alpha", limit=None)}
         assert f"plain \\xff bytes {SNIPPET_START}alpha{SNIPPET_END}" == found[6]
         assert f"{SNIPPET_START}alpha{SNIPPET_END} bravo. charlie: delta" == found[1]
+
+    def test_mostly_other_text_is_snippeted_in_the_statement(self, make_log_db: Callable[..., Path]) -> None:
+        """When most rows of the last searches were not ASCII (each costs FTS5 a lookup of its
+        own), searches ask FTS5 in their statement, trying C again every SNIPPET_RETRY-th."""
+        path = make_log_db([make_row(f"naïve alpha {i}", ts=BASE_TS + i) for i in range(20)]
+                           + [make_row("plain alpha", ts=BASE_TS + 99)])
+        with LogStore(path) as store:
+            fts = escape_query("alpha", COLUMNS)
+            assert store._snippets_here(fts)
+            first = [r.snippet for r in store.search("alpha", limit=None)]
+            assert first == [r.snippet for r in store.search("alpha", limit=None)]
+            assert not store._snippets_here(fts)  # two searches of 20 rows in 21 not ASCII
+            assert first == [r.snippet for r in store.search("alpha", limit=None)]
+            tries = [store._snippets_here(fts) for _ in range(store_module.SNIPPET_RETRY * 2)]
+            chosen = [i for i, here in enumerate(tries) if here]
+            assert 2 == len(chosen) and store_module.SNIPPET_RETRY == chosen[1] - chosen[0]
 
     def test_filter_led_searches(self, make_log_db: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
         """Searches led by a user's rows (matched in the in-memory table) and by the matches:
