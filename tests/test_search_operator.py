@@ -124,6 +124,32 @@ class TestCjkAndEmoji:
             late = store.search(query, limit=None, since=BASE_TS // 10**9 + 7)
         assert [r for r in every if r.ts >= BASE_TS + 7 * 10**9] == late and len(late) < len(every)
 
+    @pytest.mark.parametrize("query", ["word3 OR 注文", "注文 OR 🔥", "word1 NOT (注文 OR word2)", "fields:ラーメン OR word5"])
+    def test_limits_read_in_windows_find_the_same_records(self, make_log_db: Callable[..., Path], query: str) -> None:
+        """Such a query's newest or oldest N, read in id windows from that end, are the first N
+        of all its records, with or without other filters, across windows of every size."""
+        rows = [
+            make_row(
+                f"row word{i % 7}" + (" 東京の注文" if i % 997 == 0 else "") + (" 🔥" if i % 1500 == 1 else ""),
+                ts=BASE_TS + i * 1_000_000,
+                level=(20, 30)[i % 2],
+                fields=json.dumps({"note": "ラーメン"}, ensure_ascii=False) if i % 2000 == 5 else None,
+            )
+            for i in range(30_000)
+        ]
+        path = make_log_db(rows)
+        with LogStore(path) as store:
+            for filters in ({}, {"level": "WARNING"}, {"since": BASE_TS // 10**9 + 3, "until": BASE_TS // 10**9 + 25}):
+                every = [r.id for r in store.search(query, limit=None, **filters)]
+                assert every == sorted(every, reverse=True) and len(every) > 8
+                for limit in (1, 7, 100, 5_000):
+                    newest = [r.id for r in store.search(query, limit=limit, **filters)]
+                    oldest = [r.id for r in store.search(query, limit=limit, order="oldest", **filters)]
+                    assert (every[:limit], sorted(every)[:limit]) == (newest, oldest), (query, filters, limit)
+            with pytest.raises(SearchQueryError) as caught:
+                store.search(query, order="rank")
+            assert "rank_unavailable" == caught.value.code
+
     def test_in_near_is_refused_with_a_clear_error(self, db: Path) -> None:
         with LogStore(db) as store, pytest.raises(SearchQueryError) as caught:
             store.search("NEAR(注文 failed)")
