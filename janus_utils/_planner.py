@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._schema import LEVEL_INDEX_FLOOR
+from ._schema import LEVEL_INDEX_FLOOR, TABLE, USER_BUCKET_BITS, user_buckets_sql
 
 __all__ = ["WALK_TS", "FtsPlan", "Planner", "Streams"]
 
@@ -39,6 +39,11 @@ PROBE_CAP = 20_000
 FIRST_PROBE_CAP = 256
 # How often the query and the broad filters match is measured on the newest this-many ids.
 SAMPLE_IDS = 4_000
+# A user's rows, for a full-text search led by the user alone, are counted in
+# the newest SAMPLE_BUCKETS buckets of the user index and scaled to all ids,
+# when that finds at least SAMPLE_ROWS (see Planner._sampled).
+SAMPLE_BUCKETS = 8
+SAMPLE_ROWS = 64
 # Relative cost of one full-text lookup of a given row, against one step of a walk
 # (next match, its row, the filters): a lookup seeks every term in every segment
 # of the index.  Measured on 2,000,000 rows: ~20 µs with one segment, ~85 µs
@@ -144,6 +149,26 @@ class Planner:
         )[0][0]
         return max(found, 0.5) / window
 
+    def _sampled(self, condition: str, params: list[Any]) -> int | None:
+        """A user filter's rows, estimated from its newest SAMPLE_BUCKETS id buckets; None when
+        it is not a user filter, the buckets are few, or the sample too small to scale.
+
+        Counting a user's rows reads every one of them, a bucket at a time:
+        4,000 rows and a millisecond at ten million rows, more than the search
+        it plans.  The newest buckets tell the same share of all ids."""
+        every = user_buckets_sql(f'SELECT min("id") FROM "{TABLE}"', f'SELECT max("id") FROM "{TABLE}"')
+        if every not in condition:
+            return None
+        oldest, newest = self._span()
+        bits = USER_BUCKET_BITS
+        if (newest >> bits) - (oldest >> bits) < 4 * SAMPLE_BUCKETS:
+            return None
+        low = ((newest >> bits) - SAMPLE_BUCKETS + 1) << bits
+        found = self._count(condition.replace(every, user_buckets_sql(str(low), str(newest))), params, PROBE_CAP)
+        if found < SAMPLE_ROWS:
+            return None
+        return round(found * (newest - oldest + 1) / (newest - low + 1))
+
     def _probes(self, probes: list[tuple[str, list[Any]]], names: list[str]) -> list[_Probe]:
         """Each filter's rows counted up to a cap that grows sixteenfold until one filter
         stays under it: the narrowest is found exactly, the broad ones are read
@@ -180,7 +205,11 @@ class Planner:
             plan.low_id, plan.high_id = id_range
         if not probes:
             return plan
-        counted = self._probes(probes, probe_names)
+        sampled = self._sampled(*probes[0]) if len(probes) == 1 else None
+        if sampled is not None and sampled < PROBE_CAP:
+            counted = [_Probe(probe_names[0], probes[0][0], probes[0][1], sampled)]
+        else:
+            counted = self._probes(probes, probe_names)
         best = min(counted, key=lambda probe: probe.rows)
         if best.rows == 0:
             plan.driver, plan.narrow = "logs", (best.condition, best.params)

@@ -615,3 +615,51 @@ def test_a_filter_past_the_probe_cap_leads_when_it_is_rare_among_the_newest(db_p
     finally:
         brute.db.close()
         _planner.PROBE_CAP, _planner.FIRST_PROBE_CAP, _planner.SAMPLE_IDS = saved
+
+
+@pytest.fixture(scope="module")
+def spread(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """6,000 rows over 2.4M ids: "busy" in every third, "early" only among the oldest."""
+    from conftest import BASE_TS, FILL_FTS_SQL, open_writer
+
+    path = tmp_path_factory.mktemp("sampled") / "spread.db"
+    db = open_writer(path)
+    columns = '"id", "ts", "level", "logger", "message", "user_id", "pid", "thread"'
+    rows = []
+    for n in range(6_000):  # ids 1..2.4M: 73 buckets of the user index
+        user = "busy" if n % 3 == 0 else ("early" if n < 600 and n % 3 == 1 else f"u{n % 50}")
+        words = "alpha bravo" if n % 5 else "charlie"
+        rows.append((1 + n * 400, BASE_TS + n * 10**9, 20, "app", f"{words} row {n}", user, 1, "t"))
+    with db:
+        db.executemany(f'INSERT INTO "logs"({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', rows)
+        db.execute(FILL_FTS_SQL, (0,))
+    db.close()
+    return str(path)
+
+
+class TestSampledUserRows:
+    """A full-text search led by a user alone estimates the user's rows from the newest
+    id buckets (Planner._sampled) instead of counting every one of them."""
+
+    def test_estimate_and_when_it_is_not_taken(self, spread: str) -> None:
+        from janus_utils._schema import user_match_sql
+
+        with ju.LogStore(spread) as store:
+            planner = store._planner()
+            busy = planner._sampled(user_match_sql(), ["busy"])
+            assert busy is not None and 2_000 * 0.8 <= busy <= 2_000 * 1.2  # 2,000 rows spread evenly
+            assert planner._sampled(user_match_sql(), ["early"]) is None  # none among the newest ids
+            assert planner._sampled(user_match_sql(), ["u7"]) is None  # too few there to scale
+            assert planner._sampled('"logs"."level" >= ?', [30]) is None  # not a user filter
+
+    def test_searches_find_what_a_scan_finds(self, spread: str) -> None:
+        """Whatever the estimate leads to, the records are those every row read would give."""
+        with ju.LogStore(spread) as store:
+            for user in ("busy", "early", "u7", "nobody"):
+                for query in ("alpha", "charlie", "alpha bravo", "zulu"):
+                    every = [r.id for r in store.search(query, user_id=user, limit=None)]
+                    scanned = sorted((r.id for r in store.search(user_id=user, limit=None)
+                                      if (set(query.split()) <= set(r.message.split()))), reverse=True)
+                    assert every == scanned, (user, query)
+                    for limit in (1, 10, 100):
+                        assert every[:limit] == [r.id for r in store.search(query, user_id=user, limit=limit)]
