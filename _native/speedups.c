@@ -31,6 +31,7 @@
 typedef int (*push_fn)(jr_ring *, const uint8_t *, size_t, int, int64_t);
 typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
 typedef int (*span_fn)(const jr_ring *, const uint8_t *, size_t, size_t, size_t);
+typedef size_t (*quiet_fn)(const jr_ring *, const uint8_t *, size_t);
 
 /* Records larger than this take the Python path; a log line rarely is. */
 #define STACK_BUF 4096
@@ -88,6 +89,7 @@ typedef struct {
     jr_ring *ring;
     suspect_fn suspect;
     span_fn span; /* jr_suspect_span, or NULL */
+    quiet_fn quiet; /* jr_quiet_prefix, or NULL (used only with span) */
     PyObject *clean[CLEAN_SLOTS];
     char is_name[CLEAN_SLOTS];
     char as_key[CLEAN_SLOTS];
@@ -482,6 +484,9 @@ typedef struct {
      * at: the text after the last argument but its first byte, when nothing
      * starts in it (jr_suspect_span), else 0. */
     uint16_t tail;
+    /* How many bytes at the start of each message nothing can start at
+     * (jr_quiet_prefix of the text before the first argument), or 0. */
+    uint16_t head;
 } template_entry;
 
 /* A call site's keyword names, checked and encoded (see site_of). */
@@ -540,18 +545,18 @@ static void site_clear(site_entry *e) {
 static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"ring", "push", "suspect", "keepalive", "check", "pid", "max_chars",
                             "console_level", "listeners", "context", "format_message",
-                            "thread_name", "tls", "digit_reach", "suspect_span", NULL};
+                            "thread_name", "tls", "digit_reach", "suspect_span", "quiet_prefix", NULL};
     unsigned long long ring, push, suspect;
     PyObject *keepalive, *listeners, *context, *format_message, *thread_name, *tls;
     int check;
     long pid, console_level;
     Py_ssize_t max_chars;
     int digit_reach = JR_DIGIT_REACH_ANY;
-    unsigned long long span = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOOO|$iK:Emitter", names, &ring, &push,
+    unsigned long long span = 0, quiet = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOOO|$iKK:Emitter", names, &ring, &push,
                                      &suspect, &keepalive, &check, &pid, &max_chars,
                                      &console_level, &PyList_Type, &listeners, &context,
-                                     &format_message, &thread_name, &tls, &digit_reach, &span))
+                                     &format_message, &thread_name, &tls, &digit_reach, &span, &quiet))
         return -1;
     if (!ring || !push || !suspect) {
         PyErr_SetString(PyExc_ValueError, "Emitter: ring, push and suspect must not be NULL");
@@ -579,6 +584,7 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     self->scan.ring = self->ring;
     self->scan.suspect = (suspect_fn)(uintptr_t)suspect;
     self->scan.span = (span_fn)(uintptr_t)span;
+    self->scan.quiet = (quiet_fn)(uintptr_t)quiet;
     self->check = check;
     self->pid = pid;
     self->max_chars = max_chars;
@@ -771,6 +777,7 @@ static int parse_template(template_entry *e, PyObject *msg) {
     memset(e->passed, 0, sizeof e->passed);
     e->passed_next = 0;
     e->tail = 0;
+    e->head = 0;
     if (!PyUnicode_IS_ASCII(msg) || PyUnicode_GET_LENGTH(msg) > TEMPLATE_MAX)
         return -1;
     const char *t = (const char *)PyUnicode_DATA(msg);
@@ -816,6 +823,11 @@ static template_entry *template_of(Emitter *self, PyObject *msg) {
         if (e->plain && self->check && self->scan.span != NULL && rest >= 2 &&
             !self->scan.span(self->ring, (const uint8_t *)e->text + at, rest, 1, rest))
             e->tail = (uint16_t)(rest - 1);
+        /* The text before the first argument begins every message: the
+         * bytes of it where nothing can start, whatever the argument, are
+         * skipped by each call's scan. */
+        if (e->plain && self->check && self->scan.span != NULL && self->scan.quiet != NULL && e->nconv)
+            e->head = (uint16_t)self->scan.quiet(self->ring, (const uint8_t *)e->text, e->cut[0]);
     }
     return e->plain ? e : NULL;
 }
@@ -1144,13 +1156,14 @@ static inline int shape_passed(const template_entry *e, uint64_t shape) {
 }
 
 /* The message's verdict: from its template's kept ones, or the scan of
- * what starts before the template's clean tail (and kept when it passes
- * and its shape says what it depends on). */
+ * what starts between the template's quiet head and its clean tail (and
+ * kept when it passes and its shape says what it depends on). */
 static int suspect_plain(scanner *sc, const plain_message *pm, const uint8_t *u) {
-    if (pm->shape != 0 && shape_passed(pm->tpl, pm->shape))
+    const template_entry *t = pm->tpl;
+    if (pm->shape != 0 && shape_passed(t, pm->shape))
         return 0;
-    if (pm->tpl->tail ? sc->span(sc->ring, u, (size_t)pm->len, 0, (size_t)(pm->len - pm->tpl->tail))
-                      : sc->suspect(sc->ring, u, (size_t)pm->len))
+    if (t->head || t->tail ? sc->span(sc->ring, u, (size_t)pm->len, t->head, (size_t)(pm->len - t->tail))
+                           : sc->suspect(sc->ring, u, (size_t)pm->len))
         return 1;
     if (pm->shape != 0) {
         template_entry *e = pm->tpl;
