@@ -682,7 +682,7 @@ static const thread_entry *cached_thread(const Emitter *self) {
     if (e->epoch != self->epoch || e->epoch == 0)
         return NULL;
     PyThreadState *ts = PyThreadState_Get();
-    return e->ts == ts && e->id == PyThreadState_GetID(ts) ? e : NULL;
+    return e->ts == ts && e->id == ts->id ? e : NULL; /* PyThreadState_GetID(ts), without the call */
 }
 
 static void keep_thread(Emitter *self, PyObject *name) {
@@ -888,8 +888,15 @@ static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject 
 }
 
 /* The message plain_plan() measured: pm->len bytes at o. */
-static void plain_write(const plain_message *pm, char *o) {
+static inline void plain_write(const plain_message *pm, char *o) {
     const template_entry *e = pm->tpl;
+    if (e->nconv == 1) { /* the common call, without the loop */
+        unsigned at = e->cut[0];
+        copy_bytes((uint8_t *)o, e->text, at);
+        copy_bytes((uint8_t *)o + at, pm->piece[0], (size_t)pm->piece_len[0]);
+        copy_bytes((uint8_t *)o + at + pm->piece_len[0], e->text + at, e->n - at);
+        return;
+    }
     unsigned from = 0;
     for (unsigned k = 0; k < e->nconv; k++) {
         copy_bytes((uint8_t *)o, e->text + from, e->cut[k] - from);
