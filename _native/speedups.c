@@ -494,6 +494,7 @@ typedef struct {
 #define SITE_MAX_KEYS 16
 #define SITE_BYTES 256
 #define SITE_PAIR_MAX 48
+#define SITE_RUN_MAX 128
 
 typedef struct {
     PyObject *names; /* the kwnames tuple (a strong reference), or NULL */
@@ -509,6 +510,12 @@ typedef struct {
      * they do not, or there is no such value): one copy a constant field. */
     uint8_t pair_n[SITE_MAX_KEYS];
     uint8_t pair[SITE_MAX_KEYS][SITE_PAIR_MAX];
+    /* The pairs of the fields from run_from on, one after the other, and the
+     * dict's end, while each of those fields keeps its clean value (run_n 0:
+     * none): a call site's constant last fields in one copy. */
+    uint8_t run_from;
+    uint16_t run_n;
+    uint8_t run[SITE_RUN_MAX];
 } site_entry;
 
 typedef struct {
@@ -535,6 +542,7 @@ typedef struct {
 } Emitter;
 
 static void site_clear(site_entry *e) {
+    e->run_n = 0;
     Py_CLEAR(e->names);
     for (int k = 0; k < SITE_MAX_KEYS; k++) {
         Py_CLEAR(e->clean[k]);
@@ -1106,6 +1114,36 @@ static inline int clean_arg(const plain_message *pm, PyObject *v) {
     return 0;
 }
 
+/* Whether the fields from `from` on have the values their pairs hold. */
+static inline int same_values(const site_entry *e, PyObject *const *values, unsigned from) {
+    for (unsigned k = from; k < e->count; k++)
+        if (values[k] != e->clean[k])
+            return 0;
+    return 1;
+}
+
+/* Keeps the pairs of the longest run of last fields whose values are their
+ * clean ones (as just written), for the next call to copy at once. */
+static void keep_run(site_entry *e, PyObject *const *values) {
+    unsigned k = e->count;
+    size_t n = 1; /* M_NULL */
+    while (k > 0 && values[k - 1] == e->clean[k - 1] && e->pair_n[k - 1] &&
+           n + e->pair_n[k - 1] <= SITE_RUN_MAX) {
+        n += e->pair_n[k - 1];
+        k--;
+    }
+    if (k == e->count)
+        return;
+    uint8_t *o = e->run;
+    for (unsigned j = k; j < e->count; j++) {
+        memcpy(o, e->pair[j], e->pair_n[j]);
+        o += e->pair_n[j];
+    }
+    *o = M_NULL;
+    e->run_from = (uint8_t)k;
+    e->run_n = (uint16_t)n;
+}
+
 /* The call's keywords as marshal writes the dict they would make (keyword
  * names are unique, in call order, as in that dict).  `pm`: the message,
  * when plain and written before them. */
@@ -1116,6 +1154,8 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
         site_entry *e = f->site;
         for (unsigned i = 0, from = 0; i < e->count; from = e->end[i++]) {
             PyObject *v = f->values[i];
+            if (i == e->run_from && e->run_n && same_values(e, f->values, i))
+                return put(b, e->run, e->run_n);
             if (v == e->clean[i] && e->pair_n[i]) {
                 if (put(b, e->pair[i], e->pair_n[i]))
                     return -1;
@@ -1134,6 +1174,7 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
                 return -1;
             if (!before && !b->suspect && PyUnicode_CheckExact(v) && PyUnicode_IS_ASCII(v) &&
                 PyUnicode_GET_LENGTH(v) <= CLEAN_MAX) {
+                e->run_n = 0; /* it may hold this field's old pair */
                 Py_XSETREF(e->clean[i], Py_NewRef(v));
                 /* the name's bytes, then the value's, as just written */
                 size_t name_n = e->end[i] - from, value_n = 5 + (size_t)PyUnicode_GET_LENGTH(v);
@@ -1144,6 +1185,8 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
                 }
             }
         }
+        if (e->run_n == 0)
+            keep_run(e, f->values);
         return put_byte(b, M_NULL);
     }
     for (Py_ssize_t i = 0; i < fields_count(f); i++) {
