@@ -1156,8 +1156,8 @@ static inline const uint8_t *skip_clean(const uint64_t *start, const uint8_t *p,
  * instructions a byte where the pair table takes five or more, and an
  * identifier's digits are not walked run by run.  0 says nothing: the scan
  * decides (the screen stops at the first eight bytes that hold a start). */
-static inline int screened_clean(const struct jr_prefilter *pf, const uint8_t *data, size_t len, size_t from,
-                                 size_t upto) {
+__attribute__((always_inline)) static inline int screened_clean(const struct jr_prefilter *pf, const uint8_t *data,
+                                                                size_t len, size_t from, size_t upto) {
     const uint32_t *screen = pf->screen;
     uint64_t sum = 0; /* digits, and SCREEN_START for each byte something may start at */
     const uint8_t *p = data + from, *stop = data + upto, *end = data + len;
