@@ -1152,20 +1152,25 @@ static inline const uint8_t *skip_clean(const uint64_t *start, const uint8_t *p,
  * no byte there starts a token or is a "/", and a run of digits and
  * separators starting there holds fewer than CARD_DIGITS digits.  Such a
  * run's digits lie in the span or, when it reaches upto, in the run of
- * digits and separators that goes on from upto: both are counted.  Three
- * instructions a byte where the pair table takes five or more, and an
- * identifier's digits are not walked run by run.  0 says nothing: the scan
- * decides (the screen stops at the first eight bytes that hold a start). */
+ * digits and separators that goes on from upto: both are counted.  One table
+ * load and add a byte where the pair table takes five instructions or more,
+ * and an identifier's digits are not walked run by run.  0 says nothing:
+ * the scan decides, from *at (the screen stops at the first eight bytes that
+ * hold a start; when no byte before them is a digit, nothing starts before
+ * them either, and the scan begins there). */
 __attribute__((always_inline)) static inline int screened_clean(const struct jr_prefilter *pf, const uint8_t *data,
-                                                                size_t len, size_t from, size_t upto) {
+                                                                size_t len, size_t from, size_t upto, size_t *at) {
     const uint32_t *screen = pf->screen;
     uint64_t sum = 0; /* digits, and SCREEN_START for each byte something may start at */
     const uint8_t *p = data + from, *stop = data + upto, *end = data + len;
     for (; stop - p >= 8; p += 8) {
-        sum += (uint64_t)screen[p[0]] + screen[p[1]] + screen[p[2]] + screen[p[3]] + screen[p[4]] + screen[p[5]] +
-               screen[p[6]] + screen[p[7]];
-        if (sum >= CARD_DIGITS)
+        uint64_t eight = (uint64_t)screen[p[0]] + screen[p[1]] + screen[p[2]] + screen[p[3]] + screen[p[4]] +
+                         screen[p[5]] + screen[p[6]] + screen[p[7]];
+        if (sum + eight >= CARD_DIGITS) {
+            *at = sum == 0 ? (size_t)(p - data) : from;
             return 0;
+        }
+        sum += eight;
     }
     switch (stop - p) { /* the last 0-7 bytes */
     case 7: sum += screen[p[6]]; /* fall through */
@@ -1179,6 +1184,7 @@ __attribute__((always_inline)) static inline int screened_clean(const struct jr_
     }
     for (p = stop; sum < CARD_DIGITS && p < end && (pf->byte[*p] & (PB_DIGIT | PB_SEP)); p++)
         sum += (pf->byte[*p] & PB_DIGIT) != 0;
+    *at = from;
     return sum < CARD_DIGITS;
 }
 
@@ -1273,16 +1279,18 @@ __attribute__((noinline)) static int scan_text(const struct jr_prefilter *pf, co
     return scan(pf, data, len, 0, from, upto);
 }
 
-__attribute__((noinline)) static int scan_key(const struct jr_prefilter *pf, const uint8_t *data, size_t len) {
-    return scan(pf, data, len, 1, 0, len);
+__attribute__((noinline)) static int scan_key(const struct jr_prefilter *pf, const uint8_t *data, size_t len,
+                                              size_t from, size_t upto) {
+    return scan(pf, data, len, 1, from, upto);
 }
 
 /* The screen, then the scan where the screen cannot tell. */
 static inline int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key, size_t from, size_t upto) {
     const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
-    if (!pf || len == 0 || screened_clean(pf, data, len, from, upto))
+    size_t at;
+    if (!pf || len == 0 || screened_clean(pf, data, len, from, upto, &at))
         return 0;
-    return key ? scan_key(pf, data, len) : scan_text(pf, data, len, from, upto);
+    return key ? scan_key(pf, data, len, at, upto) : scan_text(pf, data, len, at, upto);
 }
 
 int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {

@@ -627,6 +627,21 @@ class TestScreen:
         assert ring.suspect(data) == (ring.suspect_span(data, 0, u) or ring.suspect_span(data, u, len(data)))
 
     @pytest.mark.parametrize("tokens", sorted(TOKEN_SETS))
+    def test_the_scan_begins_where_the_screen_stopped(self, tmp_path: Path, tokens: str) -> None:
+        """After quiet bytes, and after quiet bytes and digits, each token and each card run at
+        every offset: the scan that takes over from the screen finds it, with each table."""
+        table = TOKEN_SETS[tokens]
+        with Ring(tmp_path / "s.ring", 1 << 16) as r:
+            r.set_prefilter(table)
+            finds = [_bare(t) for t in table] + [b"4111 1111 1111 1111", b"http://u:p@h", b"411111111111"]
+            for lead in (b"uqzyuqzy" * 3, b"uq 12 zy-3.4 u" * 2):
+                for offset in range(len(lead) + 1):
+                    for find in finds:
+                        for data in (lead[:offset] + find, lead[:offset] + find + b" ok", lead[:offset] + find.upper()):
+                            assert _reference(data, table, key=False) == r.suspect(data), (data, offset)
+                            assert _reference(data, table, key=True) == r.suspect_key(data), (data, offset)
+
+    @pytest.mark.parametrize("tokens", sorted(TOKEN_SETS))
     def test_card_runs_at_every_length_and_cut(self, tmp_path: Path, tokens: str) -> None:
         """12 and 13 digits, in one piece or split by separators, around every cut of a span:
         with each table (pii=True makes every digit a token of its own)."""
