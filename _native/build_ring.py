@@ -81,6 +81,7 @@ ffi.cdef(
     int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len);
     int jr_suspect_span(const jr_ring *r, const uint8_t *data, size_t len, size_t from,
                         size_t upto);
+    size_t jr_quiet_prefix(const jr_ring *r, const uint8_t *data, size_t len);
     #define JR_DIGIT_REACH_ANY ...
     int jr_prefilter_digit_reach(const jr_ring *r);
     int jr_suspect_record(const jr_ring *r, const uint8_t *data, size_t len);

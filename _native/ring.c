@@ -198,7 +198,15 @@ struct jr_prefilter {
     /* The longest run of digits inside any token, or JR_DIGIT_REACH_ANY when
      * a token starts or ends with a digit (see jr_prefilter_digit_reach). */
     uint8_t digit_reach;
+    /* Per byte: SCREEN_START if a match may start at it (it starts a token,
+     * is a "/"), plus 1 if it is a digit.  Summed over a span, below
+     * CARD_DIGITS says at once that nothing starts there but digits too few
+     * for a card number (see screened_clean). */
+    uint32_t screen[256];
 };
+
+#define SCREEN_START (1u << 20)
+#define CARD_DIGITS 13 /* rule (b): a card number holds 13 digits or more */
 
 #define PF_START 1u /* "^tok": no ASCII letter or digit right before it */
 #define PF_END 2u   /* "tok$": what may follow a key word right after it (is_key_end) */
@@ -1076,6 +1084,8 @@ int jr_set_prefilter(jr_ring *r, const char *tokens, size_t len) {
             set_start(pf->start, upper(a), upper(b));
         }
     }
+    for (unsigned c = 0; c < 256; c++)
+        pf->screen[c] = ((pf->byte[c] & (PB_TOKEN | PB_SLASH)) ? SCREEN_START : 0) + ((pf->byte[c] & PB_DIGIT) ? 1 : 0);
     /* Whatever follows (NUL after the last byte too), a digit, a "/" and a
      * one-byte token ("@", a digit with pii=True) start something. */
     for (unsigned a = 0; a < 256; a++)
@@ -1138,6 +1148,46 @@ static inline const uint8_t *skip_clean(const uint64_t *start, const uint8_t *p,
     return p;
 }
 
+/* Whether the screen alone shows that nothing starts in data[from, upto):
+ * no byte there starts a token or is a "/", and a run of digits and
+ * separators starting there holds fewer than CARD_DIGITS digits.  Such a
+ * run's digits lie in the span or, when it reaches upto, in the run of
+ * digits and separators that goes on from upto: both are counted.  One table
+ * load and add a byte where the pair table takes five instructions or more,
+ * and an identifier's digits are not walked run by run.  0 says nothing:
+ * the scan decides, from *at (the screen stops at the first eight bytes that
+ * hold a start; when no byte before them is a digit, nothing starts before
+ * them either, and the scan begins there). */
+__attribute__((always_inline)) static inline int screened_clean(const struct jr_prefilter *pf, const uint8_t *data,
+                                                                size_t len, size_t from, size_t upto, size_t *at) {
+    const uint32_t *screen = pf->screen;
+    uint64_t sum = 0; /* digits, and SCREEN_START for each byte something may start at */
+    const uint8_t *p = data + from, *stop = data + upto, *end = data + len;
+    for (; stop - p >= 8; p += 8) {
+        uint64_t eight = (uint64_t)screen[p[0]] + screen[p[1]] + screen[p[2]] + screen[p[3]] + screen[p[4]] +
+                         screen[p[5]] + screen[p[6]] + screen[p[7]];
+        if (sum + eight >= CARD_DIGITS) {
+            *at = sum == 0 ? (size_t)(p - data) : from;
+            return 0;
+        }
+        sum += eight;
+    }
+    switch (stop - p) { /* the last 0-7 bytes */
+    case 7: sum += screen[p[6]]; /* fall through */
+    case 6: sum += screen[p[5]]; /* fall through */
+    case 5: sum += screen[p[4]]; /* fall through */
+    case 4: sum += screen[p[3]]; /* fall through */
+    case 3: sum += screen[p[2]]; /* fall through */
+    case 2: sum += screen[p[1]]; /* fall through */
+    case 1: sum += screen[p[0]]; /* fall through */
+    default: break;
+    }
+    for (p = stop; sum < CARD_DIGITS && p < end && (pf->byte[*p] & (PB_DIGIT | PB_SEP)); p++)
+        sum += (pf->byte[*p] & PB_DIGIT) != 0;
+    *at = from;
+    return sum < CARD_DIGITS;
+}
+
 /* The same rule as janus_utils.security.might_contain_secret, over UTF-8:
  * (a) a token occurs, ASCII case-insensitively ("^tok" only where no ASCII
  * letter or digit comes right before it, "tok$" only where what may follow a
@@ -1153,11 +1203,8 @@ static inline const uint8_t *skip_clean(const uint64_t *start, const uint8_t *p,
  * Only what starts in [from, upto) is looked for (jr_suspect_span): a match
  * starting there is read to its end, past upto, and data[from - 1] is read
  * as the byte before data[from]. */
-__attribute__((always_inline)) static inline int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key,
-                                                         size_t from, size_t upto) {
-    const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
-    if (!pf || len == 0)
-        return 0;
+__attribute__((always_inline)) static inline int scan(const struct jr_prefilter *pf, const uint8_t *data, size_t len,
+                                                      int key, size_t from, size_t upto) {
     const uint64_t *start = pf->start;
     const uint8_t *flags = pf->byte;
     size_t last = len - 1;
@@ -1225,6 +1272,27 @@ __attribute__((always_inline)) static inline int suspect(const jr_ring *r, const
     }
 }
 
+/* The scan apart from its callers, so that a text the screen passes costs
+ * them no more registers than the screen needs. */
+__attribute__((noinline)) static int scan_text(const struct jr_prefilter *pf, const uint8_t *data, size_t len,
+                                               size_t from, size_t upto) {
+    return scan(pf, data, len, 0, from, upto);
+}
+
+__attribute__((noinline)) static int scan_key(const struct jr_prefilter *pf, const uint8_t *data, size_t len,
+                                              size_t from, size_t upto) {
+    return scan(pf, data, len, 1, from, upto);
+}
+
+/* The screen, then the scan where the screen cannot tell. */
+static inline int suspect(const jr_ring *r, const uint8_t *data, size_t len, int key, size_t from, size_t upto) {
+    const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
+    size_t at;
+    if (!pf || len == 0 || screened_clean(pf, data, len, from, upto, &at))
+        return 0;
+    return key ? scan_key(pf, data, len, at, upto) : scan_text(pf, data, len, at, upto);
+}
+
 int jr_suspect(const jr_ring *r, const uint8_t *data, size_t len) {
     return suspect(r, data, len, 0, 0, len);
 }
@@ -1237,6 +1305,24 @@ int jr_suspect_span(const jr_ring *r, const uint8_t *data, size_t len, size_t fr
     if (from > upto || upto > len)
         return 1; /* not a span of data: nothing is vouched for */
     return suspect(r, data, len, 0, from, upto);
+}
+
+size_t jr_quiet_prefix(const jr_ring *r, const uint8_t *data, size_t len) {
+    const struct jr_prefilter *pf = __atomic_load_n(&r->pf, __ATOMIC_ACQUIRE);
+    if (!pf)
+        return 0; /* rules set later are not known here: vouch for nothing */
+    /* As the scan's tests, on bytes of data only: a clear pair starts
+     * nothing; a set one whose byte is no digit, no "/" and starts no token
+     * shorter than 3 starts a token only if its 3 bytes are some token's. */
+    size_t i = 0;
+    for (; i + 1 < len; i++) {
+        if (!starts(pf->start, load_pair(data + i)))
+            continue;
+        if ((pf->byte[data[i]] & (PB_DIGIT | PB_SLASH | PB_SHORT)) || i + 2 >= len ||
+            has_tri(pf->tri, tri_hash(lower(data[i]), lower(data[i + 1]), lower(data[i + 2]))))
+            break;
+    }
+    return i;
 }
 
 int jr_prefilter_digit_reach(const jr_ring *r) {

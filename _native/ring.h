@@ -132,6 +132,13 @@ int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len);
  * byte, and each call scans up to that byte only (speedups.c, put_plain). */
 int jr_suspect_span(const jr_ring *r, const uint8_t *data, size_t len, size_t from, size_t upto);
 
+/* How many of the first bytes of data[0..len) nothing can start at, whatever
+ * text follows data[len - 1]: a text that begins with these bytes has the
+ * verdict of jr_suspect_span from there (at most len - 1; 0 with no
+ * prefilter set).  A template's text before its first argument is measured
+ * once, and each call's scan starts past it (speedups.c, put_plain). */
+size_t jr_quiet_prefix(const jr_ring *r, const uint8_t *data, size_t len);
+
 /* How many digits in a row the prefilter's tokens can take in: the longest
  * run of digits inside a token, or JR_DIGIT_REACH_ANY when a token starts or
  * ends with a digit (or no prefilter is set).  When it is below the number

@@ -31,6 +31,7 @@
 typedef int (*push_fn)(jr_ring *, const uint8_t *, size_t, int, int64_t);
 typedef int (*suspect_fn)(const jr_ring *, const uint8_t *, size_t);
 typedef int (*span_fn)(const jr_ring *, const uint8_t *, size_t, size_t, size_t);
+typedef size_t (*quiet_fn)(const jr_ring *, const uint8_t *, size_t);
 
 /* Records larger than this take the Python path; a log line rarely is. */
 #define STACK_BUF 4096
@@ -88,6 +89,7 @@ typedef struct {
     jr_ring *ring;
     suspect_fn suspect;
     span_fn span; /* jr_suspect_span, or NULL */
+    quiet_fn quiet; /* jr_quiet_prefix, or NULL (used only with span) */
     PyObject *clean[CLEAN_SLOTS];
     char is_name[CLEAN_SLOTS];
     char as_key[CLEAN_SLOTS];
@@ -482,6 +484,9 @@ typedef struct {
      * at: the text after the last argument but its first byte, when nothing
      * starts in it (jr_suspect_span), else 0. */
     uint16_t tail;
+    /* How many bytes at the start of each message nothing can start at
+     * (jr_quiet_prefix of the text before the first argument), or 0. */
+    uint16_t head;
 } template_entry;
 
 /* A call site's keyword names, checked and encoded (see site_of). */
@@ -489,6 +494,7 @@ typedef struct {
 #define SITE_MAX_KEYS 16
 #define SITE_BYTES 256
 #define SITE_PAIR_MAX 48
+#define SITE_RUN_MAX 128
 
 typedef struct {
     PyObject *names; /* the kwnames tuple (a strong reference), or NULL */
@@ -504,6 +510,12 @@ typedef struct {
      * they do not, or there is no such value): one copy a constant field. */
     uint8_t pair_n[SITE_MAX_KEYS];
     uint8_t pair[SITE_MAX_KEYS][SITE_PAIR_MAX];
+    /* The pairs of the fields from run_from on, one after the other, and the
+     * dict's end, while each of those fields keeps its clean value (run_n 0:
+     * none): a call site's constant last fields in one copy. */
+    uint8_t run_from;
+    uint16_t run_n;
+    uint8_t run[SITE_RUN_MAX];
 } site_entry;
 
 typedef struct {
@@ -530,6 +542,7 @@ typedef struct {
 } Emitter;
 
 static void site_clear(site_entry *e) {
+    e->run_n = 0;
     Py_CLEAR(e->names);
     for (int k = 0; k < SITE_MAX_KEYS; k++) {
         Py_CLEAR(e->clean[k]);
@@ -540,18 +553,18 @@ static void site_clear(site_entry *e) {
 static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"ring", "push", "suspect", "keepalive", "check", "pid", "max_chars",
                             "console_level", "listeners", "context", "format_message",
-                            "thread_name", "tls", "digit_reach", "suspect_span", NULL};
+                            "thread_name", "tls", "digit_reach", "suspect_span", "quiet_prefix", NULL};
     unsigned long long ring, push, suspect;
     PyObject *keepalive, *listeners, *context, *format_message, *thread_name, *tls;
     int check;
     long pid, console_level;
     Py_ssize_t max_chars;
     int digit_reach = JR_DIGIT_REACH_ANY;
-    unsigned long long span = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOOO|$iK:Emitter", names, &ring, &push,
+    unsigned long long span = 0, quiet = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KKKOplnlO!OOOO|$iKK:Emitter", names, &ring, &push,
                                      &suspect, &keepalive, &check, &pid, &max_chars,
                                      &console_level, &PyList_Type, &listeners, &context,
-                                     &format_message, &thread_name, &tls, &digit_reach, &span))
+                                     &format_message, &thread_name, &tls, &digit_reach, &span, &quiet))
         return -1;
     if (!ring || !push || !suspect) {
         PyErr_SetString(PyExc_ValueError, "Emitter: ring, push and suspect must not be NULL");
@@ -579,6 +592,7 @@ static int Emitter_init(Emitter *self, PyObject *args, PyObject *kw) {
     self->scan.ring = self->ring;
     self->scan.suspect = (suspect_fn)(uintptr_t)suspect;
     self->scan.span = (span_fn)(uintptr_t)span;
+    self->scan.quiet = (quiet_fn)(uintptr_t)quiet;
     self->check = check;
     self->pid = pid;
     self->max_chars = max_chars;
@@ -676,7 +690,7 @@ static const thread_entry *cached_thread(const Emitter *self) {
     if (e->epoch != self->epoch || e->epoch == 0)
         return NULL;
     PyThreadState *ts = PyThreadState_Get();
-    return e->ts == ts && e->id == PyThreadState_GetID(ts) ? e : NULL;
+    return e->ts == ts && e->id == ts->id ? e : NULL; /* PyThreadState_GetID(ts), without the call */
 }
 
 static void keep_thread(Emitter *self, PyObject *name) {
@@ -771,6 +785,7 @@ static int parse_template(template_entry *e, PyObject *msg) {
     memset(e->passed, 0, sizeof e->passed);
     e->passed_next = 0;
     e->tail = 0;
+    e->head = 0;
     if (!PyUnicode_IS_ASCII(msg) || PyUnicode_GET_LENGTH(msg) > TEMPLATE_MAX)
         return -1;
     const char *t = (const char *)PyUnicode_DATA(msg);
@@ -816,6 +831,11 @@ static template_entry *template_of(Emitter *self, PyObject *msg) {
         if (e->plain && self->check && self->scan.span != NULL && rest >= 2 &&
             !self->scan.span(self->ring, (const uint8_t *)e->text + at, rest, 1, rest))
             e->tail = (uint16_t)(rest - 1);
+        /* The text before the first argument begins every message: the
+         * bytes of it where nothing can start, whatever the argument, are
+         * skipped by each call's scan. */
+        if (e->plain && self->check && self->scan.span != NULL && self->scan.quiet != NULL && e->nconv)
+            e->head = (uint16_t)self->scan.quiet(self->ring, (const uint8_t *)e->text, e->cut[0]);
     }
     return e->plain ? e : NULL;
 }
@@ -876,8 +896,15 @@ static int plain_plan(Emitter *self, plain_message *pm, PyObject *msg, PyObject 
 }
 
 /* The message plain_plan() measured: pm->len bytes at o. */
-static void plain_write(const plain_message *pm, char *o) {
+static inline void plain_write(const plain_message *pm, char *o) {
     const template_entry *e = pm->tpl;
+    if (e->nconv == 1) { /* the common call, without the loop */
+        unsigned at = e->cut[0];
+        copy_bytes((uint8_t *)o, e->text, at);
+        copy_bytes((uint8_t *)o + at, pm->piece[0], (size_t)pm->piece_len[0]);
+        copy_bytes((uint8_t *)o + at + pm->piece_len[0], e->text + at, e->n - at);
+        return;
+    }
     unsigned from = 0;
     for (unsigned k = 0; k < e->nconv; k++) {
         copy_bytes((uint8_t *)o, e->text + from, e->cut[k] - from);
@@ -1087,6 +1114,36 @@ static inline int clean_arg(const plain_message *pm, PyObject *v) {
     return 0;
 }
 
+/* Whether the fields from `from` on have the values their pairs hold. */
+static inline int same_values(const site_entry *e, PyObject *const *values, unsigned from) {
+    for (unsigned k = from; k < e->count; k++)
+        if (values[k] != e->clean[k])
+            return 0;
+    return 1;
+}
+
+/* Keeps the pairs of the longest run of last fields whose values are their
+ * clean ones (as just written), for the next call to copy at once. */
+static void keep_run(site_entry *e, PyObject *const *values) {
+    unsigned k = e->count;
+    size_t n = 1; /* M_NULL */
+    while (k > 0 && values[k - 1] == e->clean[k - 1] && e->pair_n[k - 1] &&
+           n + e->pair_n[k - 1] <= SITE_RUN_MAX) {
+        n += e->pair_n[k - 1];
+        k--;
+    }
+    if (k == e->count)
+        return;
+    uint8_t *o = e->run;
+    for (unsigned j = k; j < e->count; j++) {
+        memcpy(o, e->pair[j], e->pair_n[j]);
+        o += e->pair_n[j];
+    }
+    *o = M_NULL;
+    e->run_from = (uint8_t)k;
+    e->run_n = (uint16_t)n;
+}
+
 /* The call's keywords as marshal writes the dict they would make (keyword
  * names are unique, in call order, as in that dict).  `pm`: the message,
  * when plain and written before them. */
@@ -1097,6 +1154,8 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
         site_entry *e = f->site;
         for (unsigned i = 0, from = 0; i < e->count; from = e->end[i++]) {
             PyObject *v = f->values[i];
+            if (i == e->run_from && e->run_n && same_values(e, f->values, i))
+                return put(b, e->run, e->run_n);
             if (v == e->clean[i] && e->pair_n[i]) {
                 if (put(b, e->pair[i], e->pair_n[i]))
                     return -1;
@@ -1115,6 +1174,7 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
                 return -1;
             if (!before && !b->suspect && PyUnicode_CheckExact(v) && PyUnicode_IS_ASCII(v) &&
                 PyUnicode_GET_LENGTH(v) <= CLEAN_MAX) {
+                e->run_n = 0; /* it may hold this field's old pair */
                 Py_XSETREF(e->clean[i], Py_NewRef(v));
                 /* the name's bytes, then the value's, as just written */
                 size_t name_n = e->end[i] - from, value_n = 5 + (size_t)PyUnicode_GET_LENGTH(v);
@@ -1125,6 +1185,8 @@ static int put_keywords(wbuf *b, const call_fields *f, const plain_message *pm) 
                 }
             }
         }
+        if (e->run_n == 0)
+            keep_run(e, f->values);
         return put_byte(b, M_NULL);
     }
     for (Py_ssize_t i = 0; i < fields_count(f); i++) {
@@ -1144,13 +1206,14 @@ static inline int shape_passed(const template_entry *e, uint64_t shape) {
 }
 
 /* The message's verdict: from its template's kept ones, or the scan of
- * what starts before the template's clean tail (and kept when it passes
- * and its shape says what it depends on). */
+ * what starts between the template's quiet head and its clean tail (and
+ * kept when it passes and its shape says what it depends on). */
 static int suspect_plain(scanner *sc, const plain_message *pm, const uint8_t *u) {
-    if (pm->shape != 0 && shape_passed(pm->tpl, pm->shape))
+    const template_entry *t = pm->tpl;
+    if (pm->shape != 0 && shape_passed(t, pm->shape))
         return 0;
-    if (pm->tpl->tail ? sc->span(sc->ring, u, (size_t)pm->len, 0, (size_t)(pm->len - pm->tpl->tail))
-                      : sc->suspect(sc->ring, u, (size_t)pm->len))
+    if (t->head || t->tail ? sc->span(sc->ring, u, (size_t)pm->len, t->head, (size_t)(pm->len - t->tail))
+                           : sc->suspect(sc->ring, u, (size_t)pm->len))
         return 1;
     if (pm->shape != 0) {
         template_entry *e = pm->tpl;

@@ -260,12 +260,18 @@ class Ring:
             raise ValueError("prefilter tokens must be ASCII, at most 256 of them in 4096 bytes")
 
     def native_prefilter(self) -> dict[str, int]:
-        """The C encoder's further prefilter arguments: ``jr_suspect_span``'s address and the
-        table's digit reach (``janus_utils._speedups.Emitter``'s keywords of those names)."""
+        """The C encoder's further prefilter arguments: ``jr_suspect_span``'s and
+        ``jr_quiet_prefix``'s addresses and the table's digit reach
+        (``janus_utils._speedups.Emitter``'s keywords of those names)."""
         return {
             "suspect_span": int(ffi.cast("uintptr_t", ffi.addressof(lib, "jr_suspect_span"))),
+            "quiet_prefix": int(ffi.cast("uintptr_t", ffi.addressof(lib, "jr_quiet_prefix"))),
             "digit_reach": self.prefilter_digit_reach(),
         }
+
+    def quiet_prefix(self, data: bytes) -> int:
+        """How many of *data*'s first bytes no match can start at, whatever text follows them."""
+        return int(lib.jr_quiet_prefix(self._ptr, data, len(data)))
 
     def suspect_span(self, data: bytes, start: int, stop: int) -> bool:
         """As ``suspect``, for what starts in ``data[start:stop]`` only (read on past *stop*,

@@ -594,3 +594,152 @@ class TestSpans:
             assert not _handed_back(em, "id %sen done", ("bok",))
             assert _handed_back(em, "id %s with token", ("x",))  # a tail that is suspect itself
             assert _handed_back(em, "id %s with token", ("y",))
+
+
+# --- the screen before the scan, and a template's quiet head ------------------------
+
+# Bytes that start nothing under the default table (no token starts with them; no digit,
+# no "/"), the bytes a card run is made of, and a few that start something: the screen
+# passes texts of the first two kinds alone, as long as their digits are too few for a card.
+QUIET_BYTES = "uqyzUQYZ_=:,;!()[]{}#\n"
+RUN_BYTES = "0123456789 \t-."
+screened = st.text(alphabet=QUIET_BYTES + RUN_BYTES + "/@ps", max_size=40)
+
+
+class TestScreen:
+    """A span with no byte a match may start at, and too few digits for a card number, is
+    passed without the scan: it must give the scan's verdict all the same."""
+
+    @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(text=screened)
+    def test_agrees_with_the_rule(self, ring: Ring, text: str) -> None:
+        """Texts of quiet bytes, digits and separators (card runs of any length) give the rule's verdict."""
+        data = text.encode()
+        assert _reference(data, security.PREFILTER_TOKENS, key=False) == ring.suspect(data)
+        assert _reference(data, security.PREFILTER_TOKENS, key=True) == ring.suspect_key(data)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(text=screened, cut=st.integers(0, 40))
+    def test_a_card_run_across_the_span_s_end(self, ring: Ring, text: str, cut: int) -> None:
+        """A run of digits that starts inside a span and ends past it counts all its digits."""
+        data = text.encode()
+        u = min(cut, len(data))
+        assert ring.suspect(data) == (ring.suspect_span(data, 0, u) or ring.suspect_span(data, u, len(data)))
+
+    @pytest.mark.parametrize("tokens", sorted(TOKEN_SETS))
+    def test_the_scan_begins_where_the_screen_stopped(self, tmp_path: Path, tokens: str) -> None:
+        """After quiet bytes, and after quiet bytes and digits, each token and each card run at
+        every offset: the scan that takes over from the screen finds it, with each table."""
+        table = TOKEN_SETS[tokens]
+        with Ring(tmp_path / "s.ring", 1 << 16) as r:
+            r.set_prefilter(table)
+            finds = [_bare(t) for t in table] + [b"4111 1111 1111 1111", b"http://u:p@h", b"411111111111"]
+            for lead in (b"uqzyuqzy" * 3, b"uq 12 zy-3.4 u" * 2):
+                for offset in range(len(lead) + 1):
+                    for find in finds:
+                        for data in (lead[:offset] + find, lead[:offset] + find + b" ok", lead[:offset] + find.upper()):
+                            assert _reference(data, table, key=False) == r.suspect(data), (data, offset)
+                            assert _reference(data, table, key=True) == r.suspect_key(data), (data, offset)
+
+    @pytest.mark.parametrize("tokens", sorted(TOKEN_SETS))
+    def test_card_runs_at_every_length_and_cut(self, tmp_path: Path, tokens: str) -> None:
+        """12 and 13 digits, in one piece or split by separators, around every cut of a span:
+        with each table (pii=True makes every digit a token of its own)."""
+        with Ring(tmp_path / "s.ring", 1 << 16) as r:
+            r.set_prefilter(TOKEN_SETS[tokens])
+            for digits in (12, 13):
+                for run in ("4" * digits, "4111 1111 1111 1"[: digits + 3], "41-11." + "1" * (digits - 4)):
+                    for text in (f"uu {run} qq", f"u{run}", f"{run}", f"qq {run[:5]}"):
+                        data = text.encode()
+                        whole = _reference(data, TOKEN_SETS[tokens], key=False)
+                        assert whole == r.suspect(data), text
+                        for u in range(len(data) + 1):
+                            assert whole == (r.suspect_span(data, 0, u) or r.suspect_span(data, u, len(data))), (
+                                text, u)
+
+
+class TestQuietPrefix:
+    """jr_quiet_prefix: what starts in a text's first bytes cannot depend on what follows them."""
+
+    @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(head=texts, rest=texts)
+    def test_what_follows_changes_nothing_before_it(self, ring: Ring, head: str, rest: str) -> None:
+        """Whatever follows a head, the text's verdict is the scan's from the head's quiet prefix on."""
+        h, data = head.encode("utf-8", "surrogatepass"), (head + rest).encode("utf-8", "surrogatepass")
+        quiet = ring.quiet_prefix(h)
+        assert 0 <= quiet <= max(len(h) - 1, 0)
+        assert ring.suspect(data) == ring.suspect_span(data, quiet, len(data)), (h, quiet)
+
+    @pytest.mark.parametrize("tokens", sorted(TOKEN_SETS))
+    def test_a_token_the_rest_completes(self, tmp_path: Path, tokens: str) -> None:
+        """Each token between text, cut at every byte: the head holding its start, or all of
+        it and what its anchors read, is never quiet there, with each table (one- and two-byte
+        tokens, digit tokens, anchors)."""
+        with Ring(tmp_path / "q.ring", 1 << 16) as r:
+            r.set_prefilter(TOKEN_SETS[tokens])
+            for token in TOKEN_SETS[tokens]:
+                for before in (b"", b"user ", b"x"):
+                    for after in (b"", b"=1", b" done", b"x"):
+                        data = before + _bare(token) + after
+                        for cut in range(len(data) + 1):
+                            quiet = r.quiet_prefix(data[:cut])
+                            assert r.suspect(data) == r.suspect_span(data, quiet, len(data)), (data, cut, quiet)
+
+    def test_a_head_is_measured_where_it_matters(self, ring: Ring) -> None:
+        """The reference template's head "user " is quiet but for its last byte; a head that
+        holds a digit, a "/" or a token's start is not quiet from there on; no table, no claim."""
+        assert 4 == ring.quiet_prefix(b"user ")
+        assert 2 == ring.quiet_prefix(b"id42 ")
+        assert 3 == ring.quiet_prefix(b"url/")
+        assert 0 == ring.quiet_prefix(b"token=")
+        assert 0 == ring.quiet_prefix(b"")
+
+    def test_no_table_no_claim(self, tmp_path: Path) -> None:
+        """A ring with no prefilter vouches for no byte: rules set later would not be known."""
+        with Ring(tmp_path / "q.ring", 1 << 16) as r:
+            assert 0 == r.quiet_prefix(b"user ")
+
+
+class TestStrArguments:
+    """A plain call with str arguments is scanned from its template's quiet head: a match that
+    starts in the head and ends in an argument, or that an argument starts, is still found."""
+
+    @pytest.mark.parametrize(
+        ("template", "arg", "suspect"),
+        [
+            ("user %s logged in", "u0000123", False),
+            ("user %s logged in", "secret", True),
+            ("tok%s ok", "en", True),  # "token" begun by the head
+            ("tok%s ok", "yo", False),
+            ("card 4111 1111 %s ok", "1111 1", True),  # a card run the head begins
+            ("card 4111 1111 %s ok", "11", False),
+            ("url http://u:p%s/x", "@host", True),  # "/" in the head, "@" in the argument
+            ("url http://u%s", " @host", False),  # white space before the "@"
+            ("key x%s", "sk-1", False),  # "^sk-" after a letter of the head
+            ("key %s", "sk-1", True),
+            ("user %s logged in", "4111111111111", True),
+            ("user %s in %s", "u1", False),
+        ],
+    )
+    def test_matches_across_the_head(self, big_ring: Ring, template: str, arg: str, suspect: bool) -> None:
+        """Each case is handed back exactly when the scan of its whole message flags it."""
+        em = _emitter_by_shape(big_ring)
+        call = (arg,) * template.count("%s")
+        message = template % call
+        assert suspect == big_ring.suspect(message.encode()), message
+        for _ in range(2):  # the template's head and tail are measured at the first call
+            assert suspect == _handed_back(em, template, call), message
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        head=st.text(alphabet=QUIET_BYTES + RUN_BYTES + "/@skpto", max_size=12),
+        arg=st.text(alphabet=QUIET_BYTES + RUN_BYTES + "/@skentpo", max_size=16),
+        rest=st.text(alphabet=QUIET_BYTES + RUN_BYTES + "/@kens", max_size=12),
+    )
+    def test_agrees_with_the_scan(self, big_ring: Ring, head: str, arg: str, rest: str) -> None:
+        """Heads, ids and tails of quiet bytes, card-run bytes and token pieces: the call is
+        handed back exactly when its message is suspect."""
+        template = head.replace("%", "") + "%s" + rest.replace("%", "")
+        em = _emitter_by_shape(big_ring)
+        message = template % (arg,)
+        assert big_ring.suspect(message.encode()) == _handed_back(em, template, (arg,)), message

@@ -656,6 +656,27 @@ class TestCallSiteCaches:
         fields = [row[-1] for row in through_c]
         assert all(HIDDEN not in f for f in fields if f is not None)
 
+    def test_constant_last_fields_are_copied_only_while_they_hold(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A site's last fields, kept as one copy while their values stay, store what Python
+        stores when one of them changes (back and forth, to a value too long to keep with its
+        name, to a secret), whatever comes before them."""
+        def calls() -> None:
+            log = ju.get_logger("svc.run")
+            regions = ["eu", "us"]
+            for k in range(24):
+                tier = "gold" if k < 8 else "x" * 50 if k < 16 else "token=zz9" if k % 5 == 0 else "gold"
+                log.info("call %s", f"u{k:07d}", user_id=k, region=regions[k // 3 % 2], zone="a", tier=tier)
+
+        monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
+        through_c = run_corpus(tmp_path / "c.db", calls)
+        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
+        through_python = run_corpus(tmp_path / "py.db", calls)
+        assert 24 == len(through_python) == len(through_c)
+        assert through_python == through_c
+        assert not any("zz9" in str(row) for row in through_c)
+
     def test_a_secret_is_caught_on_every_call_of_a_site(self, db_path: Path) -> None:
         """A site whose key name or value the prefilter flags is never taken as clean."""
         ju.configure(db_path, console=False)
