@@ -50,7 +50,8 @@ __all__ = ["Flusher", "open_database"]
 def _insert_sql(columns: tuple[str, ...], rows: int = 1) -> str:
     """INSERT of *rows* rows of these columns into the logs table."""
     values = f"({', '.join('?' for _ in columns)})"
-    return f'INSERT INTO "{_schema.TABLE}" ({", ".join(columns)}) VALUES ' + ", ".join([values] * rows)
+    verb = "INSERT OR FAIL" if rows > 1 else "INSERT"
+    return f'{verb} INTO "{_schema.TABLE}" ({", ".join(columns)}) VALUES ' + ", ".join([values] * rows)
 
 
 _INSERT = _insert_sql(_schema.COLUMNS)
