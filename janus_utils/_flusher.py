@@ -50,6 +50,11 @@ __all__ = ["Flusher", "open_database"]
 def _insert_sql(columns: tuple[str, ...], rows: int = 1) -> str:
     """INSERT of *rows* rows of these columns into the logs table."""
     values = f"({', '.join('?' for _ in columns)})"
+    # OR FAIL: a statement of many rows that may stop half way (NOT NULL)
+    # would otherwise copy every page it changes into a statement journal,
+    # a temporary file past 64 KiB (3 GB of writes per million rows).  A
+    # failing statement rolls the whole transaction back (_commit), so what
+    # it leaves behind is never committed.
     verb = "INSERT OR FAIL" if rows > 1 else "INSERT"
     return f'{verb} INTO "{_schema.TABLE}" ({", ".join(columns)}) VALUES ' + ", ".join([values] * rows)
 
