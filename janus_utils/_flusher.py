@@ -852,7 +852,7 @@ class Flusher:
             return -1  # still full: the records wait in the ring
         start = self.ring.stats().read_pos  # where this batch starts: see _fence
         try:
-            rows, upto = self._read_rows()
+            rows, upto, behind = self._read_rows()
             rows = self.resources.label(rows)
         except BaseException:
             # The batch was read but will not be committed: read it again
@@ -866,8 +866,7 @@ class Flusher:
         db = self.db
         assert db is not None
         try:
-            # Records wait behind this batch: see _fill_blocks.
-            self._store(db, rows, start, upto, behind=self.ring.stats().head > upto)
+            self._store(db, rows, start, upto, behind=behind)
         except _Fenced as err:
             self._step_down_locked(
                 f"another process has stored records of this ring up to {err.upto}, past this "
@@ -916,8 +915,10 @@ class Flusher:
             self._prune_step()
         return len(rows) or 1  # 1: an announcement alone was committed; more may follow
 
-    def _read_rows(self) -> tuple[list[tuple[Any, ...]], int]:
-        """The rows of the next transaction, and the ring position after them.
+    def _read_rows(self) -> tuple[list[tuple[Any, ...]], int, bool]:
+        """The rows of the next transaction, the ring position after them, and
+        whether the flusher is behind: the transaction is as big as it may be
+        and the ring was not emptied by it (see _fill_blocks).
 
         One chunk of ``batch_size`` records while the flusher keeps up.  When
         a chunk comes back full, the ring holds a backlog: more chunks join
@@ -935,6 +936,7 @@ class Flusher:
         chunks = _BACKLOG_BATCHES if self._deadline is None and not self._prune_limited else 1
         rows: list[tuple[Any, ...]] = []
         nbytes = 0
+        behind = False
         for _ in range(chunks):
             if self.decode_rows is not None:
                 n, raw, upto = self.ring.read_raw(size)
@@ -946,11 +948,12 @@ class Flusher:
                 n = len(batch)
                 rows.extend(decode_row(payload) for _, payload in batch)
                 nbytes += sum(len(payload) for _, payload in batch)
+            behind = n >= size
             if n < size or nbytes >= _BACKLOG_BYTES:
                 break
             if chunks > 1 and len(rows) == n and not self._room_for_backlog():
                 break  # the first chunk came back full, but the disk is nearly full
-        return rows, upto
+        return rows, upto, behind
 
     def _room_for_backlog(self) -> bool:
         if self._disk_full:
@@ -974,7 +977,7 @@ class Flusher:
         """Commit the batch; if SQLite refuses a row, commit it row by row.
 
         *key* names the position stored with it: the ring's (None) or a spill
-        file's.  *behind*: more records wait in the ring (see _fill_blocks).
+        file's.  *behind*: the flusher has a backlog (see _fill_blocks).
         """
         try:
             self._commit(db, rows, start, upto, key, one_by_one=False, behind=behind)
@@ -1247,8 +1250,9 @@ class Flusher:
     def _fill_blocks(self, db: apsw.Connection, rows: list[tuple[Any, ...]], first: int, last: int, skip: bool) -> None:
         """Keep the batch's rows for the bitmaps of the block they fill (janus_utils._termbits.Filling).
 
-        *skip*: the rows went in one by one, or records wait behind the batch.
-        A flusher that is behind leaves the blocks it completes to the idle
+        *skip*: the rows went in one by one, or the flusher is behind (its
+        transaction as big as it may be, the ring not emptied by it).  A
+        flusher that is behind leaves the blocks it completes to the idle
         turns (_term_bits_turn), which build every block not done: building
         one as it commits is some 5% of the commit's time (measured on the
         end-to-end benchmark's million rows), time in which the ring stays
