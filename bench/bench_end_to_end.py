@@ -28,7 +28,9 @@ from a fresh database.  rows/s = records / the round's time, in extra_info.
 alternating), ``JANUS_BENCH_E2E_PAIRS`` pairs (default 5; quick 1).  The
 machine's load drifts over minutes and the floor's own rate with it: each
 janus_process round is compared with the floor round beside it, and the
-median of those ratios is the figure (the goal's).
+median of those ratios is the figure (the goal's).  A janus_process round
+ends, untimed, once its flusher process has exited: what it does when idle
+(index merges, term bitmaps) never runs beside the next round.
 """
 
 from __future__ import annotations
@@ -134,9 +136,21 @@ class _Round:
             self.check()
         if self.peer is not None:
             self.peer.close()
+            if self.key == "janus_process":
+                _wait_for_flusher_exit(self.peer.path)  # type: ignore[attr-defined]
             self.peer = None
         self.parked = None
         shutil.rmtree(self.root / "round", ignore_errors=True)
+
+
+def _wait_for_flusher_exit(path: Path, timeout: float = 60.0) -> None:
+    """Untimed: until the round's flusher process is gone (it lingers a second after the last
+    user, doing its idle turns): its work must not overlap the next round, the floor's above all."""
+    from janus_utils._flusher_process import flusher_pid
+
+    deadline = time.monotonic() + timeout
+    while flusher_pid(str(path)) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _janus_rows(records: int) -> list[tuple[Any, ...]]:

@@ -89,6 +89,41 @@ class TestInsertMany:
         assert want == got
         assert [_words.signature(f"row {i} Word{i % 3}") for i in range(count)] == [row[-1] for row in got]
 
+    def test_many_rows_to_a_statement_write_no_statement_journal(self, tmp_path: Path) -> None:
+        """A transaction of many-row INSERTs into a table that holds rows already opens no statement
+        journal: each statement would otherwise copy every page it changes to a temporary file."""
+        opened: list[int] = []
+
+        class Watch(apsw.VFS):  # the default VFS, noting the kind of every file SQLite opens
+            def __init__(self) -> None:
+                super().__init__("janus-watch-opens", "")
+
+            def xOpen(self, name: Any, flags: list[int]) -> apsw.VFSFile:
+                opened.append(flags[0])
+                return super().xOpen(name, flags)
+
+        vfs = Watch()
+        try:
+            db = apsw.Connection(str(tmp_path / "w.db"), vfs="janus-watch-opens")
+            try:
+                _schema.apply_connection_settings(db)
+                _schema.ensure_schema(db)
+                # Keys spread over every index: each statement changes pages all over the file.
+                rows = [make_row(f"row {i}", ts=BASE_TS + i * 7919 % 4000, logger=f"svc.{i * 31 % 97}",
+                                 user_id=f"u{i * 7919 % 4000}", agent_id=f"a{i % 53}", request_id=f"r{i * 13 % 4000}")
+                        for i in range(4000)]
+                with db:
+                    jflusher._insert_rows(db, rows[:2000])
+                opened.clear()
+                with db:
+                    jflusher._insert_rows(db, rows[2000:])
+                assert 4000 == db.execute('SELECT count(*) FROM "logs"').fetchall()[0][0]
+            finally:
+                db.close()
+        finally:
+            vfs.unregister()
+        assert [] == [flags for flags in opened if flags & apsw.SQLITE_OPEN_SUBJOURNAL]
+
     def test_a_row_with_a_column_missing_is_refused_not_shifted(self, writer: Any) -> None:
         """A short row among many is an error, as with executemany: no value lands in another row's column."""
         rows = [make_row(f"row {i}") for i in range(40)]
