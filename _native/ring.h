@@ -129,7 +129,10 @@ int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len);
  * data[from - 1] as the byte before data[from]).  A text's verdict is
  * jr_suspect_span(0, u) or jr_suspect_span(u, len) for any u: so a suffix
  * that never changes (a template's end) is scanned once from its second
- * byte, and each call scans up to that byte only (speedups.c, put_plain). */
+ * byte, and each call scans up to that byte only (speedups.c, put_plain).
+ * A token that starts at or past upto is not reported, even inside a run of
+ * digits begun before it; the digits of a card number that crosses upto are
+ * all counted. */
 int jr_suspect_span(const jr_ring *r, const uint8_t *data, size_t len, size_t from, size_t upto);
 
 /* How many of the first bytes of data[0..len) nothing can start at, whatever
