@@ -852,7 +852,7 @@ class Flusher:
             return -1  # still full: the records wait in the ring
         start = self.ring.stats().read_pos  # where this batch starts: see _fence
         try:
-            rows, upto, behind = self._read_rows()
+            rows, upto = self._read_rows()
             rows = self.resources.label(rows)
         except BaseException:
             # The batch was read but will not be committed: read it again
@@ -866,7 +866,7 @@ class Flusher:
         db = self.db
         assert db is not None
         try:
-            self._store(db, rows, start, upto, behind=behind)
+            self._store(db, rows, start, upto)
         except _Fenced as err:
             self._step_down_locked(
                 f"another process has stored records of this ring up to {err.upto}, past this "
@@ -915,10 +915,8 @@ class Flusher:
             self._prune_step()
         return len(rows) or 1  # 1: an announcement alone was committed; more may follow
 
-    def _read_rows(self) -> tuple[list[tuple[Any, ...]], int, bool]:
-        """The rows of the next transaction, the ring position after them, and
-        whether the flusher is behind: the transaction is as big as it may be
-        and the ring was not emptied by it (see _fill_blocks).
+    def _read_rows(self) -> tuple[list[tuple[Any, ...]], int]:
+        """The rows of the next transaction, and the ring position after them.
 
         One chunk of ``batch_size`` records while the flusher keeps up.  When
         a chunk comes back full, the ring holds a backlog: more chunks join
@@ -936,7 +934,6 @@ class Flusher:
         chunks = _BACKLOG_BATCHES if self._deadline is None and not self._prune_limited else 1
         rows: list[tuple[Any, ...]] = []
         nbytes = 0
-        behind = False
         for _ in range(chunks):
             if self.decode_rows is not None:
                 n, raw, upto = self.ring.read_raw(size)
@@ -948,12 +945,11 @@ class Flusher:
                 n = len(batch)
                 rows.extend(decode_row(payload) for _, payload in batch)
                 nbytes += sum(len(payload) for _, payload in batch)
-            behind = n >= size
             if n < size or nbytes >= _BACKLOG_BYTES:
                 break
             if chunks > 1 and len(rows) == n and not self._room_for_backlog():
                 break  # the first chunk came back full, but the disk is nearly full
-        return rows, upto, behind
+        return rows, upto
 
     def _room_for_backlog(self) -> bool:
         if self._disk_full:
@@ -965,22 +961,14 @@ class Flusher:
         return fs.f_bavail * fs.f_frsize >= _BACKLOG_ROOM
 
     def _store(
-        self,
-        db: apsw.Connection,
-        rows: list[tuple[Any, ...]],
-        start: int,
-        upto: int,
-        key: str | None = None,
-        *,
-        behind: bool = False,
+        self, db: apsw.Connection, rows: list[tuple[Any, ...]], start: int, upto: int, key: str | None = None
     ) -> None:
         """Commit the batch; if SQLite refuses a row, commit it row by row.
 
-        *key* names the position stored with it: the ring's (None) or a spill
-        file's.  *behind*: the flusher has a backlog (see _fill_blocks).
+        *key* names the position stored with it: the ring's (None) or a spill file's.
         """
         try:
-            self._commit(db, rows, start, upto, key, one_by_one=False, behind=behind)
+            self._commit(db, rows, start, upto, key, one_by_one=False)
         except (_Fenced, _Detached, *_TRANSIENT):
             raise
         except Exception:
@@ -998,7 +986,6 @@ class Flusher:
         key: str | None,
         *,
         one_by_one: bool,
-        behind: bool = False,
     ) -> None:
         """Insert *rows*, index them and store the position, in one transaction."""
         key = key or self.ring_id
@@ -1028,7 +1015,7 @@ class Flusher:
             if one_by_one or self.any_non_ascii is None or self.any_non_ascii(rows, _WIDE_AT):
                 db.execute(_schema.WIDE_INDEX_SQL, (last,))  # CJK and emoji rows, also by trigrams
             _rollup.advance_batch(db, rows, last + 1, upto_id)
-            self._fill_blocks(db, rows, last + 1, upto_id, one_by_one or behind)
+            self._fill_blocks(db, rows, last + 1, upto_id, one_by_one)
             self.resources.save(db)
             db.execute(_SAVE_POS, (key, upto))
             sealed = self.sealer.seal(db, last, None if one_by_one else rows) if self.sealer is not None else None
@@ -1247,18 +1234,9 @@ class Flusher:
             self._batches_since_checkpoint += 1
         return worked and not merged
 
-    def _fill_blocks(self, db: apsw.Connection, rows: list[tuple[Any, ...]], first: int, last: int, skip: bool) -> None:
-        """Keep the batch's rows for the bitmaps of the block they fill (janus_utils._termbits.Filling).
-
-        *skip*: the rows went in one by one, or the flusher is behind (its
-        transaction as big as it may be, the ring not emptied by it).  A
-        flusher that is behind leaves the blocks it completes to the idle
-        turns (_term_bits_turn), which build every block not done: building
-        one as it commits is some 5% of the commit's time (measured on the
-        end-to-end benchmark's million rows), time in which the ring stays
-        full and the application's log calls wait.
-        """
-        if skip or last - first + 1 != len(rows):
+    def _fill_blocks(self, db: apsw.Connection, rows: list[tuple[Any, ...]], first: int, last: int, one_by_one: bool) -> None:
+        """Keep the batch's rows for the bitmaps of the block they fill (janus_utils._termbits.Filling)."""
+        if one_by_one or last - first + 1 != len(rows):
             self._filling.reset()
             return
         try:

@@ -7,9 +7,8 @@ id // BLOCK_IDS); for each block below the rollup's covered_upto the
 flusher stores the exact bitmap of the rows holding each term that at least
 MIN_ROWS of them hold (table ``janus_term_bits``, the block then listed as
 done in ``janus_term_blocks``; the schema is in _schema): the commit that
-completes a block, from the rows in hand (:class:`Filling`), unless records
-wait behind it in the ring, and idle turns the blocks it could not or left
-(:func:`build`).  A count of words ANDs and counts
+completes a block, from the rows in hand (:class:`Filling`), and idle turns
+the blocks it could not (:func:`build`).  A count of words ANDs and counts
 the done blocks' bitmaps (2,000 bytes each; a reader keeps each block's
 count, :class:`Counts`) and asks the index only for the blocks where a word
 has none and for the ids outside the done blocks, as ``rowid`` ranges,

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 import janus_utils as ju
 from janus_utils import _rollup, _schema, _termbits
-from janus_utils import logger as jlog
 from janus_utils._record import native_enabled, speedups
 from janus_utils.retention import import_archive, prune
 
@@ -513,21 +512,18 @@ def _ascii(text: str) -> str:
 
 
 class TestFilling:
-    def test_a_flusher_keeping_up_builds_its_blocks_as_they_fill(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        """With no idle turn at all, the batch completing a block stores its bitmaps when no record
-        waits behind it; counts stay exact."""
+    def test_a_burst_builds_its_blocks_as_they_fill(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With no idle turn at all, the batch completing a block stores its bitmaps; counts stay exact."""
         if not (native_enabled() and hasattr(speedups, "term_bitmaps")):
             pytest.skip("the C extension is not built")
         monkeypatch.setattr(_termbits, "build", lambda *args: (0, False))  # no idle building
         path = tmp_path / "logs.db"
-        ju.configure(path, console=False, commit_interval=3600)  # a commit at each flush() only
+        ju.configure(path, console=False)
         try:
             log = ju.get_logger("app")
             rng = random.Random(8)
             for n in range(3 * B + 10):
                 log.info(_ascii(_message(rng, n)), status=rng.choice((200, 404)))
-                if n % 1000 == 999:
-                    assert ju.flush(timeout=120)  # each batch the whole ring: nothing behind it
             assert ju.flush(timeout=120)
         finally:
             ju.shutdown()
@@ -537,40 +533,6 @@ class TestFilling:
         finally:
             db.close()
         _check(path)
-
-    def test_a_flusher_behind_leaves_its_blocks_to_the_idle_turns(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Batches with records waiting behind them build no block as they commit; the idle turns
-        build every one of them afterwards, and counts are exact before and after."""
-        monkeypatch.setattr(_termbits, "build", lambda *args: (0, True))  # no idle building yet
-        path = tmp_path / "logs.db"
-        ju.configure(path, console=False, ring_size=32 << 20)  # room for the whole burst
-        try:
-            flusher = jlog._flusher
-            assert flusher is not None
-            log = ju.get_logger("app")
-            rng = random.Random(10)
-            with flusher.db_lock:  # every record is in the ring before the first batch is read
-                for n in range(3 * B + 10):
-                    log.info(_ascii(_message(rng, n)), status=rng.choice((200, 404)))
-            assert ju.flush(timeout=120)
-            db = apsw.Connection(str(path))
-            try:
-                assert [] == _done(db)  # each block was completed by a batch with records behind it
-            finally:
-                db.close()
-            _check(path)
-            monkeypatch.undo()  # the idle turns build again
-            deadline = time.monotonic() + 60
-            db = apsw.Connection(str(path))
-            try:
-                while _done(db) != [0, 1, 2] and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                assert [0, 1, 2] == _done(db)
-            finally:
-                db.close()
-            _check(path)
-        finally:
-            ju.shutdown()
 
     def test_a_gap_waits_for_the_next_block(self, tmp_path: Path) -> None:
         """Batches that do not follow on: the block in progress is dropped, the next one is kept from its start."""
