@@ -279,15 +279,22 @@ def run_corpus(db_path: Path, calls: Callable[[], None] | None = None) -> list[t
     return query(db_path, f"SELECT {COMPARED} FROM logs ORDER BY id")
 
 
+def both_ways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, calls: Callable[[], None] | None = None
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows of *calls* (the corpus by default) through the C path, then through Python."""
+    monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
+    through_c = run_corpus(tmp_path / "c.db", calls)
+    monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
+    return through_c, run_corpus(tmp_path / "py.db", calls)
+
+
 class TestSameRowsBothWays:
     def test_corpus_stores_the_same_rows_through_c_and_python(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Every column but id and ts is the same, whichever path each call took."""
-        monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
-        through_c = run_corpus(tmp_path / "c.db")
-        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
-        through_python = run_corpus(tmp_path / "py.db")
+        through_c, through_python = both_ways(tmp_path, monkeypatch)
         assert 37 == len(through_python)
         for c_row, py_row in zip(through_c, through_python):
             assert py_row == c_row
@@ -305,10 +312,7 @@ class TestSameRowsBothWays:
                 for uid in ["u1", "u0000042", 7, 12, 12345, 99999, -12345, 10**12, 4111111111111111, "sk-x"]:
                     log.info("user %s logged in", uid, user_id=uid, ip=ip, agent_id="planner-7")
 
-        monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
-        through_c = run_corpus(tmp_path / "c.db", calls)
-        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
-        through_python = run_corpus(tmp_path / "py.db", calls)
+        through_c, through_python = both_ways(tmp_path, monkeypatch, calls)
         assert 70 == len(through_python) == len(through_c)
         assert through_python == through_c
         assert any("[REDACTED" in str(row) for row in through_c)
@@ -632,10 +636,7 @@ class TestCallSiteCaches:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Templates, keyword names and logger names kept across calls change no row."""
-        monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
-        through_c = run_corpus(tmp_path / "c.db", repeated_sites)
-        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
-        through_python = run_corpus(tmp_path / "py.db", repeated_sites)
+        through_c, through_python = both_ways(tmp_path, monkeypatch, repeated_sites)
         assert 3 * len(KINDS) + 3 * 7 == len(through_python)
         assert through_python == through_c
         messages = [row[2] for row in through_c[: 3 * len(KINDS) : 3]]
@@ -647,10 +648,7 @@ class TestCallSiteCaches:
         """A field holding the message's own argument is not scanned again only where the
         message's verdict covers it: a key hidden in the message by the letter before it
         is still found in the field."""
-        monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
-        through_c = run_corpus(tmp_path / "c.db", repeated_arguments)
-        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
-        through_python = run_corpus(tmp_path / "py.db", repeated_arguments)
+        through_c, through_python = both_ways(tmp_path, monkeypatch, repeated_arguments)
         assert 2 * 5 == len(through_python)
         assert through_python == through_c
         fields = [row[-1] for row in through_c]
@@ -669,10 +667,7 @@ class TestCallSiteCaches:
                 tier = "gold" if k < 8 else "x" * 50 if k < 16 else "token=zz9" if k % 5 == 0 else "gold"
                 log.info("call %s", f"u{k:07d}", user_id=k, region=regions[k // 3 % 2], zone="a", tier=tier)
 
-        monkeypatch.delenv("JANUS_UTILS_NO_SPEEDUPS", raising=False)
-        through_c = run_corpus(tmp_path / "c.db", calls)
-        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
-        through_python = run_corpus(tmp_path / "py.db", calls)
+        through_c, through_python = both_ways(tmp_path, monkeypatch, calls)
         assert 24 == len(through_python) == len(through_c)
         assert through_python == through_c
         assert not any("zz9" in str(row) for row in through_c)
