@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._schema import LEVEL_INDEX_FLOOR, TABLE, USER_BUCKET_BITS, user_buckets_sql
+from ._schema import EVERY_USER_BUCKET, ID_SPAN_SQL, LEVEL_INDEX_FLOOR, USER_BUCKET_BITS, user_buckets_within
 
 __all__ = ["WALK_TS", "FtsPlan", "Planner", "Streams"]
 
@@ -124,8 +124,7 @@ class Planner:
     # ------------------------------------------------------------ estimates
     def _span(self) -> tuple[int, int]:
         """(oldest id, newest id): the id range the rows lie in, from two lookups."""
-        # Two subqueries: each is one lookup; min() and max() in one SELECT read every row.
-        low, high = self._rows(f'SELECT (SELECT min("id") FROM {self._t}), (SELECT max("id") FROM {self._t})', [])[0]
+        low, high = self._rows(ID_SPAN_SQL, [])[0]
         return (low or 0), (high or 0)
 
     def _count(self, condition: str, params: list[Any], cap: int) -> int:
@@ -156,15 +155,14 @@ class Planner:
         Counting a user's rows reads every one of them, a bucket at a time:
         4,000 rows and a millisecond at ten million rows, more than the search
         it plans.  The newest buckets tell the same share of all ids."""
-        every = user_buckets_sql(f'SELECT min("id") FROM "{TABLE}"', f'SELECT max("id") FROM "{TABLE}"')
-        if every not in condition:
+        if EVERY_USER_BUCKET not in condition:
             return None
         oldest, newest = self._span()
         bits = USER_BUCKET_BITS
         if (newest >> bits) - (oldest >> bits) < 4 * SAMPLE_BUCKETS:
             return None
         low = ((newest >> bits) - SAMPLE_BUCKETS + 1) << bits
-        found = self._count(condition.replace(every, user_buckets_sql(str(low), str(newest))), params, PROBE_CAP)
+        found = self._count(user_buckets_within(condition, low, newest), params, PROBE_CAP)
         if found < SAMPLE_ROWS:
             return None
         return round(found * (newest - oldest + 1) / (newest - low + 1))

@@ -34,6 +34,7 @@ __all__ = [
     "database_id",
     "ensure_schema",
     "user_buckets_sql",
+    "user_buckets_within",
     "user_match_sql",
 ]
 
@@ -494,11 +495,23 @@ def user_buckets_sql(low: str, high: str) -> str:
     )
 
 
+# The lowest and highest id: two subqueries, each one lookup (min() and max()
+# in one SELECT read every row).
+ID_SPAN_SQL = f'SELECT (SELECT min("id") FROM "{TABLE}"), (SELECT max("id") FROM "{TABLE}")'
+# Every bucket of USER_INDEX, from the lowest id's to the highest's: where user_match_sql seeks.
+EVERY_USER_BUCKET = user_buckets_sql(f'SELECT min("id") FROM "{TABLE}"', f'SELECT max("id") FROM "{TABLE}"')
+
+
 def user_match_sql(row: str = f'"{TABLE}"') -> str:
     """``user_id = ?`` for the *row* of "logs", written so that SQLite seeks the user in each
     bucket of USER_INDEX (one seek each) rather than reading every row."""
-    every = user_buckets_sql(f'SELECT min("id") FROM "{TABLE}"', f'SELECT max("id") FROM "{TABLE}"')
-    return f'({row}."user_id" = ? AND ({row}."id" >> {USER_BUCKET_BITS}) IN {every})'
+    return f'({row}."user_id" = ? AND ({row}."id" >> {USER_BUCKET_BITS}) IN {EVERY_USER_BUCKET})'
+
+
+def user_buckets_within(sql: str, low: int, high: int) -> str:
+    """*sql* with each user condition (user_match_sql) kept to the buckets of ids *low* to
+    *high*: ints written into the text, so the statement's parameters stay as they were."""
+    return sql.replace(EVERY_USER_BUCKET, user_buckets_sql(str(int(low)), str(int(high))))
 
 
 def database_id(db: apsw.Connection) -> str | None:

@@ -60,7 +60,9 @@ from ._planner import WALK_TS, Planner, Streams
 from ._rollup import Rollup, bucket_floor_sql
 from ._schema import (
     COLUMNS,
+    EVERY_USER_BUCKET,
     FTS_TABLE,
+    ID_SPAN_SQL,
     LEVEL_INDEX_FLOOR,
     SCHEMA_VERSION,
     TABLE,
@@ -68,7 +70,7 @@ from ._schema import (
     USER_BUCKET_BITS,
     USER_INDEX,
     WIDE_TABLE,
-    user_buckets_sql,
+    user_buckets_within,
     user_match_sql,
 )
 from ._termbits import Counts
@@ -1264,10 +1266,10 @@ class LogStore:
         rows are found: a common word's newest matches lie in the first."""
         assert selection.tree is not None
         tree, at = selection.tree
-        low, high = db.execute(f'SELECT (SELECT min("id") FROM {_T}), (SELECT max("id") FROM {_T})').fetchall()[0]
+        low, high = db.execute(ID_SPAN_SQL).fetchall()[0]
         if low is None:
             return []
-        low, high = max(int(low), (after_id or 0) + 1), min(int(high), upto_id if upto_id is not None else int(high))
+        low, high = max(int(low), (after_id or 0) + 1), min(int(high), _MAX_ID if upto_id is None else upto_id)
         rows: list[tuple[Any, ...]] = []
         size = _TREE_WINDOW
         newest = order == "newest"
@@ -1312,7 +1314,7 @@ class LogStore:
         compares and orders, so a damaged row's value sorts as it does
         everywhere else.
         """
-        low, high = db.execute(f'SELECT (SELECT min("id") FROM {_T}), (SELECT max("id") FROM {_T})').fetchall()[0]
+        low, high = db.execute(ID_SPAN_SQL).fetchall()[0]
         if low is None:
             return []
         bits = USER_BUCKET_BITS
@@ -1324,10 +1326,10 @@ class LogStore:
 
         def read(lo: int, hi: int, beyond: Any = None) -> list[tuple[Any, ...]]:
             """(id, ts) of the selection's rows in buckets lo..hi, in order; *beyond*: only those past that ts."""
-            # The bounds are ints written into the text: the parameters stay the selection's.
-            part = user_buckets_sql(str(lo << bits), str(hi << bits))
-            bucketed = f'({_T}."user_id" = ? AND ({_T}."id" >> {bits}) IN {part})'
-            where = [bucketed if condition == every else condition for condition in selection.where]
+            where = [
+                user_buckets_within(condition, lo << bits, hi << bits) if condition == every else condition
+                for condition in selection.where
+            ]
             params = list(selection.params)
             if beyond is not None:
                 where.append(f'{_T}."ts" {">" if newest else "<"} ?')
@@ -1470,16 +1472,15 @@ class LogStore:
         only if they fall short.  The same statement with bounds on the
         buckets: the same rows in the same order either way.
         """
-        every = user_buckets_sql(f'SELECT min("id") FROM {_T}', f'SELECT max("id") FROM {_T}')
         narrow = selection.probes[0][0] if selection.driver == "logs" and selection.probes else ""
         estimates = selection.estimates
         share = 1.0
-        if limit is not None and user_match_sql() in narrow and every in sql and estimates.get("rows"):
+        if limit is not None and user_match_sql() in narrow and EVERY_USER_BUCKET in sql and estimates.get("rows"):
             expected = estimates.get("filter", 0.0) * estimates.get("matches", 0.0) / estimates["rows"]
             share = _WINDOW_MARGIN * limit / expected if expected > 0 else 1.0
         if share >= _WINDOW_AT_MOST:
             return self._closing(db.execute(sql, params))
-        low, high = db.execute(f'SELECT (SELECT min("id") FROM {_T}), (SELECT max("id") FROM {_T})').fetchall()[0]
+        low, high = db.execute(ID_SPAN_SQL).fetchall()[0]
         if low is None:
             return self._closing(db.execute(sql, params))  # no rows (emptied since the planner looked)
         bits = USER_BUCKET_BITS
@@ -1494,8 +1495,7 @@ class LogStore:
             for lo, hi in windows:
                 if lo > hi:
                     continue  # the first window held every bucket (a bucket list would still hold lo)
-                # The bounds are ints written into the text: the parameters stay the statement's.
-                part = sql.replace(every, user_buckets_sql(str(lo << bits), str(hi << bits)))
+                part = user_buckets_within(sql, lo << bits, hi << bits)
                 yield from self._closing(db.execute(part, params))
 
         return read()
