@@ -199,7 +199,7 @@ static PyObject *flat_fields(PyObject *text, PyObject *seen) {
                     p++;
             else
                 p = start;
-            if (p > start && *(p - 1) != '-' && (p == end || (*p != '.' && *p != 'e' && *p != 'E')) && p - start < 19) {
+            if (p > start && (p == end || (*p != '.' && *p != 'e' && *p != 'E')) && p - start < 19) {
                 char digits[24];
                 memcpy(digits, start, p - start);
                 digits[p - start] = 0;
@@ -570,7 +570,7 @@ static int snippet_of(PyObject *row, const Py_ssize_t *at, int ncol, const Phras
         return 0; /* FTS5 matched the row where this finds nothing: let it say */
     const Inst *inst = *insts;
     /* fts5SnippetFunction */
-    int best_col = 0, best_start = 0, best_score = 0, colsize = 0;
+    int best_col = 0, best_start = 0, best_score = 0;
     for (int c = 0; c < ncol; c++) {
         const Tok *t = *toks + base[c];
         int n = ntok[c], nfirst = 0, here = 0;
@@ -612,7 +612,6 @@ static int snippet_of(PyObject *row, const Py_ssize_t *at, int ncol, const Phras
                 best_score = s;
                 best_col = c;
                 best_start = adj;
-                colsize = n;
             }
             if (nfirst && n > ntoken) {
                 int jj = 0;
@@ -626,7 +625,6 @@ static int snippet_of(PyObject *row, const Py_ssize_t *at, int ncol, const Phras
                         best_score = s;
                         best_col = c;
                         best_start = first[jj];
-                        colsize = n;
                     }
                 }
             }
@@ -635,8 +633,6 @@ static int snippet_of(PyObject *row, const Py_ssize_t *at, int ncol, const Phras
     const char *z = text[best_col];
     if (z == NULL)
         return 0;
-    if (colsize == 0)
-        colsize = ntok[best_col];
     const Tok *t = *toks + base[best_col];
     int n = ntok[best_col];
     Runs runs = {inst, ninst, 0, best_col, -1, -1, ph};
@@ -697,7 +693,7 @@ static int snippet_of(PyObject *row, const Py_ssize_t *at, int ncol, const Phras
     }
     if (is_open && buf_add(out, close, nclose) < 0)
         return -1;
-    if (range_end >= colsize - 1) {
+    if (range_end >= n - 1) { /* the passage reaches the column's end: no ellipsis */
         if (buf_add(out, z + off, len[best_col] - off) < 0)
             return -1;
     } else if (buf_add(out, ellipsis, nellipsis) < 0) {

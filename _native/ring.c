@@ -1232,14 +1232,14 @@ __attribute__((always_inline)) static inline int scan(const struct jr_prefilter 
                 while (q < end && flags[*q] == PB_DIGIT)
                     q++;
                 digits += (size_t)(q - (data + i));
-                if (digits >= 13)
+                if (digits >= CARD_DIGITS)
                     return 1;
                 i = (size_t)(q - data);
                 if (i == len)
                     break;
                 k = flags[data[i]];
                 if (k & PB_DIGIT) {
-                    if (++digits >= 13)
+                    if (++digits >= CARD_DIGITS)
                         return 1;
                 } else if (!(k & PB_SEP)) {
                     break; /* the byte after the run: looked at from the start */

@@ -130,9 +130,10 @@ int jr_suspect_key(const jr_ring *r, const uint8_t *data, size_t len);
  * jr_suspect_span(0, u) or jr_suspect_span(u, len) for any u: so a suffix
  * that never changes (a template's end) is scanned once from its second
  * byte, and each call scans up to that byte only (speedups.c, put_plain).
- * A token that starts at or past upto is not reported, even inside a run of
- * digits begun before it; the digits of a card number that crosses upto are
- * all counted. */
+ * The digits of a card number that crosses upto are all counted; whether a
+ * token starting at or past upto, inside a run of digits begun before it, is
+ * reported depends on whether the screen or the scan decides: callers rely
+ * only on what starts in [from, upto). */
 int jr_suspect_span(const jr_ring *r, const uint8_t *data, size_t len, size_t from, size_t upto);
 
 /* How many of the first bytes of data[0..len) nothing can start at, whatever

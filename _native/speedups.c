@@ -827,15 +827,16 @@ static template_entry *template_of(Emitter *self, PyObject *msg) {
         /* The text after the last argument is every message's end: from its
          * second byte on (its first follows an argument's last), what
          * starts there is found once, here. */
-        size_t at = e->nconv ? e->cut[e->nconv - 1] : e->n, rest = e->n - at;
-        if (e->plain && self->check && self->scan.span != NULL && rest >= 2 &&
-            !self->scan.span(self->ring, (const uint8_t *)e->text + at, rest, 1, rest))
-            e->tail = (uint16_t)(rest - 1);
-        /* The text before the first argument begins every message: the
-         * bytes of it where nothing can start, whatever the argument, are
-         * skipped by each call's scan. */
-        if (e->plain && self->check && self->scan.span != NULL && self->scan.quiet != NULL && e->nconv)
-            e->head = (uint16_t)self->scan.quiet(self->ring, (const uint8_t *)e->text, e->cut[0]);
+        if (e->plain && self->check && self->scan.span != NULL) {
+            size_t at = e->nconv ? e->cut[e->nconv - 1] : e->n, rest = e->n - at;
+            if (rest >= 2 && !self->scan.span(self->ring, (const uint8_t *)e->text + at, rest, 1, rest))
+                e->tail = (uint16_t)(rest - 1);
+            /* The text before the first argument begins every message: the
+             * bytes of it where nothing can start, whatever the argument, are
+             * skipped by each call's scan. */
+            if (self->scan.quiet != NULL && e->nconv)
+                e->head = (uint16_t)self->scan.quiet(self->ring, (const uint8_t *)e->text, e->cut[0]);
+        }
     }
     return e->plain ? e : NULL;
 }
