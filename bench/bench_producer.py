@@ -11,18 +11,31 @@ application.  janus runs with a 64 MiB ring so that no round fills it.
 The 4-thread variant starts the threads before timing and parks them on a
 barrier; a round is from their release until the last one ends, and the
 per-call cost is that wall time over 4 x CALLS.
+
+``below-level-paired``: janus and picologging open side by side, a round of
+BELOW_CALLS calls below the level of each in turn (the order alternating),
+``JANUS_BENCH_BELOW_PAIRS`` pairs (default 21; quick 3).  This VM runs the same
+instructions at two speeds that change over seconds (a call below the level
+took 24 ns in one state and 48 ns in the other): two peers timed one after the
+other can land in different states, two rounds side by side share one.  The
+goal reads the median of the per-pair ratios.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from . import _sizes
 from ._harness import measure_calls, opened
 from ._peers import PEERS, peer
-from ._sizes import THREADS
+from ._sizes import THREADS, user_ids
+
+BELOW_PAIRS = _sizes._int("JANUS_BENCH_BELOW_PAIRS", 21, 3)
 
 BELOW_PEERS = [key for key, make in PEERS.items() if make().has_below]
 # picologging 0.9 deadlocks within a few calls when two threads log through
@@ -56,3 +69,44 @@ def test_below_level(benchmark: Any, key: str, tmp_path: Path) -> None:
     """A DEBUG call on an INFO logger: the cost of a call that records nothing."""
     with opened(peer(key), tmp_path) as p:
         measure_calls(benchmark, p, below=True)
+
+
+@pytest.mark.benchmark(group="below-level-paired")
+def test_below_level_paired(benchmark: Any, tmp_path: Path) -> None:
+    """janus and picologging below the level in turn, BELOW_PAIRS times: the median of the per-pair ratios."""
+    pytest.importorskip("picologging")
+    ids = user_ids(_sizes.BELOW_CALLS)
+    (tmp_path / "janus").mkdir()
+    (tmp_path / "picologging").mkdir()
+    with opened(peer("janus"), tmp_path / "janus") as janus, opened(peer("picologging"), tmp_path / "picologging") as pico:
+        below = {"janus": janus.below, "picologging": pico.below}
+        for run in below.values():
+            run(ids)  # warm up, untimed
+        ns: dict[str, list[float]] = {"janus": [], "picologging": []}
+        ratios: list[float] = []
+
+        def one_pair() -> None:
+            order = ["janus", "picologging"] if len(ratios) % 2 == 0 else ["picologging", "janus"]
+            took = {}
+            for key in order:
+                started = time.perf_counter_ns()
+                below[key](ids)
+                took[key] = (time.perf_counter_ns() - started) / len(ids)
+                ns[key].append(took[key])
+            ratios.append(took["picologging"] / took["janus"])
+
+        benchmark.pedantic(one_pair, rounds=1 if benchmark.disabled else BELOW_PAIRS)
+    benchmark.extra_info.update(
+        {
+            "calls_per_round": len(ids),
+            "pairs": len(ratios),
+            "ratios": [round(r, 3) for r in ratios],
+            "median_ratio": round(statistics.median(ratios), 3),
+            "median_ns": {key: round(statistics.median(v), 1) for key, v in ns.items()},
+        }
+    )
+    print(
+        f"\nbelow the level, {len(ratios)} pairs of {len(ids):,} calls: janus {statistics.median(ns['janus']):.1f} ns, "
+        f"picologging {statistics.median(ns['picologging']):.1f} ns (medians); picologging ÷ janus per pair: median "
+        f"{statistics.median(ratios):.2f} (lowest {min(ratios):.2f})"
+    )
