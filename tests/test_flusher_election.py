@@ -14,7 +14,7 @@ import pytest
 
 import janus_utils as ju
 from janus_utils import logger as jlog
-from logging_worker import Worker, assert_exactly_once
+from logging_worker import Worker, assert_exactly_once, stop
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,10 @@ class TestStoppedFlusher:
             a.log("a", 0, 1000)
             a.expect("logged")
             assert a.flush()["leader"]
-            os.kill(a.pid, signal.SIGSTOP)
+            # Between its transactions: stopped inside one (a commit, an idle
+            # turn's FTS merge or WAL cut) it would keep SQLite's write lock,
+            # and b could not commit until it continues (TestStoppedInsideACommit).
+            stop(a.pid, db_path, writing=False)
             try:
                 b.log("b", 0, 5000)
                 b.expect("logged")
