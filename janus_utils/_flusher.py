@@ -1105,7 +1105,7 @@ class Flusher:
     def _failed(self, err: BaseException) -> int:
         self.retries += 1
         self._backoff = min(max(self._backoff * 2, 0.05), 5.0)
-        why = _stopped_writer(self.cfg.db_path) if isinstance(err, apsw.BusyError) else ""
+        why = _write_lock_holder(self.cfg.db_path, running=True) if isinstance(err, apsw.BusyError) else ""
         self._report(f"cannot write to {self.cfg.db_path}: {type(err).__name__}: {err}{why}", kind="write")
         if isinstance(err, apsw.FullError):
             # Keep the connection: closing it would checkpoint into the full
@@ -1412,7 +1412,7 @@ class Flusher:
         assert spill is not None
         self._report(
             f"log ring full for {self.cfg.block_timeout} s (no flusher is committing"
-            f"{_stopped_writer(self.cfg.db_path)}): records go to {spill.path} until it moves "
+            f"{_write_lock_holder(self.cfg.db_path)}): records go to {spill.path} until it moves "
             f"again ({spill.records} spilled by this process so far)"
         )
 
@@ -1479,13 +1479,19 @@ class _Wake(threading.Event):
         self._ring.wake_consumer()
 
 
-def _stopped_writer(db_path: str) -> str:
-    """Why the database stays locked, if the process holding its write lock is stopped.
+def _write_lock_holder(db_path: str, *, running: bool = False) -> str:
+    """Why the database stays locked, if the process holding its write lock is stopped
+    (with *running*: whatever that process is doing).
 
     A flusher stopped (SIGSTOP, a debugger) inside a commit keeps SQLite's WAL
     write lock, a POSIX lock on byte 120 of the -shm file: no process can
-    write the database until it continues, whoever takes over.  Read from
-    /proc/locks (Linux); "" when that says nothing.
+    write the database until it continues, whoever takes over.  One that hangs
+    inside a commit (a stalled disk, a bug), or another program's long
+    transaction, keeps it the same way: after a commit gave up waiting for the
+    lock (*running*), naming that process says whom to look at.  A process
+    that merely commits holds the lock for moments, so a full ring is blamed
+    on a stopped one only.  Read from /proc/locks (Linux); "" when that says
+    nothing.
     """
     try:
         shm = os.stat(db_path + "-shm")
@@ -1503,13 +1509,21 @@ def _stopped_writer(db_path: str) -> str:
                 if not first <= 120 <= (int(last) if last != "EOF" else 120):
                     continue
                 with open(f"/proc/{pid}/stat") as f:
-                    state = f.read().rsplit(")", 1)[1].split()[0]
+                    stat = f.read()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                state = stat.rsplit(")", 1)[1].split()[0]
             except (OSError, ValueError, IndexError):
                 continue
             if state in ("T", "t"):
                 return (
                     f" (process {pid} holds its write lock and is stopped: nothing can be written "
                     f"to the database until it continues, kill -CONT {pid})"
+                )
+            if running:
+                waits = ", waiting on its disk" if state == "D" else ""
+                return (
+                    f" (process {pid} ({name}) holds its write lock{waits}: nothing can be written "
+                    "to the database until its transaction ends or it exits)"
                 )
     return ""
 

@@ -118,6 +118,74 @@ class Worker:
             self.proc.wait()
 
 
+def _stopped(pid: int) -> bool:
+    """Whether every thread of *pid* has stopped: each one stops on its own after SIGSTOP."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:  # a thread that exited meanwhile
+            continue
+        if state not in ("T", "t"):
+            return False
+    return True
+
+
+def sqlite_locks(db: str | Path, pid: int) -> set[int]:
+    """The bytes of *db*'s -shm file that *pid* holds exclusively (Linux: /proc/locks).
+
+    SQLite's WAL write lock is byte 120: held through a write transaction (a
+    commit, an FTS merge or bitmap turn) and a TRUNCATE checkpoint.  121 is
+    the checkpoint lock; 123-127 the readers' marks, held exclusively only
+    while one is moved.
+    """
+    try:
+        inode = os.stat(str(db) + "-shm").st_ino
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return set()
+    held: set[int] = set()
+    for line in lines:
+        # "1: POSIX  ADVISORY  WRITE 1234 00:2a:5678 120 121" (a waiter's line has "->")
+        parts = line.split()
+        if len(parts) >= 8 and parts[1] == "POSIX" and parts[3] == "WRITE" and parts[4] == str(pid) and parts[5].endswith(f":{inode}"):
+            last = int(parts[7]) if parts[7] != "EOF" else int(parts[6])
+            held.update(range(int(parts[6]), last + 1))
+    return held
+
+
+WRITE_LOCK = 120  # SQLite's WAL write lock, a byte of the -shm file
+
+
+def stop(pid: int, db: str | Path, *, writing: bool, timeout: float = 60.0) -> None:
+    """SIGSTOP *pid* at a moment it holds SQLite's write lock on *db* (*writing*), or at
+    one it holds no exclusive lock of the database at all (between its transactions
+    and checkpoints).
+
+    A process stopped while it holds the write lock keeps it: nothing can
+    commit to the database until it continues, whoever takes over as the
+    flusher.  A stop meant to show a takeover must not land there, and one
+    meant to show that case must.  A stop that lands elsewhere is undone and
+    tried again; *timeout* bounds the tries (liveness, not speed).
+    """
+    import signal
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        os.kill(pid, signal.SIGSTOP)
+        while not _stopped(pid):
+            assert time.monotonic() < end, f"process {pid} did not stop"
+            time.sleep(0.001)
+        held = sqlite_locks(db, pid)
+        if (WRITE_LOCK in held) if writing else not held:
+            return
+        os.kill(pid, signal.SIGCONT)
+        assert time.monotonic() < end, f"process {pid} was never stopped {'inside' if writing else 'outside'} a write within {timeout} s"
+        time.sleep(0.002)  # let it run on to another moment
+
+
 def stored(db: str | Path, name: str) -> "collections.Counter[int]":
     """How many times each NAME-i record is in the database."""
     import apsw

@@ -14,7 +14,7 @@ import pytest
 
 import janus_utils as ju
 from janus_utils import logger as jlog
-from logging_worker import Worker, assert_exactly_once
+from logging_worker import Worker, assert_exactly_once, stop
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,10 @@ class TestStoppedFlusher:
             a.log("a", 0, 1000)
             a.expect("logged")
             assert a.flush()["leader"]
-            os.kill(a.pid, signal.SIGSTOP)
+            # Between its transactions: stopped inside one (a commit, an idle
+            # turn's FTS merge or WAL cut) it would keep SQLite's write lock,
+            # and b could not commit until it continues (TestStoppedInsideACommit).
+            stop(a.pid, db_path, writing=False)
             try:
                 b.log("b", 0, 5000)
                 b.expect("logged")
@@ -229,6 +232,43 @@ class TestStoppedInsideACommit:
         finally:
             if holder is not None and holder.poll() is None:
                 os.kill(holder.pid, signal.SIGCONT)
+                holder.kill()
+                holder.wait()
+            ju.shutdown()
+        assert_exactly_once(db_path, "w", 2)
+
+    def test_a_running_process_holding_the_write_lock_is_named(self, db_path: Path) -> None:
+        """A write transaction that does not end (a hung process, a long one of another program):
+        the report names the process that holds the lock, not only "database is locked"."""
+        import subprocess
+        import sys
+
+        ju.configure(db_path, console=False)
+        holder = None
+        try:
+            ju.get_logger("w").info("w-0")
+            assert ju.flush(timeout=30)
+            holder = subprocess.Popen(
+                [sys.executable, "-c", HOLD_THE_WRITE_LOCK, str(db_path)], stdout=subprocess.PIPE, text=True
+            )
+            assert holder.stdout is not None
+            assert "locked\n" == holder.stdout.readline()
+            ju.get_logger("w").info("w-1")
+            named = f"process {holder.pid} ("
+            give_up = time.monotonic() + 120  # the busy wait is 5 s per try
+            while time.monotonic() < give_up:
+                reports = [m for _, m in ju.stats()["recent_errors"]]
+                if any(named in m for m in reports):
+                    break
+                time.sleep(0.1)
+            report = next((m for m in reports if named in m), reports)
+            assert "holds its write lock: nothing can be written" in report, report
+            assert "is stopped" not in report
+            holder.kill()
+            holder.wait()
+            assert ju.flush(timeout=60)
+        finally:
+            if holder is not None and holder.poll() is None:
                 holder.kill()
                 holder.wait()
             ju.shutdown()

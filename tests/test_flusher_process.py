@@ -19,7 +19,7 @@ import janus_utils as ju
 from janus_utils import logger as jlog
 from janus_utils._flusher_process import flusher_pid
 from janus_utils.error_handling.utils.errors import ConfigError
-from logging_worker import Holder, Worker, assert_exactly_once, stored
+from logging_worker import Holder, Worker, assert_exactly_once, stop, stored
 
 pytestmark = pytest.mark.slow
 
@@ -265,7 +265,10 @@ class TestStoppedFlusherProcess:
             w.expect("logged")
             w.flush()
             old = new_flusher(db_path, None)
-            os.kill(old, signal.SIGSTOP)
+            # Between its transactions: stopped inside one it would keep SQLite's
+            # write lock, and no flusher could commit until it continues (the
+            # next test).  Its idle turns write too (FTS merge, bitmaps, WAL cut).
+            stop(old, db_path, writing=False)
             try:
                 w.log("a", 1000, 5000)
                 w.expect("logged")
@@ -284,6 +287,43 @@ class TestStoppedFlusherProcess:
         assert_exactly_once(db_path, "a", 7000)
         assert "took over" in w.stderr
         assert "stepped down" in w.stderr
+
+    def test_a_flusher_process_stopped_inside_a_write_holds_every_commit_back_until_resumed(self, db_path: Path) -> None:
+        """SIGSTOP it while it holds SQLite's write lock: the process that takes over cannot commit
+        either; stderr names the stopped process, records wait in the ring and spill files, and
+        flush(timeout) says False.  Resumed, every record is stored once."""
+        w = Worker(db_path, flusher="process", takeover_after=1.0, ring_size=65536, block_timeout=0.5)
+        try:
+            w.log("a", 0, 1000)
+            w.expect("logged")
+            w.flush()
+            old = new_flusher(db_path, None)
+            w.log("a", 1000, 50_000, 0.005)  # commits all along while the stop is aimed
+            stop(old, db_path, writing=True)
+            try:
+                w.expect("logged")
+                wait_until(lambda: "took over" in w.stderr, 60, "no flusher process took over")
+                w.log("a", 51_000, 5000)  # more than the 64 KiB ring holds: spilled
+                w.expect("logged")
+                w.send("flush 2")
+                _, ok, stats = w.expect("flushed").split(" ", 2)
+
+                def named(what: str) -> bool:
+                    why = f"process {old} holds its write lock and is stopped"
+                    return any(what in line and why in line for line in w.stderr_lines)
+
+                # The flusher process that took over, once its commit gave up waiting.
+                wait_until(lambda: named("cannot write to"), 60, "no report named the stopped process")
+            finally:
+                os.kill(old, signal.SIGCONT)
+            assert json.loads(ok) is False
+            assert json.loads(stats)["spilled"] > 0 and named("records go to")
+            w.flush()
+            wait_until(lambda: len(flusher_processes(db_path)) == 1, 60, "two flusher processes stay")
+            w.exit()
+        finally:
+            w.kill()
+        assert_exactly_once(db_path, "a", 56_000)
 
 
 class TestFullRing:
