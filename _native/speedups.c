@@ -2006,9 +2006,11 @@ static PyObject *cached_text(name_cache *c, const val *v) {
     return o;
 }
 
-/* One payload as a row, or NULL (no error set) to fall back. */
+/* One payload as a row of width slots (DECODED of them filled, the rest
+ * NULL for the caller to fill), or NULL (no error set) to fall back. */
+#define DECODED 13 /* _schema.DECODED_COLUMNS */
 static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cache *names,
-                            name_cache *threads) {
+                            name_cache *threads, Py_ssize_t width) {
     rbuf r = {p, p + n};
     uint32_t items;
     val fmt, ts, level, name, message, exc, pid, thread;
@@ -2052,7 +2054,7 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cac
                 return NULL;
 
     PyObject *known[5] = {NULL, NULL, NULL, NULL, NULL};
-    PyObject *row = PyTuple_New(13), *fields_text = NULL;
+    PyObject *row = PyTuple_New(width), *fields_text = NULL;
     if (row == NULL) {
         PyErr_Clear();
         return NULL;
@@ -2092,10 +2094,8 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cac
             ok = 0;
         PyTuple_SET_ITEM(row, c, cols[c]); /* a NULL slot is fine for Py_DECREF below */
     }
-    if (ok) {
-        PyObject_GC_UnTrack(row); /* str, int and None only: see labelled() */
+    if (ok)
         return row;
-    }
     PyErr_Clear();
     Py_DECREF(row);
     return NULL;
@@ -2108,58 +2108,11 @@ fallback:
     return NULL;
 }
 
-static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
-    (void)module;
-    Py_buffer raw;
-    Py_ssize_t count;
-    PyObject *fallback;
-    if (!PyArg_ParseTuple(args, "y*nO:decode_rows", &raw, &count, &fallback))
-        return NULL;
-    PyObject *rows = PyList_New(0);
-    sbuf json = {NULL, 0, 0};
-    name_cache names = {NULL, 0, NULL}, threads = {NULL, 0, NULL};
-    const uint8_t *p = raw.buf, *end = p + raw.len;
-    for (Py_ssize_t k = 0; rows != NULL && k < count; k++) {
-        if (end - p < 16) {
-            PyErr_SetString(PyExc_ValueError, "decode_rows: the buffer holds fewer records than count");
-            Py_CLEAR(rows);
-            break;
-        }
-        Py_ssize_t len = (Py_ssize_t)((uint32_t)p[8] | (uint32_t)p[9] << 8 | (uint32_t)p[10] << 16 |
-                                      (uint32_t)p[11] << 24);
-        p += 16;
-        if (end - p < len) {
-            PyErr_SetString(PyExc_ValueError, "decode_rows: a record runs past the buffer");
-            Py_CLEAR(rows);
-            break;
-        }
-        PyObject *row = decode_one(p, len, &json, &names, &threads);
-        if (row == NULL) {
-            PyObject *payload = PyBytes_FromStringAndSize((const char *)p, len);
-            row = payload ? PyObject_CallOneArg(fallback, payload) : NULL;
-            Py_XDECREF(payload);
-        }
-        if (row == NULL || PyList_Append(rows, row) < 0)
-            Py_CLEAR(rows);
-        Py_XDECREF(row);
-        p += len;
-    }
-    PyMem_Free(json.p);
-    Py_XDECREF(names.o);
-    Py_XDECREF(threads.o);
-    PyBuffer_Release(&raw);
-    return rows;
-}
-
-/* row + labels.get(row[9], unknown): the row with its process's service and
- * host appended (a new reference; NULL with an error set).  A row of only
- * str, int, float and None is untracked by the garbage collector, which then
- * never walks a batch's rows (it would at each collection the batch's
- * allocations set off). */
-static PyObject *labelled(PyObject *row, PyObject *labels, PyObject *unknown) {
+/* labels.get(row[9], unknown), borrowed; NULL with an error set. */
+static PyObject *label_of(PyObject *row, PyObject *labels, PyObject *unknown, const char *name) {
     PyObject *pid = PyTuple_Check(row) && PyTuple_GET_SIZE(row) > 9 ? PyTuple_GET_ITEM(row, 9) : NULL;
     if (pid == NULL) {
-        PyErr_SetString(PyExc_ValueError, "label_rows: a row without a pid column");
+        PyErr_Format(PyExc_ValueError, "%s: a row without a pid column", name);
         return NULL;
     }
     PyObject *label = PyDict_GetItemWithError(labels, pid);
@@ -2169,9 +2122,21 @@ static PyObject *labelled(PyObject *row, PyObject *labels, PyObject *unknown) {
         label = unknown;
     }
     if (!PyTuple_Check(label)) {
-        PyErr_SetString(PyExc_TypeError, "label_rows: a label must be a tuple");
+        PyErr_Format(PyExc_TypeError, "%s: a label must be a tuple", name);
         return NULL;
     }
+    return label;
+}
+
+/* row + labels.get(row[9], unknown): the row with its process's service and
+ * host appended (a new reference; NULL with an error set).  A row of only
+ * str, int, float and None is untracked by the garbage collector, which then
+ * never walks a batch's rows (it would at each collection the batch's
+ * allocations set off). */
+static PyObject *labelled(PyObject *row, PyObject *labels, PyObject *unknown) {
+    PyObject *label = label_of(row, labels, unknown, "label_rows");
+    if (label == NULL)
+        return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(row), m = PyTuple_GET_SIZE(label);
     PyObject *out = PyTuple_New(n + m);
     if (out == NULL)
@@ -2384,6 +2349,23 @@ static int add_words(PyObject *v, uint32_t *bits) {
     return 1;
 }
 
+/* The word signature of the text of row (a tuple whose first `filled` slots
+ * are set) at these columns, as a new int: what sign_rows appends.  NULL with
+ * ValueError when a column is past the filled slots. */
+static PyObject *row_signature(PyObject *row, Py_ssize_t filled, const Py_ssize_t *cols, Py_ssize_t ncols,
+                               const char *name) {
+    uint32_t bits = 0;
+    int exact = 1;
+    for (Py_ssize_t c = 0; c < ncols && exact; c++) {
+        if (cols[c] >= filled) {
+            PyErr_Format(PyExc_ValueError, "%s: a row is shorter than a column's index", name);
+            return NULL;
+        }
+        exact = add_words(PyTuple_GET_ITEM(row, cols[c]), &bits);
+    }
+    return PyLong_FromLong(exact ? (long)(int32_t)bits : -1L);
+}
+
 /* sign_rows(rows, columns) -> [row + (words,) for row in rows], words the
  * signature of the row's text in these columns (janus_utils._words): one bit
  * per distinct token as FTS5's unicode61 splits and folds ASCII, as a signed
@@ -2410,16 +2392,7 @@ static PyObject *py_sign_rows(PyObject *module, PyObject *args) {
             goto error;
         }
         Py_ssize_t width = PyTuple_GET_SIZE(row);
-        uint32_t bits = 0;
-        int exact = 1;
-        for (Py_ssize_t c = 0; c < ncols && exact; c++) {
-            if (cols[c] >= width) {
-                PyErr_SetString(PyExc_ValueError, "sign_rows: a row is shorter than a column's index");
-                goto error;
-            }
-            exact = add_words(PyTuple_GET_ITEM(row, cols[c]), &bits);
-        }
-        PyObject *words = PyLong_FromLong(exact ? (long)(int32_t)bits : -1L);
+        PyObject *words = row_signature(row, width, cols, ncols, "sign_rows");
         PyObject *signed_row = words == NULL ? NULL : PyTuple_New(width + 1);
         if (signed_row == NULL) {
             Py_XDECREF(words);
@@ -2441,6 +2414,141 @@ static PyObject *py_sign_rows(PyObject *module, PyObject *args) {
 error:
     Py_DECREF(out); /* the slots not yet set are NULL, which list dealloc skips */
     return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the flusher's rows, each built once                                       */
+
+static int all_atomic(PyObject *t) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *v = PyTuple_GET_ITEM(t, i);
+        if (v != Py_None && !PyUnicode_CheckExact(v) && !PyLong_CheckExact(v) && !PyFloat_CheckExact(v))
+            return 0;
+    }
+    return 1;
+}
+
+/* Fills the slots after the DECODED ones of a fresh row: its label (as long
+ * as unknown), then its word signature when ncols >= 0.  -1 with an error. */
+static int fill_tail(PyObject *row, PyObject *labels, PyObject *unknown, const Py_ssize_t *cols,
+                     Py_ssize_t ncols) {
+    PyObject *label = label_of(row, labels, unknown, "decode_rows");
+    if (label == NULL)
+        return -1;
+    Py_ssize_t m = PyTuple_GET_SIZE(unknown);
+    if (PyTuple_GET_SIZE(label) != m) {
+        PyErr_SetString(PyExc_ValueError, "decode_rows: every label must be as long as unknown");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < m; i++)
+        PyTuple_SET_ITEM(row, DECODED + i, Py_NewRef(PyTuple_GET_ITEM(label, i)));
+    if (ncols >= 0) {
+        PyObject *words = row_signature(row, DECODED, cols, ncols, "decode_rows");
+        if (words == NULL)
+            return -1;
+        PyTuple_SET_ITEM(row, DECODED + m, words);
+    }
+    return 0;
+}
+
+/* decode_rows(raw, count, fallback[, labels, unknown[, columns]]) -> list of
+ * rows, as _record.decode_row makes them (_schema.DECODED_COLUMNS).  raw is
+ * what jr_read wrote: count records, each a 16-byte head (seq u64, length
+ * u32, 4 spare bytes) and its payload.  A payload this parser does not take
+ * whole (another format, nested or foreign values, text that needs cleaning,
+ * a repeated key) is handed to fallback(payload_bytes), the Python
+ * decode_row, so the rows are the same either way; tests/test_speedups.py
+ * checks that.
+ *
+ * With labels, each row ends with labels.get(row[9], unknown), as label_rows
+ * appends it; with columns too, then with its word signature of the text at
+ * these columns (decoded ones), as sign_rows appends it.  The flusher's rows
+ * are so built once, not once per step: a third of the tuples and passes. */
+static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer raw;
+    Py_ssize_t count;
+    PyObject *fallback, *labels = Py_None, *unknown = Py_None, *columns = Py_None;
+    if (!PyArg_ParseTuple(args, "y*nO|OOO:decode_rows", &raw, &count, &fallback, &labels, &unknown, &columns))
+        return NULL;
+    Py_ssize_t cols[MAX_ROW_COLUMNS], ncols = -1, width = DECODED;
+    if (labels != Py_None) {
+        if (!PyDict_Check(labels) || !PyTuple_Check(unknown)) {
+            PyErr_SetString(PyExc_TypeError, "decode_rows: labels must be a dict and unknown a tuple");
+            PyBuffer_Release(&raw);
+            return NULL;
+        }
+        width += PyTuple_GET_SIZE(unknown);
+        if (columns != Py_None) {
+            if (!PyTuple_Check(columns)) {
+                PyErr_SetString(PyExc_TypeError, "decode_rows: columns must be a tuple of indexes");
+                PyBuffer_Release(&raw);
+                return NULL;
+            }
+            if ((ncols = row_columns("decode_rows", columns, cols)) < 0) {
+                PyBuffer_Release(&raw);
+                return NULL;
+            }
+            width += 1;
+        }
+    } else if (columns != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "decode_rows: columns are given with labels");
+        PyBuffer_Release(&raw);
+        return NULL;
+    }
+    PyObject *rows = PyList_New(0);
+    sbuf json = {NULL, 0, 0};
+    name_cache names = {NULL, 0, NULL}, threads = {NULL, 0, NULL};
+    const uint8_t *p = raw.buf, *end = p + raw.len;
+    for (Py_ssize_t k = 0; rows != NULL && k < count; k++) {
+        if (end - p < 16) {
+            PyErr_SetString(PyExc_ValueError, "decode_rows: the buffer holds fewer records than count");
+            Py_CLEAR(rows);
+            break;
+        }
+        Py_ssize_t len = (Py_ssize_t)((uint32_t)p[8] | (uint32_t)p[9] << 8 | (uint32_t)p[10] << 16 |
+                                      (uint32_t)p[11] << 24);
+        p += 16;
+        if (end - p < len) {
+            PyErr_SetString(PyExc_ValueError, "decode_rows: a record runs past the buffer");
+            Py_CLEAR(rows);
+            break;
+        }
+        PyObject *row = decode_one(p, len, &json, &names, &threads, width);
+        int untrack = 1; /* the rows this builds, of str, int and None only: see labelled() */
+        if (row == NULL) {
+            PyObject *payload = PyBytes_FromStringAndSize((const char *)p, len);
+            PyObject *plain = payload ? PyObject_CallOneArg(fallback, payload) : NULL;
+            Py_XDECREF(payload);
+            if (plain == NULL || width == DECODED) {
+                row = plain, untrack = 0; /* as fallback made it */
+            } else if (!PyTuple_Check(plain) || PyTuple_GET_SIZE(plain) != DECODED) {
+                PyErr_SetString(PyExc_TypeError, "decode_rows: fallback must return a tuple of the decoded columns");
+                Py_DECREF(plain);
+            } else if ((row = PyTuple_New(width)) != NULL) {
+                for (Py_ssize_t i = 0; i < DECODED; i++)
+                    PyTuple_SET_ITEM(row, i, Py_NewRef(PyTuple_GET_ITEM(plain, i)));
+                Py_DECREF(plain);
+                if (fill_tail(row, labels, unknown, cols, ncols) < 0)
+                    Py_CLEAR(row);
+            } else {
+                Py_DECREF(plain);
+            }
+        } else if (width > DECODED && fill_tail(row, labels, unknown, cols, ncols) < 0) {
+            Py_CLEAR(row); /* its unfilled slots are NULL, which tuple dealloc skips */
+        }
+        if (row != NULL && untrack && all_atomic(row))
+            PyObject_GC_UnTrack(row);
+        if (row == NULL || PyList_Append(rows, row) < 0)
+            Py_CLEAR(rows);
+        Py_XDECREF(row);
+        p += len;
+    }
+    PyMem_Free(json.p);
+    Py_XDECREF(names.o);
+    Py_XDECREF(threads.o);
+    PyBuffer_Release(&raw);
+    return rows;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2746,7 +2854,9 @@ static PyMethodDef module_methods[] = {
     {"sign_rows", py_sign_rows, METH_VARARGS,
      "sign_rows(rows, columns) -> [row + (words,)]: each row with its word signature (janus_utils._words)."},
     {"decode_rows", py_decode_rows, METH_VARARGS,
-     "decode_rows(raw, count, fallback) -> rows: jr_read's output as _record.decode_row makes rows."},
+     "decode_rows(raw, count, fallback[, labels, unknown[, columns]]) -> rows: jr_read's output as "
+     "_record.decode_row makes rows; with labels, each row + labels.get(row[9], unknown); with columns, "
+     "then + (words,) as sign_rows appends it."},
     {"set_python_path", py_set_python_path, METH_VARARGS,
      "set_python_path(level_call, exception_call, log_call, finish, report): logger.py's side of Logger."},
     {"set_emitter", py_set_emitter, METH_VARARGS,
