@@ -2551,6 +2551,50 @@ static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
     return rows;
 }
 
+/* flat_rows(rows, per, width) -> [tuple of the items of rows[i:i + per]] for
+ * each whole run of per rows (the rest left out), or None when a row is not
+ * a tuple of width items: the values of one INSERT of per rows, as
+ * tuple(itertools.chain(rows[i:i + per])) makes them, without the Python
+ * iteration per value. */
+static PyObject *py_flat_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *rows;
+    Py_ssize_t per, width;
+    if (!PyArg_ParseTuple(args, "O!nn:flat_rows", &PyList_Type, &rows, &per, &width))
+        return NULL;
+    if (per < 1 || width < 0 || width > PY_SSIZE_T_MAX / per) {
+        PyErr_SetString(PyExc_ValueError, "flat_rows: per must be 1 or more and width 0 or more");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != width)
+            Py_RETURN_NONE;
+    }
+    Py_ssize_t groups = n / per;
+    PyObject *out = PyList_New(groups);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t g = 0; g < groups; g++) {
+        PyObject *flat = PyTuple_New(per * width);
+        if (flat == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_ssize_t at = 0;
+        for (Py_ssize_t r = g * per; r < (g + 1) * per; r++) {
+            PyObject *row = PyList_GET_ITEM(rows, r);
+            for (Py_ssize_t c = 0; c < width; c++)
+                PyTuple_SET_ITEM(flat, at++, Py_NewRef(PyTuple_GET_ITEM(row, c)));
+        }
+        if (all_atomic(flat)) /* the garbage collector need not walk a batch's values */
+            PyObject_GC_UnTrack(flat);
+        PyList_SET_ITEM(out, g, flat);
+    }
+    return out;
+}
+
 /* ------------------------------------------------------------------------ */
 /* the guard against a second SQLite library in the process                  */
 
@@ -2857,6 +2901,8 @@ static PyMethodDef module_methods[] = {
      "decode_rows(raw, count, fallback[, labels, unknown[, columns]]) -> rows: jr_read's output as "
      "_record.decode_row makes rows; with labels, each row + labels.get(row[9], unknown); with columns, "
      "then + (words,) as sign_rows appends it."},
+    {"flat_rows", py_flat_rows, METH_VARARGS,
+     "flat_rows(rows, per, width) -> [the items of rows[i:i + per] as one tuple] per whole run, or None."},
     {"set_python_path", py_set_python_path, METH_VARARGS,
      "set_python_path(level_call, exception_call, log_call, finish, report): logger.py's side of Logger."},
     {"set_emitter", py_set_emitter, METH_VARARGS,

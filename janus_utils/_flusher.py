@@ -337,7 +337,11 @@ def _insert_rows(db: apsw.Connection, rows: list[tuple[Any, ...]], signed: bool 
     whole = len(rows) - len(rows) % _ROWS_PER_INSERT
     # Every row must have the columns: flattened, a short row would shift
     # the values of the next ones instead of being refused.
-    if whole and set(map(len, rows)) == {width}:
+    flat = speedups.flat_rows(rows, _ROWS_PER_INSERT, width) if whole and native_enabled() else None
+    if flat is not None:  # the same values, gathered in C (untracked: no collection walks them)
+        db.executemany(_INSERT_SIGNED_MANY if signed else _INSERT_MANY, flat)
+        rows = rows[whole:]
+    elif whole and set(map(len, rows)) == {width}:
         # One statement's values at a time: a list of them all would be
         # traversed by every garbage collection while it is built.
         chain, n = itertools.chain.from_iterable, _ROWS_PER_INSERT

@@ -390,6 +390,26 @@ class TestRowsBuiltOnce:
         assert 40 == level and original.endswith("'api', 'web-1')") and "'poison'" in original
 
 
+class TestFlatRows:
+    @pytest.mark.parametrize("count", [0, 19, 20, 45])
+    def test_the_values_of_each_whole_statement(self, count: int) -> None:
+        """flat_rows is tuple(chain(rows[i:i + per])) for each whole run of per rows."""
+        rows = [decoded(i) + ("svc", None, i) for i in range(count)]
+        got = _speedups.flat_rows(rows, 20, 16)
+        want = [tuple(v for row in rows[i : i + 20] for v in row) for i in range(0, count - count % 20, 20)]
+        assert want == got
+        assert not any(gc.is_tracked(values) for values in got)
+
+    def test_a_row_of_another_width_anywhere_gives_none(self) -> None:
+        """A short row, even past the last whole run, leaves the batch to the checked way."""
+        rows = [decoded(i) + ("svc", None, i) for i in range(21)]
+        assert _speedups.flat_rows(rows, 20, 16) is not None
+        assert _speedups.flat_rows(rows[:20] + [rows[20][:15]], 20, 16) is None
+        assert _speedups.flat_rows(rows[:5] + [list(rows[5])] + rows[6:], 20, 16) is None
+        with pytest.raises(ValueError):
+            _speedups.flat_rows(rows, 0, 16)
+
+
 ts_values = st.integers(-(2**63), 2**63 - 1) | st.integers(BASE_TS - 10**12, BASE_TS + 10**12)
 regular_rows = st.lists(
     st.tuples(ts_values, st.sampled_from([10, 20, 30, 40]), st.sampled_from(["a", "b", "a.b"])),
