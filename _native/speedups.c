@@ -2006,11 +2006,52 @@ static PyObject *cached_text(name_cache *c, const val *v) {
     return o;
 }
 
+/* What decoding one batch keeps from record to record.  Records of a batch
+ * repeat most of their text (logger and thread names, field values such as
+ * an agent or a client address, the fields JSON): a value the same as the
+ * last record's is the last record's str, not a new one (rows are built
+ * faster and freed faster, and the word signature of a fields JSON seen
+ * last is not computed again, see words_memo). */
+typedef struct {
+    sbuf json;               /* the fields JSON being written */
+    name_cache names;        /* logger */
+    name_cache threads;      /* thread */
+    name_cache known[5];     /* str values of known_keys */
+    sbuf last_json;          /* the last record's fields JSON, */
+    PyObject *last_fields;   /* and its str (NULL: none yet) */
+} decode_state;
+
+static void decode_state_clear(decode_state *st) {
+    PyMem_Free(st->json.p);
+    PyMem_Free(st->last_json.p);
+    Py_XDECREF(st->names.o);
+    Py_XDECREF(st->threads.o);
+    for (int k = 0; k < 5; k++)
+        Py_XDECREF(st->known[k].o);
+    Py_XDECREF(st->last_fields);
+}
+
+/* The str of the JSON in st->json: the last record's when the bytes are the same. */
+static PyObject *fields_str(decode_state *st) {
+    sbuf *json = &st->json, *last = &st->last_json;
+    if (st->last_fields != NULL && last->len == json->len && memcmp(last->p, json->p, json->len) == 0)
+        return Py_NewRef(st->last_fields);
+    PyObject *o = PyUnicode_DecodeUTF8(json->p, (Py_ssize_t)json->len, NULL);
+    if (o == NULL)
+        return NULL;
+    last->len = 0;
+    if (sb_put(last, json->p, json->len) == 0)
+        Py_XSETREF(st->last_fields, Py_NewRef(o));
+    else
+        Py_CLEAR(st->last_fields); /* no room to remember it: the next one is decoded */
+    return o;
+}
+
 /* One payload as a row of width slots (DECODED of them filled, the rest
  * NULL for the caller to fill), or NULL (no error set) to fall back. */
 #define DECODED 13 /* _schema.DECODED_COLUMNS */
-static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cache *names,
-                            name_cache *threads, Py_ssize_t width) {
+static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, decode_state *st, Py_ssize_t width) {
+    sbuf *json = &st->json;
     rbuf r = {p, p + n};
     uint32_t items;
     val fmt, ts, level, name, message, exc, pid, thread;
@@ -2064,7 +2105,8 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cac
     for (int f = 0; f < nfields; f++) {
         int k = known_index(&keys[f]);
         if (k >= 0) {
-            if ((known[k] = known_text(&vals[f])) == NULL)
+            known[k] = vals[f].kind == M_UNICODE ? cached_text(&st->known[k], &vals[f]) : known_text(&vals[f]);
+            if (known[k] == NULL)
                 goto fallback;
             continue;
         }
@@ -2074,18 +2116,18 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cac
         others++;
     }
     if (others) {
-        if (sb_put(json, "}", 1) || (fields_text = PyUnicode_DecodeUTF8(json->p, (Py_ssize_t)json->len, NULL)) == NULL)
+        if (sb_put(json, "}", 1) || (fields_text = fields_str(st)) == NULL)
             goto fallback;
     }
     PyObject *cols[13];
     cols[0] = PyLong_FromLongLong(ts.i);
     cols[1] = PyLong_FromLongLong(level.i);
-    cols[2] = name.kind == M_NONE ? PyUnicode_FromString("root") : cached_text(names, &name);
+    cols[2] = name.kind == M_NONE ? PyUnicode_FromString("root") : cached_text(&st->names, &name);
     cols[3] = message.kind == M_NONE ? PyUnicode_FromString("") : text_of(message.s, message.n);
     for (int k = 0; k < 5; k++)
         cols[4 + k] = known[k] ? known[k] : Py_NewRef(Py_None);
     cols[9] = PyLong_FromLongLong(pid.i);
-    cols[10] = thread.kind == M_NONE ? Py_NewRef(Py_None) : cached_text(threads, &thread);
+    cols[10] = thread.kind == M_NONE ? Py_NewRef(Py_None) : cached_text(&st->threads, &thread);
     cols[11] = exc.kind == M_NONE ? Py_NewRef(Py_None) : text_of(exc.s, exc.n);
     cols[12] = fields_text ? fields_text : Py_NewRef(Py_None);
     int ok = 1;
@@ -2349,11 +2391,22 @@ static int add_words(PyObject *v, uint32_t *bits) {
     return 1;
 }
 
+/* What one column's value gave the signature of the last row read: a row
+ * holding the same object there (decode_rows shares repeated text between
+ * rows) gets the same without reading it again.  The memo holds a reference,
+ * so the address cannot be another object's. */
+typedef struct {
+    PyObject *v; /* NULL: nothing yet */
+    uint32_t bits;
+    int exact;
+} words_memo;
+
 /* The word signature of the text of row (a tuple whose first `filled` slots
  * are set) at these columns, as a new int: what sign_rows appends.  NULL with
- * ValueError when a column is past the filled slots. */
+ * ValueError when a column is past the filled slots.  memo: NULL, or one
+ * words_memo per column. */
 static PyObject *row_signature(PyObject *row, Py_ssize_t filled, const Py_ssize_t *cols, Py_ssize_t ncols,
-                               const char *name) {
+                               words_memo *memo, const char *name) {
     uint32_t bits = 0;
     int exact = 1;
     for (Py_ssize_t c = 0; c < ncols && exact; c++) {
@@ -2361,7 +2414,19 @@ static PyObject *row_signature(PyObject *row, Py_ssize_t filled, const Py_ssize_
             PyErr_Format(PyExc_ValueError, "%s: a row is shorter than a column's index", name);
             return NULL;
         }
-        exact = add_words(PyTuple_GET_ITEM(row, cols[c]), &bits);
+        PyObject *v = PyTuple_GET_ITEM(row, cols[c]);
+        if (memo != NULL && memo[c].v == v) {
+            bits |= memo[c].bits;
+            exact = memo[c].exact;
+            continue;
+        }
+        uint32_t own = 0;
+        exact = add_words(v, &own);
+        bits |= own;
+        if (memo != NULL) {
+            Py_XSETREF(memo[c].v, Py_NewRef(v));
+            memo[c].bits = own, memo[c].exact = exact;
+        }
     }
     return PyLong_FromLong(exact ? (long)(int32_t)bits : -1L);
 }
@@ -2392,7 +2457,7 @@ static PyObject *py_sign_rows(PyObject *module, PyObject *args) {
             goto error;
         }
         Py_ssize_t width = PyTuple_GET_SIZE(row);
-        PyObject *words = row_signature(row, width, cols, ncols, "sign_rows");
+        PyObject *words = row_signature(row, width, cols, ncols, NULL, "sign_rows");
         PyObject *signed_row = words == NULL ? NULL : PyTuple_New(width + 1);
         if (signed_row == NULL) {
             Py_XDECREF(words);
@@ -2431,7 +2496,7 @@ static int all_atomic(PyObject *t) {
 /* Fills the slots after the DECODED ones of a fresh row: its label (as long
  * as unknown), then its word signature when ncols >= 0.  -1 with an error. */
 static int fill_tail(PyObject *row, PyObject *labels, PyObject *unknown, const Py_ssize_t *cols,
-                     Py_ssize_t ncols) {
+                     Py_ssize_t ncols, words_memo *memo) {
     PyObject *label = label_of(row, labels, unknown, "decode_rows");
     if (label == NULL)
         return -1;
@@ -2443,7 +2508,7 @@ static int fill_tail(PyObject *row, PyObject *labels, PyObject *unknown, const P
     for (Py_ssize_t i = 0; i < m; i++)
         PyTuple_SET_ITEM(row, DECODED + i, Py_NewRef(PyTuple_GET_ITEM(label, i)));
     if (ncols >= 0) {
-        PyObject *words = row_signature(row, DECODED, cols, ncols, "decode_rows");
+        PyObject *words = row_signature(row, DECODED, cols, ncols, memo, "decode_rows");
         if (words == NULL)
             return -1;
         PyTuple_SET_ITEM(row, DECODED + m, words);
@@ -2497,8 +2562,10 @@ static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
         return NULL;
     }
     PyObject *rows = PyList_New(0);
-    sbuf json = {NULL, 0, 0};
-    name_cache names = {NULL, 0, NULL}, threads = {NULL, 0, NULL};
+    decode_state st;
+    memset(&st, 0, sizeof st);
+    words_memo memo[MAX_ROW_COLUMNS];
+    memset(memo, 0, sizeof memo);
     const uint8_t *p = raw.buf, *end = p + raw.len;
     for (Py_ssize_t k = 0; rows != NULL && k < count; k++) {
         if (end - p < 16) {
@@ -2514,7 +2581,7 @@ static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
             Py_CLEAR(rows);
             break;
         }
-        PyObject *row = decode_one(p, len, &json, &names, &threads, width);
+        PyObject *row = decode_one(p, len, &st, width);
         int untrack = 1; /* the rows this builds, of str, int and None only: see labelled() */
         if (row == NULL) {
             PyObject *payload = PyBytes_FromStringAndSize((const char *)p, len);
@@ -2529,12 +2596,12 @@ static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
                 for (Py_ssize_t i = 0; i < DECODED; i++)
                     PyTuple_SET_ITEM(row, i, Py_NewRef(PyTuple_GET_ITEM(plain, i)));
                 Py_DECREF(plain);
-                if (fill_tail(row, labels, unknown, cols, ncols) < 0)
+                if (fill_tail(row, labels, unknown, cols, ncols, memo) < 0)
                     Py_CLEAR(row);
             } else {
                 Py_DECREF(plain);
             }
-        } else if (width > DECODED && fill_tail(row, labels, unknown, cols, ncols) < 0) {
+        } else if (width > DECODED && fill_tail(row, labels, unknown, cols, ncols, memo) < 0) {
             Py_CLEAR(row); /* its unfilled slots are NULL, which tuple dealloc skips */
         }
         if (row != NULL && untrack && all_atomic(row))
@@ -2544,9 +2611,9 @@ static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
         Py_XDECREF(row);
         p += len;
     }
-    PyMem_Free(json.p);
-    Py_XDECREF(names.o);
-    Py_XDECREF(threads.o);
+    decode_state_clear(&st);
+    for (Py_ssize_t c = 0; c < MAX_ROW_COLUMNS; c++)
+        Py_XDECREF(memo[c].v);
     PyBuffer_Release(&raw);
     return rows;
 }

@@ -261,10 +261,36 @@ class TestRowsBuiltOnce:
         got = _speedups.decode_rows(raw, len(VARIED), fallback, LABELS, OWN, jflusher._TEXT_AT)
         assert [VARIED[5], VARIED[6], VARIED[10]] == handed  # the others decoded in C
         assert three_steps(raw, len(VARIED)) == got
+        assert [decode_row(payload) for payload in VARIED] == [row[:13] for row in got]
         assert [LABELS.get(row[9], OWN) for row in got] == [row[13:15] for row in got]
         assert [_words.signature(row[3], row[12], row[11]) for row in got] == [row[15] for row in got]
         assert len(set(row[15] for row in got)) > 5
         assert not any(gc.is_tracked(row) for row in got)
+
+    def test_text_repeated_from_record_to_record_is_shared_not_mixed_up(self) -> None:
+        """Consecutive records that repeat a field's value or the whole fields JSON share one str
+        (and its signature); values of the same length that differ are not mixed up."""
+        fields = [
+            {"ip": "10.0.0.1", "agent_id": "planner-7"},
+            {"ip": "10.0.0.1", "agent_id": "planner-7"},
+            {"ip": "10.0.0.2", "agent_id": "planner-8"},
+            {"ip": "10.0.0.2", "agent_id": "planner-8"},
+            {"ip": "10.0.0.1", "agent_id": "planner-7"},
+            {"ip": "10.0.0.x", "agent_id": "planner-7"},
+            {"ip": "10.0.0.\u00e9", "agent_id": "planner-\u00e9"},
+            {"ip": "10.0.0.\u00e9", "agent_id": "planner-\u00e9"},
+            {"ip": "10.0.0.1"},
+        ]
+        payloads = [record(i, f"user u{i} logged in", f) for i, f in enumerate(fields)]
+        raw = ring_raw(*payloads)
+        got = _speedups.decode_rows(raw, len(payloads), decode_row, LABELS, OWN, jflusher._TEXT_AT)
+        assert [decode_row(payload) for payload in payloads] == [row[:13] for row in got]
+        assert [_words.signature(row[3], row[12], row[11]) for row in got] == [row[15] for row in got]
+        assert got[0][12] is got[1][12] and got[0][5] is got[1][5]
+        assert [got[1][12], got[1][5]] != [got[2][12], got[2][5]]
+        assert -1 == got[6][15] == got[7][15] and got[8][15] != -1
+        plain = _speedups.decode_rows(raw, len(payloads), decode_row)
+        assert [decode_row(payload) for payload in payloads] == plain
 
     def test_labels_alone_append_no_signature(self) -> None:
         """Without columns, decode_rows appends the label only: label_rows' rows."""
