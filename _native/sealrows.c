@@ -277,11 +277,13 @@ static int buf_grow(Buf *b, size_t extra) {
  *
  * rows: tuples of the logs columns after id, as bound to the INSERT; the
  * rows get ids first_id, first_id + 1, ...  kinds: one byte per column,
- * 'i' for an INTEGER column, 't' for a TEXT one.  A value SQLite would store
- * as anything but what it is given (a str in an INTEGER column, an int in a
- * TEXT one, a float, bytes, a bool, a str that is not valid UTF-8) makes it
- * return None: the caller reads the stored rows back instead.  crcs: 4 bytes
- * big-endian per row, as janus_seal_rows() writes them.
+ * 'i' for an INTEGER column, 't' for a TEXT one; a row's values past them
+ * (the flusher's word signature, which no seal covers) are left out.  A
+ * value SQLite would store as anything but what it is given (a str in an
+ * INTEGER column, an int in a TEXT one, a float, bytes, a bool, a str that
+ * is not valid UTF-8) makes it return None: the caller reads the stored
+ * rows back instead.  crcs: 4 bytes big-endian per row, as janus_seal_rows()
+ * writes them.
  */
 static PyObject *encode_rows(PyObject *self, PyObject *args) {
     PyObject *rows;
@@ -298,7 +300,7 @@ static PyObject *encode_rows(PyObject *self, PyObject *args) {
     PyObject *result = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *row = items[i];
-        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != nk) goto unfit;
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) < nk) goto unfit;
         if (!buf_grow(&out, 9)) goto nomem;
         out.p[out.len] = 0x01;
         put64(out.p + out.len + 1, (uint64_t)(first_id + i));

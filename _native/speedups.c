@@ -2006,9 +2006,52 @@ static PyObject *cached_text(name_cache *c, const val *v) {
     return o;
 }
 
-/* One payload as a row, or NULL (no error set) to fall back. */
-static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cache *names,
-                            name_cache *threads) {
+/* What decoding one batch keeps from record to record.  Records of a batch
+ * repeat most of their text (logger and thread names, field values such as
+ * an agent or a client address, the fields JSON): a value the same as the
+ * last record's is the last record's str, not a new one (rows are built
+ * faster and freed faster, and the word signature of a fields JSON seen
+ * last is not computed again, see words_memo). */
+typedef struct {
+    sbuf json;               /* the fields JSON being written */
+    name_cache names;        /* logger */
+    name_cache threads;      /* thread */
+    name_cache known[5];     /* str values of known_keys */
+    sbuf last_json;          /* the last record's fields JSON, */
+    PyObject *last_fields;   /* and its str (NULL: none yet) */
+} decode_state;
+
+static void decode_state_clear(decode_state *st) {
+    PyMem_Free(st->json.p);
+    PyMem_Free(st->last_json.p);
+    Py_XDECREF(st->names.o);
+    Py_XDECREF(st->threads.o);
+    for (int k = 0; k < 5; k++)
+        Py_XDECREF(st->known[k].o);
+    Py_XDECREF(st->last_fields);
+}
+
+/* The str of the JSON in st->json: the last record's when the bytes are the same. */
+static PyObject *fields_str(decode_state *st) {
+    sbuf *json = &st->json, *last = &st->last_json;
+    if (st->last_fields != NULL && last->len == json->len && memcmp(last->p, json->p, json->len) == 0)
+        return Py_NewRef(st->last_fields);
+    PyObject *o = PyUnicode_DecodeUTF8(json->p, (Py_ssize_t)json->len, NULL);
+    if (o == NULL)
+        return NULL;
+    last->len = 0;
+    if (sb_put(last, json->p, json->len) == 0)
+        Py_XSETREF(st->last_fields, Py_NewRef(o));
+    else
+        Py_CLEAR(st->last_fields); /* no room to remember it: the next one is decoded */
+    return o;
+}
+
+/* One payload as a row of width slots (DECODED of them filled, the rest
+ * NULL for the caller to fill), or NULL (no error set) to fall back. */
+#define DECODED 13 /* _schema.DECODED_COLUMNS */
+static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, decode_state *st, Py_ssize_t width) {
+    sbuf *json = &st->json;
     rbuf r = {p, p + n};
     uint32_t items;
     val fmt, ts, level, name, message, exc, pid, thread;
@@ -2052,7 +2095,7 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cac
                 return NULL;
 
     PyObject *known[5] = {NULL, NULL, NULL, NULL, NULL};
-    PyObject *row = PyTuple_New(13), *fields_text = NULL;
+    PyObject *row = PyTuple_New(width), *fields_text = NULL;
     if (row == NULL) {
         PyErr_Clear();
         return NULL;
@@ -2062,7 +2105,8 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cac
     for (int f = 0; f < nfields; f++) {
         int k = known_index(&keys[f]);
         if (k >= 0) {
-            if ((known[k] = known_text(&vals[f])) == NULL)
+            known[k] = vals[f].kind == M_UNICODE ? cached_text(&st->known[k], &vals[f]) : known_text(&vals[f]);
+            if (known[k] == NULL)
                 goto fallback;
             continue;
         }
@@ -2072,18 +2116,18 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cac
         others++;
     }
     if (others) {
-        if (sb_put(json, "}", 1) || (fields_text = PyUnicode_DecodeUTF8(json->p, (Py_ssize_t)json->len, NULL)) == NULL)
+        if (sb_put(json, "}", 1) || (fields_text = fields_str(st)) == NULL)
             goto fallback;
     }
     PyObject *cols[13];
     cols[0] = PyLong_FromLongLong(ts.i);
     cols[1] = PyLong_FromLongLong(level.i);
-    cols[2] = name.kind == M_NONE ? PyUnicode_FromString("root") : cached_text(names, &name);
+    cols[2] = name.kind == M_NONE ? PyUnicode_FromString("root") : cached_text(&st->names, &name);
     cols[3] = message.kind == M_NONE ? PyUnicode_FromString("") : text_of(message.s, message.n);
     for (int k = 0; k < 5; k++)
         cols[4 + k] = known[k] ? known[k] : Py_NewRef(Py_None);
     cols[9] = PyLong_FromLongLong(pid.i);
-    cols[10] = thread.kind == M_NONE ? Py_NewRef(Py_None) : cached_text(threads, &thread);
+    cols[10] = thread.kind == M_NONE ? Py_NewRef(Py_None) : cached_text(&st->threads, &thread);
     cols[11] = exc.kind == M_NONE ? Py_NewRef(Py_None) : text_of(exc.s, exc.n);
     cols[12] = fields_text ? fields_text : Py_NewRef(Py_None);
     int ok = 1;
@@ -2092,10 +2136,8 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, sbuf *json, name_cac
             ok = 0;
         PyTuple_SET_ITEM(row, c, cols[c]); /* a NULL slot is fine for Py_DECREF below */
     }
-    if (ok) {
-        PyObject_GC_UnTrack(row); /* str, int and None only: see labelled() */
+    if (ok)
         return row;
-    }
     PyErr_Clear();
     Py_DECREF(row);
     return NULL;
@@ -2108,58 +2150,11 @@ fallback:
     return NULL;
 }
 
-static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
-    (void)module;
-    Py_buffer raw;
-    Py_ssize_t count;
-    PyObject *fallback;
-    if (!PyArg_ParseTuple(args, "y*nO:decode_rows", &raw, &count, &fallback))
-        return NULL;
-    PyObject *rows = PyList_New(0);
-    sbuf json = {NULL, 0, 0};
-    name_cache names = {NULL, 0, NULL}, threads = {NULL, 0, NULL};
-    const uint8_t *p = raw.buf, *end = p + raw.len;
-    for (Py_ssize_t k = 0; rows != NULL && k < count; k++) {
-        if (end - p < 16) {
-            PyErr_SetString(PyExc_ValueError, "decode_rows: the buffer holds fewer records than count");
-            Py_CLEAR(rows);
-            break;
-        }
-        Py_ssize_t len = (Py_ssize_t)((uint32_t)p[8] | (uint32_t)p[9] << 8 | (uint32_t)p[10] << 16 |
-                                      (uint32_t)p[11] << 24);
-        p += 16;
-        if (end - p < len) {
-            PyErr_SetString(PyExc_ValueError, "decode_rows: a record runs past the buffer");
-            Py_CLEAR(rows);
-            break;
-        }
-        PyObject *row = decode_one(p, len, &json, &names, &threads);
-        if (row == NULL) {
-            PyObject *payload = PyBytes_FromStringAndSize((const char *)p, len);
-            row = payload ? PyObject_CallOneArg(fallback, payload) : NULL;
-            Py_XDECREF(payload);
-        }
-        if (row == NULL || PyList_Append(rows, row) < 0)
-            Py_CLEAR(rows);
-        Py_XDECREF(row);
-        p += len;
-    }
-    PyMem_Free(json.p);
-    Py_XDECREF(names.o);
-    Py_XDECREF(threads.o);
-    PyBuffer_Release(&raw);
-    return rows;
-}
-
-/* row + labels.get(row[9], unknown): the row with its process's service and
- * host appended (a new reference; NULL with an error set).  A row of only
- * str, int, float and None is untracked by the garbage collector, which then
- * never walks a batch's rows (it would at each collection the batch's
- * allocations set off). */
-static PyObject *labelled(PyObject *row, PyObject *labels, PyObject *unknown) {
+/* labels.get(row[9], unknown), borrowed; NULL with an error set. */
+static PyObject *label_of(PyObject *row, PyObject *labels, PyObject *unknown, const char *name) {
     PyObject *pid = PyTuple_Check(row) && PyTuple_GET_SIZE(row) > 9 ? PyTuple_GET_ITEM(row, 9) : NULL;
     if (pid == NULL) {
-        PyErr_SetString(PyExc_ValueError, "label_rows: a row without a pid column");
+        PyErr_Format(PyExc_ValueError, "%s: a row without a pid column", name);
         return NULL;
     }
     PyObject *label = PyDict_GetItemWithError(labels, pid);
@@ -2169,9 +2164,21 @@ static PyObject *labelled(PyObject *row, PyObject *labels, PyObject *unknown) {
         label = unknown;
     }
     if (!PyTuple_Check(label)) {
-        PyErr_SetString(PyExc_TypeError, "label_rows: a label must be a tuple");
+        PyErr_Format(PyExc_TypeError, "%s: a label must be a tuple", name);
         return NULL;
     }
+    return label;
+}
+
+/* row + labels.get(row[9], unknown): the row with its process's service and
+ * host appended (a new reference; NULL with an error set).  A row of only
+ * str, int, float and None is untracked by the garbage collector, which then
+ * never walks a batch's rows (it would at each collection the batch's
+ * allocations set off). */
+static PyObject *labelled(PyObject *row, PyObject *labels, PyObject *unknown) {
+    PyObject *label = label_of(row, labels, unknown, "label_rows");
+    if (label == NULL)
+        return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(row), m = PyTuple_GET_SIZE(label);
     PyObject *out = PyTuple_New(n + m);
     if (out == NULL)
@@ -2384,6 +2391,46 @@ static int add_words(PyObject *v, uint32_t *bits) {
     return 1;
 }
 
+/* What one column's value gave the signature of the last row read: a row
+ * holding the same object there (decode_rows shares repeated text between
+ * rows) gets the same without reading it again.  The memo holds a reference,
+ * so the address cannot be another object's. */
+typedef struct {
+    PyObject *v; /* NULL: nothing yet */
+    uint32_t bits;
+    int exact;
+} words_memo;
+
+/* The word signature of the text of row (a tuple whose first `filled` slots
+ * are set) at these columns, as a new int: what sign_rows appends.  NULL with
+ * ValueError when a column is past the filled slots.  memo: NULL, or one
+ * words_memo per column. */
+static PyObject *row_signature(PyObject *row, Py_ssize_t filled, const Py_ssize_t *cols, Py_ssize_t ncols,
+                               words_memo *memo, const char *name) {
+    uint32_t bits = 0;
+    int exact = 1;
+    for (Py_ssize_t c = 0; c < ncols && exact; c++) {
+        if (cols[c] >= filled) {
+            PyErr_Format(PyExc_ValueError, "%s: a row is shorter than a column's index", name);
+            return NULL;
+        }
+        PyObject *v = PyTuple_GET_ITEM(row, cols[c]);
+        if (memo != NULL && memo[c].v == v) {
+            bits |= memo[c].bits;
+            exact = memo[c].exact;
+            continue;
+        }
+        uint32_t own = 0;
+        exact = add_words(v, &own);
+        bits |= own;
+        if (memo != NULL) {
+            Py_XSETREF(memo[c].v, Py_NewRef(v));
+            memo[c].bits = own, memo[c].exact = exact;
+        }
+    }
+    return PyLong_FromLong(exact ? (long)(int32_t)bits : -1L);
+}
+
 /* sign_rows(rows, columns) -> [row + (words,) for row in rows], words the
  * signature of the row's text in these columns (janus_utils._words): one bit
  * per distinct token as FTS5's unicode61 splits and folds ASCII, as a signed
@@ -2410,16 +2457,7 @@ static PyObject *py_sign_rows(PyObject *module, PyObject *args) {
             goto error;
         }
         Py_ssize_t width = PyTuple_GET_SIZE(row);
-        uint32_t bits = 0;
-        int exact = 1;
-        for (Py_ssize_t c = 0; c < ncols && exact; c++) {
-            if (cols[c] >= width) {
-                PyErr_SetString(PyExc_ValueError, "sign_rows: a row is shorter than a column's index");
-                goto error;
-            }
-            exact = add_words(PyTuple_GET_ITEM(row, cols[c]), &bits);
-        }
-        PyObject *words = PyLong_FromLong(exact ? (long)(int32_t)bits : -1L);
+        PyObject *words = row_signature(row, width, cols, ncols, NULL, "sign_rows");
         PyObject *signed_row = words == NULL ? NULL : PyTuple_New(width + 1);
         if (signed_row == NULL) {
             Py_XDECREF(words);
@@ -2441,6 +2479,187 @@ static PyObject *py_sign_rows(PyObject *module, PyObject *args) {
 error:
     Py_DECREF(out); /* the slots not yet set are NULL, which list dealloc skips */
     return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the flusher's rows, each built once                                       */
+
+static int all_atomic(PyObject *t) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
+        PyObject *v = PyTuple_GET_ITEM(t, i);
+        if (v != Py_None && !PyUnicode_CheckExact(v) && !PyLong_CheckExact(v) && !PyFloat_CheckExact(v))
+            return 0;
+    }
+    return 1;
+}
+
+/* Fills the slots after the DECODED ones of a fresh row: its label (as long
+ * as unknown), then its word signature when ncols >= 0.  -1 with an error. */
+static int fill_tail(PyObject *row, PyObject *labels, PyObject *unknown, const Py_ssize_t *cols,
+                     Py_ssize_t ncols, words_memo *memo) {
+    PyObject *label = label_of(row, labels, unknown, "decode_rows");
+    if (label == NULL)
+        return -1;
+    Py_ssize_t m = PyTuple_GET_SIZE(unknown);
+    if (PyTuple_GET_SIZE(label) != m) {
+        PyErr_SetString(PyExc_ValueError, "decode_rows: every label must be as long as unknown");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < m; i++)
+        PyTuple_SET_ITEM(row, DECODED + i, Py_NewRef(PyTuple_GET_ITEM(label, i)));
+    if (ncols >= 0) {
+        PyObject *words = row_signature(row, DECODED, cols, ncols, memo, "decode_rows");
+        if (words == NULL)
+            return -1;
+        PyTuple_SET_ITEM(row, DECODED + m, words);
+    }
+    return 0;
+}
+
+/* decode_rows(raw, count, fallback[, labels, unknown[, columns]]) -> list of
+ * rows, as _record.decode_row makes them (_schema.DECODED_COLUMNS).  raw is
+ * what jr_read wrote: count records, each a 16-byte head (seq u64, length
+ * u32, 4 spare bytes) and its payload.  A payload this parser does not take
+ * whole (another format, nested or foreign values, text that needs cleaning,
+ * a repeated key) is handed to fallback(payload_bytes), the Python
+ * decode_row, so the rows are the same either way; tests/test_speedups.py
+ * checks that.
+ *
+ * With labels, each row ends with labels.get(row[9], unknown), as label_rows
+ * appends it; with columns too, then with its word signature of the text at
+ * these columns (decoded ones), as sign_rows appends it.  The flusher's rows
+ * are so built once, not once per step: a third of the tuples and passes. */
+static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    Py_buffer raw;
+    Py_ssize_t count;
+    PyObject *fallback, *labels = Py_None, *unknown = Py_None, *columns = Py_None;
+    if (!PyArg_ParseTuple(args, "y*nO|OOO:decode_rows", &raw, &count, &fallback, &labels, &unknown, &columns))
+        return NULL;
+    Py_ssize_t cols[MAX_ROW_COLUMNS], ncols = -1, width = DECODED;
+    if (labels != Py_None) {
+        if (!PyDict_Check(labels) || !PyTuple_Check(unknown)) {
+            PyErr_SetString(PyExc_TypeError, "decode_rows: labels must be a dict and unknown a tuple");
+            PyBuffer_Release(&raw);
+            return NULL;
+        }
+        width += PyTuple_GET_SIZE(unknown);
+        if (columns != Py_None) {
+            if (!PyTuple_Check(columns)) {
+                PyErr_SetString(PyExc_TypeError, "decode_rows: columns must be a tuple of indexes");
+                PyBuffer_Release(&raw);
+                return NULL;
+            }
+            if ((ncols = row_columns("decode_rows", columns, cols)) < 0) {
+                PyBuffer_Release(&raw);
+                return NULL;
+            }
+            width += 1;
+        }
+    } else if (columns != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "decode_rows: columns are given with labels");
+        PyBuffer_Release(&raw);
+        return NULL;
+    }
+    PyObject *rows = PyList_New(0);
+    decode_state st;
+    memset(&st, 0, sizeof st);
+    words_memo memo[MAX_ROW_COLUMNS];
+    memset(memo, 0, sizeof memo);
+    const uint8_t *p = raw.buf, *end = p + raw.len;
+    for (Py_ssize_t k = 0; rows != NULL && k < count; k++) {
+        if (end - p < 16) {
+            PyErr_SetString(PyExc_ValueError, "decode_rows: the buffer holds fewer records than count");
+            Py_CLEAR(rows);
+            break;
+        }
+        Py_ssize_t len = (Py_ssize_t)((uint32_t)p[8] | (uint32_t)p[9] << 8 | (uint32_t)p[10] << 16 |
+                                      (uint32_t)p[11] << 24);
+        p += 16;
+        if (end - p < len) {
+            PyErr_SetString(PyExc_ValueError, "decode_rows: a record runs past the buffer");
+            Py_CLEAR(rows);
+            break;
+        }
+        PyObject *row = decode_one(p, len, &st, width);
+        int untrack = 1; /* the rows this builds, of str, int and None only: see labelled() */
+        if (row == NULL) {
+            PyObject *payload = PyBytes_FromStringAndSize((const char *)p, len);
+            PyObject *plain = payload ? PyObject_CallOneArg(fallback, payload) : NULL;
+            Py_XDECREF(payload);
+            if (plain == NULL || width == DECODED) {
+                row = plain, untrack = 0; /* as fallback made it */
+            } else if (!PyTuple_Check(plain) || PyTuple_GET_SIZE(plain) != DECODED) {
+                PyErr_SetString(PyExc_TypeError, "decode_rows: fallback must return a tuple of the decoded columns");
+                Py_DECREF(plain);
+            } else if ((row = PyTuple_New(width)) != NULL) {
+                for (Py_ssize_t i = 0; i < DECODED; i++)
+                    PyTuple_SET_ITEM(row, i, Py_NewRef(PyTuple_GET_ITEM(plain, i)));
+                Py_DECREF(plain);
+                if (fill_tail(row, labels, unknown, cols, ncols, memo) < 0)
+                    Py_CLEAR(row);
+            } else {
+                Py_DECREF(plain);
+            }
+        } else if (width > DECODED && fill_tail(row, labels, unknown, cols, ncols, memo) < 0) {
+            Py_CLEAR(row); /* its unfilled slots are NULL, which tuple dealloc skips */
+        }
+        if (row != NULL && untrack && all_atomic(row))
+            PyObject_GC_UnTrack(row);
+        if (row == NULL || PyList_Append(rows, row) < 0)
+            Py_CLEAR(rows);
+        Py_XDECREF(row);
+        p += len;
+    }
+    decode_state_clear(&st);
+    for (Py_ssize_t c = 0; c < MAX_ROW_COLUMNS; c++)
+        Py_XDECREF(memo[c].v);
+    PyBuffer_Release(&raw);
+    return rows;
+}
+
+/* flat_rows(rows, per, width) -> [tuple of the items of rows[i:i + per]] for
+ * each whole run of per rows (the rest left out), or None when a row is not
+ * a tuple of width items: the values of one INSERT of per rows, as
+ * tuple(itertools.chain(rows[i:i + per])) makes them, without the Python
+ * iteration per value. */
+static PyObject *py_flat_rows(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *rows;
+    Py_ssize_t per, width;
+    if (!PyArg_ParseTuple(args, "O!nn:flat_rows", &PyList_Type, &rows, &per, &width))
+        return NULL;
+    if (per < 1 || width < 0 || width > PY_SSIZE_T_MAX / per) {
+        PyErr_SetString(PyExc_ValueError, "flat_rows: per must be 1 or more and width 0 or more");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != width)
+            Py_RETURN_NONE;
+    }
+    Py_ssize_t groups = n / per;
+    PyObject *out = PyList_New(groups);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t g = 0; g < groups; g++) {
+        PyObject *flat = PyTuple_New(per * width);
+        if (flat == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_ssize_t at = 0;
+        for (Py_ssize_t r = g * per; r < (g + 1) * per; r++) {
+            PyObject *row = PyList_GET_ITEM(rows, r);
+            for (Py_ssize_t c = 0; c < width; c++)
+                PyTuple_SET_ITEM(flat, at++, Py_NewRef(PyTuple_GET_ITEM(row, c)));
+        }
+        if (all_atomic(flat)) /* the garbage collector need not walk a batch's values */
+            PyObject_GC_UnTrack(flat);
+        PyList_SET_ITEM(out, g, flat);
+    }
+    return out;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2746,7 +2965,11 @@ static PyMethodDef module_methods[] = {
     {"sign_rows", py_sign_rows, METH_VARARGS,
      "sign_rows(rows, columns) -> [row + (words,)]: each row with its word signature (janus_utils._words)."},
     {"decode_rows", py_decode_rows, METH_VARARGS,
-     "decode_rows(raw, count, fallback) -> rows: jr_read's output as _record.decode_row makes rows."},
+     "decode_rows(raw, count, fallback[, labels, unknown[, columns]]) -> rows: jr_read's output as "
+     "_record.decode_row makes rows; with labels, each row + labels.get(row[9], unknown); with columns, "
+     "then + (words,) as sign_rows appends it."},
+    {"flat_rows", py_flat_rows, METH_VARARGS,
+     "flat_rows(rows, per, width) -> [the items of rows[i:i + per] as one tuple] per whole run, or None."},
     {"set_python_path", py_set_python_path, METH_VARARGS,
      "set_python_path(level_call, exception_call, log_call, finish, report): logger.py's side of Logger."},
     {"set_emitter", py_set_emitter, METH_VARARGS,

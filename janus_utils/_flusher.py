@@ -70,12 +70,13 @@ _INSERT = _insert_sql(_schema.COLUMNS)
 _ROWS_PER_INSERT = 20
 _INSERT_MANY = _insert_sql(_schema.COLUMNS, _ROWS_PER_INSERT)
 # The same with each row's word signature (janus_utils._words) last, as
-# _speedups.sign_rows appends it; without the extension rows go in without
-# one (NULL, which every search passes).
+# _speedups.decode_rows (or sign_rows) appends it; without the extension rows
+# go in without one (NULL, which every search passes).
 _SIGNED = (*_schema.COLUMNS, _words.COLUMN)
 _INSERT_SIGNED = _insert_sql(_SIGNED)
 _INSERT_SIGNED_MANY = _insert_sql(_SIGNED, _ROWS_PER_INSERT)
 _TEXT_AT = tuple(_schema.COLUMNS.index(column) for column in ("message", "fields", "exception"))
+_WIDTH = len(_schema.COLUMNS)
 # A row needs trigrams (_schema.WIDE_INDEX_SQL) only for a character past
 # ASCII in one of these: a batch without one skips that statement, which
 # reads every row of the batch back (3% of a commit's instructions).
@@ -336,7 +337,11 @@ def _insert_rows(db: apsw.Connection, rows: list[tuple[Any, ...]], signed: bool 
     whole = len(rows) - len(rows) % _ROWS_PER_INSERT
     # Every row must have the columns: flattened, a short row would shift
     # the values of the next ones instead of being refused.
-    if whole and set(map(len, rows)) == {width}:
+    flat = speedups.flat_rows(rows, _ROWS_PER_INSERT, width) if whole and native_enabled() else None
+    if flat is not None:  # the same values, gathered in C (untracked: no collection walks them)
+        db.executemany(_INSERT_SIGNED_MANY if signed else _INSERT_MANY, flat)
+        rows = rows[whole:]
+    elif whole and set(map(len, rows)) == {width}:
         # One statement's values at a time: a list of them all would be
         # traversed by every garbage collection while it is built.
         chain, n = itertools.chain.from_iterable, _ROWS_PER_INSERT
@@ -853,6 +858,7 @@ class Flusher:
         start = self.ring.stats().read_pos  # where this batch starts: see _fence
         try:
             rows, upto = self._read_rows()
+            signed = self.decode_rows is not None  # see _read_rows
             rows = self.resources.label(rows)
         except BaseException:
             # The batch was read but will not be committed: read it again
@@ -866,7 +872,7 @@ class Flusher:
         db = self.db
         assert db is not None
         try:
-            self._store(db, rows, start, upto)
+            self._store(db, rows, start, upto, signed=signed)
         except _Fenced as err:
             self._step_down_locked(
                 f"another process has stored records of this ring up to {err.upto}, past this "
@@ -929,6 +935,10 @@ class Flusher:
         stop() or configure() drain to a deadline (one batch at a time keeps
         to it), nor under a retention row or size limit (the table holds at
         most one batch over it).
+
+        With the extension the rows come labelled and signed (each ends with
+        service, host and its word signature, as _commit inserts it): each
+        row is one tuple built once, not one per step.
         """
         size = self.cfg.batch_size
         chunks = _BACKLOG_BATCHES if self._deadline is None and not self._prune_limited else 1
@@ -938,7 +948,8 @@ class Flusher:
             if self.decode_rows is not None:
                 n, raw, upto = self.ring.read_raw(size)
                 if n > 0:
-                    rows.extend(self.decode_rows(raw, n, decode_row))
+                    labels = self.resources
+                    rows.extend(self.decode_rows(raw, n, decode_row, labels.by_pid, labels.own, _TEXT_AT))
                 nbytes += len(raw)
             else:
                 batch, upto = self.ring.read(size)
@@ -961,21 +972,29 @@ class Flusher:
         return fs.f_bavail * fs.f_frsize >= _BACKLOG_ROOM
 
     def _store(
-        self, db: apsw.Connection, rows: list[tuple[Any, ...]], start: int, upto: int, key: str | None = None
+        self,
+        db: apsw.Connection,
+        rows: list[tuple[Any, ...]],
+        start: int,
+        upto: int,
+        key: str | None = None,
+        *,
+        signed: bool = False,
     ) -> None:
         """Commit the batch; if SQLite refuses a row, commit it row by row.
 
-        *key* names the position stored with it: the ring's (None) or a spill file's.
+        *key* names the position stored with it: the ring's (None) or a spill
+        file's.  *signed*: each row ends with its word signature already.
         """
         try:
-            self._commit(db, rows, start, upto, key, one_by_one=False)
+            self._commit(db, rows, start, upto, key, one_by_one=False, signed=signed)
         except (_Fenced, _Detached, *_TRANSIENT):
             raise
         except Exception:
             # SQLite refused a row (a constraint, a value out of range): store
             # the batch row by row, each refused row replaced by a record
             # saying why, so one bad record never blocks or loses the others.
-            self._commit(db, rows, start, upto, key, one_by_one=True)
+            self._commit(db, rows, start, upto, key, one_by_one=True, signed=signed)
 
     def _commit(
         self,
@@ -986,27 +1005,32 @@ class Flusher:
         key: str | None,
         *,
         one_by_one: bool,
+        signed: bool = False,
     ) -> None:
-        """Insert *rows*, index them and store the position, in one transaction."""
+        """Insert *rows*, index them and store the position, in one transaction.
+
+        *signed*: each row ends with its word signature; else it is added
+        here (with the extension), or the rows go in without one.
+        """
         key = key or self.ring_id
         with _write_transaction(db):
             self._fence(db, start, key)
             last = db.execute(f'SELECT max(id) FROM "{_schema.TABLE}"').fetchall()[0][0] or 0
-            signed = None
-            if self.sign_rows is not None:
+            stored = rows
+            if not signed and self.sign_rows is not None:
                 with contextlib.suppress(TypeError, ValueError):  # a row it cannot read: stored without
-                    signed = self.sign_rows(rows, _TEXT_AT)
+                    stored, signed = self.sign_rows(rows, _TEXT_AT), True
             if not one_by_one:
-                _insert_rows(db, rows if signed is None else signed, signed is not None)
+                _insert_rows(db, stored, signed)
             else:
-                for row, with_words in zip(rows, rows if signed is None else signed):
+                for row in stored:
                     try:
                         with db:  # a savepoint: a refused row leaves nothing behind
-                            db.execute(_INSERT if signed is None else _INSERT_SIGNED, with_words)
+                            db.execute(_INSERT_SIGNED if signed else _INSERT, row)
                     except _TRANSIENT:
                         raise
                     except Exception as err:
-                        db.execute(_INSERT, unstorable_row(row, err))
+                        db.execute(_INSERT, unstorable_row(row[:_WIDTH], err))  # without its signature
                         self.unstorable += 1
             # The batch's last id, before the index inserts below move
             # last_insert_rowid (the wide index inserts only some rows).

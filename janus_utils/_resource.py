@@ -23,6 +23,7 @@ from operator import itemgetter
 from typing import Any
 
 from ._record import FORMAT, dumps, native_enabled, speedups
+from ._schema import DECODED_COLUMNS
 
 __all__ = ["ANNOUNCE_LOGGER", "Resources", "announcement", "default_host", "default_service"]
 
@@ -34,6 +35,7 @@ _MARK = "_janus_announce"
 _SAVE = 'INSERT OR REPLACE INTO "janus_processes"(pid, service, host, announced_ts) VALUES (?, ?, ?, ?)'
 _LOAD = 'SELECT pid, service, host FROM "janus_processes"'
 _level_of = itemgetter(1)
+_LABEL_AT = len(DECODED_COLUMNS)  # where a row's service and host go
 
 
 def default_service() -> str | None:
@@ -64,10 +66,22 @@ class Resources:
         self.by_pid.update({pid: (service, host) for pid, service, host in db.execute(_LOAD).fetchall()})
 
     def label(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """*rows* with service and host appended, announcements taken out and learned."""
+        """*rows* with service and host appended, announcements taken out and learned.
+
+        Rows longer than the decoded columns hold them already, from what was
+        known before the batch (``speedups.decode_rows`` appends them as it
+        decodes, the word signature after them): labelled again only when the
+        batch announces a process.
+        """
         self.pending = []  # a batch that failed is read again, announcements included
+        labelled = bool(rows) and len(rows[0]) > _LABEL_AT
         if rows and min(map(_level_of, rows)) == _ANNOUNCE_LEVEL:
             rows = [row for row in rows if not self._learn(row)]
+            if labelled and self.pending:
+                get, own, at = self.by_pid.get, self.own, _LABEL_AT
+                return [row[:at] + get(row[9], own) + row[at + len(own) :] for row in rows]
+        if labelled:
+            return rows
         if native_enabled():
             return speedups.label_rows(rows, self.by_pid, self.own)  # type: ignore[union-attr]
         get, own = self.by_pid.get, self.own

@@ -14,8 +14,9 @@ So every row that holds a search's plain ASCII words as tokens has each
 word's bit set: ``"words" IS NULL OR "words" & mask = mask`` is a necessary
 condition for a match, and it is in the user index, so a search led by a
 user rejects most of the user's rows without reading them (about 1 µs each).
-The flusher and archive import compute it in C (``_speedups.sign_rows``), a
-batch at a time; without the extension they store NULL.
+The flusher and archive import compute it in C, a batch at a time (the
+flusher as it decodes the ring's records, ``_speedups.decode_rows``; otherwise
+``_speedups.sign_rows``); without the extension they store NULL.
 """
 
 from __future__ import annotations

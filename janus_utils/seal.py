@@ -461,7 +461,7 @@ class Sealer:
     def seal(self, db: apsw.Connection, after_id: int, rows: list[tuple[Any, ...]] | None = None) -> Entry | None:
         """Inside the batch's transaction: seal the rows with id > *after_id*.
 
-        *rows*, when given, are the tuples just inserted (COLUMNS order): their
+        *rows*, when given, are the tuples just inserted (COLUMNS first): their
         bytes are then encoded from them, not read back, if every value is
         one SQLite stores as given; otherwise the stored rows are read.
 

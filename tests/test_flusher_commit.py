@@ -1,7 +1,8 @@
 """The flusher's commit path: what it does in bulk or in C stores what the plain way stores.
 
 Rows go into ``logs`` many to a statement (``_flusher._insert_rows``); their
-service and host are appended in C (``_speedups.label_rows``); the rollup's
+service and host are appended in C (``_speedups.label_rows``), or with the
+word signature as each row is decoded (``_speedups.decode_rows``); the rollup's
 groups are counted in C (``_speedups.rollup_groups``); a batch without a
 character past ASCII skips the trigram index (``_speedups.any_non_ascii``).
 Each is checked here against the plain Python way it replaces.
@@ -10,6 +11,7 @@ Each is checked here against the plain Python way it replaces.
 from __future__ import annotations
 
 import gc
+import json
 import marshal
 from pathlib import Path
 from typing import Any
@@ -204,6 +206,234 @@ class TestLabelRows:
         """As row + label would be: a TypeError, not a crash or a wrong row."""
         with pytest.raises(TypeError):
             _speedups.label_rows([decoded(0)], {4000: ["svc", "host"]}, ("a", "b"))
+
+
+def ring_raw(*payloads: bytes) -> bytes:
+    """Records as jr_read lays them out: a 16-byte head (seq, length) and the payload."""
+    return b"".join(
+        seq.to_bytes(8, "little") + len(payload).to_bytes(4, "little") + bytes(4) + payload
+        for seq, payload in enumerate(payloads)
+    )
+
+
+def record(i: int, message: Any = "m", fields: Any = None, exc: Any = None, pid: Any = 4000, name: Any = "svc") -> bytes:
+    return marshal.dumps((1, BASE_TS + i, 20, name, message, fields, exc, pid, "MainThread"), 2)
+
+
+# Records the C decoder takes whole and ones it hands to decode_row, with and
+# without a known pid, text past ASCII, fields JSON, exceptions and a NUL.
+VARIED = [
+    record(0, "user u1 logged in", {"user_id": "u1", "ip": "10.0.0.1", "agent_id": "planner-7"}),
+    record(1, "héllo \u2603 snow", {"note": "naïve"}, pid=4001),
+    record(2, "日本語のログ", None, pid=4002),
+    record(3, "emoji \U0001f600 ok", {"user_id": 7, "n": 1.5, "flag": True}),
+    record(4, "boom", {"k": "v"}, "Traceback (most recent call last):\n  ValueError: bad", pid=4001),
+    record(5, "nested", {"deep": {"a": [1, 2]}, "user_id": "u5"}),  # decode_row's
+    record(6, "nul\x00inside", None),  # decode_row's
+    record(7, None, None, pid=4003),
+    record(8, "Mixed CASE words, digits 42 and_under", {"trace_id": "abc", "span_id": "def"}, name=None),
+    record(9, "a" * 3000, {"x": "y" * 500}),
+    record(10, "pid none", None, pid=None),  # decode_row's
+    record(11, "pid is big", None, pid=2**40),
+]
+LABELS = {4000: ("api", "web-1"), 4001: ("worker", None), 2**40: (None, None)}
+OWN = ("own", "here")
+
+
+def three_steps(raw: bytes, n: int, labels: dict[int, Any] = LABELS) -> list[tuple[Any, ...]]:
+    """The flusher's rows as decode_rows, label_rows and sign_rows built them, one after the other."""
+    decoded_rows = _speedups.decode_rows(raw, n, decode_row)
+    return _speedups.sign_rows(_speedups.label_rows(decoded_rows, labels, OWN), jflusher._TEXT_AT)
+
+
+class TestRowsBuiltOnce:
+    """decode_rows with labels and columns builds each row once, as the three steps it replaces did."""
+
+    def test_one_pass_rows_equal_the_three_steps(self) -> None:
+        """Decoded in C or by decode_row, pid known or not: the same rows, signature last."""
+        raw = ring_raw(*VARIED)
+        handed: list[bytes] = []
+
+        def fallback(payload: bytes) -> tuple[Any, ...]:
+            handed.append(payload)
+            return decode_row(payload)
+
+        got = _speedups.decode_rows(raw, len(VARIED), fallback, LABELS, OWN, jflusher._TEXT_AT)
+        assert [VARIED[5], VARIED[6], VARIED[10]] == handed  # the others decoded in C
+        assert three_steps(raw, len(VARIED)) == got
+        assert [decode_row(payload) for payload in VARIED] == [row[:13] for row in got]
+        assert [LABELS.get(row[9], OWN) for row in got] == [row[13:15] for row in got]
+        assert [_words.signature(row[3], row[12], row[11]) for row in got] == [row[15] for row in got]
+        assert len(set(row[15] for row in got)) > 5
+        assert not any(gc.is_tracked(row) for row in got)
+
+    def test_text_repeated_from_record_to_record_is_shared_not_mixed_up(self) -> None:
+        """Consecutive records that repeat a field's value or the whole fields JSON share one str
+        (and its signature); values of the same length that differ are not mixed up."""
+        fields = [
+            {"ip": "10.0.0.1", "agent_id": "planner-7"},
+            {"ip": "10.0.0.1", "agent_id": "planner-7"},
+            {"ip": "10.0.0.2", "agent_id": "planner-8"},
+            {"ip": "10.0.0.2", "agent_id": "planner-8"},
+            {"ip": "10.0.0.1", "agent_id": "planner-7"},
+            {"ip": "10.0.0.x", "agent_id": "planner-7"},
+            {"ip": "10.0.0.\u00e9", "agent_id": "planner-\u00e9"},
+            {"ip": "10.0.0.\u00e9", "agent_id": "planner-\u00e9"},
+            {"ip": "10.0.0.1"},
+        ]
+        payloads = [record(i, f"user u{i} logged in", f) for i, f in enumerate(fields)]
+        raw = ring_raw(*payloads)
+        got = _speedups.decode_rows(raw, len(payloads), decode_row, LABELS, OWN, jflusher._TEXT_AT)
+        assert [decode_row(payload) for payload in payloads] == [row[:13] for row in got]
+        assert [_words.signature(row[3], row[12], row[11]) for row in got] == [row[15] for row in got]
+        assert got[0][12] is got[1][12] and got[0][5] is got[1][5]
+        assert [got[1][12], got[1][5]] != [got[2][12], got[2][5]]
+        assert -1 == got[6][15] == got[7][15] and got[8][15] != -1
+        plain = _speedups.decode_rows(raw, len(payloads), decode_row)
+        assert [decode_row(payload) for payload in payloads] == plain
+
+    def test_labels_alone_append_no_signature(self) -> None:
+        """Without columns, decode_rows appends the label only: label_rows' rows."""
+        raw = ring_raw(*VARIED)
+        got = _speedups.decode_rows(raw, len(VARIED), decode_row, LABELS, OWN)
+        assert _speedups.label_rows(_speedups.decode_rows(raw, len(VARIED), decode_row), LABELS, OWN) == got
+
+    def test_a_label_that_is_not_plain_keeps_the_row_tracked(self) -> None:
+        """A label holding a list (a forged announcement's service) is appended as is, and the
+        garbage collector still sees the row."""
+        raw = ring_raw(*VARIED)
+        labels = {4000: (["a", "list"], "h")}
+        got = _speedups.decode_rows(raw, len(VARIED), decode_row, labels, OWN, jflusher._TEXT_AT)
+        assert three_steps(raw, len(VARIED), labels) == got
+        assert [row[9] == 4000 for row in got] == [gc.is_tracked(row) for row in got]
+
+    def test_bad_labels_and_columns_are_errors(self) -> None:
+        """Labels that are not tuples as long as unknown, and columns past the decoded ones, raise."""
+        raw = ring_raw(*VARIED[:2])
+        with pytest.raises(TypeError, match="a label must be a tuple"):
+            _speedups.decode_rows(raw, 2, decode_row, {4000: ["svc", "h"]}, OWN)
+        with pytest.raises(ValueError, match="as long as unknown"):
+            _speedups.decode_rows(raw, 2, decode_row, {4000: ("svc",)}, OWN)
+        with pytest.raises(ValueError, match="shorter than a column"):
+            _speedups.decode_rows(raw, 2, decode_row, LABELS, OWN, (3, 13))
+        with pytest.raises(TypeError):
+            _speedups.decode_rows(raw, 2, decode_row, None, None, (3,))
+        with pytest.raises(TypeError, match="fallback"):
+            _speedups.decode_rows(ring_raw(VARIED[5]), 1, lambda payload: ("short",), LABELS, OWN)
+
+    @pytest.mark.parametrize("where", [0, 2, 5])
+    def test_a_batch_that_announces_a_process_is_labelled_as_before(self, where: int) -> None:
+        """Rows of a pid announced in their own batch (before or after them) get its service and
+        host; announcements are taken out and learned, the rest labelled from what was known."""
+        payloads = [record(i, f"row {i}", None, pid=4000 + i % 3) for i in range(6)]
+        payloads.insert(where, _resource.announcement(4002, "fresh", "box-9"))
+        raw = ring_raw(*payloads)
+        old = _resource.Resources(*OWN)
+        old.by_pid[4000] = ("api", "web-1")
+        want = _speedups.sign_rows(old.label(_speedups.decode_rows(raw, 7, decode_row)), jflusher._TEXT_AT)
+        new = _resource.Resources(*OWN)
+        new.by_pid[4000] = ("api", "web-1")
+        once = _speedups.decode_rows(raw, 7, decode_row, new.by_pid, new.own, jflusher._TEXT_AT)
+        got = new.label(once)
+        assert want == got
+        assert old.pending == new.pending and old.by_pid == new.by_pid
+        assert [("fresh", "box-9")] * 2 == [row[13:15] for row in got if row[9] == 4002]
+
+    def test_the_python_path_stores_the_same_labels(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without the extension: decode_row and Resources.label give the one-pass rows but their
+        signature (rows go in without one)."""
+        payloads = [_resource.announcement(4001, "late", None), *VARIED]
+        raw = ring_raw(*payloads)
+        resources = _resource.Resources(*OWN)
+        resources.by_pid.update(LABELS)
+        once = resources.label(
+            _speedups.decode_rows(raw, len(payloads), decode_row, resources.by_pid, OWN, jflusher._TEXT_AT),
+        )
+        monkeypatch.setenv("JANUS_UTILS_NO_SPEEDUPS", "1")
+        python = _resource.Resources(*OWN)
+        python.by_pid.update(LABELS)
+        plain = python.label([decode_row(p) for p in payloads])
+        assert plain == [row[:15] for row in once]
+        assert ("late", None) == once[1][13:15]
+
+
+    def test_the_flusher_stores_each_rows_label_and_signature(self, tmp_path: Path) -> None:
+        """Through the flusher (rows built once): service, host and the word signature of every
+        row's message, fields and exception, text past ASCII and decode_row's records included."""
+        db_path = tmp_path / "app.db"
+        ju.configure(db_path, console=False, service="api", host="web-1")
+        try:
+            log = ju.get_logger("svc")
+            log.info("user %s logged in", "u1", user_id="u1", ip="10.0.0.1")
+            log.info("héllo \u2603", note="naïve")
+            log.info("nested", deep={"a": [1, 2]})
+            log.warning("Mixed CASE words, digits 42", trace_id="t")
+            try:
+                raise ValueError("bad value")
+            except ValueError:
+                log.exception("boom")
+            assert ju.flush(timeout=30)
+        finally:
+            ju.shutdown()
+        got = query(db_path, 'SELECT message, fields, exception, service, host, "words" FROM "logs" '
+                             'WHERE logger = \'svc\' ORDER BY id')
+        assert 5 == len(got)
+        assert [_words.signature(m, f, e) for m, f, e, *_ in got] == [row[5] for row in got]
+        assert [("api", "web-1")] * 5 == [row[3:5] for row in got]
+        assert -1 == got[1][5] and got[0][5] not in (-1, None)
+
+    def test_a_refused_signed_row_is_replaced_without_its_signature(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Rows built once, one of them refused by SQLite: the batch goes in row by row, the refused
+        row replaced by a record of the labelled row (no signature in it), the others signed."""
+        db_path = tmp_path / "app.db"
+        ju.configure(db_path, console=False, commit_interval=3600, service="api", host="web-1")
+        try:
+            p = jlog._flusher
+            assert p is not None and p.decode_rows is not None
+            real = p.resources.label
+
+            def label(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+                rows = real(rows)
+                return [row[:2] + (None,) + row[3:] if row[3] == "poison" else row for row in rows]  # a NULL logger
+
+            monkeypatch.setattr(p.resources, "label", label)
+            log = ju.get_logger("batch")
+            with p.db_lock:  # one batch of them all
+                for i in range(45):
+                    log.info("poison" if i == 30 else f"row {i}")
+            assert ju.flush(timeout=30)
+            assert 1 == ju.stats()["unstorable"]
+        finally:
+            ju.shutdown()
+        got = query(db_path, 'SELECT level, message, fields, "words" FROM "logs" '
+                             'WHERE logger IS NOT "janus.process" ORDER BY id')
+        assert [f"row {i}" for i in range(45) if i != 30] == [m for _, m, _, _ in got if m != "poison"]
+        assert [_words.signature(f"row {i}") for i in range(45) if i != 30] == [w for _, m, _, w in got if m != "poison"]
+        level, _, fields, _ = got[30]
+        original = json.loads(fields)["original"]
+        assert 40 == level and original.endswith("'api', 'web-1')") and "'poison'" in original
+
+
+class TestFlatRows:
+    @pytest.mark.parametrize("count", [0, 19, 20, 45])
+    def test_the_values_of_each_whole_statement(self, count: int) -> None:
+        """flat_rows is tuple(chain(rows[i:i + per])) for each whole run of per rows."""
+        rows = [decoded(i) + ("svc", None, i) for i in range(count)]
+        got = _speedups.flat_rows(rows, 20, 16)
+        want = [tuple(v for row in rows[i : i + 20] for v in row) for i in range(0, count - count % 20, 20)]
+        assert want == got
+        assert not any(gc.is_tracked(values) for values in got)
+
+    def test_a_row_of_another_width_anywhere_gives_none(self) -> None:
+        """A short row, even past the last whole run, leaves the batch to the checked way."""
+        rows = [decoded(i) + ("svc", None, i) for i in range(21)]
+        assert _speedups.flat_rows(rows, 20, 16) is not None
+        assert _speedups.flat_rows(rows[:20] + [rows[20][:15]], 20, 16) is None
+        assert _speedups.flat_rows(rows[:5] + [list(rows[5])] + rows[6:], 20, 16) is None
+        with pytest.raises(ValueError):
+            _speedups.flat_rows(rows, 0, 16)
 
 
 ts_values = st.integers(-(2**63), 2**63 - 1) | st.integers(BASE_TS - 10**12, BASE_TS + 10**12)
