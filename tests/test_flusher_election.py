@@ -3,10 +3,14 @@ flushers, producers that died mid-push.  Real processes, real signals, unique to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import apsw
@@ -200,76 +204,65 @@ time.sleep(600)
 """
 
 
+@contextlib.contextmanager
+def another_process_holding_the_write_lock(db_path: Path) -> Iterator[subprocess.Popen[str]]:
+    """janus configured on *db_path*, one record committed, then a process that holds
+    SQLite's write lock on it until it is killed; janus is shut down after."""
+    ju.configure(db_path, console=False)
+    holder = None
+    try:
+        ju.get_logger("w").info("w-0")
+        assert ju.flush(timeout=30)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_THE_WRITE_LOCK, str(db_path)], stdout=subprocess.PIPE, text=True
+        )
+        assert holder.stdout is not None
+        assert "locked\n" == holder.stdout.readline()
+        yield holder
+    finally:
+        if holder is not None and holder.poll() is None:
+            os.kill(holder.pid, signal.SIGCONT)
+            holder.kill()
+            holder.wait()
+        ju.shutdown()
+
+
+def reports_until(found: Callable[[str], bool]) -> list[str]:
+    """stats()'s recent error reports, once one satisfies *found* (or 120 s passed:
+    the busy wait is 5 s per try)."""
+    give_up = time.monotonic() + 120
+    while True:
+        reports = [m for _, m in ju.stats()["recent_errors"]]
+        if any(map(found, reports)) or time.monotonic() >= give_up:
+            return reports
+        time.sleep(0.1)
+
+
 class TestStoppedInsideACommit:
     def test_a_stopped_process_holding_the_write_lock_is_named(self, db_path: Path) -> None:
         """No takeover can write past SQLite's lock: the report says which stopped process has it."""
-        import subprocess
-        import sys
-
-        ju.configure(db_path, console=False)
-        holder = None
-        try:
-            ju.get_logger("w").info("w-0")
-            assert ju.flush(timeout=30)
-            holder = subprocess.Popen(
-                [sys.executable, "-c", HOLD_THE_WRITE_LOCK, str(db_path)], stdout=subprocess.PIPE, text=True
-            )
-            assert holder.stdout is not None
-            assert "locked\n" == holder.stdout.readline()
+        with another_process_holding_the_write_lock(db_path) as holder:
             os.kill(holder.pid, signal.SIGSTOP)
             ju.get_logger("w").info("w-1")
-            give_up = time.monotonic() + 120  # the busy wait is 5 s per try
-            while time.monotonic() < give_up:
-                reports = [m for _, m in ju.stats()["recent_errors"]]
-                if any("is stopped" in m for m in reports):
-                    break
-                time.sleep(0.1)
+            reports = reports_until(lambda m: "is stopped" in m)
             assert any(f"process {holder.pid} holds its write lock and is stopped" in m for m in reports)
             os.kill(holder.pid, signal.SIGCONT)
             holder.kill()
             holder.wait()
             assert ju.flush(timeout=60)
-        finally:
-            if holder is not None and holder.poll() is None:
-                os.kill(holder.pid, signal.SIGCONT)
-                holder.kill()
-                holder.wait()
-            ju.shutdown()
         assert_exactly_once(db_path, "w", 2)
 
     def test_a_running_process_holding_the_write_lock_is_named(self, db_path: Path) -> None:
         """A write transaction that does not end (a hung process, a long one of another program):
         the report names the process that holds the lock, not only "database is locked"."""
-        import subprocess
-        import sys
-
-        ju.configure(db_path, console=False)
-        holder = None
-        try:
-            ju.get_logger("w").info("w-0")
-            assert ju.flush(timeout=30)
-            holder = subprocess.Popen(
-                [sys.executable, "-c", HOLD_THE_WRITE_LOCK, str(db_path)], stdout=subprocess.PIPE, text=True
-            )
-            assert holder.stdout is not None
-            assert "locked\n" == holder.stdout.readline()
+        with another_process_holding_the_write_lock(db_path) as holder:
             ju.get_logger("w").info("w-1")
             named = f"process {holder.pid} ("
-            give_up = time.monotonic() + 120  # the busy wait is 5 s per try
-            while time.monotonic() < give_up:
-                reports = [m for _, m in ju.stats()["recent_errors"]]
-                if any(named in m for m in reports):
-                    break
-                time.sleep(0.1)
+            reports = reports_until(lambda m: named in m)
             report = next((m for m in reports if named in m), reports)
             assert "holds its write lock: nothing can be written" in report, report
             assert "is stopped" not in report
             holder.kill()
             holder.wait()
             assert ju.flush(timeout=60)
-        finally:
-            if holder is not None and holder.poll() is None:
-                holder.kill()
-                holder.wait()
-            ju.shutdown()
         assert_exactly_once(db_path, "w", 2)
