@@ -54,6 +54,16 @@ def writer(tmp_path: Path) -> Any:
     db.close()
 
 
+def one_batch_with_a_poisoned_row(p: Any) -> None:
+    """45 records in one batch (the flusher *p* held back while they are logged), the 31st
+    "poison"; flushed, with one record counted unstorable."""
+    log = ju.get_logger("batch")
+    with p.db_lock:
+        for i in range(45):
+            log.info("poison" if i == 30 else f"row {i}")
+    assert ju.flush(timeout=30)
+    assert 1 == ju.stats()["unstorable"]
+
 class TestInsertMany:
     @pytest.mark.parametrize("count", [0, 1, 19, 20, 21, 45, 2001])
     def test_the_rows_and_ids_are_those_executemany_stores(self, tmp_path: Path, writer: Any, count: int) -> None:
@@ -152,12 +162,7 @@ class TestInsertMany:
             p = jlog._flusher
             assert p is not None
             p.decode_rows = None  # every row through decode()
-            log = ju.get_logger("batch")
-            with p.db_lock:  # one batch of them all
-                for i in range(45):
-                    log.info("poison" if i == 30 else f"row {i}")
-            assert ju.flush(timeout=30)
-            assert 1 == ju.stats()["unstorable"]
+            one_batch_with_a_poisoned_row(p)
         finally:
             ju.shutdown()
         got = query(db_path, 'SELECT level, message, fields FROM "logs" WHERE logger IS NOT "janus.process" ORDER BY id')
@@ -399,12 +404,7 @@ class TestRowsBuiltOnce:
                 return [row[:2] + (None,) + row[3:] if row[3] == "poison" else row for row in rows]  # a NULL logger
 
             monkeypatch.setattr(p.resources, "label", label)
-            log = ju.get_logger("batch")
-            with p.db_lock:  # one batch of them all
-                for i in range(45):
-                    log.info("poison" if i == 30 else f"row {i}")
-            assert ju.flush(timeout=30)
-            assert 1 == ju.stats()["unstorable"]
+            one_batch_with_a_poisoned_row(p)
         finally:
             ju.shutdown()
         got = query(db_path, 'SELECT level, message, fields, "words" FROM "logs" '
