@@ -2497,6 +2497,11 @@ static int all_atomic(PyObject *t) {
  * as unknown), then its word signature when ncols >= 0.  -1 with an error. */
 static int fill_tail(PyObject *row, PyObject *labels, PyObject *unknown, const Py_ssize_t *cols,
                      Py_ssize_t ncols, words_memo *memo) {
+    /* None in the empty slots first: the label lookup may run Python code (a
+     * key's __eq__), which could reach this tracked tuple through the GC. */
+    for (Py_ssize_t i = DECODED; i < PyTuple_GET_SIZE(row); i++)
+        if (PyTuple_GET_ITEM(row, i) == NULL)
+            PyTuple_SET_ITEM(row, i, Py_NewRef(Py_None));
     PyObject *label = label_of(row, labels, unknown, "decode_rows");
     if (label == NULL)
         return -1;
@@ -2505,13 +2510,18 @@ static int fill_tail(PyObject *row, PyObject *labels, PyObject *unknown, const P
         PyErr_SetString(PyExc_ValueError, "decode_rows: every label must be as long as unknown");
         return -1;
     }
-    for (Py_ssize_t i = 0; i < m; i++)
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyObject *was = PyTuple_GET_ITEM(row, DECODED + i);
         PyTuple_SET_ITEM(row, DECODED + i, Py_NewRef(PyTuple_GET_ITEM(label, i)));
+        Py_DECREF(was);
+    }
     if (ncols >= 0) {
         PyObject *words = row_signature(row, DECODED, cols, ncols, memo, "decode_rows");
         if (words == NULL)
             return -1;
+        PyObject *was = PyTuple_GET_ITEM(row, DECODED + m);
         PyTuple_SET_ITEM(row, DECODED + m, words);
+        Py_DECREF(was);
     }
     return 0;
 }
@@ -2602,7 +2612,7 @@ static PyObject *py_decode_rows(PyObject *module, PyObject *args) {
                 Py_DECREF(plain);
             }
         } else if (width > DECODED && fill_tail(row, labels, unknown, cols, ncols, memo) < 0) {
-            Py_CLEAR(row); /* its unfilled slots are NULL, which tuple dealloc skips */
+            Py_CLEAR(row);
         }
         if (row != NULL && untrack && all_atomic(row))
             PyObject_GC_UnTrack(row);

@@ -13,6 +13,8 @@ from __future__ import annotations
 import gc
 import json
 import marshal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +273,31 @@ class TestRowsBuiltOnce:
         assert [_words.signature(row[3], row[12], row[11]) for row in got] == [row[15] for row in got]
         assert len(set(row[15] for row in got)) > 5
         assert not any(gc.is_tracked(row) for row in got)
+
+    def test_python_code_run_by_the_label_lookup_sees_no_empty_slot(self) -> None:
+        """A labels key with its own __eq__ runs Python code while a row is half built; the
+        row, reachable through the GC, holds None where its label and signature will go
+        (an empty slot read from Python crashed the process).  In a child process, so
+        that a crash is a failure here, not the end of the run."""
+        script = """
+import gc, marshal, sys
+from janus_utils import _speedups
+from janus_utils._record import decode_row
+ts = 1_700_000_000_000_000_000
+payload = marshal.dumps((1, ts, 20, "svc", "m", None, None, 4000, "T"), 2)
+raw = bytes(8) + len(payload).to_bytes(4, "little") + bytes(4) + payload
+seen = []
+class Key:
+    def __hash__(self):
+        return hash(4000)
+    def __eq__(self, other):
+        seen.extend(t[13:] for t in gc.get_objects() if type(t) is tuple and len(t) == 16 and t[0] == ts)
+        return False
+rows = _speedups.decode_rows(raw, 1, decode_row, {Key(): ("x", "y")}, ("own", "here"), (3, 12, 11))
+print(seen, rows[0][13:15])
+"""
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert (0, "[(None, None, None)] ('own', 'here')\n") == (done.returncode, done.stdout), done.stderr
 
     def test_text_repeated_from_record_to_record_is_shared_not_mixed_up(self) -> None:
         """Consecutive records that repeat a field's value or the whole fields JSON share one str
