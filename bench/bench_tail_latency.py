@@ -28,10 +28,11 @@ Peers, each with the same record: janus_utils with the flusher as a thread
 and stdlib logging to a FileHandler.  picologging (0.9.3) is left out by
 default: with 4 threads calling it flat out its FileHandler deadlocked here
 (a thread blocked on the handler's lock while holding the GIL); add it with
-``JANUS_BENCH_TAIL_PEERS`` to try again.  ``floor`` (opt-in the same way)
-is no logger at all: the same loop timing ``marshal.dumps`` of the record
-(about the janus call's cost), i.e. the spread that 4 Python threads and this
-machine give any call of that size.  ``JANUS_BENCH_TAIL_PEERS``
+``JANUS_BENCH_TAIL_PEERS`` to try again.  ``floor`` is no logger at
+all: the same loop timing ``marshal.dumps`` of the record, i.e. the spread
+that 4 Python threads and this machine give a call with nothing behind it,
+printed beside the goal so that a run's tail can be read against the
+machine's own in that run.  ``JANUS_BENCH_TAIL_PEERS``
 (comma-separated keys) narrows the list; ``JANUS_BENCH_TAIL_KWARGS`` (JSON)
 adds configure() options to both janus peers.
 
@@ -65,11 +66,11 @@ EVERY = 4  # time one call in this many
 EXTRA = json.loads(os.environ.get("JANUS_BENCH_TAIL_KWARGS", "{}"))
 # configure() options of each janus peer: the flusher as a thread, and as a process.
 JANUS = {"janus": {}, "janus_process": {"flusher": "process"}}
-KEYS = [k for k in os.environ.get("JANUS_BENCH_TAIL_PEERS", "janus,janus_process,stdlib_file").split(",") if k]
+KEYS = [k for k in os.environ.get("JANUS_BENCH_TAIL_PEERS", "janus,janus_process,stdlib_file,floor").split(",") if k]
 
 
 class Floor(Peer):
-    """No logger: ``marshal.dumps`` of the record, timed by the same loop (opt-in key ``floor``)."""
+    """No logger: ``marshal.dumps`` of the record, timed by the same loop (key ``floor``)."""
 
     key = "floor"
     label = "no logger: marshal.dumps of the record"
