@@ -858,7 +858,6 @@ class Flusher:
         start = self.ring.stats().read_pos  # where this batch starts: see _fence
         try:
             rows, upto = self._read_rows()
-            signed = self.decode_rows is not None  # see _read_rows
             rows = self.resources.label(rows)
         except BaseException:
             # The batch was read but will not be committed: read it again
@@ -872,7 +871,7 @@ class Flusher:
         db = self.db
         assert db is not None
         try:
-            self._store(db, rows, start, upto, signed=signed)
+            self._store(db, rows, start, upto)
         except _Fenced as err:
             self._step_down_locked(
                 f"another process has stored records of this ring up to {err.upto}, past this "
@@ -972,29 +971,21 @@ class Flusher:
         return fs.f_bavail * fs.f_frsize >= _BACKLOG_ROOM
 
     def _store(
-        self,
-        db: apsw.Connection,
-        rows: list[tuple[Any, ...]],
-        start: int,
-        upto: int,
-        key: str | None = None,
-        *,
-        signed: bool = False,
+        self, db: apsw.Connection, rows: list[tuple[Any, ...]], start: int, upto: int, key: str | None = None
     ) -> None:
         """Commit the batch; if SQLite refuses a row, commit it row by row.
 
-        *key* names the position stored with it: the ring's (None) or a spill
-        file's.  *signed*: each row ends with its word signature already.
+        *key* names the position stored with it: the ring's (None) or a spill file's.
         """
         try:
-            self._commit(db, rows, start, upto, key, one_by_one=False, signed=signed)
+            self._commit(db, rows, start, upto, key, one_by_one=False)
         except (_Fenced, _Detached, *_TRANSIENT):
             raise
         except Exception:
             # SQLite refused a row (a constraint, a value out of range): store
             # the batch row by row, each refused row replaced by a record
             # saying why, so one bad record never blocks or loses the others.
-            self._commit(db, rows, start, upto, key, one_by_one=True, signed=signed)
+            self._commit(db, rows, start, upto, key, one_by_one=True)
 
     def _commit(
         self,
@@ -1005,18 +996,18 @@ class Flusher:
         key: str | None,
         *,
         one_by_one: bool,
-        signed: bool = False,
     ) -> None:
         """Insert *rows*, index them and store the position, in one transaction.
 
-        *signed*: each row ends with its word signature; else it is added
-        here (with the extension), or the rows go in without one.
+        Rows as wide as _SIGNED end with their word signature already (the
+        ring's, from decode_rows); others get it here (with the extension),
+        or go in without one.
         """
         key = key or self.ring_id
         with _write_transaction(db):
             self._fence(db, start, key)
             last = db.execute(f'SELECT max(id) FROM "{_schema.TABLE}"').fetchall()[0][0] or 0
-            stored = rows
+            stored, signed = rows, bool(rows) and len(rows[0]) == len(_SIGNED)
             if not signed and self.sign_rows is not None:
                 with contextlib.suppress(TypeError, ValueError):  # a row it cannot read: stored without
                     stored, signed = self.sign_rows(rows, _TEXT_AT), True
