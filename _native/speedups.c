@@ -1978,17 +1978,18 @@ static int json_val(sbuf *b, const val *v) {
     }
 }
 
-static const char *const known_keys[5] = {"user_id", "agent_id", "request_id", "trace_id",
+#define NKNOWN 5 /* the fields with a column of their own */
+static const char *const known_keys[NKNOWN] = {"user_id", "agent_id", "request_id", "trace_id",
                                           "span_id"};
 
 static int known_index(const val *k) {
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < NKNOWN; i++)
         if ((size_t)k->n == strlen(known_keys[i]) && memcmp(k->s, known_keys[i], (size_t)k->n) == 0)
             return i;
     return -1;
 }
 
-/* Last record's logger and thread names: most batches repeat a few. */
+/* The last record's text in one column (logger, thread, a known field): most batches repeat a few. */
 typedef struct {
     const char *s; /* into the buffer being decoded */
     Py_ssize_t n;
@@ -2016,7 +2017,7 @@ typedef struct {
     sbuf json;               /* the fields JSON being written */
     name_cache names;        /* logger */
     name_cache threads;      /* thread */
-    name_cache known[5];     /* str values of known_keys */
+    name_cache known[NKNOWN]; /* str values of known_keys */
     sbuf last_json;          /* the last record's fields JSON, */
     PyObject *last_fields;   /* and its str (NULL: none yet) */
 } decode_state;
@@ -2026,7 +2027,7 @@ static void decode_state_clear(decode_state *st) {
     PyMem_Free(st->last_json.p);
     Py_XDECREF(st->names.o);
     Py_XDECREF(st->threads.o);
-    for (int k = 0; k < 5; k++)
+    for (int k = 0; k < NKNOWN; k++)
         Py_XDECREF(st->known[k].o);
     Py_XDECREF(st->last_fields);
 }
@@ -2094,7 +2095,7 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, decode_state *st, Py
             if (keys[a].n == keys[b].n && memcmp(keys[a].s, keys[b].s, (size_t)keys[a].n) == 0)
                 return NULL;
 
-    PyObject *known[5] = {NULL, NULL, NULL, NULL, NULL};
+    PyObject *known[NKNOWN] = {NULL};
     PyObject *row = PyTuple_New(width), *fields_text = NULL;
     if (row == NULL) {
         PyErr_Clear();
@@ -2119,19 +2120,19 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, decode_state *st, Py
         if (sb_put(json, "}", 1) || (fields_text = fields_str(st)) == NULL)
             goto fallback;
     }
-    PyObject *cols[13];
+    PyObject *cols[DECODED];
     cols[0] = PyLong_FromLongLong(ts.i);
     cols[1] = PyLong_FromLongLong(level.i);
     cols[2] = name.kind == M_NONE ? PyUnicode_FromString("root") : cached_text(&st->names, &name);
     cols[3] = message.kind == M_NONE ? PyUnicode_FromString("") : text_of(message.s, message.n);
-    for (int k = 0; k < 5; k++)
+    for (int k = 0; k < NKNOWN; k++)
         cols[4 + k] = known[k] ? known[k] : Py_NewRef(Py_None);
     cols[9] = PyLong_FromLongLong(pid.i);
     cols[10] = thread.kind == M_NONE ? Py_NewRef(Py_None) : cached_text(&st->threads, &thread);
     cols[11] = exc.kind == M_NONE ? Py_NewRef(Py_None) : text_of(exc.s, exc.n);
     cols[12] = fields_text ? fields_text : Py_NewRef(Py_None);
     int ok = 1;
-    for (int c = 0; c < 13; c++) {
+    for (int c = 0; c < DECODED; c++) {
         if (cols[c] == NULL)
             ok = 0;
         PyTuple_SET_ITEM(row, c, cols[c]); /* a NULL slot is fine for Py_DECREF below */
@@ -2143,7 +2144,7 @@ static PyObject *decode_one(const uint8_t *p, Py_ssize_t n, decode_state *st, Py
     return NULL;
 fallback:
     PyErr_Clear();
-    for (int k = 0; k < 5; k++)
+    for (int k = 0; k < NKNOWN; k++)
         Py_XDECREF(known[k]);
     Py_XDECREF(fields_text);
     Py_DECREF(row);
@@ -2151,6 +2152,11 @@ fallback:
 }
 
 /* labels.get(row[9], unknown), borrowed; NULL with an error set. */
+/* A value the garbage collector never needs to walk a row for. */
+static inline int is_atomic(PyObject *v) {
+    return v == Py_None || PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || PyFloat_CheckExact(v);
+}
+
 static PyObject *label_of(PyObject *row, PyObject *labels, PyObject *unknown, const char *name) {
     PyObject *pid = PyTuple_Check(row) && PyTuple_GET_SIZE(row) > 9 ? PyTuple_GET_ITEM(row, 9) : NULL;
     if (pid == NULL) {
@@ -2186,8 +2192,7 @@ static PyObject *labelled(PyObject *row, PyObject *labels, PyObject *unknown) {
     int atomic = 1;
     for (Py_ssize_t i = 0; i < n + m; i++) {
         PyObject *v = i < n ? PyTuple_GET_ITEM(row, i) : PyTuple_GET_ITEM(label, i - n);
-        if (v != Py_None && !PyUnicode_CheckExact(v) && !PyLong_CheckExact(v) && !PyFloat_CheckExact(v))
-            atomic = 0;
+        atomic &= is_atomic(v);
         PyTuple_SET_ITEM(out, i, Py_NewRef(v));
     }
     if (atomic)
@@ -2466,8 +2471,7 @@ static PyObject *py_sign_rows(PyObject *module, PyObject *args) {
         int atomic = 1;
         for (Py_ssize_t k = 0; k < width; k++) {
             PyObject *v = PyTuple_GET_ITEM(row, k);
-            if (v != Py_None && !PyUnicode_CheckExact(v) && !PyLong_CheckExact(v) && !PyFloat_CheckExact(v))
-                atomic = 0;
+            atomic &= is_atomic(v);
             PyTuple_SET_ITEM(signed_row, k, Py_NewRef(v));
         }
         PyTuple_SET_ITEM(signed_row, width, words);
@@ -2485,11 +2489,9 @@ error:
 /* the flusher's rows, each built once                                       */
 
 static int all_atomic(PyObject *t) {
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
-        PyObject *v = PyTuple_GET_ITEM(t, i);
-        if (v != Py_None && !PyUnicode_CheckExact(v) && !PyLong_CheckExact(v) && !PyFloat_CheckExact(v))
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++)
+        if (!is_atomic(PyTuple_GET_ITEM(t, i)))
             return 0;
-    }
     return 1;
 }
 
@@ -2500,8 +2502,7 @@ static int fill_tail(PyObject *row, PyObject *labels, PyObject *unknown, const P
     /* None in the empty slots first: the label lookup may run Python code (a
      * key's __eq__), which could reach this tracked tuple through the GC. */
     for (Py_ssize_t i = DECODED; i < PyTuple_GET_SIZE(row); i++)
-        if (PyTuple_GET_ITEM(row, i) == NULL)
-            PyTuple_SET_ITEM(row, i, Py_NewRef(Py_None));
+        PyTuple_SET_ITEM(row, i, Py_NewRef(Py_None)); /* a fresh row's: empty until here */
     PyObject *label = label_of(row, labels, unknown, "decode_rows");
     if (label == NULL)
         return -1;
