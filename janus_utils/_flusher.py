@@ -703,10 +703,16 @@ class Flusher:
             return True
         stalled = self._stalled_leader()
         if stalled and self.ring.claim(self.token, expected=stalled):
+            # Said at once, and so is the first problem after it (the new
+            # flusher's first commit may fail as the old one's did), outside
+            # the 10 s limit: a takeover waits takeover_after for a stalled
+            # leader, so this adds at most two lines per takeover.
+            self._last_report = 0.0
             self._report(
                 f"the flusher of {self.cfg.db_path} has not run for {self.cfg.takeover_after:g} s "
                 f"(its process stopped or hung): process {os.getpid()} took over"
             )
+            self._last_report = 0.0
             self._become_leader(claimed=True)
             return True
         return False

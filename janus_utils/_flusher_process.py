@@ -97,7 +97,11 @@ def write_status(flusher: Flusher, path: str, last: tuple[Any, ...] | None = Non
     """Write *flusher*'s counters and error state to *path* if they changed since *last*.
 
     One small JSON file (0600), replaced whole by a rename so that a reader
-    never sees half of it.  Returns what was written, for the next call.
+    never sees half of it.  It names its writer by pid and by the token the
+    ring knows its leader by (see read_status).  Written again, changed or
+    not, when the file at *path* is no longer the one this call wrote: a
+    flusher that has just stepped down (resumed after a stop) may have
+    replaced it.  Returns what was written, for the next call.
     """
     state = (
         *(getattr(flusher, name) for name in _STATUS_COUNTERS),
@@ -105,34 +109,66 @@ def write_status(flusher: Flusher, path: str, last: tuple[Any, ...] | None = Non
         flusher.last_error,
         flusher.last_error_at,
         tuple(flusher.recent_errors),
+        flusher.token,
     )
-    if state == last:
-        return state
+    if last and state == last[:-1] and _file_id(path) == last[-1]:
+        return last
     data = dict(zip((*_STATUS_COUNTERS, "retention_held"), state))
-    data.update(pid=os.getpid(), last_error=state[-3], last_error_at=state[-2], recent_errors=list(state[-1]))
+    data.update(
+        pid=os.getpid(), token=flusher.token, last_error=flusher.last_error, last_error_at=flusher.last_error_at,
+        recent_errors=list(flusher.recent_errors),
+    )
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(fd, "w") as f:
             json.dump(data, f)
+            written = _file_id(tmp)
         os.replace(tmp, path)
     except Exception:  # OSError, or a path open_private refuses (a symlink)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         return last or ()  # a full disk: tried again at the next look
-    return state
+    return (*state, written)
 
 
-def read_status(db_path: str) -> dict[str, Any] | None:
-    """What the running flusher process of *db_path* last wrote, or None (none runs, or not yet)."""
+def read_status(db_path: str, leader: int) -> dict[str, Any] | None:
+    """What the acting flusher process of *db_path* last wrote, or None (none runs, or not yet).
+
+    The acting flusher is the one whose token is the ring's *leader*
+    (``ring.stats().leader``).  That is the holder of the election lock,
+    except after a takeover from a stopped or hung holder, which keeps the
+    lock while it lives: the one that took over commits without it.  A file
+    whose token is not the leader's was left by a flusher that stepped down
+    or exited; one of the leader whose process no longer maps the ring, by
+    a leader killed before another took over.
+    """
     try:
         with open(status_path(db_path)) as f:
             data = json.load(f)
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("pid") != flusher_pid(db_path):
-        return None  # written by a flusher process that has exited
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+        return None
+    pid = data["pid"]
+    if "token" not in data:  # an older flusher process: only its lock says that it runs
+        return data if pid == flusher_pid(db_path) else None
+    if not leader or data["token"] != leader:
+        return None  # no leader now, or another one since this file was written
+    if pid != flusher_pid(db_path) and not _has_mapped(pid, db_path + "-ring"):
+        return None  # a leader without the lock that is gone (its pid maybe reused)
     return data
+
+
+def _has_mapped(pid: int, path: str) -> bool:
+    """Whether process *pid* has the file at *path* mapped (Linux: /proc/PID/maps)."""
+    real = os.path.realpath(path)
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            # "7f12a000-7f12b000 rw-s 00000000 00:2a 5678    /tmp/app.db-ring"
+            return any(line.split(maxsplit=5)[5:] == [real] for line in f.read().splitlines())
+    except OSError:  # gone, or another user's
+        return False
 
 
 def flusher_pid(db_path: str) -> int | None:
@@ -417,9 +453,19 @@ class RemoteFlusher(Flusher):
         Its commits, retries and write errors are the database's; this
         process's own problems (a flusher process that would not start) are
         added to its errors, and the newer of the two is ``last_error``.
+        ``flusher_pid`` is the process that commits (the ring's leader);
+        ``flusher_lock_pid`` the one holding the election lock, which
+        differs after a takeover from a stopped or hung flusher process
+        until that one continues or exits.
         """
-        out: dict[str, Any] = {"flusher": "process", "flusher_pid": flusher_pid(self.cfg.db_path), "flusher_spawns": self.spawns}
-        status = read_status(self.cfg.db_path)
+        holder = flusher_pid(self.cfg.db_path)
+        status = read_status(self.cfg.db_path, self.ring.stats().leader)
+        out: dict[str, Any] = {
+            "flusher": "process",
+            "flusher_pid": status["pid"] if status is not None else holder,
+            "flusher_lock_pid": holder,
+            "flusher_spawns": self.spawns,
+        }
         if status is None:
             return out
         with contextlib.suppress(TypeError, ValueError):
@@ -492,7 +538,9 @@ def serve(cfg: Config, *, daemon: bool = False, linger: float = _LINGER, answer:
     written: tuple[Any, ...] | None = None
     try:
         while not stop.wait(_USERS_EVERY):
-            if flusher.leader:
+            # The ring's leader, not just a flusher that thinks it leads: one
+            # resumed after a stop writes nothing before it steps down.
+            if flusher.leader and flusher.ring.stats().leader == flusher.token:
                 written = write_status(flusher, status, written)
             if _file_id(flusher.ring_path) != ring_file:
                 # The ring was deleted or replaced (its database with it): the

@@ -146,6 +146,75 @@ class TestStats:
         assert after["retries"] >= during["retries"] and after["batches"] >= 1
         assert max(stored(db_path, "held").values()) == 1 and len(stored(db_path, "held")) == 1000
 
+    def test_stats_follow_the_flusher_process_that_took_over_from_a_stopped_one(
+        self, db_path: Path, capfd: pytest.CaptureFixture[str]
+    ) -> None:
+        """SIGSTOP the flusher process: stats() shows the one that took over (its pid, retries,
+        error and commits) beside the stopped lock holder; resumed, the stopped one steps down
+        and stats() names whichever commits."""
+        ju.configure(db_path, flusher="process", console=False, takeover_after=1.0)
+        log = ju.get_logger("t")
+        try:
+            log.info("t-0")
+            assert ju.flush(timeout=60)
+            old = flusher_pid(str(db_path))
+            assert old is not None and (old, old) == (ju.stats()["flusher_pid"], ju.stats()["flusher_lock_pid"])
+            # Between its transactions: stopped inside one it would keep SQLite's
+            # write lock, and the one that takes over could not commit.
+            stop(old, db_path, writing=False)
+            try:
+                log.info("t-1")
+                assert ju.flush(timeout=60)  # committed by the flusher process that took over
+                wait_until(lambda: ju.stats()["flusher_pid"] not in (old, None), 60, "stats() never named the new flusher")
+                new = ju.stats()["flusher_pid"]
+                holder = Holder(db_path)
+                try:
+                    for i in range(2, 1002):
+                        log.info("t-%d", i)
+
+                    def blocked() -> bool:
+                        s = ju.stats()
+                        return s["flusher_pid"] == new and s["retries"] >= 1 and "cannot write to" in (s["last_error"] or "")
+
+                    wait_until(blocked, 60, "the new flusher's retries never reached stats()")
+                    during = ju.stats()
+                finally:
+                    holder.release()
+                assert ju.flush(timeout=60)
+                wait_until(
+                    lambda: ju.stats()["committed"] >= during["committed"] + 1000, 60, "the new flusher's commits never reached stats()"
+                )
+                after = ju.stats()
+            finally:
+                os.kill(old, signal.SIGCONT)
+
+            # Resumed, the stopped one finds its place taken and steps down; whichever
+            # holds the lock file then commits, and stats() names it.
+            def settled() -> bool:
+                s = ju.stats()
+                return s["flusher_pid"] is not None and s["flusher_pid"] == s["flusher_lock_pid"]
+
+            wait_until(settled, 60, "stats() never named the lock holder again")
+            for i in range(1002, 1102):
+                log.info("t-%d", i)
+            assert ju.flush(timeout=60)
+            wait_until(settled, 60, "stats() never named the lock holder again")
+            resumed = ju.stats()
+        finally:
+            ju.shutdown()
+        err = capfd.readouterr().err
+        assert_exactly_once(db_path, "t", 1102)
+        assert (new, old) == (during["flusher_pid"], during["flusher_lock_pid"]) and new not in (old, os.getpid())
+        assert "locked" in during["last_error"] or "busy" in during["last_error"], during["last_error"]
+        assert during["errors"] >= 1 and any("cannot write to" in m for _, m in during["recent_errors"])
+        assert (new, old, None) == (after["flusher_pid"], after["flusher_lock_pid"], after["last_error"])
+        assert after["retries"] >= during["retries"] and after["batches"] > during["batches"]
+        assert resumed["flusher_pid"] in (old, new) and alive(resumed["flusher_pid"])
+        assert "took over" in err and "stepped down" in err
+        # The first error after the takeover is said at once, not held back by the
+        # report rate limit that the takeover's own line had started.
+        assert "cannot write to" in err
+
     def test_a_status_file_left_by_an_exited_flusher_process_is_not_read(self, db_path: Path) -> None:
         ju.configure(db_path, flusher="process", console=False)
         try:
@@ -158,6 +227,10 @@ class TestStats:
             assert data["pid"] == ju.stats()["flusher_pid"] and data["committed"] >= 1
             status.write_text(json.dumps({**data, "pid": 1, "committed": 10**9}))
             assert ju.stats()["committed"] != 10**9  # not this flusher process's
+            # Written by the lock holder's pid, but not as the ring's leader: a
+            # flusher that has stepped down since.
+            status.write_text(json.dumps({**data, "token": data["token"] ^ 2, "committed": 10**9}))
+            assert ju.stats()["committed"] != 10**9
         finally:
             ju.shutdown()
 
