@@ -508,10 +508,11 @@ _SSN = re.compile(r"(?<![0-9\-])(?!000|666|9[0-9]{2})[0-9]{3}-(?!00)[0-9]{2}-(?!
 # key=value, key: value, "key": "value", 'key': 'value', key => value, and the
 # pairs that have no "=": ('key', value) tuples in a list of headers,
 # '--option', value in an argv list, and --option value on a command line.
+# A one-item tuple, ('pin',), is no pair: its closing bracket is not a value.
 _PAIR_KEY = re.compile(
     r"""
     (?:
-        (?<=[\[(])[ \t]*b?(?P<tq>["'])(?P<tkey>[A-Za-z0-9_.\- ]{1,128})(?P=tq)[ \t]*,[ \t]*
+        (?<=[\[(])[ \t]*b?(?P<tq>["'])(?P<tkey>[A-Za-z0-9_.\- ]{1,128})(?P=tq)[ \t]*,[ \t]*(?![)\]])
       | b?(?P<aq>["'])(?P<akey>--?[A-Za-z][A-Za-z0-9_.\-]{0,127})(?P=aq)[ \t]*,[ \t]*
       | (?P<q>\\?["'])(?P<qkey>[A-Za-z0-9_.\- ]{1,128})(?P=q)[ \t]*(?:=>|:=|[:=])[ \t]*
       | (?<![^\s"'(\[,])(?P<okey>--?[A-Za-z][A-Za-z0-9_.\-]{0,127})[ \t]+(?=[^\s\-=])
@@ -522,8 +523,9 @@ _PAIR_KEY = re.compile(
 )
 _KEY_GROUPS = ("tkey", "akey", "qkey", "okey", "key")
 # The value: Digest's parameter list; quoted (the quotes stay, a b'' prefix
-# too), braced as in ODBC's PWD={...}, a JSON scalar, or a bare word running
-# to white space, a quote, ',', ';' or '&'.  Brackets do not end a bare word:
+# too; JSON inside a JSON string quotes it \" and writes a quote in it \\\",
+# a backslash \\\\), braced as in ODBC's PWD={...}, a JSON scalar, or a bare
+# word running to white space, a quote, ',', ';' or '&'.  Brackets do not end a bare word:
 # a password may hold them, and losing a closing brace of the surrounding text
 # is better than leaking its tail.
 _PAIR_VALUE = re.compile(
@@ -536,7 +538,7 @@ _PAIR_VALUE = re.compile(
         (?P<scheme>(?:bearer|basic|digest|token|negotiate|ntlm)[ \t]+(?=\S))?
         (?:b(?=["']))?
         (?:
-            \\"(?P<v1>(?:(?!\\")[^\r\n])*)(?:\\")?
+            \\"(?P<v1>(?:\\\\\\"|\\\\\\\\|(?!\\")[^\r\n])*)(?:\\")?
           | "(?P<v2>(?:[^"\\\r\n]|\\.)*)"?
           | '(?P<v3>(?:[^'\\\r\n]|\\.)*)'?
           | \{(?P<v4>[^}\r\n]*)\}?
@@ -549,6 +551,69 @@ _PAIR_VALUE = re.compile(
 )
 _VALUE_GROUPS = ("v0", "v1", "v2", "v3", "v4", "v5", "v6")
 _OPTION = re.compile(r"--?[A-Za-z][A-Za-z0-9_.\-]{0,127}", _A)
+
+# Validation errors (pydantic, FastAPI) name the field apart from its value:
+# the value is secret when a part of the field's path is a sensitive key.
+# The errors list, as a repr or as JSON: 'loc': ('body', 'password'),
+# 'msg': '...', 'input': 'VALUE' (pydantic's order: loc, msg, then input).
+_QUOTED = r"""(?:\\"(?:\\\\\\"|\\\\\\\\|(?!\\")[^\r\n])*+\\"|"(?:[^"\\\r\n]|\\.)*+"|'(?:[^'\\\r\n]|\\.)*+')"""
+_LOC_PART = rf"(?:{_QUOTED}|-?[0-9]++)"
+_LOC_INPUT = re.compile(
+    rf"""
+    (?P<q>\\?["'])loc(?P=q)[ \t]*+:[ \t]*+
+    [(\[](?P<loc>[ \t]*+{_LOC_PART}(?:[ \t]*+,[ \t]*+{_LOC_PART})*+[ \t]*+,?[ \t]*+)[)\]]
+    (?:[ \t]*+,[ \t]*+(?P=q)(?!input(?P=q))[A-Za-z_]{{1,32}}(?P=q)[ \t]*+:[ \t]*+
+       (?:{_QUOTED}|[A-Za-z0-9_.+\-]++))*+
+    [ \t]*+,[ \t]*+(?P=q)input(?P=q)[ \t]*+:[ \t]*+
+    """,
+    _A | re.VERBOSE,
+)
+_LOC_ITEM = re.compile(r"""\\"((?:(?!\\").)*)\\"|"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'""", _A)
+# pydantic's text (str(ValidationError)): the field's dotted path on a line of
+# its own, then "  <msg> [type=..., input_value=VALUE, input_type=...]".  The
+# value runs to the line's last ", input_type=": a string may hold that text.
+_FIELD_ERROR_LINE = re.compile(
+    r"\n  (?>[^\n\[]*+(?:\[(?!type=)[^\n\[]*+)*+)\[type=[^\n,\]]*+, input_value="
+    r"(?P<value>[^\n]*), input_type=[^\n\],]*+\]",
+    _A,
+)
+_ERROR_COUNT_LINE = re.compile(r"[0-9]+ validation errors? for ", _A)
+# The text _FIELD_ERROR_LINE requires: a field line may end with "pin" and a
+# newline, which no "pin$" token matches.
+_FIELD_ERROR_TOKENS: tuple[str, ...] = ("input_value=",)
+_OPENING_BRACKETS = "[({"
+
+
+def _bracketed_end(text: str, start: int) -> int:
+    """The end of the list, tuple or dict opening at *start* (quotes respected), else of its line."""
+    depth = 0
+    quote = ""
+    index = start
+    while index < len(text):
+        char = text[index]
+        if char in "\r\n":
+            return index
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in "[({":
+            depth += 1
+        elif char in "])}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return index
+
+
+def _unquoted(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -839,7 +904,8 @@ class Redactor:
         self._pii = bool(pii)
         pattern_tokens = _PATTERN_TOKENS if self._patterns else ()
         self._tokens = _derive_prefilter_tokens(
-            self._words, pattern_tokens + (_PII_TOKENS if self._pii else ())
+            self._words,
+            _FIELD_ERROR_TOKENS + pattern_tokens + (_PII_TOKENS if self._pii else ()),
         )
         self._prefilter = _Prefilter(self._tokens)
         self._key_cache: dict[str, str | None] = {}
@@ -995,6 +1061,7 @@ class Redactor:
             for pattern, replacement in _VALUE_PASSES:
                 text = pattern.sub(replacement, text)
         text = self._redact_pairs(text)
+        text = self._redact_field_errors(text)
         if self._patterns:
             for pattern, replacement in _TOKEN_PASSES:
                 text = pattern.sub(replacement, text)
@@ -1059,6 +1126,71 @@ class Redactor:
         out.append(text[done:])
         return "".join(out)
 
+    def _field_kind(self, path: Iterable[object], value: object) -> str | None:
+        """The marker kind if *value*, the input of the field at *path*, is secret; else None.
+
+        Secret when a part of the path is a sensitive key, as a value nested
+        anywhere under a sensitive key is in a dict.
+        """
+        for part in path:
+            if isinstance(part, str):
+                kind = self.secret_kind(part, value)
+                if kind is not None:
+                    return kind
+        return None
+
+    def _redact_field_errors(self, text: str) -> str:
+        """*text* with the input of each validation error of a sensitive field redacted."""
+        spans: list[tuple[int, int, str]] = []
+        if "loc" in text:
+            scanned = 0
+            for match in _LOC_INPUT.finditer(text):
+                start = match.end()
+                if start < scanned:
+                    continue  # inside the input before: each character is scanned once
+                if start < len(text) and text[start] in _OPENING_BRACKETS:
+                    value = (start, _bracketed_end(text, start))
+                    scanned = value[1]
+                else:
+                    found = _PAIR_VALUE.match(text, start)
+                    if found is None:
+                        continue
+                    group = next(name for name in _VALUE_GROUPS if found.group(name) is not None)
+                    value = found.span(group)
+                secret = text[value[0] : value[1]]
+                parts = [next(g for g in item.groups() if g is not None)
+                         for item in _LOC_ITEM.finditer(match.group("loc"))]  # fmt: skip
+                kind = self._field_kind(parts, secret)
+                if kind is not None and secret and _MARKER.fullmatch(secret) is None:
+                    spans.append((value[0], value[1], kind))
+        if "input_value=" in text:
+            for match in _FIELD_ERROR_LINE.finditer(text):
+                line_start = text.rfind("\n", 0, match.start()) + 1
+                field = text[line_start : match.start()]
+                if not field or field[0].isspace() or _ERROR_COUNT_LINE.match(field):
+                    continue
+                start, end = match.span("value")
+                secret = match.group("value")
+                inner = _unquoted(secret)
+                kind = self._field_kind(field.split("."), inner)
+                if kind is None or _MARKER.fullmatch(inner) is not None:
+                    continue
+                if inner is not secret:
+                    start, end = start + 1, end - 1
+                spans.append((start, end, kind))
+        if not spans:
+            return text
+        out: list[str] = []
+        done = 0
+        for start, end, kind in sorted(spans):
+            if start < done:
+                continue
+            out.append(text[done:start])
+            out.append(_marker(kind))
+            done = end
+        out.append(text[done:])
+        return "".join(out)
+
     # -- structured values ---------------------------------------------------
 
     def redact_value(self, obj: Any) -> Any:
@@ -1097,8 +1229,18 @@ class Redactor:
         try:
             if isinstance(obj, dict):
                 out: dict[Any, Any] = {}
+                # A validation error ({"loc": (..., "password"), "input": ...}): the
+                # input of a sensitive field is secret, as the text rule says.
+                loc = dict.get(obj, "loc")
+                input_kind = (
+                    self._field_kind(loc, dict.get(obj, "input"))
+                    if isinstance(loc, (list, tuple)) and "input" in obj
+                    else None
+                )
                 for key, value in list(dict.items(obj)):
                     kind = self.secret_kind(key, value)
+                    if kind is None and input_kind is not None and key == "input":
+                        kind = input_kind
                     if kind is not None:
                         value = _marker(kind)
                     else:

@@ -14,6 +14,7 @@ from janus_utils.error_handling import ASGIErrorMiddleware, NotFound, handle_err
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 fastapi = pytest.importorskip("fastapi")
+pydantic = pytest.importorskip("pydantic")
 pytest.importorskip("httpx")
 
 with warnings.catch_warnings():  # starlette asks for httpx2; httpx is what FastAPI's docs install
@@ -24,9 +25,18 @@ from janus_utils.integrations import bind_request  # noqa: E402
 from janus_utils.integrations.starlette import JanusMiddleware, install  # noqa: E402
 
 
+class Login(pydantic.BaseModel):
+    username: str = pydantic.Field(max_length=5)
+    password: str = pydantic.Field(min_length=12)
+
+
 def make_app() -> fastapi.FastAPI:
     app = fastapi.FastAPI()
     log = ju.get_logger("api.views")
+
+    @app.post("/login")
+    async def login(body: Login) -> dict:
+        return {"ok": True}
 
     @app.get("/ok")
     async def ok() -> dict:
@@ -113,6 +123,37 @@ class TestEveryForm:
         if status == 422:
             assert [{"field": "path.n", "reason": body["errors"][0]["reason"]}] == body["errors"]
         assert [] == rows(tmp_path, logger="uvicorn.error")
+
+    def test_a_refused_password_is_not_logged(self, client: TestClient, tmp_path: Path) -> None:
+        """A 422 for a too short password: the record's cause chain and traceback keep type, loc and
+        msg with the input redacted; a plain field's input stays; the answer echoes no value."""
+        response = client.post("/login", json={"username": "bobby-the-user", "password": "hunter2xyz"})
+        assert 422 == response.status_code
+        assert "hunter2xyz" not in response.text and "bobby-the-user" not in response.text
+        (rec,) = rows(tmp_path, fields={"error_id": response.json()["error_id"]})
+        stored = repr((rec.message, rec.fields, rec.exception))
+        assert "hunter2xyz" not in stored
+        cause = rec.fields["cause_chain"][1]
+        assert "fastapi.exceptions.RequestValidationError" == cause[0]
+        assert "'loc': ('body', 'password'), 'msg': 'String should have at least 12 characters', " \
+            "'input': '[REDACTED:password]'" in cause[1]
+        assert "'input': 'bobby-the-user'" in cause[1]
+        assert "'input': '[REDACTED:password]'" in rec.exception
+
+    def test_the_integration_drops_the_password_itself(self, tmp_path: Path) -> None:
+        """With redaction off in the logger, the 422's logged cause still holds no password: the
+        integration chains a copy of the error with the input redacted, not the error itself."""
+        ju.configure(tmp_path / "s.db", console=False, redact=False)
+        try:
+            with TestClient(install(make_app()), raise_server_exceptions=False) as test_client:
+                response = test_client.post("/login", json={"username": "bob", "password": "hunter2xyz"})
+            assert 422 == response.status_code
+            (rec,) = rows(tmp_path, fields={"error_id": response.json()["error_id"]})
+        finally:
+            ju.shutdown()
+        assert "hunter2xyz" not in repr((rec.message, rec.fields, rec.exception))
+        assert "'input': '[REDACTED:password]'" in rec.exception
+        assert "File " in rec.exception  # the traceback of where FastAPI raised it is kept
 
     def test_request_context_and_user(self, client: TestClient, tmp_path: Path) -> None:
         """Records in async and sync endpoints carry the request; bind_request adds the user to the access record."""

@@ -10,8 +10,10 @@ One call adds :class:`JanusMiddleware` and exception handlers, so that every
 error answers ``application/problem+json`` with an ``error_id`` and is logged
 once with the request's context: janus errors, ``HTTPException`` (FastAPI's
 and Starlette's), unknown routes (404), wrong methods (405 with ``Allow``),
-FastAPI's ``RequestValidationError`` (422, the validation errors in
-``errors``) and unhandled exceptions (500, no internals shown).  Each request
+FastAPI's ``RequestValidationError`` (422, each error's field and reason in
+``errors``, never the value sent; the logged cause keeps the errors with the
+input of a sensitive field redacted) and unhandled exceptions (500, no
+internals shown).  Each request
 gets an id (``X-Request-ID`` in and out) and one INFO record on
 ``janus.access`` with status and duration.
 
@@ -30,6 +32,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from .._redact import DEFAULT_REDACTOR
 from ..error_handling._base import JanusError
 from ..error_handling._handling import DEFAULT, ErrorHandler, Translator
 from ..error_handling.api.errors import NotFound, ValidationError
@@ -107,11 +110,31 @@ def _handlers(handler: ErrorHandler) -> dict[Any, Callable[..., Any]]:
             for err in exc.errors()
         ]
         error = ValidationError("The request is not valid.", errors=errors or None)
-        error.__cause__ = exc
+        error.__cause__ = _without_secret_inputs(exc)
         return render(request, error)
 
     found[RequestValidationError] = validation_error
     return found
+
+
+def _without_secret_inputs(exc: Any) -> BaseException:
+    """FastAPI's validation error as the log keeps it: each error's input redacted, no body.
+
+    The errors' type, loc and msg stay; an input under a sensitive field
+    (``password``, ``token``, ...) becomes a marker, and other inputs pass
+    through the redactor's rules as any logged value does: the rejected value
+    of a plain field is what shows why a request was refused.  The raw body
+    the error carries is left out: the errors hold what was wrong with it.
+    """
+    errors = DEFAULT_REDACTOR.redact_value(list(exc.errors()))
+    try:
+        cause = type(exc)(errors, endpoint_ctx=getattr(exc, "endpoint_ctx", None))
+    except TypeError:  # an older FastAPI, without endpoint_ctx
+        try:
+            cause = type(exc)(errors)
+        except Exception:
+            return exc  # a subclass of its own making: its text still passes the redactor's rule
+    return cause.with_traceback(exc.__traceback__)
 
 
 def _detail(detail: Any) -> str | None:
