@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import janus_utils as ju
-from janus_utils import _ring
+from janus_utils import _reading, _ring
 from janus_utils.error_handling import ConfigError, FileHandlerError, RingError
 
 from conftest import run_cli
@@ -207,6 +207,16 @@ class TestLogStore:
         with ju.LogStore(closed_db) as store:
             assert not store.immutable
             assert 51 == store.count()
+
+    def test_directory_only_not_writable_is_refused(
+        self, read_only: MakeMount, closed_db: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Where the file system is writable but not by this user, immutable is not used: a writer may come."""
+        where = read_only(files={"app.db": closed_db})
+        # Not writable, yet not a read-only file system: how a directory of another user looks.
+        monkeypatch.setattr(_reading, "_read_only_media", lambda directory: False)
+        with pytest.raises(FileHandlerError, match=r"app.db-shm .* this user cannot write in .* copy app.db"):
+            ju.LogStore(where / "app.db")
 
     def test_wal_that_cannot_be_read_is_refused(self, read_only: MakeMount, crashed_db: Path, tmp_path: Path) -> None:
         """A -wal without its -shm there is refused, never skipped; its copy elsewhere reads every record."""
