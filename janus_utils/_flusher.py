@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import errno
 import itertools
 import os
 import stat
@@ -38,13 +39,13 @@ import apsw
 from . import _resource, _ring, _rollup, _schema, _spill, _sqlite_guard, _termbits, _words, security
 from ._console import Console
 from ._record import decode_row, native_enabled, speedups, unstorable_row
-from .error_handling.utils.errors import ConfigError, RingFormatError
+from .error_handling.utils.errors import ConfigError, FileHandlerError, RingError, RingFormatError
 from .file_handler import FileLock
 
 if TYPE_CHECKING:
     from .logger import Config
 
-__all__ = ["Flusher", "open_database"]
+__all__ = ["Flusher", "open_database", "unwritable_error"]
 
 
 def _insert_sql(columns: tuple[str, ...], rows: int = 1) -> str:
@@ -103,6 +104,54 @@ _TRANSIENT = (
 # program holds the database, or the disk is full for now.  Records wait in the
 # ring meanwhile; a retry with backoff commits them once the cause is gone.
 _WAIT_AT_START = (apsw.BusyError, apsw.LockedError, apsw.FullError, apsw.IOError)
+
+# A file that cannot be made for these reasons can be once there is room.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+# ... and for these, not without the user's doing (a read-only mount, permissions).
+_UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _errno_of(err: BaseException) -> int | None:
+    """The errno behind *err*: its own, a RingError's, or that of what caused it."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen.errno
+        code = getattr(seen, "details", {}).get("errno") if isinstance(seen, RingError) else None
+        if code is not None:
+            return int(code)
+        seen = seen.__cause__
+    return None
+
+
+def unwritable_error(db_path: str, err: BaseException) -> ConfigError | None:
+    """A ConfigError saying the directory of *db_path* cannot be written, when that is why *err* happened.
+
+    Judged by *err*'s errno when it has one (a ring, lock or database file),
+    else, for SQLite's "unable to open database file" (a -wal, -shm or
+    -journal it could not create) and "attempt to write a readonly
+    database", by whether the directory is writable now.
+    """
+    directory = os.path.dirname(db_path) or "."
+    code = _errno_of(err)
+    if (
+        code is None
+        and isinstance(err, (apsw.CantOpenError, apsw.ReadOnlyError))
+        and not os.access(directory, os.W_OK, effective_ids=True)
+    ):
+        code = errno.EACCES
+    if code not in _UNWRITABLE:
+        return None
+    with contextlib.suppress(OSError):
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            code = errno.EROFS
+    return ConfigError(
+        f"cannot write in {directory!r} ({os.strerror(code)}): configure() needs a directory it "
+        "can write, to create the log database there with its -wal, -shm, -ring and "
+        "-flusher.lock files; give a db_path in a writable directory (a database on read-only "
+        "media can be read with LogStore or janus-logs, which write nothing)",
+        details={"directory": directory, "errno": code},
+    )
 
 _CHECKPOINT_AFTER_IDLE = 1.0  # seconds without a commit before the WAL is checkpointed
 # While idle, the full-text index is merged this many pages per step: every
@@ -385,7 +434,13 @@ class Flusher:
         self.errors = 0
         self.recent_errors: collections.deque[tuple[float, str]] = collections.deque(maxlen=10)
         self._problem = ""  # what clears last_error: "write", "retention" or "event"
-        self.ring = open_ring(self.ring_path, cfg)
+        try:
+            self.ring = open_ring(self.ring_path, cfg)
+        except RingError as err:
+            if err.details.get("errno") in NO_ROOM:
+                raise  # configure() waits for room (logger._Pending)
+            # What configure() promises: a ConfigError for what waiting cannot fix.
+            raise unwritable_error(cfg.db_path, err) or ConfigError(err.message, details=err.details) from err
         self.decode_rows = speedups.decode_rows if native_enabled() else None
         self.any_non_ascii = speedups.any_non_ascii if native_enabled() else None
         self.sign_rows = getattr(speedups, "sign_rows", None) if native_enabled() else None
@@ -472,12 +527,15 @@ class Flusher:
     def start(self) -> None:
         # Leftovers of a crashed run are committed before configure() returns
         # when this process can become the flusher at once.
-        if self.lock.acquire(blocking=False):
+        if self._lock_at_start():
             try:
                 try:
                     self._become_leader()
-                except _WAIT_AT_START as err:
-                    # Nothing the caller could change: stay the flusher and
+                except (*_WAIT_AT_START, OSError) as err:
+                    if isinstance(err, OSError) and err.errno not in NO_ROOM:
+                        raise
+                    # Nothing the caller could change (a database file not
+                    # even created on a full disk): stay the flusher and
                     # let the thread retry; the records wait in the ring.
                     self._failed(err)
                 else:
@@ -496,11 +554,25 @@ class Flusher:
                         self.db.close()
                     self.db = None
                 self.lock.release()
-                raise ConfigError(
+                raise unwritable_error(self.cfg.db_path, err) or ConfigError(
                     f"cannot use {self.cfg.db_path} as a log database: {type(err).__name__}: {err}"
                 ) from err
         self._start_thread()
         self.console.start()
+
+    def _lock_at_start(self) -> bool:
+        """Take the election lock if it is free; ConfigError if its file cannot be made.
+
+        On a full disk (no inode for the file) this process is not the
+        flusher for now: the thread tries again, as for a full database.
+        """
+        try:
+            return self.lock.acquire(blocking=False)
+        except FileHandlerError as err:
+            if _errno_of(err) in NO_ROOM:
+                self._failed(err)
+                return False
+            raise unwritable_error(self.cfg.db_path, err) or ConfigError(err.message) from err
 
     def _drain_to(self, target: int, deadline: float | None = None) -> None:
         """Commit batches until everything before ring position *target* is stored.

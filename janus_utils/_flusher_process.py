@@ -49,8 +49,8 @@ import time
 import types
 from typing import IO, TYPE_CHECKING, Any
 
-from ._flusher import Flusher, _file_id
-from .error_handling.utils.errors import ConfigError
+from ._flusher import Flusher, _file_id, unwritable_error
+from .error_handling.utils.errors import ConfigError, FileHandlerError
 from .file_handler import FileLock, open_private
 
 if TYPE_CHECKING:
@@ -332,7 +332,10 @@ class RemoteFlusher(Flusher):
         self.spawns = 0
 
     def start(self) -> None:
-        self._register()
+        try:
+            self._register()
+        except FileHandlerError as err:
+            raise unwritable_error(self.cfg.db_path, err) or ConfigError(err.message) from err
         target = self.ring.stats().head
         try:
             answer = self._ensure(wait=_SPAWN_WAIT)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
-import errno
 import logging
 import math
 import os
@@ -33,7 +32,7 @@ from typing import Any, Literal
 
 from . import _otel, _overflow, _resource, _ring, _source, security
 from ._console import TRACEBACK_RULES
-from ._flusher import Flusher, _remaining
+from ._flusher import NO_ROOM, Flusher, _remaining
 from ._levels import LEVELS, level_name, parse_level
 from ._record import (
     FORMAT,
@@ -1044,14 +1043,12 @@ def configure(db_path: str | os.PathLike[str] | None = None, **options: Any) -> 
         try:
             _install(cfg)
         except RingError as err:
-            if err.details.get("errno") not in _NO_ROOM:
+            if err.details.get("errno") not in NO_ROOM:
                 raise
             _wait_for_room(cfg, err)
     return cfg
 
 
-# A ring file that cannot be created for these reasons can be later.
-_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 _ROOM_RETRY = 1.0  # seconds between tries to create the ring on a full disk
 
 
@@ -1156,7 +1153,7 @@ class _Pending:
                 try:
                     _install(self.cfg)
                 except RingError as err:
-                    if err.details.get("errno") in _NO_ROOM:
+                    if err.details.get("errno") in NO_ROOM:
                         continue
                     self._give_up(err)
                     return

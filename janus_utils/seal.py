@@ -44,6 +44,7 @@ from typing import Any
 
 import apsw
 
+from ._reading import open_for_reading
 from ._schema import COLUMNS, TABLE
 from .error_handling.utils.errors import ConfigError, SealError
 
@@ -786,9 +787,8 @@ def verify(
     db_path = os.fspath(db_path)
     if not os.path.isfile(db_path):
         raise ConfigError(f"no database at {db_path!r}")
-    db = apsw.Connection(f"file:{db_path}?mode=ro", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    db, _ = open_for_reading(db_path)  # on read-only media too
     try:
-        db.setbusytimeout(5000)
         return _Verifier(db, public0, report=Report()).run(
             archives=archives, head=os.fspath(head) if head is not None else head_path(db_path)
         )

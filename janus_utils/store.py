@@ -57,6 +57,7 @@ from ._levels import level_name, parse_level
 from ._record import native_enabled
 from ._snippet import snippet_phrases
 from ._planner import WALK_TS, Planner, Streams
+from ._reading import open_for_reading
 from ._rollup import Rollup, bucket_floor_sql
 from ._schema import (
     COLUMNS,
@@ -450,6 +451,11 @@ class LogStore:
     ``query_too_large``), and no single statement runs longer than *timeout*
     seconds (default 30; None for no limit): it is stopped and raises
     SearchQueryError with code ``search_timeout``.
+
+    A database on read-only media (a backup mount, a copied-off disk) is read
+    too, from its file alone (``immutable`` is then True); one whose ``-wal``
+    there may hold records the file does not is refused with FileHandlerError
+    saying how to read it (see janus_utils._reading).
     """
 
     def __init__(
@@ -471,6 +477,7 @@ class LogStore:
         self.path = sqlite_path(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._db: apsw.Connection | None = None
+        self.immutable = False  # True: read-only media, the database file alone is read
         self._json_path_escapes: bool | None = None
         self._rollup: Rollup | None = None
         self._text_as_bytes = False  # see _record_columns
@@ -493,13 +500,13 @@ class LogStore:
                 details={"path": self.path},
             )
         try:
-            self._db = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY)
+            # A WAL reader waits only while the writer recovers or resets the
+            # WAL index; busy_timeout_ms bounds how long that may take.  On
+            # read-only media the file alone is read (see janus_utils._reading).
+            self._db, self.immutable = open_for_reading(self.path, busy_timeout_ms)
         except apsw.Error as exc:
             raise self._read_error(exc) from exc
         try:
-            # A WAL reader waits only while the writer recovers or resets the
-            # WAL index; this bounds how long that may take.
-            self._db.setbusytimeout(busy_timeout_ms)
             # Called every _PROGRESS_STEPS virtual-machine steps, FTS5's index
             # reads included: how a statement past its deadline is stopped.
             self._db.set_progress_handler(self._past_deadline, _PROGRESS_STEPS)
