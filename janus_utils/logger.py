@@ -891,9 +891,11 @@ def log_context(**fields: Any) -> Iterator[None]:
 # the stdlib bridge
 
 _STORED = "_janus_stored"  # set on a LogRecord once a JanusHandler has pushed it
+# Not fields: a LogRecord's own attributes, and uvicorn's color_message (the
+# message again with ANSI colours, an extra= meant only for its own formatter).
 _STD_ATTRS = frozenset(
     vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))
-) | {"message", "asctime", "taskName", _STORED, "_janus_listened"}
+) | {"message", "asctime", "taskName", "color_message", _STORED, "_janus_listened"}
 _stdlib_duplicates = 0
 
 
