@@ -1258,6 +1258,7 @@ def flush(timeout: float | None = None) -> bool:
         else:
             time.sleep(delay)  # spilled records: the spill file is polled
             delay = min(delay * 2, 0.02)
+    p.wait_stats(target, deadline)  # a stats() after this call counts what it waited for
     p.console.write()
     return True
 
