@@ -26,6 +26,7 @@ __all__ = [
     "SOURCE_KEYS",
     "format_time",
     "pager",
+    "reader_gone",
     "source_location",
     "verbose_lines",
 ]
@@ -158,3 +159,22 @@ def pager_name() -> str:
 def json_pretty(data: dict[str, Any]) -> str:
     """A record as indented JSON (``-o json-pretty``); escapes as ``-o json`` does."""
     return json.dumps(data, ensure_ascii=True, indent=2, default=str)
+
+
+def reader_gone(stream: IO[str]) -> None:
+    """*stream*'s reader (head, less) went away: let the program stop quietly, as grep does.
+
+    Called on a BrokenPipeError.  The stream's file descriptor is pointed at
+    /dev/null, so that the interpreter's last flush at exit, of what is
+    still buffered, does not print a second error.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    finally:
+        os.close(devnull)

@@ -281,10 +281,11 @@ def _logfmt_value(value: object) -> str:
             text = safe_str(value)
     else:
         text = safe_str(value)
-    text = security.sanitize(text)
-    if text and not any(c in text for c in ' ="\\'):
+    if text and not any(c in text for c in ' ="\\') and security.sanitize(text) == text:
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # Quoted with every escape decodable (a logged "\\n" is not a newline), and
+    # still one line with no control character raw.
+    return security.quote(text)
 
 
 _SOURCE_KEYS = frozenset(("code.filepath", "code.lineno", "code.function"))  # see _source

@@ -31,7 +31,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import apsw
@@ -468,7 +468,14 @@ class Flusher:
         self._impossible_upto: int | None = None  # see _open_db
         # (device, inode) of the database, -wal and -shm the connection uses
         self._db_files: tuple[tuple[int, int] | None, ...] = ()
-        self.wake = _Wake(self.ring)
+        self.wake = self._new_wake()
+        # A flusher process's status writer (_flusher_process.serve), for the
+        # flush() that woke this thread through the ring: called before the
+        # release of each commit that follows, with the position released, and
+        # with None once caught up if there was nothing to commit.  Nobody
+        # flushing, it is never called.
+        self.on_status: Callable[[int | None], None] | None = None
+        self._status_due = False
         self.stopping = False
         self.thread: threading.Thread | None = None
         # counters (this process)
@@ -634,6 +641,18 @@ class Flusher:
         # The ring stays mapped (see _open_ring).
         return max(target - self.ring.stats().tail, 0)
 
+    def _new_wake(self) -> threading.Event:
+        """The flusher thread's wake-up call, which also wakes the ring's consumer."""
+        return _Wake(self.ring)
+
+    def wait_stats(self, target: int, deadline: float | None) -> None:
+        """Wait until stats() counts every commit up to ring position *target*.
+
+        Here nothing to wait for: this process's counters go up before the
+        ring is released (see _commit).  A flusher process's are another story
+        (RemoteFlusher).
+        """
+
     def set_deadline(self, deadline: float | None) -> None:
         """From now on, a commit waiting for a lock gives up at *deadline* (monotonic)."""
         self._deadline = deadline
@@ -693,6 +712,12 @@ class Flusher:
                 if not self._still_leader():
                     continue
                 n = self._flush_once()
+                if self._status_due and n < cfg.batch_size:
+                    # Caught up after a flush() woke this thread: a commit said
+                    # so before its release; else the status is said now.
+                    self._status_due = False
+                    if n <= 0:
+                        self._say_status(None)
                 if n < 0:  # a failed write: back off, the records stay in the ring
                     self._sleep(self._backoff)
                 elif n < cfg.batch_size:  # caught up: spill files, then let the next batch gather
@@ -709,6 +734,11 @@ class Flusher:
             except Exception as err:  # the flusher must outlive any single failure
                 self._report(f"flusher error: {type(err).__name__}: {err}")
                 time.sleep(0.1)
+
+    def _say_status(self, released: int | None) -> None:
+        if self.on_status is not None:
+            with contextlib.suppress(Exception):  # never a reason to keep records in the ring
+                self.on_status(released)
 
     def _sleep(self, seconds: float) -> None:
         """Sleep through a backoff; only stopping cuts it short (not flush())."""
@@ -748,6 +778,8 @@ class Flusher:
             waited = self.ring.wait_consumer(full, min(remaining, beat_every))
             if waited == _ring.WAIT_WOKEN or self.wake.is_set():
                 self.wake.clear()
+                if waited == _ring.WAIT_WOKEN and self.on_status is not None:
+                    self._status_due = True
                 return
             if not self.ring.beat(self.token):
                 return  # another process took over: _still_leader steps down
@@ -987,6 +1019,8 @@ class Flusher:
         self._disk_full = False
         if self._problem in ("write", "event"):
             self.last_error = None  # a commit went through: nothing is wrong now
+        if self._status_due:
+            self._say_status(upto)  # before the release that ends the flush() waiting for it
         self.ring.release(upto)
         self._last_commit = time.monotonic()
         self._batches_since_checkpoint += 1
@@ -1548,7 +1582,7 @@ class Flusher:
         self.leader = False
         self._new_token()  # the parent's token is the parent's
         self.lock = FileLock(self.lock_path)
-        self.wake = _Wake(self.ring)
+        self.wake = self._new_wake()
         self._exit_lock = threading.Lock()
         self._thread_done = False
         self.committed = self.batches = self.retries = 0

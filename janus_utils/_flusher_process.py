@@ -63,6 +63,7 @@ _LINGER = 1.0  # seconds without users before a flusher process exits
 _SPAWN_WAIT = 15.0  # at most this long for a new flusher process to say it runs
 _REGISTER_WAIT = 20.0  # at most this long for an exiting flusher process to be gone
 _STOP_TIMEOUT = 10.0  # the flusher process's last commits, after its users are gone
+_STATUS_WAIT = 1.0  # at most this long for flush() to see the flusher process's status catch up
 
 
 def users_lock_path(db_path: str) -> str:
@@ -93,7 +94,14 @@ def status_path(db_path: str) -> str:
 _STATUS_COUNTERS = ("committed", "batches", "retries", "errors", "unstorable")
 
 
-def write_status(flusher: Flusher, path: str, last: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
+def write_status(
+    flusher: Flusher,
+    path: str,
+    last: tuple[Any, ...] | None = None,
+    released: int | None = None,
+    *,
+    rewrite: bool = True,
+) -> tuple[Any, ...]:
     """Write *flusher*'s counters and error state to *path* if they changed since *last*.
 
     One small JSON file (0600), replaced whole by a rename so that a reader
@@ -101,8 +109,16 @@ def write_status(flusher: Flusher, path: str, last: tuple[Any, ...] | None = Non
     ring knows its leader by (see read_status).  Written again, changed or
     not, when the file at *path* is no longer the one this call wrote: a
     flusher that has just stepped down (resumed after a stop) may have
-    replaced it.  Returns what was written, for the next call.
+    replaced it; not with *rewrite* False.  Returns what was written, for
+    the next call.
+
+    ``released`` is a ring position the counters count every commit up to,
+    what RemoteFlusher.wait_stats waits for: *released* (a commit's, said
+    before its release, after its counts), else the ring's tail, read
+    before the counters (a commit counts before it releases).
     """
+    if released is None:
+        released = flusher.ring.stats().tail
     state = (
         *(getattr(flusher, name) for name in _STATUS_COUNTERS),
         flusher.pruner.held_back if flusher.pruner is not None else 0,
@@ -110,13 +126,14 @@ def write_status(flusher: Flusher, path: str, last: tuple[Any, ...] | None = Non
         flusher.last_error_at,
         tuple(flusher.recent_errors),
         flusher.token,
+        released,
     )
-    if last and state == last[:-1] and _file_id(path) == last[-1]:
+    if last and state == last[:-1] and (not rewrite or _file_id(path) == last[-1]):
         return last
     data = dict(zip((*_STATUS_COUNTERS, "retention_held"), state))
     data.update(
         pid=os.getpid(), token=flusher.token, last_error=flusher.last_error, last_error_at=flusher.last_error_at,
-        recent_errors=list(flusher.recent_errors),
+        recent_errors=list(flusher.recent_errors), released=released,
     )
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
@@ -450,6 +467,44 @@ class RemoteFlusher(Flusher):
         self.spawn_lock = FileLock(self.cfg.db_path + "-flusher.spawn")
         super().after_fork_child()
 
+    def _new_wake(self) -> threading.Event:
+        """Its watch thread's wake-up call, and only that.
+
+        Through the ring it would also wake the flusher process as stop()
+        returns, to look at its files while the application may be removing
+        them; flush() wakes it through the ring itself.
+        """
+        return threading.Event()
+
+    def wait_stats(self, target: int, deadline: float | None) -> None:
+        """Wait until the flusher process's status counts its commits up to ring position *target*.
+
+        The status is written every _USERS_EVERY seconds, and by the
+        flusher thread a flush() woke (Flusher.on_status): before each
+        release that follows, or at once if there is nothing to commit.  So
+        a flush() whose wake led to the commit finds the status written; one
+        that found its records committed already wakes the flusher process
+        to have it written.  Bounded by *deadline* and _STATUS_WAIT:
+        a status that cannot be written (a full disk) is not worth a hang.
+        """
+        end = time.monotonic() + _STATUS_WAIT
+        if deadline is not None:
+            end = min(end, deadline)
+        delay = 0.0002
+        while True:
+            status = read_status(self.cfg.db_path, self.ring.stats().leader)
+            released = status.get("released") if status is not None else None
+            if type(released) is not int or released >= target:
+                # Nothing to wait for: the leader is no flusher process, or
+                # one that has not written yet (a standby that took over) or
+                # that does not write `released` (an older version).
+                return
+            self.ring.wake_consumer()
+            if time.monotonic() >= end:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
     def process_stats(self) -> dict[str, Any]:
         """The flusher process's figures, in the keys stats() gives them with a flusher thread.
 
@@ -532,19 +587,35 @@ def serve(cfg: Config, *, daemon: bool = False, linger: float = _LINGER, answer:
         from .ship import Shipper
 
         shippers = [Shipper(cfg.db_path, exporter).start() for exporter in cfg.ship]
+    status = status_path(cfg.db_path)
+    written: tuple[Any, ...] | None = None
+    status_lock = threading.Lock()  # this thread's looks and the flusher thread's (on_status)
+
+    def write(released: int | None = None, *, rewrite: bool = True) -> None:
+        nonlocal written
+        with status_lock:
+            # The ring's leader, not just a flusher that thinks it leads: one
+            # resumed after a stop writes nothing before it steps down.
+            if flusher.leader and flusher.ring.stats().leader == flusher.token:
+                written = write_status(flusher, status, written, released, rewrite=rewrite)
+
+    def say_status(released: int | None) -> None:
+        # For a flush() that woke the flusher thread.  Only news is written: the
+        # wake of a shutdown() changes nothing, and must not make the file again
+        # in a directory being removed right after (the looks below restore a
+        # file another flusher replaced).
+        write(released, rewrite=False)
+
+    write()  # before "ready": the first flush() finds a status to wait for
+    flusher.on_status = say_status
     _answer(answer, f"ready {os.getpid()} {'leader' if flusher.leader else 'standby'}")
     users = _Users(users_lock_path(cfg.db_path))
     ring_file = _file_id(flusher.ring_path)
     idle_since: float | None = None
     standby_since: float | None = None
-    status = status_path(cfg.db_path)
-    written: tuple[Any, ...] | None = None
     try:
         while not stop.wait(_USERS_EVERY):
-            # The ring's leader, not just a flusher that thinks it leads: one
-            # resumed after a stop writes nothing before it steps down.
-            if flusher.leader and flusher.ring.stats().leader == flusher.token:
-                written = write_status(flusher, status, written)
+            write()
             if _file_id(flusher.ring_path) != ring_file:
                 # The ring was deleted or replaced (its database with it): the
                 # processes of the database at the path use another one now.

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import apsw
 
-from ._cli_output import OUTPUT_FORMATS, SOURCE_KEYS, format_time, json_pretty, pager, verbose_lines
+from ._cli_output import OUTPUT_FORMATS, SOURCE_KEYS, format_time, json_pretty, pager, reader_gone, verbose_lines
 from ._levels import LEVELS, level_name, parse_level
 from ._schema import COLUMNS
 from ._timeparse import format_ts, parse_time, ts_datetime
@@ -1520,12 +1520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         return _error(err, str(exc))
     except BrokenPipeError:
-        # The reader (head, less) went away: stop quietly, as grep does.
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, out.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
+        reader_gone(out)
         return 0
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""

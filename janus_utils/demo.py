@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import janus_utils as ju
+from janus_utils._cli_output import reader_gone
 
 ROUTES = ("/login", "/orders", "/search", "/profile", "/checkout")
 
@@ -76,7 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=2000, help="records per worker thread")
     parser.add_argument("--fresh", action="store_true", help="delete the database first (it is appended to otherwise)")
     args = parser.parse_args(argv)
+    try:
+        code = _tour(args)
+        sys.stdout.flush()  # a reader that went away is found here, not at exit
+        return code
+    except BrokenPipeError:  # python -m janus_utils.demo | head -1
+        reader_gone(sys.stdout)
+        return 0
 
+
+def _tour(args: argparse.Namespace) -> int:
     if args.fresh:
         _remove_database(args.db)
     before = 0

@@ -891,9 +891,11 @@ def log_context(**fields: Any) -> Iterator[None]:
 # the stdlib bridge
 
 _STORED = "_janus_stored"  # set on a LogRecord once a JanusHandler has pushed it
+# Not fields: a LogRecord's own attributes, and uvicorn's color_message (the
+# message again with ANSI colours, an extra= meant only for its own formatter).
 _STD_ATTRS = frozenset(
     vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))
-) | {"message", "asctime", "taskName", _STORED, "_janus_listened"}
+) | {"message", "asctime", "taskName", "color_message", _STORED, "_janus_listened"}
 _stdlib_duplicates = 0
 
 
@@ -1256,6 +1258,7 @@ def flush(timeout: float | None = None) -> bool:
         else:
             time.sleep(delay)  # spilled records: the spill file is polled
             delay = min(delay * 2, 0.02)
+    p.wait_stats(target, deadline)  # a stats() after this call counts what it waited for
     p.console.write()
     return True
 

@@ -88,6 +88,7 @@ __all__ = [
     "is_card_number",
     "is_sensitive_key",
     "might_contain_secret",
+    "quote",
     "random_hex",
     "random_token",
     "redact_text",
@@ -434,6 +435,30 @@ def sanitize(text: str) -> str:
     if _UNSAFE.search(text) is None:
         return text
     return text.translate(_ESCAPES)
+
+
+# quote() escapes what sanitize() escapes, and the backslash and the quote too,
+# in the spelling JSON, Go's strconv.Unquote and logfmt readers all decode:
+# \t \n \r by name, every other character as \uNNNN (\xNN would be a byte to Go).
+def _build_quote_escapes() -> dict[int, str]:
+    table = {code: f"\\u{code:04x}" for code in _ESCAPES}
+    table.update({0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r", 0x22: '\\"', 0x5C: "\\\\"})
+    return table
+
+
+_QUOTE_ESCAPES = _build_quote_escapes()
+
+
+def quote(text: str) -> str:
+    """*text* in double quotes, as one safe line that decodes back to exactly *text*.
+
+    Unlike sanitize(), the backslash is escaped (``\\\\``), and the quote
+    (``\\"``), so a logged backslash-n and a logged newline read differently.
+    No control character, line break or bidi character is left raw.  The
+    escapes are JSON's: ``json.loads(quote(x)) == x`` for any text UTF-8 can
+    hold (two lone surrogates in a row decode as the pair they spell).
+    """
+    return '"' + text.translate(_QUOTE_ESCAPES) + '"'
 
 
 # Names Windows reserves for devices, whatever the extension.

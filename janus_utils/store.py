@@ -92,6 +92,7 @@ __all__ = [
     "FieldValue",
     "Filters",
     "Histogram",
+    "IdValue",
     "LogStore",
     "Order",
     "Record",
@@ -116,6 +117,10 @@ _ORDERS = ("newest", "oldest", "rank")
 FieldValue = str | int | float | bool | None
 """What a ``fields={"key": value}`` filter compares with: a JSON scalar."""
 
+IdValue = str | int
+"""What a ``user_id``, ``agent_id`` or ``request_id`` filter takes: the id as text, or
+an int as it was logged (``user_id=42`` finds the records logged with ``42`` or ``"42"``)."""
+
 # histogram(by=...): the only columns it may group by, never user text.
 HISTOGRAM_BY: dict[str, str] = {
     "level": "level", "logger": "logger", "user_id": "user_id", "service": "service", "host": "host",
@@ -134,9 +139,9 @@ class Filters(TypedDict, total=False):
 
     level: int | str | None  # minimum level: "WARNING", "warn", 30
     logger: str | None  # the logger and its children: "svc" is svc and svc.db, not svcx
-    user_id: str | None
-    agent_id: str | None
-    request_id: str | None
+    user_id: IdValue | None
+    agent_id: IdValue | None
+    request_id: IdValue | None
     service: str | None  # the service that logged it (configure(service=...))
     host: str | None  # the machine it was logged on
     trace_id: str | None  # not indexed: bound it with since/until on a big database
@@ -767,9 +772,9 @@ class LogStore:
         *,
         level: int | str | None = None,
         logger: str | None = None,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        request_id: str | None = None,
+        user_id: IdValue | None = None,
+        agent_id: IdValue | None = None,
+        request_id: IdValue | None = None,
         service: str | None = None,
         host: str | None = None,
         trace_id: str | None = None,
@@ -1614,9 +1619,9 @@ class LogStore:
         *,
         level: int | str | None = None,
         logger: str | None = None,
-        user_id: str | None = None,
-        agent_id: str | None = None,
-        request_id: str | None = None,
+        user_id: IdValue | None = None,
+        agent_id: IdValue | None = None,
+        request_id: IdValue | None = None,
         service: str | None = None,
         host: str | None = None,
         trace_id: str | None = None,

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import janus_utils as ju
 from janus_utils._console import PIPE_BUF, Console, render_json, render_logfmt
@@ -49,6 +51,63 @@ class TestLogfmt:
         """A value with a backslash or quote stays one parseable value."""
         line = render_logfmt(record(message='a "b" \\c'), False)
         assert 'msg="a \\"b\\" \\\\c"' in line
+
+
+_PAIR = re.compile(r'("(?:[^"\\]|\\.)*"|[^ =]+)=("(?:[^"\\]|\\.)*"|[^ ]*)')
+
+
+def decode_logfmt(line: str) -> list[tuple[str, str]]:
+    """The pairs of one logfmt line, quoted keys and values unescaped as logfmt readers do (JSON escapes)."""
+    assert line.endswith("\n") and line.count("\n") == 1
+    pairs = []
+    rest = line[:-1]
+    while rest:
+        match = _PAIR.match(rest)
+        assert match, rest
+        key, value = (json.loads(part) if part.startswith('"') else part for part in match.groups())
+        pairs.append((key, value))
+        rest = rest[match.end():].removeprefix(" ")
+    return pairs
+
+
+# Text a log call may carry: backslashes, quotes, line breaks, terminal escapes, C1
+# controls, bidi overrides, anything else (no lone surrogates: UTF-8 cannot hold them).
+_TRICKY = st.text(
+    st.one_of(
+        st.sampled_from('\\"= \n\r\t\x00\x07\x1b\x7f\x85\x9b\u2028\u2029\u202e\u2066nx[]'),
+        st.characters(blacklist_categories=("Cs",)),
+    )
+)
+
+
+class TestRoundTrip:
+    def test_escaped_newline_and_newline_differ(self) -> None:
+        """A message holding a newline and one holding backslash-n print differently."""
+        newline = render_logfmt(record(message="line1\nline2"), False)
+        backslash_n = render_logfmt(record(message="line1\\nline2"), False)
+        assert 'msg="line1\\nline2"' in newline
+        assert 'msg="line1\\\\nline2"' in backslash_n
+
+    def test_traceback_decodes_to_its_lines(self) -> None:
+        """A traceback is one line on the console and its own lines again once decoded."""
+        exc = 'Traceback (most recent call last):\n  File "app.py", line 1\nValueError: C:\\tmp'
+        assert ("exception", exc) == decode_logfmt(render_logfmt(record(exc=exc), False))[-1]
+
+    @settings(max_examples=300, deadline=None)
+    @given(message=_TRICKY, key=_TRICKY, value=_TRICKY)
+    def test_decoder_gets_the_text_back(self, message: str, key: str, value: str) -> None:
+        """Any message, field name and value decode back exactly, from a line with no raw control character."""
+        key = "other" if key == "note" else key
+        line = render_logfmt(record(message=message, fields={"note": value, key: "v"}), False)
+        assert not re.search("[\x00-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069]", line[:-1])
+        pairs = decode_logfmt(line)
+        assert [("logger", "app"), ("msg", message), ("note", value), (key.replace("=", "_"), "v")] == pairs[2:]
+
+    def test_lone_surrogate_is_escaped(self) -> None:
+        """A lone surrogate (from surrogateescape) is written as its escape, not refused by UTF-8."""
+        line = render_logfmt(record(message="bad \udcff byte"), False)
+        assert 'msg="bad \\udcff byte"' in line
+        assert ("msg", "bad \udcff byte") == decode_logfmt(line)[3]
 
 
 class TestTracebacks:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _demo(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -42,6 +44,21 @@ class TestDemo:
             result = subprocess.run(shlex.split(command), cwd=tmp_path, capture_output=True, text=True, timeout=120)
             assert 0 == result.returncode, (command, result.stderr)
             assert result.stdout.strip(), command
+
+    @pytest.mark.parametrize("unbuffered", ["1", ""])
+    def test_a_reader_that_went_away_ends_it_quietly(self, tmp_path: Path, unbuffered: str) -> None:
+        """Output to a pipe nobody reads (``| head -1``): exit 0, no traceback, as janus-logs does."""
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # gone before the first line, buffered or not
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "janus_utils.demo", "--records", "20"],
+                cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": unbuffered},
+            )
+        finally:
+            os.close(write_end)
+        assert (0, "") == (result.returncode, result.stderr)
 
     def test_rerun_says_it_appends_and_fresh_starts_over(self, tmp_path: Path) -> None:
         first = _demo(tmp_path)

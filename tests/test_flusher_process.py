@@ -235,6 +235,40 @@ class TestStats:
             ju.shutdown()
 
 
+class TestStatsAfterFlush:
+    """What a flush() that returned True waited for is in the stats() that follows it."""
+
+    def test_stats_count_what_flush_waited_for(self, db_path: Path) -> None:
+        """Each flush() wakes the flusher process (commit_interval 120 s): stats() right after counts the records."""
+        ju.configure(db_path, flusher="process", console=False, commit_interval=120)
+        try:
+            assert ju.flush(timeout=60)
+            before = ju.stats()["committed"]
+            for n in range(1, 11):
+                for i in range(5):
+                    ju.get_logger("s").info("record %d", i)
+                assert ju.flush(timeout=60)
+                assert before + 5 * n == ju.stats()["committed"]
+        finally:
+            ju.shutdown()
+
+    def test_stats_count_what_was_committed_before_flush_was_called(self, db_path: Path) -> None:
+        """flush() finds the records committed already (it wakes nobody): stats() still counts them."""
+        ju.configure(db_path, flusher="process", console=False, commit_interval=0.01)
+        try:
+            assert ju.flush(timeout=60)
+            before = ju.stats()["committed"]
+            ring = jlog._flusher.ring
+            for n in range(1, 11):
+                for i in range(5):
+                    ju.get_logger("s").info("record %d", i)
+                assert ring.wait_tail(ring.stats().head, 60)
+                assert ju.flush(timeout=60)
+                assert before + 5 * n == ju.stats()["committed"]
+        finally:
+            ju.shutdown()
+
+
 class TestFlushWakesTheFlusher:
     """flush() makes the flusher commit now, in whichever process it runs, not when its interval ends."""
 

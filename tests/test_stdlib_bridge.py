@@ -139,6 +139,50 @@ class TestDoubleCapture:
         assert 5 == ju.stats()["stdlib_duplicates"] - before
 
 
+@pytest.fixture
+def uvicorn_loggers(clean_root: logging.Logger) -> Iterator[None]:
+    """uvicorn's loggers as they were, after a test that gave them the shipped log config."""
+    loggers = [logging.getLogger(name) for name in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved = [(list(log.handlers), log.level, log.propagate) for log in loggers]
+    yield
+    ju.shutdown()
+    for log, (handlers, level, propagate) in zip(loggers, saved):
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        log.propagate = propagate
+
+
+class TestUvicorn:
+    def test_color_message_is_not_stored(self, tmp_path: Path, uvicorn_loggers: None) -> None:
+        """uvicorn's coloured copy of a message (extra color_message) is not stored as a field."""
+        uvicorn = pytest.importorskip("uvicorn")
+        from janus_utils import integrations
+
+        db = tmp_path / "u.db"
+        ju.configure(db, console=False)
+        log_config = Path(integrations.__file__).with_name("uvicorn_log_config.json")
+        config = uvicorn.Config("app:app", host="127.0.0.1", port=0, log_config=str(log_config))
+        config.bind_socket().close()  # logs "Uvicorn running on ..." with a color_message extra
+        ju.flush()
+        (row,) = _rows(db, logger="uvicorn.error")
+        assert row.message.startswith("Uvicorn running on http://127.0.0.1:")
+        assert "color_message" not in row.fields
+        assert "\x1b" not in repr(row.fields)
+
+    def test_other_extras_are_kept(self, tmp_path: Path, clean_root: logging.Logger) -> None:
+        """Only color_message is left out: the record's other extra= keys stay fields."""
+        db = tmp_path / "u.db"
+        ju.configure(db, console=False, capture_stdlib=True)
+        logging.getLogger("uvicorn.error").warning(
+            "Finished server process [%d]", 7, extra={"color_message": "Finished [\x1b[36m%d\x1b[0m]", "port": 80}
+        )
+        ju.flush()
+        (row,) = _rows(db, logger="uvicorn.error")
+        assert "Finished server process [7]" == row.message
+        assert 80 == row.fields["port"]
+        assert "color_message" not in row.fields
+
+
 class TestOpenTelemetry:
     @pytest.fixture
     def tracer(self) -> object:
