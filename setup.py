@@ -59,9 +59,11 @@ setup(
         # its own browser download); the README's test command adds [web].
         # opentelemetry-proto: the shipping tests decode every OTLP request with it.
         # cryptography: the sealing tests (the [seal] extra) sign and verify with it.
+        # mypy: README's Python blocks are type-checked against the package's
+        # annotations (py.typed), so a documented call a type checker refuses fails.
         "test": [
             "pytest>=8", "pytest-benchmark>=4", "hypothesis>=6", "playwright>=1.40", "httpx>=0.27",
-            "opentelemetry-proto>=1.20", "cryptography>=41",
+            "opentelemetry-proto>=1.20", "cryptography>=41", "mypy>=1.10",
         ],
         # Shipping to OpenTelemetry: the OTLP message classes, to read a
         # receiver's answers (requests are encoded by janus_utils.ship.otlp).
