@@ -180,6 +180,50 @@ def record_dict(record: tuple[Any, ...]) -> dict[str, Any]:
     return out
 
 
+# A record too big for the ring is cut (logger._Emitter.slow), but its ids,
+# the KNOWN_FIELDS the store keeps as columns, are kept: an audit search by
+# user must not miss exactly the biggest records.  An id longer than ID_CHARS
+# is cut too: far above any real id (a UUID is 36 characters, an email
+# address at most 254), and small enough that the five of them cannot make
+# the cut record too big again.
+ID_CHARS = 256
+
+
+def cut_text(text: str, keep: int) -> str:
+    """*text* cut to *keep* characters with the TRUNCATED marker, or as it is when it fits."""
+    if len(text) <= keep:
+        return text
+    return text[:keep] + TRUNCATED.format(len(text) - keep)
+
+
+def _cut_id(value: object) -> object:
+    """An id of a cut record: as it is (the row stores it as an uncut record's would), or
+    its text cut to ID_CHARS."""
+    if value is None:
+        return None
+    text = value if type(value) is str else safe_str(value)
+    return value if len(text) <= ID_CHARS else cut_text(text, ID_CHARS)  # type: ignore[arg-type]
+
+
+def cut_fields(fields: dict[str, Any] | None, budget: int) -> dict[str, Any] | None:
+    """The fields of a record too big for the ring.
+
+    As they are when their text fits *budget* characters; else the ids
+    (``_cut_id``) and every other field as one text, ``_truncated_fields``,
+    cut to *budget*.
+    """
+    text = safe_str(fields)
+    if len(text) <= budget:
+        return fields
+    ids = {key: _cut_id(fields[key]) for key in KNOWN_FIELDS if key in fields} if type(fields) is dict else {}
+    if ids:
+        rest = {key: value for key, value in fields.items() if key not in ids}  # type: ignore[union-attr]
+        text = safe_str(rest)
+        if len(text) <= budget:  # only an id was too big
+            return {**rest, **ids}
+    return {"_truncated_fields": cut_text(text, budget), **ids}
+
+
 def _clean_text(s: object) -> str | None:
     """Text SQLite and every reader can take: no lone surrogates, no NUL."""
     if s is None:

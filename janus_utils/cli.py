@@ -37,7 +37,7 @@ from ._timeparse import format_ts, parse_time, ts_datetime
 from .error_handling import JanusError
 from .file_handler import atomic_output, sqlite_path
 from .retention import PruneSummary, erase_path, import_archive, list_archives, prune_path, search_archives
-from .security import sanitize
+from .security import quote, sanitize
 from .store import DEFAULT_TIMEOUT, FieldValue, LogStore, Record, StoreStats
 from .store import _record as _record_from_row  # the one place a stored row becomes a Record
 
@@ -86,10 +86,16 @@ def _paint(text: str, code: str, colour: bool) -> str:
 
 # ---------------------------------------------------------------- records as text
 def _logfmt_value(value: object) -> str:
+    """*value* as one logfmt value: bare when that is safe, else quoted as the console quotes.
+
+    security.quote, not json.dumps: JSON leaves C1 controls and bidi characters
+    raw, and sanitizing its output then wrote them as ``\\x9b``, which no logfmt
+    or JSON reader decodes.
+    """
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
     if text and not any(char in text for char in ' ="\\') and sanitize(text) == text:
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return quote(text)
 
 
 def _format_record(record: Record, colour: bool, utc: bool = True) -> str:
@@ -123,8 +129,8 @@ def _format_record(record: Record, colour: bool, utc: bool = True) -> str:
         if lines:
             pairs.append(("exc", lines[-1].strip()))
     for key, value in pairs:
-        key_text = sanitize(_logfmt_value(key).replace("=", "_"))
-        parts.append(_paint(key_text + "=", _DIM, colour) + sanitize(_logfmt_value(value)))
+        key_text = _logfmt_value(key).replace("=", "_")
+        parts.append(_paint(key_text + "=", _DIM, colour) + _logfmt_value(value))
     return " ".join(parts)
 
 
@@ -1178,7 +1184,7 @@ def _stats(store: LogStore, args: argparse.Namespace, out: IO[str], err: IO[str]
             bar = "#" * (round(n / peak * _BAR_WIDTH) if n else 0)
             lines.append(f"  {format_ts(start, digits=0)[:16]}Z  {bar:<{_BAR_WIDTH}}  {n:,}")
     if counters:
-        lines.append(heading("flusher") + " ".join(f"{k}={sanitize(_logfmt_value(v))}" for k, v in counters.items()))
+        lines.append(heading("flusher") + " ".join(f"{k}={_logfmt_value(v)}" for k, v in counters.items()))
     out.write("\n".join(lines) + "\n")
     return 0 if stats.records else 1
 

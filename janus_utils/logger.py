@@ -37,6 +37,8 @@ from ._levels import LEVELS, level_name, parse_level
 from ._record import (
     FORMAT,
     TRUNCATED,
+    cut_fields,
+    cut_text,
     dumps,
     exception_text,
     format_message,
@@ -440,13 +442,9 @@ class _Emitter:
             # tracebacks): keep the record, cut what made it too big.
             _, ts, level, name, message, fields, exc, pid, thread = record
             budget = max(self.ring.max_record // 8, 1024)
-            fields_text = safe_str(fields)
-            if len(fields_text) > budget:
-                fields = {"_truncated_fields": fields_text[:budget] + TRUNCATED.format(len(fields_text) - budget)}
-            if exc and len(exc) > budget:
-                exc = exc[:budget] + TRUNCATED.format(len(exc) - budget)
-            if len(message) > budget:
-                message = message[:budget] + TRUNCATED.format(len(message) - budget)
+            fields = cut_fields(fields, budget)
+            exc = cut_text(exc, budget) if exc else exc
+            message = cut_text(message, budget)
             record = (FORMAT, ts, level, name, message, fields, exc, pid, thread)
             self.truncated += 1
             rc = self.push_or_hold(dumps(record))

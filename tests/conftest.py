@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from typing import Any
 
 import apsw
 import pytest
+from hypothesis import strategies as st
 
 from janus_utils._schema import (
     COLUMNS,
@@ -205,3 +208,31 @@ def otlp_receiver() -> Iterator[Any]:
 
     with OTLPReceiver() as receiver:
         yield receiver
+
+
+# ---------------------------------------------------------------- logfmt lines, read back
+_LOGFMT_PAIR = re.compile(r'("(?:[^"\\]|\\.)*"|[^ =]+)=("(?:[^"\\]|\\.)*"|[^ ]*)')
+
+
+def decode_logfmt(line: str) -> list[tuple[str, str]]:
+    """The pairs of one logfmt line, quoted keys and values unescaped as logfmt readers do (JSON escapes)."""
+    assert line.endswith("\n") and line.count("\n") == 1
+    pairs = []
+    rest = line[:-1]
+    while rest:
+        match = _LOGFMT_PAIR.match(rest)
+        assert match, rest
+        key, value = (json.loads(part) if part.startswith('"') else part for part in match.groups())
+        pairs.append((key, value))
+        rest = rest[match.end():].removeprefix(" ")
+    return pairs
+
+
+# Text a log call may carry: backslashes, quotes, line breaks, terminal escapes, C1
+# controls, bidi overrides, anything else (no lone surrogates: UTF-8 cannot hold them).
+TRICKY_TEXT = st.text(
+    st.one_of(
+        st.sampled_from('\\"= \n\r\t\x00\x07\x1b\x7f\x85\x9b\u2028\u2029\u202e\u2066nx[]'),
+        st.characters(blacklist_categories=("Cs",)),
+    )
+)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import select
 import signal
 import stat
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
 
-from conftest import BASE_TS, make_row, open_writer, run_cli, write_batch
+from conftest import BASE_TS, TRICKY_TEXT, decode_logfmt, make_row, open_writer, run_cli, write_batch
 from janus_utils import cli
 from janus_utils.cli import _flusher_counters, _format_record, _use_colour, main
 from janus_utils.store import LogStore, Record
@@ -191,6 +193,27 @@ class TestSanitizing:
         """Controls in a message become visible escapes; ordinary Unicode is kept."""
         line = _format_record(Record(1, BASE_TS, 20, "app", text), colour=False)
         assert f"2023-11-14T22:13:20.000Z INFO     app: {expected}" == line
+
+    def test_key_value_pairs_decode_back(self, run: Callable[..., tuple[int, str, str]], make_log_db: Callable[..., Path]) -> None:
+        """C1 controls and bidi characters in ids, keys and values are JSON escapes a logfmt reader decodes."""
+        fields = {"k\x9bey": "v\x9b[31m\u202e", "plain": "x y", "n": [1, "\x85"]}
+        path = str(make_log_db([make_row("m", user_id="u\x9b1", fields=json.dumps(fields))]))
+        _, out, _ = run("search", "--db", path)
+        head = "2023-11-14T22:13:20.000Z INFO     app: m "
+        assert out.startswith(head) and 'user="u\\u009b1"' in out
+        expected = [("user", "u\x9b1"), *((key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)) for key, value in fields.items())]
+        assert expected == decode_logfmt(out[len(head):])
+
+    @settings(max_examples=300, deadline=None)
+    @given(user=TRICKY_TEXT, key=TRICKY_TEXT, value=TRICKY_TEXT)
+    def test_any_text_decodes_back(self, user: str, key: str, value: str) -> None:
+        """Any id, field name and value decode back exactly, from a line with no raw control character."""
+        record = Record(1, BASE_TS, 20, "app", "m", user_id=user, fields={key: value})
+        line = _format_record(record, colour=False)
+        assert not re.search("[\x00-\x1f\x7f-\x9f\u2028-\u202e\u2066-\u2069]", line)
+        head = "2023-11-14T22:13:20.000Z INFO     app: m "
+        assert line.startswith(head)
+        assert [("user", user), (key.replace("=", "_"), value)] == decode_logfmt(line[len(head):] + "\n")
 
     def test_no_colour_when_not_a_tty(self, run: Callable[..., tuple[int, str, str]], db: str) -> None:
         """Captured output has no ANSI codes."""

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import janus_utils as ju
+from conftest import TRICKY_TEXT, decode_logfmt
 from janus_utils._console import PIPE_BUF, Console, render_json, render_logfmt
 
 TS = 1_700_000_000 * 1_000_000_000
@@ -53,33 +53,6 @@ class TestLogfmt:
         assert 'msg="a \\"b\\" \\\\c"' in line
 
 
-_PAIR = re.compile(r'("(?:[^"\\]|\\.)*"|[^ =]+)=("(?:[^"\\]|\\.)*"|[^ ]*)')
-
-
-def decode_logfmt(line: str) -> list[tuple[str, str]]:
-    """The pairs of one logfmt line, quoted keys and values unescaped as logfmt readers do (JSON escapes)."""
-    assert line.endswith("\n") and line.count("\n") == 1
-    pairs = []
-    rest = line[:-1]
-    while rest:
-        match = _PAIR.match(rest)
-        assert match, rest
-        key, value = (json.loads(part) if part.startswith('"') else part for part in match.groups())
-        pairs.append((key, value))
-        rest = rest[match.end():].removeprefix(" ")
-    return pairs
-
-
-# Text a log call may carry: backslashes, quotes, line breaks, terminal escapes, C1
-# controls, bidi overrides, anything else (no lone surrogates: UTF-8 cannot hold them).
-_TRICKY = st.text(
-    st.one_of(
-        st.sampled_from('\\"= \n\r\t\x00\x07\x1b\x7f\x85\x9b\u2028\u2029\u202e\u2066nx[]'),
-        st.characters(blacklist_categories=("Cs",)),
-    )
-)
-
-
 class TestRoundTrip:
     def test_escaped_newline_and_newline_differ(self) -> None:
         """A message holding a newline and one holding backslash-n print differently."""
@@ -94,7 +67,7 @@ class TestRoundTrip:
         assert ("exception", exc) == decode_logfmt(render_logfmt(record(exc=exc), False))[-1]
 
     @settings(max_examples=300, deadline=None)
-    @given(message=_TRICKY, key=_TRICKY, value=_TRICKY)
+    @given(message=TRICKY_TEXT, key=TRICKY_TEXT, value=TRICKY_TEXT)
     def test_decoder_gets_the_text_back(self, message: str, key: str, value: str) -> None:
         """Any message, field name and value decode back exactly, from a line with no raw control character."""
         key = "other" if key == "note" else key

@@ -381,6 +381,77 @@ class TestBadInput:
         assert "truncated" in fields
 
 
+class TestCutRecordsKeepIds:
+    """A record too big for the ring is cut: its ids stay columns, so a search by user finds it."""
+
+    IDS = {"user_id": "u-1", "agent_id": "a-1", "request_id": "r-1"}
+
+    @staticmethod
+    def log_fat(db_path: Path, given: str, ids: dict[str, Any], blob: str) -> dict[str, Any]:
+        """One record with *blob* as a field and *ids* given as *given* says; its row."""
+        ju.configure(db_path, console=False, ring_size=1 << 20)
+        try:
+            log = ju.get_logger("big")
+            if given == "fields":
+                log.info("fat record", blob=blob, **ids)
+            elif given == "log_context":
+                with ju.log_context(**ids):
+                    log.info("fat record", blob=blob)
+            else:
+                log.bind(**ids).info("fat record", blob=blob)
+            assert ju.flush(timeout=30)
+            assert 1 == ju.stats()["truncated"]
+        finally:
+            ju.shutdown()
+        (row,) = rows(db_path)
+        return row
+
+    @pytest.mark.parametrize("given", ["fields", "log_context", "bind"])
+    def test_ids_survive_a_20_mb_field(self, db_path: Path, given: str) -> None:
+        """user_id, agent_id and request_id, however given, stay the columns of a record cut for size."""
+        row = self.log_fat(db_path, given, self.IDS, "y" * 20_000_000)
+        assert self.IDS == {key: row[key] for key in self.IDS}
+        assert "fat record" == row["message"]
+        fields = json.loads(row["fields"])
+        assert ["_truncated_fields"] == list(fields)
+        cut = fields["_truncated_fields"]
+        assert cut.startswith("{'blob': 'yyy") and "…[truncated " in cut
+        assert "u-1" not in cut  # a column, not repeated in the cut text
+        with ju.LogStore(db_path) as store:
+            assert [row["id"]] == [r.id for r in store.search(user_id="u-1")]
+            assert 1 == store.count(user_id="u-1")
+            assert 1 == store.count(agent_id="a-1", request_id="r-1")
+
+    def test_an_int_id_is_stored_as_an_uncut_record_stores_it(self, db_path: Path) -> None:
+        """An int user_id of a cut record is its decimal text, found by search(user_id=int)."""
+        row = self.log_fat(db_path, "fields", {"user_id": 42}, "y" * 20_000_000)
+        assert "42" == row["user_id"]
+        with ju.LogStore(db_path) as store:
+            assert 1 == store.count(user_id=42)
+
+    def test_a_huge_id_is_cut_to_256_chars(self, db_path: Path) -> None:
+        """An id too big to be one is itself cut, with the marker; the record is still stored."""
+        row = self.log_fat(db_path, "fields", {"user_id": "u" * 20_000_000}, "small")
+        assert "u" * 256 + "…[truncated 19999744 chars]" == row["user_id"]
+        assert {"blob": "small"} == json.loads(row["fields"])
+
+    @pytest.mark.parametrize("given", ["fields", "log_context", "bind"])
+    def test_ids_of_a_cut_record_are_redacted(self, db_path: Path, given: str) -> None:
+        """A secret in an id or in the cut field is redacted before the record is cut, as before."""
+        jwt = (
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+            "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+        )
+        ids = {"user_id": "u" * 250 + " " + jwt, "agent_id": "ghp_16C7e42F292c6912E7710c838347Ae178B4a", "request_id": jwt}
+        row = self.log_fat(db_path, given, ids, "password=hunter2-pw-a1 " + "y" * 20_000_000)
+        text = repr(row)
+        for secret in ("eyJhbGci", "ghp_16C7", "hunter2-pw-a1"):
+            assert secret not in text
+        assert ("[REDACTED:github_token]", "[REDACTED:jwt]") == (row["agent_id"], row["request_id"])
+        assert row["user_id"].startswith("u" * 250 + " [REDA") and "…[truncated " in row["user_id"]
+        assert "password=[REDACTED" in json.loads(row["fields"])["_truncated_fields"]
+
+
 class TestRobustness:
     def test_msg_and_self_are_ordinary_field_names(self, janus: Path) -> None:
         """msg= and self= keywords are fields, not clashes with the call's parameters."""
