@@ -275,6 +275,20 @@ def _retention_policy(value: Any) -> Any:
 # the caller's side: encoding a record
 
 
+_MIN_CUT = 64  # characters a part of a record cut for size keeps, at the least
+
+
+def _cut_record(record: tuple[Any, ...], budget: int) -> tuple[Any, ...]:
+    """*record* with its message, traceback, fields, logger and thread name each cut to
+    *budget* characters (the ids kept, see cut_fields)."""
+    _, ts, level, name, message, fields, exc, pid, thread = record
+    return (
+        FORMAT, ts, level, cut_text(name, budget) if name else name, cut_text(message, budget),
+        cut_fields(fields, budget), cut_text(exc, budget) if exc else exc, pid,
+        cut_text(thread, budget) if thread else thread,
+    )
+
+
 class _Emitter:
     """Everything a log call needs, bound into one object per configured process."""
 
@@ -439,15 +453,22 @@ class _Emitter:
             rc = self.push_or_hold(data)
         if rc == _ring.TOO_LARGE:
             # Only records far beyond max_message_chars get here (huge fields or
-            # tracebacks): keep the record, cut what made it too big.
-            _, ts, level, name, message, fields, exc, pid, thread = record
-            budget = max(self.ring.max_record // 8, 1024)
-            fields = cut_fields(fields, budget)
-            exc = cut_text(exc, budget) if exc else exc
-            message = cut_text(message, budget)
-            record = (FORMAT, ts, level, name, message, fields, exc, pid, thread)
+            # tracebacks): keep the record, cut what made it too big.  The cut
+            # counts characters and a character takes up to 4 bytes: a record
+            # still too big is cut again, shorter, down to _MIN_CUT.
             self.truncated += 1
-            rc = self.push_or_hold(dumps(record))
+            whole = record
+            budget = max(self.ring.max_record // 8, 1024)
+            while rc == _ring.TOO_LARGE:
+                record = _cut_record(whole, budget)
+                rc = self.push_or_hold(dumps(record))
+                if budget == _MIN_CUT:
+                    break
+                budget = max(budget // 4, _MIN_CUT)
+            if rc == _ring.TOO_LARGE:  # a ring too small for even that: counted, never silent
+                self.ring.count_drop()
+                self.flusher.warn_dropped()
+                return record
         if rc == _ring.FULL and not self.overflow(record, waited=not queued):
             self.flusher.warn_dropped()
         return record

@@ -451,6 +451,32 @@ class TestCutRecordsKeepIds:
         assert row["user_id"].startswith("u" * 250 + " [REDA") and "…[truncated " in row["user_id"]
         assert "password=[REDACTED" in json.loads(row["fields"])["_truncated_fields"]
 
+    def test_a_record_of_four_byte_characters_is_cut_until_it_fits(self, db_path: Path) -> None:
+        """The cut counts characters; 4-byte characters in message, traceback, fields, logger and
+        thread name make the first cut still too big, and the record is cut again, never lost."""
+        wide = "\U0001f600"  # 4 bytes in UTF-8
+        ju.configure(db_path, console=False, ring_size=1 << 20)
+        try:
+            log = ju.get_logger("big." + wide * 200_000)
+            threading.current_thread().name, name = wide * 200_000, threading.current_thread().name
+            try:
+                try:
+                    raise ValueError(wide * 300_000)
+                except ValueError:
+                    log.exception(wide * 300_000, blob=wide * 300_000, user_id="u-4")
+            finally:
+                threading.current_thread().name = name
+            assert ju.flush(timeout=30)
+            stats = ju.stats()
+        finally:
+            ju.shutdown()
+        # The message alone is also over max_message_chars: cut once for that, once for size.
+        assert (2, 0) == (stats["truncated"], stats["dropped"])
+        (row,) = rows(db_path)
+        assert "u-4" == row["user_id"]
+        assert row["message"].startswith(wide * 100) and "…[truncated " in row["message"]
+        assert row["logger"].startswith("big." + wide * 100)
+
 
 class TestRobustness:
     def test_msg_and_self_are_ordinary_field_names(self, janus: Path) -> None:
