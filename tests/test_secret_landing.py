@@ -91,13 +91,7 @@ class Landing:
             conn.close()
         self.row_text = "\n".join(repr(row) for row in self.rows)
 
-        exports = []
-        for fmt in ("ndjson", "csv", "json"):
-            out = directory / f"export.{fmt}"
-            done = _cli("export", "--db", str(self.db), "--format", fmt, "-o", str(out))
-            assert 0 == done.returncode, done.stderr
-            exports.append(out.read_text(encoding="utf-8"))
-        self.export = "\n".join(exports)
+        self.export = _exports(self.db, directory)
 
         archive_dir = directory / "archive"
         pruned = _cli("prune", "--db", str(self.db), "--max-rows", "0", "--archive-dir", str(archive_dir))
@@ -130,6 +124,17 @@ class Landing:
                 found["archive"].append(needle)
         return dict(found)
 
+
+
+def _exports(db: Path, directory: Path) -> str:
+    """The text of `janus-logs export` of *db* in every format, written into *directory*."""
+    exports = []
+    for fmt in ("ndjson", "csv", "json"):
+        out = directory / f"export.{fmt}"
+        done = _cli("export", "--db", str(db), "--format", fmt, "-o", str(out))
+        assert 0 == done.returncode, done.stderr
+        exports.append(out.read_text(encoding="utf-8"))
+    return "\n".join(exports)
 
 
 def _fts_matches(conn: apsw.Connection, needle: str) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from test_secret_landing import _cli, _fts_matches
+from test_secret_landing import _cli, _exports, _fts_matches
 from test_servers import Server
 
 httpx = pytest.importorskip("httpx")
@@ -137,13 +137,7 @@ class Landing:
             needle: _cli("search", "--db", str(self.db), "--no-pager", "--json", needle)
             for needle in (PASSWORD, SIGNUP_PIN, USERNAME)
         }
-        exports = []
-        for fmt in ("ndjson", "csv", "json"):
-            out = directory / f"export.{fmt}"
-            done = _cli("export", "--db", str(self.db), "--format", fmt, "-o", str(out))
-            assert 0 == done.returncode, done.stderr
-            exports.append(out.read_text(encoding="utf-8"))
-        self.export = "\n".join(exports)
+        self.export = _exports(self.db, directory)
 
     def places(self, needle: str) -> list[str]:
         """The places *needle* was found in."""
