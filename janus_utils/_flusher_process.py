@@ -107,9 +107,9 @@ def write_status(
     One small JSON file (0600), replaced whole by a rename so that a reader
     never sees half of it.  It names its writer by pid and by the token the
     ring knows its leader by (see read_status).  Written again, changed or
-    not, when the file at *path* is no longer the one this call wrote: a
+    not, when another file is at *path* than the one this call wrote: a
     flusher that has just stepped down (resumed after a stop) may have
-    replaced it; not with *rewrite* False.  Returns what was written, for
+    replaced it; not with *rewrite* False, and not when none is there.  Returns what was written, for
     the next call.
 
     ``released`` is a ring position the counters count every commit up to,
@@ -128,8 +128,12 @@ def write_status(
         flusher.token,
         released,
     )
-    if last and state == last[:-1] and (not rewrite or _file_id(path) == last[-1]):
-        return last
+    if last and state == last[:-1]:
+        found = _file_id(path)
+        # A file deleted with its database (the application cleaning up) is
+        # not made again: only one another flusher put in its place.
+        if not rewrite or found is None or found == last[-1]:
+            return last
     data = dict(zip((*_STATUS_COUNTERS, "retention_held"), state))
     data.update(
         pid=os.getpid(), token=flusher.token, last_error=flusher.last_error, last_error_at=flusher.last_error_at,

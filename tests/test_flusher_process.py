@@ -626,6 +626,23 @@ class TestDaemon:
 
 
 class TestReplacedFiles:
+    def test_a_deleted_status_file_is_not_made_again_after_shutdown(self, db_path: Path) -> None:
+        """The application removed its log files after shutdown(): the flusher process,
+        lingering before it exits, does not write its status file back into the directory."""
+        ju.configure(db_path, flusher="process", console=False)
+        try:
+            ju.get_logger("gone").info("one")
+            assert ju.flush(timeout=60)
+            pid = ju.stats()["flusher_pid"]
+        finally:
+            ju.shutdown()
+        status = Path(f"{db_path}-flusher.status")
+        assert status.exists() and pid is not None
+        status.unlink()
+        wait_until(lambda: not alive(pid), 30, f"flusher process {pid} outlived its users")
+        assert not status.exists()
+        assert [] == [p.name for p in db_path.parent.iterdir() if ".tmp" in p.name]
+
     def test_a_new_database_at_the_same_path_gets_the_records(self, tmp_path: Path) -> None:
         """The database and ring removed and made again in one process: the new flusher process gets its records."""
         import shutil
