@@ -1233,7 +1233,10 @@ class LogStore:
             )
         if isinstance(streams, Streams):
             rows = self._run(selection, lambda: self._streams_sql(selection, streams, columns, order, limit))
-        elif streams is None and limit and self._by_user_buckets(selection):
+        elif (
+            streams is None and limit and order in ("newest", "oldest") and after_id is None and upto_id is None
+            and self._by_user_buckets(selection)
+        ):  # the buckets are read by time, whole: not an id window (after()) or id order
             rows = self._run_with(selection, lambda db: self._user_rows(db, selection, columns, order, limit))
         elif selection.fts and order != "rank":
             rows = self._run_with(

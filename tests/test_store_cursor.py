@@ -76,6 +76,20 @@ class TestAfter:
             records, matched, cursor = store.after(cursor)
         assert (["late"], 1, 21) == ([r.message for r in records], matched, cursor)
 
+    def test_a_user_filter_or_scope_gives_only_records_above_the_cursor(self, make_log_db: Callable[..., Path]) -> None:
+        """after() by user (a filter or a scope, the live view of one user) reads above the
+        cursor, newest first, as without one: not the user's records from the start."""
+        rows = [make_row(f"n{n}", ts=BASE_TS + n, user_id="12" if n % 2 else "7") for n in range(1, 61)]
+        db = make_log_db(rows)
+        with LogStore(db) as store:
+            by_filter = store.after(50, user_id="12", limit=3)
+            by_int = store.after(50, user_id=12, limit=10)
+        with LogStore(db, scope={"user_id": "12"}) as scoped:
+            by_scope = scoped.after(50, limit=10)
+        assert ([59, 57, 55], 5, 60) == ([r.id for r in by_filter[0]], by_filter[1], by_filter[2])
+        for records, matched, cursor in (by_int, by_scope):
+            assert ([59, 57, 55, 53, 51], 5, 60) == ([r.id for r in records], matched, cursor)
+
 
 class TestCounts:
     def test_counts_after_by_level_and_logger(self, db: Path) -> None:
