@@ -458,6 +458,22 @@ class TestCLI:
         assert cli.main(["ship", "--db", path, "--forget", sink]) == 0
         assert cli.main(["ship", "--db", path, "--status"]) == 1
 
+    def test_once_with_a_sink_down_ships_the_others_and_ends(
+        self, tmp_path: Path, otlp_receiver: OTLPReceiver, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A sink that is down (first on the line) delays no other sink, and --once ends once it
+        has failed for --give-up-after: exit 2 naming it; the next run goes on from its cursor."""
+        path = db_with(tmp_path, 30)
+        dead = "otlp+http://127.0.0.1:1"  # nothing listens on port 1
+        url = "otlp+http://" + otlp_receiver.endpoint.split("://")[1]
+        assert cli.main(["ship", "--db", path, "--to", dead, "--to", url, "--once", "--give-up-after", "1"]) == 2
+        out = capsys.readouterr().out
+        assert "30 records shipped" in out and otlp_receiver.record_count == 30
+        assert "127.0.0.1:1/v1/logs: not caught up, up to id 0" in out and "last error:" in out
+        assert cli.main(["ship", "--db", path, "--status", "--json"]) == 0
+        lags = {s["sink"]: s["lag_rows"] for s in json.loads(capsys.readouterr().out)["sinks"]}
+        assert sorted(lags.values()) == [0, 30]
+
     def test_bad_usage_is_exit_2_with_a_message(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         path = db_with(tmp_path, 1)
         assert cli.main(["ship", "--db", path]) == 2

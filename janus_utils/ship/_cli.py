@@ -15,6 +15,10 @@ from ..error_handling.utils.errors import ConfigError, ShipError
 from ..security import sanitize
 from ._shipper import Shipper, open_for_shipping, sink_status
 
+# ship --once gives up on a sink that has failed this long without a break, so
+# that a run from cron ends while a sink is down (the next goes on from its cursor).
+ONCE_GIVE_UP = 60.0
+
 __all__ = ["add_parser"]
 
 
@@ -59,6 +63,11 @@ def add_parser(commands: Any, db_default: str, formatter: type[argparse.HelpForm
     ship.add_argument("--batch-size", type=int, metavar="N", help="records per request (default: 50000 for ClickHouse, 2000 for OTLP)")
     ship.add_argument("--forget", metavar="SINK", help="delete SINK's cursor (as --status names it): retention stops keeping rows for it")
     ship.add_argument("--timeout", type=float, metavar="SECONDS", help="with --once: give up after SECONDS")
+    ship.add_argument(
+        "--give-up-after", type=float, default=ONCE_GIVE_UP, metavar="SECONDS",
+        help=f"with --once: give up on a sink that has failed without a break for SECONDS (default {ONCE_GIVE_UP:g}); "
+        "the next run goes on from where it stopped",
+    )
     ship.add_argument("--json", action="store_true", help="--status as one JSON object")
     ship.set_defaults(run=run)
     return ship
@@ -85,19 +94,35 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
 
 def _once(shippers: list[Shipper], args: argparse.Namespace, out: IO[str]) -> int:
-    code = 0
-    for shipper in shippers:
+    """Ship every sink until caught up, side by side: a sink that is down delays none of the others."""
+    results: dict[int, bool | ShipError] = {}
+
+    def ship(n: int, shipper: Shipper) -> None:
         try:
-            done = shipper.run_until_caught_up(args.timeout)
+            results[n] = shipper.run_until_caught_up(args.timeout, give_up_after=args.give_up_after)
         except ShipError as exc:
-            out.write(f"{sanitize(shipper.sink)}: refused: {sanitize(exc.message)}\n")
+            results[n] = exc
+
+    threads = [threading.Thread(target=ship, args=(n, s), name=f"janus-ship-once-{n}") for n, s in enumerate(shippers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    code = 0
+    for n, shipper in enumerate(shippers):
+        done = results.get(n, False)
+        if isinstance(done, ShipError):
+            out.write(f"{sanitize(shipper.sink)}: refused: {sanitize(done.message)}\n")
             code = 2
-            continue
-        if not done:
-            out.write(f"{sanitize(shipper.sink)}: not caught up (another shipper holds it, or --timeout passed)\n")
+        elif not done:
+            why = f"; last error: {sanitize(shipper.last_error)}" if shipper.last_error else ""
+            out.write(
+                f"{sanitize(shipper.sink)}: not caught up, up to id {shipper.shipped_upto} (another shipper holds it, "
+                f"--timeout passed, or it failed for --give-up-after {args.give_up_after:g} s{why})\n"
+            )
             code = 2
-            continue
-        out.write(f"{sanitize(shipper.sink)}: {shipper.shipped:,} records shipped, up to id {shipper.shipped_upto}\n")
+        else:
+            out.write(f"{sanitize(shipper.sink)}: {shipper.shipped:,} records shipped, up to id {shipper.shipped_upto}\n")
     return code
 
 

@@ -327,11 +327,13 @@ class Shipper:
             time.sleep(0.01)
         return True
 
-    def run_until_caught_up(self, timeout: float | None = None) -> bool:
+    def run_until_caught_up(self, timeout: float | None = None, give_up_after: float | None = None) -> bool:
         """In this thread: take the election, ship until every row present at the call is shipped.
 
         For ``janus-logs ship --once``.  Returns True when caught up, False
-        when another process holds the election or *timeout* passed; raises
+        when another process holds the election, *timeout* passed, or the
+        sink has failed without a break for *give_up_after* seconds (a sink
+        that is down: the next run goes on from the cursor); raises
         ShipError when the sink refuses for good.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -345,12 +347,19 @@ class Shipper:
             with self._db_lock:
                 target = self._conn().execute(f'SELECT coalesce(max("id"), 0) FROM {_T}').fetchall()[0][0]
             while self.shipped_upto < target:
-                if deadline is not None and time.monotonic() >= deadline:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    return False
+                if give_up_after is not None and self.failing_since is not None and now - self.failing_since >= give_up_after:
                     return False
                 try:
                     self._ship_one(wait_idle=False)
                 except Retry as err:
-                    self._failed(str(err), getattr(err, "retry_after", None))
+                    until = deadline
+                    if give_up_after is not None and self.failing_since is not None:
+                        gone = self.failing_since + give_up_after
+                        until = gone if until is None else min(until, gone)
+                    self._failed(str(err), getattr(err, "retry_after", None), until=until)
             return True
         finally:
             self._close_sender()
@@ -555,8 +564,10 @@ class Shipper:
             self._wake.clear()
 
     # ------------------------------------------------------------ trouble
-    def _failed(self, message: str, retry_after: float | None) -> None:
-        """A try failed in a way that may pass: back off (with jitter, capped) and try the same batch."""
+    def _failed(self, message: str, retry_after: float | None, until: float | None = None) -> None:
+        """A try failed in a way that may pass: back off (with jitter, capped) and try the same batch.
+
+        The pause ends by *until* (a monotonic time) when given: ship --once's limits."""
         self.retries += 1
         self.state = "retrying"
         self.last_error = message
@@ -569,6 +580,8 @@ class Shipper:
         if retry_after is not None:
             pause = max(pause, min(retry_after, 60.0))
         end = time.monotonic() + pause
+        if until is not None:
+            end = min(end, until)
         while True:
             # The lag keeps growing while the sink is away: keep stats() telling.
             with contextlib.suppress(apsw.Error), self._db_lock:
