@@ -2151,12 +2151,12 @@ fallback:
     return NULL;
 }
 
-/* labels.get(row[9], unknown), borrowed; NULL with an error set. */
 /* A value the garbage collector never needs to walk a row for. */
 static inline int is_atomic(PyObject *v) {
     return v == Py_None || PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || PyFloat_CheckExact(v);
 }
 
+/* labels.get(row[9], unknown), borrowed; NULL with an error set. */
 static PyObject *label_of(PyObject *row, PyObject *labels, PyObject *unknown, const char *name) {
     PyObject *pid = PyTuple_Check(row) && PyTuple_GET_SIZE(row) > 9 ? PyTuple_GET_ITEM(row, 9) : NULL;
     if (pid == NULL) {
