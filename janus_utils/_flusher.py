@@ -39,13 +39,14 @@ import apsw
 from . import _resource, _ring, _rollup, _schema, _spill, _sqlite_guard, _termbits, _words, security
 from ._console import Console
 from ._record import decode_row, native_enabled, speedups, unstorable_row
+from .error_handling._base import JanusError
 from .error_handling.utils.errors import ConfigError, FileHandlerError, RingError, RingFormatError
 from .file_handler import FileLock
 
 if TYPE_CHECKING:
     from .logger import Config
 
-__all__ = ["Flusher", "open_database", "unwritable_error"]
+__all__ = ["Flusher", "config_error", "open_database"]
 
 
 def _insert_sql(columns: tuple[str, ...], rows: int = 1) -> str:
@@ -124,12 +125,14 @@ def _errno_of(err: BaseException) -> int | None:
     return None
 
 
-def unwritable_error(db_path: str, err: BaseException) -> ConfigError | None:
-    """A ConfigError saying the directory of *db_path* cannot be written, when that is why *err* happened.
+def config_error(db_path: str, err: BaseException, message: str | None = None) -> ConfigError:
+    """What configure() raises for *err* (chain it ``from err``): a ConfigError saying the
+    directory of *db_path* cannot be written, when that is why *err* happened; else one
+    with *message* (default: *err*'s own, with its details).
 
-    Judged by *err*'s errno when it has one (a ring, lock or database file),
-    else, for SQLite's "unable to open database file" (a -wal, -shm or
-    -journal it could not create) and "attempt to write a readonly
+    Unwritable is judged by *err*'s errno when it has one (a ring, lock or
+    database file), else, for SQLite's "unable to open database file" (a -wal,
+    -shm or -journal it could not create) and "attempt to write a readonly
     database", by whether the directory is writable now.
     """
     directory = os.path.dirname(db_path) or "."
@@ -141,7 +144,11 @@ def unwritable_error(db_path: str, err: BaseException) -> ConfigError | None:
     ):
         code = errno.EACCES
     if code not in _UNWRITABLE:
-        return None
+        if message is not None:
+            return ConfigError(message)
+        if isinstance(err, JanusError):
+            return ConfigError(err.message, details=err.details)
+        return ConfigError(f"{type(err).__name__}: {err}")
     with contextlib.suppress(OSError):
         if os.statvfs(directory).f_flag & os.ST_RDONLY:
             code = errno.EROFS
@@ -440,7 +447,7 @@ class Flusher:
             if err.details.get("errno") in NO_ROOM:
                 raise  # configure() waits for room (logger._Pending)
             # What configure() promises: a ConfigError for what waiting cannot fix.
-            raise unwritable_error(cfg.db_path, err) or ConfigError(err.message, details=err.details) from err
+            raise config_error(cfg.db_path, err) from err
         self.decode_rows = speedups.decode_rows if native_enabled() else None
         self.any_non_ascii = speedups.any_non_ascii if native_enabled() else None
         self.sign_rows = getattr(speedups, "sign_rows", None) if native_enabled() else None
@@ -561,8 +568,8 @@ class Flusher:
                         self.db.close()
                     self.db = None
                 self.lock.release()
-                raise unwritable_error(self.cfg.db_path, err) or ConfigError(
-                    f"cannot use {self.cfg.db_path} as a log database: {type(err).__name__}: {err}"
+                raise config_error(
+                    self.cfg.db_path, err, f"cannot use {self.cfg.db_path} as a log database: {type(err).__name__}: {err}"
                 ) from err
         self._start_thread()
         self.console.start()
@@ -579,7 +586,7 @@ class Flusher:
             if _errno_of(err) in NO_ROOM:
                 self._failed(err)
                 return False
-            raise unwritable_error(self.cfg.db_path, err) or ConfigError(err.message) from err
+            raise config_error(self.cfg.db_path, err) from err
 
     def _drain_to(self, target: int, deadline: float | None = None) -> None:
         """Commit batches until everything before ring position *target* is stored.

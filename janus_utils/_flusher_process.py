@@ -49,7 +49,7 @@ import time
 import types
 from typing import IO, TYPE_CHECKING, Any
 
-from ._flusher import Flusher, _file_id, unwritable_error
+from ._flusher import Flusher, _file_id, config_error
 from .error_handling.utils.errors import ConfigError, FileHandlerError
 from .file_handler import FileLock, open_private
 
@@ -356,7 +356,7 @@ class RemoteFlusher(Flusher):
         try:
             self._register()
         except FileHandlerError as err:
-            raise unwritable_error(self.cfg.db_path, err) or ConfigError(err.message) from err
+            raise config_error(self.cfg.db_path, err) from err
         target = self.ring.stats().head
         try:
             answer = self._ensure(wait=_SPAWN_WAIT)
