@@ -94,13 +94,12 @@ def status_path(db_path: str) -> str:
 _STATUS_COUNTERS = ("committed", "batches", "retries", "errors", "unstorable")
 
 
+# What a status file holds besides the writer's pid, in the order write_status reads it.
+_STATUS_KEYS = (*_STATUS_COUNTERS, "retention_held", "last_error", "last_error_at", "recent_errors", "token", "released")
+
+
 def write_status(
-    flusher: Flusher,
-    path: str,
-    last: tuple[Any, ...] | None = None,
-    released: int | None = None,
-    *,
-    rewrite: bool = True,
+    flusher: Flusher, path: str, last: tuple[Any, ...] | None = None, released: int | None = None
 ) -> tuple[Any, ...]:
     """Write *flusher*'s counters and error state to *path* if they changed since *last*.
 
@@ -109,8 +108,9 @@ def write_status(
     ring knows its leader by (see read_status).  Written again, changed or
     not, when another file is at *path* than the one this call wrote: a
     flusher that has just stepped down (resumed after a stop) may have
-    replaced it; not with *rewrite* False, and not when none is there.  Returns what was written, for
-    the next call.
+    replaced it; not when none is there (deleted with its database, as an
+    application cleaning up does).  Returns what was written, for the next
+    call.
 
     ``released`` is a ring position the counters count every commit up to,
     what RemoteFlusher.wait_stats waits for: *released* (a commit's, said
@@ -128,17 +128,10 @@ def write_status(
         flusher.token,
         released,
     )
-    if last and state == last[:-1]:
-        found = _file_id(path)
-        # A file deleted with its database (the application cleaning up) is
-        # not made again: only one another flusher put in its place.
-        if not rewrite or found is None or found == last[-1]:
-            return last
-    data = dict(zip((*_STATUS_COUNTERS, "retention_held"), state))
-    data.update(
-        pid=os.getpid(), token=flusher.token, last_error=flusher.last_error, last_error_at=flusher.last_error_at,
-        recent_errors=list(flusher.recent_errors), released=released,
-    )
+    if last and state == last[:-1] and _file_id(path) in (None, last[-1]):
+        return last
+    data = {**dict(zip(_STATUS_KEYS, state)), "pid": os.getpid()}
+    data["recent_errors"] = list(data["recent_errors"])
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
@@ -595,23 +588,16 @@ def serve(cfg: Config, *, daemon: bool = False, linger: float = _LINGER, answer:
     written: tuple[Any, ...] | None = None
     status_lock = threading.Lock()  # this thread's looks and the flusher thread's (on_status)
 
-    def write(released: int | None = None, *, rewrite: bool = True) -> None:
+    def write(released: int | None = None) -> None:
         nonlocal written
         with status_lock:
             # The ring's leader, not just a flusher that thinks it leads: one
             # resumed after a stop writes nothing before it steps down.
             if flusher.leader and flusher.ring.stats().leader == flusher.token:
-                written = write_status(flusher, status, written, released, rewrite=rewrite)
-
-    def say_status(released: int | None) -> None:
-        # For a flush() that woke the flusher thread.  Only news is written: the
-        # wake of a shutdown() changes nothing, and must not make the file again
-        # in a directory being removed right after (the looks below restore a
-        # file another flusher replaced).
-        write(released, rewrite=False)
+                written = write_status(flusher, status, written, released)
 
     write()  # before "ready": the first flush() finds a status to wait for
-    flusher.on_status = say_status
+    flusher.on_status = write  # for a flush() that woke the flusher thread
     _answer(answer, f"ready {os.getpid()} {'leader' if flusher.leader else 'standby'}")
     users = _Users(users_lock_path(cfg.db_path))
     ring_file = _file_id(flusher.ring_path)
