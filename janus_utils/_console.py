@@ -281,11 +281,9 @@ def _logfmt_value(value: object) -> str:
             text = safe_str(value)
     else:
         text = safe_str(value)
-    if text and not any(c in text for c in ' ="\\') and security.sanitize(text) == text:
-        return text
-    # Quoted with every escape decodable (a logged "\\n" is not a newline), and
-    # still one line with no control character raw.
-    return security.quote(text)
+    # Bare, or quoted with every escape decodable (a logged "\\n" is not a
+    # newline), and still one line with no control character raw.
+    return security.logfmt_text(text)
 
 
 _SOURCE_KEYS = frozenset(("code.filepath", "code.lineno", "code.function"))  # see _source

@@ -37,7 +37,7 @@ from ._timeparse import format_ts, parse_time, ts_datetime
 from .error_handling import JanusError
 from .file_handler import atomic_output, sqlite_path
 from .retention import PruneSummary, erase_path, import_archive, list_archives, prune_path, search_archives
-from .security import quote, sanitize
+from .security import logfmt_text, sanitize
 from .store import DEFAULT_TIMEOUT, FieldValue, LogStore, Record, StoreStats
 from .store import _record as _record_from_row  # the one place a stored row becomes a Record
 
@@ -92,10 +92,7 @@ def _logfmt_value(value: object) -> str:
     raw, and sanitizing its output then wrote them as ``\\x9b``, which no logfmt
     or JSON reader decodes.
     """
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    if text and not any(char in text for char in ' ="\\') and sanitize(text) == text:
-        return text
-    return quote(text)
+    return logfmt_text(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
 
 
 def _format_record(record: Record, colour: bool, utc: bool = True) -> str:

@@ -461,6 +461,13 @@ def quote(text: str) -> str:
     return '"' + text.translate(_QUOTE_ESCAPES) + '"'
 
 
+def logfmt_text(text: str) -> str:
+    """*text* as a logfmt value: bare when it needs neither quotes nor escapes, else quote(text)."""
+    if text and not any(c in text for c in ' ="\\') and sanitize(text) == text:
+        return text
+    return quote(text)
+
+
 # Names Windows reserves for devices, whatever the extension.
 _RESERVED_NAMES = frozenset(
     ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
