@@ -347,18 +347,16 @@ class Shipper:
             with self._db_lock:
                 target = self._conn().execute(f'SELECT coalesce(max("id"), 0) FROM {_T}').fetchall()[0][0]
             while self.shipped_upto < target:
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    return False
-                if give_up_after is not None and self.failing_since is not None and now - self.failing_since >= give_up_after:
+                # The sooner of the two limits; a failure sets failing_since, so
+                # it is read again each time round.
+                ends = [deadline, None if give_up_after is None or self.failing_since is None
+                        else self.failing_since + give_up_after]  # fmt: skip
+                until = min((end for end in ends if end is not None), default=None)
+                if until is not None and time.monotonic() >= until:
                     return False
                 try:
                     self._ship_one(wait_idle=False)
                 except Retry as err:
-                    until = deadline
-                    if give_up_after is not None and self.failing_since is not None:
-                        gone = self.failing_since + give_up_after
-                        until = gone if until is None else min(until, gone)
                     self._failed(str(err), getattr(err, "retry_after", None), until=until)
             return True
         finally:
